@@ -1,0 +1,45 @@
+# cnnlab: `make demo` and `make test` bootstrap everything they need on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.cnnlab-installed
+FMNIST := /usr/share/datasets/fashion-mnist
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup data demo test test-slow bench clean
+
+setup: $(STAMP) data
+
+# torch is installed first, pinned, so that the package's own range is already satisfied
+# (a bare `torch` requirement would otherwise pull whatever build the index offers).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH_PINS)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Real Fashion-MNIST comes from Debian's dataset-fashion-mnist package where we can install it.
+data:
+	@if [ -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+	  echo "Fashion-MNIST found in $(FMNIST)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's dataset-fashion-mnist ..."; \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) && \
+	  echo "Fashion-MNIST installed in $(FMNIST)"; \
+	else \
+	  echo "Fashion-MNIST not found: run 'sudo apt-get install dataset-fashion-mnist'," \
+	       "or pass --data-dir DIR holding the four IDX files, or let torchvision download them (--download)."; \
+	fi
+
+demo: setup
+	$(BIN)/cnnlab train --data fashion-mnist --model cnn --epochs 6 --out runs/demo --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf runs .pytest_cache build dist src/*.egg-info

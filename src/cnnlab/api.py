@@ -1,0 +1,317 @@
+"""The public functions behind every CLI command: train, evaluate, predict, and listings."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from . import __version__
+from .config import Config, build_config, save_config
+from .data import DATASETS, PreparedData, prepare_data
+from .data.images import decode_file, describe_error
+from .data.loaders import TensorBatches
+from .errors import CnnlabError
+from .evaluate.metrics import classification_metrics
+from .models import MODELS, count_parameters, create_model
+from .runs.store import RunFolder, atomic_write_json, now
+from .train.callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress
+from .train.optim import build_optimizer
+from .train.trainer import Trainer, predict_logits, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    run: Path
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    stop_reason: str
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda when present, else mps, else cpu; an unavailable explicit device is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CnnlabError(f"train.device {name!r}: no CUDA device is available here; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CnnlabError("train.device 'mps': no Apple GPU is available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def _model_from_config(cfg: Config, num_classes: int, in_chans: int, input_size: int) -> torch.nn.Module:
+    return create_model(cfg.model.name, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+                        hidden=cfg.model.hidden, dropout=cfg.model.dropout)
+
+
+def _loader(data: PreparedData, split: str, batch_size: int, device: torch.device, shuffle: bool = False,
+            seed: int = 0) -> TensorBatches:
+    return TensorBatches(data.images, data.labels, data.splits[split], batch_size, data.mean, data.std,
+                         shuffle=shuffle, seed=seed, device=device)
+
+
+def _saved_split(run: RunFolder) -> tuple[dict[str, list[int]], str]:
+    saved = run.read_json(run.split_json)
+    return saved["indices"], saved["fingerprint"]
+
+
+def _load_run_data(run: RunFolder, cfg: Config, progress: bool) -> PreparedData:
+    """The run's own data with its exact saved split; refuses data that changed since."""
+    indices, fingerprint = _saved_split(run)
+    data = prepare_data(cfg.data, cfg.model.name, cfg.train.seed, splits=indices, progress=progress)
+    if data.fingerprint() != fingerprint:
+        raise CnnlabError(
+            f"data.source {cfg.data.source!r} no longer matches the data run {str(run.path)!r} was trained on "
+            "(files or labels changed); its saved split cannot be reused"
+        )
+    return data
+
+
+def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[int] = None,
+          overwrite: bool = False, callbacks: Sequence[Callback] = (), progress: bool = True) -> TrainResult:
+    """Train a model and write a complete run folder.
+
+    Args:
+        cfg: the resolved config (ignored when resuming: the run's own config is used).
+        resume: a run folder to continue from its last checkpoint.
+        epochs: with ``resume``, a new total number of epochs (to extend a run).
+        overwrite: replace an existing run folder at ``cfg.run.out``.
+        callbacks: extra callbacks, called before checkpointing at each event.
+        progress: show progress bars.
+
+    Returns:
+        The run folder, the per-epoch history, test metrics and why training stopped.
+
+    Raises:
+        CnnlabError: bad input, found before training starts wherever possible.
+        KeyboardInterrupt: after marking the run 'interrupted' (resume it later).
+    """
+    state = None
+    if resume is not None:
+        run = RunFolder(resume).require()
+        if not run.last_ckpt.is_file():
+            raise CnnlabError(f"run folder {str(run.path)!r} has no checkpoints/last.pt to resume from")
+        saved = yaml.safe_load(run.config.read_text())
+        cfg = build_config(saved, {"train.epochs": epochs} if epochs else None, source=str(run.config))
+        state = run.load_checkpoint("last")
+        if state["epoch"] >= cfg.train.epochs and run.metrics_json.exists():
+            raise CnnlabError(f"run {str(run.path)!r} already finished {state['epoch']} epochs; "
+                              "pass --epochs N with a larger N to extend it")
+    else:
+        out = cfg.run.out or f"runs/{cfg.model.name}-{Path(cfg.data.source).name}-{datetime.now():%Y%m%d-%H%M%S}"
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": out})})
+        run = RunFolder(out)
+
+    device = resolve_device(cfg.train.device)
+    if state is not None:
+        data = _load_run_data(run, cfg, progress)
+    else:
+        data = prepare_data(cfg.data, cfg.model.name, cfg.train.seed, progress=progress)
+    seed_everything(cfg.train.seed)
+    model = _model_from_config(cfg, len(data.classes), data.channels, data.input_size)
+
+    if state is None:  # only now, with data and model checked, does the run folder appear
+        run.create(overwrite=overwrite)
+        save_config(cfg, run.config)
+        atomic_write_json(run.dataset_json, data.summary())
+        atomic_write_json(run.split_json, {"fingerprint": data.fingerprint(),
+                                           "indices": {k: v.tolist() for k, v in data.splits.items()}})
+    _log_summary(data, model, cfg, device)
+    params = count_parameters(model)
+    run.update_status(status="running", started=now(), cnnlab=__version__, torch=torch.__version__,
+                      python=platform.python_version(), device=str(device), parameters=params,
+                      **({"resumed_from_epoch": state["epoch"]} if state else {}))
+
+    meta = {"config": cfg.model_dump(mode="json"), "classes": data.classes,
+            "preprocess": {"input_size": data.input_size, "channels": data.channels,
+                           "mean": data.mean, "std": data.std}}
+    cbs: list[Callback] = [Progress(enabled=progress), HistoryCSV(run.history_csv)]
+    if cfg.train.patience:
+        cbs.append(EarlyStopping(cfg.train.monitor, cfg.train.patience, cfg.train.min_delta))
+    has_val = len(data.splits["val"]) > 0
+    cbs += list(callbacks)
+    cbs.append(Checkpoint(run.path / "checkpoints", cfg.train.monitor if has_val else "train_loss", lambda: meta))
+
+    model.to(device)
+    optimizer = build_optimizer(cfg.optim.name, [p for p in model.parameters() if p.requires_grad],
+                                lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum)
+    trainer = Trainer(model, optimizer, device, cbs)
+    if state is not None:
+        trainer.load_state_dict(state)
+        log.info("resuming %s after epoch %d of %d", run.path, trainer.epoch, cfg.train.epochs)
+        if epochs:
+            save_config(cfg, run.config)
+
+    train_batches = _loader(data, "train", cfg.train.batch_size, device, shuffle=True, seed=cfg.train.seed)
+    val_batches = _loader(data, "val", cfg.train.batch_size, device) if has_val else None
+    run.metrics_json.unlink(missing_ok=True)  # its presence means "finished": not while training
+    try:
+        trainer.fit(train_batches, val_batches, cfg.train.epochs)
+    except KeyboardInterrupt:
+        run.update_status(status="interrupted", stopped=now(), epochs_done=trainer.epoch)
+        log.warning("interrupted after epoch %d; continue with: cnnlab train --resume %s", trainer.epoch, run.path)
+        raise
+    except BaseException as e:
+        run.update_status(status="failed", stopped=now(), epochs_done=trainer.epoch, error=repr(e)[:500])
+        raise
+
+    metrics = _evaluate_checkpoint(run, data, device, cfg.train.batch_size)
+    atomic_write_json(run.metrics_json, metrics)
+    run.update_status(status="completed", finished=now(), epochs_done=trainer.epoch,
+                      stop_reason=trainer.stop_reason or "completed all epochs",
+                      train_seconds=round(sum(h["seconds"] for h in trainer.history), 1),
+                      best_epoch=metrics["best_epoch"])
+    return TrainResult(run.path, trainer.history, metrics, trainer.stop_reason)
+
+
+def _log_summary(data: PreparedData, model: torch.nn.Module, cfg: Config, device: torch.device) -> None:
+    s = data.summary()
+    log.info("data %s: %d images, %d classes, %d×%d×%d; split train %d / val %d / test %d; imbalance %.2f",
+             s["source"], s["num_images"], len(s["classes"]), s["input_size"], s["input_size"], s["channels"],
+             s["split_sizes"]["train"], s["split_sizes"]["val"], s["split_sizes"]["test"], s["imbalance_ratio"])
+    if data.skipped:
+        log.warning("skipped %d unreadable files: %s", len(data.skipped),
+                    "; ".join(f"{x['path']} ({x['reason']})" for x in data.skipped))
+    p = count_parameters(model)
+    log.info("model %s: %s parameters (%s trainable, %s frozen); device %s", cfg.model.name,
+             f"{p['total']:,}", f"{p['trainable']:,}", f"{p['frozen']:,}", device)
+
+
+def _load_model(ckpt: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    cfg = build_config(ckpt["config"])
+    pre = ckpt["preprocess"]
+    model = _model_from_config(cfg, len(ckpt["classes"]), pre["channels"], pre["input_size"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()
+
+
+def _probs(model: torch.nn.Module, batches: TensorBatches) -> tuple[np.ndarray, np.ndarray]:
+    logits, y = predict_logits(model, batches)
+    return torch.softmax(logits, 1).numpy(), y.numpy()
+
+
+def _evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device, batch_size: int,
+                         split: str = "test") -> dict[str, Any]:
+    ckpt = run.load_checkpoint("best")
+    if not len(data.splits.get(split, [])):
+        if split == "test" and len(data.splits["val"]):
+            log.warning("no test split: evaluating on the validation split")
+            split = "val"
+        else:
+            raise CnnlabError(f"the {split!r} split of {data.source!r} is empty")
+    model = _load_model(ckpt, device)
+    probs, y = _probs(model, _loader(data, split, batch_size, device))
+    metrics = classification_metrics(y, probs, data.classes)
+    return {"split": split, "checkpoint": "best", "best_epoch": ckpt["epoch"], **metrics}
+
+
+def evaluate(run_path: str | Path, data: Optional[str] = None, data_dir: Optional[str] = None,
+             split: str = "test", batch_size: int = 256, device: str = "auto",
+             progress: bool = True) -> dict[str, Any]:
+    """Evaluate a run's best checkpoint.
+
+    Args:
+        run_path: the run folder.
+        data: another dataset (name or folder) to evaluate on, all of its images, classes
+            matched by name; default: the run's own ``split``, exactly as saved.
+        data_dir: where ``data``'s files are, for built-ins.
+        split: train, val or test of the run's own data.
+        batch_size: evaluation batch size.
+        device: auto, cpu, cuda...
+        progress: show decoding progress.
+
+    Returns:
+        The metrics dict (as in metrics.json).
+    """
+    run = RunFolder(run_path).require()
+    cfg = build_config(yaml.safe_load(run.config.read_text()), source=str(run.config))
+    dev = resolve_device(device)
+    if data is None:
+        if split not in ("train", "val", "test"):
+            raise CnnlabError(f"--split {split!r}: choose train, val or test")
+        prepared = _load_run_data(run, cfg, progress)
+        return _evaluate_checkpoint(run, prepared, dev, batch_size, split)
+    ckpt = run.load_checkpoint("best")
+    pre = ckpt["preprocess"]
+    dcfg = build_config({"data": {**cfg.data.model_dump(), "source": data, "data_dir": data_dir,
+                                  "input_size": pre["input_size"], "channels": pre["channels"]},
+                         "model": cfg.model.model_dump()}).data
+    other = prepare_data(dcfg, cfg.model.name, cfg.train.seed, progress=progress)
+    missing = [c for c in other.classes if c not in ckpt["classes"]]
+    if missing:
+        raise CnnlabError(f"dataset {data!r} has classes the model never saw: {', '.join(missing)}")
+    remap = torch.tensor([ckpt["classes"].index(c) for c in other.classes])
+    other.labels = remap[other.labels]
+    other.classes = list(ckpt["classes"])
+    other.mean, other.std = pre["mean"], pre["std"]
+    other.splits = {"all": np.arange(len(other.labels))}
+    model = _load_model(ckpt, dev)
+    probs, y = _probs(model, _loader(other, "all", batch_size, dev))
+    return {"split": "all", "data": data, "checkpoint": "best", "best_epoch": ckpt["epoch"],
+            **classification_metrics(y, probs, other.classes)}
+
+
+def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
+            device: str = "auto") -> list[dict[str, Any]]:
+    """Top-k classes and probabilities for image files, with the run's preprocessing.
+
+    Returns:
+        One dict per image: ``{"path", "top": [{"class", "prob"}...]}`` or ``{"path", "error"}``.
+    """
+    run = RunFolder(run_path).require()
+    ckpt = run.load_checkpoint("best")
+    pre = ckpt["preprocess"]
+    dev = resolve_device(device)
+    model = _load_model(ckpt, dev)
+    k = max(1, min(top_k, len(ckpt["classes"])))
+    results: list[dict[str, Any]] = []
+    arrays, ok = [], []
+    for p in images:
+        if not Path(p).is_file():
+            results.append({"path": str(p), "error": "no such file"})
+            continue
+        try:
+            arr, _ = decode_file(p, pre["channels"], pre["input_size"])
+        except Exception as e:  # one unreadable image does not stop the others
+            results.append({"path": str(p), "error": describe_error(e)})
+            continue
+        results.append({"path": str(p)})
+        arrays.append(arr)
+        ok.append(len(results) - 1)
+    if arrays:
+        imgs = torch.from_numpy(np.stack(arrays))
+        labels = torch.zeros(len(arrays), dtype=torch.long)
+        batches = TensorBatches(imgs, labels, np.arange(len(arrays)), 256, pre["mean"], pre["std"], device=dev)
+        probs, _ = _probs(model, batches)
+        for row, i in zip(probs, ok):
+            top = np.argsort(-row, kind="stable")[:k]
+            results[i]["top"] = [{"class": ckpt["classes"][j], "prob": float(row[j])} for j in top]
+    return results
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Registered models: name, description, default input size and pretrained source."""
+    return [{"name": s.name, "description": s.description, "input_size": s.default_input_size,
+             "pretrained": s.pretrained or "-"} for s in (MODELS.get(n) for n in MODELS.names())]
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    """Built-in datasets: name, description, image size, classes."""
+    return [{"name": d.name, "description": d.description, "size": d.native_size,
+             "channels": d.native_channels, "classes": d.num_classes}
+            for d in (DATASETS.get(n) for n in DATASETS.names())]

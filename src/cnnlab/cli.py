@@ -1,0 +1,220 @@
+"""The `cnnlab` command line: parses flags into a typed config and calls one api function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Optional, Sequence
+
+from . import __version__
+from .errors import CnnlabError
+
+# train flag → config key; every flag is sugar for `--set KEY=VALUE`.
+TRAIN_FLAGS: dict[str, str] = {
+    "data": "data.source", "data_dir": "data.data_dir", "download": "data.download",
+    "input_size": "data.input_size", "channels": "data.channels", "split": "data.split",
+    "val_size": "data.val_size", "workers": "data.workers",
+    "model": "model.name", "hidden": "model.hidden", "dropout": "model.dropout",
+    "optimizer": "optim.name", "lr": "optim.lr", "weight_decay": "optim.weight_decay",
+    "momentum": "optim.momentum",
+    "epochs": "train.epochs", "batch_size": "train.batch_size", "seed": "train.seed",
+    "device": "train.device", "monitor": "train.monitor", "patience": "train.patience",
+    "out": "run.out",
+}
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace("-", ",").split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 512,256, got {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.replace("/", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fractions like 0.8,0.1,0.1, got {text!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (usage is one `--help` away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cnnlab", description="Train, compare and understand image classifiers.")
+    p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model and write a run folder",
+                       description="Train a model on a dataset; writes config, history, checkpoints and "
+                                   "test metrics into a run folder. Flags override --config; --set overrides both.")
+    t.add_argument("--config", metavar="FILE", help="YAML config file (sections data/model/optim/train/run)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set optim.lr=3e-4 (repeatable)")
+    g = t.add_argument_group("data")
+    g.add_argument("--data", metavar="NAME|DIR", help="built-in dataset (see `cnnlab list datasets`) or a folder "
+                   "of class folders, optionally split into train/ val/ test/ (default fashion-mnist)")
+    g.add_argument("--data-dir", metavar="DIR", help="where a built-in dataset's files are")
+    g.add_argument("--download", action="store_true", default=None, help="let torchvision download a built-in dataset")
+    g.add_argument("--input-size", type=int, metavar="N", help="resize images to N×N (default: the model's or data's)")
+    g.add_argument("--channels", type=int, metavar="C", help="1 (grey) or 3 (RGB); default: the data's own")
+    g.add_argument("--split", type=_float_list, metavar="TR,VA,TE",
+                   help="train,val,test fractions for unsplit folders (default 0.8,0.1,0.1)")
+    g.add_argument("--val-size", type=float, metavar="F|N",
+                   help="validation taken from a given train split: fraction or count (default 0.1)")
+    g.add_argument("--workers", type=int, metavar="N", help="image decoding threads (default 2)")
+    g = t.add_argument_group("model")
+    g.add_argument("--model", metavar="NAME", help="model name (see `cnnlab list models`; default cnn)")
+    g.add_argument("--hidden", type=_int_list, metavar="H1,H2", help="hidden dense sizes, e.g. 512,256")
+    g.add_argument("--dropout", type=float, metavar="P", help="dropout rate of the dense head")
+    g = t.add_argument_group("optimisation")
+    g.add_argument("--optimizer", metavar="NAME", help="adam (default), adamw, sgd or rmsprop")
+    g.add_argument("--lr", type=float, metavar="LR", help="learning rate (default 1e-3)")
+    g.add_argument("--weight-decay", type=float, metavar="WD", help="weight decay (default 0)")
+    g.add_argument("--momentum", type=float, metavar="M", help="momentum for sgd (default 0.9) / rmsprop (0)")
+    g = t.add_argument_group("training")
+    g.add_argument("--epochs", type=int, metavar="N", help="epochs (default 10); with --resume: the new total")
+    g.add_argument("--batch-size", type=int, metavar="N", help="batch size (default 128)")
+    g.add_argument("--seed", type=int, metavar="S", help="seed of split, init and shuffling (default 0)")
+    g.add_argument("--device", metavar="DEV", help="auto (default: cuda when present), cpu, cuda, cuda:N, mps")
+    g.add_argument("--monitor", metavar="METRIC", help="val_loss (default) or val_acc: picks best.pt, drives --patience")
+    g.add_argument("--patience", type=int, metavar="N", help="stop after N epochs without improvement")
+    g = t.add_argument_group("run folder")
+    g.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<data>-<time>)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    g.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (add --epochs to extend)")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+    e = sub.add_parser("evaluate", help="evaluate a run's best checkpoint",
+                       description="Evaluate a run's best checkpoint on its saved test split (or --split), "
+                                   "or on another dataset with --data (classes matched by name).")
+    e.add_argument("run", metavar="RUN")
+    e.add_argument("--data", metavar="NAME|DIR", help="evaluate on all images of another dataset")
+    e.add_argument("--data-dir", metavar="DIR", help="where --data's files are, for built-ins")
+    e.add_argument("--split", default="test", help="train, val or test of the run's own data (default test)")
+    e.add_argument("--batch-size", type=int, default=256, metavar="N")
+    e.add_argument("--device", default="auto", metavar="DEV")
+    e.add_argument("--json", action="store_true", help="print metrics as JSON")
+
+    pr = sub.add_parser("predict", help="top-k classes for image files",
+                        description="Classify image files with a run's best checkpoint and its preprocessing.")
+    pr.add_argument("run", metavar="RUN")
+    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("--top-k", type=int, default=3, metavar="K")
+    pr.add_argument("--device", default="auto", metavar="DEV")
+    pr.add_argument("--json", action="store_true", help="print results as JSON")
+
+    ls = sub.add_parser("list", help="list registered models or datasets")
+    ls.add_argument("what", choices=["models", "datasets"])
+    ls.add_argument("--json", action="store_true")
+    return p
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stderr, force=True)
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import parse_set
+
+    overrides = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    overrides.update(parse_set(args.set))
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import api
+    from .config import build_config, load_yaml
+    from .evaluate.metrics import format_metrics_table
+
+    progress = not args.quiet and sys.stderr.isatty()
+    if args.resume:
+        extra = [f for f in TRAIN_FLAGS if f != "epochs" and getattr(args, f) is not None]
+        if extra or args.config or args.set:
+            names = ", ".join("--" + f.replace("_", "-") for f in extra) or "--config/--set"
+            raise CnnlabError(f"--resume continues a run with its saved config; only --epochs may be given (got {names})")
+        result = api.train(None, resume=args.resume, epochs=args.epochs, progress=progress)  # type: ignore[arg-type]
+    else:
+        base = load_yaml(args.config) if args.config else None
+        cfg = build_config(base, _train_overrides(args), source=args.config or "")
+        result = api.train(cfg, overwrite=args.overwrite, progress=progress)
+    m = result.metrics
+    print(format_metrics_table(m, f"{m['split']} set, best epoch {m['best_epoch']}:"))
+    print(f"\ntest accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  run folder {result.run}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import api
+    from .evaluate.metrics import format_metrics_table
+
+    m = api.evaluate(args.run, data=args.data, data_dir=args.data_dir, split=args.split,
+                     batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(m, indent=2))
+    else:
+        print(format_metrics_table(m, f"{args.run}: {m.get('data') or m['split'] + ' split'}"))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from . import api
+
+    results = api.predict(args.run, args.images, top_k=args.top_k, device=args.device)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0 if all("top" in r for r in results) else 1
+    for r in results:
+        if "error" in r:
+            print(f"{r['path']}: error: {r['error']}")
+            continue
+        print(f"{r['path']}: " + ", ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"]))
+    return 0 if all("top" in r for r in results) else 1
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from . import api
+
+    rows = api.list_models() if args.what == "models" else api.list_datasets()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if args.what == "models":
+        w = max(len(r["name"]) for r in rows)
+        print(f"{'name':<{w}}  input  pretrained  description")
+        for r in rows:
+            print(f"{r['name']:<{w}}  {r['input_size']:>5}  {r['pretrained']:<10}  {r['description']}")
+    else:
+        w = max(len(r["name"]) for r in rows)
+        print(f"{'name':<{w}}  size  classes  description")
+        for r in rows:
+            print(f"{r['name']:<{w}}  {r['size']:>4}  {r['classes']:>7}  {r['description']}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "list": cmd_list}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the `cnnlab` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "quiet", False))
+    try:
+        return COMMANDS[args.command](args)
+    except CnnlabError as e:
+        print(f"cnnlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The one typed config of a run (data, model, optimiser, training, run), filled from YAML and flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import CnnlabError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the images come from and how they are prepared."""
+
+    source: str = Field("fashion-mnist", description="built-in dataset name or a folder path")
+    data_dir: Optional[str] = Field(None, description="where a built-in dataset's files are")
+    download: bool = Field(False, description="let torchvision download a built-in dataset")
+    input_size: Optional[int] = Field(None, ge=4, le=4096, description="side of the square input")
+    channels: Optional[Literal[1, 3]] = Field(None, description="1 or 3; default: the data's own")
+    split: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="train/val/test fractions for data that is not pre-split"
+    )
+    val_size: float = Field(
+        0.1, gt=0, description="validation carved from a given train split: fraction <1 or count"
+    )
+    workers: int = Field(2, ge=0, le=64, description="threads that decode image files")
+
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6 or v[0] <= 0:
+            raise ValueError("must be three fractions train,val,test, train > 0, summing to 1")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, v: str) -> str:
+        from .data.sources import DATASETS
+
+        if v in DATASETS or Path(v).exists():
+            return v
+        raise ValueError(
+            f"not a built-in dataset ({', '.join(DATASETS.names())}) and no such file or directory"
+        )
+
+
+class ModelConfig(_Section):
+    """Which registered model to build, and its options."""
+
+    name: str = "cnn"
+    hidden: Optional[list[int]] = Field(None, description="hidden dense layer sizes")
+    dropout: Optional[float] = Field(None, ge=0.0, lt=1.0)
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        from .models.factory import MODELS
+
+        if v not in MODELS:
+            raise ValueError(f"unknown model; choose from {', '.join(MODELS.names())}")
+        return v
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_sizes(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and (not v or any(h < 1 for h in v)):
+            raise ValueError("must be a non-empty list of positive layer sizes")
+        return v
+
+
+class OptimConfig(_Section):
+    """Optimiser and its hyper-parameters."""
+
+    name: str = "adam"
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: Optional[float] = Field(
+        None, ge=0, lt=1, description="momentum of sgd (default 0.9) and rmsprop (default 0)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        from .train.optim import OPTIMIZERS
+
+        if v not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer; choose from {', '.join(OPTIMIZERS.names())}")
+        return v
+
+
+class TrainConfig(_Section):
+    """The training loop."""
+
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    monitor: Literal["val_loss", "val_acc"] = Field(
+        "val_loss", description="metric that picks best.pt and drives early stopping"
+    )
+    patience: Optional[int] = Field(None, ge=1, description="early-stopping patience in epochs")
+    min_delta: float = Field(0.0, ge=0)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        base = v.split(":")[0]
+        if base not in {"auto", "cpu", "cuda", "mps"} or (":" in v and base != "cuda"):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return v
+
+
+class RunConfig(_Section):
+    """Where the run folder goes."""
+
+    out: Optional[str] = Field(None, description="run folder; default runs/<model>-<data>-<time>")
+
+
+class Config(_Section):
+    """Everything one training run needs."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+
+def _format_error(err: ValidationError, prefix: str = "") -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or "config"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{prefix}unknown config key {loc!r}; known keys: {', '.join(config_keys())}"
+    value = first.get("input")
+    return f"{prefix}invalid value for {loc}: {value!r} ({msg})"
+
+
+def config_keys() -> list[str]:
+    """Every settable dotted key, e.g. ``optim.lr``."""
+    return [
+        f"{section}.{key}"
+        for section, field in Config.model_fields.items()
+        for key in field.annotation.model_fields  # type: ignore[union-attr]
+    ]
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    if key not in config_keys():
+        raise CnnlabError(f"unknown config key {key!r}; known keys: {', '.join(config_keys())}")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """Parse ``a.b=value`` strings (values read as YAML scalars/lists) into a flat dict."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise CnnlabError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a nested dict, with a clear error when it is not one."""
+    p = Path(path)
+    if not p.is_file():
+        raise CnnlabError(f"config file {str(p)!r} not found")
+    try:
+        tree = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise CnnlabError(f"config file {str(p)!r} is not valid YAML: {e}".splitlines()[0]) from None
+    if not isinstance(tree, dict):
+        raise CnnlabError(f"config file {str(p)!r} must hold a mapping of sections")
+    return tree
+
+
+def build_config(
+    base: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    source: str = "",
+) -> Config:
+    """Build a validated Config from a nested dict plus flat dotted overrides.
+
+    Args:
+        base: nested dict (from YAML or a saved run), may be partial.
+        overrides: flat ``{"optim.lr": 0.01}`` values applied on top, in order.
+        source: where ``base`` came from, named in error messages.
+
+    Raises:
+        CnnlabError: naming the field, the value and what is allowed.
+    """
+    tree: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in (base or {}).items()}
+    for key, value in (overrides or {}).items():
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise CnnlabError(_format_error(e, f"{source}: " if source else "")) from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (every field, defaults included)."""
+    from .runs.store import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

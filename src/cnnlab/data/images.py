@@ -1,0 +1,81 @@
+"""Decoding one image file of any mode into a uint8 array of the requested channels and size."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit / 32-bit integer and float greyscale → 8-bit 'L', scaled by the mode's range."""
+    arr = np.asarray(img)
+    if img.mode == "F":
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+    else:
+        # I;16* hold 0..65535; 'I' (32-bit) from 16-bit PNGs holds the same range.
+        scaled = arr.astype(np.float64) / (65535.0 if arr.max() > 255 else 255.0) * 255
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+
+
+def to_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Convert any PIL mode to 'L' (channels=1) or 'RGB' (channels=3).
+
+    Transparency (RGBA, LA, PA, P with a transparent index) is composited on white, as a
+    viewer would show it; 16-bit and float images are scaled to 8 bits.
+    """
+    if img.mode in {"I", "F"} or img.mode.startswith("I;16"):
+        img = _to_8bit(img)
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in {"RGBA", "LA", "PA", "La", "RGBa"}:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def decode_file(path: str | Path, channels: int, size: int) -> tuple[np.ndarray, str]:
+    """Read ``path`` → (C, size, size) uint8 array, and the file's original PIL mode.
+
+    EXIF orientation is applied; the image is resized to a square with bilinear filtering
+    (PIL's resize low-pass filters when shrinking).
+
+    Raises:
+        Exception: whatever PIL raises for an unreadable file; callers record the reason.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            mode = im.mode
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            im = to_mode(im, channels)
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[None]
+    else:
+        arr = arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr), mode
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short reason for an unreadable image, e.g. 'truncated file' or 'not an image'."""
+    text = str(exc).strip() or type(exc).__name__
+    if "cannot identify image file" in text:
+        return "not an image (unrecognised format)"
+    if "truncated" in text.lower() or isinstance(exc, (OSError, SyntaxError)) and "image file" in text:
+        return f"truncated or corrupt image ({text})"
+    if isinstance(exc, Image.DecompressionBombError) or "decompression bomb" in text.lower():
+        return f"too many pixels ({text})"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return f"{type(exc).__name__}: {text}"

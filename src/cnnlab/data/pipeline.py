@@ -1,0 +1,175 @@
+"""Turn a DataConfig and a model's defaults into split, decoded, normalisable tensors."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import DataConfig
+from ..errors import CnnlabError
+from .sources import DATASETS, SourceImages, load_folder
+from .split import make_splits
+
+log = logging.getLogger(__name__)
+
+FOLDER_DEFAULT_SIZE = 32
+
+
+@dataclass
+class PreparedData:
+    """A dataset ready for training: decoded once, split, with its normalisation.
+
+    Attributes:
+        images: (N, C, H, W) uint8 tensor.
+        labels: (N,) int64 tensor.
+        classes: class names.
+        splits: indices per split name.
+        mean, std: per-channel statistics (0..1 scale) used to normalise inputs.
+        source: the dataset name or folder path.
+        skipped: unreadable files with reasons.
+        paths: relative file path per image (file-based sources).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    splits: dict[str, np.ndarray]
+    mean: list[float]
+    std: list[float]
+    source: str
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    paths: Optional[list[str]] = None
+
+    @property
+    def input_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    def fingerprint(self) -> str:
+        """Identity of the decoded set's files and labels, to check that a saved split applies."""
+        h = hashlib.sha1()
+        h.update(str(tuple(self.images.shape)).encode())
+        h.update(self.labels.numpy().tobytes())
+        if self.paths is not None:
+            h.update("\n".join(self.paths).encode())
+        return h.hexdigest()
+
+    def summary(self) -> dict:
+        """Counts per split and class, for the run folder and the console."""
+        labels = self.labels.numpy()
+        counts = {s: np.bincount(labels[idx], minlength=len(self.classes)).tolist()
+                  for s, idx in self.splits.items()}
+        total = np.bincount(labels, minlength=len(self.classes))
+        nonzero = total[total > 0]
+        return {
+            "source": self.source,
+            "classes": self.classes,
+            "num_images": int(len(labels)),
+            "input_size": self.input_size,
+            "channels": self.channels,
+            "mean": self.mean,
+            "std": self.std,
+            "split_sizes": {s: int(len(i)) for s, i in self.splits.items()},
+            "class_counts": counts,
+            "imbalance_ratio": float(nonzero.max() / nonzero.min()) if len(nonzero) else 1.0,
+            "skipped": self.skipped,
+        }
+
+
+def resolve_input(cfg: DataConfig, model_name: str) -> tuple[Optional[int], Optional[int]]:
+    """(size, channels) to decode to: the flags, else the model's needs, else the data's own.
+
+    Size: ``--input-size``; a model with a fixed input (pretrained nets) uses its own;
+    size-flexible models take a built-in dataset's native size, else the model default
+    (or 32 for folders when the model has none). Channels: ``--channels``, the model's
+    fixed channels, else None = the data's own.
+    """
+    from ..models.factory import MODELS
+
+    spec = MODELS.get(model_name)
+    builtin = DATASETS.get(cfg.source) if cfg.source in DATASETS else None
+    size = cfg.input_size
+    if size is None:
+        if spec.fixed_input_size or builtin is None:
+            size = spec.default_input_size or FOLDER_DEFAULT_SIZE
+        else:
+            size = builtin.native_size
+    channels = cfg.channels or spec.fixed_channels
+    return size, channels
+
+
+def _load_source(cfg: DataConfig, size: int, channels: Optional[int], progress: bool) -> SourceImages:
+    if cfg.source in DATASETS:
+        src = DATASETS.get(cfg.source).loader(data_dir=cfg.data_dir, download=cfg.download)
+        imgs = torch.from_numpy(src.images)
+        if channels and channels != imgs.shape[1]:
+            imgs = imgs.repeat(1, 3, 1, 1) if channels == 3 else imgs.float().mean(1, keepdim=True).round().byte()
+        if size != imgs.shape[-1]:
+            out = []
+            for chunk in imgs.split(4096):
+                r = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True,
+                                  align_corners=False)
+                out.append(r.round().clamp(0, 255).byte())
+            imgs = torch.cat(out)
+        src.images = imgs.numpy()
+        return src
+    path = Path(cfg.source)
+    if path.is_dir():
+        return load_folder(path, size, channels, cfg.workers, progress)
+    raise CnnlabError(f"data.source {cfg.source!r}: not a built-in dataset and not a folder of class folders")
+
+
+def prepare_data(
+    cfg: DataConfig,
+    model_name: str,
+    seed: int,
+    splits: Optional[dict[str, list[int]]] = None,
+    progress: bool = True,
+) -> PreparedData:
+    """Load, decode, split and measure a dataset for ``model_name``.
+
+    Args:
+        cfg: the data section of the config.
+        model_name: registered model whose input defaults apply.
+        seed: seeds the split.
+        splits: a saved split to reuse exactly (from a run folder) instead of making one.
+        progress: show a progress bar while decoding files.
+    """
+    size, channels = resolve_input(cfg, model_name)
+    src = _load_source(cfg, size, channels, progress)
+    labels = src.labels
+    if splits is None:
+        split_idx = make_splits(labels, src.given_splits, cfg.split, cfg.val_size, seed)
+    else:
+        split_idx = {k: np.asarray(v, dtype=np.int64) for k, v in splits.items()}
+        if any(len(v) and v.max() >= len(labels) for v in split_idx.values()):
+            raise CnnlabError(f"the saved split does not fit data.source {cfg.source!r}: did its files change?")
+    if len(split_idx["train"]) == 0:
+        raise CnnlabError(f"data.source {cfg.source!r}: the training split is empty")
+    images = torch.from_numpy(np.ascontiguousarray(src.images))
+    train = images[torch.from_numpy(split_idx["train"])]
+    # Per-channel statistics of the training split, computed in chunks to bound memory.
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for chunk in train.split(8192):
+        x = chunk.double() / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += (x * x).sum(dim=(0, 2, 3))
+    n = train.shape[0] * train.shape[2] * train.shape[3]
+    mean = total / n
+    std = (total_sq / n - mean**2).clamp_min(1e-12).sqrt().clamp_min(1e-3)
+    return PreparedData(
+        images=images, labels=torch.from_numpy(labels), classes=src.classes, splits=split_idx,
+        mean=[round(float(m), 6) for m in mean], std=[round(float(s), 6) for s in std],
+        source=cfg.source, skipped=src.skipped, paths=src.paths,
+    )

@@ -1,0 +1,49 @@
+"""Classification metrics as pure functions over labels and probabilities (scikit-learn inside)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro/weighted F1, per-class precision/recall/F1/support, confusion matrix.
+
+    Args:
+        y_true: (N,) true class indices.
+        probs: (N, K) predicted probabilities.
+        classes: K class names.
+    """
+    labels = list(range(len(classes)))
+    y_pred = probs.argmax(1)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    return {
+        "num_samples": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "log_loss": float(log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels)),
+        "per_class": {
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def format_metrics_table(m: dict[str, Any], title: str = "") -> str:
+    """A plain-text table of per-class metrics and the summary figures."""
+    names = list(m["per_class"])
+    w = max([len(n) for n in names] + [len("weighted avg")])
+    lines = [title] if title else []
+    lines.append(f"{'class':<{w}}  precision  recall     f1  support")
+    for n in names:
+        c = m["per_class"][n]
+        lines.append(f"{n:<{w}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:.4f}  {c['support']:7d}")
+    lines.append("")
+    lines.append(f"{'accuracy':<{w}}  {m['accuracy']:.4f}   ({m['num_samples']} images)")
+    lines.append(f"{'macro F1':<{w}}  {m['macro_f1']:.4f}")
+    lines.append(f"{'weighted F1':<{w}}  {m['weighted_f1']:.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""Trainer callbacks: history, checkpoints, early stopping, progress. They talk through `logs`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from ..runs.store import atomic_torch_save, atomic_write_text
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+
+
+class Callback:
+    """Base class: override the hooks you need. State that must survive a resume goes in
+    :meth:`state_dict` / :meth:`load_state_dict`."""
+
+    def on_train_begin(self, trainer: "Trainer") -> None: ...
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None: ...
+    def on_batch_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None: ...
+    def on_train_end(self, trainer: "Trainer") -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def _improved(mode: str, value: float, best: Optional[float], min_delta: float) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def monitor_mode(monitor: str) -> str:
+    """'min' for losses, 'max' for everything else."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
+class HistoryCSV(Callback):
+    """Rewrites ``history.csv`` from the trainer's history after every epoch (atomically),
+    so the file always matches the last checkpoint."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for row in trainer.history:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        atomic_write_text(self.path, buf.getvalue())
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    def __init__(self, monitor: str, patience: int, min_delta: float = 0.0):
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.mode = monitor_mode(monitor)
+        self.best: Optional[float] = None
+        self.wait = 0
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        value = logs.get(self.monitor)
+        if value is None:
+            return
+        if _improved(self.mode, value, self.best, self.min_delta):
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            log.info("early stopping: %s has not improved for %d epochs (best %.4f)", self.monitor,
+                     self.wait, self.best)
+            trainer.stop_training = True
+            trainer.stop_reason = f"early stopping on {self.monitor} after epoch {epoch}"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.wait = state["best"], state["wait"]
+
+
+class Checkpoint(Callback):
+    """Writes ``best.pt`` when ``monitor`` improves and ``last.pt`` (full state) every epoch.
+
+    Keep it last in the callback list: ``last.pt`` holds every callback's state, so the
+    other callbacks must have updated theirs for the epoch first.
+
+    Args:
+        folder: the checkpoints folder.
+        monitor: metric in the epoch logs.
+        meta: a function returning what every checkpoint carries besides weights
+            (config, classes, preprocessing), so a checkpoint alone can predict.
+    """
+
+    def __init__(self, folder: Path, monitor: str, meta: Callable[[], dict[str, Any]]):
+        self.folder = Path(folder)
+        self.monitor = monitor
+        self.mode = monitor_mode(monitor)
+        self.meta = meta
+        self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        value = logs.get(self.monitor)
+        if value is None or _improved(self.mode, value, self.best, 0.0) or self.best is None:
+            self.best, self.best_epoch = value, epoch
+            atomic_torch_save(self.folder / "best.pt", {
+                "model": trainer.model.state_dict(), "epoch": epoch,
+                "monitor": self.monitor, "value": value, **self.meta(),
+            })
+        atomic_torch_save(self.folder / "last.pt", {**trainer.state_dict(), **self.meta()})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
+class Progress(Callback):
+    """A tqdm bar per epoch with running loss/accuracy, and one log line per epoch."""
+
+    def __init__(self, enabled: bool = True, every: int = 10):
+        self.enabled, self.every = enabled, every
+        self.bar = None
+
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {epoch}/{trainer.epochs}",
+                            unit="batch", leave=False, dynamic_ncols=True)
+
+    def on_batch_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if step % self.every == 0 or step == trainer.steps_per_epoch:
+                self.bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['acc']:.4f}", refresh=False)
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        val = (f"  val_loss {logs['val_loss']:.4f}  val_acc {logs['val_acc']:.4f}"
+               if logs.get("val_loss") is not None else "")
+        log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f%s  (%.1fs)", epoch, trainer.epochs,
+                 logs["train_loss"], logs["train_acc"], val, logs["seconds"])
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -65,21 +65,11 @@ def _loader(data: PreparedData, split: str, batch_size: int, device: torch.devic
                          shuffle=shuffle, seed=seed, device=device)
 
 
-def _saved_split(run: RunFolder) -> tuple[dict[str, list[int]], str]:
-    saved = run.read_json(run.split_json)
-    return saved["indices"], saved["fingerprint"]
-
-
 def _load_run_data(run: RunFolder, cfg: Config, progress: bool) -> PreparedData:
     """The run's own data with its exact saved split; refuses data that changed since."""
-    indices, fingerprint = _saved_split(run)
-    data = prepare_data(cfg.data, cfg.model.name, cfg.train.seed, splits=indices, progress=progress)
-    if data.fingerprint() != fingerprint:
-        raise CnnlabError(
-            f"data.source {cfg.data.source!r} no longer matches the data run {str(run.path)!r} was trained on "
-            "(files or labels changed); its saved split cannot be reused"
-        )
-    return data
+    saved = run.read_json(run.split_json)
+    return prepare_data(cfg.data, cfg.model.name, cfg.train.seed, splits=saved["indices"],
+                        expect_fingerprint=saved["fingerprint"], progress=progress)
 
 
 def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[int] = None,
@@ -192,6 +182,14 @@ def _log_summary(data: PreparedData, model: torch.nn.Module, cfg: Config, device
              f"{p['total']:,}", f"{p['trainable']:,}", f"{p['frozen']:,}", device)
 
 
+def _warn_if_incomplete(run: RunFolder) -> None:
+    status = run.status().get("status")
+    if status != "completed":
+        log.warning("run %s is %s, not completed: using its best checkpoint so far (epoch %s); "
+                    "finish it with: cnnlab train --resume %s", run.path, status,
+                    run.load_checkpoint("best").get("epoch"), run.path)
+
+
 def _load_model(ckpt: dict[str, Any], device: torch.device) -> torch.nn.Module:
     cfg = build_config(ckpt["config"])
     pre = ckpt["preprocess"]
@@ -239,6 +237,7 @@ def evaluate(run_path: str | Path, data: Optional[str] = None, data_dir: Optiona
         The metrics dict (as in metrics.json).
     """
     run = RunFolder(run_path).require()
+    _warn_if_incomplete(run)
     cfg = build_config(yaml.safe_load(run.config.read_text()), source=str(run.config))
     dev = resolve_device(device)
     if data is None:
@@ -274,6 +273,7 @@ def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
         One dict per image: ``{"path", "top": [{"class", "prob"}...]}`` or ``{"path", "error"}``.
     """
     run = RunFolder(run_path).require()
+    _warn_if_incomplete(run)
     ckpt = run.load_checkpoint("best")
     pre = ckpt["preprocess"]
     dev = resolve_device(device)

@@ -6,7 +6,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -57,12 +57,7 @@ class PreparedData:
 
     def fingerprint(self) -> str:
         """Identity of the decoded set's files and labels, to check that a saved split applies."""
-        h = hashlib.sha1()
-        h.update(str(tuple(self.images.shape)).encode())
-        h.update(self.labels.numpy().tobytes())
-        if self.paths is not None:
-            h.update("\n".join(self.paths).encode())
-        return h.hexdigest()
+        return fingerprint(self.images.shape, self.labels.numpy(), self.paths)
 
     def summary(self) -> dict:
         """Counts per split and class, for the run folder and the console."""
@@ -84,6 +79,16 @@ class PreparedData:
             "imbalance_ratio": float(nonzero.max() / nonzero.min()) if len(nonzero) else 1.0,
             "skipped": self.skipped,
         }
+
+
+def fingerprint(shape: Sequence[int], labels: np.ndarray, paths: Optional[list[str]]) -> str:
+    """Hash of image shape, labels and file paths: what a saved split depends on."""
+    h = hashlib.sha1()
+    h.update(str(tuple(shape)).encode())
+    h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    if paths is not None:
+        h.update("\n".join(paths).encode())
+    return h.hexdigest()
 
 
 def resolve_input(cfg: DataConfig, model_name: str) -> tuple[Optional[int], Optional[int]]:
@@ -134,6 +139,7 @@ def prepare_data(
     model_name: str,
     seed: int,
     splits: Optional[dict[str, list[int]]] = None,
+    expect_fingerprint: Optional[str] = None,
     progress: bool = True,
 ) -> PreparedData:
     """Load, decode, split and measure a dataset for ``model_name``.
@@ -143,17 +149,22 @@ def prepare_data(
         model_name: registered model whose input defaults apply.
         seed: seeds the split.
         splits: a saved split to reuse exactly (from a run folder) instead of making one.
+        expect_fingerprint: the data fingerprint saved with ``splits``; a mismatch means the
+            files or labels changed and the split no longer applies.
         progress: show a progress bar while decoding files.
     """
     size, channels = resolve_input(cfg, model_name)
     src = _load_source(cfg, size, channels, progress)
     labels = src.labels
+    if expect_fingerprint and fingerprint(src.images.shape, labels, src.paths) != expect_fingerprint:
+        raise CnnlabError(
+            f"data.source {cfg.source!r} no longer matches the data this run was trained on "
+            "(files or labels changed), so its saved split cannot be reused"
+        )
     if splits is None:
         split_idx = make_splits(labels, src.given_splits, cfg.split, cfg.val_size, seed)
     else:
         split_idx = {k: np.asarray(v, dtype=np.int64) for k, v in splits.items()}
-        if any(len(v) and v.max() >= len(labels) for v in split_idx.values()):
-            raise CnnlabError(f"the saved split does not fit data.source {cfg.source!r}: did its files change?")
     if len(split_idx["train"]) == 0:
         raise CnnlabError(f"data.source {cfg.source!r}: the training split is empty")
     images = torch.from_numpy(np.ascontiguousarray(src.images))

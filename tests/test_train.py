@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab import api
+from cnnlab.cli import main
+from cnnlab.config import build_config
+from cnnlab.errors import CnnlabError
+from cnnlab.runs.store import RunFolder
+from tests.conftest import make_folder_dataset
+
+
+def read_history(run: Path) -> list[dict[str, str]]:
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def digits_cfg(out: Path, **extra):
+    return build_config(None, {"data.source": "digits", "model.name": "cnn", "train.epochs": 3,
+                               "train.batch_size": 32, "run.out": str(out), **extra})
+
+
+def test_cli_train_digits_mlp_writes_full_run_and_evaluate_agrees(tmp_path, capsys):
+    run = tmp_path / "RUN"
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "3", "--out", str(run), "-q"]) == 0
+    out = capsys.readouterr().out
+    for name in ("config.yaml", "history.csv", "checkpoints/best.pt", "checkpoints/last.pt", "metrics.json",
+                 "dataset.json", "split.json", "run.json"):
+        assert (run / name).is_file(), name
+    rows = read_history(run)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.8 and len(metrics["confusion_matrix"]) == 10
+    assert set(metrics["per_class"]["3"]) == {"precision", "recall", "f1", "support"}
+    assert f"test accuracy {metrics['accuracy']:.4f}" in out
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+
+    assert main(["evaluate", str(run), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["accuracy"] == metrics["accuracy"]
+    assert again["confusion_matrix"] == metrics["confusion_matrix"]
+
+
+def test_same_seed_same_history_other_seed_differs(tmp_path):
+    a = api.train(digits_cfg(tmp_path / "a"), progress=False)
+    b = api.train(digits_cfg(tmp_path / "b"), progress=False)
+    c = api.train(digits_cfg(tmp_path / "c", **{"train.seed": 1}), progress=False)
+    assert without_seconds(read_history(a.run)) == without_seconds(read_history(b.run))
+    assert a.metrics["accuracy"] == b.metrics["accuracy"]
+    assert without_seconds(read_history(a.run)) != without_seconds(read_history(c.run))
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from cnnlab import api
+    from cnnlab.config import build_config
+    from cnnlab.train.callbacks import Callback
+
+    class KillMidEpoch(Callback):
+        def on_batch_end(self, trainer, step, logs):
+            if trainer.epoch == 1 and step == 20:   # 20 batches into epoch 2
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    cfg = build_config(None, {"data.source": "digits", "model.name": "cnn", "train.epochs": 3,
+                              "train.batch_size": 32, "run.out": sys.argv[1]})
+    api.train(cfg, callbacks=[KillMidEpoch()], progress=False)
+""")
+
+
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(killed)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
+    assert proc.returncode == -9, proc.stderr
+    assert json.loads((killed / "run.json").read_text())["status"] == "running"
+    assert not (killed / "metrics.json").exists()  # not passed off as complete
+    assert torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+    assert len(read_history(killed)) == 1
+
+    resumed = api.train(None, resume=killed, progress=False)  # type: ignore[arg-type]
+    straight = api.train(digits_cfg(tmp_path / "straight"), progress=False)
+
+    assert without_seconds(read_history(killed)) == without_seconds(read_history(straight.run))
+    wa = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(straight.run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert resumed.metrics == straight.metrics
+    info = json.loads((killed / "run.json").read_text())
+    assert info["status"] == "completed" and info["resumed_from_epoch"] == 1
+
+
+def test_resume_extends_a_finished_run(tmp_path, capsys):
+    run = tmp_path / "r"
+    api.train(digits_cfg(run, **{"train.epochs": 2}), progress=False)
+    with pytest.raises(CnnlabError, match="already finished 2 epochs"):
+        api.train(None, resume=run, progress=False)  # type: ignore[arg-type]
+    assert main(["train", "--resume", str(run), "--epochs", "4", "-q"]) == 0
+    assert [r["epoch"] for r in read_history(run)] == ["1", "2", "3", "4"]
+    assert "epochs: 4" in (run / "config.yaml").read_text()
+    # a 4-epoch run from scratch follows the same path
+    straight = api.train(digits_cfg(tmp_path / "s", **{"train.epochs": 4}), progress=False)
+    assert without_seconds(read_history(run)) == without_seconds(read_history(straight.run))
+
+
+def test_early_stopping_stops_and_says_why(tmp_path):
+    # lr so large that validation loss cannot keep improving
+    res = api.train(digits_cfg(tmp_path / "es", **{"train.epochs": 30, "train.patience": 1,
+                                                  "optim.lr": 0.5, "optim.name": "sgd"}), progress=False)
+    assert len(res.history) < 30
+    assert res.stop_reason.startswith("early stopping on val_loss")
+    assert json.loads((res.run / "run.json").read_text())["stop_reason"] == res.stop_reason
+
+
+@pytest.mark.parametrize("opt", ["sgd", "rmsprop", "adamw"])
+def test_other_optimizers_train(tmp_path, opt):
+    res = api.train(digits_cfg(tmp_path / opt, **{"optim.name": opt, "train.epochs": 2, "optim.lr": 0.01,
+                                                 "model.name": "mlp"}), progress=False)
+    assert res.metrics["accuracy"] > 0.5
+
+
+def test_folder_with_mixed_and_broken_files_trains_and_reports_skips(tmp_path, caplog):
+    from tests.test_data import write_mixed_tree
+
+    root = write_mixed_tree(tmp_path / "mixed")
+    make_folder_dataset(root, classes=2, per_class=6, size=20)  # more images: class_0, class_1 too
+    run = tmp_path / "run"
+    cfg = build_config(None, {"data.source": str(root), "model.name": "cnn", "train.epochs": 1,
+                              "data.input_size": 16, "run.out": str(run)})
+    res = api.train(cfg, progress=False)
+    assert res.metrics["num_samples"] > 0
+    summary = json.loads((run / "dataset.json").read_text())
+    assert sorted(Path(s["path"]).name for s in summary["skipped"]) == ["empty.png", "notes.png", "truncated.jpg"]
+    assert summary["channels"] == 3 and summary["input_size"] == 16
+    assert any("skipped 3 unreadable files" in r.getMessage() for r in caplog.records)
+
+
+def test_predict_top_k_and_unreadable_image(tmp_path, folder_dataset, capsys):
+    run = tmp_path / "run"
+    api.train(build_config(None, {"data.source": str(folder_dataset), "model.name": "cnn", "train.epochs": 2,
+                                  "run.out": str(run)}), progress=False)
+    img = next((folder_dataset / "class_1").glob("*.png"))
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    results = api.predict(run, [img, bad], top_k=2)
+    assert len(results[0]["top"]) == 2 and abs(sum(t["prob"] for t in results[0]["top"]) - 1) < 1 + 1e-6
+    assert results[0]["top"][0]["prob"] >= results[0]["top"][1]["prob"]
+    assert results[1]["error"].startswith("not an image")
+    assert main(["predict", str(run), str(img), "--top-k", "1", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed[0]["top"][0]["class"] in {"class_0", "class_1", "class_2"}
+
+
+def test_split_is_saved_and_reused_by_evaluate(tmp_path, folder_dataset):
+    run = tmp_path / "run"
+    res = api.train(build_config(None, {"data.source": str(folder_dataset), "model.name": "mlp",
+                                        "train.epochs": 1, "run.out": str(run), "train.seed": 5}), progress=False)
+    saved = json.loads((run / "split.json").read_text())
+    assert len(saved["indices"]["test"]) == res.metrics["num_samples"]
+    assert api.evaluate(run)["accuracy"] == res.metrics["accuracy"]
+    # the data changed under the run: evaluate refuses to pretend the split still applies
+    (folder_dataset / "class_0" / "img_000.png").unlink()
+    with pytest.raises(CnnlabError, match="no longer matches"):
+        api.evaluate(run)
+
+
+def test_evaluate_on_another_dataset_matches_classes_by_name(tmp_path):
+    train_dir = make_folder_dataset(tmp_path / "a", classes=3, per_class=10, seed=0)
+    other = make_folder_dataset(tmp_path / "b", classes=2, per_class=5, seed=9)
+    run = tmp_path / "run"
+    api.train(build_config(None, {"data.source": str(train_dir), "model.name": "cnn", "train.epochs": 1,
+                                  "run.out": str(run)}), progress=False)
+    m = api.evaluate(run, data=str(other))
+    assert m["num_samples"] == 10 and list(m["per_class"]) == ["class_0", "class_1", "class_2"]
+    assert m["per_class"]["class_2"]["support"] == 0
+
+
+def test_existing_run_folder_is_not_clobbered(tmp_path):
+    run = tmp_path / "r"
+    api.train(digits_cfg(run, **{"train.epochs": 1, "model.name": "mlp"}), progress=False)
+    with pytest.raises(CnnlabError, match="already exists; resume it with"):
+        api.train(digits_cfg(run, **{"train.epochs": 1}), progress=False)
+    api.train(digits_cfg(run, **{"train.epochs": 1}), overwrite=True, progress=False)
+    assert RunFolder(run).status()["status"] == "completed"

@@ -195,3 +195,21 @@ def test_existing_run_folder_is_not_clobbered(tmp_path):
         api.train(digits_cfg(run, **{"train.epochs": 1}), progress=False)
     api.train(digits_cfg(run, **{"train.epochs": 1}), overwrite=True, progress=False)
     assert RunFolder(run).status()["status"] == "completed"
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tmp_path):
+    from cnnlab.train.callbacks import Callback
+
+    class CtrlC(Callback):
+        def on_batch_end(self, trainer, step, logs):
+            if trainer.epoch == 1 and step == 3:
+                raise KeyboardInterrupt
+
+    run = tmp_path / "r"
+    with pytest.raises(KeyboardInterrupt):
+        api.train(digits_cfg(run, **{"model.name": "mlp"}), callbacks=[CtrlC()], progress=False)
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["epochs_done"] == 1
+    assert not (run / "metrics.json").exists()
+    res = api.train(None, resume=run, progress=False)  # type: ignore[arg-type]
+    assert len(res.history) == 3 and RunFolder(run).status()["status"] == "completed"

@@ -4,15 +4,22 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnlab.config import build_config
 from cnnlab.data import prepare_data
 from cnnlab.data.images import decode_file, to_mode
-from cnnlab.data.sources import load_folder, scan_folder
+from cnnlab.data.files import scan_folder
+from cnnlab.data.sources import load_files
 from cnnlab.data.split import make_splits, stratified_split
 from cnnlab.errors import CnnlabError
 from tests.conftest import make_folder_dataset
+
+
+def load_folder(root, size, channels=None, cache="memory", **kw):
+    return load_files(scan_folder(root), size, channels, max_pixels=kw.pop("max_pixels", 50_000_000), workers=2,
+                      cache=cache, progress=False)
 
 
 def write_mixed_tree(root):
@@ -48,8 +55,8 @@ def write_mixed_tree(root):
 
 def test_mixed_modes_decode_and_bad_files_are_skipped_by_name(tmp_path, caplog):
     root = write_mixed_tree(tmp_path / "mixed")
-    src = load_folder(root, size=16, channels=None, workers=2, progress=False)
-    assert src.images.shape == (12, 3, 16, 16) and src.images.dtype == np.uint8
+    src = load_folder(root, size=16)
+    assert tuple(src.images.shape) == (12, 3, 16, 16) and src.images.dtype == torch.uint8
     assert src.classes == ["cats", "dogs"]
     skipped = {s["path"].split("/")[-1]: s["reason"] for s in src.skipped}
     assert set(skipped) == {"truncated.jpg", "empty.png", "notes.png"}
@@ -76,8 +83,8 @@ def test_grey_folders_become_one_channel(tmp_path):
         (root / c).mkdir(parents=True)
         for i in range(3):
             Image.fromarray(np.full((10, 10), 40 * i, np.uint8), "L").save(root / c / f"{i}.png")
-    assert load_folder(root, 8, None, progress=False).images.shape == (6, 1, 8, 8)
-    assert load_folder(root, 8, 3, progress=False).images.shape == (6, 3, 8, 8)
+    assert tuple(load_folder(root, 8).images.shape) == (6, 1, 8, 8)
+    assert tuple(load_folder(root, 8, 3).images.shape) == (6, 3, 8, 8)
 
 
 def test_stratified_split_is_seeded_disjoint_and_keeps_class_shares():
@@ -128,8 +135,8 @@ def test_folder_errors(tmp_path):
     for c in ("a", "b"):
         (tmp_path / "bad" / c).mkdir(parents=True)
         (tmp_path / "bad" / c / "x.png").write_text("x")
-    with pytest.raises(CnnlabError, match="none of its 2 image files could be read"):
-        load_folder(tmp_path / "bad", 8, None, progress=False)
+    with pytest.raises(CnnlabError, match="none of the 2 image files could be read"):
+        load_folder(tmp_path / "bad", 8)
 
 
 def test_fashion_mnist_reads_idx_files_from_data_dir(idx_dir):
@@ -144,7 +151,7 @@ def test_fashion_mnist_reads_idx_files_from_data_dir(idx_dir):
 
 def test_fashion_mnist_missing_files_say_what_to_do(tmp_path):
     cfg = build_config(None, {"data.source": "fashion-mnist", "data.data_dir": str(tmp_path)}).data
-    with pytest.raises(CnnlabError, match="does not hold the IDX files"):
+    with pytest.raises(CnnlabError, match=r"does not hold fashion-mnist's files \(the four IDX files"):
         prepare_data(cfg, "cnn", seed=0, progress=False)
 
 

@@ -19,11 +19,13 @@ from .data import DATASETS, PreparedData, prepare_data
 from .data.images import decode_file, describe_error
 from .data.loaders import TensorBatches
 from .errors import CnnlabError
-from .evaluate.metrics import classification_metrics
+from .data.transforms import build_batch_transform, build_transform
+from .evaluate.metrics import compute_metrics
 from .models import MODELS, count_parameters, create_model
 from .runs.store import RunFolder, atomic_write_json, now
 from .train.callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress
 from .train.optim import build_optimizer
+from .train.losses import MultiLabel, SingleLabel, balanced_class_weights, init_output_bias
 from .train.trainer import Trainer, predict_logits, seed_everything
 
 log = logging.getLogger(__name__)
@@ -59,10 +61,32 @@ def _model_from_config(cfg: Config, num_classes: int, in_chans: int, input_size:
                         hidden=cfg.model.hidden, dropout=cfg.model.dropout)
 
 
-def _loader(data: PreparedData, split: str, batch_size: int, device: torch.device, shuffle: bool = False,
-            seed: int = 0) -> TensorBatches:
+def _loader(data: PreparedData, split: str, batch_size: int, device: torch.device, normalize: str,
+            **kwargs: Any) -> TensorBatches:
     return TensorBatches(data.images, data.labels, data.splits[split], batch_size, data.mean, data.std,
-                         shuffle=shuffle, seed=seed, device=device)
+                         device=device, normalize=normalize, **kwargs)
+
+
+def _task(data: PreparedData, cfg: Config) -> SingleLabel | MultiLabel:
+    if data.multilabel:
+        if cfg.train.class_weights == "auto":
+            raise CnnlabError("train.class_weights 'auto' is for single-label data; this dataset is multi-label")
+        return MultiLabel()
+    if cfg.train.class_weights == "auto":
+        return SingleLabel(balanced_class_weights(data.class_counts("train")))
+    return SingleLabel()
+
+
+def _train_loader(data: PreparedData, cfg: Config, device: torch.device) -> TensorBatches:
+    """Training batches: seeded order, the augmentation preset per image, batch-level augmentation."""
+    d = cfg.data
+    train_idx = data.splits["train"]
+    sample = data.images[torch.as_tensor(train_idx[:: max(1, len(train_idx) // 2000)][:2000])]
+    transform = build_transform(d.augment, data.input_size, data.channels, d.augment_options, images=sample)
+    batch_tf = build_batch_transform(d.random_erasing, d.mixup, d.cutmix, len(data.classes), device,
+                                     multilabel=data.multilabel)
+    return _loader(data, "train", cfg.train.batch_size, device, d.normalize, shuffle=True, seed=cfg.train.seed,
+                   transform=transform, sampler=d.sampler, batch_transform=batch_tf)
 
 
 def _load_run_data(run: RunFolder, cfg: Config, progress: bool) -> PreparedData:
@@ -127,9 +151,9 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
                       python=platform.python_version(), device=str(device), parameters=params,
                       **({"resumed_from_epoch": state["epoch"]} if state else {}))
 
-    meta = {"config": cfg.model_dump(mode="json"), "classes": data.classes,
+    meta = {"config": cfg.model_dump(mode="json"), "classes": data.classes, "multilabel": data.multilabel,
             "preprocess": {"input_size": data.input_size, "channels": data.channels,
-                           "mean": data.mean, "std": data.std}}
+                           "mean": data.mean, "std": data.std, "normalize": cfg.data.normalize}}
     cbs: list[Callback] = [Progress(enabled=progress), HistoryCSV(run.history_csv)]
     if cfg.train.patience:
         cbs.append(EarlyStopping(cfg.train.monitor, cfg.train.patience, cfg.train.min_delta))
@@ -137,18 +161,21 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
     cbs += list(callbacks)
     cbs.append(Checkpoint(run.path / "checkpoints", cfg.train.monitor if has_val else "train_loss", lambda: meta))
 
+    if cfg.train.init_output_bias:
+        init_output_bias(model, data.class_counts("train"),
+                         num_images=len(data.splits["train"]) if data.multilabel else None)
     model.to(device)
     optimizer = build_optimizer(cfg.optim.name, [p for p in model.parameters() if p.requires_grad],
                                 lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum)
-    trainer = Trainer(model, optimizer, device, cbs)
+    trainer = Trainer(model, optimizer, device, cbs, task=_task(data, cfg))
     if state is not None:
         trainer.load_state_dict(state)
         log.info("resuming %s after epoch %d of %d", run.path, trainer.epoch, cfg.train.epochs)
         if epochs:
             save_config(cfg, run.config)
 
-    train_batches = _loader(data, "train", cfg.train.batch_size, device, shuffle=True, seed=cfg.train.seed)
-    val_batches = _loader(data, "val", cfg.train.batch_size, device) if has_val else None
+    train_batches = _train_loader(data, cfg, device)
+    val_batches = _loader(data, "val", cfg.train.batch_size, device, cfg.data.normalize) if has_val else None
     run.metrics_json.unlink(missing_ok=True)  # its presence means "finished": not while training
     try:
         trainer.fit(train_batches, val_batches, cfg.train.epochs)
@@ -198,9 +225,18 @@ def _load_model(ckpt: dict[str, Any], device: torch.device) -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def _probs(model: torch.nn.Module, batches: TensorBatches) -> tuple[np.ndarray, np.ndarray]:
+def _probs(model: torch.nn.Module, batches: TensorBatches, multilabel: bool) -> tuple[np.ndarray, np.ndarray]:
     logits, y = predict_logits(model, batches)
-    return torch.softmax(logits, 1).numpy(), y.numpy()
+    probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)
+    return probs.numpy(), y.numpy()
+
+
+def _ckpt_loader(ckpt: dict[str, Any], images: Any, labels: torch.Tensor, indices: np.ndarray, batch_size: int,
+                 device: torch.device) -> TensorBatches:
+    """Batches preprocessed exactly as the checkpoint's training data was."""
+    pre = ckpt["preprocess"]
+    return TensorBatches(images, labels, indices, batch_size, pre["mean"], pre["std"], device=device,
+                         normalize=pre.get("normalize", "dataset"))
 
 
 def _evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device, batch_size: int,
@@ -213,8 +249,9 @@ def _evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.devic
         else:
             raise CnnlabError(f"the {split!r} split of {data.source!r} is empty")
     model = _load_model(ckpt, device)
-    probs, y = _probs(model, _loader(data, split, batch_size, device))
-    metrics = classification_metrics(y, probs, data.classes)
+    batches = _ckpt_loader(ckpt, data.images, data.labels, data.splits[split], batch_size, device)
+    probs, y = _probs(model, batches, data.multilabel)
+    metrics = compute_metrics(y, probs, data.classes)
     return {"split": split, "checkpoint": "best", "best_epoch": ckpt["epoch"], **metrics}
 
 
@@ -254,15 +291,19 @@ def evaluate(run_path: str | Path, data: Optional[str] = None, data_dir: Optiona
     missing = [c for c in other.classes if c not in ckpt["classes"]]
     if missing:
         raise CnnlabError(f"dataset {data!r} has classes the model never saw: {', '.join(missing)}")
-    remap = torch.tensor([ckpt["classes"].index(c) for c in other.classes])
-    other.labels = remap[other.labels]
-    other.classes = list(ckpt["classes"])
-    other.mean, other.std = pre["mean"], pre["std"]
-    other.splits = {"all": np.arange(len(other.labels))}
+    if other.multilabel != bool(ckpt.get("multilabel")):
+        raise CnnlabError(f"dataset {data!r} is {'multi' if other.multilabel else 'single'}-label; the model is not")
+    cols = [ckpt["classes"].index(c) for c in other.classes]
+    if other.multilabel:
+        labels = torch.zeros(len(other.labels), len(ckpt["classes"]), dtype=other.labels.dtype)
+        labels[:, cols] = other.labels
+    else:
+        labels = torch.tensor(cols)[other.labels]
     model = _load_model(ckpt, dev)
-    probs, y = _probs(model, _loader(other, "all", batch_size, dev))
+    batches = _ckpt_loader(ckpt, other.images, labels, np.arange(len(labels)), batch_size, dev)
+    probs, y = _probs(model, batches, other.multilabel)
     return {"split": "all", "data": data, "checkpoint": "best", "best_epoch": ckpt["epoch"],
-            **classification_metrics(y, probs, other.classes)}
+            **compute_metrics(y, probs, ckpt["classes"])}
 
 
 def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
@@ -286,7 +327,7 @@ def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
             results.append({"path": str(p), "error": "no such file"})
             continue
         try:
-            arr, _ = decode_file(p, pre["channels"], pre["input_size"])
+            arr, _ = decode_file(p, pre["channels"], pre["input_size"], ckpt["config"]["data"]["max_pixels"])
         except Exception as e:  # one unreadable image does not stop the others
             results.append({"path": str(p), "error": describe_error(e)})
             continue
@@ -296,8 +337,8 @@ def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
     if arrays:
         imgs = torch.from_numpy(np.stack(arrays))
         labels = torch.zeros(len(arrays), dtype=torch.long)
-        batches = TensorBatches(imgs, labels, np.arange(len(arrays)), 256, pre["mean"], pre["std"], device=dev)
-        probs, _ = _probs(model, batches)
+        batches = _ckpt_loader(ckpt, imgs, labels, np.arange(len(arrays)), 256, dev)
+        probs, _ = _probs(model, batches, bool(ckpt.get("multilabel")))
         for row, i in zip(probs, ok):
             top = np.argsort(-row, kind="stable")[:k]
             results[i]["top"] = [{"class": ckpt["classes"][j], "prob": float(row[j])} for j in top]

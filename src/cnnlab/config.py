@@ -30,6 +30,36 @@ class DataConfig(_Section):
         0.1, gt=0, description="validation carved from a given train split: fraction <1 or count"
     )
     workers: int = Field(2, ge=0, le=64, description="threads that decode image files")
+    cache: Literal["auto", "memory", "disk", "none"] = Field(
+        "auto", description="decode-once cache of file datasets: auto (disk where it fits, else memory), "
+        "memory, disk, or none (decode every epoch)"
+    )
+    max_pixels: int = Field(
+        50_000_000, ge=1, description="larger images are downscaled while decoding (JPEG) or skipped"
+    )
+    image_root: Optional[str] = Field(None, description="folder the paths of a CSV label file are relative to")
+    delimiter: Optional[str] = Field(None, description="CSV field delimiter (default: tab for .tsv, else comma)")
+    label_sep: str = Field(" ", description="separator of several labels in one CSV cell (multi-label)")
+    augment: str = Field("none", description="augmentation preset (see `cnnlab list augmentations`)")
+    augment_options: dict[str, Any] = Field(default_factory=dict, description="preset parameter overrides")
+    normalize: Literal["dataset", "per-image", "none"] = Field(
+        "dataset", description="dataset mean/std, per-image standardisation (seed 004), or only /255"
+    )
+    random_erasing: float = Field(0.0, ge=0, le=1, description="probability of random erasing (timm)")
+    mixup: float = Field(0.0, ge=0, description="mixup alpha (timm); 0 disables")
+    cutmix: float = Field(0.0, ge=0, description="cutmix alpha (timm); 0 disables")
+    sampler: Literal["random", "balanced"] = Field(
+        "random", description="random shuffling, or class-balanced sampling with replacement"
+    )
+
+    @field_validator("augment")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        from .data.transforms import PRESETS
+
+        if v not in PRESETS:
+            raise ValueError(f"unknown augmentation preset; choose from {', '.join(PRESETS.names())}")
+        return v
 
     @field_validator("split")
     @classmethod
@@ -106,6 +136,12 @@ class TrainConfig(_Section):
     )
     patience: Optional[int] = Field(None, ge=1, description="early-stopping patience in epochs")
     min_delta: float = Field(0.0, ge=0)
+    class_weights: Literal["none", "auto"] = Field(
+        "none", description="auto: weight class c by n / (k * n_c) in the loss (seed 004)"
+    )
+    init_output_bias: bool = Field(
+        False, description="initialise the output bias so softmax(bias) = class frequencies (seed 004)"
+    )
 
     @field_validator("device")
     @classmethod

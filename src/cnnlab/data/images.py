@@ -41,19 +41,39 @@ def to_mode(img: Image.Image, channels: int) -> Image.Image:
     return img.convert("L" if channels == 1 else "RGB")
 
 
-def decode_file(path: str | Path, channels: int, size: int) -> tuple[np.ndarray, str]:
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+class TooManyPixels(ValueError):
+    """An image larger than the configured pixel budget."""
+
+
+def decode_file(path: str | Path, channels: int, size: int,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
     """Read ``path`` → (C, size, size) uint8 array, and the file's original PIL mode.
 
     EXIF orientation is applied; the image is resized to a square with bilinear filtering
-    (PIL's resize low-pass filters when shrinking).
+    (PIL's resize low-pass filters when shrinking). Memory stays within ``max_pixels``: the
+    pixel count is read from the header before decoding; a larger JPEG is decoded at a
+    reduced scale (libjpeg's draft mode, up to 1/8), anything else larger is refused.
 
     Raises:
+        TooManyPixels: over the budget and not reducible.
         Exception: whatever PIL raises for an unreadable file; callers record the reason.
     """
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # cnnlab applies its own limit (max_pixels) from the header; PIL's warning is redundant.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as im:
             mode = im.mode
+            w, h = im.size
+            if w * h > max_pixels and im.format == "JPEG":
+                im.draft("L" if channels == 1 else "RGB", (size, size))
+            if im.size[0] * im.size[1] > max_pixels:
+                raise TooManyPixels(
+                    f"{w}×{h} = {w * h:,} pixels is over data.max_pixels = {max_pixels:,}; "
+                    "raise it to decode such images"
+                )
             im.load()
             im = ImageOps.exif_transpose(im)
             im = to_mode(im, channels)
@@ -70,12 +90,18 @@ def decode_file(path: str | Path, channels: int, size: int) -> tuple[np.ndarray,
 def describe_error(exc: BaseException) -> str:
     """A short reason for an unreadable image, e.g. 'truncated file' or 'not an image'."""
     text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, IsADirectoryError):
+        return "a directory, not a file"
     if "cannot identify image file" in text:
         return "not an image (unrecognised format)"
     if "truncated" in text.lower() or isinstance(exc, (OSError, SyntaxError)) and "image file" in text:
         return f"truncated or corrupt image ({text})"
+    if isinstance(exc, TooManyPixels):
+        return f"too many pixels: {text}"
     if isinstance(exc, Image.DecompressionBombError) or "decompression bomb" in text.lower():
         return f"too many pixels ({text})"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
     return f"{type(exc).__name__}: {text}"

@@ -1,33 +1,56 @@
-"""Batches from decoded uint8 tensors: seeded shuffling per epoch, normalisation on the device."""
+"""Batches from decoded uint8 images: seeded order per epoch, augmentation, normalisation on the device."""
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
+from .transforms import per_image_standardize
+
+BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights that make every class equally likely to be drawn.
+
+    Multi-label samples take the weight of their rarest label.
+    """
+    if labels.dim() == 1:
+        counts = torch.bincount(labels).double().clamp_min(1)
+        return 1.0 / counts[labels]
+    counts = labels.double().sum(0).clamp_min(1)
+    inv = labels.double() / counts
+    return inv.max(1).values.clamp_min(1.0 / len(labels))
+
 
 class TensorBatches:
-    """An iterable of (inputs, labels) batches over a subset of an in-memory image tensor.
+    """An iterable of (inputs, labels) batches over a subset of a uint8 image store.
 
     The order of epoch ``e`` depends only on (seed, e), so a resumed run sees exactly the
     batches an uninterrupted one would. Images stay uint8 until they reach the device.
 
     Args:
-        images: (N, C, H, W) uint8.
-        labels: (N,) int64.
+        images: (N, C, H, W) uint8 tensor or anything indexable by an index tensor like one.
+        labels: (N,) int64 or (N, K) multi-hot.
         indices: which images belong to this loader.
         batch_size: images per batch (the last batch may be smaller).
-        mean, std: per-channel normalisation on the 0..1 scale.
+        mean, std: per-channel normalisation on the 0..1 scale (``normalize="dataset"``).
         shuffle: reshuffle every epoch.
-        seed: base seed of the shuffle.
+        seed: base seed of the order.
         device: where batches are delivered.
+        transform: per-image augmentation on uint8 (C, H, W) tensors (training only).
+        normalize: "dataset" (mean/std), "per-image" (standardise each image) or "none" (/255).
+        sampler: "random" (a permutation) or "balanced" (class-balanced, with replacement).
+        batch_transform: applied to each normalised batch, e.g. mixup or random erasing.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, indices: np.ndarray | Sequence[int],
-                 batch_size: int, mean: Sequence[float], std: Sequence[float], shuffle: bool = False,
-                 seed: int = 0, device: torch.device | str = "cpu"):
+    def __init__(self, images, labels: torch.Tensor, indices: np.ndarray | Sequence[int], batch_size: int,
+                 mean: Sequence[float], std: Sequence[float], shuffle: bool = False, seed: int = 0,
+                 device: torch.device | str = "cpu", transform: Optional[Callable] = None,
+                 normalize: str = "dataset", sampler: str = "random",
+                 batch_transform: Optional[BatchTransform] = None):
         self.images = images
         self.labels = labels
         self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64))
@@ -36,13 +59,19 @@ class TensorBatches:
         self.seed = seed
         self.epoch = 0
         self.device = torch.device(device)
+        self.transform = transform
+        self.normalize_mode = normalize
+        self.sampler = sampler
+        self.batch_transform = batch_transform
+        self._weights = balanced_weights(labels[self.indices]) if sampler == "balanced" else None
         shape = (1, -1, 1, 1)
-        self._scale = (1.0 / (255.0 * torch.tensor(std, dtype=torch.float32))).view(shape).to(self.device)
-        self._shift = (torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)
-                       ).view(shape).to(self.device)
+        if normalize == "dataset":
+            std_t = torch.tensor(std, dtype=torch.float32)
+            self._scale = (1.0 / (255.0 * std_t)).view(shape).to(self.device)
+            self._shift = (torch.tensor(mean, dtype=torch.float32) / std_t).view(shape).to(self.device)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the shuffle order of ``epoch``."""
+        """Select the order of ``epoch``."""
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -53,15 +82,29 @@ class TensorBatches:
         if not self.shuffle:
             return self.indices
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self._weights is not None:
+            pick = torch.multinomial(self._weights, len(self.indices), replacement=True, generator=g)
+            return self.indices[pick]
         return self.indices[torch.randperm(len(self.indices), generator=g)]
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) on any device → normalised float32 on this loader's device."""
         x = x.to(self.device, non_blocking=True).float()
-        return x * self._scale - self._shift
+        if self.normalize_mode == "dataset":
+            return x * self._scale - self._shift
+        x = x / 255.0
+        return per_image_standardize(x) if self.normalize_mode == "per-image" else x
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order()
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            yield self.normalize(self.images[idx]), self.labels[idx].to(self.device, non_blocking=True)
+            x = self.images[idx]
+            if self.transform is not None:
+                # one image at a time: v2 transforms draw one set of parameters per call
+                x = torch.stack([self.transform(img) for img in x])
+            x = self.normalize(x)
+            y = self.labels[idx].to(self.device, non_blocking=True)
+            if self.batch_transform is not None:
+                x, y = self.batch_transform(x, y)
+            yield x, y

@@ -1,12 +1,11 @@
-"""Turn a DataConfig and a model's defaults into split, decoded, normalisable tensors."""
+"""Turn a DataConfig and a model's defaults into split, decoded, normalisable images."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -14,12 +13,13 @@ import torch.nn.functional as F
 
 from ..config import DataConfig
 from ..errors import CnnlabError
-from .sources import DATASETS, SourceImages, load_folder
+from .sources import DATASETS, SourceImages, list_files, load_files
 from .split import make_splits
 
 log = logging.getLogger(__name__)
 
 FOLDER_DEFAULT_SIZE = 32
+STATS_SAMPLE = 5000  # images used for mean/std when pixels are decoded on demand
 
 
 @dataclass
@@ -27,17 +27,18 @@ class PreparedData:
     """A dataset ready for training: decoded once, split, with its normalisation.
 
     Attributes:
-        images: (N, C, H, W) uint8 tensor.
-        labels: (N,) int64 tensor.
+        images: (N, C, H, W) uint8 tensor (maybe memory-mapped) or a FileStore.
+        labels: (N,) int64, or (N, K) uint8 multi-hot for multi-label data.
         classes: class names.
         splits: indices per split name.
-        mean, std: per-channel statistics (0..1 scale) used to normalise inputs.
-        source: the dataset name or folder path.
+        mean, std: per-channel statistics (0..1 scale) of the training split.
+        source: the dataset name, folder or label file.
         skipped: unreadable files with reasons.
         paths: relative file path per image (file-based sources).
+        cache: where the decoded pixels live: memory, disk or none.
     """
 
-    images: torch.Tensor
+    images: Any
     labels: torch.Tensor
     classes: list[str]
     splits: dict[str, np.ndarray]
@@ -46,6 +47,7 @@ class PreparedData:
     source: str
     skipped: list[dict[str, str]] = field(default_factory=list)
     paths: Optional[list[str]] = None
+    cache: str = "memory"
 
     @property
     def input_size(self) -> int:
@@ -55,28 +57,37 @@ class PreparedData:
     def channels(self) -> int:
         return int(self.images.shape[1])
 
+    @property
+    def multilabel(self) -> bool:
+        return self.labels.dim() == 2
+
     def fingerprint(self) -> str:
         """Identity of the decoded set's files and labels, to check that a saved split applies."""
         return fingerprint(self.images.shape, self.labels.numpy(), self.paths)
 
+    def class_counts(self, split: str = "train") -> np.ndarray:
+        """Images per class in ``split`` (positives per class for multi-label data)."""
+        y = self.labels.numpy()[self.splits[split]]
+        return y.sum(0).astype(np.int64) if self.multilabel else np.bincount(y, minlength=len(self.classes))
+
     def summary(self) -> dict:
         """Counts per split and class, for the run folder and the console."""
-        labels = self.labels.numpy()
-        counts = {s: np.bincount(labels[idx], minlength=len(self.classes)).tolist()
-                  for s, idx in self.splits.items()}
-        total = np.bincount(labels, minlength=len(self.classes))
+        counts = {s: self.class_counts(s).tolist() for s in self.splits}
+        total = np.sum([np.asarray(c) for c in counts.values()], axis=0)
         nonzero = total[total > 0]
         return {
             "source": self.source,
             "classes": self.classes,
-            "num_images": int(len(labels)),
+            "multilabel": self.multilabel,
+            "num_images": int(len(self.labels)),
             "input_size": self.input_size,
             "channels": self.channels,
             "mean": self.mean,
             "std": self.std,
+            "cache": self.cache,
             "split_sizes": {s: int(len(i)) for s, i in self.splits.items()},
             "class_counts": counts,
-            "imbalance_ratio": float(nonzero.max() / nonzero.min()) if len(nonzero) else 1.0,
+            "imbalance_ratio": round(float(nonzero.max() / nonzero.min()), 4) if len(nonzero) else 1.0,
             "skipped": self.skipped,
         }
 
@@ -91,7 +102,7 @@ def fingerprint(shape: Sequence[int], labels: np.ndarray, paths: Optional[list[s
     return h.hexdigest()
 
 
-def resolve_input(cfg: DataConfig, model_name: str) -> tuple[Optional[int], Optional[int]]:
+def resolve_input(cfg: DataConfig, model_name: str) -> tuple[int, Optional[int]]:
     """(size, channels) to decode to: the flags, else the model's needs, else the data's own.
 
     Size: ``--input-size``; a model with a fixed input (pretrained nets) uses its own;
@@ -113,25 +124,49 @@ def resolve_input(cfg: DataConfig, model_name: str) -> tuple[Optional[int], Opti
     return size, channels
 
 
-def _load_source(cfg: DataConfig, size: int, channels: Optional[int], progress: bool) -> SourceImages:
+def _resize_array(images: np.ndarray, size: int, channels: Optional[int]) -> np.ndarray:
+    imgs = torch.from_numpy(images)
+    if channels and channels != imgs.shape[1]:
+        if channels == 3:
+            imgs = imgs.repeat(1, 3, 1, 1)
+        else:  # ITU-R 601 luma, as PIL's convert("L")
+            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            imgs = (imgs.float() * w).sum(1, keepdim=True).round().clamp(0, 255).byte()
+    if size != imgs.shape[-1]:
+        out = []
+        for chunk in imgs.split(4096):
+            r = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            out.append(r.round().clamp(0, 255).byte())
+        imgs = torch.cat(out)
+    return imgs.numpy()
+
+
+def load_source(cfg: DataConfig, size: int, channels: Optional[int], progress: bool = True) -> SourceImages:
+    """Built-in arrays converted to (size, channels), or files decoded once."""
     if cfg.source in DATASETS:
         src = DATASETS.get(cfg.source).loader(data_dir=cfg.data_dir, download=cfg.download)
-        imgs = torch.from_numpy(src.images)
-        if channels and channels != imgs.shape[1]:
-            imgs = imgs.repeat(1, 3, 1, 1) if channels == 3 else imgs.float().mean(1, keepdim=True).round().byte()
-        if size != imgs.shape[-1]:
-            out = []
-            for chunk in imgs.split(4096):
-                r = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True,
-                                  align_corners=False)
-                out.append(r.round().clamp(0, 255).byte())
-            imgs = torch.cat(out)
-        src.images = imgs.numpy()
+        src.images = _resize_array(src.images, size, channels)
         return src
-    path = Path(cfg.source)
-    if path.is_dir():
-        return load_folder(path, size, channels, cfg.workers, progress)
-    raise CnnlabError(f"data.source {cfg.source!r}: not a built-in dataset and not a folder of class folders")
+    files = list_files(cfg.source, cfg.image_root, cfg.delimiter, cfg.label_sep)
+    return load_files(files, size, channels, max_pixels=cfg.max_pixels, workers=cfg.workers, cache=cfg.cache,
+                      progress=progress)
+
+
+def _channel_stats(images: Any, train_idx: np.ndarray) -> tuple[list[float], list[float]]:
+    idx = torch.from_numpy(train_idx)
+    if not isinstance(images, torch.Tensor) and len(idx) > STATS_SAMPLE:
+        idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))[:STATS_SAMPLE]]
+    c = images.shape[1]
+    total = torch.zeros(c, dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for chunk in idx.split(4096):  # chunks bound the memory of the float copy
+        x = images[chunk].double() / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += (x * x).sum(dim=(0, 2, 3))
+    n = len(idx) * images.shape[2] * images.shape[3]
+    mean = total / n
+    std = (total_sq / n - mean**2).clamp_min(1e-12).sqrt().clamp_min(1e-3)
+    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
 
 
 def prepare_data(
@@ -154,7 +189,7 @@ def prepare_data(
         progress: show a progress bar while decoding files.
     """
     size, channels = resolve_input(cfg, model_name)
-    src = _load_source(cfg, size, channels, progress)
+    src = load_source(cfg, size, channels, progress)
     labels = src.labels
     if expect_fingerprint and fingerprint(src.images.shape, labels, src.paths) != expect_fingerprint:
         raise CnnlabError(
@@ -167,20 +202,9 @@ def prepare_data(
         split_idx = {k: np.asarray(v, dtype=np.int64) for k, v in splits.items()}
     if len(split_idx["train"]) == 0:
         raise CnnlabError(f"data.source {cfg.source!r}: the training split is empty")
-    images = torch.from_numpy(np.ascontiguousarray(src.images))
-    train = images[torch.from_numpy(split_idx["train"])]
-    # Per-channel statistics of the training split, computed in chunks to bound memory.
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
-    for chunk in train.split(8192):
-        x = chunk.double() / 255.0
-        total += x.sum(dim=(0, 2, 3))
-        total_sq += (x * x).sum(dim=(0, 2, 3))
-    n = train.shape[0] * train.shape[2] * train.shape[3]
-    mean = total / n
-    std = (total_sq / n - mean**2).clamp_min(1e-12).sqrt().clamp_min(1e-3)
-    return PreparedData(
-        images=images, labels=torch.from_numpy(labels), classes=src.classes, splits=split_idx,
-        mean=[round(float(m), 6) for m in mean], std=[round(float(s), 6) for s in std],
-        source=cfg.source, skipped=src.skipped, paths=src.paths,
-    )
+    images = src.images if not isinstance(src.images, np.ndarray) else torch.from_numpy(
+        np.ascontiguousarray(src.images))
+    mean, std = _channel_stats(images, split_idx["train"])
+    return PreparedData(images=images, labels=torch.from_numpy(np.asarray(labels)), classes=src.classes,
+                        splits=split_idx, mean=mean, std=std, source=cfg.source, skipped=src.skipped,
+                        paths=src.paths, cache=src.cache)

@@ -1,56 +1,58 @@
-"""Where images come from: built-in datasets by name and class-per-folder trees on disk."""
+"""Where images come from: built-in benchmark datasets by name, folders and CSV label files."""
 
 from __future__ import annotations
 
 import gzip
 import logging
-import os
+import pickle
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from ..errors import CnnlabError
 from ..registry import Registry
-from .images import GREY_MODES, IMAGE_EXTENSIONS, decode_file, describe_error
+from .cache import cache_dir, decode_images
+from .files import FileList, read_label_csv, scan_folder
 
 log = logging.getLogger(__name__)
 
-SPLIT_NAMES = ("train", "val", "test")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+CSV_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
 
 
 @dataclass
 class SourceImages:
-    """Images of one dataset before splitting, decoded or at their native size.
+    """Images of one dataset before splitting.
 
     Attributes:
-        images: (N, C, H, W) uint8.
-        labels: (N,) int64 class indices into ``classes``.
+        images: (N, C, H, W) uint8 array or tensor, or a FileStore (``--cache none``).
+        labels: (N,) int64 class indices, or (N, K) uint8 multi-hot.
         classes: class names, index order.
         given_splits: splits the source defines itself (e.g. ``{"train": idx, "test": idx}``).
         paths: one path per image for file-based sources, else None.
         skipped: ``{"path", "reason"}`` for every file that could not be read.
-        native_size: the source's own image side for built-ins; None for files resized on read.
-        native_channels: 1 or 3.
+        cache: where decoded pixels live (memory, disk, none) for file sources.
     """
 
-    images: np.ndarray
+    images: Any
     labels: np.ndarray
     classes: list[str]
     given_splits: dict[str, np.ndarray] = field(default_factory=dict)
     paths: Optional[list[str]] = None
     skipped: list[dict[str, str]] = field(default_factory=list)
-    native_size: Optional[int] = None
-    native_channels: int = 1
+    cache: str = "memory"
+
+    @property
+    def multilabel(self) -> bool:
+        return self.labels.ndim == 2
 
 
 @dataclass(frozen=True)
 class BuiltinDataset:
-    """A dataset known by name."""
+    """A dataset known by name; ``loader(data_dir, download)`` returns SourceImages."""
 
     name: str
     description: str
@@ -63,203 +65,247 @@ class BuiltinDataset:
 DATASETS: Registry[BuiltinDataset] = Registry("dataset")
 
 
-def cache_dir() -> Path:
-    """cnnlab's cache folder: $CNNLAB_CACHE, else ~/.cache/cnnlab."""
-    return Path(os.environ.get("CNNLAB_CACHE") or Path.home() / ".cache" / "cnnlab")
-
-
-FASHION_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]
-_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-def _torchvision_root(data_dir: Optional[str], folder: str, download: bool) -> Path:
-    """Find IDX files and lay them out as torchvision's MNIST-family classes expect.
-
-    Looks in ``data_dir`` (plain or .gz files, or a torchvision root), then Debian's
-    location; .gz files are decompressed once into the cache.
-    """
-    candidates = [Path(data_dir)] if data_dir else [DEBIAN_FASHION_MNIST]
-    root = cache_dir() / "torchvision"
-    raw = root / folder / "raw"
+def _where(name: str, data_dir: Optional[str], candidates: list[Path], present: Callable[[Path], bool],
+           download: Optional[Callable[[Path], Path]], hint: str) -> Path:
+    """First folder holding the dataset's files: ``data_dir`` alone when given, else the
+    candidates, else a torchvision download into the cache when allowed."""
+    if data_dir:
+        if present(Path(data_dir)):
+            return Path(data_dir)
+        raise CnnlabError(f"data.data_dir {data_dir!r} does not hold {name}'s files ({hint})")
     for cand in candidates:
-        if (cand / folder / "raw" / _IDX_FILES[0]).exists():
+        if present(cand):
             return cand
-        if all((cand / f).exists() or (cand / f"{f}.gz").exists() for f in _IDX_FILES):
-            raw.mkdir(parents=True, exist_ok=True)
-            for f in _IDX_FILES:
-                if (raw / f).exists():
-                    continue
-                src = cand / f
-                tmp = raw / f"{f}.tmp"
-                if src.exists():
-                    shutil.copyfile(src, tmp)
-                else:
-                    with gzip.open(cand / f"{f}.gz", "rb") as fin, open(tmp, "wb") as fout:
-                        shutil.copyfileobj(fin, fout)
-                tmp.replace(raw / f)
-            return root
-        if data_dir:
-            raise CnnlabError(
-                f"data.data_dir {data_dir!r} does not hold the IDX files {', '.join(_IDX_FILES)} (plain or .gz)"
-            )
-    if download:
-        return root
+    if download is not None:
+        return download(cache_dir() / "torchvision")
     raise CnnlabError(
-        f"{folder} files not found in {candidates[0]}; install Debian's dataset-fashion-mnist "
-        "(sudo apt-get install dataset-fashion-mnist), pass --data-dir DIR with the four IDX files, "
-        "or add --download to fetch them with torchvision"
+        f"{name} files not found (looked in {', '.join(str(c) for c in candidates)}); pass --data-dir DIR "
+        f"holding {hint}, or add --download to fetch them with torchvision"
     )
 
 
-def _load_fashion_mnist(data_dir: Optional[str] = None, download: bool = False, **_: object) -> SourceImages:
-    from torchvision.datasets import FashionMNIST
+# ------------------------------------------------------------------ IDX (MNIST family)
 
-    root = _torchvision_root(data_dir, "FashionMNIST", download)
-    try:
-        train = FashionMNIST(str(root), train=True, download=download)
-        test = FashionMNIST(str(root), train=False, download=download)
-    except RuntimeError as e:  # torchvision: "Dataset not found. You can use download=True ..."
-        raise CnnlabError(f"Fashion-MNIST could not be read from {root}: {e}") from None
-    images = np.concatenate([train.data.numpy(), test.data.numpy()])[:, None]
-    labels = np.concatenate([train.targets.numpy(), test.targets.numpy()]).astype(np.int64)
-    n = len(train.targets)
-    return SourceImages(
-        images=images, labels=labels, classes=list(FASHION_CLASSES),
-        given_splits={"train": np.arange(n), "test": np.arange(n, len(labels))},
-        native_size=28, native_channels=1,
-    )
+def _idx_path(folder: Path, name: str) -> Optional[Path]:
+    for p in (folder / name, folder / f"{name}.gz"):
+        if p.is_file():
+            return p
+    return None
 
 
-def _load_digits(**_: object) -> SourceImages:
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (plain or .gz) → numpy, read by torchvision's parser."""
+    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+    if path.suffix == ".gz":  # torchvision's reader takes plain files: decompress once into the cache
+        st = path.stat()
+        plain = cache_dir() / "idx" / f"{path.stem}-{st.st_size}-{st.st_mtime_ns}"
+        if not plain.is_file():
+            plain.parent.mkdir(parents=True, exist_ok=True)
+            tmp = plain.with_suffix(".tmp")
+            with gzip.open(path, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            tmp.replace(plain)
+        path = plain
+    return read_sn3_pascalvincent_tensor(str(path), strict=False).numpy()
+
+
+def _idx_dataset(name: str, prefix: str, classes: list[str], tv_class: str, candidates: list[Path],
+                 transpose: bool = False, label_offset: int = 0, tv_kwargs: Optional[dict] = None):
+    names = [f"{prefix}train-images-idx3-ubyte", f"{prefix}train-labels-idx1-ubyte",
+             f"{prefix}test-images-idx3-ubyte" if prefix else "t10k-images-idx3-ubyte",
+             f"{prefix}test-labels-idx1-ubyte" if prefix else "t10k-labels-idx1-ubyte"]
+
+    def present(folder: Path) -> bool:
+        return all(_idx_path(folder, n) for n in names)
+
+    def fetch(root: Path) -> Path:
+        import torchvision.datasets as tvd
+
+        for train in (True, False):
+            getattr(tvd, tv_class)(str(root), train=train, download=True, **(tv_kwargs or {}))
+        return root / tv_class / "raw"
+
+    def load(data_dir: Optional[str] = None, download: bool = False) -> SourceImages:
+        cands = candidates + [cache_dir() / "torchvision" / tv_class / "raw"]
+        if data_dir:
+            cands = [Path(data_dir), Path(data_dir) / tv_class / "raw"]
+            data_dir = next((str(c) for c in cands if present(c)), data_dir)
+        folder = _where(name, data_dir, cands, present, fetch if download else None,
+                        "the four IDX files " + ", ".join(names) + " (plain or .gz)")
+        tr_x, tr_y, te_x, te_y = (_read_idx(_idx_path(folder, n)) for n in names)
+        images = np.concatenate([tr_x, te_x])
+        if transpose:  # EMNIST's files store images transposed
+            images = images.transpose(0, 2, 1)
+        labels = np.concatenate([tr_y, te_y]).astype(np.int64) - label_offset
+        n = len(tr_y)
+        return SourceImages(np.ascontiguousarray(images[:, None]), labels, list(classes),
+                            {"train": np.arange(n), "test": np.arange(n, len(labels))})
+
+    return load
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+DIGIT_CLASSES = [str(i) for i in range(10)]
+
+DATASETS.add("fashion-mnist", BuiltinDataset(
+    "fashion-mnist", "Zalando Fashion-MNIST, 70,000 28×28 grey images, 10 classes (Debian package or --data-dir)",
+    _idx_dataset("fashion-mnist", "", FASHION_CLASSES, "FashionMNIST", [DEBIAN_FASHION_MNIST]), 28, 1, 10))
+DATASETS.add("mnist", BuiltinDataset(
+    "mnist", "MNIST handwritten digits, 70,000 28×28 grey images, 10 classes (IDX files, --data-dir)",
+    _idx_dataset("mnist", "", DIGIT_CLASSES, "MNIST", []), 28, 1, 10))
+
+
+def _emnist_classes(split: str) -> list[str]:
+    from torchvision.datasets import EMNIST
+
+    return list(EMNIST.classes_split_dict[split])
+
+
+for _split, _k in (("balanced", 47), ("byclass", 62), ("bymerge", 47), ("digits", 10), ("letters", 26),
+                   ("mnist", 10)):
+    _classes = _emnist_classes(_split)
+    _offset = 1 if _split == "letters" else 0  # EMNIST letters are labelled 1..26
+    if _split == "letters":
+        _classes = _classes[1:]  # drop torchvision's 'N/A' placeholder for label 0
+    DATASETS.add(f"emnist-{_split}", BuiltinDataset(
+        f"emnist-{_split}", f"EMNIST {_split}, 28×28 grey, {_k} classes (IDX files emnist-{_split}-*, --data-dir)",
+        _idx_dataset(f"emnist-{_split}", f"emnist-{_split}-", _classes, "EMNIST", [], transpose=True,
+                     label_offset=_offset, tv_kwargs={"split": _split}), 28, 1, _k))
+
+
+# ------------------------------------------------------------------ CIFAR pickles
+
+def _unpickle(path: Path) -> dict[str, Any]:
+    # The CIFAR "python version" is pickled by its authors; torchvision reads it the same way.
+    with open(path, "rb") as f:
+        d = pickle.load(f, encoding="latin1")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+
+
+def _cifar(name: str, folder: str, train_files: list[str], test_file: str, meta_file: str, label_key: str,
+           names_key: str, tv_class: str, k: int):
+    def present(p: Path) -> bool:
+        return all((p / f).is_file() for f in train_files + [test_file])
+
+    def fetch(root: Path) -> Path:
+        import torchvision.datasets as tvd
+
+        getattr(tvd, tv_class)(str(root), download=True)
+        return root / folder
+
+    def load(data_dir: Optional[str] = None, download: bool = False) -> SourceImages:
+        cands = [cache_dir() / "torchvision" / folder]
+        if data_dir and not present(Path(data_dir)) and present(Path(data_dir) / folder):
+            data_dir = str(Path(data_dir) / folder)
+        where = _where(name, data_dir, cands, present, fetch if download else None,
+                       f"{folder}/ with {', '.join(train_files + [test_file])}")
+        # torchvision's CIFAR classes also verify the official files' MD5 sums, which rules out
+        # re-packed copies and test fixtures; reading the pickles is a few lines.
+        parts = [_unpickle(where / f) for f in train_files + [test_file]]
+        images = np.concatenate([np.asarray(p["data"], np.uint8).reshape(-1, 3, 32, 32) for p in parts])
+        labels = np.concatenate([np.asarray(p[label_key], np.int64) for p in parts])
+        meta = where / meta_file
+        classes = list(_unpickle(meta)[names_key]) if meta.is_file() else [str(i) for i in range(k)]
+        n = len(labels) - len(parts[-1][label_key])
+        return SourceImages(images, labels, classes, {"train": np.arange(n), "test": np.arange(n, len(labels))})
+
+    return load
+
+
+DATASETS.add("cifar10", BuiltinDataset(
+    "cifar10", "CIFAR-10, 60,000 32×32 colour images, 10 classes (python pickles, --data-dir)",
+    _cifar("cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+           "batches.meta", "labels", "label_names", "CIFAR10", 10), 32, 3, 10))
+DATASETS.add("cifar100", BuiltinDataset(
+    "cifar100", "CIFAR-100, 60,000 32×32 colour images, 100 fine classes (python pickles, --data-dir)",
+    _cifar("cifar100", "cifar-100-python", ["train"], "test", "meta", "fine_labels", "fine_label_names",
+           "CIFAR100", 100), 32, 3, 100))
+
+
+# ------------------------------------------------------------------ SVHN .mat
+
+def _load_svhn(data_dir: Optional[str] = None, download: bool = False) -> SourceImages:
+    from scipy.io import loadmat
+
+    names = ["train_32x32.mat", "test_32x32.mat"]
+
+    def present(p: Path) -> bool:
+        return all((p / n).is_file() for n in names)
+
+    def fetch(root: Path) -> Path:
+        from torchvision.datasets import SVHN
+
+        for split in ("train", "test"):
+            SVHN(str(root / "svhn"), split=split, download=True)
+        return root / "svhn"
+
+    where = _where("svhn", data_dir, [cache_dir() / "torchvision" / "svhn"], present,
+                   fetch if download else None, ", ".join(names))
+    xs, ys = [], []
+    for n in names:  # torchvision's SVHN also checks MD5 sums; scipy reads the .mat directly
+        m = loadmat(str(where / n))
+        xs.append(np.ascontiguousarray(np.asarray(m["X"], np.uint8).transpose(3, 2, 0, 1)))
+        y = np.asarray(m["y"], np.int64).reshape(-1)
+        ys.append(np.where(y == 10, 0, y))  # SVHN labels digit 0 as 10
+    n = len(ys[0])
+    labels = np.concatenate(ys)
+    return SourceImages(np.concatenate(xs), labels, DIGIT_CLASSES,
+                        {"train": np.arange(n), "test": np.arange(n, len(labels))})
+
+
+DATASETS.add("svhn", BuiltinDataset(
+    "svhn", "Street View House Numbers, 32×32 colour digits, 10 classes (.mat files, --data-dir)",
+    _load_svhn, 32, 3, 10))
+
+
+def _load_digits(data_dir: Optional[str] = None, download: bool = False) -> SourceImages:
     from sklearn.datasets import load_digits
 
     d = load_digits()
     images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    return SourceImages(
-        images=images, labels=d.target.astype(np.int64), classes=[str(c) for c in d.target_names],
-        native_size=8, native_channels=1,
-    )
+    return SourceImages(images, d.target.astype(np.int64), [str(c) for c in d.target_names])
 
 
-DATASETS.add("fashion-mnist", BuiltinDataset(
-    "fashion-mnist", "Zalando Fashion-MNIST, 70,000 28×28 grey images, 10 classes (Debian package or --data-dir)",
-    _load_fashion_mnist, 28, 1, 10))
 DATASETS.add("digits", BuiltinDataset(
-    "digits", "scikit-learn's bundled 8×8 handwritten digits, 1,797 images, 10 classes",
-    _load_digits, 8, 1, 10))
+    "digits", "scikit-learn's bundled 8×8 handwritten digits, 1,797 images, 10 classes", _load_digits, 8, 1, 10))
 
 
-# ---------------------------------------------------------------- class-per-folder trees
+# ------------------------------------------------------------------ files
+
+def is_label_file(source: str) -> bool:
+    p = Path(source)
+    return p.is_file() and p.suffix.lower() in CSV_SUFFIXES
 
 
-@dataclass
-class FolderScan:
-    """The files of a class-per-folder tree, before decoding."""
-
-    root: Path
-    classes: list[str]
-    files: list[Path]
-    labels: list[int]
-    split_of: list[Optional[str]]
-    ignored: int
-
-
-def scan_folder(root: str | Path) -> FolderScan:
-    """List image files of ``root/<class>/...`` or ``root/{train,val,test}/<class>/...``.
-
-    Files with an image extension are candidates (they may still fail to decode); other
-    files and hidden entries are ignored and counted.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise CnnlabError(f"data.source {str(root)!r} is not a directory of class folders")
-    subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    presplit = "train" in subdirs and set(subdirs) <= set(SPLIT_NAMES)
-    tops = [(root / s, s) for s in SPLIT_NAMES if s in subdirs] if presplit else [(root, None)]
-    class_names = sorted({c.name for top, _ in tops for c in top.iterdir()
-                          if c.is_dir() and not c.name.startswith(".")})
-    if len(class_names) < 2:
-        raise CnnlabError(
-            f"data.source {str(root)!r} needs at least two class folders (root/<class>/image.png, "
-            f"optionally under train/ val/ test/); found {len(class_names)}"
-        )
-    index = {c: i for i, c in enumerate(class_names)}
-    files: list[Path] = []
-    labels: list[int] = []
-    split_of: list[Optional[str]] = []
-    ignored = 0
-    for top, split in tops:
-        for cls in sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for dirpath, dirnames, filenames in os.walk(cls):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if name.startswith("."):
-                        continue
-                    path = Path(dirpath) / name
-                    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                        ignored += 1
-                        continue
-                    files.append(path)
-                    labels.append(index[cls.name])
-                    split_of.append(split)
-    if not files:
-        raise CnnlabError(f"data.source {str(root)!r} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return FolderScan(root, class_names, files, labels, split_of, ignored)
+def list_files(source: str, image_root: Optional[str] = None, delimiter: Optional[str] = None,
+               label_sep: str = " ") -> FileList:
+    """The FileList of a folder tree or a CSV/TSV label file."""
+    if is_label_file(source):
+        return read_label_csv(source, image_root, delimiter, label_sep)
+    if Path(source).is_dir():
+        return scan_folder(source)
+    raise CnnlabError(f"data.source {source!r}: not a built-in dataset, a folder of class folders, "
+                      f"or a label file ({', '.join(CSV_SUFFIXES)})")
 
 
-def _decode_one(path: Path, channels: int, size: int) -> tuple[Optional[np.ndarray], str]:
-    try:
-        if path.stat().st_size == 0:
-            return None, "empty file (0 bytes)"
-        arr, mode = decode_file(path, channels, size)
-        return arr, mode
-    except Exception as e:  # every failure of one file is recorded, never raised
-        return None, describe_error(e)
-
-
-def load_folder(root: str | Path, size: int, channels: Optional[int], workers: int = 2,
-                progress: bool = True) -> SourceImages:
-    """Decode every image of a class-per-folder tree to (C, size, size) uint8.
-
-    With ``channels=None`` the images are decoded as RGB and reduced to one channel when
-    every readable file is greyscale. Unreadable files are skipped, logged and listed.
-    """
-    from tqdm.auto import tqdm
-
-    scan = scan_folder(root)
-    decode_channels = channels or 3
-
-    def work(p: Path) -> tuple[Optional[np.ndarray], str]:
-        return _decode_one(p, decode_channels, size)
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(tqdm(pool.map(work, scan.files), total=len(scan.files), desc="decoding images",
-                            unit="img", disable=not progress, leave=False))
-    keep = [i for i, (arr, _) in enumerate(results) if arr is not None]
-    skipped = [{"path": str(scan.files[i]), "reason": results[i][1]}
-               for i in range(len(results)) if results[i][0] is None]
+def load_files(fl: FileList, size: int, channels: Optional[int], *, max_pixels: int, workers: int, cache: str,
+               progress: bool) -> SourceImages:
+    """Decode a FileList once (see cache.py) into SourceImages."""
+    dec = decode_images(fl.files, size, channels, max_pixels=max_pixels, workers=workers, mode=cache,
+                        progress=progress, rel=fl.relpath)
+    skipped = fl.skipped + dec.skipped
     for s in skipped:
         log.warning("skipped unreadable image %s: %s", s["path"], s["reason"])
-    if not keep:
-        raise CnnlabError(f"data.source {str(root)!r}: none of its {len(scan.files)} image files could be read")
-    images = np.stack([results[i][0] for i in keep])
-    if channels is None and all(results[i][1] in GREY_MODES for i in keep):
-        images = images[:, :1]
-    labels = np.asarray([scan.labels[i] for i in keep], dtype=np.int64)
+    if fl.ignored:
+        log.info("ignored %d files without an image extension under %s", fl.ignored, fl.root)
+    keep = dec.keep
     given: dict[str, np.ndarray] = {}
-    splits = [scan.split_of[i] for i in keep]
-    for name in SPLIT_NAMES:
+    splits = [fl.split_of[i] for i in keep]
+    for name in ("train", "val", "test"):
         idx = np.asarray([j for j, s in enumerate(splits) if s == name], dtype=np.int64)
         if len(idx):
             given[name] = idx
-    if scan.ignored:
-        log.info("ignored %d files without an image extension under %s", scan.ignored, root)
-    return SourceImages(
-        images=images, labels=labels, classes=scan.classes, given_splits=given,
-        paths=[str(scan.files[i].relative_to(scan.root)) for i in keep], skipped=skipped,
-        native_size=None, native_channels=images.shape[1],
-    )
+    return SourceImages(dec.images, fl.labels[keep], fl.classes, given,
+                        [fl.relpath(fl.files[i]) for i in keep], skipped, dec.mode)

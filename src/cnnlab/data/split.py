@@ -1,20 +1,46 @@
-"""Seeded, stratified train/val/test splits."""
+"""Seeded, stratified train/val/test splits and k-fold indices, single- and multi-label."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
-    """Split indices of ``labels`` into parts with the given fractions, class by class.
+def _multilabel_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Iterative stratification (Sechidis et al. 2011, via the iterative-stratification
+    package), cutting off one part at a time from what remains."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
-    Written by hand because scikit-learn's stratified splitters refuse classes with fewer
-    members than parts; here each class is shuffled with ``seed`` and cut by rounding its
-    share of every part after the first, the first part (train) taking the remainder.
+    remaining = np.arange(len(labels))
+    parts: list[np.ndarray] = [np.zeros(0, np.int64) for _ in fractions]
+    left = 1.0
+    for k in range(len(fractions) - 1, 0, -1):
+        share = fractions[k] / left if left > 0 else 0.0
+        n_take = int(round(share * len(remaining)))
+        if n_take == 0 or n_take >= len(remaining):
+            left -= fractions[k]
+            continue
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=n_take, random_state=seed + k)
+        rest, take = next(splitter.split(np.zeros(len(remaining)), labels[remaining]))
+        parts[k] = np.sort(remaining[take])
+        remaining = remaining[rest]
+        left -= fractions[k]
+    parts[0] = np.sort(remaining)
+    return parts
+
+
+def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Split indices of ``labels`` into parts with the given fractions, keeping class shares.
+
+    Single-label: written by hand because scikit-learn's stratified splitters refuse classes
+    with fewer members than parts; each class is shuffled with ``seed`` and cut by rounding
+    its share of every part after the first, the first part (train) taking the remainder.
+    Multi-label ((N, K) multi-hot): iterative stratification.
 
     Returns:
         One sorted index array per fraction.
     """
+    if labels.ndim == 2:
+        return _multilabel_split(labels, fractions, seed)
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[] for _ in fractions]
     for c in np.unique(labels):
@@ -41,7 +67,7 @@ def make_splits(
     """Train/val/test indices: the source's own splits where it has them, else seeded ones.
 
     Args:
-        labels: class index per image.
+        labels: class index per image, or (N, K) multi-hot.
         given: splits the source defines (a pre-split folder, a benchmark's train/test).
         split: train/val/test fractions for sources without splits.
         val_size: when the source gives train but no val: a fraction (<1) or count of train.
@@ -58,3 +84,20 @@ def make_splits(
         out["train"], out["val"] = train[keep], train[val]
     out.setdefault("test", np.zeros(0, np.int64))
     return {k: out[k] for k in ("train", "val", "test")}
+
+
+def kfold_indices(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, validation) index pairs of stratified k-fold cross-validation.
+
+    Uses scikit-learn's StratifiedKFold, or MultilabelStratifiedKFold for multi-hot labels;
+    every index is in exactly one validation fold.
+    """
+    if labels.ndim == 2:
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+        splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    else:
+        from sklearn.model_selection import StratifiedKFold
+
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(np.sort(tr), np.sort(va)) for tr, va in splitter.split(np.zeros(len(labels)), labels)]

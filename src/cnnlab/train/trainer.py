@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .callbacks import Callback
+from .losses import MultiLabel, SingleLabel
 
 
 def seed_everything(seed: int) -> None:
@@ -74,13 +75,13 @@ class Trainer:
         optimizer: over the model's trainable parameters.
         device: where training happens.
         callbacks: called in order at every event.
-        loss_fn: defaults to cross-entropy.
+        task: loss, accuracy and probabilities (single-label cross-entropy by default).
         channels_last: use the channels-last memory format for conv nets (much faster
             on CPUs with oneDNN).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-                 callbacks: Sequence[Callback] = (), loss_fn: Optional[nn.Module] = None,
+                 callbacks: Sequence[Callback] = (), task: Optional[SingleLabel | MultiLabel] = None,
                  channels_last: bool = True):
         self.device = torch.device(device)
         self.channels_last = channels_last and uses_conv(model)
@@ -88,7 +89,7 @@ class Trainer:
             else model.to(self.device)
         self.optimizer = optimizer
         self.callbacks = list(callbacks)
-        self.loss_fn = loss_fn or nn.CrossEntropyLoss()
+        self.task = task or SingleLabel()
         self.epoch = 0  # epochs completed
         self.epochs = 0  # target of the current fit()
         self.global_step = 0
@@ -104,19 +105,18 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         """One optimisation step; returns (summed loss, correct predictions) for the batch."""
         logits = self.model(self._prep(x))
-        loss = self.loss_fn(logits, y)
+        loss = self.task.loss(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return float(loss.detach()) * len(y), int((logits.argmax(1) == y).sum())
+        return float(loss.detach()) * len(y), self.task.correct(logits, y)
 
     def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """Mean loss and accuracy over ``batches``."""
         logits, y = predict_logits(self.model, batches)
         if len(y) == 0:
             return {}
-        return {"loss": float(nn.functional.cross_entropy(logits, y)),
-                "acc": float((logits.argmax(1) == y).float().mean())}
+        return {"loss": float(self.task.loss(logits, y)), "acc": self.task.correct(logits, y) / len(y)}
 
     # ------------------------------------------------------------------ loop
     def _call(self, event: str, *args: Any) -> None:

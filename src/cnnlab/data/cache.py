@@ -1,0 +1,208 @@
+"""Decode-once: image files → one uint8 array, kept in memory or in a memory-mapped cache file.
+
+Decoding, EXIF orientation, mode conversion and resizing cost more than training a small
+net on a CPU; doing them once and reading a uint8 array afterwards removes that cost from
+every later epoch and every later run. The disk cache is keyed by each file's path, size
+and modification time plus the preprocessing settings, so any change makes a new entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import CnnlabError
+from .images import GREY_MODES, decode_file, describe_error
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """cnnlab's cache folder: $CNNLAB_CACHE, else ~/.cache/cnnlab."""
+    return Path(os.environ.get("CNNLAB_CACHE") or Path.home() / ".cache" / "cnnlab")
+
+
+def _decode_one(path: Path, channels: int, size: int, max_pixels: int) -> tuple[Optional[np.ndarray], str]:
+    try:
+        if path.stat().st_size == 0:
+            return None, "empty file (0 bytes)"
+        return decode_file(path, channels, size, max_pixels)
+    except Exception as e:  # every failure of one file is recorded, never raised
+        return None, describe_error(e)
+
+
+class FileStore:
+    """Images decoded from their files on every access (``--cache none``).
+
+    Indexing with a tensor of indices returns a (B, C, S, S) uint8 tensor, like an array.
+    """
+
+    def __init__(self, files: Sequence[Path], size: int, channels: int, max_pixels: int, workers: int):
+        self.files = list(files)
+        self.size, self.channels, self.max_pixels = size, channels, max_pixels
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.files), self.channels, self.size, self.size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        idx_list = [int(i) for i in torch.as_tensor(idx).reshape(-1)]
+        out = list(self.pool.map(lambda i: decode_file(self.files[i], self.channels, self.size, self.max_pixels)[0],
+                                 idx_list))
+        return torch.from_numpy(np.stack(out))
+
+
+@dataclass
+class Decoded:
+    """Result of :func:`decode_images`.
+
+    Attributes:
+        images: (N_kept, C, S, S) uint8 tensor (possibly memory-mapped) or a FileStore.
+        keep: indices of the input files that decoded.
+        skipped: ``{"path", "reason"}`` of those that did not.
+        mode: memory, disk or none: where the pixels live.
+        cache_hit: True when a disk cache entry was reused.
+    """
+
+    images: torch.Tensor | FileStore
+    keep: np.ndarray
+    skipped: list[dict[str, str]]
+    mode: str
+    cache_hit: bool = False
+
+
+def _key(files: Sequence[Path], size: int, channels: Optional[int], max_pixels: int) -> str:
+    h = hashlib.sha1(json.dumps({"v": CACHE_VERSION, "size": size, "channels": channels,
+                                 "max_pixels": max_pixels}).encode())
+    for p in files:
+        try:
+            st = p.stat()
+            h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\0missing\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _choose_mode(mode: str, n: int, size: int, root: Path) -> str:
+    if mode != "auto":
+        return mode
+    need = n * 3 * size * size
+    root.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(root).free > need * 1.2 + (1 << 30):
+        return "disk"
+    avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return "memory" if need < avail // 2 else "none"
+
+
+def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_pixels: int, workers: int,
+                out: np.ndarray, progress: bool, rel: callable) -> tuple[np.ndarray, list[dict[str, str]], bool]:
+    """Decode into ``out`` (N, 3 or C, S, S); returns (kept indices, skipped, all kept grey)."""
+    from tqdm.auto import tqdm
+
+    c = channels or 3
+    ok = np.zeros(len(files), bool)
+    skipped: list[dict[str, str]] = []
+    grey = True
+
+    def work(i: int) -> tuple[int, Optional[np.ndarray], str]:
+        arr, info = _decode_one(files[i], c, size, max_pixels)
+        return i, arr, info
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, arr, info in tqdm(pool.map(work, range(len(files))), total=len(files), desc="decoding images",
+                                 unit="img", disable=not progress, leave=False):
+            if arr is None:
+                skipped.append({"path": rel(files[i]), "reason": info})
+                continue
+            out[i] = arr
+            ok[i] = True
+            grey = grey and info in GREY_MODES
+    return np.flatnonzero(ok), skipped, grey
+
+
+def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, max_pixels: int,
+                  workers: int = 2, mode: str = "auto", progress: bool = True,
+                  rel: callable = str) -> Decoded:
+    """Decode ``files`` once to (C, size, size) uint8, skipping unreadable ones.
+
+    Args:
+        files: image paths.
+        size: square side.
+        channels: 1 or 3, or None to decode RGB and keep one channel if every image is grey.
+        max_pixels: pixel budget per image (see :func:`decode_file`).
+        workers: decoding threads.
+        mode: auto, memory, disk or none (see the module docstring).
+        progress: show a progress bar.
+        rel: how a path is named in the skipped list.
+    """
+    root = cache_dir() / "decoded"
+    mode = _choose_mode(mode, len(files), size, root)
+    key = _key(files, size, channels, max_pixels)
+    entry = root / key
+    if mode == "disk" and (entry / "meta.json").is_file():
+        meta = json.loads((entry / "meta.json").read_text())
+        arr = np.load(entry / "images.npy", mmap_mode="c")
+        log.info("decoded-image cache hit: %s (%d images)", entry, len(arr))
+        return Decoded(torch.from_numpy(arr), np.asarray(meta["keep"], dtype=np.int64), meta["skipped"], "disk", True)
+
+    c = channels or 3
+    shape = (len(files), c, size, size)
+    if mode == "disk":
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f"{key}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        full = np.lib.format.open_memmap(tmp / "full.npy", mode="w+", dtype=np.uint8, shape=shape)
+    else:
+        full = np.empty(shape, np.uint8)
+    keep, skipped, grey = _decode_all(files, size, channels, max_pixels, workers, full, progress, rel)
+    if not len(keep):
+        if mode == "disk":
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CnnlabError(f"none of the {len(files)} image files could be read (first: "
+                          f"{skipped[0]['path']}: {skipped[0]['reason']})")
+    out_c = 1 if channels is None and grey else c
+
+    if mode == "none":
+        return Decoded(FileStore([files[i] for i in keep], size, out_c, max_pixels, workers), keep, skipped, "none")
+    if mode == "memory":
+        arr = full[keep, :out_c] if (len(keep) < len(files) or out_c != c) else full
+        return Decoded(torch.from_numpy(np.ascontiguousarray(arr)), keep, skipped, "memory")
+
+    if len(keep) == len(files) and out_c == c:
+        full.flush()
+        del full
+        os.replace(tmp / "full.npy", tmp / "images.npy")
+    else:
+        final = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
+                                          shape=(len(keep), out_c, size, size))
+        for start in range(0, len(keep), 1024):
+            final[start:start + 1024] = full[keep[start:start + 1024], :out_c]
+        final.flush()
+        del final, full
+        (tmp / "full.npy").unlink()
+    (tmp / "meta.json").write_text(json.dumps({"keep": keep.tolist(), "skipped": skipped,
+                                               "files": len(files), "size": size, "channels": out_c}))
+    try:
+        os.replace(tmp, entry)
+    except OSError:  # another process finished the same entry first: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    arr = np.load(entry / "images.npy", mmap_mode="c")
+    log.info("decoded %d images once into the cache %s", len(arr), entry)
+    return Decoded(torch.from_numpy(arr), keep, skipped, "disk")

@@ -1,0 +1,179 @@
+"""File-based sources: class-per-folder trees and CSV/TSV label files → lists of files and labels."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import CnnlabError
+from .images import IMAGE_EXTENSIONS
+
+SPLIT_NAMES = ("train", "val", "test")
+PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path", "img", "image_id", "id")
+LABEL_COLUMNS = ("label", "labels", "class", "classes", "category", "target", "tags", "tag")
+
+
+@dataclass
+class FileList:
+    """Image files with labels, before decoding.
+
+    Attributes:
+        root: paths are stored relative to it.
+        files: absolute paths.
+        labels: (N,) int64 class indices, or (N, K) uint8 multi-hot for multi-label data.
+        classes: class names in index order.
+        split_of: the split each file was given by the source (pre-split folders), or None.
+        skipped: entries that are not usable files (missing, broken link, not a regular file).
+        ignored: files without an image extension that were left out.
+    """
+
+    root: Path
+    files: list[Path]
+    labels: np.ndarray
+    classes: list[str]
+    split_of: list[Optional[str]]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    ignored: int = 0
+
+    def relpath(self, p: Path) -> str:
+        try:
+            return str(p.relative_to(self.root))
+        except ValueError:
+            return str(p)
+
+
+def _usable(path: Path) -> Optional[str]:
+    """None for a regular file, else why it cannot be used."""
+    if path.is_symlink() and not path.exists():
+        return "broken symbolic link"
+    if not path.exists():
+        return "file not found"
+    if not path.is_file():
+        return "not a regular file"
+    return None
+
+
+def scan_folder(root: str | Path) -> FileList:
+    """List image files of ``root/<class>/...`` or ``root/{train,val,test}/<class>/...``.
+
+    Files with an image extension are candidates (they may still fail to decode); other
+    files and hidden entries are ignored and counted; FIFOs and broken links are skipped.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise CnnlabError(f"data.source {str(root)!r} is not a directory of class folders")
+    subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    presplit = "train" in subdirs and set(subdirs) <= set(SPLIT_NAMES)
+    tops = [(root / s, s) for s in SPLIT_NAMES if s in subdirs] if presplit else [(root, None)]
+    class_names = sorted({c.name for top, _ in tops for c in top.iterdir()
+                          if c.is_dir() and not c.name.startswith(".")})
+    if len(class_names) < 2:
+        raise CnnlabError(
+            f"data.source {str(root)!r} needs at least two class folders (root/<class>/image.png, "
+            f"optionally under train/ val/ test/); found {len(class_names)}"
+        )
+    index = {c: i for i, c in enumerate(class_names)}
+    files: list[Path] = []
+    labels: list[int] = []
+    split_of: list[Optional[str]] = []
+    skipped: list[dict[str, str]] = []
+    ignored = 0
+    for top, split in tops:
+        for cls in sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for dirpath, dirnames, filenames in os.walk(cls):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    path = Path(dirpath) / name
+                    if name.startswith("."):
+                        continue
+                    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                        ignored += 1
+                        continue
+                    reason = _usable(path)
+                    if reason:
+                        skipped.append({"path": str(path.relative_to(root)), "reason": reason})
+                        continue
+                    files.append(path)
+                    labels.append(index[cls.name])
+                    split_of.append(split)
+    if not files:
+        raise CnnlabError(f"data.source {str(root)!r} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return FileList(root, files, np.asarray(labels, dtype=np.int64), class_names, split_of, skipped, ignored)
+
+
+def _sniff_delimiter(path: Path, sample: str) -> str:
+    if path.suffix.lower() in {".tsv", ".tab"}:
+        return "\t"
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def read_label_csv(path: str | Path, image_root: Optional[str | Path] = None, delimiter: Optional[str] = None,
+                   label_sep: str = " ") -> FileList:
+    """Read a ``path,label`` (or ``path,"l1 l2"`` multi-label) file.
+
+    A header row is recognised by its column names (path/file/filename/image... and
+    label/labels/class/tags...); without one the first two columns are path and label.
+    Several labels in a cell, separated by ``label_sep``, make the dataset multi-label.
+    Paths are relative to ``image_root`` (default: the CSV's folder).
+
+    Raises:
+        CnnlabError: naming the file and line of a malformed row.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CnnlabError(f"label file {str(path)!r} cannot be read: {e}") from None
+    delim = delimiter or _sniff_delimiter(path, text[:4096])
+    rows = [(n, r) for n, r in enumerate(csv.reader(text.splitlines(), delimiter=delim), start=1)
+            if r and any(c.strip() for c in r)]
+    if not rows:
+        raise CnnlabError(f"label file {str(path)!r} is empty")
+    head = [c.strip().lower() for c in rows[0][1]]
+    path_col, label_col = 0, 1
+    if any(h in PATH_COLUMNS for h in head) or any(h in LABEL_COLUMNS for h in head):
+        path_col = next((i for i, h in enumerate(head) if h in PATH_COLUMNS), 0)
+        label_col = next((i for i, h in enumerate(head) if h in LABEL_COLUMNS), 1 if path_col == 0 else 0)
+        rows = rows[1:]
+    root = Path(image_root) if image_root else path.parent
+    entries: list[tuple[Path, list[str]]] = []
+    for line, row in rows:
+        if len(row) <= max(path_col, label_col):
+            raise CnnlabError(f"{path}:{line}: expected a path and a label column (delimiter {delim!r}), got {row!r}")
+        names = [t for t in (row[label_col].split(label_sep) if label_sep else [row[label_col]]) if t.strip()]
+        if not row[path_col].strip() or not names:
+            raise CnnlabError(f"{path}:{line}: empty path or label")
+        entries.append((root / row[path_col].strip(), [t.strip() for t in names]))
+    multilabel = any(len(set(names)) > 1 for _, names in entries)
+    classes = sorted({t for _, names in entries for t in names})
+    if len(classes) < 2:
+        raise CnnlabError(f"label file {str(path)!r} names {len(classes)} class; a classifier needs at least 2")
+    index = {c: i for i, c in enumerate(classes)}
+    files, labels, skipped = [], [], []
+    for p, names in entries:
+        reason = _usable(p)
+        if reason:
+            skipped.append({"path": str(p), "reason": reason})
+            continue
+        files.append(p)
+        if multilabel:
+            hot = np.zeros(len(classes), np.uint8)
+            hot[[index[t] for t in names]] = 1
+            labels.append(hot)
+        else:
+            labels.append(index[names[0]])
+    if not files:
+        raise CnnlabError(
+            f"none of the {len(entries)} files listed in {str(path)!r} exist under {str(root)!r}; "
+            "set data.image_root (--image-root)"
+        )
+    arr = np.stack(labels) if multilabel else np.asarray(labels, dtype=np.int64)
+    return FileList(root, files, arr, classes, [None] * len(files), skipped)

@@ -1,0 +1,173 @@
+"""Augmentation presets (torchvision transforms v2) applied per image on uint8 tensors, training only."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torchvision.transforms import v2
+
+from ..errors import CnnlabError
+from ..registry import Registry
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+PRESETS: Registry[Callable[..., Optional[Transform]]] = Registry("augmentation preset")
+
+
+class PCALighting(nn.Module):
+    """AlexNet's PCA colour augmentation: add ``eigvec @ (alpha * eigval)`` to every pixel,
+    ``alpha ~ N(0, alpha_std)`` drawn per image (Krizhevsky et al. 2012; seed 004).
+
+    Written by hand: neither torchvision nor timm ships it. ``eigval``/``eigvec`` come from
+    the training pixels' channel covariance (0..1 scale).
+    """
+
+    def __init__(self, eigval: torch.Tensor, eigvec: torch.Tensor, alpha_std: float = 0.1):
+        super().__init__()
+        self.eigval, self.eigvec, self.alpha_std = eigval.float(), eigvec.float(), alpha_std
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        alpha = torch.randn(len(self.eigval)) * self.alpha_std
+        shift = (self.eigvec @ (alpha * self.eigval)) * 255.0
+        out = img.float() + shift.view(-1, 1, 1)
+        return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def pixel_pca(images: torch.Tensor, max_images: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues and eigenvectors of the channel covariance of (N, C, H, W) uint8 images."""
+    step = max(1, len(images) // max_images)
+    sample = images[::step][:max_images].float() / 255.0
+    pixels = sample.permute(0, 2, 3, 1).reshape(-1, sample.shape[1]).double()
+    cov = torch.cov(pixels.T).reshape(sample.shape[1], sample.shape[1])
+    eigval, eigvec = torch.linalg.eigh(cov)
+    return eigval.clamp_min(0).sqrt().float(), eigvec.float()
+
+
+@PRESETS.register("none")
+def _none(size: int, channels: int, pca: Any = None) -> Optional[Transform]:
+    return None
+
+
+@PRESETS.register("flip")
+def _flip(size: int, channels: int, pca: Any = None, p: float = 0.5) -> Transform:
+    return v2.RandomHorizontalFlip(p)
+
+
+@PRESETS.register("keras")
+def _keras(size: int, channels: int, pca: Any = None, rotation: float = 40, width_shift: float = 0.2,
+           height_shift: float = 0.2, shear: float = 0.2, zoom: float = 0.2, horizontal_flip: bool = True,
+           fill_mode: str = "nearest") -> Transform:
+    """Keras ImageDataGenerator's geometric augmentation (seeds 002/003 defaults).
+
+    As in Keras, ``shear`` is in degrees and ``zoom`` z samples scale from [1 - z, 1 + z].
+    Keras' fill_mode 'nearest'/'reflect' is reproduced by padding with edge/reflected pixels,
+    transforming, and cropping back; 'constant' fills with black.
+    """
+    if fill_mode not in {"nearest", "reflect", "constant"}:
+        raise CnnlabError(f"augment option fill_mode={fill_mode!r}: choose nearest, reflect or constant")
+    pad = size // 2 if fill_mode != "constant" else 0
+    big = size + 2 * pad
+    steps: list[Transform] = []
+    if pad:
+        steps.append(v2.Pad(pad, padding_mode="edge" if fill_mode == "nearest" else "reflect"))
+    steps.append(v2.RandomAffine(degrees=rotation, translate=(width_shift * size / big, height_shift * size / big),
+                                 shear=shear or None, scale=(1 - zoom, 1 + zoom) if zoom else None,
+                                 interpolation=v2.InterpolationMode.BILINEAR))
+    if pad:
+        steps.append(v2.CenterCrop(size))
+    if horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)
+
+
+@PRESETS.register("paintings")
+def _paintings(size: int, channels: int, pca: Any = None, alpha_std: float = 0.1, flip: bool = True) -> Transform:
+    """Seed 004: random horizontal flip and PCA colour augmentation. Pair it with
+    ``--normalize per-image`` for the report's per-image standardisation."""
+    if pca is None:
+        raise CnnlabError("the paintings preset needs the training images' colour statistics")
+    steps: list[Transform] = [v2.RandomHorizontalFlip()] if flip else []
+    steps.append(PCALighting(pca[0], pca[1], alpha_std))
+    return v2.Compose(steps)
+
+
+@PRESETS.register("randaugment")
+def _randaugment(size: int, channels: int, pca: Any = None, num_ops: int = 2, magnitude: int = 9,
+                 flip: bool = True) -> Transform:
+    steps: list[Transform] = [v2.RandomHorizontalFlip()] if flip else []
+    return v2.Compose(steps + [v2.RandAugment(num_ops=num_ops, magnitude=magnitude)])
+
+
+@PRESETS.register("trivialaugment")
+def _trivialaugment(size: int, channels: int, pca: Any = None, flip: bool = True) -> Transform:
+    steps: list[Transform] = [v2.RandomHorizontalFlip()] if flip else []
+    return v2.Compose(steps + [v2.TrivialAugmentWide()])
+
+
+def preset_options(name: str) -> dict[str, Any]:
+    """The tunable options of a preset and their defaults."""
+    params = inspect.signature(PRESETS.get(name)).parameters
+    return {k: p.default for k, p in params.items() if k not in {"size", "channels", "pca"}}
+
+
+def build_transform(name: str, size: int, channels: int, options: Optional[dict[str, Any]] = None,
+                    images: Optional[torch.Tensor] = None) -> Optional[Transform]:
+    """The per-image training transform of preset ``name``.
+
+    Args:
+        name: a registered preset.
+        size, channels: the decoded images' side and channels.
+        options: overrides of the preset's parameters (``preset_options``).
+        images: training images (N, C, H, W) uint8, for presets that need statistics.
+    """
+    options = dict(options or {})
+    allowed = preset_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise CnnlabError(f"augmentation preset {name!r} has no option(s) {', '.join(unknown)}; "
+                          f"its options: {', '.join(f'{k}={v}' for k, v in allowed.items()) or 'none'}")
+    pca = pixel_pca(images) if name == "paintings" and images is not None else None
+    return PRESETS.get(name)(size, channels, pca, **options)
+
+
+def per_image_standardize(x: torch.Tensor) -> torch.Tensor:
+    """TensorFlow's per_image_standardization on a float batch: (x − μ) / max(σ, 1/√N) per image,
+    μ and σ over all of an image's pixels and channels (seed 004). Written by hand: torchvision
+    has no equivalent."""
+    n = x[0].numel()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True, unbiased=False).clamp_min(1.0 / n**0.5)
+    return (x - mean) / std
+
+
+def build_batch_transform(random_erasing: float, mixup: float, cutmix: float, num_classes: int,
+                          device: torch.device, multilabel: bool = False):
+    """Batch-level training augmentation on normalised batches, from timm: random erasing
+    (per image, random-normal pixels) then mixup/cutmix (soft targets). None when all are off."""
+    if not (random_erasing or mixup or cutmix):
+        return None
+    if multilabel and (mixup or cutmix):
+        raise CnnlabError("mixup/cutmix need single-label data; this dataset is multi-label")
+    from timm.data import Mixup
+    from timm.data.random_erasing import RandomErasing
+
+    erase = RandomErasing(probability=random_erasing, mode="pixel", device=str(device)) if random_erasing else None
+    mix = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, num_classes=num_classes, label_smoothing=0.0) \
+        if (mixup or cutmix) else None
+
+    def apply(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if erase is not None:
+            x = erase(x)
+        if mix is not None:
+            soft = torch.nn.functional.one_hot(y, num_classes).float()
+            even = len(x) - len(x) % 2  # timm mixes pairs within the batch: an odd last image stays as is
+            if even:
+                x_even, soft_even = mix(x[:even].clone(), y[:even])
+                x = torch.cat([x_even, x[even:]])
+                soft = torch.cat([soft_even, soft[even:]])
+            y = soft
+        return x, y
+
+    return apply

@@ -1,0 +1,93 @@
+"""The task decides the loss, the accuracy and the probabilities: single-label or multi-label."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SingleLabel:
+    """Softmax cross-entropy over K classes; targets are class indices or soft (mixup) rows.
+
+    Args:
+        weight: optional per-class loss weights (``--class-weights auto``).
+    """
+
+    multilabel = False
+
+    def __init__(self, weight: Optional[torch.Tensor] = None):
+        self.weight = weight
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(logits.device) if self.weight is not None else None
+        return F.cross_entropy(logits, y, weight=w)
+
+    def correct(self, logits: torch.Tensor, y: torch.Tensor) -> int:
+        target = y.argmax(1) if y.dim() == 2 else y
+        return int((logits.argmax(1) == target).sum())
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, 1)
+
+
+class MultiLabel:
+    """Independent sigmoid outputs with binary cross-entropy; accuracy is exact-set match
+    at threshold 0.5 (subset accuracy)."""
+
+    multilabel = True
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold = threshold
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, y.float())
+
+    def correct(self, logits: torch.Tensor, y: torch.Tensor) -> int:
+        pred = torch.sigmoid(logits) >= self.threshold
+        return int((pred == (y > 0.5)).all(1).sum())
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+
+def balanced_class_weights(counts: np.ndarray) -> torch.Tensor:
+    """Seed 004's class weights w_c = n / (k · n_c) (scikit-learn's "balanced"); absent classes get 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    n, k = counts.sum(), len(counts)
+    w = np.where(counts > 0, n / (k * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def output_layer(model: nn.Module) -> nn.Linear:
+    """The classifier layer: the model's ``head`` if it is a Linear, else its last Linear."""
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Linear):
+        return head
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("the model has no Linear output layer")
+    return linears[-1]
+
+
+@torch.no_grad()
+def init_output_bias(model: nn.Module, counts: np.ndarray, num_images: Optional[int] = None,
+                     eps: float = 1e-6) -> None:
+    """Set the output bias so the untrained model predicts the class frequencies (seed 004).
+
+    Single-label (``num_images`` None): b_c = log f_c with f_c = n_c / n, so softmax(b) = f.
+    Multi-label: b_c = log(p_c / (1 − p_c)) with p_c = n_c / num_images, so sigmoid(b_c) = p_c.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    layer = output_layer(model)
+    if layer.bias is None:
+        raise ValueError("the output layer has no bias")
+    if num_images is None:
+        bias = np.log(np.clip(counts / counts.sum(), eps, 1.0))
+    else:
+        p = np.clip(counts / max(num_images, 1), eps, 1 - eps)
+        bias = np.log(p / (1 - p))
+    layer.bias.copy_(torch.tensor(bias, dtype=layer.bias.dtype))

@@ -351,6 +351,13 @@ def list_models() -> list[dict[str, Any]]:
              "pretrained": s.pretrained or "-"} for s in (MODELS.get(n) for n in MODELS.names())]
 
 
+def list_augmentations() -> list[dict[str, Any]]:
+    """Augmentation presets and their options with defaults."""
+    from .data.transforms import PRESETS, preset_options
+
+    return [{"name": n, "options": preset_options(n)} for n in PRESETS.names()]
+
+
 def list_datasets() -> list[dict[str, Any]]:
     """Built-in datasets: name, description, image size, classes."""
     return [{"name": d.name, "description": d.description, "size": d.native_size,

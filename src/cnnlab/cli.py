@@ -15,7 +15,11 @@ from .errors import CnnlabError
 TRAIN_FLAGS: dict[str, str] = {
     "data": "data.source", "data_dir": "data.data_dir", "download": "data.download",
     "input_size": "data.input_size", "channels": "data.channels", "split": "data.split",
-    "val_size": "data.val_size", "workers": "data.workers",
+    "val_size": "data.val_size", "workers": "data.workers", "cache": "data.cache", "max_pixels": "data.max_pixels",
+    "image_root": "data.image_root", "delimiter": "data.delimiter", "label_sep": "data.label_sep",
+    "augment": "data.augment", "normalize": "data.normalize", "random_erasing": "data.random_erasing",
+    "mixup": "data.mixup", "cutmix": "data.cutmix", "sampler": "data.sampler",
+    "class_weights": "train.class_weights", "init_output_bias": "train.init_output_bias",
     "model": "model.name", "hidden": "model.hidden", "dropout": "model.dropout",
     "optimizer": "optim.name", "lr": "optim.lr", "weight_decay": "optim.weight_decay",
     "momentum": "optim.momentum",
@@ -69,6 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-size", type=float, metavar="F|N",
                    help="validation taken from a given train split: fraction or count (default 0.1)")
     g.add_argument("--workers", type=int, metavar="N", help="image decoding threads (default 2)")
+    g.add_argument("--image-root", metavar="DIR", help="folder the paths of a CSV label file are relative to "
+                   "(default: the CSV's folder)")
+    g.add_argument("--delimiter", metavar="C", help="CSV delimiter (default: tab for .tsv, else sniffed)")
+    g.add_argument("--label-sep", metavar="C", help="separator of several labels in a CSV cell (default space)")
+    g.add_argument("--cache", metavar="MODE", help="decode-once cache: auto (default), memory, disk, none")
+    g.add_argument("--max-pixels", type=int, metavar="N",
+                   help="pixel budget per image: larger JPEGs are decoded downscaled, others skipped (default 50M)")
+    g = t.add_argument_group("augmentation and imbalance")
+    g.add_argument("--augment", metavar="PRESET", help="none (default), flip, keras, paintings, randaugment, "
+                   "trivialaugment (see `cnnlab list augmentations`)")
+    g.add_argument("--augment-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset parameter, e.g. rotation=20 (repeatable)")
+    g.add_argument("--normalize", metavar="MODE", help="dataset (mean/std, default), per-image, none")
+    g.add_argument("--random-erasing", type=float, metavar="P", help="random erasing probability (timm)")
+    g.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup alpha (timm)")
+    g.add_argument("--cutmix", type=float, metavar="ALPHA", help="cutmix alpha (timm)")
+    g.add_argument("--sampler", metavar="S", help="random (default) or balanced (class-balanced sampling)")
+    g.add_argument("--class-weights", metavar="W", help="none (default) or auto: w_c = n / (k n_c) in the loss")
+    g.add_argument("--init-output-bias", action="store_true", default=None,
+                   help="start with softmax(output bias) = class frequencies")
     g = t.add_argument_group("model")
     g.add_argument("--model", metavar="NAME", help="model name (see `cnnlab list models`; default cnn)")
     g.add_argument("--hidden", type=_int_list, metavar="H1,H2", help="hidden dense sizes, e.g. 512,256")
@@ -110,8 +134,26 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto", metavar="DEV")
     pr.add_argument("--json", action="store_true", help="print results as JSON")
 
-    ls = sub.add_parser("list", help="list registered models or datasets")
-    ls.add_argument("what", choices=["models", "datasets"])
+    d = sub.add_parser("data", help="look at a dataset before training on it")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    di = dsub.add_parser("inspect", help="counts, imbalance, formats, unreadable files, duplicates, leakage",
+                         description="Report per-class and per-split counts, the imbalance ratio, image size/mode/"
+                                     "format histograms, unreadable files by reason, exact duplicates within and "
+                                     "across splits (leakage), and write samples.png and augment.png.")
+    di.add_argument("path", metavar="NAME|DIR|CSV")
+    di.add_argument("--out", metavar="DIR", help="where the PNGs go (default inspect/<name>)")
+    di.add_argument("--augment", default="keras", metavar="PRESET", help="preset shown in augment.png (default keras)")
+    di.add_argument("--seed", type=int, default=0, help="seed of the split a training run would make (default 0)")
+    di.add_argument("--split", type=_float_list, metavar="TR,VA,TE", help="train,val,test fractions")
+    di.add_argument("--image-root", metavar="DIR")
+    di.add_argument("--delimiter", metavar="C")
+    di.add_argument("--label-sep", metavar="C")
+    di.add_argument("--data-dir", metavar="DIR")
+    di.add_argument("--max-pixels", type=int, metavar="N")
+    di.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    ls = sub.add_parser("list", help="list registered models, datasets or augmentation presets")
+    ls.add_argument("what", choices=["models", "datasets", "augmentations"])
     ls.add_argument("--json", action="store_true")
     return p
 
@@ -141,6 +183,8 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     from .config import parse_set
 
     overrides = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    if args.augment_option:
+        overrides["data.augment_options"] = parse_set(args.augment_option)
     overrides.update(parse_set(args.set))
     return overrides
 
@@ -153,7 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = not args.quiet and sys.stderr.isatty()
     if args.resume:
         extra = [f for f in TRAIN_FLAGS if f != "epochs" and getattr(args, f) is not None]
-        if extra or args.config or args.set:
+        if extra or args.config or args.set or args.augment_option:
             names = ", ".join("--" + f.replace("_", "-") for f in extra) or "--config/--set"
             raise CnnlabError(f"--resume continues a run with its saved config; only --epochs may be given (got {names})")
         result = api.train(None, resume=args.resume, epochs=args.epochs, progress=progress)  # type: ignore[arg-type]
@@ -198,11 +242,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from . import api
 
-    rows = api.list_models() if args.what == "models" else api.list_datasets()
+    rows = {"models": api.list_models, "datasets": api.list_datasets,
+            "augmentations": api.list_augmentations}[args.what]()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    if args.what == "models":
+    if args.what == "augmentations":
+        w = max(len(r["name"]) for r in rows)
+        for r in rows:
+            opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-"
+            print(f"{r['name']:<{w}}  {opts}")
+    elif args.what == "models":
         w = max(len(r["name"]) for r in rows)
         print(f"{'name':<{w}}  input  pretrained  description")
         for r in rows:
@@ -215,7 +265,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "list": cmd_list}
+def cmd_data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .config import build_config
+    from .data.inspect import format_report, inspect_dataset
+
+    keys = {"path": "data.source", "split": "data.split", "image_root": "data.image_root",
+            "delimiter": "data.delimiter", "label_sep": "data.label_sep", "data_dir": "data.data_dir",
+            "max_pixels": "data.max_pixels", "augment": "data.augment"}
+    cfg = build_config(None, {k: getattr(args, f) for f, k in keys.items() if getattr(args, f) is not None})
+    out = args.out or str(Path("inspect") / (Path(args.path).stem or "data"))
+    report = inspect_dataset(cfg.data, seed=args.seed, out=out, preview_augment=args.augment,
+                             progress=sys.stderr.isatty())
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "list": cmd_list}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import CnnlabError
 
@@ -60,6 +60,19 @@ class DataConfig(_Section):
         if v not in PRESETS:
             raise ValueError(f"unknown augmentation preset; choose from {', '.join(PRESETS.names())}")
         return v
+
+    @model_validator(mode="after")
+    def _known_preset_options(self) -> "DataConfig":
+        from .data.transforms import preset_options
+
+        allowed = preset_options(self.augment)
+        unknown = sorted(set(self.augment_options) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"data.augment_options: preset {self.augment!r} has no option(s) {', '.join(unknown)}; "
+                f"its options: {', '.join(f'{k}={v}' for k, v in allowed.items()) or 'none'}"
+            )
+        return self
 
     @field_validator("split")
     @classmethod
@@ -175,6 +188,8 @@ def _format_error(err: ValidationError, prefix: str = "") -> str:
     if first["type"] == "extra_forbidden":
         return f"{prefix}unknown config key {loc!r}; known keys: {', '.join(config_keys())}"
     value = first.get("input")
+    if isinstance(value, dict):  # a check across fields: its message names them
+        return f"{prefix}{msg}"
     return f"{prefix}invalid value for {loc}: {value!r} ({msg})"
 
 

@@ -1,0 +1,254 @@
+"""`cnnlab data inspect`: counts, imbalance, formats, unreadable files, duplicates and leakage, previews."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ..config import DataConfig
+from .cache import _decode_one
+from .files import FileList
+from .sources import DATASETS, list_files
+from .split import make_splits
+from .transforms import build_transform
+
+log = logging.getLogger(__name__)
+
+PREVIEW_SIZE = 64
+FORMAT_EXTENSIONS = {"JPEG": {".jpg", ".jpeg"}, "PNG": {".png"}, "GIF": {".gif"}, "BMP": {".bmp"},
+                     "WEBP": {".webp"}, "TIFF": {".tif", ".tiff"}}
+
+
+def _probe(path: Path, max_pixels: int) -> dict[str, Any]:
+    """Header facts, a full decode check (as training would do it) and the content hash."""
+    info: dict[str, Any] = {}
+    try:
+        with Image.open(path) as im:
+            info.update(format=im.format, mode=im.mode, size=f"{im.size[0]}x{im.size[1]}")
+    except Exception:  # reported through the decode check below
+        pass
+    arr, reason = _decode_one(path, 3, PREVIEW_SIZE, max_pixels)
+    info["ok"] = arr is not None
+    if arr is None:
+        info["reason"] = reason
+    else:
+        info["preview"] = arr
+    try:
+        info["sha1"] = hashlib.sha1(path.read_bytes()).hexdigest()
+    except OSError:
+        pass
+    return info
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(" (")[0].split(":")[0]
+
+
+def _grid(rows: list[tuple[str, list[np.ndarray]]], path: Path, cell: int = PREVIEW_SIZE) -> None:
+    """A PNG with one labelled row of (3, cell, cell) uint8 images per entry."""
+    label_w = 140
+    cols = max((len(imgs) for _, imgs in rows), default=1)
+    canvas = Image.new("RGB", (label_w + cols * (cell + 4), len(rows) * (cell + 4) + 4), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, (label, imgs) in enumerate(rows):
+        y = 4 + r * (cell + 4)
+        draw.text((4, y + cell // 2 - 6), label[:22], fill="black")
+        for c, img in enumerate(imgs):
+            canvas.paste(Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0))), (label_w + c * (cell + 4), y))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def inspect_dataset(cfg: DataConfig, seed: int = 0, out: Optional[str | Path] = None,
+                    preview_augment: str = "keras", per_class: int = 8, progress: bool = True) -> dict[str, Any]:
+    """Everything worth knowing about a dataset before training on it.
+
+    Args:
+        cfg: the data config (source, CSV options, split, pixel budget).
+        seed: the seed a training run would split with.
+        out: folder for samples.png and augment.png (not written when None).
+        preview_augment: augmentation preset shown in augment.png.
+        per_class: images per class in the sample grid.
+        progress: show a progress bar.
+
+    Returns:
+        A JSON-ready report: counts per class and split, imbalance ratio, size/mode/format
+        histograms, unreadable files by reason, duplicates within and across splits.
+    """
+    from tqdm.auto import tqdm
+
+    if cfg.source in DATASETS:
+        return _inspect_builtin(cfg, seed, out, preview_augment, per_class)
+    fl: FileList = list_files(cfg.source, cfg.image_root, cfg.delimiter, cfg.label_sep)
+    with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+        probes = list(tqdm(pool.map(lambda p: _probe(p, cfg.max_pixels), fl.files), total=len(fl.files),
+                           desc="inspecting", unit="img", disable=not progress, leave=False))
+    ok = np.asarray([p["ok"] for p in probes], bool)
+    keep = np.flatnonzero(ok)
+    labels = fl.labels[keep]
+    given: dict[str, np.ndarray] = {}
+    for name in ("train", "val", "test"):
+        idx = np.asarray([j for j, i in enumerate(keep) if fl.split_of[i] == name], dtype=np.int64)
+        if len(idx):
+            given[name] = idx
+    splits = make_splits(labels, given, cfg.split, cfg.val_size, seed) if len(keep) else {}
+    split_of = {int(keep[j]): s for s, idx in splits.items() for j in idx}
+    multilabel = labels.ndim == 2
+
+    def counts(idx: np.ndarray) -> list[int]:
+        y = labels[idx]
+        return (y.sum(0) if multilabel else np.bincount(y, minlength=len(fl.classes))).astype(int).tolist()
+
+    per_split = {s: dict(zip(fl.classes, counts(idx))) for s, idx in splits.items()}
+    total = np.asarray(counts(np.arange(len(keep)))) if len(keep) else np.zeros(len(fl.classes), int)
+    nonzero = total[total > 0]
+    unreadable = fl.skipped + [{"path": fl.relpath(fl.files[i]), "reason": probes[i]["reason"]}
+                               for i in np.flatnonzero(~ok)]
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(probes):
+        if "sha1" in p:
+            by_hash[p["sha1"]].append(i)
+    duplicates, leaks = [], []
+    for h, group in by_hash.items():
+        if len(group) < 2:
+            continue
+        entry = {"sha1": h, "files": [{"path": fl.relpath(fl.files[i]), "split": split_of.get(i),
+                                       "class": _class_names(fl, i)} for i in group]}
+        in_splits = {e["split"] for e in entry["files"] if e["split"]}
+        (leaks if len(in_splits) > 1 else duplicates).append(entry)
+    mismatched = [fl.relpath(fl.files[i]) for i, p in enumerate(probes)
+                  if p.get("format") in FORMAT_EXTENSIONS
+                  and fl.files[i].suffix.lower() not in FORMAT_EXTENSIONS[p["format"]]]
+    report = {
+        "source": cfg.source,
+        "classes": fl.classes,
+        "multilabel": multilabel,
+        "num_files": len(fl.files) + len(fl.skipped),
+        "num_readable": int(len(keep)),
+        "ignored_non_image_files": fl.ignored,
+        "presplit": bool(given),
+        "class_counts": dict(zip(fl.classes, total.tolist())),
+        "split_counts": per_split,
+        "split_sizes": {s: int(len(idx)) for s, idx in splits.items()},
+        "imbalance_ratio": round(float(nonzero.max() / nonzero.min()), 4) if len(nonzero) else None,
+        "sizes": dict(Counter(p["size"] for p in probes if "size" in p).most_common(10)),
+        "modes": dict(Counter(p["mode"] for p in probes if "mode" in p)),
+        "formats": dict(Counter(p["format"] for p in probes if "format" in p)),
+        "extension_mismatch": mismatched,
+        "unreadable": unreadable,
+        "unreadable_by_reason": dict(Counter(_reason_kind(u["reason"]) for u in unreadable)),
+        "duplicates_within_split": duplicates,
+        "leaks_across_splits": leaks,
+    }
+    if out is not None:
+        out = Path(out)
+        rows = []
+        for c, name in enumerate(fl.classes):
+            members = [i for i in keep if (fl.labels[i][c] if multilabel else fl.labels[i] == c)][:per_class]
+            rows.append((name, [probes[i]["preview"] for i in members]))
+        _grid(rows, out / "samples.png")
+        _augment_preview([torch.from_numpy(probes[i]["preview"]) for i in keep[:4]], preview_augment, out)
+        report["pictures"] = [str(out / "samples.png"), str(out / "augment.png")]
+    return report
+
+
+def _class_names(fl: FileList, i: int) -> str:
+    y = fl.labels[i]
+    if y.ndim == 0:
+        return fl.classes[int(y)]
+    return " ".join(fl.classes[j] for j in np.flatnonzero(y))
+
+
+def _augment_preview(images: list[torch.Tensor], preset: str, out: Path, versions: int = 6) -> None:
+    if not images:
+        return
+    stack = torch.stack(images)
+    tf = build_transform(preset, stack.shape[-1], stack.shape[1], images=stack)
+    with torch.random.fork_rng():  # previews must not disturb anyone's random stream
+        torch.manual_seed(0)
+        rows = [(f"{preset} #{k + 1}", [img.numpy()] + [(tf(img) if tf else img).numpy() for _ in range(versions)])
+                for k, img in enumerate(images)]
+    _grid(rows, out / "augment.png")
+
+
+def _inspect_builtin(cfg: DataConfig, seed: int, out: Optional[str | Path], preview_augment: str,
+                     per_class: int) -> dict[str, Any]:
+    spec = DATASETS.get(cfg.source)
+    src = spec.loader(data_dir=cfg.data_dir, download=cfg.download)
+    splits = make_splits(src.labels, src.given_splits, cfg.split, cfg.val_size, seed)
+    k = len(src.classes)
+    per_split = {s: dict(zip(src.classes, np.bincount(src.labels[idx], minlength=k).tolist()))
+                 for s, idx in splits.items()}
+    total = np.bincount(src.labels, minlength=k)
+    images = src.images
+    hashes: dict[str, list[int]] = defaultdict(list)
+    for i in range(len(images)):
+        hashes[hashlib.sha1(images[i].tobytes()).hexdigest()].append(i)
+    split_of = {int(j): s for s, idx in splits.items() for j in idx}
+    duplicates, leaks = [], []
+    for h, group in hashes.items():
+        if len(group) > 1:
+            entry = {"sha1": h, "files": [{"index": i, "split": split_of.get(i), "class": src.classes[src.labels[i]]}
+                                          for i in group]}
+            (leaks if len({e["split"] for e in entry["files"]}) > 1 else duplicates).append(entry)
+    nonzero = total[total > 0]
+    report = {
+        "source": cfg.source, "classes": src.classes, "multilabel": False, "num_files": int(len(images)),
+        "num_readable": int(len(images)), "presplit": bool(src.given_splits),
+        "class_counts": dict(zip(src.classes, total.tolist())), "split_counts": per_split,
+        "split_sizes": {s: int(len(idx)) for s, idx in splits.items()},
+        "imbalance_ratio": round(float(nonzero.max() / nonzero.min()), 4),
+        "sizes": {f"{images.shape[-1]}x{images.shape[-2]}": int(len(images))},
+        "modes": {"L" if images.shape[1] == 1 else "RGB": int(len(images))}, "formats": {},
+        "extension_mismatch": [], "unreadable": [], "unreadable_by_reason": {},
+        "duplicates_within_split": duplicates, "leaks_across_splits": leaks,
+    }
+    if out is not None:
+        out = Path(out)
+        small = torch.nn.functional.interpolate(torch.from_numpy(images[:20000]).float(), size=PREVIEW_SIZE,
+                                                mode="nearest").byte().expand(-1, 3, -1, -1).numpy()
+        labels = src.labels[:20000]
+        rows = [(name, [small[i] for i in np.flatnonzero(labels == c)[:per_class]]) for c, name in
+                enumerate(src.classes)]
+        _grid(rows, out / "samples.png")
+        _augment_preview([torch.from_numpy(small[i]) for i in range(4)], preview_augment, out)
+        report["pictures"] = [str(out / "samples.png"), str(out / "augment.png")]
+    return report
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The human-readable summary printed by `cnnlab data inspect`."""
+    lines = [f"{r['source']}: {r['num_readable']} readable of {r['num_files']} files, {len(r['classes'])} classes"
+             f"{' (multi-label)' if r['multilabel'] else ''}, {'pre-split' if r['presplit'] else 'split by seed'}"]
+    splits = list(r["split_counts"])
+    w = max(len(c) for c in r["classes"] + ["class"])
+    lines.append(f"{'class':<{w}}  " + "  ".join(f"{s:>6}" for s in splits) + "   total")
+    for c in r["classes"]:
+        lines.append(f"{c:<{w}}  " + "  ".join(f"{r['split_counts'][s][c]:>6}" for s in splits)
+                     + f"  {r['class_counts'][c]:>6}")
+    lines.append(f"imbalance ratio (largest/smallest class): {r['imbalance_ratio']}")
+    lines.append("sizes: " + ", ".join(f"{k} ×{v}" for k, v in r["sizes"].items()))
+    lines.append("modes: " + ", ".join(f"{k} ×{v}" for k, v in r["modes"].items())
+                 + ("; formats: " + ", ".join(f"{k} ×{v}" for k, v in r["formats"].items()) if r["formats"] else ""))
+    if r["extension_mismatch"]:
+        lines.append(f"extension does not match content: {', '.join(r['extension_mismatch'])}")
+    if r["unreadable"]:
+        lines.append(f"unreadable files ({len(r['unreadable'])}):")
+        lines += [f"  {u['path']}: {u['reason']}" for u in r["unreadable"]]
+    if r["leaks_across_splits"]:
+        lines.append(f"LEAKAGE: {len(r['leaks_across_splits'])} identical images in more than one split:")
+        for e in r["leaks_across_splits"]:
+            lines.append("  " + "  ==  ".join(f"{f.get('path', f.get('index'))} [{f['split']}]" for f in e["files"]))
+    if r["duplicates_within_split"]:
+        lines.append(f"duplicates within a split: {len(r['duplicates_within_split'])} groups")
+    for p in r.get("pictures", []):
+        lines.append(f"wrote {p}")
+    return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable, Optional
 
 import torch
@@ -67,7 +68,9 @@ def _keras(size: int, channels: int, pca: Any = None, rotation: float = 40, widt
     """
     if fill_mode not in {"nearest", "reflect", "constant"}:
         raise CnnlabError(f"augment option fill_mode={fill_mode!r}: choose nearest, reflect or constant")
-    pad = size // 2 if fill_mode != "constant" else 0
+    # enough border that no rotated, shifted, zoomed-out view reaches past the padding
+    reach = (size / 2 * 2**0.5 + max(width_shift, height_shift) * size) / max(1 - zoom, 0.1)
+    pad = int(math.ceil(max(reach - size / 2, 0))) + 1 if fill_mode != "constant" else 0
     big = size + 2 * pad
     steps: list[Transform] = []
     if pad:

@@ -117,12 +117,19 @@ def test_resume_extends_a_finished_run(tmp_path, capsys):
 
 
 def test_early_stopping_stops_and_says_why(tmp_path):
-    # lr so large that validation loss cannot keep improving
-    res = api.train(digits_cfg(tmp_path / "es", **{"train.epochs": 30, "train.patience": 1,
-                                                  "optim.lr": 0.5, "optim.name": "sgd"}), progress=False)
-    assert len(res.history) < 30
-    assert res.stop_reason.startswith("early stopping on val_loss")
+    # lr so small that validation loss cannot improve by min_delta
+    res = api.train(digits_cfg(tmp_path / "es", **{"train.epochs": 30, "train.patience": 2,
+                                                  "train.min_delta": 0.01, "optim.lr": 1e-6}), progress=False)
+    assert len(res.history) == 3  # epoch 1 sets the best, epochs 2 and 3 fail to beat it
+    assert res.stop_reason == "early stopping on val_loss after epoch 3"
     assert json.loads((res.run / "run.json").read_text())["stop_reason"] == res.stop_reason
+
+
+def test_diverging_training_stops_with_a_reason_and_still_reports(tmp_path):
+    res = api.train(digits_cfg(tmp_path / "nan", **{"train.epochs": 10, "optim.lr": 10.0, "optim.name": "sgd",
+                                                   "model.name": "mlp"}), progress=False)
+    assert "training loss became nan" in res.stop_reason and "lower the learning rate" in res.stop_reason
+    assert len(res.history) < 10 and "accuracy" in res.metrics
 
 
 @pytest.mark.parametrize("opt", ["sgd", "rmsprop", "adamw"])

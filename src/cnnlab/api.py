@@ -26,7 +26,7 @@ from .runs.store import RunFolder, atomic_write_json, now
 from .train.callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress
 from .train.optim import build_optimizer
 from .train.losses import MultiLabel, SingleLabel, balanced_class_weights, init_output_bias
-from .train.trainer import Trainer, predict_logits, seed_everything
+from .train.trainer import Trainer, predict_logits, seed_everything, uses_conv
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def _task(data: PreparedData, cfg: Config) -> SingleLabel | MultiLabel:
     return SingleLabel()
 
 
-def _train_loader(data: PreparedData, cfg: Config, device: torch.device) -> TensorBatches:
+def _train_loader(data: PreparedData, cfg: Config, device: torch.device, channels_last: bool = False
+                  ) -> TensorBatches:
     """Training batches: seeded order, the augmentation preset per image, batch-level augmentation."""
     d = cfg.data
     train_idx = data.splits["train"]
@@ -86,7 +87,7 @@ def _train_loader(data: PreparedData, cfg: Config, device: torch.device) -> Tens
     batch_tf = build_batch_transform(d.random_erasing, d.mixup, d.cutmix, len(data.classes), device,
                                      multilabel=data.multilabel)
     return _loader(data, "train", cfg.train.batch_size, device, d.normalize, shuffle=True, seed=cfg.train.seed,
-                   transform=transform, sampler=d.sampler, batch_transform=batch_tf)
+                   transform=transform, sampler=d.sampler, batch_transform=batch_tf, channels_last=channels_last)
 
 
 def _load_run_data(run: RunFolder, cfg: Config, progress: bool) -> PreparedData:
@@ -174,8 +175,10 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
         if epochs:
             save_config(cfg, run.config)
 
-    train_batches = _train_loader(data, cfg, device)
-    val_batches = _loader(data, "val", cfg.train.batch_size, device, cfg.data.normalize) if has_val else None
+    channels_last = uses_conv(model)
+    train_batches = _train_loader(data, cfg, device, channels_last)
+    val_batches = _loader(data, "val", cfg.train.batch_size, device, cfg.data.normalize,
+                          channels_last=channels_last) if has_val else None
     run.metrics_json.unlink(missing_ok=True)  # its presence means "finished": not while training
     try:
         trainer.fit(train_batches, val_batches, cfg.train.epochs)
@@ -231,12 +234,12 @@ def _probs(model: torch.nn.Module, batches: TensorBatches, multilabel: bool) -> 
     return probs.numpy(), y.numpy()
 
 
-def _ckpt_loader(ckpt: dict[str, Any], images: Any, labels: torch.Tensor, indices: np.ndarray, batch_size: int,
-                 device: torch.device) -> TensorBatches:
+def _ckpt_loader(ckpt: dict[str, Any], model: torch.nn.Module, images: Any, labels: torch.Tensor,
+                 indices: np.ndarray, batch_size: int, device: torch.device) -> TensorBatches:
     """Batches preprocessed exactly as the checkpoint's training data was."""
     pre = ckpt["preprocess"]
     return TensorBatches(images, labels, indices, batch_size, pre["mean"], pre["std"], device=device,
-                         normalize=pre.get("normalize", "dataset"))
+                         normalize=pre.get("normalize", "dataset"), channels_last=uses_conv(model))
 
 
 def _evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device, batch_size: int,
@@ -249,7 +252,7 @@ def _evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.devic
         else:
             raise CnnlabError(f"the {split!r} split of {data.source!r} is empty")
     model = _load_model(ckpt, device)
-    batches = _ckpt_loader(ckpt, data.images, data.labels, data.splits[split], batch_size, device)
+    batches = _ckpt_loader(ckpt, model, data.images, data.labels, data.splits[split], batch_size, device)
     probs, y = _probs(model, batches, data.multilabel)
     metrics = compute_metrics(y, probs, data.classes)
     return {"split": split, "checkpoint": "best", "best_epoch": ckpt["epoch"], **metrics}
@@ -300,7 +303,7 @@ def evaluate(run_path: str | Path, data: Optional[str] = None, data_dir: Optiona
     else:
         labels = torch.tensor(cols)[other.labels]
     model = _load_model(ckpt, dev)
-    batches = _ckpt_loader(ckpt, other.images, labels, np.arange(len(labels)), batch_size, dev)
+    batches = _ckpt_loader(ckpt, model, other.images, labels, np.arange(len(labels)), batch_size, dev)
     probs, y = _probs(model, batches, other.multilabel)
     return {"split": "all", "data": data, "checkpoint": "best", "best_epoch": ckpt["epoch"],
             **compute_metrics(y, probs, ckpt["classes"])}
@@ -337,7 +340,7 @@ def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
     if arrays:
         imgs = torch.from_numpy(np.stack(arrays))
         labels = torch.zeros(len(arrays), dtype=torch.long)
-        batches = _ckpt_loader(ckpt, imgs, labels, np.arange(len(arrays)), 256, dev)
+        batches = _ckpt_loader(ckpt, model, imgs, labels, np.arange(len(arrays)), 256, dev)
         probs, _ = _probs(model, batches, bool(ckpt.get("multilabel")))
         for row, i in zip(probs, ok):
             top = np.argsort(-row, kind="stable")[:k]

@@ -153,19 +153,22 @@ def load_source(cfg: DataConfig, size: int, channels: Optional[int], progress: b
 
 
 def _channel_stats(images: Any, train_idx: np.ndarray) -> tuple[list[float], list[float]]:
-    idx = torch.from_numpy(train_idx)
+    idx = np.sort(train_idx)
     if not isinstance(images, torch.Tensor) and len(idx) > STATS_SAMPLE:
-        idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))[:STATS_SAMPLE]]
+        idx = np.sort(np.random.default_rng(0).choice(idx, STATS_SAMPLE, replace=False))
+    array = images.numpy() if isinstance(images, torch.Tensor) else None
     c = images.shape[1]
     total = torch.zeros(c, dtype=torch.float64)
     total_sq = torch.zeros_like(total)
-    for chunk in idx.split(4096):  # chunks bound the memory of the float copy
-        x = images[chunk].double() / 255.0
-        total += x.sum(dim=(0, 2, 3))
-        total_sq += (x * x).sum(dim=(0, 2, 3))
-    n = len(idx) * images.shape[2] * images.shape[3]
-    mean = total / n
-    std = (total_sq / n - mean**2).clamp_min(1e-12).sqrt().clamp_min(1e-3)
+    for start in range(0, len(idx), 256):  # small chunks keep the float copy small
+        part = idx[start:start + 256]
+        x = (torch.from_numpy(array[part]) if array is not None else images[torch.from_numpy(part)]).float()
+        total += x.sum(dim=(0, 2, 3)).double()
+        total_sq += (x * x).sum(dim=(0, 2, 3)).double()
+    pixels = len(idx) * images.shape[2] * images.shape[3]
+    mean = total / pixels / 255.0
+    var = total_sq / pixels / 255.0**2 - mean**2
+    std = var.clamp_min(1e-12).sqrt().clamp_min(1e-3)
     return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
 
 

@@ -78,7 +78,18 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[
 
 
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    """Single- or multi-label metrics, chosen by the shape of ``y_true``."""
+    """Single- or multi-label metrics, chosen by the shape of ``y_true``.
+
+    A diverged model's NaN outputs are scored as uninformative (uniform) predictions and the
+    count is reported as ``non_finite_predictions``.
+    """
+    bad = ~np.isfinite(probs).all(1)
+    if bad.any():
+        probs = probs.copy()
+        probs[bad] = 0.5 if np.asarray(y_true).ndim == 2 else 1.0 / probs.shape[1]
+        out = compute_metrics(y_true, probs, classes)
+        out["non_finite_predictions"] = int(bad.sum())
+        return out
     if np.asarray(y_true).ndim == 2:
         return multilabel_metrics(y_true, probs, classes)
     return classification_metrics(y_true, probs, classes)

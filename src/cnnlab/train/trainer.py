@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from typing import Any, Iterable, Optional, Sequence
@@ -158,6 +159,10 @@ class Trainer:
             logs["seconds"] = round(time.perf_counter() - started, 3)
             self.epoch = epoch
             self.history.append(logs)
+            if not math.isfinite(logs["train_loss"]):
+                self.stop_training = True
+                self.stop_reason = (f"training loss became {logs['train_loss']} in epoch {epoch}; "
+                                    "lower the learning rate")
             self._call("on_epoch_end", epoch, logs)
             if self.stop_training:
                 break

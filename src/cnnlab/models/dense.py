@@ -1,4 +1,4 @@
-"""Fully connected (dense) classifiers on flattened pixels."""
+"""Fully connected (dense) classifiers on flattened pixels: mlp and the seeds' presets."""
 
 from __future__ import annotations
 
@@ -6,25 +6,28 @@ from typing import Sequence
 
 from torch import nn
 
+from .common import init_weights, make_act
 from .factory import register_model
 
 
 class MLP(nn.Module):
-    """Flatten → [Linear → ReLU → Dropout]* → Linear.
+    """Flatten → [Linear → activation → Dropout]* → Linear (``head``).
 
     Args:
         num_classes: outputs.
         in_features: flattened input size.
         hidden: hidden layer sizes.
         dropout: dropout after each hidden layer (0 disables it).
+        activation: hidden activation name.
     """
 
-    def __init__(self, num_classes: int, in_features: int, hidden: Sequence[int], dropout: float = 0.0):
+    def __init__(self, num_classes: int, in_features: int, hidden: Sequence[int], dropout: float = 0.0,
+                 activation: str = "relu"):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+            layers += [nn.Linear(width, h), make_act(activation, h)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h
@@ -35,7 +38,16 @@ class MLP(nn.Module):
         return self.head(self.features(x))
 
 
-@register_model("mlp", "dense net on flattened pixels, hidden 512-256 (set --hidden)")
-def mlp(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = (512, 256),
-        dropout: float = 0.2) -> nn.Module:
-    return MLP(num_classes, in_chans * input_size * input_size, hidden, dropout)
+def _mlp_builder(default_hidden: Sequence[int], default_dropout: float):
+    def build(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = default_hidden,
+              dropout: float = default_dropout, activation: str = "relu", init: str = "default") -> nn.Module:
+        return init_weights(MLP(num_classes, in_chans * input_size * input_size, hidden, dropout, activation), init)
+
+    return build
+
+
+register_model("mlp", "dense net on flattened pixels, hidden 512-256 (set --hidden)")(_mlp_builder((512, 256), 0.2))
+register_model("mlp-lego", "seed 000's Simple_NN: dense 512-400-200-50, ReLU")(_mlp_builder((512, 400, 200, 50), 0.0))
+register_model("mlp-fys", "seed 001's DNN: dense 128-128-64 (125,898 parameters on MNIST)")(
+    _mlp_builder((128, 128, 64), 0.0))
+register_model("simplest", "seed 000's smoke test: one hidden neuron")(_mlp_builder((1,), 0.0))

@@ -1,43 +1,62 @@
-"""Small convolutional nets: the default `cnn` and seed 001's one-layer `cnn-small`."""
+"""Small convolutional nets: `cnn` (default), seed 001's `cnn-small`, seed 000's `triple`, seed 003's `baseline-cnn`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 from torch import nn
 
+from .common import init_weights, make_act
 from .factory import register_model
 
 
-class SmallCNN(nn.Module):
-    """Conv stages (conv 3×3 same → ReLU [→ max-pool 2]) → flatten → dense head.
+@dataclass(frozen=True)
+class Stage:
+    """Convs (filters, kernel) applied in turn, then optional BatchNorm, dropout and 2×2 max-pool."""
+
+    convs: tuple[tuple[int, int], ...]
+    pool: bool = True
+    stack_bn: bool = False
+    dropout: float = 0.0
+
+
+class ConvNet(nn.Module):
+    """Conv stages → flatten → dense layers → dropout → ``head``.
 
     Args:
-        num_classes: outputs.
-        in_chans: input channels.
-        input_size: square input side.
-        filters: output channels of each conv stage.
-        pool: max-pool 2×2 after each stage.
+        num_classes, in_chans, input_size: task and input shape.
+        stages: the convolutional stages (same padding, stride 1).
         hidden: dense layer sizes before the output layer.
-        dropout: dropout before the output layer (0 disables it).
+        dropout: dropout before the output layer.
+        activation: activation after every conv and dense layer.
+        conv_bn: BatchNorm between each conv and its activation.
     """
 
-    def __init__(self, num_classes: int, in_chans: int, input_size: int, filters: Sequence[int],
-                 pool: bool, hidden: Sequence[int], dropout: float):
+    def __init__(self, num_classes: int, in_chans: int, input_size: int, stages: Sequence[Stage],
+                 hidden: Sequence[int], dropout: float, activation: str = "relu", conv_bn: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         chans, size = in_chans, input_size
-        for f in filters:
-            layers += [nn.Conv2d(chans, f, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-            if pool:
+        for st in stages:
+            for filters, k in st.convs:
+                layers.append(nn.Conv2d(chans, filters, k, padding=k // 2))
+                if conv_bn:
+                    layers.append(nn.BatchNorm2d(filters))
+                layers.append(make_act(activation, filters))
+                chans = filters
+            if st.stack_bn:
+                layers.append(nn.BatchNorm2d(chans))
+            if st.dropout > 0:
+                layers.append(nn.Dropout(st.dropout))
+            if st.pool:
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
-            chans = f
         self.features = nn.Sequential(*layers)
         dense: list[nn.Module] = [nn.Flatten()]
         width = chans * size * size
         for h in hidden:
-            dense += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+            dense += [nn.Linear(width, h), make_act(activation, h)]
             width = h
         if dropout > 0:
             dense.append(nn.Dropout(dropout))
@@ -49,12 +68,42 @@ class SmallCNN(nn.Module):
 
 
 @register_model("cnn", "Conv32-pool-Conv64-pool-Dense128-dropout (the default)", min_input_size=4)
-def cnn(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = (128,),
-        dropout: float = 0.3) -> nn.Module:
-    return SmallCNN(num_classes, in_chans, input_size, (32, 64), True, hidden, dropout)
+def cnn(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = (128,), dropout: float = 0.3,
+        activation: str = "relu", init: str = "default", batch_norm: bool = False) -> nn.Module:
+    stages = [Stage(((32, 3),)), Stage(((64, 3),))]
+    return init_weights(ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation, batch_norm),
+                        init)
 
 
 @register_model("cnn-small", "seed 001: one conv of 3 filters 3×3 (pad 1, no pooling), dense 128-64")
 def cnn_small(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = (128, 64),
-              dropout: float = 0.0) -> nn.Module:
-    return SmallCNN(num_classes, in_chans, input_size, (3,), False, hidden, dropout)
+              dropout: float = 0.0, activation: str = "relu", init: str = "default") -> nn.Module:
+    return init_weights(ConvNet(num_classes, in_chans, input_size, [Stage(((3, 3),), pool=False)], hidden, dropout,
+                                activation), init)
+
+
+def _triple(default_activation: str):
+    def build(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = (128,),
+              dropout: float = 0.5, activation: str = default_activation, init: str = "default",
+              batch_norm: bool = False) -> nn.Module:
+        stages = [Stage(((32, 7),)), Stage(((64, 5),)), Stage(((128, 3),)), Stage(((128, 1),))]
+        return init_weights(ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation,
+                                    batch_norm), init)
+
+    return build
+
+
+register_model("triple", "seed 000's Triple: conv 7, 5, 3, 1 each + max-pool, dropout, dense head (ReLU)",
+               default_input_size=64, min_input_size=16)(_triple("relu"))
+register_model("triple-tanh", "seed 000's Triple V2: the Triple CNN with tanh", default_input_size=64,
+               min_input_size=16)(_triple("tanh"))
+
+
+@register_model("baseline-cnn", "seed 003: two stacks of [conv, conv, batch-norm, dropout, max-pool], dense 512",
+                default_input_size=64, min_input_size=4)
+def baseline_cnn(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = (512,),
+                 dropout: float = 0.4, activation: str = "relu", init: str = "default",
+                 batch_norm: bool = True) -> nn.Module:
+    stages = [Stage(((32, 3), (32, 3)), stack_bn=batch_norm, dropout=dropout),
+              Stage(((64, 3), (64, 3)), stack_bn=batch_norm, dropout=dropout)]
+    return init_weights(ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation), init)

@@ -109,7 +109,7 @@ def test_augmentation_runs_on_training_batches_only(tmp_path):
                               "data.augment": "flip", "run.out": str(tmp_path / "r")})
     data = prepare_data(cfg.data, "cnn", 0, progress=False)
     train = api._train_loader(data, cfg, torch.device("cpu"))
-    val = api._loader(data, "val", 8, torch.device("cpu"), "dataset")
+    val = api._loader(data, "val", 8, torch.device("cpu"))
     assert train.transform is not None and val.transform is None
 
 

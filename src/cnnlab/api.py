@@ -21,10 +21,12 @@ from .data.loaders import TensorBatches
 from .errors import CnnlabError
 from .data.transforms import build_batch_transform, build_transform
 from .evaluate.metrics import compute_metrics
-from .models import MODELS, count_parameters, create_model
+from .models import MODELS, count_parameters, get_spec
+from .models.transfer import apply_freeze
 from .runs.store import RunFolder, atomic_write_json, now
-from .train.callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress
-from .train.optim import build_optimizer
+from .train.build import HeadOnlyTrainer, build_model, feature_sets, param_groups, uses_feature_cache
+from .train.callbacks import Callback, Checkpoint, EarlyStopping, FineTune, HistoryCSV, LRSchedule, Progress
+from .train.optim import build_optimizer, build_schedule
 from .train.losses import MultiLabel, SingleLabel, balanced_class_weights, init_output_bias
 from .train.trainer import Trainer, predict_logits, seed_everything, uses_conv
 
@@ -56,15 +58,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _model_from_config(cfg: Config, num_classes: int, in_chans: int, input_size: int) -> torch.nn.Module:
-    return create_model(cfg.model.name, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
-                        hidden=cfg.model.hidden, dropout=cfg.model.dropout)
-
-
-def _loader(data: PreparedData, split: str, batch_size: int, device: torch.device, normalize: str,
-            **kwargs: Any) -> TensorBatches:
+def _loader(data: PreparedData, split: str, batch_size: int, device: torch.device, **kwargs: Any) -> TensorBatches:
     return TensorBatches(data.images, data.labels, data.splits[split], batch_size, data.mean, data.std,
-                         device=device, normalize=normalize, **kwargs)
+                         device=device, normalize=data.normalize, **kwargs)
 
 
 def _task(data: PreparedData, cfg: Config) -> SingleLabel | MultiLabel:
@@ -86,8 +82,24 @@ def _train_loader(data: PreparedData, cfg: Config, device: torch.device, channel
     transform = build_transform(d.augment, data.input_size, data.channels, d.augment_options, images=sample)
     batch_tf = build_batch_transform(d.random_erasing, d.mixup, d.cutmix, len(data.classes), device,
                                      multilabel=data.multilabel)
-    return _loader(data, "train", cfg.train.batch_size, device, d.normalize, shuffle=True, seed=cfg.train.seed,
+    return _loader(data, "train", cfg.train.batch_size, device, shuffle=True, seed=cfg.train.seed,
                    transform=transform, sampler=d.sampler, batch_transform=batch_tf, channels_last=channels_last)
+
+
+def _feature_loaders(model: torch.nn.Module, data: PreparedData, cfg: Config, device: torch.device
+                     ) -> tuple[TensorBatches, Optional[TensorBatches], dict[str, Any]]:
+    """Backbone features of train and val computed once; batches of those features."""
+    bs, cl = cfg.train.batch_size, uses_conv(model)
+    feats, pos, seconds = feature_sets(model, lambda s: _loader(data, s, bs, device, channels_last=cl), data.splits)
+    labels = torch.cat([data.labels[torch.as_tensor(data.splits[s])] for s in ("train", "val")])
+    train = TensorBatches(feats, labels, pos["train"], bs, [], [], shuffle=True, seed=cfg.train.seed,
+                          device=device, normalize="features", sampler=cfg.data.sampler)
+    val = TensorBatches(feats, labels, pos["val"], bs, [], [], device=device, normalize="features") \
+        if len(pos["val"]) else None
+    info = {"used": True, "seconds": round(seconds, 2), "dim": int(feats.shape[1]), "images": int(len(feats))}
+    log.info("feature cache: %d backbone features of size %d computed once in %.1fs", len(feats), feats.shape[1],
+             seconds)
+    return train, val, info
 
 
 def _load_run_data(run: RunFolder, cfg: Config, progress: bool) -> PreparedData:
@@ -138,7 +150,7 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
     else:
         data = prepare_data(cfg.data, cfg.model.name, cfg.train.seed, progress=progress)
     seed_everything(cfg.train.seed)
-    model = _model_from_config(cfg, len(data.classes), data.channels, data.input_size)
+    model = build_model(cfg, len(data.classes), data.channels, data.input_size)
 
     if state is None:  # only now, with data and model checked, does the run folder appear
         run.create(overwrite=overwrite)
@@ -147,38 +159,53 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
         atomic_write_json(run.split_json, {"fingerprint": data.fingerprint(),
                                            "indices": {k: v.tolist() for k, v in data.splits.items()}})
     _log_summary(data, model, cfg, device)
-    params = count_parameters(model)
     run.update_status(status="running", started=now(), cnnlab=__version__, torch=torch.__version__,
-                      python=platform.python_version(), device=str(device), parameters=params,
+                      python=platform.python_version(), device=str(device), parameters=count_parameters(model),
                       **({"resumed_from_epoch": state["epoch"]} if state else {}))
 
     meta = {"config": cfg.model_dump(mode="json"), "classes": data.classes, "multilabel": data.multilabel,
-            "preprocess": {"input_size": data.input_size, "channels": data.channels,
-                           "mean": data.mean, "std": data.std, "normalize": cfg.data.normalize}}
-    cbs: list[Callback] = [Progress(enabled=progress), HistoryCSV(run.history_csv)]
-    if cfg.train.patience:
-        cbs.append(EarlyStopping(cfg.train.monitor, cfg.train.patience, cfg.train.min_delta))
-    has_val = len(data.splits["val"]) > 0
-    cbs += list(callbacks)
-    cbs.append(Checkpoint(run.path / "checkpoints", cfg.train.monitor if has_val else "train_loss", lambda: meta))
-
-    if cfg.train.init_output_bias:
+            "preprocess": {"input_size": data.input_size, "channels": data.channels, "mean": data.mean,
+                           "std": data.std, "normalize": data.normalize,
+                           "interpolation": get_spec(cfg.model.name).interpolation}}
+    if cfg.train.init_output_bias and state is None:
         init_output_bias(model, data.class_counts("train"),
                          num_images=len(data.splits["train"]) if data.multilabel else None)
     model.to(device)
-    optimizer = build_optimizer(cfg.optim.name, [p for p in model.parameters() if p.requires_grad],
-                                lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum)
-    trainer = Trainer(model, optimizer, device, cbs, task=_task(data, cfg))
+    optimizer = build_optimizer(cfg.optim.name, param_groups(model, cfg), lr=cfg.optim.lr,
+                                weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum)
+    has_val = len(data.splits["val"]) > 0
+    if uses_feature_cache(cfg):
+        train_batches, val_batches, cache_info = _feature_loaders(model, data, cfg, device)
+        run.update_status(feature_cache=cache_info)
+        trainer_cls: type[Trainer] = HeadOnlyTrainer
+    else:
+        channels_last = uses_conv(model)
+        train_batches = _train_loader(data, cfg, device, channels_last)
+        val_batches = _loader(data, "val", cfg.train.batch_size, device, channels_last=channels_last) \
+            if has_val else None
+        trainer_cls = Trainer
+
+    cbs: list[Callback] = [Progress(enabled=progress), HistoryCSV(run.history_csv)]
+    if cfg.model.fine_tune:
+        cbs.append(FineTune(cfg.model.fine_tune[0],
+                            lambda frozen: apply_freeze(model, "backbone" if frozen else "none")))
+    scheduler, interval = build_schedule(optimizer, cfg.train, cfg.train.epochs, len(train_batches))
+    if scheduler is not None:
+        cbs.append(LRSchedule(scheduler, interval, cfg.train.monitor))
+    if cfg.train.patience:
+        cbs.append(EarlyStopping(cfg.train.monitor, cfg.train.patience, cfg.train.min_delta))
+    cbs += list(callbacks)
+    cbs.append(Checkpoint(run.path / "checkpoints", cfg.train.monitor if has_val else "train_loss", lambda: meta))
+    trainer = trainer_cls(model, optimizer, device, cbs, task=_task(data, cfg))
     if state is not None:
+        if epochs and cfg.train.schedule == "onecycle":
+            raise CnnlabError("a one-cycle schedule is planned for its epochs and cannot be extended; "
+                              "start a new run or use another schedule")
         trainer.load_state_dict(state)
         log.info("resuming %s after epoch %d of %d", run.path, trainer.epoch, cfg.train.epochs)
         if epochs:
             save_config(cfg, run.config)
 
-    channels_last = uses_conv(model)
-    train_batches = _train_loader(data, cfg, device, channels_last)
-    val_batches = _loader(data, "val", cfg.train.batch_size, device, cfg.data.normalize,
-                          channels_last=channels_last) if has_val else None
     run.metrics_json.unlink(missing_ok=True)  # its presence means "finished": not while training
     try:
         trainer.fit(train_batches, val_batches, cfg.train.epochs)
@@ -223,7 +250,7 @@ def _warn_if_incomplete(run: RunFolder) -> None:
 def _load_model(ckpt: dict[str, Any], device: torch.device) -> torch.nn.Module:
     cfg = build_config(ckpt["config"])
     pre = ckpt["preprocess"]
-    model = _model_from_config(cfg, len(ckpt["classes"]), pre["channels"], pre["input_size"])
+    model = build_model(cfg, len(ckpt["classes"]), pre["channels"], pre["input_size"], for_inference=True)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval()
 
@@ -239,7 +266,7 @@ def _ckpt_loader(ckpt: dict[str, Any], model: torch.nn.Module, images: Any, labe
     """Batches preprocessed exactly as the checkpoint's training data was."""
     pre = ckpt["preprocess"]
     return TensorBatches(images, labels, indices, batch_size, pre["mean"], pre["std"], device=device,
-                         normalize=pre.get("normalize", "dataset"), channels_last=uses_conv(model))
+                         normalize=pre["normalize"], channels_last=uses_conv(model))
 
 
 def _evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device, batch_size: int,
@@ -330,7 +357,8 @@ def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
             results.append({"path": str(p), "error": "no such file"})
             continue
         try:
-            arr, _ = decode_file(p, pre["channels"], pre["input_size"], ckpt["config"]["data"]["max_pixels"])
+            arr, _ = decode_file(p, pre["channels"], pre["input_size"], ckpt["config"]["data"]["max_pixels"],
+                                 pre["interpolation"])
         except Exception as e:  # one unreadable image does not stop the others
             results.append({"path": str(p), "error": describe_error(e)})
             continue

@@ -42,8 +42,12 @@ class DataConfig(_Section):
     label_sep: str = Field(" ", description="separator of several labels in one CSV cell (multi-label)")
     augment: str = Field("none", description="augmentation preset (see `cnnlab list augmentations`)")
     augment_options: dict[str, Any] = Field(default_factory=dict, description="preset parameter overrides")
-    normalize: Literal["dataset", "per-image", "none"] = Field(
-        "dataset", description="dataset mean/std, per-image standardisation (seed 004), or only /255"
+    normalize: Literal["auto", "dataset", "model", "per-image", "none"] = Field(
+        "auto", description="auto (the pretrained model's mean/std, else the dataset's), dataset, model, "
+        "per-image standardisation (seed 004), or none (only /255)"
+    )
+    train_per_class: Optional[int] = Field(
+        None, ge=1, description="keep at most this many training images per class (seeded subsample)"
     )
     random_erasing: float = Field(0.0, ge=0, le=1, description="probability of random erasing (timm)")
     mixup: float = Field(0.0, ge=0, description="mixup alpha (timm); 0 disables")
@@ -99,14 +103,40 @@ class ModelConfig(_Section):
     name: str = "cnn"
     hidden: Optional[list[int]] = Field(None, description="hidden dense layer sizes")
     dropout: Optional[float] = Field(None, ge=0.0, lt=1.0)
+    activation: Optional[Literal["relu", "elu", "tanh", "sigmoid", "prelu", "relu6"]] = None
+    init: Optional[Literal["default", "he", "xavier"]] = None
+    batch_norm: Optional[bool] = None
+    options: dict[str, Any] = Field(default_factory=dict, description="other builder options, e.g. conv_bias")
+    pretrained: bool = Field(True, description="load pretrained weights (pretrained models only)")
+    weights: Optional[str] = Field(None, description="weights file (safetensors or state dict) to start from")
+    freeze: Literal["none", "backbone"] = Field("none", description="backbone: train only the new head")
+    unfreeze_last: Optional[int] = Field(None, ge=1, description="also train the top N backbone blocks")
+    train_bn_only: bool = Field(False, description="train only BatchNorm layers and the head (seed 000)")
+    fine_tune: Optional[tuple[int, int]] = Field(
+        None, description="E1,E2: E1 epochs with a frozen backbone, then E2 epochs unfrozen"
+    )
+    backbone_lr_mult: Optional[float] = Field(
+        None, gt=0, le=1, description="backbone LR = lr × this (default 0.1 when fine-tuning, else 1)"
+    )
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        from .models.factory import MODELS
+        from .errors import CnnlabError
+        from .models.factory import MODELS, get_spec
 
-        if v not in MODELS:
-            raise ValueError(f"unknown model; choose from {', '.join(MODELS.names())}")
+        try:
+            get_spec(v)
+        except CnnlabError:
+            raise ValueError(f"unknown model; choose from {', '.join(MODELS.names())}, timm/<name>, tv/<name>"
+                             ) from None
+        return v
+
+    @field_validator("fine_tune")
+    @classmethod
+    def _positive_phases(cls, v: Optional[tuple[int, int]]) -> Optional[tuple[int, int]]:
+        if v is not None and (v[0] < 1 or v[1] < 1):
+            raise ValueError("must be two positive epoch counts E1,E2")
         return v
 
     @field_validator("hidden")
@@ -149,6 +179,18 @@ class TrainConfig(_Section):
     )
     patience: Optional[int] = Field(None, ge=1, description="early-stopping patience in epochs")
     min_delta: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "step", "cosine", "onecycle", "plateau", "exp-decay"] = Field(
+        "constant", description="learning-rate schedule"
+    )
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs (cosine)")
+    step_size: int = Field(10, ge=1, description="epochs between LR drops (step)")
+    gamma: float = Field(0.1, gt=0, lt=1, description="LR factor of step and plateau")
+    plateau_patience: int = Field(3, ge=1, description="epochs without improvement before plateau cuts the LR")
+    decay_start: int = Field(10, ge=0, description="exp-decay: epochs at the initial LR (seed 004: 10)")
+    decay_rate: float = Field(0.05, gt=0, description="exp-decay: LR × exp(-rate) per epoch after decay_start")
+    feature_cache: bool = Field(
+        True, description="with a frozen backbone and no augmentation, compute backbone features once"
+    )
     class_weights: Literal["none", "auto"] = Field(
         "none", description="auto: weight class c by n / (k * n_c) in the loss (seed 004)"
     )
@@ -179,6 +221,18 @@ class Config(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _fine_tune_epochs(self) -> "Config":
+        ft = self.model.fine_tune
+        if ft is None:
+            return self
+        if "epochs" not in self.train.model_fields_set:
+            self.train.epochs = ft[0] + ft[1]
+        elif self.train.epochs <= ft[0]:
+            raise ValueError(f"train.epochs {self.train.epochs} leaves no epoch after the frozen phase of "
+                             f"model.fine_tune {ft[0]},{ft[1]}")
+        return self
 
 
 def _format_error(err: ValidationError, prefix: str = "") -> str:

@@ -34,11 +34,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CNNLAB_CACHE") or Path.home() / ".cache" / "cnnlab")
 
 
-def _decode_one(path: Path, channels: int, size: int, max_pixels: int) -> tuple[Optional[np.ndarray], str]:
+def _decode_one(path: Path, channels: int, size: int, max_pixels: int, resample: str = "bilinear"
+                ) -> tuple[Optional[np.ndarray], str]:
     try:
         if path.stat().st_size == 0:
             return None, "empty file (0 bytes)"
-        return decode_file(path, channels, size, max_pixels)
+        return decode_file(path, channels, size, max_pixels, resample)
     except Exception as e:  # every failure of one file is recorded, never raised
         return None, describe_error(e)
 
@@ -49,9 +50,10 @@ class FileStore:
     Indexing with a tensor of indices returns a (B, C, S, S) uint8 tensor, like an array.
     """
 
-    def __init__(self, files: Sequence[Path], size: int, channels: int, max_pixels: int, workers: int):
+    def __init__(self, files: Sequence[Path], size: int, channels: int, max_pixels: int, workers: int,
+                 resample: str = "bilinear"):
         self.files = list(files)
-        self.size, self.channels, self.max_pixels = size, channels, max_pixels
+        self.size, self.channels, self.max_pixels, self.resample = size, channels, max_pixels, resample
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
 
     @property
@@ -63,8 +65,9 @@ class FileStore:
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
         idx_list = [int(i) for i in torch.as_tensor(idx).reshape(-1)]
-        out = list(self.pool.map(lambda i: decode_file(self.files[i], self.channels, self.size, self.max_pixels)[0],
-                                 idx_list))
+        out = list(self.pool.map(
+            lambda i: decode_file(self.files[i], self.channels, self.size, self.max_pixels, self.resample)[0],
+            idx_list))
         return torch.from_numpy(np.stack(out))
 
 
@@ -87,9 +90,9 @@ class Decoded:
     cache_hit: bool = False
 
 
-def _key(files: Sequence[Path], size: int, channels: Optional[int], max_pixels: int) -> str:
+def _key(files: Sequence[Path], size: int, channels: Optional[int], max_pixels: int, resample: str) -> str:
     h = hashlib.sha1(json.dumps({"v": CACHE_VERSION, "size": size, "channels": channels,
-                                 "max_pixels": max_pixels}).encode())
+                                 "max_pixels": max_pixels, "resample": resample}).encode())
     for p in files:
         try:
             st = p.stat()
@@ -111,7 +114,8 @@ def _choose_mode(mode: str, n: int, size: int, root: Path) -> str:
 
 
 def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_pixels: int, workers: int,
-                out: np.ndarray, progress: bool, rel: callable) -> tuple[np.ndarray, list[dict[str, str]], bool]:
+                out: np.ndarray, progress: bool, rel: callable, resample: str
+                ) -> tuple[np.ndarray, list[dict[str, str]], bool]:
     """Decode into ``out`` (N, 3 or C, S, S); returns (kept indices, skipped, all kept grey)."""
     from tqdm.auto import tqdm
 
@@ -121,7 +125,7 @@ def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_p
     grey = True
 
     def work(i: int) -> tuple[int, Optional[np.ndarray], str]:
-        arr, info = _decode_one(files[i], c, size, max_pixels)
+        arr, info = _decode_one(files[i], c, size, max_pixels, resample)
         return i, arr, info
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -138,7 +142,7 @@ def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_p
 
 def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, max_pixels: int,
                   workers: int = 2, mode: str = "auto", progress: bool = True,
-                  rel: callable = str) -> Decoded:
+                  rel: callable = str, resample: str = "bilinear") -> Decoded:
     """Decode ``files`` once to (C, size, size) uint8, skipping unreadable ones.
 
     Args:
@@ -150,10 +154,11 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
         mode: auto, memory, disk or none (see the module docstring).
         progress: show a progress bar.
         rel: how a path is named in the skipped list.
+        resample: resize filter (bilinear, bicubic...).
     """
     root = cache_dir() / "decoded"
     mode = _choose_mode(mode, len(files), size, root)
-    key = _key(files, size, channels, max_pixels)
+    key = _key(files, size, channels, max_pixels, resample)
     entry = root / key
     if mode == "disk" and (entry / "meta.json").is_file():
         meta = json.loads((entry / "meta.json").read_text())
@@ -171,7 +176,7 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
         full = np.lib.format.open_memmap(tmp / "full.npy", mode="w+", dtype=np.uint8, shape=shape)
     else:
         full = np.empty(shape, np.uint8)
-    keep, skipped, grey = _decode_all(files, size, channels, max_pixels, workers, full, progress, rel)
+    keep, skipped, grey = _decode_all(files, size, channels, max_pixels, workers, full, progress, rel, resample)
     if not len(keep):
         if mode == "disk":
             shutil.rmtree(tmp, ignore_errors=True)
@@ -180,7 +185,8 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
     out_c = 1 if channels is None and grey else c
 
     if mode == "none":
-        return Decoded(FileStore([files[i] for i in keep], size, out_c, max_pixels, workers), keep, skipped, "none")
+        store = FileStore([files[i] for i in keep], size, out_c, max_pixels, workers, resample)
+        return Decoded(store, keep, skipped, "none")
     if mode == "memory":
         arr = full[keep, :out_c] if (len(keep) < len(files) or out_c != c) else full
         return Decoded(torch.from_numpy(np.ascontiguousarray(arr)), keep, skipped, "memory")

@@ -48,12 +48,13 @@ class TooManyPixels(ValueError):
     """An image larger than the configured pixel budget."""
 
 
-def decode_file(path: str | Path, channels: int, size: int,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
+def decode_file(path: str | Path, channels: int, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                resample: str = "bilinear") -> tuple[np.ndarray, str]:
     """Read ``path`` → (C, size, size) uint8 array, and the file's original PIL mode.
 
     EXIF orientation is applied; the image is resized to a square with bilinear filtering
-    (PIL's resize low-pass filters when shrinking). Memory stays within ``max_pixels``: the
+    (or ``resample``: the filter a pretrained model expects; PIL's resize low-pass filters
+    when shrinking). Memory stays within ``max_pixels``: the
     pixel count is read from the header before decoding; a larger JPEG is decoded at a
     reduced scale (libjpeg's draft mode, up to 1/8), anything else larger is refused.
 
@@ -78,7 +79,7 @@ def decode_file(path: str | Path, channels: int, size: int,
             im = ImageOps.exif_transpose(im)
             im = to_mode(im, channels)
             if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
+                im = im.resize((size, size), Image.Resampling[resample.upper()])
             arr = np.asarray(im, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[None]

@@ -36,12 +36,13 @@ class TensorBatches:
         labels: (N,) int64 or (N, K) multi-hot.
         indices: which images belong to this loader.
         batch_size: images per batch (the last batch may be smaller).
-        mean, std: per-channel normalisation on the 0..1 scale (``normalize="dataset"``).
+        mean, std: per-channel normalisation on the 0..1 scale (``normalize="mean-std"``).
         shuffle: reshuffle every epoch.
         seed: base seed of the order.
         device: where batches are delivered.
         transform: per-image augmentation on uint8 (C, H, W) tensors (training only).
-        normalize: "dataset" (mean/std), "per-image" (standardise each image) or "none" (/255).
+        normalize: "mean-std", "per-image" (standardise each image), "none" (/255), or
+            "features" for float feature vectors that are used as they are.
         sampler: "random" (a permutation) or "balanced" (class-balanced, with replacement).
         batch_transform: applied to each normalised batch, e.g. mixup or random erasing.
         channels_last: deliver batches in the channels-last memory format (conv nets on CPU).
@@ -56,7 +57,7 @@ class TensorBatches:
     def __init__(self, images, labels: torch.Tensor, indices: np.ndarray | Sequence[int], batch_size: int,
                  mean: Sequence[float], std: Sequence[float], shuffle: bool = False, seed: int = 0,
                  device: torch.device | str = "cpu", transform: Optional[Callable] = None,
-                 normalize: str = "dataset", sampler: str = "random",
+                 normalize: str = "mean-std", sampler: str = "random",
                  batch_transform: Optional[BatchTransform] = None, channels_last: bool = False,
                  reuse_buffers: bool = True):
         self.images = images
@@ -79,7 +80,7 @@ class TensorBatches:
         self._array = images.numpy() if isinstance(images, torch.Tensor) and images.device.type == "cpu" else None
         self._weights = balanced_weights(labels[self.indices]) if sampler == "balanced" else None
         shape = (1, -1, 1, 1)
-        if normalize == "dataset":
+        if normalize == "mean-std":
             std_t = torch.tensor(std, dtype=torch.float32)
             self._scale = (1.0 / (255.0 * std_t)).view(shape).to(self.device)
             self._shift = (torch.tensor(mean, dtype=torch.float32) / std_t).view(shape).to(self.device)
@@ -116,9 +117,11 @@ class TensorBatches:
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) on any device → normalised float32 on this loader's device."""
         u = x.to(self.device, non_blocking=True)
+        if self.normalize_mode == "features":
+            return u
         out = self._float_like(u)
         out.copy_(u)
-        if self.normalize_mode == "dataset":
+        if self.normalize_mode == "mean-std":
             return out.mul_(self._scale).sub_(self._shift)
         out.div_(255.0)
         return per_image_standardize(out) if self.normalize_mode == "per-image" else out

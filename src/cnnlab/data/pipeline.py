@@ -36,6 +36,7 @@ class PreparedData:
         skipped: unreadable files with reasons.
         paths: relative file path per image (file-based sources).
         cache: where the decoded pixels live: memory, disk or none.
+        normalize: how batches are normalised: mean-std (with ``mean``/``std``), per-image, none.
     """
 
     images: Any
@@ -48,6 +49,7 @@ class PreparedData:
     skipped: list[dict[str, str]] = field(default_factory=list)
     paths: Optional[list[str]] = None
     cache: str = "memory"
+    normalize: str = "mean-std"
 
     @property
     def input_size(self) -> int:
@@ -82,6 +84,7 @@ class PreparedData:
             "num_images": int(len(self.labels)),
             "input_size": self.input_size,
             "channels": self.channels,
+            "normalize": self.normalize,
             "mean": self.mean,
             "std": self.std,
             "cache": self.cache,
@@ -102,17 +105,17 @@ def fingerprint(shape: Sequence[int], labels: np.ndarray, paths: Optional[list[s
     return h.hexdigest()
 
 
-def resolve_input(cfg: DataConfig, model_name: str) -> tuple[int, Optional[int]]:
-    """(size, channels) to decode to: the flags, else the model's needs, else the data's own.
+def resolve_input(cfg: DataConfig, model_name: str) -> tuple[int, Optional[int], str]:
+    """(size, channels, resize filter) to decode with: the flags, else the model's needs, else the data's own.
 
     Size: ``--input-size``; a model with a fixed input (pretrained nets) uses its own;
     size-flexible models take a built-in dataset's native size, else the model default
     (or 32 for folders when the model has none). Channels: ``--channels``, the model's
-    fixed channels, else None = the data's own.
+    fixed channels, else None = the data's own. The filter is the pretrained model's.
     """
-    from ..models.factory import MODELS
+    from ..models.factory import get_spec
 
-    spec = MODELS.get(model_name)
+    spec = get_spec(model_name)
     builtin = DATASETS.get(cfg.source) if cfg.source in DATASETS else None
     size = cfg.input_size
     if size is None:
@@ -121,10 +124,10 @@ def resolve_input(cfg: DataConfig, model_name: str) -> tuple[int, Optional[int]]
         else:
             size = builtin.native_size
     channels = cfg.channels or spec.fixed_channels
-    return size, channels
+    return size, channels, spec.interpolation
 
 
-def _resize_array(images: np.ndarray, size: int, channels: Optional[int]) -> np.ndarray:
+def _resize_array(images: np.ndarray, size: int, channels: Optional[int], resample: str = "bilinear") -> np.ndarray:
     imgs = torch.from_numpy(images)
     if channels and channels != imgs.shape[1]:
         if channels == 3:
@@ -135,21 +138,51 @@ def _resize_array(images: np.ndarray, size: int, channels: Optional[int]) -> np.
     if size != imgs.shape[-1]:
         out = []
         for chunk in imgs.split(4096):
-            r = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            mode = "bicubic" if resample == "bicubic" else "bilinear"
+            r = F.interpolate(chunk.float(), size=(size, size), mode=mode, antialias=True, align_corners=False)
             out.append(r.round().clamp(0, 255).byte())
         imgs = torch.cat(out)
     return imgs.numpy()
 
 
-def load_source(cfg: DataConfig, size: int, channels: Optional[int], progress: bool = True) -> SourceImages:
+def load_source(cfg: DataConfig, size: int, channels: Optional[int], progress: bool = True,
+                resample: str = "bilinear") -> SourceImages:
     """Built-in arrays converted to (size, channels), or files decoded once."""
     if cfg.source in DATASETS:
         src = DATASETS.get(cfg.source).loader(data_dir=cfg.data_dir, download=cfg.download)
-        src.images = _resize_array(src.images, size, channels)
+        src.images = _resize_array(src.images, size, channels, resample)
         return src
     files = list_files(cfg.source, cfg.image_root, cfg.delimiter, cfg.label_sep)
     return load_files(files, size, channels, max_pixels=cfg.max_pixels, workers=cfg.workers, cache=cfg.cache,
-                      progress=progress)
+                      progress=progress, resample=resample)
+
+
+def _subsample_train(train: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """At most ``per_class`` training images of each class, chosen with ``seed``."""
+    if labels.ndim == 2:
+        raise CnnlabError("data.train_per_class is for single-label data; this dataset is multi-label")
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(train[labels[train] == c])[:per_class] for c in np.unique(labels[train])]
+    return np.sort(np.concatenate(keep))
+
+
+def _normalisation(cfg: DataConfig, model_name: str, images: Any, train_idx: np.ndarray
+                   ) -> tuple[str, list[float], list[float]]:
+    """(mode, mean, std): the pretrained model's statistics for auto/model, else the training split's."""
+    from ..models.factory import get_spec
+
+    if cfg.normalize in ("per-image", "none"):
+        return cfg.normalize, [0.0] * images.shape[1], [1.0] * images.shape[1]
+    spec = get_spec(model_name)
+    if cfg.normalize == "model" and spec.mean is None:
+        raise CnnlabError(f"data.normalize 'model': {model_name!r} has no pretrained statistics; use auto or dataset")
+    if cfg.normalize in ("auto", "model") and spec.mean is not None:
+        mean, std = list(spec.mean), list(spec.std)
+        if images.shape[1] == 1:  # grey input to an RGB net: its first conv sums the channels
+            mean, std = [float(np.mean(mean))], [float(np.mean(std))]
+        return "mean-std", mean, std
+    mean, std = _channel_stats(images, train_idx)
+    return "mean-std", mean, std
 
 
 def _channel_stats(images: Any, train_idx: np.ndarray) -> tuple[list[float], list[float]]:
@@ -191,8 +224,8 @@ def prepare_data(
             files or labels changed and the split no longer applies.
         progress: show a progress bar while decoding files.
     """
-    size, channels = resolve_input(cfg, model_name)
-    src = load_source(cfg, size, channels, progress)
+    size, channels, resample = resolve_input(cfg, model_name)
+    src = load_source(cfg, size, channels, progress, resample)
     labels = src.labels
     if expect_fingerprint and fingerprint(src.images.shape, labels, src.paths) != expect_fingerprint:
         raise CnnlabError(
@@ -201,13 +234,15 @@ def prepare_data(
         )
     if splits is None:
         split_idx = make_splits(labels, src.given_splits, cfg.split, cfg.val_size, seed)
+        if cfg.train_per_class:
+            split_idx["train"] = _subsample_train(split_idx["train"], labels, cfg.train_per_class, seed)
     else:
         split_idx = {k: np.asarray(v, dtype=np.int64) for k, v in splits.items()}
     if len(split_idx["train"]) == 0:
         raise CnnlabError(f"data.source {cfg.source!r}: the training split is empty")
     images = src.images if not isinstance(src.images, np.ndarray) else torch.from_numpy(
         np.ascontiguousarray(src.images))
-    mean, std = _channel_stats(images, split_idx["train"])
+    mode, mean, std = _normalisation(cfg, model_name, images, split_idx["train"])
     return PreparedData(images=images, labels=torch.from_numpy(np.asarray(labels)), classes=src.classes,
                         splits=split_idx, mean=mean, std=std, source=cfg.source, skipped=src.skipped,
-                        paths=src.paths, cache=src.cache)
+                        paths=src.paths, cache=src.cache, normalize=mode)

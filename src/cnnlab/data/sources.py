@@ -291,10 +291,10 @@ def list_files(source: str, image_root: Optional[str] = None, delimiter: Optiona
 
 
 def load_files(fl: FileList, size: int, channels: Optional[int], *, max_pixels: int, workers: int, cache: str,
-               progress: bool) -> SourceImages:
+               progress: bool, resample: str = "bilinear") -> SourceImages:
     """Decode a FileList once (see cache.py) into SourceImages."""
     dec = decode_images(fl.files, size, channels, max_pixels=max_pixels, workers=workers, mode=cache,
-                        progress=progress, rel=fl.relpath)
+                        progress=progress, rel=fl.relpath, resample=resample)
     skipped = fl.skipped + dec.skipped
     for s in skipped:
         log.warning("skipped unreadable image %s: %s", s["path"], s["reason"])

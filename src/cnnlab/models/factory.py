@@ -26,6 +26,8 @@ class ModelSpec:
         fixed_channels: channels the model requires, or None for any.
         min_input_size: smallest side it can process.
         pretrained: where pretrained weights come from, or None.
+        mean, std: the normalisation its pretrained weights expect (None: use the data's).
+        interpolation: resize filter its pretrained weights expect.
     """
 
     name: str
@@ -36,6 +38,9 @@ class ModelSpec:
     fixed_channels: Optional[int] = None
     min_input_size: int = 1
     pretrained: Optional[str] = None
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
+    interpolation: str = "bilinear"
 
     def options(self) -> list[str]:
         """Keyword options the builder accepts beyond the three common ones."""
@@ -44,6 +49,20 @@ class ModelSpec:
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
+DYNAMIC_PREFIXES = ("timm/", "tv/")
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered model, or of ``timm/<arch>`` / ``tv/<arch>`` built on demand."""
+    if name.startswith("timm/"):
+        from .pretrained import timm_spec
+
+        return timm_spec(name)
+    if name.startswith("tv/"):
+        from .pretrained import tv_spec
+
+        return tv_spec(name)
+    return MODELS.get(name)
 
 
 def register_model(name: str, description: str, **defaults: Any) -> Callable:
@@ -71,7 +90,7 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, input_size: Opt
     Raises:
         CnnlabError: unknown name, an option the model does not take, or an input too small.
     """
-    spec = MODELS.get(name)
+    spec = get_spec(name)
     options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(options) - set(spec.options()))
     if unknown:

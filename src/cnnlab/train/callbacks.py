@@ -163,3 +163,44 @@ class Progress(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class LRSchedule(Callback):
+    """Steps a learning-rate scheduler per batch, per epoch, or on the monitored metric."""
+
+    def __init__(self, scheduler: Any, interval: str, monitor: str = "val_loss"):
+        self.scheduler, self.interval, self.monitor = scheduler, interval, monitor
+
+    def on_batch_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None:
+        if self.interval == "step":
+            self.scheduler.step()
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        if self.interval == "epoch":
+            self.scheduler.step()
+        elif self.interval == "plateau":
+            value = logs.get(self.monitor)
+            self.scheduler.step(value if value is not None else logs["train_loss"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+class FineTune(Callback):
+    """fastai-style fine-tuning: a frozen backbone for ``frozen_epochs``, then everything trains.
+
+    The optimizer holds the backbone's parameters from the start (in their own, lower-LR
+    group), so unfreezing only flips ``requires_grad`` and a resume restores it exactly.
+    """
+
+    def __init__(self, frozen_epochs: int, freeze: Callable[[bool], None]):
+        self.frozen_epochs, self.freeze = frozen_epochs, freeze
+
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+        frozen = epoch <= self.frozen_epochs
+        self.freeze(frozen)
+        if epoch == self.frozen_epochs + 1:
+            log.info("fine-tuning: backbone unfrozen from epoch %d", epoch)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.transfer import output_layer
+
 
 class SingleLabel:
     """Softmax cross-entropy over K classes; targets are class indices or soft (mixup) rows.
@@ -60,17 +62,6 @@ def balanced_class_weights(counts: np.ndarray) -> torch.Tensor:
     n, k = counts.sum(), len(counts)
     w = np.where(counts > 0, n / (k * np.maximum(counts, 1)), 0.0)
     return torch.tensor(w, dtype=torch.float32)
-
-
-def output_layer(model: nn.Module) -> nn.Linear:
-    """The classifier layer: the model's ``head`` if it is a Linear, else its last Linear."""
-    head = getattr(model, "head", None)
-    if isinstance(head, nn.Linear):
-        return head
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("the model has no Linear output layer")
-    return linears[-1]
 
 
 @torch.no_grad()

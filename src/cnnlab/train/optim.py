@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+import math
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 
@@ -36,3 +37,58 @@ def build_optimizer(name: str, params: Iterable, lr: float, weight_decay: float 
                     momentum: Optional[float] = None) -> torch.optim.Optimizer:
     """Build the registered optimizer ``name`` over ``params``."""
     return OPTIMIZERS.get(name)(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+
+
+# ---------------------------------------------------------------- learning-rate schedules
+
+ScheduleBuilder = Callable[..., tuple[Any, str]]
+SCHEDULES: Registry[ScheduleBuilder] = Registry("schedule")
+
+
+@SCHEDULES.register("constant")
+def _constant(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> tuple[Any, str]:
+    return None, "epoch"
+
+
+@SCHEDULES.register("step")
+def _step(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> tuple[Any, str]:
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=tc.step_size, gamma=tc.gamma), "epoch"
+
+
+@SCHEDULES.register("cosine")
+def _cosine(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> tuple[Any, str]:
+    warm = tc.warmup_epochs
+
+    def factor(e: int) -> float:  # e = epochs completed; the factor applies to epoch e + 1
+        if e < warm:
+            return (e + 1) / warm
+        span = max(epochs - warm, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(e - warm, span) / span))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor), "epoch"
+
+
+@SCHEDULES.register("onecycle")
+def _onecycle(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> tuple[Any, str]:
+    max_lr = [g["lr"] for g in opt.param_groups]
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=epochs * steps), "step"
+
+
+@SCHEDULES.register("plateau")
+def _plateau(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> tuple[Any, str]:
+    mode = "min" if tc.monitor.endswith("loss") else "max"
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=tc.gamma,
+                                                      patience=tc.plateau_patience), "plateau"
+
+
+@SCHEDULES.register("exp-decay")
+def _exp_decay(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> tuple[Any, str]:
+    """Seed 004: the initial LR for ``decay_start`` epochs, then × exp(−decay_rate) every epoch."""
+    start, rate = tc.decay_start, tc.decay_rate
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: math.exp(-rate * max(0, e + 1 - start))), "epoch"
+
+
+def build_schedule(opt: torch.optim.Optimizer, train_cfg: Any, epochs: int, steps_per_epoch: int
+                   ) -> tuple[Any, str]:
+    """(scheduler or None, when it steps: "epoch", "step" or "plateau")."""
+    return SCHEDULES.get(train_cfg.schedule)(opt, train_cfg, epochs, steps_per_epoch)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.transfer import frozen_bn_to_eval
 from .callbacks import Callback
 from .losses import MultiLabel, SingleLabel
 
@@ -103,9 +104,13 @@ class Trainer:
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch (override to train part of a model, as the feature cache does)."""
+        return self.model(self._prep(x))
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         """One optimisation step; returns (summed loss, correct predictions) for the batch."""
-        logits = self.model(self._prep(x))
+        logits = self.forward(x)
         loss = self.task.loss(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -114,7 +119,12 @@ class Trainer:
 
     def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """Mean loss and accuracy over ``batches``."""
-        logits, y = predict_logits(self.model, batches)
+        self.model.eval()
+        with torch.no_grad():
+            pairs = [(self.forward(x).float().cpu(), y.cpu()) for x, y in batches]
+        if not pairs:
+            return {}
+        logits, y = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
         if len(y) == 0:
             return {}
         return {"loss": float(self.task.loss(logits, y)), "acc": self.task.correct(logits, y) / len(y)}
@@ -144,6 +154,7 @@ class Trainer:
             train.set_epoch(epoch)
             self._call("on_epoch_begin", epoch)
             self.model.train()
+            frozen_bn_to_eval(self.model)
             loss_sum, correct, seen = 0.0, 0, 0
             for step, (x, y) in enumerate(train, start=1):
                 batch_loss, batch_correct = self.train_step(x, y)

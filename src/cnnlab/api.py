@@ -23,7 +23,7 @@ from .data.transforms import build_batch_transform, build_transform
 from .evaluate.metrics import compute_metrics
 from .models import MODELS, count_parameters, get_spec
 from .models.transfer import apply_freeze
-from .runs.store import RunFolder, atomic_write_json, now
+from .runs.store import RunFolder, atomic_write_json, atomic_write_text, now
 from .train.build import HeadOnlyTrainer, build_model, feature_sets, param_groups, uses_feature_cache
 from .train.callbacks import Callback, Checkpoint, EarlyStopping, FineTune, HistoryCSV, LRSchedule, Progress
 from .train.optim import build_optimizer, build_schedule
@@ -376,10 +376,45 @@ def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
     return results
 
 
-def list_models() -> list[dict[str, Any]]:
-    """Registered models: name, description, default input size and pretrained source."""
-    return [{"name": s.name, "description": s.description, "input_size": s.default_input_size,
-             "pretrained": s.pretrained or "-"} for s in (MODELS.get(n) for n in MODELS.names())]
+def list_models(num_classes: int = 10, in_chans: int = 3) -> list[dict[str, Any]]:
+    """Registered models: name, parameters (at the default input size, ``in_chans`` channels and
+    ``num_classes`` classes), default input size, pretrained source and description."""
+    rows = []
+    for name in MODELS.names():
+        spec = MODELS.get(name)
+        opts = {"pretrained": False} if "pretrained" in spec.options() else {}
+        model = spec.builder(num_classes=num_classes, in_chans=in_chans, input_size=spec.default_input_size, **opts)
+        rows.append({"name": name, "parameters": count_parameters(model)["total"],
+                     "input_size": spec.default_input_size, "pretrained": spec.pretrained or "-",
+                     "description": spec.description})
+    return rows
+
+
+def lr_find(cfg: Config, out: str | Path, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100,
+            progress: bool = True) -> dict[str, Any]:
+    """LR range test for the configured data and model; writes lr_find.csv and lr_find.png into ``out``.
+
+    Returns:
+        ``lrs``, ``losses``, ``suggestion`` and the written ``files``.
+    """
+    from .evaluate.plots import plot_lr_find
+    from .train.lr_find import range_test
+
+    device = resolve_device(cfg.train.device)
+    data = prepare_data(cfg.data, cfg.model.name, cfg.train.seed, progress=progress)
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg, len(data.classes), data.channels, data.input_size).to(device)
+    optimizer = build_optimizer(cfg.optim.name, param_groups(model, cfg), lr=cfg.optim.lr,
+                                weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum)
+    trainer = Trainer(model, optimizer, device, task=_task(data, cfg))
+    result = range_test(trainer, _train_loader(data, cfg, device, uses_conv(model)), start_lr, end_lr, steps)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "lr_find.csv", "lr,loss\n" + "".join(
+        f"{lr:.6g},{loss:.6g}\n" for lr, loss in zip(result["lrs"], result["losses"])))
+    plot_lr_find(result["lrs"], result["losses"], result["suggestion"], out / "lr_find.png")
+    result["files"] = [str(out / "lr_find.csv"), str(out / "lr_find.png")]
+    return result
 
 
 def list_augmentations() -> list[dict[str, Any]]:

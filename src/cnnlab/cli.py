@@ -20,6 +20,14 @@ TRAIN_FLAGS: dict[str, str] = {
     "augment": "data.augment", "normalize": "data.normalize", "random_erasing": "data.random_erasing",
     "mixup": "data.mixup", "cutmix": "data.cutmix", "sampler": "data.sampler",
     "class_weights": "train.class_weights", "init_output_bias": "train.init_output_bias",
+    "train_per_class": "data.train_per_class",
+    "activation": "model.activation", "init": "model.init", "batch_norm": "model.batch_norm",
+    "pretrained": "model.pretrained", "weights": "model.weights", "freeze": "model.freeze",
+    "unfreeze_last": "model.unfreeze_last", "train_bn_only": "model.train_bn_only", "fine_tune": "model.fine_tune",
+    "backbone_lr_mult": "model.backbone_lr_mult",
+    "schedule": "train.schedule", "warmup_epochs": "train.warmup_epochs", "step_size": "train.step_size",
+    "gamma": "train.gamma", "decay_start": "train.decay_start", "decay_rate": "train.decay_rate",
+    "feature_cache": "train.feature_cache",
     "model": "model.name", "hidden": "model.hidden", "dropout": "model.dropout",
     "optimizer": "optim.name", "lr": "optim.lr", "weight_decay": "optim.weight_decay",
     "momentum": "optim.momentum",
@@ -34,6 +42,13 @@ def _int_list(text: str) -> list[int]:
         return [int(x) for x in text.replace("-", ",").split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected sizes like 512,256, got {text!r}") from None
+
+
+def _int_pair(text: str) -> list[int]:
+    parts = _int_list(text.replace("-", ","))
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected two epoch counts like 1,1, got {text!r}")
+    return parts
 
 
 def _float_list(text: str) -> list[float]:
@@ -55,9 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a model and write a run folder",
-                       description="Train a model on a dataset; writes config, history, checkpoints and "
-                                   "test metrics into a run folder. Flags override --config; --set overrides both.")
+    common = _Parser(add_help=False)  # the config flags shared by train and lr-find
+    t = common
     t.add_argument("--config", metavar="FILE", help="YAML config file (sections data/model/optim/train/run)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set optim.lr=3e-4 (repeatable)")
@@ -73,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-size", type=float, metavar="F|N",
                    help="validation taken from a given train split: fraction or count (default 0.1)")
     g.add_argument("--workers", type=int, metavar="N", help="image decoding threads (default 2)")
+    g.add_argument("--train-per-class", type=int, metavar="N", help="keep at most N training images per class")
     g.add_argument("--image-root", metavar="DIR", help="folder the paths of a CSV label file are relative to "
                    "(default: the CSV's folder)")
     g.add_argument("--delimiter", metavar="C", help="CSV delimiter (default: tab for .tsv, else sniffed)")
@@ -85,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "trivialaugment (see `cnnlab list augmentations`)")
     g.add_argument("--augment-option", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset parameter, e.g. rotation=20 (repeatable)")
-    g.add_argument("--normalize", metavar="MODE", help="dataset (mean/std, default), per-image, none")
+    g.add_argument("--normalize", metavar="MODE", help="auto (default: a pretrained model's mean/std, else the "
+                   "dataset's), dataset, model, per-image, none")
     g.add_argument("--random-erasing", type=float, metavar="P", help="random erasing probability (timm)")
     g.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup alpha (timm)")
     g.add_argument("--cutmix", type=float, metavar="ALPHA", help="cutmix alpha (timm)")
@@ -97,6 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", metavar="NAME", help="model name (see `cnnlab list models`; default cnn)")
     g.add_argument("--hidden", type=_int_list, metavar="H1,H2", help="hidden dense sizes, e.g. 512,256")
     g.add_argument("--dropout", type=float, metavar="P", help="dropout rate of the dense head")
+    g.add_argument("--activation", metavar="A", help="relu, elu, tanh, sigmoid, prelu or relu6 (models that vary it)")
+    g.add_argument("--init", metavar="I", help="weight initialisation: default, he or xavier")
+    g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch normalisation on/off (models that vary it)")
+    g.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="other builder option, e.g. conv_bias=true (repeatable)")
+    g = t.add_argument_group("transfer learning")
+    g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                   help="load the pretrained weights of a pretrained model (default on)")
+    g.add_argument("--weights", metavar="FILE", help="start from these weights (safetensors or a state dict)")
+    g.add_argument("--freeze", metavar="WHAT", help="none (default) or backbone: train only the new head")
+    g.add_argument("--unfreeze-last", type=int, metavar="N", help="train the top N backbone blocks and the head")
+    g.add_argument("--train-bn-only", action="store_true", default=None,
+                   help="train only BatchNorm layers and the head (seed 000)")
+    g.add_argument("--fine-tune", type=_int_pair, metavar="E1,E2",
+                   help="E1 epochs with a frozen backbone, then E2 epochs with everything training")
+    g.add_argument("--backbone-lr-mult", type=float, metavar="M",
+                   help="backbone LR = lr × M (default 0.1 with --fine-tune/--unfreeze-last, else 1)")
+    g.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=None,
+                   help="with a frozen backbone and no augmentation, compute its features once (default on)")
     g = t.add_argument_group("optimisation")
     g.add_argument("--optimizer", metavar="NAME", help="adam (default), adamw, sgd or rmsprop")
     g.add_argument("--lr", type=float, metavar="LR", help="learning rate (default 1e-3)")
@@ -109,11 +145,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", metavar="DEV", help="auto (default: cuda when present), cpu, cuda, cuda:N, mps")
     g.add_argument("--monitor", metavar="METRIC", help="val_loss (default) or val_acc: picks best.pt, drives --patience")
     g.add_argument("--patience", type=int, metavar="N", help="stop after N epochs without improvement")
+    g.add_argument("--schedule", metavar="S", help="LR schedule: constant (default), step, cosine, onecycle, "
+                   "plateau, exp-decay (seed 004)")
+    g.add_argument("--warmup-epochs", type=int, metavar="N", help="linear warm-up epochs of cosine")
+    g.add_argument("--step-size", type=int, metavar="N", help="epochs between drops of step (default 10)")
+    g.add_argument("--gamma", type=float, metavar="F", help="LR factor of step and plateau (default 0.1)")
+    g.add_argument("--decay-start", type=int, metavar="N", help="exp-decay: epochs before decay (default 10)")
+    g.add_argument("--decay-rate", type=float, metavar="R", help="exp-decay: LR × exp(-R) per epoch (default 0.05)")
+    t = sub.add_parser("train", parents=[common], help="train a model and write a run folder",
+                       description="Train a model on a dataset; writes config, history, checkpoints and "
+                                   "test metrics into a run folder. Flags override --config; --set overrides both.")
     g = t.add_argument_group("run folder")
     g.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<data>-<time>)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     g.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (add --epochs to extend)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+    lf = sub.add_parser("lr-find", parents=[common], help="learning-rate range test with a plot",
+                        description="Train a few hundred batches with an exponentially growing learning rate and "
+                                    "suggest the LR where the loss falls fastest; writes lr_find.csv/.png.")
+    lf.add_argument("--out", metavar="DIR", default="lr_find", help="folder for lr_find.csv and lr_find.png")
+    lf.add_argument("--start-lr", type=float, default=1e-7, metavar="LR")
+    lf.add_argument("--end-lr", type=float, default=10.0, metavar="LR")
+    lf.add_argument("--steps", type=int, default=100, metavar="N", help="batches to try (default 100)")
+    lf.add_argument("-q", "--quiet", action="store_true")
 
     e = sub.add_parser("evaluate", help="evaluate a run's best checkpoint",
                        description="Evaluate a run's best checkpoint on its saved test split (or --split), "
@@ -154,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list registered models, datasets or augmentation presets")
     ls.add_argument("what", choices=["models", "datasets", "augmentations"])
+    ls.add_argument("--classes", type=int, default=10, metavar="K", help="classes for the parameter counts (default 10)")
+    ls.add_argument("--channels", type=int, default=3, metavar="C", help="input channels for the counts (default 3)")
     ls.add_argument("--json", action="store_true")
     return p
 
@@ -182,9 +239,12 @@ def _setup_logging(quiet: bool) -> None:
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     from .config import parse_set
 
-    overrides = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    overrides = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()
+                 if getattr(args, flag, None) is not None and not (flag == "out" and args.command != "train")}
     if args.augment_option:
         overrides["data.augment_options"] = parse_set(args.augment_option)
+    if args.model_option:
+        overrides["model.options"] = parse_set(args.model_option)
     overrides.update(parse_set(args.set))
     return overrides
 
@@ -197,7 +257,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = not args.quiet and sys.stderr.isatty()
     if args.resume:
         extra = [f for f in TRAIN_FLAGS if f != "epochs" and getattr(args, f) is not None]
-        if extra or args.config or args.set or args.augment_option:
+        if extra or args.config or args.set or args.augment_option or args.model_option:
             names = ", ".join("--" + f.replace("_", "-") for f in extra) or "--config/--set"
             raise CnnlabError(f"--resume continues a run with its saved config; only --epochs may be given (got {names})")
         result = api.train(None, resume=args.resume, epochs=args.epochs, progress=progress)  # type: ignore[arg-type]
@@ -242,8 +302,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from . import api
 
-    rows = {"models": api.list_models, "datasets": api.list_datasets,
-            "augmentations": api.list_augmentations}[args.what]()
+    if args.what == "models":
+        rows = api.list_models(args.classes, args.channels)
+    else:
+        rows = api.list_datasets() if args.what == "datasets" else api.list_augmentations()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -254,9 +316,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{r['name']:<{w}}  {opts}")
     elif args.what == "models":
         w = max(len(r["name"]) for r in rows)
-        print(f"{'name':<{w}}  input  pretrained  description")
+        print(f"{'name':<{w}}  {'parameters':>10}  input  pretrained                description")
         for r in rows:
-            print(f"{r['name']:<{w}}  {r['input_size']:>5}  {r['pretrained']:<10}  {r['description']}")
+            print(f"{r['name']:<{w}}  {r['parameters']:>10,}  {r['input_size']:>5}  {r['pretrained']:<24}  "
+                  f"{r['description']}")
+        print(f"(parameters for {args.channels}-channel input at the default size and {args.classes} classes; "
+              "also: timm/<name>, tv/<name>)")
     else:
         w = max(len(r["name"]) for r in rows)
         print(f"{'name':<{w}}  size  classes  description")
@@ -282,7 +347,26 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "list": cmd_list}
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from . import api
+    from .config import build_config, load_yaml
+
+    base = load_yaml(args.config) if args.config else None
+    cfg = build_config(base, _train_overrides(args), source=args.config or "")
+    res = api.lr_find(cfg, args.out, args.start_lr, args.end_lr, args.steps,
+                      progress=not args.quiet and sys.stderr.isatty())
+    tried = f"{len(res['lrs'])} steps from {res['lrs'][0]:.1e} to {res['lrs'][-1]:.1e}" if res["lrs"] else "no steps"
+    print(f"LR range test: {tried}")
+    if res["suggestion"]:
+        print(f"suggested learning rate: {res['suggestion']:.2e} (steepest loss descent)")
+    else:
+        print("no suggestion: the loss did not change enough; widen --start-lr/--end-lr or add --steps")
+    for f in res["files"]:
+        print(f"wrote {f}")
+    return 0
+
+
+COMMANDS = {"data": cmd_data, "lr-find": cmd_lr_find, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "list": cmd_list}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

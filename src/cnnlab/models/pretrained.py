@@ -69,6 +69,15 @@ def load_matching(model: nn.Module, sd: dict[str, torch.Tensor], source: str) ->
     if missing:
         raise CnnlabError(f"{source} lacks {len(missing)} of the model's weights (first: {missing[0]})")
     model.load_state_dict(use, strict=False)
+    if not head_keys <= set(use):
+        new_head_init(model)
+
+
+def new_head_init(model: nn.Module) -> None:
+    """A new output layer starts from PyTorch's default Linear initialisation (±1/√fan_in).
+    timm's EfficientNet init (±1/√fan_out) gives a 10-class head on 1280 features logits of
+    several units, which saturates the softmax and costs a linear probe about 6 points."""
+    output_layer(model).reset_parameters()
 
 
 def _module_name(model: nn.Module, target: nn.Module) -> str:
@@ -151,7 +160,10 @@ def timm_spec(name: str) -> ModelSpec:
             load_matching(model, load_state_file(weights), f"model.weights {weights!r}")
             return model
         try:
-            return timm.create_model(arch, pretrained=pretrained, **kwargs)
+            model = timm.create_model(arch, pretrained=pretrained, **kwargs)
+            if pretrained and (cfg is None or cfg.num_classes != num_classes):
+                new_head_init(model)
+            return model
         except Exception as e:  # no internet, hub refused, no weights for this name
             raise CnnlabError(f"timm/{arch}: pretrained weights could not be loaded ({type(e).__name__}); "
                               "pass --weights FILE (safetensors or state dict) or --no-pretrained") from None

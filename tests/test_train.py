@@ -45,7 +45,7 @@ def test_cli_train_digits_mlp_writes_full_run_and_evaluate_agrees(tmp_path, caps
     assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["accuracy"] > 0.8 and len(metrics["confusion_matrix"]) == 10
-    assert set(metrics["per_class"]["3"]) == {"precision", "recall", "f1", "support"}
+    assert set(metrics["per_class"]["3"]) == {"precision", "recall", "f1", "support", "auc", "area_ratio"}
     assert f"test accuracy {metrics['accuracy']:.4f}" in out
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
 

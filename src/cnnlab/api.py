@@ -20,12 +20,14 @@ from .data.images import decode_file, describe_error
 from .data.loaders import TensorBatches
 from .errors import CnnlabError
 from .data.transforms import build_batch_transform, build_transform
-from .evaluate.metrics import compute_metrics
+from .evaluate.metrics import compute_metrics, multilabel_metrics, tune_thresholds
 from .models import MODELS, count_parameters, get_spec
 from .models.transfer import apply_freeze
+from .runs.report import save_predictions, write_report
 from .runs.store import RunFolder, atomic_write_json, atomic_write_text, now
 from .train.build import HeadOnlyTrainer, build_model, feature_sets, param_groups, uses_feature_cache
-from .train.callbacks import Callback, Checkpoint, EarlyStopping, FineTune, HistoryCSV, LRSchedule, Progress
+from .train.callbacks import (
+    Callback, Checkpoint, EarlyStopping, FineTune, HistoryCSV, LRSchedule, Progress, StepLog)
 from .train.optim import build_optimizer, build_schedule
 from .train.losses import MultiLabel, SingleLabel, balanced_class_weights, init_output_bias
 from .train.trainer import Trainer, predict_logits, seed_everything, uses_conv
@@ -71,6 +73,13 @@ def _task(data: PreparedData, cfg: Config) -> SingleLabel | MultiLabel:
     if cfg.train.class_weights == "auto":
         return SingleLabel(balanced_class_weights(data.class_counts("train")))
     return SingleLabel()
+
+
+def _metric_value(task: Any, logits: torch.Tensor, y: torch.Tensor, classes: list[str], name: str) -> float:
+    value = compute_metrics(y.numpy(), task.probs(logits).numpy(), classes).get(name)
+    if value is None:
+        raise CnnlabError(f"train.monitor 'val_{name}' is not defined for this task (e.g. multi-label vs single-label)")
+    return float(value)
 
 
 def _train_loader(data: PreparedData, cfg: Config, device: torch.device, channels_last: bool = False
@@ -185,7 +194,8 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
             if has_val else None
         trainer_cls = Trainer
 
-    cbs: list[Callback] = [Progress(enabled=progress), HistoryCSV(run.history_csv)]
+    cbs: list[Callback] = [Progress(enabled=progress), HistoryCSV(run.history_csv),
+                           StepLog(run.path / "steps.csv", cfg.train.log_every)]
     if cfg.model.fine_tune:
         cbs.append(FineTune(cfg.model.fine_tune[0],
                             lambda frozen: apply_freeze(model, "backbone" if frozen else "none")))
@@ -197,6 +207,9 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
     cbs += list(callbacks)
     cbs.append(Checkpoint(run.path / "checkpoints", cfg.train.monitor if has_val else "train_loss", lambda: meta))
     trainer = trainer_cls(model, optimizer, device, cbs, task=_task(data, cfg))
+    metric = cfg.train.monitor.removeprefix("val_")
+    if cfg.train.monitor.startswith("val_") and metric not in ("loss", "acc"):
+        trainer.val_metrics = lambda logits, y: {metric: _metric_value(trainer.task, logits, y, data.classes, metric)}
     if state is not None:
         if epochs and cfg.train.schedule == "onecycle":
             raise CnnlabError("a one-cycle schedule is planned for its epochs and cannot be extended; "
@@ -217,13 +230,55 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
         run.update_status(status="failed", stopped=now(), epochs_done=trainer.epoch, error=repr(e)[:500])
         raise
 
-    metrics = _evaluate_checkpoint(run, data, device, cfg.train.batch_size)
+    metrics = _evaluate_checkpoint(run, data, device, cfg.train.batch_size, save=True)
     atomic_write_json(run.metrics_json, metrics)
     run.update_status(status="completed", finished=now(), epochs_done=trainer.epoch,
                       stop_reason=trainer.stop_reason or "completed all epochs",
                       train_seconds=round(sum(h["seconds"] for h in trainer.history), 1),
                       best_epoch=metrics["best_epoch"])
+    if cfg.run.report:
+        try:
+            path = report(run.path, data=data, device=str(device))
+            log.info("report: %s", path)
+        except Exception as e:  # the trained run stands; the report can be made again
+            log.warning("the report could not be written (%s: %s); retry with: cnnlab report %s",
+                        type(e).__name__, e, run.path)
     return TrainResult(run.path, trainer.history, metrics, trainer.stop_reason)
+
+
+def report(run_path: str | Path, data: Optional[PreparedData] = None, device: str = "auto",
+           progress: bool = True) -> Path:
+    """Write ``report.html`` for a finished run: curves, metrics, per-class figures, errors,
+    Grad-CAM, data, model, timing and config in one self-contained file."""
+    from .evaluate.explain import grad_cam, last_conv, overlay
+
+    run = RunFolder(run_path).require()
+    if not run.metrics_json.is_file():
+        raise CnnlabError(f"run {str(run.path)!r} has no metrics.json: it has not finished "
+                          f"(continue it with: cnnlab train --resume {run.path})")
+    cfg = build_config(yaml.safe_load(run.config.read_text()), source=str(run.config))
+    dev = resolve_device(device)
+    if data is None:
+        data = _load_run_data(run, cfg, progress)
+    if not (run.path / "predictions.npz").is_file():  # runs made before predictions were saved
+        _evaluate_checkpoint(run, data, dev, cfg.train.batch_size, save=True)
+    ckpt = run.load_checkpoint("best")
+    model = _load_model(ckpt, dev)
+
+    def normalise(idx: list[int]) -> torch.Tensor:
+        batches = _ckpt_loader(ckpt, model, data.images, data.labels, np.asarray(idx), len(idx), dev)
+        batches.reuse_buffers = False
+        return next(iter(batches))[0]
+
+    def cams(idx: list[int]) -> Optional[list[np.ndarray]]:
+        try:
+            last_conv(model)
+        except CnnlabError:
+            return None
+        heat = grad_cam(model, normalise(idx), [None] * len(idx))
+        return [overlay(data.images[i].numpy(), h) for i, h in zip(idx, heat)]
+
+    return write_report(run, data.images, data.labels, model, normalise, cams)
 
 
 def _log_summary(data: PreparedData, model: torch.nn.Module, cfg: Config, device: torch.device) -> None:
@@ -270,7 +325,7 @@ def _ckpt_loader(ckpt: dict[str, Any], model: torch.nn.Module, images: Any, labe
 
 
 def _evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device, batch_size: int,
-                         split: str = "test") -> dict[str, Any]:
+                         split: str = "test", save: bool = False) -> dict[str, Any]:
     ckpt = run.load_checkpoint("best")
     if not len(data.splits.get(split, [])):
         if split == "test" and len(data.splits["val"]):
@@ -279,9 +334,21 @@ def _evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.devic
         else:
             raise CnnlabError(f"the {split!r} split of {data.source!r} is empty")
     model = _load_model(ckpt, device)
-    batches = _ckpt_loader(ckpt, model, data.images, data.labels, data.splits[split], batch_size, device)
-    probs, y = _probs(model, batches, data.multilabel)
+
+    def probs_of(part: str) -> tuple[np.ndarray, np.ndarray]:
+        batches = _ckpt_loader(ckpt, model, data.images, data.labels, data.splits[part], batch_size, device)
+        return _probs(model, batches, data.multilabel)
+
+    probs, y = probs_of(split)
     metrics = compute_metrics(y, probs, data.classes)
+    if data.multilabel and split != "val" and len(data.splits["val"]):
+        val_probs, val_y = probs_of("val")
+        thresholds = tune_thresholds(val_y, val_probs)
+        tuned = multilabel_metrics(y, probs, data.classes, thresholds)
+        metrics["tuned_thresholds"] = {k: tuned[k] for k in ("threshold", "accuracy", "subset_of_truth_accuracy",
+                                                             "hamming_loss", "micro_f1", "macro_f1")}
+    if save:
+        save_predictions(run, probs, y, data.splits[split])
     return {"split": split, "checkpoint": "best", "best_epoch": ckpt["epoch"], **metrics}
 
 

@@ -174,9 +174,11 @@ class TrainConfig(_Section):
     batch_size: int = Field(128, ge=1, le=65_536)
     seed: int = Field(0, ge=0)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    monitor: Literal["val_loss", "val_acc"] = Field(
-        "val_loss", description="metric that picks best.pt and drives early stopping"
+    monitor: str = Field(
+        "val_loss", description="metric that picks best.pt and drives early stopping: val_loss, val_acc "
+        "or val_<metric> (macro_f1, balanced_accuracy, weighted_auc, mean_average_precision, ...)"
     )
+    log_every: int = Field(50, ge=1, description="steps between rows of steps.csv (per-step curves)")
     patience: Optional[int] = Field(None, ge=1, description="early-stopping patience in epochs")
     min_delta: float = Field(0.0, ge=0)
     schedule: Literal["constant", "step", "cosine", "onecycle", "plateau", "exp-decay"] = Field(
@@ -198,6 +200,15 @@ class TrainConfig(_Section):
         False, description="initialise the output bias so softmax(bias) = class frequencies (seed 004)"
     )
 
+    @field_validator("monitor")
+    @classmethod
+    def _known_monitor(cls, v: str) -> str:
+        from .evaluate.metrics import MONITORABLE
+
+        if v in ("val_loss", "val_acc", "train_loss", "train_acc") or v.removeprefix("val_") in MONITORABLE:
+            return v
+        raise ValueError(f"choose val_loss, val_acc or val_<metric> with metric one of {', '.join(MONITORABLE)}")
+
     @field_validator("device")
     @classmethod
     def _known_device(cls, v: str) -> str:
@@ -211,6 +222,7 @@ class RunConfig(_Section):
     """Where the run folder goes."""
 
     out: Optional[str] = Field(None, description="run folder; default runs/<model>-<data>-<time>")
+    report: bool = Field(True, description="write report.html when training ends")
 
 
 class Config(_Section):

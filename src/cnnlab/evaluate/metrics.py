@@ -8,12 +8,75 @@ import numpy as np
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
+    balanced_accuracy_score,
     confusion_matrix,
     f1_score,
     hamming_loss,
     log_loss,
     precision_recall_fscore_support,
+    roc_auc_score,
+    top_k_accuracy_score,
 )
+
+
+MONITORABLE = ("macro_f1", "weighted_f1", "balanced_accuracy", "top3_accuracy", "weighted_auc",
+               "weighted_area_ratio", "log_loss", "ece", "micro_f1", "mean_average_precision",
+               "subset_of_truth_accuracy", "hamming_loss")
+LOWER_IS_BETTER = ("loss", "ece", "hamming_loss")
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """ECE: the confidence-weighted gap between confidence and accuracy over equal-width bins
+    of the top-class probability (Guo et al. 2017). Written by hand: scikit-learn has the
+    reliability curve but not the summary number."""
+    conf = probs.max(1)
+    correct = probs.argmax(1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
+    return float(ece)
+
+
+def reliability(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, list[float]]:
+    """Per-bin mean confidence, accuracy and count, for the reliability diagram."""
+    conf = probs.max(1)
+    correct = probs.argmax(1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    out: dict[str, list[float]] = {"confidence": [], "accuracy": [], "count": []}
+    for b in range(bins):
+        mask = which == b
+        out["confidence"].append(float(conf[mask].mean()) if mask.any() else float((edges[b] + edges[b + 1]) / 2))
+        out["accuracy"].append(float(correct[mask].mean()) if mask.any() else 0.0)
+        out["count"].append(int(mask.sum()))
+    return out
+
+
+def one_vs_rest_auc(y_true: np.ndarray, probs: np.ndarray) -> tuple[list[float | None], float | None]:
+    """ROC AUC of each class against the rest (None for a class absent from ``y_true``, or
+    present everywhere), and their support-weighted mean."""
+    per: list[float | None] = []
+    weights: list[int] = []
+    for c in range(probs.shape[1]):
+        pos = y_true == c
+        if pos.all() or not pos.any():
+            per.append(None)
+            continue
+        per.append(float(roc_auc_score(pos, probs[:, c])))
+        weights.append(int(pos.sum()))
+    valid = [a for a in per if a is not None]
+    weighted = float(np.average(valid, weights=weights)) if valid else None
+    return per, weighted
+
+
+def area_ratio(auc: float | None) -> float | None:
+    """Seed 001 eq. 2: AR = 2·AUC − 1, the area between the cumulative-gains curve and the
+    diagonal over the same area for the perfect model (the Gini coefficient)."""
+    return None if auc is None else 2 * auc - 1
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
@@ -27,14 +90,24 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
     labels = list(range(len(classes)))
     y_pred = probs.argmax(1)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    auc, weighted_auc = one_vs_rest_auc(y_true, probs)
+    present = np.unique(y_true)
+    top_k = {f"top{k}_accuracy": float(top_k_accuracy_score(y_true, probs, k=k, labels=labels))
+             for k in (3, 5) if k < len(classes)}
     return {
         "num_samples": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(present) > 1 else None,
+        **top_k,
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "weighted_auc": weighted_auc,
+        "weighted_area_ratio": area_ratio(weighted_auc),
         "log_loss": float(log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels)),
+        "ece": expected_calibration_error(y_true, probs),
         "per_class": {
-            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i]),
+                "auc": auc[i], "area_ratio": area_ratio(auc[i])}
             for i, c in enumerate(classes)
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
@@ -50,18 +123,34 @@ def subset_of_truth_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float((nonempty & subset).mean())
 
 
+def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, grid: Sequence[float] = tuple(np.linspace(0.05, 0.95, 19))
+                    ) -> list[float]:
+    """Per-class decision thresholds that maximise each class's F1 on (validation) data;
+    0.5 for a class without positives."""
+    y_true = np.asarray(y_true).astype(bool)
+    out = []
+    for c in range(y_true.shape[1]):
+        if not y_true[:, c].any():
+            out.append(0.5)
+            continue
+        scores = [f1_score(y_true[:, c], probs[:, c] >= t, zero_division=0) for t in grid]
+        out.append(float(grid[int(np.argmax(scores))]))
+    return out
+
+
 def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
-                       threshold: float = 0.5) -> dict[str, Any]:
+                       threshold: float | Sequence[float] = 0.5) -> dict[str, Any]:
     """Subset accuracy, seed 003's accuracy, Hamming loss, micro/macro F1, mean average
-    precision and per-class precision/recall/F1/support for (N, K) multi-hot labels."""
+    precision and per-class precision/recall/F1/support for (N, K) multi-hot labels, at one
+    threshold or one per class."""
     y_true = np.asarray(y_true).astype(int)
-    y_pred = (probs >= threshold).astype(int)
+    y_pred = (probs >= np.asarray(threshold)).astype(int)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
     present = y_true.sum(0) > 0
     return {
         "num_samples": int(len(y_true)),
         "multilabel": True,
-        "threshold": threshold,
+        "threshold": threshold if np.isscalar(threshold) else [float(t) for t in threshold],
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "subset_of_truth_accuracy": subset_of_truth_accuracy(y_true, y_pred),
         "hamming_loss": float(hamming_loss(y_true, y_pred)),
@@ -95,6 +184,16 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str
     return classification_metrics(y_true, probs, classes)
 
 
+def cumulative_gains(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Seed 001 Fig. 4: share of positives found (y) against share of samples taken (x), taking
+    samples in order of decreasing score. Its area above the diagonal, over the perfect model's,
+    is the area ratio 2·AUC − 1."""
+    order = np.argsort(-scores, kind="stable")
+    hits = np.cumsum(np.asarray(y_true)[order])
+    x = np.arange(1, len(scores) + 1) / len(scores)
+    return np.concatenate([[0.0], x]), np.concatenate([[0.0], hits / max(hits[-1], 1)])
+
+
 def format_metrics_table(m: dict[str, Any], title: str = "") -> str:
     """A plain-text table of per-class metrics and the summary figures."""
     names = list(m["per_class"])
@@ -106,6 +205,11 @@ def format_metrics_table(m: dict[str, Any], title: str = "") -> str:
         lines.append(f"{n:<{w}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:.4f}  {c['support']:7d}")
     lines.append("")
     lines.append(f"{'accuracy':<{w}}  {m['accuracy']:.4f}   ({m['num_samples']} images)")
-    lines.append(f"{'macro F1':<{w}}  {m['macro_f1']:.4f}")
-    lines.append(f"{'weighted F1':<{w}}  {m['weighted_f1']:.4f}")
+    for key, label in (("balanced_accuracy", "balanced acc"), ("top3_accuracy", "top-3 acc"),
+                       ("macro_f1", "macro F1"), ("weighted_f1", "weighted F1"), ("weighted_auc", "weighted AUC"),
+                       ("weighted_area_ratio", "weighted AR"), ("log_loss", "log loss"), ("ece", "ECE"),
+                       ("subset_of_truth_accuracy", "seed-003 acc"), ("hamming_loss", "Hamming loss"),
+                       ("micro_f1", "micro F1"), ("mean_average_precision", "mAP")):
+        if m.get(key) is not None:
+            lines.append(f"{label:<{w}}  {m[key]:.4f}")
     return "\n".join(lines)

@@ -32,3 +32,140 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggestion: Opti
         ax.legend()
     ax.set_title("learning-rate range test")
     return _save(fig, path)
+
+
+def plot_curves(history: Sequence[dict], path: Path, steps: Sequence[dict] = (), title: str = "") -> Path:
+    """Loss and accuracy per epoch, train vs validation; per-step training loss underneath."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    ep = [int(h["epoch"]) for h in history]
+    for ax, key in zip(axes, ("loss", "acc")):
+        if len(steps) > len(history):  # finer than one point per epoch: worth drawing
+            per_epoch = max(int(s["step"]) for s in steps) / max(ep)
+            every = int(steps[0]["step"])
+            ax.plot([int(s["step"]) / per_epoch for s in steps], [float(s[key]) for s in steps], color="tab:blue",
+                    alpha=0.3, lw=1, label=f"train, every {every} steps")
+        ax.plot(ep, [float(h[f"train_{key}"]) for h in history], "o-", color="tab:blue", label="train")
+        val = [h.get(f"val_{key}") for h in history]
+        if any(v not in (None, "") for v in val):
+            ax.plot(ep, [float(v) if v not in (None, "") else float("nan") for v in val], "o-", color="tab:orange",
+                    label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss" if key == "loss" else "accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Path) -> Path:
+    """Row-normalised confusion matrix (recall per true class) with counts."""
+    import numpy as np
+
+    cm = np.asarray(cm, dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(max(4, 0.55 * k + 2), max(3.5, 0.5 * k + 1.5)))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title("confusion matrix (rows sum to 1)")
+    return _save(fig, path)
+
+
+def plot_per_class(per_class: dict, path: Path, key: str = "f1") -> Path:
+    """Horizontal bars of a per-class metric."""
+    names = list(per_class)
+    vals = [per_class[n][key] for n in names]
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.3 * len(names) + 1)))
+    ax.barh(range(len(names)), vals, color="tab:green")
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(key.upper() if len(key) <= 3 else key)
+    ax.set_title(f"per-class {key}")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_gains(y_true, probs, classes: Sequence[str], path: Path) -> Path:
+    """Cumulative gains per class (seed 001 Fig. 4), the diagonal of a random ordering."""
+    import numpy as np
+
+    from .metrics import cumulative_gains
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for c, name in enumerate(classes):
+        pos = (np.asarray(y_true) == c).astype(int)
+        if pos.any():
+            x, g = cumulative_gains(pos, probs[:, c])
+            ax.plot(x, g, lw=1, label=name)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="random")
+    ax.set_xlabel("share of images taken (by decreasing score)")
+    ax.set_ylabel("share of the class found")
+    ax.set_title("cumulative gains per class")
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
+def plot_roc(y_true, probs, classes: Sequence[str], path: Path) -> Path:
+    """One-vs-rest ROC curves."""
+    import numpy as np
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for c, name in enumerate(classes):
+        pos = np.asarray(y_true) == c
+        if pos.any() and not pos.all():
+            fpr, tpr, _ = roc_curve(pos, probs[:, c])
+            ax.plot(fpr, tpr, lw=1, label=name)
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC, one class vs the rest")
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
+def plot_reliability(rel: dict, path: Path, ece: float) -> Path:
+    """Reliability diagram: accuracy against confidence per bin."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    width = 1.0 / len(rel["confidence"])
+    centers = [(i + 0.5) * width for i in range(len(rel["confidence"]))]
+    ax.bar(centers, rel["accuracy"], width=width * 0.9, color="tab:blue", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability diagram (ECE {ece:.3f})")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_image_grid(images, titles: Sequence[str], path: Path, cols: int = 6, title: str = "",
+                    colors: Optional[Sequence[str]] = None) -> Path:
+    """A grid of (C, H, W) uint8 images (or (H, W, 3) floats) with a caption each."""
+    import numpy as np
+
+    n = max(len(images), 1)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.1), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, img in enumerate(images):
+        arr = np.asarray(img)
+        if arr.ndim == 3 and arr.shape[0] in (1, 3):
+            arr = arr.transpose(1, 2, 0)
+        ax = axes.flat[i]
+        ax.imshow(arr.squeeze(), cmap="gray" if arr.ndim == 2 or arr.shape[-1] == 1 else None)
+        ax.set_title(titles[i], fontsize=7, color=(colors[i] if colors else "black"))
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

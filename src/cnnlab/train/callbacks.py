@@ -42,8 +42,8 @@ def _improved(mode: str, value: float, best: Optional[float], min_delta: float) 
 
 
 def monitor_mode(monitor: str) -> str:
-    """'min' for losses, 'max' for everything else."""
-    return "min" if monitor.endswith("loss") else "max"
+    """'min' for losses, calibration error and Hamming loss; 'max' for everything else."""
+    return "min" if monitor.endswith(("loss", "ece")) else "max"
 
 
 class HistoryCSV(Callback):
@@ -55,11 +55,57 @@ class HistoryCSV(Callback):
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, extrasaction="ignore", lineterminator="\n")
+        extra = sorted({k for row in trainer.history for k in row} - set(HISTORY_FIELDS))
+        w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS + extra, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for row in trainer.history:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
         atomic_write_text(self.path, buf.getvalue())
+
+
+class StepLog(Callback):
+    """Training loss and accuracy averaged over every ``every`` steps, rewritten to ``steps.csv``
+    at each epoch end (the file matches the checkpoint, as history.csv does)."""
+
+    def __init__(self, path: Path, every: int):
+        self.path, self.every = Path(path), every
+        self.rows: list[dict[str, Any]] = []
+        self._loss = self._correct = 0.0
+        self._n = self._steps = 0
+
+    def on_batch_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None:
+        self._loss += logs["batch_loss"]
+        self._correct += logs["batch_correct"]
+        self._n += logs["batch_size"]
+        self._steps += 1
+        if self._steps == self.every:
+            self._flush(trainer)
+
+    def _flush(self, trainer: "Trainer") -> None:
+        if self._n:
+            self.rows.append({"step": trainer.global_step, "epoch": trainer.epoch + 1,
+                              "loss": self._loss / self._n, "acc": self._correct / self._n})
+        self._loss = self._correct = 0.0
+        self._n = self._steps = 0
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        if self._n:
+            self.rows.append({"step": trainer.global_step, "epoch": epoch, "loss": self._loss / self._n,
+                              "acc": self._correct / self._n})
+            self._loss = self._correct = 0.0
+            self._n = self._steps = 0
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["step", "epoch", "loss", "acc"], lineterminator="\n")
+        w.writeheader()
+        for row in self.rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        atomic_write_text(self.path, buf.getvalue())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = list(state["rows"])
 
 
 class EarlyStopping(Callback):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -99,6 +99,8 @@ class Trainer:
         self.stop_training = False
         self.stop_reason = ""
         self.steps_per_epoch = 0
+        # optional: extra validation metrics from (logits, labels), merged into the epoch logs
+        self.val_metrics: Optional[Callable[[torch.Tensor, torch.Tensor], dict[str, float]]] = None
 
     # ------------------------------------------------------------------ steps
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,7 +129,10 @@ class Trainer:
         logits, y = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
         if len(y) == 0:
             return {}
-        return {"loss": float(self.task.loss(logits, y)), "acc": self.task.correct(logits, y) / len(y)}
+        out = {"loss": float(self.task.loss(logits, y)), "acc": self.task.correct(logits, y) / len(y)}
+        if self.val_metrics is not None:
+            out.update(self.val_metrics(logits, y))
+        return out
 
     # ------------------------------------------------------------------ loop
     def _call(self, event: str, *args: Any) -> None:
@@ -160,12 +165,15 @@ class Trainer:
                 batch_loss, batch_correct = self.train_step(x, y)
                 loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(y)
                 self.global_step += 1
-                self._call("on_batch_end", step, {"loss": loss_sum / seen, "acc": correct / seen})
+                self._call("on_batch_end", step, {"loss": loss_sum / seen, "acc": correct / seen,
+                                                  "batch_loss": batch_loss, "batch_correct": batch_correct,
+                                                  "batch_size": len(y)})
             logs: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
                                     "train_acc": correct / max(seen, 1)}
             val_logs = self.evaluate(val) if val is not None else {}
-            logs["val_loss"] = val_logs.get("loss")
-            logs["val_acc"] = val_logs.get("acc")
+            logs["val_loss"] = val_logs.pop("loss", None)
+            logs["val_acc"] = val_logs.pop("acc", None)
+            logs.update({f"val_{k}": v for k, v in val_logs.items()})
             logs["lr"] = self.optimizer.param_groups[0]["lr"]
             logs["seconds"] = round(time.perf_counter() - started, 3)
             self.epoch = epoch

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.cnnlab-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data demo test test-slow bench clean
+.PHONY: setup data browser demo test test-slow bench clean
 
 setup: $(STAMP) data
 
@@ -32,14 +32,30 @@ data:
 	       "or pass --data-dir DIR holding the four IDX files, or let torchvision download them (--download)."; \
 	fi
 
+# Debian's Chromium lets the test suite open report.html in a real browser (Playwright drives it).
+browser:
+	@if [ -x /usr/bin/chromium ]; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's chromium for the report test ..."; \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); \
+	else \
+	  echo "chromium not found (sudo apt-get install chromium): the browser test will be skipped"; \
+	fi
+
 demo: setup
 	$(BIN)/cnnlab train --data fashion-mnist --model cnn --epochs 6 --out runs/demo --overwrite
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+bench: setup
+	$(BIN)/python benchmarks/cache_vs_imagefolder.py
+	$(BIN)/python benchmarks/feature_cache.py
 
 clean:
 	rm -rf runs .pytest_cache build dist src/*.egg-info

@@ -380,9 +380,19 @@ def evaluate(run_path: str | Path, data: Optional[str] = None, data_dir: Optiona
         prepared = _load_run_data(run, cfg, progress)
         return _evaluate_checkpoint(run, prepared, dev, batch_size, split)
     ckpt = run.load_checkpoint("best")
+    model = _load_model(ckpt, dev)
+    return _evaluate_other(run, ckpt, model, data, batch_size, dev, progress, data_dir)[0]
+
+
+def _evaluate_other(run: RunFolder, ckpt: dict[str, Any], model: torch.nn.Module, data: str, batch_size: int,
+                    dev: torch.device, progress: bool, data_dir: Optional[str] = None
+                    ) -> tuple[dict[str, Any], Any, torch.Tensor]:
+    """Metrics on all images of another dataset, its classes mapped onto the model's by name."""
+    cfg = build_config(yaml.safe_load(run.config.read_text()), source=str(run.config))
     pre = ckpt["preprocess"]
     dcfg = build_config({"data": {**cfg.data.model_dump(), "source": data, "data_dir": data_dir,
-                                  "input_size": pre["input_size"], "channels": pre["channels"]},
+                                  "input_size": pre["input_size"], "channels": pre["channels"],
+                                  "train_per_class": None},
                          "model": cfg.model.model_dump()}).data
     other = prepare_data(dcfg, cfg.model.name, cfg.train.seed, progress=progress)
     missing = [c for c in other.classes if c not in ckpt["classes"]]
@@ -396,11 +406,11 @@ def evaluate(run_path: str | Path, data: Optional[str] = None, data_dir: Optiona
         labels[:, cols] = other.labels
     else:
         labels = torch.tensor(cols)[other.labels]
-    model = _load_model(ckpt, dev)
     batches = _ckpt_loader(ckpt, model, other.images, labels, np.arange(len(labels)), batch_size, dev)
     probs, y = _probs(model, batches, other.multilabel)
-    return {"split": "all", "data": data, "checkpoint": "best", "best_epoch": ckpt["epoch"],
-            **compute_metrics(y, probs, ckpt["classes"])}
+    metrics = {"split": "all", "data": data, "checkpoint": "best", "best_epoch": ckpt["epoch"],
+               **compute_metrics(y, probs, ckpt["classes"])}
+    return metrics, other.images, labels
 
 
 def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
@@ -481,6 +491,113 @@ def lr_find(cfg: Config, out: str | Path, start_lr: float = 1e-7, end_lr: float 
         f"{lr:.6g},{loss:.6g}\n" for lr, loss in zip(result["lrs"], result["losses"])))
     plot_lr_find(result["lrs"], result["losses"], result["suggestion"], out / "lr_find.png")
     result["files"] = [str(out / "lr_find.csv"), str(out / "lr_find.png")]
+    return result
+
+
+def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Optional[str] = None,
+            out: Optional[str | Path] = None, device: str = "auto") -> list[dict[str, Any]]:
+    """Grad-CAM for the predicted (and a chosen) class, the first layer's filters and the
+    feature maps of each conv stage, as PNGs in ``out`` (default RUN/explain).
+
+    Returns:
+        Per image: path, predicted class and probability, the Grad-CAM heat map of the
+        predicted class (H×W, 0..1) and the files written.
+    """
+    from .evaluate.explain import feature_maps, first_layer_filters, grad_cam, last_conv, overlay
+    from .evaluate.plots import plot_feature_maps, plot_image_grid
+
+    run = RunFolder(run_path).require()
+    ckpt = run.load_checkpoint("best")
+    pre, classes = ckpt["preprocess"], ckpt["classes"]
+    if ckpt.get("multilabel"):
+        log.info("multi-label model: Grad-CAM shows the highest-scoring label")
+    chosen = None
+    if target_class is not None:
+        if target_class not in classes:
+            raise CnnlabError(f"--class {target_class!r} is not one of the model's classes: {', '.join(classes)}")
+        chosen = classes.index(target_class)
+    dev = resolve_device(device)
+    model = _load_model(ckpt, dev)
+    last_conv(model)  # a clear error for dense nets before any work
+    out = Path(out) if out else run.path / "explain"
+    out.mkdir(parents=True, exist_ok=True)
+    filters = first_layer_filters(model)
+    filters_png = plot_image_grid(filters, [str(i) for i in range(len(filters))], out / "filters.png", cols=8,
+                                  title="first-layer filters")
+    results = []
+    for p in images:
+        try:
+            arr, _ = decode_file(p, pre["channels"], pre["input_size"], ckpt["config"]["data"]["max_pixels"],
+                                 pre["interpolation"])
+        except Exception as e:  # one unreadable image does not stop the others
+            results.append({"path": str(p), "error": describe_error(e)})
+            continue
+        batches = _ckpt_loader(ckpt, model, torch.from_numpy(arr[None].copy()), torch.zeros(1, dtype=torch.long),
+                               np.arange(1), 1, dev)
+        batches.reuse_buffers = False
+        x = next(iter(batches))[0]
+        with torch.no_grad():
+            logits = model(x)
+        probs = (torch.sigmoid(logits) if ckpt.get("multilabel") else torch.softmax(logits, 1))[0].cpu().numpy()
+        pred = int(probs.argmax())
+        targets = [None] + ([chosen] if chosen is not None else [])
+        heats = grad_cam(model, x.repeat(len(targets), 1, 1, 1), targets)
+        panels = [arr] + [overlay(arr, h) for h in heats]
+        titles = ["input", f"Grad-CAM: {classes[pred]} ({probs[pred]:.2f})"] + (
+            [f"Grad-CAM: {classes[chosen]} ({probs[chosen]:.2f})"] if chosen is not None else [])
+        stem = Path(p).stem
+        cam_png = plot_image_grid(panels, titles, out / f"{stem}_gradcam.png", cols=len(panels))
+        maps_png = plot_feature_maps(feature_maps(model, x), out / f"{stem}_features.png")
+        results.append({"path": str(p), "predicted": classes[pred], "prob": float(probs[pred]), "heat": heats[0],
+                        "files": [str(cam_png), str(maps_png), str(filters_png)]})
+    return results
+
+
+def compare(run_paths: Sequence[str | Path], out: str | Path = "compare.html") -> Path:
+    """One page comparing finished runs: accuracy, macro-F1, parameters, time, curves overlaid."""
+    from .runs.report import write_comparison
+
+    runs = []
+    for p in run_paths:
+        r = RunFolder(p).require()
+        if not r.metrics_json.is_file():
+            raise CnnlabError(f"run {str(r.path)!r} has not finished (no metrics.json)")
+        runs.append(r)
+    if not runs:
+        raise CnnlabError("compare needs at least one run folder")
+    return write_comparison(runs, Path(out))
+
+
+def evaluate_datasets(run_path: str | Path, datasets: Sequence[str], retrieval: bool = False,
+                      batch_size: int = 256, device: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Metrics of a run on several datasets (classes matched by name), and optionally the
+    within- and cross-dataset retrieval mAP matrix of penultimate-layer features.
+
+    Returns:
+        ``rows`` (one per dataset: data, images, accuracy, macro_f1, ...), and with
+        ``retrieval`` a ``map`` matrix: ``map[i][j]`` = queries from dataset i, gallery j.
+    """
+    from .evaluate.retrieval import retrieval_map
+    from .models.transfer import without_output_layer
+
+    rows, feats = [], []
+    run = RunFolder(run_path).require()
+    ckpt = run.load_checkpoint("best")
+    dev = resolve_device(device)
+    model = _load_model(ckpt, dev)
+    for name in datasets:
+        m, images, labels = _evaluate_other(run, ckpt, model, name, batch_size, dev, progress)
+        rows.append({"data": name, "images": m["num_samples"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                     "weighted_f1": m["weighted_f1"], "balanced_accuracy": m.get("balanced_accuracy")})
+        if retrieval:
+            batches = _ckpt_loader(ckpt, model, images, labels, np.arange(len(labels)), batch_size, dev)
+            with without_output_layer(model):
+                f, y = predict_logits(model, batches)
+            feats.append((f.numpy(), y.numpy()))
+    result: dict[str, Any] = {"run": str(run.path), "rows": rows}
+    if retrieval:
+        result["map"] = [[retrieval_map(fq, yq, fg, yg, same_set=(i == j)) for j, (fg, yg) in enumerate(feats)]
+                         for i, (fq, yq) in enumerate(feats)]
     return result
 
 

@@ -174,7 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate a run's best checkpoint on its saved test split (or --split), "
                                    "or on another dataset with --data (classes matched by name).")
     e.add_argument("run", metavar="RUN")
-    e.add_argument("--data", metavar="NAME|DIR", help="evaluate on all images of another dataset")
+    e.add_argument("--data", action="append", metavar="NAME|DIR",
+                   help="evaluate on all images of another dataset (repeat for a table of several)")
+    e.add_argument("--retrieval", action="store_true",
+                   help="with --data: within- and cross-dataset retrieval mAP of penultimate features")
     e.add_argument("--data-dir", metavar="DIR", help="where --data's files are, for built-ins")
     e.add_argument("--split", default="test", help="train, val or test of the run's own data (default test)")
     e.add_argument("--batch-size", type=int, default=256, metavar="N")
@@ -206,6 +209,27 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--data-dir", metavar="DIR")
     di.add_argument("--max-pixels", type=int, metavar="N")
     di.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    r = sub.add_parser("report", help="write report.html for a run",
+                       description="Write RUN/report.html: curves, metrics, per-class figures, confusion, "
+                                   "misclassified images, Grad-CAM, data, model, timing, config; one file.")
+    r.add_argument("run", metavar="RUN")
+    r.add_argument("--device", default="auto", metavar="DEV")
+
+    x = sub.add_parser("explain", help="Grad-CAM, filters and feature maps for images",
+                       description="Grad-CAM overlays for the predicted class (and --class), the first layer's "
+                                   "filters and feature maps of each conv stage, as PNGs.")
+    x.add_argument("run", metavar="RUN")
+    x.add_argument("images", nargs="+", metavar="IMAGE")
+    x.add_argument("--class", dest="target_class", metavar="NAME", help="also show Grad-CAM for this class")
+    x.add_argument("--out", metavar="DIR", help="where the PNGs go (default RUN/explain)")
+    x.add_argument("--device", default="auto", metavar="DEV")
+
+    c = sub.add_parser("compare", help="one page comparing runs",
+                       description="Write an HTML page comparing runs: accuracy, macro-F1, parameters, training "
+                                   "time, validation curves overlaid.")
+    c.add_argument("runs", nargs="+", metavar="RUN")
+    c.add_argument("--out", default="compare.html", metavar="FILE")
 
     ls = sub.add_parser("list", help="list registered models, datasets or augmentation presets")
     ls.add_argument("what", choices=["models", "datasets", "augmentations"])
@@ -275,7 +299,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import api
     from .evaluate.metrics import format_metrics_table
 
-    m = api.evaluate(args.run, data=args.data, data_dir=args.data_dir, split=args.split,
+    if args.retrieval and not args.data:
+        raise CnnlabError("--retrieval needs datasets: add --data A [--data B ...]")
+    if args.data and (len(args.data) > 1 or args.retrieval):
+        res = api.evaluate_datasets(args.run, args.data, retrieval=args.retrieval, batch_size=args.batch_size,
+                                    device=args.device, progress=sys.stderr.isatty())
+        if args.json:
+            print(json.dumps(res, indent=2))
+            return 0
+        w = max(len(r["data"]) for r in res["rows"])
+        print(f"{'data':<{w}}  images  accuracy  macro F1")
+        for r in res["rows"]:
+            print(f"{r['data']:<{w}}  {r['images']:>6}  {r['accuracy']:8.4f}  {r['macro_f1']:8.4f}")
+        if "map" in res:
+            print("\nretrieval mAP (rows: queries, columns: gallery)")
+            print(" " * w + "  " + "  ".join(f"{i:>8}" for i in range(len(res["rows"]))))
+            for i, row in enumerate(res["map"]):
+                cells = "  ".join(f"{v:8.4f}" if v is not None else f"{'-':>8}" for v in row)
+                print(f"{res['rows'][i]['data']:<{w}}  {cells}")
+        return 0
+    m = api.evaluate(args.run, data=args.data[0] if args.data else None, data_dir=args.data_dir, split=args.split,
                      batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps(m, indent=2))
@@ -366,7 +409,35 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data, "lr-find": cmd_lr_find, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "list": cmd_list}
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import api
+
+    print(f"wrote {api.report(args.run, device=args.device, progress=sys.stderr.isatty())}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from . import api
+
+    results = api.explain(args.run, args.images, args.target_class, args.out, args.device)
+    for r in results:
+        if "error" in r:
+            print(f"{r['path']}: error: {r['error']}")
+        else:
+            print(f"{r['path']}: {r['predicted']} ({r['prob']:.3f}); wrote {', '.join(r['files'][:2])}")
+    if results and "files" in next((r for r in results if "files" in r), {}):
+        print(f"first-layer filters: {next(r for r in results if 'files' in r)['files'][2]}")
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import api
+
+    print(f"wrote {api.compare(args.runs, args.out)}")
+    return 0
+
+
+COMMANDS = {"compare": cmd_compare, "data": cmd_data, "explain": cmd_explain, "report": cmd_report, "lr-find": cmd_lr_find, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "list": cmd_list}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

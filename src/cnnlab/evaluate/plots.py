@@ -169,3 +169,18 @@ def plot_image_grid(images, titles: Sequence[str], path: Path, cols: int = 6, ti
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_feature_maps(maps: Sequence[tuple[str, "object"]], path: Path) -> Path:
+    """One row per conv layer, its first channels' activations."""
+    cols = max(m.shape[0] for _, m in maps)
+    fig, axes = plt.subplots(len(maps), cols, figsize=(cols * 1.5, len(maps) * 1.6), squeeze=False)
+    for r, (name, m) in enumerate(maps):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < m.shape[0]:
+                ax.imshow(m[c], cmap="viridis")
+        axes[r][0].set_title(name, fontsize=7, loc="left")
+    fig.suptitle("feature maps, shallow to deep")
+    return _save(fig, path)

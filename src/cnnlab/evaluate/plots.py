@@ -103,17 +103,26 @@ def plot_gains(y_true, probs, classes: Sequence[str], path: Path) -> Path:
     from .metrics import cumulative_gains
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for c, name in enumerate(classes):
+    shown = _largest_classes(y_true, len(classes))
+    for c in shown:
         pos = (np.asarray(y_true) == c).astype(int)
-        if pos.any():
-            x, g = cumulative_gains(pos, probs[:, c])
-            ax.plot(x, g, lw=1, label=name)
+        x, g = cumulative_gains(pos, probs[:, c])
+        ax.plot(x, g, lw=1, label=classes[c])
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="random")
     ax.set_xlabel("share of images taken (by decreasing score)")
     ax.set_ylabel("share of the class found")
-    ax.set_title("cumulative gains per class")
+    ax.set_title("cumulative gains per class" + (f" ({len(shown)} largest)" if len(shown) < len(classes) else ""))
     ax.legend(fontsize=6, ncol=2)
     return _save(fig, path)
+
+
+def _largest_classes(y_true, k: int, limit: int = 12) -> list[int]:
+    """Classes present in ``y_true``, the ``limit`` largest when there are more (a legible plot)."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(y_true), minlength=k)
+    present = [c for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
+    return sorted(present[:limit])
 
 
 def plot_roc(y_true, probs, classes: Sequence[str], path: Path) -> Path:
@@ -122,11 +131,11 @@ def plot_roc(y_true, probs, classes: Sequence[str], path: Path) -> Path:
     from sklearn.metrics import roc_curve
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for c, name in enumerate(classes):
+    for c in _largest_classes(y_true, len(classes)):
         pos = np.asarray(y_true) == c
-        if pos.any() and not pos.all():
+        if not pos.all():
             fpr, tpr, _ = roc_curve(pos, probs[:, c])
-            ax.plot(fpr, tpr, lw=1, label=name)
+            ax.plot(fpr, tpr, lw=1, label=classes[c])
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")

@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 
 from cnnlab import api
+from cnnlab.runtime import split_loader
+from cnnlab.train import run as train_run
 from cnnlab.config import build_config
 from cnnlab.data import prepare_data
 from cnnlab.data import split as split_mod
@@ -108,8 +110,8 @@ def test_augmentation_runs_on_training_batches_only(tmp_path):
     cfg = build_config(None, {"data.source": str(root), "model.name": "cnn", "train.epochs": 1,
                               "data.augment": "flip", "run.out": str(tmp_path / "r")})
     data = prepare_data(cfg.data, "cnn", 0, progress=False)
-    train = api._train_loader(data, cfg, torch.device("cpu"))
-    val = api._loader(data, "val", 8, torch.device("cpu"))
+    train = train_run._train_loader(data, cfg, torch.device("cpu"))
+    val = split_loader(data, "val", 8, torch.device("cpu"))
     assert train.transform is not None and val.transform is None
 
 

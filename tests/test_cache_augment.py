@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 
@@ -17,7 +16,6 @@ from cnnlab.runtime import split_loader
 from cnnlab.train import run as train_run
 from cnnlab.config import build_config
 from cnnlab.data import prepare_data
-from cnnlab.data import split as split_mod
 from cnnlab.data.cache import decode_images
 from cnnlab.data.files import scan_folder
 from cnnlab.data.inspect import inspect_dataset

@@ -14,7 +14,7 @@ from cnnlab import api
 from cnnlab.config import build_config
 from cnnlab.errors import CnnlabError
 from cnnlab.models import count_parameters, create_model
-from cnnlab.models.transfer import apply_freeze, frozen_bn_to_eval, output_layer, units
+from cnnlab.models.transfer import apply_freeze, output_layer, units
 from cnnlab.train.build import build_model, param_groups
 from cnnlab.train.optim import build_schedule
 from tests.conftest import make_folder_dataset
@@ -112,7 +112,6 @@ def test_fine_tune_trains_head_first_then_everything_with_a_lower_backbone_lr(tm
     assert [g["lr"] for g in groups] == [pytest.approx(1e-3), pytest.approx(1e-4)]
     assert sum(p.numel() for g in groups for p in g["params"]) == count_parameters(model)["total"]
 
-    start = {k: v.clone() for k, v in model.state_dict().items()}
     from cnnlab.train.callbacks import Callback
 
     seen = []
@@ -125,7 +124,6 @@ def test_fine_tune_trains_head_first_then_everything_with_a_lower_backbone_lr(tm
     total = count_parameters(model)["total"]
     assert seen == [sum(p.numel() for p in output_layer(model).parameters()), total]
     assert len(res.history) == 2
-    del start
 
 
 def test_feature_cache_is_used_recorded_and_matches_the_direct_model(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from .config import Config, build_config
 from .data import PreparedData, prepare_data
+from .data.images import decode_file
 from .data.loaders import TensorBatches
 from .errors import CnnlabError
 from .runs.store import RunFolder
@@ -74,3 +76,13 @@ def checkpoint_loader(ckpt: dict[str, Any], model: torch.nn.Module, images: Any,
     pre = ckpt["preprocess"]
     return TensorBatches(images, labels, indices, batch_size, pre["mean"], pre["std"], device=device,
                          normalize=pre["normalize"], channels_last=uses_conv(model))
+
+
+def decode_for(ckpt: dict[str, Any], path: str | Path) -> np.ndarray:
+    """One image file decoded exactly as the checkpoint's training images were (size, channels,
+    pixel budget, resize filter). Raises what decoding raises; callers report it per file."""
+    pre = ckpt["preprocess"]
+    if not Path(path).is_file():
+        raise FileNotFoundError(path)
+    return decode_file(path, pre["channels"], pre["input_size"], ckpt["config"]["data"]["max_pixels"],
+                       pre["interpolation"])[0]

@@ -18,7 +18,6 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-
 MONITORABLE = ("macro_f1", "weighted_f1", "balanced_accuracy", "top3_accuracy", "weighted_auc",
                "weighted_area_ratio", "log_loss", "ece", "micro_f1", "mean_average_precision",
                "subset_of_truth_accuracy", "hamming_loss")

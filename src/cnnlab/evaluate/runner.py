@@ -12,13 +12,14 @@ import yaml
 
 from ..config import build_config
 from ..data import PreparedData, prepare_data
-from ..data.images import decode_file, describe_error
+from ..data.images import describe_error
 from ..errors import CnnlabError
 from ..evaluate.metrics import compute_metrics, multilabel_metrics, tune_thresholds
 from ..runs.report import save_predictions, write_report
 from ..runs.store import RunFolder
 from ..runtime import (
     checkpoint_loader,
+    decode_for,
     load_model,
     load_run_data,
     predict_probs,
@@ -164,19 +165,14 @@ def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
     run = RunFolder(run_path).require()
     warn_if_incomplete(run)
     ckpt = run.load_checkpoint("best")
-    pre = ckpt["preprocess"]
     dev = resolve_device(device)
     model = load_model(ckpt, dev)
     k = max(1, min(top_k, len(ckpt["classes"])))
     results: list[dict[str, Any]] = []
     arrays, ok = [], []
     for p in images:
-        if not Path(p).is_file():
-            results.append({"path": str(p), "error": "no such file"})
-            continue
         try:
-            arr, _ = decode_file(p, pre["channels"], pre["input_size"], ckpt["config"]["data"]["max_pixels"],
-                                 pre["interpolation"])
+            arr = decode_for(ckpt, p)
         except Exception as e:  # one unreadable image does not stop the others
             results.append({"path": str(p), "error": describe_error(e)})
             continue
@@ -214,7 +210,7 @@ def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Op
 
     run = RunFolder(run_path).require()
     ckpt = run.load_checkpoint("best")
-    pre, classes = ckpt["preprocess"], ckpt["classes"]
+    classes = ckpt["classes"]
     if ckpt.get("multilabel"):
         log.info("multi-label model: Grad-CAM shows the highest-scoring label")
     chosen = None
@@ -233,13 +229,12 @@ def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Op
     results = []
     for p in images:
         try:
-            arr, _ = decode_file(p, pre["channels"], pre["input_size"], ckpt["config"]["data"]["max_pixels"],
-                                 pre["interpolation"])
+            arr = decode_for(ckpt, p)
         except Exception as e:  # one unreadable image does not stop the others
             results.append({"path": str(p), "error": describe_error(e)})
             continue
-        batches = checkpoint_loader(ckpt, model, torch.from_numpy(arr[None].copy()), torch.zeros(1, dtype=torch.long),
-                               np.arange(1), 1, dev)
+        batches = checkpoint_loader(ckpt, model, torch.from_numpy(arr[None].copy()),
+                                    torch.zeros(1, dtype=torch.long), np.arange(1), 1, dev)
         batches.reuse_buffers = False
         x = next(iter(batches))[0]
         with torch.no_grad():

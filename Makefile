@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.cnnlab-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data browser demo test test-slow bench clean
+.PHONY: setup data browser demo lint test test-slow bench clean
 
 setup: $(STAMP) data
 
@@ -47,7 +47,10 @@ browser:
 demo: setup
 	$(BIN)/cnnlab train --data fashion-mnist --model cnn --epochs 6 --out runs/demo --overwrite
 
-test: $(STAMP) browser
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

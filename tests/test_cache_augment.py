@@ -12,8 +12,6 @@ import torch
 from PIL import Image
 
 from cnnlab import api
-from cnnlab.runtime import split_loader
-from cnnlab.train import run as train_run
 from cnnlab.config import build_config
 from cnnlab.data import prepare_data
 from cnnlab.data.cache import decode_images
@@ -24,9 +22,10 @@ from cnnlab.data.split import kfold_indices, stratified_split
 from cnnlab.data.transforms import PCALighting, build_batch_transform, build_transform, per_image_standardize
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
+from cnnlab.runtime import split_loader
+from cnnlab.train import run as train_run
 from cnnlab.train.losses import balanced_class_weights, init_output_bias
 from tests.conftest import make_folder_dataset
-
 
 # ---------------------------------------------------------------- cache
 

@@ -14,7 +14,8 @@ from cnnlab.cli import main
 @pytest.mark.parametrize("argv,expected", [
     (["train", "--data", "/no/such/folder"], "invalid value for data.source: '/no/such/folder'"),
     (["train", "--data", "digits", "--model", "resnet9000"], "invalid value for model.name: 'resnet9000'"),
-    (["train", "--data", "digits", "--lr", "-0.1"], "invalid value for optim.lr: -0.1 (Input should be greater than 0)"),
+    (["train", "--data", "digits", "--lr", "-0.1"],
+     "invalid value for optim.lr: -0.1 (Input should be greater than 0)"),
     (["train", "--data", "digits", "--set", "optim.speed=3"], "unknown config key 'optim.speed'"),
     (["train", "--config", "/no/such.yaml"], "config file '/no/such.yaml' not found"),
     (["train", "--resume", "/no/such/run"], "run folder '/no/such/run' does not exist"),

@@ -9,8 +9,8 @@ from PIL import Image
 
 from cnnlab.config import build_config
 from cnnlab.data import prepare_data
-from cnnlab.data.images import decode_file, to_mode
 from cnnlab.data.files import scan_folder
+from cnnlab.data.images import decode_file, to_mode
 from cnnlab.data.sources import load_files
 from cnnlab.data.split import make_splits, stratified_split
 from cnnlab.errors import CnnlabError

@@ -41,7 +41,8 @@ def test_single_label_metrics_agree_with_scikit_learn(single):
     prec, rec, f1, sup = skm.precision_recall_fscore_support(y, pred)
     for i, c in enumerate("abcd"):
         pc = m["per_class"][c]
-        assert (pc["precision"], pc["recall"], pc["f1"], pc["support"]) == pytest.approx((prec[i], rec[i], f1[i], sup[i]))
+        got = (pc["precision"], pc["recall"], pc["f1"], pc["support"])
+        assert got == pytest.approx((prec[i], rec[i], f1[i], sup[i]))
         assert pc["auc"] == pytest.approx(per_auc[i])
         assert pc["area_ratio"] == pytest.approx(2 * per_auc[i] - 1)
     assert m["confusion_matrix"] == skm.confusion_matrix(y, pred).tolist()

@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, metavar="N", help="batch size (default 128)")
     g.add_argument("--seed", type=int, metavar="S", help="seed of split, init and shuffling (default 0)")
     g.add_argument("--device", metavar="DEV", help="auto (default: cuda when present), cpu, cuda, cuda:N, mps")
-    g.add_argument("--monitor", metavar="METRIC", help="val_loss (default) or val_acc: picks best.pt, drives --patience")
+    g.add_argument("--monitor", metavar="METRIC", help="val_loss (default), val_acc or val_<metric> (e.g. "
+                   "val_macro_f1): picks best.pt, drives --patience")
     g.add_argument("--patience", type=int, metavar="N", help="stop after N epochs without improvement")
     g.add_argument("--schedule", metavar="S", help="LR schedule: constant (default), step, cosine, onecycle, "
                    "plateau, exp-decay (seed 004)")
@@ -233,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list registered models, datasets or augmentation presets")
     ls.add_argument("what", choices=["models", "datasets", "augmentations"])
-    ls.add_argument("--classes", type=int, default=10, metavar="K", help="classes for the parameter counts (default 10)")
+    ls.add_argument("--classes", type=int, default=10, metavar="K",
+                    help="classes for the parameter counts (default 10)")
     ls.add_argument("--channels", type=int, default=3, metavar="C", help="input channels for the counts (default 3)")
     ls.add_argument("--json", action="store_true")
     return p
@@ -283,7 +285,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra = [f for f in TRAIN_FLAGS if f != "epochs" and getattr(args, f) is not None]
         if extra or args.config or args.set or args.augment_option or args.model_option:
             names = ", ".join("--" + f.replace("_", "-") for f in extra) or "--config/--set"
-            raise CnnlabError(f"--resume continues a run with its saved config; only --epochs may be given (got {names})")
+            raise CnnlabError("--resume continues a run with its saved config; only --epochs may be given "
+                              f"(got {names})")
         result = api.train(None, resume=args.resume, epochs=args.epochs, progress=progress)  # type: ignore[arg-type]
     else:
         base = load_yaml(args.config) if args.config else None
@@ -437,7 +440,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"compare": cmd_compare, "data": cmd_data, "explain": cmd_explain, "report": cmd_report, "lr-find": cmd_lr_find, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "list": cmd_list}
+COMMANDS = {"compare": cmd_compare, "data": cmd_data, "evaluate": cmd_evaluate, "explain": cmd_explain,
+            "list": cmd_list, "lr-find": cmd_lr_find, "predict": cmd_predict, "report": cmd_report,
+            "train": cmd_train}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

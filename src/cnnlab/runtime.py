@@ -36,7 +36,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def split_loader(data: PreparedData, split: str, batch_size: int, device: torch.device, **kwargs: Any) -> TensorBatches:
+def split_loader(data: PreparedData, split: str, batch_size: int, device: torch.device, **kwargs: Any
+                 ) -> TensorBatches:
+    """Batches of one split of ``data``, normalised as the data says (kwargs: shuffle, transforms...)."""
     return TensorBatches(data.images, data.labels, data.splits[split], batch_size, data.mean, data.std,
                          device=device, normalize=data.normalize, **kwargs)
 
@@ -49,6 +51,7 @@ def load_run_data(run: RunFolder, cfg: Config, progress: bool) -> PreparedData:
 
 
 def warn_if_incomplete(run: RunFolder) -> None:
+    """Say so when a run is read before it finished: its best checkpoint is only the best so far."""
     status = run.status().get("status")
     if status != "completed":
         log.warning("run %s is %s, not completed: using its best checkpoint so far (epoch %s); "
@@ -57,6 +60,7 @@ def warn_if_incomplete(run: RunFolder) -> None:
 
 
 def load_model(ckpt: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """The checkpoint's model with its weights, on ``device``, in eval mode (no pretrained download)."""
     cfg = build_config(ckpt["config"])
     pre = ckpt["preprocess"]
     model = build_model(cfg, len(ckpt["classes"]), pre["channels"], pre["input_size"], for_inference=True)
@@ -64,7 +68,9 @@ def load_model(ckpt: dict[str, Any], device: torch.device) -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def predict_probs(model: torch.nn.Module, batches: TensorBatches, multilabel: bool) -> tuple[np.ndarray, np.ndarray]:
+def predict_probs(model: torch.nn.Module, batches: TensorBatches, multilabel: bool
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (softmax, or sigmoid for multi-label) and labels over ``batches``."""
     logits, y = predict_logits(model, batches)
     probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)
     return probs.numpy(), y.numpy()

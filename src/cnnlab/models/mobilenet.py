@@ -42,7 +42,8 @@ class MobileNetV2Small(nn.Module):
                 cin = c
         blocks.append(conv_bn_act(cin, 160, 1, 1, activation, bias=bias))
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout) if dropout else nn.Identity())
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Dropout(dropout) if dropout else nn.Identity())
         self.head = nn.Linear(160, num_classes)
 
     def forward(self, x):

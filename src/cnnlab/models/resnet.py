@@ -40,7 +40,8 @@ class ResNet29(nn.Module):
                 blocks.append(Bottleneck(cin, mid, cout, stride if i == 0 else 1, activation))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout) if dropout else nn.Identity())
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Dropout(dropout) if dropout else nn.Identity())
         self.head = nn.Linear(cin, num_classes)
 
     def forward(self, x):

@@ -115,7 +115,8 @@ def write_report(run: RunFolder, images: Any, labels: torch.Tensor, model: torch
     kpis += [("parameters", f"{params.get('total', 0):,}"), ("train time", f"{info.get('train_seconds', 0)} s"),
              ("best epoch", f"{metrics.get('best_epoch')} / {info.get('epochs_done')}")]
     status = info.get("status")
-    warn = "" if status == "completed" else f'<p class="warn">This run is {html.escape(str(status))}, not completed.</p>'
+    warn = ("" if status == "completed"
+            else f'<p class="warn">This run is {html.escape(str(status))}, not completed.</p>')
     sections.append({"id": "summary", "title": "Summary", "body": warn + '<div class="kpi">' + "".join(
         f"<div>{html.escape(k)}<b>{v:.4f}</b></div>" if isinstance(v, float) else
         f"<div>{html.escape(k)}<b>{html.escape(str(v))}</b></div>" for k, v in kpis) + "</div>"

@@ -98,7 +98,8 @@ def _feature_loaders(model: torch.nn.Module, data: PreparedData, cfg: Config, de
                      ) -> tuple[TensorBatches, Optional[TensorBatches], dict[str, Any]]:
     """Backbone features of train and val computed once; batches of those features."""
     bs, cl = cfg.train.batch_size, uses_conv(model)
-    feats, pos, seconds = feature_sets(model, lambda s: split_loader(data, s, bs, device, channels_last=cl), data.splits)
+    feats, pos, seconds = feature_sets(model, lambda s: split_loader(data, s, bs, device, channels_last=cl),
+                                       data.splits)
     labels = torch.cat([data.labels[torch.as_tensor(data.splits[s])] for s in ("train", "val")])
     train = TensorBatches(feats, labels, pos["train"], bs, [], [], shuffle=True, seed=cfg.train.seed,
                           device=device, normalize="features", sampler=cfg.data.sampler)

@@ -249,3 +249,25 @@ def test_cli_data_inspect_json_and_pictures(tmp_path, capsys):
     assert all(os.path.getsize(p) > 0 for p in rep["pictures"])
     assert main(["data", "inspect", "digits", "--out", str(tmp_path / "dg")]) == 0
     assert "imbalance ratio" in capsys.readouterr().out
+
+
+def test_interrupted_cache_build_leaves_nothing_behind(tmp_path, monkeypatch):
+    from cnnlab.data import cache
+
+    root = make_folder_dataset(tmp_path / "d", classes=2, per_class=4)
+    files = scan_folder(root).files
+    calls = {"n": 0}
+    real = cache._decode_one
+
+    def interrupt(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "_decode_one", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        decode_images(files, 16, None, max_pixels=10**7, mode="disk", workers=1, progress=False)
+    assert list((cache.cache_dir() / "decoded").iterdir()) == []
+    monkeypatch.setattr(cache, "_decode_one", real)
+    assert not decode_images(files, 16, None, max_pixels=10**7, mode="disk", progress=False).cache_hit

@@ -128,7 +128,8 @@ def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_p
         arr, info = _decode_one(files[i], c, size, max_pixels, resample)
         return i, arr, info
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
         for i, arr, info in tqdm(pool.map(work, range(len(files))), total=len(files), desc="decoding images",
                                  unit="img", disable=not progress, leave=False):
             if arr is None:
@@ -137,6 +138,10 @@ def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_p
             out[i] = arr
             ok[i] = True
             grey = grey and info in GREY_MODES
+    except BaseException:  # Ctrl-C: drop the queued files instead of decoding them all first
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     return np.flatnonzero(ok), skipped, grey
 
 
@@ -176,7 +181,13 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
         full = np.lib.format.open_memmap(tmp / "full.npy", mode="w+", dtype=np.uint8, shape=shape)
     else:
         full = np.empty(shape, np.uint8)
-    keep, skipped, grey = _decode_all(files, size, channels, max_pixels, workers, full, progress, rel, resample)
+    try:
+        keep, skipped, grey = _decode_all(files, size, channels, max_pixels, workers, full, progress, rel, resample)
+    except BaseException:  # Ctrl-C while decoding: leave no half-built cache entry behind
+        if mode == "disk":
+            del full
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if not len(keep):
         if mode == "disk":
             shutil.rmtree(tmp, ignore_errors=True)

@@ -18,6 +18,13 @@ from pydantic import (
 from .errors import CnnlabError
 
 
+def _registered(value: str, registry: Any) -> str:
+    """``value`` when ``registry`` has it, else a ValueError listing what it has."""
+    if value not in registry:
+        raise ValueError(f"unknown {registry.kind}; choose from {', '.join(registry.names())}")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -68,9 +75,7 @@ class DataConfig(_Section):
     def _known_preset(cls, v: str) -> str:
         from .data.transforms import PRESETS
 
-        if v not in PRESETS:
-            raise ValueError(f"unknown augmentation preset; choose from {', '.join(PRESETS.names())}")
-        return v
+        return _registered(v, PRESETS)
 
     @model_validator(mode="after")
     def _known_preset_options(self) -> "DataConfig":
@@ -169,9 +174,7 @@ class OptimConfig(_Section):
     def _known_optimizer(cls, v: str) -> str:
         from .train.optim import OPTIMIZERS
 
-        if v not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer; choose from {', '.join(OPTIMIZERS.names())}")
-        return v
+        return _registered(v, OPTIMIZERS)
 
 
 class TrainConfig(_Section):

@@ -84,6 +84,20 @@ def checkpoint_loader(ckpt: dict[str, Any], model: torch.nn.Module, images: Any,
                          normalize=pre["normalize"], channels_last=uses_conv(model))
 
 
+def decode_each(ckpt: dict[str, Any], paths: Any) -> list[tuple[str, Any, Any]]:
+    """(path, array or None, reason or None) per file, decoded with :func:`decode_for`; one
+    unreadable file does not stop the others."""
+    from .data.images import describe_error
+
+    out = []
+    for p in paths:
+        try:
+            out.append((str(p), decode_for(ckpt, p), None))
+        except Exception as e:  # reported per file
+            out.append((str(p), None, describe_error(e)))
+    return out
+
+
 def decode_for(ckpt: dict[str, Any], path: str | Path) -> np.ndarray:
     """One image file decoded exactly as the checkpoint's training images were (size, channels,
     pixel budget, resize filter). Raises what decoding raises; callers report it per file."""

@@ -12,14 +12,13 @@ import yaml
 
 from ..config import build_config
 from ..data import PreparedData, prepare_data
-from ..data.images import describe_error
 from ..errors import CnnlabError
 from ..evaluate.metrics import compute_metrics, multilabel_metrics, tune_thresholds
 from ..runs.report import save_predictions, write_report
 from ..runs.store import RunFolder
 from ..runtime import (
     checkpoint_loader,
-    decode_for,
+    decode_each,
     load_model,
     load_run_data,
     predict_probs,
@@ -170,13 +169,11 @@ def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
     k = max(1, min(top_k, len(ckpt["classes"])))
     results: list[dict[str, Any]] = []
     arrays, ok = [], []
-    for p in images:
-        try:
-            arr = decode_for(ckpt, p)
-        except Exception as e:  # one unreadable image does not stop the others
-            results.append({"path": str(p), "error": describe_error(e)})
+    for p, arr, error in decode_each(ckpt, images):
+        if arr is None:
+            results.append({"path": p, "error": error})
             continue
-        results.append({"path": str(p)})
+        results.append({"path": p})
         arrays.append(arr)
         ok.append(len(results) - 1)
     if arrays:
@@ -227,11 +224,9 @@ def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Op
     filters_png = plot_image_grid(filters, [str(i) for i in range(len(filters))], out / "filters.png", cols=8,
                                   title="first-layer filters")
     results = []
-    for p in images:
-        try:
-            arr = decode_for(ckpt, p)
-        except Exception as e:  # one unreadable image does not stop the others
-            results.append({"path": str(p), "error": describe_error(e)})
+    for p, arr, error in decode_each(ckpt, images):
+        if arr is None:
+            results.append({"path": p, "error": error})
             continue
         batches = checkpoint_loader(ckpt, model, torch.from_numpy(arr[None].copy()),
                                     torch.zeros(1, dtype=torch.long), np.arange(1), 1, dev)

@@ -7,7 +7,7 @@ import logging
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from ..config import DataConfig
 from .cache import _decode_one
 from .files import FileList
 from .sources import DATASETS, list_files
-from .split import make_splits
+from .split import given_splits, imbalance_ratio, make_splits
 from .transforms import build_transform
 
 log = logging.getLogger(__name__)
@@ -94,11 +94,7 @@ def inspect_dataset(cfg: DataConfig, seed: int = 0, out: Optional[str | Path] = 
     ok = np.asarray([p["ok"] for p in probes], bool)
     keep = np.flatnonzero(ok)
     labels = fl.labels[keep]
-    given: dict[str, np.ndarray] = {}
-    for name in ("train", "val", "test"):
-        idx = np.asarray([j for j, i in enumerate(keep) if fl.split_of[i] == name], dtype=np.int64)
-        if len(idx):
-            given[name] = idx
+    given = given_splits([fl.split_of[i] for i in keep])
     splits = make_splits(labels, given, cfg.split, cfg.val_size, seed) if len(keep) else {}
     split_of = {int(keep[j]): s for s, idx in splits.items() for j in idx}
     multilabel = labels.ndim == 2
@@ -109,21 +105,15 @@ def inspect_dataset(cfg: DataConfig, seed: int = 0, out: Optional[str | Path] = 
 
     per_split = {s: dict(zip(fl.classes, counts(idx))) for s, idx in splits.items()}
     total = np.asarray(counts(np.arange(len(keep)))) if len(keep) else np.zeros(len(fl.classes), int)
-    nonzero = total[total > 0]
     unreadable = fl.skipped + [{"path": fl.relpath(fl.files[i]), "reason": probes[i]["reason"]}
                                for i in np.flatnonzero(~ok)]
     by_hash: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(probes):
         if "sha1" in p:
             by_hash[p["sha1"]].append(i)
-    duplicates, leaks = [], []
-    for h, group in by_hash.items():
-        if len(group) < 2:
-            continue
-        entry = {"sha1": h, "files": [{"path": fl.relpath(fl.files[i]), "split": split_of.get(i),
-                                       "class": _class_names(fl, i)} for i in group]}
-        in_splits = {e["split"] for e in entry["files"] if e["split"]}
-        (leaks if len(in_splits) > 1 else duplicates).append(entry)
+    duplicates, leaks = _duplicate_groups(by_hash, lambda i: {"path": fl.relpath(fl.files[i]),
+                                                              "split": split_of.get(i),
+                                                              "class": _class_names(fl, i)})
     mismatched = [fl.relpath(fl.files[i]) for i, p in enumerate(probes)
                   if p.get("format") in FORMAT_EXTENSIONS
                   and fl.files[i].suffix.lower() not in FORMAT_EXTENSIONS[p["format"]]]
@@ -138,7 +128,7 @@ def inspect_dataset(cfg: DataConfig, seed: int = 0, out: Optional[str | Path] = 
         "class_counts": dict(zip(fl.classes, total.tolist())),
         "split_counts": per_split,
         "split_sizes": {s: int(len(idx)) for s, idx in splits.items()},
-        "imbalance_ratio": round(float(nonzero.max() / nonzero.min()), 4) if len(nonzero) else None,
+        "imbalance_ratio": imbalance_ratio(total),
         "sizes": dict(Counter(p["size"] for p in probes if "size" in p).most_common(10)),
         "modes": dict(Counter(p["mode"] for p in probes if "mode" in p)),
         "formats": dict(Counter(p["format"] for p in probes if "format" in p)),
@@ -158,6 +148,19 @@ def inspect_dataset(cfg: DataConfig, seed: int = 0, out: Optional[str | Path] = 
         _augment_preview([torch.from_numpy(probes[i]["preview"]) for i in keep[:4]], preview_augment, out)
         report["pictures"] = [str(out / "samples.png"), str(out / "augment.png")]
     return report
+
+
+def _duplicate_groups(by_hash: dict[str, list[int]], describe: Callable[[int], dict[str, Any]]
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Groups of identical content: (within one split, across splits = leakage)."""
+    duplicates, leaks = [], []
+    for h, group in by_hash.items():
+        if len(group) < 2:
+            continue
+        entry = {"sha1": h, "files": [describe(i) for i in group]}
+        in_splits = {e["split"] for e in entry["files"] if e["split"]}
+        (leaks if len(in_splits) > 1 else duplicates).append(entry)
+    return duplicates, leaks
 
 
 def _class_names(fl: FileList, i: int) -> str:
@@ -193,19 +196,14 @@ def _inspect_builtin(cfg: DataConfig, seed: int, out: Optional[str | Path], prev
     for i in range(len(images)):
         hashes[hashlib.sha1(images[i].tobytes()).hexdigest()].append(i)
     split_of = {int(j): s for s, idx in splits.items() for j in idx}
-    duplicates, leaks = [], []
-    for h, group in hashes.items():
-        if len(group) > 1:
-            entry = {"sha1": h, "files": [{"index": i, "split": split_of.get(i), "class": src.classes[src.labels[i]]}
-                                          for i in group]}
-            (leaks if len({e["split"] for e in entry["files"]}) > 1 else duplicates).append(entry)
-    nonzero = total[total > 0]
+    duplicates, leaks = _duplicate_groups(hashes, lambda i: {"index": i, "split": split_of.get(i),
+                                                             "class": src.classes[src.labels[i]]})
     report = {
         "source": cfg.source, "classes": src.classes, "multilabel": False, "num_files": int(len(images)),
         "num_readable": int(len(images)), "presplit": bool(src.given_splits),
         "class_counts": dict(zip(src.classes, total.tolist())), "split_counts": per_split,
         "split_sizes": {s: int(len(idx)) for s, idx in splits.items()},
-        "imbalance_ratio": round(float(nonzero.max() / nonzero.min()), 4),
+        "imbalance_ratio": imbalance_ratio(total),
         "sizes": {f"{images.shape[-1]}x{images.shape[-2]}": int(len(images))},
         "modes": {"L" if images.shape[1] == 1 else "RGB": int(len(images))}, "formats": {},
         "extension_mismatch": [], "unreadable": [], "unreadable_by_reason": {},

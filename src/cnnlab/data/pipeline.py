@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..config import DataConfig
 from ..errors import CnnlabError
 from .sources import DATASETS, SourceImages, list_files, load_files
-from .split import make_splits
+from .split import imbalance_ratio, make_splits
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,6 @@ class PreparedData:
         """Counts per split and class, for the run folder and the console."""
         counts = {s: self.class_counts(s).tolist() for s in self.splits}
         total = np.sum([np.asarray(c) for c in counts.values()], axis=0)
-        nonzero = total[total > 0]
         return {
             "source": self.source,
             "classes": self.classes,
@@ -90,7 +89,7 @@ class PreparedData:
             "cache": self.cache,
             "split_sizes": {s: int(len(i)) for s, i in self.splits.items()},
             "class_counts": counts,
-            "imbalance_ratio": round(float(nonzero.max() / nonzero.min()), 4) if len(nonzero) else 1.0,
+            "imbalance_ratio": imbalance_ratio(total) or 1.0,
             "skipped": self.skipped,
         }
 

@@ -16,6 +16,7 @@ from ..errors import CnnlabError
 from ..registry import Registry
 from .cache import cache_dir, decode_images
 from .files import FileList, read_label_csv, scan_folder
+from .split import given_splits
 
 log = logging.getLogger(__name__)
 
@@ -301,11 +302,6 @@ def load_files(fl: FileList, size: int, channels: Optional[int], *, max_pixels: 
     if fl.ignored:
         log.info("ignored %d files without an image extension under %s", fl.ignored, fl.root)
     keep = dec.keep
-    given: dict[str, np.ndarray] = {}
-    splits = [fl.split_of[i] for i in keep]
-    for name in ("train", "val", "test"):
-        idx = np.asarray([j for j, s in enumerate(splits) if s == name], dtype=np.int64)
-        if len(idx):
-            given[name] = idx
+    given = given_splits([fl.split_of[i] for i in keep])
     return SourceImages(dec.images, fl.labels[keep], fl.classes, given,
                         [fl.relpath(fl.files[i]) for i in keep], skipped, dec.mode)

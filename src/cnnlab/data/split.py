@@ -57,6 +57,20 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int
     return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
 
 
+def given_splits(split_of: list) -> dict[str, np.ndarray]:
+    """Indices per split from a per-image split name (None: not given), e.g. a pre-split folder."""
+    names = np.asarray(split_of, dtype=object)
+    return {name: np.flatnonzero(names == name).astype(np.int64) for name in ("train", "val", "test")
+            if (names == name).any()}
+
+
+def imbalance_ratio(counts: np.ndarray) -> float | None:
+    """Largest over smallest non-empty class count; None when no class has images."""
+    counts = np.asarray(counts)
+    nonzero = counts[counts > 0]
+    return round(float(nonzero.max() / nonzero.min()), 4) if len(nonzero) else None
+
+
 def make_splits(
     labels: np.ndarray,
     given: dict[str, np.ndarray],

@@ -16,6 +16,7 @@ from .data.loaders import TensorBatches
 from .errors import CnnlabError
 from .runs.store import RunFolder
 from .train.build import build_model
+from .train.losses import task_for
 from .train.trainer import predict_logits, uses_conv
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,11 @@ def predict_probs(model: torch.nn.Module, batches: TensorBatches, multilabel: bo
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (softmax, or sigmoid for multi-label) and labels over ``batches``."""
     logits, y = predict_logits(model, batches)
-    probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)
-    return probs.numpy(), y.numpy()
+    return task_for(multilabel).probs(logits).numpy(), y.numpy()
 
 
 def checkpoint_loader(ckpt: dict[str, Any], model: torch.nn.Module, images: Any, labels: torch.Tensor,
-                 indices: np.ndarray, batch_size: int, device: torch.device) -> TensorBatches:
+                      indices: np.ndarray, batch_size: int, device: torch.device) -> TensorBatches:
     """Batches preprocessed exactly as the checkpoint's training data was."""
     pre = ckpt["preprocess"]
     return TensorBatches(images, labels, indices, batch_size, pre["mean"], pre["std"], device=device,

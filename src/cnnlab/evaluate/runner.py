@@ -25,6 +25,7 @@ from ..runtime import (
     resolve_device,
     warn_if_incomplete,
 )
+from ..train.losses import task_for
 from ..train.trainer import predict_logits
 
 log = logging.getLogger(__name__)
@@ -49,24 +50,24 @@ def report(run_path: str | Path, data: Optional[PreparedData] = None, device: st
     ckpt = run.load_checkpoint("best")
     model = load_model(ckpt, dev)
 
-    def normalise(idx: list[int]) -> torch.Tensor:
-        batches = checkpoint_loader(ckpt, model, data.images, data.labels, np.asarray(idx), len(idx), dev)
-        batches.reuse_buffers = False
-        return next(iter(batches))[0]
-
     def cams(idx: list[int]) -> Optional[list[np.ndarray]]:
         try:
             last_conv(model)
         except CnnlabError:
             return None
-        heat = grad_cam(model, normalise(idx), [None] * len(idx))
+        batches = checkpoint_loader(ckpt, model, data.images, data.labels, np.asarray(idx), len(idx), dev)
+        batches.reuse_buffers = False
+        heat = grad_cam(model, next(iter(batches))[0], [None] * len(idx))
         return [overlay(data.images[i].numpy(), h) for i, h in zip(idx, heat)]
 
-    return write_report(run, data.images, data.labels, model, normalise, cams)
+    return write_report(run, data.images, data.labels, cams)
 
 
 def evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device, batch_size: int,
-                         split: str = "test", save: bool = False) -> dict[str, Any]:
+                        split: str = "test", save: bool = False) -> dict[str, Any]:
+    """Metrics of the best checkpoint on ``split`` (test, falling back to val); multi-label runs
+    also get the figures at per-class thresholds tuned on validation. ``save`` keeps the
+    predictions in predictions.npz for the report."""
     ckpt = run.load_checkpoint("best")
     if not len(data.splits.get(split, [])):
         if split == "test" and len(data.splits["val"]):
@@ -234,7 +235,7 @@ def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Op
         x = next(iter(batches))[0]
         with torch.no_grad():
             logits = model(x)
-        probs = (torch.sigmoid(logits) if ckpt.get("multilabel") else torch.softmax(logits, 1))[0].cpu().numpy()
+        probs = task_for(bool(ckpt.get("multilabel"))).probs(logits)[0].cpu().numpy()
         pred = int(probs.argmax())
         targets = [None] + ([chosen] if chosen is not None else [])
         heats = grad_cam(model, x.repeat(len(targets), 1, 1, 1), targets)

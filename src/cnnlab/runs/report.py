@@ -10,7 +10,7 @@ import logging
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -81,16 +81,15 @@ def top_confused(cm: Sequence[Sequence[int]], classes: Sequence[str], n: int = 8
     return sorted(pairs, key=lambda p: -p[2])[:n]
 
 
-def write_report(run: RunFolder, images: Any, labels: torch.Tensor, model: torch.nn.Module, normalize,
-                 explain_batch) -> Path:
+def write_report(run: RunFolder, images: Any, labels: torch.Tensor,
+                 grad_cams: Callable[[list[int]], Optional[list[np.ndarray]]]) -> Path:
     """Write ``report.html`` (and its PNGs under ``report/``) for a finished run.
 
     Args:
         run: the run folder (config, history, metrics and predictions.npz must exist).
         images, labels: the run's decoded images and labels, indexed like predictions.npz.
-        model: the best checkpoint's model, in eval mode.
-        normalize: uint8 batch → model input.
-        explain_batch: (indices) → Grad-CAM overlays list, or None when the model has no conv.
+        grad_cams: image indices → Grad-CAM overlays of the best checkpoint, or None when the
+            model has no convolutional layer.
     """
     fig_dir = run.path / "report"
     fig_dir.mkdir(exist_ok=True)
@@ -160,17 +159,15 @@ def write_report(run: RunFolder, images: Any, labels: torch.Tensor, model: torch
                 [f"true {classes[y[i]]}\npred {classes[probs[i].argmax()]} {probs[i].max():.2f}" for i in wrong],
                 fig_dir / "misclassified.png", title="most confidently wrong test images")
             sections.append({"id": "errors", "title": "Most confidently wrong", "body": img_tag(grid, "misclassified")})
-        cams = explain_batch
-        if cams is not None:
-            right = np.flatnonzero(probs.argmax(1) == y)[:6]
-            chosen = list(right) + list(wrong[:6])
-            overlays = cams([int(idx[i]) for i in chosen])
-            if overlays is not None:
-                grid = plots.plot_image_grid(
-                    overlays, [("right: " if i in right else "wrong: ") + f"{classes[probs[i].argmax()]}"
-                               for i in chosen], fig_dir / "gradcam.png", title="Grad-CAM of the predicted class",
-                    colors=["tab:green" if i in right else "tab:red" for i in chosen])
-                sections.append({"id": "gradcam", "title": "Grad-CAM", "body": img_tag(grid, "Grad-CAM")})
+        right = np.flatnonzero(probs.argmax(1) == y)[:6]
+        chosen = list(right) + list(wrong[:6])
+        overlays = grad_cams([int(idx[i]) for i in chosen])
+        if overlays is not None:
+            grid = plots.plot_image_grid(
+                overlays, [("right: " if i in right else "wrong: ") + f"{classes[probs[i].argmax()]}"
+                           for i in chosen], fig_dir / "gradcam.png", title="Grad-CAM of the predicted class",
+                colors=["tab:green" if i in right else "tab:red" for i in chosen])
+            sections.append({"id": "gradcam", "title": "Grad-CAM", "body": img_tag(grid, "Grad-CAM")})
     else:
         sections.append({"id": "per-class", "title": "Per class", "body": "".join(per_class_figs)})
 

@@ -56,6 +56,11 @@ class MultiLabel:
         return torch.sigmoid(logits)
 
 
+def task_for(multilabel: bool) -> SingleLabel | MultiLabel:
+    """The unweighted task of single- or multi-label data (for probabilities at inference)."""
+    return MultiLabel() if multilabel else SingleLabel()
+
+
 def balanced_class_weights(counts: np.ndarray) -> torch.Tensor:
     """Seed 004's class weights w_c = n / (k · n_c) (scikit-learn's "balanced"); absent classes get 0."""
     counts = np.asarray(counts, dtype=np.float64)

@@ -51,16 +51,20 @@ def uses_conv(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+def predict_logits(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                   forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels over ``batches``, in eval mode, returned on the CPU."""
+    """Logits and labels over ``batches``, in eval mode, returned on the CPU.
+
+    ``forward`` replaces ``model(x)`` (a trainer that runs part of the model passes its own).
+    """
     model.eval()
     channels_last = uses_conv(model)
     outs, ys = [], []
     for x, y in batches:
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        outs.append(model(x).float().cpu())
+        outs.append((forward or model)(x).float().cpu())
         ys.append(y.cpu())
     if not outs:
         return torch.zeros(0), torch.zeros(0, dtype=torch.long)
@@ -121,12 +125,7 @@ class Trainer:
 
     def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """Mean loss and accuracy over ``batches``."""
-        self.model.eval()
-        with torch.no_grad():
-            pairs = [(self.forward(x).float().cpu(), y.cpu()) for x, y in batches]
-        if not pairs:
-            return {}
-        logits, y = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+        logits, y = predict_logits(self.model, batches, self.forward)
         if len(y) == 0:
             return {}
         out = {"loss": float(self.task.loss(logits, y)), "acc": self.task.correct(logits, y) / len(y)}

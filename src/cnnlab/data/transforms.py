@@ -14,6 +14,7 @@ from ..errors import CnnlabError
 from ..registry import Registry
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+Sampler = Callable[[], torch.Tensor]  # returns training images (N, C, H, W) uint8 for presets that need statistics
 PRESETS: Registry[Callable[..., Optional[Transform]]] = Registry("augmentation preset")
 
 
@@ -47,17 +48,17 @@ def pixel_pca(images: torch.Tensor, max_images: int = 2000) -> tuple[torch.Tenso
 
 
 @PRESETS.register("none")
-def _none(size: int, channels: int, pca: Any = None) -> Optional[Transform]:
+def _none(size: int, channels: int, sample: Optional[Sampler] = None) -> Optional[Transform]:
     return None
 
 
 @PRESETS.register("flip")
-def _flip(size: int, channels: int, pca: Any = None, p: float = 0.5) -> Transform:
+def _flip(size: int, channels: int, sample: Optional[Sampler] = None, p: float = 0.5) -> Transform:
     return v2.RandomHorizontalFlip(p)
 
 
 @PRESETS.register("keras")
-def _keras(size: int, channels: int, pca: Any = None, rotation: float = 40, width_shift: float = 0.2,
+def _keras(size: int, channels: int, sample: Optional[Sampler] = None, rotation: float = 40, width_shift: float = 0.2,
            height_shift: float = 0.2, shear: float = 0.2, zoom: float = 0.2, horizontal_flip: bool = True,
            fill_mode: str = "nearest") -> Transform:
     """Keras ImageDataGenerator's geometric augmentation (seeds 002/003 defaults).
@@ -86,25 +87,27 @@ def _keras(size: int, channels: int, pca: Any = None, rotation: float = 40, widt
 
 
 @PRESETS.register("paintings")
-def _paintings(size: int, channels: int, pca: Any = None, alpha_std: float = 0.1, flip: bool = True) -> Transform:
+def _paintings(size: int, channels: int, sample: Optional[Sampler] = None, alpha_std: float = 0.1,
+               flip: bool = True) -> Transform:
     """Seed 004: random horizontal flip and PCA colour augmentation. Pair it with
     ``--normalize per-image`` for the report's per-image standardisation."""
-    if pca is None:
+    if sample is None:
         raise CnnlabError("the paintings preset needs the training images' colour statistics")
+    eigval, eigvec = pixel_pca(sample())
     steps: list[Transform] = [v2.RandomHorizontalFlip()] if flip else []
-    steps.append(PCALighting(pca[0], pca[1], alpha_std))
+    steps.append(PCALighting(eigval, eigvec, alpha_std))
     return v2.Compose(steps)
 
 
 @PRESETS.register("randaugment")
-def _randaugment(size: int, channels: int, pca: Any = None, num_ops: int = 2, magnitude: int = 9,
+def _randaugment(size: int, channels: int, sample: Optional[Sampler] = None, num_ops: int = 2, magnitude: int = 9,
                  flip: bool = True) -> Transform:
     steps: list[Transform] = [v2.RandomHorizontalFlip()] if flip else []
     return v2.Compose(steps + [v2.RandAugment(num_ops=num_ops, magnitude=magnitude)])
 
 
 @PRESETS.register("trivialaugment")
-def _trivialaugment(size: int, channels: int, pca: Any = None, flip: bool = True) -> Transform:
+def _trivialaugment(size: int, channels: int, sample: Optional[Sampler] = None, flip: bool = True) -> Transform:
     steps: list[Transform] = [v2.RandomHorizontalFlip()] if flip else []
     return v2.Compose(steps + [v2.TrivialAugmentWide()])
 
@@ -112,18 +115,19 @@ def _trivialaugment(size: int, channels: int, pca: Any = None, flip: bool = True
 def preset_options(name: str) -> dict[str, Any]:
     """The tunable options of a preset and their defaults."""
     params = inspect.signature(PRESETS.get(name)).parameters
-    return {k: p.default for k, p in params.items() if k not in {"size", "channels", "pca"}}
+    return {k: p.default for k, p in params.items() if k not in {"size", "channels", "sample"}}
 
 
 def build_transform(name: str, size: int, channels: int, options: Optional[dict[str, Any]] = None,
-                    images: Optional[torch.Tensor] = None) -> Optional[Transform]:
+                    images: Optional[torch.Tensor | Sampler] = None) -> Optional[Transform]:
     """The per-image training transform of preset ``name``.
 
     Args:
         name: a registered preset.
         size, channels: the decoded images' side and channels.
         options: overrides of the preset's parameters (``preset_options``).
-        images: training images (N, C, H, W) uint8, for presets that need statistics.
+        images: training images (N, C, H, W) uint8, or a function returning them; only presets
+            that need statistics (paintings) use them, so a function defers the gather.
     """
     options = dict(options or {})
     allowed = preset_options(name)
@@ -131,8 +135,8 @@ def build_transform(name: str, size: int, channels: int, options: Optional[dict[
     if unknown:
         raise CnnlabError(f"augmentation preset {name!r} has no option(s) {', '.join(unknown)}; "
                           f"its options: {', '.join(f'{k}={v}' for k, v in allowed.items()) or 'none'}")
-    pca = pixel_pca(images) if name == "paintings" and images is not None else None
-    return PRESETS.get(name)(size, channels, pca, **options)
+    sample = images if callable(images) or images is None else (lambda: images)
+    return PRESETS.get(name)(size, channels, sample, **options)
 
 
 def per_image_standardize(x: torch.Tensor) -> torch.Tensor:

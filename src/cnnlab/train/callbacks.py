@@ -79,21 +79,17 @@ class StepLog(Callback):
         self._n += logs["batch_size"]
         self._steps += 1
         if self._steps == self.every:
-            self._flush(trainer)
+            self._flush(trainer.global_step, trainer.epoch + 1)  # trainer.epoch counts finished epochs
 
-    def _flush(self, trainer: "Trainer") -> None:
+    def _flush(self, step: int, epoch: int) -> None:
         if self._n:
-            self.rows.append({"step": trainer.global_step, "epoch": trainer.epoch + 1,
-                              "loss": self._loss / self._n, "acc": self._correct / self._n})
+            self.rows.append({"step": step, "epoch": epoch, "loss": self._loss / self._n,
+                              "acc": self._correct / self._n})
         self._loss = self._correct = 0.0
         self._n = self._steps = 0
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
-        if self._n:
-            self.rows.append({"step": trainer.global_step, "epoch": epoch, "loss": self._loss / self._n,
-                              "acc": self._correct / self._n})
-            self._loss = self._correct = 0.0
-            self._n = self._steps = 0
+        self._flush(trainer.global_step, epoch)
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=["step", "epoch", "loss", "acc"], lineterminator="\n")
         w.writeheader()

@@ -86,7 +86,10 @@ def _train_loader(data: PreparedData, cfg: Config, device: torch.device, channel
     """Training batches: seeded order, the augmentation preset per image, batch-level augmentation."""
     d = cfg.data
     train_idx = data.splits["train"]
-    sample = data.images[torch.as_tensor(train_idx[:: max(1, len(train_idx) // 2000)][:2000])]
+
+    def sample() -> torch.Tensor:  # gathered only for presets that need pixel statistics
+        return data.images[torch.as_tensor(train_idx[:: max(1, len(train_idx) // 2000)][:2000])]
+
     transform = build_transform(d.augment, data.input_size, data.channels, d.augment_options, images=sample)
     batch_tf = build_batch_transform(d.random_erasing, d.mixup, d.cutmix, len(data.classes), device,
                                      multilabel=data.multilabel)

@@ -428,8 +428,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"{r['path']}: error: {r['error']}")
         else:
             print(f"{r['path']}: {r['predicted']} ({r['prob']:.3f}); wrote {', '.join(r['files'][:2])}")
-    if results and "files" in next((r for r in results if "files" in r), {}):
-        print(f"first-layer filters: {next(r for r in results if 'files' in r)['files'][2]}")
+    explained = [r for r in results if "files" in r]
+    if explained:
+        print(f"first-layer filters: {explained[0]['files'][2]}")
     return 0 if all("error" not in r for r in results) else 1
 
 

@@ -79,15 +79,11 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _known_preset_options(self) -> "DataConfig":
-        from .data.transforms import preset_options
+        from .data.transforms import option_problem
 
-        allowed = preset_options(self.augment)
-        unknown = sorted(set(self.augment_options) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f"data.augment_options: preset {self.augment!r} has no option(s) {', '.join(unknown)}; "
-                f"its options: {', '.join(f'{k}={v}' for k, v in allowed.items()) or 'none'}"
-            )
+        problem = option_problem(self.augment, self.augment_options)
+        if problem:
+            raise ValueError(f"data.augment_options: {problem}")
         return self
 
     @field_validator("split")

@@ -118,6 +118,16 @@ def preset_options(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in params.items() if k not in {"size", "channels", "sample"}}
 
 
+def option_problem(name: str, options: dict[str, Any]) -> Optional[str]:
+    """What is wrong with ``options`` for preset ``name`` (options it does not have), or None."""
+    allowed = preset_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if not unknown:
+        return None
+    return (f"augmentation preset {name!r} has no option(s) {', '.join(unknown)}; "
+            f"its options: {', '.join(f'{k}={v}' for k, v in allowed.items()) or 'none'}")
+
+
 def build_transform(name: str, size: int, channels: int, options: Optional[dict[str, Any]] = None,
                     images: Optional[torch.Tensor | Sampler] = None) -> Optional[Transform]:
     """The per-image training transform of preset ``name``.
@@ -130,11 +140,9 @@ def build_transform(name: str, size: int, channels: int, options: Optional[dict[
             that need statistics (paintings) use them, so a function defers the gather.
     """
     options = dict(options or {})
-    allowed = preset_options(name)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise CnnlabError(f"augmentation preset {name!r} has no option(s) {', '.join(unknown)}; "
-                          f"its options: {', '.join(f'{k}={v}' for k, v in allowed.items()) or 'none'}")
+    problem = option_problem(name, options)
+    if problem:
+        raise CnnlabError(problem)
     sample = images if callable(images) or images is None else (lambda: images)
     return PRESETS.get(name)(size, channels, sample, **options)
 

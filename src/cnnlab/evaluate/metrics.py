@@ -26,18 +26,11 @@ LOWER_IS_BETTER = ("loss", "ece", "hamming_loss")
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
     """ECE: the confidence-weighted gap between confidence and accuracy over equal-width bins
-    of the top-class probability (Guo et al. 2017). Written by hand: scikit-learn has the
-    reliability curve but not the summary number."""
-    conf = probs.max(1)
-    correct = probs.argmax(1) == y_true
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
-    return float(ece)
+    of the top-class probability (Guo et al. 2017), from the :func:`reliability` bins. Written
+    by hand: scikit-learn has the reliability curve but not the summary number."""
+    rel = reliability(y_true, probs, bins)
+    n = max(sum(rel["count"]), 1)
+    return float(sum(c / n * abs(a - f) for c, a, f in zip(rel["count"], rel["accuracy"], rel["confidence"]) if c))
 
 
 def reliability(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, list[float]]:

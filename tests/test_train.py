@@ -220,3 +220,12 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tmp_path):
     assert not (run / "metrics.json").exists()
     res = api.train(None, resume=run, progress=False)  # type: ignore[arg-type]
     assert len(res.history) == 3 and RunFolder(run).status()["status"] == "completed"
+
+
+def test_a_monitor_the_data_cannot_have_fails_before_the_run_folder(tmp_path):
+    with pytest.raises(CnnlabError, match="'val_hamming_loss' is defined for multi-label data"):
+        api.train(digits_cfg(tmp_path / "r", **{"train.monitor": "val_hamming_loss"}), progress=False)
+    assert not (tmp_path / "r").exists()
+    res = api.train(digits_cfg(tmp_path / "ok", **{"train.monitor": "val_balanced_accuracy", "train.epochs": 1,
+                                                  "model.name": "mlp"}), progress=False)
+    assert "val_balanced_accuracy" in (res.run / "history.csv").read_text().splitlines()[0]

@@ -18,10 +18,12 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-MONITORABLE = ("macro_f1", "weighted_f1", "balanced_accuracy", "top3_accuracy", "weighted_auc",
-               "weighted_area_ratio", "log_loss", "ece", "micro_f1", "mean_average_precision",
-               "subset_of_truth_accuracy", "hamming_loss")
-LOWER_IS_BETTER = ("loss", "ece", "hamming_loss")
+# metrics that can pick the best checkpoint (--monitor val_<name>) → the data they exist for
+MONITORABLE = {"macro_f1": "any", "weighted_f1": "any", "balanced_accuracy": "single-label",
+               "top3_accuracy": "single-label", "weighted_auc": "single-label", "weighted_area_ratio": "single-label",
+               "log_loss": "single-label", "ece": "single-label", "micro_f1": "multi-label",
+               "mean_average_precision": "multi-label", "subset_of_truth_accuracy": "multi-label",
+               "hamming_loss": "multi-label"}
 
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:

@@ -18,7 +18,7 @@ from ..data import PreparedData, prepare_data
 from ..data.loaders import TensorBatches
 from ..data.transforms import build_batch_transform, build_transform
 from ..errors import CnnlabError
-from ..evaluate.metrics import compute_metrics
+from ..evaluate.metrics import MONITORABLE, compute_metrics
 from ..evaluate.runner import evaluate_checkpoint, report
 from ..models import count_parameters, get_spec
 from ..models.transfer import apply_freeze
@@ -72,6 +72,14 @@ def _task(data: PreparedData, cfg: Config) -> SingleLabel | MultiLabel:
     if cfg.train.class_weights == "auto":
         return SingleLabel(balanced_class_weights(data.class_counts("train")))
     return SingleLabel()
+
+
+def _check_monitor(monitor: str, multilabel: bool) -> None:
+    """A monitored metric must exist for this kind of data: found before the run folder is made."""
+    kind = MONITORABLE.get(monitor.removeprefix("val_"), "any")
+    if kind != "any" and (kind == "multi-label") != multilabel:
+        raise CnnlabError(f"train.monitor {monitor!r} is defined for {kind} data; this dataset is "
+                          f"{'multi' if multilabel else 'single'}-label")
 
 
 def _metric_value(task: Any, logits: torch.Tensor, y: torch.Tensor, classes: list[str], name: str) -> float:
@@ -141,6 +149,9 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
         saved = yaml.safe_load(run.config.read_text())
         cfg = build_config(saved, {"train.epochs": epochs} if epochs else None, source=str(run.config))
         state = run.load_checkpoint("last")
+        if epochs and cfg.train.schedule == "onecycle":
+            raise CnnlabError("a one-cycle schedule is planned for its epochs and cannot be extended; "
+                              "start a new run or use another schedule")
         if state["epoch"] >= cfg.train.epochs and run.metrics_json.exists():
             raise CnnlabError(f"run {str(run.path)!r} already finished {state['epoch']} epochs; "
                               "pass --epochs N with a larger N to extend it")
@@ -154,16 +165,18 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
         data = load_run_data(run, cfg, progress)
     else:
         data = prepare_data(cfg.data, cfg.model.name, cfg.train.seed, progress=progress)
+    _check_monitor(cfg.train.monitor, data.multilabel)
     seed_everything(cfg.train.seed)
     model = build_model(cfg, len(data.classes), data.channels, data.input_size)
 
+    summary = data.summary()
     if state is None:  # only now, with data and model checked, does the run folder appear
         run.create(overwrite=overwrite)
         save_config(cfg, run.config)
-        atomic_write_json(run.dataset_json, data.summary())
+        atomic_write_json(run.dataset_json, summary)
         atomic_write_json(run.split_json, {"fingerprint": data.fingerprint(),
                                            "indices": {k: v.tolist() for k, v in data.splits.items()}})
-    _log_summary(data, model, cfg, device)
+    _log_summary(summary, data.skipped, model, cfg, device)
     run.update_status(status="running", started=now(), cnnlab=__version__, torch=torch.__version__,
                       python=platform.python_version(), device=str(device), parameters=count_parameters(model),
                       **({"resumed_from_epoch": state["epoch"]} if state else {}))
@@ -207,9 +220,6 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
     if cfg.train.monitor.startswith("val_") and metric not in ("loss", "acc"):
         trainer.val_metrics = lambda logits, y: {metric: _metric_value(trainer.task, logits, y, data.classes, metric)}
     if state is not None:
-        if epochs and cfg.train.schedule == "onecycle":
-            raise CnnlabError("a one-cycle schedule is planned for its epochs and cannot be extended; "
-                              "start a new run or use another schedule")
         trainer.load_state_dict(state)
         log.info("resuming %s after epoch %d of %d", run.path, trainer.epoch, cfg.train.epochs)
         if epochs:
@@ -242,14 +252,14 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
     return TrainResult(run.path, trainer.history, metrics, trainer.stop_reason)
 
 
-def _log_summary(data: PreparedData, model: torch.nn.Module, cfg: Config, device: torch.device) -> None:
-    s = data.summary()
+def _log_summary(s: dict[str, Any], skipped: list[dict[str, str]], model: torch.nn.Module, cfg: Config,
+                 device: torch.device) -> None:
     log.info("data %s: %d images, %d classes, %d×%d×%d; split train %d / val %d / test %d; imbalance %.2f",
              s["source"], s["num_images"], len(s["classes"]), s["input_size"], s["input_size"], s["channels"],
              s["split_sizes"]["train"], s["split_sizes"]["val"], s["split_sizes"]["test"], s["imbalance_ratio"])
-    if data.skipped:
-        log.warning("skipped %d unreadable files: %s", len(data.skipped),
-                    "; ".join(f"{x['path']} ({x['reason']})" for x in data.skipped))
+    if skipped:
+        log.warning("skipped %d unreadable files: %s", len(skipped),
+                    "; ".join(f"{x['path']} ({x['reason']})" for x in skipped))
     p = count_parameters(model)
     log.info("model %s: %s parameters (%s trainable, %s frozen); device %s", cfg.model.name,
              f"{p['total']:,}", f"{p['trainable']:,}", f"{p['frozen']:,}", device)

@@ -51,12 +51,13 @@ def time_cnnlab(root: Path, resize: int, workers: int, epochs: int = 2) -> list[
     from cnnlab.config import build_config
     from cnnlab.data import prepare_data
     from cnnlab.data.loaders import TensorBatches
+    from cnnlab.models import get_spec
 
     times = []
     t = time.perf_counter()
     cfg = build_config(None, {"data.source": str(root), "data.input_size": resize, "data.cache": "disk",
                               "data.workers": workers, "data.split": [1.0, 0.0, 0.0]}).data
-    data = prepare_data(cfg, "cnn", seed=0, progress=False)
+    data = prepare_data(cfg, get_spec("cnn"), seed=0, progress=False)
     build = time.perf_counter() - t
     for e in range(epochs):
         loader = TensorBatches(data.images, data.labels, data.splits["train"], 64, data.mean, data.std,

@@ -21,9 +21,9 @@ from cnnlab.data.loaders import TensorBatches, balanced_weights
 from cnnlab.data.split import kfold_indices, stratified_split
 from cnnlab.data.transforms import PCALighting, build_batch_transform, build_transform, per_image_standardize
 from cnnlab.errors import CnnlabError
-from cnnlab.models import create_model
+from cnnlab.models import create_model, get_spec
 from cnnlab.runtime import split_loader
-from cnnlab.train import run as train_run
+from cnnlab.train import engines
 from cnnlab.train.losses import balanced_class_weights, init_output_bias
 from tests.conftest import make_folder_dataset
 
@@ -106,8 +106,8 @@ def test_augmentation_runs_on_training_batches_only(tmp_path):
     root = make_folder_dataset(tmp_path / "d", classes=2, per_class=8)
     cfg = build_config(None, {"data.source": str(root), "model.name": "cnn", "train.epochs": 1,
                               "data.augment": "flip", "run.out": str(tmp_path / "r")})
-    data = prepare_data(cfg.data, "cnn", 0, progress=False)
-    train = train_run._train_loader(data, cfg, torch.device("cpu"))
+    data = prepare_data(cfg.data, get_spec("cnn"), 0, progress=False)
+    train = engines.train_loader(data, cfg, torch.device("cpu"), torch.nn.Conv2d(3, 1, 1))
     val = split_loader(data, "val", 8, torch.device("cpu"))
     assert train.transform is not None and val.transform is None
 

@@ -14,6 +14,7 @@ from cnnlab.data.images import decode_file, to_mode
 from cnnlab.data.sources import load_files
 from cnnlab.data.split import make_splits, stratified_split
 from cnnlab.errors import CnnlabError
+from cnnlab.models import get_spec
 from tests.conftest import make_folder_dataset
 
 
@@ -118,7 +119,7 @@ def test_presplit_folder_uses_its_own_splits(tmp_path):
     scan = scan_folder(root)
     assert scan.classes == ["class_0", "class_1"]
     cfg = build_config(None, {"data.source": str(root), "model.name": "cnn"}).data
-    data = prepare_data(cfg, "cnn", seed=0, progress=False)
+    data = prepare_data(cfg, get_spec("cnn"), seed=0, progress=False)
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 8, "val": 8, "test": 8}
     assert data.paths[data.splits["val"][0]].startswith("val/")
 
@@ -141,23 +142,24 @@ def test_folder_errors(tmp_path):
 
 def test_fashion_mnist_reads_idx_files_from_data_dir(idx_dir):
     cfg = build_config(None, {"data.source": "fashion-mnist", "data.data_dir": str(idx_dir)}).data
-    data = prepare_data(cfg, "cnn", seed=0, progress=False)
+    data = prepare_data(cfg, get_spec("cnn"), seed=0, progress=False)
     assert data.images.shape == (250, 1, 28, 28)
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 180, "val": 20, "test": 50}
     assert data.classes[0] == "T-shirt/top"
-    big = prepare_data(cfg.model_copy(update={"input_size": 32, "channels": 3}), "cnn", seed=0, progress=False)
+    big = prepare_data(cfg.model_copy(update={"input_size": 32, "channels": 3}), get_spec("cnn"), seed=0,
+                       progress=False)
     assert big.images.shape == (250, 3, 32, 32)
 
 
 def test_fashion_mnist_missing_files_say_what_to_do(tmp_path):
     cfg = build_config(None, {"data.source": "fashion-mnist", "data.data_dir": str(tmp_path)}).data
     with pytest.raises(CnnlabError, match=r"does not hold fashion-mnist's files \(the four IDX files"):
-        prepare_data(cfg, "cnn", seed=0, progress=False)
+        prepare_data(cfg, get_spec("cnn"), seed=0, progress=False)
 
 
 def test_digits_builtin_and_normalisation_stats():
     cfg = build_config(None, {"data.source": "digits"}).data
-    data = prepare_data(cfg, "mlp", seed=0, progress=False)
+    data = prepare_data(cfg, get_spec("mlp"), seed=0, progress=False)
     assert data.images.shape == (1797, 1, 8, 8) and data.classes[:3] == ["0", "1", "2"]
     train = data.images[data.splits["train"]].double() / 255
     assert abs(data.mean[0] - float(train.mean())) < 1e-5

@@ -12,6 +12,7 @@ from cnnlab.config import build_config
 from cnnlab.data import prepare_data
 from cnnlab.data.files import read_label_csv
 from cnnlab.errors import CnnlabError
+from cnnlab.models import get_spec
 from tests import fixtures
 from tests.conftest import make_folder_dataset
 
@@ -75,7 +76,7 @@ def test_one_epoch_on_every_format(fmt, tmp_path):
 def test_benchmark_readers_give_expected_shapes_labels_and_classes(tmp_path):
     def load(source, data_dir):
         return prepare_data(build_config(None, {"data.source": source, "data.data_dir": str(data_dir)}).data,
-                            "cnn", seed=0, progress=False)
+                            get_spec("cnn"), seed=0, progress=False)
 
     c10 = load("cifar10", fixtures.cifar10_files(tmp_path / "c10"))
     assert tuple(c10.images.shape) == (120, 3, 32, 32) and c10.classes[:2] == ["c0", "c1"]

@@ -87,6 +87,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
     assert proc.returncode == -9, proc.stderr
     assert json.loads((killed / "run.json").read_text())["status"] == "running"
+    assert RunFolder(killed).state().describe() == "interrupted (process gone)"  # what is true
     assert not (killed / "metrics.json").exists()  # not passed off as complete
     assert torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
     assert len(read_history(killed)) == 1

@@ -14,11 +14,11 @@ from .evaluate.runner import (
     report,
 )
 from .models import MODELS, count_parameters
-from .runtime import resolve_device
+from .predict import Predictor, resolve_device
 from .train.run import TrainResult, lr_find, train
 
-__all__ = ["TrainResult", "compare", "evaluate", "evaluate_datasets", "explain", "list_augmentations",
-           "list_datasets", "list_models", "lr_find", "predict", "report", "resolve_device", "train"]
+__all__ = ["Predictor", "TrainResult", "compare", "evaluate", "evaluate_datasets", "explain", "list_augmentations",
+           "list_datasets", "list_engines", "list_models", "lr_find", "predict", "report", "resolve_device", "train"]
 
 
 def list_models(num_classes: int = 10, in_chans: int = 3) -> list[dict[str, Any]]:
@@ -47,3 +47,11 @@ def list_datasets() -> list[dict[str, Any]]:
     return [{"name": d.name, "description": d.description, "size": d.native_size,
              "channels": d.native_channels, "classes": d.num_classes}
             for d in (DATASETS.get(n) for n in DATASETS.names())]
+
+
+def list_engines() -> list[dict[str, Any]]:
+    """Training engines: name and the first line of their description."""
+    from .train.engines import ENGINES
+
+    return [{"name": n, "description": (ENGINES.get(n).__doc__ or "").strip().split("\n")[0]}
+            for n in ENGINES.names()]

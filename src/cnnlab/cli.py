@@ -20,7 +20,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "augment": "data.augment", "normalize": "data.normalize", "random_erasing": "data.random_erasing",
     "mixup": "data.mixup", "cutmix": "data.cutmix", "sampler": "data.sampler",
     "class_weights": "train.class_weights", "init_output_bias": "train.init_output_bias",
-    "train_per_class": "data.train_per_class",
+    "train_per_class": "data.train_per_class", "drop_empty_classes": "data.drop_empty_classes",
     "activation": "model.activation", "init": "model.init", "batch_norm": "model.batch_norm",
     "pretrained": "model.pretrained", "weights": "model.weights", "freeze": "model.freeze",
     "unfreeze_last": "model.unfreeze_last", "train_bn_only": "model.train_bn_only", "fine_tune": "model.fine_tune",
@@ -33,19 +33,19 @@ TRAIN_FLAGS: dict[str, str] = {
     "momentum": "optim.momentum",
     "epochs": "train.epochs", "batch_size": "train.batch_size", "seed": "train.seed",
     "device": "train.device", "monitor": "train.monitor", "patience": "train.patience",
-    "out": "run.out",
+    "engine": "train.engine", "out": "run.out",
 }
 
 
 def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.replace("-", ",").split(",") if x.strip()]
+    try:  # negatives are kept, so the config check names them instead of a silent sign change
+        return [int(x) for x in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 512,256, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers like 512,256, got {text!r}") from None
 
 
 def _int_pair(text: str) -> list[int]:
-    parts = _int_list(text.replace("-", ","))
+    parts = _int_list(text)
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"expected two epoch counts like 1,1, got {text!r}")
     return parts
@@ -58,23 +58,74 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected fractions like 0.8,0.1,0.1, got {text!r}") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+    return value
+
+
+def _device(text: str) -> str:
+    from .config import TrainConfig
+
+    try:
+        TrainConfig._known_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{e}, got {text!r}") from None
+    return text
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (usage is one `--help` away)."""
+    """argparse with one-line errors (usage is one `--help` away) and no abbreviated flags
+    (``--epoch 3`` is a typo, not ``--epochs 3``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `cnnlab` parser: one sub-command per public function."""
     p = _Parser(prog="cnnlab", description="Train, compare and understand image classifiers.")
     p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = _config_flags()
+    _add_train_commands(sub, common)
+    _add_run_commands(sub)
+    _add_other_commands(sub)
+    return p
 
+
+def _config_flags() -> argparse.ArgumentParser:
+    """The config flags shared by train and lr-find (each is sugar for --set KEY=VALUE)."""
     common = _Parser(add_help=False)  # the config flags shared by train and lr-find
     t = common
     t.add_argument("--config", metavar="FILE", help="YAML config file (sections data/model/optim/train/run)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set optim.lr=3e-4 (repeatable)")
+    _data_flags(t)
+    _model_flags(t)
+    _optim_flags(t)
+    return common
+
+
+def _data_flags(t: argparse.ArgumentParser) -> None:
     g = t.add_argument_group("data")
     g.add_argument("--data", metavar="NAME|DIR", help="built-in dataset (see `cnnlab list datasets`) or a folder "
                    "of class folders, optionally split into train/ val/ test/ (default fashion-mnist)")
@@ -93,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--delimiter", metavar="C", help="CSV delimiter (default: tab for .tsv, else sniffed)")
     g.add_argument("--label-sep", metavar="C", help="separator of several labels in a CSV cell (default space)")
     g.add_argument("--cache", metavar="MODE", help="decode-once cache: auto (default), memory, disk, none")
+    g.add_argument("--drop-empty-classes", action="store_true", default=None,
+                   help="drop classes left without usable images (default: refuse such data, naming them)")
     g.add_argument("--max-pixels", type=int, metavar="N",
                    help="pixel budget per image: larger JPEGs are decoded downscaled, others skipped (default 50M)")
     g = t.add_argument_group("augmentation and imbalance")
@@ -109,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--class-weights", metavar="W", help="none (default) or auto: w_c = n / (k n_c) in the loss")
     g.add_argument("--init-output-bias", action="store_true", default=None,
                    help="start with softmax(output bias) = class frequencies")
+
+
+def _model_flags(t: argparse.ArgumentParser) -> None:
     g = t.add_argument_group("model")
     g.add_argument("--model", metavar="NAME", help="model name (see `cnnlab list models`; default cnn)")
     g.add_argument("--hidden", type=_int_list, metavar="H1,H2", help="hidden dense sizes, e.g. 512,256")
@@ -133,12 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone LR = lr × M (default 0.1 with --fine-tune/--unfreeze-last, else 1)")
     g.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=None,
                    help="with a frozen backbone and no augmentation, compute its features once (default on)")
+
+
+def _optim_flags(t: argparse.ArgumentParser) -> None:
     g = t.add_argument_group("optimisation")
     g.add_argument("--optimizer", metavar="NAME", help="adam (default), adamw, sgd or rmsprop")
     g.add_argument("--lr", type=float, metavar="LR", help="learning rate (default 1e-3)")
     g.add_argument("--weight-decay", type=float, metavar="WD", help="weight decay (default 0)")
     g.add_argument("--momentum", type=float, metavar="M", help="momentum for sgd (default 0.9) / rmsprop (0)")
     g = t.add_argument_group("training")
+    g.add_argument("--engine", metavar="NAME", help="training engine (see `cnnlab list engines`; default torch)")
     g.add_argument("--epochs", type=int, metavar="N", help="epochs (default 10); with --resume: the new total")
     g.add_argument("--batch-size", type=int, metavar="N", help="batch size (default 128)")
     g.add_argument("--seed", type=int, metavar="S", help="seed of split, init and shuffling (default 0)")
@@ -153,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gamma", type=float, metavar="F", help="LR factor of step and plateau (default 0.1)")
     g.add_argument("--decay-start", type=int, metavar="N", help="exp-decay: epochs before decay (default 10)")
     g.add_argument("--decay-rate", type=float, metavar="R", help="exp-decay: LR × exp(-R) per epoch (default 0.05)")
+
+
+def _add_train_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     t = sub.add_parser("train", parents=[common], help="train a model and write a run folder",
                        description="Train a model on a dataset; writes config, history, checkpoints and "
                                    "test metrics into a run folder. Flags override --config; --set overrides both.")
@@ -166,11 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train a few hundred batches with an exponentially growing learning rate and "
                                     "suggest the LR where the loss falls fastest; writes lr_find.csv/.png.")
     lf.add_argument("--out", metavar="DIR", default="lr_find", help="folder for lr_find.csv and lr_find.png")
-    lf.add_argument("--start-lr", type=float, default=1e-7, metavar="LR")
-    lf.add_argument("--end-lr", type=float, default=10.0, metavar="LR")
-    lf.add_argument("--steps", type=int, default=100, metavar="N", help="batches to try (default 100)")
+    lf.add_argument("--start-lr", type=_positive_float, default=1e-7, metavar="LR")
+    lf.add_argument("--end-lr", type=_positive_float, default=10.0, metavar="LR")
+    lf.add_argument("--steps", type=_positive_int, default=100, metavar="N", help="batches to try (default 100)")
     lf.add_argument("-q", "--quiet", action="store_true")
 
+
+
+def _add_run_commands(sub: Any) -> None:
+    """Commands that read run folders."""
     e = sub.add_parser("evaluate", help="evaluate a run's best checkpoint",
                        description="Evaluate a run's best checkpoint on its saved test split (or --split), "
                                    "or on another dataset with --data (classes matched by name).")
@@ -180,19 +247,45 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--retrieval", action="store_true",
                    help="with --data: within- and cross-dataset retrieval mAP of penultimate features")
     e.add_argument("--data-dir", metavar="DIR", help="where --data's files are, for built-ins")
-    e.add_argument("--split", default="test", help="train, val or test of the run's own data (default test)")
-    e.add_argument("--batch-size", type=int, default=256, metavar="N")
-    e.add_argument("--device", default="auto", metavar="DEV")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="train, val or test of the run's own data (default test)")
+    e.add_argument("--batch-size", type=_positive_int, default=256, metavar="N")
+    e.add_argument("--device", default="auto", type=_device, metavar="DEV")
     e.add_argument("--json", action="store_true", help="print metrics as JSON")
 
     pr = sub.add_parser("predict", help="top-k classes for image files",
                         description="Classify image files with a run's best checkpoint and its preprocessing.")
     pr.add_argument("run", metavar="RUN")
     pr.add_argument("images", nargs="+", metavar="IMAGE")
-    pr.add_argument("--top-k", type=int, default=3, metavar="K")
-    pr.add_argument("--device", default="auto", metavar="DEV")
+    pr.add_argument("--top-k", type=_positive_int, default=3, metavar="K")
+    pr.add_argument("--device", default="auto", type=_device, metavar="DEV")
     pr.add_argument("--json", action="store_true", help="print results as JSON")
 
+    r = sub.add_parser("report", help="write report.html for a run",
+                       description="Write RUN/report.html: curves, metrics, per-class figures, confusion, "
+                                   "misclassified images, Grad-CAM, data, model, timing, config; one file.")
+    r.add_argument("run", metavar="RUN")
+    r.add_argument("--device", default="auto", type=_device, metavar="DEV")
+
+    x = sub.add_parser("explain", help="Grad-CAM, filters and feature maps for images",
+                       description="Grad-CAM overlays for the predicted class (and --class), the first layer's "
+                                   "filters and feature maps of each conv stage, as PNGs.")
+    x.add_argument("run", metavar="RUN")
+    x.add_argument("images", nargs="+", metavar="IMAGE")
+    x.add_argument("--class", dest="target_class", metavar="NAME", help="also show Grad-CAM for this class")
+    x.add_argument("--out", metavar="DIR", help="where the PNGs go (default RUN/explain)")
+    x.add_argument("--device", default="auto", type=_device, metavar="DEV")
+
+    c = sub.add_parser("compare", help="one page comparing runs",
+                       description="Write an HTML page comparing runs: accuracy, macro-F1, parameters, training "
+                                   "time, validation curves overlaid.")
+    c.add_argument("runs", nargs="+", metavar="RUN")
+    c.add_argument("--out", default="compare.html", metavar="FILE")
+
+
+
+def _add_other_commands(sub: Any) -> None:
+    """data inspect and list."""
     d = sub.add_parser("data", help="look at a dataset before training on it")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     di = dsub.add_parser("inspect", help="counts, imbalance, formats, unreadable files, duplicates, leakage",
@@ -211,34 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--max-pixels", type=int, metavar="N")
     di.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    r = sub.add_parser("report", help="write report.html for a run",
-                       description="Write RUN/report.html: curves, metrics, per-class figures, confusion, "
-                                   "misclassified images, Grad-CAM, data, model, timing, config; one file.")
-    r.add_argument("run", metavar="RUN")
-    r.add_argument("--device", default="auto", metavar="DEV")
-
-    x = sub.add_parser("explain", help="Grad-CAM, filters and feature maps for images",
-                       description="Grad-CAM overlays for the predicted class (and --class), the first layer's "
-                                   "filters and feature maps of each conv stage, as PNGs.")
-    x.add_argument("run", metavar="RUN")
-    x.add_argument("images", nargs="+", metavar="IMAGE")
-    x.add_argument("--class", dest="target_class", metavar="NAME", help="also show Grad-CAM for this class")
-    x.add_argument("--out", metavar="DIR", help="where the PNGs go (default RUN/explain)")
-    x.add_argument("--device", default="auto", metavar="DEV")
-
-    c = sub.add_parser("compare", help="one page comparing runs",
-                       description="Write an HTML page comparing runs: accuracy, macro-F1, parameters, training "
-                                   "time, validation curves overlaid.")
-    c.add_argument("runs", nargs="+", metavar="RUN")
-    c.add_argument("--out", default="compare.html", metavar="FILE")
-
-    ls = sub.add_parser("list", help="list registered models, datasets or augmentation presets")
-    ls.add_argument("what", choices=["models", "datasets", "augmentations"])
+    ls = sub.add_parser("list", help="list registered models, datasets, augmentation presets or engines")
+    ls.add_argument("what", choices=["models", "datasets", "augmentations", "engines"])
     ls.add_argument("--classes", type=int, default=10, metavar="K",
                     help="classes for the parameter counts (default 10)")
     ls.add_argument("--channels", type=int, default=3, metavar="C", help="input channels for the counts (default 3)")
     ls.add_argument("--json", action="store_true")
-    return p
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -341,13 +412,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if "error" in r:
             print(f"{r['path']}: error: {r['error']}")
             continue
-        print(f"{r['path']}: " + ", ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"]))
+        labels = f"  labels: {', '.join(r['labels']) or '(none)'}" if "labels" in r else ""
+        print(f"{r['path']}: " + ", ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"]) + labels)
     return 0 if all("top" in r for r in results) else 1
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from . import api
 
+    if args.what == "engines":
+        rows = api.list_engines()
+        print(json.dumps(rows, indent=2) if args.json else "\n".join(f"{r['name']:<8}  {r['description']}"
+                                                                     for r in rows))
+        return 0
     if args.what == "models":
         rows = api.list_models(args.classes, args.channels)
     else:
@@ -397,6 +474,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     from . import api
     from .config import build_config, load_yaml
 
+    if args.start_lr >= args.end_lr:
+        raise CnnlabError(f"--start-lr {args.start_lr:g} must be below --end-lr {args.end_lr:g}")
     base = load_yaml(args.config) if args.config else None
     cfg = build_config(base, _train_overrides(args), source=args.config or "")
     res = api.lr_find(cfg, args.out, args.start_lr, args.end_lr, args.steps,
@@ -446,18 +525,46 @@ COMMANDS = {"compare": cmd_compare, "data": cmd_data, "evaluate": cmd_evaluate, 
             "train": cmd_train}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the run is marked interrupted and can be resumed."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `cnnlab` console script; returns the exit code."""
+    import signal
+
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "quiet", False))
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         return COMMANDS[args.command](args)
     except CnnlabError as e:
-        print(f"cnnlab: error: {e}", file=sys.stderr)
+        print(f"cnnlab: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `cnnlab list models | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Terminated:
+        print("cnnlab: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

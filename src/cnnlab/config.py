@@ -26,7 +26,17 @@ def _registered(value: str, registry: Any) -> str:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity are meaningless for every field (a NaN weight decay used to train to a NaN loss)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, v: Any, info: Any) -> Any:
+        """``true`` is not a batch size: pydantic's lax mode would read it as 1."""
+        annotation = str(cls.model_fields[info.field_name].annotation)
+        if isinstance(v, bool) and ("int" in annotation or "float" in annotation) and "bool" not in annotation:
+            raise ValueError("expected a number, not true/false")
+        return v
 
 
 class DataConfig(_Section):
@@ -66,6 +76,9 @@ class DataConfig(_Section):
     random_erasing: float = Field(0.0, ge=0, le=1, description="probability of random erasing (timm)")
     mixup: float = Field(0.0, ge=0, description="mixup alpha (timm); 0 disables")
     cutmix: float = Field(0.0, ge=0, description="cutmix alpha (timm); 0 disables")
+    drop_empty_classes: bool = Field(
+        False, description="drop classes left without usable images instead of refusing the data"
+    )
     sampler: Literal["random", "balanced"] = Field(
         "random", description="random shuffling, or class-balanced sampling with replacement"
     )
@@ -83,7 +96,7 @@ class DataConfig(_Section):
 
         problem = option_problem(self.augment, self.augment_options)
         if problem:
-            raise ValueError(f"data.augment_options: {problem}")
+            raise ValueError(problem)
         return self
 
     @field_validator("split")
@@ -98,8 +111,15 @@ class DataConfig(_Section):
     def _source_exists(cls, v: str) -> str:
         from .data.sources import DATASETS
 
-        if v in DATASETS or Path(v).exists():
+        if not v.strip():
+            raise ValueError("empty; give a built-in dataset name or a folder (use '.' for the current folder)")
+        if v in DATASETS:
             return v
+        try:
+            if Path(v).exists():
+                return v
+        except OSError as e:  # a name too long for the file system, ...
+            raise ValueError(f"cannot be a path here: {e.strerror}") from None
         raise ValueError(
             f"not a built-in dataset ({', '.join(DATASETS.names())}) and no such file or directory"
         )
@@ -150,9 +170,24 @@ class ModelConfig(_Section):
     @field_validator("hidden")
     @classmethod
     def _positive_sizes(cls, v: Optional[list[int]]) -> Optional[list[int]]:
-        if v is not None and (not v or any(h < 1 for h in v)):
-            raise ValueError("must be a non-empty list of positive layer sizes")
+        if v is not None and (not v or any(h < 1 or h > 1_000_000 for h in v)):
+            raise ValueError("must be a non-empty list of layer sizes between 1 and 1,000,000")
         return v
+
+    @model_validator(mode="after")
+    def _typed_options(self) -> "ModelConfig":
+        from .models.factory import get_spec
+        from .options import options_problem
+
+        fields = sorted(set(self.options) & (set(type(self).model_fields) - {"options"}))
+        if fields:
+            raise ValueError(f"model.options {', '.join(fields)}: set {'these' if len(fields) > 1 else 'it'} with "
+                             f"{', '.join('model.' + f for f in fields)} (a flag of its own), where it is checked")
+        problem = options_problem(get_spec(self.name).builder, self.options, {"num_classes", "in_chans",
+                                  "input_size"}, f"model.options of {self.name!r}")
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class OptimConfig(_Section):
@@ -176,9 +211,10 @@ class OptimConfig(_Section):
 class TrainConfig(_Section):
     """The training loop."""
 
+    engine: str = Field("torch", description="training engine (see `cnnlab list engines`): torch")
     epochs: int = Field(10, ge=1, le=100_000)
     batch_size: int = Field(128, ge=1, le=65_536)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="0 … 2**32-1 (NumPy's seed range)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     monitor: str = Field(
         "val_loss", description="metric that picks best.pt and drives early stopping: val_loss, val_acc "
@@ -206,20 +242,27 @@ class TrainConfig(_Section):
         False, description="initialise the output bias so softmax(bias) = class frequencies (seed 004)"
     )
 
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        from .train.engines import ENGINES
+
+        return _registered(v, ENGINES)
+
     @field_validator("monitor")
     @classmethod
     def _known_monitor(cls, v: str) -> str:
         from .evaluate.metrics import MONITORABLE
 
-        if v in ("val_loss", "val_acc", "train_loss", "train_acc") or v.removeprefix("val_") in MONITORABLE:
+        if v in ("train_loss", "train_acc") or (v.startswith("val_") and v.removeprefix("val_") in MONITORABLE):
             return v
-        raise ValueError(f"choose val_loss, val_acc or val_<metric> with metric one of {', '.join(MONITORABLE)}")
+        raise ValueError(f"choose val_<metric> with metric one of {', '.join(MONITORABLE)}, or train_loss/train_acc")
 
     @field_validator("device")
     @classmethod
     def _known_device(cls, v: str) -> str:
-        base = v.split(":")[0]
-        if base not in {"auto", "cpu", "cuda", "mps"} or (":" in v and base != "cuda"):
+        base, _, index = v.partition(":")
+        if base not in {"auto", "cpu", "cuda", "mps"} or (":" in v and (base != "cuda" or not index.isdigit())):
             raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
         return v
 
@@ -253,16 +296,22 @@ class Config(_Section):
         return self
 
 
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
+
+
 def _format_error(err: ValidationError, prefix: str = "") -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or "config"
-    msg = first["msg"].removeprefix("Value error, ")
+    parts = [str(p) for p in first["loc"] if not isinstance(p, int)]
+    loc = ".".join(parts) or "config"
+    msg = " ".join(first["msg"].removeprefix("Value error, ").split())
     if first["type"] == "extra_forbidden":
         return f"{prefix}unknown config key {loc!r}; known keys: {', '.join(config_keys())}"
     value = first.get("input")
-    if isinstance(value, dict):  # a check across fields: its message names them
+    if isinstance(value, dict) and len(parts) <= 1:  # a check across a section's fields: its message names them
         return f"{prefix}{msg}"
-    return f"{prefix}invalid value for {loc}: {value!r} ({msg})"
+    return f"{prefix}invalid value for {loc}: {_short(value)} ({msg})"
 
 
 def config_keys() -> list[str]:
@@ -284,31 +333,74 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
+MAX_YAML_BYTES = 1 << 20  # a config is a few KB; a megabyte is generous
+MAX_YAML_DEPTH = 32
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """Parse YAML text as plain data, bounded: ``safe_load`` (no tags that build objects), no
+    anchors/aliases (a few of them nested make a "billion laughs" bomb), at most
+    ``MAX_YAML_BYTES`` and ``MAX_YAML_DEPTH`` levels of nesting.
+
+    Raises:
+        CnnlabError: naming ``where`` and what is wrong.
+    """
+    if len(text) > MAX_YAML_BYTES:
+        raise CnnlabError(f"{where} is {len(text):,} characters; a config may have at most {MAX_YAML_BYTES:,}")
+    depth = 0
+    try:  # the event stream is checked before anything is built (PyYAML's parser is not recursive)
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise CnnlabError(f"{where}: YAML anchors and aliases (&name, *name) are not allowed in a config")
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise CnnlabError(f"{where}: nested deeper than {MAX_YAML_DEPTH} levels")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise CnnlabError(f"{where} is not valid YAML: " + " ".join(str(e).split())) from None
+
+
+def parse_set(items: list[str], flag: str = "--set") -> dict[str, Any]:
     """Parse ``a.b=value`` strings (values read as YAML scalars/lists) into a flat dict."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise CnnlabError(f"--set expects KEY=VALUE, got {item!r}")
+        if not sep or not key.strip():
+            raise CnnlabError(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+            out[key.strip()] = safe_yaml(raw, f"{flag} {key.strip()}") if raw.strip() else None
+        except CnnlabError:
             out[key.strip()] = raw
     return out
 
 
+def read_yaml_file(path: str | Path, what: str = "config file") -> Any:
+    """The YAML document in ``path`` as plain data (see :func:`safe_yaml`), with one-line errors."""
+    p = Path(path)
+    try:
+        if not p.is_file():
+            raise CnnlabError(f"{what} {str(p)!r} not found")
+        if p.stat().st_size > MAX_YAML_BYTES:
+            raise CnnlabError(f"{what} {str(p)!r} is {p.stat().st_size:,} bytes; at most {MAX_YAML_BYTES:,} allowed")
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise CnnlabError(f"{what} {str(p)!r} is not UTF-8 text") from None
+    except OSError as e:
+        raise CnnlabError(f"{what} {str(p)!r} cannot be read: {e.strerror or e}") from None
+    if "\x00" in text:
+        raise CnnlabError(f"{what} {str(p)!r} is not text (it holds NUL bytes)")
+    return safe_yaml(text, f"{what} {str(p)!r}")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a nested dict, with a clear error when it is not one."""
-    p = Path(path)
-    if not p.is_file():
-        raise CnnlabError(f"config file {str(p)!r} not found")
-    try:
-        tree = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise CnnlabError(f"config file {str(p)!r} is not valid YAML: {e}".splitlines()[0]) from None
+    tree = read_yaml_file(path) or {}
     if not isinstance(tree, dict):
-        raise CnnlabError(f"config file {str(p)!r} must hold a mapping of sections")
+        raise CnnlabError(f"config file {str(path)!r} must hold a mapping of sections (data, model, optim, "
+                          f"train, run), not a {type(tree).__name__}")
     return tree
 
 
@@ -327,7 +419,14 @@ def build_config(
     Raises:
         CnnlabError: naming the field, the value and what is allowed.
     """
-    tree: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in (base or {}).items()}
+    if base is not None and not isinstance(base, dict):
+        raise CnnlabError(f"{source or 'config'}: must be a mapping of sections, not a {type(base).__name__}")
+    tree: dict[str, Any] = {}
+    for k, v in (base or {}).items():
+        if k in Config.model_fields and not isinstance(v, (dict, type(None))):
+            raise CnnlabError(f"{source + ': ' if source else ''}section {k!r} must be a mapping of keys, "
+                              f"e.g. '{k}:\\n  key: value', not a {type(v).__name__}")
+        tree[k] = dict(v) if isinstance(v, dict) else ({} if v is None else v)
     for key, value in (overrides or {}).items():
         _set_dotted(tree, key, value)
     try:

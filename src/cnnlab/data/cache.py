@@ -9,6 +9,7 @@ and modification time plus the preprocessing settings, so any change makes a new
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from .images import GREY_MODES, decode_file, describe_error
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries record a content digest per file
 
 
 def cache_dir() -> Path:
@@ -34,14 +35,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CNNLAB_CACHE") or Path.home() / ".cache" / "cnnlab")
 
 
+def content_digest(data: bytes | memoryview) -> str:
+    """A cheap digest of a file's bytes (BLAKE2b, 64 bits): part of the data fingerprint, so
+    that changed pixels under an unchanged name are noticed."""
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
 def _decode_one(path: Path, channels: int, size: int, max_pixels: int, resample: str = "bilinear"
-                ) -> tuple[Optional[np.ndarray], str]:
+                ) -> tuple[Optional[np.ndarray], str, str]:
+    """(array or None, PIL mode or the reason it failed, content digest): the file is read once,
+    hashed, and decoded from those bytes."""
     try:
-        if path.stat().st_size == 0:
-            return None, "empty file (0 bytes)"
-        return decode_file(path, channels, size, max_pixels, resample)
+        data = path.read_bytes()
+        if not data:
+            return None, "empty file (0 bytes)", ""
+        arr, mode = decode_file(io.BytesIO(data), channels, size, max_pixels, resample)
+        return arr, mode, content_digest(data)
     except Exception as e:  # every failure of one file is recorded, never raised
-        return None, describe_error(e)
+        return None, describe_error(e), ""
 
 
 class FileStore:
@@ -63,12 +74,14 @@ class FileStore:
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
-        idx_list = [int(i) for i in torch.as_tensor(idx).reshape(-1)]
+    def __getitem__(self, idx: int | torch.Tensor | np.ndarray) -> torch.Tensor:
+        index = torch.as_tensor(idx)
+        idx_list = [int(i) for i in index.reshape(-1)]
         out = list(self.pool.map(
             lambda i: decode_file(self.files[i], self.channels, self.size, self.max_pixels, self.resample)[0],
             idx_list))
-        return torch.from_numpy(np.stack(out))
+        batch = torch.from_numpy(np.stack(out)) if out else torch.zeros((0, *self.shape[1:]), dtype=torch.uint8)
+        return batch[0] if index.dim() == 0 else batch  # an int gives one image, as a tensor would
 
 
 @dataclass
@@ -80,6 +93,7 @@ class Decoded:
         keep: indices of the input files that decoded.
         skipped: ``{"path", "reason"}`` of those that did not.
         mode: memory, disk or none: where the pixels live.
+        digests: content digest of each kept file (see :func:`content_digest`).
         cache_hit: True when a disk cache entry was reused.
     """
 
@@ -87,6 +101,7 @@ class Decoded:
     keep: np.ndarray
     skipped: list[dict[str, str]]
     mode: str
+    digests: list[str]
     cache_hit: bool = False
 
 
@@ -96,9 +111,9 @@ def _key(files: Sequence[Path], size: int, channels: Optional[int], max_pixels: 
     for p in files:
         try:
             st = p.stat()
-            h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(os.fsencode(p.resolve()) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         except OSError:
-            h.update(f"{p}\0missing\n".encode())
+            h.update(os.fsencode(p) + b"\0missing\n")
     return h.hexdigest()[:24]
 
 
@@ -115,17 +130,19 @@ def _choose_mode(mode: str, n: int, size: int, root: Path) -> str:
 
 def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_pixels: int, workers: int,
                 out: np.ndarray, progress: bool, rel: callable, resample: str
-                ) -> tuple[np.ndarray, list[dict[str, str]], bool]:
-    """Decode into ``out`` (N, 3 or C, S, S); returns (kept indices, skipped, all kept grey)."""
+                ) -> tuple[np.ndarray, list[dict[str, str]], bool, list[str]]:
+    """Decode into ``out`` (N, 3 or C, S, S); returns (kept indices, skipped, all kept grey,
+    content digests of the kept files)."""
     from tqdm.auto import tqdm
 
     c = channels or 3
     ok = np.zeros(len(files), bool)
+    digests = [""] * len(files)
     skipped: list[dict[str, str]] = []
     grey = True
 
     def work(i: int) -> tuple[int, Optional[np.ndarray], str]:
-        arr, info = _decode_one(files[i], c, size, max_pixels, resample)
+        arr, info, digests[i] = _decode_one(files[i], c, size, max_pixels, resample)
         return i, arr, info
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
@@ -142,7 +159,8 @@ def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_p
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown()
-    return np.flatnonzero(ok), skipped, grey
+    keep = np.flatnonzero(ok)
+    return keep, skipped, grey, [digests[i] for i in keep]
 
 
 def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, max_pixels: int,
@@ -165,11 +183,11 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
     mode = _choose_mode(mode, len(files), size, root)
     key = _key(files, size, channels, max_pixels, resample)
     entry = root / key
-    if mode == "disk" and (entry / "meta.json").is_file():
-        meta = json.loads((entry / "meta.json").read_text())
-        arr = np.load(entry / "images.npy", mmap_mode="c")
-        log.info("decoded-image cache hit: %s (%d images)", entry, len(arr))
-        return Decoded(torch.from_numpy(arr), np.asarray(meta["keep"], dtype=np.int64), meta["skipped"], "disk", True)
+    if mode == "disk" and entry.exists():
+        hit = _read_entry(entry, size, channels)
+        if hit is not None:
+            log.info("decoded-image cache hit: %s (%d images)", entry, len(hit.keep))
+            return hit
 
     c = channels or 3
     shape = (len(files), c, size, size)
@@ -182,7 +200,8 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
     else:
         full = np.empty(shape, np.uint8)
     try:
-        keep, skipped, grey = _decode_all(files, size, channels, max_pixels, workers, full, progress, rel, resample)
+        keep, skipped, grey, digests = _decode_all(files, size, channels, max_pixels, workers, full, progress, rel,
+                                                   resample)
     except BaseException:  # Ctrl-C while decoding: leave no half-built cache entry behind
         if mode == "disk":
             del full
@@ -197,10 +216,10 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
 
     if mode == "none":
         store = FileStore([files[i] for i in keep], size, out_c, max_pixels, workers, resample)
-        return Decoded(store, keep, skipped, "none")
+        return Decoded(store, keep, skipped, "none", digests)
     if mode == "memory":
         arr = full[keep, :out_c] if (len(keep) < len(files) or out_c != c) else full
-        return Decoded(torch.from_numpy(np.ascontiguousarray(arr)), keep, skipped, "memory")
+        return Decoded(torch.from_numpy(np.ascontiguousarray(arr)), keep, skipped, "memory", digests)
 
     if len(keep) == len(files) and out_c == c:
         full.flush()
@@ -214,7 +233,7 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
         final.flush()
         del final, full
         (tmp / "full.npy").unlink()
-    (tmp / "meta.json").write_text(json.dumps({"keep": keep.tolist(), "skipped": skipped,
+    (tmp / "meta.json").write_text(json.dumps({"keep": keep.tolist(), "skipped": skipped, "digests": digests,
                                                "files": len(files), "size": size, "channels": out_c}))
     try:
         os.replace(tmp, entry)
@@ -222,4 +241,22 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
         shutil.rmtree(tmp, ignore_errors=True)
     arr = np.load(entry / "images.npy", mmap_mode="c")
     log.info("decoded %d images once into the cache %s", len(arr), entry)
-    return Decoded(torch.from_numpy(arr), keep, skipped, "disk")
+    return Decoded(torch.from_numpy(arr), keep, skipped, "disk", digests)
+
+
+def _read_entry(entry: Path, size: int, channels: Optional[int]) -> Optional[Decoded]:
+    """A cache entry that passes its checks (readable meta and array of the recorded shape), or
+    None after removing a broken one (truncated, garbage, half-deleted) so it is rebuilt."""
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        arr = np.load(entry / "images.npy", mmap_mode="c", allow_pickle=False)
+        keep = np.asarray(meta["keep"], dtype=np.int64)
+        expected = (len(keep), channels or meta["channels"], size, size)
+        if arr.dtype != np.uint8 or arr.shape != expected or len(meta["digests"]) != len(keep):
+            raise ValueError(f"shape {arr.shape} {arr.dtype}, expected {expected} uint8")
+        return Decoded(torch.from_numpy(arr), keep, list(meta["skipped"]), "disk", list(meta["digests"]), True)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("decoded-image cache entry %s is damaged (%s): decoding again", entry,
+                    " ".join(str(e).split())[:120] or type(e).__name__)
+        shutil.rmtree(entry, ignore_errors=True)
+        return None

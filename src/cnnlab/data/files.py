@@ -47,14 +47,19 @@ class FileList:
             return str(p)
 
 
-def _usable(path: Path) -> Optional[str]:
+def usable(path: Path) -> Optional[str]:
     """None for a regular file, else why it cannot be used."""
-    if path.is_symlink() and not path.exists():
-        return "broken symbolic link"
-    if not path.exists():
-        return "file not found"
-    if not path.is_file():
-        return "not a regular file"
+    try:
+        if path.is_symlink() and not path.exists():
+            return "broken symbolic link"
+        if not path.exists():
+            return "file not found"
+        if path.is_dir():
+            return "a folder, not an image file"
+        if not path.is_file():
+            return "not a regular file (a FIFO, socket or device)"
+    except OSError as e:  # a name too long, a loop of links...
+        return e.strerror or type(e).__name__
     return None
 
 
@@ -94,7 +99,7 @@ def scan_folder(root: str | Path) -> FileList:
                     if path.suffix.lower() not in IMAGE_EXTENSIONS:
                         ignored += 1
                         continue
-                    reason = _usable(path)
+                    reason = usable(path)
                     if reason:
                         skipped.append({"path": str(path.relative_to(root)), "reason": reason})
                         continue
@@ -159,7 +164,7 @@ def read_label_csv(path: str | Path, image_root: Optional[str | Path] = None, de
     index = {c: i for i, c in enumerate(classes)}
     files, labels, skipped = [], [], []
     for p, names in entries:
-        reason = _usable(p)
+        reason = usable(p)
         if reason:
             skipped.append({"path": str(p), "reason": reason})
             continue

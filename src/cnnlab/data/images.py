@@ -91,6 +91,8 @@ def decode_file(path: str | Path, channels: int, size: int, max_pixels: int = DE
 def describe_error(exc: BaseException) -> str:
     """A short reason for an unreadable image, e.g. 'truncated file' or 'not an image'."""
     text = str(exc).strip() or type(exc).__name__
+    if type(exc).__name__ == "UnusableFile":
+        return text
     if isinstance(exc, PermissionError):
         return "permission denied"
     if isinstance(exc, FileNotFoundError):

@@ -35,16 +35,13 @@ def _probe(path: Path, max_pixels: int) -> dict[str, Any]:
             info.update(format=im.format, mode=im.mode, size=f"{im.size[0]}x{im.size[1]}")
     except Exception:  # reported through the decode check below
         pass
-    arr, reason = _decode_one(path, 3, PREVIEW_SIZE, max_pixels)
+    arr, reason, digest = _decode_one(path, 3, PREVIEW_SIZE, max_pixels)
     info["ok"] = arr is not None
     if arr is None:
         info["reason"] = reason
     else:
         info["preview"] = arr
-    try:
-        info["sha1"] = hashlib.sha1(path.read_bytes()).hexdigest()
-    except OSError:
-        pass
+        info["digest"] = digest  # the content digest decoding computed (BLAKE2b)
     return info
 
 
@@ -109,8 +106,8 @@ def inspect_dataset(cfg: DataConfig, seed: int = 0, out: Optional[str | Path] = 
                                for i in np.flatnonzero(~ok)]
     by_hash: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(probes):
-        if "sha1" in p:
-            by_hash[p["sha1"]].append(i)
+        if "digest" in p:
+            by_hash[p["digest"]].append(i)
     duplicates, leaks = _duplicate_groups(by_hash, lambda i: {"path": fl.relpath(fl.files[i]),
                                                               "split": split_of.get(i),
                                                               "class": _class_names(fl, i)})
@@ -157,7 +154,7 @@ def _duplicate_groups(by_hash: dict[str, list[int]], describe: Callable[[int], d
     for h, group in by_hash.items():
         if len(group) < 2:
             continue
-        entry = {"sha1": h, "files": [describe(i) for i in group]}
+        entry = {"digest": h, "files": [describe(i) for i in group]}
         in_splits = {e["split"] for e in entry["files"] if e["split"]}
         (leaks if len(in_splits) > 1 else duplicates).append(entry)
     return duplicates, leaks

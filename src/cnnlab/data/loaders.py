@@ -46,6 +46,7 @@ class TensorBatches:
         sampler: "random" (a permutation) or "balanced" (class-balanced, with replacement).
         batch_transform: applied to each normalised batch, e.g. mixup or random erasing.
         channels_last: deliver batches in the channels-last memory format (conv nets on CPU).
+        drop_single: leave out a last batch of a single image (models with BatchNorm).
 
     On the CPU, batches are written into two alternating preallocated buffers: a fresh
     float tensor per batch costs more in page faults than the conversion itself (measured
@@ -59,8 +60,9 @@ class TensorBatches:
                  device: torch.device | str = "cpu", transform: Optional[Callable] = None,
                  normalize: str = "mean-std", sampler: str = "random",
                  batch_transform: Optional[BatchTransform] = None, channels_last: bool = False,
-                 reuse_buffers: bool = True):
+                 reuse_buffers: bool = True, drop_single: bool = False):
         self.images = images
+        self.drop_single = drop_single  # BatchNorm cannot train on a batch of one
         self.labels = labels
         self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         self.batch_size = batch_size
@@ -90,7 +92,8 @@ class TensorBatches:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (len(self.indices) + self.batch_size - 1) // self.batch_size
+        n = len(self.indices)
+        return n // self.batch_size + (n % self.batch_size > (1 if self.drop_single and n > 1 else 0))
 
     def order(self) -> torch.Tensor:
         """The image indices of this epoch, in batch order."""
@@ -134,6 +137,8 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order()
+        if self.drop_single and len(order) % self.batch_size == 1 and len(order) > 1:
+            order = order[:-1]  # a last batch of one image would break BatchNorm's batch statistics
         for start in range(0, len(order), self.batch_size):
             # sorted within the batch: reads memory-mapped pixels in file order; the set of
             # images in each batch, which is all the maths depends on, is unchanged

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -63,9 +63,12 @@ class PreparedData:
     def multilabel(self) -> bool:
         return self.labels.dim() == 2
 
+    content: Optional[str] = None
+
     def fingerprint(self) -> str:
-        """Identity of the decoded set's files and labels, to check that a saved split applies."""
-        return fingerprint(self.images.shape, self.labels.numpy(), self.paths)
+        """Identity of the decoded set's files, their contents and labels, to check that a saved
+        split applies."""
+        return "v2:" + fingerprint(self.images.shape, self.labels.numpy(), self.paths, self.content)
 
     def class_counts(self, split: str = "train") -> np.ndarray:
         """Images per class in ``split`` (positives per class for multi-label data)."""
@@ -94,17 +97,70 @@ class PreparedData:
         }
 
 
-def fingerprint(shape: Sequence[int], labels: np.ndarray, paths: Optional[list[str]]) -> str:
-    """Hash of image shape, labels and file paths: what a saved split depends on."""
+def fingerprint(shape: Sequence[int], labels: np.ndarray, paths: Optional[list[str]],
+                content: Optional[str] = None) -> str:
+    """Hash of image shape, labels, file paths and (when known) the content digest of the
+    pixels: what a saved split depends on. Runs saved before content digests existed stored
+    the hash without ``content`` (and without the "v2:" prefix) and are checked that way."""
     h = hashlib.sha1()
     h.update(str(tuple(shape)).encode())
     h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     if paths is not None:
-        h.update("\n".join(paths).encode())
+        h.update("\n".join(paths).encode("utf-8", "surrogateescape"))  # file names may be any bytes
+    if content is not None:
+        h.update(content.encode())
     return h.hexdigest()
 
 
-def resolve_input(cfg: DataConfig, model_name: str) -> tuple[int, Optional[int], str]:
+def content_of(src: SourceImages) -> str:
+    """One digest of every image's content: the files' own digests, or the pixels of an array."""
+    from .cache import content_digest
+
+    if src.digests is not None:
+        return content_digest("\n".join(src.digests).encode())
+    if isinstance(src.images, (np.ndarray, torch.Tensor)):
+        arr = src.images.numpy() if isinstance(src.images, torch.Tensor) else src.images
+        return content_digest(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    return ""
+
+
+def drop_empty_classes(src: SourceImages, drop: bool, source: str) -> SourceImages:
+    """Classes left without images (an empty folder, or only unreadable files) are an error, or
+    with ``drop`` are removed (labels renumbered); a model must not get outputs no image has."""
+    y = src.labels
+    counts = y.sum(0) if y.ndim == 2 else np.bincount(y, minlength=len(src.classes))
+    empty = [c for c, n in zip(src.classes, counts) if n == 0]
+    if not empty:
+        return src
+    if not drop:
+        raise CnnlabError(f"data.source {source!r}: class(es) {', '.join(map(repr, empty))} have no usable images "
+                          "(empty, or every file unreadable); add images, or pass --drop-empty-classes")
+    keep = np.flatnonzero(counts > 0)
+    if len(keep) < 2:
+        raise CnnlabError(f"data.source {source!r}: only {len(keep)} class has images; a classifier needs 2")
+    log.warning("dropped %d class(es) without usable images: %s", len(empty), ", ".join(empty))
+    if y.ndim == 2:
+        src.labels = y[:, keep]
+    else:
+        src.labels = np.searchsorted(keep, y).astype(np.int64)
+    src.classes = [src.classes[i] for i in keep]
+    return src
+
+
+class ModelInputs(Protocol):
+    """What the data needs to know of a model (a models.ModelSpec is one): data does not import
+    models; the caller passes the model's input defaults in."""
+
+    name: str
+    default_input_size: int
+    fixed_input_size: bool
+    fixed_channels: Optional[int]
+    interpolation: str
+    mean: Optional[tuple[float, ...]]
+    std: Optional[tuple[float, ...]]
+
+
+def resolve_input(cfg: DataConfig, spec: ModelInputs) -> tuple[int, Optional[int], str]:
     """(size, channels, resize filter) to decode with: the flags, else the model's needs, else the data's own.
 
     Size: ``--input-size``; a model with a fixed input (pretrained nets) uses its own;
@@ -112,9 +168,6 @@ def resolve_input(cfg: DataConfig, model_name: str) -> tuple[int, Optional[int],
     (or 32 for folders when the model has none). Channels: ``--channels``, the model's
     fixed channels, else None = the data's own. The filter is the pretrained model's.
     """
-    from ..models.factory import get_spec
-
-    spec = get_spec(model_name)
     builtin = DATASETS.get(cfg.source) if cfg.source in DATASETS else None
     size = cfg.input_size
     if size is None:
@@ -165,16 +218,13 @@ def _subsample_train(train: np.ndarray, labels: np.ndarray, per_class: int, seed
     return np.sort(np.concatenate(keep))
 
 
-def _normalisation(cfg: DataConfig, model_name: str, images: Any, train_idx: np.ndarray
+def _normalisation(cfg: DataConfig, spec: ModelInputs, images: Any, train_idx: np.ndarray
                    ) -> tuple[str, list[float], list[float]]:
     """(mode, mean, std): the pretrained model's statistics for auto/model, else the training split's."""
-    from ..models.factory import get_spec
-
     if cfg.normalize in ("per-image", "none"):
         return cfg.normalize, [0.0] * images.shape[1], [1.0] * images.shape[1]
-    spec = get_spec(model_name)
     if cfg.normalize == "model" and spec.mean is None:
-        raise CnnlabError(f"data.normalize 'model': {model_name!r} has no pretrained statistics; use auto or dataset")
+        raise CnnlabError(f"data.normalize 'model': {spec.name!r} has no pretrained statistics; use auto or dataset")
     if cfg.normalize in ("auto", "model") and spec.mean is not None:
         mean, std = list(spec.mean), list(spec.std)
         if images.shape[1] == 1:  # grey input to an RGB net: its first conv sums the channels
@@ -206,30 +256,34 @@ def _channel_stats(images: Any, train_idx: np.ndarray) -> tuple[list[float], lis
 
 def prepare_data(
     cfg: DataConfig,
-    model_name: str,
+    model: ModelInputs,
     seed: int,
     splits: Optional[dict[str, list[int]]] = None,
     expect_fingerprint: Optional[str] = None,
     progress: bool = True,
 ) -> PreparedData:
-    """Load, decode, split and measure a dataset for ``model_name``.
+    """Load, decode, split and measure a dataset for ``model``.
 
     Args:
         cfg: the data section of the config.
-        model_name: registered model whose input defaults apply.
+        model: the input defaults of the model (``models.get_spec(name)``).
         seed: seeds the split.
         splits: a saved split to reuse exactly (from a run folder) instead of making one.
         expect_fingerprint: the data fingerprint saved with ``splits``; a mismatch means the
             files or labels changed and the split no longer applies.
         progress: show a progress bar while decoding files.
     """
-    size, channels, resample = resolve_input(cfg, model_name)
-    src = load_source(cfg, size, channels, progress, resample)
+    size, channels, resample = resolve_input(cfg, model)
+    src = drop_empty_classes(load_source(cfg, size, channels, progress, resample), cfg.drop_empty_classes,
+                             cfg.source)
     labels = src.labels
-    if expect_fingerprint and fingerprint(src.images.shape, labels, src.paths) != expect_fingerprint:
+    content = content_of(src)
+    if expect_fingerprint and expect_fingerprint != (
+            "v2:" + fingerprint(src.images.shape, labels, src.paths, content) if expect_fingerprint.startswith("v2:")
+            else fingerprint(src.images.shape, labels, src.paths)):
         raise CnnlabError(
             f"data.source {cfg.source!r} no longer matches the data this run was trained on "
-            "(files or labels changed), so its saved split cannot be reused"
+            "(files, their pixels or labels changed), so its saved split cannot be reused"
         )
     if splits is None:
         split_idx = make_splits(labels, src.given_splits, cfg.split, cfg.val_size, seed)
@@ -241,7 +295,7 @@ def prepare_data(
         raise CnnlabError(f"data.source {cfg.source!r}: the training split is empty")
     images = src.images if not isinstance(src.images, np.ndarray) else torch.from_numpy(
         np.ascontiguousarray(src.images))
-    mode, mean, std = _normalisation(cfg, model_name, images, split_idx["train"])
+    mode, mean, std = _normalisation(cfg, model, images, split_idx["train"])
     return PreparedData(images=images, labels=torch.from_numpy(np.asarray(labels)), classes=src.classes,
                         splits=split_idx, mean=mean, std=std, source=cfg.source, skipped=src.skipped,
-                        paths=src.paths, cache=src.cache, normalize=mode)
+                        paths=src.paths, cache=src.cache, normalize=mode, content=content)

@@ -36,6 +36,7 @@ class SourceImages:
         paths: one path per image for file-based sources, else None.
         skipped: ``{"path", "reason"}`` for every file that could not be read.
         cache: where decoded pixels live (memory, disk, none) for file sources.
+        digests: content digest per image file (file sources), part of the data fingerprint.
     """
 
     images: Any
@@ -45,6 +46,7 @@ class SourceImages:
     paths: Optional[list[str]] = None
     skipped: list[dict[str, str]] = field(default_factory=list)
     cache: str = "memory"
+    digests: Optional[list[str]] = None
 
     @property
     def multilabel(self) -> bool:
@@ -178,10 +180,31 @@ for _split, _k in (("balanced", 47), ("byclass", 62), ("bymerge", 47), ("digits"
 
 # ------------------------------------------------------------------ CIFAR pickles
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles only plain data: dicts, lists, str, bytes, numbers, and NumPy arrays rebuilt from
+    their raw bytes. Any other global (os.system, builtins.eval...) is refused, so a crafted
+    batch file cannot run code. Written by hand: the standard library has no such loader."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a dataset file may hold plain data only")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict[str, Any]:
-    # The CIFAR "python version" is pickled by its authors; torchvision reads it the same way.
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="latin1")
+    """A CIFAR "python version" batch file (pickled by its authors) read as plain data only."""
+    try:
+        with open(path, "rb") as f:
+            d = _PlainUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise CnnlabError(f"{path} is not a CIFAR batch file of plain data ({e}); "
+                          "use the official files (--download) or re-create them") from None
+    if not isinstance(d, dict):
+        raise CnnlabError(f"{path} is not a CIFAR batch file: it holds a {type(d).__name__}, not a dict")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
@@ -205,8 +228,14 @@ def _cifar(name: str, folder: str, train_files: list[str], test_file: str, meta_
         # torchvision's CIFAR classes also verify the official files' MD5 sums, which rules out
         # re-packed copies and test fixtures; reading the pickles is a few lines.
         parts = [_unpickle(where / f) for f in train_files + [test_file]]
-        images = np.concatenate([np.asarray(p["data"], np.uint8).reshape(-1, 3, 32, 32) for p in parts])
-        labels = np.concatenate([np.asarray(p[label_key], np.int64) for p in parts])
+        for f, p in zip(train_files + [test_file], parts):
+            if "data" not in p or label_key not in p:
+                raise CnnlabError(f"{where / f} lacks the 'data' or {label_key!r} entry of a CIFAR batch file")
+        try:
+            images = np.concatenate([np.asarray(p["data"], np.uint8).reshape(-1, 3, 32, 32) for p in parts])
+            labels = np.concatenate([np.asarray(p[label_key], np.int64) for p in parts])
+        except (ValueError, TypeError) as e:
+            raise CnnlabError(f"{where}: CIFAR batch files with unexpected contents ({e})") from None
         meta = where / meta_file
         classes = list(_unpickle(meta)[names_key]) if meta.is_file() else [str(i) for i in range(k)]
         n = len(labels) - len(parts[-1][label_key])
@@ -304,4 +333,4 @@ def load_files(fl: FileList, size: int, channels: Optional[int], *, max_pixels: 
     keep = dec.keep
     given = given_splits([fl.split_of[i] for i in keep])
     return SourceImages(dec.images, fl.labels[keep], fl.classes, given,
-                        [fl.relpath(fl.files[i]) for i in keep], skipped, dec.mode)
+                        [fl.relpath(fl.files[i]) for i in keep], skipped, dec.mode, dec.digests)

@@ -119,13 +119,11 @@ def preset_options(name: str) -> dict[str, Any]:
 
 
 def option_problem(name: str, options: dict[str, Any]) -> Optional[str]:
-    """What is wrong with ``options`` for preset ``name`` (options it does not have), or None."""
-    allowed = preset_options(name)
-    unknown = sorted(set(options) - set(allowed))
-    if not unknown:
-        return None
-    return (f"augmentation preset {name!r} has no option(s) {', '.join(unknown)}; "
-            f"its options: {', '.join(f'{k}={v}' for k, v in allowed.items()) or 'none'}")
+    """What is wrong with ``options`` for preset ``name`` (unknown, mistyped, out of bounds), or None."""
+    from ..options import options_problem
+
+    return options_problem(PRESETS.get(name), options, {"size", "channels", "sample"},
+                           f"augmentation preset {name!r}")
 
 
 def build_transform(name: str, size: int, channels: int, options: Optional[dict[str, Any]] = None,

@@ -8,54 +8,60 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-import yaml
 
 from ..config import build_config
 from ..data import PreparedData, prepare_data
 from ..errors import CnnlabError
 from ..evaluate.metrics import compute_metrics, multilabel_metrics, tune_thresholds
-from ..runs.report import save_predictions, write_report
+from ..models import get_spec
+from ..predict import Predictor, predict_logits, probabilities, resolve_device
 from ..runs.store import RunFolder
-from ..runtime import (
-    checkpoint_loader,
-    decode_each,
-    load_model,
-    load_run_data,
-    predict_probs,
-    resolve_device,
-    warn_if_incomplete,
-)
-from ..train.losses import task_for
-from ..train.trainer import predict_logits
+from ..runtime import load_run_data
 
 log = logging.getLogger(__name__)
 
 
 def report(run_path: str | Path, data: Optional[PreparedData] = None, device: str = "auto",
-           progress: bool = True) -> Path:
+           progress: bool = True, run: Optional[RunFolder] = None) -> Path:
     """Write ``report.html`` for a finished run: curves, metrics, per-class figures, errors,
-    Grad-CAM, data, model, timing and config in one self-contained file."""
-    from ..evaluate.explain import grad_cam, last_conv, overlay
+    Grad-CAM, data, model, timing and config in one self-contained file.
 
+    ``run``: the run folder when the caller already holds its lock (training); otherwise the
+    lock is taken here, so a report is never written while another process trains the run.
+    """
+    if run is not None:
+        return _report(run, data, device, progress)
     run = RunFolder(run_path).require()
-    if not run.metrics_json.is_file():
-        raise CnnlabError(f"run {str(run.path)!r} has no metrics.json: it has not finished "
-                          f"(continue it with: cnnlab train --resume {run.path})")
-    cfg = build_config(yaml.safe_load(run.config.read_text()), source=str(run.config))
+    state = run.state()
+    if state.status != "completed":
+        raise CnnlabError(f"run {str(run.path)!r} is {state.describe()}: it has not finished"
+                          + (f" (next: {state.next_step})" if state.next_step else ""))
+    run.lock("write its report")
+    try:
+        return _report(run, data, device, progress)
+    finally:
+        run.unlock()
+
+
+def _report(run: RunFolder, data: Optional[PreparedData], device: str, progress: bool) -> Path:
+    from ..evaluate.explain import grad_cam, last_conv, overlay
+    from ..runs.report import write_report  # matplotlib and jinja2 only when a report is written
+
+    cfg = run.read_config()
     dev = resolve_device(device)
     if data is None:
         data = load_run_data(run, cfg, progress)
-    if not (run.path / "predictions.npz").is_file():  # runs made before predictions were saved
-        evaluate_checkpoint(run, data, dev, cfg.train.batch_size, save=True)
-    ckpt = run.load_checkpoint("best")
-    model = load_model(ckpt, dev)
+    predictor = Predictor.from_run(run, dev, warn=False)
+    if not run.predictions_npz.is_file():  # runs made before predictions were saved
+        evaluate_checkpoint(run, data, dev, cfg.train.batch_size, save=True, predictor=predictor)
+    model = predictor.model
 
     def cams(idx: list[int]) -> Optional[list[np.ndarray]]:
         try:
             last_conv(model)
         except CnnlabError:
             return None
-        batches = checkpoint_loader(ckpt, model, data.images, data.labels, np.asarray(idx), len(idx), dev)
+        batches = predictor.batches(data.images, data.labels, np.asarray(idx), len(idx))
         batches.reuse_buffers = False
         heat = grad_cam(model, next(iter(batches))[0], [None] * len(idx))
         return [overlay(data.images[i].numpy(), h) for i, h in zip(idx, heat)]
@@ -64,22 +70,21 @@ def report(run_path: str | Path, data: Optional[PreparedData] = None, device: st
 
 
 def evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device, batch_size: int,
-                        split: str = "test", save: bool = False) -> dict[str, Any]:
+                        split: str = "test", save: bool = False, predictor: Optional[Predictor] = None
+                        ) -> dict[str, Any]:
     """Metrics of the best checkpoint on ``split`` (test, falling back to val); multi-label runs
     also get the figures at per-class thresholds tuned on validation. ``save`` keeps the
     predictions in predictions.npz for the report."""
-    ckpt = run.load_checkpoint("best")
+    predictor = predictor or Predictor.from_run(run, device, warn=False)
     if not len(data.splits.get(split, [])):
         if split == "test" and len(data.splits["val"]):
             log.warning("no test split: evaluating on the validation split")
             split = "val"
         else:
             raise CnnlabError(f"the {split!r} split of {data.source!r} is empty")
-    model = load_model(ckpt, device)
 
     def probs_of(part: str) -> tuple[np.ndarray, np.ndarray]:
-        batches = checkpoint_loader(ckpt, model, data.images, data.labels, data.splits[part], batch_size, device)
-        return predict_probs(model, batches, data.multilabel)
+        return predictor.probs(data.images, data.labels, data.splits[part], batch_size)
 
     probs, y = probs_of(split)
     metrics = compute_metrics(y, probs, data.classes)
@@ -90,8 +95,8 @@ def evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device
         metrics["tuned_thresholds"] = {k: tuned[k] for k in ("threshold", "accuracy", "subset_of_truth_accuracy",
                                                              "hamming_loss", "micro_f1", "macro_f1")}
     if save:
-        save_predictions(run, probs, y, data.splits[split])
-    return {"split": split, "checkpoint": "best", "best_epoch": ckpt["epoch"], **metrics}
+        run.save_predictions(probs, y, data.splits[split])
+    return {"split": split, "checkpoint": "best", "best_epoch": predictor.epoch, **metrics}
 
 
 def evaluate(run_path: str | Path, data: Optional[str] = None, data_dir: Optional[str] = None,
@@ -112,31 +117,27 @@ def evaluate(run_path: str | Path, data: Optional[str] = None, data_dir: Optiona
     Returns:
         The metrics dict (as in metrics.json).
     """
+    if split not in ("train", "val", "test"):
+        raise CnnlabError(f"--split {split!r}: choose train, val or test")
     run = RunFolder(run_path).require()
-    warn_if_incomplete(run)
-    cfg = build_config(yaml.safe_load(run.config.read_text()), source=str(run.config))
-    dev = resolve_device(device)
+    predictor = Predictor.from_run(run, device)
     if data is None:
-        if split not in ("train", "val", "test"):
-            raise CnnlabError(f"--split {split!r}: choose train, val or test")
-        prepared = load_run_data(run, cfg, progress)
-        return evaluate_checkpoint(run, prepared, dev, batch_size, split)
-    ckpt = run.load_checkpoint("best")
-    model = load_model(ckpt, dev)
-    return _evaluate_other(run, ckpt, model, data, batch_size, dev, progress, data_dir)[0]
+        prepared = load_run_data(run, run.read_config(), progress)
+        return evaluate_checkpoint(run, prepared, predictor.device, batch_size, split, predictor=predictor)
+    return _evaluate_other(run, predictor, data, batch_size, progress, data_dir)[0]
 
 
-def _evaluate_other(run: RunFolder, ckpt: dict[str, Any], model: torch.nn.Module, data: str, batch_size: int,
-                    dev: torch.device, progress: bool, data_dir: Optional[str] = None
-                    ) -> tuple[dict[str, Any], Any, torch.Tensor]:
+def _evaluate_other(run: RunFolder, predictor: Predictor, data: str, batch_size: int, progress: bool,
+                    data_dir: Optional[str] = None) -> tuple[dict[str, Any], Any, torch.Tensor]:
     """Metrics on all images of another dataset, its classes mapped onto the model's by name."""
-    cfg = build_config(yaml.safe_load(run.config.read_text()), source=str(run.config))
+    cfg = run.read_config()
+    ckpt = predictor.ckpt
     pre = ckpt["preprocess"]
     dcfg = build_config({"data": {**cfg.data.model_dump(), "source": data, "data_dir": data_dir,
                                   "input_size": pre["input_size"], "channels": pre["channels"],
                                   "train_per_class": None},
                          "model": cfg.model.model_dump()}).data
-    other = prepare_data(dcfg, cfg.model.name, cfg.train.seed, progress=progress)
+    other = prepare_data(dcfg, get_spec(cfg.model.name), cfg.train.seed, progress=progress)
     missing = [c for c in other.classes if c not in ckpt["classes"]]
     if missing:
         raise CnnlabError(f"dataset {data!r} has classes the model never saw: {', '.join(missing)}")
@@ -148,8 +149,7 @@ def _evaluate_other(run: RunFolder, ckpt: dict[str, Any], model: torch.nn.Module
         labels[:, cols] = other.labels
     else:
         labels = torch.tensor(cols)[other.labels]
-    batches = checkpoint_loader(ckpt, model, other.images, labels, np.arange(len(labels)), batch_size, dev)
-    probs, y = predict_probs(model, batches, other.multilabel)
+    probs, y = predictor.probs(other.images, labels, np.arange(len(labels)), batch_size)
     metrics = {"split": "all", "data": data, "checkpoint": "best", "best_epoch": ckpt["epoch"],
                **compute_metrics(y, probs, ckpt["classes"])}
     return metrics, other.images, labels
@@ -160,32 +160,10 @@ def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
     """Top-k classes and probabilities for image files, with the run's preprocessing.
 
     Returns:
-        One dict per image: ``{"path", "top": [{"class", "prob"}...]}`` or ``{"path", "error"}``.
+        One dict per image: ``{"path", "top": [{"class", "prob"}...]}`` (multi-label runs add
+        ``labels``, those over the thresholds tuned on validation) or ``{"path", "error"}``.
     """
-    run = RunFolder(run_path).require()
-    warn_if_incomplete(run)
-    ckpt = run.load_checkpoint("best")
-    dev = resolve_device(device)
-    model = load_model(ckpt, dev)
-    k = max(1, min(top_k, len(ckpt["classes"])))
-    results: list[dict[str, Any]] = []
-    arrays, ok = [], []
-    for p, arr, error in decode_each(ckpt, images):
-        if arr is None:
-            results.append({"path": p, "error": error})
-            continue
-        results.append({"path": p})
-        arrays.append(arr)
-        ok.append(len(results) - 1)
-    if arrays:
-        imgs = torch.from_numpy(np.stack(arrays))
-        labels = torch.zeros(len(arrays), dtype=torch.long)
-        batches = checkpoint_loader(ckpt, model, imgs, labels, np.arange(len(arrays)), 256, dev)
-        probs, _ = predict_probs(model, batches, bool(ckpt.get("multilabel")))
-        for row, i in zip(probs, ok):
-            top = np.argsort(-row, kind="stable")[:k]
-            results[i]["top"] = [{"class": ckpt["classes"][j], "prob": float(row[j])} for j in top]
-    return results
+    return Predictor.from_run(run_path, device).predict(list(images), top_k=top_k)
 
 
 def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Optional[str] = None,
@@ -197,45 +175,47 @@ def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Op
         Per image: path, predicted class and probability, the Grad-CAM heat map of the
         predicted class (H×W, 0..1) and the files written.
     """
-    from ..evaluate.explain import (
-        feature_maps,
-        first_layer_filters,
-        grad_cam,
-        last_conv,
-        overlay,
-    )
-    from ..evaluate.plots import plot_feature_maps, plot_image_grid
+    from ..evaluate.explain import last_conv
 
     run = RunFolder(run_path).require()
-    ckpt = run.load_checkpoint("best")
-    classes = ckpt["classes"]
-    if ckpt.get("multilabel"):
+    predictor = Predictor.from_run(run, device)
+    classes = predictor.classes
+    if predictor.multilabel:
         log.info("multi-label model: Grad-CAM shows the highest-scoring label")
     chosen = None
     if target_class is not None:
         if target_class not in classes:
             raise CnnlabError(f"--class {target_class!r} is not one of the model's classes: {', '.join(classes)}")
         chosen = classes.index(target_class)
-    dev = resolve_device(device)
-    model = load_model(ckpt, dev)
-    last_conv(model)  # a clear error for dense nets before any work
-    out = Path(out) if out else run.path / "explain"
-    out.mkdir(parents=True, exist_ok=True)
+    last_conv(predictor.model)  # a clear error for dense nets before any work
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return _explain_into(Path(out), Path(out), predictor, images, chosen)
+    with run.artifacts("explain", merge=True) as scratch:  # into the run folder through its writer
+        return _explain_into(scratch, run.path / "explain", predictor, images, chosen)
+
+
+def _explain_into(folder: Path, final: Path, predictor: Predictor, images: Sequence[str | Path],
+                  chosen: Optional[int]) -> list[dict[str, Any]]:
+    """Draw the explain PNGs into ``folder``; the results name them as they will be in ``final``."""
+    from ..evaluate.explain import feature_maps, first_layer_filters, grad_cam, overlay
+    from ..evaluate.plots import plot_feature_maps, plot_image_grid
+
+    model, classes = predictor.model, predictor.classes
     filters = first_layer_filters(model)
-    filters_png = plot_image_grid(filters, [str(i) for i in range(len(filters))], out / "filters.png", cols=8,
-                                  title="first-layer filters")
+    plot_image_grid(filters, [str(i) for i in range(len(filters))], folder / "filters.png", cols=8,
+                    title="first-layer filters")
     results = []
-    for p, arr, error in decode_each(ckpt, images):
+    for p, arr, error in predictor.decode_all(list(images)):
         if arr is None:
             results.append({"path": p, "error": error})
             continue
-        batches = checkpoint_loader(ckpt, model, torch.from_numpy(arr[None].copy()),
-                                    torch.zeros(1, dtype=torch.long), np.arange(1), 1, dev)
+        batches = predictor.batches(torch.from_numpy(arr[None].copy()), torch.zeros(1, dtype=torch.long),
+                                    np.arange(1), 1)
         batches.reuse_buffers = False
         x = next(iter(batches))[0]
         with torch.no_grad():
-            logits = model(x)
-        probs = task_for(bool(ckpt.get("multilabel"))).probs(logits)[0].cpu().numpy()
+            probs = probabilities(model(x), predictor.multilabel)[0].cpu().numpy()
         pred = int(probs.argmax())
         targets = [None] + ([chosen] if chosen is not None else [])
         heats = grad_cam(model, x.repeat(len(targets), 1, 1, 1), targets)
@@ -243,10 +223,11 @@ def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Op
         titles = ["input", f"Grad-CAM: {classes[pred]} ({probs[pred]:.2f})"] + (
             [f"Grad-CAM: {classes[chosen]} ({probs[chosen]:.2f})"] if chosen is not None else [])
         stem = Path(p).stem
-        cam_png = plot_image_grid(panels, titles, out / f"{stem}_gradcam.png", cols=len(panels))
-        maps_png = plot_feature_maps(feature_maps(model, x), out / f"{stem}_features.png")
+        plot_image_grid(panels, titles, folder / f"{stem}_gradcam.png", cols=len(panels))
+        plot_feature_maps(feature_maps(model, x), folder / f"{stem}_features.png")
         results.append({"path": str(p), "predicted": classes[pred], "prob": float(probs[pred]), "heat": heats[0],
-                        "files": [str(cam_png), str(maps_png), str(filters_png)]})
+                        "files": [str(final / f"{stem}_gradcam.png"), str(final / f"{stem}_features.png"),
+                                  str(final / "filters.png")]})
     return results
 
 
@@ -279,17 +260,15 @@ def evaluate_datasets(run_path: str | Path, datasets: Sequence[str], retrieval: 
 
     rows, feats = [], []
     run = RunFolder(run_path).require()
-    ckpt = run.load_checkpoint("best")
-    dev = resolve_device(device)
-    model = load_model(ckpt, dev)
+    predictor = Predictor.from_run(run, device)
     for name in datasets:
-        m, images, labels = _evaluate_other(run, ckpt, model, name, batch_size, dev, progress)
+        m, images, labels = _evaluate_other(run, predictor, name, batch_size, progress)
         rows.append({"data": name, "images": m["num_samples"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
                      "weighted_f1": m["weighted_f1"], "balanced_accuracy": m.get("balanced_accuracy")})
         if retrieval:
-            batches = checkpoint_loader(ckpt, model, images, labels, np.arange(len(labels)), batch_size, dev)
-            with without_output_layer(model):
-                f, y = predict_logits(model, batches)
+            with without_output_layer(predictor.model):
+                f, y = predict_logits(predictor.model, predictor.batches(images, labels, np.arange(len(labels)),
+                                                                         batch_size))
             feats.append((f.numpy(), y.numpy()))
     result: dict[str, Any] = {"run": str(run.path), "rows": rows}
     if retrieval:

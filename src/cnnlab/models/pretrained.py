@@ -22,15 +22,18 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
         raise CnnlabError(f"model.weights {str(p)!r}: no such file")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             sd = load_file(str(p))
-        else:
-            sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CnnlabError(f"model.weights {str(p)!r} cannot be read ({type(e).__name__}: {e})") from None
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise CnnlabError(f"model.weights {str(p)!r} cannot be read ({type(e).__name__}: {first})") from None
+    else:
+        from ..runs.store import load_weights_file
+
+        sd = load_weights_file(p, f"model.weights {str(p)!r}")
     for key in ("state_dict", "model"):  # common wrappers, e.g. a cnnlab or Lightning checkpoint
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]

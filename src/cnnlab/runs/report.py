@@ -14,7 +14,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
-import yaml
 from jinja2 import Environment
 
 from .. import __version__
@@ -83,7 +82,8 @@ def top_confused(cm: Sequence[Sequence[int]], classes: Sequence[str], n: int = 8
 
 def write_report(run: RunFolder, images: Any, labels: torch.Tensor,
                  grad_cams: Callable[[list[int]], Optional[list[np.ndarray]]]) -> Path:
-    """Write ``report.html`` (and its PNGs under ``report/``) for a finished run.
+    """Write ``report.html`` (and its PNGs under ``report/``) for a finished run, through the
+    run folder's writer.
 
     Args:
         run: the run folder (config, history, metrics and predictions.npz must exist).
@@ -91,15 +91,20 @@ def write_report(run: RunFolder, images: Any, labels: torch.Tensor,
         grad_cams: image indices → Grad-CAM overlays of the best checkpoint, or None when the
             model has no convolutional layer.
     """
-    fig_dir = run.path / "report"
-    fig_dir.mkdir(exist_ok=True)
-    cfg = yaml.safe_load(run.config.read_text())
+    with run.artifacts("report") as fig_dir:
+        page = _report_page(run, fig_dir, images, labels, grad_cams)
+    return run.write_text("report.html", page)
+
+
+def _report_page(run: RunFolder, fig_dir: Path, images: Any, labels: torch.Tensor,
+                 grad_cams: Callable[[list[int]], Optional[list[np.ndarray]]]) -> str:
+    cfg = run.read_config().model_dump(mode="json")
     info = run.status()
     dataset = run.read_json(run.dataset_json)
     metrics = run.read_json(run.metrics_json)
     history = read_csv(run.history_csv)
-    steps = read_csv(run.path / "steps.csv")
-    pred = np.load(run.path / "predictions.npz")
+    steps = read_csv(run.steps_csv)
+    pred = run.load_predictions()
     probs, y, idx = pred["probs"], pred["labels"], pred["indices"]
     classes = dataset["classes"]
     multilabel = bool(dataset.get("multilabel"))
@@ -210,9 +215,7 @@ def write_report(run: RunFolder, images: Any, labels: torch.Tensor,
 
     subtitle = (f"{cfg['model']['name']} on {dataset['source']} · run {run.path.name} · report written "
                 f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by cnnlab {__version__}")
-    out = run.path / "report.html"
-    atomic_write_text(out, _render(f"cnnlab report: {run.path.name}", subtitle, sections))
-    return out
+    return _render(f"cnnlab report: {run.path.name}", subtitle, sections)
 
 
 def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
@@ -223,7 +226,7 @@ def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
     rows, curves = [], []
     for r in runs:
         info, m = r.status(), r.read_json(r.metrics_json)
-        cfg = yaml.safe_load(r.config.read_text())
+        cfg = r.read_config().model_dump(mode="json")
         rows.append([r.path.name, cfg["model"]["name"], cfg["data"]["source"], f"{info['parameters']['total']:,}",
                      f"{info['parameters']['trainable']:,}", m["accuracy"], m["macro_f1"], info.get("train_seconds"),
                      info.get("epochs_done"), m.get("best_epoch")])
@@ -259,10 +262,3 @@ def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
                 {"id": "size", "title": "Accuracy against size", "body": img_tag(scatter, "accuracy vs parameters")}]
     atomic_write_text(Path(out), _render("cnnlab comparison", f"{len(rows)} runs", sections))
     return Path(out)
-
-
-def save_predictions(run: RunFolder, probs: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> None:
-    """Test-set probabilities of the best checkpoint, for reports and later analysis."""
-    tmp = run.path / ".predictions.tmp.npz"
-    np.savez_compressed(tmp, probs=probs.astype(np.float32), labels=labels, indices=indices)
-    tmp.replace(run.path / "predictions.npz")

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import errno
+import fcntl
+import io
 import json
 import os
+import pickle
 import shutil
+import socket
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
+import numpy as np
 import torch
+import yaml
 
 from ..errors import CnnlabError
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 # A run folder:
 #   config.yaml         the resolved config
@@ -30,24 +43,43 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, write: Any, mode: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+class DiskError(CnnlabError):
+    """A file could not be written (disk full, read-only, no permission): one line naming the path."""
+
+    def __init__(self, path: Path, err: OSError):
+        advice = {errno.ENOSPC: "the disk is full: free some space",
+                  errno.EDQUOT: "the disk quota is used up: free some space",
+                  errno.EROFS: "the file system is read-only: choose a writable folder",
+                  errno.EACCES: "permission denied: choose a folder you may write to",
+                  errno.EPERM: "permission denied: choose a folder you may write to"}
+        self.path, self.errno = Path(path), err.errno
+        super().__init__(f"cannot write {path}: {advice.get(err.errno, err.strerror or str(err))}")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, rename: readers see the old or the
+    new file, never half. Any failure removes the temp file; OS errors become a DiskError."""
+    tmp = None
     try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise DiskError(path, e) from None
         raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
-    _atomic_write(Path(path), lambda f: f.write(text), "w")
+    """Write ``text`` (UTF-8; undecodable file-name bytes kept as escapes) atomically."""
+    _atomic_write(Path(path), text.encode("utf-8", "backslashreplace"))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -56,12 +88,116 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    """Atomically ``torch.save`` ``obj``."""
-    _atomic_write(Path(path), lambda f: torch.save(obj, f), "wb")
+    """Atomically ``torch.save`` ``obj``. It is serialised in memory first, so that a full disk
+    shows as an OSError of the write (torch's own writer reports it as an opaque RuntimeError)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    _atomic_write(Path(path), buf.getbuffer())
+
+
+def load_weights_file(path: Path, what: str) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain data only, never code; one-line errors."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CnnlabError(f"{what} {path} was refused: it holds Python objects other than tensors and plain "
+                          "data, and loading those could run code") from None
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CnnlabError(f"{what} {path} cannot be read ({type(e).__name__}: {first})") from None
+
+
+def _csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+MARKER = ".cnnlab-run"  # written first into every run folder: --overwrite deletes only folders holding it
+LOCK = ".lock"  # flock'ed by the one process that trains or writes into the run
+# what a run folder may hold: --overwrite refuses a folder with anything else in it
+RUN_ENTRIES = {MARKER, LOCK, "config.yaml", "run.json", "dataset.json", "split.json", "history.csv", "steps.csv",
+               "metrics.json", "predictions.npz", "report.html", "checkpoints", "report", "explain"}
+
+
+@dataclass
+class RunState:
+    """What a run folder's files say, derived honestly (a 'running' run whose process is gone is
+    'interrupted'), and the one next step that fits them.
+
+    Attributes:
+        status: running, interrupted, failed, completed, or new (no epoch finished).
+        detail: why, e.g. "process gone".
+        holder: pid/host of the live process holding the run, when running.
+        next_step: the command that continues from here (None when nothing is left to do).
+    """
+
+    status: str
+    detail: str = ""
+    holder: str = ""
+    next_step: Optional[str] = None
+
+    def describe(self) -> str:
+        return self.status + (f" ({self.detail})" if self.detail else "")
+
+
+class RunLock:
+    """An exclusive ``flock`` on RUN/.lock, held for the life of one training, resume or report.
+
+    The kernel drops it when the process dies (kill -9 included), so a stale lock is simply
+    free again; the file keeps the last holder's pid/host for messages.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: Optional[int] = None
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "another process"
+        except OSError:
+            return "another process"
+
+    def acquire(self, what: str) -> "RunLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CnnlabError(f"run folder {str(self.path.parent)!r} is in use by {self.holder()}; "
+                              f"wait for it to finish (or stop it) before you {what}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+    def is_held_elsewhere(self) -> bool:
+        """True while another process (or another open of the file here) holds the lock."""
+        if self.fd is not None or not self.path.is_file():
+            return False
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
 
 
 class RunFolder:
@@ -69,6 +205,7 @@ class RunFolder:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock = RunLock(self.path / LOCK)
 
     config = property(lambda self: self.path / "config.yaml")
     run_json = property(lambda self: self.path / "run.json")
@@ -78,29 +215,193 @@ class RunFolder:
     metrics_json = property(lambda self: self.path / "metrics.json")
     last_ckpt = property(lambda self: self.path / "checkpoints" / "last.pt")
     best_ckpt = property(lambda self: self.path / "checkpoints" / "best.pt")
+    marker = property(lambda self: self.path / MARKER)
+    steps_csv = property(lambda self: self.path / "steps.csv")
+    predictions_npz = property(lambda self: self.path / "predictions.npz")
+    report_html = property(lambda self: self.path / "report.html")
+
+    # ------------------------------------------------------------------ ownership
+    def is_run(self) -> bool:
+        """Whether the folder carries cnnlab's run marker (a run.json alone proves nothing)."""
+        try:
+            return json.loads(self.marker.read_text()).get("format") == "cnnlab-run"
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def lock(self, what: str = "use it") -> "RunFolder":
+        """Hold the run's exclusive lock until :meth:`unlock` (or the process ends).
+
+        Raises:
+            CnnlabError: another live process holds it (named by pid and host).
+        """
+        try:
+            self._lock.acquire(what)
+        except OSError as e:
+            raise DiskError(self._lock.path, e) from None
+        self._remove_temp_files()
+        return self
+
+    def unlock(self) -> None:
+        self._lock.release()
+
+    def _remove_temp_files(self) -> None:
+        """Temp files of atomic writes interrupted by a kill (only while the lock is held)."""
+        for folder in (self.path, self.path / "checkpoints"):
+            for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+                tmp.unlink(missing_ok=True)
+
+    def check_new(self, overwrite: bool) -> None:
+        """Before any work: refuse an existing non-empty ``--out`` unless ``overwrite`` and it is
+        an idle cnnlab run holding only a run's files."""
+        try:
+            if self.path.exists() and not self.path.is_dir():
+                raise CnnlabError(f"--out {str(self.path)!r} is a file, not a folder; choose another --out")
+            entries = sorted(p.name for p in self.path.iterdir()) if self.path.is_dir() else []
+        except OSError as e:
+            raise CnnlabError(f"--out {str(self.path)!r} cannot be read: {e.strerror}") from None
+        if not entries:
+            return
+        if not overwrite:
+            raise CnnlabError(
+                f"run folder {str(self.path)!r} already exists; resume it with "
+                f"'cnnlab train --resume {self.path}', pick another --out, or add --overwrite")
+        if not self.is_run():
+            raise CnnlabError(f"--overwrite refuses to delete {str(self.path)!r}: it is not a cnnlab run folder "
+                              f"(no {MARKER} marker)")
+        foreign = [e for e in entries if e not in RUN_ENTRIES and not e.endswith(".tmp")]
+        if foreign:
+            raise CnnlabError(f"--overwrite refuses to delete {str(self.path)!r}: it holds "
+                              f"{', '.join(map(repr, foreign[:3]))}, which no cnnlab run writes; move it first")
+        if self._lock.is_held_elsewhere():
+            raise CnnlabError(f"--overwrite refuses to delete {str(self.path)!r}: it is in use by "
+                              f"{self._lock.holder()}; stop that process first")
 
     def create(self, overwrite: bool = False) -> None:
-        """Make the folder; refuse a non-empty one unless ``overwrite``."""
-        if self.path.exists() and any(self.path.iterdir()):
-            if not overwrite:
-                raise CnnlabError(
-                    f"run folder {str(self.path)!r} already exists; resume it with "
-                    f"'cnnlab train --resume {self.path}', pick another --out, or add --overwrite"
-                )
-            if not self.run_json.exists():
-                raise CnnlabError(f"--overwrite refuses to delete {str(self.path)!r}: it is not a cnnlab run folder")
-            shutil.rmtree(self.path)
-        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        """Make the folder (marker first) and hold its lock; an overwritten run's files go only now,
+        after the data and model were checked, and only while its lock is held here."""
+        self.check_new(overwrite)
+        try:
+            (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DiskError(self.path, e) from None
+        self.lock("overwrite it")
+        for entry in self.path.iterdir():  # empty unless overwriting (checked above, now under the lock)
+            if entry.name == LOCK:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        (self.path / "checkpoints").mkdir(exist_ok=True)
+        atomic_write_json(self.marker, {"format": "cnnlab-run", "version": 1, "created": now()})
 
-    def require(self) -> "RunFolder":
-        """Check this is a run folder with a config and a checkpoint; return self."""
+    # ------------------------------------------------------------------ status
+    def state(self) -> RunState:
+        """The run's honest status and its next step, from its files and its lock."""
+        info = self.status() if self.run_json.is_file() else {}
+        recorded = info.get("status", "new")
+        if self.metrics_json.is_file():
+            report_missing = info.get("report_wanted", True) and not (self.path / "report.html").is_file()
+            return RunState("completed", "report not written" if report_missing else "",
+                            next_step=f"cnnlab report {self.path}" if report_missing else None)
+        if self._lock.is_held_elsewhere():
+            return RunState("running", holder=self._lock.holder())
+        resume = f"cnnlab train --resume {self.path}" if self.last_ckpt.is_file() else None
+        restart = "train again with --overwrite (no epoch finished)"
+        if recorded == "running":
+            return RunState("interrupted", "process gone", next_step=resume or restart)
+        if recorded in ("interrupted", "failed"):
+            return RunState(recorded, str(info.get("error", ""))[:200], next_step=resume or restart)
+        if recorded == "completed":  # run.json says completed but metrics.json is gone
+            return RunState("interrupted", "metrics.json missing", next_step=resume or restart)
+        return RunState(recorded, next_step=resume or restart)
+
+    def require(self, checkpoint: bool = True) -> "RunFolder":
+        """Check this is a run folder with a config (and a checkpoint); return self."""
         if not self.path.is_dir():
             raise CnnlabError(f"run folder {str(self.path)!r} does not exist")
         if not self.config.is_file() or not self.run_json.is_file():
             raise CnnlabError(f"{str(self.path)!r} is not a cnnlab run folder (no config.yaml / run.json)")
-        if not self.last_ckpt.is_file() and not self.best_ckpt.is_file():
+        if checkpoint and not self.last_ckpt.is_file() and not self.best_ckpt.is_file():
             raise CnnlabError(f"run folder {str(self.path)!r} has no checkpoint yet: its first epoch never finished")
         return self
+
+    # ------------------------------------------------------------------ reads
+    def read_config(self) -> "Config":
+        """The run's resolved config (config.yaml), validated."""
+        from ..config import build_config, read_yaml_file
+
+        return build_config(read_yaml_file(self.config, "run config"), source=str(self.config))
+
+    def checkpoint(self, which: str, suffix: str = ".pt") -> Path:
+        """Path of checkpoint ``which`` (best or last) with the engine's file suffix."""
+        return self.path / "checkpoints" / f"{which}{suffix}"
+
+    def load_predictions(self) -> dict[str, np.ndarray]:
+        with np.load(self.predictions_npz, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+
+    # ------------------------------------------------------------------ writes
+    def write_config(self, cfg: "Config") -> None:
+        atomic_write_text(self.config, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+    def write_dataset(self, summary: dict[str, Any], fingerprint: str, splits: dict[str, np.ndarray]) -> None:
+        """dataset.json (classes, counts, normalisation) and split.json (exact indices + fingerprint)."""
+        atomic_write_json(self.dataset_json, summary)
+        atomic_write_json(self.split_json, {"fingerprint": fingerprint,
+                                            "indices": {k: np.asarray(v).tolist() for k, v in splits.items()}})
+
+    def write_history(self, rows: list[dict[str, Any]], first: Sequence[str]) -> None:
+        """history.csv: one row per epoch, ``first`` columns first, then any others sorted."""
+        extra = sorted({k for row in rows for k in row} - set(first))
+        atomic_write_text(self.history_csv, _csv(rows, list(first) + extra))
+
+    def write_steps(self, rows: list[dict[str, Any]]) -> None:
+        """steps.csv: training loss/accuracy averaged over every few steps."""
+        atomic_write_text(self.steps_csv, _csv(rows, ["step", "epoch", "loss", "acc"]))
+
+    def write_checkpoint(self, which: str, data: bytes, suffix: str = ".pt") -> None:
+        """A checkpoint serialised by the engine (torch bytes, or .npz for the NumPy engine)."""
+        _atomic_write(self.checkpoint(which, suffix), data)
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """metrics.json, written last: its presence means the run finished."""
+        atomic_write_json(self.metrics_json, metrics)
+
+    def clear_metrics(self) -> None:
+        self.metrics_json.unlink(missing_ok=True)
+
+    def save_predictions(self, probs: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> None:
+        """The evaluated split's probabilities, labels and image indices (for the report)."""
+        buf = io.BytesIO()
+        np.savez_compressed(buf, probs=probs.astype(np.float32), labels=labels, indices=np.asarray(indices))
+        _atomic_write(self.predictions_npz, buf.getvalue())
+
+    def write_text(self, name: str, text: str) -> Path:
+        """A text file (e.g. report.html) at ``name`` inside the run."""
+        atomic_write_text(self.path / name, text)
+        return self.path / name
+
+    @contextlib.contextmanager
+    def artifacts(self, name: str, merge: bool = False) -> Iterator[Path]:
+        """A scratch folder whose files replace RUN/``name``/ when the block ends without error
+        (figures are drawn there, then moved in; a failure leaves the old ones). With ``merge``
+        the new files join the folder's existing ones instead."""
+        scratch = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=self.path))
+        try:
+            yield scratch
+            target = self.path / name
+            if merge:
+                target.mkdir(exist_ok=True)
+                for f in scratch.iterdir():
+                    os.replace(f, target / f.name)
+                return
+            old = self.path / f".{name}.old.tmp"
+            if target.exists():
+                os.replace(target, old)
+            os.replace(scratch, target)
+            shutil.rmtree(old, ignore_errors=True)
+        except OSError as e:
+            raise DiskError(self.path / name, e) from None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def read_json(self, path: Path) -> Any:
         try:
@@ -123,8 +424,32 @@ class RunFolder:
         order = [self.best_ckpt, self.last_ckpt] if which == "best" else [self.last_ckpt]
         for p in order:
             if p.is_file():
-                try:
-                    return torch.load(p, map_location="cpu", weights_only=True)
-                except Exception as e:
-                    raise CnnlabError(f"checkpoint {p} cannot be read ({type(e).__name__}: {e})") from None
+                return load_weights_file(p, "checkpoint")
         raise CnnlabError(f"run folder {str(self.path)!r} has no {which} checkpoint")
+
+
+class NullRunFolder(RunFolder):
+    """A writer that writes nothing: for processes that must not touch the run folder
+    (non-zero ranks of a distributed run). Reads still work."""
+
+    def lock(self, what: str = "use it") -> "RunFolder":
+        return self
+
+    def create(self, overwrite: bool = False) -> None: ...
+    def update_status(self, **fields: Any) -> None: ...
+    def write_config(self, cfg: "Config") -> None: ...
+    def write_dataset(self, summary: dict[str, Any], fingerprint: str, splits: dict[str, np.ndarray]) -> None: ...
+    def write_history(self, rows: list[dict[str, Any]], first: Sequence[str]) -> None: ...
+    def write_steps(self, rows: list[dict[str, Any]]) -> None: ...
+    def write_checkpoint(self, which: str, data: bytes, suffix: str = ".pt") -> None: ...
+    def write_metrics(self, metrics: dict[str, Any]) -> None: ...
+    def clear_metrics(self) -> None: ...
+    def save_predictions(self, probs: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> None: ...
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self.path / name
+
+    @contextlib.contextmanager
+    def artifacts(self, name: str, merge: bool = False) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory() as scratch:
+            yield Path(scratch)

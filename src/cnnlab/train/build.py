@@ -4,6 +4,7 @@ LR groups, and the feature cache for frozen backbones."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -12,37 +13,43 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..models.factory import create_model, get_spec
-from ..models.pretrained import load_matching, load_state_file
-from ..models.transfer import apply_freeze, output_layer, without_output_layer
-from .trainer import Trainer, predict_logits
+from ..errors import CnnlabError
+from ..models.build import build_model
+from ..models.transfer import output_layer, without_output_layer
+from ..predict import predict_logits
+from .trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 
-def build_model(cfg: Config, num_classes: int, in_chans: int, input_size: int, for_inference: bool = False
-                ) -> nn.Module:
-    """The configured model; for training also its starting weights and freeze policy.
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable; free pages elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
-    With ``for_inference`` (loading a checkpoint) no pretrained weights are fetched: the
-    checkpoint overwrites them anyway, and this keeps evaluation offline.
+
+def check_model_fits(cfg: Config, num_classes: int, in_chans: int, input_size: int) -> int:
+    """Refuse, before any allocation, a model whose training state would not fit in memory.
+
+    The model is built on PyTorch's ``meta`` device (shapes only, no storage) and its
+    parameters counted; training holds about four float32 copies of them (weights,
+    gradients, two Adam moments). Returns the parameter count.
     """
-    m = cfg.model
-    spec = get_spec(m.name)
-    opts: dict[str, Any] = {"hidden": m.hidden, "dropout": m.dropout, "activation": m.activation, "init": m.init,
-                            "batch_norm": m.batch_norm, **m.options}
-    takes_weights = "weights" in spec.options()
-    if "pretrained" in spec.options():
-        opts["pretrained"] = m.pretrained and not for_inference
-    if takes_weights and not for_inference:
-        opts["weights"] = m.weights
-    model = create_model(m.name, num_classes=num_classes, in_chans=in_chans, input_size=input_size, **opts)
-    if for_inference:
-        return model
-    if m.weights and not takes_weights:
-        load_matching(model, load_state_file(m.weights), f"model.weights {m.weights!r}")
-    apply_freeze(model, "backbone" if m.fine_tune else m.freeze, m.unfreeze_last, m.train_bn_only)
-    return model
+    with torch.device("meta"):
+        model = build_model(cfg, num_classes, in_chans, input_size, for_inference=True)
+    n = sum(p.numel() for p in model.parameters())
+    need, avail = n * 4 * 4, available_memory()
+    if need > avail:
+        raise CnnlabError(f"model {cfg.model.name!r} with this config has {n:,} parameters: training needs about "
+                          f"{need / 2**30:,.1f} GiB (weights, gradients, optimizer state) but {avail / 2**30:,.1f} "
+                          "GiB is available; choose smaller layers (--hidden) or a smaller --input-size")
+    return n
 
 
 def backbone_lr_mult(cfg: Config) -> float:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ..runs.store import atomic_torch_save, atomic_write_text
+from ..evaluate.metrics import direction
 
 if TYPE_CHECKING:
+    from ..runs.store import RunFolder
     from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -41,34 +39,25 @@ def _improved(mode: str, value: float, best: Optional[float], min_delta: float) 
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
-def monitor_mode(monitor: str) -> str:
-    """'min' for losses, calibration error and Hamming loss; 'max' for everything else."""
-    return "min" if monitor.endswith(("loss", "ece")) else "max"
 
 
 class HistoryCSV(Callback):
     """Rewrites ``history.csv`` from the trainer's history after every epoch (atomically),
     so the file always matches the last checkpoint."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, run: "RunFolder"):
+        self.run = run
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
-        buf = io.StringIO()
-        extra = sorted({k for row in trainer.history for k in row} - set(HISTORY_FIELDS))
-        w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS + extra, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        for row in trainer.history:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        atomic_write_text(self.path, buf.getvalue())
+        self.run.write_history(trainer.history, HISTORY_FIELDS)
 
 
 class StepLog(Callback):
     """Training loss and accuracy averaged over every ``every`` steps, rewritten to ``steps.csv``
     at each epoch end (the file matches the checkpoint, as history.csv does)."""
 
-    def __init__(self, path: Path, every: int):
-        self.path, self.every = Path(path), every
+    def __init__(self, run: "RunFolder", every: int):
+        self.run, self.every = run, every
         self.rows: list[dict[str, Any]] = []
         self._loss = self._correct = 0.0
         self._n = self._steps = 0
@@ -90,12 +79,7 @@ class StepLog(Callback):
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
         self._flush(trainer.global_step, epoch)
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["step", "epoch", "loss", "acc"], lineterminator="\n")
-        w.writeheader()
-        for row in self.rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        atomic_write_text(self.path, buf.getvalue())
+        self.run.write_steps(self.rows)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -109,7 +93,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str, patience: int, min_delta: float = 0.0):
         self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
-        self.mode = monitor_mode(monitor)
+        self.mode = direction(monitor)
         self.best: Optional[float] = None
         self.wait = 0
 
@@ -141,16 +125,18 @@ class Checkpoint(Callback):
     other callbacks must have updated theirs for the epoch first.
 
     Args:
-        folder: the checkpoints folder.
+        run: the run folder that writes the files.
         monitor: metric in the epoch logs.
         meta: a function returning what every checkpoint carries besides weights
             (config, classes, preprocessing), so a checkpoint alone can predict.
+        engine: serialises checkpoints (``serialize``, ``checkpoint_suffix``) and gives the
+            weights (``weights()``) and full state (``state_dict()``).
     """
 
-    def __init__(self, folder: Path, monitor: str, meta: Callable[[], dict[str, Any]]):
-        self.folder = Path(folder)
+    def __init__(self, run: "RunFolder", monitor: str, meta: Callable[[], dict[str, Any]], engine: Any):
+        self.run, self.engine = run, engine
         self.monitor = monitor
-        self.mode = monitor_mode(monitor)
+        self.mode = direction(monitor)
         self.meta = meta
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
@@ -159,11 +145,12 @@ class Checkpoint(Callback):
         value = logs.get(self.monitor)
         if value is None or _improved(self.mode, value, self.best, 0.0) or self.best is None:
             self.best, self.best_epoch = value, epoch
-            atomic_torch_save(self.folder / "best.pt", {
-                "model": trainer.model.state_dict(), "epoch": epoch,
-                "monitor": self.monitor, "value": value, **self.meta(),
-            })
-        atomic_torch_save(self.folder / "last.pt", {**trainer.state_dict(), **self.meta()})
+            self._write("best", {"model": self.engine.weights(), "epoch": epoch, "monitor": self.monitor,
+                                 "value": value, **self.meta()})
+        self._write("last", {**self.engine.state_dict(), **self.meta()})
+
+    def _write(self, which: str, obj: dict[str, Any]) -> None:
+        self.run.write_checkpoint(which, self.engine.serialize(obj), self.engine.checkpoint_suffix)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch}

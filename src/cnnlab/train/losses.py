@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.transfer import output_layer
+from ..predict import probabilities
 
 
 class SingleLabel:
@@ -33,7 +34,7 @@ class SingleLabel:
         return int((logits.argmax(1) == target).sum())
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(logits, 1)
+        return probabilities(logits, multilabel=False)
 
 
 class MultiLabel:
@@ -53,7 +54,7 @@ class MultiLabel:
         return int((pred == (y > 0.5)).all(1).sum())
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits)
+        return probabilities(logits, multilabel=True)
 
 
 def task_for(multilabel: bool) -> SingleLabel | MultiLabel:

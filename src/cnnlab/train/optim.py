@@ -75,9 +75,10 @@ def _onecycle(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> t
 
 
 @SCHEDULES.register("plateau")
-def _plateau(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> tuple[Any, str]:
-    mode = "min" if tc.monitor.endswith("loss") else "max"
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=tc.gamma,
+def _plateau(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int, monitor: str) -> tuple[Any, str]:
+    from ..evaluate.metrics import direction
+
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=direction(monitor), factor=tc.gamma,
                                                       patience=tc.plateau_patience), "plateau"
 
 
@@ -88,7 +89,11 @@ def _exp_decay(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> 
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: math.exp(-rate * max(0, e + 1 - start))), "epoch"
 
 
-def build_schedule(opt: torch.optim.Optimizer, train_cfg: Any, epochs: int, steps_per_epoch: int
-                   ) -> tuple[Any, str]:
-    """(scheduler or None, when it steps: "epoch", "step" or "plateau")."""
-    return SCHEDULES.get(train_cfg.schedule)(opt, train_cfg, epochs, steps_per_epoch)
+def build_schedule(opt: torch.optim.Optimizer, train_cfg: Any, epochs: int, steps_per_epoch: int,
+                   monitor: Optional[str] = None) -> tuple[Any, str]:
+    """(scheduler or None, when it steps: "epoch", "step" or "plateau"). ``monitor`` is the metric a
+    plateau schedule watches (default ``train_cfg.monitor``); its direction comes from the one table."""
+    builder = SCHEDULES.get(train_cfg.schedule)
+    if train_cfg.schedule == "plateau":
+        return builder(opt, train_cfg, epochs, steps_per_epoch, monitor or train_cfg.monitor)
+    return builder(opt, train_cfg, epochs, steps_per_epoch)

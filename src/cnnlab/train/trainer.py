@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..models.transfer import frozen_bn_to_eval
+from ..predict import predict_logits, uses_conv
 from .callbacks import Callback
 from .losses import MultiLabel, SingleLabel
 
@@ -44,31 +45,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def uses_conv(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                   forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels over ``batches``, in eval mode, returned on the CPU.
-
-    ``forward`` replaces ``model(x)`` (a trainer that runs part of the model passes its own).
-    """
-    model.eval()
-    channels_last = uses_conv(model)
-    outs, ys = [], []
-    for x, y in batches:
-        if channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        outs.append((forward or model)(x).float().cpu())
-        ys.append(y.cpu())
-    if not outs:
-        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
-    return torch.cat(outs), torch.cat(ys)
 
 
 class Trainer:

@@ -1,0 +1,220 @@
+"""The one way to get predictions from a trained model: a Predictor loaded once from a run
+folder (best checkpoint, classes, preprocessing as a typed value, tuned multi-label thresholds)
+that takes paths, bytes, PIL images or arrays. It imports no training code and no plotting, so
+a service can import it."""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data.images import decode_file, describe_error, to_mode
+from .data.loaders import TensorBatches
+from .errors import CnnlabError
+from .runs.store import RunFolder
+
+log = logging.getLogger(__name__)
+
+ImageInput = Union[str, Path, bytes, bytearray, Image.Image, np.ndarray]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda when present, else mps, else cpu; an unavailable explicit device is an error."""
+    mps = getattr(torch.backends, "mps", None)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps and mps.is_available() else torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CnnlabError(f"train.device {name!r}: no CUDA device is available here; use --device cpu or auto")
+    if name == "mps" and not (mps and mps.is_available()):
+        raise CnnlabError("train.device 'mps': no Apple GPU is available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def uses_conv(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                   forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels over ``batches``, in eval mode, returned on the CPU.
+
+    ``forward`` replaces ``model(x)`` (a trainer that runs part of the model passes its own).
+    """
+    model.eval()
+    channels_last = uses_conv(model)
+    outs, ys = [], []
+    for x, y in batches:
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        outs.append((forward or model)(x).float().cpu())
+        ys.append(y.cpu())
+    if not outs:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(outs), torch.cat(ys)
+
+
+def probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Independent sigmoids for multi-label models, a softmax otherwise."""
+    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a model's input images were prepared in training, and so must be at inference."""
+
+    input_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    normalize: str
+    interpolation: str
+    max_pixels: int
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> "Preprocess":
+        p = ckpt["preprocess"]
+        return cls(int(p["input_size"]), int(p["channels"]), tuple(p["mean"]), tuple(p["std"]), p["normalize"],
+                   p.get("interpolation", "bilinear"), int(ckpt["config"]["data"]["max_pixels"]))
+
+    def decode(self, image: ImageInput) -> np.ndarray:
+        """One image → (C, S, S) uint8, exactly as the training images were decoded.
+
+        Raises:
+            Exception: what decoding raises for an unreadable input; callers report it per item.
+        """
+        if isinstance(image, (str, Path)):
+            from .data.files import usable
+
+            reason = usable(Path(image))
+            if reason:
+                raise UnusableFile(reason)
+            return decode_file(image, self.channels, self.input_size, self.max_pixels, self.interpolation)[0]
+        if isinstance(image, (bytes, bytearray)):
+            return decode_file(io.BytesIO(bytes(image)), self.channels, self.input_size, self.max_pixels,
+                               self.interpolation)[0]
+        if isinstance(image, np.ndarray):
+            if image.ndim == 3 and image.shape[0] == self.channels and image.shape[1:] == (self.input_size,) * 2 \
+                    and image.dtype == np.uint8:
+                return np.ascontiguousarray(image)  # already decoded
+            image = Image.fromarray(image)
+        if isinstance(image, Image.Image):
+            img = to_mode(image, self.channels)
+            if img.size != (self.input_size, self.input_size):
+                img = img.resize((self.input_size, self.input_size), Image.Resampling[self.interpolation.upper()])
+            arr = np.asarray(img, dtype=np.uint8)
+            return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+        raise TypeError(f"cannot predict from a {type(image).__name__}")
+
+    def batches(self, images: Any, labels: torch.Tensor, indices: Any, batch_size: int, device: torch.device,
+                channels_last: bool) -> TensorBatches:
+        """Normalised batches of uint8 ``images[indices]`` (the data's order, no augmentation)."""
+        return TensorBatches(images, labels, indices, batch_size, list(self.mean), list(self.std), device=device,
+                             normalize=self.normalize, channels_last=channels_last)
+
+
+class UnusableFile(OSError):
+    """A path that is not a regular file (missing, a folder, a FIFO, a broken link)."""
+
+
+class Predictor:
+    """A trained model loaded once, with everything needed to predict like the run did.
+
+    Build it with :meth:`from_run` (or :meth:`from_checkpoint`); call :meth:`predict` on any
+    images, or :meth:`probs` on already-decoded uint8 arrays.
+    """
+
+    def __init__(self, model: torch.nn.Module, ckpt: dict[str, Any], device: torch.device,
+                 thresholds: Optional[Sequence[float]] = None, run: Optional[RunFolder] = None):
+        self.model, self.ckpt, self.device, self.run = model, ckpt, device, run
+        self.classes: list[str] = list(ckpt["classes"])
+        self.multilabel = bool(ckpt.get("multilabel"))
+        self.preprocess = Preprocess.from_checkpoint(ckpt)
+        self.thresholds = list(thresholds) if thresholds is not None else None
+        self.epoch = ckpt.get("epoch")
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any], device: str | torch.device = "cpu", **kw: Any) -> "Predictor":
+        from .config import build_config
+        from .models.build import build_model
+
+        cfg = build_config(ckpt["config"])
+        pre = ckpt["preprocess"]
+        model = build_model(cfg, len(ckpt["classes"]), pre["channels"], pre["input_size"], for_inference=True)
+        model.load_state_dict(ckpt["model"])
+        dev = device if isinstance(device, torch.device) else resolve_device(device)
+        return cls(model.to(dev).eval(), ckpt, dev, **kw)
+
+    @classmethod
+    def from_run(cls, run: str | Path | RunFolder, device: str | torch.device = "auto", warn: bool = True
+                 ) -> "Predictor":
+        """The run's best checkpoint (its best so far, with a warning, for an unfinished run) and,
+        for multi-label runs, the per-class thresholds tuned on validation."""
+        folder = run if isinstance(run, RunFolder) else RunFolder(run).require()
+        ckpt = folder.load_checkpoint("best")
+        if warn:
+            state = folder.state()
+            if state.status != "completed":
+                log.warning("run %s is %s%s, not completed: using its best checkpoint so far (epoch %s)%s",
+                            folder.path, state.describe(), f" by {state.holder}" if state.holder else "",
+                            ckpt.get("epoch"), f"; next: {state.next_step}" if state.next_step else "")
+        thresholds = None
+        if ckpt.get("multilabel") and folder.metrics_json.is_file():
+            thresholds = folder.read_json(folder.metrics_json).get("tuned_thresholds", {}).get("threshold")
+        return cls.from_checkpoint(ckpt, device, thresholds=thresholds, run=folder)
+
+    # ------------------------------------------------------------------ prediction
+    def batches(self, images: Any, labels: torch.Tensor, indices: Any, batch_size: int) -> TensorBatches:
+        return self.preprocess.batches(images, labels, indices, batch_size, self.device, uses_conv(self.model))
+
+    def probs(self, images: Any, labels: Optional[torch.Tensor] = None, indices: Any = None,
+              batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (N, K) and labels of decoded uint8 ``images[indices]`` (N, C, S, S)."""
+        n = len(images) if indices is None else len(indices)
+        idx = np.arange(n) if indices is None else indices
+        labels = torch.zeros(len(images), dtype=torch.long) if labels is None else labels
+        logits, y = predict_logits(self.model, self.batches(images, labels, idx, batch_size))
+        return probabilities(logits, self.multilabel).numpy(), y.numpy()
+
+    def decode_all(self, inputs: Sequence[ImageInput]) -> list[tuple[str, Optional[np.ndarray], Optional[str]]]:
+        """(name, array or None, reason or None) per input; one bad input does not stop the others."""
+        out = []
+        for i, item in enumerate(inputs):
+            name = str(item) if isinstance(item, (str, Path)) else f"<{type(item).__name__} #{i}>"
+            try:
+                out.append((name, self.preprocess.decode(item), None))
+            except Exception as e:  # reported per input
+                out.append((name, None, describe_error(e)))
+        return out
+
+    def predict(self, inputs: Sequence[ImageInput], top_k: int = 3, batch_size: int = 64) -> list[dict[str, Any]]:
+        """Top-k classes per input (paths, bytes, PIL images or arrays), batched.
+
+        Returns:
+            Per input ``{"path", "top": [{"class", "prob"}...]}`` (multi-label runs add ``labels``:
+            the classes over their tuned thresholds, 0.5 where none were tuned), or ``{"path", "error"}``.
+        """
+        decoded = self.decode_all(inputs)
+        results: list[dict[str, Any]] = [{"path": n, "error": r} if a is None else {"path": n} for n, a, r in decoded]
+        ok = [i for i, (_, a, _) in enumerate(decoded) if a is not None]
+        if not ok:
+            return results
+        probs, _ = self.probs(torch.from_numpy(np.stack([decoded[i][1] for i in ok])), batch_size=batch_size)
+        k = max(1, min(top_k, len(self.classes)))
+        cut = np.asarray(self.thresholds if self.thresholds is not None else [0.5] * len(self.classes))
+        for row, i in zip(probs, ok):
+            top = np.argsort(-row, kind="stable")[:k]
+            results[i]["top"] = [{"class": self.classes[j], "prob": float(row[j])} for j in top]
+            if self.multilabel:
+                results[i]["labels"] = [c for c, p, t in zip(self.classes, row, cut) if p >= t]
+        return results

@@ -1,0 +1,225 @@
+"""Training engines: named strategies that fit a model with callbacks and a stop flag, expose
+their state for checkpoints, serialise checkpoints, and predict logits. `train/run.py` opens
+and finishes a run without knowing which engine ran; the NumPy engine plugs in here too."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any, Optional, Protocol, Sequence
+
+import torch
+
+from ..config import Config
+from ..data import PreparedData
+from ..data.loaders import TensorBatches
+from ..data.transforms import build_batch_transform, build_transform
+from ..errors import CnnlabError
+from ..evaluate.metrics import compute_metrics
+from ..models import count_parameters
+from ..models.transfer import apply_freeze
+from ..predict import uses_conv
+from ..registry import Registry
+from ..runtime import split_loader
+from .build import HeadOnlyTrainer, build_model, feature_sets, param_groups, uses_feature_cache
+from .callbacks import Callback, FineTune, LRSchedule
+from .losses import MultiLabel, SingleLabel, balanced_class_weights, init_output_bias
+from .optim import build_optimizer, build_schedule
+from .trainer import Trainer, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+class Engine(Protocol):
+    """What `train()` needs of an engine.
+
+    Built from (config, data, device) before the run folder exists, so a model that cannot be
+    built is refused before any work. ``prepare`` then makes what needs the folder's time (an
+    optimizer, loaders, a feature cache) and restores a checkpoint's state when resuming.
+    """
+
+    name: str
+    epoch: int
+    history: list[dict[str, Any]]
+    stop_reason: str
+
+    def parameters(self) -> dict[str, int]: ...
+    def prepare(self, state: Optional[dict[str, Any]]) -> dict[str, Any]: ...
+    def fit(self, callbacks: Sequence[Callback], epochs: int) -> list[dict[str, Any]]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def weights(self) -> dict[str, Any]: ...
+    def serialize(self, obj: dict[str, Any]) -> bytes: ...
+
+
+ENGINES: Registry[type] = Registry("engine")
+
+
+def task_for_config(data: PreparedData, cfg: Config) -> SingleLabel | MultiLabel:
+    """Loss, accuracy and probabilities for the data's kind, with class weights when asked."""
+    if data.multilabel:
+        if cfg.train.class_weights == "auto":
+            raise CnnlabError("train.class_weights 'auto' is for single-label data; this dataset is multi-label")
+        return MultiLabel()
+    if cfg.train.class_weights == "auto":
+        return SingleLabel(balanced_class_weights(data.class_counts("train")))
+    return SingleLabel()
+
+
+def has_batch_norm(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def train_loader(data: PreparedData, cfg: Config, device: torch.device, model: torch.nn.Module) -> TensorBatches:
+    """Training batches: seeded order, the augmentation preset per image, batch-level augmentation."""
+    d = cfg.data
+    train_idx = data.splits["train"]
+
+    def sample() -> torch.Tensor:  # gathered only for presets that need pixel statistics
+        return data.images[torch.as_tensor(train_idx[:: max(1, len(train_idx) // 2000)][:2000])]
+
+    transform = build_transform(d.augment, data.input_size, data.channels, d.augment_options, images=sample)
+    batch_tf = build_batch_transform(d.random_erasing, d.mixup, d.cutmix, len(data.classes), device,
+                                     multilabel=data.multilabel)
+    return split_loader(data, "train", cfg.train.batch_size, device, shuffle=True, seed=cfg.train.seed,
+                        transform=transform, sampler=d.sampler, batch_transform=batch_tf,
+                        channels_last=uses_conv(model), drop_single=has_batch_norm(model))
+
+
+def checkpoint_bytes(obj: dict[str, Any]) -> bytes:
+    """A checkpoint as ``torch.save`` bytes (loadable with ``weights_only=True``)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def load_torch_checkpoint(path: Path) -> dict[str, Any]:
+    """A torch checkpoint, tensors and plain data only."""
+    from ..runs.store import load_weights_file
+
+    return load_weights_file(path, "checkpoint")
+
+
+@ENGINES.register("torch")
+class TorchEngine:
+    """PyTorch (CPU, CUDA or MPS): registry models, optimizers and schedules, the Trainer loop.
+
+    With a frozen backbone and no augmentation the head trains on cached backbone features.
+    """
+
+    name = "torch"
+    checkpoint_suffix = ".pt"
+    load_checkpoint = staticmethod(load_torch_checkpoint)
+
+    def __init__(self, cfg: Config, data: PreparedData, device: torch.device):
+        self.cfg, self.data, self.device = cfg, data, device
+        seed_everything(cfg.train.seed)
+        self.model = build_model(cfg, len(data.classes), data.channels, data.input_size)
+        self.trainer: Optional[Trainer] = None
+        self.train_batches: Any = None
+        self.val_batches: Any = None
+        self.extra_callbacks: list[Callback] = []
+        self._resume_state: Optional[dict[str, Any]] = None
+
+    def parameters(self) -> dict[str, int]:
+        return count_parameters(self.model)
+
+    # --------------------------------------------------------------- preparation
+    def prepare(self, state: Optional[dict[str, Any]]) -> dict[str, Any]:
+        """Optimizer, schedule, batches (feature cache when it applies); resume ``state``.
+
+        Returns:
+            Facts for run.json (e.g. the feature cache's size and seconds).
+        """
+        cfg, data, model = self.cfg, self.data, self.model
+        if cfg.train.init_output_bias and state is None:
+            init_output_bias(model, data.class_counts("train"),
+                             num_images=len(data.splits["train"]) if data.multilabel else None)
+        model.to(self.device)
+        optimizer = build_optimizer(cfg.optim.name, param_groups(model, cfg), lr=cfg.optim.lr,
+                                    weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum)
+        facts: dict[str, Any] = {}
+        trainer_cls: type[Trainer] = Trainer
+        if uses_feature_cache(cfg):
+            self.train_batches, self.val_batches, facts["feature_cache"] = self._feature_loaders()
+            trainer_cls = HeadOnlyTrainer
+        else:
+            self.train_batches = train_loader(data, cfg, self.device, model)
+            self.val_batches = split_loader(data, "val", cfg.train.batch_size, self.device,
+                                            channels_last=uses_conv(model)) if len(data.splits["val"]) else None
+        self.extra_callbacks = self._own_callbacks(optimizer)
+        self.trainer = trainer_cls(model, optimizer, self.device, task=task_for_config(data, cfg))
+        self._extra_val_metrics()
+        self._resume_state = state  # restored in fit(), once every callback is in place
+        return facts
+
+    def _own_callbacks(self, optimizer: torch.optim.Optimizer) -> list[Callback]:
+        cfg, model = self.cfg, self.model
+        cbs: list[Callback] = []
+        if cfg.model.fine_tune:
+            cbs.append(FineTune(cfg.model.fine_tune[0],
+                                lambda frozen: apply_freeze(model, "backbone" if frozen else "none")))
+        monitor = self.monitor
+        scheduler, interval = build_schedule(optimizer, cfg.train, cfg.train.epochs, len(self.train_batches),
+                                             monitor)
+        if scheduler is not None:
+            cbs.append(LRSchedule(scheduler, interval, monitor))
+        return cbs
+
+    @property
+    def monitor(self) -> str:
+        """The monitored metric, or the training loss when there is no validation split."""
+        return self.cfg.train.monitor if len(self.data.splits["val"]) else "train_loss"
+
+    def _extra_val_metrics(self) -> None:
+        metric = self.cfg.train.monitor.removeprefix("val_")
+        if not self.cfg.train.monitor.startswith("val_") or metric in ("loss", "acc"):
+            return
+        task, classes = self.trainer.task, self.data.classes
+
+        def value(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+            v = compute_metrics(y.numpy(), task.probs(logits).numpy(), classes).get(metric)
+            if v is None:
+                raise CnnlabError(f"train.monitor 'val_{metric}' is not defined for this task")
+            return {metric: float(v)}
+
+        self.trainer.val_metrics = value
+
+    def _feature_loaders(self) -> tuple[TensorBatches, Optional[TensorBatches], dict[str, Any]]:
+        """Backbone features of train and val computed once; batches of those features."""
+        cfg, data, device = self.cfg, self.data, self.device
+        bs, cl = cfg.train.batch_size, uses_conv(self.model)
+        feats, pos, seconds = feature_sets(self.model, lambda s: split_loader(data, s, bs, device, channels_last=cl),
+                                           data.splits)
+        labels = torch.cat([data.labels[torch.as_tensor(data.splits[s])] for s in ("train", "val")])
+        train = TensorBatches(feats, labels, pos["train"], bs, [], [], shuffle=True, seed=cfg.train.seed,
+                              device=device, normalize="features", sampler=cfg.data.sampler)
+        val = TensorBatches(feats, labels, pos["val"], bs, [], [], device=device, normalize="features") \
+            if len(pos["val"]) else None
+        info = {"used": True, "seconds": round(seconds, 2), "dim": int(feats.shape[1]), "images": int(len(feats))}
+        log.info("feature cache: %d backbone features of size %d computed once in %.1fs", len(feats),
+                 feats.shape[1], seconds)
+        return train, val, info
+
+    # --------------------------------------------------------------- the loop
+    def fit(self, callbacks: Sequence[Callback], epochs: int) -> list[dict[str, Any]]:
+        assert self.trainer is not None, "prepare() first"
+        self.trainer.callbacks = self.extra_callbacks + list(callbacks)
+        if self._resume_state is not None:
+            self.trainer.load_state_dict(self._resume_state)
+            self._resume_state = None
+        return self.trainer.fit(self.train_batches, self.val_batches, epochs)
+
+    epoch = property(lambda self: self.trainer.epoch if self.trainer else 0)
+    history = property(lambda self: self.trainer.history if self.trainer else [])
+    stop_reason = property(lambda self: self.trainer.stop_reason if self.trainer else "")
+
+    def state_dict(self) -> dict[str, Any]:
+        assert self.trainer is not None
+        return self.trainer.state_dict()
+
+    def weights(self) -> dict[str, Any]:
+        return self.model.state_dict()
+
+    def serialize(self, obj: dict[str, Any]) -> bytes:
+        return checkpoint_bytes(obj)

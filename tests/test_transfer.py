@@ -91,7 +91,7 @@ def test_frozen_batchnorm_statistics_do_not_move_in_training(tmp_path):
     run = tmp_path / "r"
     cfg = build_config(None, {"data.source": str(root), "model.name": "efficientnet-lite0", "data.input_size": 32,
                               "model.unfreeze_last": 1, "train.epochs": 1, "train.batch_size": 4,
-                              "run.out": str(run), "model.pretrained": False})
+                              "run.out": str(run)})
     seed_model = build_model(cfg, 2, 3, 32)
     before = _bn_state(seed_model)
     api.train(cfg, progress=False)
@@ -103,8 +103,11 @@ def test_frozen_batchnorm_statistics_do_not_move_in_training(tmp_path):
 
 def test_fine_tune_trains_head_first_then_everything_with_a_lower_backbone_lr(tmp_path):
     root = make_folder_dataset(tmp_path / "d", classes=2, per_class=6, size=32)
+    weights = tmp_path / "resnet29.pt"  # fine-tuning needs trained starting weights: stand-ins saved here
+    torch.save(build_model(build_config(None, {"model.name": "resnet29"}), 2, 3, 32).state_dict(), weights)
     cfg = build_config(None, {"data.source": str(root), "model.name": "resnet29", "data.input_size": 32,
-                              "model.fine_tune": [1, 1], "train.batch_size": 4, "run.out": str(tmp_path / "r")})
+                              "model.fine_tune": [1, 1], "train.batch_size": 4, "run.out": str(tmp_path / "r"),
+                              "model.weights": str(weights)})
     assert cfg.train.epochs == 2
     model = build_model(cfg, 2, 3, 32)
     assert _trainable(model) == sum(p.numel() for p in output_layer(model).parameters())

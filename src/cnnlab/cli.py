@@ -97,7 +97,24 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("unrecognized arguments: "):
+            from .registry import did_you_mean
+
+            flags = _all_flags(self)
+            first = message.removeprefix("unrecognized arguments: ").split()[0].split("=")[0]
+            message += did_you_mean(first, flags)
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _all_flags(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option string of ``parser`` and of its sub-commands."""
+    flags = []
+    for action in parser._actions:
+        flags += action.option_strings
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags += _all_flags(sub)
+    return flags
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,12 +16,14 @@ from pydantic import (
 )
 
 from .errors import CnnlabError
+from .registry import did_you_mean
 
 
 def _registered(value: str, registry: Any) -> str:
     """``value`` when ``registry`` has it, else a ValueError listing what it has."""
     if value not in registry:
-        raise ValueError(f"unknown {registry.kind}; choose from {', '.join(registry.names())}")
+        raise ValueError(f"unknown {registry.kind}; choose from {', '.join(registry.names())}"
+                         f"{did_you_mean(value, registry.names())}")
     return value
 
 
@@ -157,7 +159,7 @@ class ModelConfig(_Section):
             get_spec(v)
         except CnnlabError:
             raise ValueError(f"unknown model; choose from {', '.join(MODELS.names())}, timm/<name>, tv/<name>"
-                             ) from None
+                             f"{did_you_mean(v, MODELS.names())}") from None
         return v
 
     @field_validator("fine_tune")
@@ -173,6 +175,22 @@ class ModelConfig(_Section):
         if v is not None and (not v or any(h < 1 or h > 1_000_000 for h in v)):
             raise ValueError("must be a non-empty list of layer sizes between 1 and 1,000,000")
         return v
+
+    @model_validator(mode="after")
+    def _freeze_needs_trained_weights(self) -> "ModelConfig":
+        """Freezing a backbone of random weights trains a head on noise (accuracy 0.21 was seen)."""
+        from .models.factory import MODELS, get_spec
+
+        policy = next((f"model.{k}" for k, on in (("freeze", self.freeze == "backbone"), ("fine_tune", self.fine_tune),
+                                                   ("unfreeze_last", self.unfreeze_last),
+                                                   ("train_bn_only", self.train_bn_only)) if on), None)
+        if policy and not self.weights and not (get_spec(self.name).pretrained and self.pretrained):
+            pretrained = [n for n in MODELS.names() if MODELS.get(n).pretrained]
+            raise ValueError(f"{policy} keeps a backbone's weights, but {self.name!r} "
+                             f"{'has no pretrained weights' if self.pretrained else 'is built with --no-pretrained'}: "
+                             f"use a pretrained model ({', '.join(pretrained)}, timm/<name>, tv/<name>) or give "
+                             "--weights FILE")
+        return self
 
     @model_validator(mode="after")
     def _typed_options(self) -> "ModelConfig":
@@ -307,7 +325,8 @@ def _format_error(err: ValidationError, prefix: str = "") -> str:
     loc = ".".join(parts) or "config"
     msg = " ".join(first["msg"].removeprefix("Value error, ").split())
     if first["type"] == "extra_forbidden":
-        return f"{prefix}unknown config key {loc!r}; known keys: {', '.join(config_keys())}"
+        return f"{prefix}unknown config key {loc!r}; known keys: {', '.join(config_keys())}" \
+               f"{did_you_mean(loc, config_keys())}"
     value = first.get("input")
     if isinstance(value, dict) and len(parts) <= 1:  # a check across a section's fields: its message names them
         return f"{prefix}{msg}"
@@ -326,7 +345,8 @@ def config_keys() -> list[str]:
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     if key not in config_keys():
-        raise CnnlabError(f"unknown config key {key!r}; known keys: {', '.join(config_keys())}")
+        raise CnnlabError(f"unknown config key {key!r}; known keys: {', '.join(config_keys())}"
+                          f"{did_you_mean(key, config_keys())}")
     node = tree
     for p in parts[:-1]:
         node = node.setdefault(p, {})

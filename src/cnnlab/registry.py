@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 from .errors import CnnlabError
 
 T = TypeVar("T")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """'; did you mean 'x'?' for the closest of ``choices`` to a mistyped ``word``, else ''."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class Registry(Generic[T]):
@@ -41,8 +48,9 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
+            names = self.names()
             raise CnnlabError(
-                f"unknown {self.kind} {name!r}; choose from: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}; choose from: {', '.join(names)}{did_you_mean(name, names)}"
             ) from None
 
     def names(self, pattern: str = "*") -> list[str]:

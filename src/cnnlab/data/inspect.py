@@ -235,15 +235,22 @@ def format_report(r: dict[str, Any]) -> str:
                  + ("; formats: " + ", ".join(f"{k} ×{v}" for k, v in r["formats"].items()) if r["formats"] else ""))
     if r["extension_mismatch"]:
         lines.append(f"extension does not match content: {', '.join(r['extension_mismatch'])}")
-    if r["unreadable"]:
-        lines.append(f"unreadable files ({len(r['unreadable'])}):")
-        lines += [f"  {u['path']}: {u['reason']}" for u in r["unreadable"]]
+    big = [u for u in r["unreadable"] if u["reason"].startswith("too many pixels")]
+    bad = [u for u in r["unreadable"] if u not in big]
+    if big:
+        lines.append(f"over the pixel budget, skipped ({len(big)}; raise --max-pixels to use them):")
+        lines += [f"  {u['path']}: {u['reason']}" for u in big]
+    if bad:
+        lines.append(f"unreadable files ({len(bad)}):")
+        lines += [f"  {u['path']}: {u['reason']}" for u in bad]
     if r["leaks_across_splits"]:
         lines.append(f"LEAKAGE: {len(r['leaks_across_splits'])} identical images in more than one split:")
         for e in r["leaks_across_splits"]:
             lines.append("  " + "  ==  ".join(f"{f.get('path', f.get('index'))} [{f['split']}]" for f in e["files"]))
     if r["duplicates_within_split"]:
         lines.append(f"duplicates within a split: {len(r['duplicates_within_split'])} groups")
+    if not r["leaks_across_splits"] and not r["duplicates_within_split"]:
+        lines.append("no duplicate images, within or across splits")
     for p in r.get("pictures", []):
         lines.append(f"wrote {p}")
     return "\n".join(lines)

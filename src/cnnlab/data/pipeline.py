@@ -18,7 +18,7 @@ from .split import imbalance_ratio, make_splits
 
 log = logging.getLogger(__name__)
 
-FOLDER_DEFAULT_SIZE = 32
+NICE_SIZES = (28, 32, 48, 64, 96, 128, 160, 192, 224)  # candidate input sides for image files
 STATS_SAMPLE = 5000  # images used for mean/std when pixels are decoded on demand
 
 
@@ -160,20 +160,21 @@ class ModelInputs(Protocol):
     std: Optional[tuple[float, ...]]
 
 
-def resolve_input(cfg: DataConfig, spec: ModelInputs) -> tuple[int, Optional[int], str]:
+def resolve_input(cfg: DataConfig, spec: ModelInputs) -> tuple[Optional[int], Optional[int], str]:
     """(size, channels, resize filter) to decode with: the flags, else the model's needs, else the data's own.
 
     Size: ``--input-size``; a model with a fixed input (pretrained nets) uses its own;
-    size-flexible models take a built-in dataset's native size, else the model default
-    (or 32 for folders when the model has none). Channels: ``--channels``, the model's
-    fixed channels, else None = the data's own. The filter is the pretrained model's.
+    size-flexible models take a built-in dataset's native size; for image files it is None
+    here and chosen from the images themselves (:func:`choose_input_size`). Channels:
+    ``--channels``, the model's fixed channels, else None = the data's own. The filter is the
+    pretrained model's.
     """
     builtin = DATASETS.get(cfg.source) if cfg.source in DATASETS else None
     size = cfg.input_size
     if size is None:
-        if spec.fixed_input_size or builtin is None:
-            size = spec.default_input_size or FOLDER_DEFAULT_SIZE
-        else:
+        if spec.fixed_input_size:
+            size = spec.default_input_size
+        elif builtin is not None:
             size = builtin.native_size
     channels = cfg.channels or spec.fixed_channels
     return size, channels, spec.interpolation
@@ -197,14 +198,42 @@ def _resize_array(images: np.ndarray, size: int, channels: Optional[int], resamp
     return imgs.numpy()
 
 
-def load_source(cfg: DataConfig, size: int, channels: Optional[int], progress: bool = True,
-                resample: str = "bilinear") -> SourceImages:
-    """Built-in arrays converted to (size, channels), or files decoded once."""
+def choose_input_size(files: Sequence[Any], spec: ModelInputs, sample: int = 200) -> tuple[int, int]:
+    """(input side, the images' median shorter side) for image files and a size-flexible model.
+
+    The largest of :data:`NICE_SIZES` not above the median shorter side of a sample of the
+    images (read from their headers) and not above the model's cap: its default size, at
+    least 64 (small dense nets and CNNs grow fast with the input); 28 when the images are
+    smaller than that.
+    """
+    from PIL import Image
+
+    sides = []
+    for f in list(files)[:: max(1, len(files) // sample)][:sample]:
+        try:
+            with Image.open(f) as im:
+                sides.append(min(im.size))
+        except Exception:  # unreadable files are reported by the decode step
+            continue
+    median = int(np.median(sides)) if sides else NICE_SIZES[0]
+    cap = max(64, spec.default_input_size)
+    fitting = [s for s in NICE_SIZES if s <= min(median, cap)]
+    return (fitting[-1] if fitting else NICE_SIZES[0]), median
+
+
+def load_source(cfg: DataConfig, size: Optional[int], channels: Optional[int], progress: bool = True,
+                resample: str = "bilinear", spec: Optional[ModelInputs] = None) -> SourceImages:
+    """Built-in arrays converted to (size, channels), or files decoded once (at a size chosen from
+    the images when ``size`` is None)."""
     if cfg.source in DATASETS:
         src = DATASETS.get(cfg.source).loader(data_dir=cfg.data_dir, download=cfg.download)
         src.images = _resize_array(src.images, size, channels, resample)
         return src
     files = list_files(cfg.source, cfg.image_root, cfg.delimiter, cfg.label_sep)
+    if size is None:
+        size, median = choose_input_size(files.files, spec)
+        log.info("input size %d×%d, chosen from the images (median shorter side %d px) and the model %s; "
+                 "set --input-size to change it", size, size, median, spec.name)
     return load_files(files, size, channels, max_pixels=cfg.max_pixels, workers=cfg.workers, cache=cfg.cache,
                       progress=progress, resample=resample)
 
@@ -274,7 +303,7 @@ def prepare_data(
         progress: show a progress bar while decoding files.
     """
     size, channels, resample = resolve_input(cfg, model)
-    src = drop_empty_classes(load_source(cfg, size, channels, progress, resample), cfg.drop_empty_classes,
+    src = drop_empty_classes(load_source(cfg, size, channels, progress, resample, model), cfg.drop_empty_classes,
                              cfg.source)
     labels = src.labels
     content = content_of(src)

@@ -6,6 +6,7 @@ import gzip
 import logging
 import pickle
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -326,8 +327,12 @@ def load_files(fl: FileList, size: int, channels: Optional[int], *, max_pixels: 
     dec = decode_images(fl.files, size, channels, max_pixels=max_pixels, workers=workers, mode=cache,
                         progress=progress, rel=fl.relpath, resample=resample)
     skipped = fl.skipped + dec.skipped
-    for s in skipped:
-        log.warning("skipped unreadable image %s: %s", s["path"], s["reason"])
+    if skipped:  # one concise line; every file with its full reason goes to dataset.json
+        kinds = Counter(x["reason"].split(" (")[0].split(":")[0] for x in skipped)
+        names = ", ".join(x["path"] for x in skipped[:20]) + (f" and {len(skipped) - 20} more"
+                                                               if len(skipped) > 20 else "")
+        log.warning("skipped %d unreadable files (%s): %s; reasons in dataset.json", len(skipped),
+                    ", ".join(f"{n} {k}" for k, n in kinds.most_common()), names)
     if fl.ignored:
         log.info("ignored %d files without an image extension under %s", fl.ignored, fl.root)
     keep = dec.keep

@@ -114,6 +114,8 @@ def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int]
         data = load_run_data(run, cfg, progress) if state else \
             prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, progress=progress)
         _check_monitor(cfg.train.monitor, data.multilabel)
+        if cfg.data.input_size is None:  # the size chosen from the data is part of the resolved config
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"input_size": data.input_size})})
         check_model_fits(cfg, len(data.classes), data.channels, data.input_size)
         engine: Engine = ENGINES.get(cfg.train.engine)(cfg, data, device)
         if state is None:
@@ -253,10 +255,6 @@ def _log_summary(data: PreparedData, engine: Engine, cfg: Config, device: torch.
     log.info("data %s: %d images, %d classes, %d×%d×%d; split train %d / val %d / test %d; imbalance %.2f",
              s["source"], s["num_images"], len(s["classes"]), s["input_size"], s["input_size"], s["channels"],
              s["split_sizes"]["train"], s["split_sizes"]["val"], s["split_sizes"]["test"], s["imbalance_ratio"])
-    if data.skipped:
-        shown = "; ".join(f"{x['path']} ({x['reason'][:80]})" for x in data.skipped[:3])
-        more = f" and {len(data.skipped) - 3} more" if len(data.skipped) > 3 else ""
-        log.warning("skipped %d unreadable files: %s%s (all in dataset.json)", len(data.skipped), shown, more)
     p = engine.parameters()
     log.info("model %s: %s parameters (%s trainable, %s frozen); engine %s; device %s", cfg.model.name,
              f"{p['total']:,}", f"{p['trainable']:,}", f"{p['frozen']:,}", engine.name, device)

@@ -267,6 +267,8 @@ def _add_run_commands(sub: Any) -> None:
     e.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="train, val or test of the run's own data (default test)")
     e.add_argument("--batch-size", type=_positive_int, default=256, metavar="N")
+    e.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                   help="pixel budget per image of --data (default: the run's)")
     e.add_argument("--device", default="auto", type=_device, metavar="DEV")
     e.add_argument("--json", action="store_true", help="print metrics as JSON")
 
@@ -275,6 +277,8 @@ def _add_run_commands(sub: Any) -> None:
     pr.add_argument("run", metavar="RUN")
     pr.add_argument("images", nargs="+", metavar="IMAGE")
     pr.add_argument("--top-k", type=_positive_int, default=3, metavar="K")
+    pr.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                    help="pixel budget per image (default: the run's); larger JPEGs are decoded downscaled")
     pr.add_argument("--device", default="auto", type=_device, metavar="DEV")
     pr.add_argument("--json", action="store_true", help="print results as JSON")
 
@@ -291,6 +295,7 @@ def _add_run_commands(sub: Any) -> None:
     x.add_argument("images", nargs="+", metavar="IMAGE")
     x.add_argument("--class", dest="target_class", metavar="NAME", help="also show Grad-CAM for this class")
     x.add_argument("--out", metavar="DIR", help="where the PNGs go (default RUN/explain)")
+    x.add_argument("--max-pixels", type=_positive_int, metavar="N", help="pixel budget per image (default: the run's)")
     x.add_argument("--device", default="auto", type=_device, metavar="DEV")
 
     c = sub.add_parser("compare", help="one page comparing runs",
@@ -394,7 +399,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CnnlabError("--retrieval needs datasets: add --data A [--data B ...]")
     if args.data and (len(args.data) > 1 or args.retrieval):
         res = api.evaluate_datasets(args.run, args.data, retrieval=args.retrieval, batch_size=args.batch_size,
-                                    device=args.device, progress=sys.stderr.isatty())
+                                    device=args.device, progress=sys.stderr.isatty(), max_pixels=args.max_pixels)
         if args.json:
             print(json.dumps(res, indent=2))
             return 0
@@ -404,13 +409,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"{r['data']:<{w}}  {r['images']:>6}  {r['accuracy']:8.4f}  {r['macro_f1']:8.4f}")
         if "map" in res:
             print("\nretrieval mAP (rows: queries, columns: gallery)")
-            print(" " * w + "  " + "  ".join(f"{i:>8}" for i in range(len(res["rows"]))))
+            cw = max(8, w)
+            print(" " * w + "  " + "  ".join(f"{r['data']:>{cw}}" for r in res["rows"]))
             for i, row in enumerate(res["map"]):
-                cells = "  ".join(f"{v:8.4f}" if v is not None else f"{'-':>8}" for v in row)
+                cells = "  ".join(f"{v:{cw}.4f}" if v is not None else f"{'-':>{cw}}" for v in row)
                 print(f"{res['rows'][i]['data']:<{w}}  {cells}")
         return 0
     m = api.evaluate(args.run, data=args.data[0] if args.data else None, data_dir=args.data_dir, split=args.split,
-                     batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty())
+                     batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty(),
+                     max_pixels=args.max_pixels)
     if args.json:
         print(json.dumps(m, indent=2))
     else:
@@ -421,7 +428,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from . import api
 
-    results = api.predict(args.run, args.images, top_k=args.top_k, device=args.device)
+    results = api.predict(args.run, args.images, top_k=args.top_k, device=args.device, max_pixels=args.max_pixels)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0 if all("top" in r for r in results) else 1
@@ -518,7 +525,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from . import api
 
-    results = api.explain(args.run, args.images, args.target_class, args.out, args.device)
+    results = api.explain(args.run, args.images, args.target_class, args.out, args.device, args.max_pixels)
     for r in results:
         if "error" in r:
             print(f"{r['path']}: error: {r['error']}")

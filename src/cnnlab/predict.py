@@ -5,6 +5,7 @@ a service can import it."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from dataclasses import dataclass
@@ -135,11 +136,14 @@ class Predictor:
     """
 
     def __init__(self, model: torch.nn.Module, ckpt: dict[str, Any], device: torch.device,
-                 thresholds: Optional[Sequence[float]] = None, run: Optional[RunFolder] = None):
+                 thresholds: Optional[Sequence[float]] = None, run: Optional[RunFolder] = None,
+                 max_pixels: Optional[int] = None):
         self.model, self.ckpt, self.device, self.run = model, ckpt, device, run
         self.classes: list[str] = list(ckpt["classes"])
         self.multilabel = bool(ckpt.get("multilabel"))
         self.preprocess = Preprocess.from_checkpoint(ckpt)
+        if max_pixels is not None:  # the pixel budget of this prediction, not the training run's
+            self.preprocess = dataclasses.replace(self.preprocess, max_pixels=max_pixels)
         self.thresholds = list(thresholds) if thresholds is not None else None
         self.epoch = ckpt.get("epoch")
 
@@ -156,8 +160,8 @@ class Predictor:
         return cls(model.to(dev).eval(), ckpt, dev, **kw)
 
     @classmethod
-    def from_run(cls, run: str | Path | RunFolder, device: str | torch.device = "auto", warn: bool = True
-                 ) -> "Predictor":
+    def from_run(cls, run: str | Path | RunFolder, device: str | torch.device = "auto", warn: bool = True,
+                 max_pixels: Optional[int] = None) -> "Predictor":
         """The run's best checkpoint (its best so far, with a warning, for an unfinished run) and,
         for multi-label runs, the per-class thresholds tuned on validation."""
         folder = run if isinstance(run, RunFolder) else RunFolder(run).require()
@@ -171,7 +175,7 @@ class Predictor:
         thresholds = None
         if ckpt.get("multilabel") and folder.metrics_json.is_file():
             thresholds = folder.read_json(folder.metrics_json).get("tuned_thresholds", {}).get("threshold")
-        return cls.from_checkpoint(ckpt, device, thresholds=thresholds, run=folder)
+        return cls.from_checkpoint(ckpt, device, thresholds=thresholds, run=folder, max_pixels=max_pixels)
 
     # ------------------------------------------------------------------ prediction
     def batches(self, images: Any, labels: torch.Tensor, indices: Any, batch_size: int) -> TensorBatches:

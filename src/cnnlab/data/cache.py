@@ -9,7 +9,6 @@ and modification time plus the preprocessing settings, so any change makes a new
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -36,21 +35,28 @@ def cache_dir() -> Path:
 
 
 def content_digest(data: bytes | memoryview) -> str:
-    """A cheap digest of a file's bytes (BLAKE2b, 64 bits): part of the data fingerprint, so
-    that changed pixels under an unchanged name are noticed."""
+    """A cheap digest of bytes (BLAKE2b, 64 bits): part of the data fingerprint, so that
+    changed pixels under an unchanged name are noticed."""
     return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """:func:`content_digest` of a file, read in 1 MiB pieces (a huge file is not held twice)."""
+    h = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            h.update(piece)
+    return h.hexdigest()
 
 
 def _decode_one(path: Path, channels: int, size: int, max_pixels: int, resample: str = "bilinear"
                 ) -> tuple[Optional[np.ndarray], str, str]:
-    """(array or None, PIL mode or the reason it failed, content digest): the file is read once,
-    hashed, and decoded from those bytes."""
+    """(array or None, PIL mode or the reason it failed, content digest of the file)."""
     try:
-        data = path.read_bytes()
-        if not data:
+        if path.stat().st_size == 0:
             return None, "empty file (0 bytes)", ""
-        arr, mode = decode_file(io.BytesIO(data), channels, size, max_pixels, resample)
-        return arr, mode, content_digest(data)
+        arr, mode = decode_file(path, channels, size, max_pixels, resample)
+        return arr, mode, file_digest(path)
     except Exception as e:  # every failure of one file is recorded, never raised
         return None, describe_error(e), ""
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
+import contextlib
+import threading
 from pathlib import Path
+from typing import Any, BinaryIO, Iterator, Optional
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -48,39 +50,71 @@ class TooManyPixels(ValueError):
     """An image larger than the configured pixel budget."""
 
 
-def decode_file(path: str | Path, channels: int, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+_limit_lock = threading.Lock()
+_limit_users = 0
+_limit_saved: Optional[int] = None
+
+
+@contextlib.contextmanager
+def open_image(path: Any) -> Iterator[Image.Image]:
+    """``Image.open`` without Pillow's own decompression-bomb guard.
+
+    cnnlab applies its ``max_pixels`` budget itself, from the header, before anything is
+    decoded (see :func:`decode_file`). Pillow's fixed guard (89 M pixels warns with a
+    traceback-like message, 179 M refuses) would otherwise refuse a 623 M-pixel file the user
+    allowed with ``--max-pixels``. Pillow keeps the guard in a module global, so it is lifted
+    only while an open in this process is under way (counted across threads) and restored after.
+    """
+    global _limit_users, _limit_saved
+    with _limit_lock:
+        if _limit_users == 0:
+            _limit_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _limit_users += 1
+    try:
+        with Image.open(path) as im:
+            yield im
+    finally:
+        with _limit_lock:
+            _limit_users -= 1
+            if _limit_users == 0:
+                Image.MAX_IMAGE_PIXELS = _limit_saved
+
+
+def decode_file(path: str | Path | BinaryIO, channels: int, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
                 resample: str = "bilinear") -> tuple[np.ndarray, str]:
     """Read ``path`` → (C, size, size) uint8 array, and the file's original PIL mode.
 
     EXIF orientation is applied; the image is resized to a square with bilinear filtering
     (or ``resample``: the filter a pretrained model expects; PIL's resize low-pass filters
-    when shrinking). Memory stays within ``max_pixels``: the
-    pixel count is read from the header before decoding; a larger JPEG is decoded at a
-    reduced scale (libjpeg's draft mode, up to 1/8), anything else larger is refused.
+    when shrinking). Memory stays within ``max_pixels``: the pixel count is read from the
+    header before decoding; a larger JPEG is decoded at a reduced scale (libjpeg's draft
+    mode, up to 1/8), anything else larger is refused. An image many times the target side is
+    box-reduced right after decoding, before mode conversion, so that its copies stay small.
 
     Raises:
         TooManyPixels: over the budget and not reducible.
         Exception: whatever PIL raises for an unreadable file; callers record the reason.
     """
-    with warnings.catch_warnings():
-        # cnnlab applies its own limit (max_pixels) from the header; PIL's warning is redundant.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
-            mode = im.mode
-            w, h = im.size
-            if w * h > max_pixels and im.format == "JPEG":
-                im.draft("L" if channels == 1 else "RGB", (size, size))
-            if im.size[0] * im.size[1] > max_pixels:
-                raise TooManyPixels(
-                    f"{w}×{h} = {w * h:,} pixels is over data.max_pixels = {max_pixels:,}; "
-                    "raise it to decode such images"
-                )
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            im = to_mode(im, channels)
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling[resample.upper()])
-            arr = np.asarray(im, dtype=np.uint8)
+    with open_image(path) as im:
+        mode = im.mode
+        w, h = im.size
+        if w * h > max_pixels and im.format == "JPEG":
+            im.draft("L" if channels == 1 else "RGB", (size, size))
+        if im.size[0] * im.size[1] > max_pixels:
+            raise TooManyPixels(
+                f"{w}×{h} = {w * h:,} pixels is over data.max_pixels = {max_pixels:,}; "
+                "raise it (--max-pixels) to decode such images"
+            )
+        im.load()
+        factor = min(im.size) // (2 * size)
+        if factor >= 4 and im.mode in ("L", "RGB", "RGBA", "LA", "I", "F"):
+            im = im.reduce(factor)  # a large image: box-shrink first, so the copies below stay small
+        im = ImageOps.exif_transpose(im)
+        im = to_mode(im, channels)
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.Resampling[resample.upper()])
+        arr = np.asarray(im, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[None]
     else:

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from ..config import DataConfig
 from .cache import _decode_one
 from .files import FileList
+from .images import open_image
 from .sources import DATASETS, list_files
 from .split import given_splits, imbalance_ratio, make_splits
 from .transforms import build_transform
@@ -31,7 +32,7 @@ def _probe(path: Path, max_pixels: int) -> dict[str, Any]:
     """Header facts, a full decode check (as training would do it) and the content hash."""
     info: dict[str, Any] = {}
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             info.update(format=im.format, mode=im.mode, size=f"{im.size[0]}x{im.size[1]}")
     except Exception:  # reported through the decode check below
         pass

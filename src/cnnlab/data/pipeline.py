@@ -206,12 +206,12 @@ def choose_input_size(files: Sequence[Any], spec: ModelInputs, sample: int = 200
     least 64 (small dense nets and CNNs grow fast with the input); 28 when the images are
     smaller than that.
     """
-    from PIL import Image
+    from .images import open_image
 
     sides = []
     for f in list(files)[:: max(1, len(files) // sample)][:sample]:
         try:
-            with Image.open(f) as im:
+            with open_image(f) as im:
                 sides.append(min(im.size))
         except Exception:  # unreadable files are reported by the decode step
             continue

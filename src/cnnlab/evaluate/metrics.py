@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from sklearn.metrics import (
@@ -91,15 +91,20 @@ def area_ratio(auc: float | None) -> float | None:
     return None if auc is None else 2 * auc - 1
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
+                           present: Optional[Sequence[int]] = None) -> dict[str, Any]:
     """Accuracy, macro/weighted F1, per-class precision/recall/F1/support, confusion matrix.
 
     Args:
         y_true: (N,) true class indices.
         probs: (N, K) predicted probabilities.
         classes: K class names.
+        present: with data that lacks some of the model's classes (another dataset), the
+            class indices it has: macro/weighted F1 average over those only, and the absent
+            classes are listed under ``absent_classes`` instead of counting as F1 0.
     """
     labels = list(range(len(classes)))
+    averaged = labels if present is None else list(present)
     y_pred = probs.argmax(1)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     auc, weighted_auc = one_vs_rest_auc(y_true, probs)
@@ -111,8 +116,10 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(present) > 1 else None,
         **top_k,
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=averaged, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=averaged, average="weighted", zero_division=0)),
+        **({"absent_classes": [classes[i] for i in labels if i not in set(averaged)],
+            "averaged_over": "the classes present in the data"} if len(averaged) < len(labels) else {}),
         "weighted_auc": weighted_auc,
         "weighted_area_ratio": area_ratio(weighted_auc),
         "log_loss": float(log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels)),
@@ -178,8 +185,10 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[
     }
 
 
-def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    """Single- or multi-label metrics, chosen by the shape of ``y_true``.
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
+                    present: Optional[Sequence[int]] = None) -> dict[str, Any]:
+    """Single- or multi-label metrics, chosen by the shape of ``y_true`` (``present``: see
+    :func:`classification_metrics`).
 
     A diverged model's NaN outputs are scored as uninformative (uniform) predictions and the
     count is reported as ``non_finite_predictions``.
@@ -188,12 +197,12 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str
     if bad.any():
         probs = probs.copy()
         probs[bad] = 0.5 if np.asarray(y_true).ndim == 2 else 1.0 / probs.shape[1]
-        out = compute_metrics(y_true, probs, classes)
+        out = compute_metrics(y_true, probs, classes, present)
         out["non_finite_predictions"] = int(bad.sum())
         return out
     if np.asarray(y_true).ndim == 2:
         return multilabel_metrics(y_true, probs, classes)
-    return classification_metrics(y_true, probs, classes)
+    return classification_metrics(y_true, probs, classes, present)
 
 
 def cumulative_gains(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -224,4 +233,6 @@ def format_metrics_table(m: dict[str, Any], title: str = "") -> str:
                        ("micro_f1", "micro F1"), ("mean_average_precision", "mAP")):
         if m.get(key) is not None:
             lines.append(f"{label:<{w}}  {m[key]:.4f}")
+    if m.get("absent_classes"):
+        lines.append(f"(F1 averaged over the classes present; absent from this data: {', '.join(m['absent_classes'])})")
     return "\n".join(lines)

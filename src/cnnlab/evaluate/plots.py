@@ -165,7 +165,9 @@ def plot_image_grid(images, titles: Sequence[str], path: Path, cols: int = 6, ti
 
     n = max(len(images), 1)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.1), squeeze=False)
+    lines = max((str(t).count("\n") + 1 for t in titles), default=1)  # room for captions of several lines
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * (1.8 + 0.2 * lines) + (0.4 if title else 0)),
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, img in enumerate(images):

@@ -101,7 +101,7 @@ def evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device
 
 def evaluate(run_path: str | Path, data: Optional[str] = None, data_dir: Optional[str] = None,
              split: str = "test", batch_size: int = 256, device: str = "auto",
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, max_pixels: Optional[int] = None) -> dict[str, Any]:
     """Evaluate a run's best checkpoint.
 
     Args:
@@ -124,23 +124,27 @@ def evaluate(run_path: str | Path, data: Optional[str] = None, data_dir: Optiona
     if data is None:
         prepared = load_run_data(run, run.read_config(), progress)
         return evaluate_checkpoint(run, prepared, predictor.device, batch_size, split, predictor=predictor)
-    return _evaluate_other(run, predictor, data, batch_size, progress, data_dir)[0]
+    return _evaluate_other(run, predictor, data, batch_size, progress, data_dir, max_pixels)[0]
 
 
 def _evaluate_other(run: RunFolder, predictor: Predictor, data: str, batch_size: int, progress: bool,
-                    data_dir: Optional[str] = None) -> tuple[dict[str, Any], Any, torch.Tensor]:
-    """Metrics on all images of another dataset, its classes mapped onto the model's by name."""
+                    data_dir: Optional[str] = None, max_pixels: Optional[int] = None
+                    ) -> tuple[dict[str, Any], Any, torch.Tensor]:
+    """Metrics on all images of another dataset, its classes mapped onto the model's by name;
+    averages run over the classes present in that data (absent ones are listed)."""
+    from ..data.sources import DATASETS, list_files
+
     cfg = run.read_config()
     ckpt = predictor.ckpt
     pre = ckpt["preprocess"]
     dcfg = build_config({"data": {**cfg.data.model_dump(), "source": data, "data_dir": data_dir,
                                   "input_size": pre["input_size"], "channels": pre["channels"],
-                                  "train_per_class": None},
+                                  "train_per_class": None, "max_pixels": max_pixels or cfg.data.max_pixels},
                          "model": cfg.model.model_dump()}).data
+    if data not in DATASETS:  # the class names are known before any pixel is decoded
+        _check_classes(data, list_files(data, dcfg.image_root, dcfg.delimiter, dcfg.label_sep).classes, ckpt)
     other = prepare_data(dcfg, get_spec(cfg.model.name), cfg.train.seed, progress=progress)
-    missing = [c for c in other.classes if c not in ckpt["classes"]]
-    if missing:
-        raise CnnlabError(f"dataset {data!r} has classes the model never saw: {', '.join(missing)}")
+    _check_classes(data, other.classes, ckpt)
     if other.multilabel != bool(ckpt.get("multilabel")):
         raise CnnlabError(f"dataset {data!r} is {'multi' if other.multilabel else 'single'}-label; the model is not")
     cols = [ckpt["classes"].index(c) for c in other.classes]
@@ -150,24 +154,32 @@ def _evaluate_other(run: RunFolder, predictor: Predictor, data: str, batch_size:
     else:
         labels = torch.tensor(cols)[other.labels]
     probs, y = predictor.probs(other.images, labels, np.arange(len(labels)), batch_size)
+    present = None if other.multilabel else sorted(set(cols))
     metrics = {"split": "all", "data": data, "checkpoint": "best", "best_epoch": ckpt["epoch"],
-               **compute_metrics(y, probs, ckpt["classes"])}
+               **compute_metrics(y, probs, ckpt["classes"], present=present)}
     return metrics, other.images, labels
 
 
+def _check_classes(data: str, classes: Sequence[str], ckpt: dict[str, Any]) -> None:
+    missing = [c for c in classes if c not in ckpt["classes"]]
+    if missing:
+        raise CnnlabError(f"dataset {data!r} has classes the model never saw: {', '.join(missing)}")
+
+
 def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
-            device: str = "auto") -> list[dict[str, Any]]:
+            device: str = "auto", max_pixels: Optional[int] = None) -> list[dict[str, Any]]:
     """Top-k classes and probabilities for image files, with the run's preprocessing.
 
     Returns:
         One dict per image: ``{"path", "top": [{"class", "prob"}...]}`` (multi-label runs add
         ``labels``, those over the thresholds tuned on validation) or ``{"path", "error"}``.
     """
-    return Predictor.from_run(run_path, device).predict(list(images), top_k=top_k)
+    return Predictor.from_run(run_path, device, max_pixels=max_pixels).predict(list(images), top_k=top_k)
 
 
 def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Optional[str] = None,
-            out: Optional[str | Path] = None, device: str = "auto") -> list[dict[str, Any]]:
+            out: Optional[str | Path] = None, device: str = "auto", max_pixels: Optional[int] = None
+            ) -> list[dict[str, Any]]:
     """Grad-CAM for the predicted (and a chosen) class, the first layer's filters and the
     feature maps of each conv stage, as PNGs in ``out`` (default RUN/explain).
 
@@ -178,7 +190,7 @@ def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Op
     from ..evaluate.explain import last_conv
 
     run = RunFolder(run_path).require()
-    predictor = Predictor.from_run(run, device)
+    predictor = Predictor.from_run(run, device, max_pixels=max_pixels)
     classes = predictor.classes
     if predictor.multilabel:
         log.info("multi-label model: Grad-CAM shows the highest-scoring label")
@@ -232,22 +244,19 @@ def _explain_into(folder: Path, final: Path, predictor: Predictor, images: Seque
 
 
 def compare(run_paths: Sequence[str | Path], out: str | Path = "compare.html") -> Path:
-    """One page comparing finished runs: accuracy, macro-F1, parameters, time, curves overlaid."""
+    """One page comparing runs (unfinished ones marked): settings, the config fields that differ,
+    accuracy, macro-F1, parameters, time, curves overlaid."""
     from ..runs.report import write_comparison
 
-    runs = []
-    for p in run_paths:
-        r = RunFolder(p).require()
-        if not r.metrics_json.is_file():
-            raise CnnlabError(f"run {str(r.path)!r} has not finished (no metrics.json)")
-        runs.append(r)
+    runs = [RunFolder(p).require(checkpoint=False) for p in run_paths]  # unfinished runs are marked
     if not runs:
         raise CnnlabError("compare needs at least one run folder")
     return write_comparison(runs, Path(out))
 
 
 def evaluate_datasets(run_path: str | Path, datasets: Sequence[str], retrieval: bool = False,
-                      batch_size: int = 256, device: str = "auto", progress: bool = True) -> dict[str, Any]:
+                      batch_size: int = 256, device: str = "auto", progress: bool = True,
+                      max_pixels: Optional[int] = None) -> dict[str, Any]:
     """Metrics of a run on several datasets (classes matched by name), and optionally the
     within- and cross-dataset retrieval mAP matrix of penultimate-layer features.
 
@@ -262,7 +271,7 @@ def evaluate_datasets(run_path: str | Path, datasets: Sequence[str], retrieval: 
     run = RunFolder(run_path).require()
     predictor = Predictor.from_run(run, device)
     for name in datasets:
-        m, images, labels = _evaluate_other(run, predictor, name, batch_size, progress)
+        m, images, labels = _evaluate_other(run, predictor, name, batch_size, progress, max_pixels=max_pixels)
         rows.append({"data": name, "images": m["num_samples"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
                      "weighted_f1": m["weighted_f1"], "balanced_accuracy": m.get("balanced_accuracy")})
         if retrieval:

@@ -74,6 +74,15 @@ def _render(title: str, subtitle: str, sections: list[dict[str, str]]) -> str:
                                         sections=sections)
 
 
+def time_split(info: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Where a run's time went, from run.json: data, feature extraction, training, evaluation, total."""
+    fc = info.get("feature_cache") or {}
+    parts = [("data (decode, split)", info.get("data_seconds")), ("feature extraction", fc.get("seconds")),
+             ("training", info.get("train_seconds")), ("evaluation", info.get("eval_seconds")),
+             ("total", info.get("total_seconds"))]
+    return [(label, v) for label, v in parts if v is not None]
+
+
 def top_confused(cm: Sequence[Sequence[int]], classes: Sequence[str], n: int = 8) -> list[tuple[str, str, int]]:
     pairs = [(classes[i], classes[j], int(cm[i][j])) for i in range(len(classes)) for j in range(len(classes))
              if i != j and cm[i][j] > 0]
@@ -116,7 +125,9 @@ def _report_page(run: RunFolder, fig_dir: Path, images: Any, labels: torch.Tenso
         if metrics.get(key) is not None:
             kpis.append((label, metrics[key]))
     params = info.get("parameters", {})
-    kpis += [("parameters", f"{params.get('total', 0):,}"), ("train time", f"{info.get('train_seconds', 0)} s"),
+    kpis += [("parameters", f"{params.get('total', 0):,}"),
+             ("run time", f"{info.get('total_seconds', info.get('train_seconds', 0))} s"),
+             ("of which training", f"{info.get('train_seconds', 0)} s"),
              ("best epoch", f"{metrics.get('best_epoch')} / {info.get('epochs_done')}")]
     status = info.get("status")
     warn = ("" if status == "completed"
@@ -161,16 +172,17 @@ def _report_page(run: RunFolder, fig_dir: Path, images: Any, labels: torch.Tenso
         if len(wrong):
             grid = plots.plot_image_grid(
                 [images[int(idx[i])].numpy() for i in wrong],
-                [f"true {classes[y[i]]}\npred {classes[probs[i].argmax()]} {probs[i].max():.2f}" for i in wrong],
-                fig_dir / "misclassified.png", title="most confidently wrong test images")
+                [f"{classes[y[i]]} →\n{classes[probs[i].argmax()]} {probs[i].max():.2f}" for i in wrong],
+                fig_dir / "misclassified.png", title="most confidently wrong test images (true → predicted)")
             sections.append({"id": "errors", "title": "Most confidently wrong", "body": img_tag(grid, "misclassified")})
         right = np.flatnonzero(probs.argmax(1) == y)[:6]
         chosen = list(right) + list(wrong[:6])
         overlays = grad_cams([int(idx[i]) for i in chosen])
         if overlays is not None:
             grid = plots.plot_image_grid(
-                overlays, [("right: " if i in right else "wrong: ") + f"{classes[probs[i].argmax()]}"
-                           for i in chosen], fig_dir / "gradcam.png", title="Grad-CAM of the predicted class",
+                overlays, [f"{classes[y[i]]} →\n{classes[probs[i].argmax()]} {probs[i].max():.2f}" for i in chosen],
+                fig_dir / "gradcam.png",
+                title="Grad-CAM of the predicted class (true → predicted; green right, red wrong)",
                 colors=["tab:green" if i in right else "tab:red" for i in chosen])
             sections.append({"id": "gradcam", "title": "Grad-CAM", "body": img_tag(grid, "Grad-CAM")})
     else:
@@ -200,15 +212,17 @@ def _report_page(run: RunFolder, fig_dir: Path, images: Any, labels: torch.Tenso
                         if skipped else "")})
     frozen = params.get("frozen", 0)
     fc = info.get("feature_cache")
+    phases = [[f"trainable, epochs {ph['epochs']}", f"{ph['trainable']:,} ({ph['frozen']:,} frozen)"]
+              for ph in params.get("phases", [])]
     sections.append({"id": "model", "title": "Model", "body": table(["", ""], [
         ["model", cfg["model"]["name"]], ["parameters", f"{params.get('total', 0):,}"],
-        ["trainable", f"{params.get('trainable', 0):,}"], ["frozen", f"{frozen:,}"],
+        *(phases or [["trainable", f"{params.get('trainable', 0):,}"], ["frozen", f"{frozen:,}"]]),
         ["feature cache", f"used, {fc['seconds']} s to extract" if fc else "not used"],
         ["optimizer", f"{cfg['optim']['name']} lr {cfg['optim']['lr']}"],
         ["schedule", cfg["train"]["schedule"]]])})
     sections.append({"id": "timing", "title": "Timing and environment", "body": table(["", ""], [
         ["started", info.get("started")], ["finished", info.get("finished")],
-        ["training seconds", info.get("train_seconds")], ["epochs", info.get("epochs_done")],
+        *[[f"{label} seconds", v] for label, v in time_split(info)], ["epochs", info.get("epochs_done")],
         ["device", info.get("device")], ["cnnlab", info.get("cnnlab")], ["torch", info.get("torch")],
         ["python", info.get("python")], ["platform", platform.platform()]])})
     sections.append({"id": "config", "title": "Config", "body": f"<pre>{html.escape(run.config.read_text())}</pre>"})
@@ -218,19 +232,45 @@ def _report_page(run: RunFolder, fig_dir: Path, images: Any, labels: torch.Tenso
     return _render(f"cnnlab report: {run.path.name}", subtitle, sections)
 
 
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _policy(model: dict[str, Any]) -> str:
+    """The transfer policy of a model config in a few words."""
+    if model.get("fine_tune"):
+        return f"fine-tune {model['fine_tune'][0]}+{model['fine_tune'][1]}"
+    if model.get("unfreeze_last"):
+        return f"top {model['unfreeze_last']} blocks"
+    if model.get("train_bn_only"):
+        return "BatchNorm + head"
+    return "frozen backbone" if model.get("freeze") == "backbone" else "all layers"
+
+
 def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
-    """One page comparing runs: a table of accuracy, macro-F1, parameters and time, and
-    validation curves overlaid."""
+    """One page comparing runs: a table of status, settings, accuracy, macro-F1, parameters and
+    time; the config fields that differ; validation curves overlaid. Unfinished runs are marked."""
     import matplotlib.pyplot as plt
 
-    rows, curves = [], []
+    rows, curves, configs = [], [], []
     for r in runs:
-        info, m = r.status(), r.read_json(r.metrics_json)
+        info, state = r.status(), r.state()
+        m = r.read_json(r.metrics_json) if state.status == "completed" else {}
         cfg = r.read_config().model_dump(mode="json")
-        rows.append([r.path.name, cfg["model"]["name"], cfg["data"]["source"], f"{info['parameters']['total']:,}",
-                     f"{info['parameters']['trainable']:,}", m["accuracy"], m["macro_f1"], info.get("train_seconds"),
-                     info.get("epochs_done"), m.get("best_epoch")])
+        configs.append(_flatten(cfg))
+        params = info.get("parameters", {})
+        rows.append([r.path.name, state.describe(), cfg["model"]["name"], cfg["data"]["source"],
+                     cfg["data"]["input_size"], _policy(cfg["model"]), cfg["optim"]["lr"], info.get("epochs_done"),
+                     f"{params.get('total', 0):,}", f"{params.get('trainable', 0):,}", m.get("accuracy"),
+                     m.get("macro_f1"), info.get("total_seconds"), info.get("train_seconds"), m.get("best_epoch")])
         curves.append((r.path.name, read_csv(r.history_csv)))
+    differ = sorted(k for k in set().union(*configs) if k != "run.out" and len({repr(c.get(k)) for c in configs}) > 1)
     fig_dir = Path(out).with_suffix("")
     fig_dir.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -246,18 +286,23 @@ def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
     fig.suptitle("validation curves")
     png = plots._save(fig, fig_dir / "curves.png")
     acc_fig, ax = plt.subplots(figsize=(6, 3.5))
-    params = [int(str(r[3]).replace(",", "")) for r in rows]
-    ax.scatter(params, [r[5] for r in rows])
-    for r, p in zip(rows, params):
-        ax.annotate(r[0], (p, r[5]), fontsize=8)
+    done = [r for r in rows if r[10] is not None]
+    params = [int(str(r[8]).replace(",", "")) for r in done]
+    ax.scatter(params, [r[10] for r in done])
+    for r, p in zip(done, params):
+        ax.annotate(r[0], (p, r[10]), fontsize=8, xytext=(4, 4), textcoords="offset points", annotation_clip=True)
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("test accuracy")
     ax.set_title("accuracy against size")
     scatter = plots._save(acc_fig, fig_dir / "accuracy_vs_parameters.png")
-    header = ["run", "model", "data", "parameters", "trainable", "accuracy", "macro F1", "train s", "epochs",
-              "best epoch"]
+    header = ["run", "status", "model", "data", "input", "transfer", "lr", "epochs", "parameters", "trainable",
+              "accuracy", "macro F1", "run s", "train s", "best epoch"]
+    diff_rows = [[k] + [c.get(k) for c in configs] for k in differ]
     sections = [{"id": "table", "title": "Runs", "body": table(header, rows)},
+                {"id": "differences", "title": "Config differences",
+                 "body": table(["field"] + [r[0] for r in rows], diff_rows) if diff_rows
+                 else "<p>The runs' configs are the same (apart from their folders).</p>"},
                 {"id": "curves", "title": "Curves", "body": img_tag(png, "validation curves")},
                 {"id": "size", "title": "Accuracy against size", "body": img_tag(scatter, "accuracy vs parameters")}]
     atomic_write_text(Path(out), _render("cnnlab comparison", f"{len(rows)} runs", sections))

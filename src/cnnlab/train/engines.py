@@ -121,8 +121,18 @@ class TorchEngine:
         self.extra_callbacks: list[Callback] = []
         self._resume_state: Optional[dict[str, Any]] = None
 
-    def parameters(self) -> dict[str, int]:
-        return count_parameters(self.model)
+    def parameters(self) -> dict[str, Any]:
+        """Total/trainable/frozen counts as built; with ``--fine-tune`` also per phase."""
+        counts: dict[str, Any] = count_parameters(self.model)
+        ft = self.cfg.model.fine_tune
+        if ft:
+            apply_freeze(self.model, "none")
+            unfrozen = count_parameters(self.model)
+            apply_freeze(self.model, "backbone")
+            counts["phases"] = [{"epochs": f"1-{ft[0]}", "trainable": counts["trainable"], "frozen": counts["frozen"]},
+                                {"epochs": f"{ft[0] + 1}-{ft[0] + ft[1]}", "trainable": unfrozen["trainable"],
+                                 "frozen": unfrozen["frozen"]}]
+        return counts
 
     # --------------------------------------------------------------- preparation
     def prepare(self, state: Optional[dict[str, Any]]) -> dict[str, Any]:

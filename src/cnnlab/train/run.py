@@ -29,6 +29,8 @@ from .engines import ENGINES, Engine, TorchEngine
 
 log = logging.getLogger(__name__)
 
+TIMED = ("data_seconds", "train_seconds", "eval_seconds")  # with the feature cache's seconds: the run's time
+
 
 @dataclass
 class TrainResult:
@@ -230,6 +232,9 @@ def finish_run(o: OpenRun, progress: bool) -> TrainResult:
                       stop_reason=engine.stop_reason or "completed all epochs",
                       train_seconds=round(sum(h["seconds"] for h in engine.history), 1),
                       eval_seconds=round(time.perf_counter() - started, 1), best_epoch=metrics["best_epoch"])
+    timing = run.status()
+    run.update_status(total_seconds=round(sum(timing.get(k) or 0 for k in TIMED) +
+                                          (timing.get("feature_cache") or {}).get("seconds", 0), 1))
     if cfg.run.report:
         try:
             log.info("report: %s", report(run.path, data=o.data, device=str(o.device), progress=progress, run=run))

@@ -16,6 +16,18 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
+@pytest.fixture(autouse=True)
+def _legible_figures(monkeypatch):
+    """Every figure a test makes cnnlab draw is checked: no overlapping or clipped text."""
+    from cnnlab.evaluate import plots
+    from tests.figcheck import checked_save
+
+    problems: list[str] = []
+    monkeypatch.setattr(plots, "_save", checked_save(plots.layout, problems))
+    yield problems
+    assert not problems, problems
+
+
 def write_idx(folder: Path, n_train: int = 200, n_test: int = 50, seed: int = 0) -> Path:
     """Write gzipped MNIST-format IDX files whose class is visible in the pixels."""
     rng = np.random.default_rng(seed)

@@ -165,3 +165,43 @@ def test_pillows_own_bomb_limit_follows_max_pixels(tmp_path):
             decode_file(path, 1, 16, budget)
         assert reason in describe_error(e.value)
     assert Image.MAX_IMAGE_PIXELS == 89_478_485  # restored after use
+
+
+def test_figures_stay_legible_with_many_classes_multi_label_data_and_long_run_names(tmp_path, _legible_figures):
+    """The conftest checks every figure drawn here (and in every other test): no text overlaps
+    another or leaves its figure."""
+    from tests.fixtures import cifar100_files, csv_dataset
+
+    c100 = str(cifar100_files(tmp_path / "c"))
+    many = api.train(build_config(None, {"data.source": "cifar100", "data.data_dir": c100,
+                                         "model.name": "cnn-small", "train.epochs": 1,
+                                         "run.out": str(tmp_path / "a-run-with-a-rather-long-name-100-classes")}),
+                     progress=False)
+    multi = api.train(build_config(None, {"data.source": str(csv_dataset(tmp_path / "ml", multilabel=True)),
+                                          "model.name": "cnn-small", "train.epochs": 1,
+                                          "run.out": str(tmp_path / "multi-label-run-of-four-tags")}), progress=False)
+    _, third = folder_run(tmp_path, "third")
+    api.compare([many.run, multi.run, third.run], tmp_path / "cmp.html")
+    api.explain(third.run, [tmp_path / "d" / "class_0" / "img_000.png"], "class_1", tmp_path / "x")
+    assert (many.run / "report" / "confusion.png").is_file() and not _legible_figures
+
+
+def test_pages_fit_a_1300_pixel_wide_browser(tmp_path):
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it when run as root)")
+    from playwright.sync_api import sync_playwright
+
+    data, a = folder_run(tmp_path, "a", **{"run.report": True})
+    _, b = folder_run(tmp_path, "b", **{"model.name": "mlp"})
+    cmp = api.compare([a.run, b.run], tmp_path / "cmp.html")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        widths = {}
+        for html in (a.run / "report.html", cmp):
+            page.goto(html.resolve().as_uri())
+            page.wait_for_load_state("load")
+            widths[html.name] = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        browser.close()
+    assert all(scroll <= inner for scroll, inner in widths.values()), widths

@@ -76,6 +76,7 @@ ALLOWED = {"runs/store.py": "the run folder's writer",
            "evaluate/plots.py": "a figure at the path it is given (scratch folders of RunFolder.artifacts)",
            "runs/report.py": "compare.html at --out (report.html goes through RunFolder.write_text)",
            "train/run.py": "lr-find's own --out folder", "train/engines.py": "checkpoint bytes in memory",
+           "train/build.py": "the persistent feature cache under ~/.cache/cnnlab",
            "config.py": "save_config to a path the caller gives"}
 
 

@@ -245,3 +245,70 @@ def test_lr_find_writes_curve_and_suggests_a_rate_in_range(tmp_path, capsys):
     suggestion = float(printed.split("suggested learning rate: ")[1].split()[0])
     assert 1e-5 < suggestion < 1.0
     assert (out / "lr_find.png").stat().st_size > 5000
+
+
+def _lite0(tmp_path, out, **extra):
+    root = tmp_path / "d"
+    if not root.exists():
+        make_folder_dataset(root, classes=3, per_class=8, size=32)
+    return build_config(None, {"data.source": str(root), "model.name": "efficientnet-lite0", "data.input_size": 32,
+                               "train.batch_size": 8, "run.out": str(tmp_path / out), "run.report": False, **extra})
+
+
+def test_fine_tune_trains_the_frozen_phase_on_cached_features_then_the_whole_net(tmp_path):
+    res = api.train(_lite0(tmp_path, "ft", **{"model.fine_tune": [3, 2]}), progress=False)
+    info = json.loads((res.run / "run.json").read_text())
+    assert info["feature_cache"]["used"] and len(res.history) == 5
+    frozen = [h["seconds"] for h in res.history[:3]]
+    tuned = [h["seconds"] for h in res.history[3:]]
+    assert max(frozen) * 5 < min(tuned), (frozen, tuned)  # the head alone, at feature-cache speed
+    lrs = [h["lr"] for h in res.history]  # the LR at each epoch's end: the head's, warm-up, then the cosine's end
+    assert lrs[:2] == [pytest.approx(1e-3)] * 2 and lrs[2] < 1e-3 and lrs[3] == pytest.approx(1e-3) and lrs[4] < 1e-6
+
+
+def test_fine_tune_auto_resolves_its_phases_into_the_saved_config(tmp_path):
+    res = api.train(_lite0(tmp_path, "auto", **{"model.fine_tune": "auto", "train.epochs": 3}), progress=False)
+    saved = (res.run / "config.yaml").read_text()
+    assert "fine_tune:\n  - 2\n  - 1" in saved and "epochs: 3" in saved and len(res.history) == 3
+    assert "backbone_lr_mult: 0.5" in saved
+
+
+@pytest.mark.parametrize("stop_at", [2, 4])  # inside the frozen phase, inside the unfrozen one
+def test_fine_tune_interrupted_and_resumed_equals_an_uninterrupted_run(tmp_path, stop_at):
+    from cnnlab.train.callbacks import Callback
+
+    class Stop(Callback):
+        def on_epoch_begin(self, trainer, epoch):
+            if epoch == stop_at:
+                raise KeyboardInterrupt
+
+    cfg = _lite0(tmp_path, "cut", **{"model.fine_tune": [2, 2]})
+    with pytest.raises(KeyboardInterrupt):
+        api.train(cfg, callbacks=[Stop()], progress=False)
+    api.train(None, resume=tmp_path / "cut", progress=False)  # type: ignore[arg-type]
+    straight = api.train(_lite0(tmp_path, "straight", **{"model.fine_tune": [2, 2]}), progress=False)
+    wa = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(straight.run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_second_run_on_the_same_data_and_backbone_reuses_the_features(tmp_path, monkeypatch, capsys):
+    from cnnlab.cli import main
+    from cnnlab.train import build
+
+    first = api.train(_lite0(tmp_path, "a", **{"model.freeze": "backbone", "train.epochs": 2}), progress=False)
+
+    def no_backbone_pass(*a, **k):
+        raise AssertionError("the backbone ran again")
+
+    monkeypatch.setattr(build, "extract_features", no_backbone_pass)
+    second = api.train(_lite0(tmp_path, "b", **{"model.freeze": "backbone", "train.epochs": 2, "optim.lr": 3e-3}),
+                       progress=False)
+    info = json.loads((second.run / "run.json").read_text())["feature_cache"]
+    first_info = json.loads((first.run / "run.json").read_text())["feature_cache"]
+    assert info["reused"] and not first_info["reused"] and info["entry"] == first_info["entry"]
+    assert main(["cache", "--kind", "features"]) == 0
+    out = capsys.readouterr().out
+    assert "features of efficientnet-lite0 at 32 px" in out and "1 entries" in out
+    assert main(["cache", "clean", "--kind", "features"]) == 0
+    assert "removed 1 cache entries" in capsys.readouterr().out

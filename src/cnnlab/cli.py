@@ -44,7 +44,9 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers like 512,256, got {text!r}") from None
 
 
-def _int_pair(text: str) -> list[int]:
+def _int_pair(text: str) -> list[int] | str:
+    if text.strip() == "auto":
+        return "auto"
     parts = _int_list(text)
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"expected two epoch counts like 1,1, got {text!r}")
@@ -200,8 +202,9 @@ def _model_flags(t: argparse.ArgumentParser) -> None:
     g.add_argument("--unfreeze-last", type=int, metavar="N", help="train the top N backbone blocks and the head")
     g.add_argument("--train-bn-only", action="store_true", default=None,
                    help="train only BatchNorm layers and the head (seed 000)")
-    g.add_argument("--fine-tune", type=_int_pair, metavar="E1,E2",
-                   help="E1 epochs with a frozen backbone, then E2 epochs with everything training")
+    g.add_argument("--fine-tune", type=_int_pair, metavar="E1,E2|auto",
+                   help="E1 epochs with a frozen backbone (head on cached features), then E2 epochs with everything "
+                   "training (warm-up + cosine, BatchNorm statistics kept); auto picks E1,E2 from the data size")
     g.add_argument("--backbone-lr-mult", type=float, metavar="M",
                    help="backbone LR = lr × M (default 0.1 with --fine-tune/--unfreeze-last, else 1)")
     g.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=None,
@@ -326,6 +329,14 @@ def _add_other_commands(sub: Any) -> None:
     di.add_argument("--max-pixels", type=int, metavar="N")
     di.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    ca = sub.add_parser("cache", help="list or clean the decode-once and feature caches",
+                        description="The caches under $CNNLAB_CACHE (default ~/.cache/cnnlab): decoded images "
+                                    "(reused by every run on the same files and size) and backbone features "
+                                    "(reused by runs on the same data and pretrained backbone).")
+    ca.add_argument("action", choices=["list", "clean"], nargs="?", default="list")
+    ca.add_argument("--kind", choices=["all", "decoded", "features"], default="all")
+    ca.add_argument("--older-than", type=_positive_float, metavar="DAYS", help="clean: only entries older than this")
+    ca.add_argument("--json", action="store_true")
     ls = sub.add_parser("list", help="list registered models, datasets, augmentation presets or engines")
     ls.add_argument("what", choices=["models", "datasets", "augmentations", "engines"])
     ls.add_argument("--classes", type=int, default=10, metavar="K",
@@ -544,9 +555,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"compare": cmd_compare, "data": cmd_data, "evaluate": cmd_evaluate, "explain": cmd_explain,
-            "list": cmd_list, "lr-find": cmd_lr_find, "predict": cmd_predict, "report": cmd_report,
-            "train": cmd_train}
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .data.cache_admin import clean_cache, list_cache
+
+    if args.action == "clean":
+        res = clean_cache(args.kind, args.older_than)
+        print(json.dumps(res) if args.json else f"removed {res['removed']} cache entries ({res['mb']} MB)")
+        return 0
+    rows = list_cache(args.kind)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'kind':<9} {'key':<24} {'MB':>8} {'age (d)':>8}  holds")
+    for r in rows:
+        print(f"{r['kind']:<9} {r['key'][:24]:<24} {r['mb']:>8} {r['age_days']:>8}  {r['holds']}")
+    print(f"{len(rows)} entries, {sum(r['mb'] for r in rows):.1f} MB; clean with: cnnlab cache clean [--kind K] "
+          "[--older-than DAYS]")
+    return 0
+
+
+COMMANDS = {"cache": cmd_cache, "compare": cmd_compare, "data": cmd_data, "evaluate": cmd_evaluate,
+            "explain": cmd_explain, "list": cmd_list, "lr-find": cmd_lr_find, "predict": cmd_predict,
+            "report": cmd_report, "train": cmd_train}
 
 
 class Terminated(KeyboardInterrupt):

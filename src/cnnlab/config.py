@@ -142,8 +142,9 @@ class ModelConfig(_Section):
     freeze: Literal["none", "backbone"] = Field("none", description="backbone: train only the new head")
     unfreeze_last: Optional[int] = Field(None, ge=1, description="also train the top N backbone blocks")
     train_bn_only: bool = Field(False, description="train only BatchNorm layers and the head (seed 000)")
-    fine_tune: Optional[tuple[int, int]] = Field(
-        None, description="E1,E2: E1 epochs with a frozen backbone, then E2 epochs unfrozen"
+    fine_tune: Optional[tuple[int, int] | Literal["auto"]] = Field(
+        None, description="E1,E2: E1 epochs with a frozen backbone (on cached features), then E2 epochs unfrozen; "
+        "auto: phase lengths from the data size and train.epochs"
     )
     backbone_lr_mult: Optional[float] = Field(
         None, gt=0, le=1, description="backbone LR = lr × this (default 0.1 when fine-tuning, else 1)"
@@ -164,8 +165,8 @@ class ModelConfig(_Section):
 
     @field_validator("fine_tune")
     @classmethod
-    def _positive_phases(cls, v: Optional[tuple[int, int]]) -> Optional[tuple[int, int]]:
-        if v is not None and (v[0] < 1 or v[1] < 1):
+    def _positive_phases(cls, v: Optional[tuple[int, int] | str]) -> Optional[tuple[int, int] | str]:
+        if v is not None and v != "auto" and (v[0] < 1 or v[1] < 1):
             raise ValueError("must be two positive epoch counts E1,E2")
         return v
 
@@ -304,7 +305,10 @@ class Config(_Section):
     @model_validator(mode="after")
     def _fine_tune_epochs(self) -> "Config":
         ft = self.model.fine_tune
-        if ft is None:
+        if ft is None or ft == "auto":  # auto is resolved with the data (train.build.resolve_fine_tune)
+            if ft == "auto" and "epochs" in self.train.model_fields_set and self.train.epochs < 2:
+                raise ValueError("model.fine_tune auto needs train.epochs of at least 2 (a frozen and an unfrozen "
+                                 "phase)")
             return self
         if "epochs" not in self.train.model_fields_set:
             self.train.epochs = ft[0] + ft[1]

@@ -182,12 +182,17 @@ class Predictor:
         return self.preprocess.batches(images, labels, indices, batch_size, self.device, uses_conv(self.model))
 
     def probs(self, images: Any, labels: Optional[torch.Tensor] = None, indices: Any = None,
-              batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+              batch_size: int = 256, progress: bool = False, what: str = "predicting"
+              ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (N, K) and labels of decoded uint8 ``images[indices]`` (N, C, S, S)."""
+        from tqdm.auto import tqdm
+
         n = len(images) if indices is None else len(indices)
         idx = np.arange(n) if indices is None else indices
         labels = torch.zeros(len(images), dtype=torch.long) if labels is None else labels
-        logits, y = predict_logits(self.model, self.batches(images, labels, idx, batch_size))
+        batches = tqdm(self.batches(images, labels, idx, batch_size), desc=what, unit="batch", disable=not progress,
+                       leave=False)
+        logits, y = predict_logits(self.model, batches)
         return probabilities(logits, self.multilabel).numpy(), y.numpy()
 
     def decode_all(self, inputs: Sequence[ImageInput]) -> list[tuple[str, Optional[np.ndarray], Optional[str]]]:

@@ -11,10 +11,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def layout(fig) -> None:
+    """``tight_layout``, leaving room for a figure title (which tight_layout ignores)."""
+    fig.tight_layout()
+    title = fig._suptitle
+    if title is not None and title.get_text():
+        fig.canvas.draw()
+        height = title.get_window_extent().height / fig.bbox.height
+        fig.tight_layout(rect=(0, 0, 1, 1 - height - 0.01))
+
+
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    layout(fig)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -65,7 +75,7 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Pa
     cm = np.asarray(cm, dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     k = len(classes)
-    fig, ax = plt.subplots(figsize=(max(4, 0.55 * k + 2), max(3.5, 0.5 * k + 1.5)))
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * k + 2.5), max(4, 0.65 * k + 2)))  # cells fit 8-pt numbers
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(k), classes, fontsize=8)
@@ -74,7 +84,7 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Pa
     if k <= 20:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8,
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title("confusion matrix (rows sum to 1)")

@@ -66,12 +66,13 @@ def _report(run: RunFolder, data: Optional[PreparedData], device: str, progress:
         heat = grad_cam(model, next(iter(batches))[0], [None] * len(idx))
         return [overlay(data.images[i].numpy(), h) for i, h in zip(idx, heat)]
 
+    log.info("writing the report: figures, Grad-CAM, tables")
     return write_report(run, data.images, data.labels, cams)
 
 
 def evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device, batch_size: int,
-                        split: str = "test", save: bool = False, predictor: Optional[Predictor] = None
-                        ) -> dict[str, Any]:
+                        split: str = "test", save: bool = False, predictor: Optional[Predictor] = None,
+                        progress: bool = False) -> dict[str, Any]:
     """Metrics of the best checkpoint on ``split`` (test, falling back to val); multi-label runs
     also get the figures at per-class thresholds tuned on validation. ``save`` keeps the
     predictions in predictions.npz for the report."""
@@ -84,7 +85,10 @@ def evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device
             raise CnnlabError(f"the {split!r} split of {data.source!r} is empty")
 
     def probs_of(part: str) -> tuple[np.ndarray, np.ndarray]:
-        return predictor.probs(data.images, data.labels, data.splits[part], batch_size)
+        log.info("evaluating the best checkpoint (epoch %s) on the %s split: %d images", predictor.epoch, part,
+                 len(data.splits[part]))
+        return predictor.probs(data.images, data.labels, data.splits[part], batch_size, progress,
+                               f"evaluating on {part}")
 
     probs, y = probs_of(split)
     metrics = compute_metrics(y, probs, data.classes)

@@ -95,6 +95,14 @@ def apply_freeze(model: nn.Module, freeze: str = "none", unfreeze_last: Optional
         p.requires_grad = True
 
 
+def bn_to_eval(model: nn.Module) -> None:
+    """Put every BatchNorm layer in eval mode: its running statistics stay as they are (its
+    affine parameters still train). Fine-tuning on small batches keeps the pretrained ones."""
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.eval()
+
+
 def frozen_bn_to_eval(model: nn.Module) -> None:
     """Put BatchNorm layers whose parameters are frozen in eval mode, so their running
     statistics do not move while the rest trains (the classic Keras fine-tuning trap)."""

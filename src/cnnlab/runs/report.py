@@ -28,6 +28,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;col
 header{background:#1d3557;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
 header p{margin:4px 0 0;opacity:.85;font-size:14px}
 main{padding:16px 32px;max-width:1200px}section{background:#fff;border-radius:8px;padding:12px 20px;margin:14px 0;
+overflow-x:auto;
 box-shadow:0 1px 3px rgba(0,0,0,.08)}h2{font-size:17px;margin:6px 0 10px;color:#1d3557}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}td,th{border-bottom:1px solid #e3e6ea;padding:4px 10px;
 text-align:right}th{background:#eef1f5}td:first-child,th:first-child{text-align:left}
@@ -245,7 +246,8 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _policy(model: dict[str, Any]) -> str:
     """The transfer policy of a model config in a few words."""
     if model.get("fine_tune"):
-        return f"fine-tune {model['fine_tune'][0]}+{model['fine_tune'][1]}"
+        ft = model["fine_tune"]
+        return "fine-tune auto" if ft == "auto" else f"fine-tune {ft[0]}+{ft[1]}"
     if model.get("unfreeze_last"):
         return f"top {model['unfreeze_last']} blocks"
     if model.get("train_bn_only"):
@@ -256,7 +258,9 @@ def _policy(model: dict[str, Any]) -> str:
 def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
     """One page comparing runs: a table of status, settings, accuracy, macro-F1, parameters and
     time; the config fields that differ; validation curves overlaid. Unfinished runs are marked."""
+    import matplotlib
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker.NullFormatter below)
 
     rows, curves, configs = [], [], []
     for r in runs:
@@ -289,9 +293,15 @@ def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
     done = [r for r in rows if r[10] is not None]
     params = [int(str(r[8]).replace(",", "")) for r in done]
     ax.scatter(params, [r[10] for r in done])
-    for r, p in zip(done, params):
-        ax.annotate(r[0], (p, r[10]), fontsize=8, xytext=(4, 4), textcoords="offset points", annotation_clip=True)
     ax.set_xscale("log")
+    if params:  # at least a decade wide, labelled at powers of ten only (minor labels collide)
+        ax.set_xlim(min(params) / 3, max(params) * 3)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    mid = np.sqrt(min(params) * max(params)) if params else 1
+    for r, p in zip(done, params):  # labels point inwards, so they stay inside the frame
+        right = p > mid
+        ax.annotate(r[0][:28], (p, r[10]), fontsize=8, xytext=(-4 if right else 4, 4), textcoords="offset points",
+                    ha="right" if right else "left")
     ax.set_xlabel("parameters")
     ax.set_ylabel("test accuracy")
     ax.set_title("accuracy against size")

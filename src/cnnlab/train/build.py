@@ -3,6 +3,8 @@ LR groups, and the feature cache for frozen backbones."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -52,6 +54,31 @@ def check_model_fits(cfg: Config, num_classes: int, in_chans: int, input_size: i
     return n
 
 
+# Backbone LR of --fine-tune auto, × the head's. Measured on Fashion-MNIST, 100 images per class at
+# 112 px, phases 10,4, full test set: 0.1 → 0.8503, 0.3 → 0.8561, 0.5 → 0.8605 (frozen head 0.8374).
+AUTO_BACKBONE_LR_MULT = 0.5
+
+
+def resolve_fine_tune(cfg: Config, n_train: int) -> Config:
+    """``--fine-tune auto`` → phase lengths and the backbone's LR. With ``--epochs T``: a third of them
+    unfrozen (at least one), the rest on cached features. Otherwise 10 head epochs (seconds, on
+    cached features) and 4, 3 or 2 unfrozen epochs for up to 2,000, 20,000 or more training
+    images; the backbone at ``AUTO_BACKBONE_LR_MULT`` × the LR unless ``--backbone-lr-mult`` is given."""
+    if cfg.model.fine_tune != "auto":
+        return cfg
+    if "epochs" in cfg.train.model_fields_set:
+        e2 = max(1, round(cfg.train.epochs / 3))
+        e1 = cfg.train.epochs - e2
+    else:
+        e1, e2 = 10, 4 if n_train <= 2000 else 3 if n_train <= 20000 else 2
+    mult = cfg.model.backbone_lr_mult or AUTO_BACKBONE_LR_MULT
+    log.info("fine-tune auto: %d epochs of the head on cached features, then %d with the backbone training at "
+             "%g × the LR", e1, e2, mult)
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"fine_tune": (e1, e2),
+                                                                        "backbone_lr_mult": mult}),
+                                  "train": cfg.train.model_copy(update={"epochs": e1 + e2})})
+
+
 def backbone_lr_mult(cfg: Config) -> float:
     m = cfg.model
     if m.backbone_lr_mult is not None:
@@ -74,17 +101,24 @@ def param_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
 
 def uses_feature_cache(cfg: Config) -> bool:
     """A frozen backbone sees the same images every epoch when nothing augments them: its
-    features can be computed once and only the head trained on them."""
+    features can be computed once and only the head trained on them. The frozen phase of
+    ``--fine-tune`` trains on them too (augmentation, if any, applies once the backbone trains)."""
     m, d = cfg.model, cfg.data
-    return (cfg.train.feature_cache and m.freeze == "backbone" and m.unfreeze_last is None and not m.train_bn_only
-            and m.fine_tune is None and d.augment == "none" and not (d.random_erasing or d.mixup or d.cutmix))
+    if not cfg.train.feature_cache or m.unfreeze_last is not None or m.train_bn_only:
+        return False
+    if m.fine_tune is not None:
+        return not (d.random_erasing or d.mixup or d.cutmix)
+    return m.freeze == "backbone" and d.augment == "none" and not (d.random_erasing or d.mixup or d.cutmix)
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, batches: Any) -> torch.Tensor:
+def extract_features(model: nn.Module, batches: Any, progress: bool = False, what: str = "") -> torch.Tensor:
     """Pre-logit features: the model with its output layer replaced by identity, in eval mode."""
+    from tqdm.auto import tqdm
+
     with without_output_layer(model):
-        feats, _ = predict_logits(model, batches)
+        feats, _ = predict_logits(model, tqdm(batches, desc=f"backbone features{what}", unit="batch",
+                                              disable=not progress, leave=False))
     return feats
 
 
@@ -95,15 +129,54 @@ class HeadOnlyTrainer(Trainer):
         return output_layer(self.model)(x)
 
 
-def feature_sets(model: nn.Module, loader_for: Any, splits: dict[str, np.ndarray]
-                 ) -> tuple[torch.Tensor, dict[str, np.ndarray], float]:
-    """Features of the train and val images, their positions per split, and the seconds taken."""
+def feature_key(model: nn.Module, parts: dict[str, Any]) -> str:
+    """What cached features depend on: the backbone's weights (hashed), and ``parts``
+    (preprocessing, the data fingerprint, the split's indices)."""
+    head = {id(p) for p in output_layer(model).parameters()}
+    h = hashlib.blake2b(digest_size=12)
+    for name, p in model.named_parameters():
+        if id(p) not in head:
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    for name, b in model.named_buffers():
+        h.update(name.encode())
+        h.update(b.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps(parts, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def feature_sets(model: nn.Module, loader_for: Any, splits: dict[str, np.ndarray], key_parts: dict[str, Any],
+                 progress: bool = False) -> tuple[torch.Tensor, dict[str, np.ndarray], dict[str, Any]]:
+    """Features of the train and val images, their positions per split, and facts for run.json
+    (seconds, whether they came from the persistent cache under ~/.cache/cnnlab/features)."""
+    from ..data.cache import cache_dir
+    from ..runs.store import atomic_torch_save, atomic_write_json, load_weights_file
+
     started = time.perf_counter()
-    parts, positions, offset = [], {}, 0
+    positions, offset = {}, 0
     for split in ("train", "val"):
-        idx = splits[split]
-        if len(idx):
-            parts.append(extract_features(model, loader_for(split)))
-        positions[split] = np.arange(offset, offset + len(idx))
-        offset += len(idx)
-    return torch.cat(parts), positions, time.perf_counter() - started
+        positions[split] = np.arange(offset, offset + len(splits[split]))
+        offset += len(splits[split])
+    key = feature_key(model, {**key_parts, "indices": [np.asarray(splits[s]).tolist() for s in ("train", "val")]})
+    entry = cache_dir() / "features" / key
+    if (entry / "features.pt").is_file():
+        try:
+            feats = load_weights_file(entry / "features.pt", "feature cache")
+            if isinstance(feats, torch.Tensor) and len(feats) == offset:
+                log.info("feature cache hit: %s (%d features)", entry, len(feats))
+                return feats, positions, {"seconds": round(time.perf_counter() - started, 2), "reused": True,
+                                          "entry": str(entry)}
+        except Exception as e:  # a damaged entry is computed again
+            log.warning("feature cache entry %s is damaged (%s): computing the features again", entry, e)
+    parts = [extract_features(model, loader_for(s), progress, f" ({s})") for s in ("train", "val") if len(splits[s])]
+    feats = torch.cat(parts)
+    try:
+        entry.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(entry / "features.pt", feats)
+        atomic_write_json(entry / "meta.json", {"images": int(len(feats)), "dim": int(feats.shape[1]),
+                                                "created": time.time(), **{k: str(v) for k, v in key_parts.items()
+                                                                           if k != "fingerprint"}})
+    except OSError as e:  # the run works without a persistent copy
+        log.warning("could not keep the features in %s (%s)", entry, e)
+    return feats, positions, {"seconds": round(time.perf_counter() - started, 2), "reused": False,
+                              "entry": str(entry)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from pathlib import Path
 from typing import Any, Optional, Protocol, Sequence
 
@@ -86,6 +87,20 @@ def train_loader(data: PreparedData, cfg: Config, device: torch.device, model: t
                         channels_last=uses_conv(model), drop_single=has_batch_norm(model))
 
 
+def fine_tune_schedule(optimizer: torch.optim.Optimizer, head_steps: int, tune_steps: int, warmup: int) -> Any:
+    """Per-step LR factors of the fine-tuning recipe: 1 while the head trains alone, then a
+    linear warm-up over ``warmup`` steps and a cosine decay to 0 over the unfrozen phase."""
+    def factor(step: int) -> float:
+        if step < head_steps:
+            return 1.0
+        t = step - head_steps
+        if t < warmup:
+            return (t + 1) / (warmup + 1)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (t - warmup) / max(1, tune_steps - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def checkpoint_bytes(obj: dict[str, Any]) -> bytes:
     """A checkpoint as ``torch.save`` bytes (loadable with ``weights_only=True``)."""
     buf = io.BytesIO()
@@ -120,6 +135,9 @@ class TorchEngine:
         self.val_batches: Any = None
         self.extra_callbacks: list[Callback] = []
         self._resume_state: Optional[dict[str, Any]] = None
+        self.head_phase: Optional[tuple[Trainer, Any, Any]] = None  # --fine-tune: head on cached features
+        self._active: Optional[Trainer] = None
+        self.progress = False
 
     def parameters(self) -> dict[str, Any]:
         """Total/trainable/frozen counts as built; with ``--fine-tune`` also per phase."""
@@ -138,6 +156,10 @@ class TorchEngine:
     def prepare(self, state: Optional[dict[str, Any]]) -> dict[str, Any]:
         """Optimizer, schedule, batches (feature cache when it applies); resume ``state``.
 
+        With ``--fine-tune E1,E2`` there are two trainers over the same model and optimizer:
+        the head on cached backbone features for epochs 1..E1, then the whole model on
+        (augmented) images for the rest, its BatchNorm statistics kept from pretraining.
+
         Returns:
             Facts for run.json (e.g. the feature cache's size and seconds).
         """
@@ -148,32 +170,43 @@ class TorchEngine:
         model.to(self.device)
         optimizer = build_optimizer(cfg.optim.name, param_groups(model, cfg), lr=cfg.optim.lr,
                                     weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum)
-        facts: dict[str, Any] = {}
-        trainer_cls: type[Trainer] = Trainer
+        task, facts = task_for_config(data, cfg), {}
         if uses_feature_cache(cfg):
-            self.train_batches, self.val_batches, facts["feature_cache"] = self._feature_loaders()
-            trainer_cls = HeadOnlyTrainer
-        else:
-            self.train_batches = train_loader(data, cfg, self.device, model)
+            head_batches, head_val, facts["feature_cache"] = self._feature_loaders()
+            self.head_phase = (HeadOnlyTrainer(model, optimizer, self.device, task=task), head_batches, head_val)
+        if cfg.model.fine_tune or not uses_feature_cache(cfg):
+            tuned = cfg if not cfg.model.fine_tune or cfg.data.augment != "none" else \
+                cfg.model_copy(update={"data": cfg.data.model_copy(update={"augment": "flip"})})  # the model's own
+            self.train_batches = train_loader(data, tuned, self.device, model)
             self.val_batches = split_loader(data, "val", cfg.train.batch_size, self.device,
                                             channels_last=uses_conv(model)) if len(data.splits["val"]) else None
+            self.trainer = Trainer(model, optimizer, self.device, task=task)
+            self.trainer.keep_bn_statistics = bool(cfg.model.fine_tune)  # small batches: keep pretrained stats
+        else:
+            self.trainer, self.train_batches, self.val_batches = self.head_phase
+            self.head_phase = None
         self.extra_callbacks = self._own_callbacks(optimizer)
-        self.trainer = trainer_cls(model, optimizer, self.device, task=task_for_config(data, cfg))
-        self._extra_val_metrics()
+        for t in (self.trainer, self.head_phase[0] if self.head_phase else None):
+            if t is not None:
+                self._extra_val_metrics(t)
         self._resume_state = state  # restored in fit(), once every callback is in place
         return facts
 
     def _own_callbacks(self, optimizer: torch.optim.Optimizer) -> list[Callback]:
         cfg, model = self.cfg, self.model
         cbs: list[Callback] = []
-        if cfg.model.fine_tune:
-            cbs.append(FineTune(cfg.model.fine_tune[0],
-                                lambda frozen: apply_freeze(model, "backbone" if frozen else "none")))
-        monitor = self.monitor
+        ft = cfg.model.fine_tune
+        if ft:
+            cbs.append(FineTune(ft[0], lambda frozen: apply_freeze(model, "backbone" if frozen else "none")))
+        if ft and cfg.train.schedule == "constant":  # the recipe: warm-up, then cosine, for the unfrozen phase
+            head_steps = ft[0] * len(self.head_phase[1] if self.head_phase else self.train_batches)
+            scheduler = fine_tune_schedule(optimizer, head_steps, ft[1] * len(self.train_batches),
+                                           len(self.train_batches))
+            return cbs + [LRSchedule(scheduler, "step", self.monitor)]
         scheduler, interval = build_schedule(optimizer, cfg.train, cfg.train.epochs, len(self.train_batches),
-                                             monitor)
+                                             self.monitor)
         if scheduler is not None:
-            cbs.append(LRSchedule(scheduler, interval, monitor))
+            cbs.append(LRSchedule(scheduler, interval, self.monitor))
         return cbs
 
     @property
@@ -181,11 +214,11 @@ class TorchEngine:
         """The monitored metric, or the training loss when there is no validation split."""
         return self.cfg.train.monitor if len(self.data.splits["val"]) else "train_loss"
 
-    def _extra_val_metrics(self) -> None:
+    def _extra_val_metrics(self, trainer: Trainer) -> None:
         metric = self.cfg.train.monitor.removeprefix("val_")
         if not self.cfg.train.monitor.startswith("val_") or metric in ("loss", "acc"):
             return
-        task, classes = self.trainer.task, self.data.classes
+        task, classes = trainer.task, self.data.classes
 
         def value(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
             v = compute_metrics(y.numpy(), task.probs(logits).numpy(), classes).get(metric)
@@ -193,40 +226,61 @@ class TorchEngine:
                 raise CnnlabError(f"train.monitor 'val_{metric}' is not defined for this task")
             return {metric: float(v)}
 
-        self.trainer.val_metrics = value
+        trainer.val_metrics = value
 
     def _feature_loaders(self) -> tuple[TensorBatches, Optional[TensorBatches], dict[str, Any]]:
-        """Backbone features of train and val computed once; batches of those features."""
+        """Backbone features of train and val computed once (or found in the persistent feature
+        cache from an earlier run on the same data and backbone); batches of those features."""
         cfg, data, device = self.cfg, self.data, self.device
         bs, cl = cfg.train.batch_size, uses_conv(self.model)
-        feats, pos, seconds = feature_sets(self.model, lambda s: split_loader(data, s, bs, device, channels_last=cl),
-                                           data.splits)
+        key = {"model": cfg.model.name, "input_size": data.input_size, "channels": data.channels, "mean": data.mean,
+               "std": data.std, "normalize": data.normalize, "fingerprint": data.fingerprint()}
+        feats, pos, facts = feature_sets(self.model, lambda s: split_loader(data, s, bs, device, channels_last=cl),
+                                         data.splits, key, self.progress)
         labels = torch.cat([data.labels[torch.as_tensor(data.splits[s])] for s in ("train", "val")])
         train = TensorBatches(feats, labels, pos["train"], bs, [], [], shuffle=True, seed=cfg.train.seed,
                               device=device, normalize="features", sampler=cfg.data.sampler)
         val = TensorBatches(feats, labels, pos["val"], bs, [], [], device=device, normalize="features") \
             if len(pos["val"]) else None
-        info = {"used": True, "seconds": round(seconds, 2), "dim": int(feats.shape[1]), "images": int(len(feats))}
-        log.info("feature cache: %d backbone features of size %d computed once in %.1fs", len(feats),
-                 feats.shape[1], seconds)
+        info = {"used": True, **facts, "dim": int(feats.shape[1]), "images": int(len(feats))}
+        log.info("feature cache: %d backbone features of size %d %s in %.1fs", len(feats), feats.shape[1],
+                 "reused" if facts["reused"] else "computed once", facts["seconds"])
         return train, val, info
 
     # --------------------------------------------------------------- the loop
     def fit(self, callbacks: Sequence[Callback], epochs: int) -> list[dict[str, Any]]:
         assert self.trainer is not None, "prepare() first"
-        self.trainer.callbacks = self.extra_callbacks + list(callbacks)
-        if self._resume_state is not None:
-            self.trainer.load_state_dict(self._resume_state)
-            self._resume_state = None
+        cbs = self.extra_callbacks + list(callbacks)
+        head = self.head_phase
+        state, self._resume_state = self._resume_state, None
+        if head is not None:  # --fine-tune: the head on cached features first
+            head_trainer, head_batches, head_val = head
+            head_trainer.callbacks = self.trainer.callbacks = cbs
+            if state is not None:  # resume into the phase the checkpoint was saved in
+                resumed = head_trainer if state["epoch"] < self.cfg.model.fine_tune[0] else self.trainer
+                resumed.load_state_dict(state)
+                head_trainer.epoch = resumed.epoch
+                state = None
+            if head_trainer.epoch < self.cfg.model.fine_tune[0]:
+                self._active = head_trainer
+                head_trainer.fit(head_batches, head_val, self.cfg.model.fine_tune[0])
+                if head_trainer.stop_training:
+                    return head_trainer.history
+                self.trainer.epoch, self.trainer.global_step = head_trainer.epoch, head_trainer.global_step
+                self.trainer.history = head_trainer.history
+        self._active = self.trainer
+        self.trainer.callbacks = cbs
+        if state is not None:
+            self.trainer.load_state_dict(state)
         return self.trainer.fit(self.train_batches, self.val_batches, epochs)
 
-    epoch = property(lambda self: self.trainer.epoch if self.trainer else 0)
-    history = property(lambda self: self.trainer.history if self.trainer else [])
-    stop_reason = property(lambda self: self.trainer.stop_reason if self.trainer else "")
+    epoch = property(lambda self: self._active.epoch if self._active else 0)
+    history = property(lambda self: self._active.history if self._active else [])
+    stop_reason = property(lambda self: self._active.stop_reason if self._active else "")
 
     def state_dict(self) -> dict[str, Any]:
-        assert self.trainer is not None
-        return self.trainer.state_dict()
+        assert self._active is not None
+        return self._active.state_dict()
 
     def weights(self) -> dict[str, Any]:
         return self.model.state_dict()

@@ -23,7 +23,7 @@ from ..evaluate.metrics import MONITORABLE
 from ..models import get_spec
 from ..runs.store import DiskError, RunFolder, now
 from ..runtime import load_run_data, resolve_device
-from .build import check_model_fits
+from .build import check_model_fits, resolve_fine_tune
 from .callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress, StepLog
 from .engines import ENGINES, Engine, TorchEngine
 
@@ -116,10 +116,12 @@ def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int]
         data = load_run_data(run, cfg, progress) if state else \
             prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, progress=progress)
         _check_monitor(cfg.train.monitor, data.multilabel)
+        cfg = resolve_fine_tune(cfg, len(data.splits["train"]))
         if cfg.data.input_size is None:  # the size chosen from the data is part of the resolved config
             cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"input_size": data.input_size})})
         check_model_fits(cfg, len(data.classes), data.channels, data.input_size)
         engine: Engine = ENGINES.get(cfg.train.engine)(cfg, data, device)
+        engine.progress = progress
         if state is None:
             run.create(overwrite=overwrite)
             run.write_config(cfg)
@@ -224,7 +226,7 @@ def finish_run(o: OpenRun, progress: bool) -> TrainResult:
 
     cfg, run, engine = o.cfg, o.run, o.engine
     started = time.perf_counter()
-    metrics = evaluate_checkpoint(run, o.data, o.device, cfg.train.batch_size, save=True)
+    metrics = evaluate_checkpoint(run, o.data, o.device, cfg.train.batch_size, save=True, progress=progress)
     best = next((h for h in engine.history if h["epoch"] == metrics["best_epoch"]), {})
     monitor = cfg.train.monitor if len(o.data.splits["val"]) else "train_loss"
     run.write_metrics(metrics)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.transfer import frozen_bn_to_eval
+from ..models.transfer import bn_to_eval, frozen_bn_to_eval
 from ..predict import predict_logits, uses_conv
 from .callbacks import Callback
 from .losses import MultiLabel, SingleLabel
@@ -79,6 +79,8 @@ class Trainer:
         self.stop_training = False
         self.stop_reason = ""
         self.steps_per_epoch = 0
+        # fine-tuning on small batches: BatchNorm layers use (and keep) their pretrained statistics
+        self.keep_bn_statistics = False
         # optional: extra validation metrics from (logits, labels), merged into the epoch logs
         self.val_metrics: Optional[Callable[[torch.Tensor, torch.Tensor], dict[str, float]]] = None
 
@@ -135,6 +137,8 @@ class Trainer:
             self._call("on_epoch_begin", epoch)
             self.model.train()
             frozen_bn_to_eval(self.model)
+            if self.keep_bn_statistics:
+                bn_to_eval(self.model)
             loss_sum, correct, seen = 0.0, 0, 0
             for step, (x, y) in enumerate(train, start=1):
                 batch_loss, batch_correct = self.train_step(x, y)

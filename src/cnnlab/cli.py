@@ -254,6 +254,19 @@ def _add_train_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     lf.add_argument("--steps", type=_positive_int, default=100, metavar="N", help="batches to try (default 100)")
     lf.add_argument("-q", "--quiet", action="store_true")
 
+    cv = sub.add_parser("cv", parents=[common], help="k-fold cross-validation: a run per fold, a summary",
+                        description="Stratified K-fold cross-validation (R times): one ordinary run folder per "
+                                    "fold, scored on its out-of-fold images; the test split belongs to no fold. "
+                                    "Writes cv.json and cv.html (mean ± std, 95 %% bootstrap intervals). The folds "
+                                    "depend only on the data and --seed, so `cnnlab compare CV_A CV_B` compares two "
+                                    "CVs fold by fold.")
+    cv.add_argument("--folds", type=_positive_int, default=5, metavar="K", help="folds (default 5)")
+    cv.add_argument("--repeats", type=_positive_int, default=1, metavar="R",
+                    help="repeats with other folds (default 1)")
+    cv.add_argument("--out", metavar="DIR", help="CV folder (default cv/<model>-<data>)")
+    cv.add_argument("--resume", action="store_true", help="finish an interrupted CV; finished folds are kept")
+    cv.add_argument("-q", "--quiet", action="store_true")
+
 
 
 def _add_run_commands(sub: Any) -> None:
@@ -306,6 +319,9 @@ def _add_run_commands(sub: Any) -> None:
                                    "time, validation curves overlaid.")
     c.add_argument("runs", nargs="+", metavar="RUN")
     c.add_argument("--out", default="compare.html", metavar="FILE")
+    c.add_argument("--metric", default="accuracy", metavar="NAME", help="with two CV folders: the metric compared "
+                   "fold by fold (default accuracy)")
+    c.add_argument("--json", action="store_true", help="with two CV folders: print the comparison as JSON")
 
 
 
@@ -550,8 +566,44 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from . import api
+    from .cv import paired_comparison, read_cv
 
+    cvs = [read_cv(r) for r in args.runs]
+    if any(cvs):
+        if len(cvs) != 2 or not all(cvs):
+            raise CnnlabError("compare takes run folders, or exactly two cross-validation folders (from cnnlab cv)")
+        res = paired_comparison(cvs[0], cvs[1], args.metric)
+        if args.json:
+            print(json.dumps(res, indent=2))
+            return 0
+        a, b = res["a"], res["b"]
+        print(f"{res['metric']} per fold: {a} vs {b} (difference {b} − {a})")
+        for name, va, vb, d in zip(res["folds"], res["a_values"], res["b_values"], res["differences"]):
+            print(f"  {name:<12} {va:.4f}  {vb:.4f}  {d:+.4f}")
+        lo, hi = res["ci95"]
+        print(f"mean difference {res['mean_difference']:+.4f}, 95 % interval [{lo:+.4f}, {hi:+.4f}], "
+              f"Wilcoxon signed-rank p = {res['wilcoxon_p']:.4g} ({len(res['folds'])} paired folds)")
+        return 0
     print(f"wrote {api.compare(args.runs, args.out)}")
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .config import build_config, load_yaml
+    from .cv import cross_validate
+
+    base = load_yaml(args.config) if args.config else None
+    cfg = build_config(base, _train_overrides(args), source=args.config or "")
+    out = args.out or str(Path("cv") / f"{cfg.model.name}-{Path(cfg.data.source).name}")
+    res = cross_validate(cfg, out, args.folds, args.repeats, resume=args.resume,
+                         progress=not args.quiet and sys.stderr.isatty())
+    print(f"{res['folds']}-fold cross-validation × {res['repeats']} of {res['model']} "
+          f"({res['test_images_held_out']} test images held out)")
+    for k, st in res["summary"].items():
+        print(f"  {k:<24} {st['mean']:.4f} ± {st['std']:.4f}   95 % [{st['ci95'][0]:.4f}, {st['ci95'][1]:.4f}]")
+    print(f"wrote {Path(out) / 'cv.json'} and {Path(out) / 'cv.html'}")
     return 0
 
 
@@ -574,7 +626,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"cache": cmd_cache, "compare": cmd_compare, "data": cmd_data, "evaluate": cmd_evaluate,
+COMMANDS = {"cache": cmd_cache, "compare": cmd_compare, "cv": cmd_cv, "data": cmd_data, "evaluate": cmd_evaluate,
             "explain": cmd_explain, "list": cmd_list, "lr-find": cmd_lr_find, "predict": cmd_predict,
             "report": cmd_report, "train": cmd_train}
 

@@ -101,6 +101,13 @@ class DataConfig(_Section):
             raise ValueError(problem)
         return self
 
+    @field_validator("split", mode="before")
+    @classmethod
+    def _three_fractions(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)) and len(v) != 3:
+            raise ValueError(f"needs three fractions train,val,test (e.g. 0.8,0.1,0.1), got {len(v)}")
+        return v
+
     @field_validator("split")
     @classmethod
     def _split_sums_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:

@@ -81,7 +81,7 @@ def time_split(info: dict[str, Any]) -> list[tuple[str, Any]]:
     parts = [("data (decode, split)", info.get("data_seconds")), ("feature extraction", fc.get("seconds")),
              ("training", info.get("train_seconds")), ("evaluation", info.get("eval_seconds")),
              ("total", info.get("total_seconds"))]
-    return [(label, v) for label, v in parts if v is not None]
+    return [(label, f"{v:.1f}") for label, v in parts if v is not None]
 
 
 def top_confused(cm: Sequence[Sequence[int]], classes: Sequence[str], n: int = 8) -> list[tuple[str, str, int]]:
@@ -272,7 +272,8 @@ def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
         rows.append([r.path.name, state.describe(), cfg["model"]["name"], cfg["data"]["source"],
                      cfg["data"]["input_size"], _policy(cfg["model"]), cfg["optim"]["lr"], info.get("epochs_done"),
                      f"{params.get('total', 0):,}", f"{params.get('trainable', 0):,}", m.get("accuracy"),
-                     m.get("macro_f1"), info.get("total_seconds"), info.get("train_seconds"), m.get("best_epoch")])
+                     m.get("macro_f1"), *(f"{info[k]:.1f}" if info.get(k) is not None else None
+                                           for k in ("total_seconds", "train_seconds")), m.get("best_epoch")])
         curves.append((r.path.name, read_csv(r.history_csv)))
     differ = sorted(k for k in set().union(*configs) if k != "run.out" and len({repr(c.get(k)) for c in configs}) > 1)
     fig_dir = Path(out).with_suffix("")

@@ -176,8 +176,9 @@ class Progress(Callback):
     def on_batch_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None:
         if self.bar is not None:
             self.bar.update(1)
-            if step % self.every == 0 or step == trainer.steps_per_epoch:
-                self.bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['acc']:.4f}", refresh=False)
+            last = step == trainer.steps_per_epoch  # the final postfix is the epoch's figure, as the log line says
+            if step % self.every == 0 or last:
+                self.bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['acc']:.4f}", refresh=last)
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
         if self.bar is not None:

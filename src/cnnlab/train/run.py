@@ -69,7 +69,8 @@ class OpenRun:
 
 
 def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[int] = None,
-          overwrite: bool = False, callbacks: Sequence[Callback] = (), progress: bool = True) -> TrainResult:
+          overwrite: bool = False, callbacks: Sequence[Callback] = (), progress: bool = True,
+          splits: Optional[dict[str, Any]] = None) -> TrainResult:
     """Train a model and write a complete run folder.
 
     Args:
@@ -80,6 +81,8 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
             process holds).
         callbacks: extra callbacks, called before checkpointing at each event.
         progress: show progress bars.
+        splits: the exact train/val/test indices to use (cross-validation folds) instead of the
+            config's split; a fold without a test part is evaluated on its validation part.
 
     Returns:
         The run folder, the per-epoch history, test metrics, why training stopped and the
@@ -89,7 +92,7 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
         CnnlabError: bad input, found before training starts wherever possible; a full disk.
         KeyboardInterrupt: after marking the run 'interrupted' (resume it later).
     """
-    opened = open_run(cfg, resume=resume, epochs=epochs, overwrite=overwrite, progress=progress)
+    opened = open_run(cfg, resume=resume, epochs=epochs, overwrite=overwrite, progress=progress, splits=splits)
     try:
         with recorded_failures(opened):
             fit(opened, callbacks, progress)
@@ -99,7 +102,7 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
 
 
 def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int], overwrite: bool,
-             progress: bool) -> OpenRun:
+             progress: bool, splits: Optional[dict[str, Any]] = None) -> OpenRun:
     """Check everything that needs no pixels, load the data, build the engine; only then make
     (or, resuming, reuse) the run folder, held under its lock, with status 'running'."""
     state = None
@@ -114,7 +117,7 @@ def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int]
         started = time.perf_counter()
         device = resolve_device(cfg.train.device)
         data = load_run_data(run, cfg, progress) if state else \
-            prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, progress=progress)
+            prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, splits=splits, progress=progress)
         _check_monitor(cfg.train.monitor, data.multilabel)
         cfg = resolve_fine_tune(cfg, len(data.splits["train"]))
         if cfg.data.input_size is None:  # the size chosen from the data is part of the resolved config

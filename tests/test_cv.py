@@ -1,0 +1,72 @@
+"""cnnlab cv (issue 11, done-when 5): folds as runs, the test split held out, a summary with
+intervals, and a paired comparison of two CVs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+
+from cnnlab.cli import main
+from cnnlab.config import build_config
+from cnnlab.data import prepare_data
+from cnnlab.models import get_spec
+
+FLAGS = ["--data", "digits", "--epochs", "2", "--batch-size", "64", "-q", "--set", "run.report=false"]
+
+
+def test_five_fold_cv_on_digits_and_a_paired_comparison(tmp_path, capsys):
+    mlp, cnn = tmp_path / "cv-mlp", tmp_path / "cv-cnn"
+    assert main(["cv", "--folds", "5", "--model", "mlp", "--hidden", "64", "--out", str(mlp), *FLAGS]) == 0
+    out = capsys.readouterr().out
+    assert "5-fold cross-validation × 1 of mlp" in out and "accuracy" in out and "95 %" in out
+    cv = json.loads((mlp / "cv.json").read_text())
+    assert [r["name"] for r in cv["runs"]] == [f"r1-fold{i}" for i in range(1, 6)]
+    acc = [r["metrics"]["accuracy"] for r in cv["runs"]]
+    s = cv["summary"]["accuracy"]
+    assert s["mean"] == np.mean(acc) and s["std"] == np.std(acc, ddof=1) and s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+    assert (mlp / "cv.html").read_text().count("r1-fold") == 5
+
+    # every image outside the test split is scored exactly once, and no test image is ever used
+    data = prepare_data(build_config(None, {"data.source": "digits"}).data, get_spec("mlp"), 0, progress=False)
+    seen = []
+    for r in cv["runs"]:
+        split = json.loads((mlp / r["name"] / "split.json").read_text())["indices"]
+        assert not set(split["train"]) & set(split["val"]) and split["test"] == []
+        assert not (set(split["train"]) | set(split["val"])) & set(data.splits["test"].tolist())
+        seen += split["val"]
+    assert sorted(seen) == sorted(data.splits["train"].tolist() + data.splits["val"].tolist())
+
+    assert main(["cv", "--folds", "5", "--model", "cnn", "--out", str(cnn), *FLAGS]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(mlp), str(cnn)]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy per fold: mlp vs cnn" in text and "Wilcoxon signed-rank p =" in text
+    assert main(["compare", str(mlp), str(cnn), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    b = [r["metrics"]["accuracy"] for r in json.loads((cnn / "cv.json").read_text())["runs"]]
+    assert res["differences"] == [y - x for x, y in zip(acc, b)]
+    assert res["ci95"][0] <= res["mean_difference"] <= res["ci95"][1] and 0 < res["wilcoxon_p"] <= 1
+
+
+def test_an_interrupted_cv_resumes_without_retraining_finished_folds(tmp_path, capsys):
+    cv = tmp_path / "cv"
+    assert main(["cv", "--folds", "3", "--model", "mlp", "--out", str(cv), *FLAGS]) == 0
+    kept = (cv / "r1-fold1" / "metrics.json").stat().st_mtime_ns
+    shutil.rmtree(cv / "r1-fold3")
+    (cv / "cv.json").unlink()
+    assert main(["cv", "--folds", "3", "--model", "mlp", "--out", str(cv), *FLAGS]) == 2
+    assert "add --resume" in capsys.readouterr().err
+    assert main(["cv", "--folds", "3", "--model", "mlp", "--out", str(cv), "--resume", *FLAGS]) == 0
+    assert (cv / "r1-fold1" / "metrics.json").stat().st_mtime_ns == kept
+    assert len(json.loads((cv / "cv.json").read_text())["runs"]) == 3
+
+
+def test_cvs_with_different_folds_are_not_compared(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["cv", "--folds", "2", "--model", "mlp", "--out", str(a), *FLAGS]) == 0
+    assert main(["cv", "--folds", "2", "--model", "mlp", "--seed", "1", "--out", str(b), *FLAGS]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b)]) == 2
+    assert "differ in seed" in capsys.readouterr().err

@@ -97,7 +97,11 @@ OTHER: list[tuple[list[str], str]] = [
     (["lr-find", "--data", "digits", "--end-lr", "nan"], "--end-lr"),
     (["data", "inspect", "/no/such/folder"], "data.source"), (["data", "inspect", "digits", "--max-pixels", "0"],
                                                               "data.max_pixels"),
-    (["list", "gadgets"], "invalid choice"), (["evaluate", "RUN", "--split", "holdout"], "--split"),
+    (["list", "gadgets"], "invalid choice"),
+    (["cv", "--data", "digits", "--folds", "1"], "--folds of at least 2"),
+    (["cv", "--data", "digits", "--folds", "1000"], "use fewer folds"),
+    (["cache", "clean", "--older-than", "nan"], "--older-than"), (["compare", "a", "b", "--metric"], "expected one"),
+    (["evaluate", "RUN", "--split", "holdout"], "--split"),
 ]
 YAMLS = {  # config file text → what the message names
     "- data\n- model\n": "must hold a mapping", "42\n": "must hold a mapping", "just text\n": "must hold a mapping",

@@ -77,6 +77,7 @@ ALLOWED = {"runs/store.py": "the run folder's writer",
            "runs/report.py": "compare.html at --out (report.html goes through RunFolder.write_text)",
            "train/run.py": "lr-find's own --out folder", "train/engines.py": "checkpoint bytes in memory",
            "train/build.py": "the persistent feature cache under ~/.cache/cnnlab",
+           "cv/folds.py": "cv.json and cv.html in a CV folder (its fold runs are written by RunFolder)",
            "config.py": "save_config to a path the caller gives"}
 
 

@@ -70,6 +70,8 @@ def cross_validate(cfg: Config, out: str | Path, folds: int = 5, repeats: int = 
     if folds < 2 or repeats < 1:
         raise CnnlabError("cv needs --folds of at least 2 and --repeats of at least 1")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CnnlabError(f"--out {str(out)!r} is a file, not a folder; choose another --out")
     if out.exists() and any(out.iterdir()) and not resume:
         raise CnnlabError(f"cv folder {str(out)!r} already exists; add --resume to finish it, or choose another --out")
     plans, held_out, _ = _fold_splits(cfg, folds, repeats, progress)

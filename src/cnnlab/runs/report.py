@@ -23,6 +23,8 @@ from .store import RunFolder, atomic_write_text
 
 log = logging.getLogger(__name__)
 
+MAX_SAMPLE_CLASSES = 20
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
 header{background:#1d3557;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
@@ -191,13 +193,16 @@ def _report_page(run: RunFolder, fig_dir: Path, images: Any, labels: torch.Tenso
 
     samples, titles = [], []
     lab = labels.numpy()
-    for c, name in enumerate(classes):
+    shown = classes[:MAX_SAMPLE_CLASSES]  # 100 classes × 6 would be a 600-panel figure
+    for c, name in enumerate(shown):
         members = np.flatnonzero(lab[:, c] > 0 if multilabel else lab == c)[:6]
         for i in members:
             samples.append(images[int(i)].numpy())
             titles.append(name)
     if samples:
-        grid = plots.plot_image_grid(samples, titles, fig_dir / "samples.png", cols=6, title="samples per class")
+        more = f" (the first {len(shown)} of {len(classes)} classes)" if len(shown) < len(classes) else ""
+        grid = plots.plot_image_grid(samples, titles, fig_dir / "samples.png", cols=6,
+                                     title="samples per class" + more)
         sections.append({"id": "samples", "title": "Samples per class", "body": img_tag(grid, "samples")})
 
     split_rows = [[c] + [dataset["class_counts"][s][i] for s in dataset["split_sizes"]]

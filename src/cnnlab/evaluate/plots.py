@@ -13,12 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def layout(fig) -> None:
     """``tight_layout``, leaving room for a figure title (which tight_layout ignores)."""
-    fig.tight_layout()
     title = fig._suptitle
-    if title is not None and title.get_text():
-        fig.canvas.draw()
-        height = title.get_window_extent().height / fig.bbox.height
+    if title is not None and title.get_text():  # measured with the renderer: no full draw needed
+        height = title.get_window_extent(fig.canvas.get_renderer()).height / fig.bbox.height
         fig.tight_layout(rect=(0, 0, 1, 1 - height - 0.01))
+    else:
+        fig.tight_layout()
 
 
 def _save(fig, path: Path) -> Path:

@@ -126,6 +126,7 @@ BIG = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # 20 s of PNG writing and decoding: make test-slow
 @pytest.mark.timeout(300)
 def test_a_144_megapixel_png_decodes_within_its_budget_and_is_refused_by_default(tmp_path):
     _, res = folder_run(tmp_path)

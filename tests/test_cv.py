@@ -70,3 +70,15 @@ def test_cvs_with_different_folds_are_not_compared(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(a), str(b)]) == 2
     assert "differ in seed" in capsys.readouterr().err
+
+
+def test_a_fold_stopped_before_its_first_epoch_is_started_again_on_resume(tmp_path):
+    cv = tmp_path / "cv"
+    assert main(["cv", "--folds", "2", "--model", "mlp", "--out", str(cv), *FLAGS]) == 0
+    fold = cv / "r1-fold2"
+    for f in [fold / "metrics.json", *(fold / "checkpoints").iterdir()]:
+        f.unlink()
+    info = json.loads((fold / "run.json").read_text())
+    (fold / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    assert main(["cv", "--folds", "2", "--model", "mlp", "--out", str(cv), "--resume", *FLAGS]) == 0
+    assert (fold / "metrics.json").is_file() and json.loads((fold / "run.json").read_text())["status"] == "completed"

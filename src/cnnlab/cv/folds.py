@@ -83,9 +83,9 @@ def cross_validate(cfg: Config, out: str | Path, folds: int = 5, repeats: int = 
         else:
             log.info("cv: fold %d of %d (%s)", n, len(plans), plan["name"])
             fold_cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": str(run.path)})})
-            if run.path.exists() and (run.path / "run.json").is_file():
+            if run.last_ckpt.is_file():  # interrupted after an epoch: continue it
                 train(None, resume=run.path, progress=progress)  # type: ignore[arg-type]
-            else:
+            else:  # never started, or stopped before its first epoch ended: start it again
                 train(fold_cfg, overwrite=run.path.exists(), progress=progress, splits=plan["splits"])
         metrics = run.read_json(run.metrics_json)
         rows.append({"name": plan["name"], "repeat": plan["repeat"], "fold": plan["fold"],

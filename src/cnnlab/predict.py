@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.images import decode_file, describe_error, to_mode
+from .data.images import UnusableFile, decode_file, describe_error, to_mode
 from .data.loaders import TensorBatches
 from .errors import CnnlabError
 from .runs.store import RunFolder
@@ -122,10 +122,6 @@ class Preprocess:
         """Normalised batches of uint8 ``images[indices]`` (the data's order, no augmentation)."""
         return TensorBatches(images, labels, indices, batch_size, list(self.mean), list(self.std), device=device,
                              normalize=self.normalize, channels_last=channels_last)
-
-
-class UnusableFile(OSError):
-    """A path that is not a regular file (missing, a folder, a FIFO, a broken link)."""
 
 
 class Predictor:

@@ -46,6 +46,10 @@ def to_mode(img: Image.Image, channels: int) -> Image.Image:
 DEFAULT_MAX_PIXELS = 50_000_000
 
 
+class UnusableFile(OSError):
+    """A path that is not a regular file (missing, a folder, a FIFO, a broken link); its message is the reason."""
+
+
 class TooManyPixels(ValueError):
     """An image larger than the configured pixel budget."""
 
@@ -125,7 +129,7 @@ def decode_file(path: str | Path | BinaryIO, channels: int, size: int, max_pixel
 def describe_error(exc: BaseException) -> str:
     """A short reason for an unreadable image, e.g. 'truncated file' or 'not an image'."""
     text = str(exc).strip() or type(exc).__name__
-    if type(exc).__name__ == "UnusableFile":
+    if isinstance(exc, UnusableFile):
         return text
     if isinstance(exc, PermissionError):
         return "permission denied"

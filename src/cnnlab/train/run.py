@@ -233,13 +233,13 @@ def finish_run(o: OpenRun, progress: bool) -> TrainResult:
     best = next((h for h in engine.history if h["epoch"] == metrics["best_epoch"]), {})
     monitor = cfg.train.monitor if len(o.data.splits["val"]) else "train_loss"
     run.write_metrics(metrics)
-    run.update_status(status="completed", finished=now(), epochs_done=engine.epoch,
-                      stop_reason=engine.stop_reason or "completed all epochs",
-                      train_seconds=round(sum(h["seconds"] for h in engine.history), 1),
-                      eval_seconds=round(time.perf_counter() - started, 1), best_epoch=metrics["best_epoch"])
-    timing = run.status()
-    run.update_status(total_seconds=round(sum(timing.get(k) or 0 for k in TIMED) +
-                                          (timing.get("feature_cache") or {}).get("seconds", 0), 1))
+    done = {"status": "completed", "finished": now(), "epochs_done": engine.epoch,
+            "stop_reason": engine.stop_reason or "completed all epochs",
+            "train_seconds": round(sum(h["seconds"] for h in engine.history), 1),
+            "eval_seconds": round(time.perf_counter() - started, 1), "best_epoch": metrics["best_epoch"]}
+    timing = {**run.status(), **done}  # data_seconds and the feature cache's were recorded when the run opened
+    run.update_status(**done, total_seconds=round(sum(timing.get(k) or 0 for k in TIMED) +
+                                                  (timing.get("feature_cache") or {}).get("seconds", 0), 1))
     if cfg.run.report:
         try:
             log.info("report: %s", report(run.path, data=o.data, device=str(o.device), progress=progress, run=run))

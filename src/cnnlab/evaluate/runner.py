@@ -22,15 +22,16 @@ log = logging.getLogger(__name__)
 
 
 def report(run_path: str | Path, data: Optional[PreparedData] = None, device: str = "auto",
-           progress: bool = True, run: Optional[RunFolder] = None) -> Path:
+           progress: bool = True, run: Optional[RunFolder] = None, predictor: Optional[Predictor] = None) -> Path:
     """Write ``report.html`` for a finished run: curves, metrics, per-class figures, errors,
     Grad-CAM, data, model, timing and config in one self-contained file.
 
     ``run``: the run folder when the caller already holds its lock (training); otherwise the
     lock is taken here, so a report is never written while another process trains the run.
+    ``predictor``: the run's best checkpoint, already loaded (training passes the one it evaluated with).
     """
     if run is not None:
-        return _report(run, data, device, progress)
+        return _report(run, data, device, progress, predictor)
     run = RunFolder(run_path).require()
     state = run.state()
     if state.status != "completed":
@@ -43,7 +44,8 @@ def report(run_path: str | Path, data: Optional[PreparedData] = None, device: st
         run.unlock()
 
 
-def _report(run: RunFolder, data: Optional[PreparedData], device: str, progress: bool) -> Path:
+def _report(run: RunFolder, data: Optional[PreparedData], device: str, progress: bool,
+            predictor: Optional[Predictor] = None) -> Path:
     from ..evaluate.explain import grad_cam, last_conv, overlay
     from ..runs.report import write_report  # matplotlib and jinja2 only when a report is written
 
@@ -51,7 +53,7 @@ def _report(run: RunFolder, data: Optional[PreparedData], device: str, progress:
     dev = resolve_device(device)
     if data is None:
         data = load_run_data(run, cfg, progress)
-    predictor = Predictor.from_run(run, dev, warn=False)
+    predictor = predictor or Predictor.from_run(run, dev, warn=False)
     if not run.predictions_npz.is_file():  # runs made before predictions were saved
         evaluate_checkpoint(run, data, dev, cfg.train.batch_size, save=True, predictor=predictor)
     model = predictor.model

@@ -226,10 +226,13 @@ def finish_run(o: OpenRun, progress: bool) -> TrainResult:
     """Evaluate the best checkpoint on the test split once, write metrics.json last, mark the run
     completed, and write its report."""
     from ..evaluate.runner import evaluate_checkpoint, report
+    from ..predict import Predictor
 
     cfg, run, engine = o.cfg, o.run, o.engine
     started = time.perf_counter()
-    metrics = evaluate_checkpoint(run, o.data, o.device, cfg.train.batch_size, save=True, progress=progress)
+    predictor = Predictor.from_run(run, o.device, warn=False)  # the best checkpoint, loaded once for both
+    metrics = evaluate_checkpoint(run, o.data, o.device, cfg.train.batch_size, save=True, predictor=predictor,
+                                  progress=progress)
     best = next((h for h in engine.history if h["epoch"] == metrics["best_epoch"]), {})
     monitor = cfg.train.monitor if len(o.data.splits["val"]) else "train_loss"
     run.write_metrics(metrics)
@@ -242,7 +245,8 @@ def finish_run(o: OpenRun, progress: bool) -> TrainResult:
                                                   (timing.get("feature_cache") or {}).get("seconds", 0), 1))
     if cfg.run.report:
         try:
-            log.info("report: %s", report(run.path, data=o.data, device=str(o.device), progress=progress, run=run))
+            log.info("report: %s", report(run.path, data=o.data, device=str(o.device), progress=progress, run=run,
+                                             predictor=predictor))
         except CnnlabError as e:  # the trained run stands; the report can be made again
             log.warning("the report could not be written (%s); retry with: cnnlab report %s", e, run.path)
         except Exception as e:

@@ -47,9 +47,12 @@ def _int_list(text: str) -> list[int]:
 def _int_pair(text: str) -> list[int] | str:
     if text.strip() == "auto":
         return "auto"
-    parts = _int_list(text)
+    try:
+        parts = _int_list(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected two epoch counts E1,E2 like 3,2, or auto, got {text!r}") from None
     if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"expected two epoch counts like 1,1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected two epoch counts E1,E2 like 3,2, or auto, got {text!r}")
     return parts
 
 

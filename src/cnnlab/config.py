@@ -332,7 +332,8 @@ def _short(value: Any, limit: int = 120) -> str:
 
 def _format_error(err: ValidationError, prefix: str = "") -> str:
     first = err.errors()[0]
-    parts = [str(p) for p in first["loc"] if not isinstance(p, int)]
+    # union members show up in the location as tags like "tuple[int, int]": they are not field names
+    parts = [str(p) for p in first["loc"] if not isinstance(p, int) and not any(c in str(p) for c in "[']")]
     loc = ".".join(parts) or "config"
     msg = " ".join(first["msg"].removeprefix("Value error, ").split())
     if first["type"] == "extra_forbidden":

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.cnnlab-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data browser demo lint test test-slow bench clean
+.PHONY: setup data browser postgres demo lint test test-slow bench clean
 
 setup: $(STAMP) data
 
@@ -44,16 +44,29 @@ browser:
 	  echo "chromium not found (sudo apt-get install chromium): the browser test will be skipped"; \
 	fi
 
+# Debian's PostgreSQL lets the sweep tests share one study between workers through a real server
+# (the tests start their own throw-away server on a free port as an unprivileged user).
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's postgresql for the sweep storage test ..."; \
+	  apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null); \
+	else \
+	  echo "PostgreSQL not found (sudo apt-get install postgresql): the shared-study test will be skipped"; \
+	fi
+
 demo: setup
 	$(BIN)/cnnlab train --data fashion-mnist --model cnn --epochs 6 --out runs/demo --overwrite
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-test: $(STAMP) browser lint
+test: $(STAMP) browser postgres lint
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -q -m slow
 
 bench: setup

@@ -78,7 +78,9 @@ ALLOWED = {"runs/store.py": "the run folder's writer",
            "train/run.py": "lr-find's own --out folder", "train/engines.py": "checkpoint bytes in memory",
            "train/build.py": "the persistent feature cache under ~/.cache/cnnlab",
            "cv/folds.py": "cv.json and cv.html in a CV folder (its fold runs are written by RunFolder)",
-           "config.py": "save_config to a path the caller gives"}
+           "config.py": "save_config to a path the caller gives",
+           "sweep/runner.py": "sweep.yaml in a sweep folder (its trial runs are written by RunFolder)",
+           "sweep/report.py": "sweep.json, sweep.html and best.yaml in a sweep folder"}
 
 
 def test_only_the_run_folder_writer_writes_into_run_folders():

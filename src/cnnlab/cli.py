@@ -33,8 +33,15 @@ TRAIN_FLAGS: dict[str, str] = {
     "momentum": "optim.momentum",
     "epochs": "train.epochs", "batch_size": "train.batch_size", "seed": "train.seed",
     "device": "train.device", "monitor": "train.monitor", "patience": "train.patience",
-    "engine": "train.engine", "out": "run.out",
+    "engine": "train.engine", "out": "run.out", "logger": "run.loggers",
 }
+
+
+def _name_list(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected one or more names separated by commas")
+    return names
 
 
 def _int_list(text: str) -> list[int]:
@@ -129,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     common = _config_flags()
     _add_train_commands(sub, common)
+    _add_sweep_commands(sub)
     _add_run_commands(sub)
     _add_other_commands(sub)
     return p
@@ -236,6 +244,9 @@ def _optim_flags(t: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma", type=float, metavar="F", help="LR factor of step and plateau (default 0.1)")
     g.add_argument("--decay-start", type=int, metavar="N", help="exp-decay: epochs before decay (default 10)")
     g.add_argument("--decay-rate", type=float, metavar="R", help="exp-decay: LR × exp(-R) per epoch (default 0.05)")
+    g.add_argument("--logger", type=_name_list, metavar="NAME[,NAME]",
+                   help="also log each epoch to tensorboard (RUN/tensorboard), mlflow (MLFLOW_TRACKING_URI, else "
+                   "RUN/mlflow.db) and/or wandb (offline unless WANDB_MODE says otherwise)")
 
 
 def _add_train_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -270,6 +281,28 @@ def _add_train_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     cv.add_argument("--resume", action="store_true", help="finish an interrupted CV; finished folds are kept")
     cv.add_argument("-q", "--quiet", action="store_true")
 
+
+
+def _add_sweep_commands(sub: Any) -> None:
+    sw = sub.add_parser("sweep", help="hyper-parameter search (Optuna): each trial a run folder, one report",
+                        description="Search the space of SPEC.yaml (grid, random, TPE, CMA-ES, GP) for the best "
+                                    "validation figure; pruning on the per-epoch validation metric; each trial an "
+                                    "ordinary run folder under DIR/trials. Several workers share an Optuna journal "
+                                    "file (no SQLite locks); several machines share --storage postgresql://…. "
+                                    "Writes sweep.html, sweep.json and best.yaml. See examples/sweep-digits.yaml.")
+    sw.add_argument("spec", nargs="?", metavar="SPEC.yaml", help="the sweep spec (not needed with --resume)")
+    sw.add_argument("--out", metavar="DIR", help="sweep folder (default sweeps/<spec name>)")
+    sw.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                    help="local worker processes (default 1); the cores are shared among them")
+    sw.add_argument("--storage", metavar="URL", help="an Optuna RDB URL (postgresql://user:pass@host/db) to share "
+                    "one study between machines; default: a journal file in the sweep folder")
+    sw.add_argument("--resume", action="store_true",
+                    help="continue the sweep in --out: finished trials are kept, dead ones retried once")
+    sw.add_argument("-q", "--quiet", action="store_true")
+    sr = sub.add_parser("sweep-report", help="rebuild a sweep's sweep.html (also while it runs)",
+                        description="Rebuild sweep.html, sweep.json and best.yaml of a sweep folder from its study.")
+    sr.add_argument("sweep", metavar="DIR")
+    sr.add_argument("--storage", metavar="URL", help="the --storage the sweep was started with, if any")
 
 
 def _add_run_commands(sub: Any) -> None:
@@ -417,7 +450,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = api.train(cfg, overwrite=args.overwrite, progress=progress)
     m = result.metrics
     print(format_metrics_table(m, f"{m['split']} set, best epoch {m['best_epoch']}:"))
-    print(f"\ntest accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  run folder {result.run}")
+    print(f"\n{m['split']} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  run folder {result.run}")
     return 0
 
 
@@ -610,6 +643,37 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .sweep import run_sweep
+
+    if not args.spec and not (args.resume and args.out):
+        raise CnnlabError("cnnlab sweep needs SPEC.yaml (or --resume --out DIR of a sweep)")
+    out = args.out or str(Path("sweeps") / Path(args.spec).stem)
+    s = run_sweep(args.spec, out, workers=args.workers, storage=args.storage, resume=args.resume,
+                  progress=not args.quiet)
+    o = s["outcomes"]
+    print(f"sweep {s['study']}: {s['done']}/{s['budget'] if s['budget'] is not None else '-'} trials done "
+          f"({o.get('complete', 0)} complete, {o.get('pruned', 0)} pruned, {o.get('failed', 0)} failed)")
+    if s["best"]:
+        b = s["best"]
+        print(f"best: trial {b['trial']}  {s['objective']} = {b['value']:.4f}  "
+              + "  ".join(f"{k}={v}" for k, v in b["params"].items()))
+        print(f"best config: {Path(out) / 'best.yaml'}  (cnnlab train --config {Path(out) / 'best.yaml'})")
+    if s["budget"] is not None and s["done"] < s["budget"]:
+        print(f"{s['budget'] - s['done']} trial(s) left: continue with cnnlab sweep --resume --out {out}")
+    print(f"wrote {Path(out) / 'sweep.html'}")
+    return 0
+
+
+def cmd_sweep_report(args: argparse.Namespace) -> int:
+    from .sweep.report import rebuild
+
+    print(f"wrote {rebuild(args.sweep, args.storage)}")
+    return 0
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     from .data.cache_admin import clean_cache, list_cache
 
@@ -631,7 +695,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 COMMANDS = {"cache": cmd_cache, "compare": cmd_compare, "cv": cmd_cv, "data": cmd_data, "evaluate": cmd_evaluate,
             "explain": cmd_explain, "list": cmd_list, "lr-find": cmd_lr_find, "predict": cmd_predict,
-            "report": cmd_report, "train": cmd_train}
+            "report": cmd_report, "sweep": cmd_sweep, "sweep-report": cmd_sweep_report, "train": cmd_train}
 
 
 class Terminated(KeyboardInterrupt):

@@ -298,6 +298,14 @@ class RunConfig(_Section):
 
     out: Optional[str] = Field(None, description="run folder; default runs/<model>-<data>-<time>")
     report: bool = Field(True, description="write report.html when training ends")
+    loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="experiment trackers fed each epoch: tensorboard, mlflow, wandb"
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _unique_loggers(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
 
 
 class Config(_Section):

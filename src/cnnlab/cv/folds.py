@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import logging
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -54,13 +54,16 @@ def _fold_splits(cfg: Config, folds: int, repeats: int, progress: bool) -> tuple
 
 
 def cross_validate(cfg: Config, out: str | Path, folds: int = 5, repeats: int = 1, resume: bool = False,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, on_fold: Optional[Callable[[int, RunFolder], None]] = None,
+                   callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train one run per fold (and repeat) under ``out`` and summarise them.
 
     Each fold trains on the other folds and is scored on its own (out-of-fold) part; the
     data's test split belongs to no fold and is never used. The folds depend only on the
     data and ``train.seed``, so two CVs with the same seed (an mlp and a cnn, say) can be
     compared fold by fold (:func:`paired_comparison`). With ``resume``, finished folds are kept.
+    ``on_fold(n, run)`` is called after fold n (1-based) finished; a sweep uses it to prune a
+    trial whose first folds are clearly worse (it raises). ``callbacks`` go to every fold's training.
 
     Returns:
         The summary written to ``out/cv.json``.
@@ -86,7 +89,10 @@ def cross_validate(cfg: Config, out: str | Path, folds: int = 5, repeats: int = 
             if run.last_ckpt.is_file():  # interrupted after an epoch: continue it
                 train(None, resume=run.path, progress=progress)  # type: ignore[arg-type]
             else:  # never started, or stopped before its first epoch ended: start it again
-                train(fold_cfg, overwrite=run.path.exists(), progress=progress, splits=plan["splits"])
+                train(fold_cfg, overwrite=run.path.exists(), progress=progress, splits=plan["splits"],
+                      callbacks=callbacks)
+        if on_fold is not None:
+            on_fold(n, run)
         metrics = run.read_json(run.metrics_json)
         rows.append({"name": plan["name"], "repeat": plan["repeat"], "fold": plan["fold"],
                      "images": len(plan["splits"]["val"]),

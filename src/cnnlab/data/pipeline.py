@@ -290,6 +290,7 @@ def prepare_data(
     splits: Optional[dict[str, list[int]]] = None,
     expect_fingerprint: Optional[str] = None,
     progress: bool = True,
+    hold_out_test: bool = False,
 ) -> PreparedData:
     """Load, decode, split and measure a dataset for ``model``.
 
@@ -301,6 +302,8 @@ def prepare_data(
         expect_fingerprint: the data fingerprint saved with ``splits``; a mismatch means the
             files or labels changed and the split no longer applies.
         progress: show a progress bar while decoding files.
+        hold_out_test: leave the test split out entirely (a sweep trial tunes on validation
+            figures only; the test split is for the final model).
     """
     size, channels, resample = resolve_input(cfg, model)
     src = drop_empty_classes(load_source(cfg, size, channels, progress, resample, model), cfg.drop_empty_classes,
@@ -320,6 +323,8 @@ def prepare_data(
             split_idx["train"] = _subsample_train(split_idx["train"], labels, cfg.train_per_class, seed)
     else:
         split_idx = {k: np.asarray(v, dtype=np.int64) for k, v in splits.items()}
+    if hold_out_test:
+        split_idx["test"] = np.zeros(0, dtype=np.int64)
     if len(split_idx["train"]) == 0:
         raise CnnlabError(f"data.source {cfg.source!r}: the training split is empty")
     images = src.images if not isinstance(src.images, np.ndarray) else torch.from_numpy(

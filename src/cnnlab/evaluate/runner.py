@@ -81,7 +81,7 @@ def evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device
     predictor = predictor or Predictor.from_run(run, device, warn=False)
     if not len(data.splits.get(split, [])):
         if split == "test" and len(data.splits["val"]):
-            log.warning("no test split: evaluating on the validation split")
+            log.info("no test split (held out or empty): the best checkpoint is scored on the validation split")
             split = "val"
         else:
             raise CnnlabError(f"the {split!r} split of {data.source!r} is empty")

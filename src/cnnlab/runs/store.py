@@ -37,6 +37,15 @@ if TYPE_CHECKING:
 #   metrics.json        test-set evaluation of best.pt (written last: its presence means done)
 
 
+def _number(text: str) -> Any:
+    if text in ("", None):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -119,8 +128,10 @@ def _csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
 MARKER = ".cnnlab-run"  # written first into every run folder: --overwrite deletes only folders holding it
 LOCK = ".lock"  # flock'ed by the one process that trains or writes into the run
 # what a run folder may hold: --overwrite refuses a folder with anything else in it
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow.db", "wandb": "wandb"}  # where each writes
 RUN_ENTRIES = {MARKER, LOCK, "config.yaml", "run.json", "dataset.json", "split.json", "history.csv", "steps.csv",
-               "metrics.json", "predictions.npz", "report.html", "checkpoints", "report", "explain"}
+               "metrics.json", "predictions.npz", "report.html", "checkpoints", "report", "explain",
+               *TRACKERS.values()}
 
 
 class RunFolder:
@@ -337,6 +348,21 @@ class RunFolder:
     def status(self) -> dict[str, Any]:
         return self.read_json(self.run_json)
 
+    def tracker_path(self, name: str) -> Path:
+        """Where experiment tracker ``name`` (tensorboard, mlflow, wandb) writes in this run: the
+        trackers write their own formats, only there."""
+        path = self.path / TRACKERS[name]
+        if name != "mlflow":
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def history(self) -> list[dict[str, Any]]:
+        """history.csv as one dict per epoch, numbers as floats (empty cells: None); [] when absent."""
+        if not self.history_csv.is_file():
+            return []
+        with open(self.history_csv, newline="") as f:
+            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
     def update_status(self, **fields: Any) -> None:
         info = self.status() if self.run_json.exists() else {}
         info.update(fields)
@@ -371,6 +397,9 @@ class NullRunFolder(RunFolder):
 
     def write_text(self, name: str, text: str) -> Path:
         return self.path / name
+
+    def tracker_path(self, name: str) -> Path:
+        raise CnnlabError("experiment trackers run on the process that writes the run (rank 0) only")
 
     @contextlib.contextmanager
     def artifacts(self, name: str, merge: bool = False) -> Iterator[Path]:

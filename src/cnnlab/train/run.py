@@ -26,6 +26,7 @@ from ..runtime import load_run_data, resolve_device
 from .build import check_model_fits, resolve_fine_tune
 from .callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress, StepLog
 from .engines import ENGINES, Engine, TorchEngine
+from .trackers import check_trackers, tracker_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class OpenRun:
 
 def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[int] = None,
           overwrite: bool = False, callbacks: Sequence[Callback] = (), progress: bool = True,
-          splits: Optional[dict[str, Any]] = None) -> TrainResult:
+          splits: Optional[dict[str, Any]] = None, hold_out_test: bool = False) -> TrainResult:
     """Train a model and write a complete run folder.
 
     Args:
@@ -83,6 +84,8 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
         progress: show progress bars.
         splits: the exact train/val/test indices to use (cross-validation folds) instead of the
             config's split; a fold without a test part is evaluated on its validation part.
+        hold_out_test: train on the config's split without its test part (sweep trials): the
+            run is evaluated on its validation part and never reads a test image.
 
     Returns:
         The run folder, the per-epoch history, test metrics, why training stopped and the
@@ -92,7 +95,8 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
         CnnlabError: bad input, found before training starts wherever possible; a full disk.
         KeyboardInterrupt: after marking the run 'interrupted' (resume it later).
     """
-    opened = open_run(cfg, resume=resume, epochs=epochs, overwrite=overwrite, progress=progress, splits=splits)
+    opened = open_run(cfg, resume=resume, epochs=epochs, overwrite=overwrite, progress=progress, splits=splits,
+                      hold_out_test=hold_out_test)
     try:
         with recorded_failures(opened):
             fit(opened, callbacks, progress)
@@ -102,7 +106,7 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
 
 
 def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int], overwrite: bool,
-             progress: bool, splits: Optional[dict[str, Any]] = None) -> OpenRun:
+             progress: bool, splits: Optional[dict[str, Any]] = None, hold_out_test: bool = False) -> OpenRun:
     """Check everything that needs no pixels, load the data, build the engine; only then make
     (or, resuming, reuse) the run folder, held under its lock, with status 'running'."""
     state = None
@@ -117,8 +121,10 @@ def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int]
         started = time.perf_counter()
         device = resolve_device(cfg.train.device)
         data = load_run_data(run, cfg, progress) if state else \
-            prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, splits=splits, progress=progress)
+            prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, splits=splits, progress=progress,
+                         hold_out_test=hold_out_test)
         _check_monitor(cfg.train.monitor, data.multilabel)
+        check_trackers(cfg.run.loggers)
         cfg = resolve_fine_tune(cfg, len(data.splits["train"]))
         if cfg.data.input_size is None:  # the size chosen from the data is part of the resolved config
             cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"input_size": data.input_size})})
@@ -205,6 +211,7 @@ def fit(o: OpenRun, extra: Sequence[Callback], progress: bool) -> None:
     if cfg.train.patience:
         cbs.append(EarlyStopping(cfg.train.monitor, cfg.train.patience, cfg.train.min_delta))
     meta = checkpoint_meta(cfg, data, o.engine.name)
+    cbs += tracker_callbacks(cfg.run.loggers, run, cfg.model_dump(mode="json"))
     cbs += list(extra)
     cbs.append(Checkpoint(run, cfg.train.monitor if has_val else "train_loss", lambda: meta, o.engine))
     if o.resumed_from is not None:

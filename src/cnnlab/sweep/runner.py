@@ -1,0 +1,586 @@
+"""`cnnlab sweep`: an Optuna study whose trials are ordinary run folders, run by one worker or by
+several (local processes on a journal file, or machines sharing a PostgreSQL database).
+
+Rules every worker follows, whatever the storage (they rest only on the storage's atomic trial
+numbers and on ``flock``):
+
+- **No duplicates, no overshoot.** After a trial has its values it waits until every
+  lower-numbered trial has settled, then decides: a trial with the values of an earlier live or
+  finished one is a *duplicate* and is skipped (recorded, not trained); one that would exceed the
+  trial budget is skipped as *over budget*; otherwise it *runs*. A grid gives trial number n its
+  n-th point (Optuna's GridSampler), so parallel workers start on different points.
+- **Dead workers.** A local worker holds ``workers/NAME.lock`` while it lives; a running trial
+  whose worker's lock is free is failed by the next worker that looks (or by ``--resume``), with
+  the reason, and its values are queued once more. On PostgreSQL, Optuna's heartbeat does the
+  same across machines.
+- **Resume** continues the same study: finished trials are never trained again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import yaml
+
+from ..errors import CnnlabError
+from ..runs.store import RunLock, atomic_write_text
+from ..train.callbacks import Callback
+from .spec import SweepSpec, check_spec, load_spec, pruner_for, sampler_for, suggest, trial_config
+
+log = logging.getLogger(__name__)
+
+SPEC_FILE, STUDY_FILE, TRIALS, WORKERS = "sweep.yaml", "study.journal", "trials", "workers"
+HEARTBEAT_S, GRACE_S = 10, 60  # PostgreSQL: a trial without a heartbeat for a minute is dead
+SETTLE_WAIT_S = 60.0
+FAILS_BEFORE_GIVING_UP = 3
+REPEATS_BEFORE_GIVING_UP = 50  # proposals in a row that repeat earlier trials: the sampler has nothing new
+
+# trial user attributes
+WORKER, VERDICT, RETRY_OF, RUN, ERROR, DIED = "worker", "verdict", "retry_of", "run", "error", "died"
+BEST_EPOCH, SECONDS, HOST, WORKER_LOCK = "best_epoch", "seconds", "host", "worker_lock"
+
+
+class Pruned(Exception):
+    """A CV trial stopped after a fold because the pruner judged it clearly worse."""
+
+
+@dataclass
+class Sweep:
+    """A sweep folder: its spec, its study name and where the study is stored."""
+
+    path: Path
+    spec: SweepSpec
+    study_name: str
+    storage_url: Optional[str] = None
+    started: float = field(default_factory=time.time)
+
+    @property
+    def journal(self) -> Path:
+        return self.path / STUDY_FILE
+
+    def storage(self, heartbeat: bool = False) -> Any:
+        """Optuna's journal file in the sweep folder (never SQLite: it locks under parallel
+        writers), or the RDB storage of ``--storage`` (with a heartbeat for the workers)."""
+        import optuna
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        if self.storage_url is None:
+            path = str(self.journal)
+            return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+        url = self.storage_url
+        if url.startswith("postgresql://"):  # SQLAlchemy's default driver is psycopg2; cnnlab uses psycopg 3
+            import importlib.util
+
+            if importlib.util.find_spec("psycopg2") is None:
+                url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        kw = dict(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                  heartbeat_stale_trial_callback=retry_dead) if heartbeat else {}
+        for attempt in range(3):  # two machines creating Optuna's tables at once: one of them retries
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kw)
+            except ImportError as e:
+                raise CnnlabError(f"--storage {_masked(url)}: {e}; install psycopg (pip install "
+                                  "'psycopg[binary]') for postgresql URLs") from None
+            except Exception as e:
+                if attempt == 2:
+                    raise CnnlabError(f"--storage {_masked(url)} cannot be opened: "
+                                      f"{' '.join(str(e).split())[:300]}") from None
+                time.sleep(1 + attempt)
+
+    def study(self, sampler: Any = None, heartbeat: bool = False) -> Any:
+        import optuna
+
+        return optuna.load_study(study_name=self.study_name, storage=self.storage(heartbeat), sampler=sampler,
+                                 pruner=pruner_for(self.spec))
+
+
+def _masked(url: str) -> str:
+    """A storage URL without its password, for messages and files."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def open_sweep(spec_path: Optional[str | Path], out: str | Path, storage: Optional[str] = None,
+               resume: bool = False) -> Sweep:
+    """Check the spec and the folder, make (or find) the study; a new grid's points are queued."""
+    import optuna
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CnnlabError(f"--out {str(out)!r} is a file, not a folder; choose another --out")
+    saved = out / SPEC_FILE
+    if resume:
+        if not saved.is_file():
+            raise CnnlabError(f"{str(out)!r} is not a sweep folder (no {SPEC_FILE}); start one with cnnlab sweep SPEC")
+        tree = yaml.safe_load(saved.read_text())
+        spec = check_spec(tree["spec"], str(saved))
+        if spec_path is not None and load_spec(spec_path).model_dump() != spec.model_dump():
+            raise CnnlabError(f"{spec_path} differs from the spec the sweep in {str(out)!r} started with; "
+                              "resume without SPEC, or start a new sweep with another --out")
+        sweep = Sweep(out, spec, tree["study"], storage)
+        if storage is None and tree.get("storage"):
+            raise CnnlabError(f"this sweep keeps its study in {tree['storage']}: pass --storage URL again")
+    else:
+        if spec_path is None:
+            raise CnnlabError("cnnlab sweep needs a SPEC.yaml (or --resume with --out of a sweep folder)")
+        spec = load_spec(spec_path)
+        if out.exists() and any(out.iterdir()):
+            raise CnnlabError(f"sweep folder {str(out)!r} already exists; add --resume to continue it, or choose "
+                              "another --out")
+        sweep = Sweep(out, spec, spec.name or out.resolve().name, storage)
+        out.mkdir(parents=True, exist_ok=True)
+        tree = {"study": sweep.study_name, "storage": _masked(storage) if storage else None,
+                "spec": spec.model_dump(mode="json", exclude_none=True)}
+        atomic_write_text(saved, yaml.safe_dump(tree, sort_keys=False))
+    (out / WORKERS).mkdir(exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=sweep.study_name, storage=sweep.storage(),
+                                direction=spec.direction, load_if_exists=True)
+    with _flock(out / WORKERS / ".create"):
+        mine = spec.model_dump(mode="json")
+        theirs = study.user_attrs.get("cnnlab_spec")
+        if theirs is None:
+            study.set_user_attr("cnnlab_spec", mine)
+        elif theirs != mine:
+            raise CnnlabError(f"study {sweep.study_name!r} in {_masked(storage or str(sweep.journal))} was made "
+                              "from another spec; give the sweep another name")
+    return sweep
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+# --- the state of a study, read the same way by workers, the progress line and the report ---
+
+def _fresh(t: Any) -> bool:
+    return RETRY_OF not in t.user_attrs
+
+
+def died(t: Any) -> bool:
+    """A failed trial that nobody failed on purpose: its worker died (or its heartbeat stopped)."""
+    from optuna.trial import TrialState
+
+    return t.state == TrialState.FAIL and (bool(t.user_attrs.get(DIED)) or not (
+        ERROR in t.user_attrs or VERDICT not in t.user_attrs or t.user_attrs[VERDICT] != "run"))
+
+
+def outcome(t: Any, trials: list[Any]) -> str:
+    """What became of a trial's slot: complete, pruned, failed, skipped, running, waiting; a dead
+    trial's slot follows its retry."""
+    from optuna.trial import TrialState
+
+    if t.user_attrs.get(VERDICT) not in (None, "run"):
+        return "skipped"
+    if died(t):
+        retry = next((r for r in trials if r.user_attrs.get(RETRY_OF) == t.number), None)
+        return outcome(retry, trials) if retry is not None else "failed"
+    return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+            TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[t.state]
+
+
+@dataclass
+class Counts:
+    used: int = 0  # slots taken by fresh trials that run (or will)
+    waiting: int = 0
+    done: int = 0
+    running: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+def count(trials: list[Any]) -> Counts:
+    from optuna.trial import TrialState
+
+    c = Counts()
+    for t in trials:
+        if t.state == TrialState.WAITING:
+            c.waiting += 1
+        if t.state == TrialState.RUNNING:
+            c.running += 1
+        if _fresh(t) and t.user_attrs.get(VERDICT, "run" if t.state == TrialState.RUNNING else None) == "run":
+            c.used += 1
+            o = outcome(t, trials)
+            c.by_outcome[o] = c.by_outcome.get(o, 0) + 1
+            c.done += o in ("complete", "pruned", "failed")
+    return c
+
+
+# --- dead workers ---
+
+def retry_dead(study: Any, trial: Any) -> None:
+    """Queue a dead trial's values once more (never a retry of a retry)."""
+    if trial.user_attrs.get(VERDICT) != "run" or RETRY_OF in trial.user_attrs:
+        return
+    if any(t.user_attrs.get(RETRY_OF) == trial.number for t in study.get_trials(deepcopy=False)):
+        return
+    log.warning("sweep: trial %d lost its worker; its values are queued once more", trial.number)
+    study.enqueue_trial(trial.params, user_attrs={VERDICT: "run", RETRY_OF: trial.number}, skip_if_exists=False)
+
+
+def reap(sweep: Sweep, study: Any) -> int:
+    """Fail the running trials whose worker is gone, with the reason, and retry each once."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if sweep.storage_url:  # PostgreSQL's heartbeat (calls retry_dead)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    n = 0
+    with _flock(sweep.path / WORKERS / ".reap"):
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            # a worker removes its lock file only when it exits; while it lives the file is locked
+            lock = Path(t.user_attrs.get(WORKER_LOCK, ""))
+            if WORKER_LOCK not in t.user_attrs or t.user_attrs.get(HOST) != socket.gethostname() or \
+                    (lock.is_file() and RunLock(lock).is_held_elsewhere()):
+                continue
+            storage = study._storage  # public Optuna has no "fail this trial of another worker"
+            try:
+                storage.set_trial_user_attr(t._trial_id, DIED, f"its worker {t.user_attrs.get(WORKER)} stopped "
+                                            "(killed or interrupted) during the trial")
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            retry_dead(study, study.get_trials(deepcopy=False)[t.number])
+            n += 1
+    return n
+
+
+# --- one worker ---
+
+class Pruning(Callback):
+    """Reports the objective to Optuna after each epoch; stops the run when the pruner says so
+    (the run still finishes properly: checkpoints, validation metrics, report)."""
+
+    def __init__(self, trial: Any, objective: str):
+        self.trial, self.objective, self.pruned = trial, objective, False
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+        value = logs.get(self.objective)
+        if value is None or not math.isfinite(value):
+            return
+        self.trial.report(float(value), epoch)
+        if self.trial.should_prune():
+            self.pruned = True
+            trainer.stop_training = True
+            trainer.stop_reason = f"pruned by the sweep after epoch {epoch}"
+
+
+@contextlib.contextmanager
+def _heartbeat(study: Any, trial_id: int) -> Iterator[None]:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    storage = study._storage
+    if not is_heartbeat_enabled(storage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            storage.record_heartbeat(trial_id)
+            stop.wait(HEARTBEAT_S)
+
+    th = threading.Thread(target=beat, daemon=True)
+    th.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        th.join(5)
+
+
+def _settle(study: Any, trial: Any, spec: SweepSpec) -> str:
+    """run, 'duplicate of N' or 'over budget', decided after every lower-numbered trial settled."""
+    from optuna.trial import TrialState
+
+    attrs = study.get_trials(deepcopy=False)[trial.number].user_attrs
+    if attrs.get(VERDICT) == "run":  # a queued grid point or retry
+        return "run"
+    until = time.time() + SETTLE_WAIT_S
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        lower = [t for t in trials if t.number < trial.number and t.state != TrialState.WAITING]
+        unsettled = [t for t in lower if t.state == TrialState.RUNNING and VERDICT not in t.user_attrs]
+        if not unsettled or time.time() > until:
+            break
+        time.sleep(0.1)
+    mine = trials[trial.number].params
+    for t in trials:
+        if t.number != trial.number and (t.number < trial.number or t.state == TrialState.WAITING) and \
+                t.user_attrs.get(VERDICT) == "run" and not died(t) and t.params == mine:
+            return f"duplicate of trial {t.number}"
+    budget = spec.budget()
+    used = sum(1 for t in lower if _fresh(t) and (t.user_attrs.get(VERDICT) == "run" or t in unsettled))
+    if budget is not None and used >= budget:
+        return "over budget"
+    return "run"
+
+
+def work(sweep: Sweep, index: int = 0, deadline: Optional[float] = None, progress: bool = False,
+         announce: bool = False) -> None:
+    """Run trials until the budget is used (or the deadline passed); several workers may run this
+    at once, on this machine or others."""
+    from optuna.trial import TrialState
+
+    probe = sweep.study()
+    seed = sweep.spec.seed + 7919 * index + len(probe.get_trials(deepcopy=False))
+    study = sweep.study(sampler=sampler_for(sweep.spec, seed), heartbeat=True)
+    name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    lock_path = (sweep.path / WORKERS / f"{name}.lock").resolve()
+    me = RunLock(lock_path).acquire("run a sweep worker")
+    failures: list[str] = []
+    repeats = 0
+    try:
+        while True:
+            reap(sweep, study)
+            if deadline is not None and time.time() >= deadline:
+                log.info("sweep: the time budget is used")
+                break
+            c = count(study.get_trials(deepcopy=False))
+            if not c.waiting and sweep.spec.budget() is not None and c.used >= sweep.spec.budget():
+                break
+            trial = study.ask()
+            trial.set_user_attr(WORKER, name)
+            trial.set_user_attr(WORKER_LOCK, str(lock_path))
+            trial.set_user_attr(HOST, socket.gethostname())
+            params = suggest(trial, sweep.spec)
+            verdict = _settle(study, trial, sweep.spec)
+            trial.set_user_attr(VERDICT, verdict)
+            if verdict != "run":
+                log.info("sweep: trial %d skipped (%s)", trial.number, verdict)
+                study.tell(trial, state=TrialState.FAIL)
+                repeats += 1
+                if verdict == "over budget":
+                    break
+                if repeats >= REPEATS_BEFORE_GIVING_UP:
+                    log.warning("sweep: the last %d proposals all repeated earlier trials; this worker stops "
+                                "(the space seems exhausted)", repeats)
+                    break
+                continue
+            repeats = 0
+            state, value, error = _run_trial(sweep, study, trial, params, progress)
+            if announce:
+                log.info("%s", ProgressLine(sweep, False).text())
+            if state == TrialState.FAIL:
+                failures.append(error)
+                if len(failures) >= FAILS_BEFORE_GIVING_UP and len(set(failures[-3:])) == 1 and \
+                        not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+                    raise CnnlabError(f"the sweep stops: its first {len(failures)} trials failed alike: {error}")
+    finally:
+        me.release()
+        lock_path.unlink(missing_ok=True)  # a trial it left running is then seen as orphaned
+
+
+def _run_trial(sweep: Sweep, study: Any, trial: Any, params: dict[str, Any], progress: bool) \
+        -> tuple[Any, Optional[float], str]:
+    """Train one trial's run folder (or CV folder) and tell the study how it went."""
+    from optuna.trial import TrialState
+
+    from ..cv import cross_validate
+    from ..runs.store import RunFolder
+    from ..train.run import train
+
+    spec = sweep.spec
+    run_dir = sweep.path / TRIALS / f"trial-{trial.number:04d}"
+    trial.set_user_attr(RUN, str(run_dir.relative_to(sweep.path)))
+    log.info("sweep: trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
+    started = time.perf_counter()
+    pruning = Pruning(trial, spec.objective)
+    value: Optional[float] = None
+    try:
+        with _heartbeat(study, trial._trial_id):
+            cfg = trial_config(spec, params, out=str(run_dir))
+            if spec.cv:
+                values: list[float] = []
+
+                def on_fold(n: int, run: RunFolder) -> None:
+                    best = best_value(run, spec.objective)
+                    if best is not None:
+                        values.append(best)
+                    trial.report(sum(values) / max(len(values), 1), n)
+                    if n < spec.cv.folds * spec.cv.repeats and trial.should_prune():  # type: ignore[union-attr]
+                        raise Pruned()
+
+                try:
+                    cross_validate(cfg, run_dir, spec.cv.folds, spec.cv.repeats, progress=progress, on_fold=on_fold)
+                except Pruned:
+                    pruning.pruned = True
+                value = sum(values) / len(values) if values else None
+            else:
+                res = train(cfg, overwrite=run_dir.exists(), callbacks=[pruning], progress=progress,
+                            hold_out_test=True)
+                value = res.best_value
+                trial.set_user_attr(BEST_EPOCH, res.best_epoch)
+    except CnnlabError as e:
+        return _tell_failed(study, trial, str(e), started)
+    except (KeyboardInterrupt, SystemExit):
+        raise  # the trial stays 'running' until --resume finds its worker gone and retries it
+    except Exception as e:  # a trial's bug or a diverged model must not stop the other trials
+        log.exception("sweep: trial %d failed", trial.number)
+        return _tell_failed(study, trial, f"{type(e).__name__}: {e}", started)
+    trial.set_user_attr(SECONDS, round(time.perf_counter() - started, 1))
+    if value is None or not math.isfinite(value):
+        return _tell_failed(study, trial, f"{spec.objective} is {value} (the model diverged?)", started)
+    if pruning.pruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        log.info("sweep: trial %d pruned (%s %.4f so far)", trial.number, spec.objective, value)
+        return TrialState.PRUNED, value, ""
+    study.tell(trial, value)
+    log.info("sweep: trial %d: %s = %.4f", trial.number, spec.objective, value)
+    return TrialState.COMPLETE, value, ""
+
+
+def _tell_failed(study: Any, trial: Any, error: str, started: float) -> tuple[Any, None, str]:
+    from optuna.trial import TrialState
+
+    error = " ".join(error.split())[:500]
+    trial.set_user_attr(ERROR, error)
+    trial.set_user_attr(SECONDS, round(time.perf_counter() - started, 1))
+    study.tell(trial, state=TrialState.FAIL)
+    log.warning("sweep: trial %d failed: %s", trial.number, error)
+    return TrialState.FAIL, None, error
+
+
+def best_value(run: Any, objective: str) -> Optional[float]:
+    """The best per-epoch value of ``objective`` in a run's history."""
+    from ..evaluate.metrics import direction
+
+    vals = [h.get(objective) for h in run.history()]
+    vals = [float(v) for v in vals if v not in (None, "") and math.isfinite(float(v))]
+    if not vals:
+        return None
+    return min(vals) if direction(objective) == "min" else max(vals)
+
+
+# --- the command ---
+
+def run_sweep(spec_path: Optional[str | Path], out: str | Path, workers: int = 1, storage: Optional[str] = None,
+              resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """``cnnlab sweep``: open the sweep, run ``workers`` workers until the budget is used, write
+    the sweep report; returns the report's summary."""
+    from .report import write_sweep_report
+
+    sweep = open_sweep(spec_path, out, storage, resume)
+    deadline = time.time() + sweep.spec.timeout if sweep.spec.timeout else None
+    try:
+        if workers == 1:
+            work(sweep, 0, deadline, progress, announce=True)
+        else:
+            _run_processes(sweep, workers, deadline, progress)
+        reap(sweep, sweep.study())
+    finally:
+        summary = write_sweep_report(sweep)
+    return summary
+
+
+def _run_processes(sweep: Sweep, workers: int, deadline: Optional[float], progress: bool) -> None:
+    """``workers`` local processes (``python -m cnnlab.sweep``), each with its share of the cores; a
+    live progress line while they run."""
+    env = {**os.environ, "CNNLAB_SWEEP_DEADLINE": str(deadline or ""),
+           "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+    if sweep.storage_url:
+        env["CNNLAB_SWEEP_STORAGE"] = sweep.storage_url  # not on the command line (ps shows it)
+    procs = []
+    for i in range(workers):
+        logf = open(sweep.path / WORKERS / f"worker-{i}.log", "ab")
+        procs.append(subprocess.Popen([sys.executable, "-m", "cnnlab.sweep", str(sweep.path),
+                                       "--index", str(i)], env=env, stdout=logf, stderr=subprocess.STDOUT))
+        logf.close()
+    line = ProgressLine(sweep, progress)
+    try:
+        while any(p.poll() is None for p in procs):
+            line.update()
+            time.sleep(1.0)
+    except BaseException:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()  # SIGTERM: each marks its run interrupted
+        for p in procs:
+            p.wait(60)
+        raise
+    finally:
+        line.close()
+    bad = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode]
+    for i, rc in bad:
+        log.warning("sweep worker %d ended with exit code %d; see %s", i, rc, sweep.path / WORKERS / f"worker-{i}.log")
+
+
+class ProgressLine:
+    """trials done/running/failed/pruned, the best so far and an ETA, redrawn in place."""
+
+    def __init__(self, sweep: Sweep, enabled: bool):
+        self.sweep, self.enabled, self.last = sweep, enabled, ""
+        self.study = sweep.study()  # reads the journal on from where it last stopped
+
+    def text(self) -> str:
+        trials = self.study.get_trials(deepcopy=False)
+        c = count(trials)
+        spec = self.sweep.spec
+        budget = spec.budget()
+        o = c.by_outcome
+        best = [t for t in trials if t.value is not None and outcome(t, trials) == "complete"]
+        pick = min if spec.direction == "minimize" else max
+        head = f"sweep {c.done}/{budget if budget is not None else '?'}"
+        text = (f"{head}: {o.get('complete', 0)} complete, {o.get('pruned', 0)} pruned, {o.get('failed', 0)} failed, "
+                f"{c.running} running")
+        if best:
+            b = pick(best, key=lambda t: t.value)
+            text += f" · best {spec.objective} {b.value:.4f} (trial {b.number})"
+        elapsed = time.time() - self.sweep.started
+        if spec.timeout:
+            text += f" · {max(0, spec.timeout - elapsed) / 60:.1f} min of budget left"
+        elif budget and c.done:
+            text += f" · ETA {elapsed / c.done * (budget - c.done) / 60:.1f} min"
+        return text
+
+    def update(self) -> None:
+        text = self.text()
+        if text == self.last:
+            return
+        self.last = text
+        if self.enabled and sys.stderr.isatty():
+            sys.stderr.write("\r\x1b[2K" + text)
+            sys.stderr.flush()
+        else:
+            log.info("%s", text)
+
+    def close(self) -> None:
+        if self.enabled and sys.stderr.isatty() and self.last:
+            sys.stderr.write("\n")
+
+
+def worker_main(path: str, index: int) -> None:
+    """``python -m cnnlab.sweep DIR --index I``: one worker process started by ``cnnlab sweep``."""
+    import torch
+
+    storage = os.environ.get("CNNLAB_SWEEP_STORAGE") or None
+    deadline = float(os.environ["CNNLAB_SWEEP_DEADLINE"]) if os.environ.get("CNNLAB_SWEEP_DEADLINE") else None
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    sweep = open_sweep(None, path, storage, resume=True)
+    work(sweep, index, deadline, progress=False)

@@ -1,0 +1,137 @@
+"""Experiment trackers (``--logger``): each epoch's figures also go to TensorBoard, MLflow or
+Weights & Biases. Training is the same without them; the run folder stays the record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable
+
+from ..errors import CnnlabError
+from .callbacks import Callback
+
+log = logging.getLogger(__name__)
+
+PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow-skinny", "wandb": "wandb"}
+
+
+def check_trackers(names: list[str]) -> None:
+    """Fail before training when a tracker's package is missing, naming what to install."""
+    import importlib.util
+
+    for name in names:
+        module = "tensorboard" if name == "tensorboard" else name
+        if importlib.util.find_spec(module) is None:
+            raise CnnlabError(f"--logger {name} needs the {PACKAGES[name]} package: pip install {PACKAGES[name]}")
+
+
+def tracker_callbacks(names: list[str], run: Any, config: dict[str, Any]) -> list[Callback]:
+    builders: dict[str, Callable[[Any, dict[str, Any]], Callback]] = {
+        "tensorboard": TensorBoard, "mlflow": MLflow, "wandb": WandB}
+    return [builders[n](run, config) for n in names]
+
+
+def _scalars(logs: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(float(v)) and k != "epoch"}
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)
+    return out
+
+
+class TensorBoard(Callback):
+    """Event files in RUN/tensorboard: one scalar per metric per epoch (tags train/loss, val/acc, …)
+    and the config as text. A resumed run continues the same curves."""
+
+    def __init__(self, run: Any, config: dict[str, Any]):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path = run.tracker_path("tensorboard")
+        self.writer = SummaryWriter(log_dir=str(self.path))
+        self.config = config
+
+    def on_train_begin(self, trainer: Any) -> None:
+        import yaml
+
+        self.writer.add_text("config", "```\n" + yaml.safe_dump(self.config, sort_keys=False) + "```", 0)
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+        for k, v in _scalars(logs).items():
+            self.writer.add_scalar(k.replace("_", "/", 1) if k.startswith(("train_", "val_")) else k, v, epoch)
+        self.writer.flush()
+
+    def on_train_end(self, trainer: Any) -> None:
+        self.writer.close()
+
+
+class MLflow(Callback):
+    """An MLflow run in experiment 'cnnlab' (or $MLFLOW_EXPERIMENT_NAME) of the tracking store at
+    $MLFLOW_TRACKING_URI, else a local SQLite store RUN/mlflow.db (MLflow's own file store is
+    retired); the config's fields as params, each epoch's figures as metrics at step = epoch."""
+
+    def __init__(self, run: Any, config: dict[str, Any]):
+        from mlflow.tracking import MlflowClient
+
+        self.run = run
+        self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run.tracker_path('mlflow').resolve()}"
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        self.client = MlflowClient(self.uri)
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "cnnlab")
+        exp = self.client.get_experiment_by_name(name)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(name)
+        previous = (run.status() if run.run_json.is_file() else {}).get("mlflow_run_id")
+        if previous:  # a resumed run goes on in the same MLflow run
+            self.run_id = previous
+        else:
+            self.run_id = self.client.create_run(exp_id, run_name=run.path.name).info.run_id
+            params = _flat(config)
+            for i in range(0, len(params), 100):
+                chunk = list(params.items())[i:i + 100]
+                self.client.log_batch(self.run_id, params=[_param(k, v) for k, v in chunk])
+            run.update_status(mlflow_run_id=self.run_id, mlflow_tracking_uri=self.uri)
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, epoch) for k, v in _scalars(logs).items()])
+
+    def on_train_end(self, trainer: Any) -> None:
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+
+def _param(key: str, value: Any) -> Any:
+    from mlflow.entities import Param
+
+    return Param(key, str(value)[:6000])
+
+
+class WandB(Callback):
+    """A Weights & Biases run written under RUN/wandb, offline unless $WANDB_MODE says otherwise
+    (sync it later with `wandb sync`)."""
+
+    def __init__(self, run: Any, config: dict[str, Any]):
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.wandb = wandb
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "cnnlab"), name=run.path.name,
+                              dir=str(run.tracker_path("wandb")), config=config,
+                              mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+        self.run.log(_scalars(logs), step=epoch)
+
+    def on_train_end(self, trainer: Any) -> None:
+        self.run.finish()

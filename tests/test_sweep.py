@@ -1,0 +1,294 @@
+"""`cnnlab sweep` (issue 11): grid/TPE over run folders, honest objective, importance beside
+correlation, parallel local workers that survive a SIGKILL, a shared PostgreSQL study, the report in
+a real browser, and the experiment trackers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from cnnlab.cli import main
+from cnnlab.errors import CnnlabError
+from cnnlab.runs.store import RunFolder
+from cnnlab.sweep.spec import check_spec
+
+GRID = {
+    "base": {"data": {"source": "digits"}, "model": {"name": "mlp"}, "train": {"epochs": 3, "batch_size": 64},
+             "run": {"report": False}},
+    "space": {"optim.lr": [0.001, 0.01], "model.hidden": [[32], [64]]},
+    "method": "grid", "objective": "val_acc", "pruner": "none",
+}
+
+
+def write_spec(path: Path, tree: dict) -> Path:
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grid")
+    spec = write_spec(tmp / "grid.yaml", GRID)
+    assert main(["sweep", str(spec), "--out", str(tmp / "sweep"), "-q"]) == 0
+    return tmp / "sweep"
+
+
+def test_grid_runs_every_point_once_and_its_best_yaml_retrains_to_the_same_figure(grid_sweep, tmp_path, capsys):
+    s = json.loads((grid_sweep / "sweep.json").read_text())
+    assert s["done"] == 4 and s["outcomes"] == {"complete": 4}
+    points = {json.dumps(t["params"], sort_keys=True) for t in s["trials"]}
+    assert len(points) == 4 and len(s["trials"]) == 4  # every grid point, none twice
+    for t in s["trials"]:  # ordinary run folders that never saw a test image
+        run = RunFolder(grid_sweep / t["run"])
+        assert run.state().status == "completed"
+        split = json.loads((run.path / "split.json").read_text())
+        assert split["indices"]["test"] == [] and len(split["indices"]["val"]) > 0
+        assert json.loads(run.metrics_json.read_text())["split"] == "val"
+    best = s["best"]
+    assert best["value"] == max(t["value"] for t in s["trials"])
+    html = (grid_sweep / "sweep.html").read_text()
+    assert f"Best config (trial {best['trial']})" in html
+    # the best YAML re-trains (on the full split, test used once) to the same validation figure
+    out = tmp_path / "best-run"
+    assert main(["train", "--config", str(grid_sweep / "best.yaml"), "--out", str(out), "-q"]) == 0
+    retrained = max(h["val_acc"] for h in RunFolder(out).history())
+    assert retrained == pytest.approx(best["value"], abs=1e-6)
+    # a finished sweep resumed does nothing more
+    assert main(["sweep", "--resume", "--out", str(grid_sweep), "-q"]) == 0
+    assert len(json.loads((grid_sweep / "sweep.json").read_text())["trials"]) == 4
+    capsys.readouterr()
+
+
+def test_sweep_report_opens_in_chromium_with_every_figure_drawn(grid_sweep):
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian's chromium is not installed (make browser)")
+    assert main(["sweep-report", str(grid_sweep)]) == 0  # rebuilt from the study at any time
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((grid_sweep / "sweep.html").resolve().as_uri())
+        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+        ids = page.evaluate("Array.from(document.querySelectorAll('section')).map(s => s.id)")
+        first = page.evaluate("document.querySelector('table.sortable tbody tr td').textContent")
+        page.click("table.sortable th:nth-child(3)")  # sort by the objective, twice: highest first
+        page.click("table.sortable th:nth-child(3)")
+        top = page.evaluate("document.querySelector('table.sortable tbody tr td:nth-child(3)').textContent")
+        browser.close()
+    assert not errors, errors
+    assert {"band", "importance", "parallel", "scatter", "best", "trials"} <= set(ids)
+    assert len(images) == 4 and all(ok for _, ok in images), images
+    assert first == "0"
+    s = json.loads((grid_sweep / "sweep.json").read_text())
+    assert float(top) == pytest.approx(s["best"]["value"], abs=1e-4)
+
+
+def test_importance_and_correlation_rank_the_one_parameter_that_matters_first(tmp_path):
+    import optuna
+
+    from cnnlab.sweep.report import correlations, importance, trial_rows
+    from cnnlab.sweep.runner import open_sweep
+
+    tree = {"base": {"data": {"source": "digits"}}, "trials": 40, "method": "random", "objective": "val_acc",
+            "space": {"optim.lr": {"type": "log-float", "low": 1e-4, "high": 1e-1},
+                      "optim.weight_decay": {"type": "float", "low": 0.0, "high": 1e-3},
+                      "train.batch_size": [32, 64, 128]}}
+    sweep = open_sweep(write_spec(tmp_path / "s.yaml", tree), tmp_path / "sweep")
+    study = sweep.study(sampler=optuna.samplers.RandomSampler(seed=3))
+    rng = np.random.default_rng(0)
+
+    def objective(trial):  # depends on lr only; the others are noise
+        lr = trial.suggest_float("optim.lr", 1e-4, 1e-1, log=True)
+        trial.suggest_float("optim.weight_decay", 0.0, 1e-3)
+        trial.suggest_categorical("train.batch_size", [32, 64, 128])
+        trial.set_user_attr("verdict", "run")
+        return 0.9 - 0.05 * (np.log10(lr) + 2.5) ** 2 + rng.normal(0, 0.002)
+
+    study.optimize(objective, n_trials=40)
+    imp = importance(sweep, study)
+    for name in ("fanova", "ped_anova"):
+        assert next(iter(imp[name])) == "optim.lr", imp[name]
+    # correlation is signed: on the rising side of the optimum, larger lr is better
+    lo = [t for t in study.trials if t.params["optim.lr"] < 10 ** -2.5]
+    rows = trial_rows(sweep, lo)
+    corr = correlations(sweep.spec, rows)
+    assert max(corr, key=lambda k: abs(corr[k])) == "optim.lr" and corr["optim.lr"] > 0.8
+
+
+@pytest.mark.parametrize("tree,match", [
+    ({"objective": "test_acc"}, "validation figures only"),
+    ({"objective": "val_acuracy"}, "did you mean 'val_acc'"),
+    ({"space": {"optim.lrr": [0.1]}}, "did you mean 'optim.lr'"),
+    ({"space": {"run.out": ["a"]}}, "chosen by the sweep"),
+    ({"space": {"optim.lr": [-1.0]}}, "value -1.0 is not accepted"),
+    ({"space": {"optim.lr": {"type": "float", "low": 0.1, "high": 0.01}}}, "low < high"),
+    ({"space": {"optim.lr": {"type": "log-float", "low": 0.0, "high": 0.1}}}, "log scale needs low > 0"),
+    ({"method": "grid", "space": {"optim.lr": {"type": "float", "low": 0.01, "high": 0.1}}}, "needs a choice"),
+    ({"trials": None, "method": "tpe"}, "give a budget"),
+    ({"budget": 3}, "unknown field 'budget'"),
+    ({"timeout": "ten minutes"}, "not a duration"),
+])
+def test_bad_specs_are_refused_before_any_trial_with_the_field_named(tree, match):
+    base = {"base": {"data": {"source": "digits"}}, "space": {"optim.lr": [0.01, 0.1]}, "trials": 4}
+    merged = {**base, **tree}
+    merged = {k: v for k, v in merged.items() if v is not None}
+    with pytest.raises(CnnlabError, match=match):
+        check_spec(merged, "spec.yaml")
+
+
+def test_sweep_folder_misuse_is_explained(tmp_path, capsys):
+    spec = write_spec(tmp_path / "g.yaml", GRID)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("mine")
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "taken")]) == 2
+    assert "already exists; add --resume" in capsys.readouterr().err
+    assert main(["sweep", "--resume", "--out", str(tmp_path / "taken")]) == 2
+    assert "is not a sweep folder" in capsys.readouterr().err
+    assert main(["sweep-report", str(tmp_path)]) == 2
+    assert "not a sweep folder" in capsys.readouterr().err
+
+
+def test_a_finite_space_is_not_searched_twice(tmp_path):
+    """Random search over 2 × 2 values with a budget of 10: the budget is the 4 distinct
+    configurations, and a proposal that repeats one is recorded as skipped, never trained."""
+    tree = {**GRID, "method": "random", "trials": 10,
+            "base": {**GRID["base"], "train": {"epochs": 1, "batch_size": 64}}}
+    spec = write_spec(tmp_path / "r.yaml", tree)
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "-q"]) == 0
+    s = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    trained = [t for t in s["trials"] if t["state"] != "skipped"]
+    assert s["budget"] == 4 and len(trained) == 4
+    assert len({json.dumps(t["params"], sort_keys=True) for t in trained}) == 4
+    assert all("duplicate of trial" in t["note"] for t in s["trials"] if t["state"] == "skipped")
+    assert len(list((tmp_path / "sw" / "trials").iterdir())) == 4
+
+
+SLOW_TPE = {
+    "base": {"data": {"source": "digits"}, "model": {"name": "mlp"}, "train": {"epochs": 12, "batch_size": 64},
+             "run": {"report": False}},
+    "space": {"optim.lr": {"type": "log-float", "low": 1e-4, "high": 1e-1}, "model.hidden": [[32], [64], [128]]},
+    "method": "tpe", "objective": "val_acc", "pruner": "none",
+}
+
+
+def _unique_trained(s: dict) -> list[dict]:
+    return [t for t in s["trials"] if t["state"] not in ("skipped",) and "retried as" not in t["note"]]
+
+
+@pytest.mark.parametrize("workers,trials", [(2, 6), pytest.param(4, 16, marks=pytest.mark.slow)])
+def test_local_workers_survive_a_sigkill_and_resume_completes(tmp_path, workers, trials):
+    """4 worker processes on the default (journal) store, 16 trials (2 and 6 in the default suite);
+    one worker is killed with SIGKILL in the middle of a trial: that trial is marked failed with the
+    reason and retried once; nothing is duplicated or lost, no 'database is locked'; --resume
+    completes the budget."""
+    spec = write_spec(tmp_path / "t.yaml", {**SLOW_TPE, "trials": trials})
+    out = tmp_path / "sw"
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "sweep", str(spec), "--out", str(out), "--workers",
+                             str(workers), "-q"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim, deadline = None, time.time() + 120
+    while victim is None and time.time() < deadline and proc.poll() is None:
+        for lock in sorted(out.glob("trials/*/.lock")):
+            run = RunFolder(lock.parent)
+            if run.run_json.is_file() and run.status().get("status") == "running" and run.history():
+                victim = int(lock.read_text().split()[1])  # "pid N on HOST since …"
+                break
+        time.sleep(0.2)
+    assert victim is not None, "no trial was seen running"
+    os.kill(victim, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, output
+    assert "database is locked" not in output
+    logs = "".join(p.read_text() for p in (out / "workers").glob("worker-*.log"))
+    assert "database is locked" not in logs and "Traceback" not in logs
+    assert main(["sweep", "--resume", "--out", str(out), "-q"]) == 0
+    s = json.loads((out / "sweep.json").read_text())
+    assert s["done"] == trials and s["outcomes"].get("complete") == trials, s["outcomes"]
+    dead = [t for t in s["trials"] if "stopped (killed or interrupted)" in t["note"]]
+    assert len(dead) == 1 and "retried as trial" in dead[0]["note"]
+    retry = next(t for t in s["trials"] if t["retry_of"] == dead[0]["trial"])
+    assert retry["params"] == dead[0]["params"] and retry["state"] == "complete"
+    unique = _unique_trained(s)
+    assert len(unique) == trials and len({json.dumps(t["params"], sort_keys=True) for t in unique}) == trials
+    assert RunFolder(out / dead[0]["run"]).state().status == "interrupted"  # its run folder says so too
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_postgresql_study(tmp_path):
+    pytest.importorskip("psycopg")
+    from tests.servers import postgres_server
+
+    spec = write_spec(tmp_path / "t.yaml", {**SLOW_TPE, "trials": 8, "name": "shared",
+                                            "base": {**SLOW_TPE["base"], "train": {"epochs": 3}}})
+    with postgres_server() as url:
+        # two "machines": two sweep folders, one study in the database
+        procs = [subprocess.Popen([sys.executable, "-m", "cnnlab", "sweep", str(spec), "--out", str(tmp_path / f"m{i}"),
+                                   "--storage", url, "-q"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for i in range(2)]
+        outputs = [p.communicate(timeout=400)[0] for p in procs]
+        assert all(p.returncode == 0 for p in procs), outputs
+        assert main(["sweep-report", str(tmp_path / "m0"), "--storage", url]) == 0
+    s = json.loads((tmp_path / "m0" / "sweep.json").read_text())
+    trained = _unique_trained(s)
+    assert s["done"] == 8 and len(trained) == 8, s["outcomes"]
+    assert len({json.dumps(t["params"], sort_keys=True) for t in trained}) == 8
+    hosts_runs = [len(list((tmp_path / f"m{i}" / "trials").iterdir())) for i in range(2)]
+    assert sum(hosts_runs) == 8 and min(hosts_runs) >= 1  # both machines worked, nothing was lost
+
+
+def test_tensorboard_and_mlflow_record_every_epoch(tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "3", "--out", str(out), "-q",
+                 "--logger", "tensorboard,mlflow", "--set", "run.report=false"]) == 0
+    history = RunFolder(out).history()
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "val/loss", "val/acc"} <= set(events.Tags()["scalars"])
+    assert [(e.step, round(e.value, 5)) for e in events.Scalars("val/acc")] == \
+        [(int(h["epoch"]), round(h["val_acc"], 5)) for h in history]
+    info = RunFolder(out).status()
+    client = MlflowClient(info["mlflow_tracking_uri"])
+    got = client.get_metric_history(info["mlflow_run_id"], "val_loss")
+    assert [round(m.value, 5) for m in sorted(got, key=lambda m: m.step)] == [round(h["val_loss"], 5) for h in history]
+    assert client.get_run(info["mlflow_run_id"]).data.params["optim.lr"] == "0.001"
+    capsys.readouterr()
+
+
+def test_a_missing_tracker_package_is_named_before_training(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "r"),
+                 "--logger", "wandb"]) == 2
+    assert "--logger wandb needs the wandb package: pip install wandb" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_sweep_can_tune_on_the_mean_over_cv_folds(tmp_path):
+    tree = {**GRID, "space": {"optim.lr": [0.001, 0.01]}, "cv": {"folds": 2},
+            "base": {**GRID["base"], "train": {"epochs": 2, "batch_size": 64}}}
+    spec = write_spec(tmp_path / "cv.yaml", tree)
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "-q"]) == 0
+    s = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert s["done"] == 2 and s["outcomes"] == {"complete": 2}
+    for t in s["trials"]:
+        cv = json.loads((tmp_path / "sw" / t["run"] / "cv.json").read_text())
+        folds = [max(h["val_acc"] for h in RunFolder(tmp_path / "sw" / t["run"] / r["name"]).history())
+                 for r in cv["runs"]]
+        assert len(folds) == 2 and t["value"] == pytest.approx(sum(folds) / 2)
+    assert yaml.safe_load((tmp_path / "sw" / "best.yaml").read_text())["optim"]["lr"] == s["best"]["params"]["optim.lr"]

@@ -48,10 +48,11 @@ def checked_save(original_layout, problems: list[str]):
     """A replacement for cnnlab.evaluate.plots._save that records the problems of each figure."""
     import matplotlib.pyplot as plt
 
-    def save(fig, path):
+    def save(fig, path, tight=True):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        original_layout(fig)
+        if tight:
+            original_layout(fig)
         problems.extend(f"{path.name}: {p}" for p in text_problems(fig, lambda: fig.savefig(path, dpi=110)))
         plt.close(fig)
         return path

@@ -83,7 +83,8 @@ import json, sys
 from cnnlab import api
 from cnnlab.config import build_config
 cfg = build_config(None, {"data.source": sys.argv[1], "model.name": "cnn", "train.epochs": 1,
-                          "data.input_size": 16, "run.out": sys.argv[2], "data.cache": sys.argv[3]})
+                          "data.input_size": 16, "run.out": sys.argv[2], "data.cache": sys.argv[3],
+                          "run.report": False})
 res = api.train(cfg, progress=False)
 print(json.dumps({"accuracy": res.metrics["accuracy"]}))
 """

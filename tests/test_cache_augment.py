@@ -51,7 +51,8 @@ def test_cache_modes_give_identical_training(tmp_path):
     hist = {}
     for mode in ("memory", "disk", "none"):
         res = api.train(build_config(None, {"data.source": str(root), "model.name": "cnn", "train.epochs": 2,
-                                            "data.cache": mode, "run.out": str(tmp_path / mode)}), progress=False)
+                                            "data.cache": mode, "run.out": str(tmp_path / mode),
+                                            "run.report": False}), progress=False)
         hist[mode] = [(h["train_loss"], h["val_loss"]) for h in res.history]
         assert json.loads((res.run / "dataset.json").read_text())["cache"] == mode
     assert hist["memory"] == hist["disk"] == hist["none"]

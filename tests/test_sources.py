@@ -63,7 +63,8 @@ FORMATS = {"folder": _folder, "presplit-folder": _presplit, "csv": _csv, "csv-mu
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_one_epoch_on_every_format(fmt, tmp_path):
     cfg = build_config(None, {**FORMATS[fmt](tmp_path), "model.name": "cnn", "train.epochs": 1,
-                              "train.batch_size": 16, "run.out": str(tmp_path / "run")})
+                              "train.batch_size": 16, "run.out": str(tmp_path / "run"),
+                              "run.report": False})
     res = api.train(cfg, progress=False)
     assert len(res.history) == 1 and res.metrics["num_samples"] > 0
     summary = json.loads((res.run / "dataset.json").read_text())

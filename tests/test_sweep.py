@@ -292,3 +292,23 @@ def test_a_sweep_can_tune_on_the_mean_over_cv_folds(tmp_path):
                  for r in cv["runs"]]
         assert len(folds) == 2 and t["value"] == pytest.approx(sum(folds) / 2)
     assert yaml.safe_load((tmp_path / "sw" / "best.yaml").read_text())["optim"]["lr"] == s["best"]["params"]["optim.lr"]
+
+
+def test_wandb_logs_offline_when_it_is_installed(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    out = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--out", str(out), "-q",
+                 "--logger", "wandb", "--set", "run.report=false"]) == 0
+    runs = list((out / "wandb").glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0  # offline: nothing left the machine
+    capsys.readouterr()
+
+
+def test_every_example_spec_is_a_valid_sweep():
+    from cnnlab.sweep.spec import load_spec
+
+    specs = sorted((Path(__file__).resolve().parents[1] / "examples").glob("sweep-*.yaml"))
+    assert specs
+    for p in specs:
+        assert load_spec(p).budget()

@@ -29,8 +29,9 @@ def without_seconds(rows):
 
 
 def digits_cfg(out: Path, **extra):
+    """A quick digits run; without report.html (tests that read the report ask for it)."""
     return build_config(None, {"data.source": "digits", "model.name": "cnn", "train.epochs": 3,
-                               "train.batch_size": 32, "run.out": str(out), **extra})
+                               "train.batch_size": 32, "run.out": str(out), "run.report": False, **extra})
 
 
 def test_cli_train_digits_mlp_writes_full_run_and_evaluate_agrees(tmp_path, capsys):
@@ -76,7 +77,7 @@ KILLER = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
 
     cfg = build_config(None, {"data.source": "digits", "model.name": "cnn", "train.epochs": 3,
-                              "train.batch_size": 32, "run.out": sys.argv[1]})
+                              "train.batch_size": 32, "run.out": sys.argv[1], "run.report": False})
     api.train(cfg, callbacks=[KillMidEpoch()], progress=False)
 """)
 

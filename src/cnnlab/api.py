@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .cv import cross_validate, paired_comparison
 from .data import DATASETS
 from .evaluate.runner import (
     compare,
@@ -17,8 +18,17 @@ from .models import MODELS, count_parameters
 from .predict import Predictor, resolve_device
 from .train.run import TrainResult, lr_find, train
 
-__all__ = ["Predictor", "TrainResult", "compare", "evaluate", "evaluate_datasets", "explain", "list_augmentations",
-           "list_datasets", "list_engines", "list_models", "lr_find", "predict", "report", "resolve_device", "train"]
+__all__ = ["Predictor", "TrainResult", "compare", "cross_validate", "evaluate", "evaluate_datasets", "explain",
+           "list_augmentations", "list_datasets", "list_engines", "list_models", "lr_find", "paired_comparison",
+           "predict", "report", "resolve_device", "sweep", "train"]
+
+
+def sweep(spec: Any, out: Any, workers: int = 1, storage: Any = None, resume: bool = False,
+          progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a hyper-parameter sweep; see :func:`cnnlab.sweep.runner.run_sweep`."""
+    from .sweep.runner import run_sweep
+
+    return run_sweep(spec, out, workers=workers, storage=storage, resume=resume, progress=progress)
 
 
 def list_models(num_classes: int = 10, in_chans: int = 3) -> list[dict[str, Any]]:

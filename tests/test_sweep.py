@@ -187,12 +187,10 @@ def _unique_trained(s: dict) -> list[dict]:
     return [t for t in s["trials"] if t["state"] not in ("skipped",) and "retried as" not in t["note"]]
 
 
-@pytest.mark.parametrize("workers,trials", [(2, 6), pytest.param(4, 16, marks=pytest.mark.slow)])
-def test_local_workers_survive_a_sigkill_and_resume_completes(tmp_path, workers, trials):
-    """4 worker processes on the default (journal) store, 16 trials (2 and 6 in the default suite);
-    one worker is killed with SIGKILL in the middle of a trial: that trial is marked failed with the
-    reason and retried once; nothing is duplicated or lost, no 'database is locked'; --resume
-    completes the budget."""
+def test_local_workers_survive_a_sigkill_and_resume_completes(tmp_path, workers=4, trials=16):
+    """4 worker processes on the default (journal) store, 16 trials; one worker is killed with
+    SIGKILL in the middle of a trial: that trial is marked failed with the reason and retried once;
+    nothing is duplicated or lost, no 'database is locked'; --resume completes the budget."""
     spec = write_spec(tmp_path / "t.yaml", {**SLOW_TPE, "trials": trials})
     out = tmp_path / "sw"
     proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "sweep", str(spec), "--out", str(out), "--workers",
@@ -224,7 +222,6 @@ def test_local_workers_survive_a_sigkill_and_resume_completes(tmp_path, workers,
     assert RunFolder(out / dead[0]["run"]).state().status == "interrupted"  # its run folder says so too
 
 
-@pytest.mark.slow
 def test_two_workers_share_one_postgresql_study(tmp_path):
     pytest.importorskip("psycopg")
     from tests.servers import postgres_server

@@ -237,7 +237,7 @@ class OptimConfig(_Section):
 class TrainConfig(_Section):
     """The training loop."""
 
-    engine: str = Field("torch", description="training engine (see `cnnlab list engines`): torch")
+    engine: str = Field("torch", description="training engine (see `cnnlab list engines`): torch or scratch (NumPy)")
     epochs: int = Field(10, ge=1, le=100_000)
     batch_size: int = Field(128, ge=1, le=65_536)
     seed: int = Field(0, ge=0, le=2**32 - 1, description="0 … 2**32-1 (NumPy's seed range)")

@@ -151,7 +151,7 @@ class Predictor:
         cfg = build_config(ckpt["config"])
         pre = ckpt["preprocess"]
         model = build_model(cfg, len(ckpt["classes"]), pre["channels"], pre["input_size"], for_inference=True)
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in ckpt["model"].items()})  # NumPy engine: arrays
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         return cls(model.to(dev).eval(), ckpt, dev, **kw)
 

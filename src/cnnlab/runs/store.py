@@ -104,8 +104,41 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     _atomic_write(Path(path), buf.getbuffer())
 
 
+def npz_checkpoint_bytes(obj: dict[str, Any]) -> bytes:
+    """A NumPy-engine checkpoint as .npz bytes: ``model/NAME`` and ``optimizer/NAME`` arrays,
+    everything else as one JSON record ``meta`` (no pickle anywhere)."""
+    arrays = {f"model/{k}": np.asarray(v) for k, v in obj.get("model", {}).items()}
+    arrays.update({f"optimizer/{k}": np.asarray(v) for k, v in obj.get("optimizer", {}).items()})
+    meta = {k: v for k, v in obj.items() if k not in ("model", "optimizer")}
+    arrays["meta"] = np.asarray(json.dumps(meta, default=_plain))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"{type(v).__name__} cannot go into a checkpoint")
+
+
 def load_weights_file(path: Path, what: str) -> Any:
-    """``torch.load(weights_only=True)``: tensors and plain data only, never code; one-line errors."""
+    """``torch.load(weights_only=True)``: tensors and plain data only, never code; one-line errors.
+    A NumPy-engine ``.npz`` checkpoint is read with ``allow_pickle=False``."""
+    if Path(path).suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                out: dict[str, Any] = json.loads(str(z["meta"]))
+                out["model"] = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("model/")}
+                opt = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("optimizer/")}
+                if opt:
+                    out["optimizer"] = opt
+            return out
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise CnnlabError(f"{what} {path} cannot be read ({type(e).__name__}: {first})") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -128,6 +161,7 @@ def _csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
 MARKER = ".cnnlab-run"  # written first into every run folder: --overwrite deletes only folders holding it
 LOCK = ".lock"  # flock'ed by the one process that trains or writes into the run
 # what a run folder may hold: --overwrite refuses a folder with anything else in it
+CHECKPOINT_SUFFIXES = (".pt", ".npz")  # torch, scratch (NumPy) engine
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow.db", "wandb": "wandb"}  # where each writes
 RUN_ENTRIES = {MARKER, LOCK, "config.yaml", "run.json", "dataset.json", "split.json", "history.csv", "steps.csv",
                "metrics.json", "predictions.npz", "report.html", "checkpoints", "report", "explain",
@@ -147,8 +181,16 @@ class RunFolder:
     split_json = property(lambda self: self.path / "split.json")
     history_csv = property(lambda self: self.path / "history.csv")
     metrics_json = property(lambda self: self.path / "metrics.json")
-    last_ckpt = property(lambda self: self.path / "checkpoints" / "last.pt")
-    best_ckpt = property(lambda self: self.path / "checkpoints" / "best.pt")
+    last_ckpt = property(lambda self: self._checkpoint_file("last"))
+    best_ckpt = property(lambda self: self._checkpoint_file("best"))
+
+    def _checkpoint_file(self, which: str) -> Path:
+        """checkpoints/WHICH.pt (torch), or .npz where the NumPy engine wrote one."""
+        for suffix in CHECKPOINT_SUFFIXES:
+            p = self.path / "checkpoints" / f"{which}{suffix}"
+            if p.is_file():
+                return p
+        return self.path / "checkpoints" / f"{which}.pt"
     marker = property(lambda self: self.path / MARKER)
     steps_csv = property(lambda self: self.path / "steps.csv")
     predictions_npz = property(lambda self: self.path / "predictions.npz")

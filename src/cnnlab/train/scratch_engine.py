@@ -1,0 +1,232 @@
+"""The ``scratch`` engine: cnnlab's run machinery (data, loaders, callbacks, checkpoints, run
+folder, report) around the NumPy nets of :mod:`cnnlab.scratch`. Checkpoints are ``.npz`` files
+(arrays plus one JSON record), loadable without pickle; their weights carry PyTorch's names and
+shapes, so `evaluate`, `predict`, `report` and `compare` read a scratch run like any other."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data import PreparedData
+from ..data.transforms import build_transform
+from ..errors import CnnlabError
+from ..evaluate.metrics import compute_metrics
+from ..runs.store import load_weights_file, npz_checkpoint_bytes
+from ..runtime import split_loader
+from ..scratch import layers as L
+from ..scratch import models as SM
+from ..scratch import optim as SO
+from .callbacks import Callback
+from .engines import ENGINES
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+
+def _unsupported(cfg: Config) -> Optional[str]:
+    """Why this config needs the torch engine, or None."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if m.name not in SM.MODELS:
+        return f"model {m.name!r}: the scratch engine builds {', '.join(SM.MODELS)}"
+    if m.activation not in (None, *SM.ACTIVATIONS):
+        return f"activation {m.activation!r}: the scratch engine has {', '.join(SM.ACTIVATIONS)}"
+    if m.options:
+        return f"model options {', '.join(m.options)}: the scratch engine has none"
+    if m.batch_norm and m.name != "cnn":
+        return f"batch_norm on {m.name!r}: only the scratch cnn has it"
+    if m.weights or m.freeze != "none" or m.fine_tune or m.unfreeze_last or m.train_bn_only:
+        return "transfer learning (weights, freeze, fine-tune): the scratch engine trains from scratch"
+    if cfg.optim.name not in OPTIMIZERS:
+        return f"optimizer {cfg.optim.name!r}: the scratch engine has {', '.join(OPTIMIZERS)}"
+    if t.schedule != "constant":
+        return f"schedule {t.schedule!r}: the scratch engine keeps a constant learning rate"
+    if d.mixup or d.cutmix or d.random_erasing:
+        return "mixup, cutmix and random erasing: the scratch engine takes plain (augmented) images"
+    if t.init_output_bias:
+        return "init_output_bias: not in the scratch engine"
+    return None
+
+
+class _Loop:
+    """What callbacks see of a trainer: epoch counters, history, the stop flag."""
+
+    def __init__(self) -> None:
+        self.epoch, self.epochs, self.global_step, self.steps_per_epoch = 0, 0, 0, 0
+        self.history: list[dict[str, Any]] = []
+        self.stop_training, self.stop_reason = False, ""
+
+
+@ENGINES.register("scratch")
+class ScratchEngine:
+    """NumPy forward and backward (cnnlab.scratch) on the CPU: mlp, mlp-fys, mlp-lego, simplest,
+    cnn and cnn-small, with Adam, AdamW, SGD or RMSprop and a constant learning rate."""
+
+    name = "scratch"
+    checkpoint_suffix = ".npz"
+
+    def __init__(self, cfg: Config, data: PreparedData, device: torch.device):
+        why = _unsupported(cfg)
+        if why:
+            raise CnnlabError(f"--engine scratch: {why}; use --engine torch for this run")
+        if device.type != "cpu":
+            raise CnnlabError(f"--engine scratch runs on the CPU (NumPy); got --device {cfg.train.device}")
+        self.cfg, self.data = cfg, data
+        m = cfg.model
+        opts = {k: v for k, v in {"hidden": m.hidden, "dropout": m.dropout, "activation": m.activation,
+                                  "init": m.init, "batch_norm": m.batch_norm}.items() if v is not None}
+        self.model = SM.build(m.name, len(data.classes), data.channels, data.input_size, opts, seed=cfg.train.seed)
+        self.loop = _Loop()
+        self.progress = False
+        self.callbacks: list[Callback] = []
+
+    epoch = property(lambda self: self.loop.epoch)
+    history = property(lambda self: self.loop.history)
+    stop_reason = property(lambda self: self.loop.stop_reason)
+
+    def parameters(self) -> dict[str, Any]:
+        n = self.model.num_parameters()
+        return {"total": n, "trainable": n, "frozen": 0}
+
+    def prepare(self, state: Optional[dict[str, Any]]) -> dict[str, Any]:
+        cfg, data = self.cfg, self.data
+        o = cfg.optim
+        layers = self.model.layers
+        if o.name == "sgd":
+            self.opt: SO.Optimizer = SO.SGD(layers, o.lr, 0.9 if o.momentum is None else o.momentum, o.weight_decay)
+        elif o.name == "rmsprop":
+            self.opt = SO.RMSprop(layers, o.lr, momentum=o.momentum or 0.0, weight_decay=o.weight_decay)
+        elif o.name == "adamw":
+            self.opt = SO.AdamW(layers, o.lr, weight_decay=o.weight_decay)
+        else:
+            self.opt = SO.Adam(layers, o.lr, weight_decay=o.weight_decay)
+        if data.multilabel:
+            self.loss: Any = L.BinaryCrossEntropy()
+        else:
+            from .losses import balanced_class_weights
+
+            weights = balanced_class_weights(data.class_counts("train")).numpy() \
+                if cfg.train.class_weights == "auto" else None
+            self.loss = L.SoftmaxCrossEntropy(weights)
+        has_bn = any(isinstance(layer, L.BatchNorm) for layer in layers)
+        transform = build_transform(cfg.data.augment, data.input_size, data.channels, cfg.data.augment_options)
+        cpu = torch.device("cpu")
+        self.train_batches = split_loader(data, "train", cfg.train.batch_size, cpu, shuffle=True, seed=cfg.train.seed,
+                                          transform=transform, sampler=cfg.data.sampler, drop_single=has_bn)
+        self.val_batches = split_loader(data, "val", cfg.train.batch_size, cpu) if len(data.splits["val"]) else None
+        self._resume = state
+        return {}
+
+    # ------------------------------------------------------------------ the loop
+    def _step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        logits = self.model.forward(x)
+        loss, dz = self.loss(logits, y)
+        self.model.backward(dz)
+        self.opt.step()
+        return loss * len(y), self._correct(logits, y)
+
+    def _correct(self, logits: np.ndarray, y: np.ndarray) -> int:
+        if y.ndim == 2 and self.data.multilabel:
+            return int(((logits > 0) == (y > 0.5)).all(1).sum())
+        return int((logits.argmax(1) == y).sum())
+
+    def _evaluate(self, batches: Any) -> dict[str, float]:
+        self.model.eval()
+        outs, ys = [], []
+        for x, y in batches:
+            outs.append(self.model.forward(x.numpy()))
+            ys.append(y.numpy())
+        self.model.train()
+        if not outs:
+            return {}
+        z, y = np.concatenate(outs), np.concatenate(ys)
+        out = {"loss": self.loss(z, y)[0], "acc": self._correct(z, y) / len(y)}
+        metric = self.cfg.train.monitor.removeprefix("val_")
+        if self.cfg.train.monitor.startswith("val_") and metric not in ("loss", "acc"):
+            probs = 1 / (1 + np.exp(-z)) if self.data.multilabel else np.exp(L.log_softmax(z))
+            value = compute_metrics(y, probs, self.data.classes).get(metric)
+            if value is not None:
+                out[metric] = float(value)
+        return out
+
+    def _call(self, event: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, event)(self.loop, *args)
+
+    def fit(self, callbacks: Sequence[Callback], epochs: int) -> list[dict[str, Any]]:
+        loop = self.loop
+        self.callbacks = list(callbacks)
+        if self._resume is not None:
+            self.load_state_dict(self._resume)
+            self._resume = None
+        loop.epochs, loop.stop_training = epochs, False
+        loop.steps_per_epoch = len(self.train_batches)
+        self._call("on_train_begin")
+        for epoch in range(loop.epoch + 1, epochs + 1):
+            started = time.perf_counter()
+            self.train_batches.set_epoch(epoch)
+            self._call("on_epoch_begin", epoch)
+            self.model.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            for step, (x, y) in enumerate(self.train_batches, start=1):
+                batch_loss, batch_correct = self._step(x.numpy(), y.numpy())
+                loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(y)
+                loop.global_step += 1
+                self._call("on_batch_end", step, {"loss": loss_sum / seen, "acc": correct / seen,
+                                                  "batch_loss": batch_loss, "batch_correct": batch_correct,
+                                                  "batch_size": len(y)})
+            logs: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
+                                    "train_acc": correct / max(seen, 1)}
+            val = self._evaluate(self.val_batches) if self.val_batches is not None else {}
+            logs["val_loss"], logs["val_acc"] = val.pop("loss", None), val.pop("acc", None)
+            logs.update({f"val_{k}": v for k, v in val.items()})
+            logs["lr"], logs["seconds"] = self.opt.lr, round(time.perf_counter() - started, 3)
+            loop.epoch = epoch
+            loop.history.append(logs)
+            if not math.isfinite(logs["train_loss"]):
+                loop.stop_training = True
+                loop.stop_reason = f"training loss became {logs['train_loss']} in epoch {epoch}; lower the learning rate"
+            self._call("on_epoch_end", epoch, logs)
+            if loop.stop_training:
+                break
+        self._call("on_train_end")
+        return loop.history
+
+    # ------------------------------------------------------------------ state and checkpoints
+    def weights(self) -> dict[str, Any]:
+        return {k: v.copy() for k, v in self.model.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        dropout_rngs = [layer.rng.bit_generator.state for layer in self.model.layers if isinstance(layer, L.Dropout)]
+        return {"model": self.weights(), "optimizer": self.opt.state_dict(), "epoch": self.loop.epoch,
+                "global_step": self.loop.global_step, "history": self.loop.history,
+                "rng": {"dropout": dropout_rngs, "torch": torch.get_rng_state().numpy().tolist()},
+                "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.loop.epoch, self.loop.global_step = state["epoch"], state["global_step"]
+        self.loop.history = list(state["history"])
+        for layer, rng in zip([x for x in self.model.layers if isinstance(x, L.Dropout)], state["rng"]["dropout"]):
+            layer.rng.bit_generator.state = rng
+        torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
+        for cb in self.callbacks:
+            saved = state["callbacks"].get(type(cb).__name__)
+            if saved is not None:
+                cb.load_state_dict(saved)
+
+    def serialize(self, obj: dict[str, Any]) -> bytes:
+        return npz_checkpoint_bytes(obj)
+
+    @staticmethod
+    def load_checkpoint(path: Path) -> dict[str, Any]:
+        return load_weights_file(path, "checkpoint")

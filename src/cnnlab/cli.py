@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _config_flags()
     _add_train_commands(sub, common)
     _add_sweep_commands(sub)
+    _add_scratch_commands(sub)
     _add_run_commands(sub)
     _add_other_commands(sub)
     return p
@@ -303,6 +304,19 @@ def _add_sweep_commands(sub: Any) -> None:
                         description="Rebuild sweep.html, sweep.json and best.yaml of a sweep folder from its study.")
     sr.add_argument("sweep", metavar="DIR")
     sr.add_argument("--storage", metavar="URL", help="the --storage the sweep was started with, if any")
+
+
+def _add_scratch_commands(sub: Any) -> None:
+    g = sub.add_parser("gradcheck", help="prove the NumPy engine's layers equal to PyTorch",
+                       description="Check every hand-written layer of the scratch (NumPy) engine in float64 over "
+                                   "random shapes, kernels, strides and paddings: the relative error of its output, "
+                                   "input gradient and parameter gradients against PyTorch autograd (tolerance "
+                                   "1e-6) and against central finite differences (1e-5). Exit code 1 if any fails.")
+    g.add_argument("--layer", action="append", metavar="NAME", help="only this layer (repeatable); default all: "
+                   "dense, conv2d, maxpool2d, avgpool2d, batchnorm1d/2d, relu, elu, tanh, sigmoid, softmax, flatten, "
+                   "dropout, cross-entropy, binary-cross-entropy")
+    g.add_argument("--configs", type=_positive_int, default=20, metavar="N", help="random configurations per layer")
+    g.add_argument("--seed", type=int, default=0, metavar="S")
 
 
 def _add_run_commands(sub: Any) -> None:
@@ -674,6 +688,25 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    from .gradcheck import LAYERS, TOLERANCE_FD, TOLERANCE_TORCH, gradcheck
+    from .registry import did_you_mean
+
+    for name in args.layer or []:
+        if name not in LAYERS:
+            raise CnnlabError(f"--layer {name!r} is not a scratch layer; choose from {', '.join(LAYERS)}"
+                              f"{did_you_mean(name, LAYERS)}")
+    rows = gradcheck(args.layer, args.configs, args.seed)
+    cols = ("output", "input grad", "param grads", "finite differences")
+    print(f"relative errors, float64 (tolerance {TOLERANCE_TORCH:g} against PyTorch, {TOLERANCE_FD:g} against "
+          "finite differences)")
+    print(f"{'layer':<22}{'configs':>8}" + "".join(f"{c:>20}" for c in cols) + "  ")
+    for r in rows:
+        cells = "".join(f"{r[c]:>20.1e}" if c in r else f"{'-':>20}" for c in cols)
+        print(f"{r['layer']:<22}{r['configs']:>8}{cells}  {'ok' if r['ok'] else 'FAILED'}")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     from .data.cache_admin import clean_cache, list_cache
 
@@ -694,7 +727,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"cache": cmd_cache, "compare": cmd_compare, "cv": cmd_cv, "data": cmd_data, "evaluate": cmd_evaluate,
-            "explain": cmd_explain, "list": cmd_list, "lr-find": cmd_lr_find, "predict": cmd_predict,
+            "explain": cmd_explain, "gradcheck": cmd_gradcheck, "list": cmd_list, "lr-find": cmd_lr_find, "predict": cmd_predict,
             "report": cmd_report, "sweep": cmd_sweep, "sweep-report": cmd_sweep_report, "train": cmd_train}
 
 

@@ -70,7 +70,9 @@ def _batchnorm(dims: int) -> Callable[[np.random.Generator], Case]:
         shape = (int(rng.integers(2, 7)), c) + ((int(rng.integers(1, 6)), int(rng.integers(1, 6))) if dims == 2 else ())
         layer = L.BatchNorm(c, dtype=np.float64)
         layer.params = {"weight": rng.normal(size=c), "bias": rng.normal(size=c)}
-        fn = (lambda x, weight, bias: F.batch_norm(x, None, None, weight, bias, training=True, eps=1e-5))
+        def fn(x: Any, weight: Any, bias: Any) -> Any:
+            return F.batch_norm(x, None, None, weight, bias, training=True, eps=1e-5)
+
         return Case(layer, fn, rng.normal(size=shape), f"C{c} {shape}")
 
     return make
@@ -186,8 +188,8 @@ def check_case(case: Case, rng: np.random.Generator, fd_entries: int = 12) -> di
             flat[idx] = old - h
             down = _scratch(case, x, r)[0]
             flat[idx] = old
-            numeric = (up - down) / (2 * h)
-            worst = max(worst, abs(numeric - analytic.reshape(-1)[idx]) / max(abs(numeric), abs(analytic.reshape(-1)[idx]), 1e-3))
+            numeric, exact = (up - down) / (2 * h), analytic.reshape(-1)[idx]
+            worst = max(worst, abs(numeric - exact) / max(abs(numeric), abs(exact), 1e-3))
     res["finite differences"] = worst
     return res
 

@@ -6,7 +6,6 @@ shapes, so `evaluate`, `predict`, `report` and `compare` read a scratch run like
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -26,6 +25,7 @@ from ..scratch import models as SM
 from ..scratch import optim as SO
 from .callbacks import Callback
 from .engines import ENGINES
+from .trainer import end_epoch
 
 log = logging.getLogger(__name__)
 
@@ -183,17 +183,8 @@ class ScratchEngine:
                 self._call("on_batch_end", step, {"loss": loss_sum / seen, "acc": correct / seen,
                                                   "batch_loss": batch_loss, "batch_correct": batch_correct,
                                                   "batch_size": len(y)})
-            logs: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
-                                    "train_acc": correct / max(seen, 1)}
             val = self._evaluate(self.val_batches) if self.val_batches is not None else {}
-            logs["val_loss"], logs["val_acc"] = val.pop("loss", None), val.pop("acc", None)
-            logs.update({f"val_{k}": v for k, v in val.items()})
-            logs["lr"], logs["seconds"] = self.opt.lr, round(time.perf_counter() - started, 3)
-            loop.epoch = epoch
-            loop.history.append(logs)
-            if not math.isfinite(logs["train_loss"]):
-                loop.stop_training = True
-                loop.stop_reason = f"training loss became {logs['train_loss']} in epoch {epoch}; lower the learning rate"
+            logs = end_epoch(loop, epoch, (loss_sum, correct, seen), val, self.opt.lr, started)
             self._call("on_epoch_end", epoch, logs)
             if loop.stop_training:
                 break

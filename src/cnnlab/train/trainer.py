@@ -47,6 +47,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def end_epoch(loop: Any, epoch: int, sums: tuple[float, int, int], val: dict[str, float], lr: float,
+              started: float) -> dict[str, Any]:
+    """The epoch's log row (train/val loss and accuracy, other val metrics, LR, seconds), added to
+    ``loop.history``; a non-finite training loss stops training with the reason. Shared by every
+    engine's loop, so their history.csv rows are alike."""
+    loss_sum, correct, seen = sums
+    logs: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1)}
+    val = dict(val)
+    logs["val_loss"], logs["val_acc"] = val.pop("loss", None), val.pop("acc", None)
+    logs.update({f"val_{k}": v for k, v in val.items()})
+    logs["lr"], logs["seconds"] = lr, round(time.perf_counter() - started, 3)
+    loop.epoch = epoch
+    loop.history.append(logs)
+    if not math.isfinite(logs["train_loss"]):
+        loop.stop_training = True
+        loop.stop_reason = f"training loss became {logs['train_loss']} in epoch {epoch}; lower the learning rate"
+    return logs
+
+
 class Trainer:
     """Runs epochs of training and validation, calling callbacks at fixed events.
 
@@ -147,20 +166,9 @@ class Trainer:
                 self._call("on_batch_end", step, {"loss": loss_sum / seen, "acc": correct / seen,
                                                   "batch_loss": batch_loss, "batch_correct": batch_correct,
                                                   "batch_size": len(y)})
-            logs: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
-                                    "train_acc": correct / max(seen, 1)}
             val_logs = self.evaluate(val) if val is not None else {}
-            logs["val_loss"] = val_logs.pop("loss", None)
-            logs["val_acc"] = val_logs.pop("acc", None)
-            logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            logs["lr"] = self.optimizer.param_groups[0]["lr"]
-            logs["seconds"] = round(time.perf_counter() - started, 3)
-            self.epoch = epoch
-            self.history.append(logs)
-            if not math.isfinite(logs["train_loss"]):
-                self.stop_training = True
-                self.stop_reason = (f"training loss became {logs['train_loss']} in epoch {epoch}; "
-                                    "lower the learning rate")
+            logs = end_epoch(self, epoch, (loss_sum, correct, seen), val_logs, self.optimizer.param_groups[0]["lr"],
+                             started)
             self._call("on_epoch_end", epoch, logs)
             if self.stop_training:
                 break

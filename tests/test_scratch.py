@@ -1,0 +1,164 @@
+"""The NumPy engine (issue 12): NumPy-only, every layer equal to PyTorch and to finite differences,
+the registry's architectures rebuilt exactly, 100 Adam steps that agree with PyTorch, and the
+same CLI and run folder as the torch engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.cli import main
+from cnnlab.gradcheck import LAYERS, TOLERANCE_FD, TOLERANCE_TORCH, gradcheck
+from cnnlab.models import get_spec
+from cnnlab.runs.store import RunFolder
+from cnnlab.scratch import build, layers, optim
+
+
+def test_the_scratch_package_imports_numpy_only():
+    code = ("import sys, cnnlab.scratch; bad = sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch', 'torchvision', 'timm', 'sklearn', 'scipy', 'matplotlib'}); assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_every_layer_equals_pytorch_and_finite_differences(name):
+    """Forward, input gradient and parameter gradients against torch autograd (1e-6 relative,
+    float64) and central differences, over 20 random shapes/kernels/strides/paddings each."""
+    (row,) = gradcheck([name], configs=20, seed=1)
+    for key, value in row.items():
+        if key in ("output", "input grad", "param grads"):
+            assert value <= TOLERANCE_TORCH, (name, key, value)
+    assert row["finite differences"] <= TOLERANCE_FD, row
+
+
+@pytest.mark.parametrize("name,options", [("mlp", {}), ("mlp-fys", {}), ("mlp-lego", {}), ("simplest", {}),
+                                          ("cnn", {}), ("cnn", {"batch_norm": True, "dropout": 0.0}),
+                                          ("cnn-small", {}), ("mlp", {"hidden": [64, 32], "dropout": 0.0})])
+def test_same_architecture_as_the_registry(name, options):
+    ref = get_spec(name).builder(num_classes=10, in_chans=1, input_size=28, **options)
+    mine = build(name, 10, 1, 28, options)
+    assert {k: tuple(v.shape) for k, v in ref.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in mine.state_dict().items()}
+    assert mine.num_parameters() == sum(p.numel() for p in ref.parameters())
+
+
+def test_100_adam_steps_agree_with_pytorch():
+    """Seed 001's check, made exact: the same initial weights and the same batches give the same
+    loss at every one of 100 Adam steps (within 1e-4)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images[:, None] / 16.0).astype(np.float64)
+    y = digits.target
+    ref = get_spec("cnn-small").builder(num_classes=10, in_chans=1, input_size=8).double()
+    mine = build("cnn-small", 10, 1, 8, dtype=np.float64)
+    mine.load_state_dict(ref.state_dict())
+    opt_t = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    opt_s = optim.Adam(mine.layers, lr=1e-3)
+    loss_s = layers.SoftmaxCrossEntropy()
+    rng = np.random.default_rng(0)
+    gaps = []
+    for _ in range(100):
+        idx = rng.choice(len(x), 32, replace=False)
+        logits = ref(torch.from_numpy(x[idx]))
+        lt = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[idx]))
+        opt_t.zero_grad()
+        lt.backward()
+        opt_t.step()
+        ls, dz = loss_s(mine.forward(x[idx]), y[idx])
+        mine.backward(dz)
+        opt_s.step()
+        gaps.append(abs(ls - lt.item()))
+    assert max(gaps) < 1e-4, max(gaps)
+    w = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+    assert max(np.abs(mine.state_dict()[k] - w[k]).max() for k in w) < 1e-6  # and the weights followed
+
+
+@pytest.mark.parametrize("name", ["sgd", "rmsprop", "adamw"])
+def test_other_optimizers_take_pytorchs_steps(name):
+    ref = torch.nn.Linear(5, 3).double()
+    mine = build("simplest", 3, 1, 1, {"hidden": [5]}, dtype=np.float64)  # only its head (a 5→3 Dense) is used
+    head = mine.named[-1][1]
+    head.params = {"weight": ref.weight.detach().numpy().copy(), "bias": ref.bias.detach().numpy().copy()}
+    opt_t = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
+             "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.5, weight_decay=1e-3),
+             "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)}[name](ref.parameters())
+    opt_s = {"sgd": lambda ls: optim.SGD(ls, lr=0.1, momentum=0.9, weight_decay=1e-3),
+             "rmsprop": lambda ls: optim.RMSprop(ls, lr=0.01, momentum=0.5, weight_decay=1e-3),
+             "adamw": lambda ls: optim.AdamW(ls, lr=0.01, weight_decay=0.1)}[name]([head])
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        xb, yb = rng.normal(size=(8, 5)), rng.integers(0, 3, 8)
+        lt = torch.nn.functional.cross_entropy(ref(torch.from_numpy(xb)), torch.from_numpy(yb))
+        opt_t.zero_grad()
+        lt.backward()
+        opt_t.step()
+        _, dz = layers.SoftmaxCrossEntropy()(head.forward(xb), yb)
+        head.backward(dz)
+        opt_s.step()
+    assert np.abs(head.params["weight"] - ref.weight.detach().numpy()).max() < 1e-10
+
+
+def test_scratch_runs_go_through_the_same_cli_run_folder_resume_and_compare(tmp_path, capsys):
+    common = ["--data", "digits", "--model", "cnn-small", "--batch-size", "64", "-q", "--set", "run.report=false"]
+    a, b, t = tmp_path / "a", tmp_path / "b", tmp_path / "torch"
+    assert main(["train", "--engine", "scratch", "--epochs", "2", "--out", str(a), *common]) == 0
+    assert main(["train", "--resume", str(a), "--epochs", "3", "-q"]) == 0  # resumed from last.npz
+    assert main(["train", "--engine", "scratch", "--epochs", "3", "--out", str(b), *common]) == 0
+    drop = ("seconds",)
+    rows = [[{k: v for k, v in h.items() if k not in drop} for h in RunFolder(r).history()] for r in (a, b)]
+    assert rows[0] == rows[1]  # interrupted-and-resumed equals straight through
+    assert (a / "checkpoints" / "best.npz").is_file() and not (a / "checkpoints" / "best.pt").exists()
+    info = json.loads((a / "run.json").read_text())
+    assert info["engine"] == "scratch" and info["status"] == "completed"
+    assert info["parameters"]["total"] == sum(p.numel() for p in get_spec("cnn-small").builder(
+        num_classes=10, in_chans=1, input_size=8).parameters())
+    metrics = json.loads((a / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.6
+    capsys.readouterr()
+    assert main(["evaluate", str(a), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert main(["train", "--epochs", "3", "--out", str(t), *common]) == 0
+    assert main(["compare", str(a), str(t), "--out", str(tmp_path / "cmp.html")]) == 0
+    page = (tmp_path / "cmp.html").read_text()
+    assert "a</td>" in page and "torch</td>" in page
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--model", "resnet29"], "the scratch engine builds mlp, mlp-lego, mlp-fys, simplest, cnn, cnn-small"),
+    (["--model", "mlp", "--activation", "prelu"], "activation 'prelu'"),
+    (["--model", "mlp", "--schedule", "cosine"], "schedule 'cosine'"),
+    (["--model", "mlp", "--mixup", "0.2"], "mixup"),
+])
+def test_what_the_scratch_engine_lacks_is_refused_before_work(tmp_path, capsys, flags, match):
+    assert main(["train", "--engine", "scratch", "--data", "digits", "--out", str(tmp_path / "r"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "--engine torch" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_gradcheck_command_prints_every_layer(capsys):
+    assert main(["gradcheck", "--layer", "conv2d", "--layer", "batchnorm2d", "--configs", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "conv2d" in out and "batchnorm2d" in out and "ok" in out and "dense" not in out
+    assert main(["gradcheck", "--layer", "conv3d"]) == 2
+    assert "did you mean 'conv2d'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,target", [("mlp-fys", 0.87), ("cnn", 0.89)])
+def test_fashion_mnist_with_the_scratch_engine(tmp_path, capsys, model, target):
+    import time
+
+    started = time.perf_counter()
+    assert main(["train", "--engine", "scratch", "--data", "fashion-mnist", "--model", model, "--epochs", "3",
+                 "--out", str(tmp_path / model), "-q", "--set", "run.report=false"]) == 0
+    acc = json.loads((tmp_path / model / "metrics.json").read_text())["accuracy"]
+    print(f"scratch {model}: test accuracy {acc:.4f} in {time.perf_counter() - started:.0f} s")
+    assert acc >= target

@@ -76,9 +76,14 @@ class Conv2D(Layer):
     """2-D cross-correlation, zero padding, any kernel and stride, as one matrix multiply over
     im2col columns:  y[n,f,i,j] = b[f] + Σ_{c,p,q} W[f,c,p,q] · x_pad[n,c,i·s+p,j·s+q].
 
-    With X the (N·Ho·Wo)×(C·kh·kw) column matrix and G the gradient as (N·Ho·Wo)×F:
-    ∂L/∂W = Gᵀ X,  ∂L/∂b = Σ G,  ∂L/∂X = G W  (then col2im: each column entry goes back to
-    the pixel it was read from, see :func:`_scatter_windows`).
+    With X the (C·kh·kw)×(N·Ho·Wo) column matrix (built from a stride-tricks view of every
+    window, one copy) and G the gradient as F×(N·Ho·Wo):
+    y = W X + b,  ∂L/∂W = G Xᵀ,  ∂L/∂b = Σ G,  ∂L/∂X = Wᵀ G  (then col2im: each column entry
+    goes back to the pixel it was read from, see :func:`_scatter_windows`).
+
+    Internally the batch is channel-major (C×N×H×W): the columns and the output then need no
+    transposing copies, and the NCHW arrays handed on are views of channel-major memory, which
+    NumPy's element-wise operations keep, so the next convolution finds them channel-major again.
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0,
@@ -89,45 +94,72 @@ class Conv2D(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         p, k, s = self.padding, self.k, self.stride
-        xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
-        win = _windows(xp, k, k, s)  # N C Ho Wo kh kw
-        n, c, ho, wo = win.shape[:4]
-        self.cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k * k)  # the one copy
-        self.xp_shape, self.x_shape = xp.shape, x.shape
-        w = self.params["weight"].reshape(len(self.params["bias"]), -1)
-        y = self.cols @ w.T + self.params["bias"]  # (N·Ho·Wo) × F
-        return y.reshape(n, ho, wo, -1).transpose(0, 3, 1, 2)
+        xt = x.transpose(1, 0, 2, 3)  # C N H W (a view; contiguous when x came from a convolution)
+        xp = np.pad(xt, ((0, 0), (0, 0), (p, p), (p, p))) if p else xt
+        win = _windows(xp, k, k, s)  # C N Ho Wo kh kw, a view
+        c, n, ho, wo = win.shape[:4]
+        self.cols = win.transpose(0, 4, 5, 1, 2, 3).reshape(c * k * k, n * ho * wo)  # the one copy
+        self.xp_shape = xp.shape
+        f = len(self.params["bias"])
+        y = self.params["weight"].reshape(f, -1) @ self.cols + self.params["bias"][:, None]  # F × (N·Ho·Wo)
+        return y.reshape(f, n, ho, wo).transpose(1, 0, 2, 3)
 
     def backward(self, g: np.ndarray) -> np.ndarray:
         n, f, ho, wo = g.shape
         k, p = self.k, self.padding
-        g2 = g.transpose(0, 2, 3, 1).reshape(-1, f)
+        g2 = g.transpose(1, 0, 2, 3).reshape(f, -1)  # free when g is channel-major underneath
         w = self.params["weight"]
-        self.grads = {"weight": (g2.T @ self.cols).reshape(w.shape), "bias": g2.sum(0)}
-        dcols = (g2 @ w.reshape(f, -1)).reshape(n, ho, wo, -1, k, k).transpose(0, 3, 1, 2, 4, 5)
-        dxp = _scatter_windows(dcols, self.xp_shape, self.stride)
-        return dxp[:, :, p:dxp.shape[2] - p, p:dxp.shape[3] - p] if p else dxp
+        self.grads = {"weight": (g2 @ self.cols.T).reshape(w.shape), "bias": g2.sum(1)}
+        dcols = (w.reshape(f, -1).T @ g2).reshape(-1, k, k, n, ho, wo).transpose(0, 3, 4, 5, 1, 2)
+        dxp = _scatter_windows(dcols, self.xp_shape, self.stride)  # C N H W
+        dx = dxp[:, :, p:dxp.shape[2] - p, p:dxp.shape[3] - p] if p else dxp
+        return dx.transpose(1, 0, 2, 3)
 
 
 class MaxPool2D(Layer):
     """y[n,c,i,j] = max_{p,q} x[n,c,i·s+p,j·s+q];  ∂L/∂x is g routed to the first maximum of
-    each window (PyTorch's choice), zero elsewhere."""
+    each window in scan order (PyTorch's choice), zero elsewhere.
+
+    Non-overlapping windows (stride = kernel, the usual 2×2) take k² element-wise maxima of
+    strided views; overlapping ones gather every window with stride tricks."""
 
     def __init__(self, kernel: int = 2, stride: Optional[int] = None):
         super().__init__()
         self.k, self.stride = kernel, stride or kernel
 
+    def _offsets(self, x: np.ndarray, ho: int, wo: int) -> list[np.ndarray]:
+        k = self.k
+        return [x[:, :, p:p + ho * k:k, q:q + wo * k:k] for p in range(k) for q in range(k)]
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        win = _windows(x, self.k, self.k, self.stride)
-        flat = win.reshape(*win.shape[:4], -1)
+        self.x = x
+        k, s = self.k, self.stride
+        ho, wo = (x.shape[2] - k) // s + 1, (x.shape[3] - k) // s + 1
+        if s == k:
+            views = self._offsets(x, ho, wo)
+            y = views[0].copy()
+            for v in views[1:]:
+                np.maximum(y, v, out=y)
+            self.y = y
+            return y
+        flat = _windows(x, k, k, s).reshape(*x.shape[:2], ho, wo, -1)
         self.arg = flat.argmax(-1)
-        self.x_shape = x.shape
         return np.take_along_axis(flat, self.arg[..., None], -1)[..., 0]
 
     def backward(self, g: np.ndarray) -> np.ndarray:
-        k = self.k
+        k, s = self.k, self.stride
+        n, c, ho, wo = g.shape
+        if s == k:
+            dx = np.zeros_like(self.x)  # keeps x's memory layout
+            taken = np.zeros(g.shape, bool)
+            for i, v in enumerate(self._offsets(self.x, ho, wo)):
+                first = (v == self.y) & ~taken  # the first maximum of each window gets the gradient
+                taken |= first
+                p, q = divmod(i, k)
+                np.multiply(g, first, out=dx[:, :, p:p + ho * k:k, q:q + wo * k:k])
+            return dx
         onehot = (np.arange(k * k) == self.arg[..., None]) * g[..., None]
-        return _scatter_windows(onehot.reshape(*g.shape, k, k).astype(g.dtype), self.x_shape, self.stride)
+        return _scatter_windows(onehot.reshape(*g.shape, k, k).astype(g.dtype), self.x.shape, self.stride)
 
 
 class AvgPool2D(Layer):

@@ -230,7 +230,8 @@ def _optim_flags(t: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, metavar="WD", help="weight decay (default 0)")
     g.add_argument("--momentum", type=float, metavar="M", help="momentum for sgd (default 0.9) / rmsprop (0)")
     g = t.add_argument_group("training")
-    g.add_argument("--engine", metavar="NAME", help="training engine (see `cnnlab list engines`; default torch)")
+    g.add_argument("--engine", metavar="NAME", help="training engine: torch (default) or scratch (the NumPy engine; "
+                   "see `cnnlab list engines`)")
     g.add_argument("--epochs", type=int, metavar="N", help="epochs (default 10); with --resume: the new total")
     g.add_argument("--batch-size", type=int, metavar="N", help="batch size (default 128)")
     g.add_argument("--seed", type=int, metavar="S", help="seed of split, init and shuffling (default 0)")
@@ -727,8 +728,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"cache": cmd_cache, "compare": cmd_compare, "cv": cmd_cv, "data": cmd_data, "evaluate": cmd_evaluate,
-            "explain": cmd_explain, "gradcheck": cmd_gradcheck, "list": cmd_list, "lr-find": cmd_lr_find, "predict": cmd_predict,
-            "report": cmd_report, "sweep": cmd_sweep, "sweep-report": cmd_sweep_report, "train": cmd_train}
+            "explain": cmd_explain, "gradcheck": cmd_gradcheck, "list": cmd_list, "lr-find": cmd_lr_find,
+            "predict": cmd_predict, "report": cmd_report, "sweep": cmd_sweep, "sweep-report": cmd_sweep_report, "train": cmd_train}
 
 
 class Terminated(KeyboardInterrupt):

@@ -291,3 +291,6 @@ class TorchEngine:
 
     def serialize(self, obj: dict[str, Any]) -> bytes:
         return checkpoint_bytes(obj)
+
+
+from . import scratch_engine  # noqa: E402,F401  (registers the NumPy engine beside torch)

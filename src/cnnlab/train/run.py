@@ -23,7 +23,6 @@ from ..evaluate.metrics import MONITORABLE
 from ..models import get_spec
 from ..runs.store import DiskError, RunFolder, now
 from ..runtime import load_run_data, resolve_device
-from . import scratch_engine  # noqa: F401  (registers the NumPy engine)
 from .build import check_model_fits, resolve_fine_tune
 from .callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress, StepLog
 from .engines import ENGINES, Engine, TorchEngine

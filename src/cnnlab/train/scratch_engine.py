@@ -67,8 +67,9 @@ class _Loop:
 
 @ENGINES.register("scratch")
 class ScratchEngine:
-    """NumPy forward and backward (cnnlab.scratch) on the CPU: mlp, mlp-fys, mlp-lego, simplest,
-    cnn and cnn-small, with Adam, AdamW, SGD or RMSprop and a constant learning rate."""
+    """Hand-written NumPy backprop (cnnlab.scratch), CPU: mlp*, simplest, cnn, cnn-small.
+
+    Adam, AdamW, SGD or RMSprop with a constant learning rate; `cnnlab gradcheck` proves it."""
 
     name = "scratch"
     checkpoint_suffix = ".npz"

@@ -729,7 +729,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 COMMANDS = {"cache": cmd_cache, "compare": cmd_compare, "cv": cmd_cv, "data": cmd_data, "evaluate": cmd_evaluate,
             "explain": cmd_explain, "gradcheck": cmd_gradcheck, "list": cmd_list, "lr-find": cmd_lr_find,
-            "predict": cmd_predict, "report": cmd_report, "sweep": cmd_sweep, "sweep-report": cmd_sweep_report, "train": cmd_train}
+            "predict": cmd_predict, "report": cmd_report, "sweep": cmd_sweep, "sweep-report": cmd_sweep_report,
+            "train": cmd_train}
 
 
 class Terminated(KeyboardInterrupt):

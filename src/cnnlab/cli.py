@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any, Optional, Sequence
 
@@ -430,7 +431,8 @@ def _setup_logging(quiet: bool) -> None:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun, rank 0 speaks for all
+    logger.setLevel(logging.WARNING if quiet or rank > 0 else logging.INFO)
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -451,7 +453,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import build_config, load_yaml
     from .evaluate.metrics import format_metrics_table
 
-    progress = not args.quiet and sys.stderr.isatty()
+    progress = not args.quiet and sys.stderr.isatty() and os.environ.get("RANK", "0") == "0"
     if args.resume:
         extra = [f for f in TRAIN_FLAGS if f != "epochs" and getattr(args, f) is not None]
         if extra or args.config or args.set or args.augment_option or args.model_option:
@@ -464,6 +466,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = build_config(base, _train_overrides(args), source=args.config or "")
         result = api.train(cfg, overwrite=args.overwrite, progress=progress)
     m = result.metrics
+    if not m:  # a torchrun rank other than 0: rank 0 evaluates and prints
+        return 0
     print(format_metrics_table(m, f"{m['split']} set, best epoch {m['best_epoch']}:"))
     print(f"\n{m['split']} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  run folder {result.run}")
     return 0
@@ -754,8 +758,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"cnnlab: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `cnnlab list models | head`: the reader left; not an error
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Terminated:

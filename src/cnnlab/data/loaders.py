@@ -47,6 +47,8 @@ class TensorBatches:
         batch_transform: applied to each normalised batch, e.g. mixup or random erasing.
         channels_last: deliver batches in the channels-last memory format (conv nets on CPU).
         drop_single: leave out a last batch of a single image (models with BatchNorm).
+        rank, world: under torchrun, the share of each (global) batch this process trains on:
+            every rank draws the same order and takes images rank, rank + world, …
 
     On the CPU, batches are written into two alternating preallocated buffers: a fresh
     float tensor per batch costs more in page faults than the conversion itself (measured
@@ -60,8 +62,9 @@ class TensorBatches:
                  device: torch.device | str = "cpu", transform: Optional[Callable] = None,
                  normalize: str = "mean-std", sampler: str = "random",
                  batch_transform: Optional[BatchTransform] = None, channels_last: bool = False,
-                 reuse_buffers: bool = True, drop_single: bool = False):
+                 reuse_buffers: bool = True, drop_single: bool = False, rank: int = 0, world: int = 1):
         self.images = images
+        self.rank, self.world = rank, world  # torchrun: this rank takes every world-th image of each batch
         self.drop_single = drop_single  # BatchNorm cannot train on a batch of one
         self.labels = labels
         self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64))
@@ -143,6 +146,10 @@ class TensorBatches:
             # sorted within the batch: reads memory-mapped pixels in file order; the set of
             # images in each batch, which is all the maths depends on, is unchanged
             idx = order[start:start + self.batch_size].sort().values
+            if self.world > 1:
+                if len(idx) < self.world:  # every rank skips it alike (each knows the global order)
+                    continue
+                idx = idx[self.rank::self.world]
             x = self.gather(idx)
             if self.transform is not None:
                 # one image at a time: v2 transforms draw one set of parameters per call

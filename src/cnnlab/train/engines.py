@@ -23,6 +23,7 @@ from ..models.transfer import apply_freeze
 from ..predict import uses_conv
 from ..registry import Registry
 from ..runtime import split_loader
+from . import distributed
 from .build import HeadOnlyTrainer, build_model, feature_sets, param_groups, uses_feature_cache
 from .callbacks import Callback, FineTune, LRSchedule
 from .losses import MultiLabel, SingleLabel, balanced_class_weights, init_output_bias
@@ -88,7 +89,8 @@ def train_loader(data: PreparedData, cfg: Config, device: torch.device, model: t
                                      multilabel=data.multilabel)
     return split_loader(data, "train", cfg.train.batch_size, device, shuffle=True, seed=cfg.train.seed,
                         transform=transform, sampler=d.sampler, batch_transform=batch_tf,
-                        channels_last=uses_conv(model), drop_single=has_batch_norm(model))
+                        channels_last=uses_conv(model), drop_single=has_batch_norm(model),
+                        rank=distributed.rank(), world=distributed.world_size())
 
 
 def fine_tune_schedule(optimizer: torch.optim.Optimizer, head_steps: int, tune_steps: int, warmup: int) -> Any:
@@ -132,6 +134,9 @@ class TorchEngine:
 
     def __init__(self, cfg: Config, data: PreparedData, device: torch.device):
         self.cfg, self.data, self.device = cfg, data, device
+        if distributed.world_size() > 1 and (uses_feature_cache(cfg) or cfg.model.fine_tune):
+            raise CnnlabError("torchrun trains whole models; a frozen backbone (feature cache) or --fine-tune runs "
+                              "in one process")
         seed_everything(cfg.train.seed)
         self.model = build_model(cfg, len(data.classes), data.channels, data.input_size)
         self.trainer: Optional[Trainer] = None
@@ -185,6 +190,11 @@ class TorchEngine:
             self.val_batches = split_loader(data, "val", cfg.train.batch_size, self.device,
                                             channels_last=uses_conv(model)) if len(data.splits["val"]) else None
             self.trainer = Trainer(model, optimizer, self.device, task=task)
+            if distributed.active():
+                from torch.nn.parallel import DistributedDataParallel
+
+                self.trainer.ddp = DistributedDataParallel(
+                    self.trainer.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             self.trainer.keep_bn_statistics = bool(cfg.model.fine_tune)  # small batches: keep pretrained stats
         else:
             self.trainer, self.train_batches, self.val_batches = self.head_phase

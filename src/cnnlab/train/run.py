@@ -21,8 +21,9 @@ from ..data import PreparedData, prepare_data
 from ..errors import CnnlabError
 from ..evaluate.metrics import MONITORABLE
 from ..models import get_spec
-from ..runs.store import DiskError, RunFolder, now
+from ..runs.store import DiskError, NullRunFolder, RunFolder, now
 from ..runtime import load_run_data, resolve_device
+from . import distributed
 from .build import check_model_fits, resolve_fine_tune
 from .callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress, StepLog
 from .engines import ENGINES, Engine, TorchEngine
@@ -110,16 +111,20 @@ def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int]
     """Check everything that needs no pixels, load the data, build the engine; only then make
     (or, resuming, reuse) the run folder, held under its lock, with status 'running'."""
     state = None
+    rank_device = distributed.init(cfg.train.device if cfg is not None else "auto")  # None outside torchrun
+    writer = RunFolder if distributed.is_main() else NullRunFolder  # under torchrun only rank 0 writes
     if resume is not None:
-        run, cfg, state = _resumable(resume, epochs)
+        run, cfg, state = _resumable(resume, epochs, writer)
     else:
         out = cfg.run.out or f"runs/{cfg.model.name}-{Path(cfg.data.source).name}-{datetime.now():%Y%m%d-%H%M%S}"
+        out = str(distributed.broadcast(out))
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": out})})
-        run = RunFolder(out)
-        run.check_new(overwrite)  # before any decoding
+        run = writer(out)
+        if distributed.is_main():
+            run.check_new(overwrite)  # before any decoding
     try:
         started = time.perf_counter()
-        device = resolve_device(cfg.train.device)
+        device = rank_device or resolve_device(cfg.train.device)
         data = load_run_data(run, cfg, progress) if state else \
             prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, splits=splits, progress=progress,
                          hold_out_test=hold_out_test)
@@ -152,9 +157,10 @@ def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int]
     return OpenRun(run, cfg, data, device, engine, state["epoch"] if state else None)
 
 
-def _resumable(path: str | Path, epochs: Optional[int]) -> tuple[RunFolder, Config, dict[str, Any]]:
+def _resumable(path: str | Path, epochs: Optional[int], writer: type = RunFolder
+               ) -> tuple[RunFolder, Config, dict[str, Any]]:
     """The locked run, its config (with a new epoch total) and its last checkpoint's state."""
-    run = RunFolder(path).require(checkpoint=False)
+    run = writer(path).require(checkpoint=False)
     run.lock("resume it")
     try:
         run.require()
@@ -236,6 +242,8 @@ def finish_run(o: OpenRun, progress: bool) -> TrainResult:
     from ..predict import Predictor
 
     cfg, run, engine = o.cfg, o.run, o.engine
+    if not distributed.is_main():  # rank 0 evaluates and writes; the other ranks are done
+        return TrainResult(run.path, engine.history, {}, engine.stop_reason)
     started = time.perf_counter()
     predictor = Predictor.from_run(run, o.device, warn=False)  # the best checkpoint, loaded once for both
     metrics = evaluate_checkpoint(run, o.data, o.device, cfg.train.batch_size, save=True, predictor=predictor,

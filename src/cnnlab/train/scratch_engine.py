@@ -6,6 +6,7 @@ shapes, so `evaluate`, `predict`, `report` and `compare` read a scratch run like
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -53,6 +54,8 @@ def _unsupported(cfg: Config) -> Optional[str]:
         return "mixup, cutmix and random erasing: the scratch engine takes plain (augmented) images"
     if t.init_output_bias:
         return "init_output_bias: not in the scratch engine"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return "torchrun: the scratch engine runs in one process"
     return None
 
 

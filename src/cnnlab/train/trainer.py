@@ -13,6 +13,7 @@ from torch import nn
 
 from ..models.transfer import bn_to_eval, frozen_bn_to_eval
 from ..predict import predict_logits, uses_conv
+from . import distributed
 from .callbacks import Callback
 from .losses import MultiLabel, SingleLabel
 
@@ -100,6 +101,7 @@ class Trainer:
         self.steps_per_epoch = 0
         # fine-tuning on small batches: BatchNorm layers use (and keep) their pretrained statistics
         self.keep_bn_statistics = False
+        self.ddp: Optional[nn.Module] = None  # the DistributedDataParallel wrapper under torchrun
         # optional: extra validation metrics from (logits, labels), merged into the epoch logs
         self.val_metrics: Optional[Callable[[torch.Tensor, torch.Tensor], dict[str, float]]] = None
 
@@ -112,11 +114,18 @@ class Trainer:
         return self.model(self._prep(x))
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-        """One optimisation step; returns (summed loss, correct predictions) for the batch."""
-        logits = self.forward(x)
+        """One optimisation step; returns (summed loss, correct predictions) for the batch.
+
+        Under torchrun (``self.ddp`` set) this rank's mean loss is weighted by its share of the
+        global batch, so that DDP's gradient average is the global batch's mean-loss gradient."""
+        logits = self.ddp(self._prep(x)) if self.ddp is not None else self.forward(x)
         loss = self.task.loss(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.ddp is not None:
+            (global_n,) = distributed.all_sum(float(len(y)))
+            (loss * (len(y) * distributed.world_size() / global_n)).backward()
+        else:
+            loss.backward()
         self.optimizer.step()
         return float(loss.detach()) * len(y), self.task.correct(logits, y)
 
@@ -167,8 +176,9 @@ class Trainer:
                                                   "batch_loss": batch_loss, "batch_correct": batch_correct,
                                                   "batch_size": len(y)})
             val_logs = self.evaluate(val) if val is not None else {}
-            logs = end_epoch(self, epoch, (loss_sum, correct, seen), val_logs, self.optimizer.param_groups[0]["lr"],
-                             started)
+            loss_sum, correct, seen = distributed.all_sum(loss_sum, correct, seen)  # every rank's share
+            logs = end_epoch(self, epoch, (loss_sum, int(correct), int(seen)), val_logs,
+                             self.optimizer.param_groups[0]["lr"], started)
             self._call("on_epoch_end", epoch, logs)
             if self.stop_training:
                 break

@@ -9,6 +9,7 @@ and modification time plus the preprocessing settings, so any change makes a new
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -49,12 +50,20 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+ONE_READ_BYTES = 32 << 20  # files up to this size are read once into memory; larger ones are streamed twice
+
+
 def _decode_one(path: Path, channels: int, size: int, max_pixels: int, resample: str = "bilinear"
                 ) -> tuple[Optional[np.ndarray], str, str]:
     """(array or None, PIL mode or the reason it failed, content digest of the file)."""
     try:
-        if path.stat().st_size == 0:
+        nbytes = path.stat().st_size
+        if nbytes == 0:
             return None, "empty file (0 bytes)", ""
+        if nbytes <= ONE_READ_BYTES:  # the usual case: one read serves the digest and the decoder
+            data = path.read_bytes()
+            arr, mode = decode_file(io.BytesIO(data), channels, size, max_pixels, resample)
+            return arr, mode, content_digest(data)
         arr, mode = decode_file(path, channels, size, max_pixels, resample)
         return arr, mode, file_digest(path)
     except Exception as e:  # every failure of one file is recorded, never raised
@@ -101,6 +110,8 @@ class Decoded:
         mode: memory, disk or none: where the pixels live.
         digests: content digest of each kept file (see :func:`content_digest`).
         cache_hit: True when a disk cache entry was reused.
+        sums: (N_kept, C, 2) per-image, per-channel sum and sum of squares of the pixels, taken
+            by the decoding threads, so the training split's mean/std need no second pass.
     """
 
     images: torch.Tensor | FileStore
@@ -109,6 +120,7 @@ class Decoded:
     mode: str
     digests: list[str]
     cache_hit: bool = False
+    sums: Optional[np.ndarray] = None
 
 
 def _key(files: Sequence[Path], size: int, channels: Optional[int], max_pixels: int, resample: str) -> str:
@@ -136,29 +148,36 @@ def _choose_mode(mode: str, n: int, size: int, root: Path) -> str:
 
 def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_pixels: int, workers: int,
                 out: np.ndarray, progress: bool, rel: callable, resample: str
-                ) -> tuple[np.ndarray, list[dict[str, str]], bool, list[str]]:
+                ) -> tuple[np.ndarray, list[dict[str, str]], bool, list[str], np.ndarray]:
     """Decode into ``out`` (N, 3 or C, S, S); returns (kept indices, skipped, all kept grey,
-    content digests of the kept files)."""
+    content digests of the kept files, per-image channel sums of the kept files). Each thread
+    writes its image into ``out`` and sums its pixels itself: NumPy releases the GIL for both."""
     from tqdm.auto import tqdm
 
     c = channels or 3
     ok = np.zeros(len(files), bool)
     digests = [""] * len(files)
+    sums = np.zeros((len(files), c, 2), np.float64)
     skipped: list[dict[str, str]] = []
     grey = True
 
-    def work(i: int) -> tuple[int, Optional[np.ndarray], str]:
+    def work(i: int) -> tuple[int, bool, str]:
         arr, info, digests[i] = _decode_one(files[i], c, size, max_pixels, resample)
-        return i, arr, info
+        if arr is None:
+            return i, False, info
+        out[i] = arr
+        flat = arr.reshape(c, -1)
+        sums[i, :, 0] = flat.sum(1, dtype=np.uint64)
+        sums[i, :, 1] = np.square(flat, dtype=np.uint32).sum(1, dtype=np.uint64)
+        return i, True, info
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
-        for i, arr, info in tqdm(pool.map(work, range(len(files))), total=len(files), desc="decoding images",
-                                 unit="img", disable=not progress, leave=False):
-            if arr is None:
+        for i, decoded, info in tqdm(pool.map(work, range(len(files))), total=len(files), desc="decoding images",
+                                     unit="img", disable=not progress, leave=False):
+            if not decoded:
                 skipped.append({"path": rel(files[i]), "reason": info})
                 continue
-            out[i] = arr
             ok[i] = True
             grey = grey and info in GREY_MODES
     except BaseException:  # Ctrl-C: drop the queued files instead of decoding them all first
@@ -166,7 +185,7 @@ def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_p
         raise
     pool.shutdown()
     keep = np.flatnonzero(ok)
-    return keep, skipped, grey, [digests[i] for i in keep]
+    return keep, skipped, grey, [digests[i] for i in keep], sums[keep]
 
 
 def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, max_pixels: int,
@@ -206,8 +225,8 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
     else:
         full = np.empty(shape, np.uint8)
     try:
-        keep, skipped, grey, digests = _decode_all(files, size, channels, max_pixels, workers, full, progress, rel,
-                                                   resample)
+        keep, skipped, grey, digests, sums = _decode_all(files, size, channels, max_pixels, workers, full, progress,
+                                                         rel, resample)
     except BaseException:  # Ctrl-C while decoding: leave no half-built cache entry behind
         if mode == "disk":
             del full
@@ -219,13 +238,14 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
         raise CnnlabError(f"none of the {len(files)} image files could be read (first: "
                           f"{skipped[0]['path']}: {skipped[0]['reason']})")
     out_c = 1 if channels is None and grey else c
+    sums = np.ascontiguousarray(sums[:, :out_c])
 
     if mode == "none":
         store = FileStore([files[i] for i in keep], size, out_c, max_pixels, workers, resample)
-        return Decoded(store, keep, skipped, "none", digests)
+        return Decoded(store, keep, skipped, "none", digests, sums=sums)
     if mode == "memory":
         arr = full[keep, :out_c] if (len(keep) < len(files) or out_c != c) else full
-        return Decoded(torch.from_numpy(np.ascontiguousarray(arr)), keep, skipped, "memory", digests)
+        return Decoded(torch.from_numpy(np.ascontiguousarray(arr)), keep, skipped, "memory", digests, sums=sums)
 
     if len(keep) == len(files) and out_c == c:
         full.flush()
@@ -239,6 +259,7 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
         final.flush()
         del final, full
         (tmp / "full.npy").unlink()
+    np.save(tmp / "sums.npy", sums)
     (tmp / "meta.json").write_text(json.dumps({"keep": keep.tolist(), "skipped": skipped, "digests": digests,
                                                "files": len(files), "size": size, "channels": out_c}))
     try:
@@ -247,7 +268,7 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
         shutil.rmtree(tmp, ignore_errors=True)
     arr = np.load(entry / "images.npy", mmap_mode="c")
     log.info("decoded %d images once into the cache %s", len(arr), entry)
-    return Decoded(torch.from_numpy(arr), keep, skipped, "disk", digests)
+    return Decoded(torch.from_numpy(arr), keep, skipped, "disk", digests, sums=sums)
 
 
 def _read_entry(entry: Path, size: int, channels: Optional[int]) -> Optional[Decoded]:
@@ -260,7 +281,11 @@ def _read_entry(entry: Path, size: int, channels: Optional[int]) -> Optional[Dec
         expected = (len(keep), channels or meta["channels"], size, size)
         if arr.dtype != np.uint8 or arr.shape != expected or len(meta["digests"]) != len(keep):
             raise ValueError(f"shape {arr.shape} {arr.dtype}, expected {expected} uint8")
-        return Decoded(torch.from_numpy(arr), keep, list(meta["skipped"]), "disk", list(meta["digests"]), True)
+        sums = np.load(entry / "sums.npy", allow_pickle=False) if (entry / "sums.npy").is_file() else None
+        if sums is not None and sums.shape != (len(keep), expected[1], 2):
+            sums = None
+        return Decoded(torch.from_numpy(arr), keep, list(meta["skipped"]), "disk", list(meta["digests"]), True,
+                       sums)
     except (OSError, ValueError, KeyError, TypeError) as e:
         log.warning("decoded-image cache entry %s is damaged (%s): decoding again", entry,
                     " ".join(str(e).split())[:120] or type(e).__name__)

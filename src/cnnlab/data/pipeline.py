@@ -247,8 +247,8 @@ def _subsample_train(train: np.ndarray, labels: np.ndarray, per_class: int, seed
     return np.sort(np.concatenate(keep))
 
 
-def _normalisation(cfg: DataConfig, spec: ModelInputs, images: Any, train_idx: np.ndarray
-                   ) -> tuple[str, list[float], list[float]]:
+def _normalisation(cfg: DataConfig, spec: ModelInputs, images: Any, train_idx: np.ndarray,
+                   sums: Optional[np.ndarray] = None) -> tuple[str, list[float], list[float]]:
     """(mode, mean, std): the pretrained model's statistics for auto/model, else the training split's."""
     if cfg.normalize in ("per-image", "none"):
         return cfg.normalize, [0.0] * images.shape[1], [1.0] * images.shape[1]
@@ -259,11 +259,21 @@ def _normalisation(cfg: DataConfig, spec: ModelInputs, images: Any, train_idx: n
         if images.shape[1] == 1:  # grey input to an RGB net: its first conv sums the channels
             mean, std = [float(np.mean(mean))], [float(np.mean(std))]
         return "mean-std", mean, std
-    mean, std = _channel_stats(images, train_idx)
+    mean, std = _channel_stats(images, train_idx, sums)
     return "mean-std", mean, std
 
 
-def _channel_stats(images: Any, train_idx: np.ndarray) -> tuple[list[float], list[float]]:
+def _channel_stats(images: Any, train_idx: np.ndarray, sums: Optional[np.ndarray] = None
+                   ) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (0..1 scale) of the training images: from the sums the decoding
+    threads took when there are some, else by reading the pixels (a sample when decoded on demand)."""
+    if sums is not None and len(sums) == images.shape[0]:
+        part = sums[np.asarray(train_idx, dtype=np.int64)]
+        pixels = len(train_idx) * images.shape[2] * images.shape[3]
+        mean = torch.from_numpy(part[:, :, 0].sum(0)) / pixels / 255.0
+        var = torch.from_numpy(part[:, :, 1].sum(0)) / pixels / 255.0**2 - mean**2
+        std = var.clamp_min(1e-12).sqrt().clamp_min(1e-3)
+        return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
     idx = np.sort(train_idx)
     if not isinstance(images, torch.Tensor) and len(idx) > STATS_SAMPLE:
         idx = np.sort(np.random.default_rng(0).choice(idx, STATS_SAMPLE, replace=False))
@@ -329,7 +339,7 @@ def prepare_data(
         raise CnnlabError(f"data.source {cfg.source!r}: the training split is empty")
     images = src.images if not isinstance(src.images, np.ndarray) else torch.from_numpy(
         np.ascontiguousarray(src.images))
-    mode, mean, std = _normalisation(cfg, model, images, split_idx["train"])
+    mode, mean, std = _normalisation(cfg, model, images, split_idx["train"], src.pixel_sums)
     return PreparedData(images=images, labels=torch.from_numpy(np.asarray(labels)), classes=src.classes,
                         splits=split_idx, mean=mean, std=std, source=cfg.source, skipped=src.skipped,
                         paths=src.paths, cache=src.cache, normalize=mode, content=content)

@@ -38,6 +38,7 @@ class SourceImages:
         skipped: ``{"path", "reason"}`` for every file that could not be read.
         cache: where decoded pixels live (memory, disk, none) for file sources.
         digests: content digest per image file (file sources), part of the data fingerprint.
+        pixel_sums: (N, C, 2) per-image channel sums and sums of squares, when decoding took them.
     """
 
     images: Any
@@ -48,6 +49,7 @@ class SourceImages:
     skipped: list[dict[str, str]] = field(default_factory=list)
     cache: str = "memory"
     digests: Optional[list[str]] = None
+    pixel_sums: Optional[np.ndarray] = None
 
     @property
     def multilabel(self) -> bool:
@@ -338,4 +340,4 @@ def load_files(fl: FileList, size: int, channels: Optional[int], *, max_pixels: 
     keep = dec.keep
     given = given_splits([fl.split_of[i] for i in keep])
     return SourceImages(dec.images, fl.labels[keep], fl.classes, given,
-                        [fl.relpath(fl.files[i]) for i in keep], skipped, dec.mode, dec.digests)
+                        [fl.relpath(fl.files[i]) for i in keep], skipped, dec.mode, dec.digests, dec.sums)

@@ -57,8 +57,10 @@ postgres:
 	  echo "PostgreSQL not found (sudo apt-get install postgresql): the shared-study test will be skipped"; \
 	fi
 
+# one-cycle at a 3e-3 peak: 4 epochs reach what 6 constant-LR epochs did (0.915 vs 0.913), in 0.6x the time
 demo: setup
-	$(BIN)/cnnlab train --data fashion-mnist --model cnn --epochs 6 --out runs/demo --overwrite
+	$(BIN)/cnnlab train --data fashion-mnist --model cnn --epochs 4 --schedule onecycle --lr 3e-3 \
+	  --out runs/demo --overwrite
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

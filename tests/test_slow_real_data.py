@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.slow,
 
 
 def test_demo_cnn_reaches_090_test_accuracy(tmp_path):
-    res = api.train(build_config(None, {"data.source": "fashion-mnist", "model.name": "cnn", "train.epochs": 6,
+    res = api.train(build_config(None, {"data.source": "fashion-mnist", "model.name": "cnn", "train.epochs": 4,
+                                        "train.schedule": "onecycle", "optim.lr": 3e-3,  # make demo's recipe
                                         "run.out": str(tmp_path / "demo")}), progress=False)
     assert res.metrics["accuracy"] >= 0.90
     assert (res.run / "report.html").is_file()

@@ -139,6 +139,9 @@ def test_importance_and_correlation_rank_the_one_parameter_that_matters_first(tm
     ({"trials": None, "method": "tpe"}, "give a budget"),
     ({"budget": 3}, "unknown field 'budget'"),
     ({"timeout": "ten minutes"}, "not a duration"),
+    ({"seed": True}, "seed: expected a number, not true/false"),
+    ({"trials": True}, "trials: expected a number, not true/false"),
+    ({"space": {"optim.lr": {"type": "float", "low": float("nan"), "high": 1.0}}}, "finite number"),
 ])
 def test_bad_specs_are_refused_before_any_trial_with_the_field_named(tree, match):
     base = {"base": {"data": {"source": "digits"}}, "space": {"optim.lr": [0.01, 0.1]}, "trials": 4}
@@ -158,6 +161,15 @@ def test_sweep_folder_misuse_is_explained(tmp_path, capsys):
     assert "is not a sweep folder" in capsys.readouterr().err
     assert main(["sweep-report", str(tmp_path)]) == 2
     assert "not a sweep folder" in capsys.readouterr().err
+
+
+def test_an_unreachable_storage_is_named_before_any_folder_is_made(tmp_path, capsys):
+    spec = write_spec(tmp_path / "g.yaml", GRID)
+    url = "postgresql+psycopg://me:secret@127.0.0.1:1/none"
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be opened" in err and "secret" not in err and "me:***@" in err and err.count("\n") == 1
+    assert not (tmp_path / "sw").exists()
 
 
 def test_a_finite_space_is_not_searched_twice(tmp_path):

@@ -27,18 +27,19 @@ def _registered(value: str, registry: Any) -> str:
     return value
 
 
+def no_bool_as_number(model: type[BaseModel], v: Any, info: Any) -> Any:
+    """``true`` is not a batch size: pydantic's lax mode would read it as 1 (a field validator
+    shared by the config sections and the sweep spec)."""
+    annotation = str(model.model_fields[info.field_name].annotation)
+    if isinstance(v, bool) and ("int" in annotation or "float" in annotation) and "bool" not in annotation:
+        raise ValueError("expected a number, not true/false")
+    return v
+
+
 class _Section(BaseModel):
     # NaN and infinity are meaningless for every field (a NaN weight decay used to train to a NaN loss)
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_as_number(cls, v: Any, info: Any) -> Any:
-        """``true`` is not a batch size: pydantic's lax mode would read it as 1."""
-        annotation = str(cls.model_fields[info.field_name].annotation)
-        if isinstance(v, bool) and ("int" in annotation or "float" in annotation) and "bool" not in annotation:
-            raise ValueError("expected a number, not true/false")
-        return v
+    _no_bool_as_number = field_validator("*", mode="before")(classmethod(no_bool_as_number))
 
 
 class DataConfig(_Section):

@@ -147,6 +147,8 @@ def open_sweep(spec_path: Optional[str | Path], out: str | Path, storage: Option
             raise CnnlabError(f"sweep folder {str(out)!r} already exists; add --resume to continue it, or choose "
                               "another --out")
         sweep = Sweep(out, spec, spec.name or out.resolve().name, storage)
+        if storage:
+            sweep.storage()  # an unreachable database is named before the sweep folder is made
         out.mkdir(parents=True, exist_ok=True)
         tree = {"study": sweep.study_name, "storage": _masked(storage) if storage else None,
                 "spec": spec.model_dump(mode="json", exclude_none=True)}

@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..config import Config, build_config, config_keys, read_yaml_file
+from ..config import Config, build_config, config_keys, no_bool_as_number, read_yaml_file
 from ..errors import CnnlabError
 from ..evaluate.metrics import MONITORABLE, direction
 from ..registry import did_you_mean
@@ -26,6 +26,7 @@ METHODS = ("grid", "random", "tpe", "cmaes", "gp")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    _no_bool_as_number = field_validator("*", mode="before")(classmethod(no_bool_as_number))
 
 
 class Param(_Strict):

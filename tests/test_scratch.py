@@ -203,3 +203,16 @@ def test_cv_sweep_and_predict_work_on_scratch_runs(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", str(run), str(img), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["top"]
+
+
+def test_a_scratch_checkpoint_holding_pickled_objects_is_refused(tmp_path):
+    from cnnlab.errors import CnnlabError
+    from cnnlab.runs.store import load_weights_file
+
+    bad = tmp_path / "best.npz"
+    np.savez(bad, meta=np.array([{"x": 1}], dtype=object), **{"model/w": np.zeros(3)})
+    with pytest.raises(CnnlabError, match="cannot be read"):
+        load_weights_file(bad, "checkpoint")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(CnnlabError, match="cannot be read"):
+        load_weights_file(tmp_path / "junk.npz", "checkpoint")

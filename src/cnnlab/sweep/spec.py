@@ -4,7 +4,6 @@ and the pruner; checked whole before any trial starts."""
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import math
 import re
@@ -326,9 +325,3 @@ def decode_params(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
     """A trial's stored params as config values (JSON text of list choices back to lists)."""
     return {k: json.loads(v) if k in spec.space and _holds_lists(spec.space[k]) and isinstance(v, str)  # type: ignore
             else v for k, v in params.items()}
-
-
-def combinations(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every point of a grid (for checks and tests)."""
-    grid = spec.grid()
-    return [decode_params(spec, dict(zip(grid, vals))) for vals in itertools.product(*grid.values())]

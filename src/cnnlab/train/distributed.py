@@ -71,11 +71,7 @@ def broadcast(obj: object) -> object:
     return box[0]
 
 
-def barrier() -> None:
-    if active():
-        torch.distributed.barrier()
-
-
 def shutdown() -> None:
+    """Leave the process group (after this rank's part of the run)."""
     if active():
         torch.distributed.destroy_process_group()

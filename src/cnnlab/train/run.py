@@ -104,6 +104,7 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
             return finish_run(opened, progress)
     finally:
         opened.run.unlock()
+        distributed.shutdown()
 
 
 def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int], overwrite: bool,

@@ -94,7 +94,8 @@ def test_a_killed_two_process_run_resumes_to_completion(tmp_path):
     hist = RunFolder(run).history()
     assert [int(h["epoch"]) for h in hist] == list(range(1, 13))
     assert RunFolder(run).state().status == "completed"
-    assert json.loads((run / "run.json").read_text())["resumed_from_epoch"] >= 2
+    # history.csv is written just before last.pt, so a kill between them resumes one epoch earlier
+    assert json.loads((run / "run.json").read_text())["resumed_from_epoch"] >= done - 1 >= 1
 
 
 def test_two_nodes_on_localhost_with_a_c10d_rendezvous_write_one_run(tmp_path):

@@ -65,10 +65,10 @@ demo: setup
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-test: $(STAMP) browser postgres lint
+test: $(STAMP) data browser postgres lint
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP) browser postgres
+test-slow: $(STAMP) data browser postgres
 	$(BIN)/python -m pytest -q -m slow
 
 bench: setup

@@ -19,8 +19,18 @@ from .predict import Predictor, resolve_device
 from .train.run import TrainResult, lr_find, train
 
 __all__ = ["Predictor", "TrainResult", "compare", "cross_validate", "evaluate", "evaluate_datasets", "explain",
-           "list_augmentations", "list_datasets", "list_engines", "list_models", "lr_find", "paired_comparison",
-           "predict", "report", "resolve_device", "sweep", "train"]
+           "export", "list_augmentations", "list_datasets", "list_engines", "list_models", "lr_find",
+           "paired_comparison", "predict", "report", "resolve_device", "sweep", "train"]
+
+
+def export(run: Any, fmt: str = "onnx", out: Any = None, with_preprocessing: bool = False, check: bool = True,
+           tolerance: float = 1e-4, min_agreement: float = 0.999, check_images: Any = None,
+           progress: bool = True) -> dict[str, Any]:
+    """Export a run to ONNX/TorchScript with its metadata and a parity check; see
+    :func:`cnnlab.deploy.export.export_run`."""
+    from .deploy.export import export_run
+
+    return export_run(run, fmt, out, with_preprocessing, check, tolerance, min_agreement, check_images, progress)
 
 
 def sweep(spec: Any, out: Any, workers: int = 1, storage: Any = None, resume: bool = False,

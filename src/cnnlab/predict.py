@@ -6,24 +6,21 @@ a service can import it."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .data.images import UnusableFile, decode_file, describe_error, to_mode
 from .data.loaders import TensorBatches
 from .errors import CnnlabError
+from .preprocess import ImageInput, Preprocess, decode_many, predict_with
 from .runs.store import RunFolder
 
 log = logging.getLogger(__name__)
 
-ImageInput = Union[str, Path, bytes, bytearray, Image.Image, np.ndarray]
+__all__ = ["ImageInput", "Preprocess", "Predictor", "predict_logits", "probabilities", "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,60 +65,6 @@ def predict_logits(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor,
 def probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
     """Independent sigmoids for multi-label models, a softmax otherwise."""
     return torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How a model's input images were prepared in training, and so must be at inference."""
-
-    input_size: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    normalize: str
-    interpolation: str
-    max_pixels: int
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any]) -> "Preprocess":
-        p = ckpt["preprocess"]
-        return cls(int(p["input_size"]), int(p["channels"]), tuple(p["mean"]), tuple(p["std"]), p["normalize"],
-                   p.get("interpolation", "bilinear"), int(ckpt["config"]["data"]["max_pixels"]))
-
-    def decode(self, image: ImageInput) -> np.ndarray:
-        """One image → (C, S, S) uint8, exactly as the training images were decoded.
-
-        Raises:
-            Exception: what decoding raises for an unreadable input; callers report it per item.
-        """
-        if isinstance(image, (str, Path)):
-            from .data.files import usable
-
-            reason = usable(Path(image))
-            if reason:
-                raise UnusableFile(reason)
-            return decode_file(image, self.channels, self.input_size, self.max_pixels, self.interpolation)[0]
-        if isinstance(image, (bytes, bytearray)):
-            return decode_file(io.BytesIO(bytes(image)), self.channels, self.input_size, self.max_pixels,
-                               self.interpolation)[0]
-        if isinstance(image, np.ndarray):
-            if image.ndim == 3 and image.shape[0] == self.channels and image.shape[1:] == (self.input_size,) * 2 \
-                    and image.dtype == np.uint8:
-                return np.ascontiguousarray(image)  # already decoded
-            image = Image.fromarray(image)
-        if isinstance(image, Image.Image):
-            img = to_mode(image, self.channels)
-            if img.size != (self.input_size, self.input_size):
-                img = img.resize((self.input_size, self.input_size), Image.Resampling[self.interpolation.upper()])
-            arr = np.asarray(img, dtype=np.uint8)
-            return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-        raise TypeError(f"cannot predict from a {type(image).__name__}")
-
-    def batches(self, images: Any, labels: torch.Tensor, indices: Any, batch_size: int, device: torch.device,
-                channels_last: bool) -> TensorBatches:
-        """Normalised batches of uint8 ``images[indices]`` (the data's order, no augmentation)."""
-        return TensorBatches(images, labels, indices, batch_size, list(self.mean), list(self.std), device=device,
-                             normalize=self.normalize, channels_last=channels_last)
 
 
 class Predictor:
@@ -193,14 +136,7 @@ class Predictor:
 
     def decode_all(self, inputs: Sequence[ImageInput]) -> list[tuple[str, Optional[np.ndarray], Optional[str]]]:
         """(name, array or None, reason or None) per input; one bad input does not stop the others."""
-        out = []
-        for i, item in enumerate(inputs):
-            name = str(item) if isinstance(item, (str, Path)) else f"<{type(item).__name__} #{i}>"
-            try:
-                out.append((name, self.preprocess.decode(item), None))
-            except Exception as e:  # reported per input
-                out.append((name, None, describe_error(e)))
-        return out
+        return decode_many(self.preprocess, inputs)
 
     def predict(self, inputs: Sequence[ImageInput], top_k: int = 3, batch_size: int = 64) -> list[dict[str, Any]]:
         """Top-k classes per input (paths, bytes, PIL images or arrays), batched.
@@ -209,17 +145,5 @@ class Predictor:
             Per input ``{"path", "top": [{"class", "prob"}...]}`` (multi-label runs add ``labels``:
             the classes over their tuned thresholds, 0.5 where none were tuned), or ``{"path", "error"}``.
         """
-        decoded = self.decode_all(inputs)
-        results: list[dict[str, Any]] = [{"path": n, "error": r} if a is None else {"path": n} for n, a, r in decoded]
-        ok = [i for i, (_, a, _) in enumerate(decoded) if a is not None]
-        if not ok:
-            return results
-        probs, _ = self.probs(torch.from_numpy(np.stack([decoded[i][1] for i in ok])), batch_size=batch_size)
-        k = max(1, min(top_k, len(self.classes)))
-        cut = np.asarray(self.thresholds if self.thresholds is not None else [0.5] * len(self.classes))
-        for row, i in zip(probs, ok):
-            top = np.argsort(-row, kind="stable")[:k]
-            results[i]["top"] = [{"class": self.classes[j], "prob": float(row[j])} for j in top]
-            if self.multilabel:
-                results[i]["labels"] = [c for c, p, t in zip(self.classes, row, cut) if p >= t]
-        return results
+        return predict_with(self.preprocess, lambda x: self.probs(torch.from_numpy(x), batch_size=batch_size)[0],
+                            inputs, self.classes, self.multilabel, self.thresholds, top_k)

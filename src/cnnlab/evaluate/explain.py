@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import CnnlabError
+
+if TYPE_CHECKING:
+    from ..predict import Predictor
 
 
 def last_conv(model: nn.Module) -> nn.Conv2d:
@@ -32,6 +35,23 @@ def grad_cam(model: nn.Module, x: torch.Tensor, classes: Sequence[Optional[int]]
     with GradCAM(model=model, target_layers=[last_conv(model)]) as cam:
         heat = cam(input_tensor=x, targets=targets)
     return np.asarray(heat)
+
+
+def explain_image(predictor: "Predictor", arr: np.ndarray, targets: Sequence[Optional[int]] = (None,)
+                  ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """One decoded (C, S, S) uint8 image through a predictor's model: its normalised batch of one,
+    its probabilities (K,) and a Grad-CAM heat map per ``targets`` entry (None: the predicted class)."""
+    from ..predict import probabilities
+
+    model = predictor.model
+    batches = predictor.batches(torch.from_numpy(arr[None].copy()), torch.zeros(1, dtype=torch.long),
+                                np.arange(1), 1)
+    batches.reuse_buffers = False
+    x = next(iter(batches))[0]
+    with torch.no_grad():
+        probs = probabilities(model(x), predictor.multilabel)[0].cpu().numpy()
+    heats = grad_cam(model, x.repeat(len(targets), 1, 1, 1), list(targets))
+    return x, probs, heats
 
 
 def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from ..data import PreparedData, prepare_data
 from ..errors import CnnlabError
 from ..evaluate.metrics import compute_metrics, multilabel_metrics, tune_thresholds
 from ..models import get_spec
-from ..predict import Predictor, predict_logits, probabilities, resolve_device
+from ..predict import Predictor, predict_logits, resolve_device
 from ..runs.store import RunFolder
 from ..runtime import load_run_data
 
@@ -216,7 +216,7 @@ def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Op
 def _explain_into(folder: Path, final: Path, predictor: Predictor, images: Sequence[str | Path],
                   chosen: Optional[int]) -> list[dict[str, Any]]:
     """Draw the explain PNGs into ``folder``; the results name them as they will be in ``final``."""
-    from ..evaluate.explain import feature_maps, first_layer_filters, grad_cam, overlay
+    from ..evaluate.explain import explain_image, feature_maps, first_layer_filters, overlay
     from ..evaluate.plots import plot_feature_maps, plot_image_grid
 
     model, classes = predictor.model, predictor.classes
@@ -228,15 +228,9 @@ def _explain_into(folder: Path, final: Path, predictor: Predictor, images: Seque
         if arr is None:
             results.append({"path": p, "error": error})
             continue
-        batches = predictor.batches(torch.from_numpy(arr[None].copy()), torch.zeros(1, dtype=torch.long),
-                                    np.arange(1), 1)
-        batches.reuse_buffers = False
-        x = next(iter(batches))[0]
-        with torch.no_grad():
-            probs = probabilities(model(x), predictor.multilabel)[0].cpu().numpy()
-        pred = int(probs.argmax())
         targets = [None] + ([chosen] if chosen is not None else [])
-        heats = grad_cam(model, x.repeat(len(targets), 1, 1, 1), targets)
+        x, probs, heats = explain_image(predictor, arr, targets)
+        pred = int(probs.argmax())
         panels = [arr] + [overlay(arr, h) for h in heats]
         titles = ["input", f"Grad-CAM: {classes[pred]} ({probs[pred]:.2f})"] + (
             [f"Grad-CAM: {classes[chosen]} ({probs[chosen]:.2f})"] if chosen is not None else [])

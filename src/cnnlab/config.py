@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (
@@ -243,6 +243,14 @@ class TrainConfig(_Section):
     batch_size: int = Field(128, ge=1, le=65_536)
     seed: int = Field(0, ge=0, le=2**32 - 1, description="0 … 2**32-1 (NumPy's seed range)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast precision: auto = bf16 on a CUDA GPU that has it, else fp32; fp16 adds a "
+        "gradient scaler"
+    )
+    threads: Union[Literal["auto"], int] = Field(
+        "auto", description="CPU threads of PyTorch: auto = all this process may use, fewer while other processes "
+        "keep cores busy (checked every few seconds); N fixes it (bitwise-equal reruns on any load)"
+    )
     monitor: str = Field(
         "val_loss", description="metric that picks best.pt and drives early stopping: val_loss, val_acc "
         "or val_<metric> (macro_f1, balanced_accuracy, weighted_auc, mean_average_precision, ...)"
@@ -284,6 +292,13 @@ class TrainConfig(_Section):
         if v in ("train_loss", "train_acc") or (v.startswith("val_") and v.removeprefix("val_") in MONITORABLE):
             return v
         raise ValueError(f"choose val_<metric> with metric one of {', '.join(MONITORABLE)}, or train_loss/train_acc")
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, v: Any) -> Any:
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1024):
+            raise ValueError("must be auto or a number of threads from 1 to 1024")
+        return v
 
     @field_validator("device")
     @classmethod

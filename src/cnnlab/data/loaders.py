@@ -122,6 +122,8 @@ class TensorBatches:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) on any device → normalised float32 on this loader's device."""
+        if self.device.type == "cuda" and x.device.type == "cpu":
+            x = x.pin_memory()  # so that the copy below overlaps with the GPU's work
         u = x.to(self.device, non_blocking=True)
         if self.normalize_mode == "features":
             return u

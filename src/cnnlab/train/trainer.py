@@ -67,6 +67,22 @@ def end_epoch(loop: Any, epoch: int, sums: tuple[float, int, int], val: dict[str
     return logs
 
 
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of ``train.precision`` on ``device`` (None: plain fp32).
+
+    ``auto`` is bf16 on a CUDA GPU that supports it (same range as fp32, no loss scaling needed)
+    and fp32 everywhere else: CPUs without bf16 units run it slower than fp32."""
+    from ..errors import CnnlabError
+
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if precision == "fp16" and device.type == "cpu":
+        raise CnnlabError("train.precision 'fp16' is for GPUs; on a CPU use bf16 or fp32")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
 class Trainer:
     """Runs epochs of training and validation, calling callbacks at fixed events.
 
@@ -80,12 +96,15 @@ class Trainer:
         task: loss, accuracy and probabilities (single-label cross-entropy by default).
         channels_last: use the channels-last memory format for conv nets (much faster
             on CPUs with oneDNN).
+        amp_dtype: autocast forward passes to this dtype (bf16/fp16; fp16 with a gradient scaler).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
                  callbacks: Sequence[Callback] = (), task: Optional[SingleLabel | MultiLabel] = None,
-                 channels_last: bool = True):
+                 channels_last: bool = True, amp_dtype: Optional[torch.dtype] = None):
         self.device = torch.device(device)
+        self.amp_dtype = amp_dtype
+        self.scaler = torch.amp.GradScaler(self.device.type) if amp_dtype == torch.float16 else None
         self.channels_last = channels_last and uses_conv(model)
         self.model = model.to(self.device, memory_format=torch.channels_last) if self.channels_last \
             else model.to(self.device)
@@ -109,6 +128,10 @@ class Trainer:
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
+    def autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch (override to train part of a model, as the feature cache does)."""
         return self.model(self._prep(x))
@@ -118,20 +141,27 @@ class Trainer:
 
         Under torchrun (``self.ddp`` set) this rank's mean loss is weighted by its share of the
         global batch, so that DDP's gradient average is the global batch's mean-loss gradient."""
-        logits = self.ddp(self._prep(x)) if self.ddp is not None else self.forward(x)
-        loss = self.task.loss(logits, y)
+        with self.autocast():
+            logits = self.ddp(self._prep(x)) if self.ddp is not None else self.forward(x)
+            loss = self.task.loss(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
+        scaled = loss
         if self.ddp is not None:
             (global_n,) = distributed.all_sum(float(len(y)))
-            (loss * (len(y) * distributed.world_size() / global_n)).backward()
+            scaled = loss * (len(y) * distributed.world_size() / global_n)
+        if self.scaler is not None:
+            self.scaler.scale(scaled).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         else:
-            loss.backward()
-        self.optimizer.step()
+            scaled.backward()
+            self.optimizer.step()
         return float(loss.detach()) * len(y), self.task.correct(logits, y)
 
     def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """Mean loss and accuracy over ``batches``."""
-        logits, y = predict_logits(self.model, batches, self.forward)
+        with self.autocast():
+            logits, y = predict_logits(self.model, batches, self.forward)
         if len(y) == 0:
             return {}
         out = {"loss": float(self.task.loss(logits, y)), "acc": self.task.correct(logits, y) / len(y)}

@@ -1,0 +1,99 @@
+"""PyTorch's CPU thread count, chosen from what the machine has free.
+
+PyTorch's intra-op threads meet at a barrier after every operation, so when another process keeps
+one of two cores busy, two threads wait on each other and a step takes several times longer
+(measured here: 2–9×); one thread on the free core does not. With ``train.threads: auto`` the
+trainer looks every few seconds at how much CPU the *other* processes used (/proc/stat minus this
+process's own time) and trains on the cores they leave free. A fixed ``train.threads: N`` keeps N:
+thread counts change float summation order, so bitwise-equal reruns under any load need a fixed N.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Optional, Union
+
+import torch
+
+from .callbacks import Callback
+
+log = logging.getLogger(__name__)
+HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def machine_busy_seconds() -> Optional[float]:
+    """CPU seconds all processes have spent busy since boot (None where /proc/stat is missing)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / HZ
+
+
+def own_busy_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class ThreadPolicy(Callback):
+    """Sets ``torch.set_num_threads`` at the start and, with ``auto``, whenever other processes'
+    CPU use has changed the number of free cores for two windows of ``interval`` seconds in a row."""
+
+    def __init__(self, setting: Union[str, int], interval: float = 3.0):
+        self.setting, self.interval = setting, interval
+        self.initial = torch.get_num_threads()
+        self.most = max(1, min(usable_cores(), self.initial))
+        self._mark: Optional[tuple[float, float, float]] = None
+        self._pending: Optional[int] = None
+        self.changes: list[tuple[float, int]] = []
+
+    def on_train_begin(self, trainer: Any) -> None:
+        if self.setting != "auto":
+            torch.set_num_threads(int(self.setting))
+            return
+        self._mark = self._sample()
+
+    def on_train_end(self, trainer: Any) -> None:
+        torch.set_num_threads(self.initial)  # the process's own setting again, for what comes next
+
+    def _sample(self) -> Optional[tuple[float, float, float]]:
+        busy = machine_busy_seconds()
+        return None if busy is None else (time.monotonic(), busy, own_busy_seconds())
+
+    def wanted(self, others: float) -> int:
+        """Threads for the cores left free when other processes keep ``others`` cores busy."""
+        free = (os.cpu_count() or 1) - others
+        return max(1, min(self.most, int(free + 0.25)))
+
+    def on_batch_end(self, trainer: Any, step: int, logs: dict[str, float]) -> None:
+        if self._mark is None or time.monotonic() - self._mark[0] < self.interval:
+            return
+        now = self._sample()
+        if now is None:
+            self._mark = None
+            return
+        wall = now[0] - self._mark[0]
+        others = max(0.0, (now[1] - self._mark[1]) - (now[2] - self._mark[2])) / wall
+        self._mark = now
+        want = self.wanted(others)
+        if want == torch.get_num_threads():
+            self._pending = None
+        elif self._pending == want:  # the same for two windows: not a passing spike
+            log.info("other processes keep %.1f cores busy: training on %d thread%s", others, want,
+                     "" if want == 1 else "s")
+            torch.set_num_threads(want)
+            self.changes.append((time.time(), want))
+            self._pending = None
+        else:
+            self._pending = want

@@ -1,0 +1,72 @@
+"""The speed seams: the CPU thread policy under a busy core, autocast precisions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cnnlab import api
+from cnnlab.config import build_config
+from cnnlab.errors import CnnlabError
+from cnnlab.train.threads import ThreadPolicy
+
+
+def test_thread_policy_leaves_a_busy_core_to_its_process_and_takes_it_back():
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 cores")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    policy = ThreadPolicy("auto", interval=0.4)
+    policy.on_train_begin(None)
+    x = torch.randn(256, 256)
+
+    def work(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for _ in range(20):
+                x @ x
+            policy.on_batch_end(None, 0, {})
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        work(3.0)
+        assert torch.get_num_threads() == 1, policy.changes
+    finally:
+        spinner.kill()
+        spinner.wait()
+    work(3.0)
+    assert torch.get_num_threads() == 2 and [n for _, n in policy.changes] == [1, 2]
+    policy.on_train_end(None)
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(before)
+
+
+def test_a_fixed_thread_count_is_used_and_restored(tmp_path):
+    before = torch.get_num_threads()
+    seen = []
+
+    from cnnlab.train.callbacks import Callback
+
+    class Probe(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            seen.append(torch.get_num_threads())
+
+    cfg = build_config(None, {"data.source": "digits", "model.name": "mlp", "train.epochs": 1, "train.threads": 1,
+                              "run.out": str(tmp_path / "r"), "run.report": False})
+    api.train(cfg, callbacks=[Probe()], progress=False)
+    assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_bf16_autocast_trains_on_the_cpu_and_fp16_is_refused_there(tmp_path):
+    base = {"data.source": "digits", "model.name": "cnn", "train.epochs": 2, "run.report": False}
+    res = api.train(build_config(None, {**base, "train.precision": "bf16", "run.out": str(tmp_path / "bf16")}),
+                    progress=False)
+    assert res.metrics["accuracy"] > 0.7
+    with pytest.raises(CnnlabError, match="fp16' is for GPUs"):
+        api.train(build_config(None, {**base, "train.precision": "fp16", "run.out": str(tmp_path / "fp16")}),
+                  progress=False)

@@ -111,7 +111,7 @@ def torch_child(net: str, target: float, max_epochs: int, t0: float) -> None:
             return
 
 
-def cnnlab_child(net: str, target: float, max_epochs: int, t0: float) -> None:
+def cnnlab_child(net: str, target: float, max_epochs: int, t0: float, overrides: dict | None = None) -> None:
     import torch
 
     from cnnlab import api
@@ -123,7 +123,7 @@ def cnnlab_child(net: str, target: float, max_epochs: int, t0: float) -> None:
 
     out = Path(tempfile.mkdtemp(prefix="race-cnnlab-")) / "run"
     cfg = build_config(None, {"data.source": "fashion-mnist", "model.name": "cnn" if net == "cnn" else "mlp",
-                              "run.out": str(out), "run.report": False})
+                              "run.out": str(out), "run.report": False, **(overrides or {})})
 
     class Probe(Callback):
         """Test accuracy after every epoch (the race's clock), stopping at the target."""
@@ -158,7 +158,7 @@ def keras_python(given: str | None) -> str | None:
     return None
 
 
-def contest(python: str, who: str, net: str, max_epochs: int, busy: bool = False) -> dict:
+def contest(python: str, who: str, net: str, max_epochs: int, busy: bool = False, sets: list[str] = ()) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
     spinner = None
     if busy:  # one core held by a busy loop for the whole contest
@@ -167,7 +167,8 @@ def contest(python: str, who: str, net: str, max_epochs: int, busy: bool = False
     t0 = time.time()
     try:
         proc = subprocess.run([python, __file__, "--child", who, "--net", net, "--max-epochs", str(max_epochs),
-                               "--t0", repr(t0)], capture_output=True, text=True, env=env, timeout=3600)
+                               "--t0", repr(t0), *[a for kv in sets for a in ("--set", kv)]],
+                              capture_output=True, text=True, env=env, timeout=3600)
     finally:
         if spinner is not None:
             spinner.kill()
@@ -191,12 +192,20 @@ def main() -> None:
     ap.add_argument("--keras-python", help="a Python with TensorFlow (default: this one, or .venv-tf/bin/python)")
     ap.add_argument("--max-epochs", type=int, default=15)
     ap.add_argument("--skip", default="", help="comma-separated contestants to leave out (keras,torch,cnnlab)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for cnnlab's runs (to try another recipe), repeatable")
     ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--net", choices=["cnn", "dense"], help=argparse.SUPPRESS)
     ap.add_argument("--t0", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        CHILDREN[args.child](args.net, TARGETS[args.net], args.max_epochs, args.t0)
+        if args.child == "cnnlab":
+            import yaml
+
+            sets = {k: yaml.safe_load(v) for k, _, v in (kv.partition("=") for kv in args.set)}
+            cnnlab_child(args.net, TARGETS[args.net], args.max_epochs, args.t0, sets)
+        else:
+            CHILDREN[args.child](args.net, TARGETS[args.net], args.max_epochs, args.t0)
         return
     if not (FMNIST / "train-images-idx3-ubyte.gz").is_file():
         sys.exit(f"Fashion-MNIST's IDX files are not in {FMNIST} (Debian: apt-get install dataset-fashion-mnist)")
@@ -213,9 +222,10 @@ def main() -> None:
             if who == "keras" and kpy is None:
                 print("keras   : TensorFlow is not installed here (make race-env, or --keras-python PATH)")
                 continue
-            results.append(contest(kpy if who == "keras" else sys.executable, who, net, args.max_epochs))
+            results.append(contest(kpy if who == "keras" else sys.executable, who, net, args.max_epochs,
+                                   sets=args.set if who == "cnnlab" else ()))
         if args.busy_core and "cnnlab" not in skip:
-            r = contest(sys.executable, "cnnlab", net, args.max_epochs, busy=True)
+            r = contest(sys.executable, "cnnlab", net, args.max_epochs, busy=True, sets=args.set)
             r["who"] = "cnnlab+busy"
             results.append(r)
         for r in results:

@@ -438,6 +438,24 @@ def _add_other_commands(sub: Any) -> None:
     di.add_argument("--data-dir", metavar="DIR")
     di.add_argument("--max-pixels", type=int, metavar="N")
     di.add_argument("--json", action="store_true", help="print the report as JSON")
+    ds = dsub.add_parser("shard", help="write a dataset as WebDataset tar shards to train from by streaming",
+                         description="Decode SRC once (at --input-size, --channels), split it as training would, "
+                                     "and write <split>-NNNNNN.tar shards (PNG pixels + class index), the labels "
+                                     "and index.json to --out. Train from them with --data OUT (or an http(s) URL "
+                                     "of the folder): batches stream from the shards, not memory.")
+    ds.add_argument("path", metavar="SRC", help="built-in dataset name, folder of class folders or CSV")
+    ds.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder")
+    ds.add_argument("--shard-size", type=_positive_float, default=100.0, metavar="MB",
+                    help="largest shard in MB (default 100); under torchrun each rank needs a shard of its own")
+    ds.add_argument("--input-size", type=_positive_int, metavar="S", help="side of the stored images")
+    ds.add_argument("--channels", type=int, choices=[1, 3])
+    ds.add_argument("--model", default="cnn", metavar="NAME",
+                    help="the model whose input defaults pick size and channels when not given (default cnn)")
+    ds.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    ds.add_argument("--split", type=_float_list, metavar="TR,VA,TE", help="train,val,test fractions")
+    ds.add_argument("--val-size", type=_positive_float, metavar="X", help="validation carved from a given train split")
+    ds.add_argument("--data-dir", metavar="DIR")
+    ds.add_argument("--image-root", metavar="DIR")
 
     ca = sub.add_parser("cache", help="list or clean the decode-once and feature caches",
                         description="The caches under $CNNLAB_CACHE (default ~/.cache/cnnlab): decoded images "
@@ -608,6 +626,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .config import build_config
+
+    if args.data_command == "shard":
+        return _cmd_shard(args)
     from .data.inspect import format_report, inspect_dataset
 
     keys = {"path": "data.source", "split": "data.split", "image_root": "data.image_root",
@@ -618,6 +639,25 @@ def cmd_data(args: argparse.Namespace) -> int:
     report = inspect_dataset(cfg.data, seed=args.seed, out=out, preview_augment=args.augment,
                              progress=sys.stderr.isatty())
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _cmd_shard(args: argparse.Namespace) -> int:
+    from .config import build_config
+    from .data import prepare_data
+    from .data.shards import write_shards
+    from .models import get_spec
+
+    keys = {"path": "data.source", "split": "data.split", "val_size": "data.val_size", "data_dir": "data.data_dir",
+            "image_root": "data.image_root", "input_size": "data.input_size", "channels": "data.channels",
+            "model": "model.name"}
+    cfg = build_config(None, {k: getattr(args, f) for f, k in keys.items() if getattr(args, f) is not None})
+    data = prepare_data(cfg.data, get_spec(cfg.model.name), args.seed, progress=sys.stderr.isatty())
+    index = write_shards(data, args.out, args.shard_size, progress=sys.stderr.isatty())
+    for name, part in index["splits"].items():
+        print(f"{name:<5} {part['count']:>8} images in {len(part['shards'])} shard(s)")
+    print(f"wrote {args.out}: {len(index['classes'])} classes, {index['input_size']} px, {index['channels']} "
+          f"channel(s); train from it with --data {args.out}")
     return 0
 
 

@@ -45,7 +45,8 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the images come from and how they are prepared."""
 
-    source: str = Field("fashion-mnist", description="built-in dataset name or a folder path")
+    source: str = Field("fashion-mnist", description="built-in dataset name, a folder of class folders, a CSV "
+                        "label file, or a shard folder/URL (cnnlab data shard)")
     data_dir: Optional[str] = Field(None, description="where a built-in dataset's files are")
     download: bool = Field(False, description="let torchvision download a built-in dataset")
     input_size: Optional[int] = Field(None, ge=4, le=4096, description="side of the square input")
@@ -123,7 +124,7 @@ class DataConfig(_Section):
 
         if not v.strip():
             raise ValueError("empty; give a built-in dataset name or a folder (use '.' for the current folder)")
-        if v in DATASETS:
+        if v in DATASETS or v.startswith(("http://", "https://")):  # a URL: shards on a web or object store
             return v
         try:
             if Path(v).exists():

@@ -94,9 +94,9 @@ class Preprocess:
 
     def batches(self, images: Any, labels: Any, indices: Any, batch_size: int, device: Any, channels_last: bool):
         """Normalised torch batches of uint8 ``images[indices]`` (the data's order, no augmentation)."""
-        from .data.loaders import TensorBatches
+        from .data.loaders import make_batches
 
-        return TensorBatches(images, labels, indices, batch_size, list(self.mean), list(self.std), device=device,
+        return make_batches(images, labels, indices, batch_size, list(self.mean), list(self.std), device=device,
                              normalize=self.normalize, channels_last=channels_last)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from .config import Config
 from .data import PreparedData, prepare_data
-from .data.loaders import TensorBatches
+from .data.loaders import TensorBatches, make_batches
 from .models import get_spec
 from .predict import resolve_device
 from .runs.store import RunFolder
@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 def split_loader(data: PreparedData, split: str, batch_size: int, device: torch.device, **kwargs: Any
                  ) -> TensorBatches:
     """Batches of one split of ``data``, normalised as the data says (kwargs: shuffle, transforms...)."""
-    return TensorBatches(data.images, data.labels, data.splits[split], batch_size, data.mean, data.std,
-                         device=device, normalize=data.normalize, **kwargs)
+    return make_batches(data.images, data.labels, data.splits[split], batch_size, data.mean, data.std,
+                        device=device, normalize=data.normalize, **kwargs)
 
 
 def load_run_data(run: RunFolder, cfg: Config, progress: bool) -> PreparedData:

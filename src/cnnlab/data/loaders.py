@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -152,12 +152,27 @@ class TensorBatches:
                 if len(idx) < self.world:  # every rank skips it alike (each knows the global order)
                     continue
                 idx = idx[self.rank::self.world]
-            x = self.gather(idx)
-            if self.transform is not None:
-                # one image at a time: v2 transforms draw one set of parameters per call
-                x = torch.stack([self.transform(img) for img in x])
-            x = self.normalize(x)
-            y = self.labels[idx].to(self.device, non_blocking=True)
-            if self.batch_transform is not None:
-                x, y = self.batch_transform(x, y)
-            yield x, y
+            yield self.finish(self.gather(idx), self.labels[idx])
+
+    def finish(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images and their labels → the batch a model trains on: per-image augmentation,
+        normalisation on the loader's device, batch-level augmentation."""
+        if self.transform is not None:
+            # one image at a time: v2 transforms draw one set of parameters per call
+            x = torch.stack([self.transform(img) for img in x])
+        x = self.normalize(x)
+        y = y.to(self.device, non_blocking=True)
+        if self.batch_transform is not None:
+            x, y = self.batch_transform(x, y)
+        return x, y
+
+
+def make_batches(images: Any, labels: torch.Tensor, indices: Any, batch_size: int, mean: Sequence[float],
+                 std: Sequence[float], workers: int = 2, **kwargs: Any) -> TensorBatches:
+    """Batches of ``images[indices]``: from memory (:class:`TensorBatches`) or streamed from shards
+    (:class:`~cnnlab.data.shards.ShardBatches`) when the images are a shard folder's."""
+    from .shards import ShardBatches, ShardImages
+
+    if isinstance(images, ShardImages):
+        return ShardBatches(images, labels, indices, batch_size, mean, std, workers=workers, **kwargs)
+    return TensorBatches(images, labels, indices, batch_size, mean, std, **kwargs)

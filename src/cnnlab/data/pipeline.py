@@ -315,6 +315,10 @@ def prepare_data(
         hold_out_test: leave the test split out entirely (a sweep trial tunes on validation
             figures only; the test split is for the final model).
     """
+    from .shards import is_shard_source, load_shards
+
+    if is_shard_source(cfg.source):  # streamed: labels in memory, pixels read from the shards as batches go
+        return load_shards(cfg.source, expect_fingerprint, splits, hold_out_test, cfg.input_size, cfg.channels)
     size, channels, resample = resolve_input(cfg, model)
     src = drop_empty_classes(load_source(cfg, size, channels, progress, resample, model), cfg.drop_empty_classes,
                              cfg.source)

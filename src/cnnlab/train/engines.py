@@ -92,7 +92,7 @@ def train_loader(data: PreparedData, cfg: Config, device: torch.device, model: t
     return split_loader(data, "train", cfg.train.batch_size, device, shuffle=True, seed=cfg.train.seed,
                         transform=transform, sampler=d.sampler, batch_transform=batch_tf,
                         channels_last=uses_conv(model), drop_single=has_batch_norm(model),
-                        rank=distributed.rank(), world=distributed.world_size())
+                        rank=distributed.rank(), world=distributed.world_size(), workers=d.workers)
 
 
 def on_device(data: PreparedData, device: torch.device) -> PreparedData:

@@ -1,0 +1,330 @@
+"""Sharded streaming data: WebDataset tar shards written by `cnnlab data shard`, and batches read
+from them without holding the dataset in memory.
+
+A shard folder holds ``<split>-NNNNNN.tar`` files (one sample per image: ``KEY.png`` with the
+decoded, resized pixels and ``KEY.cls`` with the class index), ``labels-<split>.npy`` (the labels
+in shard order: small, and what class counts, weights and metrics need) and ``index.json``
+(classes, input size, channels, normalisation statistics of the training split, the shards of
+each split with their sample counts, the source's fingerprint). Training streams the shards:
+shard order shuffled per (seed, epoch), a shuffle buffer in each reading worker process, PNG
+decoding in those workers, and under torchrun each rank reads its own shards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import random
+import time
+import urllib.request
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import CnnlabError
+from .loaders import TensorBatches
+
+log = logging.getLogger(__name__)
+
+FORMAT = "cnnlab-shards/1"
+INDEX = "index.json"
+SPLITS = ("train", "val", "test")
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def _png(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    img = Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def write_shards(data: Any, out: str | Path, shard_mb: float = 100.0, progress: bool = True,
+                 description: str = "") -> dict[str, Any]:
+    """Write ``data`` (a :class:`~cnnlab.data.pipeline.PreparedData`) as WebDataset shards in ``out``.
+
+    Returns:
+        The index (also written to ``out/index.json``, last, so a folder without it is unfinished).
+    """
+    import webdataset as wds
+    from tqdm.auto import tqdm
+
+    if data.multilabel:
+        raise CnnlabError("cnnlab data shard writes single-label datasets; this one is multi-label")
+    out = Path(out)
+    if (out / INDEX).exists():
+        raise CnnlabError(f"--out {out}: already holds shards (index.json); choose another folder or remove it")
+    if out.exists() and any(out.iterdir()):
+        raise CnnlabError(f"--out {out}: is not empty; give a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    images = data.images.numpy() if isinstance(data.images, torch.Tensor) else data.images
+    labels = data.labels.numpy()
+    splits: dict[str, Any] = {}
+    total = sum(len(v) for v in data.splits.values())
+    bar = tqdm(total=total, desc="writing shards", unit="img", disable=not progress, leave=False)
+    started = time.perf_counter()
+    for name in SPLITS:
+        idx = np.asarray(data.splits.get(name, []), dtype=np.int64)
+        if not len(idx):
+            continue
+        written: list[dict[str, Any]] = []
+        pattern = str(out / f"{name}-%06d.tar")
+        with wds.ShardWriter(pattern, maxsize=int(shard_mb * 1e6), maxcount=10**9, verbose=0) as sink:
+            for n, i in enumerate(idx):
+                sink.write({"__key__": f"{n:09d}", "png": _png(np.asarray(images[i])), "cls": int(labels[i])})
+                bar.update(1)
+        counts = _count_per_shard(out, name, len(idx))
+        written = [{"file": f, "count": c} for f, c in counts]
+        np.save(out / f"labels-{name}.npy", labels[idx].astype(np.int64))
+        splits[name] = {"count": int(len(idx)), "shards": written}
+    bar.close()
+    index = {"format": FORMAT, "source": data.source, "description": description, "classes": data.classes,
+             "input_size": data.input_size, "channels": data.channels, "normalize": data.normalize,
+             "mean": data.mean, "std": data.std, "fingerprint": data.fingerprint(), "splits": splits,
+             "seconds": round(time.perf_counter() - started, 2)}
+    (out / INDEX).write_text(json.dumps(index, indent=1))
+    return index
+
+
+def _count_per_shard(out: Path, split: str, total: int) -> list[tuple[str, int]]:
+    """(file, samples) per shard of ``split``, read back from the tar headers."""
+    import tarfile
+
+    result = []
+    for f in sorted(out.glob(f"{split}-*.tar")):
+        with tarfile.open(f) as t:
+            result.append((f.name, sum(1 for m in t.getmembers() if m.name.endswith(".cls"))))
+    if sum(c for _, c in result) != total:
+        raise CnnlabError(f"shards of {split} hold {sum(c for _, c in result)} samples, expected {total}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def is_shard_source(source: str) -> bool:
+    """A folder (or http(s) folder URL) holding a cnnlab shard index."""
+    if _is_url(source):
+        return source.rstrip("/").endswith(INDEX) or source.endswith("/")
+    return (Path(source) / INDEX).is_file() or (source.endswith(INDEX) and Path(source).is_file())
+
+
+def read_index(source: str) -> tuple[dict[str, Any], str]:
+    """The index of a shard folder and the base (folder path or URL) its files are relative to."""
+    if _is_url(source):
+        url = source if source.endswith(INDEX) else source.rstrip("/") + "/" + INDEX
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 (http(s) only, checked above)
+                index = json.loads(r.read().decode("utf-8"))
+        except (OSError, ValueError) as e:
+            raise CnnlabError(f"data.source {source!r}: cannot read {url} ({e})") from None
+        base = url[: -len(INDEX)]
+    else:
+        path = Path(source)
+        path = path if path.name == INDEX else path / INDEX
+        try:
+            index = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CnnlabError(f"{path}: not a readable shard index ({e})") from None
+        base = str(path.parent) + "/"
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise CnnlabError(f"data.source {source!r}: its index.json is not a cnnlab shard index ({FORMAT})")
+    return index, base
+
+
+class ShardImages:
+    """The pixels of a shard folder, addressed like an (N, C, S, S) uint8 array whose index runs
+    over train, then val, then test, in shard order. Streaming goes through :class:`ShardBatches`;
+    indexing (a few images for a report) reads the shards that hold them, keeping recently read
+    shards decoded within a small memory budget."""
+
+    def __init__(self, index: dict[str, Any], base: str, cache_bytes: int = 256 * 2**20):
+        self.index, self.base = index, base
+        self.ranges: dict[str, tuple[int, int]] = {}
+        start = 0
+        for name in SPLITS:
+            n = int(index["splits"].get(name, {}).get("count", 0))
+            self.ranges[name] = (start, start + n)
+            start += n
+        c, s = int(index["channels"]), int(index["input_size"])
+        self.shape = (start, c, s, s)
+        self.dtype = torch.uint8
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_bytes = cache_bytes
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def urls(self, split: str) -> list[tuple[str, int]]:
+        return [(self.base + s["file"], int(s["count"])) for s in self.index["splits"].get(split, {}).get("shards", [])]
+
+    def split_of(self, indices: Sequence[int]) -> str:
+        """The split whose whole range ``indices`` is (streaming reads whole splits)."""
+        idx = np.asarray(indices)
+        for name, (a, b) in self.ranges.items():
+            if b > a and len(idx) == b - a and (len(idx) == 0 or (idx.min() == a and idx.max() == b - 1)):
+                return name
+        raise CnnlabError("sharded data is read a whole split at a time (train, val or test); this part of it "
+                          "cannot be streamed")
+
+    def _shard_pixels(self, url: str) -> np.ndarray:
+        if url in self._cache:
+            self._cache.move_to_end(url)
+            return self._cache[url]
+        arrays = [x for x, _ in _samples([url])]
+        block = np.stack(arrays) if arrays else np.zeros((0, *self.shape[1:]), np.uint8)
+        self._cache[url] = block
+        while len(self._cache) > 1 and sum(v.nbytes for v in self._cache.values()) > self._cache_bytes:
+            self._cache.popitem(last=False)
+        return block
+
+    def __getitem__(self, idx: Any) -> torch.Tensor:
+        single = isinstance(idx, (int, np.integer)) or (isinstance(idx, torch.Tensor) and idx.dim() == 0)
+        flat = np.atleast_1d(np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64))
+        out = np.zeros((len(flat), *self.shape[1:]), np.uint8)
+        for name, (a, b) in self.ranges.items():
+            offset = a
+            for url, count in self.urls(name):
+                hit = np.nonzero((flat >= offset) & (flat < offset + count))[0]
+                if len(hit):
+                    out[hit] = self._shard_pixels(url)[flat[hit] - offset]
+                offset += count
+        t = torch.from_numpy(out)
+        return t[0] if single else t
+
+
+def decode_sample(sample: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """One WebDataset sample → (C, S, S) uint8 pixels and its class index."""
+    from PIL import Image
+
+    arr = np.asarray(Image.open(io.BytesIO(sample["png"])), dtype=np.uint8)
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr), int(sample["cls"])
+
+
+def _samples(urls: Sequence[str]) -> Iterator[tuple[np.ndarray, int]]:
+    """Every sample of ``urls`` in order, in this process."""
+    import webdataset as wds
+
+    ds = wds.WebDataset(list(urls), shardshuffle=False, nodesplitter=None, workersplitter=None,
+                        empty_check=False).map(decode_sample)
+    yield from ds
+
+
+def _collate(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(np.stack([x for x, _ in batch])), torch.tensor([y for _, y in batch], dtype=torch.long)
+
+
+class ShardBatches(TensorBatches):
+    """Batches streamed from one split's shards; the same interface, normalisation and augmentation
+    as :class:`~cnnlab.data.loaders.TensorBatches`.
+
+    Training (``shuffle``): the split's shards in a (seed, epoch) order, under torchrun dealt out
+    rank by rank (each rank reads only its own), read by ``workers`` processes that each decode and
+    shuffle their samples through a buffer of ``buffer`` samples. Every rank runs the same number of
+    steps. Evaluation: one reading process, shard order, so results line up with the split.
+    """
+
+    def __init__(self, images: ShardImages, labels: torch.Tensor, indices: Any, batch_size: int, *args: Any,
+                 workers: int = 2, buffer: int = 4096, **kwargs: Any):
+        if kwargs.get("sampler", "random") != "random":
+            raise CnnlabError("data.sampler 'balanced' needs random access; with sharded data use "
+                              "train.class_weights auto instead")
+        super().__init__(images, labels, indices, batch_size, *args, **kwargs)
+        self.split = images.split_of(self.indices)
+        self.workers, self.buffer = workers, buffer
+
+    def _shards(self) -> list[list[tuple[str, int]]]:
+        """The shards each rank reads this epoch."""
+        shards = self.images.urls(self.split)
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(shards)
+        if self.world > 1 and len(shards) < self.world:
+            raise CnnlabError(f"the {self.split} split has {len(shards)} shard(s) for {self.world} ranks; write "
+                              f"smaller shards (cnnlab data shard --shard-size) so that each rank has one")
+        return [shards[r::self.world] for r in range(self.world)] if self.world > 1 else [shards]
+
+    def _local_batch(self) -> int:
+        return max(1, self.batch_size // self.world) if self.world > 1 else self.batch_size
+
+    def __len__(self) -> int:
+        if self.world > 1:
+            per_rank = [sum(c for _, c in s) for s in self._shards()]
+            return max(0, min(per_rank) // self._local_batch())
+        n = len(self.indices)
+        return math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        import webdataset as wds
+
+        mine = self._shards()[self.rank if self.world > 1 else 0]
+        if not mine:
+            return
+        local = self._local_batch()
+        workers = min(self.workers, len(mine)) if self.shuffle else min(1, self.workers)
+        ds = wds.WebDataset([u for u, _ in mine], shardshuffle=False, nodesplitter=None,
+                            workersplitter=wds.split_by_worker, empty_check=False)
+        if self.shuffle:
+            ds = ds.shuffle(self.buffer, seed=self.seed * 1_000_003 + self.epoch)
+        ds = ds.map(decode_sample).batched(local, collation_fn=_collate, partial=True)
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
+                                             persistent_workers=False, prefetch_factor=4 if workers else None)
+        steps = len(self) if self.world > 1 else None
+        for n, (x, y) in enumerate(loader):
+            if steps is not None and n >= steps:
+                break  # every rank stops at the same step
+            if self.drop_single and len(y) == 1 and self.shuffle:
+                continue  # BatchNorm cannot train on one image
+            yield self.finish(x, y)
+
+
+def load_shards(source: str, expect_fingerprint: Optional[str] = None, splits: Optional[dict[str, Any]] = None,
+                hold_out_test: bool = False, input_size: Optional[int] = None,
+                channels: Optional[int] = None) -> Any:
+    """A :class:`~cnnlab.data.pipeline.PreparedData` over a shard folder: labels in memory, pixels
+    streamed."""
+    from .pipeline import PreparedData
+
+    index, base = read_index(source)
+    images = ShardImages(index, base)
+    for what, want, have in (("input_size", input_size, images.shape[-1]), ("channels", channels, images.shape[1])):
+        if want is not None and int(want) != int(have):
+            raise CnnlabError(f"data.{what} {want}: the shards in {source} hold {have}; write shards at that size "
+                              f"(cnnlab data shard … --{what.replace('_', '-')} {want}) or leave it unset")
+    labels = []
+    for name in SPLITS:
+        if name not in index["splits"]:
+            continue
+        f = base + f"labels-{name}.npy"
+        try:
+            if _is_url(base):
+                with urllib.request.urlopen(f, timeout=30) as r:  # noqa: S310
+                    arr = np.load(io.BytesIO(r.read()), allow_pickle=False)
+            else:
+                arr = np.load(f, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CnnlabError(f"{f}: cannot read the labels of the {name} shards ({e})") from None
+        labels.append(arr.astype(np.int64))
+    all_labels = torch.from_numpy(np.concatenate(labels)) if labels else torch.zeros(0, dtype=torch.long)
+    ranges = {k: np.arange(a, b, dtype=np.int64) for k, (a, b) in images.ranges.items()}
+    if splits is not None and any(not np.array_equal(np.asarray(splits.get(k, [])), v) for k, v in ranges.items()):
+        raise CnnlabError(f"data.source {source!r}: the saved split does not match these shards' splits")
+    if hold_out_test:
+        ranges["test"] = np.zeros(0, dtype=np.int64)
+    if not len(ranges["train"]):
+        raise CnnlabError(f"data.source {source!r}: the shards have no training split")
+    data = PreparedData(images=images, labels=all_labels, classes=list(index["classes"]), splits=ranges,
+                        mean=list(index["mean"]), std=list(index["std"]), source=source, cache="shards",
+                        normalize=index.get("normalize", "mean-std"), content=index["fingerprint"])
+    if expect_fingerprint and expect_fingerprint != data.fingerprint():
+        raise CnnlabError(f"data.source {source!r}: these shards are not the data this run was trained on")
+    return data

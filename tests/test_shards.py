@@ -21,7 +21,7 @@ from cnnlab.models import get_spec
 @pytest.fixture(scope="module")
 def digit_shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("shards") / "digits"
-    assert main(["data", "shard", "digits", "--out", str(out), "--shard-size", "0.1"]) == 0
+    assert main(["data", "shard", "digits", "--out", str(out), "--shard-size", "0.03"]) == 0
     return out
 
 
@@ -31,7 +31,7 @@ def test_shard_writes_tar_shards_labels_and_an_index_equal_to_the_decoded_data(d
     cfg = build_config(None, {"data.source": "digits"})
     ref = prepare_data(cfg.data, get_spec("cnn"), 0, progress=False)
     assert {k: v["count"] for k, v in index["splits"].items()} == {k: len(v) for k, v in ref.splits.items()}
-    assert len(index["splits"]["train"]["shards"]) >= 3  # 0.1 MB shards
+    assert len(index["splits"]["train"]["shards"]) >= 3  # 0.03 MB shards
     assert index["mean"] == ref.mean and index["std"] == ref.std
     with tarfile.open(digit_shards / index["splits"]["train"]["shards"][0]["file"]) as t:
         names = t.getnames()

@@ -70,3 +70,27 @@ def test_bf16_autocast_trains_on_the_cpu_and_fp16_is_refused_there(tmp_path):
     with pytest.raises(CnnlabError, match="fp16' is for GPUs"):
         api.train(build_config(None, {**base, "train.precision": "fp16", "run.out": str(tmp_path / "fp16")}),
                   progress=False)
+
+
+@pytest.mark.parametrize("mode", ["memory", "disk"])
+def test_decoding_processes_give_the_same_pixels_sums_and_skips_as_one_thread(tmp_path, mode):
+    import numpy as np
+    from PIL import Image
+
+    from cnnlab.data.cache import PROCESS_MIN_FILES, decode_images
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(PROCESS_MIN_FILES + 44):
+        p = tmp_path / f"{i:04d}.{'png' if i % 2 else 'jpg'}"
+        if i in (7, 150):
+            p.write_bytes(b"not an image")
+        else:
+            Image.fromarray(rng.integers(0, 255, (20 + i % 9, 24, 3), dtype=np.uint8)).save(p)
+        files.append(p)
+    one = decode_images(files, 16, 3, max_pixels=10**6, workers=1, mode="memory", progress=False)
+    many = decode_images(files, 16, 3, max_pixels=10**6, workers=2, mode=mode, progress=False)
+    assert [s["path"] for s in many.skipped] == [str(files[7]), str(files[150])]
+    assert many.skipped == one.skipped and np.array_equal(many.keep, one.keep)
+    assert torch.equal(torch.as_tensor(np.asarray(many.images)), torch.as_tensor(np.asarray(one.images)))
+    assert np.array_equal(many.sums, one.sums) and many.digests == one.digests

@@ -174,5 +174,12 @@ def make_batches(images: Any, labels: torch.Tensor, indices: Any, batch_size: in
     from .shards import ShardBatches, ShardImages
 
     if isinstance(images, ShardImages):
-        return ShardBatches(images, labels, indices, batch_size, mean, std, workers=workers, **kwargs)
+        if images.whole_split(indices) is not None:
+            return ShardBatches(images, labels, indices, batch_size, mean, std, workers=workers, **kwargs)
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) > 4096:
+            images.split_of(idx)  # raises: a large part of a split is streamed whole or not at all
+        # a few images (a report's examples): read from their shards, then batched from memory
+        return TensorBatches(images[idx], labels[torch.from_numpy(idx)], np.arange(len(idx)), batch_size, mean, std,
+                             **kwargs)
     return TensorBatches(images, labels, indices, batch_size, mean, std, **kwargs)

@@ -167,12 +167,19 @@ class ShardImages:
     def urls(self, split: str) -> list[tuple[str, int]]:
         return [(self.base + s["file"], int(s["count"])) for s in self.index["splits"].get(split, {}).get("shards", [])]
 
-    def split_of(self, indices: Sequence[int]) -> str:
-        """The split whose whole range ``indices`` is (streaming reads whole splits)."""
+    def whole_split(self, indices: Sequence[int]) -> Optional[str]:
+        """The split whose whole range ``indices`` is, if it is one."""
         idx = np.asarray(indices)
         for name, (a, b) in self.ranges.items():
-            if b > a and len(idx) == b - a and (len(idx) == 0 or (idx.min() == a and idx.max() == b - 1)):
+            if b > a and len(idx) == b - a and idx.min() == a and idx.max() == b - 1:
                 return name
+        return None
+
+    def split_of(self, indices: Sequence[int]) -> str:
+        """The split whose whole range ``indices`` is (streaming reads whole splits)."""
+        name = self.whole_split(indices)
+        if name is not None:
+            return name
         raise CnnlabError("sharded data is read a whole split at a time (train, val or test); this part of it "
                           "cannot be streamed")
 

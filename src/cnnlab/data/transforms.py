@@ -8,11 +8,22 @@ from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
-from torchvision.transforms import v2
 
 from ..errors import CnnlabError
 from ..registry import Registry
 
+
+class _V2:
+    """torchvision.transforms.v2, imported when a preset first builds a transform: importing
+    torchvision costs 1.7 s, which a run without augmentation need not wait for."""
+
+    def __getattr__(self, name: str) -> Any:
+        from torchvision.transforms import v2 as module
+
+        return getattr(module, name)
+
+
+v2 = _V2()
 Transform = Callable[[torch.Tensor], torch.Tensor]
 Sampler = Callable[[], torch.Tensor]  # returns training images (N, C, H, W) uint8 for presets that need statistics
 PRESETS: Registry[Callable[..., Optional[Transform]]] = Registry("augmentation preset")

@@ -5,18 +5,13 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
-    hamming_loss,
-    log_loss,
-    precision_recall_fscore_support,
-    roc_auc_score,
-    top_k_accuracy_score,
-)
+
+
+def _sk() -> Any:
+    """scikit-learn's metrics, imported on first use (1.3 s that training's start need not wait for)."""
+    import sklearn.metrics
+
+    return sklearn.metrics
 
 # Every metric that can be monitored (--monitor val_<name>, best checkpoint, early stopping, the
 # plateau schedule, sweep objectives): the data it exists for, and its direction. Declared once here.
@@ -78,7 +73,7 @@ def one_vs_rest_auc(y_true: np.ndarray, probs: np.ndarray) -> tuple[list[float |
         if pos.all() or not pos.any():
             per.append(None)
             continue
-        per.append(float(roc_auc_score(pos, probs[:, c])))
+        per.append(float(_sk().roc_auc_score(pos, probs[:, c])))
         weights.append(int(pos.sum()))
     valid = [a for a in per if a is not None]
     weighted = float(np.average(valid, weights=weights)) if valid else None
@@ -106,30 +101,30 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
     labels = list(range(len(classes)))
     averaged = labels if present is None else list(present)
     y_pred = probs.argmax(1)
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    p, r, f, s = _sk().precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     auc, weighted_auc = one_vs_rest_auc(y_true, probs)
     present = np.unique(y_true)
-    top_k = {f"top{k}_accuracy": float(top_k_accuracy_score(y_true, probs, k=k, labels=labels))
+    top_k = {f"top{k}_accuracy": float(_sk().top_k_accuracy_score(y_true, probs, k=k, labels=labels))
              for k in (3, 5) if k < len(classes)}
     return {
         "num_samples": int(len(y_true)),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(present) > 1 else None,
+        "accuracy": float(_sk().accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(_sk().balanced_accuracy_score(y_true, y_pred)) if len(present) > 1 else None,
         **top_k,
-        "macro_f1": float(f1_score(y_true, y_pred, labels=averaged, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=averaged, average="weighted", zero_division=0)),
+        "macro_f1": float(_sk().f1_score(y_true, y_pred, labels=averaged, average="macro", zero_division=0)),
+        "weighted_f1": float(_sk().f1_score(y_true, y_pred, labels=averaged, average="weighted", zero_division=0)),
         **({"absent_classes": [classes[i] for i in labels if i not in set(averaged)],
             "averaged_over": "the classes present in the data"} if len(averaged) < len(labels) else {}),
         "weighted_auc": weighted_auc,
         "weighted_area_ratio": area_ratio(weighted_auc),
-        "log_loss": float(log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels)),
+        "log_loss": float(_sk().log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels)),
         "ece": expected_calibration_error(y_true, probs),
         "per_class": {
             c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i]),
                 "auc": auc[i], "area_ratio": area_ratio(auc[i])}
             for i, c in enumerate(classes)
         },
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "confusion_matrix": _sk().confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
 
 
@@ -152,7 +147,7 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, grid: Sequence[float]
         if not y_true[:, c].any():
             out.append(0.5)
             continue
-        scores = [f1_score(y_true[:, c], probs[:, c] >= t, zero_division=0) for t in grid]
+        scores = [_sk().f1_score(y_true[:, c], probs[:, c] >= t, zero_division=0) for t in grid]
         out.append(float(grid[int(np.argmax(scores))]))
     return out
 
@@ -164,19 +159,19 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[
     threshold or one per class."""
     y_true = np.asarray(y_true).astype(int)
     y_pred = (probs >= np.asarray(threshold)).astype(int)
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
+    p, r, f, s = _sk().precision_recall_fscore_support(y_true, y_pred, zero_division=0)
     present = y_true.sum(0) > 0
     return {
         "num_samples": int(len(y_true)),
         "multilabel": True,
         "threshold": threshold if np.isscalar(threshold) else [float(t) for t in threshold],
-        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy": float(_sk().accuracy_score(y_true, y_pred)),
         "subset_of_truth_accuracy": subset_of_truth_accuracy(y_true, y_pred),
-        "hamming_loss": float(hamming_loss(y_true, y_pred)),
-        "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
-        "mean_average_precision": float(average_precision_score(y_true[:, present], probs[:, present],
+        "hamming_loss": float(_sk().hamming_loss(y_true, y_pred)),
+        "micro_f1": float(_sk().f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "macro_f1": float(_sk().f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "weighted_f1": float(_sk().f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "mean_average_precision": float(_sk().average_precision_score(y_true[:, present], probs[:, present],
                                                                 average="macro")) if present.any() else 0.0,
         "per_class": {
             c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}

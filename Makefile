@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.cnnlab-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data browser postgres demo lint test test-slow bench clean
+.PHONY: setup data browser postgres demo lint test test-slow bench race-env race clean
 
 setup: $(STAMP) data
 
@@ -71,9 +71,21 @@ test: $(STAMP) data browser postgres lint
 test-slow: $(STAMP) data browser postgres
 	$(BIN)/python -m pytest -q -m slow
 
-bench: setup
+bench: demo
 	$(BIN)/python benchmarks/cache_vs_imagefolder.py
 	$(BIN)/python benchmarks/feature_cache.py
+	$(BIN)/python benchmarks/shards_vs_memory.py
+	$(BIN)/python benchmarks/serve_load.py runs/demo
+
+# TensorFlow/Keras for benchmarks/race.py, in a venv of its own (its pins clash with the project's)
+race-env: .venv-tf/.installed
+.venv-tf/.installed:
+	$(PYTHON) -m venv .venv-tf
+	.venv-tf/bin/pip install --quiet tensorflow-cpu
+	touch $@
+
+race: setup race-env
+	$(BIN)/python benchmarks/race.py --busy-core
 
 clean:
 	rm -rf runs .pytest_cache build dist src/*.egg-info

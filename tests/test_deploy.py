@@ -382,3 +382,19 @@ def test_the_page_classifies_an_uploaded_image_and_draws_its_heat_map(run_server
         browser.close()
     assert errors == [] and top == expected and spread > 100
     assert all(u.startswith(run_server.url) or u.startswith("blob:") for u in requests)  # no external assets
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_efficientnet_lite0_on_fashion_mnist_exports_with_parity_on_the_whole_test_split(tmp_path):
+    """The full check of the default suite's small one: ImageNet EfficientNet-Lite0 fine-tuned on
+    Fashion-MNIST at 64 px, its ONNX export against PyTorch on all 10,000 test images."""
+    if not (FMNIST / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    run = _train(tmp_path / "lite0", **{"data.source": "fashion-mnist", "model.name": "efficientnet-lite0",
+                                        "data.input_size": 64, "data.channels": 3, "data.train_per_class": 100,
+                                        "model.fine_tune": [2, 1], "train.batch_size": 64})
+    r = api.export(run, out=tmp_path / "lite0.onnx", progress=False)
+    p = r["parity"]
+    assert p["images"] == 10_000 and p["rows"][-1]["images"] == 10_000
+    assert p["max_abs_dprob"] <= 1e-4 and p["top1_agreement"] >= 0.999

@@ -2,7 +2,9 @@
 from them without holding the dataset in memory.
 
 A shard folder holds ``<split>-NNNNNN.tar`` files (one sample per image: ``KEY.png`` with the
-decoded, resized pixels and ``KEY.cls`` with the class index), ``labels-<split>.npy`` (the labels
+decoded, resized pixels — or ``KEY.u8``, the raw (C, S, S) bytes, for images of at most
+``RAW_MAX_BYTES``, which a tar stores in one 512-byte block either way and which need no
+decoding — and ``KEY.cls`` with the class index), ``labels-<split>.npy`` (the labels
 in shard order: small, and what class counts, weights and metrics need) and ``index.json``
 (classes, input size, channels, normalisation statistics of the training split, the shards of
 each split with their sample counts, the source's fingerprint). Training streams the shards:
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 FORMAT = "cnnlab-shards/1"
 INDEX = "index.json"
 SPLITS = ("train", "val", "test")
+RAW_MAX_BYTES = 4096  # up to 64×64 grey: raw pixels, no PNG to decode
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -76,9 +79,12 @@ def write_shards(data: Any, out: str | Path, shard_mb: float = 100.0, progress: 
             continue
         written: list[dict[str, Any]] = []
         pattern = str(out / f"{name}-%06d.tar")
+        raw = int(np.prod(images.shape[1:])) <= RAW_MAX_BYTES
         with wds.ShardWriter(pattern, maxsize=int(shard_mb * 1e6), maxcount=10**9, verbose=0) as sink:
             for n, i in enumerate(idx):
-                sink.write({"__key__": f"{n:09d}", "png": _png(np.asarray(images[i])), "cls": int(labels[i])})
+                pixels = np.ascontiguousarray(np.asarray(images[i]), dtype=np.uint8)
+                sink.write({"__key__": f"{n:09d}", **({"u8": pixels.tobytes()} if raw else {"png": _png(pixels)}),
+                            "cls": int(labels[i])})
                 bar.update(1)
         counts = _count_per_shard(out, name, len(idx))
         written = [{"file": f, "count": c} for f, c in counts]
@@ -187,7 +193,7 @@ class ShardImages:
         if url in self._cache:
             self._cache.move_to_end(url)
             return self._cache[url]
-        arrays = [x for x, _ in _samples([url])]
+        arrays = [x for x, _ in _samples([url], self.shape[1:])]
         block = np.stack(arrays) if arrays else np.zeros((0, *self.shape[1:]), np.uint8)
         self._cache[url] = block
         while len(self._cache) > 1 and sum(v.nbytes for v in self._cache.values()) > self._cache_bytes:
@@ -209,21 +215,29 @@ class ShardImages:
         return t[0] if single else t
 
 
-def decode_sample(sample: dict[str, Any]) -> tuple[np.ndarray, int]:
-    """One WebDataset sample → (C, S, S) uint8 pixels and its class index."""
-    from PIL import Image
+class SampleDecoder:
+    """One WebDataset sample → (C, S, S) uint8 pixels and its class index (picklable: it goes to the
+    reading processes)."""
 
-    arr = np.asarray(Image.open(io.BytesIO(sample["png"])), dtype=np.uint8)
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    return np.ascontiguousarray(arr), int(sample["cls"])
+    def __init__(self, shape: tuple[int, int, int]):
+        self.shape = shape
+
+    def __call__(self, sample: dict[str, Any]) -> tuple[np.ndarray, int]:
+        if "u8" in sample:
+            return np.frombuffer(sample["u8"], np.uint8).reshape(self.shape), int(sample["cls"])
+        from PIL import Image
+
+        arr = np.asarray(Image.open(io.BytesIO(sample["png"])), dtype=np.uint8)
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        return np.ascontiguousarray(arr), int(sample["cls"])
 
 
-def _samples(urls: Sequence[str]) -> Iterator[tuple[np.ndarray, int]]:
+def _samples(urls: Sequence[str], shape: tuple[int, ...]) -> Iterator[tuple[np.ndarray, int]]:
     """Every sample of ``urls`` in order, in this process."""
     import webdataset as wds
 
     ds = wds.WebDataset(list(urls), shardshuffle=False, nodesplitter=None, workersplitter=None,
-                        empty_check=False).map(decode_sample)
+                        empty_check=False).map(SampleDecoder(tuple(shape)))
     yield from ds
 
 
@@ -282,7 +296,7 @@ class ShardBatches(TensorBatches):
                             workersplitter=wds.split_by_worker, empty_check=False)
         if self.shuffle:
             ds = ds.shuffle(self.buffer, seed=self.seed * 1_000_003 + self.epoch)
-        ds = ds.map(decode_sample).batched(local, collation_fn=_collate, partial=True)
+        ds = ds.map(SampleDecoder(tuple(self.images.shape[1:]))).batched(local, collation_fn=_collate, partial=True)
         loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
                                              persistent_workers=False, prefetch_factor=4 if workers else None)
         steps = len(self) if self.world > 1 else None

@@ -140,8 +140,25 @@ def _parity_images(folder: RunFolder, limit: Optional[int], progress: bool) -> t
         raise CnnlabError(f"run {folder.path} has neither test nor validation images to check the export on")
     if limit:
         idx = idx[:limit]
-    images = data.images.numpy() if isinstance(data.images, torch.Tensor) else np.asarray(data.images)
-    return np.ascontiguousarray(images[np.sort(idx)]), split
+    picked = data.images[torch.from_numpy(np.sort(idx))]  # a tensor, a file store or shards alike
+    return np.ascontiguousarray(picked.numpy() if isinstance(picked, torch.Tensor) else np.asarray(picked)), split
+
+
+def _write_and_check(module: nn.Module, example: torch.Tensor, meta: dict[str, Any], path: Path, fmt: str,
+                     folder: RunFolder, predictor: Predictor, check: bool, tolerance: float, min_agreement: float,
+                     check_images: Optional[int], progress: bool, target: Path) -> Optional[dict[str, Any]]:
+    """Write the model to ``path`` and run the parity check on it; raises when it fails."""
+    log.info("exporting %s (%s) to %s", folder.path, fmt, target)
+    (_write_onnx if fmt == "onnx" else _write_torchscript)(module, example, meta, path)
+    if not check:
+        return None
+    images, split = _parity_images(folder, check_images, progress)
+    report = parity(ExportedModel.load(path), predictor, images, split)
+    if report["max_abs_dprob"] > tolerance or report["top1_agreement"] < min_agreement:
+        raise CnnlabError(
+            f"parity check failed: max |Δprob| {report['max_abs_dprob']:.2e} (allowed {tolerance:g}), "
+            f"top-1 agreement {report['top1_agreement']:.4%} (needed {min_agreement:.2%}); {target} was not written")
+    return report
 
 
 def export_run(run: str | Path, fmt: str = "onnx", out: Optional[str | Path] = None,
@@ -181,26 +198,24 @@ def export_run(run: str | Path, fmt: str = "onnx", out: Optional[str | Path] = N
                           dtype=torch.uint8 if with_preprocessing else torch.float32)
     if not with_preprocessing:
         example.normal_(generator=torch.Generator().manual_seed(0))
-    target = Path(out) if out else folder.path / "export" / f"model{FORMATS[fmt]}"
-    if target.exists() and target.is_dir():
-        raise CnnlabError(f"--out {target}: is a folder; give a file name such as {target / ('model' + FORMATS[fmt])}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=FORMATS[fmt], dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        log.info("exporting %s (%s) to %s", folder.path, fmt, target)
-        (_write_onnx if fmt == "onnx" else _write_torchscript)(module, example, meta, tmp)
-        report = None
-        if check:
-            images, split = _parity_images(folder, check_images, progress)
-            report = parity(ExportedModel.load(tmp), predictor, images, split)
-            if report["max_abs_dprob"] > tolerance or report["top1_agreement"] < min_agreement:
-                raise CnnlabError(
-                    f"parity check failed: max |Δprob| {report['max_abs_dprob']:.2e} (allowed {tolerance:g}), "
-                    f"top-1 agreement {report['top1_agreement']:.4%} (needed {min_agreement:.2%}); "
-                    f"{target} was not written")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    name = f"model{FORMATS[fmt]}"
+    if out is None:  # into the run folder, through its writer: RUN/export/ gains the file only on success
+        target = folder.path / "export" / name
+        with folder.artifacts("export", merge=True) as scratch:
+            report = _write_and_check(module, example, meta, scratch / name, fmt, folder, predictor, check,
+                                      tolerance, min_agreement, check_images, progress, target)
+    else:
+        target = Path(out)
+        if target.is_dir():
+            raise CnnlabError(f"--out {target}: is a folder; give a file name such as {target / name}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=FORMATS[fmt], dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            report = _write_and_check(module, example, meta, tmp, fmt, folder, predictor, check, tolerance,
+                                      min_agreement, check_images, progress, target)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
     return {"file": str(target), "format": fmt, "bytes": target.stat().st_size, "metadata": meta, "parity": report}

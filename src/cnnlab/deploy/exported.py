@@ -16,7 +16,7 @@ from ..preprocess import ImageInput, Preprocess, predict_with
 META_KEY = "cnnlab"          # ONNX metadata_props key / TorchScript extra file (cnnlab.json)
 META_VERSION = 1
 ONNX_SUFFIXES = (".onnx",)
-TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".pt")
+TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript")  # not .pt: a checkpoint is no TorchScript program
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

@@ -440,9 +440,9 @@ def _add_other_commands(sub: Any) -> None:
     di.add_argument("--json", action="store_true", help="print the report as JSON")
     ds = dsub.add_parser("shard", help="write a dataset as WebDataset tar shards to train from by streaming",
                          description="Decode SRC once (at --input-size, --channels), split it as training would, "
-                                     "and write <split>-NNNNNN.tar shards (PNG pixels + class index), the labels "
-                                     "and index.json to --out. Train from them with --data OUT (or an http(s) URL "
-                                     "of the folder): batches stream from the shards, not memory.")
+                                     "and write <split>-NNNNNN.tar shards (pixels as PNG, or raw when small; class "
+                                     "index), labels and index.json to --out. Train from them with --data OUT (or an "
+                                     "http(s) URL of the folder): batches stream from the shards, not memory.")
     ds.add_argument("path", metavar="SRC", help="built-in dataset name, folder of class folders or CSV")
     ds.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder")
     ds.add_argument("--shard-size", type=_positive_float, default=100.0, metavar="MB",

@@ -134,6 +134,21 @@ class Predictor:
         logits, y = predict_logits(self.model, batches)
         return probabilities(logits, self.multilabel).numpy(), y.numpy()
 
+    @torch.inference_mode()
+    def probs_of_arrays(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Probabilities (N, K) of decoded uint8 (N, C, S, S) images: normalised in NumPy exactly as
+        the training loader does, then the model in inference mode; no batching machinery, so a
+        single image (a service request) costs little more than the model itself."""
+        self.model.eval()
+        channels_last = uses_conv(self.model)
+        out = []
+        for start in range(0, len(x), batch_size):
+            t = torch.from_numpy(self.preprocess.normalize_array(x[start:start + batch_size])).to(self.device)
+            if channels_last:
+                t = t.contiguous(memory_format=torch.channels_last)
+            out.append(probabilities(self.model(t).float(), self.multilabel).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
+
     def decode_all(self, inputs: Sequence[ImageInput]) -> list[tuple[str, Optional[np.ndarray], Optional[str]]]:
         """(name, array or None, reason or None) per input; one bad input does not stop the others."""
         return decode_many(self.preprocess, inputs)
@@ -145,5 +160,5 @@ class Predictor:
             Per input ``{"path", "top": [{"class", "prob"}...]}`` (multi-label runs add ``labels``:
             the classes over their tuned thresholds, 0.5 where none were tuned), or ``{"path", "error"}``.
         """
-        return predict_with(self.preprocess, lambda x: self.probs(torch.from_numpy(x), batch_size=batch_size)[0],
-                            inputs, self.classes, self.multilabel, self.thresholds, top_k)
+        return predict_with(self.preprocess, lambda x: self.probs_of_arrays(x, batch_size), inputs, self.classes,
+                            self.multilabel, self.thresholds, top_k)

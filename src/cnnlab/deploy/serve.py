@@ -64,9 +64,7 @@ class Served:
         with self.lock:
             if self.exported:
                 return self.model.probs(arrays, batch_size=64)
-            import torch
-
-            return self.model.probs(torch.from_numpy(arrays), batch_size=64)[0]
+            return self.model.probs_of_arrays(arrays, batch_size=64)
 
     def ranked(self, arrays: np.ndarray, top_k: int) -> list[dict[str, Any]]:
         out = []
@@ -233,15 +231,16 @@ def create_app(served: Served, token: Optional[str] = None, max_upload: int = DE
     def info() -> dict[str, Any]:
         return served.info()
 
-    @app.post("/predict", summary="top-k classes of one image (multipart field 'file', or the raw body)")
-    async def predict(request: Request) -> dict[str, Any]:
+    @app.post("/predict", summary="top-k classes of one image (multipart field 'file', or the raw body)",
+              response_model=None)
+    async def predict(request: Request) -> JSONResponse:
         k = top_k_of(request)
         (_, data), = await uploads(request, many=False)
 
         def work() -> dict[str, Any]:
             return {**served.ranked(decode_or_4xx(data)[None], k)[0], "model": served.name}
 
-        return await run_in_threadpool(work)
+        return JSONResponse(await run_in_threadpool(work))  # plain JSON types: no encoder pass needed
 
     @app.post("/predict/batch", summary="top-k classes of several images (multipart, one 'files' field each)")
     async def predict_batch(request: Request) -> dict[str, Any]:

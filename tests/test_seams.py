@@ -80,7 +80,10 @@ ALLOWED = {"runs/store.py": "the run folder's writer",
            "cv/folds.py": "cv.json and cv.html in a CV folder (its fold runs are written by RunFolder)",
            "config.py": "save_config to a path the caller gives",
            "sweep/runner.py": "sweep.yaml in a sweep folder (its trial runs are written by RunFolder)",
-           "sweep/report.py": "sweep.json, sweep.html and best.yaml in a sweep folder"}
+           "sweep/report.py": "sweep.json, sweep.html and best.yaml in a sweep folder",
+           "data/shards.py": "shards, labels and index.json in a `cnnlab data shard --out` folder",
+           "deploy/batch.py": "predictions at `cnnlab predict --out` (.csv/.jsonl)",
+           "deploy/export.py": "a model at `cnnlab export --out` (RUN/export/ goes through RunFolder.artifacts)"}
 
 
 def test_only_the_run_folder_writer_writes_into_run_folders():

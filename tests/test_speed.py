@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,20 +33,33 @@ def test_thread_policy_leaves_a_busy_core_to_its_process_and_takes_it_back():
                 x @ x
             policy.on_batch_end(None, 0, {})
 
-    # busy loops on all cores but one: one thread is what is left
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range((os.cpu_count() or 2) - 1)]
+    # busy loops on all cores but one, started through a shell that exits: they are other processes,
+    # not children of this one (a process's own children, its data workers, count as its own CPU)
+    spinners = [int(subprocess.run(["sh", "-c", f"{sys.executable} -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+                                   capture_output=True, text=True, check=True).stdout)
+                for _ in range((os.cpu_count() or 2) - 1)]
     try:
         work(3.0)
         assert torch.get_num_threads() == 1, policy.changes
     finally:
-        for s in spinners:
-            s.kill()
-            s.wait()
+        for pid in spinners:
+            os.kill(pid, signal.SIGKILL)
     work(3.0)
     assert torch.get_num_threads() == 2 and [n for _, n in policy.changes] == [1, 2]
     policy.on_train_end(None)
     assert torch.get_num_threads() == 2
     torch.set_num_threads(before)
+
+
+def test_the_policy_counts_its_own_children_as_its_own():
+    from cnnlab.train.threads import own_busy_seconds
+
+    before = own_busy_seconds()
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"])
+    time.sleep(1.2)
+    during = own_busy_seconds()
+    child.wait()
+    assert during - before > 0.8  # the child's CPU time, read while it runs
 
 
 def test_a_fixed_thread_count_is_used_and_restored(tmp_path):

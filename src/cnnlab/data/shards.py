@@ -40,6 +40,14 @@ RAW_MAX_BYTES = 4096  # up to 64×64 grey: raw pixels, no PNG to decode
 
 
 # ---------------------------------------------------------------------------------------------- writing
+def _wds() -> Any:
+    try:
+        import webdataset
+    except ImportError:
+        raise CnnlabError("sharded data needs the webdataset package: pip install webdataset") from None
+    return webdataset
+
+
 def _png(arr: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -56,8 +64,9 @@ def write_shards(data: Any, out: str | Path, shard_mb: float = 100.0, progress: 
     Returns:
         The index (also written to ``out/index.json``, last, so a folder without it is unfinished).
     """
-    import webdataset as wds
     from tqdm.auto import tqdm
+
+    wds = _wds()
 
     if data.multilabel:
         raise CnnlabError("cnnlab data shard writes single-label datasets; this one is multi-label")
@@ -234,7 +243,7 @@ class SampleDecoder:
 
 def _samples(urls: Sequence[str], shape: tuple[int, ...]) -> Iterator[tuple[np.ndarray, int]]:
     """Every sample of ``urls`` in order, in this process."""
-    import webdataset as wds
+    wds = _wds()
 
     ds = wds.WebDataset(list(urls), shardshuffle=False, nodesplitter=None, workersplitter=None,
                         empty_check=False).map(SampleDecoder(tuple(shape)))
@@ -285,7 +294,7 @@ class ShardBatches(TensorBatches):
         return math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        import webdataset as wds
+        wds = _wds()
 
         mine = self._shards()[self.rank if self.world > 1 else 0]
         if not mine:

@@ -326,6 +326,9 @@ def test_a_non_local_bind_needs_a_token_and_a_token_is_checked(fmnist_onnx, test
                           timeout=60)
     assert proc.returncode == 2 and "--token" in proc.stderr and "--no-auth" in proc.stderr
     assert "Traceback" not in proc.stderr
+    with pytest.raises(SystemExit) as bad_port:
+        main(["serve", str(fmnist_onnx), "--port", "70000"])
+    assert bad_port.value.code == 2
 
     server = Server(fmnist_onnx, "--token", "s3cret")  # an ONNX model, served without PyTorch's model code
     try:

@@ -91,6 +91,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {text!r}")
+    return port
+
+
 def _device(text: str) -> str:
     from .config import TrainConfig
 
@@ -381,7 +391,7 @@ def _add_run_commands(sub: Any) -> None:
                                     "another address needs --token or an explicit --no-auth.")
     sv.add_argument("run", metavar="RUN_OR_MODEL", help="a run folder, or an exported .onnx / .ts file")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     sv.add_argument("--token", metavar="SECRET",
                     help="require 'Authorization: Bearer SECRET' on every request (env CNNLAB_TOKEN also works)")
     sv.add_argument("--no-auth", action="store_true", help="serve a non-local address without a token")
@@ -421,7 +431,7 @@ def _add_run_commands(sub: Any) -> None:
 
 def _add_other_commands(sub: Any) -> None:
     """data inspect and list."""
-    d = sub.add_parser("data", help="look at a dataset before training on it")
+    d = sub.add_parser("data", help="look at a dataset before training on it, or shard it for streaming")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     di = dsub.add_parser("inspect", help="counts, imbalance, formats, unreadable files, duplicates, leakage",
                          description="Report per-class and per-split counts, the imbalance ratio, image size/mode/"

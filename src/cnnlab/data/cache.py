@@ -193,6 +193,10 @@ def _process_chunk(target: tuple[str, str, tuple[int, ...], int], files: list[st
         shm.close()
 
 
+def _use_processes(workers: int, n: int) -> bool:
+    return workers > 1 and n >= PROCESS_MIN_FILES
+
+
 def _process_pool(workers: int):
     """A pool of decoding processes (forked: no re-import), or None where fork is unavailable."""
     import multiprocessing as mp
@@ -220,8 +224,7 @@ def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_p
     sums = np.zeros((len(files), c, 2), np.float64)
     skipped: list[dict[str, str]] = []
     grey = True
-    procs = target is not None and workers > 1 and len(files) >= PROCESS_MIN_FILES
-    pool = _process_pool(workers) if procs else None
+    pool = _process_pool(workers) if target is not None and _use_processes(workers, len(files)) else None
     if pool is not None:
         names = [str(f) for f in files]
         tasks = [pool.submit(_process_chunk, target, names[i:i + CHUNK], i, c, size, max_pixels, resample)
@@ -287,7 +290,7 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
         from multiprocessing import shared_memory
 
         nbytes = int(np.prod(shape))
-        if workers > 1 and len(files) >= PROCESS_MIN_FILES and nbytes:
+        if _use_processes(workers, len(files)) and nbytes:
             shm = shared_memory.SharedMemory(create=True, size=nbytes)
             full = np.ndarray(shape, np.uint8, buffer=shm.buf)
             target = ("shm", shm.name, shape, 0)

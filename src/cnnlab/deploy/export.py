@@ -59,10 +59,7 @@ class WithPreprocessing(nn.Module):
 def metadata(predictor: Predictor, folder: RunFolder, fmt: str, with_preprocessing: bool) -> dict[str, Any]:
     """What travels inside the exported file (JSON): enough to predict with it and no side file."""
     pre = predictor.preprocess
-    metrics = {}
-    if folder.metrics_json.is_file():
-        m = folder.read_json(folder.metrics_json)
-        metrics = {k: m[k] for k in ("split", "accuracy", "macro_f1", "top5_accuracy") if k in m}
+    metrics = folder.headline_metrics()
     versions = {"cnnlab": __version__, "torch": torch.__version__}
     if fmt == "onnx":
         import onnx
@@ -119,7 +116,7 @@ def parity(exported: ExportedModel, predictor: Predictor, images: np.ndarray, sp
     rows = []
     for b in PARITY_BATCHES:
         n = len(images) if b == max(PARITY_BATCHES) else min(len(images), SMALL_BATCH_IMAGES)
-        got = exported.probs(images[:n], batch_size=b)
+        got = exported.probs_of_arrays(images[:n], batch_size=b)
         if got.shape != ref[:n].shape:
             raise CnnlabError(f"the exported model gave {got.shape} probabilities at batch {b}, "
                               f"the PyTorch model {ref[:n].shape}")

@@ -115,7 +115,7 @@ class ExportedModel:
         """uint8 (N, C, S, S) decoded images → logits (N, K)."""
         return self._run(np.ascontiguousarray(x) if self.uint8_input else self.preprocess.normalize_array(x))
 
-    def probs(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def probs_of_arrays(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """uint8 (N, C, S, S) → probabilities (N, K), ``batch_size`` images per call."""
         parts = [self.logits(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
         z = np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), np.float32)
@@ -123,7 +123,7 @@ class ExportedModel:
 
     def predict(self, inputs: Sequence[ImageInput], top_k: int = 3, batch_size: int = 64) -> list[dict[str, Any]]:
         """Top-k classes per input; the same results as the run's :class:`~cnnlab.predict.Predictor`."""
-        return predict_with(self.preprocess, lambda x: self.probs(x, batch_size), inputs, self.classes,
+        return predict_with(self.preprocess, lambda x: self.probs_of_arrays(x, batch_size), inputs, self.classes,
                             self.multilabel, self.thresholds, top_k)
 
     def info(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from .. import __version__
 from ..errors import CnnlabError
 from ..preprocess import rank
 
@@ -62,8 +63,6 @@ class Served:
     def probs(self, arrays: np.ndarray) -> np.ndarray:
         arrays = np.require(arrays, requirements=["C", "W"])  # decoded views may be read-only
         with self.lock:
-            if self.exported:
-                return self.model.probs(arrays, batch_size=64)
             return self.model.probs_of_arrays(arrays, batch_size=64)
 
     def ranked(self, arrays: np.ndarray, top_k: int) -> list[dict[str, Any]]:
@@ -98,10 +97,7 @@ class Served:
         if self.exported:
             base = m.info()
         else:
-            metrics = {}
-            if m.run is not None and m.run.metrics_json.is_file():
-                raw = m.run.read_json(m.run.metrics_json)
-                metrics = {k: raw[k] for k in ("split", "accuracy", "macro_f1", "top5_accuracy") if k in raw}
+            metrics = m.run.headline_metrics() if m.run is not None else {}
             base = {"format": "run", "model": self.name, "classes": m.classes, "multilabel": m.multilabel,
                     "thresholds": m.thresholds, "preprocess": self.pre.to_dict(), "metrics": metrics,
                     "run": str(m.run.path) if m.run is not None else None, "epoch": m.epoch}
@@ -169,7 +165,7 @@ def create_app(served: Served, token: Optional[str] = None, max_upload: int = DE
 
     from ..data.images import TooManyPixels, describe_error
 
-    app = FastAPI(title="cnnlab", version=_version(), summary=f"{served.name}: {len(served.model.classes)} classes",
+    app = FastAPI(title="cnnlab", version=__version__, summary=f"{served.name}: {len(served.model.classes)} classes",
                   description="Image classification with a model trained by cnnlab. Send an image as "
                               "multipart/form-data (field `file`) or as the raw request body.")
     page = resources.files("cnnlab.deploy").joinpath("page.html").read_text(encoding="utf-8")
@@ -288,22 +284,11 @@ def _header_safe(text: str) -> str:
     return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
-def load_served(model: str, device: str = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS,
-                threads: Optional[int] = None) -> Served:
+def load_served(model: str, device: str = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS) -> Served:
     """A run folder (PyTorch) or an exported .onnx/.ts file, loaded once."""
-    from .exported import ExportedModel, is_exported_file
+    from .batch import load_model
 
-    if is_exported_file(model):
-        return Served(ExportedModel.load(model, threads=threads), max_pixels)
-    from ..predict import Predictor
-
-    return Served(Predictor.from_run(model, device), max_pixels)
+    return Served(load_model(model, device), max_pixels)
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, token: Optional[str] = None, no_auth: bool = False,

@@ -379,6 +379,14 @@ class RunFolder:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def headline_metrics(self) -> dict[str, Any]:
+        """Split, accuracy, macro-F1 and top-5 accuracy from metrics.json ({} before it exists): what an
+        exported model's metadata and a service's /info show of the run."""
+        if not self.metrics_json.is_file():
+            return {}
+        m = self.read_json(self.metrics_json)
+        return {k: m[k] for k in ("split", "accuracy", "macro_f1", "top5_accuracy") if k in m}
+
     def read_json(self, path: Path) -> Any:
         try:
             return json.loads(path.read_text())

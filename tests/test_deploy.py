@@ -129,6 +129,8 @@ def test_a_failed_parity_check_fails_the_command_and_writes_nothing(fmnist_run, 
 def test_export_errors_are_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "missing"), "--min-agreement", "2"]) == 2
+    assert "at most 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", str(tmp_path), "--format", "tflite"])
     bogus = tmp_path / "bogus.onnx"

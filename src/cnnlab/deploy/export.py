@@ -182,6 +182,8 @@ def export_run(run: str | Path, fmt: str = "onnx", out: Optional[str | Path] = N
     """
     if fmt not in FORMATS:
         raise CnnlabError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if not 0 < min_agreement <= 1:
+        raise CnnlabError(f"--min-agreement {min_agreement:g}: a share of images, above 0 and at most 1")
     folder = RunFolder(run).require()
     predictor = Predictor.from_run(folder, "cpu")
     module: nn.Module = predictor.model.eval()

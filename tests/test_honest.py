@@ -106,12 +106,12 @@ def test_the_retrieval_table_names_its_datasets(tmp_path, capsys):
 def test_compare_shows_what_differs_and_marks_unfinished_runs(tmp_path):
     _, a = folder_run(tmp_path, "a")
     b = api.train(build_config(None, {"data.source": str(tmp_path / "d"), "model.name": "cnn-small",
-                                      "train.epochs": 2, "optim.lr": 0.003, "run.out": str(tmp_path / "b"),
+                                      "train.epochs": 2, "optim.lr": 0.01, "run.out": str(tmp_path / "b"),
                                       "run.report": False}), progress=False)
     (b.run / "metrics.json").unlink()  # as if killed before it finished
     out = api.compare([a.run, b.run], tmp_path / "cmp.html")
     page = out.read_text()
-    assert "<td>optim.lr</td><td>0.0010</td><td>0.0030</td>" in page
+    assert "<td>optim.lr</td><td>0.0030</td><td>0.0100</td>" in page  # a: the default recipe's peak
     assert "interrupted" in page and "<td>frozen backbone</td>" not in page and "<td>all layers</td>" in page
 
 

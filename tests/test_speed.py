@@ -110,3 +110,38 @@ def test_decoding_processes_give_the_same_pixels_sums_and_skips_as_one_thread(tm
     assert many.skipped == one.skipped and np.array_equal(many.keep, one.keep)
     assert torch.equal(torch.as_tensor(np.asarray(many.images)), torch.as_tensor(np.asarray(one.images)))
     assert np.array_equal(many.sums, one.sums) and many.digests == one.digests
+
+
+def test_the_default_recipe_is_a_one_cycle_that_resume_can_extend(tmp_path):
+    from tests.conftest import make_folder_dataset
+
+    from cnnlab.runs.store import RunFolder
+    from cnnlab.train.build import DEFAULT_PEAK_LR
+
+    root = make_folder_dataset(tmp_path / "d", classes=3, per_class=20)
+    base = {"data.source": str(root), "model.name": "mlp", "train.batch_size": 16, "train.seed": 1}
+    res = api.train(build_config(None, {**base, "run.out": str(tmp_path / "r")}), progress=False)
+    cfg = RunFolder(res.run).read_config()
+    steps = -(-len(RunFolder(res.run).read_json(RunFolder(res.run).path / "split.json")["indices"]["train"]) // 16)
+    assert (cfg.train.schedule, cfg.optim.lr) == ("onecycle", DEFAULT_PEAK_LR)
+    assert cfg.train.epochs == min(max(round(1200 / steps), 3), 30) == len(res.history)
+    # the user's choice wins: a schedule given keeps the plain defaults, and so does the NumPy engine
+    plain = build_config(None, {**base, "train.schedule": "constant", "run.out": str(tmp_path / "p"),
+                                "train.epochs": 2})
+    assert RunFolder(api.train(plain, progress=False).run).read_config().optim.lr == 1e-3
+    scratch = api.train(build_config(None, {**base, "train.engine": "scratch", "run.out": str(tmp_path / "s")}),
+                        progress=False)
+    assert RunFolder(scratch.run).read_config().train.schedule == "constant" and len(scratch.history) == 10
+    # --resume --epochs N re-plans the cycle for N epochs and goes on from the step reached
+    more = api.train(None, resume=res.run, epochs=cfg.train.epochs + 6, progress=False)  # type: ignore[arg-type]
+    total = (cfg.train.epochs + 6) * steps
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=DEFAULT_PEAK_LR)
+    fresh = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=DEFAULT_PEAK_LR, total_steps=total)
+    expected = []
+    for k in range(1, total + 1):
+        opt.step()
+        fresh.step()
+        if k % steps == 0:
+            expected.append(opt.param_groups[0]["lr"])
+    got = [h["lr"] for h in more.history[cfg.train.epochs:]]
+    assert got == pytest.approx(expected[cfg.train.epochs:], rel=1e-4)

@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _config_flags()
     _add_train_commands(sub, common)
     _add_sweep_commands(sub)
+    _add_study_command(sub)
     _add_scratch_commands(sub)
     _add_run_commands(sub)
     _add_other_commands(sub)
@@ -237,21 +238,24 @@ def _model_flags(t: argparse.ArgumentParser) -> None:
 def _optim_flags(t: argparse.ArgumentParser) -> None:
     g = t.add_argument_group("optimisation")
     g.add_argument("--optimizer", metavar="NAME", help="adam (default), adamw, sgd or rmsprop")
-    g.add_argument("--lr", type=float, metavar="LR", help="learning rate (default 1e-3)")
+    g.add_argument("--lr", type=float, metavar="LR",
+                   help="learning rate (default 1e-3; 3e-3, the peak of the default one-cycle recipe)")
     g.add_argument("--weight-decay", type=float, metavar="WD", help="weight decay (default 0)")
     g.add_argument("--momentum", type=float, metavar="M", help="momentum for sgd (default 0.9) / rmsprop (0)")
     g = t.add_argument_group("training")
     g.add_argument("--engine", metavar="NAME", help="training engine: torch (default) or scratch (the NumPy engine; "
                    "see `cnnlab list engines`)")
-    g.add_argument("--epochs", type=int, metavar="N", help="epochs (default 10); with --resume: the new total")
+    g.add_argument("--epochs", type=int, metavar="N", help="epochs (default: ~1,200 steps, 3-30 epochs, with the "
+                   "default recipe; else 10); with --resume: the new total")
     g.add_argument("--batch-size", type=int, metavar="N", help="batch size (default 128)")
     g.add_argument("--seed", type=int, metavar="S", help="seed of split, init and shuffling (default 0)")
     g.add_argument("--device", metavar="DEV", help="auto (default: cuda when present), cpu, cuda, cuda:N, mps")
     g.add_argument("--monitor", metavar="METRIC", help="val_loss (default), val_acc or val_<metric> (e.g. "
                    "val_macro_f1): picks best.pt, drives --patience")
     g.add_argument("--patience", type=int, metavar="N", help="stop after N epochs without improvement")
-    g.add_argument("--schedule", metavar="S", help="LR schedule: constant (default), step, cosine, onecycle, "
-                   "plateau, exp-decay (seed 004)")
+    g.add_argument("--schedule", metavar="S", help="LR schedule: constant, step, cosine, onecycle, plateau, "
+                   "exp-decay (seed 004). Default for a net trained from scratch (torch engine): one-cycle, "
+                   "peak LR 3e-3, ~1,200 steps; otherwise constant")
     g.add_argument("--warmup-epochs", type=int, metavar="N", help="linear warm-up epochs of cosine")
     g.add_argument("--step-size", type=int, metavar="N", help="epochs between drops of step (default 10)")
     g.add_argument("--gamma", type=float, metavar="F", help="LR factor of step and plateau (default 0.1)")
@@ -316,6 +320,34 @@ def _add_sweep_commands(sub: Any) -> None:
                         description="Rebuild sweep.html, sweep.json and best.yaml of a sweep folder from its study.")
     sr.add_argument("sweep", metavar="DIR")
     sr.add_argument("--storage", metavar="URL", help="the --storage the sweep was started with, if any")
+
+
+def _add_study_command(sub: Any) -> None:
+    st = sub.add_parser("study", help="a dataset in: candidates trained and compared within a time budget, one report",
+                        description="Inspect DATA, pick candidates (a dense net, the small CNN, a seed architecture "
+                                    "that fits the size, EfficientNet-Lite0 frozen and fine-tuned when its weights "
+                                    "are installed), time a short probe of each, plan epochs (and folds, when they "
+                                    "fit) to the wall-clock budget, train each as an ordinary run folder, and write "
+                                    "DIR/report.html: ranking with intervals, per-class F1, paired differences, "
+                                    "figures, over-fitting, remaining confusions, the commands to re-train, export "
+                                    "and serve the winner. Class weights go on when the largest class has 3x the "
+                                    "images of the smallest. Ctrl-C, then --resume, continues where it stopped.")
+    st.add_argument("data", nargs="?", metavar="DATA", help="a folder of class folders, a CSV label file or a "
+                    "dataset name (not needed with --resume)")
+    st.add_argument("--budget", default="20m", metavar="T", help="wall-clock budget of the whole study: 90s, 20m, "
+                    "1.5h (default 20m); kept within 10 %%")
+    st.add_argument("--models", metavar="LIST", help="candidates instead of the automatic pick, comma-separated: "
+                    "model names, a pretrained one with :frozen or :fine-tune (e.g. "
+                    "mlp,cnn,efficientnet-lite0:fine-tune)")
+    st.add_argument("--folds", type=_positive_int, metavar="K", help="cross-validate with K folds when the budget "
+                    "allows (default: 5 or 3 folds when every candidate's full recipe fits, else one split)")
+    st.add_argument("--out", metavar="DIR", help="study folder (default studies/<data name>)")
+    st.add_argument("--resume", action="store_true", help="finish the study in --out: finished candidates are kept")
+    st.add_argument("--seed", type=int, default=0, metavar="S", help="seed of split, folds and training (default 0)")
+    st.add_argument("--batch-size", type=_positive_int, default=128, metavar="N", help="batch size (default 128)")
+    st.add_argument("--device", default="auto", metavar="DEV", help="auto (default), cpu, cuda, cuda:N, mps")
+    st.add_argument("--data-dir", metavar="DIR", help="where a built-in dataset's files are")
+    st.add_argument("-q", "--quiet", action="store_true")
 
 
 def _add_scratch_commands(sub: Any) -> None:
@@ -781,6 +813,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .study import run_study
+    from .study.report import format_summary
+
+    if not args.data and not (args.resume and args.out):
+        raise CnnlabError("cnnlab study needs DATA (or --resume --out DIR of a study)")
+    out = args.out or str(Path("studies") / Path(args.data.rstrip("/")).name)
+    state = run_study(args.data, out, args.budget, args.models, args.folds, resume=args.resume, seed=args.seed,
+                      batch_size=args.batch_size, device=args.device, data_dir=args.data_dir,
+                      progress=not args.quiet and sys.stderr.isatty(), started=args.started)
+    print("\n".join(format_summary(state)))
+    print(f"study took {state['spent_seconds']:.0f} s of a {state['budget_seconds']:.0f} s budget; "
+          f"report: {Path(out) / 'report.html'}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .deploy.export import export_run
 
@@ -862,7 +912,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 COMMANDS = {"cache": cmd_cache, "compare": cmd_compare, "cv": cmd_cv, "data": cmd_data, "evaluate": cmd_evaluate,
             "explain": cmd_explain, "export": cmd_export, "gradcheck": cmd_gradcheck, "list": cmd_list,
             "lr-find": cmd_lr_find, "predict": cmd_predict, "report": cmd_report, "serve": cmd_serve,
-            "sweep": cmd_sweep, "sweep-report": cmd_sweep_report, "train": cmd_train}
+            "study": cmd_study, "sweep": cmd_sweep, "sweep-report": cmd_sweep_report, "train": cmd_train}
 
 
 class Terminated(KeyboardInterrupt):
@@ -876,8 +926,11 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `cnnlab` console script; returns the exit code."""
     import signal
+    import time
 
+    started = time.time()  # a study's budget counts from here
     args = build_parser().parse_args(argv)
+    args.started = started
     _setup_logging(getattr(args, "quiet", False))
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:

@@ -260,7 +260,9 @@ class TrainConfig(_Section):
     patience: Optional[int] = Field(None, ge=1, description="early-stopping patience in epochs")
     min_delta: float = Field(0.0, ge=0)
     schedule: Literal["constant", "step", "cosine", "onecycle", "plateau", "exp-decay"] = Field(
-        "constant", description="learning-rate schedule"
+        "constant", description="learning-rate schedule; left unset for a net trained from scratch by the "
+        "torch engine, cnnlab's recipe applies: onecycle peaking at 3e-3 (unless optim.lr is set) over ~1,200 "
+        "steps (unless train.epochs is set)"
     )
     warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs (cosine)")
     step_size: int = Field(10, ge=1, description="epochs between LR drops (step)")

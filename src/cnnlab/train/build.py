@@ -79,6 +79,38 @@ def resolve_fine_tune(cfg: Config, n_train: int) -> Config:
                                   "train": cfg.train.model_copy(update={"epochs": e1 + e2})})
 
 
+# cnnlab's own recipe for a net trained from scratch when the config leaves it open (no schedule, LR or
+# epochs given): one cycle of about DEFAULT_STEPS optimizer steps peaking at DEFAULT_PEAK_LR. Measured
+# on Fashion-MNIST `cnn` (benchmarks/race.py): 3 one-cycle epochs at 3e-3 reach 90 % test accuracy in
+# ~0.8× the time of constant 1e-3, which needed 4-5 epochs.
+DEFAULT_STEPS = 1200
+DEFAULT_EPOCHS = (3, 30)
+DEFAULT_PEAK_LR = 3e-3
+
+
+def resolve_recipe(cfg: Config, n_train: int, engine_schedules: bool = True) -> Config:
+    """The default recipe, only where the user's config is silent: a net built from scratch by an
+    engine with LR schedules, no --schedule given → one-cycle, its peak at ``DEFAULT_PEAK_LR`` unless
+    --lr is given, over enough epochs for ~``DEFAULT_STEPS`` steps (``DEFAULT_EPOCHS`` bounds) unless
+    --epochs is given. Pretrained models, fine-tuning and a chosen schedule keep the plain defaults
+    (constant LR, 10 epochs). The resolved values go into the run's config.yaml."""
+    from ..models.factory import get_spec
+
+    tc = cfg.train
+    if ("schedule" in tc.model_fields_set or not engine_schedules or cfg.model.fine_tune
+            or get_spec(cfg.model.name).pretrained):
+        return cfg
+    epochs = tc.epochs
+    if "epochs" not in tc.model_fields_set:
+        steps = max(1, -(-n_train // tc.batch_size))
+        epochs = min(max(round(DEFAULT_STEPS / steps), DEFAULT_EPOCHS[0]), DEFAULT_EPOCHS[1])
+    lr = cfg.optim.lr if "lr" in cfg.optim.model_fields_set else DEFAULT_PEAK_LR
+    log.info("default recipe: one-cycle over %d epochs (%d steps) peaking at LR %g; --schedule, --epochs and "
+             "--lr choose your own", epochs, epochs * max(1, -(-n_train // tc.batch_size)), lr)
+    return cfg.model_copy(update={"train": tc.model_copy(update={"schedule": "onecycle", "epochs": epochs}),
+                                  "optim": cfg.optim.model_copy(update={"lr": lr})})
+
+
 def backbone_lr_mult(cfg: Config) -> float:
     m = cfg.model
     if m.backbone_lr_mult is not None:

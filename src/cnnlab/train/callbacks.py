@@ -202,7 +202,10 @@ class LRSchedule(Callback):
         self.scheduler, self.interval, self.monitor = scheduler, interval, monitor
 
     def on_batch_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None:
-        if self.interval == "step":
+        # a streamed epoch can run a batch or two past its estimated length (one partial batch per
+        # reading process): a one-cycle schedule then stays at its last LR instead of failing
+        total = getattr(self.scheduler, "total_steps", None)
+        if self.interval == "step" and (total is None or self.scheduler.last_epoch < total):
             self.scheduler.step()
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
@@ -216,7 +219,12 @@ class LRSchedule(Callback):
         return {"scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        planned = {k: v for k, v in vars(self.scheduler).items() if k in ("total_steps", "_schedule_phases")}
         self.scheduler.load_state_dict(state["scheduler"])
+        if planned and planned["total_steps"] != self.scheduler.total_steps:
+            # --resume --epochs N on a one-cycle run: the cycle is re-planned for the new total and
+            # continues from the step reached (the LR goes to where an N-epoch cycle is at that step)
+            vars(self.scheduler).update(planned)
 
 
 class FineTune(Callback):

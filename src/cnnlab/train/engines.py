@@ -45,6 +45,7 @@ class Engine(Protocol):
 
     name: str
     checkpoint_suffix: str  # ".pt" for torch; the NumPy engine will write ".npz"
+    schedules: bool  # runs LR schedules (else constant LR only)
     progress: bool  # show progress bars for long preparation (feature extraction)
     epoch: int
     history: list[dict[str, Any]]
@@ -145,6 +146,7 @@ class TorchEngine:
     """
 
     name = "torch"
+    schedules = True  # LR schedules (the default one-cycle recipe needs them)
     checkpoint_suffix = ".pt"
     load_checkpoint = staticmethod(load_torch_checkpoint)
 

@@ -24,7 +24,7 @@ from ..models import get_spec
 from ..runs.store import DiskError, NullRunFolder, RunFolder, now
 from ..runtime import load_run_data, resolve_device
 from . import distributed
-from .build import check_model_fits, resolve_fine_tune
+from .build import check_model_fits, resolve_fine_tune, resolve_recipe
 from .callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress, StepLog
 from .engines import ENGINES, Engine, TorchEngine
 from .trackers import check_trackers, tracker_callbacks
@@ -132,6 +132,8 @@ def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int]
         _check_monitor(cfg.train.monitor, data.multilabel)
         check_trackers(cfg.run.loggers)
         cfg = resolve_fine_tune(cfg, len(data.splits["train"]))
+        if state is None:
+            cfg = resolve_recipe(cfg, len(data.splits["train"]), ENGINES.get(cfg.train.engine).schedules)
         if cfg.data.input_size is None:  # the size chosen from the data is part of the resolved config
             cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"input_size": data.input_size})})
         check_model_fits(cfg, len(data.classes), data.channels, data.input_size)
@@ -173,9 +175,6 @@ def _resumable(path: str | Path, epochs: Optional[int], writer: type = RunFolder
         if not last.is_file():
             raise CnnlabError(f"run folder {str(run.path)!r} has no {last.relative_to(run.path)} to resume from")
         state = engine_cls.load_checkpoint(last)
-        if epochs and cfg.train.schedule == "onecycle":
-            raise CnnlabError("a one-cycle schedule is planned for its epochs and cannot be extended; "
-                              "start a new run or use another schedule")
         if state["epoch"] >= cfg.train.epochs and run.state().status == "completed":
             raise CnnlabError(f"run {str(run.path)!r} already finished {state['epoch']} epochs; "
                               "pass --epochs N with a larger N to extend it")

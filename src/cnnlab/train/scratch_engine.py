@@ -75,6 +75,7 @@ class ScratchEngine:
     Adam, AdamW, SGD or RMSprop with a constant learning rate; `cnnlab gradcheck` proves it."""
 
     name = "scratch"
+    schedules = False  # a constant learning rate only
     checkpoint_suffix = ".npz"
 
     def __init__(self, cfg: Config, data: PreparedData, device: torch.device):

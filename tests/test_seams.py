@@ -83,7 +83,9 @@ ALLOWED = {"runs/store.py": "the run folder's writer",
            "sweep/report.py": "sweep.json, sweep.html and best.yaml in a sweep folder",
            "data/shards.py": "shards, labels and index.json in a `cnnlab data shard --out` folder",
            "deploy/batch.py": "predictions at `cnnlab predict --out` (.csv/.jsonl)",
-           "deploy/export.py": "a model at `cnnlab export --out` (RUN/export/ goes through RunFolder.artifacts)"}
+           "deploy/export.py": "a model at `cnnlab export --out` (RUN/export/ goes through RunFolder.artifacts)",
+           "study/run.py": "study.json and inspect.json in a study folder (its candidates' runs use RunFolder)",
+           "study/report.py": "report.html in a study folder"}
 
 
 def test_only_the_run_folder_writer_writes_into_run_folders():

@@ -1,0 +1,163 @@
+"""`cnnlab study`: a budgeted comparison of candidates with one report; resume; class weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnlab.cli import main
+from cnnlab.runs.store import RunFolder
+from cnnlab.study.plan import Candidate, plan_epochs
+from cnnlab.study.run import parse_budget
+from tests.conftest import class_image
+
+CNNLAB = [sys.executable, "-m", "cnnlab"]
+
+
+def _open_in_chromium(page_path: Path) -> tuple[list[str], list[int]]:
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1200, "height": 1600})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
+        page.goto(page_path.resolve().as_uri())
+        page.wait_for_load_state("load")
+        widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+        browser.close()
+    return errors, widths
+
+
+def test_study_of_digits_keeps_its_budget_and_its_report_opens_in_chromium(tmp_path):
+    if not Path(shutil.which("chromium") or "/usr/bin/chromium").exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    out = tmp_path / "study"
+    start = time.time()
+    proc = subprocess.run(CNNLAB + ["study", "digits", "--budget", "3m", "--out", str(out), "-q"],
+                          capture_output=True, text=True, timeout=400)
+    wall = time.time() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert wall <= 198, f"study took {wall:.0f} s for a 180 s budget"
+    state = json.loads((out / "study.json").read_text())
+    done = [c for c in state["candidates"] if c["status"] == "done"]
+    assert state["status"] == "completed" and len(done) >= 3, state["candidates"]
+    for c in done:  # each candidate is an ordinary, completed run folder
+        run = RunFolder(out / ("cv" if state["folds"] > 1 else "runs") / c["name"])
+        assert (run.path / "cv.json").is_file() if state["folds"] > 1 else run.state().status == "completed"
+    summ = state["summary"]
+    rows = summ["rows"]
+    assert [r["selection"]["value"] for r in rows] == sorted((r["selection"]["value"] for r in rows), reverse=True)
+    for r in rows:
+        lo, hi = r["accuracy"]["ci95"]
+        assert lo <= r["accuracy"]["value"] <= hi and r["parameters"] > 0 and r["ms_per_image"] > 0
+        assert set(r["per_class_f1"]) == set(state["classes"])
+    assert len(summ["paired"]) == len(rows) - 1 and all(0 <= p["p"] <= 1 for p in summ["paired"])
+    assert "cnnlab train --data digits --model " + rows[0]["model"] in summ["commands"]["retrain"]
+    page = (out / "report.html").read_text()
+    for section in ("Ranking", "Per-class F1", "Paired differences", "Over-fitting", "Confusions that remain", "Next"):
+        assert section in page
+    errors, widths = _open_in_chromium(out / "report.html")
+    assert errors == [] and len(widths) >= 4 and all(w > 0 for w in widths), (errors, widths)
+    assert "report:" in proc.stdout and rows[0]["name"] in proc.stdout
+
+
+def test_an_interrupted_study_resumes_without_retraining_finished_candidates(tmp_path):
+    out = tmp_path / "study"
+    proc = subprocess.Popen(CNNLAB + ["study", "digits", "--models", "mlp,cnn", "--budget", "2m", "--out", str(out),
+                                      "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = None
+    deadline = time.time() + 150
+    while time.time() < deadline and proc.poll() is None:
+        state = json.loads((out / "study.json").read_text()) if (out / "study.json").is_file() else {}
+        if any(c["status"] == "done" for c in state.get("candidates", [])):
+            first = next(c["name"] for c in state["candidates"] if c["status"] == "done")
+            break
+        time.sleep(0.1)
+    assert first is not None and proc.poll() is None, "the first candidate should finish while the second trains"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    state = json.loads((out / "study.json").read_text())
+    assert state["status"] == "interrupted" and "--resume" in err
+    kept = {p: p.stat().st_mtime_ns for p in (out / ("cv" if state["folds"] > 1 else "runs") / first).rglob("*")
+            if p.is_file()}
+    assert kept
+    assert main(["study", "--resume", "--out", str(out), "-q"]) == 0
+    state = json.loads((out / "study.json").read_text())
+    assert state["status"] == "completed" and all(c["status"] == "done" for c in state["candidates"])
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept, "a finished candidate was trained again"
+    assert (out / "report.html").is_file()
+    if state["folds"] > 1:  # folds were used: paired differences over them, and the winner tested once
+        assert state["summary"]["paired"][0]["test"].startswith("Wilcoxon")
+        assert RunFolder(out / "winner").state().status == "completed"
+
+
+def test_an_imbalanced_folder_turns_class_weights_on_and_the_report_says_so(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imb"
+    for c, n in ((0, 100), (1, 10), (2, 10)):
+        d = root / f"class_{c}"
+        d.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(class_image(c, 16, rng)).save(d / f"img_{i:03d}.png")
+    out = tmp_path / "study"
+    assert main(["study", str(root), "--models", "mlp", "--budget", "40s", "--out", str(out), "-q"]) == 0
+    state = json.loads((out / "study.json").read_text())
+    assert state["class_weights"] is True and state["imbalance_ratio"] == 10.0
+    run = RunFolder(out / ("cv" if state["folds"] > 1 else "runs") / "mlp")
+    cfg_file = next(run.path.rglob("config.yaml"))
+    assert "class_weights: auto" in cfg_file.read_text()
+    page = (out / "report.html").read_text()
+    assert "class weights are on" in page and "10.0×" in page
+
+
+@pytest.mark.parametrize("args, message", [
+    (["study", "digits", "--budget", "soon"], "give a duration like 90s"),
+    (["study", "digits", "--budget", "2s"], "between 10 seconds and 7 days"),
+    (["study", "digits", "--models", "mlp,resnet99"], "unknown model 'resnet99'"),
+    (["study", "digits", "--models", "cnn:frozen"], "has no pretrained weights"),
+    (["study", "digits", "--models", "mlp,mlp"], "twice"),
+    (["study", "digits", "--folds", "1"], "at least 2"),
+    (["study"], "needs DATA"),
+])
+def test_study_refuses_bad_arguments_in_one_line(tmp_path, capsys, args, message):
+    assert main(args + ["--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_study_refuses_a_used_folder_and_resume_of_a_folder_that_is_no_study(tmp_path, capsys):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("x")
+    assert main(["study", "digits", "--out", str(tmp_path / "used")]) == 2
+    assert "add --resume" in capsys.readouterr().err
+    assert main(["study", "--resume", "--out", str(tmp_path / "used")]) == 2
+    assert "not a study folder" in capsys.readouterr().err
+
+
+def test_the_plan_shares_the_budget_and_drops_the_most_expensive_first():
+    sizes = {"train": 1000, "val": 100, "test": 100}
+    cheap = Candidate("a", "mlp", full_epochs=10, train_s=1e-4, eval_s=1e-5)
+    dear = Candidate("b", "cnn", full_epochs=10, train_s=1e-2, eval_s=1e-3)
+    assert plan_epochs([cheap, dear], 1e6, sizes) and (cheap.epochs, dear.epochs) == (10, 10)
+    full = cheap.cost(10, 1000, 100, 100) + dear.cost(10, 1000, 100, 100)
+    assert plan_epochs([cheap, dear], full * 0.55, sizes)
+    assert 1 <= dear.epochs < 10 and cheap.epochs <= 10
+    assert cheap.cost(cheap.epochs, 1000, 100, 100) + dear.cost(dear.epochs, 1000, 100, 100) <= full * 0.55
+    assert plan_epochs([cheap, dear], cheap.cost(1, 1000, 100, 100) + 1, sizes)
+    assert dear.status == "dropped" and "does not fit the budget" in dear.why and cheap.status == "planned"
+    assert parse_budget("1.5h") == 5400 and parse_budget("90s") == parse_budget("1.5m") == 90

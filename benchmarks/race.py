@@ -140,9 +140,10 @@ def cnnlab_child(net: str, target: float, max_epochs: int, t0: float, overrides:
             if acc >= target or epoch >= max_epochs:
                 trainer.stop_training = True
 
-    print(json.dumps({"recipe": {"epochs": cfg.train.epochs, "schedule": cfg.train.schedule, "lr": cfg.optim.lr,
-                                 "batch_size": cfg.train.batch_size}}), flush=True)
     api.train(cfg, callbacks=[Probe()], progress=False)
+    done = RunFolder(out).read_config()  # the recipe as resolved by the run (the default one when none is set)
+    print(json.dumps({"recipe": {"epochs": done.train.epochs, "schedule": done.train.schedule, "lr": done.optim.lr,
+                                 "batch_size": done.train.batch_size}}), flush=True)
 
 
 CHILDREN = {"keras": keras_child, "torch": torch_child, "cnnlab": cnnlab_child}

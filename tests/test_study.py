@@ -161,3 +161,18 @@ def test_the_plan_shares_the_budget_and_drops_the_most_expensive_first():
     assert plan_epochs([cheap, dear], cheap.cost(1, 1000, 100, 100) + 1, sizes)
     assert dear.status == "dropped" and "does not fit the budget" in dear.why and cheap.status == "planned"
     assert parse_budget("1.5h") == 5400 and parse_budget("90s") == parse_budget("1.5m") == 90
+
+
+def test_every_example_is_a_valid_config_sweep_spec_or_script():
+    from cnnlab.config import build_config, load_yaml
+    from cnnlab.sweep.spec import load_spec
+
+    examples = sorted((Path(__file__).parents[1] / "examples").iterdir())
+    assert len([e for e in examples if e.name.startswith("seed")]) == 5  # one per report
+    for e in examples:
+        if e.suffix == ".sh":
+            assert subprocess.run(["sh", "-n", str(e)]).returncode == 0, e
+        elif "name" in load_yaml(e):  # a sweep spec
+            load_spec(e)
+        else:
+            build_config(load_yaml(e))

@@ -162,11 +162,14 @@ def probe(c: Candidate, channels: int, size: int, num_classes: int, batch_size: 
 
     def timed(step: Any) -> float:
         step()  # warm-up: allocation, kernels chosen
-        n, start = 0, time.perf_counter()
-        while n < 2 or (time.perf_counter() - start < seconds and n < 8):
+        step()
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < 3 or (time.perf_counter() - start < seconds and len(times) < 9):
+            t = time.perf_counter()
             step()
-            n += 1
-        return (time.perf_counter() - start) / (n * bs)
+            times.append(time.perf_counter() - t)
+        return sorted(times)[len(times) // 2] / bs  # the median step: one hiccup of the machine does not count
 
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -185,33 +188,30 @@ def probe(c: Candidate, channels: int, size: int, num_classes: int, batch_size: 
 
 def plan_epochs(cands: Sequence[Candidate], seconds: float, sizes: dict[str, int], runs: int = 1,
                 fold_sizes: Optional[dict[str, int]] = None) -> bool:
-    """Give every candidate the largest common share of its full recipe that fits ``seconds``
-    (at least its minimum); ``runs`` runs each (folds). Candidates that cannot fit even at their
-    minimum are dropped, the most expensive first. Returns False when nothing fits."""
+    """Share ``seconds`` among the candidates (``runs`` runs each, e.g. folds) by water-filling:
+    the cheapest first, each gets its full recipe or an equal share of what is left, whichever is
+    less, so shortening falls on the expensive ones. Candidates that cannot fit even at their
+    minimum epochs are dropped, the most expensive first. Returns False when nothing fits."""
     sz = fold_sizes or sizes
     live = [c for c in cands if c.status in ("planned", "running")]
 
-    def epochs_at(c: Candidate, share: float) -> int:
-        return max(c.min_epochs, min(c.full_epochs, math.floor(share * c.full_epochs + 1e-9)))
+    def cost(c: Candidate, e: int) -> float:
+        return runs * c.cost(e, sz["train"], sz["val"], sz["test"])
 
-    def total(share: float) -> float:
-        return sum(runs * c.cost(epochs_at(c, share), sz["train"], sz["val"], sz["test"]) for c in live)
-
-    while live and total(0.0) > seconds:
-        worst = max(live, key=lambda c: c.cost(c.min_epochs, sz["train"], sz["val"], sz["test"]))
-        need = runs * worst.cost(worst.min_epochs, sz["train"], sz["val"], sz["test"])
-        worst.status, worst.why = "dropped", f"does not fit the budget (needs ~{need:.0f} s at {worst.min_epochs} " \
-                                             "epoch(s); the rest had priority)"
+    while live and sum(cost(c, c.min_epochs) for c in live) > seconds:
+        worst = max(live, key=lambda c: cost(c, c.min_epochs))
+        worst.status, worst.why = "dropped", f"does not fit the budget (needs ~{cost(worst, worst.min_epochs):.0f} " \
+                                             f"s at {worst.min_epochs} epoch(s); the rest had priority)"
         live.remove(worst)
     if not live:
         return False
-    lo, hi = 0.0, 1.0
-    if total(1.0) <= seconds:
-        lo = 1.0
-    else:
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if total(mid) <= seconds else (lo, mid)
-    for c in live:
-        c.epochs = epochs_at(c, lo)
+    left = seconds
+    order = sorted(live, key=lambda c: cost(c, c.full_epochs))
+    for i, c in enumerate(order):
+        # what the others still need at their minimum stays reserved for them
+        share = max((left - sum(cost(o, o.min_epochs) for o in order[i + 1:])) if i == len(order) - 1 else
+                    left / (len(order) - i), cost(c, c.min_epochs))
+        share = min(share, left - sum(cost(o, o.min_epochs) for o in order[i + 1:]))
+        c.epochs = max([e for e in range(c.min_epochs, c.full_epochs + 1) if cost(c, e) <= share] or [c.min_epochs])
+        left -= cost(c, c.epochs)
     return True

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -119,8 +120,13 @@ def run_study(data: Optional[str], out: str | Path, budget: Optional[str] = None
                               "another --out")
         if folds is not None and folds < 2:
             raise CnnlabError("--folds needs at least 2 (leave it out to let the budget decide)")
-        study = _start(data, out, parse_budget(budget or "20m"), models, folds, seed, batch_size, device,
-                       data_dir, progress, t0)
+        budget_s = parse_budget(budget or "20m")
+        try:
+            study = _start(data, out, budget_s, models, folds, seed, batch_size, device, data_dir, progress, t0)
+        except BaseException:  # nothing trained yet: leave no half-made folder that --resume could not use
+            if out.is_dir() and not (out / "study.json").is_file():
+                shutil.rmtree(out, ignore_errors=True)
+            raise
     spent_before = study.state.get("spent_seconds", 0.0)
     session = t0
     try:
@@ -284,7 +290,7 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
             else:
                 run = RunFolder(folder)
                 if run.last_ckpt.is_file() and run.state().status != "completed":
-                    train(None, resume=folder, progress=progress)  # type: ignore[arg-type]
+                    train(None, resume=folder, progress=progress, callbacks=[guard])  # type: ignore[arg-type]
                 elif not (run.metrics_json.is_file() and run.state().status == "completed"):
                     train(study.config(c, folder), overwrite=folder.exists(), progress=progress, callbacks=[guard])
         except KeyboardInterrupt:
@@ -302,6 +308,9 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
         pred_sum = sum(v["predicted"] for v in done.values())
         s["speed"] = max(0.5, min(4.0, sum(v["seconds"] for v in done.values()) / max(pred_sum, 1e-6)))
         left = end - time.time()
+        for r in study.cands[i + 1:]:  # the measured speed may make room for one dropped at the start
+            if r.status == "dropped" and r.why.startswith("does not fit"):
+                r.status, r.why = "planned", ""
         rest = [r for r in study.cands[i + 1:] if r.status == "planned"]
         if rest:  # re-plan the rest from the measured speed
             plan_epochs(rest, (left - _reserve(s["budget_seconds"], len(rest)) - s.get("winner_reserve", 0.0))

@@ -41,7 +41,8 @@ class BudgetGuard(Callback):
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
         took = (time.time() - self.started) / max(1, epoch - getattr(trainer, "_guard_first", 0))
-        if time.time() + took > self.deadline and not trainer.stop_training:
+        last = epoch >= (getattr(trainer, "epochs", 0) or epoch + 1)  # the planned end: nothing to stop
+        if time.time() + took > self.deadline and not trainer.stop_training and not last:
             trainer.stop_training = True
             trainer.stop_reason = f"the study's time budget (after epoch {epoch})"
             log.warning("study: stopping after epoch %d to keep within the budget", epoch)

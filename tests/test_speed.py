@@ -113,10 +113,9 @@ def test_decoding_processes_give_the_same_pixels_sums_and_skips_as_one_thread(tm
 
 
 def test_the_default_recipe_is_a_one_cycle_that_resume_can_extend(tmp_path):
-    from tests.conftest import make_folder_dataset
-
     from cnnlab.runs.store import RunFolder
     from cnnlab.train.build import DEFAULT_PEAK_LR
+    from tests.conftest import make_folder_dataset
 
     root = make_folder_dataset(tmp_path / "d", classes=3, per_class=20)
     base = {"data.source": str(root), "model.name": "mlp", "train.batch_size": 16, "train.seed": 1}

@@ -48,10 +48,10 @@ def time_imagefolder(root: Path, resize: int, workers: int, epochs: int = 2) -> 
 
 
 def time_cnnlab(root: Path, resize: int, workers: int, epochs: int = 2) -> list[float]:
-    from cnnlab.config import build_config
-    from cnnlab.data import prepare_data
     from cnnlab.data.loaders import TensorBatches
+    from cnnlab.data.pipeline import prepare_data
     from cnnlab.models import get_spec
+    from cnnlab.workflows.resolve import build_config
 
     times = []
     t = time.perf_counter()

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from cnnlab import api
-from cnnlab.config import build_config
+from cnnlab.workflows.resolve import build_config
 
 
 def run(out: Path, epochs: int, per_class: int, size: int, cache: bool) -> tuple[list[float], float]:

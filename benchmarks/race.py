@@ -115,11 +115,12 @@ def cnnlab_child(net: str, target: float, max_epochs: int, t0: float, overrides:
     import torch
 
     from cnnlab import api
-    from cnnlab.config import build_config
-    from cnnlab.predict import predict_logits
+    from cnnlab.data.loaders import split_loader
+    from cnnlab.models.ops import predict_logits
+    from cnnlab.runs.data import load_run_data
     from cnnlab.runs.store import RunFolder
-    from cnnlab.runtime import load_run_data, split_loader
     from cnnlab.train.callbacks import Callback
+    from cnnlab.workflows.resolve import build_config
 
     out = Path(tempfile.mkdtemp(prefix="race-cnnlab-")) / "run"
     cfg = build_config(None, {"data.source": "fashion-mnist", "model.name": "cnn" if net == "cnn" else "mlp",

@@ -21,7 +21,7 @@ from pathlib import Path
 CHILD = """
 import json, resource, sys, time
 from cnnlab import api
-from cnnlab.config import build_config
+from cnnlab.workflows.resolve import build_config
 t = time.perf_counter()
 cfg = build_config(None, json.loads(sys.argv[1]))
 res = api.train(cfg, progress=False)

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from cnnlab import api
-from cnnlab.config import build_config
 from cnnlab.data.images import decode_file
 from cnnlab.data.inspect import inspect_dataset
+from cnnlab.workflows.resolve import build_config
 from tests.conftest import class_image
 from tests.fixtures import jpeg_bytes
 
@@ -72,7 +72,7 @@ def run_py(code: str, *args: str) -> subprocess.CompletedProcess:
 
 INSPECT = """
 import json, sys
-from cnnlab.config import build_config
+from cnnlab.workflows.resolve import build_config
 from cnnlab.data.inspect import inspect_dataset
 cfg = build_config(None, {"data.source": sys.argv[1]}).data
 print(json.dumps(inspect_dataset(cfg, out=sys.argv[2], progress=False)))
@@ -81,7 +81,7 @@ print(json.dumps(inspect_dataset(cfg, out=sys.argv[2], progress=False)))
 TRAIN = """
 import json, sys
 from cnnlab import api
-from cnnlab.config import build_config
+from cnnlab.workflows.resolve import build_config
 cfg = build_config(None, {"data.source": sys.argv[1], "model.name": "cnn", "train.epochs": 1,
                           "data.input_size": 16, "run.out": sys.argv[2], "data.cache": sys.argv[3],
                           "run.report": False})

@@ -12,19 +12,18 @@ import torch
 from PIL import Image
 
 from cnnlab import api
-from cnnlab.config import build_config
-from cnnlab.data import prepare_data
+from cnnlab.core.errors import CnnlabError
 from cnnlab.data.cache import decode_images
 from cnnlab.data.files import scan_folder
 from cnnlab.data.inspect import inspect_dataset
-from cnnlab.data.loaders import TensorBatches, balanced_weights
+from cnnlab.data.loaders import TensorBatches, balanced_weights, split_loader
+from cnnlab.data.pipeline import prepare_data
 from cnnlab.data.split import kfold_indices, stratified_split
 from cnnlab.data.transforms import PCALighting, build_batch_transform, build_transform, per_image_standardize
-from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, get_spec
-from cnnlab.runtime import split_loader
 from cnnlab.train import engines
 from cnnlab.train.losses import balanced_class_weights, init_output_bias
+from cnnlab.workflows.resolve import build_config
 from tests.conftest import make_folder_dataset
 
 # ---------------------------------------------------------------- cache

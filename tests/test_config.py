@@ -3,8 +3,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from cnnlab.config import build_config, config_keys, load_yaml, parse_set, save_config
-from cnnlab.errors import CnnlabError
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.schema import config_keys, save_config
+from cnnlab.core.yamlio import load_yaml, parse_set
+from cnnlab.workflows.resolve import build_config
 
 
 def test_defaults_yaml_flags_and_set_layer_in_order(tmp_path):

@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 
 from cnnlab.cli import main
-from cnnlab.config import build_config
-from cnnlab.data import prepare_data
+from cnnlab.data.pipeline import prepare_data
 from cnnlab.models import get_spec
+from cnnlab.workflows.resolve import build_config
 
 FLAGS = ["--data", "digits", "--epochs", "1", "--batch-size", "64", "-q", "--set", "run.report=false"]
 

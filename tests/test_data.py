@@ -7,14 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.config import build_config
-from cnnlab.data import prepare_data
+from cnnlab.core.errors import CnnlabError
 from cnnlab.data.files import scan_folder
 from cnnlab.data.images import decode_file, to_mode
+from cnnlab.data.pipeline import prepare_data
 from cnnlab.data.sources import load_files
 from cnnlab.data.split import make_splits, stratified_split
-from cnnlab.errors import CnnlabError
 from cnnlab.models import get_spec
+from cnnlab.workflows.resolve import build_config
 from tests.conftest import make_folder_dataset
 
 

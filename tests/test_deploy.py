@@ -20,7 +20,7 @@ from PIL import Image
 
 from cnnlab import api
 from cnnlab.cli import main
-from cnnlab.config import build_config
+from cnnlab.workflows.resolve import build_config
 from tests.conftest import make_folder_dataset
 from tests.servers import free_port
 
@@ -84,7 +84,7 @@ def test_onnx_export_of_a_fashion_mnist_cnn_equals_pytorch_on_the_whole_test_spl
     import onnx
 
     # the fixture's export printed its parity table; run the check again through the API for the figures
-    r = api.export(fmnist_run, out=fmnist_onnx.with_name("again.onnx"), progress=False)
+    r = api.export_run(fmnist_run, out=fmnist_onnx.with_name("again.onnx"), progress=False)
     p = r["parity"]
     assert p["split"] == "test" and p["images"] == 10_000
     assert [row["batch"] for row in p["rows"]] == [1, 2, 64] and p["rows"][-1]["images"] == 10_000
@@ -107,7 +107,7 @@ def test_uint8_graph_and_torchscript_exports_pass_their_parity_check(fmnist_run,
                  "--check-images", "1000"]) == 0
     out = capsys.readouterr().out
     assert "input uint8 (N, 1, 28, 28), batch dynamic" in out and "batch  64 (  1000 images)" in out
-    from cnnlab.deploy.exported import ExportedModel
+    from cnnlab.inference.exported import ExportedModel
 
     u8 = ExportedModel.load(tmp_path / "u8.onnx")
     assert u8.uint8_input and u8.logits(np.zeros((3, 1, 28, 28), np.uint8)).shape == (3, 10)
@@ -146,7 +146,7 @@ def test_efficientnet_lite0_onnx_export_matches_pytorch(tmp_path, capsys):
     run = _train(tmp_path / "lite0", **{"data.source": str(root), "model.name": "efficientnet-lite0",
                                         "data.input_size": 64, "train.epochs": 1, "train.batch_size": 16,
                                         "data.split": [0.6, 0.1, 0.3]})
-    r = api.export(run, out=tmp_path / "lite0.onnx", progress=False)
+    r = api.export_run(run, out=tmp_path / "lite0.onnx", progress=False)
     assert r["parity"]["images"] >= 15
     assert r["parity"]["max_abs_dprob"] <= 1e-4 and r["parity"]["top1_agreement"] == 1.0
     assert r["metadata"]["preprocess"]["channels"] == 3 and r["metadata"]["model"] == "efficientnet-lite0"
@@ -399,7 +399,7 @@ def test_efficientnet_lite0_on_fashion_mnist_exports_with_parity_on_the_whole_te
     run = _train(tmp_path / "lite0", **{"data.source": "fashion-mnist", "model.name": "efficientnet-lite0",
                                         "data.input_size": 64, "data.channels": 3, "data.train_per_class": 100,
                                         "model.fine_tune": [2, 1], "train.batch_size": 64})
-    r = api.export(run, out=tmp_path / "lite0.onnx", progress=False)
+    r = api.export_run(run, out=tmp_path / "lite0.onnx", progress=False)
     p = r["parity"]
     assert p["images"] == 10_000 and p["rows"][-1]["images"] == 10_000
     assert p["max_abs_dprob"] <= 1e-4 and p["top1_agreement"] >= 0.999

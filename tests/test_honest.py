@@ -17,7 +17,7 @@ from sklearn.metrics import f1_score
 
 from cnnlab import api
 from cnnlab.cli import main
-from cnnlab.config import build_config
+from cnnlab.workflows.resolve import build_config
 from tests.conftest import make_folder_dataset
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnlab.errors import CnnlabError
+from cnnlab.core.errors import CnnlabError
 from cnnlab.models import MODELS, count_parameters, create_model
 
 

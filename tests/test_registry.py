@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from cnnlab.errors import CnnlabError
-from cnnlab.registry import Registry
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.registry import Registry
 
 
 def test_register_get_list_and_glob():

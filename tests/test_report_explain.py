@@ -11,7 +11,7 @@ import pytest
 
 from cnnlab import api
 from cnnlab.cli import main
-from cnnlab.config import build_config
+from cnnlab.workflows.resolve import build_config
 from tests.conftest import make_folder_dataset, write_idx
 
 

@@ -22,8 +22,8 @@ from PIL import Image
 
 from cnnlab import api
 from cnnlab.cli import main
-from cnnlab.config import build_config
 from cnnlab.runs.store import RunFolder
+from cnnlab.workflows.resolve import build_config
 from tests.conftest import make_folder_dataset
 from tests.fixtures import cifar10_files
 
@@ -116,7 +116,7 @@ LIVE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from cnnlab import api
-    from cnnlab.config import build_config
+    from cnnlab.workflows.resolve import build_config
     from cnnlab.train.callbacks import Callback
 
     class Pause(Callback):
@@ -169,7 +169,7 @@ def test_one_process_per_run_and_honest_status_after_sigkill(tmp_path, capsys, c
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     run, ready = tmp_path / "t", tmp_path / "ready"
     script = LIVE.replace("api.train(cfg, callbacks=[Pause()], progress=False)",
-                          "from cnnlab.cli import _on_sigterm, main\nimport signal\n"
+                          "from cnnlab.cli.main import _on_sigterm, main\nimport signal\n"
                           "signal.signal(signal.SIGTERM, _on_sigterm)\n"
                           "try:\n    api.train(cfg, callbacks=[Pause()], progress=False)\n"
                           "except KeyboardInterrupt:\n    sys.exit(143)")

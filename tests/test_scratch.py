@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.gradcheck import LAYERS, TOLERANCE_FD, TOLERANCE_TORCH, gradcheck
 from cnnlab.models import get_spec
 from cnnlab.runs.store import RunFolder
 from cnnlab.scratch import build, layers, optim
+from cnnlab.train.gradcheck import LAYERS, TOLERANCE_FD, TOLERANCE_TORCH, gradcheck
 
 
 def test_the_scratch_package_imports_numpy_only():
@@ -206,8 +206,8 @@ def test_cv_sweep_and_predict_work_on_scratch_runs(tmp_path, capsys):
 
 
 def test_a_scratch_checkpoint_holding_pickled_objects_is_refused(tmp_path):
-    from cnnlab.errors import CnnlabError
-    from cnnlab.runs.store import load_weights_file
+    from cnnlab.checkpoints import load_weights_file
+    from cnnlab.core.errors import CnnlabError
 
     bad = tmp_path / "best.npz"
     np.savez(bad, meta=np.array([{"x": 1}], dtype=object), **{"model/w": np.zeros(3)})

@@ -11,11 +11,11 @@ import torch
 
 from cnnlab import api
 from cnnlab.cli import main
-from cnnlab.config import build_config
-from cnnlab.data import prepare_data
-from cnnlab.data.shards import ShardBatches, load_shards
-from cnnlab.errors import CnnlabError
+from cnnlab.core.errors import CnnlabError
+from cnnlab.data.loaders import ShardBatches
+from cnnlab.data.pipeline import load_shards, prepare_data
 from cnnlab.models import get_spec
+from cnnlab.workflows.resolve import build_config
 
 
 @pytest.fixture(scope="module")

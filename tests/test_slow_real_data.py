@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cnnlab import api
-from cnnlab.config import build_config
+from cnnlab.workflows.resolve import build_config
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 pytestmark = [pytest.mark.slow,

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from cnnlab import api
-from cnnlab.config import build_config
-from cnnlab.data import prepare_data
+from cnnlab.core.errors import CnnlabError
 from cnnlab.data.files import read_label_csv
-from cnnlab.errors import CnnlabError
+from cnnlab.data.pipeline import prepare_data
 from cnnlab.models import get_spec
+from cnnlab.workflows.resolve import build_config
 from tests import fixtures
 from tests.conftest import make_folder_dataset
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from cnnlab import api
-from cnnlab.config import build_config
-from cnnlab.errors import CnnlabError
+from cnnlab.core.errors import CnnlabError
 from cnnlab.train.threads import ThreadPolicy
+from cnnlab.workflows.resolve import build_config
 
 
 def test_thread_policy_leaves_a_busy_core_to_its_process_and_takes_it_back():

@@ -16,8 +16,8 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.runs.store import RunFolder
-from cnnlab.study.plan import Candidate, plan_epochs
-from cnnlab.study.run import parse_budget
+from cnnlab.workflows.study.plan import Candidate, plan_epochs
+from cnnlab.workflows.study.run import parse_budget
 from tests.conftest import class_image
 
 CNNLAB = [sys.executable, "-m", "cnnlab"]
@@ -164,8 +164,9 @@ def test_the_plan_shares_the_budget_and_drops_the_most_expensive_first():
 
 
 def test_every_example_is_a_valid_config_sweep_spec_or_script():
-    from cnnlab.config import build_config, load_yaml
-    from cnnlab.sweep.spec import load_spec
+    from cnnlab.core.yamlio import load_yaml
+    from cnnlab.workflows.resolve import build_config
+    from cnnlab.workflows.sweep.spec import load_spec
 
     examples = sorted((Path(__file__).parents[1] / "examples").iterdir())
     assert len([e for e in examples if e.name.startswith("seed")]) == 5  # one per report

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from cnnlab.cli import main
-from cnnlab.errors import CnnlabError
+from cnnlab.core.errors import CnnlabError
 from cnnlab.runs.store import RunFolder
-from cnnlab.sweep.spec import check_spec
+from cnnlab.workflows.sweep.spec import check_spec
 
 GRID = {
     "base": {"data": {"source": "digits"}, "model": {"name": "mlp"}, "train": {"epochs": 3, "batch_size": 64},
@@ -98,8 +98,8 @@ def test_sweep_report_opens_in_chromium_with_every_figure_drawn(grid_sweep):
 def test_importance_and_correlation_rank_the_one_parameter_that_matters_first(tmp_path):
     import optuna
 
-    from cnnlab.sweep.report import correlations, importance, trial_rows
-    from cnnlab.sweep.runner import open_sweep
+    from cnnlab.workflows.sweep.report import correlations, importance, trial_rows
+    from cnnlab.workflows.sweep.runner import open_sweep
 
     tree = {"base": {"data": {"source": "digits"}}, "trials": 40, "method": "random", "objective": "val_acc",
             "space": {"optim.lr": {"type": "log-float", "low": 1e-4, "high": 1e-1},
@@ -315,7 +315,7 @@ def test_wandb_logs_offline_when_it_is_installed(tmp_path, monkeypatch, capsys):
 
 
 def test_every_example_spec_is_a_valid_sweep():
-    from cnnlab.sweep.spec import load_spec
+    from cnnlab.workflows.sweep.spec import load_spec
 
     specs = sorted((Path(__file__).resolve().parents[1] / "examples").glob("sweep-*.yaml"))
     assert specs

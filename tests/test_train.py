@@ -13,9 +13,9 @@ import torch
 
 from cnnlab import api
 from cnnlab.cli import main
-from cnnlab.config import build_config
-from cnnlab.errors import CnnlabError
+from cnnlab.core.errors import CnnlabError
 from cnnlab.runs.store import RunFolder
+from cnnlab.workflows.resolve import build_config
 from tests.conftest import make_folder_dataset
 
 
@@ -68,7 +68,7 @@ def test_same_seed_same_history_other_seed_differs(tmp_path):
 KILLER = textwrap.dedent("""
     import os, signal, sys
     from cnnlab import api
-    from cnnlab.config import build_config
+    from cnnlab.workflows.resolve import build_config
     from cnnlab.train.callbacks import Callback
 
     class KillMidEpoch(Callback):

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from cnnlab import api
-from cnnlab.config import build_config
-from cnnlab.errors import CnnlabError
+from cnnlab.core.errors import CnnlabError
 from cnnlab.models import count_parameters, create_model
 from cnnlab.models.transfer import apply_freeze, output_layer, units
 from cnnlab.train.build import build_model, param_groups
 from cnnlab.train.optim import build_schedule
+from cnnlab.workflows.resolve import build_config
 from tests.conftest import make_folder_dataset
 
 

@@ -1,77 +1,87 @@
-"""The public functions behind every CLI command; each lives with its subject and is re-exported here."""
+"""cnnlab's public library: the function behind every CLI command, and what a notebook needs beside
+them. Each lives with its subject; ``EXPORTS`` says where.
+
+    from cnnlab import api
+    cfg = api.build_config(None, {"data.source": "digits", "model.name": "cnn"})
+    result = api.train(cfg)
+
+A name is imported from its module on first use (PEP 562). This is one of the two places where
+cnnlab imports its own code by name (the other is ``cnnlab.inference.load``): it lets ``cnnlab
+--help`` start at once and ``cnnlab predict model.onnx`` run without PyTorch, while the CLI still
+goes through this one door. ``tests/test_architecture.py`` reads ``EXPORTS`` as import edges of this
+module, so the layer and cycle checks see them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .cv import cross_validate, paired_comparison
-from .data import DATASETS
-from .evaluate.runner import (
-    compare,
-    evaluate,
-    evaluate_datasets,
-    explain,
-    predict,
-    report,
-)
-from .models import MODELS, count_parameters
-from .predict import Predictor, resolve_device
-from .train.run import TrainResult, lr_find, train
+if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
+    from cnnlab.data.cache_admin import clean_cache, list_cache
+    from cnnlab.data.inspect import format_report, inspect_dataset
+    from cnnlab.data.pipeline import prepare_data
+    from cnnlab.data.shards import write_shards
+    from cnnlab.inference.load import load_model
+    from cnnlab.inference.predictor import Predictor
+    from cnnlab.models.factory import count_parameters, get_spec
+    from cnnlab.models.ops import resolve_device
+    from cnnlab.reports.study import format_summary
+    from cnnlab.train.gradcheck import LAYERS, TOLERANCE_FD, TOLERANCE_TORCH, gradcheck
+    from cnnlab.workflows.catalog import list_augmentations, list_datasets, list_engines, list_models
+    from cnnlab.workflows.cv import cross_validate, paired_comparison, read_cv
+    from cnnlab.workflows.deploy.batch import predict_files
+    from cnnlab.workflows.deploy.export import export_run
+    from cnnlab.workflows.deploy.serve import serve
+    from cnnlab.workflows.evaluation import compare, evaluate, evaluate_datasets, explain, predict, report
+    from cnnlab.workflows.resolve import build_config
+    from cnnlab.workflows.study import run_study
+    from cnnlab.workflows.sweep import run_sweep
+    from cnnlab.workflows.sweep.report import rebuild
+    from cnnlab.workflows.training import TrainResult, lr_find, train
 
-__all__ = ["Predictor", "TrainResult", "compare", "cross_validate", "evaluate", "evaluate_datasets", "explain",
-           "export", "list_augmentations", "list_datasets", "list_engines", "list_models", "lr_find",
-           "paired_comparison", "predict", "report", "resolve_device", "sweep", "train"]
+# public name → the module that defines it
+EXPORTS: dict[str, str] = {
+    **dict.fromkeys(["build_config"], "cnnlab.workflows.resolve"),
+    **dict.fromkeys(["train", "lr_find", "TrainResult"], "cnnlab.workflows.training"),
+    **dict.fromkeys(["evaluate", "evaluate_datasets", "predict", "explain", "report", "compare"],
+                    "cnnlab.workflows.evaluation"),
+    **dict.fromkeys(["cross_validate", "paired_comparison", "read_cv"], "cnnlab.workflows.cv"),
+    **dict.fromkeys(["run_sweep"], "cnnlab.workflows.sweep"),
+    **dict.fromkeys(["rebuild"], "cnnlab.workflows.sweep.report"),
+    **dict.fromkeys(["run_study"], "cnnlab.workflows.study"),
+    **dict.fromkeys(["format_summary"], "cnnlab.reports.study"),
+    **dict.fromkeys(["export_run"], "cnnlab.workflows.deploy.export"),
+    **dict.fromkeys(["predict_files"], "cnnlab.workflows.deploy.batch"),
+    **dict.fromkeys(["serve"], "cnnlab.workflows.deploy.serve"),
+    **dict.fromkeys(["load_model"], "cnnlab.inference.load"),
+    **dict.fromkeys(["Predictor"], "cnnlab.inference.predictor"),
+    **dict.fromkeys(["resolve_device"], "cnnlab.models.ops"),
+    **dict.fromkeys(["get_spec", "count_parameters"], "cnnlab.models.factory"),
+    **dict.fromkeys(["list_models", "list_datasets", "list_augmentations", "list_engines"], "cnnlab.workflows.catalog"),
+    **dict.fromkeys(["prepare_data"], "cnnlab.data.pipeline"),
+    **dict.fromkeys(["inspect_dataset", "format_report"], "cnnlab.data.inspect"),
+    **dict.fromkeys(["write_shards"], "cnnlab.data.shards"),
+    **dict.fromkeys(["list_cache", "clean_cache"], "cnnlab.data.cache_admin"),
+    **dict.fromkeys(["gradcheck", "LAYERS", "TOLERANCE_FD", "TOLERANCE_TORCH"], "cnnlab.train.gradcheck"),
+}
 
-
-def export(run: Any, fmt: str = "onnx", out: Any = None, with_preprocessing: bool = False, check: bool = True,
-           tolerance: float = 1e-4, min_agreement: float = 0.999, check_images: Any = None,
-           progress: bool = True) -> dict[str, Any]:
-    """Export a run to ONNX/TorchScript with its metadata and a parity check; see
-    :func:`cnnlab.deploy.export.export_run`."""
-    from .deploy.export import export_run
-
-    return export_run(run, fmt, out, with_preprocessing, check, tolerance, min_agreement, check_images, progress)
-
-
-def sweep(spec: Any, out: Any, workers: int = 1, storage: Any = None, resume: bool = False,
-          progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a hyper-parameter sweep; see :func:`cnnlab.sweep.runner.run_sweep`."""
-    from .sweep.runner import run_sweep
-
-    return run_sweep(spec, out, workers=workers, storage=storage, resume=resume, progress=progress)
-
-
-def list_models(num_classes: int = 10, in_chans: int = 3) -> list[dict[str, Any]]:
-    """Registered models: name, parameters (at the default input size, ``in_chans`` channels and
-    ``num_classes`` classes), default input size, pretrained source and description."""
-    rows = []
-    for name in MODELS.names():
-        spec = MODELS.get(name)
-        opts = {"pretrained": False} if "pretrained" in spec.options() else {}
-        model = spec.builder(num_classes=num_classes, in_chans=in_chans, input_size=spec.default_input_size, **opts)
-        rows.append({"name": name, "parameters": count_parameters(model)["total"],
-                     "input_size": spec.default_input_size, "pretrained": spec.pretrained or "-",
-                     "description": spec.description})
-    return rows
-
-
-def list_augmentations() -> list[dict[str, Any]]:
-    """Augmentation presets and their options with defaults."""
-    from .data.transforms import PRESETS, preset_options
-
-    return [{"name": n, "options": preset_options(n)} for n in PRESETS.names()]
-
-
-def list_datasets() -> list[dict[str, Any]]:
-    """Built-in datasets: name, description, image size, classes."""
-    return [{"name": d.name, "description": d.description, "size": d.native_size,
-             "channels": d.native_channels, "classes": d.num_classes}
-            for d in (DATASETS.get(n) for n in DATASETS.names())]
+__all__ = ["LAYERS", "Predictor", "TOLERANCE_FD", "TOLERANCE_TORCH", "TrainResult", "build_config", "clean_cache",
+           "compare", "count_parameters", "cross_validate", "evaluate", "evaluate_datasets", "explain", "export_run",
+           "format_report", "format_summary", "get_spec", "gradcheck", "inspect_dataset", "list_augmentations",
+           "list_cache", "list_datasets", "list_engines", "list_models", "load_model", "lr_find",
+           "paired_comparison", "predict", "predict_files", "prepare_data", "read_cv", "rebuild", "report",
+           "resolve_device", "run_study", "run_sweep", "serve", "train", "write_shards"]
 
 
-def list_engines() -> list[dict[str, Any]]:
-    """Training engines: name and the first line of their description."""
-    from .train.engines import ENGINES
+def __getattr__(name: str) -> Any:
+    if name not in EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-    return [{"name": n, "description": (ENGINES.get(n).__doc__ or "").strip().split("\n")[0]}
-            for n in ENGINES.names()]
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(EXPORTS))
+

@@ -23,8 +23,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..errors import CnnlabError
-from .images import GREY_MODES, decode_file, describe_error
+from cnnlab.core.errors import CnnlabError
+from cnnlab.data.images import GREY_MODES, decode_file, describe_error
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from .cache import cache_dir
+from cnnlab.data.cache import cache_dir
 
 KINDS = {"decoded": "decoded images", "features": "backbone features"}
 

@@ -10,8 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import CnnlabError
-from .images import IMAGE_EXTENSIONS
+from cnnlab.core.errors import CnnlabError
+from cnnlab.data.images import IMAGE_EXTENSIONS
 
 SPLIT_NAMES = ("train", "val", "test")
 PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path", "img", "image_id", "id")

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..config import DataConfig
-from .cache import _decode_one
-from .files import FileList
-from .images import open_image
-from .sources import DATASETS, list_files
-from .split import given_splits, imbalance_ratio, make_splits
-from .transforms import build_transform
+from cnnlab.core.schema import DataConfig
+from cnnlab.data.cache import _decode_one
+from cnnlab.data.files import FileList
+from cnnlab.data.images import open_image
+from cnnlab.data.sources import DATASETS, list_files
+from cnnlab.data.split import given_splits, imbalance_ratio, make_splits
+from cnnlab.data.transforms import build_transform
 
 log = logging.getLogger(__name__)
 

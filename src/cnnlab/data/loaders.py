@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional, Sequence
+import math
+import random
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
-from .transforms import per_image_standardize
+from cnnlab.core.errors import CnnlabError
+from cnnlab.data import shards
+from cnnlab.data.transforms import per_image_standardize
+
+if TYPE_CHECKING:
+    from cnnlab.data.pipeline import PreparedData
 
 BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -171,9 +178,8 @@ def make_batches(images: Any, labels: torch.Tensor, indices: Any, batch_size: in
                  std: Sequence[float], workers: int = 2, **kwargs: Any) -> TensorBatches:
     """Batches of ``images[indices]``: from memory (:class:`TensorBatches`) or streamed from shards
     (:class:`~cnnlab.data.shards.ShardBatches`) when the images are a shard folder's."""
-    from .shards import ShardBatches, ShardImages
 
-    if isinstance(images, ShardImages):
+    if isinstance(images, shards.ShardImages):
         if images.whole_split(indices) is not None:
             return ShardBatches(images, labels, indices, batch_size, mean, std, workers=workers, **kwargs)
         idx = np.asarray(indices, dtype=np.int64)
@@ -183,3 +189,75 @@ def make_batches(images: Any, labels: torch.Tensor, indices: Any, batch_size: in
         return TensorBatches(images[idx], labels[torch.from_numpy(idx)], np.arange(len(idx)), batch_size, mean, std,
                              **kwargs)
     return TensorBatches(images, labels, indices, batch_size, mean, std, **kwargs)
+
+class ShardBatches(TensorBatches):
+    """Batches streamed from one split's shards; the same interface, normalisation and augmentation
+    as :class:`~cnnlab.data.loaders.TensorBatches`.
+
+    Training (``shuffle``): the split's shards in a (seed, epoch) order, under torchrun dealt out
+    rank by rank (each rank reads only its own), read by ``workers`` processes that each decode and
+    shuffle their samples through a buffer of ``buffer`` samples. Every rank runs the same number of
+    steps. Evaluation: one reading process, shard order, so results line up with the split.
+    """
+
+    def __init__(self, images: shards.ShardImages, labels: torch.Tensor, indices: Any, batch_size: int, *args: Any,
+                 workers: int = 2, buffer: int = 4096, **kwargs: Any):
+        if kwargs.get("sampler", "random") != "random":
+            raise CnnlabError("data.sampler 'balanced' needs random access; with sharded data use "
+                              "train.class_weights auto instead")
+        super().__init__(images, labels, indices, batch_size, *args, **kwargs)
+        self.split = images.split_of(self.indices)
+        self.workers, self.buffer = workers, buffer
+
+    def _shards(self) -> list[list[tuple[str, int]]]:
+        """The shards each rank reads this epoch."""
+        shards = self.images.urls(self.split)
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(shards)
+        if self.world > 1 and len(shards) < self.world:
+            raise CnnlabError(f"the {self.split} split has {len(shards)} shard(s) for {self.world} ranks; write "
+                              f"smaller shards (cnnlab data shard --shard-size) so that each rank has one")
+        return [shards[r::self.world] for r in range(self.world)] if self.world > 1 else [shards]
+
+    def _local_batch(self) -> int:
+        return max(1, self.batch_size // self.world) if self.world > 1 else self.batch_size
+
+    def __len__(self) -> int:
+        if self.world > 1:
+            per_rank = [sum(c for _, c in s) for s in self._shards()]
+            return max(0, min(per_rank) // self._local_batch())
+        n = len(self.indices)
+        return math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        wds = shards.webdataset_module()
+
+        mine = self._shards()[self.rank if self.world > 1 else 0]
+        if not mine:
+            return
+        local = self._local_batch()
+        workers = min(self.workers, len(mine)) if self.shuffle else min(1, self.workers)
+        ds = wds.WebDataset([u for u, _ in mine], shardshuffle=False, nodesplitter=None,
+                            workersplitter=wds.split_by_worker, empty_check=False)
+        if self.shuffle:
+            ds = ds.shuffle(self.buffer, seed=self.seed * 1_000_003 + self.epoch)
+        decode = shards.SampleDecoder(tuple(self.images.shape[1:]))
+        ds = ds.map(decode).batched(local, collation_fn=shards.collate, partial=True)
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
+                                             persistent_workers=False, prefetch_factor=4 if workers else None)
+        steps = len(self) if self.world > 1 else None
+        for n, (x, y) in enumerate(loader):
+            if steps is not None and n >= steps:
+                break  # every rank stops at the same step
+            if self.drop_single and len(y) == 1 and self.shuffle:
+                continue  # BatchNorm cannot train on one image
+            yield self.finish(x, y)
+
+
+
+
+def split_loader(data: "PreparedData", split: str, batch_size: int, device: torch.device, **kwargs: Any
+                 ) -> TensorBatches:
+    """Batches of one split of ``data``, normalised as the data says (kwargs: shuffle, transforms...)."""
+    return make_batches(data.images, data.labels, data.splits[split], batch_size, data.mean, data.std,
+                        device=device, normalize=data.normalize, **kwargs)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence
 
@@ -11,10 +13,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import DataConfig
-from ..errors import CnnlabError
-from .sources import DATASETS, SourceImages, list_files, load_files
-from .split import imbalance_ratio, make_splits
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.schema import DataConfig
+from cnnlab.data import shards
+from cnnlab.data.cache import content_digest
+from cnnlab.data.images import open_image
+from cnnlab.data.shards import is_shard_source
+from cnnlab.data.sources import DATASETS, SourceImages, list_files, load_files
+from cnnlab.data.split import imbalance_ratio, make_splits
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +120,6 @@ def fingerprint(shape: Sequence[int], labels: np.ndarray, paths: Optional[list[s
 
 def content_of(src: SourceImages) -> str:
     """One digest of every image's content: the files' own digests, or the pixels of an array."""
-    from .cache import content_digest
 
     if src.digests is not None:
         return content_digest("\n".join(src.digests).encode())
@@ -206,7 +211,6 @@ def choose_input_size(files: Sequence[Any], spec: ModelInputs, sample: int = 200
     least 64 (small dense nets and CNNs grow fast with the input); 28 when the images are
     smaller than that.
     """
-    from .images import open_image
 
     sides = []
     for f in list(files)[:: max(1, len(files) // sample)][:sample]:
@@ -315,7 +319,6 @@ def prepare_data(
         hold_out_test: leave the test split out entirely (a sweep trial tunes on validation
             figures only; the test split is for the final model).
     """
-    from .shards import is_shard_source, load_shards
 
     if is_shard_source(cfg.source):  # streamed: labels in memory, pixels read from the shards as batches go
         return load_shards(cfg.source, expect_fingerprint, splits, hold_out_test, cfg.input_size, cfg.channels)
@@ -347,3 +350,46 @@ def prepare_data(
     return PreparedData(images=images, labels=torch.from_numpy(np.asarray(labels)), classes=src.classes,
                         splits=split_idx, mean=mean, std=std, source=cfg.source, skipped=src.skipped,
                         paths=src.paths, cache=src.cache, normalize=mode, content=content)
+
+
+def load_shards(source: str, expect_fingerprint: Optional[str] = None, splits: Optional[dict[str, Any]] = None,
+                hold_out_test: bool = False, input_size: Optional[int] = None,
+                channels: Optional[int] = None) -> Any:
+    """A :class:`~cnnlab.data.pipeline.PreparedData` over a shard folder: labels in memory, pixels
+    streamed."""
+
+    index, base = shards.read_index(source)
+    images = shards.ShardImages(index, base)
+    for what, want, have in (("input_size", input_size, images.shape[-1]), ("channels", channels, images.shape[1])):
+        if want is not None and int(want) != int(have):
+            raise CnnlabError(f"data.{what} {want}: the shards in {source} hold {have}; write shards at that size "
+                              f"(cnnlab data shard … --{what.replace('_', '-')} {want}) or leave it unset")
+    labels = []
+    for name in shards.SPLITS:
+        if name not in index["splits"]:
+            continue
+        f = base + f"labels-{name}.npy"
+        try:
+            if shards.is_url(base):
+                with urllib.request.urlopen(f, timeout=30) as r:  # noqa: S310
+                    arr = np.load(io.BytesIO(r.read()), allow_pickle=False)
+            else:
+                arr = np.load(f, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CnnlabError(f"{f}: cannot read the labels of the {name} shards ({e})") from None
+        labels.append(arr.astype(np.int64))
+    all_labels = torch.from_numpy(np.concatenate(labels)) if labels else torch.zeros(0, dtype=torch.long)
+    ranges = {k: np.arange(a, b, dtype=np.int64) for k, (a, b) in images.ranges.items()}
+    if splits is not None and any(not np.array_equal(np.asarray(splits.get(k, [])), v) for k, v in ranges.items()):
+        raise CnnlabError(f"data.source {source!r}: the saved split does not match these shards' splits")
+    if hold_out_test:
+        ranges["test"] = np.zeros(0, dtype=np.int64)
+    if not len(ranges["train"]):
+        raise CnnlabError(f"data.source {source!r}: the shards have no training split")
+    data = PreparedData(images=images, labels=all_labels, classes=list(index["classes"]), splits=ranges,
+                        mean=list(index["mean"]), std=list(index["std"]), source=source, cache="shards",
+                        normalize=index.get("normalize", "mean-std"), content=index["fingerprint"])
+    if expect_fingerprint and expect_fingerprint != data.fingerprint():
+        raise CnnlabError(f"data.source {source!r}: these shards are not the data this run was trained on")
+    return data
+

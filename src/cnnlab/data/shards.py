@@ -17,8 +17,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
-import random
 import time
 import urllib.request
 from collections import OrderedDict
@@ -28,8 +26,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from ..errors import CnnlabError
-from .loaders import TensorBatches
+from cnnlab.core.errors import CnnlabError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +37,7 @@ RAW_MAX_BYTES = 4096  # up to 64×64 grey: raw pixels, no PNG to decode
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _wds() -> Any:
+def webdataset_module() -> Any:
     try:
         import webdataset
     except ImportError:
@@ -66,7 +63,7 @@ def write_shards(data: Any, out: str | Path, shard_mb: float = 100.0, progress: 
     """
     from tqdm.auto import tqdm
 
-    wds = _wds()
+    wds = webdataset_module()
 
     if data.multilabel:
         raise CnnlabError("cnnlab data shard writes single-label datasets; this one is multi-label")
@@ -110,20 +107,20 @@ def write_shards(data: Any, out: str | Path, shard_mb: float = 100.0, progress: 
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def _is_url(text: str) -> bool:
+def is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
 def is_shard_source(source: str) -> bool:
     """A folder (or http(s) folder URL) holding a cnnlab shard index."""
-    if _is_url(source):
+    if is_url(source):
         return source.rstrip("/").endswith(INDEX) or source.endswith("/")
     return (Path(source) / INDEX).is_file() or (source.endswith(INDEX) and Path(source).is_file())
 
 
 def read_index(source: str) -> tuple[dict[str, Any], str]:
     """The index of a shard folder and the base (folder path or URL) its files are relative to."""
-    if _is_url(source):
+    if is_url(source):
         url = source if source.endswith(INDEX) else source.rstrip("/") + "/" + INDEX
         try:
             with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 (http(s) only, checked above)
@@ -231,118 +228,14 @@ class SampleDecoder:
 
 def _samples(urls: Sequence[str], shape: tuple[int, ...]) -> Iterator[tuple[np.ndarray, int]]:
     """Every sample of ``urls`` in order, in this process."""
-    wds = _wds()
+    wds = webdataset_module()
 
     ds = wds.WebDataset(list(urls), shardshuffle=False, nodesplitter=None, workersplitter=None,
                         empty_check=False).map(SampleDecoder(tuple(shape)))
     yield from ds
 
 
-def _collate(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.stack([x for x, _ in batch])), torch.tensor([y for _, y in batch], dtype=torch.long)
 
 
-class ShardBatches(TensorBatches):
-    """Batches streamed from one split's shards; the same interface, normalisation and augmentation
-    as :class:`~cnnlab.data.loaders.TensorBatches`.
-
-    Training (``shuffle``): the split's shards in a (seed, epoch) order, under torchrun dealt out
-    rank by rank (each rank reads only its own), read by ``workers`` processes that each decode and
-    shuffle their samples through a buffer of ``buffer`` samples. Every rank runs the same number of
-    steps. Evaluation: one reading process, shard order, so results line up with the split.
-    """
-
-    def __init__(self, images: ShardImages, labels: torch.Tensor, indices: Any, batch_size: int, *args: Any,
-                 workers: int = 2, buffer: int = 4096, **kwargs: Any):
-        if kwargs.get("sampler", "random") != "random":
-            raise CnnlabError("data.sampler 'balanced' needs random access; with sharded data use "
-                              "train.class_weights auto instead")
-        super().__init__(images, labels, indices, batch_size, *args, **kwargs)
-        self.split = images.split_of(self.indices)
-        self.workers, self.buffer = workers, buffer
-
-    def _shards(self) -> list[list[tuple[str, int]]]:
-        """The shards each rank reads this epoch."""
-        shards = self.images.urls(self.split)
-        if self.shuffle:
-            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(shards)
-        if self.world > 1 and len(shards) < self.world:
-            raise CnnlabError(f"the {self.split} split has {len(shards)} shard(s) for {self.world} ranks; write "
-                              f"smaller shards (cnnlab data shard --shard-size) so that each rank has one")
-        return [shards[r::self.world] for r in range(self.world)] if self.world > 1 else [shards]
-
-    def _local_batch(self) -> int:
-        return max(1, self.batch_size // self.world) if self.world > 1 else self.batch_size
-
-    def __len__(self) -> int:
-        if self.world > 1:
-            per_rank = [sum(c for _, c in s) for s in self._shards()]
-            return max(0, min(per_rank) // self._local_batch())
-        n = len(self.indices)
-        return math.ceil(n / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        wds = _wds()
-
-        mine = self._shards()[self.rank if self.world > 1 else 0]
-        if not mine:
-            return
-        local = self._local_batch()
-        workers = min(self.workers, len(mine)) if self.shuffle else min(1, self.workers)
-        ds = wds.WebDataset([u for u, _ in mine], shardshuffle=False, nodesplitter=None,
-                            workersplitter=wds.split_by_worker, empty_check=False)
-        if self.shuffle:
-            ds = ds.shuffle(self.buffer, seed=self.seed * 1_000_003 + self.epoch)
-        ds = ds.map(SampleDecoder(tuple(self.images.shape[1:]))).batched(local, collation_fn=_collate, partial=True)
-        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
-                                             persistent_workers=False, prefetch_factor=4 if workers else None)
-        steps = len(self) if self.world > 1 else None
-        for n, (x, y) in enumerate(loader):
-            if steps is not None and n >= steps:
-                break  # every rank stops at the same step
-            if self.drop_single and len(y) == 1 and self.shuffle:
-                continue  # BatchNorm cannot train on one image
-            yield self.finish(x, y)
-
-
-def load_shards(source: str, expect_fingerprint: Optional[str] = None, splits: Optional[dict[str, Any]] = None,
-                hold_out_test: bool = False, input_size: Optional[int] = None,
-                channels: Optional[int] = None) -> Any:
-    """A :class:`~cnnlab.data.pipeline.PreparedData` over a shard folder: labels in memory, pixels
-    streamed."""
-    from .pipeline import PreparedData
-
-    index, base = read_index(source)
-    images = ShardImages(index, base)
-    for what, want, have in (("input_size", input_size, images.shape[-1]), ("channels", channels, images.shape[1])):
-        if want is not None and int(want) != int(have):
-            raise CnnlabError(f"data.{what} {want}: the shards in {source} hold {have}; write shards at that size "
-                              f"(cnnlab data shard … --{what.replace('_', '-')} {want}) or leave it unset")
-    labels = []
-    for name in SPLITS:
-        if name not in index["splits"]:
-            continue
-        f = base + f"labels-{name}.npy"
-        try:
-            if _is_url(base):
-                with urllib.request.urlopen(f, timeout=30) as r:  # noqa: S310
-                    arr = np.load(io.BytesIO(r.read()), allow_pickle=False)
-            else:
-                arr = np.load(f, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise CnnlabError(f"{f}: cannot read the labels of the {name} shards ({e})") from None
-        labels.append(arr.astype(np.int64))
-    all_labels = torch.from_numpy(np.concatenate(labels)) if labels else torch.zeros(0, dtype=torch.long)
-    ranges = {k: np.arange(a, b, dtype=np.int64) for k, (a, b) in images.ranges.items()}
-    if splits is not None and any(not np.array_equal(np.asarray(splits.get(k, [])), v) for k, v in ranges.items()):
-        raise CnnlabError(f"data.source {source!r}: the saved split does not match these shards' splits")
-    if hold_out_test:
-        ranges["test"] = np.zeros(0, dtype=np.int64)
-    if not len(ranges["train"]):
-        raise CnnlabError(f"data.source {source!r}: the shards have no training split")
-    data = PreparedData(images=images, labels=all_labels, classes=list(index["classes"]), splits=ranges,
-                        mean=list(index["mean"]), std=list(index["std"]), source=source, cache="shards",
-                        normalize=index.get("normalize", "mean-std"), content=index["fingerprint"])
-    if expect_fingerprint and expect_fingerprint != data.fingerprint():
-        raise CnnlabError(f"data.source {source!r}: these shards are not the data this run was trained on")
-    return data

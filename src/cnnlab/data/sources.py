@@ -13,11 +13,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..errors import CnnlabError
-from ..registry import Registry
-from .cache import cache_dir, decode_images
-from .files import FileList, read_label_csv, scan_folder
-from .split import given_splits
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.registry import Registry
+from cnnlab.data.cache import cache_dir, decode_images
+from cnnlab.data.files import FileList, read_label_csv, scan_folder
+from cnnlab.data.split import given_splits
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from ..errors import CnnlabError
-from ..registry import Registry
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.options import options_problem
+from cnnlab.core.registry import Registry
 
 
 class _V2:
@@ -131,7 +132,6 @@ def preset_options(name: str) -> dict[str, Any]:
 
 def option_problem(name: str, options: dict[str, Any]) -> Optional[str]:
     """What is wrong with ``options`` for preset ``name`` (unknown, mistyped, out of bounds), or None."""
-    from ..options import options_problem
 
     return options_problem(PRESETS.get(name), options, {"size", "channels", "sample"},
                            f"augmentation preset {name!r}")

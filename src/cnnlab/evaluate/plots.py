@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cnnlab.evaluate.metrics import cumulative_gains
+
 
 def layout(fig) -> None:
     """``tight_layout``, leaving room for a figure title (which tight_layout ignores)."""
@@ -114,7 +116,6 @@ def plot_gains(y_true, probs, classes: Sequence[str], path: Path) -> Path:
     """Cumulative gains per class (seed 001 Fig. 4), the diagonal of a random ordering."""
     import numpy as np
 
-    from .metrics import cumulative_gains
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     shown = _largest_classes(y_true, len(classes))

@@ -6,10 +6,10 @@ from typing import Any
 
 from torch import nn
 
-from ..config import Config
-from .factory import create_model, get_spec
-from .pretrained import load_matching, load_state_file
-from .transfer import apply_freeze
+from cnnlab.core.schema import Config
+from cnnlab.models.factory import create_model, get_spec
+from cnnlab.models.pretrained import load_matching, load_state_file
+from cnnlab.models.transfer import apply_freeze
 
 
 def build_model(cfg: Config, num_classes: int, in_chans: int, input_size: int, for_inference: bool = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import CnnlabError
+from cnnlab.core.errors import CnnlabError
 
 ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid", "prelu", "relu6")
 INITS = ("default", "he", "xavier")

@@ -6,8 +6,8 @@ from typing import Sequence
 
 from torch import nn
 
-from .common import init_weights, make_act
-from .factory import register_model
+from cnnlab.models.common import init_weights, make_act
+from cnnlab.models.spec import register_model
 
 
 class MLP(nn.Module):

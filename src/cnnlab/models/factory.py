@@ -2,77 +2,22 @@
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from torch import nn
 
-from ..errors import CnnlabError
-from ..registry import Registry
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registered model: its builder and the defaults preprocessing is resolved from.
-
-    Attributes:
-        name: registry name.
-        builder: ``builder(num_classes, in_chans, input_size, **options) -> nn.Module``.
-        description: one line for ``cnnlab list models``.
-        default_input_size: square side the model is designed for.
-        fixed_input_size: True when the model must get ``default_input_size`` (pretrained
-            nets); False lets a built-in dataset keep its native size.
-        fixed_channels: channels the model requires, or None for any.
-        min_input_size: smallest side it can process.
-        pretrained: where pretrained weights come from, or None.
-        mean, std: the normalisation its pretrained weights expect (None: use the data's).
-        interpolation: resize filter its pretrained weights expect.
-    """
-
-    name: str
-    builder: Callable[..., nn.Module]
-    description: str
-    default_input_size: int = 28
-    fixed_input_size: bool = False
-    fixed_channels: Optional[int] = None
-    min_input_size: int = 1
-    pretrained: Optional[str] = None
-    mean: Optional[tuple[float, ...]] = None
-    std: Optional[tuple[float, ...]] = None
-    interpolation: str = "bilinear"
-
-    def options(self) -> list[str]:
-        """Keyword options the builder accepts beyond the three common ones."""
-        params = inspect.signature(self.builder).parameters
-        return [p for p in params if p not in {"num_classes", "in_chans", "input_size"}]
-
-
-MODELS: Registry[ModelSpec] = Registry("model")
-DYNAMIC_PREFIXES = ("timm/", "tv/")
+from cnnlab.core.errors import CnnlabError
+from cnnlab.models.pretrained import timm_spec, tv_spec
+from cnnlab.models.spec import MODELS, ModelSpec
 
 
 def get_spec(name: str) -> ModelSpec:
     """The spec of a registered model, or of ``timm/<arch>`` / ``tv/<arch>`` built on demand."""
     if name.startswith("timm/"):
-        from .pretrained import timm_spec
-
         return timm_spec(name)
     if name.startswith("tv/"):
-        from .pretrained import tv_spec
-
         return tv_spec(name)
     return MODELS.get(name)
-
-
-def register_model(name: str, description: str, **defaults: Any) -> Callable:
-    """Decorator registering ``builder`` as model ``name`` with ModelSpec ``defaults``."""
-
-    def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODELS.add(name, ModelSpec(name=name, builder=builder, description=description, **defaults))
-        return builder
-
-    return deco
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 1, input_size: Optional[int] = None,

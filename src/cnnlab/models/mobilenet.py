@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .common import conv_bn_act, init_weights
-from .factory import register_model
+from cnnlab.models.common import conv_bn_act, init_weights
+from cnnlab.models.spec import register_model
 
 # (expansion t, channels c, repeats n, stride s), seed 004 Figure 4.4
 MOBILENET_SMALL = ((6, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 4, 2), (6, 96, 3, 1))

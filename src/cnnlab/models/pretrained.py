@@ -10,9 +10,10 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..errors import CnnlabError
-from .factory import ModelSpec, register_model
-from .transfer import _parent_of, output_layer, replace_output_layer
+from cnnlab.checkpoints import load_weights_file
+from cnnlab.core.errors import CnnlabError
+from cnnlab.models.spec import ModelSpec, register_model
+from cnnlab.models.transfer import _parent_of, output_layer, replace_output_layer
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise CnnlabError(f"model.weights {str(p)!r} cannot be read ({type(e).__name__}: {first})") from None
     else:
-        from ..runs.store import load_weights_file
 
         sd = load_weights_file(p, f"model.weights {str(p)!r}")
     for key in ("state_dict", "model"):  # common wrappers, e.g. a cnnlab or Lightning checkpoint

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .common import conv_bn_act, init_weights, make_act
-from .factory import register_model
+from cnnlab.models.common import conv_bn_act, init_weights, make_act
+from cnnlab.models.spec import register_model
 
 
 class Bottleneck(nn.Module):

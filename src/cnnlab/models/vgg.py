@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .common import conv_bn_act, init_weights, make_act
-from .factory import register_model
+from cnnlab.models.common import conv_bn_act, init_weights, make_act
+from cnnlab.models.spec import register_model
 
 # (filters, kernel) per conv; None marks a 2×2 average pool (seed 004 Figure 2.1a)
 VGG_BN_LAYOUT = [(64, 3), (64, 3), None, (128, 3), (128, 3), None, (256, 3), (256, 3), (256, 1), None,

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from ..errors import CnnlabError
+from cnnlab.core.errors import CnnlabError
 
 
 def now() -> str:

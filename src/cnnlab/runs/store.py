@@ -4,28 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import io
 import json
 import os
-import pickle
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
-import torch
 import yaml
 
-from ..errors import CnnlabError
-from .lock import RunLock, RunState, now
+from cnnlab.checkpoints import load_weights_file
+from cnnlab.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from cnnlab.core.errors import CnnlabError, DiskError
+from cnnlab.core.schema import build_config
+from cnnlab.core.yamlio import read_yaml_file
+from cnnlab.runs.lock import RunLock, RunState, now
 
-__all__ = ["DiskError", "NullRunFolder", "RunFolder", "RunLock", "RunState", "atomic_torch_save", "atomic_write_json",
-           "atomic_write_text", "load_weights_file", "now"]
+__all__ = ["NullRunFolder", "RunFolder", "RunLock", "RunState", "now"]
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from cnnlab.core.schema import Config
 
 # A run folder:
 #   config.yaml         the resolved config
@@ -44,109 +44,6 @@ def _number(text: str) -> Any:
         return float(text)
     except ValueError:
         return text
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-class DiskError(CnnlabError):
-    """A file could not be written (disk full, read-only, no permission): one line naming the path."""
-
-    def __init__(self, path: Path, err: OSError):
-        advice = {errno.ENOSPC: "the disk is full: free some space",
-                  errno.EDQUOT: "the disk quota is used up: free some space",
-                  errno.EROFS: "the file system is read-only: choose a writable folder",
-                  errno.EACCES: "permission denied: choose a folder you may write to",
-                  errno.EPERM: "permission denied: choose a folder you may write to"}
-        self.path, self.errno = Path(path), err.errno
-        super().__init__(f"cannot write {path}: {advice.get(err.errno, err.strerror or str(err))}")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync, rename: readers see the old or the
-    new file, never half. Any failure removes the temp file; OS errors become a DiskError."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise DiskError(path, e) from None
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8; undecodable file-name bytes kept as escapes) atomically."""
-    _atomic_write(Path(path), text.encode("utf-8", "backslashreplace"))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON."""
-    atomic_write_text(Path(path), json.dumps(obj, indent=2) + "\n")
-
-
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    """Atomically ``torch.save`` ``obj``. It is serialised in memory first, so that a full disk
-    shows as an OSError of the write (torch's own writer reports it as an opaque RuntimeError)."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    _atomic_write(Path(path), buf.getbuffer())
-
-
-def npz_checkpoint_bytes(obj: dict[str, Any]) -> bytes:
-    """A NumPy-engine checkpoint as .npz bytes: ``model/NAME`` and ``optimizer/NAME`` arrays,
-    everything else as one JSON record ``meta`` (no pickle anywhere)."""
-    arrays = {f"model/{k}": np.asarray(v) for k, v in obj.get("model", {}).items()}
-    arrays.update({f"optimizer/{k}": np.asarray(v) for k, v in obj.get("optimizer", {}).items()})
-    meta = {k: v for k, v in obj.items() if k not in ("model", "optimizer")}
-    arrays["meta"] = np.asarray(json.dumps(meta, default=_plain))
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    raise TypeError(f"{type(v).__name__} cannot go into a checkpoint")
-
-
-def load_weights_file(path: Path, what: str) -> Any:
-    """``torch.load(weights_only=True)``: tensors and plain data only, never code; one-line errors.
-    A NumPy-engine ``.npz`` checkpoint is read with ``allow_pickle=False``."""
-    if Path(path).suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                out: dict[str, Any] = json.loads(str(z["meta"]))
-                out["model"] = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("model/")}
-                opt = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("optimizer/")}
-                if opt:
-                    out["optimizer"] = opt
-            return out
-        except Exception as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise CnnlabError(f"{what} {path} cannot be read ({type(e).__name__}: {first})") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CnnlabError(f"{what} {path} was refused: it holds Python objects other than tensors and plain "
-                          "data, and loading those could run code") from None
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise CnnlabError(f"{what} {path} cannot be read ({type(e).__name__}: {first})") from None
 
 
 def _csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
@@ -302,7 +199,6 @@ class RunFolder:
     # ------------------------------------------------------------------ reads
     def read_config(self) -> "Config":
         """The run's resolved config (config.yaml), validated."""
-        from ..config import build_config, read_yaml_file
 
         return build_config(read_yaml_file(self.config, "run config"), source=str(self.config))
 
@@ -335,7 +231,7 @@ class RunFolder:
 
     def write_checkpoint(self, which: str, data: bytes, suffix: str = ".pt") -> None:
         """A checkpoint serialised by the engine (torch bytes, or .npz for the NumPy engine)."""
-        _atomic_write(self.checkpoint(which, suffix), data)
+        atomic_write_bytes(self.checkpoint(which, suffix), data)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         """metrics.json, written last: its presence means the run finished."""
@@ -348,7 +244,7 @@ class RunFolder:
         """The evaluated split's probabilities, labels and image indices (for the report)."""
         buf = io.BytesIO()
         np.savez_compressed(buf, probs=probs.astype(np.float32), labels=labels, indices=np.asarray(indices))
-        _atomic_write(self.predictions_npz, buf.getvalue())
+        atomic_write_bytes(self.predictions_npz, buf.getvalue())
 
     def write_text(self, name: str, text: str) -> Path:
         """A text file (e.g. report.html) at ``name`` inside the run."""

@@ -8,8 +8,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from . import layers as L
-from .optim import he_normal, torch_default, xavier_uniform
+from cnnlab.scratch import layers as L
+from cnnlab.scratch.optim import he_normal, torch_default, xavier_uniform
 
 ACTIVATIONS: dict[str, Callable[[], L.Layer]] = {"relu": L.ReLU, "elu": L.ELU, "tanh": L.Tanh, "sigmoid": L.Sigmoid}
 

@@ -1,6 +1,6 @@
 """Training: the Trainer loop, its callbacks and the optimizer registry."""
 
-from .callbacks import Callback
-from .trainer import Trainer
+from cnnlab.train.callbacks import Callback
+from cnnlab.train.trainer import Trainer
 
 __all__ = ["Callback", "Trainer"]

@@ -14,12 +14,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config
-from ..errors import CnnlabError
-from ..models.build import build_model
-from ..models.transfer import output_layer, without_output_layer
-from ..predict import predict_logits
-from .trainer import Trainer
+from cnnlab.checkpoints import atomic_torch_save, load_weights_file
+from cnnlab.core.atomic import atomic_write_json
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.schema import Config
+from cnnlab.data.cache import cache_dir
+from cnnlab.models.build import build_model
+from cnnlab.models.factory import get_spec
+from cnnlab.models.ops import predict_logits
+from cnnlab.models.transfer import output_layer, without_output_layer
+from cnnlab.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +98,6 @@ def resolve_recipe(cfg: Config, n_train: int, engine_schedules: bool = True) -> 
     --lr is given, over enough epochs for ~``DEFAULT_STEPS`` steps (``DEFAULT_EPOCHS`` bounds) unless
     --epochs is given. Pretrained models, fine-tuning and a chosen schedule keep the plain defaults
     (constant LR, 10 epochs). The resolved values go into the run's config.yaml."""
-    from ..models.factory import get_spec
 
     tc = cfg.train
     if ("schedule" in tc.model_fields_set or not engine_schedules or cfg.model.fine_tune
@@ -181,8 +184,6 @@ def feature_sets(model: nn.Module, loader_for: Any, splits: dict[str, np.ndarray
                  progress: bool = False) -> tuple[torch.Tensor, dict[str, np.ndarray], dict[str, Any]]:
     """Features of the train and val images, their positions per split, and facts for run.json
     (seconds, whether they came from the persistent cache under ~/.cache/cnnlab/features)."""
-    from ..data.cache import cache_dir
-    from ..runs.store import atomic_torch_save, atomic_write_json, load_weights_file
 
     started = time.perf_counter()
     positions, offset = {}, 0

@@ -6,11 +6,11 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ..evaluate.metrics import direction
+from cnnlab.core.monitor import direction
 
 if TYPE_CHECKING:
-    from ..runs.store import RunFolder
-    from .trainer import Trainer
+    from cnnlab.runs.store import RunFolder
+    from cnnlab.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

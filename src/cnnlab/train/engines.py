@@ -9,59 +9,33 @@ import io
 import logging
 import math
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
-from ..config import Config
-from ..data import PreparedData
-from ..data.loaders import TensorBatches
-from ..data.transforms import build_batch_transform, build_transform
-from ..errors import CnnlabError
-from ..evaluate.metrics import compute_metrics
-from ..models import count_parameters
-from ..models.transfer import apply_freeze
-from ..predict import uses_conv
-from ..registry import Registry
-from ..runtime import split_loader
-from . import distributed
-from .build import HeadOnlyTrainer, build_model, feature_sets, param_groups, uses_feature_cache
-from .callbacks import Callback, FineTune, LRSchedule
-from .losses import MultiLabel, SingleLabel, balanced_class_weights, init_output_bias
-from .optim import build_optimizer, build_schedule
-from .threads import ThreadPolicy
-from .trainer import Trainer, autocast_dtype, seed_everything
+from cnnlab.checkpoints import load_weights_file
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.schema import Config
+from cnnlab.data.loaders import TensorBatches, split_loader
+from cnnlab.data.pipeline import PreparedData
+from cnnlab.data.transforms import build_batch_transform, build_transform
+from cnnlab.evaluate.metrics import compute_metrics
+from cnnlab.models import count_parameters
+from cnnlab.models.ops import uses_conv
+from cnnlab.models.transfer import apply_freeze
+from cnnlab.train import (
+    distributed,
+    scratch_engine,  # noqa: F401  (registers the NumPy engine beside torch)
+)
+from cnnlab.train.build import HeadOnlyTrainer, build_model, feature_sets, param_groups, uses_feature_cache
+from cnnlab.train.callbacks import Callback, FineTune, LRSchedule
+from cnnlab.train.engine import ENGINES
+from cnnlab.train.losses import MultiLabel, SingleLabel, balanced_class_weights, init_output_bias
+from cnnlab.train.optim import build_optimizer, build_schedule
+from cnnlab.train.threads import ThreadPolicy
+from cnnlab.train.trainer import Trainer, autocast_dtype, seed_everything
 
 log = logging.getLogger(__name__)
-
-
-class Engine(Protocol):
-    """What `train()` needs of an engine.
-
-    Built from (config, data, device) before the run folder exists, so a model that cannot be
-    built is refused before any work. ``prepare`` then makes what needs the folder's time (an
-    optimizer, loaders, a feature cache) and restores a checkpoint's state when resuming.
-    """
-
-    name: str
-    checkpoint_suffix: str  # ".pt" for torch; the NumPy engine will write ".npz"
-    schedules: bool  # runs LR schedules (else constant LR only)
-    progress: bool  # show progress bars for long preparation (feature extraction)
-    epoch: int
-    history: list[dict[str, Any]]
-    stop_reason: str
-
-    @staticmethod
-    def load_checkpoint(path: Path) -> dict[str, Any]: ...
-    def parameters(self) -> dict[str, Any]: ...
-    def prepare(self, state: Optional[dict[str, Any]]) -> dict[str, Any]: ...
-    def fit(self, callbacks: Sequence[Callback], epochs: int) -> list[dict[str, Any]]: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def weights(self) -> dict[str, Any]: ...
-    def serialize(self, obj: dict[str, Any]) -> bytes: ...
-
-
-ENGINES: Registry[type] = Registry("engine")
 
 
 def task_for_config(data: PreparedData, cfg: Config) -> SingleLabel | MultiLabel:
@@ -133,7 +107,6 @@ def checkpoint_bytes(obj: dict[str, Any]) -> bytes:
 
 def load_torch_checkpoint(path: Path) -> dict[str, Any]:
     """A torch checkpoint, tensors and plain data only."""
-    from ..runs.store import load_weights_file
 
     return load_weights_file(path, "checkpoint")
 
@@ -323,4 +296,3 @@ class TorchEngine:
         return checkpoint_bytes(obj)
 
 
-from . import scratch_engine  # noqa: E402,F401  (registers the NumPy engine beside torch)

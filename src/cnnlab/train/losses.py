@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.transfer import output_layer
-from ..predict import probabilities
+from cnnlab.models.ops import probabilities
+from cnnlab.models.transfer import output_layer
 
 
 class SingleLabel:

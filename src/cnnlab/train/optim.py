@@ -7,7 +7,8 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
-from ..registry import Registry
+from cnnlab.core.monitor import direction
+from cnnlab.core.registry import Registry
 
 OptimizerBuilder = Callable[..., torch.optim.Optimizer]
 OPTIMIZERS: Registry[OptimizerBuilder] = Registry("optimizer")
@@ -86,7 +87,6 @@ def _onecycle(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> t
 
 @SCHEDULES.register("plateau")
 def _plateau(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int, monitor: str) -> tuple[Any, str]:
-    from ..evaluate.metrics import direction
 
     return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=direction(monitor), factor=tc.gamma,
                                                       patience=tc.plateau_patience), "plateau"

@@ -14,19 +14,20 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ..config import Config
-from ..data import PreparedData
-from ..data.transforms import build_transform
-from ..errors import CnnlabError
-from ..evaluate.metrics import compute_metrics
-from ..runs.store import load_weights_file, npz_checkpoint_bytes
-from ..runtime import split_loader
-from ..scratch import layers as L
-from ..scratch import models as SM
-from ..scratch import optim as SO
-from .callbacks import Callback
-from .engines import ENGINES
-from .trainer import end_epoch
+from cnnlab.checkpoints import load_weights_file, npz_checkpoint_bytes
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.schema import Config
+from cnnlab.data.loaders import split_loader
+from cnnlab.data.pipeline import PreparedData
+from cnnlab.data.transforms import build_transform
+from cnnlab.evaluate.metrics import compute_metrics
+from cnnlab.scratch import layers as L
+from cnnlab.scratch import models as SM
+from cnnlab.scratch import optim as SO
+from cnnlab.train.callbacks import Callback
+from cnnlab.train.engine import ENGINES
+from cnnlab.train.losses import balanced_class_weights
+from cnnlab.train.trainer import end_epoch
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,6 @@ class ScratchEngine:
         if data.multilabel:
             self.loss: Any = L.BinaryCrossEntropy()
         else:
-            from .losses import balanced_class_weights
 
             weights = balanced_class_weights(data.class_counts("train")).numpy() \
                 if cfg.train.class_weights == "auto" else None

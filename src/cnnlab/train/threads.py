@@ -17,7 +17,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .callbacks import Callback
+from cnnlab.train.callbacks import Callback
 
 log = logging.getLogger(__name__)
 HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

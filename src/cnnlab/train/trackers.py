@@ -10,8 +10,8 @@ import os
 import time
 from typing import Any, Callable
 
-from ..errors import CnnlabError
-from .callbacks import Callback
+from cnnlab.core.errors import CnnlabError
+from cnnlab.train.callbacks import Callback
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.transfer import bn_to_eval, frozen_bn_to_eval
-from ..predict import predict_logits, uses_conv
-from . import distributed
-from .callbacks import Callback
-from .losses import MultiLabel, SingleLabel
+from cnnlab.core.errors import CnnlabError
+from cnnlab.models.ops import predict_logits, uses_conv
+from cnnlab.models.transfer import bn_to_eval, frozen_bn_to_eval
+from cnnlab.train import distributed
+from cnnlab.train.callbacks import Callback
+from cnnlab.train.losses import MultiLabel, SingleLabel
 
 
 def seed_everything(seed: int) -> None:
@@ -72,7 +73,6 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
 
     ``auto`` is bf16 on a CUDA GPU that supports it (same range as fp32, no loss scaling needed)
     and fp32 everywhere else: CPUs without bf16 units run it slower than fp32."""
-    from ..errors import CnnlabError
 
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None

@@ -1,0 +1,343 @@
+"""The schema of a run's config (data, model, optimiser, training, run): types, ranges, closed
+choices and cross-field rules, filled from YAML and flags. Pure: it asks no registry and no file
+system, so a saved config is read with it alone; ``cnnlab.workflows.resolve`` checks a new config
+against the registries and the disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from cnnlab.core.atomic import atomic_write_text
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.monitor import MONITORABLE
+from cnnlab.core.registry import did_you_mean
+
+
+def no_bool_as_number(model: type[BaseModel], v: Any, info: Any) -> Any:
+    """``true`` is not a batch size: pydantic's lax mode would read it as 1 (a field validator
+    shared by the config sections and the sweep spec)."""
+    annotation = str(model.model_fields[info.field_name].annotation)
+    if isinstance(v, bool) and ("int" in annotation or "float" in annotation) and "bool" not in annotation:
+        raise ValueError("expected a number, not true/false")
+    return v
+
+
+class _Section(BaseModel):
+    # NaN and infinity are meaningless for every field (a NaN weight decay used to train to a NaN loss)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    _no_bool_as_number = field_validator("*", mode="before")(classmethod(no_bool_as_number))
+
+
+class DataConfig(_Section):
+    """Where the images come from and how they are prepared."""
+
+    source: str = Field("fashion-mnist", description="built-in dataset name, a folder of class folders, a CSV "
+                        "label file, or a shard folder/URL (cnnlab data shard)")
+    data_dir: Optional[str] = Field(None, description="where a built-in dataset's files are")
+    download: bool = Field(False, description="let torchvision download a built-in dataset")
+    input_size: Optional[int] = Field(None, ge=4, le=4096, description="side of the square input")
+    channels: Optional[Literal[1, 3]] = Field(None, description="1 or 3; default: the data's own")
+    split: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="train/val/test fractions for data that is not pre-split"
+    )
+    val_size: float = Field(
+        0.1, gt=0, description="validation carved from a given train split: fraction <1 or count"
+    )
+    workers: int = Field(2, ge=0, le=64, description="threads that decode image files")
+    cache: Literal["auto", "memory", "disk", "none"] = Field(
+        "auto", description="decode-once cache of file datasets: auto (disk where it fits, else memory), "
+        "memory, disk, or none (decode every epoch)"
+    )
+    max_pixels: int = Field(
+        50_000_000, ge=1, description="larger images are downscaled while decoding (JPEG) or skipped"
+    )
+    image_root: Optional[str] = Field(None, description="folder the paths of a CSV label file are relative to")
+    delimiter: Optional[str] = Field(None, description="CSV field delimiter (default: tab for .tsv, else comma)")
+    label_sep: str = Field(" ", description="separator of several labels in one CSV cell (multi-label)")
+    augment: str = Field("none", description="augmentation preset (see `cnnlab list augmentations`)")
+    augment_options: dict[str, Any] = Field(default_factory=dict, description="preset parameter overrides")
+    normalize: Literal["auto", "dataset", "model", "per-image", "none"] = Field(
+        "auto", description="auto (the pretrained model's mean/std, else the dataset's), dataset, model, "
+        "per-image standardisation (seed 004), or none (only /255)"
+    )
+    train_per_class: Optional[int] = Field(
+        None, ge=1, description="keep at most this many training images per class (seeded subsample)"
+    )
+    random_erasing: float = Field(0.0, ge=0, le=1, description="probability of random erasing (timm)")
+    mixup: float = Field(0.0, ge=0, description="mixup alpha (timm); 0 disables")
+    cutmix: float = Field(0.0, ge=0, description="cutmix alpha (timm); 0 disables")
+    drop_empty_classes: bool = Field(
+        False, description="drop classes left without usable images instead of refusing the data"
+    )
+    sampler: Literal["random", "balanced"] = Field(
+        "random", description="random shuffling, or class-balanced sampling with replacement"
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("empty; give a built-in dataset name or a folder (use '.' for the current folder)")
+        return v
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _three_fractions(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)) and len(v) != 3:
+            raise ValueError(f"needs three fractions train,val,test (e.g. 0.8,0.1,0.1), got {len(v)}")
+        return v
+
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6 or v[0] <= 0:
+            raise ValueError("must be three fractions train,val,test, train > 0, summing to 1")
+        return v
+
+
+
+class ModelConfig(_Section):
+    """Which registered model to build, and its options."""
+
+    name: str = "cnn"
+    hidden: Optional[list[int]] = Field(None, description="hidden dense layer sizes")
+    dropout: Optional[float] = Field(None, ge=0.0, lt=1.0)
+    activation: Optional[Literal["relu", "elu", "tanh", "sigmoid", "prelu", "relu6"]] = None
+    init: Optional[Literal["default", "he", "xavier"]] = None
+    batch_norm: Optional[bool] = None
+    options: dict[str, Any] = Field(default_factory=dict, description="other builder options, e.g. conv_bias")
+    pretrained: bool = Field(True, description="load pretrained weights (pretrained models only)")
+    weights: Optional[str] = Field(None, description="weights file (safetensors or state dict) to start from")
+    freeze: Literal["none", "backbone"] = Field("none", description="backbone: train only the new head")
+    unfreeze_last: Optional[int] = Field(None, ge=1, description="also train the top N backbone blocks")
+    train_bn_only: bool = Field(False, description="train only BatchNorm layers and the head (seed 000)")
+    fine_tune: Optional[tuple[int, int] | Literal["auto"]] = Field(
+        None, description="E1,E2: E1 epochs with a frozen backbone (on cached features), then E2 epochs unfrozen; "
+        "auto: phase lengths from the data size and train.epochs"
+    )
+    backbone_lr_mult: Optional[float] = Field(
+        None, gt=0, le=1, description="backbone LR = lr × this (default 0.1 when fine-tuning, else 1)"
+    )
+
+    @field_validator("fine_tune")
+    @classmethod
+    def _positive_phases(cls, v: Optional[tuple[int, int] | str]) -> Optional[tuple[int, int] | str]:
+        if v is not None and v != "auto" and (v[0] < 1 or v[1] < 1):
+            raise ValueError("must be two positive epoch counts E1,E2")
+        return v
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_sizes(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and (not v or any(h < 1 or h > 1_000_000 for h in v)):
+            raise ValueError("must be a non-empty list of layer sizes between 1 and 1,000,000")
+        return v
+
+
+
+class OptimConfig(_Section):
+    """Optimiser and its hyper-parameters."""
+
+    name: str = "adam"
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: Optional[float] = Field(
+        None, ge=0, lt=1, description="momentum of sgd (default 0.9) and rmsprop (default 0)"
+    )
+
+
+
+class TrainConfig(_Section):
+    """The training loop."""
+
+    engine: str = Field("torch", description="training engine (see `cnnlab list engines`): torch or scratch (NumPy)")
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="0 … 2**32-1 (NumPy's seed range)")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast precision: auto = bf16 on a CUDA GPU that has it, else fp32; fp16 adds a "
+        "gradient scaler"
+    )
+    threads: Union[Literal["auto"], int] = Field(
+        "auto", description="CPU threads of PyTorch: auto = all this process may use, fewer while other processes "
+        "keep cores busy (checked every few seconds); N fixes it (bitwise-equal reruns on any load)"
+    )
+    monitor: str = Field(
+        "val_loss", description="metric that picks best.pt and drives early stopping: val_loss, val_acc "
+        "or val_<metric> (macro_f1, balanced_accuracy, weighted_auc, mean_average_precision, ...)"
+    )
+    log_every: int = Field(50, ge=1, description="steps between rows of steps.csv (per-step curves)")
+    patience: Optional[int] = Field(None, ge=1, description="early-stopping patience in epochs")
+    min_delta: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "step", "cosine", "onecycle", "plateau", "exp-decay"] = Field(
+        "constant", description="learning-rate schedule; left unset for a net trained from scratch by the "
+        "torch engine, cnnlab's recipe applies: onecycle peaking at 3e-3 (unless optim.lr is set) over ~1,200 "
+        "steps (unless train.epochs is set)"
+    )
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs (cosine)")
+    step_size: int = Field(10, ge=1, description="epochs between LR drops (step)")
+    gamma: float = Field(0.1, gt=0, lt=1, description="LR factor of step and plateau")
+    plateau_patience: int = Field(3, ge=1, description="epochs without improvement before plateau cuts the LR")
+    decay_start: int = Field(10, ge=0, description="exp-decay: epochs at the initial LR (seed 004: 10)")
+    decay_rate: float = Field(0.05, gt=0, description="exp-decay: LR × exp(-rate) per epoch after decay_start")
+    feature_cache: bool = Field(
+        True, description="with a frozen backbone and no augmentation, compute backbone features once"
+    )
+    class_weights: Literal["none", "auto"] = Field(
+        "none", description="auto: weight class c by n / (k * n_c) in the loss (seed 004)"
+    )
+    init_output_bias: bool = Field(
+        False, description="initialise the output bias so softmax(bias) = class frequencies (seed 004)"
+    )
+
+    @field_validator("monitor")
+    @classmethod
+    def _known_monitor(cls, v: str) -> str:
+        if v in ("train_loss", "train_acc") or (v.startswith("val_") and v.removeprefix("val_") in MONITORABLE):
+            return v
+        raise ValueError(f"choose val_<metric> with metric one of {', '.join(MONITORABLE)}, or train_loss/train_acc")
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, v: Any) -> Any:
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1024):
+            raise ValueError("must be auto or a number of threads from 1 to 1024")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        base, _, index = v.partition(":")
+        if base not in {"auto", "cpu", "cuda", "mps"} or (":" in v and (base != "cuda" or not index.isdigit())):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return v
+
+
+class RunConfig(_Section):
+    """Where the run folder goes."""
+
+    out: Optional[str] = Field(None, description="run folder; default runs/<model>-<data>-<time>")
+    report: bool = Field(True, description="write report.html when training ends")
+    loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="experiment trackers fed each epoch: tensorboard, mlflow, wandb"
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _unique_loggers(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+
+class Config(_Section):
+    """Everything one training run needs."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _fine_tune_epochs(self) -> "Config":
+        ft = self.model.fine_tune
+        if ft is None or ft == "auto":  # auto is resolved with the data (train.build.resolve_fine_tune)
+            if ft == "auto" and "epochs" in self.train.model_fields_set and self.train.epochs < 2:
+                raise ValueError("model.fine_tune auto needs train.epochs of at least 2 (a frozen and an unfrozen "
+                                 "phase)")
+            return self
+        if "epochs" not in self.train.model_fields_set:
+            self.train.epochs = ft[0] + ft[1]
+        elif self.train.epochs <= ft[0]:
+            raise ValueError(f"train.epochs {self.train.epochs} leaves no epoch after the frozen phase of "
+                             f"model.fine_tune {ft[0]},{ft[1]}")
+        return self
+
+
+def short_repr(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
+
+
+def _format_error(err: ValidationError, prefix: str = "") -> str:
+    first = err.errors()[0]
+    # union members show up in the location as tags like "tuple[int, int]": they are not field names
+    parts = [str(p) for p in first["loc"] if not isinstance(p, int) and not any(c in str(p) for c in "[']")]
+    loc = ".".join(parts) or "config"
+    msg = " ".join(first["msg"].removeprefix("Value error, ").split())
+    if first["type"] == "extra_forbidden":
+        return f"{prefix}unknown config key {loc!r}; known keys: {', '.join(config_keys())}" \
+               f"{did_you_mean(loc, config_keys())}"
+    value = first.get("input")
+    if isinstance(value, dict) and len(parts) <= 1:  # a check across a section's fields: its message names them
+        return f"{prefix}{msg}"
+    return f"{prefix}invalid value for {loc}: {short_repr(value)} ({msg})"
+
+
+def config_keys() -> list[str]:
+    """Every settable dotted key, e.g. ``optim.lr``."""
+    return [
+        f"{section}.{key}"
+        for section, field in Config.model_fields.items()
+        for key in field.annotation.model_fields  # type: ignore[union-attr]
+    ]
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    if key not in config_keys():
+        raise CnnlabError(f"unknown config key {key!r}; known keys: {', '.join(config_keys())}"
+                          f"{did_you_mean(key, config_keys())}")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+
+
+def build_config(
+    base: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    source: str = "",
+) -> Config:
+    """Build a validated Config from a nested dict plus flat dotted overrides.
+
+    Args:
+        base: nested dict (from YAML or a saved run), may be partial.
+        overrides: flat ``{"optim.lr": 0.01}`` values applied on top, in order.
+        source: where ``base`` came from, named in error messages.
+
+    Raises:
+        CnnlabError: naming the field, the value and what is allowed.
+    """
+    if base is not None and not isinstance(base, dict):
+        raise CnnlabError(f"{source or 'config'}: must be a mapping of sections, not a {type(base).__name__}")
+    tree: dict[str, Any] = {}
+    for k, v in (base or {}).items():
+        if k in Config.model_fields and not isinstance(v, (dict, type(None))):
+            raise CnnlabError(f"{source + ': ' if source else ''}section {k!r} must be a mapping of keys, "
+                              f"e.g. '{k}:\\n  key: value', not a {type(v).__name__}")
+        tree[k] = dict(v) if isinstance(v, dict) else ({} if v is None else v)
+    for key, value in (overrides or {}).items():
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise CnnlabError(_format_error(e, f"{source}: " if source else "")) from None
+
+
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (every field, defaults included)."""
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

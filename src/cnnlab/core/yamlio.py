@@ -1,0 +1,86 @@
+"""Safe, bounded YAML: configs, sweep specs and ``--set KEY=VALUE`` values read as plain data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnlab.core.errors import CnnlabError
+
+__all__ = ["MAX_YAML_BYTES", "load_yaml", "parse_set", "read_yaml_file", "safe_yaml"]
+
+
+MAX_YAML_BYTES = 1 << 20  # a config is a few KB; a megabyte is generous
+
+
+MAX_YAML_DEPTH = 32
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """Parse YAML text as plain data, bounded: ``safe_load`` (no tags that build objects), no
+    anchors/aliases (a few of them nested make a "billion laughs" bomb), at most
+    ``MAX_YAML_BYTES`` and ``MAX_YAML_DEPTH`` levels of nesting.
+
+    Raises:
+        CnnlabError: naming ``where`` and what is wrong.
+    """
+    if len(text) > MAX_YAML_BYTES:
+        raise CnnlabError(f"{where} is {len(text):,} characters; a config may have at most {MAX_YAML_BYTES:,}")
+    depth = 0
+    try:  # the event stream is checked before anything is built (PyYAML's parser is not recursive)
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise CnnlabError(f"{where}: YAML anchors and aliases (&name, *name) are not allowed in a config")
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise CnnlabError(f"{where}: nested deeper than {MAX_YAML_DEPTH} levels")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise CnnlabError(f"{where} is not valid YAML: " + " ".join(str(e).split())) from None
+
+
+def parse_set(items: list[str], flag: str = "--set") -> dict[str, Any]:
+    """Parse ``a.b=value`` strings (values read as YAML scalars/lists) into a flat dict."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CnnlabError(f"{flag} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = safe_yaml(raw, f"{flag} {key.strip()}") if raw.strip() else None
+        except CnnlabError:
+            out[key.strip()] = raw
+    return out
+
+
+def read_yaml_file(path: str | Path, what: str = "config file") -> Any:
+    """The YAML document in ``path`` as plain data (see :func:`safe_yaml`), with one-line errors."""
+    p = Path(path)
+    try:
+        if not p.is_file():
+            raise CnnlabError(f"{what} {str(p)!r} not found")
+        if p.stat().st_size > MAX_YAML_BYTES:
+            raise CnnlabError(f"{what} {str(p)!r} is {p.stat().st_size:,} bytes; at most {MAX_YAML_BYTES:,} allowed")
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise CnnlabError(f"{what} {str(p)!r} is not UTF-8 text") from None
+    except OSError as e:
+        raise CnnlabError(f"{what} {str(p)!r} cannot be read: {e.strerror or e}") from None
+    if "\x00" in text:
+        raise CnnlabError(f"{what} {str(p)!r} is not text (it holds NUL bytes)")
+    return safe_yaml(text, f"{what} {str(p)!r}")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a nested dict, with a clear error when it is not one."""
+    tree = read_yaml_file(path) or {}
+    if not isinstance(tree, dict):
+        raise CnnlabError(f"config file {str(path)!r} must hold a mapping of sections (data, model, optim, "
+                          f"train, run), not a {type(tree).__name__}")
+    return tree
+

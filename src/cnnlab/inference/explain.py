@@ -1,0 +1,96 @@
+"""Explainability: Grad-CAM (the maintained `grad-cam` package), first-layer filters, feature maps."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.core.errors import CnnlabError
+from cnnlab.models.ops import probabilities
+
+if TYPE_CHECKING:
+    from cnnlab.inference.predictor import Predictor
+
+
+def last_conv(model: nn.Module) -> nn.Conv2d:
+    """The last Conv2d in module order: Grad-CAM's usual target layer."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise CnnlabError("Grad-CAM needs a convolutional layer; this model has none (dense nets have no feature map)")
+    return convs[-1]
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, classes: Sequence[Optional[int]]) -> np.ndarray:
+    """Grad-CAM heat maps (B, H, W) in 0..1 for normalised inputs ``x``; ``classes[i]`` None
+    means the predicted class."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model.eval()
+    with torch.no_grad():
+        pred = model(x).argmax(1).tolist()
+    targets = [ClassifierOutputTarget(int(c if c is not None else p)) for c, p in zip(classes, pred)]
+    with GradCAM(model=model, target_layers=[last_conv(model)]) as cam:
+        heat = cam(input_tensor=x, targets=targets)
+    return np.asarray(heat)
+
+
+def explain_image(predictor: "Predictor", arr: np.ndarray, targets: Sequence[Optional[int]] = (None,)
+                  ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """One decoded (C, S, S) uint8 image through a predictor's model: its normalised batch of one,
+    its probabilities (K,) and a Grad-CAM heat map per ``targets`` entry (None: the predicted class)."""
+
+    model = predictor.model
+    batches = predictor.batches(torch.from_numpy(arr[None].copy()), torch.zeros(1, dtype=torch.long),
+                                np.arange(1), 1)
+    batches.reuse_buffers = False
+    x = next(iter(batches))[0]
+    with torch.no_grad():
+        probs = probabilities(model(x), predictor.multilabel)[0].cpu().numpy()
+    heats = grad_cam(model, x.repeat(len(targets), 1, 1, 1), list(targets))
+    return x, probs, heats
+
+
+def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """(C, H, W) uint8 image and an (H, W) heat map → (H, W, 3) float RGB overlay."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    rgb = image.transpose(1, 2, 0).astype(np.float32) / 255.0
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    return show_cam_on_image(rgb, heat, use_rgb=True).astype(np.float32) / 255.0
+
+
+def first_layer_filters(model: nn.Module) -> list[np.ndarray]:
+    """The first conv's filters, each scaled to 0..1, as (k, k, 3) or (k, k) images."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        raise CnnlabError("this model has no convolutional layer to show filters of")
+    w = conv.weight.detach().float().cpu().numpy()
+    out = []
+    for f in w[:64]:
+        f = (f - f.min()) / max(float(f.max() - f.min()), 1e-8)
+        out.append(f.transpose(1, 2, 0) if f.shape[0] == 3 else f.mean(0))
+    return out
+
+
+@torch.no_grad()
+def feature_maps(model: nn.Module, x: torch.Tensor, stages: int = 6, channels: int = 6
+                 ) -> list[tuple[str, np.ndarray]]:
+    """Activations of up to ``stages`` conv layers spread over the depth, first ``channels``
+    maps each, for one normalised image ``x`` (1, C, H, W)."""
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise CnnlabError("this model has no convolutional layer to show feature maps of")
+    pick = [convs[i] for i in np.unique(np.linspace(0, len(convs) - 1, min(stages, len(convs))).astype(int))]
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=n: seen.__setitem__(name, out)) for n, m in pick]
+    try:
+        model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [(n, seen[n][0, :channels].float().cpu().numpy()) for n, _ in pick]

@@ -1,0 +1,35 @@
+"""One loader for everything that predicts: a run folder (its best checkpoint, through PyTorch) or
+an exported model file (ONNX Runtime, no PyTorch).
+
+A run folder's Predictor is looked up in ``BACKENDS`` and imported on first use: this is one of
+the two places where cnnlab imports its own code by name (the other is ``cnnlab.api``), so that
+predicting with an .onnx file never loads PyTorch. tests/test_architecture.py reads the table as
+import edges of this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any, Optional
+
+from cnnlab.core.errors import CnnlabError
+from cnnlab.inference.exported import ExportedModel, is_exported_file
+
+__all__ = ["BACKENDS", "load_model"]
+
+BACKENDS = {"run": "cnnlab.inference.predictor"}  # kind of model → the module that loads it (PyTorch)
+
+
+def load_model(spec: str, device: str = "auto", max_pixels: Optional[int] = None) -> Any:
+    """An exported model file (.onnx needs no PyTorch) or a run folder's Predictor."""
+    if is_exported_file(spec):
+        model = ExportedModel.load(spec)
+        if max_pixels is not None:
+            model.preprocess = dataclasses.replace(model.preprocess, max_pixels=max_pixels)
+        return model
+    if Path(spec).is_file():
+        raise CnnlabError(f"{spec}: not a run folder or a model file cnnlab can load (.onnx, .ts)")
+    predictor = importlib.import_module(BACKENDS["run"]).Predictor
+    return predictor.from_run(spec, device, max_pixels=max_pixels)

@@ -1,0 +1,120 @@
+"""The one way to get predictions from a trained model: a Predictor loaded once from a run
+folder (best checkpoint, classes, preprocessing as a typed value, tuned multi-label thresholds)
+that takes paths, bytes, PIL images or arrays. It imports no training code and no plotting, so
+a service can import it."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from cnnlab.core.schema import build_config
+from cnnlab.data.loaders import TensorBatches
+from cnnlab.inference.preprocess import ImageInput, Preprocess, decode_many, predict_with
+from cnnlab.models.build import build_model
+from cnnlab.models.ops import predict_logits, probabilities, resolve_device, uses_conv
+from cnnlab.runs.store import RunFolder
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ImageInput", "Predictor", "Preprocess"]
+
+
+class Predictor:
+    """A trained model loaded once, with everything needed to predict like the run did.
+
+    Build it with :meth:`from_run` (or :meth:`from_checkpoint`); call :meth:`predict` on any
+    images, or :meth:`probs` on already-decoded uint8 arrays.
+    """
+
+    def __init__(self, model: torch.nn.Module, ckpt: dict[str, Any], device: torch.device,
+                 thresholds: Optional[Sequence[float]] = None, run: Optional[RunFolder] = None,
+                 max_pixels: Optional[int] = None):
+        self.model, self.ckpt, self.device, self.run = model, ckpt, device, run
+        self.classes: list[str] = list(ckpt["classes"])
+        self.multilabel = bool(ckpt.get("multilabel"))
+        self.preprocess = Preprocess.from_checkpoint(ckpt)
+        if max_pixels is not None:  # the pixel budget of this prediction, not the training run's
+            self.preprocess = dataclasses.replace(self.preprocess, max_pixels=max_pixels)
+        self.thresholds = list(thresholds) if thresholds is not None else None
+        self.epoch = ckpt.get("epoch")
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any], device: str | torch.device = "cpu", **kw: Any) -> "Predictor":
+
+        cfg = build_config(ckpt["config"])
+        pre = ckpt["preprocess"]
+        model = build_model(cfg, len(ckpt["classes"]), pre["channels"], pre["input_size"], for_inference=True)
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in ckpt["model"].items()})  # NumPy engine: arrays
+        dev = device if isinstance(device, torch.device) else resolve_device(device)
+        return cls(model.to(dev).eval(), ckpt, dev, **kw)
+
+    @classmethod
+    def from_run(cls, run: str | Path | RunFolder, device: str | torch.device = "auto", warn: bool = True,
+                 max_pixels: Optional[int] = None) -> "Predictor":
+        """The run's best checkpoint (its best so far, with a warning, for an unfinished run) and,
+        for multi-label runs, the per-class thresholds tuned on validation."""
+        folder = run if isinstance(run, RunFolder) else RunFolder(run).require()
+        ckpt = folder.load_checkpoint("best")
+        if warn:
+            state = folder.state()
+            if state.status != "completed":
+                log.warning("run %s is %s%s, not completed: using its best checkpoint so far (epoch %s)%s",
+                            folder.path, state.describe(), f" by {state.holder}" if state.holder else "",
+                            ckpt.get("epoch"), f"; next: {state.next_step}" if state.next_step else "")
+        thresholds = None
+        if ckpt.get("multilabel") and folder.metrics_json.is_file():
+            thresholds = folder.read_json(folder.metrics_json).get("tuned_thresholds", {}).get("threshold")
+        return cls.from_checkpoint(ckpt, device, thresholds=thresholds, run=folder, max_pixels=max_pixels)
+
+    # ------------------------------------------------------------------ prediction
+    def batches(self, images: Any, labels: torch.Tensor, indices: Any, batch_size: int) -> TensorBatches:
+        return self.preprocess.batches(images, labels, indices, batch_size, self.device, uses_conv(self.model))
+
+    def probs(self, images: Any, labels: Optional[torch.Tensor] = None, indices: Any = None,
+              batch_size: int = 256, progress: bool = False, what: str = "predicting"
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (N, K) and labels of decoded uint8 ``images[indices]`` (N, C, S, S)."""
+        from tqdm.auto import tqdm
+
+        n = len(images) if indices is None else len(indices)
+        idx = np.arange(n) if indices is None else indices
+        labels = torch.zeros(len(images), dtype=torch.long) if labels is None else labels
+        batches = tqdm(self.batches(images, labels, idx, batch_size), desc=what, unit="batch", disable=not progress,
+                       leave=False)
+        logits, y = predict_logits(self.model, batches)
+        return probabilities(logits, self.multilabel).numpy(), y.numpy()
+
+    @torch.inference_mode()
+    def probs_of_arrays(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Probabilities (N, K) of decoded uint8 (N, C, S, S) images: normalised in NumPy exactly as
+        the training loader does, then the model in inference mode; no batching machinery, so a
+        single image (a service request) costs little more than the model itself."""
+        self.model.eval()
+        channels_last = uses_conv(self.model)
+        out = []
+        for start in range(0, len(x), batch_size):
+            t = torch.from_numpy(self.preprocess.normalize_array(x[start:start + batch_size])).to(self.device)
+            if channels_last:
+                t = t.contiguous(memory_format=torch.channels_last)
+            out.append(probabilities(self.model(t).float(), self.multilabel).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def decode_all(self, inputs: Sequence[ImageInput]) -> list[tuple[str, Optional[np.ndarray], Optional[str]]]:
+        """(name, array or None, reason or None) per input; one bad input does not stop the others."""
+        return decode_many(self.preprocess, inputs)
+
+    def predict(self, inputs: Sequence[ImageInput], top_k: int = 3, batch_size: int = 64) -> list[dict[str, Any]]:
+        """Top-k classes per input (paths, bytes, PIL images or arrays), batched.
+
+        Returns:
+            Per input ``{"path", "top": [{"class", "prob"}...]}`` (multi-label runs add ``labels``:
+            the classes over their tuned thresholds, 0.5 where none were tuned), or ``{"path", "error"}``.
+        """
+        return predict_with(self.preprocess, lambda x: self.probs_of_arrays(x, batch_size), inputs, self.classes,
+                            self.multilabel, self.thresholds, top_k)

@@ -1,0 +1,1 @@
+"""HTML pages and their figures: a run's report and comparison, sweep and study pages."""

@@ -1,6 +1,0 @@
-"""Hyper-parameter sweeps: an Optuna study whose trials are run folders (see runner.py)."""
-
-from .runner import open_sweep, run_sweep
-from .spec import SweepSpec, load_spec
-
-__all__ = ["SweepSpec", "load_spec", "open_sweep", "run_sweep"]

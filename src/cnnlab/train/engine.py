@@ -1,0 +1,41 @@
+"""What an engine is (the protocol the run's open and finish steps use) and the registry of engines:
+``torch`` (train/engines.py) and ``scratch`` (train/scratch_engine.py) register themselves here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Protocol, Sequence
+
+from cnnlab.core.registry import Registry
+from cnnlab.train.callbacks import Callback
+
+__all__ = ["ENGINES", "Engine"]
+
+
+class Engine(Protocol):
+    """What `train()` needs of an engine.
+
+    Built from (config, data, device) before the run folder exists, so a model that cannot be
+    built is refused before any work. ``prepare`` then makes what needs the folder's time (an
+    optimizer, loaders, a feature cache) and restores a checkpoint's state when resuming.
+    """
+
+    name: str
+    checkpoint_suffix: str  # ".pt" for torch; the NumPy engine will write ".npz"
+    schedules: bool  # runs LR schedules (else constant LR only)
+    progress: bool  # show progress bars for long preparation (feature extraction)
+    epoch: int
+    history: list[dict[str, Any]]
+    stop_reason: str
+
+    @staticmethod
+    def load_checkpoint(path: Path) -> dict[str, Any]: ...
+    def parameters(self) -> dict[str, Any]: ...
+    def prepare(self, state: Optional[dict[str, Any]]) -> dict[str, Any]: ...
+    def fit(self, callbacks: Sequence[Callback], epochs: int) -> list[dict[str, Any]]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def weights(self) -> dict[str, Any]: ...
+    def serialize(self, obj: dict[str, Any]) -> bytes: ...
+
+
+ENGINES: Registry[type] = Registry("engine")

@@ -1,0 +1,169 @@
+"""`cnnlab cv`: folds as run folders, a summary (cv.json, cv.html), and paired comparison."""
+
+from __future__ import annotations
+
+import html
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from cnnlab.core.atomic import atomic_write_json, atomic_write_text
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.schema import Config
+from cnnlab.data.pipeline import prepare_data
+from cnnlab.data.split import kfold_indices
+from cnnlab.models import get_spec
+from cnnlab.reports.run import _render, table
+from cnnlab.runs.store import RunFolder, now
+from cnnlab.workflows.training import train
+
+log = logging.getLogger(__name__)
+
+SUMMARISED = ("accuracy", "macro_f1", "balanced_accuracy", "weighted_auc", "log_loss", "ece",
+              "subset_of_truth_accuracy", "mean_average_precision")
+
+
+def bootstrap_interval(values: Sequence[float], seed: int = 0, draws: int = 10_000) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of the mean (scipy.stats.bootstrap; one value: itself)."""
+    from scipy.stats import bootstrap
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2 or np.allclose(v, v[0]):
+        return float(v.mean()), float(v.mean())
+    res = bootstrap((v,), np.mean, n_resamples=draws, confidence_level=0.95, method="percentile",
+                    random_state=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _fold_splits(cfg: Config, folds: int, repeats: int, progress: bool) -> tuple[list[dict[str, Any]], int, Any]:
+    """The pool (train+val of the usual split) cut into stratified folds, per repeat; the test split
+    is left out of every fold."""
+
+    data = prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, progress=progress)
+    pool = np.sort(np.concatenate([data.splits["train"], data.splits["val"]]))
+    labels = data.labels.numpy()[pool]
+    counts = labels.sum(0) if labels.ndim == 2 else np.bincount(labels, minlength=len(data.classes))
+    if folds > int(counts[counts > 0].min()):
+        raise CnnlabError(f"--folds {folds}: the smallest class has {int(counts[counts > 0].min())} images outside "
+                          "the test split; use fewer folds")
+    plans = []
+    for r in range(repeats):
+        for i, (tr, va) in enumerate(kfold_indices(labels, folds, cfg.train.seed + r)):
+            plans.append({"repeat": r + 1, "fold": i + 1, "name": f"r{r + 1}-fold{i + 1}",
+                          "splits": {"train": pool[tr].tolist(), "val": pool[va].tolist(), "test": []}})
+    return plans, int(len(data.splits["test"])), data
+
+
+def cross_validate(cfg: Config, out: str | Path, folds: int = 5, repeats: int = 1, resume: bool = False,
+                   progress: bool = True, on_fold: Optional[Callable[[int, RunFolder], None]] = None,
+                   callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train one run per fold (and repeat) under ``out`` and summarise them.
+
+    Each fold trains on the other folds and is scored on its own (out-of-fold) part; the
+    data's test split belongs to no fold and is never used. The folds depend only on the
+    data and ``train.seed``, so two CVs with the same seed (an mlp and a cnn, say) can be
+    compared fold by fold (:func:`paired_comparison`). With ``resume``, finished folds are kept.
+    ``on_fold(n, run)`` is called after fold n (1-based) finished; a sweep uses it to prune a
+    trial whose first folds are clearly worse (it raises). ``callbacks`` go to every fold's training.
+
+    Returns:
+        The summary written to ``out/cv.json``.
+    """
+
+    if folds < 2 or repeats < 1:
+        raise CnnlabError("cv needs --folds of at least 2 and --repeats of at least 1")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CnnlabError(f"--out {str(out)!r} is a file, not a folder; choose another --out")
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise CnnlabError(f"cv folder {str(out)!r} already exists; add --resume to finish it, or choose another --out")
+    plans, held_out, _ = _fold_splits(cfg, folds, repeats, progress)
+    rows = []
+    for n, plan in enumerate(plans, 1):
+        run = RunFolder(out / plan["name"])
+        if run.metrics_json.is_file() and run.state().status == "completed":
+            log.info("cv: %s already finished", plan["name"])
+        else:
+            log.info("cv: fold %d of %d (%s)", n, len(plans), plan["name"])
+            fold_cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": str(run.path)})})
+            if run.last_ckpt.is_file():  # interrupted after an epoch: continue it
+                train(None, resume=run.path, progress=progress)  # type: ignore[arg-type]
+            else:  # never started, or stopped before its first epoch ended: start it again
+                train(fold_cfg, overwrite=run.path.exists(), progress=progress, splits=plan["splits"],
+                      callbacks=callbacks)
+        if on_fold is not None:
+            on_fold(n, run)
+        metrics = run.read_json(run.metrics_json)
+        rows.append({"name": plan["name"], "repeat": plan["repeat"], "fold": plan["fold"],
+                     "images": len(plan["splits"]["val"]),
+                     "metrics": {k: metrics.get(k) for k in SUMMARISED if metrics.get(k) is not None}})
+    summary = _summary(cfg, folds, repeats, held_out, rows)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "cv.json", summary)
+    atomic_write_text(out / "cv.html", _page(summary))
+    return summary
+
+
+def _summary(cfg: Config, folds: int, repeats: int, held_out: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    stats = {}
+    for k in SUMMARISED:
+        vals = [r["metrics"][k] for r in rows if k in r["metrics"]]
+        if len(vals) == len(rows):
+            lo, hi = bootstrap_interval(vals, cfg.train.seed)
+            stats[k] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                        "ci95": [lo, hi]}
+    return {"format": "cnnlab-cv", "model": cfg.model.name, "data": cfg.data.source, "seed": cfg.train.seed,
+            "folds": folds, "repeats": repeats, "test_images_held_out": held_out, "finished": now(),
+            "config": cfg.model_dump(mode="json"), "runs": rows, "summary": stats}
+
+
+def read_cv(path: str | Path) -> Optional[dict[str, Any]]:
+    """The cv.json of a CV folder, or None when ``path`` is not one."""
+    p = Path(path) / "cv.json"
+    if not p.is_file():
+        return None
+    import json
+
+    try:
+        cv = json.loads(p.read_text())
+    except ValueError as e:
+        raise CnnlabError(f"{p} is not valid JSON ({e})") from None
+    return cv if cv.get("format") == "cnnlab-cv" else None
+
+
+def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accuracy") -> dict[str, Any]:
+    """Fold-by-fold differences b − a of ``metric``, their mean with a 95 % bootstrap interval and a
+    Wilcoxon signed-rank p-value (two-sided). The folds must be the same (same data, seed, K, R)."""
+    from scipy.stats import wilcoxon
+
+    for key in ("data", "seed", "folds", "repeats"):
+        if a[key] != b[key]:
+            raise CnnlabError(f"the two CVs differ in {key} ({a[key]!r} vs {b[key]!r}): their folds are not the "
+                              "same, so they cannot be compared fold by fold")
+    fa = {r["name"]: r["metrics"].get(metric) for r in a["runs"]}
+    fb = {r["name"]: r["metrics"].get(metric) for r in b["runs"]}
+    names = [n for n in fa if n in fb and fa[n] is not None and fb[n] is not None]
+    if not names:
+        raise CnnlabError(f"no fold of both CVs has {metric!r}")
+    diff = np.asarray([fb[n] - fa[n] for n in names])
+    lo, hi = bootstrap_interval(diff, a["seed"])
+    p = 1.0 if np.allclose(diff, 0) else float(wilcoxon(diff).pvalue)
+    return {"metric": metric, "a": a["model"], "b": b["model"], "folds": names, "a_values": [fa[n] for n in names],
+            "b_values": [fb[n] for n in names], "differences": diff.tolist(), "mean_difference": float(diff.mean()),
+            "ci95": [lo, hi], "wilcoxon_p": p}
+
+
+def _page(cv: dict[str, Any]) -> str:
+
+    metrics = list(cv["summary"])
+    fold_rows = [[r["name"], r["images"]] + [r["metrics"].get(k) for k in metrics] for r in cv["runs"]]
+    stat_rows = [[k, s["mean"], s["std"], f"{s['ci95'][0]:.4f} – {s['ci95'][1]:.4f}"] for k, s in cv["summary"].items()]
+    intro = (f"<p>{cv['folds']}-fold cross-validation × {cv['repeats']} of {html.escape(cv['model'])} on "
+             f"{html.escape(str(cv['data']))}, seed {cv['seed']}: each fold is scored on its own out-of-fold images; "
+             f"the {cv['test_images_held_out']} test images belong to no fold.</p>")
+    sections = [{"id": "summary", "title": "Mean ± std and 95 % bootstrap interval",
+                 "body": intro + table(["metric", "mean", "std", "95 % interval"], stat_rows)},
+                {"id": "folds", "title": "Per fold", "body": table(["fold", "images"] + metrics, fold_rows)}]
+    return _render(f"cnnlab cv: {cv['model']}", f"{cv['folds']} folds × {cv['repeats']}", sections)

@@ -1,0 +1,305 @@
+"""`cnnlab serve`: a trained run or an exported model behind an HTTP API (FastAPI + uvicorn), with a
+page at `/` to try it. The model is loaded once; uploads are bounded in bytes, pixels and type; a
+bad upload gets a 4xx with one line and the server keeps serving."""
+
+# no `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request) at run time
+import dataclasses
+import hmac
+import io
+import ipaddress
+import threading
+from importlib import resources
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from cnnlab import __version__
+from cnnlab.core.errors import CnnlabError
+from cnnlab.data.images import TooManyPixels, describe_error
+from cnnlab.inference.explain import explain_image, overlay
+from cnnlab.inference.exported import ExportedModel
+from cnnlab.inference.load import load_model
+from cnnlab.inference.preprocess import rank
+from cnnlab.models.ops import uses_conv
+
+DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024      # bytes per request
+DEFAULT_MAX_PIXELS = 16_000_000            # pixels per decoded image (a 4000×4000 photo)
+DEFAULT_MAX_FILES = 64                     # images per /predict/batch request
+OPEN_PATHS = frozenset({"/"})              # the page itself holds no model data; it asks for the token
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: Optional[str], no_auth: bool) -> None:
+    """A service reachable from other machines needs a token, or an explicit --no-auth."""
+    if token is not None and not token.strip():
+        raise CnnlabError("--token is empty; give a secret string (or leave --token out on 127.0.0.1)")
+    if not is_loopback(host) and token is None and not no_auth:
+        raise CnnlabError(f"--host {host} makes the service reachable from other machines: give --token SECRET "
+                          f"(clients send 'Authorization: Bearer SECRET'), or --no-auth to serve it open")
+
+
+class Served:
+    """The one model behind the service: a run's :class:`~cnnlab.inference.predictor.Predictor` or an
+    :class:`~cnnlab.inference.exported.ExportedModel`, with one lock around the model (two requests
+    never run it at once: on a few cores that is faster than sharing them)."""
+
+    def __init__(self, model: Any, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.model = model
+        model.preprocess = dataclasses.replace(model.preprocess, max_pixels=max_pixels)
+        self.pre = model.preprocess
+        self.lock = threading.Lock()
+
+        self.exported = isinstance(model, ExportedModel)
+        self.can_explain = not self.exported and _has_conv(model)
+        self.name = model.name if self.exported else model.ckpt["config"]["model"]["name"]
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self.pre.decode(data)
+
+    def probs(self, arrays: np.ndarray) -> np.ndarray:
+        arrays = np.require(arrays, requirements=["C", "W"])  # decoded views may be read-only
+        with self.lock:
+            return self.model.probs_of_arrays(arrays, batch_size=64)
+
+    def ranked(self, arrays: np.ndarray, top_k: int) -> list[dict[str, Any]]:
+        out = []
+        for r in rank(self.probs(arrays), self.model.classes, self.model.multilabel, self.model.thresholds, top_k):
+            item: dict[str, Any] = {"top_k": [{"label": t["class"], "prob": t["prob"]} for t in r["top"]]}
+            if "labels" in r:
+                item["labels"] = r["labels"]
+            out.append(item)
+        return out
+
+    def explain_png(self, arr: np.ndarray, label: Optional[str]) -> tuple[bytes, str, float]:
+        """Grad-CAM overlay of the predicted class (or ``label``) as a PNG, at least 224 px wide."""
+        from PIL import Image
+
+
+        classes = self.model.classes
+        target = classes.index(label) if label is not None else None
+        with self.lock:
+            _, probs, heats = explain_image(self.model, arr, [target])
+        chosen = target if target is not None else int(probs.argmax())
+        img = Image.fromarray(np.clip(np.rint(overlay(arr, heats[0]) * 255), 0, 255).astype(np.uint8), "RGB")
+        if img.width < 224:
+            img = img.resize((224, 224 * img.height // img.width), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue(), classes[chosen], float(probs[chosen])
+
+    def info(self) -> dict[str, Any]:
+        m = self.model
+        if self.exported:
+            base = m.info()
+        else:
+            metrics = m.run.headline_metrics() if m.run is not None else {}
+            base = {"format": "run", "model": self.name, "classes": m.classes, "multilabel": m.multilabel,
+                    "thresholds": m.thresholds, "preprocess": self.pre.to_dict(), "metrics": metrics,
+                    "run": str(m.run.path) if m.run is not None else None, "epoch": m.epoch}
+        return {**base, "explain": self.can_explain}
+
+
+def _has_conv(predictor: Any) -> bool:
+
+    return uses_conv(predictor.model)
+
+
+class TooLarge(Exception):
+    """A request body over the upload limit (raised while it is being read)."""
+
+
+class Guard:
+    """ASGI middleware: the bearer token on every request but the page, and the upload limit, checked
+    from Content-Length before anything is read and counted while a chunked body is read."""
+
+    def __init__(self, app: Any, token: Optional[str], max_upload: int):
+        self.app, self.token, self.max_upload = app, token, max_upload
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        if self.token is not None and scope["path"] not in OPEN_PATHS:
+            given = headers.get(b"authorization", b"")
+            if not (given.startswith(b"Bearer ") and hmac.compare_digest(given[7:], self.token.encode())):
+                return await _reply(send, 401, "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+                                    [(b"www-authenticate", b"Bearer")])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_upload):
+            return await _reply(send, 413, f"upload larger than the {self.max_upload / 2**20:g} MB limit")
+        seen = 0
+
+        async def counted() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_upload:
+                raise TooLarge()
+            return message
+
+        await self.app(scope, counted, send)
+
+
+async def _reply(send: Callable, status: int, detail: str, headers: Optional[list] = None) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(served: Served, token: Optional[str] = None, max_upload: int = DEFAULT_MAX_UPLOAD,
+               max_files: int = DEFAULT_MAX_FILES, default_top_k: int = 5):
+    """The FastAPI application around ``served``."""
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+
+
+    app = FastAPI(title="cnnlab", version=__version__, summary=f"{served.name}: {len(served.model.classes)} classes",
+                  description="Image classification with a model trained by cnnlab. Send an image as "
+                              "multipart/form-data (field `file`) or as the raw request body.")
+    page = resources.files("cnnlab.workflows.deploy").joinpath("page.html").read_text(encoding="utf-8")
+    limit_mb = f"{max_upload / 2**20:g} MB"
+
+    app.add_middleware(Guard, token=token, max_upload=max_upload)
+
+    @app.exception_handler(TooLarge)
+    async def too_large(request: Request, exc: TooLarge) -> JSONResponse:
+        return JSONResponse({"detail": f"upload larger than the {limit_mb} limit"}, status_code=413)
+
+    async def uploads(request: Request, many: bool) -> list[tuple[str, bytes]]:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "multipart/form-data":
+            try:
+                form = await request.form(max_files=max_files if many else 1, max_fields=max_files + 8)
+            except TooLarge:
+                raise
+            except Exception as e:  # starlette's MultiPartException and parser errors
+                raise HTTPException(400, f"unreadable multipart form: {' '.join(str(e).split()) or type(e).__name__}")
+            files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if hasattr(v, "read")]
+            if not files:
+                raise HTTPException(422, "no file in the form: send the image in a field named 'file'")
+            return files
+        if kind.startswith("image/") or kind == "application/octet-stream":
+            if many:
+                raise HTTPException(415, "/predict/batch takes multipart/form-data with one 'files' field per image")
+            body = await request.body()
+            if not body:
+                raise HTTPException(422, "empty request body: send the image bytes")
+            return [("body", body)]
+        raise HTTPException(415, f"content type {kind or '(none)'!r} is not accepted: send multipart/form-data "
+                                 f"(field 'file') or the raw image with Content-Type image/*")
+
+    def decode_or_4xx(data: bytes) -> np.ndarray:
+        try:
+            return served.decode(data)
+        except TooManyPixels as e:
+            raise HTTPException(413, str(e).replace("data.max_pixels", "the pixel budget").replace(
+                "raise it (--max-pixels) to decode such images", "the server's --max-pixels limits it"))
+        except Exception as e:  # any unreadable image: one line, the server keeps serving
+            raise HTTPException(422, f"not a readable image: {describe_error(e)}")
+
+    def top_k_of(request: Request) -> int:
+        raw = request.query_params.get("top_k", str(default_top_k))
+        if not raw.isdigit() or int(raw) < 1:
+            raise HTTPException(422, f"top_k must be a positive integer, got {raw!r}")
+        return int(raw)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return page
+
+    @app.get("/health", summary="the service is up and its model loaded")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "model": served.name}
+
+    @app.get("/info", summary="classes, preprocessing and metrics of the model")
+    def info() -> dict[str, Any]:
+        return served.info()
+
+    @app.post("/predict", summary="top-k classes of one image (multipart field 'file', or the raw body)",
+              response_model=None)
+    async def predict(request: Request) -> JSONResponse:
+        k = top_k_of(request)
+        (_, data), = await uploads(request, many=False)
+
+        def work() -> dict[str, Any]:
+            return {**served.ranked(decode_or_4xx(data)[None], k)[0], "model": served.name}
+
+        return JSONResponse(await run_in_threadpool(work))  # plain JSON types: no encoder pass needed
+
+    @app.post("/predict/batch", summary="top-k classes of several images (multipart, one 'files' field each)")
+    async def predict_batch(request: Request) -> dict[str, Any]:
+        k = top_k_of(request)
+        files = await uploads(request, many=True)
+
+        def work() -> dict[str, Any]:
+            arrays, results = [], []
+            for name, data in files:
+                try:
+                    arrays.append(decode_or_4xx(data))
+                    results.append({"name": name})
+                except HTTPException as e:
+                    results.append({"name": name, "error": e.detail})
+            ok = [r for r in results if "error" not in r]
+            if arrays:
+                for r, ranked in zip(ok, served.ranked(np.stack(arrays), k)):
+                    r.update(ranked)
+            return {"results": results, "model": served.name}
+
+        return await run_in_threadpool(work)
+
+    @app.post("/explain", summary="Grad-CAM overlay (PNG) for the predicted class, or ?label=NAME",
+              responses={200: {"content": {"image/png": {}}}})
+    async def explain(request: Request) -> Response:
+        if not served.can_explain:
+            why = ("an exported model file has no gradients; serve the run folder for Grad-CAM" if served.exported
+                   else "this model has no convolutional layer, so no Grad-CAM")
+            raise HTTPException(501, why)
+        label = request.query_params.get("label")
+        if label is not None and label not in served.model.classes:
+            raise HTTPException(422, f"label {label!r} is not one of the model's classes")
+        (_, data), = await uploads(request, many=False)
+
+        def work() -> tuple[bytes, str, float]:
+            return served.explain_png(decode_or_4xx(data), label)
+
+        png, chosen, prob = await run_in_threadpool(work)
+        return Response(png, media_type="image/png", headers={"X-Label": _header_safe(chosen), "X-Prob": f"{prob:.6f}"})
+
+    return app
+
+
+def _header_safe(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def load_served(model: str, device: str = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS) -> Served:
+    """A run folder (PyTorch) or an exported .onnx/.ts file, loaded once."""
+
+    return Served(load_model(model, device), max_pixels)
+
+
+def serve(model: str, host: str = "127.0.0.1", port: int = 8000, token: Optional[str] = None, no_auth: bool = False,
+          device: str = "cpu", max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
+          log_level: str = "info") -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM)."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as e:
+        raise CnnlabError(f"cnnlab serve needs {e.name}: pip install fastapi uvicorn python-multipart") from None
+    check_bind(host, token, no_auth)
+    app = create_app(load_served(model, device, max_pixels), token=token, max_upload=max_upload)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")

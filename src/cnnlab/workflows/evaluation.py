@@ -1,0 +1,287 @@
+"""Evaluate, predict, explain, report and compare: everything that reads a finished run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from cnnlab.core.errors import CnnlabError
+from cnnlab.data.pipeline import PreparedData, prepare_data
+from cnnlab.data.sources import DATASETS, list_files
+from cnnlab.evaluate.metrics import compute_metrics, multilabel_metrics, tune_thresholds
+from cnnlab.evaluate.plots import plot_feature_maps, plot_image_grid
+from cnnlab.evaluate.retrieval import retrieval_map
+from cnnlab.inference.explain import explain_image, feature_maps, first_layer_filters, grad_cam, last_conv, overlay
+from cnnlab.inference.predictor import Predictor
+from cnnlab.models import get_spec
+from cnnlab.models.ops import predict_logits, resolve_device
+from cnnlab.models.transfer import without_output_layer
+from cnnlab.reports.run import (
+    write_comparison,
+    write_report,  # matplotlib and jinja2 only when a report is written
+)
+from cnnlab.runs.data import load_run_data
+from cnnlab.runs.store import RunFolder
+from cnnlab.workflows.resolve import build_config
+
+log = logging.getLogger(__name__)
+
+
+def report(run_path: str | Path, data: Optional[PreparedData] = None, device: str = "auto",
+           progress: bool = True, run: Optional[RunFolder] = None, predictor: Optional[Predictor] = None) -> Path:
+    """Write ``report.html`` for a finished run: curves, metrics, per-class figures, errors,
+    Grad-CAM, data, model, timing and config in one self-contained file.
+
+    ``run``: the run folder when the caller already holds its lock (training); otherwise the
+    lock is taken here, so a report is never written while another process trains the run.
+    ``predictor``: the run's best checkpoint, already loaded (training passes the one it evaluated with).
+    """
+    if run is not None:
+        return _report(run, data, device, progress, predictor)
+    run = RunFolder(run_path).require()
+    state = run.state()
+    if state.status != "completed":
+        raise CnnlabError(f"run {str(run.path)!r} is {state.describe()}: it has not finished"
+                          + (f" (next: {state.next_step})" if state.next_step else ""))
+    run.lock("write its report")
+    try:
+        return _report(run, data, device, progress)
+    finally:
+        run.unlock()
+
+
+def _report(run: RunFolder, data: Optional[PreparedData], device: str, progress: bool,
+            predictor: Optional[Predictor] = None) -> Path:
+
+    cfg = run.read_config()
+    dev = resolve_device(device)
+    if data is None:
+        data = load_run_data(run, cfg, progress)
+    predictor = predictor or Predictor.from_run(run, dev, warn=False)
+    if not run.predictions_npz.is_file():  # runs made before predictions were saved
+        evaluate_checkpoint(run, data, dev, cfg.train.batch_size, save=True, predictor=predictor)
+    model = predictor.model
+
+    def cams(idx: list[int]) -> Optional[list[np.ndarray]]:
+        try:
+            last_conv(model)
+        except CnnlabError:
+            return None
+        batches = predictor.batches(data.images, data.labels, np.asarray(idx), len(idx))
+        batches.reuse_buffers = False
+        heat = grad_cam(model, next(iter(batches))[0], [None] * len(idx))
+        return [overlay(data.images[i].numpy(), h) for i, h in zip(idx, heat)]
+
+    log.info("writing the report: figures, Grad-CAM, tables")
+    return write_report(run, data.images, data.labels, cams)
+
+
+def evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device, batch_size: int,
+                        split: str = "test", save: bool = False, predictor: Optional[Predictor] = None,
+                        progress: bool = False) -> dict[str, Any]:
+    """Metrics of the best checkpoint on ``split`` (test, falling back to val); multi-label runs
+    also get the figures at per-class thresholds tuned on validation. ``save`` keeps the
+    predictions in predictions.npz for the report."""
+    predictor = predictor or Predictor.from_run(run, device, warn=False)
+    if not len(data.splits.get(split, [])):
+        if split == "test" and len(data.splits["val"]):
+            log.info("no test split (held out or empty): the best checkpoint is scored on the validation split")
+            split = "val"
+        else:
+            raise CnnlabError(f"the {split!r} split of {data.source!r} is empty")
+
+    def probs_of(part: str) -> tuple[np.ndarray, np.ndarray]:
+        log.info("evaluating the best checkpoint (epoch %s) on the %s split: %d images", predictor.epoch, part,
+                 len(data.splits[part]))
+        return predictor.probs(data.images, data.labels, data.splits[part], batch_size, progress,
+                               f"evaluating on {part}")
+
+    probs, y = probs_of(split)
+    metrics = compute_metrics(y, probs, data.classes)
+    if data.multilabel and split != "val" and len(data.splits["val"]):
+        val_probs, val_y = probs_of("val")
+        thresholds = tune_thresholds(val_y, val_probs)
+        tuned = multilabel_metrics(y, probs, data.classes, thresholds)
+        metrics["tuned_thresholds"] = {k: tuned[k] for k in ("threshold", "accuracy", "subset_of_truth_accuracy",
+                                                             "hamming_loss", "micro_f1", "macro_f1")}
+    if save:
+        run.save_predictions(probs, y, data.splits[split])
+    return {"split": split, "checkpoint": "best", "best_epoch": predictor.epoch, **metrics}
+
+
+def evaluate(run_path: str | Path, data: Optional[str] = None, data_dir: Optional[str] = None,
+             split: str = "test", batch_size: int = 256, device: str = "auto",
+             progress: bool = True, max_pixels: Optional[int] = None) -> dict[str, Any]:
+    """Evaluate a run's best checkpoint.
+
+    Args:
+        run_path: the run folder.
+        data: another dataset (name or folder) to evaluate on, all of its images, classes
+            matched by name; default: the run's own ``split``, exactly as saved.
+        data_dir: where ``data``'s files are, for built-ins.
+        split: train, val or test of the run's own data.
+        batch_size: evaluation batch size.
+        device: auto, cpu, cuda...
+        progress: show decoding progress.
+
+    Returns:
+        The metrics dict (as in metrics.json).
+    """
+    if split not in ("train", "val", "test"):
+        raise CnnlabError(f"--split {split!r}: choose train, val or test")
+    run = RunFolder(run_path).require()
+    predictor = Predictor.from_run(run, device)
+    if data is None:
+        prepared = load_run_data(run, run.read_config(), progress)
+        return evaluate_checkpoint(run, prepared, predictor.device, batch_size, split, predictor=predictor)
+    return _evaluate_other(run, predictor, data, batch_size, progress, data_dir, max_pixels)[0]
+
+
+def _evaluate_other(run: RunFolder, predictor: Predictor, data: str, batch_size: int, progress: bool,
+                    data_dir: Optional[str] = None, max_pixels: Optional[int] = None
+                    ) -> tuple[dict[str, Any], Any, torch.Tensor]:
+    """Metrics on all images of another dataset, its classes mapped onto the model's by name;
+    averages run over the classes present in that data (absent ones are listed)."""
+
+    cfg = run.read_config()
+    ckpt = predictor.ckpt
+    pre = ckpt["preprocess"]
+    dcfg = build_config({"data": {**cfg.data.model_dump(), "source": data, "data_dir": data_dir,
+                                  "input_size": pre["input_size"], "channels": pre["channels"],
+                                  "train_per_class": None, "max_pixels": max_pixels or cfg.data.max_pixels},
+                         "model": cfg.model.model_dump()}).data
+    if data not in DATASETS:  # the class names are known before any pixel is decoded
+        _check_classes(data, list_files(data, dcfg.image_root, dcfg.delimiter, dcfg.label_sep).classes, ckpt)
+    other = prepare_data(dcfg, get_spec(cfg.model.name), cfg.train.seed, progress=progress)
+    _check_classes(data, other.classes, ckpt)
+    if other.multilabel != bool(ckpt.get("multilabel")):
+        raise CnnlabError(f"dataset {data!r} is {'multi' if other.multilabel else 'single'}-label; the model is not")
+    cols = [ckpt["classes"].index(c) for c in other.classes]
+    if other.multilabel:
+        labels = torch.zeros(len(other.labels), len(ckpt["classes"]), dtype=other.labels.dtype)
+        labels[:, cols] = other.labels
+    else:
+        labels = torch.tensor(cols)[other.labels]
+    probs, y = predictor.probs(other.images, labels, np.arange(len(labels)), batch_size)
+    present = None if other.multilabel else sorted(set(cols))
+    metrics = {"split": "all", "data": data, "checkpoint": "best", "best_epoch": ckpt["epoch"],
+               **compute_metrics(y, probs, ckpt["classes"], present=present)}
+    return metrics, other.images, labels
+
+
+def _check_classes(data: str, classes: Sequence[str], ckpt: dict[str, Any]) -> None:
+    missing = [c for c in classes if c not in ckpt["classes"]]
+    if missing:
+        raise CnnlabError(f"dataset {data!r} has classes the model never saw: {', '.join(missing)}")
+
+
+def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
+            device: str = "auto", max_pixels: Optional[int] = None) -> list[dict[str, Any]]:
+    """Top-k classes and probabilities for image files, with the run's preprocessing.
+
+    Returns:
+        One dict per image: ``{"path", "top": [{"class", "prob"}...]}`` (multi-label runs add
+        ``labels``, those over the thresholds tuned on validation) or ``{"path", "error"}``.
+    """
+    return Predictor.from_run(run_path, device, max_pixels=max_pixels).predict(list(images), top_k=top_k)
+
+
+def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Optional[str] = None,
+            out: Optional[str | Path] = None, device: str = "auto", max_pixels: Optional[int] = None
+            ) -> list[dict[str, Any]]:
+    """Grad-CAM for the predicted (and a chosen) class, the first layer's filters and the
+    feature maps of each conv stage, as PNGs in ``out`` (default RUN/explain).
+
+    Returns:
+        Per image: path, predicted class and probability, the Grad-CAM heat map of the
+        predicted class (H×W, 0..1) and the files written.
+    """
+
+    run = RunFolder(run_path).require()
+    predictor = Predictor.from_run(run, device, max_pixels=max_pixels)
+    classes = predictor.classes
+    if predictor.multilabel:
+        log.info("multi-label model: Grad-CAM shows the highest-scoring label")
+    chosen = None
+    if target_class is not None:
+        if target_class not in classes:
+            raise CnnlabError(f"--class {target_class!r} is not one of the model's classes: {', '.join(classes)}")
+        chosen = classes.index(target_class)
+    last_conv(predictor.model)  # a clear error for dense nets before any work
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return _explain_into(Path(out), Path(out), predictor, images, chosen)
+    with run.artifacts("explain", merge=True) as scratch:  # into the run folder through its writer
+        return _explain_into(scratch, run.path / "explain", predictor, images, chosen)
+
+
+def _explain_into(folder: Path, final: Path, predictor: Predictor, images: Sequence[str | Path],
+                  chosen: Optional[int]) -> list[dict[str, Any]]:
+    """Draw the explain PNGs into ``folder``; the results name them as they will be in ``final``."""
+
+    model, classes = predictor.model, predictor.classes
+    filters = first_layer_filters(model)
+    plot_image_grid(filters, [str(i) for i in range(len(filters))], folder / "filters.png", cols=8,
+                    title="first-layer filters")
+    results = []
+    for p, arr, error in predictor.decode_all(list(images)):
+        if arr is None:
+            results.append({"path": p, "error": error})
+            continue
+        targets = [None] + ([chosen] if chosen is not None else [])
+        x, probs, heats = explain_image(predictor, arr, targets)
+        pred = int(probs.argmax())
+        panels = [arr] + [overlay(arr, h) for h in heats]
+        titles = ["input", f"Grad-CAM: {classes[pred]} ({probs[pred]:.2f})"] + (
+            [f"Grad-CAM: {classes[chosen]} ({probs[chosen]:.2f})"] if chosen is not None else [])
+        stem = Path(p).stem
+        plot_image_grid(panels, titles, folder / f"{stem}_gradcam.png", cols=len(panels))
+        plot_feature_maps(feature_maps(model, x), folder / f"{stem}_features.png")
+        results.append({"path": str(p), "predicted": classes[pred], "prob": float(probs[pred]), "heat": heats[0],
+                        "files": [str(final / f"{stem}_gradcam.png"), str(final / f"{stem}_features.png"),
+                                  str(final / "filters.png")]})
+    return results
+
+
+def compare(run_paths: Sequence[str | Path], out: str | Path = "compare.html") -> Path:
+    """One page comparing runs (unfinished ones marked): settings, the config fields that differ,
+    accuracy, macro-F1, parameters, time, curves overlaid."""
+
+    runs = [RunFolder(p).require(checkpoint=False) for p in run_paths]  # unfinished runs are marked
+    if not runs:
+        raise CnnlabError("compare needs at least one run folder")
+    return write_comparison(runs, Path(out))
+
+
+def evaluate_datasets(run_path: str | Path, datasets: Sequence[str], retrieval: bool = False,
+                      batch_size: int = 256, device: str = "auto", progress: bool = True,
+                      max_pixels: Optional[int] = None) -> dict[str, Any]:
+    """Metrics of a run on several datasets (classes matched by name), and optionally the
+    within- and cross-dataset retrieval mAP matrix of penultimate-layer features.
+
+    Returns:
+        ``rows`` (one per dataset: data, images, accuracy, macro_f1, ...), and with
+        ``retrieval`` a ``map`` matrix: ``map[i][j]`` = queries from dataset i, gallery j.
+    """
+
+    rows, feats = [], []
+    run = RunFolder(run_path).require()
+    predictor = Predictor.from_run(run, device)
+    for name in datasets:
+        m, images, labels = _evaluate_other(run, predictor, name, batch_size, progress, max_pixels=max_pixels)
+        rows.append({"data": name, "images": m["num_samples"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                     "weighted_f1": m["weighted_f1"], "balanced_accuracy": m.get("balanced_accuracy")})
+        if retrieval:
+            with without_output_layer(predictor.model):
+                f, y = predict_logits(predictor.model, predictor.batches(images, labels, np.arange(len(labels)),
+                                                                         batch_size))
+            feats.append((f.numpy(), y.numpy()))
+    result: dict[str, Any] = {"run": str(run.path), "rows": rows}
+    if retrieval:
+        result["map"] = [[retrieval_map(fq, yq, fg, yg, same_set=(i == j)) for j, (fg, yg) in enumerate(feats)]
+                         for i, (fq, yq) in enumerate(feats)]
+    return result

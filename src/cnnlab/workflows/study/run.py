@@ -1,0 +1,363 @@
+"""`cnnlab study DATA`: inspect, pick candidates, probe, plan to the budget, train each (folds when
+they fit), and write one report. Every candidate is an ordinary run folder (or CV folder); the
+study's own state lives in study.json, so an interrupted study resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from cnnlab.core.atomic import atomic_write_json
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.schema import DataConfig
+from cnnlab.data.inspect import inspect_dataset
+from cnnlab.data.pipeline import prepare_data
+from cnnlab.models.factory import get_spec
+from cnnlab.reports.study import write_study_report
+from cnnlab.runs.store import RunFolder, now
+from cnnlab.train.callbacks import Callback
+from cnnlab.workflows.cv import cross_validate, read_cv
+from cnnlab.workflows.resolve import build_config
+from cnnlab.workflows.study.plan import (
+    IMBALANCE_FOR_WEIGHTS,
+    Candidate,
+    default_models,
+    make_candidates,
+    parse_models,
+    plan_epochs,
+    probe,
+)
+from cnnlab.workflows.study.results import best_row, collect
+from cnnlab.workflows.training import train
+
+log = logging.getLogger(__name__)
+
+FORMAT = "cnnlab-study"
+AUTO_FOLDS = (5, 3)
+
+
+class BudgetGuard(Callback):
+    """Stops a candidate's training at an epoch end when one more epoch would pass its deadline."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.started = time.time()
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+        took = (time.time() - self.started) / max(1, epoch - getattr(trainer, "_guard_first", 0))
+        last = epoch >= (getattr(trainer, "epochs", 0) or epoch + 1)  # the planned end: nothing to stop
+        if time.time() + took > self.deadline and not trainer.stop_training and not last:
+            trainer.stop_training = True
+            trainer.stop_reason = f"the study's time budget (after epoch {epoch})"
+            log.warning("study: stopping after epoch %d to keep within the budget", epoch)
+
+    def on_train_begin(self, trainer: Any) -> None:
+        self.started = time.time()
+        trainer._guard_first = getattr(trainer, "epoch", 0)
+
+
+def parse_budget(text: str) -> float:
+    """``90s``, ``20m``, ``1.5h`` or plain seconds → seconds."""
+    t = str(text).strip().lower()
+    mult = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
+    try:
+        value = float(t[:-1] if mult else t) * (mult or 1)
+    except ValueError:
+        raise CnnlabError(f"--budget {text!r}: give a duration like 90s, 20m or 1.5h") from None
+    if not 10 <= value <= 7 * 24 * 3600:
+        raise CnnlabError(f"--budget {text!r}: give between 10 seconds and 7 days")
+    return value
+
+
+class Study:
+    """One study folder: its settings, plan and progress (study.json) and its candidates."""
+
+    def __init__(self, out: Path, state: dict[str, Any]):
+        self.out, self.state = out, state
+        self.cands = [Candidate(**c) for c in state.get("candidates", [])]
+
+    @property
+    def json_path(self) -> Path:
+        return self.out / "study.json"
+
+    def save(self, **fields: Any) -> None:
+        self.state.update(fields)
+        self.state["candidates"] = [c.to_dict() for c in self.cands]
+        atomic_write_json(self.json_path, self.state)
+
+    def folder(self, c: Candidate) -> Path:
+        return self.out / ("cv" if self.state["folds"] > 1 else "runs") / c.name
+
+    def base_overrides(self) -> dict[str, Any]:
+        s = self.state
+        o = {"data.source": s["data"], "train.seed": s["seed"], "train.batch_size": s["batch_size"],
+             "train.device": s["device"], "run.report": False}
+        if s.get("data_dir"):
+            o["data.data_dir"] = s["data_dir"]
+        if s["class_weights"]:
+            o["train.class_weights"] = "auto"
+        return o
+
+    def config(self, c: Candidate, out: Path) -> Any:
+
+        return build_config(None, {**self.base_overrides(), **c.overrides(), "run.out": str(out)})
+
+
+def run_study(data: Optional[str], out: str | Path, budget: Optional[str] = None, models: Optional[str] = None,
+              folds: Optional[int] = None, resume: bool = False, seed: int = 0, batch_size: int = 128,
+              device: str = "auto", data_dir: Optional[str] = None, progress: bool = True,
+              started: Optional[float] = None) -> dict[str, Any]:
+    """Run (or, with ``resume``, finish) a study into ``out`` and return its summary.
+
+    ``budget`` is wall-clock for the whole study from ``started`` (default: now): inspection,
+    probes, training, evaluation and the report. Returns the study.json contents.
+    """
+    t0 = started or time.time()
+    out = Path(out)
+    if resume:
+        study = _reopen(out)
+    else:
+        if data is None:
+            raise CnnlabError("cnnlab study needs DATA (a folder, a CSV label file or a dataset name)")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise CnnlabError(f"study folder {str(out)!r} already exists; add --resume to finish it, or choose "
+                              "another --out")
+        if folds is not None and folds < 2:
+            raise CnnlabError("--folds needs at least 2 (leave it out to let the budget decide)")
+        budget_s = parse_budget(budget or "20m")
+        try:
+            study = _start(data, out, budget_s, models, folds, seed, batch_size, device, data_dir, progress, t0)
+        except BaseException:  # nothing trained yet: leave no half-made folder that --resume could not use
+            if out.is_dir() and not (out / "study.json").is_file():
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+    spent_before = study.state.get("spent_seconds", 0.0)
+    session = t0
+    try:
+        _train_all(study, progress, session, spent_before)
+        summary = _finish(study, progress)
+    except KeyboardInterrupt:
+        study.save(status="interrupted", spent_seconds=round(spent_before + time.time() - session, 1))
+        log.warning("study interrupted; continue with: cnnlab study --resume --out %s", out)
+        raise
+    study.save(status="completed", finished=now(), spent_seconds=round(spent_before + time.time() - session, 1),
+               summary=summary)
+
+    write_study_report(study)
+    study.save(spent_seconds=round(spent_before + time.time() - session, 1))
+    return study.state
+
+
+def _reopen(out: Path) -> Study:
+    p = out / "study.json"
+    if not p.is_file():
+        raise CnnlabError(f"{str(out)!r} is not a study folder (no study.json); start one with cnnlab study DATA "
+                          f"--out {out}")
+    try:
+        state = json.loads(p.read_text())
+    except ValueError as e:
+        raise CnnlabError(f"{p} is not valid JSON ({e})") from None
+    if state.get("format") != FORMAT:
+        raise CnnlabError(f"{p} is not a cnnlab study file")
+    if state.get("status") == "completed":
+        log.info("study %s is already complete; rewriting its report", out)
+    return Study(out, state)
+
+
+def _start(data: str, out: Path, budget_s: float, models: Optional[str], folds: Optional[int], seed: int,
+           batch_size: int, device: str, data_dir: Optional[str], progress: bool, t0: float) -> Study:
+
+    pairs = parse_models(models) if models else None  # checked before any work
+    dc = DataConfig(source=data, **({"data_dir": data_dir} if data_dir else {}))
+    log.info("study: inspecting %s", data)
+    report = inspect_dataset(dc, seed=seed)
+    if report["multilabel"]:
+        raise CnnlabError(f"{data}: multi-label data; cnnlab study compares single-label classifiers (use cnnlab "
+                          "train or cnnlab cv for multi-label)")
+    prepared = prepare_data(dc, get_spec("cnn"), seed, progress=progress)
+    sizes = {k: int(len(v)) for k, v in prepared.splits.items()}
+    if min(sizes.get("train", 0), sizes.get("val", 0), sizes.get("test", 0)) == 0:
+        raise CnnlabError(f"{data}: the split has {sizes}; a study needs images in train, val and test")
+    size, channels, k = prepared.input_size, prepared.channels, len(prepared.classes)
+    ratio = report["imbalance_ratio"] or 1.0
+    pool = np.concatenate([prepared.splits["train"], prepared.splits["val"]])
+    smallest = int(np.bincount(prepared.labels.numpy()[pool], minlength=len(prepared.classes)).min())
+    pairs = pairs or default_models(size)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "inspect.json", report)
+    state = {"format": FORMAT, "status": "planning", "started": now(), "data": data, "data_dir": data_dir,
+             "budget_seconds": budget_s, "seed": seed, "batch_size": batch_size, "device": device,
+             "folds_requested": folds, "folds": 1, "sizes": sizes, "input_size": size, "channels": channels,
+             "classes": prepared.classes, "presplit": report["presplit"], "smallest_pool_class": smallest,
+             "imbalance_ratio": ratio, "class_weights": ratio >= IMBALANCE_FOR_WEIGHTS,
+             "notes": []}
+    study = Study(out, state)
+    study.cands = make_candidates(pairs, size, sizes["train"], batch_size)
+    for c in study.cands:
+        try:
+            probe(c, channels, size, k, batch_size)
+        except Exception as e:  # a model that cannot even be built here is left out, with the reason
+            c.status, c.why = "failed", f"could not be built: {e}"
+            log.warning("study: %s left out: %s", c.name, c.why)
+            continue
+        log.info("study: probe %-28s %.2f ms/image training, %.2f ms/image inference", c.name, c.train_s * 1e3,
+                 c.eval_s * 1e3)
+    _choose_plan(study, budget_s - (time.time() - t0))
+    study.save(status="running", spent_seconds=round(time.time() - t0, 1))
+    return study
+
+
+def _reserve(budget_s: float, n: int) -> float:
+    """Seconds kept for the end: latency probes, bootstrap intervals, figures, the report."""
+    return 4.0 + 0.5 * n + 0.04 * budget_s
+
+
+def _choose_plan(study: Study, left: float) -> None:
+    """Folds when every candidate gets its full recipe K times over (5, else 3; or the --folds asked
+    for, at whatever share of the recipe fits), else one split at the share that fits."""
+    s = study.state
+    sizes = s["sizes"]
+    live = [c for c in study.cands if c.status == "planned"]
+    if not live:
+        raise CnnlabError("no candidate model could be built for this data: "
+                          + "; ".join(f"{c.name}: {c.why}" for c in study.cands))
+    avail = left - _reserve(s["budget_seconds"], len(live))
+    pool = sizes["train"] + sizes["val"]
+    asked = s.get("folds_requested")
+    smallest = s["smallest_pool_class"]
+    for k in ([asked] if asked else list(AUTO_FOLDS)):
+        if k > smallest:
+            s["notes"].append(f"{k} folds do not fit the smallest class ({smallest} images outside the test split)")
+            continue
+        trial = [Candidate(**c.to_dict()) for c in live]
+        fold_sizes = {"train": pool * (k - 1) // k, "val": pool // k, "test": 0}
+        winner = max(c.cost(c.full_epochs, sizes["train"], sizes["val"], sizes["test"]) for c in trial)
+        if plan_epochs(trial, avail - winner, sizes, runs=k, fold_sizes=fold_sizes) and \
+                all(c.status == "planned" for c in trial) and (asked or all(c.epochs == c.full_epochs for c in trial)):
+            for c, t in zip(live, trial):
+                c.epochs = t.epochs
+            s["folds"], s["winner_reserve"] = k, winner
+            log.info("study: %d-fold cross-validation of %d candidates fits the budget", k, len(live))
+            return
+    if asked:
+        s["notes"].append(f"--folds {asked} did not fit the budget: one train/val/test split instead")
+    if not plan_epochs(study.cands, avail, sizes):
+        cheapest = min(live, key=lambda c: c.cost(c.min_epochs, sizes["train"], sizes["val"], sizes["test"]),
+                       default=None)
+        need = cheapest.cost(cheapest.min_epochs, sizes["train"], sizes["val"], sizes["test"]) if cheapest else 0
+        raise CnnlabError(f"a budget of {s['budget_seconds']:.0f} s leaves {avail:.0f} s for training after "
+                          f"inspection and probes; the cheapest candidate needs ~{need:.0f} s: give a larger --budget")
+    s["folds"] = 1
+
+
+def _train_all(study: Study, progress: bool, session: float, spent_before: float) -> None:
+    """Train the candidates in order, re-planning the rest from the speed measured so far."""
+
+    s = study.state
+    k = s["folds"]
+    sizes = s["sizes"]
+    fold_sizes = {"train": (sizes["train"] + sizes["val"]) * (k - 1) // k,
+                  "val": (sizes["train"] + sizes["val"]) // k, "test": 0} if k > 1 else sizes
+    end = session - spent_before + s["budget_seconds"]  # wall time the budget ends
+    for i, c in enumerate(study.cands):
+        if c.status not in ("planned", "running"):
+            continue
+        folder = study.folder(c)
+        rest = [r for r in study.cands[i + 1:] if r.status == "planned"]
+        reserve = _reserve(s["budget_seconds"], len(rest) + 1) + \
+            sum(k * r.cost(r.min_epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]) * s.get("speed", 1)
+                for r in rest)
+        if k > 1:
+            reserve += s.get("winner_reserve", 0.0)
+        deadline = end - reserve
+        if time.time() >= deadline - 1 and c.status == "planned":
+            c.status, c.why = "dropped", "the budget ran out before it started"
+            study.save()
+            continue
+        guess = k * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]) * s.get("speed", 1)
+        log.info("study: %s (%s, %d epochs%s), about %.0f s", c.name, c.mode, c.epochs,
+                 f" × {k} folds" if k > 1 else "", guess)
+        c.status = "running"
+        study.save()
+        started = time.time()
+        guard = BudgetGuard(deadline)
+        try:
+            if k > 1:
+                cross_validate(study.config(c, folder), folder, k, resume=True, progress=progress, callbacks=[guard])
+            else:
+                run = RunFolder(folder)
+                if run.last_ckpt.is_file() and run.state().status != "completed":
+                    train(None, resume=folder, progress=progress, callbacks=[guard])  # type: ignore[arg-type]
+                elif not (run.metrics_json.is_file() and run.state().status == "completed"):
+                    train(study.config(c, folder), overwrite=folder.exists(), progress=progress, callbacks=[guard])
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # one candidate failing does not sink the study
+            log.error("study: %s failed: %s", c.name, e)
+            c.status, c.why = "failed", str(e)[:300]
+            study.save()
+            continue
+        took = time.time() - started
+        c.status = "done"
+        c_pred = k * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"])
+        done = s.setdefault("timing", {})
+        done[c.name] = {"predicted": round(c_pred, 1), "seconds": round(took, 1)}
+        pred_sum = sum(v["predicted"] for v in done.values())
+        s["speed"] = max(0.5, min(4.0, sum(v["seconds"] for v in done.values()) / max(pred_sum, 1e-6)))
+        left = end - time.time()
+        for r in study.cands[i + 1:]:  # the measured speed may make room for one dropped at the start
+            if r.status == "dropped" and r.why.startswith("does not fit"):
+                r.status, r.why = "planned", ""
+        rest = [r for r in study.cands[i + 1:] if r.status == "planned"]
+        if rest:  # re-plan the rest from the measured speed
+            plan_epochs(rest, (left - _reserve(s["budget_seconds"], len(rest)) - s.get("winner_reserve", 0.0))
+                        / s["speed"], sizes, runs=k, fold_sizes=fold_sizes)
+        study.save(spent_seconds=round(spent_before + time.time() - session, 1))
+    if k > 1:
+        _train_winner(study, progress)
+
+
+def _ranked(study: Study) -> list[Candidate]:
+    done = [c for c in study.cands if c.status == "done"]
+    return sorted(done, key=lambda c: -_selection_score(study, c))
+
+
+def _selection_score(study: Study, c: Candidate) -> float:
+    """Validation accuracy (CV: out-of-fold mean), never the test split."""
+
+    if study.state["folds"] > 1:
+        cv = read_cv(study.folder(c))
+        return cv["summary"]["accuracy"]["mean"] if cv else float("-inf")
+    return best_row(RunFolder(study.folder(c))).get("val_acc", float("-inf"))
+
+
+def _train_winner(study: Study, progress: bool) -> None:
+    """After cross-validation: the winner once on the usual split, for its test figures."""
+
+    ranked = _ranked(study)
+    if not ranked:
+        return
+    w = ranked[0]
+    folder = study.out / "winner"
+    run = RunFolder(folder)
+    if run.metrics_json.is_file() and run.state().status == "completed" and study.state.get("winner") == w.name:
+        return
+    study.save(winner=w.name)
+    log.info("study: %s won the cross-validation; training it once on the train/val split for its test figures",
+             w.name)
+    if run.last_ckpt.is_file() and run.state().status != "completed":
+        train(None, resume=folder, progress=progress)  # type: ignore[arg-type]
+    else:
+        train(study.config(w, folder), overwrite=folder.exists(), progress=progress)
+
+
+def _finish(study: Study, progress: bool) -> dict[str, Any]:
+    """Per-candidate results, intervals, paired differences: everything the report shows."""
+
+    return collect(study, _ranked(study))

@@ -1,0 +1,420 @@
+"""The sweep report: sweep.json and one self-contained sweep.html (trial table, best config as
+YAML, validation band, parameter importance beside signed correlation, parallel coordinates,
+objective against each parameter). Built from the study and the trials' run folders, so it can be
+rebuilt at any time, also while the sweep runs (`cnnlab sweep-report DIR`)."""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import yaml
+
+from cnnlab.core.atomic import atomic_write_json, atomic_write_text
+from cnnlab.core.errors import CnnlabError
+from cnnlab.evaluate import plots
+from cnnlab.reports.run import _render, img_tag, table
+from cnnlab.runs.store import RunFolder, now
+from cnnlab.workflows.sweep.spec import Param, SweepSpec, decode_params, trial_config
+from cnnlab.workflows.sweep.state import (
+    BEST_EPOCH,
+    ERROR,
+    HOST,
+    RETRY_OF,
+    RUN,
+    SECONDS,
+    SPEC_FILE,
+    VERDICT,
+    Sweep,
+    count,
+    died,
+    open_sweep,
+    outcome,
+)
+
+log = logging.getLogger(__name__)
+
+
+def trial_rows(sweep: Sweep, trials: list[Any]) -> list[dict[str, Any]]:
+    """One row per trial: outcome, objective, best epoch, minimum losses, time, values, run."""
+    spec = sweep.spec
+    rows = []
+    for t in trials:
+        a = t.user_attrs
+        state = outcome(t, trials) if not died(t) else "failed"
+        row: dict[str, Any] = {
+            "trial": t.number, "state": state, "value": t.value if t.value is not None else _last(t),
+            "params": decode_params(spec, t.params), "best_epoch": a.get(BEST_EPOCH), "seconds": a.get(SECONDS),
+            "run": a.get(RUN), "host": a.get(HOST), "retry_of": a.get(RETRY_OF),
+            "note": _note(t, trials)}
+        run = sweep.path / a[RUN] if a.get(RUN) else None
+        hist = RunFolder(run).history() if run is not None and (run / "history.csv").is_file() else []
+        if run is not None and spec.cv:
+            hist = _cv_history(run)
+        for key in ("train_loss", "val_loss"):
+            vals = [h[key] for h in hist if isinstance(h.get(key), float) and math.isfinite(h[key])]
+            row[f"min_{key}"] = min(vals) if vals else None
+        row["curve"] = [[int(h["epoch"]), h[spec.objective]] for h in hist
+                        if isinstance(h.get(spec.objective), float) and isinstance(h.get("epoch"), float)]
+        page = run / ("cv.html" if spec.cv else "report.html") if run is not None else None
+        row["page"] = str(page.relative_to(sweep.path)) if page is not None and page.is_file() else None
+        rows.append(row)
+    return rows
+
+
+def _last(t: Any) -> Optional[float]:
+    """A pruned trial's value: its last reported one."""
+    return t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+
+
+def _note(t: Any, trials: list[Any]) -> str:
+    a = t.user_attrs
+    if a.get(VERDICT) not in (None, "run"):
+        return f"not trained: {a[VERDICT]}"
+    if died(t):
+        retry = next((r.number for r in trials if r.user_attrs.get(RETRY_OF) == t.number), None)
+        why = a.get("died") or "its worker stopped (no heartbeat for a minute)"
+        return why + (f"; retried as trial {retry}" if retry is not None else "")
+    if a.get(ERROR):
+        return a[ERROR]
+    if a.get(RETRY_OF) is not None:
+        return f"retry of trial {a[RETRY_OF]}"
+    return ""
+
+
+def _cv_history(folder: Path) -> list[dict[str, Any]]:
+    """A CV trial's per-epoch mean over its folds (for the band)."""
+    folds = [RunFolder(p).history() for p in sorted(folder.glob("r*-fold*")) if (p / "history.csv").is_file()]
+    if not folds:
+        return []
+    n = min(len(h) for h in folds)
+    out = []
+    for i in range(n):
+        row: dict[str, Any] = {"epoch": float(i + 1)}
+        for key in folds[0][i]:
+            vals = [h[i].get(key) for h in folds]
+            if all(isinstance(v, float) for v in vals):
+                row[key] = float(np.mean(vals))
+        out.append(row)
+    return out
+
+
+def importance(sweep: Sweep, study: Any) -> dict[str, dict[str, float]]:
+    """Optuna's fANOVA and PED-ANOVA importances over the completed trials (empty when fewer than
+    two completed trials or no parameter varied)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    varied = [k for k in sweep.spec.space if len({repr(t.params.get(k)) for t in done}) > 1]
+    out: dict[str, dict[str, float]] = {}
+    if len(done) < 2 or not varied:
+        return out
+    evaluators = {"fanova": optuna.importance.FanovaImportanceEvaluator(seed=sweep.spec.seed),
+                  "ped_anova": optuna.importance.PedAnovaImportanceEvaluator()}
+    for name, ev in evaluators.items():
+        try:
+            out[name] = dict(optuna.importance.get_param_importances(study, evaluator=ev, params=varied))
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:  # too few trials for this evaluator
+            log.info("sweep report: %s importance not computed (%s)", name, e)
+    return out
+
+
+def correlations(spec: SweepSpec, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Pearson correlation of each parameter with the objective over completed trials (a log-scale
+    parameter by its logarithm; each value of a choice as a 0/1 indicator, like W&B)."""
+    done = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
+    y = np.array([r["value"] for r in done], dtype=float)
+    out: dict[str, float] = {}
+    if len(done) < 3 or np.ptp(y) == 0:
+        return out
+    for key, p in spec.space.items():
+        assert isinstance(p, Param)
+        vals = [r["params"].get(key) for r in done]
+        if p.type == "choice" and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            for level in {json.dumps(v) for v in vals}:
+                x = np.array([json.dumps(v) == level for v in vals], dtype=float)
+                if np.ptp(x) > 0:
+                    out[f"{key}={json.loads(level)}"] = float(np.corrcoef(x, y)[0, 1])
+            continue
+        x = np.array([math.log(v) if p.log else v for v in vals], dtype=float)
+        if np.ptp(x) > 0:
+            out[key] = float(np.corrcoef(x, y)[0, 1])
+    return out
+
+
+def best_config(sweep: Sweep, rows: list[dict[str, Any]]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """The best completed trial's row and its resolved config as a YAML ready for `cnnlab train`."""
+    done = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
+    if not done:
+        return None, None
+    pick = min if sweep.spec.direction == "minimize" else max
+    best = pick(done, key=lambda r: r["value"])
+    cfg_file = sweep.path / best["run"] / ("r1-fold1/config.yaml" if sweep.spec.cv else "config.yaml")
+    if cfg_file.is_file():
+        tree = yaml.safe_load(cfg_file.read_text())
+    else:  # ran on another machine (shared PostgreSQL study): rebuild it from the spec
+
+        tree = trial_config(sweep.spec, best["params"]).model_dump(mode="json")
+    tree.setdefault("run", {})["out"] = None
+    head = (f"# best of sweep {sweep.study_name}: trial {best['trial']}, {sweep.spec.objective} = {best['value']:.4f}\n"
+            f"# re-train on the full split (the test split is used once, here):\n"
+            f"#   cnnlab train --config best.yaml --out runs/best\n")
+    return best, head + yaml.safe_dump(tree, sort_keys=False)
+
+
+def write_sweep_report(sweep: Sweep) -> dict[str, Any]:
+    """Write sweep.json, best.yaml and sweep.html in the sweep folder; returns the summary."""
+    study = sweep.study()
+    trials = study.get_trials(deepcopy=False)
+    rows = trial_rows(sweep, trials)
+    c = count(trials)
+    best, best_yaml = best_config(sweep, rows)
+    summary = {"format": "cnnlab-sweep", "study": sweep.study_name, "written": now(),
+               "objective": sweep.spec.objective, "direction": sweep.spec.direction, "method": sweep.spec.method,
+               "budget": sweep.spec.budget(), "done": c.done, "outcomes": c.by_outcome, "running": c.running,
+               "waiting": c.waiting, "best": best, "importance": importance(sweep, study),
+               "correlation": correlations(sweep.spec, rows), "trials": rows,
+               "spec": sweep.spec.model_dump(mode="json", exclude_none=True)}
+    atomic_write_json(sweep.path / "sweep.json", summary)
+    if best_yaml:
+        atomic_write_text(sweep.path / "best.yaml", best_yaml)
+    atomic_write_text(sweep.path / "sweep.html", _page(sweep, summary, best_yaml))
+    return summary
+
+
+def rebuild(path: str | Path, storage: Optional[str] = None) -> Path:
+    """`cnnlab sweep-report DIR`: the report again, from the study as it is now."""
+    path = Path(path)
+    if not (path / SPEC_FILE).is_file():
+        raise CnnlabError(f"{str(path)!r} is not a sweep folder (no {SPEC_FILE})")
+    write_sweep_report(open_sweep(None, path, storage, resume=True))
+    return path / "sweep.html"
+
+
+# --- the page ---
+
+SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach(function (th, col) {
+  th.style.cursor = 'pointer'; th.title = 'sort';
+  th.addEventListener('click', function () {
+    var body = th.closest('table').tBodies[0], rows = Array.from(body.rows);
+    var asc = th.dataset.asc !== '1'; th.dataset.asc = asc ? '1' : '0';
+    rows.sort(function (a, b) {
+      var x = a.cells[col].dataset.v || a.cells[col].textContent;
+      var y = b.cells[col].dataset.v || b.cells[col].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+      return asc ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape("" if v is None else str(v))
+
+
+def _trial_table(sweep: Sweep, rows: list[dict[str, Any]]) -> str:
+    keys = list(sweep.spec.space)
+    head = ["trial", "state", sweep.spec.objective, "best epoch", "min train loss", "min val loss", "seconds",
+            *keys, "run", "note"]
+    out = ["<table class='sortable'><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) +
+           "</tr></thead><tbody>"]
+    for r in rows:
+        cells = [r["trial"], r["state"], r["value"], r["best_epoch"], r["min_train_loss"], r["min_val_loss"],
+                 r["seconds"], *(json.dumps(r["params"].get(k)) if isinstance(r["params"].get(k), list)
+                                 else r["params"].get(k) for k in keys)]
+        tds = "".join(f"<td data-v='{html.escape(str(v)) if v is not None else ''}'>{_fmt(v)}</td>" for v in cells)
+        link = (f"<a href='{html.escape(r['page'])}'>{html.escape(r['run'])}</a>" if r["page"]
+                else html.escape(r["run"] or ""))
+        out.append(f"<tr>{tds}<td>{link}</td><td style='text-align:left'>{html.escape(r['note'])}</td></tr>")
+    return "".join(out) + "</tbody></table>"
+
+
+def _page(sweep: Sweep, s: dict[str, Any], best_yaml: Optional[str]) -> str:
+
+    spec = sweep.spec
+    o = s["outcomes"]
+    kpi = (f"<div class='kpi'><div><b>{s['done']}/{s['budget'] if s['budget'] is not None else '–'}</b>trials done"
+           f"</div><div><b>{o.get('complete', 0)}</b>complete</div><div><b>{o.get('pruned', 0)}</b>pruned</div>"
+           f"<div><b>{o.get('failed', 0)}</b>failed</div><div><b>{s['running']}</b>running</div>")
+    if s["best"]:
+        b = s["best"]
+        kpi += f"<div><b>{b['value']:.4f}</b>best {html.escape(spec.objective)} (trial {b['trial']})</div>"
+    kpi += "</div>"
+    intro = (f"<p>{html.escape(spec.method)} search over {len(spec.space)} parameter(s), objective "
+             f"<b>{html.escape(spec.objective)}</b> ({'lower' if spec.direction == 'minimize' else 'higher'} is "
+             f"better) on the validation split{' (mean over CV folds)' if spec.cv else ''}; no trial reads the test "
+             f"split. Written {html.escape(s['written'])}.</p>")
+    sections = [{"id": "summary", "title": "Summary", "body": kpi + intro}]
+    if best_yaml:
+        sections.append({"id": "best", "title": f"Best config (trial {s['best']['trial']})",
+                         "body": "<p>Saved as best.yaml beside this page.</p><pre>" + html.escape(best_yaml) +
+                                 "</pre>"})
+    sections.append({"id": "trials", "title": "Trials (click a heading to sort)",
+                     "body": _trial_table(sweep, s["trials"])})
+    with tempfile.TemporaryDirectory() as tmp:
+        figs = _figures(sweep, s, Path(tmp))
+        for fid, title, png, text in figs:
+            sections.append({"id": fid, "title": title, "body": text + img_tag(png, title)})
+    imp, corr = s["importance"], s["correlation"]
+    if imp or corr:
+        keys = sorted(set(corr) | {k for v in imp.values() for k in v})
+        rows = [[k, imp.get("fanova", {}).get(k), imp.get("ped_anova", {}).get(k), corr.get(k)] for k in keys]
+        sections.append({"id": "importance-table", "title": "Importance and correlation (numbers)",
+                         "body": table(["parameter", "fANOVA", "PED-ANOVA", "correlation"], rows)})
+    page = _render(f"cnnlab sweep: {sweep.study_name}", f"{spec.method} · {spec.objective}", sections)
+    return page.replace("</body>", f"<script>{SORT_JS}</script></body>")
+
+
+def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str, Path, str]]:
+    """(id, title, png, intro) of each figure that the trials so far can support."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+
+    spec, rows = sweep.spec, s["trials"]
+    obj = spec.objective
+    figs = []
+    curves = [r["curve"] for r in rows if r["curve"]]
+    if curves:
+        n = max(len(c) for c in curves)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for c in curves:
+            ax.plot([e for e, _ in c], [v for _, v in c], color="tab:gray", alpha=0.25, linewidth=1)
+        ep = np.arange(1, n + 1)
+        by_ep = [[c[i][1] for c in curves if len(c) > i] for i in range(n)]
+        lo, mean, hi = ([f(v) for v in by_ep] for f in (np.min, np.mean, np.max))
+        ax.fill_between(ep, lo, hi, alpha=0.25, color="tab:blue", label="min – max over trials")
+        ax.plot(ep, mean, color="tab:blue", linewidth=2, label="mean")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(obj.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{obj} across {len(curves)} trials")
+        figs.append(("band", "Validation band", plots._save(fig, tmp / "band.png"),
+                     "<p>Per epoch: the lowest, mean and highest validation value across trials (grey: each "
+                     "trial).</p>"))
+    imp, corr = s["importance"], s["correlation"]
+    if imp or corr:
+        fig, axes = plt.subplots(1, 2, figsize=(11, max(2.5, 0.4 * max(len(corr), len(spec.space)) + 1.2)))
+        name = "fanova" if "fanova" in imp else next(iter(imp), None)
+        vals = imp.get(name, {}) if name else {}
+        keys = sorted(vals, key=vals.get)
+        axes[0].barh([_short(k) for k in keys], [vals[k] for k in keys], color="tab:blue")
+        axes[0].set_title(f"importance ({'fANOVA' if name == 'fanova' else 'PED-ANOVA'})" if vals
+                          else "importance (needs ≥ 2 completed trials)")
+        axes[0].set_xlabel("share of the objective's variance")
+        ckeys = sorted(corr, key=lambda k: abs(corr[k]))
+        axes[1].barh([_short(k) for k in ckeys], [corr[k] for k in ckeys],
+                     color=["tab:green" if corr[k] > 0 else "tab:red" for k in ckeys])
+        axes[1].axvline(0, color="black", linewidth=0.8)
+        axes[1].set_xlim(-1, 1)
+        axes[1].set_title("correlation with the objective (signed)" if corr else "correlation (needs ≥ 3 trials)")
+        axes[1].set_xlabel(f"Pearson r with {obj}")
+        figs.append(("importance", "Parameter importance and correlation",
+                     plots._save(fig, tmp / "importance.png"),
+                     "<p>Left: how much of the objective's variation each parameter explains (Optuna's fANOVA; "
+                     "the table below also gives PED-ANOVA). Right: the signed correlation, which says in which "
+                     "direction a parameter helps.</p>"))
+    done = [r for r in rows if r["state"] in ("complete", "pruned") and r["value"] is not None]
+    keys = list(spec.space)
+    if len(done) >= 2:
+        figs.append(("parallel", "Parallel coordinates", _parallel(spec, done, tmp / "parallel.png"),
+                     "<p>One line per finished trial, coloured by its objective.</p>"))
+        figs.append(("scatter", "Objective against each parameter", _scatter(spec, done, keys, tmp / "scatter.png"),
+                     "<p>Filled: completed; hollow: pruned (its last reported value).</p>"))
+    return figs
+
+
+def _short(text: str, n: int = 28) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _axis_values(p: Param, vals: list[Any]) -> tuple[np.ndarray, list[str], list[float]]:
+    """A parameter's values on a 0..1 axis, with tick labels."""
+    if p.type == "choice":
+        levels = [json.dumps(v) for v in (p.values or [])]
+        pos = np.array([levels.index(json.dumps(v)) for v in vals], dtype=float)
+        n = max(len(levels) - 1, 1)
+        return pos / n, [_short(lv.strip('"'), 12) for lv in levels], [i / n for i in range(len(levels))]
+    lo, hi = (math.log(p.low), math.log(p.high)) if p.log else (p.low, p.high)  # type: ignore[arg-type]
+    x = np.array([(math.log(v) if p.log else v) for v in vals], dtype=float)
+    ticks = [p.low, p.high]
+    return (x - lo) / (hi - lo), [f"{t:.3g}" for t in ticks], [0.0, 1.0]  # type: ignore[misc]
+
+
+def _parallel(spec: SweepSpec, done: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+
+    keys = list(spec.space)
+    y = np.array([r["value"] for r in done], dtype=float)
+    cols = [_axis_values(spec.space[k], [r["params"].get(k) for r in done])[0] for k in keys]  # type: ignore
+    span = np.ptp(y) or 1.0
+    cols.append((y - y.min()) / span)
+    data = np.stack(cols, 1)
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(cols)), 4.2))
+    cmap = plt.get_cmap("viridis" if spec.direction == "maximize" else "viridis_r")
+    for row, v in sorted(zip(data, y), key=lambda t: t[1] if spec.direction == "maximize" else -t[1]):
+        ax.plot(range(len(cols)), row, color=cmap((v - y.min()) / span), alpha=0.8)
+    for i, k in enumerate(keys):
+        _, labels, pos = _axis_values(spec.space[k], [])  # type: ignore[arg-type]
+        for lab, ps in zip(labels, pos):
+            ax.text(i + 0.03, ps, lab, fontsize=7, va="center", ha="left", color="#333")
+    ax.text(len(keys) + 0.03, 0, f"{y.min():.3g}", fontsize=7, va="center")
+    ax.text(len(keys) + 0.03, 1, f"{y.max():.3g}", fontsize=7, va="center")
+    for i in range(len(cols)):
+        ax.axvline(i, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(cols)), [_short(k, 18) for k in keys] + [spec.objective])
+    ax.set_yticks([])
+    ax.set_xlim(-0.1, len(cols) - 1 + 0.5)
+    ax.set_ylim(-0.08, 1.08)
+    ax.set_title("parallel coordinates (colour: objective)")
+    return plots._save(fig, path)
+
+
+def _scatter(spec: SweepSpec, done: list[dict[str, Any]], keys: list[str], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+
+    cols = min(3, len(keys))
+    nrow = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(nrow, cols, figsize=(4.2 * cols, 3.2 * nrow), squeeze=False)
+    for ax, k in zip(axes.flat, keys):
+        p = spec.space[k]
+        assert isinstance(p, Param)
+        for state, face in (("complete", "tab:blue"), ("pruned", "none")):
+            pts = [r for r in done if r["state"] == state]
+            if not pts:
+                continue
+            vals = [r["params"].get(k) for r in pts]
+            if p.type == "choice":
+                levels = [json.dumps(v) for v in (p.values or [])]
+                x: Any = [levels.index(json.dumps(v)) for v in vals]
+            else:
+                x = vals
+            ax.scatter(x, [r["value"] for r in pts], facecolors=face, edgecolors="tab:blue", s=28)
+        if p.type == "choice":
+            ax.set_xticks(range(len(p.values or [])), [_short(json.dumps(v).strip('"'), 10) for v in p.values or []],
+                          fontsize=8)
+        elif p.log:
+            ax.set_xscale("log")
+        ax.set_xlabel(_short(k, 30))
+        ax.set_ylabel(spec.objective)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    return plots._save(fig, path)

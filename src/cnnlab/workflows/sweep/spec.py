@@ -1,0 +1,328 @@
+"""A sweep spec (YAML): the base config, the search space, the method, the budget, the objective
+and the pruner; checked whole before any trial starts."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.monitor import MONITORABLE, direction
+from cnnlab.core.registry import did_you_mean
+from cnnlab.core.schema import Config, config_keys, no_bool_as_number
+from cnnlab.core.yamlio import load_yaml, read_yaml_file
+from cnnlab.workflows.resolve import build_config
+
+# set by the sweep itself for every trial: a space over them would be meaningless or dishonest
+RESERVED = {"run.out": "each trial's run folder is chosen by the sweep",
+            "train.monitor": "the trial monitors the sweep's objective"}
+METHODS = ("grid", "random", "tpe", "cmaes", "gp")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    _no_bool_as_number = field_validator("*", mode="before")(classmethod(no_bool_as_number))
+
+
+class Param(_Strict):
+    """One dimension of the search space: ``values`` (a choice), or ``low``/``high`` of an int or a
+    float (``log`` for a log scale, ``step`` for a lattice)."""
+
+    type: Literal["choice", "int", "float", "log-float"] = "choice"
+    values: Optional[list[Any]] = Field(None, min_length=1, max_length=1000)
+    low: Optional[float] = None
+    high: Optional[float] = None
+    step: Optional[float] = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Param":
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a choice needs 'values: [a, b, …]'")
+            if self.low is not None or self.high is not None:
+                raise ValueError("a choice takes 'values', not low/high")
+            return self
+        if self.values is not None:
+            raise ValueError(f"type {self.type} takes low/high, not values (use type: choice)")
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"type {self.type} needs low < high")
+        if self.type == "log-float":
+            self.type, self.log = "float", True
+        if self.log and self.low <= 0:
+            raise ValueError("a log scale needs low > 0")
+        if self.log and self.step:
+            raise ValueError("log and step cannot be combined")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("an int range needs whole numbers for low and high")
+        return self
+
+    def grid_values(self, name: str) -> list[Any]:
+        """The values a grid visits: a choice's values, or an int/float range with a step."""
+        if self.type == "choice":
+            return list(self.values or [])
+        if not self.step:
+            raise CnnlabError(f"sweep space {name!r}: a grid needs a choice or a range with 'step'")
+        n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1  # type: ignore[operator]
+        vals = [self.low + i * self.step for i in range(n)]  # type: ignore[operator]
+        return [int(round(v)) for v in vals] if self.type == "int" else [round(v, 12) for v in vals]
+
+    def size(self) -> Optional[int]:
+        """Distinct values of this dimension (None: continuous)."""
+        if self.type == "choice":
+            return len({json.dumps(v, sort_keys=True) for v in self.values or []})
+        if self.type == "float" and not self.step:
+            return None
+        step = self.step or 1
+        return int(math.floor((self.high - self.low) / step + 1e-9)) + 1  # type: ignore[operator]
+
+    def edges(self) -> list[Any]:
+        """Values that show whether the config accepts this dimension: every choice, both ends."""
+        if self.type == "choice":
+            return list(self.values or [])
+        return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]  # type: ignore
+
+
+class Pruner(_Strict):
+    type: Literal["median", "halving", "hyperband", "none"] = "median"
+    startup_trials: int = Field(4, ge=0, description="trials finished before any is pruned (median)")
+    warmup_epochs: int = Field(1, ge=0, description="epochs a trial runs before it can be pruned")
+
+
+class CV(_Strict):
+    folds: int = Field(3, ge=2, le=50)
+    repeats: int = Field(1, ge=1, le=20)
+
+
+class SweepSpec(_Strict):
+    """What ``cnnlab sweep SPEC.yaml`` reads (see examples/sweep-digits.yaml)."""
+
+    name: Optional[str] = Field(None, max_length=200)
+    base: dict[str, Any] = Field(default_factory=dict, description="a train config (sections data, model, …)")
+    config: Optional[str] = Field(None, description="a train config file the base starts from")
+    space: dict[str, Union[Param, list[Any]]] = Field(min_length=1)
+    method: Literal["grid", "random", "tpe", "cmaes", "gp"] = "tpe"
+    trials: Optional[int] = Field(None, ge=1, le=100_000)
+    timeout: Optional[Union[float, str]] = Field(None, description="wall-time budget: seconds or 90s/20m/2h")
+    objective: str = "val_acc"
+    pruner: Union[Pruner, Literal["median", "halving", "hyperband", "none"]] = Field(default_factory=Pruner)
+    cv: Optional[CV] = None
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("space")
+    @classmethod
+    def _params(cls, space: dict[str, Any]) -> dict[str, Param]:
+        return {k: Param(values=v) if isinstance(v, list) else v for k, v in space.items()}
+
+    @field_validator("pruner")
+    @classmethod
+    def _pruner(cls, p: Any) -> Pruner:
+        return Pruner(type=p) if isinstance(p, str) else p
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, t: Any) -> Optional[float]:
+        return None if t is None else parse_duration(t)
+
+    @property
+    def direction(self) -> str:
+        return "minimize" if direction(self.objective) == "min" else "maximize"
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The grid's values per dimension, as Optuna stores them (list values as JSON text)."""
+        return {k: _hashable(p.grid_values(k)) for k, p in self.space.items()}  # type: ignore[union-attr]
+
+    def grid_size(self) -> int:
+        return math.prod(len(v) for v in self.grid().values())
+
+    def space_size(self) -> Optional[int]:
+        """How many distinct configurations the space holds (None: a continuous dimension)."""
+        sizes = [p.size() for p in self.space.values()]  # type: ignore[union-attr]
+        return None if None in sizes else math.prod(sizes)  # type: ignore[arg-type]
+
+    def budget(self) -> Optional[int]:
+        """Trials to finish: the spec's count, capped by the number of distinct configurations (a
+        grid: all of them when no count is given); None: only the time budget bounds the sweep."""
+        size = self.space_size()
+        if self.method == "grid":
+            return min(self.trials or self.grid_size(), self.grid_size())
+        if self.trials is not None and size is not None:
+            return min(self.trials, size)
+        return self.trials
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or '90s' / '20m' / '1.5h'."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or e.g. 20m")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value))
+        if not m:
+            raise ValueError(f"{value!r} is not a duration (e.g. 90s, 20m, 1.5h)")
+        seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    if not 0 < seconds < 10 * 365 * 86400:
+        raise ValueError(f"{value!r} is not a positive duration")
+    return seconds
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and check a sweep spec: its fields, the objective (a validation metric, direction
+    from the one table), every space key and value against the config, the base config."""
+    tree = read_yaml_file(path, "sweep spec")
+    if not isinstance(tree, dict):
+        raise CnnlabError(f"sweep spec {str(path)!r} must be a mapping (base, space, method, trials, objective, …)")
+    return check_spec(tree, str(path))
+
+
+def check_spec(tree: dict[str, Any], where: str) -> SweepSpec:
+    try:
+        spec = SweepSpec.model_validate(tree)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "union[")) and p not in
+                       ("Param", "list[any]", "Pruner", "str", "float", "constrained-str"))
+        known = ", ".join(SweepSpec.model_fields)
+        if err["type"] == "extra_forbidden" and "." not in loc:
+            raise CnnlabError(f"{where}: unknown field {loc!r}; a sweep spec has {known}"
+                              f"{did_you_mean(loc, SweepSpec.model_fields)}") from None
+        raise CnnlabError(f"{where}: {loc}: {err['msg'].removeprefix('Value error, ')}") from None
+    if spec.config is not None:
+
+        file = load_yaml(spec.config)
+        spec.base = {sec: {**(file.get(sec) or {}), **(spec.base.get(sec) or {})} for sec in {*file, *spec.base}}
+    _check_objective(spec, where)
+    _check_space(spec, where)
+    if spec.trials is None and spec.timeout is None and spec.method != "grid":
+        raise CnnlabError(f"{where}: give a budget: trials: N and/or timeout: 20m (a grid runs its points)")
+    return spec
+
+
+def _check_objective(spec: SweepSpec, where: str) -> None:
+    name = spec.objective
+    if name.startswith("test_") or name.startswith("train_"):
+        raise CnnlabError(f"{where}: objective {name!r}: a sweep tunes on validation figures only "
+                          "(val_<metric>); the test split is for the final model, used once")
+    if not name.startswith("val_"):
+        name = spec.objective = f"val_{name}"
+    bare = name.removeprefix("val_")
+    if bare not in MONITORABLE:
+        import difflib
+
+        aliases = {"accuracy": "acc", "f1": "macro_f1", "auc": "weighted_auc", "map": "mean_average_precision"}
+        close = difflib.get_close_matches(bare, [*MONITORABLE, *aliases], n=1, cutoff=0.6)
+        hint = f"; did you mean 'val_{aliases.get(close[0], close[0])}'?" if close else ""
+        raise CnnlabError(f"{where}: objective {spec.objective!r} is not a monitorable metric; use val_ and one "
+                          f"of {', '.join(MONITORABLE)}{hint}")
+
+
+def _check_space(spec: SweepSpec, where: str) -> None:
+    keys = config_keys()
+    for key, p in spec.space.items():
+        if key in RESERVED:
+            raise CnnlabError(f"{where}: space {key!r} cannot be searched: {RESERVED[key]}")
+        if key not in keys:
+            raise CnnlabError(f"{where}: space {key!r} is not a config key{did_you_mean(key, keys)}")
+    base = trial_config(spec, {}, where)
+    if spec.method == "grid":
+        spec.grid()  # each dimension has grid values
+    for key, p in spec.space.items():
+        for v in p.edges():  # type: ignore[union-attr]
+            try:
+                build_config(base.model_dump(mode="json"), {key: v})
+            except CnnlabError as e:
+                raise CnnlabError(f"{where}: space {key!r} value {v!r} is not accepted: {e}") from None
+    if base.data.val_size == 0 and not spec.cv:
+        raise CnnlabError(f"{where}: data.val_size is 0, so there is no validation split to tune on")
+
+
+def trial_config(spec: SweepSpec, params: dict[str, Any], where: str = "sweep spec",
+                 out: Optional[str] = None) -> Config:
+    """The config of one trial: the base, the trial's values, the objective as the monitor."""
+    over = {**params, "train.monitor": spec.objective}
+    if out is not None:
+        over["run.out"] = out
+    return build_config(spec.base, over, source=f"{where} base")
+
+
+def sampler_for(spec: SweepSpec, seed: int) -> Any:
+    """The Optuna sampler of one worker (each worker its own seed; TPE with the constant liar, so
+    that parallel workers do not all propose the point the others are already trying)."""
+    import optuna
+
+    if spec.method == "grid":
+        return _grid_class()(spec.grid(), seed=seed)
+    if spec.method == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.method == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if spec.method == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
+
+
+@functools.cache
+def _grid_class() -> Any:
+    import optuna
+
+    class Grid(optuna.samplers.GridSampler):
+        """Optuna's grid (trial n gets point n, so parallel workers start on different points),
+        without its call to study.stop() after the last point: cnnlab's workers ask and tell
+        themselves and stop when the budget (the grid's size) is used."""
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            pass
+
+    return Grid
+
+
+def pruner_for(spec: SweepSpec) -> Any:
+    import optuna
+
+    p: Pruner = spec.pruner  # type: ignore[assignment]
+    if p.type == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs + 1)
+    if p.type == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, p.warmup_epochs))
+    if p.type == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, p.warmup_epochs))
+    return optuna.pruners.NopPruner()
+
+
+def suggest(trial: Any, spec: SweepSpec) -> dict[str, Any]:
+    """Ask the trial for a value of every dimension."""
+    out = {}
+    for key, p in spec.space.items():
+        assert isinstance(p, Param)
+        if p.type == "choice":
+            value = trial.suggest_categorical(key, _hashable(p.values or []))
+            out[key] = json.loads(value) if _holds_lists(p) else value
+        elif p.type == "int":
+            out[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)  # type: ignore
+        else:
+            out[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)  # type: ignore[arg-type]
+    return out
+
+
+def _holds_lists(p: Param) -> bool:
+    return any(isinstance(v, (list, dict)) for v in (p.values or []))
+
+
+def _hashable(values: list[Any]) -> list[Any]:
+    """Optuna's choices are None/bool/int/float/str: list values (hidden sizes) go as JSON text."""
+    if any(isinstance(v, (list, dict)) for v in values):
+        return [json.dumps(v) for v in values]
+    return values
+
+
+def decode_params(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's stored params as config values (JSON text of list choices back to lists)."""
+    return {k: json.loads(v) if k in spec.space and _holds_lists(spec.space[k]) and isinstance(v, str)  # type: ignore
+            else v for k, v in params.items()}

@@ -1,0 +1,317 @@
+"""cnnlab train and lr-find: a config → a complete run folder, in three steps: open the run
+(new or resumed, locked), run an engine, finish the run (test metrics, metrics.json last,
+status, report)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+
+from cnnlab import __version__
+from cnnlab.core.atomic import atomic_write_text
+from cnnlab.core.errors import CnnlabError, DiskError
+from cnnlab.core.monitor import MONITORABLE
+from cnnlab.core.schema import Config, build_config
+from cnnlab.data.pipeline import PreparedData, prepare_data
+from cnnlab.evaluate.plots import plot_lr_find
+from cnnlab.inference.predictor import Predictor
+from cnnlab.models import get_spec
+from cnnlab.models.ops import resolve_device
+from cnnlab.runs.data import load_run_data
+from cnnlab.runs.store import NullRunFolder, RunFolder, now
+from cnnlab.train import distributed
+from cnnlab.train.build import check_model_fits, resolve_fine_tune, resolve_recipe
+from cnnlab.train.callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress, StepLog
+from cnnlab.train.engine import ENGINES, Engine
+from cnnlab.train.engines import TorchEngine
+from cnnlab.train.lr_find import range_test
+from cnnlab.train.trackers import check_trackers, tracker_callbacks
+from cnnlab.workflows.evaluation import evaluate_checkpoint, report
+
+log = logging.getLogger(__name__)
+
+TIMED = ("data_seconds", "train_seconds", "eval_seconds")  # with the feature cache's seconds: the run's time
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        run: the run folder.
+        history: one dict per epoch.
+        metrics: the test-split evaluation of the best checkpoint (also in metrics.json).
+        stop_reason: why training stopped.
+        monitor: the metric that chose the best checkpoint (a validation figure, or the
+            training loss when there is no validation split).
+        best_value: its best value, and ``best_epoch`` the epoch it was reached: what a sweep
+            tunes on (never the test metrics).
+    """
+
+    run: Path
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    stop_reason: str
+    monitor: str = "val_loss"
+    best_value: Optional[float] = None
+    best_epoch: Optional[int] = None
+
+
+@dataclass
+class OpenRun:
+    """A run ready for its engine: the locked folder, the config, data, device and engine."""
+
+    run: RunFolder
+    cfg: Config
+    data: PreparedData
+    device: torch.device
+    engine: Engine
+    resumed_from: Optional[int] = None
+
+
+def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[int] = None,
+          overwrite: bool = False, callbacks: Sequence[Callback] = (), progress: bool = True,
+          splits: Optional[dict[str, Any]] = None, hold_out_test: bool = False) -> TrainResult:
+    """Train a model and write a complete run folder.
+
+    Args:
+        cfg: the resolved config (ignored when resuming: the run's own config is used).
+        resume: a run folder to continue from its last checkpoint.
+        epochs: with ``resume``, a new total number of epochs (to extend a run).
+        overwrite: replace an existing run folder at ``cfg.run.out`` (only a cnnlab run no
+            process holds).
+        callbacks: extra callbacks, called before checkpointing at each event.
+        progress: show progress bars.
+        splits: the exact train/val/test indices to use (cross-validation folds) instead of the
+            config's split; a fold without a test part is evaluated on its validation part.
+        hold_out_test: train on the config's split without its test part (sweep trials): the
+            run is evaluated on its validation part and never reads a test image.
+
+    Returns:
+        The run folder, the per-epoch history, test metrics, why training stopped and the
+        best validation value of the monitored metric.
+
+    Raises:
+        CnnlabError: bad input, found before training starts wherever possible; a full disk.
+        KeyboardInterrupt: after marking the run 'interrupted' (resume it later).
+    """
+    opened = open_run(cfg, resume=resume, epochs=epochs, overwrite=overwrite, progress=progress, splits=splits,
+                      hold_out_test=hold_out_test)
+    try:
+        with recorded_failures(opened):
+            fit(opened, callbacks, progress)
+            return finish_run(opened, progress)
+    finally:
+        opened.run.unlock()
+        distributed.shutdown()
+
+
+def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int], overwrite: bool,
+             progress: bool, splits: Optional[dict[str, Any]] = None, hold_out_test: bool = False) -> OpenRun:
+    """Check everything that needs no pixels, load the data, build the engine; only then make
+    (or, resuming, reuse) the run folder, held under its lock, with status 'running'."""
+    state = None
+    rank_device = distributed.init(cfg.train.device if cfg is not None else "auto")  # None outside torchrun
+    writer = RunFolder if distributed.is_main() else NullRunFolder  # under torchrun only rank 0 writes
+    if resume is not None:
+        run, cfg, state = _resumable(resume, epochs, writer)
+    else:
+        out = cfg.run.out or f"runs/{cfg.model.name}-{Path(cfg.data.source).name}-{datetime.now():%Y%m%d-%H%M%S}"
+        out = str(distributed.broadcast(out))
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": out})})
+        run = writer(out)
+        if distributed.is_main():
+            run.check_new(overwrite)  # before any decoding
+    try:
+        started = time.perf_counter()
+        device = rank_device or resolve_device(cfg.train.device)
+        data = load_run_data(run, cfg, progress) if state else \
+            prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, splits=splits, progress=progress,
+                         hold_out_test=hold_out_test)
+        _check_monitor(cfg.train.monitor, data.multilabel)
+        check_trackers(cfg.run.loggers)
+        cfg = resolve_fine_tune(cfg, len(data.splits["train"]))
+        if state is None:
+            cfg = resolve_recipe(cfg, len(data.splits["train"]), ENGINES.get(cfg.train.engine).schedules)
+        if cfg.data.input_size is None:  # the size chosen from the data is part of the resolved config
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"input_size": data.input_size})})
+        check_model_fits(cfg, len(data.classes), data.channels, data.input_size)
+        engine: Engine = ENGINES.get(cfg.train.engine)(cfg, data, device)
+        engine.progress = progress
+        if state is None:
+            run.create(overwrite=overwrite)
+            run.write_config(cfg)
+            run.write_dataset(data.summary(), data.fingerprint(), data.splits)
+        elif epochs:
+            run.write_config(cfg)
+        _log_summary(data, engine, cfg, device)
+        run.update_status(status="running", started=now(), cnnlab=__version__, torch=torch.__version__,
+                          python=platform.python_version(), device=str(device), engine=engine.name,
+                          parameters=engine.parameters(), report_wanted=cfg.run.report,
+                          data_seconds=round(time.perf_counter() - started, 1),
+                          **({"resumed_from_epoch": state["epoch"]} if state else {}))
+        facts = engine.prepare(state)
+        if facts:
+            run.update_status(**facts)
+    except BaseException:
+        run.unlock()
+        raise
+    return OpenRun(run, cfg, data, device, engine, state["epoch"] if state else None)
+
+
+def _resumable(path: str | Path, epochs: Optional[int], writer: type = RunFolder
+               ) -> tuple[RunFolder, Config, dict[str, Any]]:
+    """The locked run, its config (with a new epoch total) and its last checkpoint's state."""
+    run = writer(path).require(checkpoint=False)
+    run.lock("resume it")
+    try:
+        run.require()
+        cfg = run.read_config()
+        if epochs:
+            cfg = build_config(cfg.model_dump(mode="json"), {"train.epochs": epochs}, source=str(run.config))
+        engine_cls = ENGINES.get(cfg.train.engine)
+        last = run.checkpoint("last", engine_cls.checkpoint_suffix)
+        if not last.is_file():
+            raise CnnlabError(f"run folder {str(run.path)!r} has no {last.relative_to(run.path)} to resume from")
+        state = engine_cls.load_checkpoint(last)
+        if state["epoch"] >= cfg.train.epochs and run.state().status == "completed":
+            raise CnnlabError(f"run {str(run.path)!r} already finished {state['epoch']} epochs; "
+                              "pass --epochs N with a larger N to extend it")
+    except BaseException:
+        run.unlock()
+        raise
+    return run, cfg, state
+
+
+@contextlib.contextmanager
+def recorded_failures(o: OpenRun) -> Iterator[None]:
+    """Whatever stops the run is written into run.json with its next step: Ctrl-C or SIGTERM
+    ('interrupted'), a full disk or any other error ('failed')."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _try_status(o.run, status="interrupted", stopped=now(), epochs_done=o.engine.epoch)
+        log.warning("interrupted after epoch %d; continue with: cnnlab train --resume %s", o.engine.epoch, o.run.path)
+        raise
+    except DiskError as e:
+        _try_status(o.run, status="failed", stopped=now(), epochs_done=o.engine.epoch, error=str(e))
+        raise CnnlabError(f"{e}; then continue with: cnnlab train --resume {o.run.path}") from None
+    except BaseException as e:
+        _try_status(o.run, status="failed", stopped=now(), epochs_done=o.engine.epoch, error=repr(e)[:500])
+        raise
+
+
+def _try_status(run: RunFolder, **fields: Any) -> None:
+    try:  # on a full disk even run.json may not be writable; the lock then tells the truth
+        run.update_status(**fields)
+    except DiskError:
+        pass
+
+
+def fit(o: OpenRun, extra: Sequence[Callback], progress: bool) -> None:
+    """Run the engine with the run's callbacks; the checkpoint callback goes last."""
+    cfg, run, data = o.cfg, o.run, o.data
+    has_val = len(data.splits["val"]) > 0
+    cbs: list[Callback] = [Progress(enabled=progress), HistoryCSV(run), StepLog(run, cfg.train.log_every)]
+    if cfg.train.patience:
+        cbs.append(EarlyStopping(cfg.train.monitor, cfg.train.patience, cfg.train.min_delta))
+    meta = checkpoint_meta(cfg, data, o.engine.name)
+    cbs += tracker_callbacks(cfg.run.loggers, run, cfg.model_dump(mode="json"))
+    cbs += list(extra)
+    cbs.append(Checkpoint(run, cfg.train.monitor if has_val else "train_loss", lambda: meta, o.engine))
+    if o.resumed_from is not None:
+        log.info("resuming %s after epoch %d of %d", run.path, o.resumed_from, cfg.train.epochs)
+    run.clear_metrics()  # its presence means "finished": not while training
+    o.engine.fit(cbs, cfg.train.epochs)
+
+
+def checkpoint_meta(cfg: Config, data: PreparedData, engine: str) -> dict[str, Any]:
+    """What every checkpoint carries besides weights, so that a checkpoint alone can predict."""
+    return {"config": cfg.model_dump(mode="json"), "classes": data.classes, "multilabel": data.multilabel,
+            "engine": engine,
+            "preprocess": {"input_size": data.input_size, "channels": data.channels, "mean": data.mean,
+                           "std": data.std, "normalize": data.normalize,
+                           "interpolation": get_spec(cfg.model.name).interpolation}}
+
+
+def finish_run(o: OpenRun, progress: bool) -> TrainResult:
+    """Evaluate the best checkpoint on the test split once, write metrics.json last, mark the run
+    completed, and write its report."""
+
+    cfg, run, engine = o.cfg, o.run, o.engine
+    if not distributed.is_main():  # rank 0 evaluates and writes; the other ranks are done
+        return TrainResult(run.path, engine.history, {}, engine.stop_reason)
+    started = time.perf_counter()
+    predictor = Predictor.from_run(run, o.device, warn=False)  # the best checkpoint, loaded once for both
+    metrics = evaluate_checkpoint(run, o.data, o.device, cfg.train.batch_size, save=True, predictor=predictor,
+                                  progress=progress)
+    best = next((h for h in engine.history if h["epoch"] == metrics["best_epoch"]), {})
+    monitor = cfg.train.monitor if len(o.data.splits["val"]) else "train_loss"
+    run.write_metrics(metrics)
+    done = {"status": "completed", "finished": now(), "epochs_done": engine.epoch,
+            "stop_reason": engine.stop_reason or "completed all epochs",
+            "train_seconds": round(sum(h["seconds"] for h in engine.history), 1),
+            "eval_seconds": round(time.perf_counter() - started, 1), "best_epoch": metrics["best_epoch"]}
+    timing = {**run.status(), **done}  # data_seconds and the feature cache's were recorded when the run opened
+    run.update_status(**done, total_seconds=round(sum(timing.get(k) or 0 for k in TIMED) +
+                                                  (timing.get("feature_cache") or {}).get("seconds", 0), 1))
+    if cfg.run.report:
+        try:
+            log.info("report: %s", report(run.path, data=o.data, device=str(o.device), progress=progress, run=run,
+                                             predictor=predictor))
+        except CnnlabError as e:  # the trained run stands; the report can be made again
+            log.warning("the report could not be written (%s); retry with: cnnlab report %s", e, run.path)
+        except Exception as e:
+            log.warning("the report could not be written (%s: %s); retry with: cnnlab report %s",
+                        type(e).__name__, e, run.path)
+    return TrainResult(run.path, engine.history, metrics, engine.stop_reason, monitor,
+                       best.get(monitor), metrics["best_epoch"])
+
+
+def _check_monitor(monitor: str, multilabel: bool) -> None:
+    """A monitored metric must exist for this kind of data: found before the run folder is made."""
+    kind = MONITORABLE.get(monitor.removeprefix("val_").removeprefix("train_"), ("any", ""))[0]
+    if kind != "any" and (kind == "multi-label") != multilabel:
+        raise CnnlabError(f"train.monitor {monitor!r} is defined for {kind} data; this dataset is "
+                          f"{'multi' if multilabel else 'single'}-label")
+
+
+def _log_summary(data: PreparedData, engine: Engine, cfg: Config, device: torch.device) -> None:
+    s = data.summary()
+    log.info("data %s: %d images, %d classes, %d×%d×%d; split train %d / val %d / test %d; imbalance %.2f",
+             s["source"], s["num_images"], len(s["classes"]), s["input_size"], s["input_size"], s["channels"],
+             s["split_sizes"]["train"], s["split_sizes"]["val"], s["split_sizes"]["test"], s["imbalance_ratio"])
+    p = engine.parameters()
+    log.info("model %s: %s parameters (%s trainable, %s frozen); engine %s; device %s", cfg.model.name,
+             f"{p['total']:,}", f"{p['trainable']:,}", f"{p['frozen']:,}", engine.name, device)
+
+
+def lr_find(cfg: Config, out: str | Path, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100,
+            progress: bool = True) -> dict[str, Any]:
+    """LR range test for the configured data and model; writes lr_find.csv and lr_find.png into ``out``.
+
+    Returns:
+        ``lrs``, ``losses``, ``suggestion`` and the written ``files``.
+    """
+
+    device = resolve_device(cfg.train.device)
+    data = prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, progress=progress)
+    check_model_fits(cfg, len(data.classes), data.channels, data.input_size)
+    engine = TorchEngine(cfg, data, device)  # the same build step as training
+    engine.prepare(None)
+    result = range_test(engine.trainer, engine.train_batches, start_lr, end_lr, steps)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "lr_find.csv", "lr,loss\n" + "".join(
+        f"{lr:.6g},{loss:.6g}\n" for lr, loss in zip(result["lrs"], result["losses"])))
+    plot_lr_find(result["lrs"], result["losses"], result["suggestion"], out / "lr_find.png")
+    result["files"] = [str(out / "lr_find.csv"), str(out / "lr_find.png")]
+    return result

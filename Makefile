@@ -62,8 +62,13 @@ demo: setup
 	$(BIN)/cnnlab train --data fashion-mnist --model cnn \
 	  --out runs/demo --overwrite
 
+# the floor plan's contracts: ruff (rules and format), the import layers (import-linter), types (mypy);
+# tests/test_architecture.py adds what these cannot say (no cnnlab import inside a function, no cycle)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: $(STAMP) data browser postgres lint
 	$(BIN)/python -m pytest -q

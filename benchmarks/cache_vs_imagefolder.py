@@ -34,14 +34,20 @@ def make_jpegs(root: Path, n: int, size: int, classes: int = 10) -> None:
 def time_imagefolder(root: Path, resize: int, workers: int, epochs: int = 2) -> list[float]:
     from torchvision import datasets, transforms
 
-    tf = transforms.Compose([transforms.Resize((resize, resize)), transforms.ToTensor(),
-                             transforms.Normalize([0.5] * 3, [0.25] * 3)])
-    loader = torch.utils.data.DataLoader(datasets.ImageFolder(str(root), tf), batch_size=64, shuffle=True,
-                                         num_workers=workers, persistent_workers=workers > 0)
+    tf = transforms.Compose(
+        [transforms.Resize((resize, resize)), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.25] * 3)]
+    )
+    loader = torch.utils.data.DataLoader(
+        datasets.ImageFolder(str(root), tf),
+        batch_size=64,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     times = []
     for _ in range(epochs):
         t = time.perf_counter()
-        for x, y in loader:
+        for _x, _y in loader:
             pass
         times.append(time.perf_counter() - t)
     return times
@@ -55,16 +61,25 @@ def time_cnnlab(root: Path, resize: int, workers: int, epochs: int = 2) -> list[
 
     times = []
     t = time.perf_counter()
-    cfg = build_config(None, {"data.source": str(root), "data.input_size": resize, "data.cache": "disk",
-                              "data.workers": workers, "data.split": [1.0, 0.0, 0.0]}).data
+    cfg = build_config(
+        None,
+        {
+            "data.source": str(root),
+            "data.input_size": resize,
+            "data.cache": "disk",
+            "data.workers": workers,
+            "data.split": [1.0, 0.0, 0.0],
+        },
+    ).data
     data = prepare_data(cfg, get_spec("cnn"), seed=0, progress=False)
     build = time.perf_counter() - t
     for e in range(epochs):
-        loader = TensorBatches(data.images, data.labels, data.splits["train"], 64, data.mean, data.std,
-                               shuffle=True, seed=0)
+        loader = TensorBatches(
+            data.images, data.labels, data.splits["train"], 64, data.mean, data.std, shuffle=True, seed=0
+        )
         loader.set_epoch(e)
         t = time.perf_counter()
-        for x, y in loader:
+        for _x, _y in loader:
             pass
         times.append(time.perf_counter() - t)
     times[0] += build  # the first epoch pays for decoding once

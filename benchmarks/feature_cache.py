@@ -19,11 +19,21 @@ from cnnlab.workflows.resolve import build_config
 
 
 def run(out: Path, epochs: int, per_class: int, size: int, cache: bool) -> tuple[list[float], float]:
-    cfg = build_config(None, {
-        "data.source": "fashion-mnist", "model.name": "efficientnet-lite0", "model.freeze": "backbone",
-        "data.train_per_class": per_class, "data.input_size": size, "data.val_size": 1000, "optim.lr": 3e-3,
-        "train.epochs": epochs, "train.feature_cache": cache, "run.out": str(out),
-    })
+    cfg = build_config(
+        None,
+        {
+            "data.source": "fashion-mnist",
+            "model.name": "efficientnet-lite0",
+            "model.freeze": "backbone",
+            "data.train_per_class": per_class,
+            "data.input_size": size,
+            "data.val_size": 1000,
+            "optim.lr": 3e-3,
+            "train.epochs": epochs,
+            "train.feature_cache": cache,
+            "run.out": str(out),
+        },
+    )
     res = api.train(cfg, progress=False)
     return [h["seconds"] for h in res.history], res.metrics["accuracy"]
 
@@ -40,11 +50,15 @@ def main() -> None:
         cached, acc_cached = run(Path(tmp) / "cached", args.epochs, args.per_class, args.size, cache=True)
     later_direct = statistics.mean(direct[1:]) if len(direct) > 1 else direct[0]
     later_cached = statistics.mean(cached[1:]) if len(cached) > 1 else cached[0]
-    print(f"EfficientNet-Lite0, frozen backbone, {args.per_class} images/class, {args.size}×{args.size}, "
-          f"{args.epochs} epochs")
+    print(
+        f"EfficientNet-Lite0, frozen backbone, {args.per_class} images/class, {args.size}×{args.size}, "
+        f"{args.epochs} epochs"
+    )
     print(f"without feature cache: epochs {', '.join(f'{s:.2f}s' for s in direct)}; test accuracy {acc_direct:.4f}")
-    print(f"with feature cache:    epochs {', '.join(f'{s:.3f}s' for s in cached)}; test accuracy {acc_cached:.4f} "
-          "(features computed once before epoch 1, see run.json)")
+    print(
+        f"with feature cache:    epochs {', '.join(f'{s:.3f}s' for s in cached)}; test accuracy {acc_cached:.4f} "
+        "(features computed once before epoch 1, see run.json)"
+    )
     print(f"per-epoch speed-up after the first: {later_direct / max(later_cached, 1e-6):.0f}×")
 
 

@@ -62,13 +62,23 @@ def keras_child(net: str, target: float, max_epochs: int, t0: float) -> None:
     xtr, xte = (xtr[..., None] / 255.0).astype("float32"), (xte[..., None] / 255.0).astype("float32")
     L = keras.layers
     if net == "cnn":
-        layers = [L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(), L.Conv2D(64, 3, activation="relu"),
-                  L.MaxPooling2D(), L.Flatten(), L.Dense(128, activation="relu"), L.Dense(10)]
+        layers = [
+            L.Conv2D(32, 3, activation="relu"),
+            L.MaxPooling2D(),
+            L.Conv2D(64, 3, activation="relu"),
+            L.MaxPooling2D(),
+            L.Flatten(),
+            L.Dense(128, activation="relu"),
+            L.Dense(10),
+        ]
     else:
         layers = [L.Flatten(), L.Dense(128, activation="relu"), L.Dense(10)]
     model = keras.Sequential([keras.Input((28, 28, 1)), *layers])
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     print(json.dumps({"params": model.count_params(), "threads": "tf default"}), flush=True)
     for epoch in range(1, max_epochs + 1):
         model.fit(xtr, ytr, batch_size=128, epochs=1, verbose=0, shuffle=True)
@@ -89,12 +99,24 @@ def torch_child(net: str, target: float, max_epochs: int, t0: float) -> None:
     xte = torch.from_numpy(xte).float().div_(255).unsqueeze(1)
     ytr, yte = torch.from_numpy(ytr), torch.from_numpy(yte)
     if net == "cnn":  # the Keras reference, layer for layer
-        model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(),
-                              nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10))
+        model = nn.Sequential(
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(1600, 128),
+            nn.ReLU(),
+            nn.Linear(128, 10),
+        )
     else:
         model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
-    print(json.dumps({"params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads()}),
-          flush=True)
+    print(
+        json.dumps({"params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads()}),
+        flush=True,
+    )
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(1, max_epochs + 1):
@@ -123,8 +145,16 @@ def cnnlab_child(net: str, target: float, max_epochs: int, t0: float, overrides:
     from cnnlab.workflows.resolve import build_config
 
     out = Path(tempfile.mkdtemp(prefix="race-cnnlab-")) / "run"
-    cfg = build_config(None, {"data.source": "fashion-mnist", "model.name": "cnn" if net == "cnn" else "mlp",
-                              "run.out": str(out), "run.report": False, **(overrides or {})})
+    cfg = build_config(
+        None,
+        {
+            "data.source": "fashion-mnist",
+            "model.name": "cnn" if net == "cnn" else "mlp",
+            "run.out": str(out),
+            "run.report": False,
+            **(overrides or {}),
+        },
+    )
 
     class Probe(Callback):
         """Test accuracy after every epoch (the race's clock), stopping at the target."""
@@ -143,8 +173,19 @@ def cnnlab_child(net: str, target: float, max_epochs: int, t0: float, overrides:
 
     api.train(cfg, callbacks=[Probe()], progress=False)
     done = RunFolder(out).read_config()  # the recipe as resolved by the run (the default one when none is set)
-    print(json.dumps({"recipe": {"epochs": done.train.epochs, "schedule": done.train.schedule, "lr": done.optim.lr,
-                                 "batch_size": done.train.batch_size}}), flush=True)
+    print(
+        json.dumps(
+            {
+                "recipe": {
+                    "epochs": done.train.epochs,
+                    "schedule": done.train.schedule,
+                    "lr": done.optim.lr,
+                    "batch_size": done.train.batch_size,
+                }
+            }
+        ),
+        flush=True,
+    )
 
 
 CHILDREN = {"keras": keras_child, "torch": torch_child, "cnnlab": cnnlab_child}
@@ -154,8 +195,11 @@ CHILDREN = {"keras": keras_child, "torch": torch_child, "cnnlab": cnnlab_child}
 def keras_python(given: str | None) -> str | None:
     candidates = [given] if given else [sys.executable, str(ROOT / ".venv-tf" / "bin" / "python")]
     for py in candidates:
-        if py and Path(py).exists() and subprocess.run([py, "-c", "import tensorflow, keras"],
-                                                       capture_output=True).returncode == 0:
+        if (
+            py
+            and Path(py).exists()
+            and subprocess.run([py, "-c", "import tensorflow, keras"], capture_output=True).returncode == 0
+        ):
             return py
     return None
 
@@ -168,9 +212,25 @@ def contest(python: str, who: str, net: str, max_epochs: int, busy: bool = False
         time.sleep(1)
     t0 = time.time()
     try:
-        proc = subprocess.run([python, __file__, "--child", who, "--net", net, "--max-epochs", str(max_epochs),
-                               "--t0", repr(t0), *[a for kv in sets for a in ("--set", kv)]],
-                              capture_output=True, text=True, env=env, timeout=3600)
+        proc = subprocess.run(
+            [
+                python,
+                __file__,
+                "--child",
+                who,
+                "--net",
+                net,
+                "--max-epochs",
+                str(max_epochs),
+                "--t0",
+                repr(t0),
+                *[a for kv in sets for a in ("--set", kv)],
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=3600,
+        )
     finally:
         if spinner is not None:
             spinner.kill()
@@ -182,9 +242,15 @@ def contest(python: str, who: str, net: str, max_epochs: int, busy: bool = False
     if proc.returncode != 0:
         return {"who": who, "error": proc.stderr.strip().splitlines()[-1:] or ["failed"], "wall": wall}
     hit = next((r for r in epochs if r["test_acc"] >= TARGETS[net]), None)
-    return {"who": who, "epochs": epochs, "info": info, "wall": wall,
-            "time_to_target": hit["seconds"] if hit else None, "epoch_hit": hit["epoch"] if hit else None,
-            "best": max((r["test_acc"] for r in epochs), default=0.0)}
+    return {
+        "who": who,
+        "epochs": epochs,
+        "info": info,
+        "wall": wall,
+        "time_to_target": hit["seconds"] if hit else None,
+        "epoch_hit": hit["epoch"] if hit else None,
+        "best": max((r["test_acc"] for r in epochs), default=0.0),
+    }
 
 
 def main() -> None:
@@ -194,8 +260,13 @@ def main() -> None:
     ap.add_argument("--keras-python", help="a Python with TensorFlow (default: this one, or .venv-tf/bin/python)")
     ap.add_argument("--max-epochs", type=int, default=15)
     ap.add_argument("--skip", default="", help="comma-separated contestants to leave out (keras,torch,cnnlab)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a config override for cnnlab's runs (to try another recipe), repeatable")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for cnnlab's runs (to try another recipe), repeatable",
+    )
     ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--net", choices=["cnn", "dense"], help=argparse.SUPPRESS)
     ap.add_argument("--t0", type=float, help=argparse.SUPPRESS)
@@ -213,9 +284,11 @@ def main() -> None:
         sys.exit(f"Fashion-MNIST's IDX files are not in {FMNIST} (Debian: apt-get install dataset-fashion-mnist)")
     kpy = keras_python(args.keras_python)
     skip = set(filter(None, args.skip.split(",")))
-    print(f"{os.cpu_count()} CPU cores; clock from process start to the end of the first epoch at the target "
-          f"test accuracy (cnn {TARGETS['cnn']:.0%}, dense {TARGETS['dense']:.0%})")
-    for net in ([args.only] if args.only else ["cnn", "dense"]):
+    print(
+        f"{os.cpu_count()} CPU cores; clock from process start to the end of the first epoch at the target "
+        f"test accuracy (cnn {TARGETS['cnn']:.0%}, dense {TARGETS['dense']:.0%})"
+    )
+    for net in [args.only] if args.only else ["cnn", "dense"]:
         print(f"\n== {net} (target {TARGETS[net]:.0%}) ==")
         results = []
         for who in ("keras", "torch", "cnnlab"):
@@ -224,8 +297,15 @@ def main() -> None:
             if who == "keras" and kpy is None:
                 print("keras   : TensorFlow is not installed here (make race-env, or --keras-python PATH)")
                 continue
-            results.append(contest(kpy if who == "keras" else sys.executable, who, net, args.max_epochs,
-                                   sets=args.set if who == "cnnlab" else ()))
+            results.append(
+                contest(
+                    kpy if who == "keras" else sys.executable,
+                    who,
+                    net,
+                    args.max_epochs,
+                    sets=args.set if who == "cnnlab" else (),
+                )
+            )
         if args.busy_core and "cnnlab" not in skip:
             r = contest(sys.executable, "cnnlab", net, args.max_epochs, busy=True, sets=args.set)
             r["who"] = "cnnlab+busy"
@@ -235,8 +315,11 @@ def main() -> None:
                 print(f"{r['who']:<12}: failed: {r['error'][0]}")
                 continue
             accs = " ".join(f"{e['test_acc']:.3f}" for e in r["epochs"])
-            t = f"{r['time_to_target']:7.1f} s (epoch {r['epoch_hit']})" if r["time_to_target"] else \
-                f"not reached in {len(r['epochs'])} epochs"
+            t = (
+                f"{r['time_to_target']:7.1f} s (epoch {r['epoch_hit']})"
+                if r["time_to_target"]
+                else f"not reached in {len(r['epochs'])} epochs"
+            )
             print(f"{r['who']:<12}: {t}; test acc per epoch {accs}; {json.dumps(r['info'])}")
         by = {r["who"]: r for r in results if r.get("time_to_target")}
         if "cnnlab" in by:
@@ -244,8 +327,9 @@ def main() -> None:
                 if other in by:
                     print(f"cnnlab / {other}: {by['cnnlab']['time_to_target'] / by[other]['time_to_target']:.2f}×")
             if "cnnlab+busy" in by:
-                print(f"cnnlab busy / quiet: "
-                      f"{by['cnnlab+busy']['time_to_target'] / by['cnnlab']['time_to_target']:.2f}×")
+                print(
+                    f"cnnlab busy / quiet: {by['cnnlab+busy']['time_to_target'] / by['cnnlab']['time_to_target']:.2f}×"
+                )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -139,8 +139,9 @@ def agreement(figure: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(figure, dpi=110)
-    print(f"100 Adam steps of cnn-small (float64, same weights and batches): largest loss gap {gap:.2e}; "
-          f"figure {figure}")
+    print(
+        f"100 Adam steps of cnn-small (float64, same weights and batches): largest loss gap {gap:.2e}; figure {figure}"
+    )
 
 
 def main() -> None:

@@ -49,8 +49,9 @@ def images(folder: str | None, n: int = 64) -> list[bytes]:
     return out
 
 
-async def phase(url: str, headers: dict[str, str], bodies: list[bytes], clients: int, requests: int,
-                seconds: float) -> dict[str, float]:
+async def phase(
+    url: str, headers: dict[str, str], bodies: list[bytes], clients: int, requests: int, seconds: float
+) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
     sent = 0
@@ -71,9 +72,16 @@ async def phase(url: str, headers: dict[str, str], bodies: list[bytes], clients:
     await asyncio.gather(*(client(i) for i in range(clients)))
     wall = time.perf_counter() - start
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-    return {"clients": clients, "requests": len(latencies), "errors": errors, "seconds": wall,
-            "throughput": len(latencies) / wall, "p50_ms": 1000 * q[49], "p95_ms": 1000 * q[94],
-            "p99_ms": 1000 * q[98]}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": wall,
+        "throughput": len(latencies) / wall,
+        "p50_ms": 1000 * q[49],
+        "p95_ms": 1000 * q[94],
+        "p99_ms": 1000 * q[98],
+    }
 
 
 def free_port() -> int:
@@ -83,8 +91,9 @@ def free_port() -> int:
 
 
 def start_server(model: str, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", model, "--port", str(port),
-                             "--log-level", "warning"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab", "serve", model, "--port", str(port), "--log-level", "warning"]
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         if proc.poll() is not None:
@@ -120,13 +129,17 @@ def main() -> None:
     bodies = images(args.images)
     try:
         asyncio.run(phase(url, headers, bodies, 1, 20, 10))  # warm-up
-        print(f"{os.cpu_count()} CPU cores; server {url}; {len(bodies)} distinct images, "
-              f"{len(bodies[0])} bytes each or so")
+        print(
+            f"{os.cpu_count()} CPU cores; server {url}; {len(bodies)} distinct images, "
+            f"{len(bodies[0])} bytes each or so"
+        )
         print(f"{'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
         for clients in dict.fromkeys((1, args.clients)):
             r = asyncio.run(phase(url, headers, bodies, clients, args.requests, args.seconds))
-            print(f"{r['clients']:>7} {r['requests']:>8} {r['errors']:>6} {r['throughput']:>8.1f} "
-                  f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f}")
+            print(
+                f"{r['clients']:>7} {r['requests']:>8} {r['errors']:>6} {r['throughput']:>8.1f} "
+                f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f}"
+            )
     finally:
         if proc is not None:
             proc.terminate()

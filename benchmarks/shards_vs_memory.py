@@ -47,11 +47,26 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="shards-bench-"))
     shards = tmp / "fmnist-shards"
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cnnlab", "data", "shard", "fashion-mnist", "--out", str(shards),
-                    "--shard-size", str(args.shard_size)], check=True)
-    print(f"sharded in {time.perf_counter() - t:.1f} s: "
-          f"{sum(f.stat().st_size for f in shards.glob('*.tar')) / 2**20:.1f} MB in "
-          f"{len(list(shards.glob('*.tar')))} shards")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnlab",
+            "data",
+            "shard",
+            "fashion-mnist",
+            "--out",
+            str(shards),
+            "--shard-size",
+            str(args.shard_size),
+        ],
+        check=True,
+    )
+    print(
+        f"sharded in {time.perf_counter() - t:.1f} s: "
+        f"{sum(f.stat().st_size for f in shards.glob('*.tar')) / 2**20:.1f} MB in "
+        f"{len(list(shards.glob('*.tar')))} shards"
+    )
     base = {"model.name": args.model, "train.epochs": args.epochs, "run.report": False}
     rows = {
         "memory (IDX)": train({**base, "data.source": "fashion-mnist", "run.out": str(tmp / "memory")}),
@@ -61,8 +76,10 @@ def main() -> None:
     for name, r in rows.items():
         print(f"{name:<14}{r['accuracy']:>9.4f}{r['seconds']:>9.1f}{r['rss_mb']:>13.0f}{r['children_rss_mb']:>15.0f}")
     diff = 100 * (rows["shards"]["accuracy"] - rows["memory (IDX)"]["accuracy"])
-    print(f"accuracy difference {diff:+.2f} points; peak RSS ratio shards / memory "
-          f"{rows['shards']['rss_mb'] / rows['memory (IDX)']['rss_mb']:.2f}")
+    print(
+        f"accuracy difference {diff:+.2f} points; peak RSS ratio shards / memory "
+        f"{rows['shards']['rss_mb'] / rows['memory (IDX)']['rss_mb']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def write_idx(folder: Path, n_train: int = 200, n_test: int = 50, seed: int = 0)
         labels = np.arange(n, dtype=np.uint8) % 10
         images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
         for i, c in enumerate(labels):
-            images[i, 2 * c:2 * c + 6, 4:24] = 255  # a bright bar whose row encodes the class
+            images[i, 2 * c : 2 * c + 6, 4:24] = 255  # a bright bar whose row encodes the class
         with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
             f.write(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
         with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
@@ -49,12 +49,13 @@ def class_image(cls: int, size: int, rng: np.random.Generator) -> np.ndarray:
     arr = rng.integers(0, 80, size=(size, size, 3), dtype=np.uint8)
     h = size // 2
     r, c = divmod(cls % 4, 2)
-    arr[r * h:(r + 1) * h, c * h:(c + 1) * h] = 230
+    arr[r * h : (r + 1) * h, c * h : (c + 1) * h] = 230
     return arr
 
 
-def make_folder_dataset(root: Path, classes: int = 3, per_class: int = 12, size: int = 24, seed: int = 0,
-                        splits: tuple[str, ...] = ()) -> Path:
+def make_folder_dataset(
+    root: Path, classes: int = 3, per_class: int = 12, size: int = 24, seed: int = 0, splits: tuple[str, ...] = ()
+) -> Path:
     """A class-per-folder tree of PNGs (optionally under split folders)."""
     rng = np.random.default_rng(seed)
     for split in splits or ("",):

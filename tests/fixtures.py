@@ -14,8 +14,9 @@ from PIL import Image
 from tests.conftest import class_image, write_idx
 
 
-def idx_files(folder: Path, prefix: str = "", n_train: int = 120, n_test: int = 40, classes: int = 10,
-              offset: int = 0) -> Path:
+def idx_files(
+    folder: Path, prefix: str = "", n_train: int = 120, n_test: int = 40, classes: int = 10, offset: int = 0
+) -> Path:
     """MNIST-format IDX files named ``{prefix}train-images-idx3-ubyte.gz`` etc."""
     if not prefix:
         return write_idx(folder, n_train, n_test)
@@ -48,8 +49,7 @@ def cifar10_files(root: Path, per_batch: int = 20) -> Path:
     for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
         images, labels = _rgb_set(per_batch, 10, i)
         with open(folder / name, "wb") as f:
-            pickle.dump({b"data": images.transpose(0, 3, 1, 2).reshape(per_batch, -1),
-                         b"labels": labels.tolist()}, f)
+            pickle.dump({b"data": images.transpose(0, 3, 1, 2).reshape(per_batch, -1), b"labels": labels.tolist()}, f)
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [f"c{k}" for k in range(10)]}, f)
     return root
@@ -78,8 +78,7 @@ def svhn_files(folder: Path, n: int = 60) -> Path:
     return folder
 
 
-def csv_dataset(root: Path, multilabel: bool = False, n: int = 40, header: bool = True,
-                delimiter: str = ",") -> Path:
+def csv_dataset(root: Path, multilabel: bool = False, n: int = 40, header: bool = True, delimiter: str = ",") -> Path:
     """images/ plus labels.csv; multi-label rows carry one or two labels."""
     rng = np.random.default_rng(0)
     (root / "images").mkdir(parents=True, exist_ok=True)

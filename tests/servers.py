@@ -10,8 +10,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import pytest
 
@@ -22,7 +22,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def postgres_bin() -> Optional[Path]:
+def postgres_bin() -> Path | None:
     """The newest installed PostgreSQL's bin folder (Debian keeps it out of PATH)."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
     if found:
@@ -36,8 +36,9 @@ def postgres_server() -> Iterator[str]:
     """A throw-away PostgreSQL server with a database 'sweeps'; yields its SQLAlchemy URL."""
     bindir = postgres_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql; `make test` installs it "
-                    "when run as root)")
+        pytest.skip(
+            "PostgreSQL is not installed (Debian: apt-get install postgresql; `make test` installs it when run as root)"
+        )
     as_user: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="cnnlab-pg-"))
     if os.geteuid() == 0:  # the server refuses to run as root
@@ -54,8 +55,19 @@ def postgres_server() -> Iterator[str]:
     started = False
     try:
         run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "cnnlab", "-E", "UTF8", "--no-sync")
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(tmp / "server.log"), "-w", "-t", "60", "-o",
-            f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        run(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(tmp / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
         started = True
         run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "cnnlab", "sweeps")
         yield f"postgresql+psycopg://cnnlab@127.0.0.1:{port}/sweeps"

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from cnnlab.api import EXPORTS
 from cnnlab.cli.main import main
 from cnnlab.inference.load import BACKENDS
 from cnnlab.workflows.resolve import build_config
-
 from tests.conftest import make_folder_dataset
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cnnlab"
@@ -54,8 +54,9 @@ def _imports(module: str) -> tuple[set[str], list[str]]:
     """The cnnlab modules ``module`` imports when it runs, and its imports inside functions."""
     tree = ast.parse(MODULES[module].read_text())
     typing_only = _type_checking_blocks(tree)
-    in_functions = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                    for n in ast.walk(f)}
+    in_functions = {
+        id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f)
+    }
     edges, nested = set(), []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -86,7 +87,7 @@ def test_the_import_graph_of_cnnlab_has_no_cycle():
         state[m] = 1
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                pytest.fail("import cycle: " + " → ".join(path[path.index(n):] + [m, n]))
+                pytest.fail("import cycle: " + " → ".join(path[path.index(n) :] + [m, n]))
             if n not in state:
                 visit(n, path + [m])
         state[m] = 2
@@ -115,8 +116,16 @@ def moved_run(tmp_path_factory):
     """A run trained on an image folder, whose folder was then moved away."""
     root = tmp_path_factory.mktemp("moved")
     data = make_folder_dataset(root / "photos", per_class=10)
-    cfg = build_config(None, {"data.source": str(data), "model.name": "cnn-small", "train.epochs": 1,
-                              "run.out": str(root / "run"), "run.report": False})
+    cfg = build_config(
+        None,
+        {
+            "data.source": str(data),
+            "model.name": "cnn-small",
+            "train.epochs": 1,
+            "run.out": str(root / "run"),
+            "run.report": False,
+        },
+    )
     from cnnlab import api
 
     api.train(cfg, progress=False)
@@ -133,8 +142,9 @@ def test_a_run_whose_data_moved_away_still_predicts_exports_and_serves(moved_run
     assert "class_" in Path("preds.csv").read_text()
     assert main(["export", str(run), "--out", "model.onnx"]) == 0
     assert Path("model.onnx").is_file() and "random" in capsys.readouterr().err
-    from cnnlab.workflows.deploy.serve import create_app, load_served
     from fastapi.testclient import TestClient
+
+    from cnnlab.workflows.deploy.serve import create_app, load_served
 
     with TestClient(create_app(load_served(str(run)))) as client:
         r = client.post("/predict", content=image.read_bytes(), headers={"content-type": "image/png"})
@@ -144,14 +154,16 @@ def test_a_run_whose_data_moved_away_still_predicts_exports_and_serves(moved_run
 
 def test_predicting_from_a_run_loads_no_training_code_and_no_plotting(moved_run):
     run, image, root = moved_run
-    code = ("import sys\n"
-            "from cnnlab.inference.load import load_model\n"
-            f"p = load_model({str(run)!r}, 'cpu')\n"
-            f"out = p.predict([{str(image)!r}])\n"
-            "assert out[0]['top'], out\n"
-            "bad = sorted(m for m in sys.modules if m.startswith(('cnnlab.train', 'cnnlab.workflows', 'cnnlab.reports'))"
-            " or m.split('.')[0] in ('matplotlib', 'jinja2'))\n"
-            "print('LOADED', bad)\n")
+    code = (
+        "import sys\n"
+        "from cnnlab.inference.load import load_model\n"
+        f"p = load_model({str(run)!r}, 'cpu')\n"
+        f"out = p.predict([{str(image)!r}])\n"
+        "assert out[0]['top'], out\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'jinja2')\n"
+        "             or m.startswith(('cnnlab.train', 'cnnlab.workflows', 'cnnlab.reports')))\n"
+        "print('LOADED', bad)\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(SRC.parent)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -51,9 +51,12 @@ def build_corpus(root: Path) -> dict[str, str]:
     os.symlink(b / "nowhere.png", b / "dangling.png")
     os.mkfifo(b / "fifo.png")
     return {
-        "class_0/truncated.jpg": "truncated", "class_0/zero.png": "empty file (0 bytes)",
-        "class_1/text.png": "not an image", "class_1/bomb.png": "too many pixels",
-        "class_1/locked.png": "permission denied", "class_1/dangling.png": "broken symbolic link",
+        "class_0/truncated.jpg": "truncated",
+        "class_0/zero.png": "empty file (0 bytes)",
+        "class_1/text.png": "not an image",
+        "class_1/bomb.png": "too many pixels",
+        "class_1/locked.png": "permission denied",
+        "class_1/dangling.png": "broken symbolic link",
         "class_1/fifo.png": "not a regular file",
     }
 
@@ -66,8 +69,12 @@ DROP_CAPS = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.g
 def run_py(code: str, *args: str) -> subprocess.CompletedProcess:
     if DROP_CAPS and not shutil.which("setpriv"):
         pytest.skip("running as root without setpriv: cannot make a file unreadable")
-    return subprocess.run(DROP_CAPS + [sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": SRC})
+    return subprocess.run(
+        DROP_CAPS + [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
 
 
 INSPECT = """
@@ -146,9 +153,13 @@ def test_inspect_in_process_and_training_with_cmyk_16bit_palette(tmp_path):
         for i in range(6):
             arr = class_image(c, 20, rng)
             Image.fromarray(arr).convert("CMYK").save(root / f"k{c}" / f"cmyk{i}.jpg")
-            Image.fromarray((arr[:, :, 0].astype(np.uint16) * 257)).save(root / f"k{c}" / f"deep{i}.png")
+            Image.fromarray(arr[:, :, 0].astype(np.uint16) * 257).save(root / f"k{c}" / f"deep{i}.png")
     rep = inspect_dataset(build_config(None, {"data.source": str(root)}).data, progress=False)
     assert rep["unreadable"] == [] and rep["num_readable"] == 24
-    res = api.train(build_config(None, {"data.source": str(root), "model.name": "mlp", "train.epochs": 1,
-                                        "run.out": str(tmp_path / "r")}), progress=False)
+    res = api.train(
+        build_config(
+            None, {"data.source": str(root), "model.name": "mlp", "train.epochs": 1, "run.out": str(tmp_path / "r")}
+        ),
+        progress=False,
+    )
     assert res.metrics["num_samples"] > 0

@@ -28,6 +28,7 @@ from tests.conftest import make_folder_dataset
 
 # ---------------------------------------------------------------- cache
 
+
 def test_disk_cache_is_reused_and_invalidated_by_file_or_setting_changes(tmp_path, caplog):
     root = make_folder_dataset(tmp_path / "d", classes=2, per_class=5)
     files = scan_folder(root).files
@@ -49,15 +50,27 @@ def test_cache_modes_give_identical_training(tmp_path):
     root = make_folder_dataset(tmp_path / "d", classes=3, per_class=10)
     hist = {}
     for mode in ("memory", "disk", "none"):
-        res = api.train(build_config(None, {"data.source": str(root), "model.name": "cnn", "train.epochs": 2,
-                                            "data.cache": mode, "run.out": str(tmp_path / mode),
-                                            "run.report": False}), progress=False)
+        res = api.train(
+            build_config(
+                None,
+                {
+                    "data.source": str(root),
+                    "model.name": "cnn",
+                    "train.epochs": 2,
+                    "data.cache": mode,
+                    "run.out": str(tmp_path / mode),
+                    "run.report": False,
+                },
+            ),
+            progress=False,
+        )
         hist[mode] = [(h["train_loss"], h["val_loss"]) for h in res.history]
         assert json.loads((res.run / "dataset.json").read_text())["cache"] == mode
     assert hist["memory"] == hist["disk"] == hist["none"]
 
 
 # ---------------------------------------------------------------- augmentation
+
 
 @pytest.mark.parametrize("preset", ["none", "flip", "keras", "paintings", "randaugment", "trivialaugment"])
 @pytest.mark.parametrize("channels", [1, 3])
@@ -104,8 +117,16 @@ def test_pca_lighting_shifts_along_eigenvectors():
 
 def test_augmentation_runs_on_training_batches_only(tmp_path):
     root = make_folder_dataset(tmp_path / "d", classes=2, per_class=8)
-    cfg = build_config(None, {"data.source": str(root), "model.name": "cnn", "train.epochs": 1,
-                              "data.augment": "flip", "run.out": str(tmp_path / "r")})
+    cfg = build_config(
+        None,
+        {
+            "data.source": str(root),
+            "model.name": "cnn",
+            "train.epochs": 1,
+            "data.augment": "flip",
+            "run.out": str(tmp_path / "r"),
+        },
+    )
     data = prepare_data(cfg.data, get_spec("cnn"), 0, progress=False)
     train = engines.train_loader(data, cfg, torch.device("cpu"), torch.nn.Conv2d(3, 1, 1))
     val = split_loader(data, "val", 8, torch.device("cpu"))
@@ -122,10 +143,22 @@ def test_mixup_cutmix_erasing_give_soft_targets_and_train(tmp_path):
     with pytest.raises(CnnlabError, match="single-label"):
         build_batch_transform(0, 0.2, 0, 4, torch.device("cpu"), multilabel=True)
     root = make_folder_dataset(tmp_path / "d", classes=3, per_class=8)
-    res = api.train(build_config(None, {"data.source": str(root), "model.name": "cnn", "train.epochs": 1,
-                                        "data.mixup": 0.2, "data.cutmix": 1.0, "data.random_erasing": 0.25,
-                                        "data.augment": "keras", "run.out": str(tmp_path / "r")}),
-                    progress=False)
+    res = api.train(
+        build_config(
+            None,
+            {
+                "data.source": str(root),
+                "model.name": "cnn",
+                "train.epochs": 1,
+                "data.mixup": 0.2,
+                "data.cutmix": 1.0,
+                "data.random_erasing": 0.25,
+                "data.augment": "keras",
+                "run.out": str(tmp_path / "r"),
+            },
+        ),
+        progress=False,
+    )
     assert np.isfinite(res.history[0]["train_loss"])
 
 
@@ -137,6 +170,7 @@ def test_bad_augment_options_fail_before_work():
 
 
 # ---------------------------------------------------------------- imbalance
+
 
 def test_class_weights_follow_seed_004_formula():
     counts = np.array([1064, 500, 400, 300, 100])  # Goya-like imbalance
@@ -171,27 +205,52 @@ def test_imbalance_options_train_and_summary_shows_ratio(tmp_path):
         (root / f"c{c}").mkdir(parents=True)
         for i in range(n):
             Image.fromarray(class_image(c, 16, rng)).save(root / f"c{c}" / f"{i}.png")
-    res = api.train(build_config(None, {"data.source": str(root), "model.name": "cnn", "train.epochs": 1,
-                                        "train.class_weights": "auto", "train.init_output_bias": True,
-                                        "data.sampler": "balanced", "run.out": str(tmp_path / "r")}),
-                    progress=False)
+    res = api.train(
+        build_config(
+            None,
+            {
+                "data.source": str(root),
+                "model.name": "cnn",
+                "train.epochs": 1,
+                "train.class_weights": "auto",
+                "train.init_output_bias": True,
+                "data.sampler": "balanced",
+                "run.out": str(tmp_path / "r"),
+            },
+        ),
+        progress=False,
+    )
     summary = json.loads((res.run / "dataset.json").read_text())
     assert summary["imbalance_ratio"] == 6.0
     w = balanced_weights(torch.tensor([0, 0, 0, 1]))
     assert torch.allclose(w, torch.tensor([1 / 3, 1 / 3, 1 / 3, 1.0], dtype=torch.float64))
-    loader = TensorBatches(torch.zeros(4000, 1, 2, 2, dtype=torch.uint8), torch.tensor([0] * 3600 + [1] * 400),
-                           np.arange(4000), 4000, [0.5], [0.5], shuffle=True, sampler="balanced")
+    loader = TensorBatches(
+        torch.zeros(4000, 1, 2, 2, dtype=torch.uint8),
+        torch.tensor([0] * 3600 + [1] * 400),
+        np.arange(4000),
+        4000,
+        [0.5],
+        [0.5],
+        shuffle=True,
+        sampler="balanced",
+    )
     _, y = next(iter(loader))
     assert 0.45 < y.float().mean() < 0.55  # the minority class is drawn as often as the majority
 
 
 # ---------------------------------------------------------------- splits
 
+
 def test_split_is_reused_exactly_by_evaluate_and_resume(tmp_path, monkeypatch):
     root = make_folder_dataset(tmp_path / "d", classes=3, per_class=10)
     run = tmp_path / "r"
-    res = api.train(build_config(None, {"data.source": str(root), "model.name": "mlp", "train.epochs": 1,
-                                        "run.out": str(run), "train.seed": 3}), progress=False)
+    res = api.train(
+        build_config(
+            None,
+            {"data.source": str(root), "model.name": "mlp", "train.epochs": 1, "run.out": str(run), "train.seed": 3},
+        ),
+        progress=False,
+    )
 
     def no_new_splits(*a, **k):
         raise AssertionError("a saved split must be reused, not recomputed")

@@ -25,15 +25,18 @@ def test_saved_config_round_trips(tmp_path):
     assert again == cfg
 
 
-@pytest.mark.parametrize("key,value,expected", [
-    ("optim.lr", -0.1, "invalid value for optim.lr: -0.1 (Input should be greater than 0)"),
-    ("model.name", "resnet9000", "invalid value for model.name: 'resnet9000' (unknown model; choose from"),
-    ("data.source", "/no/such/dir", "invalid value for data.source: '/no/such/dir' (not a built-in dataset"),
-    ("data.split", [0.5, 0.1, 0.1], "invalid value for data.split"),
-    ("optim.name", "lion", "unknown optimizer"),
-    ("train.device", "tpu", "must be auto, cpu, cuda, cuda:N or mps"),
-    ("data.channels", 2, "invalid value for data.channels: 2"),
-])
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("optim.lr", -0.1, "invalid value for optim.lr: -0.1 (Input should be greater than 0)"),
+        ("model.name", "resnet9000", "invalid value for model.name: 'resnet9000' (unknown model; choose from"),
+        ("data.source", "/no/such/dir", "invalid value for data.source: '/no/such/dir' (not a built-in dataset"),
+        ("data.split", [0.5, 0.1, 0.1], "invalid value for data.split"),
+        ("optim.name", "lion", "unknown optimizer"),
+        ("train.device", "tpu", "must be auto, cpu, cuda, cuda:N or mps"),
+        ("data.channels", 2, "invalid value for data.channels: 2"),
+    ],
+)
 def test_bad_values_name_field_value_and_what_is_allowed(key, value, expected):
     with pytest.raises(CnnlabError) as e:
         build_config(None, {key: value})
@@ -51,7 +54,11 @@ def test_unknown_keys_are_refused_in_set_and_yaml(tmp_path):
 
 def test_set_parsing_and_errors():
     assert parse_set(["a.b=3", "c.d=[1,2]", "e.f=hello", "g.h="]) == {
-        "a.b": 3, "c.d": [1, 2], "e.f": "hello", "g.h": None}
+        "a.b": 3,
+        "c.d": [1, 2],
+        "e.f": "hello",
+        "g.h": None,
+    }
     with pytest.raises(CnnlabError, match="KEY=VALUE"):
         parse_set(["novalue"])
 

@@ -19,8 +19,15 @@ from tests.conftest import make_folder_dataset
 
 
 def load_folder(root, size, channels=None, cache="memory", **kw):
-    return load_files(scan_folder(root), size, channels, max_pixels=kw.pop("max_pixels", 50_000_000), workers=2,
-                      cache=cache, progress=False)
+    return load_files(
+        scan_folder(root),
+        size,
+        channels,
+        max_pixels=kw.pop("max_pixels", 50_000_000),
+        workers=2,
+        cache=cache,
+        progress=False,
+    )
 
 
 def write_mixed_tree(root):
@@ -146,8 +153,9 @@ def test_fashion_mnist_reads_idx_files_from_data_dir(idx_dir):
     assert data.images.shape == (250, 1, 28, 28)
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 180, "val": 20, "test": 50}
     assert data.classes[0] == "T-shirt/top"
-    big = prepare_data(cfg.model_copy(update={"input_size": 32, "channels": 3}), get_spec("cnn"), seed=0,
-                       progress=False)
+    big = prepare_data(
+        cfg.model_copy(update={"input_size": 32, "channels": 3}), get_spec("cnn"), seed=0, progress=False
+    )
     assert big.images.shape == (250, 3, 32, 32)
 
 

@@ -53,8 +53,10 @@ def fmnist_run(tmp_path_factory) -> Path:
     the whole 10,000-image test set."""
     if not (FMNIST / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip("Debian's dataset-fashion-mnist is not installed (`make test` installs it when run as root)")
-    return _train(tmp_path_factory.mktemp("fm") / "cnn", **{
-        "data.source": "fashion-mnist", "model.name": "cnn", "train.epochs": 2, "data.train_per_class": 300})
+    return _train(
+        tmp_path_factory.mktemp("fm") / "cnn",
+        **{"data.source": "fashion-mnist", "model.name": "cnn", "train.epochs": 2, "data.train_per_class": 300},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +105,20 @@ def test_onnx_export_of_a_fashion_mnist_cnn_equals_pytorch_on_the_whole_test_spl
 
 
 def test_uint8_graph_and_torchscript_exports_pass_their_parity_check(fmnist_run, tmp_path, capsys):
-    assert main(["export", str(fmnist_run), "--with-preprocessing", "--out", str(tmp_path / "u8.onnx"),
-                 "--check-images", "1000"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(fmnist_run),
+                "--with-preprocessing",
+                "--out",
+                str(tmp_path / "u8.onnx"),
+                "--check-images",
+                "1000",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "input uint8 (N, 1, 28, 28), batch dynamic" in out and "batch  64 (  1000 images)" in out
     from cnnlab.inference.exported import ExportedModel
@@ -143,9 +157,17 @@ def test_efficientnet_lite0_onnx_export_matches_pytorch(tmp_path, capsys):
     """A pretrained net (ImageNet EfficientNet-Lite0, fine-tuned briefly) exports with parity; a
     small folder at 64 px keeps it in the default suite."""
     root = make_folder_dataset(tmp_path / "d", classes=3, per_class=20, size=64, seed=2)
-    run = _train(tmp_path / "lite0", **{"data.source": str(root), "model.name": "efficientnet-lite0",
-                                        "data.input_size": 64, "train.epochs": 1, "train.batch_size": 16,
-                                        "data.split": [0.6, 0.1, 0.3]})
+    run = _train(
+        tmp_path / "lite0",
+        **{
+            "data.source": str(root),
+            "model.name": "efficientnet-lite0",
+            "data.input_size": 64,
+            "train.epochs": 1,
+            "train.batch_size": 16,
+            "data.split": [0.6, 0.1, 0.3],
+        },
+    )
     r = api.export_run(run, out=tmp_path / "lite0.onnx", progress=False)
     assert r["parity"]["images"] >= 15
     assert r["parity"]["max_abs_dprob"] <= 1e-4 and r["parity"]["top1_agreement"] == 1.0
@@ -155,8 +177,23 @@ def test_efficientnet_lite0_onnx_export_matches_pytorch(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------- predict
 def test_predict_with_onnx_needs_no_torch_and_equals_the_run(fmnist_run, fmnist_onnx, test_images, tmp_path):
     out = tmp_path / "preds.csv"
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH, "predict", str(fmnist_onnx), str(test_images),
-                           "--out", str(out), "--batch-size", "16"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            NO_TORCH,
+            "predict",
+            str(fmnist_onnx),
+            str(test_images),
+            "--out",
+            str(out),
+            "--batch-size",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr  # one unreadable file: listed, the rest predicted
     assert "40 of 41 images predicted" in proc.stdout and "notes.png: not an image" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -173,9 +210,21 @@ def test_predict_with_onnx_needs_no_torch_and_equals_the_run(fmnist_run, fmnist_
 
     # globs and JSON lines, also without torch
     jl = tmp_path / "preds.jsonl"
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH, "predict", str(fmnist_onnx),
-                           str(test_images / "more" / "*.png"), "--out", str(jl)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            NO_TORCH,
+            "predict",
+            str(fmnist_onnx),
+            str(test_images / "more" / "*.png"),
+            "--out",
+            str(jl),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in jl.read_text().splitlines()]
     assert len(lines) == 14 and all(x["top"][0]["class"] == ref[x["path"]]["top"][0]["class"] for x in lines)
@@ -194,8 +243,9 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"cnnlab-serve-{self.port}.log", "w+")
-        self.proc = subprocess.Popen(CLI + ["serve", str(model), "--port", str(self.port), *flags],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            CLI + ["serve", str(model), "--port", str(self.port), *flags], stdout=self.log, stderr=subprocess.STDOUT
+        )
         import httpx
 
         deadline = time.time() + 90
@@ -243,14 +293,19 @@ def _png(arr: np.ndarray) -> bytes:
 
 def _bomb_png(side: int = 20_000) -> bytes:
     """A real decompression bomb: a valid greyscale PNG of side² black pixels, a few hundred KB."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     z = zlib.compressobj(9)
     row = bytes(side + 1)
     idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_service_answers_8_concurrent_clients(run_server, test_images, fmnist_run):
@@ -264,8 +319,11 @@ def test_service_answers_8_concurrent_clients(run_server, test_images, fmnist_ru
         data = path.read_bytes()
         with httpx.Client(base_url=run_server.url, timeout=30) as c:
             for i in range(25):
-                r = (c.post("/predict", files={"file": (path.name, data, "image/png")}) if i % 2 else
-                     c.post("/predict", content=data, headers={"Content-Type": "image/png"}))
+                r = (
+                    c.post("/predict", files={"file": (path.name, data, "image/png")})
+                    if i % 2
+                    else c.post("/predict", content=data, headers={"Content-Type": "image/png"})
+                )
                 if r.status_code != 200 or r.json()["top_k"][0]["label"] != expected[path.name]:
                     failures.append(f"{path.name}: {r.status_code} {r.text[:200]}")
 
@@ -277,9 +335,11 @@ def test_service_answers_8_concurrent_clients(run_server, test_images, fmnist_ru
     assert failures == []
     info = httpx.get(run_server.url + "/info").json()
     assert info["classes"][0] == "T-shirt/top" and info["explain"] is True and info["metrics"]["accuracy"] > 0.6
-    batch = httpx.post(run_server.url + "/predict/batch?top_k=2",
-                       files=[("files", (f.name, f.read_bytes(), "image/png")) for f in files[:3]]
-                       + [("files", ("bad.png", b"nope", "image/png"))]).json()
+    batch = httpx.post(
+        run_server.url + "/predict/batch?top_k=2",
+        files=[("files", (f.name, f.read_bytes(), "image/png")) for f in files[:3]]
+        + [("files", ("bad.png", b"nope", "image/png"))],
+    ).json()
     assert [len(r.get("top_k", [])) for r in batch["results"]] == [2, 2, 2, 0]
     assert batch["results"][3]["error"].startswith("not a readable image")
     assert httpx.get(run_server.url + "/openapi.json").json()["paths"]["/predict"]
@@ -317,15 +377,18 @@ def test_explain_returns_a_grad_cam_png(run_server, test_images):
     assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.headers["x-label"]
     img = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), dtype=float)
     assert img.shape[1] >= 224 and img.std() > 10
-    assert httpx.post(run_server.url + "/explain?label=Nope", files={"file": ("a.png", good, "image/png")}
-                      ).status_code == 422
+    assert (
+        httpx.post(run_server.url + "/explain?label=Nope", files={"file": ("a.png", good, "image/png")}).status_code
+        == 422
+    )
 
 
 def test_a_non_local_bind_needs_a_token_and_a_token_is_checked(fmnist_onnx, test_images):
     import httpx
 
-    proc = subprocess.run(CLI + ["serve", str(fmnist_onnx), "--host", "0.0.0.0"], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        CLI + ["serve", str(fmnist_onnx), "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "--token" in proc.stderr and "--no-auth" in proc.stderr
     assert "Traceback" not in proc.stderr
     with pytest.raises(SystemExit) as bad_port:
@@ -350,8 +413,7 @@ def test_a_non_local_bind_needs_a_token_and_a_token_is_checked(fmnist_onnx, test
         assert "Traceback" not in server.stop()
 
 
-def test_the_page_classifies_an_uploaded_image_and_draws_its_heat_map(run_server, test_images, fmnist_run,
-                                                                       tmp_path):
+def test_the_page_classifies_an_uploaded_image_and_draws_its_heat_map(run_server, test_images, fmnist_run, tmp_path):
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists():
         pytest.skip("Debian's chromium is not installed (make test installs it when run as root)")
@@ -361,9 +423,17 @@ def test_the_page_classifies_an_uploaded_image_and_draws_its_heat_map(run_server
     expected = api.predict(fmnist_run, [image], device="cpu")[0]["top"][0]["class"]
     errors, requests = [], []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page()
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -373,8 +443,10 @@ def test_the_page_classifies_an_uploaded_image_and_draws_its_heat_map(run_server
         page.set_input_files("#file", str(image))
         page.wait_for_selector("#bars .bar .label")
         top = page.inner_text("#bars .bar .label")
-        page.wait_for_function("(() => { const i = document.getElementById('heat');"
-                               " return !i.hidden && i.complete && i.naturalWidth > 0; })()")
+        page.wait_for_function(
+            "(() => { const i = document.getElementById('heat');"
+            " return !i.hidden && i.complete && i.naturalWidth > 0; })()"
+        )
         spread = page.evaluate("""() => {
             const img = document.getElementById('heat');
             const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
@@ -396,9 +468,18 @@ def test_efficientnet_lite0_on_fashion_mnist_exports_with_parity_on_the_whole_te
     Fashion-MNIST at 64 px, its ONNX export against PyTorch on all 10,000 test images."""
     if not (FMNIST / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    run = _train(tmp_path / "lite0", **{"data.source": "fashion-mnist", "model.name": "efficientnet-lite0",
-                                        "data.input_size": 64, "data.channels": 3, "data.train_per_class": 100,
-                                        "model.fine_tune": [2, 1], "train.batch_size": 64})
+    run = _train(
+        tmp_path / "lite0",
+        **{
+            "data.source": "fashion-mnist",
+            "model.name": "efficientnet-lite0",
+            "data.input_size": 64,
+            "data.channels": 3,
+            "data.train_per_class": 100,
+            "model.fine_tune": [2, 1],
+            "train.batch_size": 64,
+        },
+    )
     r = api.export_run(run, out=tmp_path / "lite0.onnx", progress=False)
     p = r["parity"]
     assert p["images"] == 10_000 and p["rows"][-1]["images"] == 10_000

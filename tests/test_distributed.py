@@ -17,8 +17,22 @@ import torch
 from cnnlab.runs.store import RunFolder
 from tests.servers import free_port
 
-TRAIN = ["-m", "cnnlab", "train", "--data", "digits", "--model", "cnn", "--dropout", "0", "--batch-size", "64",
-         "-q", "--set", "run.report=false"]
+TRAIN = [
+    "-m",
+    "cnnlab",
+    "train",
+    "--data",
+    "digits",
+    "--model",
+    "cnn",
+    "--dropout",
+    "0",
+    "--batch-size",
+    "64",
+    "-q",
+    "--set",
+    "run.report=false",
+]
 
 
 def torchrun(*args: str) -> list[str]:
@@ -52,11 +66,23 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
-    proc = subprocess.run(torchrun("--nproc-per-node", "2", *TRAIN, "--epochs", "2", "--out", str(ddp)),
-                          capture_output=True, text=True, cwd=tmp_path, env=env(), timeout=300)
+    proc = subprocess.run(
+        torchrun("--nproc-per-node", "2", *TRAIN, "--epochs", "2", "--out", str(ddp)),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env(),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = subprocess.run([sys.executable, *TRAIN, "--epochs", "2", "--out", str(single)], capture_output=True,
-                          text=True, cwd=tmp_path, env=env(), timeout=300)
+    proc = subprocess.run(
+        [sys.executable, *TRAIN, "--epochs", "2", "--out", str(single)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env(),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = weights(ddp), weights(single)
     assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-5
@@ -73,9 +99,13 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
 
 def test_a_killed_two_process_run_resumes_to_completion(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen(torchrun("--nproc-per-node", "2", *TRAIN, "--epochs", "12", "--out", str(run)),
-                            cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        torchrun("--nproc-per-node", "2", *TRAIN, "--epochs", "12", "--out", str(run)),
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and len(RunFolder(run).history()) < 2:
         time.sleep(0.2)
@@ -88,8 +118,14 @@ def test_a_killed_two_process_run_resumes_to_completion(tmp_path):
         time.sleep(0.1)
     done = len(RunFolder(run).history())
     assert 2 <= done < 12 and RunFolder(run).state().status == "interrupted"
-    proc = subprocess.run(torchrun("--nproc-per-node", "2", "-m", "cnnlab", "train", "--resume", str(run), "-q"),
-                          capture_output=True, text=True, cwd=tmp_path, env=env(), timeout=600)
+    proc = subprocess.run(
+        torchrun("--nproc-per-node", "2", "-m", "cnnlab", "train", "--resume", str(run), "-q"),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env(),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     hist = RunFolder(run).history()
     assert [int(h["epoch"]) for h in hist] == list(range(1, 13))
@@ -101,11 +137,33 @@ def test_a_killed_two_process_run_resumes_to_completion(tmp_path):
 def test_two_nodes_on_localhost_with_a_c10d_rendezvous_write_one_run(tmp_path):
     port = free_port()
     run = tmp_path / "run"
-    nodes = [subprocess.Popen(torchrun("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-                                       "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "cnnlab-test",
-                                       *TRAIN, "--epochs", "2", "--out", str(run)),
-                              cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]
+    nodes = [
+        subprocess.Popen(
+            torchrun(
+                "--nnodes",
+                "2",
+                "--nproc-per-node",
+                "1",
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                f"127.0.0.1:{port}",
+                "--rdzv-id",
+                "cnnlab-test",
+                *TRAIN,
+                "--epochs",
+                "2",
+                "--out",
+                str(run),
+            ),
+            cwd=tmp_path,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [n.communicate(timeout=300)[0] for n in nodes]
     assert all(n.returncode == 0 for n in nodes), outs[0][-1500:] + outs[1][-1500:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

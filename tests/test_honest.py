@@ -25,16 +25,36 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 def folder_run(tmp_path: Path, name: str = "r", **extra):
     data = make_folder_dataset(tmp_path / "d", classes=4, per_class=10, size=32)
-    cfg = build_config(None, {"data.source": str(data), "model.name": "cnn-small", "train.epochs": 2,
-                              "run.out": str(tmp_path / name), "run.report": False, **extra})
+    cfg = build_config(
+        None,
+        {
+            "data.source": str(data),
+            "model.name": "cnn-small",
+            "train.epochs": 2,
+            "run.out": str(tmp_path / name),
+            "run.report": False,
+            **extra,
+        },
+    )
     return data, api.train(cfg, progress=False)
 
 
 def test_a_frozen_run_reports_where_its_time_went(tmp_path):
     data = make_folder_dataset(tmp_path / "d", classes=3, per_class=8, size=32)
-    res = api.train(build_config(None, {"data.source": str(data), "model.name": "efficientnet-lite0",
-                                        "data.input_size": 32, "model.freeze": "backbone", "train.epochs": 2,
-                                        "run.out": str(tmp_path / "r")}), progress=False)
+    res = api.train(
+        build_config(
+            None,
+            {
+                "data.source": str(data),
+                "model.name": "efficientnet-lite0",
+                "data.input_size": 32,
+                "model.freeze": "backbone",
+                "train.epochs": 2,
+                "run.out": str(tmp_path / "r"),
+            },
+        ),
+        progress=False,
+    )
     info = json.loads((res.run / "run.json").read_text())
     parts = [info["data_seconds"], info["feature_cache"]["seconds"], info["train_seconds"], info["eval_seconds"]]
     assert all(p >= 0 for p in parts) and info["total_seconds"] == pytest.approx(sum(parts), abs=0.2)
@@ -45,9 +65,20 @@ def test_a_frozen_run_reports_where_its_time_went(tmp_path):
 
 def test_fine_tuning_records_trainable_counts_per_phase(tmp_path):
     data = make_folder_dataset(tmp_path / "d", classes=2, per_class=6, size=32)
-    res = api.train(build_config(None, {"data.source": str(data), "model.name": "efficientnet-lite0",
-                                        "data.input_size": 32, "model.fine_tune": [1, 1], "train.batch_size": 4,
-                                        "run.out": str(tmp_path / "r")}), progress=False)
+    res = api.train(
+        build_config(
+            None,
+            {
+                "data.source": str(data),
+                "model.name": "efficientnet-lite0",
+                "data.input_size": 32,
+                "model.fine_tune": [1, 1],
+                "train.batch_size": 4,
+                "run.out": str(tmp_path / "r"),
+            },
+        ),
+        progress=False,
+    )
     phases = json.loads((res.run / "run.json").read_text())["parameters"]["phases"]
     head = 1280 * 2 + 2
     assert phases[0] == {"epochs": "1-1", "trainable": head, "frozen": phases[0]["frozen"]}
@@ -105,9 +136,20 @@ def test_the_retrieval_table_names_its_datasets(tmp_path, capsys):
 
 def test_compare_shows_what_differs_and_marks_unfinished_runs(tmp_path):
     _, a = folder_run(tmp_path, "a")
-    b = api.train(build_config(None, {"data.source": str(tmp_path / "d"), "model.name": "cnn-small",
-                                      "train.epochs": 2, "optim.lr": 0.01, "run.out": str(tmp_path / "b"),
-                                      "run.report": False}), progress=False)
+    b = api.train(
+        build_config(
+            None,
+            {
+                "data.source": str(tmp_path / "d"),
+                "model.name": "cnn-small",
+                "train.epochs": 2,
+                "optim.lr": 0.01,
+                "run.out": str(tmp_path / "b"),
+                "run.report": False,
+            },
+        ),
+        progress=False,
+    )
     (b.run / "metrics.json").unlink()  # as if killed before it finished
     out = api.compare([a.run, b.run], tmp_path / "cmp.html")
     page = out.read_text()
@@ -137,15 +179,18 @@ def test_a_144_megapixel_png_decodes_within_its_budget_and_is_refused_by_default
     del img
     exe = [sys.executable, "-m", "cnnlab", "predict", str(res.run), str(big)]
     env = {"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-c", BIG, *exe, "--max-pixels", "200000000"], capture_output=True,
-                          text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", BIG, *exe, "--max-pixels", "200000000"], capture_output=True, text=True, env=env
+    )
     peak, rc, *lines = proc.stdout.splitlines()
     assert rc == "0" and len(lines) == 1 and lines[0].startswith(f"{big}: class_"), proc.stdout + proc.stderr
     assert int(peak) < 2 * 1024**3, f"peak RSS {int(peak) / 2**30:.2f} GiB"
     default = subprocess.run(exe, capture_output=True, text=True, env=env)
     assert default.returncode == 1 and "Traceback" not in default.stderr and "Warning" not in default.stderr
-    assert default.stdout.strip() == (f"{big}: error: too many pixels: 12000×12000 = 144,000,000 pixels is over "
-                                      "data.max_pixels = 50,000,000; raise it (--max-pixels) to decode such images")
+    assert default.stdout.strip() == (
+        f"{big}: error: too many pixels: 12000×12000 = 144,000,000 pixels is over "
+        "data.max_pixels = 50,000,000; raise it (--max-pixels) to decode such images"
+    )
 
 
 def test_pillows_own_bomb_limit_follows_max_pixels(tmp_path):
@@ -159,8 +204,12 @@ def test_pillows_own_bomb_limit_follows_max_pixels(tmp_path):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     path = tmp_path / "claims.png"
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 100))
+        + chunk(b"IEND", b"")
+    )
     for budget, reason in ((50_000_000, "too many pixels: 20000×20000"), (500_000_000, "truncated")):
         with pytest.raises(Exception) as e:
             decode_file(path, 1, 16, budget)
@@ -173,12 +222,30 @@ def test_figures_stay_legible_with_multi_label_data_and_long_run_names(tmp_path,
     classes of test_sources included): no text overlaps another or leaves its figure."""
     from tests.fixtures import csv_dataset
 
-    many = api.train(build_config(None, {"data.source": "digits", "model.name": "cnn-small", "train.epochs": 1,
-                                         "run.out": str(tmp_path / "a-run-with-a-rather-long-name-of-ten-classes")}),
-                     progress=False)
-    multi = api.train(build_config(None, {"data.source": str(csv_dataset(tmp_path / "ml", multilabel=True)),
-                                          "model.name": "cnn-small", "train.epochs": 1,
-                                          "run.out": str(tmp_path / "multi-label-run-of-four-tags")}), progress=False)
+    many = api.train(
+        build_config(
+            None,
+            {
+                "data.source": "digits",
+                "model.name": "cnn-small",
+                "train.epochs": 1,
+                "run.out": str(tmp_path / "a-run-with-a-rather-long-name-of-ten-classes"),
+            },
+        ),
+        progress=False,
+    )
+    multi = api.train(
+        build_config(
+            None,
+            {
+                "data.source": str(csv_dataset(tmp_path / "ml", multilabel=True)),
+                "model.name": "cnn-small",
+                "train.epochs": 1,
+                "run.out": str(tmp_path / "multi-label-run-of-four-tags"),
+            },
+        ),
+        progress=False,
+    )
     _, third = folder_run(tmp_path, "third")
     api.compare([many.run, multi.run, third.run], tmp_path / "cmp.html")
     api.explain(third.run, [tmp_path / "d" / "class_0" / "img_000.png"], "class_1", tmp_path / "x")

@@ -77,12 +77,14 @@ def test_expected_calibration_error():
 
 def test_seed_003_accuracy_worked_example():
     truth = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
-    pred = np.array([
-        [1, 0, 0],  # {a} ⊆ {a, b}, not empty → correct (subset accuracy says wrong)
-        [1, 1, 0],  # {a, b} ⊄ {a} → wrong
-        [0, 0, 0],  # empty prediction → wrong
-        [0, 0, 1],  # exact → correct
-    ])
+    pred = np.array(
+        [
+            [1, 0, 0],  # {a} ⊆ {a, b}, not empty → correct (subset accuracy says wrong)
+            [1, 1, 0],  # {a, b} ⊄ {a} → wrong
+            [0, 0, 0],  # empty prediction → wrong
+            [0, 0, 1],  # exact → correct
+        ]
+    )
     assert subset_of_truth_accuracy(truth, pred) == 0.5
     assert skm.accuracy_score(truth, pred) == 0.25
 

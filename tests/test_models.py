@@ -32,8 +32,10 @@ def test_cnn_small_matches_seed_001_parameter_count():
 
 
 def test_seed_004_parameter_counts_at_224x224x3_and_5_classes():
-    counts = {n: count_parameters(create_model(n, num_classes=5, in_chans=3, input_size=224))["trainable"]
-              for n in ("vgg-bn", "resnet29", "mobilenetv2-small")}
+    counts = {
+        n: count_parameters(create_model(n, num_classes=5, in_chans=3, input_size=224))["trainable"]
+        for n in ("vgg-bn", "resnet29", "mobilenetv2-small")
+    }
     assert counts["vgg-bn"] == 6_625_101  # seed 004 §2.1, exactly
     assert counts["resnet29"] == 4_088_837  # seed 004 §3.3, exactly
     # seed 004 §4.4 reports 642,709; its printed table (t=6 in every bottleneck, Conv1-160, GAP,
@@ -47,8 +49,9 @@ def test_model_options_vary_activation_init_and_batch_norm():
     tanh = create_model("triple-tanh", num_classes=3, in_chans=1, input_size=32)
     assert any(isinstance(m, nn.Tanh) for m in tanh.modules())
     elu = create_model("cnn", num_classes=3, in_chans=1, input_size=28, activation="elu", batch_norm=True)
-    assert any(isinstance(m, nn.ELU) for m in elu.modules()) and any(isinstance(m, nn.BatchNorm2d)
-                                                                      for m in elu.modules())
+    assert any(isinstance(m, nn.ELU) for m in elu.modules()) and any(
+        isinstance(m, nn.BatchNorm2d) for m in elu.modules()
+    )
     prelu = create_model("vgg-bn", num_classes=5, in_chans=3, input_size=32)
     assert sum(isinstance(m, nn.PReLU) for m in prelu.modules()) == 2
     torch.manual_seed(0)

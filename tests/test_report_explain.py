@@ -23,8 +23,11 @@ def _train(source: str, out: Path, **extra) -> api.TrainResult:
 def corner_run(tmp_path_factory):
     """A CNN trained where the class is decided by a bright square in one corner."""
     root = make_folder_dataset(tmp_path_factory.mktemp("corner") / "d", classes=4, per_class=30, size=32, seed=3)
-    res = _train(str(root), tmp_path_factory.mktemp("runs") / "cnn", **{"model.name": "cnn", "data.input_size": 32,
-                                                                       "train.epochs": 6})
+    res = _train(
+        str(root),
+        tmp_path_factory.mktemp("runs") / "cnn",
+        **{"model.name": "cnn", "data.input_size": 32, "train.epochs": 6},
+    )
     return root, res
 
 
@@ -39,7 +42,9 @@ def test_gradcam_heat_concentrates_on_the_deciding_square(corner_run, tmp_path):
         heat = out["heat"]
         assert out["predicted"] == f"class_{c}" and heat.shape == (32, 32)
         r, col = quadrant[c]
-        quads = {q: heat[a * 16:(a + 1) * 16, b * 16:(b + 1) * 16].sum() / heat.sum() for q, (a, b) in quadrant.items()}
+        quads = {
+            q: heat[a * 16 : (a + 1) * 16, b * 16 : (b + 1) * 16].sum() / heat.sum() for q, (a, b) in quadrant.items()
+        }
         assert max(quads, key=quads.get) == c, quads  # the deciding square is the hottest quadrant
         peak = np.unravel_index(np.argmax(heat), heat.shape)
         assert (peak[0] // 16, peak[1] // 16) == (r, col)  # and holds the hottest pixel
@@ -51,8 +56,11 @@ def test_gradcam_heat_concentrates_on_the_deciding_square(corner_run, tmp_path):
 @pytest.mark.parametrize("model", ["resnet29", "efficientnet-lite0"])
 def test_explain_works_for_deep_and_pretrained_nets(model, tmp_path, capsys):
     root = make_folder_dataset(tmp_path / "d", classes=2, per_class=6, size=32)
-    res = _train(str(root), tmp_path / "r", **{"model.name": model, "data.input_size": 32, "train.epochs": 1,
-                                              "train.batch_size": 4, "run.report": False})
+    res = _train(
+        str(root),
+        tmp_path / "r",
+        **{"model.name": model, "data.input_size": 32, "train.epochs": 1, "train.batch_size": 4, "run.report": False},
+    )
     img = sorted((root / "class_1").glob("*.png"))[0]
     assert main(["explain", str(res.run), str(img), "--class", "class_0", "--out", str(tmp_path / "x")]) == 0
     printed = capsys.readouterr().out
@@ -74,8 +82,19 @@ def test_explain_on_a_dense_net_says_why_not(tmp_path, capsys):
 def test_report_is_written_after_training_and_is_self_contained(corner_run):
     _, res = corner_run
     page = (res.run / "report.html").read_text()
-    for section in ("Summary", "Training curves", "Metrics", "Per class", "Most confused pairs", "Grad-CAM",
-                    "Samples per class", "Dataset", "Model", "Timing and environment", "Config"):
+    for section in (
+        "Summary",
+        "Training curves",
+        "Metrics",
+        "Per class",
+        "Most confused pairs",
+        "Grad-CAM",
+        "Samples per class",
+        "Dataset",
+        "Model",
+        "Timing and environment",
+        "Config",
+    ):
         assert f">{section}<" in page, section
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
     assert page.count("data:image/png;base64,") >= 8
@@ -91,9 +110,17 @@ def test_report_opens_in_headless_chromium_without_errors(corner_run, tmp_path):
     _, res = corner_run
     errors, failed = [], []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1200, "height": 1600})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -111,8 +138,14 @@ def test_report_opens_in_headless_chromium_without_errors(corner_run, tmp_path):
 
 def test_compare_mlp_and_cnn_on_fashion_mnist_files(tmp_path, capsys):
     idx = write_idx(tmp_path / "fm", n_train=300, n_test=100)
-    runs = [_train("fashion-mnist", tmp_path / m, **{"model.name": m, "data.data_dir": str(idx), "train.epochs": 2,
-                                                    "run.report": False}) for m in ("mlp", "cnn")]
+    runs = [
+        _train(
+            "fashion-mnist",
+            tmp_path / m,
+            **{"model.name": m, "data.data_dir": str(idx), "train.epochs": 2, "run.report": False},
+        )
+        for m in ("mlp", "cnn")
+    ]
     out = tmp_path / "cmp.html"
     assert main(["compare", str(runs[0].run), str(runs[1].run), "--out", str(out)]) == 0
     page = out.read_text()

@@ -40,11 +40,22 @@ def one_line_error(capsys) -> str:
 
 
 def digits(out: Path, **extra):
-    return build_config(None, {"data.source": "digits", "model.name": "mlp", "model.hidden": [32],
-                               "train.epochs": 2, "train.batch_size": 64, "run.out": str(out), **extra})
+    return build_config(
+        None,
+        {
+            "data.source": "digits",
+            "model.name": "mlp",
+            "model.hidden": [32],
+            "train.epochs": 2,
+            "train.batch_size": 64,
+            "run.out": str(out),
+            **extra,
+        },
+    )
 
 
 # ------------------------------------------------------------------ 1. no code from data files
+
 
 class _Payload:
     def __init__(self, marker: Path):
@@ -54,8 +65,14 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.parametrize("argv", [["train", "--data", "cifar10", "--epochs", "1", "-q"],
-                                  ["data", "inspect", "cifar10"], ["lr-find", "--data", "cifar10", "-q"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--data", "cifar10", "--epochs", "1", "-q"],
+        ["data", "inspect", "cifar10"],
+        ["lr-find", "--data", "cifar10", "-q"],
+    ],
+)
 def test_a_pickle_payload_in_a_cifar_file_runs_nothing(tmp_path, capsys, monkeypatch, argv):
     root = cifar10_files(tmp_path / "c")
     marker = tmp_path / "pwned"
@@ -77,6 +94,7 @@ def test_plain_cifar_files_still_load(tmp_path):
 
 # ------------------------------------------------------------------ 2./3. overwrite, locks, status
 
+
 def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     proj = tmp_path / "proj"
     (proj / "src").mkdir(parents=True)
@@ -94,8 +112,26 @@ def test_overwrite_refuses_a_run_with_foreign_files_and_replaces_a_clean_one(tmp
     assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(run), "--overwrite", "-q"]) == 2
     assert "'notes.txt', which no cnnlab run writes" in one_line_error(capsys)
     (run / "notes.txt").unlink()
-    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--out", str(run), "--overwrite",
-                 "-q", "--set", "run.report=false"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--model",
+                "mlp",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                "--overwrite",
+                "-q",
+                "--set",
+                "run.report=false",
+            ]
+        )
+        == 0
+    )
     assert len((run / "history.csv").read_text().splitlines()) == 2
 
 
@@ -133,8 +169,12 @@ LIVE = textwrap.dedent("""
 
 def start_live_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     run, ready = tmp_path / "live", tmp_path / "ready"
-    proc = subprocess.Popen([sys.executable, "-c", LIVE, str(run), str(ready)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LIVE, str(run), str(ready)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not ready.exists():
         assert proc.poll() is None and time.time() < deadline, "the live run did not start"
@@ -168,13 +208,20 @@ def test_one_process_per_run_and_honest_status_after_sigkill(tmp_path, capsys, c
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     run, ready = tmp_path / "t", tmp_path / "ready"
-    script = LIVE.replace("api.train(cfg, callbacks=[Pause()], progress=False)",
-                          "from cnnlab.cli.main import _on_sigterm, main\nimport signal\n"
-                          "signal.signal(signal.SIGTERM, _on_sigterm)\n"
-                          "try:\n    api.train(cfg, callbacks=[Pause()], progress=False)\n"
-                          "except KeyboardInterrupt:\n    sys.exit(143)")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(run), str(ready)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    script = LIVE.replace(
+        "api.train(cfg, callbacks=[Pause()], progress=False)",
+        "from cnnlab.cli.main import _on_sigterm, main\nimport signal\n"
+        "signal.signal(signal.SIGTERM, _on_sigterm)\n"
+        "try:\n    api.train(cfg, callbacks=[Pause()], progress=False)\n"
+        "except KeyboardInterrupt:\n    sys.exit(143)",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(run), str(ready)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     while not ready.exists():
         assert proc.poll() is None
         time.sleep(0.1)
@@ -211,6 +258,7 @@ def test_stale_temp_files_are_removed_when_a_run_is_resumed(tmp_path):
 
 # ------------------------------------------------------------------ 4. YAML bombs
 
+
 def test_a_yaml_alias_bomb_is_refused_fast(tmp_path, capsys):
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 12)]
@@ -225,11 +273,23 @@ def test_a_yaml_alias_bomb_is_refused_fast(tmp_path, capsys):
 
 # ------------------------------------------------------------------ 5./6. content and names
 
+
 def test_changed_pixels_under_the_same_name_are_detected(tmp_path, capsys):
     data = make_folder_dataset(tmp_path / "d", per_class=10)
     run = tmp_path / "r"
-    api.train(build_config(None, {"data.source": str(data), "model.name": "mlp", "train.epochs": 1,
-                                  "run.out": str(run), "run.report": False}), progress=False)
+    api.train(
+        build_config(
+            None,
+            {
+                "data.source": str(data),
+                "model.name": "mlp",
+                "train.epochs": 1,
+                "run.out": str(run),
+                "run.report": False,
+            },
+        ),
+        progress=False,
+    )
     assert main(["evaluate", str(run), "--json"]) == 0
     capsys.readouterr()
     img = data / "class_1" / "img_003.png"
@@ -245,13 +305,25 @@ def test_a_file_name_that_is_not_utf8_trains(tmp_path, cache):
     data = make_folder_dataset(tmp_path / "d", per_class=8)
     odd = os.fsdecode(os.fsencode(str(data / "class_0")) + b"/x\xff\xfe.png")
     shutil.copy(data / "class_0" / "img_000.png", odd)
-    res = api.train(build_config(None, {"data.source": str(data), "model.name": "cnn-small", "train.epochs": 1,
-                                        "data.cache": cache, "run.out": str(tmp_path / "r")}), progress=False)
+    res = api.train(
+        build_config(
+            None,
+            {
+                "data.source": str(data),
+                "model.name": "cnn-small",
+                "train.epochs": 1,
+                "data.cache": cache,
+                "run.out": str(tmp_path / "r"),
+            },
+        ),
+        progress=False,
+    )
     assert res.metrics["num_samples"] > 0 and (res.run / "report.html").is_file()
     assert main(["evaluate", str(res.run), "--json"]) == 0
 
 
 # ------------------------------------------------------------------ 7. full disk
+
 
 def _tmpfs_prefix() -> list[str]:
     if os.geteuid() == 0:
@@ -279,8 +351,12 @@ def test_a_full_disk_gives_one_line_and_a_resumable_run(tmp_path):
     mnt, out = tmp_path / "mnt", tmp_path / "out"
     mnt.mkdir()
     out.mkdir()
-    proc = subprocess.run(_tmpfs_prefix() + ["sh", "-c", DISK_FULL], capture_output=True, text=True,
-                          env={**ENV, "MNT": str(mnt), "OUT": str(out), "PY": sys.executable})
+    proc = subprocess.run(
+        _tmpfs_prefix() + ["sh", "-c", DISK_FULL],
+        capture_output=True,
+        text=True,
+        env={**ENV, "MNT": str(mnt), "OUT": str(out), "PY": sys.executable},
+    )
     if proc.returncode == 77 or "unshare failed" in proc.stderr:
         pytest.skip(f"cannot mount a private tmpfs here: {proc.stderr.strip()[:200]}")
     assert (out / "rc1").read_text().strip() == "2", proc.stderr
@@ -298,10 +374,22 @@ def test_a_full_disk_gives_one_line_and_a_resumable_run(tmp_path):
 
 # ------------------------------------------------------------------ 8.-11. the rest
 
+
 def test_cache_none_writes_the_same_report(tmp_path, capsys):
     data = make_folder_dataset(tmp_path / "d", per_class=10)
-    res = api.train(build_config(None, {"data.source": str(data), "model.name": "cnn-small", "train.epochs": 1,
-                                        "data.cache": "none", "run.out": str(tmp_path / "r")}), progress=False)
+    res = api.train(
+        build_config(
+            None,
+            {
+                "data.source": str(data),
+                "model.name": "cnn-small",
+                "train.epochs": 1,
+                "data.cache": "none",
+                "run.out": str(tmp_path / "r"),
+            },
+        ),
+        progress=False,
+    )
     page = (res.run / "report.html").read_text()
     assert "Grad-CAM" in page or "misclassified" in page.lower()
     assert main(["report", str(res.run)]) == 0
@@ -316,8 +404,26 @@ def test_an_empty_class_is_refused_by_name_unless_dropped(tmp_path, capsys):
     err = one_line_error(capsys)
     assert "'class_2', 'empty_class' have no usable images" in err and "--drop-empty-classes" in err
     assert not (tmp_path / "r").exists()
-    assert main(["train", "--data", str(data), "--model", "mlp", "--epochs", "1", "--drop-empty-classes", "--out",
-                 str(tmp_path / "r"), "-q", "--set", "run.report=false"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--model",
+                "mlp",
+                "--epochs",
+                "1",
+                "--drop-empty-classes",
+                "--out",
+                str(tmp_path / "r"),
+                "-q",
+                "--set",
+                "run.report=false",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "r" / "dataset.json").read_text())["classes"] == ["class_0", "class_1"]
 
 
@@ -325,24 +431,46 @@ def test_a_damaged_decode_cache_is_rebuilt_with_a_warning(tmp_path, caplog):
     from cnnlab.data.cache import cache_dir
 
     data = make_folder_dataset(tmp_path / "d", per_class=10)
-    cfg = build_config(None, {"data.source": str(data), "data.cache": "disk", "model.name": "mlp",
-                              "train.epochs": 1, "run.out": str(tmp_path / "a"), "run.report": False})
+    cfg = build_config(
+        None,
+        {
+            "data.source": str(data),
+            "data.cache": "disk",
+            "model.name": "mlp",
+            "train.epochs": 1,
+            "run.out": str(tmp_path / "a"),
+            "run.report": False,
+        },
+    )
     first = api.train(cfg, progress=False)
     entries = list((cache_dir() / "decoded").iterdir())
     assert len(entries) == 1
     npy = entries[0] / "images.npy"
     npy.write_bytes(npy.read_bytes()[:200])  # truncated
-    again = api.train(cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": str(tmp_path / "b")})}),
-                      progress=False)
+    again = api.train(
+        cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": str(tmp_path / "b")})}), progress=False
+    )
     assert "is damaged" in caplog.text and "decoding again" in caplog.text
     assert again.metrics["accuracy"] == first.metrics["accuracy"]
 
 
 def test_a_last_batch_of_one_image_is_dropped_for_batch_norm(tmp_path):
     data = make_folder_dataset(tmp_path / "d", classes=3, per_class=10)  # 30 images → 24 train: 23 + 1
-    res = api.train(build_config(None, {"data.source": str(data), "model.name": "baseline-cnn", "data.input_size": 16,
-                                        "train.batch_size": 23, "train.epochs": 1, "run.out": str(tmp_path / "r"),
-                                        "run.report": False}), progress=False)
+    res = api.train(
+        build_config(
+            None,
+            {
+                "data.source": str(data),
+                "model.name": "baseline-cnn",
+                "data.input_size": 16,
+                "train.batch_size": 23,
+                "train.epochs": 1,
+                "run.out": str(tmp_path / "r"),
+                "run.report": False,
+            },
+        ),
+        progress=False,
+    )
     assert len(res.history) == 1
 
 
@@ -363,5 +491,8 @@ def test_predict_names_folders_and_fifos_for_what_they_are(tmp_path, capsys):
     os.mkfifo(tmp_path / "pipe.png")
     (tmp_path / "dir").mkdir()
     res = api.predict(run, [tmp_path / "dir", tmp_path / "pipe.png", tmp_path / "missing.png"])
-    assert [r["error"] for r in res] == ["a folder, not an image file",
-                                         "not a regular file (a FIFO, socket or device)", "file not found"]
+    assert [r["error"] for r in res] == [
+        "a folder, not an image file",
+        "not a regular file (a FIFO, socket or device)",
+        "file not found",
+    ]

@@ -20,8 +20,10 @@ from cnnlab.train.gradcheck import LAYERS, TOLERANCE_FD, TOLERANCE_TORCH, gradch
 
 
 def test_the_scratch_package_imports_numpy_only():
-    code = ("import sys, cnnlab.scratch; bad = sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'torch', 'torchvision', 'timm', 'sklearn', 'scipy', 'matplotlib'}); assert not bad, bad")
+    code = (
+        "import sys, cnnlab.scratch; bad = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'torchvision', 'timm', 'sklearn', 'scipy', 'matplotlib'}); assert not bad, bad"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -37,14 +39,25 @@ def test_every_layer_equals_pytorch_and_finite_differences(name):
     assert row["finite differences"] <= TOLERANCE_FD, row
 
 
-@pytest.mark.parametrize("name,options", [("mlp", {}), ("mlp-fys", {}), ("mlp-lego", {}), ("simplest", {}),
-                                          ("cnn", {}), ("cnn", {"batch_norm": True, "dropout": 0.0}),
-                                          ("cnn-small", {}), ("mlp", {"hidden": [64, 32], "dropout": 0.0})])
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("mlp", {}),
+        ("mlp-fys", {}),
+        ("mlp-lego", {}),
+        ("simplest", {}),
+        ("cnn", {}),
+        ("cnn", {"batch_norm": True, "dropout": 0.0}),
+        ("cnn-small", {}),
+        ("mlp", {"hidden": [64, 32], "dropout": 0.0}),
+    ],
+)
 def test_same_architecture_as_the_registry(name, options):
     ref = get_spec(name).builder(num_classes=10, in_chans=1, input_size=28, **options)
     mine = build(name, 10, 1, 28, options)
-    assert {k: tuple(v.shape) for k, v in ref.state_dict().items()} == \
-        {k: tuple(v.shape) for k, v in mine.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in ref.state_dict().items()} == {
+        k: tuple(v.shape) for k, v in mine.state_dict().items()
+    }
     assert mine.num_parameters() == sum(p.numel() for p in ref.parameters())
 
 
@@ -86,12 +99,16 @@ def test_other_optimizers_take_pytorchs_steps(name):
     mine = build("simplest", 3, 1, 1, {"hidden": [5]}, dtype=np.float64)  # only its head (a 5→3 Dense) is used
     head = mine.named[-1][1]
     head.params = {"weight": ref.weight.detach().numpy().copy(), "bias": ref.bias.detach().numpy().copy()}
-    opt_t = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
-             "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.5, weight_decay=1e-3),
-             "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)}[name](ref.parameters())
-    opt_s = {"sgd": lambda ls: optim.SGD(ls, lr=0.1, momentum=0.9, weight_decay=1e-3),
-             "rmsprop": lambda ls: optim.RMSprop(ls, lr=0.01, momentum=0.5, weight_decay=1e-3),
-             "adamw": lambda ls: optim.AdamW(ls, lr=0.01, weight_decay=0.1)}[name]([head])
+    opt_t = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
+        "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.5, weight_decay=1e-3),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+    }[name](ref.parameters())
+    opt_s = {
+        "sgd": lambda ls: optim.SGD(ls, lr=0.1, momentum=0.9, weight_decay=1e-3),
+        "rmsprop": lambda ls: optim.RMSprop(ls, lr=0.01, momentum=0.5, weight_decay=1e-3),
+        "adamw": lambda ls: optim.AdamW(ls, lr=0.01, weight_decay=0.1),
+    }[name]([head])
     rng = np.random.default_rng(0)
     for _ in range(20):
         xb, yb = rng.normal(size=(8, 5)), rng.integers(0, 3, 8)
@@ -117,8 +134,9 @@ def test_scratch_runs_go_through_the_same_cli_run_folder_resume_and_compare(tmp_
     assert (a / "checkpoints" / "best.npz").is_file() and not (a / "checkpoints" / "best.pt").exists()
     info = json.loads((a / "run.json").read_text())
     assert info["engine"] == "scratch" and info["status"] == "completed"
-    assert info["parameters"]["total"] == sum(p.numel() for p in get_spec("cnn-small").builder(
-        num_classes=10, in_chans=1, input_size=8).parameters())
+    assert info["parameters"]["total"] == sum(
+        p.numel() for p in get_spec("cnn-small").builder(num_classes=10, in_chans=1, input_size=8).parameters()
+    )
     metrics = json.loads((a / "metrics.json").read_text())
     assert metrics["accuracy"] > 0.6
     capsys.readouterr()
@@ -130,12 +148,15 @@ def test_scratch_runs_go_through_the_same_cli_run_folder_resume_and_compare(tmp_
     assert "a</td>" in page and "torch</td>" in page
 
 
-@pytest.mark.parametrize("flags,match", [
-    (["--model", "resnet29"], "the scratch engine builds mlp, mlp-lego, mlp-fys, simplest, cnn, cnn-small"),
-    (["--model", "mlp", "--activation", "prelu"], "activation 'prelu'"),
-    (["--model", "mlp", "--schedule", "cosine"], "schedule 'cosine'"),
-    (["--model", "mlp", "--mixup", "0.2"], "mixup"),
-])
+@pytest.mark.parametrize(
+    "flags,match",
+    [
+        (["--model", "resnet29"], "the scratch engine builds mlp, mlp-lego, mlp-fys, simplest, cnn, cnn-small"),
+        (["--model", "mlp", "--activation", "prelu"], "activation 'prelu'"),
+        (["--model", "mlp", "--schedule", "cosine"], "schedule 'cosine'"),
+        (["--model", "mlp", "--mixup", "0.2"], "mixup"),
+    ],
+)
 def test_what_the_scratch_engine_lacks_is_refused_before_work(tmp_path, capsys, flags, match):
     assert main(["train", "--engine", "scratch", "--data", "digits", "--out", str(tmp_path / "r"), *flags]) == 2
     err = capsys.readouterr().err
@@ -170,8 +191,28 @@ def test_fashion_mnist_with_the_scratch_engine(tmp_path, capsys, model, target):
     for engine in ("scratch", "torch") if model == "mlp-fys" else ("scratch",):
         started = time.perf_counter()
         out = tmp_path / f"{model}-{engine}"
-        assert main(["train", "--engine", engine, "--data", "fashion-mnist", "--model", model, "--epochs", "3",
-                     "--out", str(out), "-q", "--set", "run.report=false", *RECIPES[model]]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--engine",
+                    engine,
+                    "--data",
+                    "fashion-mnist",
+                    "--model",
+                    model,
+                    "--epochs",
+                    "3",
+                    "--out",
+                    str(out),
+                    "-q",
+                    "--set",
+                    "run.report=false",
+                    *RECIPES[model],
+                ]
+            )
+            == 0
+        )
         accs[engine] = json.loads((out / "metrics.json").read_text())["accuracy"]
         with capsys.disabled():
             print(f"\n{engine} {model}: test accuracy {accs[engine]:.4f} in {time.perf_counter() - started:.0f} s")
@@ -182,13 +223,41 @@ def test_fashion_mnist_with_the_scratch_engine(tmp_path, capsys, model, target):
 def test_cv_sweep_and_predict_work_on_scratch_runs(tmp_path, capsys):
     import yaml
 
-    assert main(["cv", "--engine", "scratch", "--data", "digits", "--model", "mlp", "--epochs", "1", "--folds", "2",
-                 "--out", str(tmp_path / "cv"), "-q", "--set", "run.report=false"]) == 0
+    assert (
+        main(
+            [
+                "cv",
+                "--engine",
+                "scratch",
+                "--data",
+                "digits",
+                "--model",
+                "mlp",
+                "--epochs",
+                "1",
+                "--folds",
+                "2",
+                "--out",
+                str(tmp_path / "cv"),
+                "-q",
+                "--set",
+                "run.report=false",
+            ]
+        )
+        == 0
+    )
     cv = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert len(cv["runs"]) == 2 and cv["config"]["train"]["engine"] == "scratch"
-    spec = {"base": {"data": {"source": "digits"}, "model": {"name": "mlp"}, "train": {"engine": "scratch",
-                                                                                        "epochs": 1},
-                     "run": {"report": False}}, "space": {"optim.lr": [0.001, 0.01]}, "method": "grid"}
+    spec = {
+        "base": {
+            "data": {"source": "digits"},
+            "model": {"name": "mlp"},
+            "train": {"engine": "scratch", "epochs": 1},
+            "run": {"report": False},
+        },
+        "space": {"optim.lr": [0.001, 0.01]},
+        "method": "grid",
+    }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
     assert main(["sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "sw"), "-q"]) == 0
     s = json.loads((tmp_path / "sw" / "sweep.json").read_text())

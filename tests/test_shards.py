@@ -48,8 +48,9 @@ def test_larger_images_are_stored_as_png_and_read_back_exactly(tmp_path):
     from tests.conftest import make_folder_dataset
 
     root = make_folder_dataset(tmp_path / "d", classes=3, per_class=10, size=40)
-    assert main(["data", "shard", str(root), "--out", str(tmp_path / "s"), "--input-size", "40",
-                 "--channels", "3"]) == 0
+    assert (
+        main(["data", "shard", str(root), "--out", str(tmp_path / "s"), "--input-size", "40", "--channels", "3"]) == 0
+    )
     index = json.loads((tmp_path / "s" / "index.json").read_text())
     with tarfile.open(tmp_path / "s" / index["splits"]["train"]["shards"][0]["file"]) as t:
         assert any(n.endswith(".png") for n in t.getnames())
@@ -62,10 +63,12 @@ def test_larger_images_are_stored_as_png_and_read_back_exactly(tmp_path):
 
 def test_training_from_shards_streams_and_scores_like_training_from_memory(digit_shards, tmp_path):
     base = {"model.name": "cnn", "train.epochs": 4, "run.report": True}
-    streamed = api.train(build_config(None, {**base, "data.source": str(digit_shards),
-                                             "run.out": str(tmp_path / "s")}), progress=False)
-    memory = api.train(build_config(None, {**base, "data.source": "digits", "run.out": str(tmp_path / "m")}),
-                       progress=False)
+    streamed = api.train(
+        build_config(None, {**base, "data.source": str(digit_shards), "run.out": str(tmp_path / "s")}), progress=False
+    )
+    memory = api.train(
+        build_config(None, {**base, "data.source": "digits", "run.out": str(tmp_path / "m")}), progress=False
+    )
     assert streamed.metrics["accuracy"] > 0.85
     assert abs(streamed.metrics["accuracy"] - memory.metrics["accuracy"]) < 0.05
     dataset = json.loads((streamed.run / "dataset.json").read_text())
@@ -80,8 +83,10 @@ def test_training_from_shards_streams_and_scores_like_training_from_memory(digit
 def test_each_rank_reads_its_own_shards_and_all_ranks_take_the_same_steps(digit_shards):
     data = load_shards(str(digit_shards))
     kw = dict(shuffle=True, seed=3, workers=1)
-    ranks = [ShardBatches(data.images, data.labels, data.splits["train"], 32, data.mean, data.std, rank=r, world=2,
-                          **kw) for r in range(2)]
+    ranks = [
+        ShardBatches(data.images, data.labels, data.splits["train"], 32, data.mean, data.std, rank=r, world=2, **kw)
+        for r in range(2)
+    ]
     for b in ranks:
         b.set_epoch(1)
     files = [[u for u, _ in b._shards()[b.rank]] for b in ranks]

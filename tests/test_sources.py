@@ -22,8 +22,7 @@ def _folder(tmp):
 
 
 def _presplit(tmp):
-    return {"data.source": str(make_folder_dataset(tmp / "p", classes=3, per_class=4,
-                                                   splits=("train", "val", "test")))}
+    return {"data.source": str(make_folder_dataset(tmp / "p", classes=3, per_class=4, splits=("train", "val", "test")))}
 
 
 def _csv(tmp):
@@ -55,16 +54,32 @@ def _svhn(tmp):
     return {"data.source": "svhn", "data.data_dir": str(fixtures.svhn_files(tmp / "svhn"))}
 
 
-FORMATS = {"folder": _folder, "presplit-folder": _presplit, "csv": _csv, "csv-multilabel": _csv_multi,
-           "mnist-idx": _mnist, "emnist-idx": _emnist, "cifar10-pickle": _cifar10, "cifar100-pickle": _cifar100,
-           "svhn-mat": _svhn}
+FORMATS = {
+    "folder": _folder,
+    "presplit-folder": _presplit,
+    "csv": _csv,
+    "csv-multilabel": _csv_multi,
+    "mnist-idx": _mnist,
+    "emnist-idx": _emnist,
+    "cifar10-pickle": _cifar10,
+    "cifar100-pickle": _cifar100,
+    "svhn-mat": _svhn,
+}
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_one_epoch_on_every_format(fmt, tmp_path):
-    cfg = build_config(None, {**FORMATS[fmt](tmp_path), "model.name": "cnn", "train.epochs": 1,
-                              "train.batch_size": 16, "run.out": str(tmp_path / "run"),
-                              "run.report": False})
+    cfg = build_config(
+        None,
+        {
+            **FORMATS[fmt](tmp_path),
+            "model.name": "cnn",
+            "train.epochs": 1,
+            "train.batch_size": 16,
+            "run.out": str(tmp_path / "run"),
+            "run.report": False,
+        },
+    )
     res = api.train(cfg, progress=False)
     assert len(res.history) == 1 and res.metrics["num_samples"] > 0
     summary = json.loads((res.run / "dataset.json").read_text())
@@ -76,8 +91,12 @@ def test_one_epoch_on_every_format(fmt, tmp_path):
 
 def test_benchmark_readers_give_expected_shapes_labels_and_classes(tmp_path):
     def load(source, data_dir):
-        return prepare_data(build_config(None, {"data.source": source, "data.data_dir": str(data_dir)}).data,
-                            get_spec("cnn"), seed=0, progress=False)
+        return prepare_data(
+            build_config(None, {"data.source": source, "data.data_dir": str(data_dir)}).data,
+            get_spec("cnn"),
+            seed=0,
+            progress=False,
+        )
 
     c10 = load("cifar10", fixtures.cifar10_files(tmp_path / "c10"))
     assert tuple(c10.images.shape) == (120, 3, 32, 32) and c10.classes[:2] == ["c0", "c1"]
@@ -88,8 +107,10 @@ def test_benchmark_readers_give_expected_shapes_labels_and_classes(tmp_path):
     # the class of the SVHN fixture is the bright quadrant: a 0 (written as 10) sits top-left
     first_zero = int(np.flatnonzero(svhn.labels.numpy() == 0)[0])
     assert svhn.images[first_zero, :, :16, :16].float().mean() > 200
-    em = load("emnist-letters", fixtures.idx_files(tmp_path / "em", prefix="emnist-letters-", classes=26,
-                                                    offset=1, n_train=52))
+    em = load(
+        "emnist-letters",
+        fixtures.idx_files(tmp_path / "em", prefix="emnist-letters-", classes=26, offset=1, n_train=52),
+    )
     assert em.classes[0] == "a" and len(em.classes) == 26 and em.labels.min() == 0
     # EMNIST images are stored transposed: the fixture's bright column becomes a bright row
     i = int(np.flatnonzero(em.labels.numpy() == 3)[0])

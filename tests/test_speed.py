@@ -35,9 +35,17 @@ def test_thread_policy_leaves_a_busy_core_to_its_process_and_takes_it_back():
 
     # busy loops on all cores but one, started through a shell that exits: they are other processes,
     # not children of this one (a process's own children, its data workers, count as its own CPU)
-    spinners = [int(subprocess.run(["sh", "-c", f"{sys.executable} -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
-                                   capture_output=True, text=True, check=True).stdout)
-                for _ in range((os.cpu_count() or 2) - 1)]
+    spinners = [
+        int(
+            subprocess.run(
+                ["sh", "-c", f"{sys.executable} -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        for _ in range((os.cpu_count() or 2) - 1)
+    ]
     try:
         work(3.0)
         assert torch.get_num_threads() == 1, policy.changes
@@ -72,20 +80,31 @@ def test_a_fixed_thread_count_is_used_and_restored(tmp_path):
         def on_epoch_end(self, trainer, epoch, logs):
             seen.append(torch.get_num_threads())
 
-    cfg = build_config(None, {"data.source": "digits", "model.name": "mlp", "train.epochs": 1, "train.threads": 1,
-                              "run.out": str(tmp_path / "r"), "run.report": False})
+    cfg = build_config(
+        None,
+        {
+            "data.source": "digits",
+            "model.name": "mlp",
+            "train.epochs": 1,
+            "train.threads": 1,
+            "run.out": str(tmp_path / "r"),
+            "run.report": False,
+        },
+    )
     api.train(cfg, callbacks=[Probe()], progress=False)
     assert seen == [1] and torch.get_num_threads() == before
 
 
 def test_bf16_autocast_trains_on_the_cpu_and_fp16_is_refused_there(tmp_path):
     base = {"data.source": "digits", "model.name": "cnn", "train.epochs": 2, "run.report": False}
-    res = api.train(build_config(None, {**base, "train.precision": "bf16", "run.out": str(tmp_path / "bf16")}),
-                    progress=False)
+    res = api.train(
+        build_config(None, {**base, "train.precision": "bf16", "run.out": str(tmp_path / "bf16")}), progress=False
+    )
     assert res.metrics["accuracy"] > 0.7
     with pytest.raises(CnnlabError, match="fp16' is for GPUs"):
-        api.train(build_config(None, {**base, "train.precision": "fp16", "run.out": str(tmp_path / "fp16")}),
-                  progress=False)
+        api.train(
+            build_config(None, {**base, "train.precision": "fp16", "run.out": str(tmp_path / "fp16")}), progress=False
+        )
 
 
 @pytest.mark.parametrize("mode", ["memory", "disk"])
@@ -125,11 +144,13 @@ def test_the_default_recipe_is_a_one_cycle_that_resume_can_extend(tmp_path):
     assert (cfg.train.schedule, cfg.optim.lr) == ("onecycle", DEFAULT_PEAK_LR)
     assert cfg.train.epochs == min(max(round(1200 / steps), 3), 30) == len(res.history)
     # the user's choice wins: a schedule given keeps the plain defaults, and so does the NumPy engine
-    plain = build_config(None, {**base, "train.schedule": "constant", "run.out": str(tmp_path / "p"),
-                                "train.epochs": 2})
+    plain = build_config(
+        None, {**base, "train.schedule": "constant", "run.out": str(tmp_path / "p"), "train.epochs": 2}
+    )
     assert RunFolder(api.train(plain, progress=False).run).read_config().optim.lr == 1e-3
-    scratch = api.train(build_config(None, {**base, "train.engine": "scratch", "run.out": str(tmp_path / "s")}),
-                        progress=False)
+    scratch = api.train(
+        build_config(None, {**base, "train.engine": "scratch", "run.out": str(tmp_path / "s")}), progress=False
+    )
     assert RunFolder(scratch.run).read_config().train.schedule == "constant" and len(scratch.history) == 10
     # --resume --epochs N re-plans the cycle for N epochs and goes on from the step reached
     more = api.train(None, resume=res.run, epochs=cfg.train.epochs + 6, progress=False)  # type: ignore[arg-type]
@@ -142,5 +163,5 @@ def test_the_default_recipe_is_a_one_cycle_that_resume_can_extend(tmp_path):
         fresh.step()
         if k % steps == 0:
             expected.append(opt.param_groups[0]["lr"])
-    got = [h["lr"] for h in more.history[cfg.train.epochs:]]
-    assert got == pytest.approx(expected[cfg.train.epochs:], rel=1e-4)
+    got = [h["lr"] for h in more.history[cfg.train.epochs :]]
+    assert got == pytest.approx(expected[cfg.train.epochs :], rel=1e-4)

@@ -28,8 +28,10 @@ def _open_in_chromium(page_path: Path) -> tuple[list[str], list[int]]:
 
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = p.chromium.launch(
+            executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         page = browser.new_page(viewport={"width": 1200, "height": 1600})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -46,8 +48,12 @@ def test_study_of_digits_keeps_its_budget_and_its_report_opens_in_chromium(tmp_p
         pytest.skip("Debian's chromium is not installed (make test installs it)")
     out = tmp_path / "study"
     start = time.time()
-    proc = subprocess.run(CNNLAB + ["study", "digits", "--budget", "3m", "--out", str(out), "-q"],
-                          capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        CNNLAB + ["study", "digits", "--budget", "3m", "--out", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     wall = time.time() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert wall <= 198, f"study took {wall:.0f} s for a 180 s budget"
@@ -76,8 +82,12 @@ def test_study_of_digits_keeps_its_budget_and_its_report_opens_in_chromium(tmp_p
 
 def test_an_interrupted_study_resumes_without_retraining_finished_candidates(tmp_path):
     out = tmp_path / "study"
-    proc = subprocess.Popen(CNNLAB + ["study", "digits", "--models", "mlp,cnn", "--budget", "2m", "--out", str(out),
-                                      "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        CNNLAB + ["study", "digits", "--models", "mlp,cnn", "--budget", "2m", "--out", str(out), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = None
     deadline = time.time() + 150
     while time.time() < deadline and proc.poll() is None:
@@ -92,8 +102,11 @@ def test_an_interrupted_study_resumes_without_retraining_finished_candidates(tmp
     assert proc.returncode == 130, err[-2000:]
     state = json.loads((out / "study.json").read_text())
     assert state["status"] == "interrupted" and "--resume" in err
-    kept = {p: p.stat().st_mtime_ns for p in (out / ("cv" if state["folds"] > 1 else "runs") / first).rglob("*")
-            if p.is_file()}
+    kept = {
+        p: p.stat().st_mtime_ns
+        for p in (out / ("cv" if state["folds"] > 1 else "runs") / first).rglob("*")
+        if p.is_file()
+    }
     assert kept
     assert main(["study", "--resume", "--out", str(out), "-q"]) == 0
     state = json.loads((out / "study.json").read_text())
@@ -124,15 +137,18 @@ def test_an_imbalanced_folder_turns_class_weights_on_and_the_report_says_so(tmp_
     assert "class weights are on" in page and "10.0×" in page
 
 
-@pytest.mark.parametrize("args, message", [
-    (["study", "digits", "--budget", "soon"], "give a duration like 90s"),
-    (["study", "digits", "--budget", "2s"], "between 10 seconds and 7 days"),
-    (["study", "digits", "--models", "mlp,resnet99"], "unknown model 'resnet99'"),
-    (["study", "digits", "--models", "cnn:frozen"], "has no pretrained weights"),
-    (["study", "digits", "--models", "mlp,mlp"], "twice"),
-    (["study", "digits", "--folds", "1"], "at least 2"),
-    (["study"], "needs DATA"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["study", "digits", "--budget", "soon"], "give a duration like 90s"),
+        (["study", "digits", "--budget", "2s"], "between 10 seconds and 7 days"),
+        (["study", "digits", "--models", "mlp,resnet99"], "unknown model 'resnet99'"),
+        (["study", "digits", "--models", "cnn:frozen"], "has no pretrained weights"),
+        (["study", "digits", "--models", "mlp,mlp"], "twice"),
+        (["study", "digits", "--folds", "1"], "at least 2"),
+        (["study"], "needs DATA"),
+    ],
+)
 def test_study_refuses_bad_arguments_in_one_line(tmp_path, capsys, args, message):
     assert main(args + ["--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err

@@ -22,10 +22,16 @@ from cnnlab.runs.store import RunFolder
 from cnnlab.workflows.sweep.spec import check_spec
 
 GRID = {
-    "base": {"data": {"source": "digits"}, "model": {"name": "mlp"}, "train": {"epochs": 3, "batch_size": 64},
-             "run": {"report": False}},
+    "base": {
+        "data": {"source": "digits"},
+        "model": {"name": "mlp"},
+        "train": {"epochs": 3, "batch_size": 64},
+        "run": {"report": False},
+    },
     "space": {"optim.lr": [0.001, 0.01], "model.hidden": [[32], [64]]},
-    "method": "grid", "objective": "val_acc", "pruner": "none",
+    "method": "grid",
+    "objective": "val_acc",
+    "pruner": "none",
 }
 
 
@@ -101,10 +107,17 @@ def test_importance_and_correlation_rank_the_one_parameter_that_matters_first(tm
     from cnnlab.workflows.sweep.report import correlations, importance, trial_rows
     from cnnlab.workflows.sweep.runner import open_sweep
 
-    tree = {"base": {"data": {"source": "digits"}}, "trials": 40, "method": "random", "objective": "val_acc",
-            "space": {"optim.lr": {"type": "log-float", "low": 1e-4, "high": 1e-1},
-                      "optim.weight_decay": {"type": "float", "low": 0.0, "high": 1e-3},
-                      "train.batch_size": [32, 64, 128]}}
+    tree = {
+        "base": {"data": {"source": "digits"}},
+        "trials": 40,
+        "method": "random",
+        "objective": "val_acc",
+        "space": {
+            "optim.lr": {"type": "log-float", "low": 1e-4, "high": 1e-1},
+            "optim.weight_decay": {"type": "float", "low": 0.0, "high": 1e-3},
+            "train.batch_size": [32, 64, 128],
+        },
+    }
     sweep = open_sweep(write_spec(tmp_path / "s.yaml", tree), tmp_path / "sweep")
     study = sweep.study(sampler=optuna.samplers.RandomSampler(seed=3))
     rng = np.random.default_rng(0)
@@ -121,28 +134,31 @@ def test_importance_and_correlation_rank_the_one_parameter_that_matters_first(tm
     for name in ("fanova", "ped_anova"):
         assert next(iter(imp[name])) == "optim.lr", imp[name]
     # correlation is signed: on the rising side of the optimum, larger lr is better
-    lo = [t for t in study.trials if t.params["optim.lr"] < 10 ** -2.5]
+    lo = [t for t in study.trials if t.params["optim.lr"] < 10**-2.5]
     rows = trial_rows(sweep, lo)
     corr = correlations(sweep.spec, rows)
     assert max(corr, key=lambda k: abs(corr[k])) == "optim.lr" and corr["optim.lr"] > 0.8
 
 
-@pytest.mark.parametrize("tree,match", [
-    ({"objective": "test_acc"}, "validation figures only"),
-    ({"objective": "val_acuracy"}, "did you mean 'val_acc'"),
-    ({"space": {"optim.lrr": [0.1]}}, "did you mean 'optim.lr'"),
-    ({"space": {"run.out": ["a"]}}, "chosen by the sweep"),
-    ({"space": {"optim.lr": [-1.0]}}, "value -1.0 is not accepted"),
-    ({"space": {"optim.lr": {"type": "float", "low": 0.1, "high": 0.01}}}, "low < high"),
-    ({"space": {"optim.lr": {"type": "log-float", "low": 0.0, "high": 0.1}}}, "log scale needs low > 0"),
-    ({"method": "grid", "space": {"optim.lr": {"type": "float", "low": 0.01, "high": 0.1}}}, "needs a choice"),
-    ({"trials": None, "method": "tpe"}, "give a budget"),
-    ({"budget": 3}, "unknown field 'budget'"),
-    ({"timeout": "ten minutes"}, "not a duration"),
-    ({"seed": True}, "seed: expected a number, not true/false"),
-    ({"trials": True}, "trials: expected a number, not true/false"),
-    ({"space": {"optim.lr": {"type": "float", "low": float("nan"), "high": 1.0}}}, "finite number"),
-])
+@pytest.mark.parametrize(
+    "tree,match",
+    [
+        ({"objective": "test_acc"}, "validation figures only"),
+        ({"objective": "val_acuracy"}, "did you mean 'val_acc'"),
+        ({"space": {"optim.lrr": [0.1]}}, "did you mean 'optim.lr'"),
+        ({"space": {"run.out": ["a"]}}, "chosen by the sweep"),
+        ({"space": {"optim.lr": [-1.0]}}, "value -1.0 is not accepted"),
+        ({"space": {"optim.lr": {"type": "float", "low": 0.1, "high": 0.01}}}, "low < high"),
+        ({"space": {"optim.lr": {"type": "log-float", "low": 0.0, "high": 0.1}}}, "log scale needs low > 0"),
+        ({"method": "grid", "space": {"optim.lr": {"type": "float", "low": 0.01, "high": 0.1}}}, "needs a choice"),
+        ({"trials": None, "method": "tpe"}, "give a budget"),
+        ({"budget": 3}, "unknown field 'budget'"),
+        ({"timeout": "ten minutes"}, "not a duration"),
+        ({"seed": True}, "seed: expected a number, not true/false"),
+        ({"trials": True}, "trials: expected a number, not true/false"),
+        ({"space": {"optim.lr": {"type": "float", "low": float("nan"), "high": 1.0}}}, "finite number"),
+    ],
+)
 def test_bad_specs_are_refused_before_any_trial_with_the_field_named(tree, match):
     base = {"base": {"data": {"source": "digits"}}, "space": {"optim.lr": [0.01, 0.1]}, "trials": 4}
     merged = {**base, **tree}
@@ -175,8 +191,12 @@ def test_an_unreachable_storage_is_named_before_any_folder_is_made(tmp_path, cap
 def test_a_finite_space_is_not_searched_twice(tmp_path):
     """Random search over 2 × 2 values with a budget of 10: the budget is the 4 distinct
     configurations, and a proposal that repeats one is recorded as skipped, never trained."""
-    tree = {**GRID, "method": "random", "trials": 10,
-            "base": {**GRID["base"], "train": {"epochs": 1, "batch_size": 64}}}
+    tree = {
+        **GRID,
+        "method": "random",
+        "trials": 10,
+        "base": {**GRID["base"], "train": {"epochs": 1, "batch_size": 64}},
+    }
     spec = write_spec(tmp_path / "r.yaml", tree)
     assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "-q"]) == 0
     s = json.loads((tmp_path / "sw" / "sweep.json").read_text())
@@ -188,10 +208,16 @@ def test_a_finite_space_is_not_searched_twice(tmp_path):
 
 
 SLOW_TPE = {
-    "base": {"data": {"source": "digits"}, "model": {"name": "mlp"}, "train": {"epochs": 12, "batch_size": 64},
-             "run": {"report": False}},
+    "base": {
+        "data": {"source": "digits"},
+        "model": {"name": "mlp"},
+        "train": {"epochs": 12, "batch_size": 64},
+        "run": {"report": False},
+    },
     "space": {"optim.lr": {"type": "log-float", "low": 1e-4, "high": 1e-1}, "model.hidden": [[32], [64], [128]]},
-    "method": "tpe", "objective": "val_acc", "pruner": "none",
+    "method": "tpe",
+    "objective": "val_acc",
+    "pruner": "none",
 }
 
 
@@ -205,8 +231,12 @@ def test_local_workers_survive_a_sigkill_and_resume_completes(tmp_path, workers=
     nothing is duplicated or lost, no 'database is locked'; --resume completes the budget."""
     spec = write_spec(tmp_path / "t.yaml", {**SLOW_TPE, "trials": trials})
     out = tmp_path / "sw"
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "sweep", str(spec), "--out", str(out), "--workers",
-                             str(workers), "-q"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab", "sweep", str(spec), "--out", str(out), "--workers", str(workers), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     victim, deadline = None, time.time() + 120
     while victim is None and time.time() < deadline and proc.poll() is None:
         for lock in sorted(out.glob("trials/*/.lock")):
@@ -238,13 +268,32 @@ def test_two_workers_share_one_postgresql_study(tmp_path):
     pytest.importorskip("psycopg")
     from tests.servers import postgres_server
 
-    spec = write_spec(tmp_path / "t.yaml", {**SLOW_TPE, "trials": 8, "name": "shared",
-                                            "base": {**SLOW_TPE["base"], "train": {"epochs": 3}}})
+    spec = write_spec(
+        tmp_path / "t.yaml",
+        {**SLOW_TPE, "trials": 8, "name": "shared", "base": {**SLOW_TPE["base"], "train": {"epochs": 3}}},
+    )
     with postgres_server() as url:
         # two "machines": two sweep folders, one study in the database
-        procs = [subprocess.Popen([sys.executable, "-m", "cnnlab", "sweep", str(spec), "--out", str(tmp_path / f"m{i}"),
-                                   "--storage", url, "-q"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for i in range(2)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cnnlab",
+                    "sweep",
+                    str(spec),
+                    "--out",
+                    str(tmp_path / f"m{i}"),
+                    "--storage",
+                    url,
+                    "-q",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for i in range(2)
+        ]
         outputs = [p.communicate(timeout=400)[0] for p in procs]
         assert all(p.returncode == 0 for p in procs), outputs
         assert main(["sweep-report", str(tmp_path / "m0"), "--storage", url]) == 0
@@ -261,14 +310,34 @@ def test_tensorboard_and_mlflow_record_every_epoch(tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "3", "--out", str(out), "-q",
-                 "--logger", "tensorboard,mlflow", "--set", "run.report=false"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--model",
+                "mlp",
+                "--epochs",
+                "3",
+                "--out",
+                str(out),
+                "-q",
+                "--logger",
+                "tensorboard,mlflow",
+                "--set",
+                "run.report=false",
+            ]
+        )
+        == 0
+    )
     history = RunFolder(out).history()
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
     assert {"train/loss", "val/loss", "val/acc"} <= set(events.Tags()["scalars"])
-    assert [(e.step, round(e.value, 5)) for e in events.Scalars("val/acc")] == \
-        [(int(h["epoch"]), round(h["val_acc"], 5)) for h in history]
+    assert [(e.step, round(e.value, 5)) for e in events.Scalars("val/acc")] == [
+        (int(h["epoch"]), round(h["val_acc"], 5)) for h in history
+    ]
     info = RunFolder(out).status()
     client = MlflowClient(info["mlflow_tracking_uri"])
     got = client.get_metric_history(info["mlflow_run_id"], "val_loss")
@@ -282,23 +351,44 @@ def test_a_missing_tracker_package_is_named_before_training(tmp_path, capsys, mo
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "r"),
-                 "--logger", "wandb"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--model",
+                "mlp",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "r"),
+                "--logger",
+                "wandb",
+            ]
+        )
+        == 2
+    )
     assert "--logger wandb needs the wandb package: pip install wandb" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
 def test_a_sweep_can_tune_on_the_mean_over_cv_folds(tmp_path):
-    tree = {**GRID, "space": {"optim.lr": [0.001, 0.01]}, "cv": {"folds": 2},
-            "base": {**GRID["base"], "train": {"epochs": 2, "batch_size": 64}}}
+    tree = {
+        **GRID,
+        "space": {"optim.lr": [0.001, 0.01]},
+        "cv": {"folds": 2},
+        "base": {**GRID["base"], "train": {"epochs": 2, "batch_size": 64}},
+    }
     spec = write_spec(tmp_path / "cv.yaml", tree)
     assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "-q"]) == 0
     s = json.loads((tmp_path / "sw" / "sweep.json").read_text())
     assert s["done"] == 2 and s["outcomes"] == {"complete": 2}
     for t in s["trials"]:
         cv = json.loads((tmp_path / "sw" / t["run"] / "cv.json").read_text())
-        folds = [max(h["val_acc"] for h in RunFolder(tmp_path / "sw" / t["run"] / r["name"]).history())
-                 for r in cv["runs"]]
+        folds = [
+            max(h["val_acc"] for h in RunFolder(tmp_path / "sw" / t["run"] / r["name"]).history()) for r in cv["runs"]
+        ]
         assert len(folds) == 2 and t["value"] == pytest.approx(sum(folds) / 2)
     assert yaml.safe_load((tmp_path / "sw" / "best.yaml").read_text())["optim"]["lr"] == s["best"]["params"]["optim.lr"]
 
@@ -307,8 +397,27 @@ def test_wandb_logs_offline_when_it_is_installed(tmp_path, monkeypatch, capsys):
     pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_MODE", raising=False)
     out = tmp_path / "run"
-    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--out", str(out), "-q",
-                 "--logger", "wandb", "--set", "run.report=false"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--model",
+                "mlp",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                "-q",
+                "--logger",
+                "wandb",
+                "--set",
+                "run.report=false",
+            ]
+        )
+        == 0
+    )
     runs = list((out / "wandb").glob("wandb/offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0  # offline: nothing left the machine
     capsys.readouterr()

@@ -30,16 +30,34 @@ def without_seconds(rows):
 
 def digits_cfg(out: Path, **extra):
     """A quick digits run; without report.html (tests that read the report ask for it)."""
-    return build_config(None, {"data.source": "digits", "model.name": "cnn", "train.epochs": 3,
-                               "train.batch_size": 32, "run.out": str(out), "run.report": False, **extra})
+    return build_config(
+        None,
+        {
+            "data.source": "digits",
+            "model.name": "cnn",
+            "train.epochs": 3,
+            "train.batch_size": 32,
+            "run.out": str(out),
+            "run.report": False,
+            **extra,
+        },
+    )
 
 
 def test_cli_train_digits_mlp_writes_full_run_and_evaluate_agrees(tmp_path, capsys):
     run = tmp_path / "RUN"
     assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "3", "--out", str(run), "-q"]) == 0
     out = capsys.readouterr().out
-    for name in ("config.yaml", "history.csv", "checkpoints/best.pt", "checkpoints/last.pt", "metrics.json",
-                 "dataset.json", "split.json", "run.json"):
+    for name in (
+        "config.yaml",
+        "history.csv",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "metrics.json",
+        "dataset.json",
+        "split.json",
+        "run.json",
+    ):
         assert (run / name).is_file(), name
     rows = read_history(run)
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
@@ -84,8 +102,12 @@ KILLER = textwrap.dedent("""
 
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     killed = tmp_path / "killed"
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(killed)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(killed)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+    )
     assert proc.returncode == -9, proc.stderr
     assert json.loads((killed / "run.json").read_text())["status"] == "running"
     assert RunFolder(killed).state().describe() == "interrupted (process gone)"  # what is true
@@ -114,31 +136,42 @@ def test_resume_extends_a_finished_run(tmp_path, capsys):
     assert [r["epoch"] for r in read_history(run)] == ["1", "2", "3", "4"]
     assert "epochs: 4" in (run / "config.yaml").read_text()
     # a 4-epoch run from scratch follows the same path (a constant LR does not depend on the total)
-    straight = api.train(digits_cfg(tmp_path / "s", **{"train.epochs": 4, "train.schedule": "constant"}),
-                         progress=False)
+    straight = api.train(
+        digits_cfg(tmp_path / "s", **{"train.epochs": 4, "train.schedule": "constant"}), progress=False
+    )
     assert without_seconds(read_history(run)) == without_seconds(read_history(straight.run))
 
 
 def test_early_stopping_stops_and_says_why(tmp_path):
     # lr so small that validation loss cannot improve by min_delta
-    res = api.train(digits_cfg(tmp_path / "es", **{"train.epochs": 30, "train.patience": 2,
-                                                  "train.min_delta": 0.01, "optim.lr": 1e-6}), progress=False)
+    res = api.train(
+        digits_cfg(
+            tmp_path / "es", **{"train.epochs": 30, "train.patience": 2, "train.min_delta": 0.01, "optim.lr": 1e-6}
+        ),
+        progress=False,
+    )
     assert len(res.history) == 3  # epoch 1 sets the best, epochs 2 and 3 fail to beat it
     assert res.stop_reason == "early stopping on val_loss after epoch 3"
     assert json.loads((res.run / "run.json").read_text())["stop_reason"] == res.stop_reason
 
 
 def test_diverging_training_stops_with_a_reason_and_still_reports(tmp_path):
-    res = api.train(digits_cfg(tmp_path / "nan", **{"train.epochs": 10, "optim.lr": 10.0, "optim.name": "sgd",
-                                                   "model.name": "mlp"}), progress=False)
+    res = api.train(
+        digits_cfg(
+            tmp_path / "nan", **{"train.epochs": 10, "optim.lr": 10.0, "optim.name": "sgd", "model.name": "mlp"}
+        ),
+        progress=False,
+    )
     assert "training loss became nan" in res.stop_reason and "lower the learning rate" in res.stop_reason
     assert len(res.history) < 10 and "accuracy" in res.metrics
 
 
 @pytest.mark.parametrize("opt", ["sgd", "rmsprop", "adamw"])
 def test_other_optimizers_train(tmp_path, opt):
-    res = api.train(digits_cfg(tmp_path / opt, **{"optim.name": opt, "train.epochs": 2, "optim.lr": 0.01,
-                                                 "model.name": "mlp"}), progress=False)
+    res = api.train(
+        digits_cfg(tmp_path / opt, **{"optim.name": opt, "train.epochs": 2, "optim.lr": 0.01, "model.name": "mlp"}),
+        progress=False,
+    )
     assert res.metrics["accuracy"] > 0.5
 
 
@@ -148,8 +181,10 @@ def test_folder_with_mixed_and_broken_files_trains_and_reports_skips(tmp_path, c
     root = write_mixed_tree(tmp_path / "mixed")
     make_folder_dataset(root, classes=2, per_class=6, size=20)  # more images: class_0, class_1 too
     run = tmp_path / "run"
-    cfg = build_config(None, {"data.source": str(root), "model.name": "cnn", "train.epochs": 1,
-                              "data.input_size": 16, "run.out": str(run)})
+    cfg = build_config(
+        None,
+        {"data.source": str(root), "model.name": "cnn", "train.epochs": 1, "data.input_size": 16, "run.out": str(run)},
+    )
     res = api.train(cfg, progress=False)
     assert res.metrics["num_samples"] > 0
     summary = json.loads((run / "dataset.json").read_text())
@@ -160,8 +195,12 @@ def test_folder_with_mixed_and_broken_files_trains_and_reports_skips(tmp_path, c
 
 def test_predict_top_k_and_unreadable_image(tmp_path, folder_dataset, capsys):
     run = tmp_path / "run"
-    api.train(build_config(None, {"data.source": str(folder_dataset), "model.name": "cnn", "train.epochs": 2,
-                                  "run.out": str(run)}), progress=False)
+    api.train(
+        build_config(
+            None, {"data.source": str(folder_dataset), "model.name": "cnn", "train.epochs": 2, "run.out": str(run)}
+        ),
+        progress=False,
+    )
     img = next((folder_dataset / "class_1").glob("*.png"))
     bad = tmp_path / "bad.png"
     bad.write_text("nope")
@@ -176,8 +215,19 @@ def test_predict_top_k_and_unreadable_image(tmp_path, folder_dataset, capsys):
 
 def test_split_is_saved_and_reused_by_evaluate(tmp_path, folder_dataset):
     run = tmp_path / "run"
-    res = api.train(build_config(None, {"data.source": str(folder_dataset), "model.name": "mlp",
-                                        "train.epochs": 1, "run.out": str(run), "train.seed": 5}), progress=False)
+    res = api.train(
+        build_config(
+            None,
+            {
+                "data.source": str(folder_dataset),
+                "model.name": "mlp",
+                "train.epochs": 1,
+                "run.out": str(run),
+                "train.seed": 5,
+            },
+        ),
+        progress=False,
+    )
     saved = json.loads((run / "split.json").read_text())
     assert len(saved["indices"]["test"]) == res.metrics["num_samples"]
     assert api.evaluate(run)["accuracy"] == res.metrics["accuracy"]
@@ -191,8 +241,12 @@ def test_evaluate_on_another_dataset_matches_classes_by_name(tmp_path):
     train_dir = make_folder_dataset(tmp_path / "a", classes=3, per_class=10, seed=0)
     other = make_folder_dataset(tmp_path / "b", classes=2, per_class=5, seed=9)
     run = tmp_path / "run"
-    api.train(build_config(None, {"data.source": str(train_dir), "model.name": "cnn", "train.epochs": 1,
-                                  "run.out": str(run)}), progress=False)
+    api.train(
+        build_config(
+            None, {"data.source": str(train_dir), "model.name": "cnn", "train.epochs": 1, "run.out": str(run)}
+        ),
+        progress=False,
+    )
     m = api.evaluate(run, data=str(other))
     assert m["num_samples"] == 10 and list(m["per_class"]) == ["class_0", "class_1", "class_2"]
     assert m["per_class"]["class_2"]["support"] == 0
@@ -229,6 +283,10 @@ def test_a_monitor_the_data_cannot_have_fails_before_the_run_folder(tmp_path):
     with pytest.raises(CnnlabError, match="'val_hamming_loss' is defined for multi-label data"):
         api.train(digits_cfg(tmp_path / "r", **{"train.monitor": "val_hamming_loss"}), progress=False)
     assert not (tmp_path / "r").exists()
-    res = api.train(digits_cfg(tmp_path / "ok", **{"train.monitor": "val_balanced_accuracy", "train.epochs": 1,
-                                                  "model.name": "mlp"}), progress=False)
+    res = api.train(
+        digits_cfg(
+            tmp_path / "ok", **{"train.monitor": "val_balanced_accuracy", "train.epochs": 1, "model.name": "mlp"}
+        ),
+        progress=False,
+    )
     assert "val_balanced_accuracy" in (res.run / "history.csv").read_text().splitlines()[0]

@@ -77,8 +77,12 @@ def test_freeze_policies_change_exactly_the_parameters_they_say():
     apply_freeze(model, train_bn_only=True)
     bn_n = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
     assert _trainable(model) == bn_n + head_n
-    assert all(p.requires_grad == isinstance(m, nn.BatchNorm2d) for m in model.modules()
-               if m is not head and not list(m.children()) for p in m.parameters(recurse=False))
+    assert all(
+        p.requires_grad == isinstance(m, nn.BatchNorm2d)
+        for m in model.modules()
+        if m is not head and not list(m.children())
+        for p in m.parameters(recurse=False)
+    )
 
     apply_freeze(model, unfreeze_last=2)
     top2 = units(model)[-2:]
@@ -89,9 +93,18 @@ def test_freeze_policies_change_exactly_the_parameters_they_say():
 def test_frozen_batchnorm_statistics_do_not_move_in_training(tmp_path):
     root = make_folder_dataset(tmp_path / "d", classes=2, per_class=8, size=32)
     run = tmp_path / "r"
-    cfg = build_config(None, {"data.source": str(root), "model.name": "efficientnet-lite0", "data.input_size": 32,
-                              "model.unfreeze_last": 1, "train.epochs": 1, "train.batch_size": 4,
-                              "run.out": str(run)})
+    cfg = build_config(
+        None,
+        {
+            "data.source": str(root),
+            "model.name": "efficientnet-lite0",
+            "data.input_size": 32,
+            "model.unfreeze_last": 1,
+            "train.epochs": 1,
+            "train.batch_size": 4,
+            "run.out": str(run),
+        },
+    )
     seed_model = build_model(cfg, 2, 3, 32)
     before = _bn_state(seed_model)
     api.train(cfg, progress=False)
@@ -105,9 +118,18 @@ def test_fine_tune_trains_head_first_then_everything_with_a_lower_backbone_lr(tm
     root = make_folder_dataset(tmp_path / "d", classes=2, per_class=6, size=32)
     weights = tmp_path / "resnet29.pt"  # fine-tuning needs trained starting weights: stand-ins saved here
     torch.save(build_model(build_config(None, {"model.name": "resnet29"}), 2, 3, 32).state_dict(), weights)
-    cfg = build_config(None, {"data.source": str(root), "model.name": "resnet29", "data.input_size": 32,
-                              "model.fine_tune": [1, 1], "train.batch_size": 4, "run.out": str(tmp_path / "r"),
-                              "model.weights": str(weights)})
+    cfg = build_config(
+        None,
+        {
+            "data.source": str(root),
+            "model.name": "resnet29",
+            "data.input_size": 32,
+            "model.fine_tune": [1, 1],
+            "train.batch_size": 4,
+            "run.out": str(tmp_path / "r"),
+            "model.weights": str(weights),
+        },
+    )
     assert cfg.train.epochs == 2
     model = build_model(cfg, 2, 3, 32)
     assert _trainable(model) == sum(p.numel() for p in output_layer(model).parameters())
@@ -131,11 +153,21 @@ def test_fine_tune_trains_head_first_then_everything_with_a_lower_backbone_lr(tm
 
 def test_feature_cache_is_used_recorded_and_matches_the_direct_model(tmp_path):
     root = make_folder_dataset(tmp_path / "d", classes=3, per_class=10, size=32)
-    base = {"data.source": str(root), "model.name": "efficientnet-lite0", "data.input_size": 32,
-            "model.freeze": "backbone", "train.epochs": 3, "train.batch_size": 8}
+    base = {
+        "data.source": str(root),
+        "model.name": "efficientnet-lite0",
+        "data.input_size": 32,
+        "model.freeze": "backbone",
+        "train.epochs": 3,
+        "train.batch_size": 8,
+    }
     cached = api.train(build_config(None, {**base, "run.out": str(tmp_path / "c")}), progress=False)
-    direct = api.train(build_config(None, {**base, "run.out": str(tmp_path / "d2"), "train.feature_cache": False,
-                                           "model.dropout": 0.0}), progress=False)
+    direct = api.train(
+        build_config(
+            None, {**base, "run.out": str(tmp_path / "d2"), "train.feature_cache": False, "model.dropout": 0.0}
+        ),
+        progress=False,
+    )
     info = json.loads((cached.run / "run.json").read_text())
     assert info["feature_cache"]["used"] and info["feature_cache"]["dim"] == 1280
     assert "feature_cache" not in json.loads((direct.run / "run.json").read_text())
@@ -178,8 +210,9 @@ def test_weights_file_and_offline_hub_errors(tmp_path, monkeypatch):
 
 
 def _lrs(schedule: str, epochs: int = 14, **train) -> list[float]:
-    cfg = build_config(None, {"train.schedule": schedule, "train.epochs": epochs,
-                              **{f"train.{k}": v for k, v in train.items()}})
+    cfg = build_config(
+        None, {"train.schedule": schedule, "train.epochs": epochs, **{f"train.{k}": v for k, v in train.items()}}
+    )
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1e-3)
     sched, interval = build_schedule(opt, cfg.train, epochs, steps_per_epoch=4)
     out = []
@@ -213,8 +246,17 @@ def test_lr_schedules():
 
 
 def test_schedule_lr_is_recorded_per_epoch_and_resumes(tmp_path):
-    cfg = build_config(None, {"data.source": "digits", "model.name": "mlp", "train.epochs": 4, "run.out":
-                              str(tmp_path / "r"), "train.schedule": "step", "train.step_size": 2})
+    cfg = build_config(
+        None,
+        {
+            "data.source": "digits",
+            "model.name": "mlp",
+            "train.epochs": 4,
+            "run.out": str(tmp_path / "r"),
+            "train.schedule": "step",
+            "train.step_size": 2,
+        },
+    )
     res = api.train(cfg, progress=False)
     assert [h["lr"] for h in res.history] == [pytest.approx(x) for x in (1e-3, 1e-3, 1e-4, 1e-4)]
     more = api.train(None, resume=tmp_path / "r", epochs=6, progress=False)  # type: ignore[arg-type]
@@ -251,8 +293,18 @@ def _lite0(tmp_path, out, **extra):
     root = tmp_path / "d"
     if not root.exists():
         make_folder_dataset(root, classes=3, per_class=8, size=32)
-    return build_config(None, {"data.source": str(root), "model.name": "efficientnet-lite0", "data.input_size": 32,
-                               "train.batch_size": 8, "run.out": str(tmp_path / out), "run.report": False, **extra})
+    return build_config(
+        None,
+        {
+            "data.source": str(root),
+            "model.name": "efficientnet-lite0",
+            "data.input_size": 32,
+            "train.batch_size": 8,
+            "run.out": str(tmp_path / out),
+            "run.report": False,
+            **extra,
+        },
+    )
 
 
 def test_fine_tune_trains_the_frozen_phase_on_cached_features_then_the_whole_net(tmp_path):
@@ -302,8 +354,9 @@ def test_a_second_run_on_the_same_data_and_backbone_reuses_the_features(tmp_path
         raise AssertionError("the backbone ran again")
 
     monkeypatch.setattr(build, "extract_features", no_backbone_pass)
-    second = api.train(_lite0(tmp_path, "b", **{"model.freeze": "backbone", "train.epochs": 2, "optim.lr": 3e-3}),
-                       progress=False)
+    second = api.train(
+        _lite0(tmp_path, "b", **{"model.freeze": "backbone", "train.epochs": 2, "optim.lr": 3e-3}), progress=False
+    )
     info = json.loads((second.run / "run.json").read_text())["feature_cache"]
     first_info = json.loads((first.run / "run.json").read_text())["feature_cache"]
     assert info["reused"] and not first_info["reused"] and info["entry"] == first_info["entry"]

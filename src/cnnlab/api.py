@@ -44,8 +44,9 @@ if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
 EXPORTS: dict[str, str] = {
     **dict.fromkeys(["build_config"], "cnnlab.workflows.resolve"),
     **dict.fromkeys(["train", "lr_find", "TrainResult"], "cnnlab.workflows.training"),
-    **dict.fromkeys(["evaluate", "evaluate_datasets", "predict", "explain", "report", "compare"],
-                    "cnnlab.workflows.evaluation"),
+    **dict.fromkeys(
+        ["evaluate", "evaluate_datasets", "predict", "explain", "report", "compare"], "cnnlab.workflows.evaluation"
+    ),
     **dict.fromkeys(["cross_validate", "paired_comparison", "read_cv"], "cnnlab.workflows.cv"),
     **dict.fromkeys(["run_sweep"], "cnnlab.workflows.sweep"),
     **dict.fromkeys(["rebuild"], "cnnlab.workflows.sweep.report"),
@@ -66,12 +67,47 @@ EXPORTS: dict[str, str] = {
     **dict.fromkeys(["gradcheck", "LAYERS", "TOLERANCE_FD", "TOLERANCE_TORCH"], "cnnlab.train.gradcheck"),
 }
 
-__all__ = ["LAYERS", "Predictor", "TOLERANCE_FD", "TOLERANCE_TORCH", "TrainResult", "build_config", "clean_cache",
-           "compare", "count_parameters", "cross_validate", "evaluate", "evaluate_datasets", "explain", "export_run",
-           "format_report", "format_summary", "get_spec", "gradcheck", "inspect_dataset", "list_augmentations",
-           "list_cache", "list_datasets", "list_engines", "list_models", "load_model", "lr_find",
-           "paired_comparison", "predict", "predict_files", "prepare_data", "read_cv", "rebuild", "report",
-           "resolve_device", "run_study", "run_sweep", "serve", "train", "write_shards"]
+__all__ = [
+    "LAYERS",
+    "Predictor",
+    "TOLERANCE_FD",
+    "TOLERANCE_TORCH",
+    "TrainResult",
+    "build_config",
+    "clean_cache",
+    "compare",
+    "count_parameters",
+    "cross_validate",
+    "evaluate",
+    "evaluate_datasets",
+    "explain",
+    "export_run",
+    "format_report",
+    "format_summary",
+    "get_spec",
+    "gradcheck",
+    "inspect_dataset",
+    "list_augmentations",
+    "list_cache",
+    "list_datasets",
+    "list_engines",
+    "list_models",
+    "load_model",
+    "lr_find",
+    "paired_comparison",
+    "predict",
+    "predict_files",
+    "prepare_data",
+    "read_cv",
+    "rebuild",
+    "report",
+    "resolve_device",
+    "run_study",
+    "run_sweep",
+    "serve",
+    "train",
+    "write_shards",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -84,4 +120,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(EXPORTS))
-

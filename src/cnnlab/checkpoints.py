@@ -65,9 +65,10 @@ def load_weights_file(path: Path, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise CnnlabError(f"{what} {path} was refused: it holds Python objects other than tensors and plain "
-                          "data, and loading those could run code") from None
+        raise CnnlabError(
+            f"{what} {path} was refused: it holds Python objects other than tensors and plain "
+            "data, and loading those could run code"
+        ) from None
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise CnnlabError(f"{what} {path} cannot be read ({type(e).__name__}: {first})") from None
-

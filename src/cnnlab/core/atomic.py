@@ -50,7 +50,6 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(Path(path), json.dumps(obj, indent=2) + "\n")
 
 
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` atomically (see :func:`_atomic_write`)."""
     _atomic_write(Path(path), data)

@@ -12,11 +12,12 @@ class DiskError(CnnlabError):
     """A file could not be written (disk full, read-only, no permission): one line naming the path."""
 
     def __init__(self, path: Path, err: OSError):
-        advice = {errno.ENOSPC: "the disk is full: free some space",
-                  errno.EDQUOT: "the disk quota is used up: free some space",
-                  errno.EROFS: "the file system is read-only: choose a writable folder",
-                  errno.EACCES: "permission denied: choose a folder you may write to",
-                  errno.EPERM: "permission denied: choose a folder you may write to"}
+        advice = {
+            errno.ENOSPC: "the disk is full: free some space",
+            errno.EDQUOT: "the disk quota is used up: free some space",
+            errno.EROFS: "the file system is read-only: choose a writable folder",
+            errno.EACCES: "permission denied: choose a folder you may write to",
+            errno.EPERM: "permission denied: choose a folder you may write to",
+        }
         self.path, self.errno = Path(path), err.errno
         super().__init__(f"cannot write {path}: {advice.get(err.errno, err.strerror or str(err))}")
-

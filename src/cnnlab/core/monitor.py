@@ -8,13 +8,20 @@ __all__ = ["MONITORABLE", "direction"]
 # Every metric that can be monitored (--monitor val_<name>, best checkpoint, early stopping, the
 # plateau schedule, sweep objectives): the data it exists for, and its direction. Declared once here.
 MONITORABLE: dict[str, tuple[str, str]] = {
-    "loss": ("any", "min"), "acc": ("any", "max"),
-    "macro_f1": ("any", "max"), "weighted_f1": ("any", "max"),
-    "balanced_accuracy": ("single-label", "max"), "top3_accuracy": ("single-label", "max"),
-    "weighted_auc": ("single-label", "max"), "weighted_area_ratio": ("single-label", "max"),
-    "log_loss": ("single-label", "min"), "ece": ("single-label", "min"),
-    "micro_f1": ("multi-label", "max"), "mean_average_precision": ("multi-label", "max"),
-    "subset_of_truth_accuracy": ("multi-label", "max"), "hamming_loss": ("multi-label", "min"),
+    "loss": ("any", "min"),
+    "acc": ("any", "max"),
+    "macro_f1": ("any", "max"),
+    "weighted_f1": ("any", "max"),
+    "balanced_accuracy": ("single-label", "max"),
+    "top3_accuracy": ("single-label", "max"),
+    "weighted_auc": ("single-label", "max"),
+    "weighted_area_ratio": ("single-label", "max"),
+    "log_loss": ("single-label", "min"),
+    "ece": ("single-label", "min"),
+    "micro_f1": ("multi-label", "max"),
+    "mean_average_precision": ("multi-label", "max"),
+    "subset_of_truth_accuracy": ("multi-label", "max"),
+    "hamming_loss": ("multi-label", "min"),
 }
 
 

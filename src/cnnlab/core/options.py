@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import math
 import typing
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 # (low, high) allowed for options of these names, wherever they occur; everything numeric
 # must also be finite. Upper bounds keep values inside what the transforms accept.
 BOUNDS: dict[str, tuple[float, float]] = {
-    "p": (0, 1), "width_shift": (0, 1), "height_shift": (0, 1), "zoom": (0, 0.95), "shear": (0, 89),
-    "rotation": (0, 360), "alpha_std": (0, 10), "num_ops": (0, 14), "magnitude": (0, 30),
+    "p": (0, 1),
+    "width_shift": (0, 1),
+    "height_shift": (0, 1),
+    "zoom": (0, 0.95),
+    "shear": (0, 89),
+    "rotation": (0, 360),
+    "alpha_std": (0, 10),
+    "num_ops": (0, 14),
+    "magnitude": (0, 30),
 }
 
 
@@ -27,8 +35,7 @@ def _numbers(value: Any) -> Iterable[float]:
             yield from _numbers(v)
 
 
-def options_problem(fn: Callable[..., Any], options: dict[str, Any], skip: Iterable[str], where: str
-                    ) -> Optional[str]:
+def options_problem(fn: Callable[..., Any], options: dict[str, Any], skip: Iterable[str], where: str) -> str | None:
     """What is wrong with ``options`` as keyword arguments of ``fn`` (unknown name, wrong type,
     out of bounds, NaN/inf), naming ``where.<option>``; None when they are fine.
 
@@ -54,8 +61,9 @@ def options_problem(fn: Callable[..., Any], options: dict[str, Any], skip: Itera
                 TypeAdapter(hint).validate_python(value, strict=not isinstance(value, (int, float)))
             except ValidationError as e:
                 expected = getattr(hint, "__name__", str(hint).replace("typing.", ""))
-                return (f"invalid value for {where}.{key}: {value!r} (expected {expected}; "
-                        f"{e.errors()[0]['msg'].lower()})")
+                return (
+                    f"invalid value for {where}.{key}: {value!r} (expected {expected}; {e.errors()[0]['msg'].lower()})"
+                )
         for number in _numbers(value):
             if not math.isfinite(number):
                 return f"invalid value for {where}.{key}: {value!r} (must be a finite number)"

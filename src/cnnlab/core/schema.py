@@ -6,7 +6,7 @@ against the registries and the disk."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -42,36 +42,39 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the images come from and how they are prepared."""
 
-    source: str = Field("fashion-mnist", description="built-in dataset name, a folder of class folders, a CSV "
-                        "label file, or a shard folder/URL (cnnlab data shard)")
-    data_dir: Optional[str] = Field(None, description="where a built-in dataset's files are")
+    source: str = Field(
+        "fashion-mnist",
+        description="built-in dataset name, a folder of class folders, a CSV "
+        "label file, or a shard folder/URL (cnnlab data shard)",
+    )
+    data_dir: str | None = Field(None, description="where a built-in dataset's files are")
     download: bool = Field(False, description="let torchvision download a built-in dataset")
-    input_size: Optional[int] = Field(None, ge=4, le=4096, description="side of the square input")
-    channels: Optional[Literal[1, 3]] = Field(None, description="1 or 3; default: the data's own")
+    input_size: int | None = Field(None, ge=4, le=4096, description="side of the square input")
+    channels: Literal[1, 3] | None = Field(None, description="1 or 3; default: the data's own")
     split: tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="train/val/test fractions for data that is not pre-split"
     )
-    val_size: float = Field(
-        0.1, gt=0, description="validation carved from a given train split: fraction <1 or count"
-    )
+    val_size: float = Field(0.1, gt=0, description="validation carved from a given train split: fraction <1 or count")
     workers: int = Field(2, ge=0, le=64, description="threads that decode image files")
     cache: Literal["auto", "memory", "disk", "none"] = Field(
-        "auto", description="decode-once cache of file datasets: auto (disk where it fits, else memory), "
-        "memory, disk, or none (decode every epoch)"
+        "auto",
+        description="decode-once cache of file datasets: auto (disk where it fits, else memory), "
+        "memory, disk, or none (decode every epoch)",
     )
     max_pixels: int = Field(
         50_000_000, ge=1, description="larger images are downscaled while decoding (JPEG) or skipped"
     )
-    image_root: Optional[str] = Field(None, description="folder the paths of a CSV label file are relative to")
-    delimiter: Optional[str] = Field(None, description="CSV field delimiter (default: tab for .tsv, else comma)")
+    image_root: str | None = Field(None, description="folder the paths of a CSV label file are relative to")
+    delimiter: str | None = Field(None, description="CSV field delimiter (default: tab for .tsv, else comma)")
     label_sep: str = Field(" ", description="separator of several labels in one CSV cell (multi-label)")
     augment: str = Field("none", description="augmentation preset (see `cnnlab list augmentations`)")
     augment_options: dict[str, Any] = Field(default_factory=dict, description="preset parameter overrides")
     normalize: Literal["auto", "dataset", "model", "per-image", "none"] = Field(
-        "auto", description="auto (the pretrained model's mean/std, else the dataset's), dataset, model, "
-        "per-image standardisation (seed 004), or none (only /255)"
+        "auto",
+        description="auto (the pretrained model's mean/std, else the dataset's), dataset, model, "
+        "per-image standardisation (seed 004), or none (only /255)",
     )
-    train_per_class: Optional[int] = Field(
+    train_per_class: int | None = Field(
         None, ge=1, description="keep at most this many training images per class (seeded subsample)"
     )
     random_erasing: float = Field(0.0, ge=0, le=1, description="probability of random erasing (timm)")
@@ -106,44 +109,43 @@ class DataConfig(_Section):
         return v
 
 
-
 class ModelConfig(_Section):
     """Which registered model to build, and its options."""
 
     name: str = "cnn"
-    hidden: Optional[list[int]] = Field(None, description="hidden dense layer sizes")
-    dropout: Optional[float] = Field(None, ge=0.0, lt=1.0)
-    activation: Optional[Literal["relu", "elu", "tanh", "sigmoid", "prelu", "relu6"]] = None
-    init: Optional[Literal["default", "he", "xavier"]] = None
-    batch_norm: Optional[bool] = None
+    hidden: list[int] | None = Field(None, description="hidden dense layer sizes")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    activation: Literal["relu", "elu", "tanh", "sigmoid", "prelu", "relu6"] | None = None
+    init: Literal["default", "he", "xavier"] | None = None
+    batch_norm: bool | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="other builder options, e.g. conv_bias")
     pretrained: bool = Field(True, description="load pretrained weights (pretrained models only)")
-    weights: Optional[str] = Field(None, description="weights file (safetensors or state dict) to start from")
+    weights: str | None = Field(None, description="weights file (safetensors or state dict) to start from")
     freeze: Literal["none", "backbone"] = Field("none", description="backbone: train only the new head")
-    unfreeze_last: Optional[int] = Field(None, ge=1, description="also train the top N backbone blocks")
+    unfreeze_last: int | None = Field(None, ge=1, description="also train the top N backbone blocks")
     train_bn_only: bool = Field(False, description="train only BatchNorm layers and the head (seed 000)")
-    fine_tune: Optional[tuple[int, int] | Literal["auto"]] = Field(
-        None, description="E1,E2: E1 epochs with a frozen backbone (on cached features), then E2 epochs unfrozen; "
-        "auto: phase lengths from the data size and train.epochs"
+    fine_tune: tuple[int, int] | Literal["auto"] | None = Field(
+        None,
+        description="E1,E2: E1 epochs with a frozen backbone (on cached features), then E2 epochs unfrozen; "
+        "auto: phase lengths from the data size and train.epochs",
     )
-    backbone_lr_mult: Optional[float] = Field(
+    backbone_lr_mult: float | None = Field(
         None, gt=0, le=1, description="backbone LR = lr × this (default 0.1 when fine-tuning, else 1)"
     )
 
     @field_validator("fine_tune")
     @classmethod
-    def _positive_phases(cls, v: Optional[tuple[int, int] | str]) -> Optional[tuple[int, int] | str]:
+    def _positive_phases(cls, v: tuple[int, int] | str | None) -> tuple[int, int] | str | None:
         if v is not None and v != "auto" and (v[0] < 1 or v[1] < 1):
             raise ValueError("must be two positive epoch counts E1,E2")
         return v
 
     @field_validator("hidden")
     @classmethod
-    def _positive_sizes(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+    def _positive_sizes(cls, v: list[int] | None) -> list[int] | None:
         if v is not None and (not v or any(h < 1 or h > 1_000_000 for h in v)):
             raise ValueError("must be a non-empty list of layer sizes between 1 and 1,000,000")
         return v
-
 
 
 class OptimConfig(_Section):
@@ -152,10 +154,9 @@ class OptimConfig(_Section):
     name: str = "adam"
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0)
-    momentum: Optional[float] = Field(
+    momentum: float | None = Field(
         None, ge=0, lt=1, description="momentum of sgd (default 0.9) and rmsprop (default 0)"
     )
-
 
 
 class TrainConfig(_Section):
@@ -167,24 +168,27 @@ class TrainConfig(_Section):
     seed: int = Field(0, ge=0, le=2**32 - 1, description="0 … 2**32-1 (NumPy's seed range)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="autocast precision: auto = bf16 on a CUDA GPU that has it, else fp32; fp16 adds a "
-        "gradient scaler"
+        "auto",
+        description="autocast precision: auto = bf16 on a CUDA GPU that has it, else fp32; fp16 adds a gradient scaler",
     )
-    threads: Union[Literal["auto"], int] = Field(
-        "auto", description="CPU threads of PyTorch: auto = all this process may use, fewer while other processes "
-        "keep cores busy (checked every few seconds); N fixes it (bitwise-equal reruns on any load)"
+    threads: Literal["auto"] | int = Field(
+        "auto",
+        description="CPU threads of PyTorch: auto = all this process may use, fewer while other processes "
+        "keep cores busy (checked every few seconds); N fixes it (bitwise-equal reruns on any load)",
     )
     monitor: str = Field(
-        "val_loss", description="metric that picks best.pt and drives early stopping: val_loss, val_acc "
-        "or val_<metric> (macro_f1, balanced_accuracy, weighted_auc, mean_average_precision, ...)"
+        "val_loss",
+        description="metric that picks best.pt and drives early stopping: val_loss, val_acc "
+        "or val_<metric> (macro_f1, balanced_accuracy, weighted_auc, mean_average_precision, ...)",
     )
     log_every: int = Field(50, ge=1, description="steps between rows of steps.csv (per-step curves)")
-    patience: Optional[int] = Field(None, ge=1, description="early-stopping patience in epochs")
+    patience: int | None = Field(None, ge=1, description="early-stopping patience in epochs")
     min_delta: float = Field(0.0, ge=0)
     schedule: Literal["constant", "step", "cosine", "onecycle", "plateau", "exp-decay"] = Field(
-        "constant", description="learning-rate schedule; left unset for a net trained from scratch by the "
+        "constant",
+        description="learning-rate schedule; left unset for a net trained from scratch by the "
         "torch engine, cnnlab's recipe applies: onecycle peaking at 3e-3 (unless optim.lr is set) over ~1,200 "
-        "steps (unless train.epochs is set)"
+        "steps (unless train.epochs is set)",
     )
     warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs (cosine)")
     step_size: int = Field(10, ge=1, description="epochs between LR drops (step)")
@@ -228,7 +232,7 @@ class TrainConfig(_Section):
 class RunConfig(_Section):
     """Where the run folder goes."""
 
-    out: Optional[str] = Field(None, description="run folder; default runs/<model>-<data>-<time>")
+    out: str | None = Field(None, description="run folder; default runs/<model>-<data>-<time>")
     report: bool = Field(True, description="write report.html when training ends")
     loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list, description="experiment trackers fed each epoch: tensorboard, mlflow, wandb"
@@ -250,18 +254,21 @@ class Config(_Section):
     run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="after")
-    def _fine_tune_epochs(self) -> "Config":
+    def _fine_tune_epochs(self) -> Config:
         ft = self.model.fine_tune
         if ft is None or ft == "auto":  # auto is resolved with the data (train.build.resolve_fine_tune)
             if ft == "auto" and "epochs" in self.train.model_fields_set and self.train.epochs < 2:
-                raise ValueError("model.fine_tune auto needs train.epochs of at least 2 (a frozen and an unfrozen "
-                                 "phase)")
+                raise ValueError(
+                    "model.fine_tune auto needs train.epochs of at least 2 (a frozen and an unfrozen phase)"
+                )
             return self
         if "epochs" not in self.train.model_fields_set:
             self.train.epochs = ft[0] + ft[1]
         elif self.train.epochs <= ft[0]:
-            raise ValueError(f"train.epochs {self.train.epochs} leaves no epoch after the frozen phase of "
-                             f"model.fine_tune {ft[0]},{ft[1]}")
+            raise ValueError(
+                f"train.epochs {self.train.epochs} leaves no epoch after the frozen phase of "
+                f"model.fine_tune {ft[0]},{ft[1]}"
+            )
         return self
 
 
@@ -277,8 +284,10 @@ def _format_error(err: ValidationError, prefix: str = "") -> str:
     loc = ".".join(parts) or "config"
     msg = " ".join(first["msg"].removeprefix("Value error, ").split())
     if first["type"] == "extra_forbidden":
-        return f"{prefix}unknown config key {loc!r}; known keys: {', '.join(config_keys())}" \
-               f"{did_you_mean(loc, config_keys())}"
+        return (
+            f"{prefix}unknown config key {loc!r}; known keys: {', '.join(config_keys())}"
+            f"{did_you_mean(loc, config_keys())}"
+        )
     value = first.get("input")
     if isinstance(value, dict) and len(parts) <= 1:  # a check across a section's fields: its message names them
         return f"{prefix}{msg}"
@@ -297,8 +306,9 @@ def config_keys() -> list[str]:
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     if key not in config_keys():
-        raise CnnlabError(f"unknown config key {key!r}; known keys: {', '.join(config_keys())}"
-                          f"{did_you_mean(key, config_keys())}")
+        raise CnnlabError(
+            f"unknown config key {key!r}; known keys: {', '.join(config_keys())}{did_you_mean(key, config_keys())}"
+        )
     node = tree
     for p in parts[:-1]:
         node = node.setdefault(p, {})
@@ -325,8 +335,10 @@ def build_config(
     tree: dict[str, Any] = {}
     for k, v in (base or {}).items():
         if k in Config.model_fields and not isinstance(v, (dict, type(None))):
-            raise CnnlabError(f"{source + ': ' if source else ''}section {k!r} must be a mapping of keys, "
-                              f"e.g. '{k}:\\n  key: value', not a {type(v).__name__}")
+            raise CnnlabError(
+                f"{source + ': ' if source else ''}section {k!r} must be a mapping of keys, "
+                f"e.g. '{k}:\\n  key: value', not a {type(v).__name__}"
+            )
         tree[k] = dict(v) if isinstance(v, dict) else ({} if v is None else v)
     for key, value in (overrides or {}).items():
         _set_dotted(tree, key, value)
@@ -334,8 +346,6 @@ def build_config(
         return Config.model_validate(tree)
     except ValidationError as e:
         raise CnnlabError(_format_error(e, f"{source}: " if source else "")) from None
-
-
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -80,7 +80,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a nested dict, with a clear error when it is not one."""
     tree = read_yaml_file(path) or {}
     if not isinstance(tree, dict):
-        raise CnnlabError(f"config file {str(path)!r} must hold a mapping of sections (data, model, optim, "
-                          f"train, run), not a {type(tree).__name__}")
+        raise CnnlabError(
+            f"config file {str(path)!r} must hold a mapping of sections (data, model, optim, "
+            f"train, run), not a {type(tree).__name__}"
+        )
     return tree
-

@@ -15,10 +15,10 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -54,8 +54,9 @@ def file_digest(path: Path) -> str:
 ONE_READ_BYTES = 32 << 20  # files up to this size are read once into memory; larger ones are streamed twice
 
 
-def _decode_one(path: Path, channels: int, size: int, max_pixels: int, resample: str = "bilinear"
-                ) -> tuple[Optional[np.ndarray], str, str]:
+def _decode_one(
+    path: Path, channels: int, size: int, max_pixels: int, resample: str = "bilinear"
+) -> tuple[np.ndarray | None, str, str]:
     """(array or None, PIL mode or the reason it failed, content digest of the file)."""
     try:
         nbytes = path.stat().st_size
@@ -77,8 +78,9 @@ class FileStore:
     Indexing with a tensor of indices returns a (B, C, S, S) uint8 tensor, like an array.
     """
 
-    def __init__(self, files: Sequence[Path], size: int, channels: int, max_pixels: int, workers: int,
-                 resample: str = "bilinear"):
+    def __init__(
+        self, files: Sequence[Path], size: int, channels: int, max_pixels: int, workers: int, resample: str = "bilinear"
+    ):
         self.files = list(files)
         self.size, self.channels, self.max_pixels, self.resample = size, channels, max_pixels, resample
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
@@ -93,9 +95,12 @@ class FileStore:
     def __getitem__(self, idx: int | torch.Tensor | np.ndarray) -> torch.Tensor:
         index = torch.as_tensor(idx)
         idx_list = [int(i) for i in index.reshape(-1)]
-        out = list(self.pool.map(
-            lambda i: decode_file(self.files[i], self.channels, self.size, self.max_pixels, self.resample)[0],
-            idx_list))
+        out = list(
+            self.pool.map(
+                lambda i: decode_file(self.files[i], self.channels, self.size, self.max_pixels, self.resample)[0],
+                idx_list,
+            )
+        )
         batch = torch.from_numpy(np.stack(out)) if out else torch.zeros((0, *self.shape[1:]), dtype=torch.uint8)
         return batch[0] if index.dim() == 0 else batch  # an int gives one image, as a tensor would
 
@@ -121,12 +126,15 @@ class Decoded:
     mode: str
     digests: list[str]
     cache_hit: bool = False
-    sums: Optional[np.ndarray] = None
+    sums: np.ndarray | None = None
 
 
-def _key(files: Sequence[Path], size: int, channels: Optional[int], max_pixels: int, resample: str) -> str:
-    h = hashlib.sha1(json.dumps({"v": CACHE_VERSION, "size": size, "channels": channels,
-                                 "max_pixels": max_pixels, "resample": resample}).encode())
+def _key(files: Sequence[Path], size: int, channels: int | None, max_pixels: int, resample: str) -> str:
+    h = hashlib.sha1(
+        json.dumps(
+            {"v": CACHE_VERSION, "size": size, "channels": channels, "max_pixels": max_pixels, "resample": resample}
+        ).encode()
+    )
     for p in files:
         try:
             st = p.stat()
@@ -148,11 +156,12 @@ def _choose_mode(mode: str, n: int, size: int, root: Path) -> str:
 
 
 PROCESS_MIN_FILES = 256  # below this, starting processes costs more than it saves
-CHUNK = 64               # files per task sent to a decoding process
+CHUNK = 64  # files per task sent to a decoding process
 
 
-def _decode_into(out: np.ndarray, files: Sequence[Path], start: int, c: int, size: int, max_pixels: int,
-                 resample: str) -> list[tuple[int, bool, str, str, Optional[np.ndarray]]]:
+def _decode_into(
+    out: np.ndarray, files: Sequence[Path], start: int, c: int, size: int, max_pixels: int, resample: str
+) -> list[tuple[int, bool, str, str, np.ndarray | None]]:
     """Decode ``files`` into ``out[start:]``: (index, ok, mode or reason, digest, channel sums) each.
     Sums and the write happen where the decoding does: NumPy releases the GIL for both."""
     rows = []
@@ -169,8 +178,15 @@ def _decode_into(out: np.ndarray, files: Sequence[Path], start: int, c: int, siz
     return rows
 
 
-def _process_chunk(target: tuple[str, str, tuple[int, ...], int], files: list[str], start: int, c: int, size: int,
-                   max_pixels: int, resample: str) -> list[tuple[int, bool, str, str, Optional[np.ndarray]]]:
+def _process_chunk(
+    target: tuple[str, str, tuple[int, ...], int],
+    files: list[str],
+    start: int,
+    c: int,
+    size: int,
+    max_pixels: int,
+    resample: str,
+) -> list[tuple[int, bool, str, str, np.ndarray | None]]:
     """A decoding process's task: open the shared output (a .npy file or a shared-memory block) and
     decode a chunk of files into it."""
     kind, name, shape, offset = target
@@ -207,9 +223,18 @@ def _process_pool(workers: int):
     return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"))
 
 
-def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_pixels: int, workers: int,
-                out: np.ndarray, progress: bool, rel: callable, resample: str, target: Optional[tuple] = None
-                ) -> tuple[np.ndarray, list[dict[str, str]], bool, list[str], np.ndarray]:
+def _decode_all(
+    files: Sequence[Path],
+    size: int,
+    channels: int | None,
+    max_pixels: int,
+    workers: int,
+    out: np.ndarray,
+    progress: bool,
+    rel: callable,
+    resample: str,
+    target: tuple | None = None,
+) -> tuple[np.ndarray, list[dict[str, str]], bool, list[str], np.ndarray]:
     """Decode into ``out`` (N, 3 or C, S, S); returns (kept indices, skipped, all kept grey,
     content digests of the kept files, per-image channel sums of the kept files).
 
@@ -227,16 +252,24 @@ def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_p
     pool = _process_pool(workers) if target is not None and _use_processes(workers, len(files)) else None
     if pool is not None:
         names = [str(f) for f in files]
-        tasks = [pool.submit(_process_chunk, target, names[i:i + CHUNK], i, c, size, max_pixels, resample)
-                 for i in range(0, len(files), CHUNK)]
+        tasks = [
+            pool.submit(_process_chunk, target, names[i : i + CHUNK], i, c, size, max_pixels, resample)
+            for i in range(0, len(files), CHUNK)
+        ]
         results = (row for t in tasks for row in t.result())
     else:
         pool = ThreadPoolExecutor(max_workers=max(1, workers))
-        results = (row for rows in pool.map(lambda i: _decode_into(out, files[i:i + 1], i, c, size, max_pixels,
-                                                                   resample), range(len(files))) for row in rows)
+        results = (
+            row
+            for rows in pool.map(
+                lambda i: _decode_into(out, files[i : i + 1], i, c, size, max_pixels, resample), range(len(files))
+            )
+            for row in rows
+        )
     try:
-        for i, decoded, info, digest, row in tqdm(results, total=len(files), desc="decoding images", unit="img",
-                                                  disable=not progress, leave=False):
+        for i, decoded, info, digest, row in tqdm(
+            results, total=len(files), desc="decoding images", unit="img", disable=not progress, leave=False
+        ):
             if not decoded:
                 skipped.append({"path": rel(files[i]), "reason": info})
                 continue
@@ -250,9 +283,18 @@ def _decode_all(files: Sequence[Path], size: int, channels: Optional[int], max_p
     return keep, skipped, grey, [digests[i] for i in keep], sums[keep]
 
 
-def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, max_pixels: int,
-                  workers: int = 2, mode: str = "auto", progress: bool = True,
-                  rel: callable = str, resample: str = "bilinear") -> Decoded:
+def decode_images(
+    files: Sequence[Path],
+    size: int,
+    channels: int | None,
+    *,
+    max_pixels: int,
+    workers: int = 2,
+    mode: str = "auto",
+    progress: bool = True,
+    rel: callable = str,
+    resample: str = "bilinear",
+) -> Decoded:
     """Decode ``files`` once to (C, size, size) uint8, skipping unreadable ones.
 
     Args:
@@ -297,8 +339,9 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
         else:
             full, target = np.empty(shape, np.uint8), None
     try:
-        keep, skipped, grey, digests, sums = _decode_all(files, size, channels, max_pixels, workers, full, progress,
-                                                         rel, resample, target)
+        keep, skipped, grey, digests, sums = _decode_all(
+            files, size, channels, max_pixels, workers, full, progress, rel, resample, target
+        )
         if shm is not None:  # out of shared memory into the process's own
             full = full.copy()
     except BaseException:  # Ctrl-C while decoding: leave no half-built cache entry behind
@@ -314,8 +357,9 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
     if not len(keep):
         if mode == "disk":
             shutil.rmtree(tmp, ignore_errors=True)
-        raise CnnlabError(f"none of the {len(files)} image files could be read (first: "
-                          f"{skipped[0]['path']}: {skipped[0]['reason']})")
+        raise CnnlabError(
+            f"none of the {len(files)} image files could be read (first: {skipped[0]['path']}: {skipped[0]['reason']})"
+        )
     out_c = 1 if channels is None and grey else c
     sums = np.ascontiguousarray(sums[:, :out_c])
 
@@ -331,16 +375,27 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
         del full
         os.replace(tmp / "full.npy", tmp / "images.npy")
     else:
-        final = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                          shape=(len(keep), out_c, size, size))
+        final = np.lib.format.open_memmap(
+            tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(keep), out_c, size, size)
+        )
         for start in range(0, len(keep), 1024):
-            final[start:start + 1024] = full[keep[start:start + 1024], :out_c]
+            final[start : start + 1024] = full[keep[start : start + 1024], :out_c]
         final.flush()
         del final, full
         (tmp / "full.npy").unlink()
     np.save(tmp / "sums.npy", sums)
-    (tmp / "meta.json").write_text(json.dumps({"keep": keep.tolist(), "skipped": skipped, "digests": digests,
-                                               "files": len(files), "size": size, "channels": out_c}))
+    (tmp / "meta.json").write_text(
+        json.dumps(
+            {
+                "keep": keep.tolist(),
+                "skipped": skipped,
+                "digests": digests,
+                "files": len(files),
+                "size": size,
+                "channels": out_c,
+            }
+        )
+    )
     try:
         os.replace(tmp, entry)
     except OSError:  # another process finished the same entry first: use theirs
@@ -350,7 +405,7 @@ def decode_images(files: Sequence[Path], size: int, channels: Optional[int], *, 
     return Decoded(torch.from_numpy(arr), keep, skipped, "disk", digests, sums=sums)
 
 
-def _read_entry(entry: Path, size: int, channels: Optional[int]) -> Optional[Decoded]:
+def _read_entry(entry: Path, size: int, channels: int | None) -> Decoded | None:
     """A cache entry that passes its checks (readable meta and array of the recorded shape), or
     None after removing a broken one (truncated, garbage, half-deleted) so it is rebuilt."""
     try:
@@ -363,10 +418,12 @@ def _read_entry(entry: Path, size: int, channels: Optional[int]) -> Optional[Dec
         sums = np.load(entry / "sums.npy", allow_pickle=False) if (entry / "sums.npy").is_file() else None
         if sums is not None and sums.shape != (len(keep), expected[1], 2):
             sums = None
-        return Decoded(torch.from_numpy(arr), keep, list(meta["skipped"]), "disk", list(meta["digests"]), True,
-                       sums)
+        return Decoded(torch.from_numpy(arr), keep, list(meta["skipped"]), "disk", list(meta["digests"]), True, sums)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        log.warning("decoded-image cache entry %s is damaged (%s): decoding again", entry,
-                    " ".join(str(e).split())[:120] or type(e).__name__)
+        log.warning(
+            "decoded-image cache entry %s is damaged (%s): decoding again",
+            entry,
+            " ".join(str(e).split())[:120] or type(e).__name__,
+        )
         shutil.rmtree(entry, ignore_errors=True)
         return None

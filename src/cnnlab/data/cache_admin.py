@@ -6,7 +6,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from cnnlab.data.cache import cache_dir
 
@@ -37,12 +37,20 @@ def list_cache(kind: str = "all") -> list[dict[str, Any]]:
             if not entry.is_dir() or ".tmp" in entry.name:
                 continue
             age = (time.time() - entry.stat().st_mtime) / 86400
-            rows.append({"kind": k, "key": entry.name, "mb": round(_size(entry) / 2**20, 1), "age_days": round(age, 1),
-                         "holds": _describe(k, entry), "path": str(entry)})
+            rows.append(
+                {
+                    "kind": k,
+                    "key": entry.name,
+                    "mb": round(_size(entry) / 2**20, 1),
+                    "age_days": round(age, 1),
+                    "holds": _describe(k, entry),
+                    "path": str(entry),
+                }
+            )
     return sorted(rows, key=lambda r: r["age_days"])
 
 
-def clean_cache(kind: str = "all", older_than_days: Optional[float] = None) -> dict[str, Any]:
+def clean_cache(kind: str = "all", older_than_days: float | None = None) -> dict[str, Any]:
     """Delete cache entries of ``kind`` (all ages, or only those older than ``older_than_days``).
     The entries are rebuilt when a run needs them again."""
     removed = [r for r in list_cache(kind) if older_than_days is None or r["age_days"] > older_than_days]

@@ -6,7 +6,6 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -36,7 +35,7 @@ class FileList:
     files: list[Path]
     labels: np.ndarray
     classes: list[str]
-    split_of: list[Optional[str]]
+    split_of: list[str | None]
     skipped: list[dict[str, str]] = field(default_factory=list)
     ignored: int = 0
 
@@ -47,7 +46,7 @@ class FileList:
             return str(p)
 
 
-def usable(path: Path) -> Optional[str]:
+def usable(path: Path) -> str | None:
     """None for a regular file, else why it cannot be used."""
     try:
         if path.is_symlink() and not path.exists():
@@ -75,8 +74,9 @@ def scan_folder(root: str | Path) -> FileList:
     subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     presplit = "train" in subdirs and set(subdirs) <= set(SPLIT_NAMES)
     tops = [(root / s, s) for s in SPLIT_NAMES if s in subdirs] if presplit else [(root, None)]
-    class_names = sorted({c.name for top, _ in tops for c in top.iterdir()
-                          if c.is_dir() and not c.name.startswith(".")})
+    class_names = sorted(
+        {c.name for top, _ in tops for c in top.iterdir() if c.is_dir() and not c.name.startswith(".")}
+    )
     if len(class_names) < 2:
         raise CnnlabError(
             f"data.source {str(root)!r} needs at least two class folders (root/<class>/image.png, "
@@ -85,7 +85,7 @@ def scan_folder(root: str | Path) -> FileList:
     index = {c: i for i, c in enumerate(class_names)}
     files: list[Path] = []
     labels: list[int] = []
-    split_of: list[Optional[str]] = []
+    split_of: list[str | None] = []
     skipped: list[dict[str, str]] = []
     ignored = 0
     for top, split in tops:
@@ -120,8 +120,9 @@ def _sniff_delimiter(path: Path, sample: str) -> str:
         return ","
 
 
-def read_label_csv(path: str | Path, image_root: Optional[str | Path] = None, delimiter: Optional[str] = None,
-                   label_sep: str = " ") -> FileList:
+def read_label_csv(
+    path: str | Path, image_root: str | Path | None = None, delimiter: str | None = None, label_sep: str = " "
+) -> FileList:
     """Read a ``path,label`` (or ``path,"l1 l2"`` multi-label) file.
 
     A header row is recognised by its column names (path/file/filename/image... and
@@ -138,8 +139,11 @@ def read_label_csv(path: str | Path, image_root: Optional[str | Path] = None, de
     except (OSError, UnicodeDecodeError) as e:
         raise CnnlabError(f"label file {str(path)!r} cannot be read: {e}") from None
     delim = delimiter or _sniff_delimiter(path, text[:4096])
-    rows = [(n, r) for n, r in enumerate(csv.reader(text.splitlines(), delimiter=delim), start=1)
-            if r and any(c.strip() for c in r)]
+    rows = [
+        (n, r)
+        for n, r in enumerate(csv.reader(text.splitlines(), delimiter=delim), start=1)
+        if r and any(c.strip() for c in r)
+    ]
     if not rows:
         raise CnnlabError(f"label file {str(path)!r} is empty")
     head = [c.strip().lower() for c in rows[0][1]]

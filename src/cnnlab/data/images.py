@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Optional
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -56,7 +57,7 @@ class TooManyPixels(ValueError):
 
 _limit_lock = threading.Lock()
 _limit_users = 0
-_limit_saved: Optional[int] = None
+_limit_saved: int | None = None
 
 
 @contextlib.contextmanager
@@ -85,8 +86,13 @@ def open_image(path: Any) -> Iterator[Image.Image]:
                 Image.MAX_IMAGE_PIXELS = _limit_saved
 
 
-def decode_file(path: str | Path | BinaryIO, channels: int, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
-                resample: str = "bilinear") -> tuple[np.ndarray, str]:
+def decode_file(
+    path: str | Path | BinaryIO,
+    channels: int,
+    size: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    resample: str = "bilinear",
+) -> tuple[np.ndarray, str]:
     """Read ``path`` → (C, size, size) uint8 array, and the file's original PIL mode.
 
     EXIF orientation is applied; the image is resized to a square with bilinear filtering
@@ -119,10 +125,7 @@ def decode_file(path: str | Path | BinaryIO, channels: int, size: int, max_pixel
         if im.size != (size, size):
             im = im.resize((size, size), Image.Resampling[resample.upper()])
         arr = np.asarray(im, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[None]
-    else:
-        arr = arr.transpose(2, 0, 1)
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     return np.ascontiguousarray(arr), mode
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,14 @@ from cnnlab.data.transforms import build_transform
 log = logging.getLogger(__name__)
 
 PREVIEW_SIZE = 64
-FORMAT_EXTENSIONS = {"JPEG": {".jpg", ".jpeg"}, "PNG": {".png"}, "GIF": {".gif"}, "BMP": {".bmp"},
-                     "WEBP": {".webp"}, "TIFF": {".tif", ".tiff"}}
+FORMAT_EXTENSIONS = {
+    "JPEG": {".jpg", ".jpeg"},
+    "PNG": {".png"},
+    "GIF": {".gif"},
+    "BMP": {".bmp"},
+    "WEBP": {".webp"},
+    "TIFF": {".tif", ".tiff"},
+}
 
 
 def _probe(path: Path, max_pixels: int) -> dict[str, Any]:
@@ -65,8 +72,14 @@ def _grid(rows: list[tuple[str, list[np.ndarray]]], path: Path, cell: int = PREV
     canvas.save(path)
 
 
-def inspect_dataset(cfg: DataConfig, seed: int = 0, out: Optional[str | Path] = None,
-                    preview_augment: str = "keras", per_class: int = 8, progress: bool = True) -> dict[str, Any]:
+def inspect_dataset(
+    cfg: DataConfig,
+    seed: int = 0,
+    out: str | Path | None = None,
+    preview_augment: str = "keras",
+    per_class: int = 8,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Everything worth knowing about a dataset before training on it.
 
     Args:
@@ -87,8 +100,16 @@ def inspect_dataset(cfg: DataConfig, seed: int = 0, out: Optional[str | Path] = 
         return _inspect_builtin(cfg, seed, out, preview_augment, per_class)
     fl: FileList = list_files(cfg.source, cfg.image_root, cfg.delimiter, cfg.label_sep)
     with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-        probes = list(tqdm(pool.map(lambda p: _probe(p, cfg.max_pixels), fl.files), total=len(fl.files),
-                           desc="inspecting", unit="img", disable=not progress, leave=False))
+        probes = list(
+            tqdm(
+                pool.map(lambda p: _probe(p, cfg.max_pixels), fl.files),
+                total=len(fl.files),
+                desc="inspecting",
+                unit="img",
+                disable=not progress,
+                leave=False,
+            )
+        )
     ok = np.asarray([p["ok"] for p in probes], bool)
     keep = np.flatnonzero(ok)
     labels = fl.labels[keep]
@@ -103,18 +124,21 @@ def inspect_dataset(cfg: DataConfig, seed: int = 0, out: Optional[str | Path] = 
 
     per_split = {s: dict(zip(fl.classes, counts(idx))) for s, idx in splits.items()}
     total = np.asarray(counts(np.arange(len(keep)))) if len(keep) else np.zeros(len(fl.classes), int)
-    unreadable = fl.skipped + [{"path": fl.relpath(fl.files[i]), "reason": probes[i]["reason"]}
-                               for i in np.flatnonzero(~ok)]
+    unreadable = fl.skipped + [
+        {"path": fl.relpath(fl.files[i]), "reason": probes[i]["reason"]} for i in np.flatnonzero(~ok)
+    ]
     by_hash: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(probes):
         if "digest" in p:
             by_hash[p["digest"]].append(i)
-    duplicates, leaks = _duplicate_groups(by_hash, lambda i: {"path": fl.relpath(fl.files[i]),
-                                                              "split": split_of.get(i),
-                                                              "class": _class_names(fl, i)})
-    mismatched = [fl.relpath(fl.files[i]) for i, p in enumerate(probes)
-                  if p.get("format") in FORMAT_EXTENSIONS
-                  and fl.files[i].suffix.lower() not in FORMAT_EXTENSIONS[p["format"]]]
+    duplicates, leaks = _duplicate_groups(
+        by_hash, lambda i: {"path": fl.relpath(fl.files[i]), "split": split_of.get(i), "class": _class_names(fl, i)}
+    )
+    mismatched = [
+        fl.relpath(fl.files[i])
+        for i, p in enumerate(probes)
+        if p.get("format") in FORMAT_EXTENSIONS and fl.files[i].suffix.lower() not in FORMAT_EXTENSIONS[p["format"]]
+    ]
     report = {
         "source": cfg.source,
         "classes": fl.classes,
@@ -148,8 +172,9 @@ def inspect_dataset(cfg: DataConfig, seed: int = 0, out: Optional[str | Path] = 
     return report
 
 
-def _duplicate_groups(by_hash: dict[str, list[int]], describe: Callable[[int], dict[str, Any]]
-                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _duplicate_groups(
+    by_hash: dict[str, list[int]], describe: Callable[[int], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Groups of identical content: (within one split, across splits = leakage)."""
     duplicates, leaks = [], []
     for h, group in by_hash.items():
@@ -175,45 +200,64 @@ def _augment_preview(images: list[torch.Tensor], preset: str, out: Path, version
     tf = build_transform(preset, stack.shape[-1], stack.shape[1], images=stack)
     with torch.random.fork_rng():  # previews must not disturb anyone's random stream
         torch.manual_seed(0)
-        rows = [(f"{preset} #{k + 1}", [img.numpy()] + [(tf(img) if tf else img).numpy() for _ in range(versions)])
-                for k, img in enumerate(images)]
+        rows = [
+            (f"{preset} #{k + 1}", [img.numpy()] + [(tf(img) if tf else img).numpy() for _ in range(versions)])
+            for k, img in enumerate(images)
+        ]
     _grid(rows, out / "augment.png")
 
 
-def _inspect_builtin(cfg: DataConfig, seed: int, out: Optional[str | Path], preview_augment: str,
-                     per_class: int) -> dict[str, Any]:
+def _inspect_builtin(
+    cfg: DataConfig, seed: int, out: str | Path | None, preview_augment: str, per_class: int
+) -> dict[str, Any]:
     spec = DATASETS.get(cfg.source)
     src = spec.loader(data_dir=cfg.data_dir, download=cfg.download)
     splits = make_splits(src.labels, src.given_splits, cfg.split, cfg.val_size, seed)
     k = len(src.classes)
-    per_split = {s: dict(zip(src.classes, np.bincount(src.labels[idx], minlength=k).tolist()))
-                 for s, idx in splits.items()}
+    per_split = {
+        s: dict(zip(src.classes, np.bincount(src.labels[idx], minlength=k).tolist())) for s, idx in splits.items()
+    }
     total = np.bincount(src.labels, minlength=k)
     images = src.images
     hashes: dict[str, list[int]] = defaultdict(list)
     for i in range(len(images)):
         hashes[hashlib.sha1(images[i].tobytes()).hexdigest()].append(i)
     split_of = {int(j): s for s, idx in splits.items() for j in idx}
-    duplicates, leaks = _duplicate_groups(hashes, lambda i: {"index": i, "split": split_of.get(i),
-                                                             "class": src.classes[src.labels[i]]})
+    duplicates, leaks = _duplicate_groups(
+        hashes, lambda i: {"index": i, "split": split_of.get(i), "class": src.classes[src.labels[i]]}
+    )
     report = {
-        "source": cfg.source, "classes": src.classes, "multilabel": False, "num_files": int(len(images)),
-        "num_readable": int(len(images)), "presplit": bool(src.given_splits),
-        "class_counts": dict(zip(src.classes, total.tolist())), "split_counts": per_split,
+        "source": cfg.source,
+        "classes": src.classes,
+        "multilabel": False,
+        "num_files": int(len(images)),
+        "num_readable": int(len(images)),
+        "presplit": bool(src.given_splits),
+        "class_counts": dict(zip(src.classes, total.tolist())),
+        "split_counts": per_split,
         "split_sizes": {s: int(len(idx)) for s, idx in splits.items()},
         "imbalance_ratio": imbalance_ratio(total),
         "sizes": {f"{images.shape[-1]}x{images.shape[-2]}": int(len(images))},
-        "modes": {"L" if images.shape[1] == 1 else "RGB": int(len(images))}, "formats": {},
-        "extension_mismatch": [], "unreadable": [], "unreadable_by_reason": {},
-        "duplicates_within_split": duplicates, "leaks_across_splits": leaks,
+        "modes": {"L" if images.shape[1] == 1 else "RGB": int(len(images))},
+        "formats": {},
+        "extension_mismatch": [],
+        "unreadable": [],
+        "unreadable_by_reason": {},
+        "duplicates_within_split": duplicates,
+        "leaks_across_splits": leaks,
     }
     if out is not None:
         out = Path(out)
-        small = torch.nn.functional.interpolate(torch.from_numpy(images[:20000]).float(), size=PREVIEW_SIZE,
-                                                mode="nearest").byte().expand(-1, 3, -1, -1).numpy()
+        small = (
+            torch.nn.functional.interpolate(torch.from_numpy(images[:20000]).float(), size=PREVIEW_SIZE, mode="nearest")
+            .byte()
+            .expand(-1, 3, -1, -1)
+            .numpy()
+        )
         labels = src.labels[:20000]
-        rows = [(name, [small[i] for i in np.flatnonzero(labels == c)[:per_class]]) for c, name in
-                enumerate(src.classes)]
+        rows = [
+            (name, [small[i] for i in np.flatnonzero(labels == c)[:per_class]]) for c, name in enumerate(src.classes)
+        ]
         _grid(rows, out / "samples.png")
         _augment_preview([torch.from_numpy(small[i]) for i in range(4)], preview_augment, out)
         report["pictures"] = [str(out / "samples.png"), str(out / "augment.png")]
@@ -222,18 +266,24 @@ def _inspect_builtin(cfg: DataConfig, seed: int, out: Optional[str | Path], prev
 
 def format_report(r: dict[str, Any]) -> str:
     """The human-readable summary printed by `cnnlab data inspect`."""
-    lines = [f"{r['source']}: {r['num_readable']} readable of {r['num_files']} files, {len(r['classes'])} classes"
-             f"{' (multi-label)' if r['multilabel'] else ''}, {'pre-split' if r['presplit'] else 'split by seed'}"]
+    lines = [
+        f"{r['source']}: {r['num_readable']} readable of {r['num_files']} files, {len(r['classes'])} classes"
+        f"{' (multi-label)' if r['multilabel'] else ''}, {'pre-split' if r['presplit'] else 'split by seed'}"
+    ]
     splits = list(r["split_counts"])
     w = max(len(c) for c in r["classes"] + ["class"])
     lines.append(f"{'class':<{w}}  " + "  ".join(f"{s:>6}" for s in splits) + "   total")
     for c in r["classes"]:
-        lines.append(f"{c:<{w}}  " + "  ".join(f"{r['split_counts'][s][c]:>6}" for s in splits)
-                     + f"  {r['class_counts'][c]:>6}")
+        lines.append(
+            f"{c:<{w}}  " + "  ".join(f"{r['split_counts'][s][c]:>6}" for s in splits) + f"  {r['class_counts'][c]:>6}"
+        )
     lines.append(f"imbalance ratio (largest/smallest class): {r['imbalance_ratio']}")
     lines.append("sizes: " + ", ".join(f"{k} ×{v}" for k, v in r["sizes"].items()))
-    lines.append("modes: " + ", ".join(f"{k} ×{v}" for k, v in r["modes"].items())
-                 + ("; formats: " + ", ".join(f"{k} ×{v}" for k, v in r["formats"].items()) if r["formats"] else ""))
+    lines.append(
+        "modes: "
+        + ", ".join(f"{k} ×{v}" for k, v in r["modes"].items())
+        + ("; formats: " + ", ".join(f"{k} ×{v}" for k, v in r["formats"].items()) if r["formats"] else "")
+    )
     if r["extension_mismatch"]:
         lines.append(f"extension does not match content: {', '.join(r['extension_mismatch'])}")
     big = [u for u in r["unreadable"] if u["reason"].startswith("too many pixels")]

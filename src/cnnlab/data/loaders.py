@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import random
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -64,12 +65,27 @@ class TensorBatches:
     pass ``reuse_buffers=False`` to keep batches.
     """
 
-    def __init__(self, images, labels: torch.Tensor, indices: np.ndarray | Sequence[int], batch_size: int,
-                 mean: Sequence[float], std: Sequence[float], shuffle: bool = False, seed: int = 0,
-                 device: torch.device | str = "cpu", transform: Optional[Callable] = None,
-                 normalize: str = "mean-std", sampler: str = "random",
-                 batch_transform: Optional[BatchTransform] = None, channels_last: bool = False,
-                 reuse_buffers: bool = True, drop_single: bool = False, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        images,
+        labels: torch.Tensor,
+        indices: np.ndarray | Sequence[int],
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        shuffle: bool = False,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        transform: Callable | None = None,
+        normalize: str = "mean-std",
+        sampler: str = "random",
+        batch_transform: BatchTransform | None = None,
+        channels_last: bool = False,
+        reuse_buffers: bool = True,
+        drop_single: bool = False,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.images = images
         self.rank, self.world = rank, world  # torchrun: this rank takes every world-th image of each batch
         self.drop_single = drop_single  # BatchNorm cannot train on a batch of one
@@ -86,7 +102,7 @@ class TensorBatches:
         self.batch_transform = batch_transform
         self.channels_last = channels_last
         self.reuse_buffers = reuse_buffers and self.device.type == "cpu"
-        self._buffers: list[Optional[torch.Tensor]] = [None, None]
+        self._buffers: list[torch.Tensor | None] = [None, None]
         self._turn = 0
         # numpy gathers from (memory-mapped) arrays several times faster than tensor indexing
         self._array = images.numpy() if isinstance(images, torch.Tensor) and images.device.type == "cpu" else None
@@ -154,11 +170,11 @@ class TensorBatches:
         for start in range(0, len(order), self.batch_size):
             # sorted within the batch: reads memory-mapped pixels in file order; the set of
             # images in each batch, which is all the maths depends on, is unchanged
-            idx = order[start:start + self.batch_size].sort().values
+            idx = order[start : start + self.batch_size].sort().values
             if self.world > 1:
                 if len(idx) < self.world:  # every rank skips it alike (each knows the global order)
                     continue
-                idx = idx[self.rank::self.world]
+                idx = idx[self.rank :: self.world]
             yield self.finish(self.gather(idx), self.labels[idx])
 
     def finish(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,8 +190,16 @@ class TensorBatches:
         return x, y
 
 
-def make_batches(images: Any, labels: torch.Tensor, indices: Any, batch_size: int, mean: Sequence[float],
-                 std: Sequence[float], workers: int = 2, **kwargs: Any) -> TensorBatches:
+def make_batches(
+    images: Any,
+    labels: torch.Tensor,
+    indices: Any,
+    batch_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    workers: int = 2,
+    **kwargs: Any,
+) -> TensorBatches:
     """Batches of ``images[indices]``: from memory (:class:`TensorBatches`) or streamed from shards
     (:class:`~cnnlab.data.shards.ShardBatches`) when the images are a shard folder's."""
 
@@ -186,9 +210,11 @@ def make_batches(images: Any, labels: torch.Tensor, indices: Any, batch_size: in
         if len(idx) > 4096:
             images.split_of(idx)  # raises: a large part of a split is streamed whole or not at all
         # a few images (a report's examples): read from their shards, then batched from memory
-        return TensorBatches(images[idx], labels[torch.from_numpy(idx)], np.arange(len(idx)), batch_size, mean, std,
-                             **kwargs)
+        return TensorBatches(
+            images[idx], labels[torch.from_numpy(idx)], np.arange(len(idx)), batch_size, mean, std, **kwargs
+        )
     return TensorBatches(images, labels, indices, batch_size, mean, std, **kwargs)
+
 
 class ShardBatches(TensorBatches):
     """Batches streamed from one split's shards; the same interface, normalisation and augmentation
@@ -200,11 +226,21 @@ class ShardBatches(TensorBatches):
     steps. Evaluation: one reading process, shard order, so results line up with the split.
     """
 
-    def __init__(self, images: shards.ShardImages, labels: torch.Tensor, indices: Any, batch_size: int, *args: Any,
-                 workers: int = 2, buffer: int = 4096, **kwargs: Any):
+    def __init__(
+        self,
+        images: shards.ShardImages,
+        labels: torch.Tensor,
+        indices: Any,
+        batch_size: int,
+        *args: Any,
+        workers: int = 2,
+        buffer: int = 4096,
+        **kwargs: Any,
+    ):
         if kwargs.get("sampler", "random") != "random":
-            raise CnnlabError("data.sampler 'balanced' needs random access; with sharded data use "
-                              "train.class_weights auto instead")
+            raise CnnlabError(
+                "data.sampler 'balanced' needs random access; with sharded data use train.class_weights auto instead"
+            )
         super().__init__(images, labels, indices, batch_size, *args, **kwargs)
         self.split = images.split_of(self.indices)
         self.workers, self.buffer = workers, buffer
@@ -215,9 +251,11 @@ class ShardBatches(TensorBatches):
         if self.shuffle:
             random.Random(self.seed * 1_000_003 + self.epoch).shuffle(shards)
         if self.world > 1 and len(shards) < self.world:
-            raise CnnlabError(f"the {self.split} split has {len(shards)} shard(s) for {self.world} ranks; write "
-                              f"smaller shards (cnnlab data shard --shard-size) so that each rank has one")
-        return [shards[r::self.world] for r in range(self.world)] if self.world > 1 else [shards]
+            raise CnnlabError(
+                f"the {self.split} split has {len(shards)} shard(s) for {self.world} ranks; write "
+                f"smaller shards (cnnlab data shard --shard-size) so that each rank has one"
+            )
+        return [shards[r :: self.world] for r in range(self.world)] if self.world > 1 else [shards]
 
     def _local_batch(self) -> int:
         return max(1, self.batch_size // self.world) if self.world > 1 else self.batch_size
@@ -237,14 +275,20 @@ class ShardBatches(TensorBatches):
             return
         local = self._local_batch()
         workers = min(self.workers, len(mine)) if self.shuffle else min(1, self.workers)
-        ds = wds.WebDataset([u for u, _ in mine], shardshuffle=False, nodesplitter=None,
-                            workersplitter=wds.split_by_worker, empty_check=False)
+        ds = wds.WebDataset(
+            [u for u, _ in mine],
+            shardshuffle=False,
+            nodesplitter=None,
+            workersplitter=wds.split_by_worker,
+            empty_check=False,
+        )
         if self.shuffle:
             ds = ds.shuffle(self.buffer, seed=self.seed * 1_000_003 + self.epoch)
         decode = shards.SampleDecoder(tuple(self.images.shape[1:]))
         ds = ds.map(decode).batched(local, collation_fn=shards.collate, partial=True)
-        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
-                                             persistent_workers=False, prefetch_factor=4 if workers else None)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=None, num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None
+        )
         steps = len(self) if self.world > 1 else None
         for n, (x, y) in enumerate(loader):
             if steps is not None and n >= steps:
@@ -254,10 +298,16 @@ class ShardBatches(TensorBatches):
             yield self.finish(x, y)
 
 
-
-
-def split_loader(data: "PreparedData", split: str, batch_size: int, device: torch.device, **kwargs: Any
-                 ) -> TensorBatches:
+def split_loader(data: PreparedData, split: str, batch_size: int, device: torch.device, **kwargs: Any) -> TensorBatches:
     """Batches of one split of ``data``, normalised as the data says (kwargs: shuffle, transforms...)."""
-    return make_batches(data.images, data.labels, data.splits[split], batch_size, data.mean, data.std,
-                        device=device, normalize=data.normalize, **kwargs)
+    return make_batches(
+        data.images,
+        data.labels,
+        data.splits[split],
+        batch_size,
+        data.mean,
+        data.std,
+        device=device,
+        normalize=data.normalize,
+        **kwargs,
+    )

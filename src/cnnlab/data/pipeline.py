@@ -6,8 +6,9 @@ import hashlib
 import io
 import logging
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -53,7 +54,7 @@ class PreparedData:
     std: list[float]
     source: str
     skipped: list[dict[str, str]] = field(default_factory=list)
-    paths: Optional[list[str]] = None
+    paths: list[str] | None = None
     cache: str = "memory"
     normalize: str = "mean-std"
 
@@ -69,7 +70,7 @@ class PreparedData:
     def multilabel(self) -> bool:
         return self.labels.dim() == 2
 
-    content: Optional[str] = None
+    content: str | None = None
 
     def fingerprint(self) -> str:
         """Identity of the decoded set's files, their contents and labels, to check that a saved
@@ -103,8 +104,7 @@ class PreparedData:
         }
 
 
-def fingerprint(shape: Sequence[int], labels: np.ndarray, paths: Optional[list[str]],
-                content: Optional[str] = None) -> str:
+def fingerprint(shape: Sequence[int], labels: np.ndarray, paths: list[str] | None, content: str | None = None) -> str:
     """Hash of image shape, labels, file paths and (when known) the content digest of the
     pixels: what a saved split depends on. Runs saved before content digests existed stored
     the hash without ``content`` (and without the "v2:" prefix) and are checked that way."""
@@ -138,8 +138,10 @@ def drop_empty_classes(src: SourceImages, drop: bool, source: str) -> SourceImag
     if not empty:
         return src
     if not drop:
-        raise CnnlabError(f"data.source {source!r}: class(es) {', '.join(map(repr, empty))} have no usable images "
-                          "(empty, or every file unreadable); add images, or pass --drop-empty-classes")
+        raise CnnlabError(
+            f"data.source {source!r}: class(es) {', '.join(map(repr, empty))} have no usable images "
+            "(empty, or every file unreadable); add images, or pass --drop-empty-classes"
+        )
     keep = np.flatnonzero(counts > 0)
     if len(keep) < 2:
         raise CnnlabError(f"data.source {source!r}: only {len(keep)} class has images; a classifier needs 2")
@@ -159,13 +161,13 @@ class ModelInputs(Protocol):
     name: str
     default_input_size: int
     fixed_input_size: bool
-    fixed_channels: Optional[int]
+    fixed_channels: int | None
     interpolation: str
-    mean: Optional[tuple[float, ...]]
-    std: Optional[tuple[float, ...]]
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
 
 
-def resolve_input(cfg: DataConfig, spec: ModelInputs) -> tuple[Optional[int], Optional[int], str]:
+def resolve_input(cfg: DataConfig, spec: ModelInputs) -> tuple[int | None, int | None, str]:
     """(size, channels, resize filter) to decode with: the flags, else the model's needs, else the data's own.
 
     Size: ``--input-size``; a model with a fixed input (pretrained nets) uses its own;
@@ -185,7 +187,7 @@ def resolve_input(cfg: DataConfig, spec: ModelInputs) -> tuple[Optional[int], Op
     return size, channels, spec.interpolation
 
 
-def _resize_array(images: np.ndarray, size: int, channels: Optional[int], resample: str = "bilinear") -> np.ndarray:
+def _resize_array(images: np.ndarray, size: int, channels: int | None, resample: str = "bilinear") -> np.ndarray:
     imgs = torch.from_numpy(images)
     if channels and channels != imgs.shape[1]:
         if channels == 3:
@@ -225,8 +227,14 @@ def choose_input_size(files: Sequence[Any], spec: ModelInputs, sample: int = 200
     return (fitting[-1] if fitting else NICE_SIZES[0]), median
 
 
-def load_source(cfg: DataConfig, size: Optional[int], channels: Optional[int], progress: bool = True,
-                resample: str = "bilinear", spec: Optional[ModelInputs] = None) -> SourceImages:
+def load_source(
+    cfg: DataConfig,
+    size: int | None,
+    channels: int | None,
+    progress: bool = True,
+    resample: str = "bilinear",
+    spec: ModelInputs | None = None,
+) -> SourceImages:
     """Built-in arrays converted to (size, channels), or files decoded once (at a size chosen from
     the images when ``size`` is None)."""
     if cfg.source in DATASETS:
@@ -236,10 +244,24 @@ def load_source(cfg: DataConfig, size: Optional[int], channels: Optional[int], p
     files = list_files(cfg.source, cfg.image_root, cfg.delimiter, cfg.label_sep)
     if size is None:
         size, median = choose_input_size(files.files, spec)
-        log.info("input size %d×%d, chosen from the images (median shorter side %d px) and the model %s; "
-                 "set --input-size to change it", size, size, median, spec.name)
-    return load_files(files, size, channels, max_pixels=cfg.max_pixels, workers=cfg.workers, cache=cfg.cache,
-                      progress=progress, resample=resample)
+        log.info(
+            "input size %d×%d, chosen from the images (median shorter side %d px) and the model %s; "
+            "set --input-size to change it",
+            size,
+            size,
+            median,
+            spec.name,
+        )
+    return load_files(
+        files,
+        size,
+        channels,
+        max_pixels=cfg.max_pixels,
+        workers=cfg.workers,
+        cache=cfg.cache,
+        progress=progress,
+        resample=resample,
+    )
 
 
 def _subsample_train(train: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -251,8 +273,9 @@ def _subsample_train(train: np.ndarray, labels: np.ndarray, per_class: int, seed
     return np.sort(np.concatenate(keep))
 
 
-def _normalisation(cfg: DataConfig, spec: ModelInputs, images: Any, train_idx: np.ndarray,
-                   sums: Optional[np.ndarray] = None) -> tuple[str, list[float], list[float]]:
+def _normalisation(
+    cfg: DataConfig, spec: ModelInputs, images: Any, train_idx: np.ndarray, sums: np.ndarray | None = None
+) -> tuple[str, list[float], list[float]]:
     """(mode, mean, std): the pretrained model's statistics for auto/model, else the training split's."""
     if cfg.normalize in ("per-image", "none"):
         return cfg.normalize, [0.0] * images.shape[1], [1.0] * images.shape[1]
@@ -267,8 +290,9 @@ def _normalisation(cfg: DataConfig, spec: ModelInputs, images: Any, train_idx: n
     return "mean-std", mean, std
 
 
-def _channel_stats(images: Any, train_idx: np.ndarray, sums: Optional[np.ndarray] = None
-                   ) -> tuple[list[float], list[float]]:
+def _channel_stats(
+    images: Any, train_idx: np.ndarray, sums: np.ndarray | None = None
+) -> tuple[list[float], list[float]]:
     """Per-channel mean and std (0..1 scale) of the training images: from the sums the decoding
     threads took when there are some, else by reading the pixels (a sample when decoded on demand)."""
     if sums is not None and len(sums) == images.shape[0]:
@@ -286,7 +310,7 @@ def _channel_stats(images: Any, train_idx: np.ndarray, sums: Optional[np.ndarray
     total = torch.zeros(c, dtype=torch.float64)
     total_sq = torch.zeros_like(total)
     for start in range(0, len(idx), 256):  # small chunks keep the float copy small
-        part = idx[start:start + 256]
+        part = idx[start : start + 256]
         x = (torch.from_numpy(array[part]) if array is not None else images[torch.from_numpy(part)]).float()
         total += x.sum(dim=(0, 2, 3)).double()
         total_sq += (x * x).sum(dim=(0, 2, 3)).double()
@@ -301,8 +325,8 @@ def prepare_data(
     cfg: DataConfig,
     model: ModelInputs,
     seed: int,
-    splits: Optional[dict[str, list[int]]] = None,
-    expect_fingerprint: Optional[str] = None,
+    splits: dict[str, list[int]] | None = None,
+    expect_fingerprint: str | None = None,
     progress: bool = True,
     hold_out_test: bool = False,
 ) -> PreparedData:
@@ -323,13 +347,16 @@ def prepare_data(
     if is_shard_source(cfg.source):  # streamed: labels in memory, pixels read from the shards as batches go
         return load_shards(cfg.source, expect_fingerprint, splits, hold_out_test, cfg.input_size, cfg.channels)
     size, channels, resample = resolve_input(cfg, model)
-    src = drop_empty_classes(load_source(cfg, size, channels, progress, resample, model), cfg.drop_empty_classes,
-                             cfg.source)
+    src = drop_empty_classes(
+        load_source(cfg, size, channels, progress, resample, model), cfg.drop_empty_classes, cfg.source
+    )
     labels = src.labels
     content = content_of(src)
     if expect_fingerprint and expect_fingerprint != (
-            "v2:" + fingerprint(src.images.shape, labels, src.paths, content) if expect_fingerprint.startswith("v2:")
-            else fingerprint(src.images.shape, labels, src.paths)):
+        "v2:" + fingerprint(src.images.shape, labels, src.paths, content)
+        if expect_fingerprint.startswith("v2:")
+        else fingerprint(src.images.shape, labels, src.paths)
+    ):
         raise CnnlabError(
             f"data.source {cfg.source!r} no longer matches the data this run was trained on "
             "(files, their pixels or labels changed), so its saved split cannot be reused"
@@ -344,17 +371,34 @@ def prepare_data(
         split_idx["test"] = np.zeros(0, dtype=np.int64)
     if len(split_idx["train"]) == 0:
         raise CnnlabError(f"data.source {cfg.source!r}: the training split is empty")
-    images = src.images if not isinstance(src.images, np.ndarray) else torch.from_numpy(
-        np.ascontiguousarray(src.images))
+    images = (
+        src.images if not isinstance(src.images, np.ndarray) else torch.from_numpy(np.ascontiguousarray(src.images))
+    )
     mode, mean, std = _normalisation(cfg, model, images, split_idx["train"], src.pixel_sums)
-    return PreparedData(images=images, labels=torch.from_numpy(np.asarray(labels)), classes=src.classes,
-                        splits=split_idx, mean=mean, std=std, source=cfg.source, skipped=src.skipped,
-                        paths=src.paths, cache=src.cache, normalize=mode, content=content)
+    return PreparedData(
+        images=images,
+        labels=torch.from_numpy(np.asarray(labels)),
+        classes=src.classes,
+        splits=split_idx,
+        mean=mean,
+        std=std,
+        source=cfg.source,
+        skipped=src.skipped,
+        paths=src.paths,
+        cache=src.cache,
+        normalize=mode,
+        content=content,
+    )
 
 
-def load_shards(source: str, expect_fingerprint: Optional[str] = None, splits: Optional[dict[str, Any]] = None,
-                hold_out_test: bool = False, input_size: Optional[int] = None,
-                channels: Optional[int] = None) -> Any:
+def load_shards(
+    source: str,
+    expect_fingerprint: str | None = None,
+    splits: dict[str, Any] | None = None,
+    hold_out_test: bool = False,
+    input_size: int | None = None,
+    channels: int | None = None,
+) -> Any:
     """A :class:`~cnnlab.data.pipeline.PreparedData` over a shard folder: labels in memory, pixels
     streamed."""
 
@@ -362,8 +406,10 @@ def load_shards(source: str, expect_fingerprint: Optional[str] = None, splits: O
     images = shards.ShardImages(index, base)
     for what, want, have in (("input_size", input_size, images.shape[-1]), ("channels", channels, images.shape[1])):
         if want is not None and int(want) != int(have):
-            raise CnnlabError(f"data.{what} {want}: the shards in {source} hold {have}; write shards at that size "
-                              f"(cnnlab data shard … --{what.replace('_', '-')} {want}) or leave it unset")
+            raise CnnlabError(
+                f"data.{what} {want}: the shards in {source} hold {have}; write shards at that size "
+                f"(cnnlab data shard … --{what.replace('_', '-')} {want}) or leave it unset"
+            )
     labels = []
     for name in shards.SPLITS:
         if name not in index["splits"]:
@@ -386,10 +432,18 @@ def load_shards(source: str, expect_fingerprint: Optional[str] = None, splits: O
         ranges["test"] = np.zeros(0, dtype=np.int64)
     if not len(ranges["train"]):
         raise CnnlabError(f"data.source {source!r}: the shards have no training split")
-    data = PreparedData(images=images, labels=all_labels, classes=list(index["classes"]), splits=ranges,
-                        mean=list(index["mean"]), std=list(index["std"]), source=source, cache="shards",
-                        normalize=index.get("normalize", "mean-std"), content=index["fingerprint"])
+    data = PreparedData(
+        images=images,
+        labels=all_labels,
+        classes=list(index["classes"]),
+        splits=ranges,
+        mean=list(index["mean"]),
+        std=list(index["std"]),
+        source=source,
+        cache="shards",
+        normalize=index.get("normalize", "mean-std"),
+        content=index["fingerprint"],
+    )
     if expect_fingerprint and expect_fingerprint != data.fingerprint():
         raise CnnlabError(f"data.source {source!r}: these shards are not the data this run was trained on")
     return data
-

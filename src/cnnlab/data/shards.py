@@ -20,8 +20,9 @@ import logging
 import time
 import urllib.request
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,8 +55,9 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_shards(data: Any, out: str | Path, shard_mb: float = 100.0, progress: bool = True,
-                 description: str = "") -> dict[str, Any]:
+def write_shards(
+    data: Any, out: str | Path, shard_mb: float = 100.0, progress: bool = True, description: str = ""
+) -> dict[str, Any]:
     """Write ``data`` (a :class:`~cnnlab.data.pipeline.PreparedData`) as WebDataset shards in ``out``.
 
     Returns:
@@ -89,8 +91,13 @@ def write_shards(data: Any, out: str | Path, shard_mb: float = 100.0, progress: 
         with wds.ShardWriter(pattern, maxsize=int(shard_mb * 1e6), maxcount=10**9, verbose=0) as sink:
             for n, i in enumerate(idx):
                 pixels = np.ascontiguousarray(np.asarray(images[i]), dtype=np.uint8)
-                sink.write({"__key__": f"{n:09d}", **({"u8": pixels.tobytes()} if raw else {"png": _png(pixels)}),
-                            "cls": int(labels[i])})
+                sink.write(
+                    {
+                        "__key__": f"{n:09d}",
+                        **({"u8": pixels.tobytes()} if raw else {"png": _png(pixels)}),
+                        "cls": int(labels[i]),
+                    }
+                )
                 shard = Path(sink.fname).name  # the file this sample went into
                 counts[shard] = counts.get(shard, 0) + 1
                 bar.update(1)
@@ -98,10 +105,20 @@ def write_shards(data: Any, out: str | Path, shard_mb: float = 100.0, progress: 
         np.save(out / f"labels-{name}.npy", labels[idx].astype(np.int64))
         splits[name] = {"count": int(len(idx)), "shards": written}
     bar.close()
-    index = {"format": FORMAT, "source": data.source, "description": description, "classes": data.classes,
-             "input_size": data.input_size, "channels": data.channels, "normalize": data.normalize,
-             "mean": data.mean, "std": data.std, "fingerprint": data.fingerprint(), "splits": splits,
-             "seconds": round(time.perf_counter() - started, 2)}
+    index = {
+        "format": FORMAT,
+        "source": data.source,
+        "description": description,
+        "classes": data.classes,
+        "input_size": data.input_size,
+        "channels": data.channels,
+        "normalize": data.normalize,
+        "mean": data.mean,
+        "std": data.std,
+        "fingerprint": data.fingerprint(),
+        "splits": splits,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     (out / INDEX).write_text(json.dumps(index, indent=1))
     return index
 
@@ -167,7 +184,7 @@ class ShardImages:
     def urls(self, split: str) -> list[tuple[str, int]]:
         return [(self.base + s["file"], int(s["count"])) for s in self.index["splits"].get(split, {}).get("shards", [])]
 
-    def whole_split(self, indices: Sequence[int]) -> Optional[str]:
+    def whole_split(self, indices: Sequence[int]) -> str | None:
         """The split whose whole range ``indices`` is, if it is one."""
         idx = np.asarray(indices)
         for name, (a, b) in self.ranges.items():
@@ -180,8 +197,9 @@ class ShardImages:
         name = self.whole_split(indices)
         if name is not None:
             return name
-        raise CnnlabError("sharded data is read a whole split at a time (train, val or test); this part of it "
-                          "cannot be streamed")
+        raise CnnlabError(
+            "sharded data is read a whole split at a time (train, val or test); this part of it cannot be streamed"
+        )
 
     def _shard_pixels(self, url: str) -> np.ndarray:
         if url in self._cache:
@@ -198,7 +216,7 @@ class ShardImages:
         single = isinstance(idx, (int, np.integer)) or (isinstance(idx, torch.Tensor) and idx.dim() == 0)
         flat = np.atleast_1d(np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64))
         out = np.zeros((len(flat), *self.shape[1:]), np.uint8)
-        for name, (a, b) in self.ranges.items():
+        for name, (a, _b) in self.ranges.items():
             offset = a
             for url, count in self.urls(name):
                 hit = np.nonzero((flat >= offset) & (flat < offset + count))[0]
@@ -230,12 +248,11 @@ def _samples(urls: Sequence[str], shape: tuple[int, ...]) -> Iterator[tuple[np.n
     """Every sample of ``urls`` in order, in this process."""
     wds = webdataset_module()
 
-    ds = wds.WebDataset(list(urls), shardshuffle=False, nodesplitter=None, workersplitter=None,
-                        empty_check=False).map(SampleDecoder(tuple(shape)))
+    ds = wds.WebDataset(list(urls), shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False).map(
+        SampleDecoder(tuple(shape))
+    )
     yield from ds
 
 
 def collate(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.stack([x for x, _ in batch])), torch.tensor([y for _, y in batch], dtype=torch.long)
-
-

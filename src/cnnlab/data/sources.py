@@ -7,9 +7,10 @@ import logging
 import pickle
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -45,11 +46,11 @@ class SourceImages:
     labels: np.ndarray
     classes: list[str]
     given_splits: dict[str, np.ndarray] = field(default_factory=dict)
-    paths: Optional[list[str]] = None
+    paths: list[str] | None = None
     skipped: list[dict[str, str]] = field(default_factory=list)
     cache: str = "memory"
-    digests: Optional[list[str]] = None
-    pixel_sums: Optional[np.ndarray] = None
+    digests: list[str] | None = None
+    pixel_sums: np.ndarray | None = None
 
     @property
     def multilabel(self) -> bool:
@@ -71,8 +72,14 @@ class BuiltinDataset:
 DATASETS: Registry[BuiltinDataset] = Registry("dataset")
 
 
-def _where(name: str, data_dir: Optional[str], candidates: list[Path], present: Callable[[Path], bool],
-           download: Optional[Callable[[Path], Path]], hint: str) -> Path:
+def _where(
+    name: str,
+    data_dir: str | None,
+    candidates: list[Path],
+    present: Callable[[Path], bool],
+    download: Callable[[Path], Path] | None,
+    hint: str,
+) -> Path:
     """First folder holding the dataset's files: ``data_dir`` alone when given, else the
     candidates, else a torchvision download into the cache when allowed."""
     if data_dir:
@@ -92,7 +99,8 @@ def _where(name: str, data_dir: Optional[str], candidates: list[Path], present: 
 
 # ------------------------------------------------------------------ IDX (MNIST family)
 
-def _idx_path(folder: Path, name: str) -> Optional[Path]:
+
+def _idx_path(folder: Path, name: str) -> Path | None:
     for p in (folder / name, folder / f"{name}.gz"):
         if p.is_file():
             return p
@@ -100,8 +108,14 @@ def _idx_path(folder: Path, name: str) -> Optional[Path]:
 
 
 # IDX type codes → NumPy dtypes (big-endian), http://yann.lecun.com/exdb/mnist/ "THE IDX FILE FORMAT"
-_IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_TYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -133,16 +147,29 @@ def _read_idx(path: Path) -> np.ndarray:
         raise CnnlabError(f"{source} is not an IDX file (bad header); download it again")
     offset = 4 + 4 * ndim
     if size - offset != int(np.prod(dims.astype(np.int64))) * dtype.itemsize:
-        raise CnnlabError(f"{source}: its header says {tuple(int(d) for d in dims)} values but the file holds "
-                          f"{size - offset} bytes (truncated?); download it again")
+        raise CnnlabError(
+            f"{source}: its header says {tuple(int(d) for d in dims)} values but the file holds "
+            f"{size - offset} bytes (truncated?); download it again"
+        )
     return np.array(np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(int(d) for d in dims)))
 
 
-def _idx_dataset(name: str, prefix: str, classes: list[str], tv_class: str, candidates: list[Path],
-                 transpose: bool = False, label_offset: int = 0, tv_kwargs: Optional[dict] = None):
-    names = [f"{prefix}train-images-idx3-ubyte", f"{prefix}train-labels-idx1-ubyte",
-             f"{prefix}test-images-idx3-ubyte" if prefix else "t10k-images-idx3-ubyte",
-             f"{prefix}test-labels-idx1-ubyte" if prefix else "t10k-labels-idx1-ubyte"]
+def _idx_dataset(
+    name: str,
+    prefix: str,
+    classes: list[str],
+    tv_class: str,
+    candidates: list[Path],
+    transpose: bool = False,
+    label_offset: int = 0,
+    tv_kwargs: dict | None = None,
+):
+    names = [
+        f"{prefix}train-images-idx3-ubyte",
+        f"{prefix}train-labels-idx1-ubyte",
+        f"{prefix}test-images-idx3-ubyte" if prefix else "t10k-images-idx3-ubyte",
+        f"{prefix}test-labels-idx1-ubyte" if prefix else "t10k-labels-idx1-ubyte",
+    ]
 
     def present(folder: Path) -> bool:
         return all(_idx_path(folder, n) for n in names)
@@ -154,35 +181,71 @@ def _idx_dataset(name: str, prefix: str, classes: list[str], tv_class: str, cand
             getattr(tvd, tv_class)(str(root), train=train, download=True, **(tv_kwargs or {}))
         return root / tv_class / "raw"
 
-    def load(data_dir: Optional[str] = None, download: bool = False) -> SourceImages:
+    def load(data_dir: str | None = None, download: bool = False) -> SourceImages:
         cands = candidates + [cache_dir() / "torchvision" / tv_class / "raw"]
         if data_dir:
             cands = [Path(data_dir), Path(data_dir) / tv_class / "raw"]
             data_dir = next((str(c) for c in cands if present(c)), data_dir)
-        folder = _where(name, data_dir, cands, present, fetch if download else None,
-                        "the four IDX files " + ", ".join(names) + " (plain or .gz)")
+        folder = _where(
+            name,
+            data_dir,
+            cands,
+            present,
+            fetch if download else None,
+            "the four IDX files " + ", ".join(names) + " (plain or .gz)",
+        )
         tr_x, tr_y, te_x, te_y = (_read_idx(_idx_path(folder, n)) for n in names)
         images = np.concatenate([tr_x, te_x])
         if transpose:  # EMNIST's files store images transposed
             images = images.transpose(0, 2, 1)
         labels = np.concatenate([tr_y, te_y]).astype(np.int64) - label_offset
         n = len(tr_y)
-        return SourceImages(np.ascontiguousarray(images[:, None]), labels, list(classes),
-                            {"train": np.arange(n), "test": np.arange(n, len(labels))})
+        return SourceImages(
+            np.ascontiguousarray(images[:, None]),
+            labels,
+            list(classes),
+            {"train": np.arange(n), "test": np.arange(n, len(labels))},
+        )
 
     return load
 
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
-DATASETS.add("fashion-mnist", BuiltinDataset(
-    "fashion-mnist", "Zalando Fashion-MNIST, 70,000 28×28 grey images, 10 classes (Debian package or --data-dir)",
-    _idx_dataset("fashion-mnist", "", FASHION_CLASSES, "FashionMNIST", [DEBIAN_FASHION_MNIST]), 28, 1, 10))
-DATASETS.add("mnist", BuiltinDataset(
-    "mnist", "MNIST handwritten digits, 70,000 28×28 grey images, 10 classes (IDX files, --data-dir)",
-    _idx_dataset("mnist", "", DIGIT_CLASSES, "MNIST", []), 28, 1, 10))
+DATASETS.add(
+    "fashion-mnist",
+    BuiltinDataset(
+        "fashion-mnist",
+        "Zalando Fashion-MNIST, 70,000 28×28 grey images, 10 classes (Debian package or --data-dir)",
+        _idx_dataset("fashion-mnist", "", FASHION_CLASSES, "FashionMNIST", [DEBIAN_FASHION_MNIST]),
+        28,
+        1,
+        10,
+    ),
+)
+DATASETS.add(
+    "mnist",
+    BuiltinDataset(
+        "mnist",
+        "MNIST handwritten digits, 70,000 28×28 grey images, 10 classes (IDX files, --data-dir)",
+        _idx_dataset("mnist", "", DIGIT_CLASSES, "MNIST", []),
+        28,
+        1,
+        10,
+    ),
+)
 
 
 def _emnist_classes(split: str) -> list[str]:
@@ -192,33 +255,60 @@ def _emnist_classes(split: str) -> list[str]:
 
     every = set(string.digits + string.ascii_letters)
     merged = set("cijklmopsuvwxyz")  # upper/lower case letters EMNIST merges into one class
-    return {"byclass": sorted(every), "bymerge": sorted(every - merged), "balanced": sorted(every - merged),
-            "letters": ["N/A"] + list(string.ascii_lowercase), "digits": list(string.digits),
-            "mnist": list(string.digits)}[split]
+    return {
+        "byclass": sorted(every),
+        "bymerge": sorted(every - merged),
+        "balanced": sorted(every - merged),
+        "letters": ["N/A"] + list(string.ascii_lowercase),
+        "digits": list(string.digits),
+        "mnist": list(string.digits),
+    }[split]
 
 
-for _split, _k in (("balanced", 47), ("byclass", 62), ("bymerge", 47), ("digits", 10), ("letters", 26),
-                   ("mnist", 10)):
+for _split, _k in (("balanced", 47), ("byclass", 62), ("bymerge", 47), ("digits", 10), ("letters", 26), ("mnist", 10)):
     _classes = _emnist_classes(_split)
     _offset = 1 if _split == "letters" else 0  # EMNIST letters are labelled 1..26
     if _split == "letters":
         _classes = _classes[1:]  # drop torchvision's 'N/A' placeholder for label 0
-    DATASETS.add(f"emnist-{_split}", BuiltinDataset(
-        f"emnist-{_split}", f"EMNIST {_split}, 28×28 grey, {_k} classes (IDX files emnist-{_split}-*, --data-dir)",
-        _idx_dataset(f"emnist-{_split}", f"emnist-{_split}-", _classes, "EMNIST", [], transpose=True,
-                     label_offset=_offset, tv_kwargs={"split": _split}), 28, 1, _k))
+    DATASETS.add(
+        f"emnist-{_split}",
+        BuiltinDataset(
+            f"emnist-{_split}",
+            f"EMNIST {_split}, 28×28 grey, {_k} classes (IDX files emnist-{_split}-*, --data-dir)",
+            _idx_dataset(
+                f"emnist-{_split}",
+                f"emnist-{_split}-",
+                _classes,
+                "EMNIST",
+                [],
+                transpose=True,
+                label_offset=_offset,
+                tv_kwargs={"split": _split},
+            ),
+            28,
+            1,
+            _k,
+        ),
+    )
 
 
 # ------------------------------------------------------------------ CIFAR pickles
+
 
 class _PlainUnpickler(pickle.Unpickler):
     """Unpickles only plain data: dicts, lists, str, bytes, numbers, and NumPy arrays rebuilt from
     their raw bytes. Any other global (os.system, builtins.eval...) is refused, so a crafted
     batch file cannot run code. Written by hand: the standard library has no such loader."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
@@ -232,15 +322,26 @@ def _unpickle(path: Path) -> dict[str, Any]:
         with open(path, "rb") as f:
             d = _PlainUnpickler(f, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise CnnlabError(f"{path} is not a CIFAR batch file of plain data ({e}); "
-                          "use the official files (--download) or re-create them") from None
+        raise CnnlabError(
+            f"{path} is not a CIFAR batch file of plain data ({e}); "
+            "use the official files (--download) or re-create them"
+        ) from None
     if not isinstance(d, dict):
         raise CnnlabError(f"{path} is not a CIFAR batch file: it holds a {type(d).__name__}, not a dict")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
-def _cifar(name: str, folder: str, train_files: list[str], test_file: str, meta_file: str, label_key: str,
-           names_key: str, tv_class: str, k: int):
+def _cifar(
+    name: str,
+    folder: str,
+    train_files: list[str],
+    test_file: str,
+    meta_file: str,
+    label_key: str,
+    names_key: str,
+    tv_class: str,
+    k: int,
+):
     def present(p: Path) -> bool:
         return all((p / f).is_file() for f in train_files + [test_file])
 
@@ -250,12 +351,18 @@ def _cifar(name: str, folder: str, train_files: list[str], test_file: str, meta_
         getattr(tvd, tv_class)(str(root), download=True)
         return root / folder
 
-    def load(data_dir: Optional[str] = None, download: bool = False) -> SourceImages:
+    def load(data_dir: str | None = None, download: bool = False) -> SourceImages:
         cands = [cache_dir() / "torchvision" / folder]
         if data_dir and not present(Path(data_dir)) and present(Path(data_dir) / folder):
             data_dir = str(Path(data_dir) / folder)
-        where = _where(name, data_dir, cands, present, fetch if download else None,
-                       f"{folder}/ with {', '.join(train_files + [test_file])}")
+        where = _where(
+            name,
+            data_dir,
+            cands,
+            present,
+            fetch if download else None,
+            f"{folder}/ with {', '.join(train_files + [test_file])}",
+        )
         # torchvision's CIFAR classes also verify the official files' MD5 sums, which rules out
         # re-packed copies and test fixtures; reading the pickles is a few lines.
         parts = [_unpickle(where / f) for f in train_files + [test_file]]
@@ -275,19 +382,54 @@ def _cifar(name: str, folder: str, train_files: list[str], test_file: str, meta_
     return load
 
 
-DATASETS.add("cifar10", BuiltinDataset(
-    "cifar10", "CIFAR-10, 60,000 32×32 colour images, 10 classes (python pickles, --data-dir)",
-    _cifar("cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
-           "batches.meta", "labels", "label_names", "CIFAR10", 10), 32, 3, 10))
-DATASETS.add("cifar100", BuiltinDataset(
-    "cifar100", "CIFAR-100, 60,000 32×32 colour images, 100 fine classes (python pickles, --data-dir)",
-    _cifar("cifar100", "cifar-100-python", ["train"], "test", "meta", "fine_labels", "fine_label_names",
-           "CIFAR100", 100), 32, 3, 100))
+DATASETS.add(
+    "cifar10",
+    BuiltinDataset(
+        "cifar10",
+        "CIFAR-10, 60,000 32×32 colour images, 10 classes (python pickles, --data-dir)",
+        _cifar(
+            "cifar10",
+            "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)],
+            "test_batch",
+            "batches.meta",
+            "labels",
+            "label_names",
+            "CIFAR10",
+            10,
+        ),
+        32,
+        3,
+        10,
+    ),
+)
+DATASETS.add(
+    "cifar100",
+    BuiltinDataset(
+        "cifar100",
+        "CIFAR-100, 60,000 32×32 colour images, 100 fine classes (python pickles, --data-dir)",
+        _cifar(
+            "cifar100",
+            "cifar-100-python",
+            ["train"],
+            "test",
+            "meta",
+            "fine_labels",
+            "fine_label_names",
+            "CIFAR100",
+            100,
+        ),
+        32,
+        3,
+        100,
+    ),
+)
 
 
 # ------------------------------------------------------------------ SVHN .mat
 
-def _load_svhn(data_dir: Optional[str] = None, download: bool = False) -> SourceImages:
+
+def _load_svhn(data_dir: str | None = None, download: bool = False) -> SourceImages:
     from scipy.io import loadmat
 
     names = ["train_32x32.mat", "test_32x32.mat"]
@@ -302,8 +444,9 @@ def _load_svhn(data_dir: Optional[str] = None, download: bool = False) -> Source
             SVHN(str(root / "svhn"), split=split, download=True)
         return root / "svhn"
 
-    where = _where("svhn", data_dir, [cache_dir() / "torchvision" / "svhn"], present,
-                   fetch if download else None, ", ".join(names))
+    where = _where(
+        "svhn", data_dir, [cache_dir() / "torchvision" / "svhn"], present, fetch if download else None, ", ".join(names)
+    )
     xs, ys = [], []
     for n in names:  # torchvision's SVHN also checks MD5 sums; scipy reads the .mat directly
         m = loadmat(str(where / n))
@@ -312,16 +455,25 @@ def _load_svhn(data_dir: Optional[str] = None, download: bool = False) -> Source
         ys.append(np.where(y == 10, 0, y))  # SVHN labels digit 0 as 10
     n = len(ys[0])
     labels = np.concatenate(ys)
-    return SourceImages(np.concatenate(xs), labels, DIGIT_CLASSES,
-                        {"train": np.arange(n), "test": np.arange(n, len(labels))})
+    return SourceImages(
+        np.concatenate(xs), labels, DIGIT_CLASSES, {"train": np.arange(n), "test": np.arange(n, len(labels))}
+    )
 
 
-DATASETS.add("svhn", BuiltinDataset(
-    "svhn", "Street View House Numbers, 32×32 colour digits, 10 classes (.mat files, --data-dir)",
-    _load_svhn, 32, 3, 10))
+DATASETS.add(
+    "svhn",
+    BuiltinDataset(
+        "svhn",
+        "Street View House Numbers, 32×32 colour digits, 10 classes (.mat files, --data-dir)",
+        _load_svhn,
+        32,
+        3,
+        10,
+    ),
+)
 
 
-def _load_digits(data_dir: Optional[str] = None, download: bool = False) -> SourceImages:
+def _load_digits(data_dir: str | None = None, download: bool = False) -> SourceImages:
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -329,43 +481,83 @@ def _load_digits(data_dir: Optional[str] = None, download: bool = False) -> Sour
     return SourceImages(images, d.target.astype(np.int64), [str(c) for c in d.target_names])
 
 
-DATASETS.add("digits", BuiltinDataset(
-    "digits", "scikit-learn's bundled 8×8 handwritten digits, 1,797 images, 10 classes", _load_digits, 8, 1, 10))
+DATASETS.add(
+    "digits",
+    BuiltinDataset(
+        "digits", "scikit-learn's bundled 8×8 handwritten digits, 1,797 images, 10 classes", _load_digits, 8, 1, 10
+    ),
+)
 
 
 # ------------------------------------------------------------------ files
+
 
 def is_label_file(source: str) -> bool:
     p = Path(source)
     return p.is_file() and p.suffix.lower() in CSV_SUFFIXES
 
 
-def list_files(source: str, image_root: Optional[str] = None, delimiter: Optional[str] = None,
-               label_sep: str = " ") -> FileList:
+def list_files(
+    source: str, image_root: str | None = None, delimiter: str | None = None, label_sep: str = " "
+) -> FileList:
     """The FileList of a folder tree or a CSV/TSV label file."""
     if is_label_file(source):
         return read_label_csv(source, image_root, delimiter, label_sep)
     if Path(source).is_dir():
         return scan_folder(source)
-    raise CnnlabError(f"data.source {source!r}: not a built-in dataset, a folder of class folders, "
-                      f"or a label file ({', '.join(CSV_SUFFIXES)})")
+    raise CnnlabError(
+        f"data.source {source!r}: not a built-in dataset, a folder of class folders, "
+        f"or a label file ({', '.join(CSV_SUFFIXES)})"
+    )
 
 
-def load_files(fl: FileList, size: int, channels: Optional[int], *, max_pixels: int, workers: int, cache: str,
-               progress: bool, resample: str = "bilinear") -> SourceImages:
+def load_files(
+    fl: FileList,
+    size: int,
+    channels: int | None,
+    *,
+    max_pixels: int,
+    workers: int,
+    cache: str,
+    progress: bool,
+    resample: str = "bilinear",
+) -> SourceImages:
     """Decode a FileList once (see cache.py) into SourceImages."""
-    dec = decode_images(fl.files, size, channels, max_pixels=max_pixels, workers=workers, mode=cache,
-                        progress=progress, rel=fl.relpath, resample=resample)
+    dec = decode_images(
+        fl.files,
+        size,
+        channels,
+        max_pixels=max_pixels,
+        workers=workers,
+        mode=cache,
+        progress=progress,
+        rel=fl.relpath,
+        resample=resample,
+    )
     skipped = fl.skipped + dec.skipped
     if skipped:  # one concise line; every file with its full reason goes to dataset.json
         kinds = Counter(x["reason"].split(" (")[0].split(":")[0] for x in skipped)
-        names = ", ".join(x["path"] for x in skipped[:20]) + (f" and {len(skipped) - 20} more"
-                                                               if len(skipped) > 20 else "")
-        log.warning("skipped %d unreadable files (%s): %s; reasons in dataset.json", len(skipped),
-                    ", ".join(f"{n} {k}" for k, n in kinds.most_common()), names)
+        names = ", ".join(x["path"] for x in skipped[:20]) + (
+            f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        )
+        log.warning(
+            "skipped %d unreadable files (%s): %s; reasons in dataset.json",
+            len(skipped),
+            ", ".join(f"{n} {k}" for k, n in kinds.most_common()),
+            names,
+        )
     if fl.ignored:
         log.info("ignored %d files without an image extension under %s", fl.ignored, fl.root)
     keep = dec.keep
     given = given_splits([fl.split_of[i] for i in keep])
-    return SourceImages(dec.images, fl.labels[keep], fl.classes, given,
-                        [fl.relpath(fl.files[i]) for i in keep], skipped, dec.mode, dec.digests, dec.sums)
+    return SourceImages(
+        dec.images,
+        fl.labels[keep],
+        fl.classes,
+        given,
+        [fl.relpath(fl.files[i]) for i in keep],
+        skipped,
+        dec.mode,
+        dec.digests,
+        dec.sums,
+    )

@@ -52,7 +52,7 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int
         start = len(idx) - sum(counts)
         parts[0].append(idx[:start])
         for k, n in enumerate(counts, start=1):
-            parts[k].append(idx[start:start + n])
+            parts[k].append(idx[start : start + n])
             start += n
     return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
 
@@ -60,8 +60,11 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int
 def given_splits(split_of: list) -> dict[str, np.ndarray]:
     """Indices per split from a per-image split name (None: not given), e.g. a pre-split folder."""
     names = np.asarray(split_of, dtype=object)
-    return {name: np.flatnonzero(names == name).astype(np.int64) for name in ("train", "val", "test")
-            if (names == name).any()}
+    return {
+        name: np.flatnonzero(names == name).astype(np.int64)
+        for name in ("train", "val", "test")
+        if (names == name).any()
+    }
 
 
 def imbalance_ratio(counts: np.ndarray) -> float | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ class _V2:
 v2 = _V2()
 Transform = Callable[[torch.Tensor], torch.Tensor]
 Sampler = Callable[[], torch.Tensor]  # returns training images (N, C, H, W) uint8 for presets that need statistics
-PRESETS: Registry[Callable[..., Optional[Transform]]] = Registry("augmentation preset")
+PRESETS: Registry[Callable[..., Transform | None]] = Registry("augmentation preset")
 
 
 class PCALighting(nn.Module):
@@ -60,19 +61,28 @@ def pixel_pca(images: torch.Tensor, max_images: int = 2000) -> tuple[torch.Tenso
 
 
 @PRESETS.register("none")
-def _none(size: int, channels: int, sample: Optional[Sampler] = None) -> Optional[Transform]:
+def _none(size: int, channels: int, sample: Sampler | None = None) -> Transform | None:
     return None
 
 
 @PRESETS.register("flip")
-def _flip(size: int, channels: int, sample: Optional[Sampler] = None, p: float = 0.5) -> Transform:
+def _flip(size: int, channels: int, sample: Sampler | None = None, p: float = 0.5) -> Transform:
     return v2.RandomHorizontalFlip(p)
 
 
 @PRESETS.register("keras")
-def _keras(size: int, channels: int, sample: Optional[Sampler] = None, rotation: float = 40, width_shift: float = 0.2,
-           height_shift: float = 0.2, shear: float = 0.2, zoom: float = 0.2, horizontal_flip: bool = True,
-           fill_mode: str = "nearest") -> Transform:
+def _keras(
+    size: int,
+    channels: int,
+    sample: Sampler | None = None,
+    rotation: float = 40,
+    width_shift: float = 0.2,
+    height_shift: float = 0.2,
+    shear: float = 0.2,
+    zoom: float = 0.2,
+    horizontal_flip: bool = True,
+    fill_mode: str = "nearest",
+) -> Transform:
     """Keras ImageDataGenerator's geometric augmentation (seeds 002/003 defaults).
 
     As in Keras, ``shear`` is in degrees and ``zoom`` z samples scale from [1 - z, 1 + z].
@@ -88,9 +98,15 @@ def _keras(size: int, channels: int, sample: Optional[Sampler] = None, rotation:
     steps: list[Transform] = []
     if pad:
         steps.append(v2.Pad(pad, padding_mode="edge" if fill_mode == "nearest" else "reflect"))
-    steps.append(v2.RandomAffine(degrees=rotation, translate=(width_shift * size / big, height_shift * size / big),
-                                 shear=shear or None, scale=(1 - zoom, 1 + zoom) if zoom else None,
-                                 interpolation=v2.InterpolationMode.BILINEAR))
+    steps.append(
+        v2.RandomAffine(
+            degrees=rotation,
+            translate=(width_shift * size / big, height_shift * size / big),
+            shear=shear or None,
+            scale=(1 - zoom, 1 + zoom) if zoom else None,
+            interpolation=v2.InterpolationMode.BILINEAR,
+        )
+    )
     if pad:
         steps.append(v2.CenterCrop(size))
     if horizontal_flip:
@@ -99,8 +115,9 @@ def _keras(size: int, channels: int, sample: Optional[Sampler] = None, rotation:
 
 
 @PRESETS.register("paintings")
-def _paintings(size: int, channels: int, sample: Optional[Sampler] = None, alpha_std: float = 0.1,
-               flip: bool = True) -> Transform:
+def _paintings(
+    size: int, channels: int, sample: Sampler | None = None, alpha_std: float = 0.1, flip: bool = True
+) -> Transform:
     """Seed 004: random horizontal flip and PCA colour augmentation. Pair it with
     ``--normalize per-image`` for the report's per-image standardisation."""
     if sample is None:
@@ -112,14 +129,15 @@ def _paintings(size: int, channels: int, sample: Optional[Sampler] = None, alpha
 
 
 @PRESETS.register("randaugment")
-def _randaugment(size: int, channels: int, sample: Optional[Sampler] = None, num_ops: int = 2, magnitude: int = 9,
-                 flip: bool = True) -> Transform:
+def _randaugment(
+    size: int, channels: int, sample: Sampler | None = None, num_ops: int = 2, magnitude: int = 9, flip: bool = True
+) -> Transform:
     steps: list[Transform] = [v2.RandomHorizontalFlip()] if flip else []
     return v2.Compose(steps + [v2.RandAugment(num_ops=num_ops, magnitude=magnitude)])
 
 
 @PRESETS.register("trivialaugment")
-def _trivialaugment(size: int, channels: int, sample: Optional[Sampler] = None, flip: bool = True) -> Transform:
+def _trivialaugment(size: int, channels: int, sample: Sampler | None = None, flip: bool = True) -> Transform:
     steps: list[Transform] = [v2.RandomHorizontalFlip()] if flip else []
     return v2.Compose(steps + [v2.TrivialAugmentWide()])
 
@@ -130,15 +148,19 @@ def preset_options(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in params.items() if k not in {"size", "channels", "sample"}}
 
 
-def option_problem(name: str, options: dict[str, Any]) -> Optional[str]:
+def option_problem(name: str, options: dict[str, Any]) -> str | None:
     """What is wrong with ``options`` for preset ``name`` (unknown, mistyped, out of bounds), or None."""
 
-    return options_problem(PRESETS.get(name), options, {"size", "channels", "sample"},
-                           f"augmentation preset {name!r}")
+    return options_problem(PRESETS.get(name), options, {"size", "channels", "sample"}, f"augmentation preset {name!r}")
 
 
-def build_transform(name: str, size: int, channels: int, options: Optional[dict[str, Any]] = None,
-                    images: Optional[torch.Tensor | Sampler] = None) -> Optional[Transform]:
+def build_transform(
+    name: str,
+    size: int,
+    channels: int,
+    options: dict[str, Any] | None = None,
+    images: torch.Tensor | Sampler | None = None,
+) -> Transform | None:
     """The per-image training transform of preset ``name``.
 
     Args:
@@ -166,8 +188,9 @@ def per_image_standardize(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def build_batch_transform(random_erasing: float, mixup: float, cutmix: float, num_classes: int,
-                          device: torch.device, multilabel: bool = False):
+def build_batch_transform(
+    random_erasing: float, mixup: float, cutmix: float, num_classes: int, device: torch.device, multilabel: bool = False
+):
     """Batch-level training augmentation on normalised batches, from timm: random erasing
     (per image, random-normal pixels) then mixup/cutmix (soft targets). None when all are off."""
     if not (random_erasing or mixup or cutmix):
@@ -178,8 +201,11 @@ def build_batch_transform(random_erasing: float, mixup: float, cutmix: float, nu
     from timm.data.random_erasing import RandomErasing
 
     erase = RandomErasing(probability=random_erasing, mode="pixel", device=str(device)) if random_erasing else None
-    mix = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, num_classes=num_classes, label_smoothing=0.0) \
-        if (mixup or cutmix) else None
+    mix = (
+        Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, num_classes=num_classes, label_smoothing=0.0)
+        if (mixup or cutmix)
+        else None
+    )
 
     def apply(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if erase is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -12,6 +13,7 @@ def _sk() -> Any:
     import sklearn.metrics
 
     return sklearn.metrics
+
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
     """ECE: the confidence-weighted gap between confidence and accuracy over equal-width bins
@@ -60,8 +62,9 @@ def area_ratio(auc: float | None) -> float | None:
     return None if auc is None else 2 * auc - 1
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
-                           present: Optional[Sequence[int]] = None) -> dict[str, Any]:
+def classification_metrics(
+    y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], present: Sequence[int] | None = None
+) -> dict[str, Any]:
     """Accuracy, macro/weighted F1, per-class precision/recall/F1/support, confusion matrix.
 
     Args:
@@ -78,8 +81,11 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
     p, r, f, s = _sk().precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     auc, weighted_auc = one_vs_rest_auc(y_true, probs)
     present = np.unique(y_true)
-    top_k = {f"top{k}_accuracy": float(_sk().top_k_accuracy_score(y_true, probs, k=k, labels=labels))
-             for k in (3, 5) if k < len(classes)}
+    top_k = {
+        f"top{k}_accuracy": float(_sk().top_k_accuracy_score(y_true, probs, k=k, labels=labels))
+        for k in (3, 5)
+        if k < len(classes)
+    }
     return {
         "num_samples": int(len(y_true)),
         "accuracy": float(_sk().accuracy_score(y_true, y_pred)),
@@ -87,15 +93,27 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
         **top_k,
         "macro_f1": float(_sk().f1_score(y_true, y_pred, labels=averaged, average="macro", zero_division=0)),
         "weighted_f1": float(_sk().f1_score(y_true, y_pred, labels=averaged, average="weighted", zero_division=0)),
-        **({"absent_classes": [classes[i] for i in labels if i not in set(averaged)],
-            "averaged_over": "the classes present in the data"} if len(averaged) < len(labels) else {}),
+        **(
+            {
+                "absent_classes": [classes[i] for i in labels if i not in set(averaged)],
+                "averaged_over": "the classes present in the data",
+            }
+            if len(averaged) < len(labels)
+            else {}
+        ),
         "weighted_auc": weighted_auc,
         "weighted_area_ratio": area_ratio(weighted_auc),
         "log_loss": float(_sk().log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels)),
         "ece": expected_calibration_error(y_true, probs),
         "per_class": {
-            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i]),
-                "auc": auc[i], "area_ratio": area_ratio(auc[i])}
+            c: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(s[i]),
+                "auc": auc[i],
+                "area_ratio": area_ratio(auc[i]),
+            }
             for i, c in enumerate(classes)
         },
         "confusion_matrix": _sk().confusion_matrix(y_true, y_pred, labels=labels).tolist(),
@@ -111,8 +129,9 @@ def subset_of_truth_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float((nonempty & subset).mean())
 
 
-def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, grid: Sequence[float] = tuple(np.linspace(0.05, 0.95, 19))
-                    ) -> list[float]:
+def tune_thresholds(
+    y_true: np.ndarray, probs: np.ndarray, grid: Sequence[float] = tuple(np.linspace(0.05, 0.95, 19))
+) -> list[float]:
     """Per-class decision thresholds that maximise each class's F1 on (validation) data;
     0.5 for a class without positives."""
     y_true = np.asarray(y_true).astype(bool)
@@ -126,8 +145,9 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, grid: Sequence[float]
     return out
 
 
-def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
-                       threshold: float | Sequence[float] = 0.5) -> dict[str, Any]:
+def multilabel_metrics(
+    y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], threshold: float | Sequence[float] = 0.5
+) -> dict[str, Any]:
     """Subset accuracy, seed 003's accuracy, Hamming loss, micro/macro F1, mean average
     precision and per-class precision/recall/F1/support for (N, K) multi-hot labels, at one
     threshold or one per class."""
@@ -145,8 +165,11 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[
         "micro_f1": float(_sk().f1_score(y_true, y_pred, average="micro", zero_division=0)),
         "macro_f1": float(_sk().f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "weighted_f1": float(_sk().f1_score(y_true, y_pred, average="weighted", zero_division=0)),
-        "mean_average_precision": float(_sk().average_precision_score(y_true[:, present], probs[:, present],
-                                                                average="macro")) if present.any() else 0.0,
+        "mean_average_precision": float(
+            _sk().average_precision_score(y_true[:, present], probs[:, present], average="macro")
+        )
+        if present.any()
+        else 0.0,
         "per_class": {
             c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
             for i, c in enumerate(classes)
@@ -154,8 +177,9 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[
     }
 
 
-def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
-                    present: Optional[Sequence[int]] = None) -> dict[str, Any]:
+def compute_metrics(
+    y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], present: Sequence[int] | None = None
+) -> dict[str, Any]:
     """Single- or multi-label metrics, chosen by the shape of ``y_true`` (``present``: see
     :func:`classification_metrics`).
 
@@ -195,11 +219,20 @@ def format_metrics_table(m: dict[str, Any], title: str = "") -> str:
         lines.append(f"{n:<{w}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:.4f}  {c['support']:7d}")
     lines.append("")
     lines.append(f"{'accuracy':<{w}}  {m['accuracy']:.4f}   ({m['num_samples']} images)")
-    for key, label in (("balanced_accuracy", "balanced acc"), ("top3_accuracy", "top-3 acc"),
-                       ("macro_f1", "macro F1"), ("weighted_f1", "weighted F1"), ("weighted_auc", "weighted AUC"),
-                       ("weighted_area_ratio", "weighted AR"), ("log_loss", "log loss"), ("ece", "ECE"),
-                       ("subset_of_truth_accuracy", "seed-003 acc"), ("hamming_loss", "Hamming loss"),
-                       ("micro_f1", "micro F1"), ("mean_average_precision", "mAP")):
+    for key, label in (
+        ("balanced_accuracy", "balanced acc"),
+        ("top3_accuracy", "top-3 acc"),
+        ("macro_f1", "macro F1"),
+        ("weighted_f1", "weighted F1"),
+        ("weighted_auc", "weighted AUC"),
+        ("weighted_area_ratio", "weighted AR"),
+        ("log_loss", "log loss"),
+        ("ece", "ECE"),
+        ("subset_of_truth_accuracy", "seed-003 acc"),
+        ("hamming_loss", "Hamming loss"),
+        ("micro_f1", "micro F1"),
+        ("mean_average_precision", "mAP"),
+    ):
         if m.get(key) is not None:
             lines.append(f"{label:<{w}}  {m[key]:.4f}")
     if m.get("absent_classes"):

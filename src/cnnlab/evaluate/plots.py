@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import matplotlib
 
@@ -33,7 +33,7 @@ def _save(fig, path: Path, tight: bool = True) -> Path:
     return path
 
 
-def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggestion: Optional[float], path: Path) -> Path:
+def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggestion: float | None, path: Path) -> Path:
     """Smoothed loss against learning rate (log scale), with the suggested LR marked."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(lrs, losses)
@@ -55,13 +55,24 @@ def plot_curves(history: Sequence[dict], path: Path, steps: Sequence[dict] = (),
         if len(steps) > len(history):  # finer than one point per epoch: worth drawing
             per_epoch = max(int(s["step"]) for s in steps) / max(ep)
             every = int(steps[0]["step"])
-            ax.plot([int(s["step"]) / per_epoch for s in steps], [float(s[key]) for s in steps], color="tab:blue",
-                    alpha=0.3, lw=1, label=f"train, every {every} steps")
+            ax.plot(
+                [int(s["step"]) / per_epoch for s in steps],
+                [float(s[key]) for s in steps],
+                color="tab:blue",
+                alpha=0.3,
+                lw=1,
+                label=f"train, every {every} steps",
+            )
         ax.plot(ep, [float(h[f"train_{key}"]) for h in history], "o-", color="tab:blue", label="train")
         val = [h.get(f"val_{key}") for h in history]
         if any(v not in (None, "") for v in val):
-            ax.plot(ep, [float(v) if v not in (None, "") else float("nan") for v in val], "o-", color="tab:orange",
-                    label="validation")
+            ax.plot(
+                ep,
+                [float(v) if v not in (None, "") else float("nan") for v in val],
+                "o-",
+                color="tab:orange",
+                label="validation",
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss" if key == "loss" else "accuracy")
         ax.grid(alpha=0.3)
@@ -81,16 +92,22 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Pa
     cell, font = (0.7, 8) if k <= 20 else (0.13, 7)  # numbers in the cells up to 20 classes, names only beyond
     fig, ax = plt.subplots(figsize=(max(4.5, cell * k + 2.5), max(4, cell * 0.9 * k + 2)))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), classes, rotation=60 if k <= 20 else 90, ha="right" if k <= 20 else "center",
-                  fontsize=font)
+    ax.set_xticks(range(k), classes, rotation=60 if k <= 20 else 90, ha="right" if k <= 20 else "center", fontsize=font)
     ax.set_yticks(range(k), classes, fontsize=font)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if k <= 20:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{norm[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title("confusion matrix (rows sum to 1)")
     return _save(fig, path)
@@ -115,7 +132,6 @@ def plot_per_class(per_class: dict, path: Path, key: str = "f1") -> Path:
 def plot_gains(y_true, probs, classes: Sequence[str], path: Path) -> Path:
     """Cumulative gains per class (seed 001 Fig. 4), the diagonal of a random ordering."""
     import numpy as np
-
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     shown = _largest_classes(y_true, len(classes))
@@ -173,8 +189,9 @@ def plot_reliability(rel: dict, path: Path, ece: float) -> Path:
     return _save(fig, path)
 
 
-def plot_image_grid(images, titles: Sequence[str], path: Path, cols: int = 6, title: str = "",
-                    colors: Optional[Sequence[str]] = None) -> Path:
+def plot_image_grid(
+    images, titles: Sequence[str], path: Path, cols: int = 6, title: str = "", colors: Sequence[str] | None = None
+) -> Path:
     """A grid of (C, H, W) uint8 images (or (H, W, 3) floats) with a caption each."""
     import numpy as np
 
@@ -185,8 +202,14 @@ def plot_image_grid(images, titles: Sequence[str], path: Path, cols: int = 6, ti
     height = rows * (1.75 + caption) + head + 0.05
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, height), squeeze=False)
     # laid out by hand: tight_layout measures every empty axis and took seconds for a report's grids
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.05 / height, top=1 - (head + caption) / height,
-                        wspace=0.08, hspace=caption / 1.75)
+    fig.subplots_adjust(
+        left=0.01,
+        right=0.99,
+        bottom=0.05 / height,
+        top=1 - (head + caption) / height,
+        wspace=0.08,
+        hspace=caption / 1.75,
+    )
     for ax in axes.flat:
         ax.axis("off")
     for i, img in enumerate(images):
@@ -197,14 +220,22 @@ def plot_image_grid(images, titles: Sequence[str], path: Path, cols: int = 6, ti
         ax.imshow(arr.squeeze(), cmap="gray" if arr.ndim == 2 or arr.shape[-1] == 1 else None)
         # a caption as plain text above the image: axis titles re-measure every axis of the row at
         # each draw, which made a report's image grids take seconds
-        ax.text(0.5, 1.0, titles[i], transform=ax.transAxes, ha="center", va="bottom", fontsize=7,
-                color=(colors[i] if colors else "black"))
+        ax.text(
+            0.5,
+            1.0,
+            titles[i],
+            transform=ax.transAxes,
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color=(colors[i] if colors else "black"),
+        )
     if title:
         fig.suptitle(title, y=1 - 0.08 / height, va="top")
     return _save(fig, path, tight=False)
 
 
-def plot_feature_maps(maps: Sequence[tuple[str, "object"]], path: Path) -> Path:
+def plot_feature_maps(maps: Sequence[tuple[str, object]], path: Path) -> Path:
     """One row per conv layer, its first channels' activations."""
     cols = max(m.shape[0] for _, m in maps)
     fig, axes = plt.subplots(len(maps), cols, figsize=(cols * 1.5, len(maps) * 1.6), squeeze=False)

@@ -6,8 +6,15 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 
 
-def retrieval_map(q_feats: np.ndarray, q_labels: np.ndarray, g_feats: np.ndarray, g_labels: np.ndarray,
-                  same_set: bool = False, max_queries: int = 1000, seed: int = 0) -> float | None:
+def retrieval_map(
+    q_feats: np.ndarray,
+    q_labels: np.ndarray,
+    g_feats: np.ndarray,
+    g_labels: np.ndarray,
+    same_set: bool = False,
+    max_queries: int = 1000,
+    seed: int = 0,
+) -> float | None:
     """Mean average precision of ranking the gallery by cosine similarity to each query; an
     item is relevant when it has the query's class. With ``same_set`` the query itself is
     left out of its own ranking. At most ``max_queries`` queries (a seeded sample)."""

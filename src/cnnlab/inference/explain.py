@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ def last_conv(model: nn.Module) -> nn.Conv2d:
     return convs[-1]
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, classes: Sequence[Optional[int]]) -> np.ndarray:
+def grad_cam(model: nn.Module, x: torch.Tensor, classes: Sequence[int | None]) -> np.ndarray:
     """Grad-CAM heat maps (B, H, W) in 0..1 for normalised inputs ``x``; ``classes[i]`` None
     means the predicted class."""
     from pytorch_grad_cam import GradCAM
@@ -38,14 +39,14 @@ def grad_cam(model: nn.Module, x: torch.Tensor, classes: Sequence[Optional[int]]
     return np.asarray(heat)
 
 
-def explain_image(predictor: "Predictor", arr: np.ndarray, targets: Sequence[Optional[int]] = (None,)
-                  ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def explain_image(
+    predictor: Predictor, arr: np.ndarray, targets: Sequence[int | None] = (None,)
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """One decoded (C, S, S) uint8 image through a predictor's model: its normalised batch of one,
     its probabilities (K,) and a Grad-CAM heat map per ``targets`` entry (None: the predicted class)."""
 
     model = predictor.model
-    batches = predictor.batches(torch.from_numpy(arr[None].copy()), torch.zeros(1, dtype=torch.long),
-                                np.arange(1), 1)
+    batches = predictor.batches(torch.from_numpy(arr[None].copy()), torch.zeros(1, dtype=torch.long), np.arange(1), 1)
     batches.reuse_buffers = False
     x = next(iter(batches))[0]
     with torch.no_grad():
@@ -78,8 +79,7 @@ def first_layer_filters(model: nn.Module) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def feature_maps(model: nn.Module, x: torch.Tensor, stages: int = 6, channels: int = 6
-                 ) -> list[tuple[str, np.ndarray]]:
+def feature_maps(model: nn.Module, x: torch.Tensor, stages: int = 6, channels: int = 6) -> list[tuple[str, np.ndarray]]:
     """Activations of up to ``stages`` conv layers spread over the depth, first ``channels``
     maps each, for one normalised image ``x`` (1, C, H, W)."""
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]

@@ -5,15 +5,16 @@ module imports no PyTorch unless it is handed a TorchScript file."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.inference.preprocess import ImageInput, Preprocess, predict_with
 
-META_KEY = "cnnlab"          # ONNX metadata_props key / TorchScript extra file (cnnlab.json)
+META_KEY = "cnnlab"  # ONNX metadata_props key / TorchScript extra file (cnnlab.json)
 META_VERSION = 1
 ONNX_SUFFIXES = (".onnx",)
 TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript")  # not .pt: a checkpoint is no TorchScript program
@@ -44,7 +45,7 @@ class ExportedModel:
         try:
             self.classes: list[str] = [str(c) for c in meta["classes"]]
             self.multilabel = bool(meta.get("multilabel"))
-            self.thresholds: Optional[list[float]] = meta.get("thresholds")
+            self.thresholds: list[float] | None = meta.get("thresholds")
             self.preprocess = Preprocess.from_dict(meta["preprocess"])
             self.uint8_input = meta["input"]["dtype"] == "uint8"
         except (KeyError, TypeError, ValueError) as e:
@@ -52,7 +53,7 @@ class ExportedModel:
         self.name = str(meta.get("model", path.stem))
 
     @classmethod
-    def load(cls, path: str | Path, threads: Optional[int] = None) -> "ExportedModel":
+    def load(cls, path: str | Path, threads: int | None = None) -> ExportedModel:
         """Open an .onnx (ONNX Runtime) or TorchScript (.ts/.torchscript/.pt) file of `cnnlab export`."""
         p = Path(path)
         if not p.is_file():
@@ -64,7 +65,7 @@ class ExportedModel:
         raise CnnlabError(f"{p}: not a model file cnnlab can load (.onnx, .ts/.torchscript, or a run folder)")
 
     @classmethod
-    def _load_onnx(cls, p: Path, threads: Optional[int]) -> "ExportedModel":
+    def _load_onnx(cls, p: Path, threads: int | None) -> ExportedModel:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -86,12 +87,13 @@ class ExportedModel:
         return cls(p, meta, run, "onnx")
 
     @classmethod
-    def _load_torchscript(cls, p: Path) -> "ExportedModel":
+    def _load_torchscript(cls, p: Path) -> ExportedModel:
         try:
             import torch
         except ImportError:
-            raise CnnlabError("reading a TorchScript model needs PyTorch; export to ONNX for a torch-free client") \
-                from None
+            raise CnnlabError(
+                "reading a TorchScript model needs PyTorch; export to ONNX for a torch-free client"
+            ) from None
         extra = {f"{META_KEY}.json": ""}
         import warnings
 
@@ -117,32 +119,53 @@ class ExportedModel:
 
     def probs_of_arrays(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """uint8 (N, C, S, S) → probabilities (N, K), ``batch_size`` images per call."""
-        parts = [self.logits(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        parts = [self.logits(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         z = np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), np.float32)
         return sigmoid(z) if self.multilabel else softmax(z)
 
     def predict(self, inputs: Sequence[ImageInput], top_k: int = 3, batch_size: int = 64) -> list[dict[str, Any]]:
         """Top-k classes per input; the same results as the run's :class:`~cnnlab.inference.predictor.Predictor`."""
-        return predict_with(self.preprocess, lambda x: self.probs_of_arrays(x, batch_size), inputs, self.classes,
-                            self.multilabel, self.thresholds, top_k)
+        return predict_with(
+            self.preprocess,
+            lambda x: self.probs_of_arrays(x, batch_size),
+            inputs,
+            self.classes,
+            self.multilabel,
+            self.thresholds,
+            top_k,
+        )
 
     def info(self) -> dict[str, Any]:
         """What a client needs to know: classes, preprocessing, metrics, versions."""
-        keys = ("model", "classes", "multilabel", "thresholds", "preprocess", "input", "metrics", "run", "epoch",
-                "versions", "exported")
+        keys = (
+            "model",
+            "classes",
+            "multilabel",
+            "thresholds",
+            "preprocess",
+            "input",
+            "metrics",
+            "run",
+            "epoch",
+            "versions",
+            "exported",
+        )
         return {"format": self.format, "file": self.path.name, **{k: self.meta.get(k) for k in keys}}
 
 
-def _parse_meta(p: Path, text: Optional[str]) -> dict[str, Any]:
+def _parse_meta(p: Path, text: str | None) -> dict[str, Any]:
     if not text:
-        raise CnnlabError(f"{p}: no cnnlab metadata (classes, preprocessing) in this file; make it with "
-                          f"`cnnlab export RUN`")
+        raise CnnlabError(
+            f"{p}: no cnnlab metadata (classes, preprocessing) in this file; make it with `cnnlab export RUN`"
+        )
     try:
         meta = json.loads(text)
     except ValueError:
         raise CnnlabError(f"{p}: its cnnlab metadata is not valid JSON; export the run again") from None
     if not isinstance(meta, dict) or meta.get("format_version") != META_VERSION:
-        raise CnnlabError(f"{p}: cnnlab metadata of an unknown version "
-                          f"({meta.get('format_version') if isinstance(meta, dict) else '?'}); "
-                          f"this cnnlab reads version {META_VERSION}")
+        raise CnnlabError(
+            f"{p}: cnnlab metadata of an unknown version "
+            f"({meta.get('format_version') if isinstance(meta, dict) else '?'}); "
+            f"this cnnlab reads version {META_VERSION}"
+        )
     return meta

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.inference.exported import ExportedModel, is_exported_file
@@ -22,7 +22,7 @@ __all__ = ["BACKENDS", "load_model"]
 BACKENDS = {"run": "cnnlab.inference.predictor"}  # kind of model → the module that loads it (PyTorch)
 
 
-def load_model(spec: str, device: str = "auto", max_pixels: Optional[int] = None) -> Any:
+def load_model(spec: str, device: str = "auto", max_pixels: int | None = None) -> Any:
     """An exported model file (.onnx needs no PyTorch) or a run folder's Predictor."""
     if is_exported_file(spec):
         model = ExportedModel.load(spec)

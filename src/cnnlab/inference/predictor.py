@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from cnnlab.core.schema import build_config
-from cnnlab.data.loaders import TensorBatches
+from cnnlab.data.loaders import TensorBatches, make_batches
 from cnnlab.inference.preprocess import ImageInput, Preprocess, decode_many, predict_with
 from cnnlab.models.build import build_model
 from cnnlab.models.ops import predict_logits, probabilities, resolve_device, uses_conv
@@ -32,9 +33,15 @@ class Predictor:
     images, or :meth:`probs` on already-decoded uint8 arrays.
     """
 
-    def __init__(self, model: torch.nn.Module, ckpt: dict[str, Any], device: torch.device,
-                 thresholds: Optional[Sequence[float]] = None, run: Optional[RunFolder] = None,
-                 max_pixels: Optional[int] = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        ckpt: dict[str, Any],
+        device: torch.device,
+        thresholds: Sequence[float] | None = None,
+        run: RunFolder | None = None,
+        max_pixels: int | None = None,
+    ):
         self.model, self.ckpt, self.device, self.run = model, ckpt, device, run
         self.classes: list[str] = list(ckpt["classes"])
         self.multilabel = bool(ckpt.get("multilabel"))
@@ -45,7 +52,7 @@ class Predictor:
         self.epoch = ckpt.get("epoch")
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any], device: str | torch.device = "cpu", **kw: Any) -> "Predictor":
+    def from_checkpoint(cls, ckpt: dict[str, Any], device: str | torch.device = "cpu", **kw: Any) -> Predictor:
 
         cfg = build_config(ckpt["config"])
         pre = ckpt["preprocess"]
@@ -55,8 +62,13 @@ class Predictor:
         return cls(model.to(dev).eval(), ckpt, dev, **kw)
 
     @classmethod
-    def from_run(cls, run: str | Path | RunFolder, device: str | torch.device = "auto", warn: bool = True,
-                 max_pixels: Optional[int] = None) -> "Predictor":
+    def from_run(
+        cls,
+        run: str | Path | RunFolder,
+        device: str | torch.device = "auto",
+        warn: bool = True,
+        max_pixels: int | None = None,
+    ) -> Predictor:
         """The run's best checkpoint (its best so far, with a warning, for an unfinished run) and,
         for multi-label runs, the per-class thresholds tuned on validation."""
         folder = run if isinstance(run, RunFolder) else RunFolder(run).require()
@@ -64,9 +76,14 @@ class Predictor:
         if warn:
             state = folder.state()
             if state.status != "completed":
-                log.warning("run %s is %s%s, not completed: using its best checkpoint so far (epoch %s)%s",
-                            folder.path, state.describe(), f" by {state.holder}" if state.holder else "",
-                            ckpt.get("epoch"), f"; next: {state.next_step}" if state.next_step else "")
+                log.warning(
+                    "run %s is %s%s, not completed: using its best checkpoint so far (epoch %s)%s",
+                    folder.path,
+                    state.describe(),
+                    f" by {state.holder}" if state.holder else "",
+                    ckpt.get("epoch"),
+                    f"; next: {state.next_step}" if state.next_step else "",
+                )
         thresholds = None
         if ckpt.get("multilabel") and folder.metrics_json.is_file():
             thresholds = folder.read_json(folder.metrics_json).get("tuned_thresholds", {}).get("threshold")
@@ -74,19 +91,37 @@ class Predictor:
 
     # ------------------------------------------------------------------ prediction
     def batches(self, images: Any, labels: torch.Tensor, indices: Any, batch_size: int) -> TensorBatches:
-        return self.preprocess.batches(images, labels, indices, batch_size, self.device, uses_conv(self.model))
+        pre = self.preprocess
+        return make_batches(
+            images,
+            labels,
+            indices,
+            batch_size,
+            list(pre.mean),
+            list(pre.std),
+            device=self.device,
+            normalize=pre.normalize,
+            channels_last=uses_conv(self.model),
+        )
 
-    def probs(self, images: Any, labels: Optional[torch.Tensor] = None, indices: Any = None,
-              batch_size: int = 256, progress: bool = False, what: str = "predicting"
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def probs(
+        self,
+        images: Any,
+        labels: torch.Tensor | None = None,
+        indices: Any = None,
+        batch_size: int = 256,
+        progress: bool = False,
+        what: str = "predicting",
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (N, K) and labels of decoded uint8 ``images[indices]`` (N, C, S, S)."""
         from tqdm.auto import tqdm
 
         n = len(images) if indices is None else len(indices)
         idx = np.arange(n) if indices is None else indices
         labels = torch.zeros(len(images), dtype=torch.long) if labels is None else labels
-        batches = tqdm(self.batches(images, labels, idx, batch_size), desc=what, unit="batch", disable=not progress,
-                       leave=False)
+        batches = tqdm(
+            self.batches(images, labels, idx, batch_size), desc=what, unit="batch", disable=not progress, leave=False
+        )
         logits, y = predict_logits(self.model, batches)
         return probabilities(logits, self.multilabel).numpy(), y.numpy()
 
@@ -99,13 +134,13 @@ class Predictor:
         channels_last = uses_conv(self.model)
         out = []
         for start in range(0, len(x), batch_size):
-            t = torch.from_numpy(self.preprocess.normalize_array(x[start:start + batch_size])).to(self.device)
+            t = torch.from_numpy(self.preprocess.normalize_array(x[start : start + batch_size])).to(self.device)
             if channels_last:
                 t = t.contiguous(memory_format=torch.channels_last)
             out.append(probabilities(self.model(t).float(), self.multilabel).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
 
-    def decode_all(self, inputs: Sequence[ImageInput]) -> list[tuple[str, Optional[np.ndarray], Optional[str]]]:
+    def decode_all(self, inputs: Sequence[ImageInput]) -> list[tuple[str, np.ndarray | None, str | None]]:
         """(name, array or None, reason or None) per input; one bad input does not stop the others."""
         return decode_many(self.preprocess, inputs)
 
@@ -116,5 +151,12 @@ class Predictor:
             Per input ``{"path", "top": [{"class", "prob"}...]}`` (multi-label runs add ``labels``:
             the classes over their tuned thresholds, 0.5 where none were tuned), or ``{"path", "error"}``.
         """
-        return predict_with(self.preprocess, lambda x: self.probs_of_arrays(x, batch_size), inputs, self.classes,
-                            self.multilabel, self.thresholds, top_k)
+        return predict_with(
+            self.preprocess,
+            lambda x: self.probs_of_arrays(x, batch_size),
+            inputs,
+            self.classes,
+            self.multilabel,
+            self.thresholds,
+            top_k,
+        )

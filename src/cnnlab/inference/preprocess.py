@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 from PIL import Image
 
 from cnnlab.data.files import usable
 from cnnlab.data.images import UnusableFile, decode_file, describe_error, to_mode
-from cnnlab.data.loaders import make_batches
 
 ImageInput = Union[str, Path, bytes, bytearray, Image.Image, np.ndarray]
 
@@ -34,19 +34,32 @@ class Preprocess:
     max_pixels: int
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any]) -> "Preprocess":
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> Preprocess:
         p = ckpt["preprocess"]
-        return cls(int(p["input_size"]), int(p["channels"]), tuple(p["mean"]), tuple(p["std"]), p["normalize"],
-                   p.get("interpolation", "bilinear"), int(ckpt["config"]["data"]["max_pixels"]))
+        return cls(
+            int(p["input_size"]),
+            int(p["channels"]),
+            tuple(p["mean"]),
+            tuple(p["std"]),
+            p["normalize"],
+            p.get("interpolation", "bilinear"),
+            int(ckpt["config"]["data"]["max_pixels"]),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
-        return cls(int(d["input_size"]), int(d["channels"]), tuple(float(v) for v in d["mean"]),
-                   tuple(float(v) for v in d["std"]), str(d["normalize"]), str(d.get("interpolation", "bilinear")),
-                   int(d["max_pixels"]))
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        return cls(
+            int(d["input_size"]),
+            int(d["channels"]),
+            tuple(float(v) for v in d["mean"]),
+            tuple(float(v) for v in d["std"]),
+            str(d["normalize"]),
+            str(d.get("interpolation", "bilinear")),
+            int(d["max_pixels"]),
+        )
 
     def decode(self, image: ImageInput) -> np.ndarray:
         """One image → (C, S, S) uint8, exactly as the training images were decoded.
@@ -55,17 +68,21 @@ class Preprocess:
             Exception: what decoding raises for an unreadable input; callers report it per item.
         """
         if isinstance(image, (str, Path)):
-
             reason = usable(Path(image))
             if reason:
                 raise UnusableFile(reason)
             return decode_file(image, self.channels, self.input_size, self.max_pixels, self.interpolation)[0]
         if isinstance(image, (bytes, bytearray)):
-            return decode_file(io.BytesIO(bytes(image)), self.channels, self.input_size, self.max_pixels,
-                               self.interpolation)[0]
+            return decode_file(
+                io.BytesIO(bytes(image)), self.channels, self.input_size, self.max_pixels, self.interpolation
+            )[0]
         if isinstance(image, np.ndarray):
-            if image.ndim == 3 and image.shape[0] == self.channels and image.shape[1:] == (self.input_size,) * 2 \
-                    and image.dtype == np.uint8:
+            if (
+                image.ndim == 3
+                and image.shape[0] == self.channels
+                and image.shape[1:] == (self.input_size,) * 2
+                and image.dtype == np.uint8
+            ):
                 return np.ascontiguousarray(image)  # already decoded
             image = Image.fromarray(image)
         if isinstance(image, Image.Image):
@@ -93,23 +110,18 @@ class Preprocess:
             return (out - mean) / std
         return out
 
-    def batches(self, images: Any, labels: Any, indices: Any, batch_size: int, device: Any, channels_last: bool):
-        """Normalised torch batches of uint8 ``images[indices]`` (the data's order, no augmentation)."""
-
-        return make_batches(images, labels, indices, batch_size, list(self.mean), list(self.std), device=device,
-                             normalize=self.normalize, channels_last=channels_last)
-
 
 def input_name(item: Any, i: int) -> str:
     return str(item) if isinstance(item, (str, Path)) else f"<{type(item).__name__} #{i}>"
 
 
-def decode_many(pre: Preprocess, inputs: Sequence[ImageInput], threads: Optional[int] = None
-                ) -> list[tuple[str, Optional[np.ndarray], Optional[str]]]:
+def decode_many(
+    pre: Preprocess, inputs: Sequence[ImageInput], threads: int | None = None
+) -> list[tuple[str, np.ndarray | None, str | None]]:
     """(name, array or None, reason or None) per input, decoded on threads (Pillow releases the
     GIL while decoding); one bad input does not stop the others."""
 
-    def one(pair: tuple[int, Any]) -> tuple[str, Optional[np.ndarray], Optional[str]]:
+    def one(pair: tuple[int, Any]) -> tuple[str, np.ndarray | None, str | None]:
         i, item = pair
         try:
             return input_name(item, i), pre.decode(item), None
@@ -123,8 +135,9 @@ def decode_many(pre: Preprocess, inputs: Sequence[ImageInput], threads: Optional
         return list(pool.map(one, pairs))
 
 
-def rank(probs: np.ndarray, classes: Sequence[str], multilabel: bool, thresholds: Optional[Sequence[float]],
-         top_k: int) -> list[dict[str, Any]]:
+def rank(
+    probs: np.ndarray, classes: Sequence[str], multilabel: bool, thresholds: Sequence[float] | None, top_k: int
+) -> list[dict[str, Any]]:
     """Per row of ``probs``: ``{"top": [{"class", "prob"}...]}`` (k best, ties in class order), and
     for multi-label models ``labels``: the classes over their thresholds (0.5 where none were tuned)."""
     k = max(1, min(top_k, len(classes)))
@@ -139,9 +152,15 @@ def rank(probs: np.ndarray, classes: Sequence[str], multilabel: bool, thresholds
     return out
 
 
-def predict_with(pre: Preprocess, probs_of: Callable[[np.ndarray], np.ndarray], inputs: Sequence[ImageInput],
-                 classes: Sequence[str], multilabel: bool, thresholds: Optional[Sequence[float]],
-                 top_k: int) -> list[dict[str, Any]]:
+def predict_with(
+    pre: Preprocess,
+    probs_of: Callable[[np.ndarray], np.ndarray],
+    inputs: Sequence[ImageInput],
+    classes: Sequence[str],
+    multilabel: bool,
+    thresholds: Sequence[float] | None,
+    top_k: int,
+) -> list[dict[str, Any]]:
     """Decode ``inputs``, score the readable ones with ``probs_of`` (uint8 (N, C, S, S) → (N, K)),
     rank them: one result per input, ``{"path", "top"...}`` or ``{"path", "error"}``."""
     decoded = decode_many(pre, inputs)

@@ -12,8 +12,9 @@ from cnnlab.models.pretrained import load_matching, load_state_file
 from cnnlab.models.transfer import apply_freeze
 
 
-def build_model(cfg: Config, num_classes: int, in_chans: int, input_size: int, for_inference: bool = False
-                ) -> nn.Module:
+def build_model(
+    cfg: Config, num_classes: int, in_chans: int, input_size: int, for_inference: bool = False
+) -> nn.Module:
     """The configured model; for training also its starting weights and freeze policy.
 
     With ``for_inference`` (loading a checkpoint) no pretrained weights are fetched: the
@@ -21,8 +22,14 @@ def build_model(cfg: Config, num_classes: int, in_chans: int, input_size: int, f
     """
     m = cfg.model
     spec = get_spec(m.name)
-    opts: dict[str, Any] = {"hidden": m.hidden, "dropout": m.dropout, "activation": m.activation, "init": m.init,
-                            "batch_norm": m.batch_norm, **m.options}
+    opts: dict[str, Any] = {
+        "hidden": m.hidden,
+        "dropout": m.dropout,
+        "activation": m.activation,
+        "init": m.init,
+        "batch_norm": m.batch_norm,
+        **m.options,
+    }
     takes_weights = "weights" in spec.options()
     if "pretrained" in spec.options():
         opts["pretrained"] = m.pretrained and not for_inference

@@ -46,8 +46,16 @@ def init_weights(model: nn.Module, scheme: str) -> nn.Module:
     return model
 
 
-def conv_bn_act(cin: int, cout: int, k: int, stride: int = 1, act: str = "relu", batch_norm: bool = True,
-                bias: bool = True, groups: int = 1) -> nn.Sequential:
+def conv_bn_act(
+    cin: int,
+    cout: int,
+    k: int,
+    stride: int = 1,
+    act: str = "relu",
+    batch_norm: bool = True,
+    bias: bool = True,
+    groups: int = 1,
+) -> nn.Sequential:
     """Conv (same padding) → [BatchNorm] → [activation]; ``act='linear'`` leaves it out."""
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=bias)]
     if batch_norm:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -21,8 +21,9 @@ class MLP(nn.Module):
         activation: hidden activation name.
     """
 
-    def __init__(self, num_classes: int, in_features: int, hidden: Sequence[int], dropout: float = 0.0,
-                 activation: str = "relu"):
+    def __init__(
+        self, num_classes: int, in_features: int, hidden: Sequence[int], dropout: float = 0.0, activation: str = "relu"
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
@@ -39,8 +40,15 @@ class MLP(nn.Module):
 
 
 def _mlp_builder(default_hidden: Sequence[int], default_dropout: float):
-    def build(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = default_hidden,
-              dropout: float = default_dropout, activation: str = "relu", init: str = "default") -> nn.Module:
+    def build(
+        num_classes: int,
+        in_chans: int,
+        input_size: int,
+        hidden: Sequence[int] = default_hidden,
+        dropout: float = default_dropout,
+        activation: str = "relu",
+        init: str = "default",
+    ) -> nn.Module:
         return init_weights(MLP(num_classes, in_chans * input_size * input_size, hidden, dropout, activation), init)
 
     return build
@@ -49,5 +57,6 @@ def _mlp_builder(default_hidden: Sequence[int], default_dropout: float):
 register_model("mlp", "dense net on flattened pixels, hidden 512-256 (set --hidden)")(_mlp_builder((512, 256), 0.2))
 register_model("mlp-lego", "seed 000's Simple_NN: dense 512-400-200-50, ReLU")(_mlp_builder((512, 400, 200, 50), 0.0))
 register_model("mlp-fys", "seed 001's DNN: dense 128-128-64 (125,898 parameters on MNIST)")(
-    _mlp_builder((128, 128, 64), 0.0))
+    _mlp_builder((128, 128, 64), 0.0)
+)
 register_model("simplest", "seed 000's smoke test: one hidden neuron")(_mlp_builder((1,), 0.0))

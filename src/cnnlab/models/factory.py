@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from torch import nn
 
@@ -20,8 +20,9 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS.get(name)
 
 
-def create_model(name: str, num_classes: int, in_chans: int = 1, input_size: Optional[int] = None,
-                 **options: Any) -> nn.Module:
+def create_model(
+    name: str, num_classes: int, in_chans: int = 1, input_size: int | None = None, **options: Any
+) -> nn.Module:
     """Build a registered model.
 
     Args:
@@ -45,8 +46,10 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, input_size: Opt
         )
     size = input_size or spec.default_input_size
     if size < spec.min_input_size:
-        raise CnnlabError(f"model {name!r} needs an input of at least {spec.min_input_size}×{spec.min_input_size}, "
-                          f"got {size}; set --input-size")
+        raise CnnlabError(
+            f"model {name!r} needs an input of at least {spec.min_input_size}×{spec.min_input_size}, "
+            f"got {size}; set --input-size"
+        )
     if spec.fixed_channels and in_chans != spec.fixed_channels:
         raise CnnlabError(f"model {name!r} needs {spec.fixed_channels}-channel input, got {in_chans}")
     if num_classes < 2:

@@ -30,8 +30,9 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2Small(nn.Module):
-    def __init__(self, num_classes: int, in_chans: int, activation: str = "relu6", dropout: float = 0.0,
-                 bias: bool = False):
+    def __init__(
+        self, num_classes: int, in_chans: int, activation: str = "relu6", dropout: float = 0.0, bias: bool = False
+    ):
         super().__init__()
         self.stem = conv_bn_act(in_chans, 32, 3, 2, activation, bias=bias)
         blocks: list[nn.Module] = []
@@ -42,16 +43,29 @@ class MobileNetV2Small(nn.Module):
                 cin = c
         blocks.append(conv_bn_act(cin, 160, 1, 1, activation, bias=bias))
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Dropout(dropout) if dropout else nn.Identity())
+        self.pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout) if dropout else nn.Identity()
+        )
         self.head = nn.Linear(160, num_classes)
 
     def forward(self, x):
         return self.head(self.pool(self.blocks(self.stem(x))))
 
 
-@register_model("mobilenetv2-small", "seed 004's MobileNetV2-style net: t=6 linear bottlenecks, ReLU6, Conv1-160, "
-                "GAP (see docs for its parameter count)", default_input_size=224, min_input_size=8)
-def mobilenetv2_small(num_classes: int, in_chans: int, input_size: int, activation: str = "relu6",
-                      init: str = "he", dropout: float = 0.0, conv_bias: bool = False) -> nn.Module:
+@register_model(
+    "mobilenetv2-small",
+    "seed 004's MobileNetV2-style net: t=6 linear bottlenecks, ReLU6, Conv1-160, "
+    "GAP (see docs for its parameter count)",
+    default_input_size=224,
+    min_input_size=8,
+)
+def mobilenetv2_small(
+    num_classes: int,
+    in_chans: int,
+    input_size: int,
+    activation: str = "relu6",
+    init: str = "he",
+    dropout: float = 0.0,
+    conv_bias: bool = False,
+) -> nn.Module:
     return init_weights(MobileNetV2Small(num_classes, in_chans, activation, dropout, conv_bias), init)

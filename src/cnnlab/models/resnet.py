@@ -17,8 +17,7 @@ class Bottleneck(nn.Module):
         self.conv1 = conv_bn_act(cin, mid, 1, stride, activation)
         self.conv2 = conv_bn_act(mid, mid, 3, 1, activation)
         self.conv3 = conv_bn_act(mid, cout, 1, 1, "linear")
-        self.shortcut = (conv_bn_act(cin, cout, 1, stride, "linear") if stride != 1 or cin != cout
-                         else nn.Identity())
+        self.shortcut = conv_bn_act(cin, cout, 1, stride, "linear") if stride != 1 or cin != cout else nn.Identity()
         self.act = make_act(activation, cout)
 
     def forward(self, x):
@@ -40,16 +39,22 @@ class ResNet29(nn.Module):
                 blocks.append(Bottleneck(cin, mid, cout, stride if i == 0 else 1, activation))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Dropout(dropout) if dropout else nn.Identity())
+        self.pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout) if dropout else nn.Identity()
+        )
         self.head = nn.Linear(cin, num_classes)
 
     def forward(self, x):
         return self.head(self.pool(self.blocks(self.stem(x))))
 
 
-@register_model("resnet29", "seed 004's ResNet29 with bottleneck blocks (4,088,837 params at 224×224×3, 5 classes)",
-                default_input_size=224, min_input_size=8)
-def resnet29(num_classes: int, in_chans: int, input_size: int, activation: str = "relu", init: str = "he",
-             dropout: float = 0.0) -> nn.Module:
+@register_model(
+    "resnet29",
+    "seed 004's ResNet29 with bottleneck blocks (4,088,837 params at 224×224×3, 5 classes)",
+    default_input_size=224,
+    min_input_size=8,
+)
+def resnet29(
+    num_classes: int, in_chans: int, input_size: int, activation: str = "relu", init: str = "he", dropout: float = 0.0
+) -> nn.Module:
     return init_weights(ResNet29(num_classes, in_chans, activation, dropout), init)

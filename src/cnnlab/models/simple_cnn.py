@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from torch import nn
 
@@ -33,8 +33,17 @@ class ConvNet(nn.Module):
         conv_bn: BatchNorm between each conv and its activation.
     """
 
-    def __init__(self, num_classes: int, in_chans: int, input_size: int, stages: Sequence[Stage],
-                 hidden: Sequence[int], dropout: float, activation: str = "relu", conv_bn: bool = False):
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int,
+        input_size: int,
+        stages: Sequence[Stage],
+        hidden: Sequence[int],
+        dropout: float,
+        activation: str = "relu",
+        conv_bn: bool = False,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         chans, size = in_chans, input_size
@@ -68,42 +77,85 @@ class ConvNet(nn.Module):
 
 
 @register_model("cnn", "Conv32-pool-Conv64-pool-Dense128-dropout (the default)", min_input_size=4)
-def cnn(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = (128,), dropout: float = 0.3,
-        activation: str = "relu", init: str = "default", batch_norm: bool = False) -> nn.Module:
+def cnn(
+    num_classes: int,
+    in_chans: int,
+    input_size: int,
+    hidden: Sequence[int] = (128,),
+    dropout: float = 0.3,
+    activation: str = "relu",
+    init: str = "default",
+    batch_norm: bool = False,
+) -> nn.Module:
     stages = [Stage(((32, 3),)), Stage(((64, 3),))]
-    return init_weights(ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation, batch_norm),
-                        init)
+    return init_weights(
+        ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation, batch_norm), init
+    )
 
 
 @register_model("cnn-small", "seed 001: one conv of 3 filters 3×3 (pad 1, no pooling), dense 128-64")
-def cnn_small(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = (128, 64),
-              dropout: float = 0.0, activation: str = "relu", init: str = "default") -> nn.Module:
-    return init_weights(ConvNet(num_classes, in_chans, input_size, [Stage(((3, 3),), pool=False)], hidden, dropout,
-                                activation), init)
+def cnn_small(
+    num_classes: int,
+    in_chans: int,
+    input_size: int,
+    hidden: Sequence[int] = (128, 64),
+    dropout: float = 0.0,
+    activation: str = "relu",
+    init: str = "default",
+) -> nn.Module:
+    return init_weights(
+        ConvNet(num_classes, in_chans, input_size, [Stage(((3, 3),), pool=False)], hidden, dropout, activation), init
+    )
 
 
 def _triple(default_activation: str):
-    def build(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = (128,),
-              dropout: float = 0.5, activation: str = default_activation, init: str = "default",
-              batch_norm: bool = False) -> nn.Module:
+    def build(
+        num_classes: int,
+        in_chans: int,
+        input_size: int,
+        hidden: Sequence[int] = (128,),
+        dropout: float = 0.5,
+        activation: str = default_activation,
+        init: str = "default",
+        batch_norm: bool = False,
+    ) -> nn.Module:
         stages = [Stage(((32, 7),)), Stage(((64, 5),)), Stage(((128, 3),)), Stage(((128, 1),))]
-        return init_weights(ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation,
-                                    batch_norm), init)
+        return init_weights(
+            ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation, batch_norm), init
+        )
 
     return build
 
 
-register_model("triple", "seed 000's Triple: conv 7, 5, 3, 1 each + max-pool, dropout, dense head (ReLU)",
-               default_input_size=64, min_input_size=16)(_triple("relu"))
-register_model("triple-tanh", "seed 000's Triple V2: the Triple CNN with tanh", default_input_size=64,
-               min_input_size=16)(_triple("tanh"))
+register_model(
+    "triple",
+    "seed 000's Triple: conv 7, 5, 3, 1 each + max-pool, dropout, dense head (ReLU)",
+    default_input_size=64,
+    min_input_size=16,
+)(_triple("relu"))
+register_model(
+    "triple-tanh", "seed 000's Triple V2: the Triple CNN with tanh", default_input_size=64, min_input_size=16
+)(_triple("tanh"))
 
 
-@register_model("baseline-cnn", "seed 003: two stacks of [conv, conv, batch-norm, dropout, max-pool], dense 512",
-                default_input_size=64, min_input_size=4)
-def baseline_cnn(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = (512,),
-                 dropout: float = 0.4, activation: str = "relu", init: str = "default",
-                 batch_norm: bool = True) -> nn.Module:
-    stages = [Stage(((32, 3), (32, 3)), stack_bn=batch_norm, dropout=dropout),
-              Stage(((64, 3), (64, 3)), stack_bn=batch_norm, dropout=dropout)]
+@register_model(
+    "baseline-cnn",
+    "seed 003: two stacks of [conv, conv, batch-norm, dropout, max-pool], dense 512",
+    default_input_size=64,
+    min_input_size=4,
+)
+def baseline_cnn(
+    num_classes: int,
+    in_chans: int,
+    input_size: int,
+    hidden: Sequence[int] = (512,),
+    dropout: float = 0.4,
+    activation: str = "relu",
+    init: str = "default",
+    batch_norm: bool = True,
+) -> nn.Module:
+    stages = [
+        Stage(((32, 3), (32, 3)), stack_bn=batch_norm, dropout=dropout),
+        Stage(((64, 3), (64, 3)), stack_bn=batch_norm, dropout=dropout),
+    ]
     return init_weights(ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation), init)

@@ -4,8 +4,9 @@ that the families fill by decorator and every consumer reads."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from torch import nn
 
@@ -37,19 +38,17 @@ class ModelSpec:
     description: str
     default_input_size: int = 28
     fixed_input_size: bool = False
-    fixed_channels: Optional[int] = None
+    fixed_channels: int | None = None
     min_input_size: int = 1
-    pretrained: Optional[str] = None
-    mean: Optional[tuple[float, ...]] = None
-    std: Optional[tuple[float, ...]] = None
+    pretrained: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     interpolation: str = "bilinear"
 
     def options(self) -> list[str]:
         """Keyword options the builder accepts beyond the three common ones."""
         params = inspect.signature(self.builder).parameters
         return [p for p in params if p not in {"num_classes", "in_chans", "input_size"}]
-
-
 
 
 MODELS: Registry[ModelSpec] = Registry("model")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -69,8 +69,9 @@ def units(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def apply_freeze(model: nn.Module, freeze: str = "none", unfreeze_last: Optional[int] = None,
-                 train_bn_only: bool = False) -> None:
+def apply_freeze(
+    model: nn.Module, freeze: str = "none", unfreeze_last: int | None = None, train_bn_only: bool = False
+) -> None:
     """Set ``requires_grad`` for a transfer policy; the output layer always trains.
 
     Args:

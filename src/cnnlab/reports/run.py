@@ -8,9 +8,10 @@ import csv
 import html
 import logging
 import platform
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,27 +75,37 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def _render(title: str, subtitle: str, sections: list[dict[str, str]]) -> str:
     env = Environment(autoescape=False)  # section bodies are built from escaped pieces above
-    return env.from_string(PAGE).render(title=html.escape(title), subtitle=html.escape(subtitle), css=CSS,
-                                        sections=sections)
+    return env.from_string(PAGE).render(
+        title=html.escape(title), subtitle=html.escape(subtitle), css=CSS, sections=sections
+    )
 
 
 def time_split(info: dict[str, Any]) -> list[tuple[str, Any]]:
     """Where a run's time went, from run.json: data, feature extraction, training, evaluation, total."""
     fc = info.get("feature_cache") or {}
-    parts = [("data (decode, split)", info.get("data_seconds")), ("feature extraction", fc.get("seconds")),
-             ("training", info.get("train_seconds")), ("evaluation", info.get("eval_seconds")),
-             ("total", info.get("total_seconds"))]
+    parts = [
+        ("data (decode, split)", info.get("data_seconds")),
+        ("feature extraction", fc.get("seconds")),
+        ("training", info.get("train_seconds")),
+        ("evaluation", info.get("eval_seconds")),
+        ("total", info.get("total_seconds")),
+    ]
     return [(label, f"{v:.1f}") for label, v in parts if v is not None]
 
 
 def top_confused(cm: Sequence[Sequence[int]], classes: Sequence[str], n: int = 8) -> list[tuple[str, str, int]]:
-    pairs = [(classes[i], classes[j], int(cm[i][j])) for i in range(len(classes)) for j in range(len(classes))
-             if i != j and cm[i][j] > 0]
+    pairs = [
+        (classes[i], classes[j], int(cm[i][j]))
+        for i in range(len(classes))
+        for j in range(len(classes))
+        if i != j and cm[i][j] > 0
+    ]
     return sorted(pairs, key=lambda p: -p[2])[:n]
 
 
-def write_report(run: RunFolder, images: Any, labels: torch.Tensor,
-                 grad_cams: Callable[[list[int]], Optional[list[np.ndarray]]]) -> Path:
+def write_report(
+    run: RunFolder, images: Any, labels: torch.Tensor, grad_cams: Callable[[list[int]], list[np.ndarray] | None]
+) -> Path:
     """Write ``report.html`` (and its PNGs under ``report/``) for a finished run, through the
     run folder's writer.
 
@@ -109,8 +120,13 @@ def write_report(run: RunFolder, images: Any, labels: torch.Tensor,
     return run.write_text("report.html", page)
 
 
-def _report_page(run: RunFolder, fig_dir: Path, images: Any, labels: torch.Tensor,
-                 grad_cams: Callable[[list[int]], Optional[list[np.ndarray]]]) -> str:
+def _report_page(
+    run: RunFolder,
+    fig_dir: Path,
+    images: Any,
+    labels: torch.Tensor,
+    grad_cams: Callable[[list[int]], list[np.ndarray] | None],
+) -> str:
     cfg = run.read_config().model_dump(mode="json")
     info = run.status()
     dataset = run.read_json(run.dataset_json)
@@ -124,24 +140,43 @@ def _report_page(run: RunFolder, fig_dir: Path, images: Any, labels: torch.Tenso
     sections: list[dict[str, str]] = []
 
     kpis = [("accuracy", metrics["accuracy"]), ("macro F1", metrics["macro_f1"])]
-    for key, label in (("balanced_accuracy", "balanced accuracy"), ("weighted_auc", "weighted AUC"),
-                       ("mean_average_precision", "mAP"), ("subset_of_truth_accuracy", "seed-003 accuracy")):
+    for key, label in (
+        ("balanced_accuracy", "balanced accuracy"),
+        ("weighted_auc", "weighted AUC"),
+        ("mean_average_precision", "mAP"),
+        ("subset_of_truth_accuracy", "seed-003 accuracy"),
+    ):
         if metrics.get(key) is not None:
             kpis.append((label, metrics[key]))
     params = info.get("parameters", {})
-    kpis += [("parameters", f"{params.get('total', 0):,}"),
-             ("run time", f"{info.get('total_seconds', info.get('train_seconds', 0))} s"),
-             ("of which training", f"{info.get('train_seconds', 0)} s"),
-             ("best epoch", f"{metrics.get('best_epoch')} / {info.get('epochs_done')}")]
+    kpis += [
+        ("parameters", f"{params.get('total', 0):,}"),
+        ("run time", f"{info.get('total_seconds', info.get('train_seconds', 0))} s"),
+        ("of which training", f"{info.get('train_seconds', 0)} s"),
+        ("best epoch", f"{metrics.get('best_epoch')} / {info.get('epochs_done')}"),
+    ]
     status = info.get("status")
-    warn = ("" if status == "completed"
-            else f'<p class="warn">This run is {html.escape(str(status))}, not completed.</p>')
-    sections.append({"id": "summary", "title": "Summary", "body": warn + '<div class="kpi">' + "".join(
-        f"<div>{html.escape(k)}<b>{v:.4f}</b></div>" if isinstance(v, float) else
-        f"<div>{html.escape(k)}<b>{html.escape(str(v))}</b></div>" for k, v in kpis) + "</div>"
-        + f"<p>Evaluated on the {html.escape(metrics['split'])} split ({metrics['num_samples']} images) with the "
-          f"best checkpoint (epoch {metrics.get('best_epoch')}); stopped because: "
-          f"{html.escape(str(info.get('stop_reason', '')))}.</p>"})
+    warn = (
+        "" if status == "completed" else f'<p class="warn">This run is {html.escape(str(status))}, not completed.</p>'
+    )
+    sections.append(
+        {
+            "id": "summary",
+            "title": "Summary",
+            "body": warn
+            + '<div class="kpi">'
+            + "".join(
+                f"<div>{html.escape(k)}<b>{v:.4f}</b></div>"
+                if isinstance(v, float)
+                else f"<div>{html.escape(k)}<b>{html.escape(str(v))}</b></div>"
+                for k, v in kpis
+            )
+            + "</div>"
+            + f"<p>Evaluated on the {html.escape(metrics['split'])} split ({metrics['num_samples']} images) with the "
+            f"best checkpoint (epoch {metrics.get('best_epoch')}); stopped because: "
+            f"{html.escape(str(info.get('stop_reason', '')))}.</p>",
+        }
+    )
 
     figs = []
     if history:
@@ -149,27 +184,43 @@ def _report_page(run: RunFolder, fig_dir: Path, images: Any, labels: torch.Tenso
     if figs:
         sections.append({"id": "curves", "title": "Training curves", "body": "".join(figs)})
 
-    rows = [[c, m["precision"], m["recall"], m["f1"], m["support"]] + ([m.get("auc"), m.get("area_ratio")]
-            if not multilabel else []) for c, m in metrics["per_class"].items()]
+    rows = [
+        [c, m["precision"], m["recall"], m["f1"], m["support"]]
+        + ([m.get("auc"), m.get("area_ratio")] if not multilabel else [])
+        for c, m in metrics["per_class"].items()
+    ]
     header = ["class", "precision", "recall", "F1", "support"] + ([] if multilabel else ["AUC", "AR = 2·AUC − 1"])
     summary_rows = [[k, v] for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    sections.append({"id": "metrics", "title": "Metrics", "body": table(["metric", "value"], summary_rows)
-                     + table(header, rows)})
+    sections.append(
+        {"id": "metrics", "title": "Metrics", "body": table(["metric", "value"], summary_rows) + table(header, rows)}
+    )
 
-    per_class_figs = [img_tag(plots.plot_per_class(metrics["per_class"], fig_dir / "per_class_f1.png"),
-                              "per-class F1")]
+    per_class_figs = [img_tag(plots.plot_per_class(metrics["per_class"], fig_dir / "per_class_f1.png"), "per-class F1")]
     if not multilabel:
         cm = metrics["confusion_matrix"]
-        per_class_figs.insert(0, img_tag(plots.plot_confusion(cm, classes, fig_dir / "confusion.png"),
-                                         "confusion matrix"))
+        per_class_figs.insert(
+            0, img_tag(plots.plot_confusion(cm, classes, fig_dir / "confusion.png"), "confusion matrix")
+        )
         per_class_figs.append(img_tag(plots.plot_gains(y, probs, classes, fig_dir / "gains.png"), "cumulative gains"))
         per_class_figs.append(img_tag(plots.plot_roc(y, probs, classes, fig_dir / "roc.png"), "ROC curves"))
-        per_class_figs.append(img_tag(plots.plot_reliability(reliability(y, probs), fig_dir / "reliability.png",
-                                                             metrics["ece"]), "reliability diagram"))
+        per_class_figs.append(
+            img_tag(
+                plots.plot_reliability(reliability(y, probs), fig_dir / "reliability.png", metrics["ece"]),
+                "reliability diagram",
+            )
+        )
         confused = top_confused(cm, classes)
-        sections.append({"id": "per-class", "title": "Per class", "body": '<div class="grid">' + "".join(
-            f"<figure>{f}</figure>" for f in per_class_figs) + "</div>"
-            + "<h3>Most confused pairs</h3>" + table(["true", "predicted as", "images"], confused)})
+        sections.append(
+            {
+                "id": "per-class",
+                "title": "Per class",
+                "body": '<div class="grid">'
+                + "".join(f"<figure>{f}</figure>" for f in per_class_figs)
+                + "</div>"
+                + "<h3>Most confused pairs</h3>"
+                + table(["true", "predicted as", "images"], confused),
+            }
+        )
 
         wrong = np.flatnonzero(probs.argmax(1) != y)
         wrong = wrong[np.argsort(-probs[wrong].max(1))][:18]
@@ -177,17 +228,21 @@ def _report_page(run: RunFolder, fig_dir: Path, images: Any, labels: torch.Tenso
             grid = plots.plot_image_grid(
                 [images[int(idx[i])].numpy() for i in wrong],
                 [f"{classes[y[i]]} →\n{classes[probs[i].argmax()]} {probs[i].max():.2f}" for i in wrong],
-                fig_dir / "misclassified.png", title="most confidently wrong test images (true → predicted)")
+                fig_dir / "misclassified.png",
+                title="most confidently wrong test images (true → predicted)",
+            )
             sections.append({"id": "errors", "title": "Most confidently wrong", "body": img_tag(grid, "misclassified")})
         right = np.flatnonzero(probs.argmax(1) == y)[:6]
         chosen = list(right) + list(wrong[:6])
         overlays = grad_cams([int(idx[i]) for i in chosen])
         if overlays is not None:
             grid = plots.plot_image_grid(
-                overlays, [f"{classes[y[i]]} →\n{classes[probs[i].argmax()]} {probs[i].max():.2f}" for i in chosen],
+                overlays,
+                [f"{classes[y[i]]} →\n{classes[probs[i].argmax()]} {probs[i].max():.2f}" for i in chosen],
                 fig_dir / "gradcam.png",
                 title="Grad-CAM of the predicted class (true → predicted; green right, red wrong)",
-                colors=["tab:green" if i in right else "tab:red" for i in chosen])
+                colors=["tab:green" if i in right else "tab:red" for i in chosen],
+            )
             sections.append({"id": "gradcam", "title": "Grad-CAM", "body": img_tag(grid, "Grad-CAM")})
     else:
         sections.append({"id": "per-class", "title": "Per class", "body": "".join(per_class_figs)})
@@ -202,40 +257,72 @@ def _report_page(run: RunFolder, fig_dir: Path, images: Any, labels: torch.Tenso
             titles.append(name)
     if samples:
         more = f" (the first {len(shown)} of {len(classes)} classes)" if len(shown) < len(classes) else ""
-        grid = plots.plot_image_grid(samples, titles, fig_dir / "samples.png", cols=6,
-                                     title="samples per class" + more)
+        grid = plots.plot_image_grid(samples, titles, fig_dir / "samples.png", cols=6, title="samples per class" + more)
         sections.append({"id": "samples", "title": "Samples per class", "body": img_tag(grid, "samples")})
 
-    split_rows = [[c] + [dataset["class_counts"][s][i] for s in dataset["split_sizes"]]
-                  for i, c in enumerate(classes)]
+    split_rows = [[c] + [dataset["class_counts"][s][i] for s in dataset["split_sizes"]] for i, c in enumerate(classes)]
     skipped = dataset.get("skipped", [])
-    sections.append({"id": "data", "title": "Dataset", "body":
-                     f"<p>{html.escape(str(dataset['source']))}: {dataset['num_images']} images, "
-                     f"{dataset['input_size']}×{dataset['input_size']}×{dataset['channels']}, imbalance ratio "
-                     f"{dataset['imbalance_ratio']}, normalisation {html.escape(str(dataset.get('normalize')))}, "
-                     f"{len(skipped)} unreadable files skipped.</p>"
-                     + table(["class"] + list(dataset["split_sizes"]), split_rows)
-                     + (table(["skipped file", "reason"], [[s["path"], s["reason"]] for s in skipped[:50]])
-                        if skipped else "")})
+    sections.append(
+        {
+            "id": "data",
+            "title": "Dataset",
+            "body": f"<p>{html.escape(str(dataset['source']))}: {dataset['num_images']} images, "
+            f"{dataset['input_size']}×{dataset['input_size']}×{dataset['channels']}, imbalance ratio "
+            f"{dataset['imbalance_ratio']}, normalisation {html.escape(str(dataset.get('normalize')))}, "
+            f"{len(skipped)} unreadable files skipped.</p>"
+            + table(["class"] + list(dataset["split_sizes"]), split_rows)
+            + (table(["skipped file", "reason"], [[s["path"], s["reason"]] for s in skipped[:50]]) if skipped else ""),
+        }
+    )
     frozen = params.get("frozen", 0)
     fc = info.get("feature_cache")
-    phases = [[f"trainable, epochs {ph['epochs']}", f"{ph['trainable']:,} ({ph['frozen']:,} frozen)"]
-              for ph in params.get("phases", [])]
-    sections.append({"id": "model", "title": "Model", "body": table(["", ""], [
-        ["model", cfg["model"]["name"]], ["parameters", f"{params.get('total', 0):,}"],
-        *(phases or [["trainable", f"{params.get('trainable', 0):,}"], ["frozen", f"{frozen:,}"]]),
-        ["feature cache", f"used, {fc['seconds']} s to extract" if fc else "not used"],
-        ["optimizer", f"{cfg['optim']['name']} lr {cfg['optim']['lr']}"],
-        ["schedule", cfg["train"]["schedule"]]])})
-    sections.append({"id": "timing", "title": "Timing and environment", "body": table(["", ""], [
-        ["started", info.get("started")], ["finished", info.get("finished")],
-        *[[f"{label} seconds", v] for label, v in time_split(info)], ["epochs", info.get("epochs_done")],
-        ["device", info.get("device")], ["cnnlab", info.get("cnnlab")], ["torch", info.get("torch")],
-        ["python", info.get("python")], ["platform", platform.platform()]])})
+    phases = [
+        [f"trainable, epochs {ph['epochs']}", f"{ph['trainable']:,} ({ph['frozen']:,} frozen)"]
+        for ph in params.get("phases", [])
+    ]
+    sections.append(
+        {
+            "id": "model",
+            "title": "Model",
+            "body": table(
+                ["", ""],
+                [
+                    ["model", cfg["model"]["name"]],
+                    ["parameters", f"{params.get('total', 0):,}"],
+                    *(phases or [["trainable", f"{params.get('trainable', 0):,}"], ["frozen", f"{frozen:,}"]]),
+                    ["feature cache", f"used, {fc['seconds']} s to extract" if fc else "not used"],
+                    ["optimizer", f"{cfg['optim']['name']} lr {cfg['optim']['lr']}"],
+                    ["schedule", cfg["train"]["schedule"]],
+                ],
+            ),
+        }
+    )
+    sections.append(
+        {
+            "id": "timing",
+            "title": "Timing and environment",
+            "body": table(
+                ["", ""],
+                [
+                    ["started", info.get("started")],
+                    ["finished", info.get("finished")],
+                    *[[f"{label} seconds", v] for label, v in time_split(info)],
+                    ["epochs", info.get("epochs_done")],
+                    ["device", info.get("device")],
+                    ["cnnlab", info.get("cnnlab")],
+                    ["torch", info.get("torch")],
+                    ["python", info.get("python")],
+                    ["platform", platform.platform()],
+                ],
+            ),
+        }
+    )
     sections.append({"id": "config", "title": "Config", "body": f"<pre>{html.escape(run.config.read_text())}</pre>"})
 
-    subtitle = (f"{cfg['model']['name']} on {dataset['source']} · run {run.path.name} · report written "
-                f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by cnnlab {__version__}")
+    subtitle = (
+        f"{cfg['model']['name']} on {dataset['source']} · run {run.path.name} · report written "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC by cnnlab {__version__}"
+    )
     return _render(f"cnnlab report: {run.path.name}", subtitle, sections)
 
 
@@ -275,11 +362,24 @@ def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
         cfg = r.read_config().model_dump(mode="json")
         configs.append(_flatten(cfg))
         params = info.get("parameters", {})
-        rows.append([r.path.name, state.describe(), cfg["model"]["name"], cfg["data"]["source"],
-                     cfg["data"]["input_size"], _policy(cfg["model"]), cfg["optim"]["lr"], info.get("epochs_done"),
-                     f"{params.get('total', 0):,}", f"{params.get('trainable', 0):,}", m.get("accuracy"),
-                     m.get("macro_f1"), *(f"{info[k]:.1f}" if info.get(k) is not None else None
-                                           for k in ("total_seconds", "train_seconds")), m.get("best_epoch")])
+        rows.append(
+            [
+                r.path.name,
+                state.describe(),
+                cfg["model"]["name"],
+                cfg["data"]["source"],
+                cfg["data"]["input_size"],
+                _policy(cfg["model"]),
+                cfg["optim"]["lr"],
+                info.get("epochs_done"),
+                f"{params.get('total', 0):,}",
+                f"{params.get('trainable', 0):,}",
+                m.get("accuracy"),
+                m.get("macro_f1"),
+                *(f"{info[k]:.1f}" if info.get(k) is not None else None for k in ("total_seconds", "train_seconds")),
+                m.get("best_epoch"),
+            ]
+        )
         curves.append((r.path.name, read_csv(r.history_csv)))
     differ = sorted(k for k in set().union(*configs) if k != "run.out" and len({repr(c.get(k)) for c in configs}) > 1)
     fig_dir = Path(out).with_suffix("")
@@ -307,20 +407,47 @@ def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
     mid = np.sqrt(min(params) * max(params)) if params else 1
     for r, p in zip(done, params):  # labels point inwards, so they stay inside the frame
         right = p > mid
-        ax.annotate(r[0][:28], (p, r[10]), fontsize=8, xytext=(-4 if right else 4, 4), textcoords="offset points",
-                    ha="right" if right else "left")
+        ax.annotate(
+            r[0][:28],
+            (p, r[10]),
+            fontsize=8,
+            xytext=(-4 if right else 4, 4),
+            textcoords="offset points",
+            ha="right" if right else "left",
+        )
     ax.set_xlabel("parameters")
     ax.set_ylabel("test accuracy")
     ax.set_title("accuracy against size")
     scatter = plots._save(acc_fig, fig_dir / "accuracy_vs_parameters.png")
-    header = ["run", "status", "model", "data", "input", "transfer", "lr", "epochs", "parameters", "trainable",
-              "accuracy", "macro F1", "run s", "train s", "best epoch"]
+    header = [
+        "run",
+        "status",
+        "model",
+        "data",
+        "input",
+        "transfer",
+        "lr",
+        "epochs",
+        "parameters",
+        "trainable",
+        "accuracy",
+        "macro F1",
+        "run s",
+        "train s",
+        "best epoch",
+    ]
     diff_rows = [[k] + [c.get(k) for c in configs] for k in differ]
-    sections = [{"id": "table", "title": "Runs", "body": table(header, rows)},
-                {"id": "differences", "title": "Config differences",
-                 "body": table(["field"] + [r[0] for r in rows], diff_rows) if diff_rows
-                 else "<p>The runs' configs are the same (apart from their folders).</p>"},
-                {"id": "curves", "title": "Curves", "body": img_tag(png, "validation curves")},
-                {"id": "size", "title": "Accuracy against size", "body": img_tag(scatter, "accuracy vs parameters")}]
+    sections = [
+        {"id": "table", "title": "Runs", "body": table(header, rows)},
+        {
+            "id": "differences",
+            "title": "Config differences",
+            "body": table(["field"] + [r[0] for r in rows], diff_rows)
+            if diff_rows
+            else "<p>The runs' configs are the same (apart from their folders).</p>",
+        },
+        {"id": "curves", "title": "Curves", "body": img_tag(png, "validation curves")},
+        {"id": "size", "title": "Accuracy against size", "body": img_tag(scatter, "accuracy vs parameters")},
+    ]
     atomic_write_text(Path(out), _render("cnnlab comparison", f"{len(rows)} runs", sections))
     return Path(out)

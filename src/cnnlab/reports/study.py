@@ -5,8 +5,9 @@ figures are embedded, no external assets."""
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.evaluate.plots import _save, plot_confusion
@@ -25,17 +26,18 @@ def _ci(d: dict[str, Any] | None) -> str:
     return f"{d['value']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
 
 
-def _figures(study: "Study", rows: list[dict[str, Any]], fig_dir: Path) -> list[tuple[Path, str]]:
+def _figures(study: Study, rows: list[dict[str, Any]], fig_dir: Path) -> list[tuple[Path, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     out = []
     what = "out-of-fold accuracy" if study.state["folds"] > 1 else "test accuracy"
-    axes = (("parameters", "parameters", True, "acc_vs_params.png"),
-            ("run_seconds", "seconds per run (data, features, training, test)", False, "acc_vs_time.png"))
+    axes = (
+        ("parameters", "parameters", True, "acc_vs_params.png"),
+        ("run_seconds", "seconds per run (data, features, training, test)", False, "acc_vs_time.png"),
+    )
     for key, label, log_x, name in axes:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for i, r in enumerate(rows):
@@ -43,8 +45,15 @@ def _figures(study: "Study", rows: list[dict[str, Any]], fig_dir: Path) -> list[
             if x is None or a.get("value") is None:
                 continue
             lo, hi = a.get("ci95") or (a["value"], a["value"])
-            ax.errorbar([x], [a["value"]], yerr=[[a["value"] - lo], [hi - a["value"]]], fmt="o", capsize=4,
-                        color=COLORS[i % len(COLORS)], label=r["name"])
+            ax.errorbar(
+                [x],
+                [a["value"]],
+                yerr=[[a["value"] - lo], [hi - a["value"]]],
+                fmt="o",
+                capsize=4,
+                color=COLORS[i % len(COLORS)],
+                label=r["name"],
+            )
         if log_x:
             ax.set_xscale("log")
         ax.set_xlabel(label)
@@ -69,12 +78,16 @@ def _figures(study: "Study", rows: list[dict[str, Any]], fig_dir: Path) -> list[
     out.append((_save(fig, fig_dir / "curves.png"), "learning curves"))
     if rows:
         w = rows[0]
-        out.append((plot_confusion(w["confusion_matrix"], study.state["classes"], fig_dir / "confusion_winner.png"),
-                    f"confusion matrix of {w['name']}"))
+        out.append(
+            (
+                plot_confusion(w["confusion_matrix"], study.state["classes"], fig_dir / "confusion_winner.png"),
+                f"confusion matrix of {w['name']}",
+            )
+        )
     return out
 
 
-def write_study_report(study: "Study") -> Path:
+def write_study_report(study: Study) -> Path:
 
     s = study.state
     summ = s.get("summary") or {}
@@ -88,23 +101,37 @@ def write_study_report(study: "Study") -> Path:
     if rows:
         w = rows[0]
         wt = summ.get("winner_test") or {}
-        lines.append(f"<p><b>{esc(w['name'])}</b> ranks first by {esc(w['selection']['metric'])} "
-                     f"({w['selection']['value']:.4f}); its test accuracy is {wt.get('accuracy', float('nan')):.4f} "
-                     f"on {wt.get('images', '?')} images (macro-F1 {wt.get('macro_f1', float('nan')):.4f}).</p>")
-    lines.append(f"<p>Budget {s['budget_seconds']:.0f} s; the study took {s.get('spent_seconds', 0):.0f} s. "
-                 + (f"{s['folds']}-fold cross-validation on train+val (the test split in no fold); "
-                    "the winner was then trained once on the train/val split and tested once."
-                    if cv_mode else "One train/val/test split; each candidate's test split was evaluated once, after "
-                    "training, and is not used to rank.") + "</p>")
-    lines.append(f"<p>Candidates are ranked by {'out-of-fold' if cv_mode else 'validation'} accuracy, never by the "
-                 "test split.</p>")
+        lines.append(
+            f"<p><b>{esc(w['name'])}</b> ranks first by {esc(w['selection']['metric'])} "
+            f"({w['selection']['value']:.4f}); its test accuracy is {wt.get('accuracy', float('nan')):.4f} "
+            f"on {wt.get('images', '?')} images (macro-F1 {wt.get('macro_f1', float('nan')):.4f}).</p>"
+        )
+    lines.append(
+        f"<p>Budget {s['budget_seconds']:.0f} s; the study took {s.get('spent_seconds', 0):.0f} s. "
+        + (
+            f"{s['folds']}-fold cross-validation on train+val (the test split in no fold); "
+            "the winner was then trained once on the train/val split and tested once."
+            if cv_mode
+            else "One train/val/test split; each candidate's test split was evaluated once, after "
+            "training, and is not used to rank."
+        )
+        + "</p>"
+    )
+    lines.append(
+        f"<p>Candidates are ranked by {'out-of-fold' if cv_mode else 'validation'} accuracy, never by the "
+        "test split.</p>"
+    )
     if s["class_weights"]:
-        lines.append(f"<p class=warn>The data is imbalanced: the largest class has {s['imbalance_ratio']:.1f}× the "
-                     "images of the smallest, so <b>class weights are on</b> (train.class_weights=auto: class c "
-                     "weighted n / (k·n<sub>c</sub>)) for every candidate.</p>")
+        lines.append(
+            f"<p class=warn>The data is imbalanced: the largest class has {s['imbalance_ratio']:.1f}× the "
+            "images of the smallest, so <b>class weights are on</b> (train.class_weights=auto: class c "
+            "weighted n / (k·n<sub>c</sub>)) for every candidate.</p>"
+        )
     else:
-        lines.append(f"<p>Class balance: largest/smallest class {s['imbalance_ratio']:.2f}× (class weights go on "
-                     "from 3×): class weights are off.</p>")
+        lines.append(
+            f"<p>Class balance: largest/smallest class {s['imbalance_ratio']:.2f}× (class weights go on "
+            "from 3×): class weights are off.</p>"
+        )
     for n in s.get("notes", []):
         lines.append(f"<p class=warn>{esc(n)}</p>")
     sections.append({"id": "summary", "title": "Summary", "body": "".join(lines)})
@@ -115,81 +142,179 @@ def write_study_report(study: "Study") -> Path:
 
     r = json.loads(insp.read_text()) if insp.is_file() else {}
     body = table(["class", "images"], sorted(r.get("class_counts", {}).items()))
-    body += (f"<p>Split sizes: {esc(', '.join(f'{k} {v}' for k, v in s['sizes'].items()))}. Input "
-             f"{s['input_size']}×{s['input_size']}×{s['channels']}. Unreadable files: {len(r.get('unreadable', []))}; "
-             f"duplicate groups within a split: {len(r.get('duplicates_within_split', []))}; duplicate groups across "
-             f"splits (leaks): {len(r.get('leaks_across_splits', []))}.</p>")
+    body += (
+        f"<p>Split sizes: {esc(', '.join(f'{k} {v}' for k, v in s['sizes'].items()))}. Input "
+        f"{s['input_size']}×{s['input_size']}×{s['channels']}. Unreadable files: {len(r.get('unreadable', []))}; "
+        f"duplicate groups within a split: {len(r.get('duplicates_within_split', []))}; duplicate groups across "
+        f"splits (leaks): {len(r.get('leaks_across_splits', []))}.</p>"
+    )
     sections.append({"id": "data", "title": "Data", "body": body})
 
     # plan
     timing = s.get("timing", {})
-    prow = [[c.name, c.mode, c.input_size or s["input_size"], f"{c.epochs} of {c.full_epochs}",
-             round(c.train_s * 1e3, 3),
-             round(c.eval_s * 1e3, 3), timing.get(c.name, {}).get("predicted"), timing.get(c.name, {}).get("seconds"),
-             c.status + (f": {c.why}" if c.why else "")] for c in study.cands]
-    plan_note = (f"<p>Each run × {s['folds']} folds. " if cv_mode else "<p>") + \
-        "Epochs were planned from a timed probe of each candidate and re-planned from the measured speed after " \
+    prow = [
+        [
+            c.name,
+            c.mode,
+            c.input_size or s["input_size"],
+            f"{c.epochs} of {c.full_epochs}",
+            round(c.train_s * 1e3, 3),
+            round(c.eval_s * 1e3, 3),
+            timing.get(c.name, {}).get("predicted"),
+            timing.get(c.name, {}).get("seconds"),
+            c.status + (f": {c.why}" if c.why else ""),
+        ]
+        for c in study.cands
+    ]
+    plan_note = (
+        (f"<p>Each run × {s['folds']} folds. " if cv_mode else "<p>")
+        + "Epochs were planned from a timed probe of each candidate and re-planned from the measured speed after "
         "each one.</p>"
-    sections.append({"id": "plan", "title": "Plan and time", "body": table(
-        ["candidate", "mode", "input", "epochs (of full recipe)", "probe ms/img train", "probe ms/img infer",
-         "predicted s", "took s", "status"], prow) + plan_note})
+    )
+    sections.append(
+        {
+            "id": "plan",
+            "title": "Plan and time",
+            "body": table(
+                [
+                    "candidate",
+                    "mode",
+                    "input",
+                    "epochs (of full recipe)",
+                    "probe ms/img train",
+                    "probe ms/img infer",
+                    "predicted s",
+                    "took s",
+                    "status",
+                ],
+                prow,
+            )
+            + plan_note,
+        }
+    )
 
     # ranking
     what = "out-of-fold" if cv_mode else "test"
-    rrows = [[i + 1, x["name"], f"{x['parameters']:,}", x["selection"]["value"], _ci(x["accuracy"]),
-              _ci(x["macro_f1"]), round(x["train_seconds"], 1), round(x["run_seconds"], 1), x["ms_per_image"],
-              x["epochs_done"], x["overfit"] or "-"]
-             for i, x in enumerate(rows)]
-    sections.append({"id": "ranking", "title": "Ranking", "body": table(
-        ["#", "candidate", "parameters", "selection: " + ("out-of-fold acc." if cv_mode else "val acc."),
-         f"{what} accuracy [95 %]", f"{what} macro-F1 [95 %]", "train s", "run s", "ms/image", "epochs",
-         "over-fitting"],
-        rrows) + "<p>Intervals: " + ("bootstrap over folds." if cv_mode else "bootstrap over the test images "
-                                     "(1000 draws).") + " ms/image: batch of one on the study's device, median.</p>"})
+    rrows = [
+        [
+            i + 1,
+            x["name"],
+            f"{x['parameters']:,}",
+            x["selection"]["value"],
+            _ci(x["accuracy"]),
+            _ci(x["macro_f1"]),
+            round(x["train_seconds"], 1),
+            round(x["run_seconds"], 1),
+            x["ms_per_image"],
+            x["epochs_done"],
+            x["overfit"] or "-",
+        ]
+        for i, x in enumerate(rows)
+    ]
+    sections.append(
+        {
+            "id": "ranking",
+            "title": "Ranking",
+            "body": table(
+                [
+                    "#",
+                    "candidate",
+                    "parameters",
+                    "selection: " + ("out-of-fold acc." if cv_mode else "val acc."),
+                    f"{what} accuracy [95 %]",
+                    f"{what} macro-F1 [95 %]",
+                    "train s",
+                    "run s",
+                    "ms/image",
+                    "epochs",
+                    "over-fitting",
+                ],
+                rrows,
+            )
+            + "<p>Intervals: "
+            + ("bootstrap over folds." if cv_mode else "bootstrap over the test images (1000 draws).")
+            + " ms/image: batch of one on the study's device, median.</p>",
+        }
+    )
 
     # per-class F1
     classes = s["classes"]
     pc = [[k] + [x["per_class_f1"].get(k) for x in rows] for k in classes]
-    sections.append({"id": "per-class", "title": f"Per-class F1 ({what})",
-                     "body": table(["class"] + [x["name"] for x in rows], pc)})
+    sections.append(
+        {"id": "per-class", "title": f"Per-class F1 ({what})", "body": table(["class"] + [x["name"] for x in rows], pc)}
+    )
 
     # paired
     prs = summ.get("paired", [])
-    body = table(["best", "other", "difference (best − other)", "95 % interval", "p", "test", "on"],
-                 [[p["best"], p["other"], p["difference"], f"[{p['ci95'][0]:.4f}, {p['ci95'][1]:.4f}]", f"{p['p']:.2g}",
-                   p["test"], p["on"]] for p in prs]) if prs else "<p>Only one candidate finished.</p>"
+    body = (
+        table(
+            ["best", "other", "difference (best − other)", "95 % interval", "p", "test", "on"],
+            [
+                [
+                    p["best"],
+                    p["other"],
+                    p["difference"],
+                    f"[{p['ci95'][0]:.4f}, {p['ci95'][1]:.4f}]",
+                    f"{p['p']:.2g}",
+                    p["test"],
+                    p["on"],
+                ]
+                for p in prs
+            ],
+        )
+        if prs
+        else "<p>Only one candidate finished.</p>"
+    )
     sections.append({"id": "paired", "title": "Paired differences (accuracy)", "body": body})
 
     # figures
     figs = _figures(study, rows, study.out / "figures")
-    sections.append({"id": "figures", "title": "Figures",
-                     "body": "".join(f"<figure>{img_tag(p, alt)}<figcaption>{esc(alt)}</figcaption></figure>"
-                                     for p, alt in figs)})
+    sections.append(
+        {
+            "id": "figures",
+            "title": "Figures",
+            "body": "".join(
+                f"<figure>{img_tag(p, alt)}<figcaption>{esc(alt)}</figcaption></figure>" for p, alt in figs
+            ),
+        }
+    )
 
     # over-fitting
     flagged = [x for x in rows if x["overfit"]]
-    body = "".join(f"<p class=warn><b>{esc(x['name'])}</b>: {esc(x['overfit'])}</p>" for x in flagged) or \
-        "<p>No candidate's train accuracy ran more than 0.05 above validation, and no validation loss rose " \
+    body = (
+        "".join(f"<p class=warn><b>{esc(x['name'])}</b>: {esc(x['overfit'])}</p>" for x in flagged)
+        or "<p>No candidate's train accuracy ran more than 0.05 above validation, and no validation loss rose "
         "more than 15 % after its minimum.</p>"
+    )
     sections.append({"id": "overfitting", "title": "Over-fitting", "body": body})
 
     # confusions
     conf = summ.get("confusions", [])
     if rows:
-        sections.append({"id": "confusions", "title": f"Confusions that remain ({esc(rows[0]['name'])})",
-                         "body": table(["true", "predicted as", "images"], conf) if conf else "<p>None.</p>"})
+        sections.append(
+            {
+                "id": "confusions",
+                "title": f"Confusions that remain ({esc(rows[0]['name'])})",
+                "body": table(["true", "predicted as", "images"], conf) if conf else "<p>None.</p>",
+            }
+        )
 
     # next
     cmds = summ.get("commands")
     if cmds:
-        body = (f"<p>Re-train the winner with its recipe on all the data:</p><pre>{esc(cmds['retrain'])}</pre>"
-                f"<p>then export it (with a parity check) and serve it:</p><pre>{esc(cmds['export'])}\n"
-                f"{esc(cmds['serve'])}</pre><p>or export the study's own run of it now:</p>"
-                f"<pre>{esc(cmds['export_study_run'])}</pre>")
+        body = (
+            f"<p>Re-train the winner with its recipe on all the data:</p><pre>{esc(cmds['retrain'])}</pre>"
+            f"<p>then export it (with a parity check) and serve it:</p><pre>{esc(cmds['export'])}\n"
+            f"{esc(cmds['serve'])}</pre><p>or export the study's own run of it now:</p>"
+            f"<pre>{esc(cmds['export_study_run'])}</pre>"
+        )
         sections.append({"id": "next", "title": "Next", "body": body})
 
-    page = _render(f"Study of {s['data']}", f"{len(rows)} candidates · {s['folds']} fold(s) · budget "
-                   f"{s['budget_seconds']:.0f} s · seed {s['seed']}", sections)
+    page = _render(
+        f"Study of {s['data']}",
+        f"{len(rows)} candidates · {s['folds']} fold(s) · budget {s['budget_seconds']:.0f} s · seed {s['seed']}",
+        sections,
+    )
 
     path = study.out / "report.html"
     atomic_write_text(path, page)
@@ -200,12 +325,16 @@ def format_summary(state: dict[str, Any]) -> Sequence[str]:
     """The lines `cnnlab study` prints at the end."""
     summ = state.get("summary") or {}
     rows = summ.get("rows", [])
-    lines = [f"{'#':>2}  {'candidate':<30} {'params':>10}  {'select':>7}  {'accuracy':>8}  {'macro-F1':>8}  "
-             f"{'run s':>7}  {'ms/img':>7}"]
+    lines = [
+        f"{'#':>2}  {'candidate':<30} {'params':>10}  {'select':>7}  {'accuracy':>8}  {'macro-F1':>8}  "
+        f"{'run s':>7}  {'ms/img':>7}"
+    ]
     for i, r in enumerate(rows):
-        lines.append(f"{i + 1:>2}  {r['name']:<30} {r['parameters'] or 0:>10,}  {r['selection']['value'] or 0:7.4f}  "
-                     f"{r['accuracy']['value']:8.4f}  {r['macro_f1']['value']:8.4f}  {r['run_seconds']:7.1f}  "
-                     f"{r['ms_per_image'] or 0:7.2f}")
+        lines.append(
+            f"{i + 1:>2}  {r['name']:<30} {r['parameters'] or 0:>10,}  {r['selection']['value'] or 0:7.4f}  "
+            f"{r['accuracy']['value']:8.4f}  {r['macro_f1']['value']:8.4f}  {r['run_seconds']:7.1f}  "
+            f"{r['ms_per_image'] or 0:7.2f}"
+        )
     for c in state.get("candidates", []):
         if c["status"] in ("dropped", "failed"):
             lines.append(f"    {c['name']}: {c['status']} ({c['why']})")

@@ -13,5 +13,11 @@ __all__ = ["load_run_data"]
 def load_run_data(run: RunFolder, cfg: Config, progress: bool) -> PreparedData:
     """The run's own data with its exact saved split; refuses data that changed since."""
     saved = run.read_json(run.split_json)
-    return prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, splits=saved["indices"],
-                        expect_fingerprint=saved["fingerprint"], progress=progress)
+    return prepare_data(
+        cfg.data,
+        get_spec(cfg.model.name),
+        cfg.train.seed,
+        splits=saved["indices"],
+        expect_fingerprint=saved["fingerprint"],
+        progress=progress,
+    )

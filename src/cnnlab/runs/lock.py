@@ -7,15 +7,14 @@ import fcntl
 import os
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Optional
 
 from cnnlab.core.errors import CnnlabError
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -33,7 +32,7 @@ class RunState:
     status: str
     detail: str = ""
     holder: str = ""
-    next_step: Optional[str] = None
+    next_step: str | None = None
 
     def describe(self) -> str:
         return self.status + (f" ({self.detail})" if self.detail else "")
@@ -48,7 +47,7 @@ class RunLock:
 
     def __init__(self, path: Path):
         self.path = path
-        self.fd: Optional[int] = None
+        self.fd: int | None = None
 
     def holder(self) -> str:
         try:
@@ -56,14 +55,16 @@ class RunLock:
         except OSError:
             return "another process"
 
-    def acquire(self, what: str) -> "RunLock":
+    def acquire(self, what: str) -> RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise CnnlabError(f"run folder {str(self.path.parent)!r} is in use by {self.holder()}; "
-                              f"wait for it to finish (or stop it) before you {what}") from None
+            raise CnnlabError(
+                f"run folder {str(self.path.parent)!r} is in use by {self.holder()}; "
+                f"wait for it to finish (or stop it) before you {what}"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now()}\n".encode())
         self.fd = fd

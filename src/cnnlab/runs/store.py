@@ -9,8 +9,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -60,9 +61,23 @@ LOCK = ".lock"  # flock'ed by the one process that trains or writes into the run
 # what a run folder may hold: --overwrite refuses a folder with anything else in it
 CHECKPOINT_SUFFIXES = (".pt", ".npz")  # torch, scratch (NumPy) engine
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow.db", "wandb": "wandb"}  # where each writes
-RUN_ENTRIES = {MARKER, LOCK, "config.yaml", "run.json", "dataset.json", "split.json", "history.csv", "steps.csv",
-               "metrics.json", "predictions.npz", "report.html", "checkpoints", "report", "explain",
-               *TRACKERS.values()}
+RUN_ENTRIES = {
+    MARKER,
+    LOCK,
+    "config.yaml",
+    "run.json",
+    "dataset.json",
+    "split.json",
+    "history.csv",
+    "steps.csv",
+    "metrics.json",
+    "predictions.npz",
+    "report.html",
+    "checkpoints",
+    "report",
+    "explain",
+    *TRACKERS.values(),
+}
 
 
 class RunFolder:
@@ -88,6 +103,7 @@ class RunFolder:
             if p.is_file():
                 return p
         return self.path / "checkpoints" / f"{which}.pt"
+
     marker = property(lambda self: self.path / MARKER)
     steps_csv = property(lambda self: self.path / "steps.csv")
     predictions_npz = property(lambda self: self.path / "predictions.npz")
@@ -101,7 +117,7 @@ class RunFolder:
         except (OSError, ValueError, AttributeError):
             return False
 
-    def lock(self, what: str = "use it") -> "RunFolder":
+    def lock(self, what: str = "use it") -> RunFolder:
         """Hold the run's exclusive lock until :meth:`unlock` (or the process ends).
 
         Raises:
@@ -137,17 +153,23 @@ class RunFolder:
         if not overwrite:
             raise CnnlabError(
                 f"run folder {str(self.path)!r} already exists; resume it with "
-                f"'cnnlab train --resume {self.path}', pick another --out, or add --overwrite")
+                f"'cnnlab train --resume {self.path}', pick another --out, or add --overwrite"
+            )
         if not self.is_run():
-            raise CnnlabError(f"--overwrite refuses to delete {str(self.path)!r}: it is not a cnnlab run folder "
-                              f"(no {MARKER} marker)")
+            raise CnnlabError(
+                f"--overwrite refuses to delete {str(self.path)!r}: it is not a cnnlab run folder (no {MARKER} marker)"
+            )
         foreign = [e for e in entries if e not in RUN_ENTRIES and not e.endswith(".tmp")]
         if foreign:
-            raise CnnlabError(f"--overwrite refuses to delete {str(self.path)!r}: it holds "
-                              f"{', '.join(map(repr, foreign[:3]))}, which no cnnlab run writes; move it first")
+            raise CnnlabError(
+                f"--overwrite refuses to delete {str(self.path)!r}: it holds "
+                f"{', '.join(map(repr, foreign[:3]))}, which no cnnlab run writes; move it first"
+            )
         if self._lock.is_held_elsewhere():
-            raise CnnlabError(f"--overwrite refuses to delete {str(self.path)!r}: it is in use by "
-                              f"{self._lock.holder()}; stop that process first")
+            raise CnnlabError(
+                f"--overwrite refuses to delete {str(self.path)!r}: it is in use by "
+                f"{self._lock.holder()}; stop that process first"
+            )
 
     def create(self, overwrite: bool = False) -> None:
         """Make the folder (marker first) and hold its lock; an overwritten run's files go only now,
@@ -172,8 +194,11 @@ class RunFolder:
         recorded = info.get("status", "new")
         if self.metrics_json.is_file():
             report_missing = info.get("report_wanted", True) and not (self.path / "report.html").is_file()
-            return RunState("completed", "report not written" if report_missing else "",
-                            next_step=f"cnnlab report {self.path}" if report_missing else None)
+            return RunState(
+                "completed",
+                "report not written" if report_missing else "",
+                next_step=f"cnnlab report {self.path}" if report_missing else None,
+            )
         if self._lock.is_held_elsewhere():
             return RunState("running", holder=self._lock.holder())
         resume = f"cnnlab train --resume {self.path}" if self.last_ckpt.is_file() else None
@@ -186,7 +211,7 @@ class RunFolder:
             return RunState("interrupted", "metrics.json missing", next_step=resume or restart)
         return RunState(recorded, next_step=resume or restart)
 
-    def require(self, checkpoint: bool = True) -> "RunFolder":
+    def require(self, checkpoint: bool = True) -> RunFolder:
         """Check this is a run folder with a config (and a checkpoint); return self."""
         if not self.path.is_dir():
             raise CnnlabError(f"run folder {str(self.path)!r} does not exist")
@@ -197,7 +222,7 @@ class RunFolder:
         return self
 
     # ------------------------------------------------------------------ reads
-    def read_config(self) -> "Config":
+    def read_config(self) -> Config:
         """The run's resolved config (config.yaml), validated."""
 
         return build_config(read_yaml_file(self.config, "run config"), source=str(self.config))
@@ -211,14 +236,16 @@ class RunFolder:
             return {k: f[k] for k in f.files}
 
     # ------------------------------------------------------------------ writes
-    def write_config(self, cfg: "Config") -> None:
+    def write_config(self, cfg: Config) -> None:
         atomic_write_text(self.config, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
     def write_dataset(self, summary: dict[str, Any], fingerprint: str, splits: dict[str, np.ndarray]) -> None:
         """dataset.json (classes, counts, normalisation) and split.json (exact indices + fingerprint)."""
         atomic_write_json(self.dataset_json, summary)
-        atomic_write_json(self.split_json, {"fingerprint": fingerprint,
-                                            "indices": {k: np.asarray(v).tolist() for k, v in splits.items()}})
+        atomic_write_json(
+            self.split_json,
+            {"fingerprint": fingerprint, "indices": {k: np.asarray(v).tolist() for k, v in splits.items()}},
+        )
 
     def write_history(self, rows: list[dict[str, Any]], first: Sequence[str]) -> None:
         """history.csv: one row per epoch, ``first`` columns first, then any others sorted."""
@@ -327,12 +354,12 @@ class NullRunFolder(RunFolder):
     """A writer that writes nothing: for processes that must not touch the run folder
     (non-zero ranks of a distributed run). Reads still work."""
 
-    def lock(self, what: str = "use it") -> "RunFolder":
+    def lock(self, what: str = "use it") -> RunFolder:
         return self
 
     def create(self, overwrite: bool = False) -> None: ...
     def update_status(self, **fields: Any) -> None: ...
-    def write_config(self, cfg: "Config") -> None: ...
+    def write_config(self, cfg: Config) -> None: ...
     def write_dataset(self, summary: dict[str, Any], fingerprint: str, splits: dict[str, np.ndarray]) -> None: ...
     def write_history(self, rows: list[dict[str, Any]], first: Sequence[str]) -> None: ...
     def write_steps(self, rows: list[dict[str, Any]]) -> None: ...

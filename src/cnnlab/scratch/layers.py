@@ -8,8 +8,6 @@ Notation: x the layer input, y its output, g = ∂L/∂y the gradient arriving f
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -68,7 +66,7 @@ def _scatter_windows(d: np.ndarray, shape: tuple[int, ...], stride: int) -> np.n
     out = np.zeros(shape, d.dtype)
     for p in range(kh):
         for q in range(kw):
-            out[:, :, p:p + stride * ho:stride, q:q + stride * wo:stride] += d[:, :, :, :, p, q]
+            out[:, :, p : p + stride * ho : stride, q : q + stride * wo : stride] += d[:, :, :, :, p, q]
     return out
 
 
@@ -86,8 +84,7 @@ class Conv2D(Layer):
     NumPy's element-wise operations keep, so the next convolution finds them channel-major again.
     """
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0,
-                 dtype: type = np.float32):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, dtype: type = np.float32):
         super().__init__()
         self.k, self.stride, self.padding = kernel, stride, padding
         self.params = {"weight": np.zeros((c_out, c_in, kernel, kernel), dtype), "bias": np.zeros(c_out, dtype)}
@@ -112,7 +109,7 @@ class Conv2D(Layer):
         self.grads = {"weight": (g2 @ self.cols.T).reshape(w.shape), "bias": g2.sum(1)}
         dcols = (w.reshape(f, -1).T @ g2).reshape(-1, k, k, n, ho, wo).transpose(0, 3, 4, 5, 1, 2)
         dxp = _scatter_windows(dcols, self.xp_shape, self.stride)  # C N H W
-        dx = dxp[:, :, p:dxp.shape[2] - p, p:dxp.shape[3] - p] if p else dxp
+        dx = dxp[:, :, p : dxp.shape[2] - p, p : dxp.shape[3] - p] if p else dxp
         return dx.transpose(1, 0, 2, 3)
 
 
@@ -123,13 +120,13 @@ class MaxPool2D(Layer):
     Non-overlapping windows (stride = kernel, the usual 2×2) take k² element-wise maxima of
     strided views; overlapping ones gather every window with stride tricks."""
 
-    def __init__(self, kernel: int = 2, stride: Optional[int] = None):
+    def __init__(self, kernel: int = 2, stride: int | None = None):
         super().__init__()
         self.k, self.stride = kernel, stride or kernel
 
     def _offsets(self, x: np.ndarray, ho: int, wo: int) -> list[np.ndarray]:
         k = self.k
-        return [x[:, :, p:p + ho * k:k, q:q + wo * k:k] for p in range(k) for q in range(k)]
+        return [x[:, :, p : p + ho * k : k, q : q + wo * k : k] for p in range(k) for q in range(k)]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.x = x
@@ -156,7 +153,7 @@ class MaxPool2D(Layer):
                 first = (v == self.y) & ~taken  # the first maximum of each window gets the gradient
                 taken |= first
                 p, q = divmod(i, k)
-                np.multiply(g, first, out=dx[:, :, p:p + ho * k:k, q:q + wo * k:k])
+                np.multiply(g, first, out=dx[:, :, p : p + ho * k : k, q : q + wo * k : k])
             return dx
         onehot = (np.arange(k * k) == self.arg[..., None]) * g[..., None]
         return _scatter_windows(onehot.reshape(*g.shape, k, k).astype(g.dtype), self.x.shape, self.stride)
@@ -165,7 +162,7 @@ class MaxPool2D(Layer):
 class AvgPool2D(Layer):
     """y[n,c,i,j] = (1/k²) Σ_{p,q} x[n,c,i·s+p,j·s+q];  ∂L/∂x[…] += g/k² for every window it is in."""
 
-    def __init__(self, kernel: int = 2, stride: Optional[int] = None):
+    def __init__(self, kernel: int = 2, stride: int | None = None):
         super().__init__()
         self.k, self.stride = kernel, stride or kernel
 
@@ -194,7 +191,7 @@ class Dropout(Layer):
     """Training: y = x·m/(1−p) with m ~ Bernoulli(1−p) (inverted dropout); evaluation: y = x.
     ∂L/∂x = g·m/(1−p)."""
 
-    def __init__(self, p: float, rng: Optional[np.random.Generator] = None):
+    def __init__(self, p: float, rng: np.random.Generator | None = None):
         super().__init__()
         self.p, self.rng = p, rng or np.random.default_rng(0)
 
@@ -220,8 +217,11 @@ class BatchNorm(Layer):
         super().__init__()
         self.eps, self.momentum = eps, momentum
         self.params = {"weight": np.ones(channels, dtype), "bias": np.zeros(channels, dtype)}
-        self.buffers = {"running_mean": np.zeros(channels, dtype), "running_var": np.ones(channels, dtype),
-                        "num_batches_tracked": np.zeros((), np.int64)}
+        self.buffers = {
+            "running_mean": np.zeros(channels, dtype),
+            "running_var": np.ones(channels, dtype),
+            "num_batches_tracked": np.zeros((), np.int64),
+        }
 
     def _shape(self, x: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
         axes = (0,) + tuple(range(2, x.ndim))
@@ -234,8 +234,9 @@ class BatchNorm(Layer):
             m = x.size // x.shape[1]
             mom = self.momentum
             self.buffers["running_mean"] = ((1 - mom) * self.buffers["running_mean"] + mom * mean).astype(x.dtype)
-            self.buffers["running_var"] = ((1 - mom) * self.buffers["running_var"] +
-                                           mom * var * m / max(m - 1, 1)).astype(x.dtype)
+            self.buffers["running_var"] = (
+                (1 - mom) * self.buffers["running_var"] + mom * var * m / max(m - 1, 1)
+            ).astype(x.dtype)
             self.buffers["num_batches_tracked"] = self.buffers["num_batches_tracked"] + 1
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
@@ -332,7 +333,7 @@ class SoftmaxCrossEntropy:
     ∂L/∂zₙ = w_{yₙ}(softmax(zₙ) − onehot(yₙ))/Σₙ w_{yₙ}.  Soft targets t (mixup) use
     L = −(1/N) Σₙ Σ_k t_{nk} log softmax(zₙ)_k and ∂L/∂z = (softmax(z) − t)/N."""
 
-    def __init__(self, class_weights: Optional[np.ndarray] = None):
+    def __init__(self, class_weights: np.ndarray | None = None):
         self.w = class_weights
 
     def __call__(self, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:

@@ -4,7 +4,8 @@ between the engines as they are."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,12 +47,12 @@ class Sequential:
         for layer in self.layers:
             layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
 
-    def train(self, mode: bool = True) -> "Sequential":
+    def train(self, mode: bool = True) -> Sequential:
         for layer in self.layers:
             layer.training = mode
         return self
 
-    def eval(self) -> "Sequential":
+    def eval(self) -> Sequential:
         return self.train(False)
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -65,8 +66,9 @@ class Sequential:
         mine = self.state_dict()
         missing, unexpected = set(mine) - set(state), set(state) - set(mine)
         if missing or unexpected:
-            raise ValueError(f"state dict does not fit: missing {sorted(missing)[:5]}, unexpected "
-                             f"{sorted(unexpected)[:5]}")
+            raise ValueError(
+                f"state dict does not fit: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
         for n, layer in self.named:
             for store in (layer.params, layer.buffers):
                 for k in store:
@@ -76,7 +78,7 @@ class Sequential:
                         raise ValueError(f"{n}.{k}: shape {v.shape} does not fit {store[k].shape}")
                     store[k] = v.astype(store[k].dtype).copy()
 
-    def astype(self, dtype: type) -> "Sequential":
+    def astype(self, dtype: type) -> Sequential:
         for layer in self.layers:
             for store in (layer.params, layer.buffers):
                 for k, v in store.items():
@@ -120,8 +122,9 @@ class _Builder:
     def act(self, prefix: str, name: str) -> None:
         self.add(prefix, ACTIVATIONS[name]())
 
-    def dense_stack(self, prefix: str, width: int, hidden: Sequence[int], activation: str, dropout: float,
-                    dropout_each: bool) -> int:
+    def dense_stack(
+        self, prefix: str, width: int, hidden: Sequence[int], activation: str, dropout: float, dropout_each: bool
+    ) -> int:
         for h in hidden:
             self.add(prefix, L.Dense(width, h, self.dtype))
             self.act(prefix, activation)
@@ -133,8 +136,17 @@ class _Builder:
         return width
 
 
-def mlp(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int], dropout: float = 0.0,
-        activation: str = "relu", init_scheme: str = "default", seed: int = 0, dtype: type = np.float32) -> Sequential:
+def mlp(
+    num_classes: int,
+    in_chans: int,
+    input_size: int,
+    hidden: Sequence[int],
+    dropout: float = 0.0,
+    activation: str = "relu",
+    init_scheme: str = "default",
+    seed: int = 0,
+    dtype: type = np.float32,
+) -> Sequential:
     """Flatten → [Dense → activation → Dropout]* → Dense (``head``): cnnlab's ``mlp`` family."""
     rng = np.random.default_rng(seed)
     b = _Builder(rng, dtype)
@@ -144,9 +156,19 @@ def mlp(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int],
     return init(Sequential(b.named), init_scheme, rng)
 
 
-def convnet(num_classes: int, in_chans: int, input_size: int, stages: Sequence[tuple[Sequence[tuple[int, int]], bool]],
-            hidden: Sequence[int], dropout: float, activation: str = "relu", batch_norm: bool = False,
-            init_scheme: str = "default", seed: int = 0, dtype: type = np.float32) -> Sequential:
+def convnet(
+    num_classes: int,
+    in_chans: int,
+    input_size: int,
+    stages: Sequence[tuple[Sequence[tuple[int, int]], bool]],
+    hidden: Sequence[int],
+    dropout: float,
+    activation: str = "relu",
+    batch_norm: bool = False,
+    init_scheme: str = "default",
+    seed: int = 0,
+    dtype: type = np.float32,
+) -> Sequential:
     """[Conv (same padding) → [BatchNorm] → activation]* → [max-pool 2] per stage → Flatten →
     [Dense → activation]* → Dropout → Dense (``head``): cnnlab's ``cnn`` family."""
     rng = np.random.default_rng(seed)
@@ -169,35 +191,82 @@ def convnet(num_classes: int, in_chans: int, input_size: int, stages: Sequence[t
 
 
 def _mlp(hidden: Sequence[int], dropout: float) -> Callable[..., Sequential]:
-    def build(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = hidden,
-              dropout: float = dropout, activation: str = "relu", init: str = "default", **kw: Any) -> Sequential:
+    def build(
+        num_classes: int,
+        in_chans: int,
+        input_size: int,
+        hidden: Sequence[int] = hidden,
+        dropout: float = dropout,
+        activation: str = "relu",
+        init: str = "default",
+        **kw: Any,
+    ) -> Sequential:
         return mlp(num_classes, in_chans, input_size, hidden, dropout, activation, init, **kw)
 
     return build
 
 
-def _cnn(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = (128,), dropout: float = 0.3,
-         activation: str = "relu", init: str = "default", batch_norm: bool = False, **kw: Any) -> Sequential:
-    return convnet(num_classes, in_chans, input_size, [(((32, 3),), True), (((64, 3),), True)], hidden, dropout,
-                   activation, batch_norm, init, **kw)
+def _cnn(
+    num_classes: int,
+    in_chans: int,
+    input_size: int,
+    hidden: Sequence[int] = (128,),
+    dropout: float = 0.3,
+    activation: str = "relu",
+    init: str = "default",
+    batch_norm: bool = False,
+    **kw: Any,
+) -> Sequential:
+    return convnet(
+        num_classes,
+        in_chans,
+        input_size,
+        [(((32, 3),), True), (((64, 3),), True)],
+        hidden,
+        dropout,
+        activation,
+        batch_norm,
+        init,
+        **kw,
+    )
 
 
-def _cnn_small(num_classes: int, in_chans: int, input_size: int, hidden: Sequence[int] = (128, 64),
-               dropout: float = 0.0, activation: str = "relu", init: str = "default", **kw: Any) -> Sequential:
-    return convnet(num_classes, in_chans, input_size, [(((3, 3),), False)], hidden, dropout, activation, False,
-                   init, **kw)
+def _cnn_small(
+    num_classes: int,
+    in_chans: int,
+    input_size: int,
+    hidden: Sequence[int] = (128, 64),
+    dropout: float = 0.0,
+    activation: str = "relu",
+    init: str = "default",
+    **kw: Any,
+) -> Sequential:
+    return convnet(
+        num_classes, in_chans, input_size, [(((3, 3),), False)], hidden, dropout, activation, False, init, **kw
+    )
 
 
 # the registry's models this engine builds, with the same defaults (hidden sizes, dropout)
 MODELS: dict[str, Callable[..., Sequential]] = {
-    "mlp": _mlp((512, 256), 0.2), "mlp-lego": _mlp((512, 400, 200, 50), 0.0), "mlp-fys": _mlp((128, 128, 64), 0.0),
-    "simplest": _mlp((1,), 0.0), "cnn": _cnn, "cnn-small": _cnn_small,
+    "mlp": _mlp((512, 256), 0.2),
+    "mlp-lego": _mlp((512, 400, 200, 50), 0.0),
+    "mlp-fys": _mlp((128, 128, 64), 0.0),
+    "simplest": _mlp((1,), 0.0),
+    "cnn": _cnn,
+    "cnn-small": _cnn_small,
 }
 OPTIONS = {"hidden", "dropout", "activation", "init", "batch_norm"}
 
 
-def build(name: str, num_classes: int, in_chans: int, input_size: int, options: Optional[dict[str, Any]] = None,
-          seed: int = 0, dtype: type = np.float32) -> Sequential:
+def build(
+    name: str,
+    num_classes: int,
+    in_chans: int,
+    input_size: int,
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
+    dtype: type = np.float32,
+) -> Sequential:
     """The scratch twin of registry model ``name`` (see :data:`MODELS`)."""
     if name not in MODELS:
         raise ValueError(f"the scratch engine builds {', '.join(MODELS)}; not {name!r}")

@@ -4,7 +4,8 @@ same steps from the same weights)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -70,8 +71,15 @@ class RMSprop(Optimizer):
     """s ← αs + (1−α)g²,  θ ← θ − η g/(√s + ε)  (α = 0.99, ε = 1e-8; with momentum μ:
     b ← μb + g/(√s + ε), θ ← θ − η b)."""
 
-    def __init__(self, layers, lr: float, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,  # type: ignore[no-untyped-def]
-                 weight_decay: float = 0.0):
+    def __init__(
+        self,
+        layers,
+        lr: float,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        momentum: float = 0.0,  # type: ignore[no-untyped-def]
+        weight_decay: float = 0.0,
+    ):
         super().__init__(layers, lr, weight_decay)
         self.alpha, self.eps, self.momentum = alpha, eps, momentum
 
@@ -90,8 +98,14 @@ class Adam(Optimizer):
     m ← β₁m + (1−β₁)g,  v ← β₂v + (1−β₂)g²,
     θ ← θ − η/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)   (PyTorch's placement of ε)."""
 
-    def __init__(self, layers, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,  # type: ignore[no-untyped-def]
-                 weight_decay: float = 0.0):
+    def __init__(
+        self,
+        layers,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,  # type: ignore[no-untyped-def]
+        weight_decay: float = 0.0,
+    ):
         super().__init__(layers, lr, weight_decay)
         self.b1, self.b2 = betas
         self.eps = eps
@@ -100,7 +114,7 @@ class Adam(Optimizer):
         s = self.state.setdefault(i, {"m": np.zeros_like(p), "v": np.zeros_like(p)})
         s["m"] = self.b1 * s["m"] + (1 - self.b1) * g
         s["v"] = self.b2 * s["v"] + (1 - self.b2) * g * g
-        bc1, bc2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        bc1, bc2 = 1 - self.b1**self.t, 1 - self.b2**self.t
         return p - (self.lr / bc1) * s["m"] / (np.sqrt(s["v"]) / math.sqrt(bc2) + self.eps)
 
 

@@ -52,9 +52,11 @@ def check_model_fits(cfg: Config, num_classes: int, in_chans: int, input_size: i
     n = sum(p.numel() for p in model.parameters())
     need, avail = n * 4 * 4, available_memory()
     if need > avail:
-        raise CnnlabError(f"model {cfg.model.name!r} with this config has {n:,} parameters: training needs about "
-                          f"{need / 2**30:,.1f} GiB (weights, gradients, optimizer state) but {avail / 2**30:,.1f} "
-                          "GiB is available; choose smaller layers (--hidden) or a smaller --input-size")
+        raise CnnlabError(
+            f"model {cfg.model.name!r} with this config has {n:,} parameters: training needs about "
+            f"{need / 2**30:,.1f} GiB (weights, gradients, optimizer state) but {avail / 2**30:,.1f} "
+            "GiB is available; choose smaller layers (--hidden) or a smaller --input-size"
+        )
     return n
 
 
@@ -76,11 +78,18 @@ def resolve_fine_tune(cfg: Config, n_train: int) -> Config:
     else:
         e1, e2 = 10, 4 if n_train <= 2000 else 3 if n_train <= 20000 else 2
     mult = cfg.model.backbone_lr_mult or AUTO_BACKBONE_LR_MULT
-    log.info("fine-tune auto: %d epochs of the head on cached features, then %d with the backbone training at "
-             "%g × the LR", e1, e2, mult)
-    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"fine_tune": (e1, e2),
-                                                                        "backbone_lr_mult": mult}),
-                                  "train": cfg.train.model_copy(update={"epochs": e1 + e2})})
+    log.info(
+        "fine-tune auto: %d epochs of the head on cached features, then %d with the backbone training at %g × the LR",
+        e1,
+        e2,
+        mult,
+    )
+    return cfg.model_copy(
+        update={
+            "model": cfg.model.model_copy(update={"fine_tune": (e1, e2), "backbone_lr_mult": mult}),
+            "train": cfg.train.model_copy(update={"epochs": e1 + e2}),
+        }
+    )
 
 
 # cnnlab's own recipe for a net trained from scratch when the config leaves it open (no schedule, LR or
@@ -100,18 +109,31 @@ def resolve_recipe(cfg: Config, n_train: int, engine_schedules: bool = True) -> 
     (constant LR, 10 epochs). The resolved values go into the run's config.yaml."""
 
     tc = cfg.train
-    if ("schedule" in tc.model_fields_set or not engine_schedules or cfg.model.fine_tune
-            or get_spec(cfg.model.name).pretrained):
+    if (
+        "schedule" in tc.model_fields_set
+        or not engine_schedules
+        or cfg.model.fine_tune
+        or get_spec(cfg.model.name).pretrained
+    ):
         return cfg
     epochs = tc.epochs
     if "epochs" not in tc.model_fields_set:
         steps = max(1, -(-n_train // tc.batch_size))
         epochs = min(max(round(DEFAULT_STEPS / steps), DEFAULT_EPOCHS[0]), DEFAULT_EPOCHS[1])
     lr = cfg.optim.lr if "lr" in cfg.optim.model_fields_set else DEFAULT_PEAK_LR
-    log.info("default recipe: one-cycle over %d epochs (%d steps) peaking at LR %g; --schedule, --epochs and "
-             "--lr choose your own", epochs, epochs * max(1, -(-n_train // tc.batch_size)), lr)
-    return cfg.model_copy(update={"train": tc.model_copy(update={"schedule": "onecycle", "epochs": epochs}),
-                                  "optim": cfg.optim.model_copy(update={"lr": lr})})
+    log.info(
+        "default recipe: one-cycle over %d epochs (%d steps) peaking at LR %g; --schedule, --epochs and "
+        "--lr choose your own",
+        epochs,
+        epochs * max(1, -(-n_train // tc.batch_size)),
+        lr,
+    )
+    return cfg.model_copy(
+        update={
+            "train": tc.model_copy(update={"schedule": "onecycle", "epochs": epochs}),
+            "optim": cfg.optim.model_copy(update={"lr": lr}),
+        }
+    )
 
 
 def backbone_lr_mult(cfg: Config) -> float:
@@ -152,8 +174,9 @@ def extract_features(model: nn.Module, batches: Any, progress: bool = False, wha
     from tqdm.auto import tqdm
 
     with without_output_layer(model):
-        feats, _ = predict_logits(model, tqdm(batches, desc=f"backbone features{what}", unit="batch",
-                                              disable=not progress, leave=False))
+        feats, _ = predict_logits(
+            model, tqdm(batches, desc=f"backbone features{what}", unit="batch", disable=not progress, leave=False)
+        )
     return feats
 
 
@@ -180,8 +203,9 @@ def feature_key(model: nn.Module, parts: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def feature_sets(model: nn.Module, loader_for: Any, splits: dict[str, np.ndarray], key_parts: dict[str, Any],
-                 progress: bool = False) -> tuple[torch.Tensor, dict[str, np.ndarray], dict[str, Any]]:
+def feature_sets(
+    model: nn.Module, loader_for: Any, splits: dict[str, np.ndarray], key_parts: dict[str, Any], progress: bool = False
+) -> tuple[torch.Tensor, dict[str, np.ndarray], dict[str, Any]]:
     """Features of the train and val images, their positions per split, and facts for run.json
     (seconds, whether they came from the persistent cache under ~/.cache/cnnlab/features)."""
 
@@ -197,8 +221,11 @@ def feature_sets(model: nn.Module, loader_for: Any, splits: dict[str, np.ndarray
             feats = load_weights_file(entry / "features.pt", "feature cache")
             if isinstance(feats, torch.Tensor) and len(feats) == offset:
                 log.info("feature cache hit: %s (%d features)", entry, len(feats))
-                return feats, positions, {"seconds": round(time.perf_counter() - started, 2), "reused": True,
-                                          "entry": str(entry)}
+                return (
+                    feats,
+                    positions,
+                    {"seconds": round(time.perf_counter() - started, 2), "reused": True, "entry": str(entry)},
+                )
         except Exception as e:  # a damaged entry is computed again
             log.warning("feature cache entry %s is damaged (%s): computing the features again", entry, e)
     parts = [extract_features(model, loader_for(s), progress, f" ({s})") for s in ("train", "val") if len(splits[s])]
@@ -206,10 +233,15 @@ def feature_sets(model: nn.Module, loader_for: Any, splits: dict[str, np.ndarray
     try:
         entry.mkdir(parents=True, exist_ok=True)
         atomic_torch_save(entry / "features.pt", feats)
-        atomic_write_json(entry / "meta.json", {"images": int(len(feats)), "dim": int(feats.shape[1]),
-                                                "created": time.time(), **{k: str(v) for k, v in key_parts.items()
-                                                                           if k != "fingerprint"}})
+        atomic_write_json(
+            entry / "meta.json",
+            {
+                "images": int(len(feats)),
+                "dim": int(feats.shape[1]),
+                "created": time.time(),
+                **{k: str(v) for k, v in key_parts.items() if k != "fingerprint"},
+            },
+        )
     except OSError as e:  # the run works without a persistent copy
         log.warning("could not keep the features in %s (%s)", entry, e)
-    return feats, positions, {"seconds": round(time.perf_counter() - started, 2), "reused": False,
-                              "entry": str(entry)}
+    return feats, positions, {"seconds": round(time.perf_counter() - started, 2), "reused": False, "entry": str(entry)}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.core.monitor import direction
 
@@ -21,11 +22,11 @@ class Callback:
     """Base class: override the hooks you need. State that must survive a resume goes in
     :meth:`state_dict` / :meth:`load_state_dict`."""
 
-    def on_train_begin(self, trainer: "Trainer") -> None: ...
-    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None: ...
-    def on_batch_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None: ...
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None: ...
-    def on_train_end(self, trainer: "Trainer") -> None: ...
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None: ...
+    def on_batch_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -33,22 +34,20 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def _improved(mode: str, value: float, best: Optional[float], min_delta: float) -> bool:
+def _improved(mode: str, value: float, best: float | None, min_delta: float) -> bool:
     if best is None or math.isnan(best):
         return not math.isnan(value)
     return value < best - min_delta if mode == "min" else value > best + min_delta
-
-
 
 
 class HistoryCSV(Callback):
     """Rewrites ``history.csv`` from the trainer's history after every epoch (atomically),
     so the file always matches the last checkpoint."""
 
-    def __init__(self, run: "RunFolder"):
+    def __init__(self, run: RunFolder):
         self.run = run
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         self.run.write_history(trainer.history, HISTORY_FIELDS)
 
 
@@ -56,13 +55,13 @@ class StepLog(Callback):
     """Training loss and accuracy averaged over every ``every`` steps, rewritten to ``steps.csv``
     at each epoch end (the file matches the checkpoint, as history.csv does)."""
 
-    def __init__(self, run: "RunFolder", every: int):
+    def __init__(self, run: RunFolder, every: int):
         self.run, self.every = run, every
         self.rows: list[dict[str, Any]] = []
         self._loss = self._correct = 0.0
         self._n = self._steps = 0
 
-    def on_batch_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None:
+    def on_batch_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None:
         self._loss += logs["batch_loss"]
         self._correct += logs["batch_correct"]
         self._n += logs["batch_size"]
@@ -72,12 +71,13 @@ class StepLog(Callback):
 
     def _flush(self, step: int, epoch: int) -> None:
         if self._n:
-            self.rows.append({"step": step, "epoch": epoch, "loss": self._loss / self._n,
-                              "acc": self._correct / self._n})
+            self.rows.append(
+                {"step": step, "epoch": epoch, "loss": self._loss / self._n, "acc": self._correct / self._n}
+            )
         self._loss = self._correct = 0.0
         self._n = self._steps = 0
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         self._flush(trainer.global_step, epoch)
         self.run.write_steps(self.rows)
 
@@ -94,10 +94,10 @@ class EarlyStopping(Callback):
     def __init__(self, monitor: str, patience: int, min_delta: float = 0.0):
         self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
         self.mode = direction(monitor)
-        self.best: Optional[float] = None
+        self.best: float | None = None
         self.wait = 0
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         value = logs.get(self.monitor)
         if value is None:
             return
@@ -106,8 +106,9 @@ class EarlyStopping(Callback):
             return
         self.wait += 1
         if self.wait >= self.patience:
-            log.info("early stopping: %s has not improved for %d epochs (best %.4f)", self.monitor,
-                     self.wait, self.best)
+            log.info(
+                "early stopping: %s has not improved for %d epochs (best %.4f)", self.monitor, self.wait, self.best
+            )
             trainer.stop_training = True
             trainer.stop_reason = f"early stopping on {self.monitor} after epoch {epoch}"
 
@@ -133,20 +134,28 @@ class Checkpoint(Callback):
             weights (``weights()``) and full state (``state_dict()``).
     """
 
-    def __init__(self, run: "RunFolder", monitor: str, meta: Callable[[], dict[str, Any]], engine: Any):
+    def __init__(self, run: RunFolder, monitor: str, meta: Callable[[], dict[str, Any]], engine: Any):
         self.run, self.engine = run, engine
         self.monitor = monitor
         self.mode = direction(monitor)
         self.meta = meta
-        self.best: Optional[float] = None
-        self.best_epoch: Optional[int] = None
+        self.best: float | None = None
+        self.best_epoch: int | None = None
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         value = logs.get(self.monitor)
         if value is None or _improved(self.mode, value, self.best, 0.0) or self.best is None:
             self.best, self.best_epoch = value, epoch
-            self._write("best", {"model": self.engine.weights(), "epoch": epoch, "monitor": self.monitor,
-                                 "value": value, **self.meta()})
+            self._write(
+                "best",
+                {
+                    "model": self.engine.weights(),
+                    "epoch": epoch,
+                    "monitor": self.monitor,
+                    "value": value,
+                    **self.meta(),
+                },
+            )
         self._write("last", {**self.engine.state_dict(), **self.meta()})
 
     def _write(self, which: str, obj: dict[str, Any]) -> None:
@@ -166,30 +175,45 @@ class Progress(Callback):
         self.enabled, self.every = enabled, every
         self.bar = None
 
-    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
         if self.enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {epoch}/{trainer.epochs}",
-                            unit="batch", leave=False, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=trainer.steps_per_epoch,
+                desc=f"epoch {epoch}/{trainer.epochs}",
+                unit="batch",
+                leave=False,
+                dynamic_ncols=True,
+            )
 
-    def on_batch_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None:
+    def on_batch_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None:
         if self.bar is not None:
             self.bar.update(1)
             last = step == trainer.steps_per_epoch  # the final postfix is the epoch's figure, as the log line says
             if step % self.every == 0 or last:
                 self.bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['acc']:.4f}", refresh=last)
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        val = (f"  val_loss {logs['val_loss']:.4f}  val_acc {logs['val_acc']:.4f}"
-               if logs.get("val_loss") is not None else "")
-        log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f%s  (%.1fs)", epoch, trainer.epochs,
-                 logs["train_loss"], logs["train_acc"], val, logs["seconds"])
+        val = (
+            f"  val_loss {logs['val_loss']:.4f}  val_acc {logs['val_acc']:.4f}"
+            if logs.get("val_loss") is not None
+            else ""
+        )
+        log.info(
+            "epoch %d/%d  train_loss %.4f  train_acc %.4f%s  (%.1fs)",
+            epoch,
+            trainer.epochs,
+            logs["train_loss"],
+            logs["train_acc"],
+            val,
+            logs["seconds"],
+        )
 
-    def on_train_end(self, trainer: "Trainer") -> None:
+    def on_train_end(self, trainer: Trainer) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -201,14 +225,14 @@ class LRSchedule(Callback):
     def __init__(self, scheduler: Any, interval: str, monitor: str = "val_loss"):
         self.scheduler, self.interval, self.monitor = scheduler, interval, monitor
 
-    def on_batch_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None:
+    def on_batch_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None:
         # a streamed epoch can run a batch or two past its estimated length (one partial batch per
         # reading process): a one-cycle schedule then stays at its last LR instead of failing
         total = getattr(self.scheduler, "total_steps", None)
         if self.interval == "step" and (total is None or self.scheduler.last_epoch < total):
             self.scheduler.step()
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         if self.interval == "epoch":
             self.scheduler.step()
         elif self.interval == "plateau":
@@ -237,7 +261,7 @@ class FineTune(Callback):
     def __init__(self, frozen_epochs: int, freeze: Callable[[bool], None]):
         self.frozen_epochs, self.freeze = frozen_epochs, freeze
 
-    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
         frozen = epoch <= self.frozen_epochs
         self.freeze(frozen)
         if epoch == self.frozen_epochs + 1:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from typing import Optional
 
 import torch
 
@@ -35,7 +34,7 @@ def active() -> bool:
     return world_size() > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def init(device: str) -> Optional[torch.device]:
+def init(device: str) -> torch.device | None:
     """Join the process group torchrun describes (environment variables), once; returns this rank's
     device (cuda:LOCAL_RANK on GPUs), or None outside torchrun."""
     if world_size() <= 1:

@@ -8,8 +8,9 @@ import dataclasses
 import io
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -62,12 +63,25 @@ def train_loader(data: PreparedData, cfg: Config, device: torch.device, model: t
         return data.images[torch.as_tensor(train_idx[:: max(1, len(train_idx) // 2000)][:2000])]
 
     transform = build_transform(d.augment, data.input_size, data.channels, d.augment_options, images=sample)
-    batch_tf = build_batch_transform(d.random_erasing, d.mixup, d.cutmix, len(data.classes), device,
-                                     multilabel=data.multilabel)
-    return split_loader(data, "train", cfg.train.batch_size, device, shuffle=True, seed=cfg.train.seed,
-                        transform=transform, sampler=d.sampler, batch_transform=batch_tf,
-                        channels_last=uses_conv(model), drop_single=has_batch_norm(model),
-                        rank=distributed.rank(), world=distributed.world_size(), workers=d.workers)
+    batch_tf = build_batch_transform(
+        d.random_erasing, d.mixup, d.cutmix, len(data.classes), device, multilabel=data.multilabel
+    )
+    return split_loader(
+        data,
+        "train",
+        cfg.train.batch_size,
+        device,
+        shuffle=True,
+        seed=cfg.train.seed,
+        transform=transform,
+        sampler=d.sampler,
+        batch_transform=batch_tf,
+        channels_last=uses_conv(model),
+        drop_single=has_batch_norm(model),
+        rank=distributed.rank(),
+        world=distributed.world_size(),
+        workers=d.workers,
+    )
 
 
 def on_device(data: PreparedData, device: torch.device) -> PreparedData:
@@ -87,6 +101,7 @@ def on_device(data: PreparedData, device: torch.device) -> PreparedData:
 def fine_tune_schedule(optimizer: torch.optim.Optimizer, head_steps: int, tune_steps: int, warmup: int) -> Any:
     """Per-step LR factors of the fine-tuning recipe: 1 while the head trains alone, then a
     linear warm-up over ``warmup`` steps and a cosine decay to 0 over the unfrozen phase."""
+
     def factor(step: int) -> float:
         if step < head_steps:
             return 1.0
@@ -126,17 +141,18 @@ class TorchEngine:
     def __init__(self, cfg: Config, data: PreparedData, device: torch.device):
         self.cfg, self.data, self.device = cfg, data, device
         if distributed.world_size() > 1 and (uses_feature_cache(cfg) or cfg.model.fine_tune):
-            raise CnnlabError("torchrun trains whole models; a frozen backbone (feature cache) or --fine-tune runs "
-                              "in one process")
+            raise CnnlabError(
+                "torchrun trains whole models; a frozen backbone (feature cache) or --fine-tune runs in one process"
+            )
         seed_everything(cfg.train.seed)
         self.model = build_model(cfg, len(data.classes), data.channels, data.input_size)
-        self.trainer: Optional[Trainer] = None
+        self.trainer: Trainer | None = None
         self.train_batches: Any = None
         self.val_batches: Any = None
         self.extra_callbacks: list[Callback] = []
-        self._resume_state: Optional[dict[str, Any]] = None
-        self.head_phase: Optional[tuple[Trainer, Any, Any]] = None  # --fine-tune: head on cached features
-        self._active: Optional[Trainer] = None
+        self._resume_state: dict[str, Any] | None = None
+        self.head_phase: tuple[Trainer, Any, Any] | None = None  # --fine-tune: head on cached features
+        self._active: Trainer | None = None
         self.progress = False
 
     def parameters(self) -> dict[str, Any]:
@@ -147,13 +163,18 @@ class TorchEngine:
             apply_freeze(self.model, "none")
             unfrozen = count_parameters(self.model)
             apply_freeze(self.model, "backbone")
-            counts["phases"] = [{"epochs": f"1-{ft[0]}", "trainable": counts["trainable"], "frozen": counts["frozen"]},
-                                {"epochs": f"{ft[0] + 1}-{ft[0] + ft[1]}", "trainable": unfrozen["trainable"],
-                                 "frozen": unfrozen["frozen"]}]
+            counts["phases"] = [
+                {"epochs": f"1-{ft[0]}", "trainable": counts["trainable"], "frozen": counts["frozen"]},
+                {
+                    "epochs": f"{ft[0] + 1}-{ft[0] + ft[1]}",
+                    "trainable": unfrozen["trainable"],
+                    "frozen": unfrozen["frozen"],
+                },
+            ]
         return counts
 
     # --------------------------------------------------------------- preparation
-    def prepare(self, state: Optional[dict[str, Any]]) -> dict[str, Any]:
+    def prepare(self, state: dict[str, Any] | None) -> dict[str, Any]:
         """Optimizer, schedule, batches (feature cache when it applies); resume ``state``.
 
         With ``--fine-tune E1,E2`` there are two trainers over the same model and optimizer:
@@ -165,29 +186,43 @@ class TorchEngine:
         """
         cfg, data, model = self.cfg, self.data, self.model
         if cfg.train.init_output_bias and state is None:
-            init_output_bias(model, data.class_counts("train"),
-                             num_images=len(data.splits["train"]) if data.multilabel else None)
+            init_output_bias(
+                model, data.class_counts("train"), num_images=len(data.splits["train"]) if data.multilabel else None
+            )
         model.to(self.device)
-        optimizer = build_optimizer(cfg.optim.name, param_groups(model, cfg), lr=cfg.optim.lr,
-                                    weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum)
+        optimizer = build_optimizer(
+            cfg.optim.name,
+            param_groups(model, cfg),
+            lr=cfg.optim.lr,
+            weight_decay=cfg.optim.weight_decay,
+            momentum=cfg.optim.momentum,
+        )
         task, facts = task_for_config(data, cfg), {}
         if uses_feature_cache(cfg):
             head_batches, head_val, facts["feature_cache"] = self._feature_loaders()
             self.head_phase = (HeadOnlyTrainer(model, optimizer, self.device, task=task), head_batches, head_val)
         if cfg.model.fine_tune or not uses_feature_cache(cfg):
-            tuned = cfg if not cfg.model.fine_tune or cfg.data.augment != "none" else \
-                cfg.model_copy(update={"data": cfg.data.model_copy(update={"augment": "flip"})})  # the model's own
+            tuned = (
+                cfg
+                if not cfg.model.fine_tune or cfg.data.augment != "none"
+                else cfg.model_copy(update={"data": cfg.data.model_copy(update={"augment": "flip"})})
+            )  # the model's own
             batches_from = on_device(data, self.device)
             self.train_batches = train_loader(batches_from, tuned, self.device, model)
-            self.val_batches = split_loader(batches_from, "val", cfg.train.batch_size, self.device,
-                                            channels_last=uses_conv(model)) if len(data.splits["val"]) else None
-            self.trainer = Trainer(model, optimizer, self.device, task=task,
-                                   amp_dtype=autocast_dtype(cfg.train.precision, self.device))
+            self.val_batches = (
+                split_loader(batches_from, "val", cfg.train.batch_size, self.device, channels_last=uses_conv(model))
+                if len(data.splits["val"])
+                else None
+            )
+            self.trainer = Trainer(
+                model, optimizer, self.device, task=task, amp_dtype=autocast_dtype(cfg.train.precision, self.device)
+            )
             if distributed.active():
                 from torch.nn.parallel import DistributedDataParallel
 
                 self.trainer.ddp = DistributedDataParallel(
-                    self.trainer.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                    self.trainer.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                )
             self.trainer.keep_bn_statistics = bool(cfg.model.fine_tune)  # small batches: keep pretrained stats
         else:
             self.trainer, self.train_batches, self.val_batches = self.head_phase
@@ -207,11 +242,13 @@ class TorchEngine:
             cbs.append(FineTune(ft[0], lambda frozen: apply_freeze(model, "backbone" if frozen else "none")))
         if ft and cfg.train.schedule == "constant":  # the recipe: warm-up, then cosine, for the unfrozen phase
             head_steps = ft[0] * len(self.head_phase[1] if self.head_phase else self.train_batches)
-            scheduler = fine_tune_schedule(optimizer, head_steps, ft[1] * len(self.train_batches),
-                                           len(self.train_batches))
+            scheduler = fine_tune_schedule(
+                optimizer, head_steps, ft[1] * len(self.train_batches), len(self.train_batches)
+            )
             return cbs + [LRSchedule(scheduler, "step", self.monitor)]
-        scheduler, interval = build_schedule(optimizer, cfg.train, cfg.train.epochs, len(self.train_batches),
-                                             self.monitor)
+        scheduler, interval = build_schedule(
+            optimizer, cfg.train, cfg.train.epochs, len(self.train_batches), self.monitor
+        )
         if scheduler is not None:
             cbs.append(LRSchedule(scheduler, interval, self.monitor))
         return cbs
@@ -235,23 +272,50 @@ class TorchEngine:
 
         trainer.val_metrics = value
 
-    def _feature_loaders(self) -> tuple[TensorBatches, Optional[TensorBatches], dict[str, Any]]:
+    def _feature_loaders(self) -> tuple[TensorBatches, TensorBatches | None, dict[str, Any]]:
         """Backbone features of train and val computed once (or found in the persistent feature
         cache from an earlier run on the same data and backbone); batches of those features."""
         cfg, data, device = self.cfg, self.data, self.device
         bs, cl = cfg.train.batch_size, uses_conv(self.model)
-        key = {"model": cfg.model.name, "input_size": data.input_size, "channels": data.channels, "mean": data.mean,
-               "std": data.std, "normalize": data.normalize, "fingerprint": data.fingerprint()}
-        feats, pos, facts = feature_sets(self.model, lambda s: split_loader(data, s, bs, device, channels_last=cl),
-                                         data.splits, key, self.progress)
+        key = {
+            "model": cfg.model.name,
+            "input_size": data.input_size,
+            "channels": data.channels,
+            "mean": data.mean,
+            "std": data.std,
+            "normalize": data.normalize,
+            "fingerprint": data.fingerprint(),
+        }
+        feats, pos, facts = feature_sets(
+            self.model, lambda s: split_loader(data, s, bs, device, channels_last=cl), data.splits, key, self.progress
+        )
         labels = torch.cat([data.labels[torch.as_tensor(data.splits[s])] for s in ("train", "val")])
-        train = TensorBatches(feats, labels, pos["train"], bs, [], [], shuffle=True, seed=cfg.train.seed,
-                              device=device, normalize="features", sampler=cfg.data.sampler)
-        val = TensorBatches(feats, labels, pos["val"], bs, [], [], device=device, normalize="features") \
-            if len(pos["val"]) else None
+        train = TensorBatches(
+            feats,
+            labels,
+            pos["train"],
+            bs,
+            [],
+            [],
+            shuffle=True,
+            seed=cfg.train.seed,
+            device=device,
+            normalize="features",
+            sampler=cfg.data.sampler,
+        )
+        val = (
+            TensorBatches(feats, labels, pos["val"], bs, [], [], device=device, normalize="features")
+            if len(pos["val"])
+            else None
+        )
         info = {"used": True, **facts, "dim": int(feats.shape[1]), "images": int(len(feats))}
-        log.info("feature cache: %d backbone features of size %d %s in %.1fs", len(feats), feats.shape[1],
-                 "reused" if facts["reused"] else "computed once", facts["seconds"])
+        log.info(
+            "feature cache: %d backbone features of size %d %s in %.1fs",
+            len(feats),
+            feats.shape[1],
+            "reused" if facts["reused"] else "computed once",
+            facts["seconds"],
+        )
         return train, val, info
 
     # --------------------------------------------------------------- the loop
@@ -294,5 +358,3 @@ class TorchEngine:
 
     def serialize(self, obj: dict[str, Any]) -> bytes:
         return checkpoint_bytes(obj)
-
-

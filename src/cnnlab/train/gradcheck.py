@@ -3,8 +3,9 @@ against central finite differences, in float64, over random shapes, kernels, str
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ class Case:
     x: np.ndarray
     what: str
     loss: bool = False  # a loss: forward(z, target) → (value, ∂L/∂z)
-    target: Optional[np.ndarray] = None
+    target: np.ndarray | None = None
 
 
 def _conv(rng: np.random.Generator) -> Case:
@@ -35,8 +36,12 @@ def _conv(rng: np.random.Generator) -> Case:
     h, w = int(rng.integers(k, k + 9)), int(rng.integers(k, k + 9))
     layer = L.Conv2D(c, f, k, s, p, np.float64)
     layer.params = {"weight": rng.normal(size=(f, c, k, k)), "bias": rng.normal(size=f)}
-    return Case(layer, lambda x, weight, bias: F.conv2d(x, weight, bias, s, p), rng.normal(size=(2, c, h, w)),
-                f"C{c} F{f} k{k} s{s} p{p} {h}×{w}")
+    return Case(
+        layer,
+        lambda x, weight, bias: F.conv2d(x, weight, bias, s, p),
+        rng.normal(size=(2, c, h, w)),
+        f"C{c} F{f} k{k} s{s} p{p} {h}×{w}",
+    )
 
 
 def _dense(rng: np.random.Generator) -> Case:
@@ -45,8 +50,12 @@ def _dense(rng: np.random.Generator) -> Case:
     i, o = int(rng.integers(1, 20)), int(rng.integers(1, 20))
     layer = L.Dense(i, o, np.float64)
     layer.params = {"weight": rng.normal(size=(o, i)), "bias": rng.normal(size=o)}
-    return Case(layer, lambda x, weight, bias: F.linear(x, weight, bias), rng.normal(size=(int(rng.integers(1, 6)), i)),
-                f"{i}→{o}")
+    return Case(
+        layer,
+        lambda x, weight, bias: F.linear(x, weight, bias),
+        rng.normal(size=(int(rng.integers(1, 6)), i)),
+        f"{i}→{o}",
+    )
 
 
 def _pool(kind: str) -> Callable[[np.random.Generator], Case]:
@@ -70,6 +79,7 @@ def _batchnorm(dims: int) -> Callable[[np.random.Generator], Case]:
         shape = (int(rng.integers(2, 7)), c) + ((int(rng.integers(1, 6)), int(rng.integers(1, 6))) if dims == 2 else ())
         layer = L.BatchNorm(c, dtype=np.float64)
         layer.params = {"weight": rng.normal(size=c), "bias": rng.normal(size=c)}
+
         def fn(x: Any, weight: Any, bias: Any) -> Any:
             return F.batch_norm(x, None, None, weight, bias, training=True, eps=1e-5)
 
@@ -82,10 +92,22 @@ def _activation(name: str) -> Callable[[np.random.Generator], Case]:
     def make(rng: np.random.Generator) -> Case:
         import torch
 
-        layer = {"relu": L.ReLU, "elu": L.ELU, "tanh": L.Tanh, "sigmoid": L.Sigmoid, "softmax": L.Softmax,
-                 "flatten": L.Flatten}[name]()
-        fn = {"relu": torch.relu, "elu": torch.nn.functional.elu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-              "softmax": lambda x: torch.softmax(x, 1), "flatten": lambda x: torch.flatten(x, 1)}[name]
+        layer = {
+            "relu": L.ReLU,
+            "elu": L.ELU,
+            "tanh": L.Tanh,
+            "sigmoid": L.Sigmoid,
+            "softmax": L.Softmax,
+            "flatten": L.Flatten,
+        }[name]()
+        fn = {
+            "relu": torch.relu,
+            "elu": torch.nn.functional.elu,
+            "tanh": torch.tanh,
+            "sigmoid": torch.sigmoid,
+            "softmax": lambda x: torch.softmax(x, 1),
+            "flatten": lambda x: torch.flatten(x, 1),
+        }[name]
         shape = (int(rng.integers(1, 5)), int(rng.integers(2, 6))) + ((3, 4) if name == "flatten" else ())
         return Case(layer, fn, rng.normal(size=shape) * 3, str(shape))
 
@@ -124,21 +146,43 @@ def _loss(kind: str) -> Callable[[np.random.Generator], Case]:
             weights = rng.uniform(0.5, 2, k) if rng.random() < 0.5 else None
             y = rng.integers(0, k, n)
             w_t = torch.from_numpy(weights) if weights is not None else None
-            return Case(L.SoftmaxCrossEntropy(weights), lambda z: F.cross_entropy(z, torch.from_numpy(y), weight=w_t),
-                        z, f"N{n} K{k}{' weighted' if weights is not None else ''}", loss=True, target=y)
+            return Case(
+                L.SoftmaxCrossEntropy(weights),
+                lambda z: F.cross_entropy(z, torch.from_numpy(y), weight=w_t),
+                z,
+                f"N{n} K{k}{' weighted' if weights is not None else ''}",
+                loss=True,
+                target=y,
+            )
         t = (rng.random((n, k)) < 0.4).astype(np.float64)
-        return Case(L.BinaryCrossEntropy(), lambda z: F.binary_cross_entropy_with_logits(z, torch.from_numpy(t)),
-                    z, f"N{n} K{k}", loss=True, target=t)
+        return Case(
+            L.BinaryCrossEntropy(),
+            lambda z: F.binary_cross_entropy_with_logits(z, torch.from_numpy(t)),
+            z,
+            f"N{n} K{k}",
+            loss=True,
+            target=t,
+        )
 
     return make
 
 
 LAYERS: dict[str, Callable[[np.random.Generator], Case]] = {
-    "dense": _dense, "conv2d": _conv, "maxpool2d": _pool("max"), "avgpool2d": _pool("avg"),
-    "batchnorm1d": _batchnorm(1), "batchnorm2d": _batchnorm(2), "relu": _activation("relu"),
-    "elu": _activation("elu"), "tanh": _activation("tanh"), "sigmoid": _activation("sigmoid"),
-    "softmax": _activation("softmax"), "flatten": _activation("flatten"), "dropout": _dropout,
-    "cross-entropy": _loss("cross-entropy"), "binary-cross-entropy": _loss("bce"),
+    "dense": _dense,
+    "conv2d": _conv,
+    "maxpool2d": _pool("max"),
+    "avgpool2d": _pool("avg"),
+    "batchnorm1d": _batchnorm(1),
+    "batchnorm2d": _batchnorm(2),
+    "relu": _activation("relu"),
+    "elu": _activation("elu"),
+    "tanh": _activation("tanh"),
+    "sigmoid": _activation("sigmoid"),
+    "softmax": _activation("softmax"),
+    "flatten": _activation("flatten"),
+    "dropout": _dropout,
+    "cross-entropy": _loss("cross-entropy"),
+    "binary-cross-entropy": _loss("bce"),
 }
 
 
@@ -179,7 +223,7 @@ def check_case(case: Case, rng: np.random.Generator, fd_entries: int = 12) -> di
     # central finite differences on a few entries of the input and of each parameter
     h, worst = 1e-6, 0.0
     targets = [("x", x, grads["x"])] + [(k, params[k], grads[k]) for k in params]
-    for name, arr, analytic in targets:
+    for _name, arr, analytic in targets:
         for idx in rng.choice(arr.size, min(fd_entries, arr.size), replace=False):
             flat = arr.reshape(-1)
             old = flat[idx]
@@ -194,7 +238,7 @@ def check_case(case: Case, rng: np.random.Generator, fd_entries: int = 12) -> di
     return res
 
 
-def gradcheck(names: Optional[list[str]] = None, configs: int = 20, seed: int = 0) -> list[dict[str, Any]]:
+def gradcheck(names: list[str] | None = None, configs: int = 20, seed: int = 0) -> list[dict[str, Any]]:
     """Per layer: configurations checked and the worst relative error of each comparison."""
     rows = []
     for name in names or list(LAYERS):

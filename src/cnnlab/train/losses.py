@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,7 +20,7 @@ class SingleLabel:
 
     multilabel = False
 
-    def __init__(self, weight: Optional[torch.Tensor] = None):
+    def __init__(self, weight: torch.Tensor | None = None):
         self.weight = weight
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -71,8 +69,7 @@ def balanced_class_weights(counts: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def init_output_bias(model: nn.Module, counts: np.ndarray, num_images: Optional[int] = None,
-                     eps: float = 1e-6) -> None:
+def init_output_bias(model: nn.Module, counts: np.ndarray, num_images: int | None = None, eps: float = 1e-6) -> None:
     """Set the output bias so the untrained model predicts the class frequencies (seed 004).
 
     Single-label (``num_images`` None): b_c = log f_c with f_c = n_c / n, so softmax(b) = f.

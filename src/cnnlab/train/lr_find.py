@@ -5,13 +5,21 @@ loop over the project's own Trainer.train_step, so it sees exactly the training 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 
-def range_test(trainer: Any, batches: Iterable, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100,
-               smooth: float = 0.98, diverge: float = 4.0) -> dict[str, Any]:
+def range_test(
+    trainer: Any,
+    batches: Iterable,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+    smooth: float = 0.98,
+    diverge: float = 4.0,
+) -> dict[str, Any]:
     """Train ``steps`` batches with an exponentially growing LR; stop when the smoothed loss
     exceeds ``diverge`` × its minimum.
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -25,27 +26,28 @@ def _fused(cls: type, params: Iterable, **kw: Any) -> torch.optim.Optimizer:
 
 
 @OPTIMIZERS.register("adam")
-def _adam(params: Iterable, lr: float, weight_decay: float, momentum: Optional[float]) -> torch.optim.Optimizer:
+def _adam(params: Iterable, lr: float, weight_decay: float, momentum: float | None) -> torch.optim.Optimizer:
     return _fused(torch.optim.Adam, params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999), eps=1e-8)
 
 
 @OPTIMIZERS.register("adamw")
-def _adamw(params: Iterable, lr: float, weight_decay: float, momentum: Optional[float]) -> torch.optim.Optimizer:
+def _adamw(params: Iterable, lr: float, weight_decay: float, momentum: float | None) -> torch.optim.Optimizer:
     return _fused(torch.optim.AdamW, params, lr=lr, weight_decay=weight_decay)
 
 
 @OPTIMIZERS.register("sgd")
-def _sgd(params: Iterable, lr: float, weight_decay: float, momentum: Optional[float]) -> torch.optim.Optimizer:
+def _sgd(params: Iterable, lr: float, weight_decay: float, momentum: float | None) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9 if momentum is None else momentum)
 
 
 @OPTIMIZERS.register("rmsprop")
-def _rmsprop(params: Iterable, lr: float, weight_decay: float, momentum: Optional[float]) -> torch.optim.Optimizer:
+def _rmsprop(params: Iterable, lr: float, weight_decay: float, momentum: float | None) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay, momentum=momentum or 0.0)
 
 
-def build_optimizer(name: str, params: Iterable, lr: float, weight_decay: float = 0.0,
-                    momentum: Optional[float] = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str, params: Iterable, lr: float, weight_decay: float = 0.0, momentum: float | None = None
+) -> torch.optim.Optimizer:
     """Build the registered optimizer ``name`` over ``params``."""
     return OPTIMIZERS.get(name)(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
 
@@ -88,8 +90,9 @@ def _onecycle(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> t
 @SCHEDULES.register("plateau")
 def _plateau(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int, monitor: str) -> tuple[Any, str]:
 
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=direction(monitor), factor=tc.gamma,
-                                                      patience=tc.plateau_patience), "plateau"
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode=direction(monitor), factor=tc.gamma, patience=tc.plateau_patience
+    ), "plateau"
 
 
 @SCHEDULES.register("exp-decay")
@@ -99,8 +102,9 @@ def _exp_decay(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> 
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: math.exp(-rate * max(0, e + 1 - start))), "epoch"
 
 
-def build_schedule(opt: torch.optim.Optimizer, train_cfg: Any, epochs: int, steps_per_epoch: int,
-                   monitor: Optional[str] = None) -> tuple[Any, str]:
+def build_schedule(
+    opt: torch.optim.Optimizer, train_cfg: Any, epochs: int, steps_per_epoch: int, monitor: str | None = None
+) -> tuple[Any, str]:
     """(scheduler or None, when it steps: "epoch", "step" or "plateau"). ``monitor`` is the metric a
     plateau schedule watches (default ``train_cfg.monitor``); its direction comes from the one table."""
     builder = SCHEDULES.get(train_cfg.schedule)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 
-def _unsupported(cfg: Config) -> Optional[str]:
+def _unsupported(cfg: Config) -> str | None:
     """Why this config needs the torch engine, or None."""
     m, d, t = cfg.model, cfg.data, cfg.train
     if m.name not in SM.MODELS:
@@ -87,8 +88,17 @@ class ScratchEngine:
             raise CnnlabError(f"--engine scratch runs on the CPU (NumPy); got --device {cfg.train.device}")
         self.cfg, self.data = cfg, data
         m = cfg.model
-        opts = {k: v for k, v in {"hidden": m.hidden, "dropout": m.dropout, "activation": m.activation,
-                                  "init": m.init, "batch_norm": m.batch_norm}.items() if v is not None}
+        opts = {
+            k: v
+            for k, v in {
+                "hidden": m.hidden,
+                "dropout": m.dropout,
+                "activation": m.activation,
+                "init": m.init,
+                "batch_norm": m.batch_norm,
+            }.items()
+            if v is not None
+        }
         self.model = SM.build(m.name, len(data.classes), data.channels, data.input_size, opts, seed=cfg.train.seed)
         self.loop = _Loop()
         self.progress = False
@@ -102,7 +112,7 @@ class ScratchEngine:
         n = self.model.num_parameters()
         return {"total": n, "trainable": n, "frozen": 0}
 
-    def prepare(self, state: Optional[dict[str, Any]]) -> dict[str, Any]:
+    def prepare(self, state: dict[str, Any] | None) -> dict[str, Any]:
         cfg, data = self.cfg, self.data
         o = cfg.optim
         layers = self.model.layers
@@ -117,15 +127,26 @@ class ScratchEngine:
         if data.multilabel:
             self.loss: Any = L.BinaryCrossEntropy()
         else:
-
-            weights = balanced_class_weights(data.class_counts("train")).numpy() \
-                if cfg.train.class_weights == "auto" else None
+            weights = (
+                balanced_class_weights(data.class_counts("train")).numpy()
+                if cfg.train.class_weights == "auto"
+                else None
+            )
             self.loss = L.SoftmaxCrossEntropy(weights)
         has_bn = any(isinstance(layer, L.BatchNorm) for layer in layers)
         transform = build_transform(cfg.data.augment, data.input_size, data.channels, cfg.data.augment_options)
         cpu = torch.device("cpu")
-        self.train_batches = split_loader(data, "train", cfg.train.batch_size, cpu, shuffle=True, seed=cfg.train.seed,
-                                          transform=transform, sampler=cfg.data.sampler, drop_single=has_bn)
+        self.train_batches = split_loader(
+            data,
+            "train",
+            cfg.train.batch_size,
+            cpu,
+            shuffle=True,
+            seed=cfg.train.seed,
+            transform=transform,
+            sampler=cfg.data.sampler,
+            drop_single=has_bn,
+        )
         self.val_batches = split_loader(data, "val", cfg.train.batch_size, cpu) if len(data.splits["val"]) else None
         self._resume = state
         return {}
@@ -185,9 +206,17 @@ class ScratchEngine:
                 batch_loss, batch_correct = self._step(x.numpy(), y.numpy())
                 loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(y)
                 loop.global_step += 1
-                self._call("on_batch_end", step, {"loss": loss_sum / seen, "acc": correct / seen,
-                                                  "batch_loss": batch_loss, "batch_correct": batch_correct,
-                                                  "batch_size": len(y)})
+                self._call(
+                    "on_batch_end",
+                    step,
+                    {
+                        "loss": loss_sum / seen,
+                        "acc": correct / seen,
+                        "batch_loss": batch_loss,
+                        "batch_correct": batch_correct,
+                        "batch_size": len(y),
+                    },
+                )
             val = self._evaluate(self.val_batches) if self.val_batches is not None else {}
             logs = end_epoch(loop, epoch, (loss_sum, correct, seen), val, self.opt.lr, started)
             self._call("on_epoch_end", epoch, logs)
@@ -202,10 +231,15 @@ class ScratchEngine:
 
     def state_dict(self) -> dict[str, Any]:
         dropout_rngs = [layer.rng.bit_generator.state for layer in self.model.layers if isinstance(layer, L.Dropout)]
-        return {"model": self.weights(), "optimizer": self.opt.state_dict(), "epoch": self.loop.epoch,
-                "global_step": self.loop.global_step, "history": self.loop.history,
-                "rng": {"dropout": dropout_rngs, "torch": torch.get_rng_state().numpy().tolist()},
-                "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks}}
+        return {
+            "model": self.weights(),
+            "optimizer": self.opt.state_dict(),
+            "epoch": self.loop.epoch,
+            "global_step": self.loop.global_step,
+            "history": self.loop.history,
+            "rng": {"dropout": dropout_rngs, "torch": torch.get_rng_state().numpy().tolist()},
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def machine_busy_seconds() -> Optional[float]:
+def machine_busy_seconds() -> float | None:
     """CPU seconds all processes have spent busy since boot (None where /proc/stat is missing)."""
     try:
         with open("/proc/stat") as f:
@@ -71,12 +71,12 @@ class ThreadPolicy(Callback):
     """Sets ``torch.set_num_threads`` at the start and, with ``auto``, whenever other processes'
     CPU use has changed the number of free cores for two windows of ``interval`` seconds in a row."""
 
-    def __init__(self, setting: Union[str, int], interval: float = 3.0):
+    def __init__(self, setting: str | int, interval: float = 3.0):
         self.setting, self.interval = setting, interval
         self.initial = torch.get_num_threads()
         self.most = max(1, min(usable_cores(), self.initial))
-        self._mark: Optional[tuple[float, float, float]] = None
-        self._pending: Optional[int] = None
+        self._mark: tuple[float, float, float] | None = None
+        self._pending: int | None = None
         self.changes: list[tuple[float, int]] = []
 
     def on_train_begin(self, trainer: Any) -> None:
@@ -88,7 +88,7 @@ class ThreadPolicy(Callback):
     def on_train_end(self, trainer: Any) -> None:
         torch.set_num_threads(self.initial)  # the process's own setting again, for what comes next
 
-    def _sample(self) -> Optional[tuple[float, float, float]]:
+    def _sample(self) -> tuple[float, float, float] | None:
         busy = machine_busy_seconds()
         return None if busy is None else (time.monotonic(), busy, own_busy_seconds())
 
@@ -111,8 +111,9 @@ class ThreadPolicy(Callback):
         if want == torch.get_num_threads():
             self._pending = None
         elif self._pending == want:  # the same for two windows: not a passing spike
-            log.info("other processes keep %.1f cores busy: training on %d thread%s", others, want,
-                     "" if want == 1 else "s")
+            log.info(
+                "other processes keep %.1f cores busy: training on %d thread%s", others, want, "" if want == 1 else "s"
+            )
             torch.set_num_threads(want)
             self.changes.append((time.time(), want))
             self._pending = None

@@ -8,7 +8,8 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.train.callbacks import Callback
@@ -30,13 +31,19 @@ def check_trackers(names: list[str]) -> None:
 
 def tracker_callbacks(names: list[str], run: Any, config: dict[str, Any]) -> list[Callback]:
     builders: dict[str, Callable[[Any, dict[str, Any]], Callback]] = {
-        "tensorboard": TensorBoard, "mlflow": MLflow, "wandb": WandB}
+        "tensorboard": TensorBoard,
+        "mlflow": MLflow,
+        "wandb": WandB,
+    }
     return [builders[n](run, config) for n in names]
 
 
 def _scalars(logs: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and math.isfinite(float(v)) and k != "epoch"}
+    return {
+        k: float(v)
+        for k, v in logs.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)) and k != "epoch"
+    }
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -97,7 +104,7 @@ class MLflow(Callback):
             self.run_id = self.client.create_run(exp_id, run_name=run.path.name).info.run_id
             params = _flat(config)
             for i in range(0, len(params), 100):
-                chunk = list(params.items())[i:i + 100]
+                chunk = list(params.items())[i : i + 100]
                 self.client.log_batch(self.run_id, params=[_param(k, v) for k, v in chunk])
             run.update_status(mlflow_run_id=self.run_id, mlflow_tracking_uri=self.uri)
 
@@ -126,9 +133,14 @@ class WandB(Callback):
 
         os.environ.setdefault("WANDB_SILENT", "true")
         self.wandb = wandb
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "cnnlab"), name=run.path.name,
-                              dir=str(run.tracker_path("wandb")), config=config,
-                              mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "cnnlab"),
+            name=run.path.name,
+            dir=str(run.tracker_path("wandb")),
+            config=config,
+            mode=os.environ.get("WANDB_MODE", "offline"),
+            reinit="finish_previous",
+        )
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
         self.run.log(_scalars(logs), step=epoch)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,8 +50,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def end_epoch(loop: Any, epoch: int, sums: tuple[float, int, int], val: dict[str, float], lr: float,
-              started: float) -> dict[str, Any]:
+def end_epoch(
+    loop: Any, epoch: int, sums: tuple[float, int, int], val: dict[str, float], lr: float, started: float
+) -> dict[str, Any]:
     """The epoch's log row (train/val loss and accuracy, other val metrics, LR, seconds), added to
     ``loop.history``; a non-finite training loss stops training with the reason. Shared by every
     engine's loop, so their history.csv rows are alike."""
@@ -68,7 +70,7 @@ def end_epoch(loop: Any, epoch: int, sums: tuple[float, int, int], val: dict[str
     return logs
 
 
-def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``train.precision`` on ``device`` (None: plain fp32).
 
     ``auto`` is bf16 on a CUDA GPU that supports it (same range as fp32, no loss scaling needed)
@@ -99,15 +101,23 @@ class Trainer:
         amp_dtype: autocast forward passes to this dtype (bf16/fp16; fp16 with a gradient scaler).
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-                 callbacks: Sequence[Callback] = (), task: Optional[SingleLabel | MultiLabel] = None,
-                 channels_last: bool = True, amp_dtype: Optional[torch.dtype] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        callbacks: Sequence[Callback] = (),
+        task: SingleLabel | MultiLabel | None = None,
+        channels_last: bool = True,
+        amp_dtype: torch.dtype | None = None,
+    ):
         self.device = torch.device(device)
         self.amp_dtype = amp_dtype
         self.scaler = torch.amp.GradScaler(self.device.type) if amp_dtype == torch.float16 else None
         self.channels_last = channels_last and uses_conv(model)
-        self.model = model.to(self.device, memory_format=torch.channels_last) if self.channels_last \
-            else model.to(self.device)
+        self.model = (
+            model.to(self.device, memory_format=torch.channels_last) if self.channels_last else model.to(self.device)
+        )
         self.optimizer = optimizer
         self.callbacks = list(callbacks)
         self.task = task or SingleLabel()
@@ -120,17 +130,18 @@ class Trainer:
         self.steps_per_epoch = 0
         # fine-tuning on small batches: BatchNorm layers use (and keep) their pretrained statistics
         self.keep_bn_statistics = False
-        self.ddp: Optional[nn.Module] = None  # the DistributedDataParallel wrapper under torchrun
+        self.ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
         # optional: extra validation metrics from (logits, labels), merged into the epoch logs
-        self.val_metrics: Optional[Callable[[torch.Tensor, torch.Tensor], dict[str, float]]] = None
+        self.val_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None
 
     # ------------------------------------------------------------------ steps
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                              enabled=self.amp_dtype is not None)
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch (override to train part of a model, as the feature cache does)."""
@@ -174,7 +185,7 @@ class Trainer:
         for cb in self.callbacks:
             getattr(cb, event)(self, *args)
 
-    def fit(self, train: Any, val: Optional[Any], epochs: int) -> list[dict[str, Any]]:
+    def fit(self, train: Any, val: Any | None, epochs: int) -> list[dict[str, Any]]:
         """Train from the epoch after ``self.epoch`` up to ``epochs``.
 
         Args:
@@ -202,13 +213,27 @@ class Trainer:
                 batch_loss, batch_correct = self.train_step(x, y)
                 loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(y)
                 self.global_step += 1
-                self._call("on_batch_end", step, {"loss": loss_sum / seen, "acc": correct / seen,
-                                                  "batch_loss": batch_loss, "batch_correct": batch_correct,
-                                                  "batch_size": len(y)})
+                self._call(
+                    "on_batch_end",
+                    step,
+                    {
+                        "loss": loss_sum / seen,
+                        "acc": correct / seen,
+                        "batch_loss": batch_loss,
+                        "batch_correct": batch_correct,
+                        "batch_size": len(y),
+                    },
+                )
             val_logs = self.evaluate(val) if val is not None else {}
             loss_sum, correct, seen = distributed.all_sum(loss_sum, correct, seen)  # every rank's share
-            logs = end_epoch(self, epoch, (loss_sum, int(correct), int(seen)), val_logs,
-                             self.optimizer.param_groups[0]["lr"], started)
+            logs = end_epoch(
+                self,
+                epoch,
+                (loss_sum, int(correct), int(seen)),
+                val_logs,
+                self.optimizer.param_groups[0]["lr"],
+                started,
+            )
             self._call("on_epoch_end", epoch, logs)
             if self.stop_training:
                 break

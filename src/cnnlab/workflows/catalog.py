@@ -21,9 +21,15 @@ def list_models(num_classes: int = 10, in_chans: int = 3) -> list[dict[str, Any]
         spec = MODELS.get(name)
         opts = {"pretrained": False} if "pretrained" in spec.options() else {}
         model = spec.builder(num_classes=num_classes, in_chans=in_chans, input_size=spec.default_input_size, **opts)
-        rows.append({"name": name, "parameters": count_parameters(model)["total"],
-                     "input_size": spec.default_input_size, "pretrained": spec.pretrained or "-",
-                     "description": spec.description})
+        rows.append(
+            {
+                "name": name,
+                "parameters": count_parameters(model)["total"],
+                "input_size": spec.default_input_size,
+                "pretrained": spec.pretrained or "-",
+                "description": spec.description,
+            }
+        )
     return rows
 
 
@@ -34,12 +40,18 @@ def list_augmentations() -> list[dict[str, Any]]:
 
 def list_datasets() -> list[dict[str, Any]]:
     """Built-in datasets: name, description, image size, classes."""
-    return [{"name": d.name, "description": d.description, "size": d.native_size,
-             "channels": d.native_channels, "classes": d.num_classes}
-            for d in (DATASETS.get(n) for n in DATASETS.names())]
+    return [
+        {
+            "name": d.name,
+            "description": d.description,
+            "size": d.native_size,
+            "channels": d.native_channels,
+            "classes": d.num_classes,
+        }
+        for d in (DATASETS.get(n) for n in DATASETS.names())
+    ]
 
 
 def list_engines() -> list[dict[str, Any]]:
     """Training engines: name and the first line of their description."""
-    return [{"name": n, "description": (ENGINES.get(n).__doc__ or "").strip().split("\n")[0]}
-            for n in ENGINES.names()]
+    return [{"name": n, "description": (ENGINES.get(n).__doc__ or "").strip().split("\n")[0]} for n in ENGINES.names()]

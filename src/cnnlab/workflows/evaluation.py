@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,8 +32,14 @@ from cnnlab.workflows.resolve import build_config
 log = logging.getLogger(__name__)
 
 
-def report(run_path: str | Path, data: Optional[PreparedData] = None, device: str = "auto",
-           progress: bool = True, run: Optional[RunFolder] = None, predictor: Optional[Predictor] = None) -> Path:
+def report(
+    run_path: str | Path,
+    data: PreparedData | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    run: RunFolder | None = None,
+    predictor: Predictor | None = None,
+) -> Path:
     """Write ``report.html`` for a finished run: curves, metrics, per-class figures, errors,
     Grad-CAM, data, model, timing and config in one self-contained file.
 
@@ -45,8 +52,10 @@ def report(run_path: str | Path, data: Optional[PreparedData] = None, device: st
     run = RunFolder(run_path).require()
     state = run.state()
     if state.status != "completed":
-        raise CnnlabError(f"run {str(run.path)!r} is {state.describe()}: it has not finished"
-                          + (f" (next: {state.next_step})" if state.next_step else ""))
+        raise CnnlabError(
+            f"run {str(run.path)!r} is {state.describe()}: it has not finished"
+            + (f" (next: {state.next_step})" if state.next_step else "")
+        )
     run.lock("write its report")
     try:
         return _report(run, data, device, progress)
@@ -54,8 +63,9 @@ def report(run_path: str | Path, data: Optional[PreparedData] = None, device: st
         run.unlock()
 
 
-def _report(run: RunFolder, data: Optional[PreparedData], device: str, progress: bool,
-            predictor: Optional[Predictor] = None) -> Path:
+def _report(
+    run: RunFolder, data: PreparedData | None, device: str, progress: bool, predictor: Predictor | None = None
+) -> Path:
 
     cfg = run.read_config()
     dev = resolve_device(device)
@@ -66,7 +76,7 @@ def _report(run: RunFolder, data: Optional[PreparedData], device: str, progress:
         evaluate_checkpoint(run, data, dev, cfg.train.batch_size, save=True, predictor=predictor)
     model = predictor.model
 
-    def cams(idx: list[int]) -> Optional[list[np.ndarray]]:
+    def cams(idx: list[int]) -> list[np.ndarray] | None:
         try:
             last_conv(model)
         except CnnlabError:
@@ -80,9 +90,16 @@ def _report(run: RunFolder, data: Optional[PreparedData], device: str, progress:
     return write_report(run, data.images, data.labels, cams)
 
 
-def evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device, batch_size: int,
-                        split: str = "test", save: bool = False, predictor: Optional[Predictor] = None,
-                        progress: bool = False) -> dict[str, Any]:
+def evaluate_checkpoint(
+    run: RunFolder,
+    data: PreparedData,
+    device: torch.device,
+    batch_size: int,
+    split: str = "test",
+    save: bool = False,
+    predictor: Predictor | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Metrics of the best checkpoint on ``split`` (test, falling back to val); multi-label runs
     also get the figures at per-class thresholds tuned on validation. ``save`` keeps the
     predictions in predictions.npz for the report."""
@@ -95,10 +112,15 @@ def evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device
             raise CnnlabError(f"the {split!r} split of {data.source!r} is empty")
 
     def probs_of(part: str) -> tuple[np.ndarray, np.ndarray]:
-        log.info("evaluating the best checkpoint (epoch %s) on the %s split: %d images", predictor.epoch, part,
-                 len(data.splits[part]))
-        return predictor.probs(data.images, data.labels, data.splits[part], batch_size, progress,
-                               f"evaluating on {part}")
+        log.info(
+            "evaluating the best checkpoint (epoch %s) on the %s split: %d images",
+            predictor.epoch,
+            part,
+            len(data.splits[part]),
+        )
+        return predictor.probs(
+            data.images, data.labels, data.splits[part], batch_size, progress, f"evaluating on {part}"
+        )
 
     probs, y = probs_of(split)
     metrics = compute_metrics(y, probs, data.classes)
@@ -106,16 +128,25 @@ def evaluate_checkpoint(run: RunFolder, data: PreparedData, device: torch.device
         val_probs, val_y = probs_of("val")
         thresholds = tune_thresholds(val_y, val_probs)
         tuned = multilabel_metrics(y, probs, data.classes, thresholds)
-        metrics["tuned_thresholds"] = {k: tuned[k] for k in ("threshold", "accuracy", "subset_of_truth_accuracy",
-                                                             "hamming_loss", "micro_f1", "macro_f1")}
+        metrics["tuned_thresholds"] = {
+            k: tuned[k]
+            for k in ("threshold", "accuracy", "subset_of_truth_accuracy", "hamming_loss", "micro_f1", "macro_f1")
+        }
     if save:
         run.save_predictions(probs, y, data.splits[split])
     return {"split": split, "checkpoint": "best", "best_epoch": predictor.epoch, **metrics}
 
 
-def evaluate(run_path: str | Path, data: Optional[str] = None, data_dir: Optional[str] = None,
-             split: str = "test", batch_size: int = 256, device: str = "auto",
-             progress: bool = True, max_pixels: Optional[int] = None) -> dict[str, Any]:
+def evaluate(
+    run_path: str | Path,
+    data: str | None = None,
+    data_dir: str | None = None,
+    split: str = "test",
+    batch_size: int = 256,
+    device: str = "auto",
+    progress: bool = True,
+    max_pixels: int | None = None,
+) -> dict[str, Any]:
     """Evaluate a run's best checkpoint.
 
     Args:
@@ -141,19 +172,35 @@ def evaluate(run_path: str | Path, data: Optional[str] = None, data_dir: Optiona
     return _evaluate_other(run, predictor, data, batch_size, progress, data_dir, max_pixels)[0]
 
 
-def _evaluate_other(run: RunFolder, predictor: Predictor, data: str, batch_size: int, progress: bool,
-                    data_dir: Optional[str] = None, max_pixels: Optional[int] = None
-                    ) -> tuple[dict[str, Any], Any, torch.Tensor]:
+def _evaluate_other(
+    run: RunFolder,
+    predictor: Predictor,
+    data: str,
+    batch_size: int,
+    progress: bool,
+    data_dir: str | None = None,
+    max_pixels: int | None = None,
+) -> tuple[dict[str, Any], Any, torch.Tensor]:
     """Metrics on all images of another dataset, its classes mapped onto the model's by name;
     averages run over the classes present in that data (absent ones are listed)."""
 
     cfg = run.read_config()
     ckpt = predictor.ckpt
     pre = ckpt["preprocess"]
-    dcfg = build_config({"data": {**cfg.data.model_dump(), "source": data, "data_dir": data_dir,
-                                  "input_size": pre["input_size"], "channels": pre["channels"],
-                                  "train_per_class": None, "max_pixels": max_pixels or cfg.data.max_pixels},
-                         "model": cfg.model.model_dump()}).data
+    dcfg = build_config(
+        {
+            "data": {
+                **cfg.data.model_dump(),
+                "source": data,
+                "data_dir": data_dir,
+                "input_size": pre["input_size"],
+                "channels": pre["channels"],
+                "train_per_class": None,
+                "max_pixels": max_pixels or cfg.data.max_pixels,
+            },
+            "model": cfg.model.model_dump(),
+        }
+    ).data
     if data not in DATASETS:  # the class names are known before any pixel is decoded
         _check_classes(data, list_files(data, dcfg.image_root, dcfg.delimiter, dcfg.label_sep).classes, ckpt)
     other = prepare_data(dcfg, get_spec(cfg.model.name), cfg.train.seed, progress=progress)
@@ -168,8 +215,13 @@ def _evaluate_other(run: RunFolder, predictor: Predictor, data: str, batch_size:
         labels = torch.tensor(cols)[other.labels]
     probs, y = predictor.probs(other.images, labels, np.arange(len(labels)), batch_size)
     present = None if other.multilabel else sorted(set(cols))
-    metrics = {"split": "all", "data": data, "checkpoint": "best", "best_epoch": ckpt["epoch"],
-               **compute_metrics(y, probs, ckpt["classes"], present=present)}
+    metrics = {
+        "split": "all",
+        "data": data,
+        "checkpoint": "best",
+        "best_epoch": ckpt["epoch"],
+        **compute_metrics(y, probs, ckpt["classes"], present=present),
+    }
     return metrics, other.images, labels
 
 
@@ -179,8 +231,13 @@ def _check_classes(data: str, classes: Sequence[str], ckpt: dict[str, Any]) -> N
         raise CnnlabError(f"dataset {data!r} has classes the model never saw: {', '.join(missing)}")
 
 
-def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
-            device: str = "auto", max_pixels: Optional[int] = None) -> list[dict[str, Any]]:
+def predict(
+    run_path: str | Path,
+    images: Sequence[str | Path],
+    top_k: int = 3,
+    device: str = "auto",
+    max_pixels: int | None = None,
+) -> list[dict[str, Any]]:
     """Top-k classes and probabilities for image files, with the run's preprocessing.
 
     Returns:
@@ -190,9 +247,14 @@ def predict(run_path: str | Path, images: Sequence[str | Path], top_k: int = 3,
     return Predictor.from_run(run_path, device, max_pixels=max_pixels).predict(list(images), top_k=top_k)
 
 
-def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Optional[str] = None,
-            out: Optional[str | Path] = None, device: str = "auto", max_pixels: Optional[int] = None
-            ) -> list[dict[str, Any]]:
+def explain(
+    run_path: str | Path,
+    images: Sequence[str | Path],
+    target_class: str | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    max_pixels: int | None = None,
+) -> list[dict[str, Any]]:
     """Grad-CAM for the predicted (and a chosen) class, the first layer's filters and the
     feature maps of each conv stage, as PNGs in ``out`` (default RUN/explain).
 
@@ -219,14 +281,16 @@ def explain(run_path: str | Path, images: Sequence[str | Path], target_class: Op
         return _explain_into(scratch, run.path / "explain", predictor, images, chosen)
 
 
-def _explain_into(folder: Path, final: Path, predictor: Predictor, images: Sequence[str | Path],
-                  chosen: Optional[int]) -> list[dict[str, Any]]:
+def _explain_into(
+    folder: Path, final: Path, predictor: Predictor, images: Sequence[str | Path], chosen: int | None
+) -> list[dict[str, Any]]:
     """Draw the explain PNGs into ``folder``; the results name them as they will be in ``final``."""
 
     model, classes = predictor.model, predictor.classes
     filters = first_layer_filters(model)
-    plot_image_grid(filters, [str(i) for i in range(len(filters))], folder / "filters.png", cols=8,
-                    title="first-layer filters")
+    plot_image_grid(
+        filters, [str(i) for i in range(len(filters))], folder / "filters.png", cols=8, title="first-layer filters"
+    )
     results = []
     for p, arr, error in predictor.decode_all(list(images)):
         if arr is None:
@@ -237,13 +301,24 @@ def _explain_into(folder: Path, final: Path, predictor: Predictor, images: Seque
         pred = int(probs.argmax())
         panels = [arr] + [overlay(arr, h) for h in heats]
         titles = ["input", f"Grad-CAM: {classes[pred]} ({probs[pred]:.2f})"] + (
-            [f"Grad-CAM: {classes[chosen]} ({probs[chosen]:.2f})"] if chosen is not None else [])
+            [f"Grad-CAM: {classes[chosen]} ({probs[chosen]:.2f})"] if chosen is not None else []
+        )
         stem = Path(p).stem
         plot_image_grid(panels, titles, folder / f"{stem}_gradcam.png", cols=len(panels))
         plot_feature_maps(feature_maps(model, x), folder / f"{stem}_features.png")
-        results.append({"path": str(p), "predicted": classes[pred], "prob": float(probs[pred]), "heat": heats[0],
-                        "files": [str(final / f"{stem}_gradcam.png"), str(final / f"{stem}_features.png"),
-                                  str(final / "filters.png")]})
+        results.append(
+            {
+                "path": str(p),
+                "predicted": classes[pred],
+                "prob": float(probs[pred]),
+                "heat": heats[0],
+                "files": [
+                    str(final / f"{stem}_gradcam.png"),
+                    str(final / f"{stem}_features.png"),
+                    str(final / "filters.png"),
+                ],
+            }
+        )
     return results
 
 
@@ -257,9 +332,15 @@ def compare(run_paths: Sequence[str | Path], out: str | Path = "compare.html") -
     return write_comparison(runs, Path(out))
 
 
-def evaluate_datasets(run_path: str | Path, datasets: Sequence[str], retrieval: bool = False,
-                      batch_size: int = 256, device: str = "auto", progress: bool = True,
-                      max_pixels: Optional[int] = None) -> dict[str, Any]:
+def evaluate_datasets(
+    run_path: str | Path,
+    datasets: Sequence[str],
+    retrieval: bool = False,
+    batch_size: int = 256,
+    device: str = "auto",
+    progress: bool = True,
+    max_pixels: int | None = None,
+) -> dict[str, Any]:
     """Metrics of a run on several datasets (classes matched by name), and optionally the
     within- and cross-dataset retrieval mAP matrix of penultimate-layer features.
 
@@ -273,15 +354,26 @@ def evaluate_datasets(run_path: str | Path, datasets: Sequence[str], retrieval: 
     predictor = Predictor.from_run(run, device)
     for name in datasets:
         m, images, labels = _evaluate_other(run, predictor, name, batch_size, progress, max_pixels=max_pixels)
-        rows.append({"data": name, "images": m["num_samples"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-                     "weighted_f1": m["weighted_f1"], "balanced_accuracy": m.get("balanced_accuracy")})
+        rows.append(
+            {
+                "data": name,
+                "images": m["num_samples"],
+                "accuracy": m["accuracy"],
+                "macro_f1": m["macro_f1"],
+                "weighted_f1": m["weighted_f1"],
+                "balanced_accuracy": m.get("balanced_accuracy"),
+            }
+        )
         if retrieval:
             with without_output_layer(predictor.model):
-                f, y = predict_logits(predictor.model, predictor.batches(images, labels, np.arange(len(labels)),
-                                                                         batch_size))
+                f, y = predict_logits(
+                    predictor.model, predictor.batches(images, labels, np.arange(len(labels)), batch_size)
+                )
             feats.append((f.numpy(), y.numpy()))
     result: dict[str, Any] = {"run": str(run.path), "rows": rows}
     if retrieval:
-        result["map"] = [[retrieval_map(fq, yq, fg, yg, same_set=(i == j)) for j, (fg, yg) in enumerate(feats)]
-                         for i, (fq, yq) in enumerate(feats)]
+        result["map"] = [
+            [retrieval_map(fq, yq, fg, yg, same_set=(i == j)) for j, (fg, yg) in enumerate(feats)]
+            for i, (fq, yq) in enumerate(feats)
+        ]
     return result

@@ -5,8 +5,9 @@ fit its builder, are pretrained weights there to freeze). A saved config is neve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from cnnlab.core import schema
 from cnnlab.core.errors import CnnlabError
@@ -22,14 +23,14 @@ from cnnlab.train.optim import OPTIMIZERS
 __all__ = ["build_config", "data_problem", "resolve"]
 
 
-def _registered(value: str, registry: Registry[Any]) -> Optional[str]:
+def _registered(value: str, registry: Registry[Any]) -> str | None:
     """None when ``registry`` has ``value``, else what is wrong, listing what it has."""
     if value in registry:
         return None
     return f"unknown {registry.kind}; choose from {', '.join(registry.names())}{did_you_mean(value, registry.names())}"
 
 
-def _source(d: DataConfig) -> Optional[str]:
+def _source(d: DataConfig) -> str | None:
     v = d.source
     if v in DATASETS or v.startswith(("http://", "https://")):  # a URL: shards on a web or object store
         return None
@@ -41,45 +42,62 @@ def _source(d: DataConfig) -> Optional[str]:
     return f"not a built-in dataset ({', '.join(DATASETS.names())}) and no such file or directory"
 
 
-def data_problem(cfg: Config) -> Optional[str]:
+def data_problem(cfg: Config) -> str | None:
     """Why ``cfg``'s data is not on this machine (a run moved elsewhere), or None when it is."""
     return _source(cfg.data)
 
 
-def _model_name(m: ModelConfig) -> Optional[str]:
+def _model_name(m: ModelConfig) -> str | None:
     try:
         get_spec(m.name)
     except CnnlabError:
-        return (f"unknown model; choose from {', '.join(MODELS.names())}, timm/<name>, tv/<name>"
-                f"{did_you_mean(m.name, MODELS.names())}")
+        return (
+            f"unknown model; choose from {', '.join(MODELS.names())}, timm/<name>, tv/<name>"
+            f"{did_you_mean(m.name, MODELS.names())}"
+        )
     return None
 
 
-def _freeze_needs_trained_weights(m: ModelConfig) -> Optional[str]:
+def _freeze_needs_trained_weights(m: ModelConfig) -> str | None:
     """Freezing a backbone of random weights trains a head on noise (accuracy 0.21 was seen)."""
-    policy = next((f"model.{k}" for k, on in (("freeze", m.freeze == "backbone"), ("fine_tune", m.fine_tune),
-                                               ("unfreeze_last", m.unfreeze_last),
-                                               ("train_bn_only", m.train_bn_only)) if on), None)
+    policy = next(
+        (
+            f"model.{k}"
+            for k, on in (
+                ("freeze", m.freeze == "backbone"),
+                ("fine_tune", m.fine_tune),
+                ("unfreeze_last", m.unfreeze_last),
+                ("train_bn_only", m.train_bn_only),
+            )
+            if on
+        ),
+        None,
+    )
     if policy and not m.weights and not (get_spec(m.name).pretrained and m.pretrained):
         pretrained = [n for n in MODELS.names() if MODELS.get(n).pretrained]
-        return (f"{policy} keeps a backbone's weights, but {m.name!r} "
-                f"{'has no pretrained weights' if m.pretrained else 'is built with --no-pretrained'}: "
-                f"use a pretrained model ({', '.join(pretrained)}, timm/<name>, tv/<name>) or give --weights FILE")
+        return (
+            f"{policy} keeps a backbone's weights, but {m.name!r} "
+            f"{'has no pretrained weights' if m.pretrained else 'is built with --no-pretrained'}: "
+            f"use a pretrained model ({', '.join(pretrained)}, timm/<name>, tv/<name>) or give --weights FILE"
+        )
     return None
 
 
-def _model_options(m: ModelConfig) -> Optional[str]:
+def _model_options(m: ModelConfig) -> str | None:
     fields = sorted(set(m.options) & (set(ModelConfig.model_fields) - {"options"}))
     if fields:
-        return (f"model.options {', '.join(fields)}: set {'these' if len(fields) > 1 else 'it'} with "
-                f"{', '.join('model.' + f for f in fields)} (a flag of its own), where it is checked")
-    return options_problem(get_spec(m.name).builder, m.options, {"num_classes", "in_chans", "input_size"},
-                           f"model.options of {m.name!r}")
+        return (
+            f"model.options {', '.join(fields)}: set {'these' if len(fields) > 1 else 'it'} with "
+            f"{', '.join('model.' + f for f in fields)} (a flag of its own), where it is checked"
+        )
+    return options_problem(
+        get_spec(m.name).builder, m.options, {"num_classes", "in_chans", "input_size"}, f"model.options of {m.name!r}"
+    )
 
 
 # (the field a problem is about, or None for a rule across a section's fields; the check), in the
 # order the schema's fields come, so that the first problem reported is the first one in the file
-CHECKS: list[tuple[Optional[str], Callable[[Config], Optional[str]]]] = [
+CHECKS: list[tuple[str | None, Callable[[Config], str | None]]] = [
     ("data.source", lambda c: _source(c.data)),
     ("data.augment", lambda c: _registered(c.data.augment, PRESETS)),
     (None, lambda c: option_problem(c.data.augment, c.data.augment_options)),
@@ -110,8 +128,9 @@ def resolve(cfg: Config, source: str = "") -> Config:
     return cfg
 
 
-def build_config(base: Optional[dict[str, Any]] = None, overrides: Optional[dict[str, Any]] = None,
-                 source: str = "") -> Config:
+def build_config(
+    base: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None, source: str = ""
+) -> Config:
     """A new config from a nested dict plus dotted overrides (:func:`cnnlab.core.schema.build_config`),
     then resolved against this machine's registries and files (:func:`resolve`)."""
     return resolve(schema.build_config(base, overrides, source), source)

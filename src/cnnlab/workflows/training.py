@@ -8,10 +8,11 @@ import contextlib
 import logging
 import platform
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -61,8 +62,8 @@ class TrainResult:
     metrics: dict[str, Any]
     stop_reason: str
     monitor: str = "val_loss"
-    best_value: Optional[float] = None
-    best_epoch: Optional[int] = None
+    best_value: float | None = None
+    best_epoch: int | None = None
 
 
 @dataclass
@@ -74,12 +75,20 @@ class OpenRun:
     data: PreparedData
     device: torch.device
     engine: Engine
-    resumed_from: Optional[int] = None
+    resumed_from: int | None = None
 
 
-def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[int] = None,
-          overwrite: bool = False, callbacks: Sequence[Callback] = (), progress: bool = True,
-          splits: Optional[dict[str, Any]] = None, hold_out_test: bool = False) -> TrainResult:
+def train(
+    cfg: Config,
+    *,
+    resume: str | Path | None = None,
+    epochs: int | None = None,
+    overwrite: bool = False,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    splits: dict[str, Any] | None = None,
+    hold_out_test: bool = False,
+) -> TrainResult:
     """Train a model and write a complete run folder.
 
     Args:
@@ -103,8 +112,15 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
         CnnlabError: bad input, found before training starts wherever possible; a full disk.
         KeyboardInterrupt: after marking the run 'interrupted' (resume it later).
     """
-    opened = open_run(cfg, resume=resume, epochs=epochs, overwrite=overwrite, progress=progress, splits=splits,
-                      hold_out_test=hold_out_test)
+    opened = open_run(
+        cfg,
+        resume=resume,
+        epochs=epochs,
+        overwrite=overwrite,
+        progress=progress,
+        splits=splits,
+        hold_out_test=hold_out_test,
+    )
     try:
         with recorded_failures(opened):
             fit(opened, callbacks, progress)
@@ -114,8 +130,16 @@ def train(cfg: Config, *, resume: Optional[str | Path] = None, epochs: Optional[
         distributed.shutdown()
 
 
-def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int], overwrite: bool,
-             progress: bool, splits: Optional[dict[str, Any]] = None, hold_out_test: bool = False) -> OpenRun:
+def open_run(
+    cfg: Config,
+    *,
+    resume: str | Path | None,
+    epochs: int | None,
+    overwrite: bool,
+    progress: bool,
+    splits: dict[str, Any] | None = None,
+    hold_out_test: bool = False,
+) -> OpenRun:
     """Check everything that needs no pixels, load the data, build the engine; only then make
     (or, resuming, reuse) the run folder, held under its lock, with status 'running'."""
     state = None
@@ -124,26 +148,17 @@ def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int]
     if resume is not None:
         run, cfg, state = _resumable(resume, epochs, writer)
     else:
-        out = cfg.run.out or f"runs/{cfg.model.name}-{Path(cfg.data.source).name}-{datetime.now():%Y%m%d-%H%M%S}"
-        out = str(distributed.broadcast(out))
-        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": out})})
-        run = writer(out)
-        if distributed.is_main():
-            run.check_new(overwrite)  # before any decoding
+        run, cfg = _new_run(cfg, writer, overwrite)
     try:
         started = time.perf_counter()
         device = rank_device or resolve_device(cfg.train.device)
-        data = load_run_data(run, cfg, progress) if state else \
-            prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, splits=splits, progress=progress,
-                         hold_out_test=hold_out_test)
-        _check_monitor(cfg.train.monitor, data.multilabel)
-        check_trackers(cfg.run.loggers)
-        cfg = resolve_fine_tune(cfg, len(data.splits["train"]))
-        if state is None:
-            cfg = resolve_recipe(cfg, len(data.splits["train"]), ENGINES.get(cfg.train.engine).schedules)
-        if cfg.data.input_size is None:  # the size chosen from the data is part of the resolved config
-            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"input_size": data.input_size})})
-        check_model_fits(cfg, len(data.classes), data.channels, data.input_size)
+        if state:
+            data = load_run_data(run, cfg, progress)
+        else:
+            spec = get_spec(cfg.model.name)
+            data = prepare_data(cfg.data, spec, cfg.train.seed, splits=splits, progress=progress,
+                                hold_out_test=hold_out_test)  # fmt: skip
+        cfg = _resolved_for(cfg, data, fresh=state is None)
         engine: Engine = ENGINES.get(cfg.train.engine)(cfg, data, device)
         engine.progress = progress
         if state is None:
@@ -153,22 +168,65 @@ def open_run(cfg: Config, *, resume: Optional[str | Path], epochs: Optional[int]
         elif epochs:
             run.write_config(cfg)
         _log_summary(data, engine, cfg, device)
-        run.update_status(status="running", started=now(), cnnlab=__version__, torch=torch.__version__,
-                          python=platform.python_version(), device=str(device), engine=engine.name,
-                          parameters=engine.parameters(), report_wanted=cfg.run.report,
-                          data_seconds=round(time.perf_counter() - started, 1),
-                          **({"resumed_from_epoch": state["epoch"]} if state else {}))
-        facts = engine.prepare(state)
-        if facts:
-            run.update_status(**facts)
+        _mark_running(run, cfg, engine, device, state, time.perf_counter() - started)
     except BaseException:
         run.unlock()
         raise
     return OpenRun(run, cfg, data, device, engine, state["epoch"] if state else None)
 
 
-def _resumable(path: str | Path, epochs: Optional[int], writer: type = RunFolder
-               ) -> tuple[RunFolder, Config, dict[str, Any]]:
+def _new_run(cfg: Config, writer: type[RunFolder], overwrite: bool) -> tuple[RunFolder, Config]:
+    """The new run's folder (named after the model, data and time unless given), checked before
+    any decoding, and the config that names it."""
+    out = cfg.run.out or f"runs/{cfg.model.name}-{Path(cfg.data.source).name}-{datetime.now():%Y%m%d-%H%M%S}"
+    out = str(distributed.broadcast(out))
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": out})})
+    run = writer(out)
+    if distributed.is_main():
+        run.check_new(overwrite)
+    return run, cfg
+
+
+def _resolved_for(cfg: Config, data: PreparedData, fresh: bool) -> Config:
+    """``cfg`` with what depends on the data settled: the monitor and trackers checked, fine-tuning
+    phases and (for a new run) the default recipe planned, the input size chosen, the model's fit
+    in memory checked."""
+    _check_monitor(cfg.train.monitor, data.multilabel)
+    check_trackers(cfg.run.loggers)
+    cfg = resolve_fine_tune(cfg, len(data.splits["train"]))
+    if fresh:
+        cfg = resolve_recipe(cfg, len(data.splits["train"]), ENGINES.get(cfg.train.engine).schedules)
+    if cfg.data.input_size is None:  # the size chosen from the data is part of the resolved config
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"input_size": data.input_size})})
+    check_model_fits(cfg, len(data.classes), data.channels, data.input_size)
+    return cfg
+
+
+def _mark_running(run: RunFolder, cfg: Config, engine: Engine, device: torch.device,
+                  state: dict[str, Any] | None, data_seconds: float) -> None:  # fmt: skip
+    """run.json says 'running', with the versions, device, engine and parameters; then the engine
+    prepares (optimizer, loaders, feature cache, a checkpoint's state) and adds what it measured."""
+    run.update_status(
+        status="running",
+        started=now(),
+        cnnlab=__version__,
+        torch=torch.__version__,
+        python=platform.python_version(),
+        device=str(device),
+        engine=engine.name,
+        parameters=engine.parameters(),
+        report_wanted=cfg.run.report,
+        data_seconds=round(data_seconds, 1),
+        **({"resumed_from_epoch": state["epoch"]} if state else {}),
+    )
+    facts = engine.prepare(state)
+    if facts:
+        run.update_status(**facts)
+
+
+def _resumable(
+    path: str | Path, epochs: int | None, writer: type = RunFolder
+) -> tuple[RunFolder, Config, dict[str, Any]]:
     """The locked run, its config (with a new epoch total) and its last checkpoint's state."""
     run = writer(path).require(checkpoint=False)
     run.lock("resume it")
@@ -183,8 +241,10 @@ def _resumable(path: str | Path, epochs: Optional[int], writer: type = RunFolder
             raise CnnlabError(f"run folder {str(run.path)!r} has no {last.relative_to(run.path)} to resume from")
         state = engine_cls.load_checkpoint(last)
         if state["epoch"] >= cfg.train.epochs and run.state().status == "completed":
-            raise CnnlabError(f"run {str(run.path)!r} already finished {state['epoch']} epochs; "
-                              "pass --epochs N with a larger N to extend it")
+            raise CnnlabError(
+                f"run {str(run.path)!r} already finished {state['epoch']} epochs; "
+                "pass --epochs N with a larger N to extend it"
+            )
     except BaseException:
         run.unlock()
         raise
@@ -235,11 +295,20 @@ def fit(o: OpenRun, extra: Sequence[Callback], progress: bool) -> None:
 
 def checkpoint_meta(cfg: Config, data: PreparedData, engine: str) -> dict[str, Any]:
     """What every checkpoint carries besides weights, so that a checkpoint alone can predict."""
-    return {"config": cfg.model_dump(mode="json"), "classes": data.classes, "multilabel": data.multilabel,
-            "engine": engine,
-            "preprocess": {"input_size": data.input_size, "channels": data.channels, "mean": data.mean,
-                           "std": data.std, "normalize": data.normalize,
-                           "interpolation": get_spec(cfg.model.name).interpolation}}
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "classes": data.classes,
+        "multilabel": data.multilabel,
+        "engine": engine,
+        "preprocess": {
+            "input_size": data.input_size,
+            "channels": data.channels,
+            "mean": data.mean,
+            "std": data.std,
+            "normalize": data.normalize,
+            "interpolation": get_spec(cfg.model.name).interpolation,
+        },
+    }
 
 
 def finish_run(o: OpenRun, progress: bool) -> TrainResult:
@@ -251,51 +320,85 @@ def finish_run(o: OpenRun, progress: bool) -> TrainResult:
         return TrainResult(run.path, engine.history, {}, engine.stop_reason)
     started = time.perf_counter()
     predictor = Predictor.from_run(run, o.device, warn=False)  # the best checkpoint, loaded once for both
-    metrics = evaluate_checkpoint(run, o.data, o.device, cfg.train.batch_size, save=True, predictor=predictor,
-                                  progress=progress)
+    metrics = evaluate_checkpoint(
+        run, o.data, o.device, cfg.train.batch_size, save=True, predictor=predictor, progress=progress
+    )
     best = next((h for h in engine.history if h["epoch"] == metrics["best_epoch"]), {})
     monitor = cfg.train.monitor if len(o.data.splits["val"]) else "train_loss"
     run.write_metrics(metrics)
-    done = {"status": "completed", "finished": now(), "epochs_done": engine.epoch,
-            "stop_reason": engine.stop_reason or "completed all epochs",
-            "train_seconds": round(sum(h["seconds"] for h in engine.history), 1),
-            "eval_seconds": round(time.perf_counter() - started, 1), "best_epoch": metrics["best_epoch"]}
+    done = {
+        "status": "completed",
+        "finished": now(),
+        "epochs_done": engine.epoch,
+        "stop_reason": engine.stop_reason or "completed all epochs",
+        "train_seconds": round(sum(h["seconds"] for h in engine.history), 1),
+        "eval_seconds": round(time.perf_counter() - started, 1),
+        "best_epoch": metrics["best_epoch"],
+    }
     timing = {**run.status(), **done}  # data_seconds and the feature cache's were recorded when the run opened
-    run.update_status(**done, total_seconds=round(sum(timing.get(k) or 0 for k in TIMED) +
-                                                  (timing.get("feature_cache") or {}).get("seconds", 0), 1))
+    run.update_status(
+        **done,
+        total_seconds=round(
+            sum(timing.get(k) or 0 for k in TIMED) + (timing.get("feature_cache") or {}).get("seconds", 0), 1
+        ),
+    )
     if cfg.run.report:
         try:
-            log.info("report: %s", report(run.path, data=o.data, device=str(o.device), progress=progress, run=run,
-                                             predictor=predictor))
+            log.info(
+                "report: %s",
+                report(run.path, data=o.data, device=str(o.device), progress=progress, run=run, predictor=predictor),
+            )
         except CnnlabError as e:  # the trained run stands; the report can be made again
             log.warning("the report could not be written (%s); retry with: cnnlab report %s", e, run.path)
         except Exception as e:
-            log.warning("the report could not be written (%s: %s); retry with: cnnlab report %s",
-                        type(e).__name__, e, run.path)
-    return TrainResult(run.path, engine.history, metrics, engine.stop_reason, monitor,
-                       best.get(monitor), metrics["best_epoch"])
+            log.warning(
+                "the report could not be written (%s: %s); retry with: cnnlab report %s", type(e).__name__, e, run.path
+            )
+    return TrainResult(
+        run.path, engine.history, metrics, engine.stop_reason, monitor, best.get(monitor), metrics["best_epoch"]
+    )
 
 
 def _check_monitor(monitor: str, multilabel: bool) -> None:
     """A monitored metric must exist for this kind of data: found before the run folder is made."""
     kind = MONITORABLE.get(monitor.removeprefix("val_").removeprefix("train_"), ("any", ""))[0]
     if kind != "any" and (kind == "multi-label") != multilabel:
-        raise CnnlabError(f"train.monitor {monitor!r} is defined for {kind} data; this dataset is "
-                          f"{'multi' if multilabel else 'single'}-label")
+        raise CnnlabError(
+            f"train.monitor {monitor!r} is defined for {kind} data; this dataset is "
+            f"{'multi' if multilabel else 'single'}-label"
+        )
 
 
 def _log_summary(data: PreparedData, engine: Engine, cfg: Config, device: torch.device) -> None:
     s = data.summary()
-    log.info("data %s: %d images, %d classes, %d×%d×%d; split train %d / val %d / test %d; imbalance %.2f",
-             s["source"], s["num_images"], len(s["classes"]), s["input_size"], s["input_size"], s["channels"],
-             s["split_sizes"]["train"], s["split_sizes"]["val"], s["split_sizes"]["test"], s["imbalance_ratio"])
+    log.info(
+        "data %s: %d images, %d classes, %d×%d×%d; split train %d / val %d / test %d; imbalance %.2f",
+        s["source"],
+        s["num_images"],
+        len(s["classes"]),
+        s["input_size"],
+        s["input_size"],
+        s["channels"],
+        s["split_sizes"]["train"],
+        s["split_sizes"]["val"],
+        s["split_sizes"]["test"],
+        s["imbalance_ratio"],
+    )
     p = engine.parameters()
-    log.info("model %s: %s parameters (%s trainable, %s frozen); engine %s; device %s", cfg.model.name,
-             f"{p['total']:,}", f"{p['trainable']:,}", f"{p['frozen']:,}", engine.name, device)
+    log.info(
+        "model %s: %s parameters (%s trainable, %s frozen); engine %s; device %s",
+        cfg.model.name,
+        f"{p['total']:,}",
+        f"{p['trainable']:,}",
+        f"{p['frozen']:,}",
+        engine.name,
+        device,
+    )
 
 
-def lr_find(cfg: Config, out: str | Path, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100,
-            progress: bool = True) -> dict[str, Any]:
+def lr_find(
+    cfg: Config, out: str | Path, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100, progress: bool = True
+) -> dict[str, Any]:
     """LR range test for the configured data and model; writes lr_find.csv and lr_find.png into ``out``.
 
     Returns:
@@ -310,8 +413,10 @@ def lr_find(cfg: Config, out: str | Path, start_lr: float = 1e-7, end_lr: float 
     result = range_test(engine.trainer, engine.train_batches, start_lr, end_lr, steps)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "lr_find.csv", "lr,loss\n" + "".join(
-        f"{lr:.6g},{loss:.6g}\n" for lr, loss in zip(result["lrs"], result["losses"])))
+    atomic_write_text(
+        out / "lr_find.csv",
+        "lr,loss\n" + "".join(f"{lr:.6g},{loss:.6g}\n" for lr, loss in zip(result["lrs"], result["losses"])),
+    )
     plot_lr_find(result["lrs"], result["losses"], result["suggestion"], out / "lr_find.png")
     result["files"] = [str(out / "lr_find.csv"), str(out / "lr_find.png")]
     return result

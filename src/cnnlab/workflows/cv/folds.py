@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +22,16 @@ from cnnlab.workflows.training import train
 
 log = logging.getLogger(__name__)
 
-SUMMARISED = ("accuracy", "macro_f1", "balanced_accuracy", "weighted_auc", "log_loss", "ece",
-              "subset_of_truth_accuracy", "mean_average_precision")
+SUMMARISED = (
+    "accuracy",
+    "macro_f1",
+    "balanced_accuracy",
+    "weighted_auc",
+    "log_loss",
+    "ece",
+    "subset_of_truth_accuracy",
+    "mean_average_precision",
+)
 
 
 def bootstrap_interval(values: Sequence[float], seed: int = 0, draws: int = 10_000) -> tuple[float, float]:
@@ -32,8 +41,14 @@ def bootstrap_interval(values: Sequence[float], seed: int = 0, draws: int = 10_0
     v = np.asarray(values, dtype=float)
     if len(v) < 2 or np.allclose(v, v[0]):
         return float(v.mean()), float(v.mean())
-    res = bootstrap((v,), np.mean, n_resamples=draws, confidence_level=0.95, method="percentile",
-                    random_state=np.random.default_rng(seed))
+    res = bootstrap(
+        (v,),
+        np.mean,
+        n_resamples=draws,
+        confidence_level=0.95,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
@@ -46,19 +61,34 @@ def _fold_splits(cfg: Config, folds: int, repeats: int, progress: bool) -> tuple
     labels = data.labels.numpy()[pool]
     counts = labels.sum(0) if labels.ndim == 2 else np.bincount(labels, minlength=len(data.classes))
     if folds > int(counts[counts > 0].min()):
-        raise CnnlabError(f"--folds {folds}: the smallest class has {int(counts[counts > 0].min())} images outside "
-                          "the test split; use fewer folds")
+        raise CnnlabError(
+            f"--folds {folds}: the smallest class has {int(counts[counts > 0].min())} images outside "
+            "the test split; use fewer folds"
+        )
     plans = []
     for r in range(repeats):
         for i, (tr, va) in enumerate(kfold_indices(labels, folds, cfg.train.seed + r)):
-            plans.append({"repeat": r + 1, "fold": i + 1, "name": f"r{r + 1}-fold{i + 1}",
-                          "splits": {"train": pool[tr].tolist(), "val": pool[va].tolist(), "test": []}})
+            plans.append(
+                {
+                    "repeat": r + 1,
+                    "fold": i + 1,
+                    "name": f"r{r + 1}-fold{i + 1}",
+                    "splits": {"train": pool[tr].tolist(), "val": pool[va].tolist(), "test": []},
+                }
+            )
     return plans, int(len(data.splits["test"])), data
 
 
-def cross_validate(cfg: Config, out: str | Path, folds: int = 5, repeats: int = 1, resume: bool = False,
-                   progress: bool = True, on_fold: Optional[Callable[[int, RunFolder], None]] = None,
-                   callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+def cross_validate(
+    cfg: Config,
+    out: str | Path,
+    folds: int = 5,
+    repeats: int = 1,
+    resume: bool = False,
+    progress: bool = True,
+    on_fold: Callable[[int, RunFolder], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
     """Train one run per fold (and repeat) under ``out`` and summarise them.
 
     Each fold trains on the other folds and is scored on its own (out-of-fold) part; the
@@ -91,14 +121,21 @@ def cross_validate(cfg: Config, out: str | Path, folds: int = 5, repeats: int = 
             if run.last_ckpt.is_file():  # interrupted after an epoch: continue it
                 train(None, resume=run.path, progress=progress)  # type: ignore[arg-type]
             else:  # never started, or stopped before its first epoch ended: start it again
-                train(fold_cfg, overwrite=run.path.exists(), progress=progress, splits=plan["splits"],
-                      callbacks=callbacks)
+                train(
+                    fold_cfg, overwrite=run.path.exists(), progress=progress, splits=plan["splits"], callbacks=callbacks
+                )
         if on_fold is not None:
             on_fold(n, run)
         metrics = run.read_json(run.metrics_json)
-        rows.append({"name": plan["name"], "repeat": plan["repeat"], "fold": plan["fold"],
-                     "images": len(plan["splits"]["val"]),
-                     "metrics": {k: metrics.get(k) for k in SUMMARISED if metrics.get(k) is not None}})
+        rows.append(
+            {
+                "name": plan["name"],
+                "repeat": plan["repeat"],
+                "fold": plan["fold"],
+                "images": len(plan["splits"]["val"]),
+                "metrics": {k: metrics.get(k) for k in SUMMARISED if metrics.get(k) is not None},
+            }
+        )
     summary = _summary(cfg, folds, repeats, held_out, rows)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "cv.json", summary)
@@ -112,14 +149,27 @@ def _summary(cfg: Config, folds: int, repeats: int, held_out: int, rows: list[di
         vals = [r["metrics"][k] for r in rows if k in r["metrics"]]
         if len(vals) == len(rows):
             lo, hi = bootstrap_interval(vals, cfg.train.seed)
-            stats[k] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                        "ci95": [lo, hi]}
-    return {"format": "cnnlab-cv", "model": cfg.model.name, "data": cfg.data.source, "seed": cfg.train.seed,
-            "folds": folds, "repeats": repeats, "test_images_held_out": held_out, "finished": now(),
-            "config": cfg.model_dump(mode="json"), "runs": rows, "summary": stats}
+            stats[k] = {
+                "mean": float(np.mean(vals)),
+                "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                "ci95": [lo, hi],
+            }
+    return {
+        "format": "cnnlab-cv",
+        "model": cfg.model.name,
+        "data": cfg.data.source,
+        "seed": cfg.train.seed,
+        "folds": folds,
+        "repeats": repeats,
+        "test_images_held_out": held_out,
+        "finished": now(),
+        "config": cfg.model_dump(mode="json"),
+        "runs": rows,
+        "summary": stats,
+    }
 
 
-def read_cv(path: str | Path) -> Optional[dict[str, Any]]:
+def read_cv(path: str | Path) -> dict[str, Any] | None:
     """The cv.json of a CV folder, or None when ``path`` is not one."""
     p = Path(path) / "cv.json"
     if not p.is_file():
@@ -140,8 +190,10 @@ def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accur
 
     for key in ("data", "seed", "folds", "repeats"):
         if a[key] != b[key]:
-            raise CnnlabError(f"the two CVs differ in {key} ({a[key]!r} vs {b[key]!r}): their folds are not the "
-                              "same, so they cannot be compared fold by fold")
+            raise CnnlabError(
+                f"the two CVs differ in {key} ({a[key]!r} vs {b[key]!r}): their folds are not the "
+                "same, so they cannot be compared fold by fold"
+            )
     fa = {r["name"]: r["metrics"].get(metric) for r in a["runs"]}
     fb = {r["name"]: r["metrics"].get(metric) for r in b["runs"]}
     names = [n for n in fa if n in fb and fa[n] is not None and fb[n] is not None]
@@ -150,9 +202,18 @@ def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accur
     diff = np.asarray([fb[n] - fa[n] for n in names])
     lo, hi = bootstrap_interval(diff, a["seed"])
     p = 1.0 if np.allclose(diff, 0) else float(wilcoxon(diff).pvalue)
-    return {"metric": metric, "a": a["model"], "b": b["model"], "folds": names, "a_values": [fa[n] for n in names],
-            "b_values": [fb[n] for n in names], "differences": diff.tolist(), "mean_difference": float(diff.mean()),
-            "ci95": [lo, hi], "wilcoxon_p": p}
+    return {
+        "metric": metric,
+        "a": a["model"],
+        "b": b["model"],
+        "folds": names,
+        "a_values": [fa[n] for n in names],
+        "b_values": [fb[n] for n in names],
+        "differences": diff.tolist(),
+        "mean_difference": float(diff.mean()),
+        "ci95": [lo, hi],
+        "wilcoxon_p": p,
+    }
 
 
 def _page(cv: dict[str, Any]) -> str:
@@ -160,10 +221,17 @@ def _page(cv: dict[str, Any]) -> str:
     metrics = list(cv["summary"])
     fold_rows = [[r["name"], r["images"]] + [r["metrics"].get(k) for k in metrics] for r in cv["runs"]]
     stat_rows = [[k, s["mean"], s["std"], f"{s['ci95'][0]:.4f} – {s['ci95'][1]:.4f}"] for k, s in cv["summary"].items()]
-    intro = (f"<p>{cv['folds']}-fold cross-validation × {cv['repeats']} of {html.escape(cv['model'])} on "
-             f"{html.escape(str(cv['data']))}, seed {cv['seed']}: each fold is scored on its own out-of-fold images; "
-             f"the {cv['test_images_held_out']} test images belong to no fold.</p>")
-    sections = [{"id": "summary", "title": "Mean ± std and 95 % bootstrap interval",
-                 "body": intro + table(["metric", "mean", "std", "95 % interval"], stat_rows)},
-                {"id": "folds", "title": "Per fold", "body": table(["fold", "images"] + metrics, fold_rows)}]
+    intro = (
+        f"<p>{cv['folds']}-fold cross-validation × {cv['repeats']} of {html.escape(cv['model'])} on "
+        f"{html.escape(str(cv['data']))}, seed {cv['seed']}: each fold is scored on its own out-of-fold images; "
+        f"the {cv['test_images_held_out']} test images belong to no fold.</p>"
+    )
+    sections = [
+        {
+            "id": "summary",
+            "title": "Mean ± std and 95 % bootstrap interval",
+            "body": intro + table(["metric", "mean", "std", "95 % interval"], stat_rows),
+        },
+        {"id": "folds", "title": "Per fold", "body": table(["fold", "images"] + metrics, fold_rows)},
+    ]
     return _render(f"cnnlab cv: {cv['model']}", f"{cv['folds']} folds × {cv['repeats']}", sections)

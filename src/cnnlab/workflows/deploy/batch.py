@@ -9,8 +9,9 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, TextIO
+from typing import Any, TextIO
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.data.images import IMAGE_EXTENSIONS
@@ -30,8 +31,11 @@ def expand_inputs(items: Sequence[str]) -> list[str]:
             found = []
             for root, dirs, files in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [os.path.join(root, f) for f in files
-                          if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+                found += [
+                    os.path.join(root, f)
+                    for f in files
+                    if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+                ]
             out += sorted(found)
         elif not p.exists() and any(c in item for c in "*?["):
             matches = sorted(m for m in glob.glob(item, recursive=True) if not Path(m).is_dir())
@@ -43,21 +47,33 @@ def expand_inputs(items: Sequence[str]) -> list[str]:
 
 def _chunks(items: Sequence[str], n: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]
 
 
 def _csv_row(r: dict[str, Any]) -> dict[str, Any]:
     if "error" in r:
         return {"path": r["path"], "error": r["error"]}
     top = r["top"]
-    return {"path": r["path"], "label": top[0]["class"], "prob": f"{top[0]['prob']:.6g}",
-            "top_k": ";".join(f"{t['class']}={t['prob']:.6g}" for t in top),
-            "labels": ";".join(r["labels"]) if "labels" in r else "", "error": ""}
+    return {
+        "path": r["path"],
+        "label": top[0]["class"],
+        "prob": f"{top[0]['prob']:.6g}",
+        "top_k": ";".join(f"{t['class']}={t['prob']:.6g}" for t in top),
+        "labels": ";".join(r["labels"]) if "labels" in r else "",
+        "error": "",
+    }
 
 
-def predict_files(model: Any, items: Sequence[str], out: Optional[str | Path] = None, top_k: int = 3,
-                  batch_size: int = 64, progress: bool = True, stream: Optional[TextIO] = None,
-                  collect: bool = False) -> dict[str, Any]:
+def predict_files(
+    model: Any,
+    items: Sequence[str],
+    out: str | Path | None = None,
+    top_k: int = 3,
+    batch_size: int = 64,
+    progress: bool = True,
+    stream: TextIO | None = None,
+    collect: bool = False,
+) -> dict[str, Any]:
     """Predict every image of ``items`` in batches; results go to ``out`` (.csv or .jsonl, written
     whole or not at all), as lines to ``stream`` (default stdout), or, with ``collect``, kept.
 
@@ -111,8 +127,12 @@ def predict_files(model: Any, items: Sequence[str], out: Optional[str | Path] = 
             if not sink.closed:
                 sink.close()
             tmp.unlink(missing_ok=True)
-    summary = {"images": len(files), "predicted": len(files) - len(errors), "errors": errors,
-               "out": str(target) if target else None}
+    summary = {
+        "images": len(files),
+        "predicted": len(files) - len(errors),
+        "errors": errors,
+        "out": str(target) if target else None,
+    }
     return {**summary, "results": kept} if collect else summary
 
 

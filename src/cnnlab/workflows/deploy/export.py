@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,10 +29,10 @@ from cnnlab.workflows.resolve import data_problem
 log = logging.getLogger(__name__)
 RANDOM_CHECK_IMAGES = 256  # when the run's own images are not on this machine
 
-OPSET = 18                     # pinned: the ONNX opset every export uses
+OPSET = 18  # pinned: the ONNX opset every export uses
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}
 PARITY_BATCHES = (1, 2, 64)
-SMALL_BATCH_IMAGES = 256       # batch 1 and 2 are checked on the first images; batch 64 on all
+SMALL_BATCH_IMAGES = 256  # batch 1 and 2 are checked on the first images; batch 64 on all
 
 
 class WithPreprocessing(nn.Module):
@@ -44,7 +44,7 @@ class WithPreprocessing(nn.Module):
         std = torch.tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1)
         self.register_buffer("scale", 1.0 / (255.0 * std))
         self.register_buffer("shift", torch.tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1) / std)
-        self.floor = 1.0 / float(pre.channels * pre.input_size ** 2) ** 0.5
+        self.floor = 1.0 / float(pre.channels * pre.input_size**2) ** 0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32)
@@ -69,15 +69,27 @@ def metadata(predictor: Predictor, folder: RunFolder, fmt: str, with_preprocessi
 
         versions.update(onnx=onnx.__version__, opset=OPSET)
     return {
-        "format_version": META_VERSION, "model": predictor.ckpt["config"]["model"]["name"],
-        "classes": predictor.classes, "multilabel": predictor.multilabel, "thresholds": predictor.thresholds,
+        "format_version": META_VERSION,
+        "model": predictor.ckpt["config"]["model"]["name"],
+        "classes": predictor.classes,
+        "multilabel": predictor.multilabel,
+        "thresholds": predictor.thresholds,
         "preprocess": pre.to_dict(),
-        "input": {"name": "images", "dtype": "uint8" if with_preprocessing else "float32", "layout": "NCHW",
-                  "channels": pre.channels, "size": pre.input_size, "batch": "dynamic",
-                  "normalized_in_graph": with_preprocessing},
+        "input": {
+            "name": "images",
+            "dtype": "uint8" if with_preprocessing else "float32",
+            "layout": "NCHW",
+            "channels": pre.channels,
+            "size": pre.input_size,
+            "batch": "dynamic",
+            "normalized_in_graph": with_preprocessing,
+        },
         "output": {"name": "logits", "probabilities": "sigmoid" if predictor.multilabel else "softmax"},
-        "metrics": metrics, "run": str(folder.path.resolve()), "epoch": predictor.epoch,
-        "versions": versions, "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "metrics": metrics,
+        "run": str(folder.path.resolve()),
+        "epoch": predictor.epoch,
+        "versions": versions,
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
@@ -86,16 +98,22 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, meta: dict[str, Any], 
         import onnx
         import onnxscript  # noqa: F401  (the torch.export-based exporter needs it)
     except ImportError as e:
-        raise CnnlabError(f"ONNX export needs the {e.name} package: pip install onnx onnxscript onnxruntime") \
-            from None
+        raise CnnlabError(f"ONNX export needs the {e.name} package: pip install onnx onnxscript onnxruntime") from None
     import warnings
 
     batch = torch.export.Dim("batch", min=1, max=65536)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter prints steps
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, (example,), dynamo=True, input_names=["images"],
-                                    output_names=["logits"], dynamic_shapes=({0: batch},), opset_version=OPSET,
-                                    verbose=False)
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            opset_version=OPSET,
+            verbose=False,
+        )
     if program is None:
         raise CnnlabError("the ONNX exporter returned nothing")
     proto = program.model_proto
@@ -121,17 +139,29 @@ def parity(exported: ExportedModel, predictor: Predictor, images: np.ndarray, sp
         n = len(images) if b == max(PARITY_BATCHES) else min(len(images), SMALL_BATCH_IMAGES)
         got = exported.probs_of_arrays(images[:n], batch_size=b)
         if got.shape != ref[:n].shape:
-            raise CnnlabError(f"the exported model gave {got.shape} probabilities at batch {b}, "
-                              f"the PyTorch model {ref[:n].shape}")
-        rows.append({"batch": b, "images": n, "max_abs_dprob": float(np.abs(got - ref[:n]).max()),
-                     "top1_agreement": float((got.argmax(1) == ref[:n].argmax(1)).mean())})
-    return {"split": split, "images": len(images), "rows": rows,
-            "max_abs_dprob": max(r["max_abs_dprob"] for r in rows),
-            "top1_agreement": min(r["top1_agreement"] for r in rows)}
+            raise CnnlabError(
+                f"the exported model gave {got.shape} probabilities at batch {b}, the PyTorch model {ref[:n].shape}"
+            )
+        rows.append(
+            {
+                "batch": b,
+                "images": n,
+                "max_abs_dprob": float(np.abs(got - ref[:n]).max()),
+                "top1_agreement": float((got.argmax(1) == ref[:n].argmax(1)).mean()),
+            }
+        )
+    return {
+        "split": split,
+        "images": len(images),
+        "rows": rows,
+        "max_abs_dprob": max(r["max_abs_dprob"] for r in rows),
+        "top1_agreement": min(r["top1_agreement"] for r in rows),
+    }
 
 
-def _parity_images(folder: RunFolder, predictor: Predictor, limit: Optional[int], progress: bool
-                   ) -> tuple[np.ndarray, str]:
+def _parity_images(
+    folder: RunFolder, predictor: Predictor, limit: int | None, progress: bool
+) -> tuple[np.ndarray, str]:
     """The run's test (else validation) images; when the data the run was trained on is not on this
     machine (a run moved elsewhere), seeded random images of the model's input shape instead: the
     check then proves the two graphs compute the same function, not how they do on real images."""
@@ -139,8 +169,12 @@ def _parity_images(folder: RunFolder, predictor: Predictor, limit: Optional[int]
     missing = data_problem(cfg)
     if missing:
         n = limit or RANDOM_CHECK_IMAGES
-        log.warning("the training data %r is not here (%s): checking the export on %d random images",
-                    cfg.data.source, missing, n)
+        log.warning(
+            "the training data %r is not here (%s): checking the export on %d random images",
+            cfg.data.source,
+            missing,
+            n,
+        )
         pre = predictor.preprocess
         shape = (n, pre.channels, pre.input_size, pre.input_size)
         return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8), "random"
@@ -155,9 +189,21 @@ def _parity_images(folder: RunFolder, predictor: Predictor, limit: Optional[int]
     return np.ascontiguousarray(picked.numpy() if isinstance(picked, torch.Tensor) else np.asarray(picked)), split
 
 
-def _write_and_check(module: nn.Module, example: torch.Tensor, meta: dict[str, Any], path: Path, fmt: str,
-                     folder: RunFolder, predictor: Predictor, check: bool, tolerance: float, min_agreement: float,
-                     check_images: Optional[int], progress: bool, target: Path) -> Optional[dict[str, Any]]:
+def _write_and_check(
+    module: nn.Module,
+    example: torch.Tensor,
+    meta: dict[str, Any],
+    path: Path,
+    fmt: str,
+    folder: RunFolder,
+    predictor: Predictor,
+    check: bool,
+    tolerance: float,
+    min_agreement: float,
+    check_images: int | None,
+    progress: bool,
+    target: Path,
+) -> dict[str, Any] | None:
     """Write the model to ``path`` and run the parity check on it; raises when it fails."""
     log.info("exporting %s (%s) to %s", folder.path, fmt, target)
     (_write_onnx if fmt == "onnx" else _write_torchscript)(module, example, meta, path)
@@ -168,14 +214,22 @@ def _write_and_check(module: nn.Module, example: torch.Tensor, meta: dict[str, A
     if report["max_abs_dprob"] > tolerance or report["top1_agreement"] < min_agreement:
         raise CnnlabError(
             f"parity check failed: max |Δprob| {report['max_abs_dprob']:.2e} (allowed {tolerance:g}), "
-            f"top-1 agreement {report['top1_agreement']:.4%} (needed {min_agreement:.2%}); {target} was not written")
+            f"top-1 agreement {report['top1_agreement']:.4%} (needed {min_agreement:.2%}); {target} was not written"
+        )
     return report
 
 
-def export_run(run: str | Path, fmt: str = "onnx", out: Optional[str | Path] = None,
-               with_preprocessing: bool = False, check: bool = True, tolerance: float = 1e-4,
-               min_agreement: float = 0.999, check_images: Optional[int] = None,
-               progress: bool = True) -> dict[str, Any]:
+def export_run(
+    run: str | Path,
+    fmt: str = "onnx",
+    out: str | Path | None = None,
+    with_preprocessing: bool = False,
+    check: bool = True,
+    tolerance: float = 1e-4,
+    min_agreement: float = 0.999,
+    check_images: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Export a run's best checkpoint and check it.
 
     Args:
@@ -207,16 +261,30 @@ def export_run(run: str | Path, fmt: str = "onnx", out: Optional[str | Path] = N
             raise CnnlabError(f"--with-preprocessing: the run's normalisation {pre.normalize!r} cannot go in the graph")
         module = WithPreprocessing(module, pre).eval()
     meta = metadata(predictor, folder, fmt, with_preprocessing)
-    example = torch.zeros(2, pre.channels, pre.input_size, pre.input_size,
-                          dtype=torch.uint8 if with_preprocessing else torch.float32)
+    example = torch.zeros(
+        2, pre.channels, pre.input_size, pre.input_size, dtype=torch.uint8 if with_preprocessing else torch.float32
+    )
     if not with_preprocessing:
         example.normal_(generator=torch.Generator().manual_seed(0))
     name = f"model{FORMATS[fmt]}"
     if out is None:  # into the run folder, through its writer: RUN/export/ gains the file only on success
         target = folder.path / "export" / name
         with folder.artifacts("export", merge=True) as scratch:
-            report = _write_and_check(module, example, meta, scratch / name, fmt, folder, predictor, check,
-                                      tolerance, min_agreement, check_images, progress, target)
+            report = _write_and_check(
+                module,
+                example,
+                meta,
+                scratch / name,
+                fmt,
+                folder,
+                predictor,
+                check,
+                tolerance,
+                min_agreement,
+                check_images,
+                progress,
+                target,
+            )
     else:
         target = Path(out)
         if target.is_dir():
@@ -226,8 +294,21 @@ def export_run(run: str | Path, fmt: str = "onnx", out: Optional[str | Path] = N
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            report = _write_and_check(module, example, meta, tmp, fmt, folder, predictor, check, tolerance,
-                                      min_agreement, check_images, progress, target)
+            report = _write_and_check(
+                module,
+                example,
+                meta,
+                tmp,
+                fmt,
+                folder,
+                predictor,
+                check,
+                tolerance,
+                min_agreement,
+                check_images,
+                progress,
+                target,
+            )
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)

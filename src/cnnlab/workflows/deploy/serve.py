@@ -8,8 +8,9 @@ import hmac
 import io
 import ipaddress
 import threading
+from collections.abc import Callable
 from importlib import resources
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -22,10 +23,10 @@ from cnnlab.inference.load import load_model
 from cnnlab.inference.preprocess import rank
 from cnnlab.models.ops import uses_conv
 
-DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024      # bytes per request
-DEFAULT_MAX_PIXELS = 16_000_000            # pixels per decoded image (a 4000×4000 photo)
-DEFAULT_MAX_FILES = 64                     # images per /predict/batch request
-OPEN_PATHS = frozenset({"/"})              # the page itself holds no model data; it asks for the token
+DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024  # bytes per request
+DEFAULT_MAX_PIXELS = 16_000_000  # pixels per decoded image (a 4000×4000 photo)
+DEFAULT_MAX_FILES = 64  # images per /predict/batch request
+OPEN_PATHS = frozenset({"/"})  # the page itself holds no model data; it asks for the token
 
 
 def is_loopback(host: str) -> bool:
@@ -37,13 +38,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, token: Optional[str], no_auth: bool) -> None:
+def check_bind(host: str, token: str | None, no_auth: bool) -> None:
     """A service reachable from other machines needs a token, or an explicit --no-auth."""
     if token is not None and not token.strip():
         raise CnnlabError("--token is empty; give a secret string (or leave --token out on 127.0.0.1)")
     if not is_loopback(host) and token is None and not no_auth:
-        raise CnnlabError(f"--host {host} makes the service reachable from other machines: give --token SECRET "
-                          f"(clients send 'Authorization: Bearer SECRET'), or --no-auth to serve it open")
+        raise CnnlabError(
+            f"--host {host} makes the service reachable from other machines: give --token SECRET "
+            f"(clients send 'Authorization: Bearer SECRET'), or --no-auth to serve it open"
+        )
 
 
 class Served:
@@ -78,10 +81,9 @@ class Served:
             out.append(item)
         return out
 
-    def explain_png(self, arr: np.ndarray, label: Optional[str]) -> tuple[bytes, str, float]:
+    def explain_png(self, arr: np.ndarray, label: str | None) -> tuple[bytes, str, float]:
         """Grad-CAM overlay of the predicted class (or ``label``) as a PNG, at least 224 px wide."""
         from PIL import Image
-
 
         classes = self.model.classes
         target = classes.index(label) if label is not None else None
@@ -101,9 +103,17 @@ class Served:
             base = m.info()
         else:
             metrics = m.run.headline_metrics() if m.run is not None else {}
-            base = {"format": "run", "model": self.name, "classes": m.classes, "multilabel": m.multilabel,
-                    "thresholds": m.thresholds, "preprocess": self.pre.to_dict(), "metrics": metrics,
-                    "run": str(m.run.path) if m.run is not None else None, "epoch": m.epoch}
+            base = {
+                "format": "run",
+                "model": self.name,
+                "classes": m.classes,
+                "multilabel": m.multilabel,
+                "thresholds": m.thresholds,
+                "preprocess": self.pre.to_dict(),
+                "metrics": metrics,
+                "run": str(m.run.path) if m.run is not None else None,
+                "epoch": m.epoch,
+            }
         return {**base, "explain": self.can_explain}
 
 
@@ -120,7 +130,7 @@ class Guard:
     """ASGI middleware: the bearer token on every request but the page, and the upload limit, checked
     from Content-Length before anything is read and counted while a chunked body is read."""
 
-    def __init__(self, app: Any, token: Optional[str], max_upload: int):
+    def __init__(self, app: Any, token: str | None, max_upload: int):
         self.app, self.token, self.max_upload = app, token, max_upload
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
@@ -130,8 +140,12 @@ class Guard:
         if self.token is not None and scope["path"] not in OPEN_PATHS:
             given = headers.get(b"authorization", b"")
             if not (given.startswith(b"Bearer ") and hmac.compare_digest(given[7:], self.token.encode())):
-                return await _reply(send, 401, "missing or wrong bearer token (Authorization: Bearer TOKEN)",
-                                    [(b"www-authenticate", b"Bearer")])
+                return await _reply(
+                    send,
+                    401,
+                    "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+                    [(b"www-authenticate", b"Bearer")],
+                )
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_upload):
             return await _reply(send, 413, f"upload larger than the {self.max_upload / 2**20:g} MB limit")
@@ -148,27 +162,43 @@ class Guard:
         await self.app(scope, counted, send)
 
 
-async def _reply(send: Callable, status: int, detail: str, headers: Optional[list] = None) -> None:
+async def _reply(send: Callable, status: int, detail: str, headers: list | None = None) -> None:
     import json
 
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(served: Served, token: Optional[str] = None, max_upload: int = DEFAULT_MAX_UPLOAD,
-               max_files: int = DEFAULT_MAX_FILES, default_top_k: int = 5):
+def create_app(
+    served: Served,
+    token: str | None = None,
+    max_upload: int = DEFAULT_MAX_UPLOAD,
+    max_files: int = DEFAULT_MAX_FILES,
+    default_top_k: int = 5,
+):
     """The FastAPI application around ``served``."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
 
-
-    app = FastAPI(title="cnnlab", version=__version__, summary=f"{served.name}: {len(served.model.classes)} classes",
-                  description="Image classification with a model trained by cnnlab. Send an image as "
-                              "multipart/form-data (field `file`) or as the raw request body.")
+    app = FastAPI(
+        title="cnnlab",
+        version=__version__,
+        summary=f"{served.name}: {len(served.model.classes)} classes",
+        description="Image classification with a model trained by cnnlab. Send an image as "
+        "multipart/form-data (field `file`) or as the raw request body.",
+    )
     page = resources.files("cnnlab.workflows.deploy").joinpath("page.html").read_text(encoding="utf-8")
     limit_mb = f"{max_upload / 2**20:g} MB"
 
@@ -198,15 +228,22 @@ def create_app(served: Served, token: Optional[str] = None, max_upload: int = DE
             if not body:
                 raise HTTPException(422, "empty request body: send the image bytes")
             return [("body", body)]
-        raise HTTPException(415, f"content type {kind or '(none)'!r} is not accepted: send multipart/form-data "
-                                 f"(field 'file') or the raw image with Content-Type image/*")
+        raise HTTPException(
+            415,
+            f"content type {kind or '(none)'!r} is not accepted: send multipart/form-data "
+            f"(field 'file') or the raw image with Content-Type image/*",
+        )
 
     def decode_or_4xx(data: bytes) -> np.ndarray:
         try:
             return served.decode(data)
         except TooManyPixels as e:
-            raise HTTPException(413, str(e).replace("data.max_pixels", "the pixel budget").replace(
-                "raise it (--max-pixels) to decode such images", "the server's --max-pixels limits it"))
+            raise HTTPException(
+                413,
+                str(e)
+                .replace("data.max_pixels", "the pixel budget")
+                .replace("raise it (--max-pixels) to decode such images", "the server's --max-pixels limits it"),
+            )
         except Exception as e:  # any unreadable image: one line, the server keeps serving
             raise HTTPException(422, f"not a readable image: {describe_error(e)}")
 
@@ -228,11 +265,12 @@ def create_app(served: Served, token: Optional[str] = None, max_upload: int = DE
     def info() -> dict[str, Any]:
         return served.info()
 
-    @app.post("/predict", summary="top-k classes of one image (multipart field 'file', or the raw body)",
-              response_model=None)
+    @app.post(
+        "/predict", summary="top-k classes of one image (multipart field 'file', or the raw body)", response_model=None
+    )
     async def predict(request: Request) -> JSONResponse:
         k = top_k_of(request)
-        (_, data), = await uploads(request, many=False)
+        ((_, data),) = await uploads(request, many=False)
 
         def work() -> dict[str, Any]:
             return {**served.ranked(decode_or_4xx(data)[None], k)[0], "model": served.name}
@@ -260,17 +298,23 @@ def create_app(served: Served, token: Optional[str] = None, max_upload: int = DE
 
         return await run_in_threadpool(work)
 
-    @app.post("/explain", summary="Grad-CAM overlay (PNG) for the predicted class, or ?label=NAME",
-              responses={200: {"content": {"image/png": {}}}})
+    @app.post(
+        "/explain",
+        summary="Grad-CAM overlay (PNG) for the predicted class, or ?label=NAME",
+        responses={200: {"content": {"image/png": {}}}},
+    )
     async def explain(request: Request) -> Response:
         if not served.can_explain:
-            why = ("an exported model file has no gradients; serve the run folder for Grad-CAM" if served.exported
-                   else "this model has no convolutional layer, so no Grad-CAM")
+            why = (
+                "an exported model file has no gradients; serve the run folder for Grad-CAM"
+                if served.exported
+                else "this model has no convolutional layer, so no Grad-CAM"
+            )
             raise HTTPException(501, why)
         label = request.query_params.get("label")
         if label is not None and label not in served.model.classes:
             raise HTTPException(422, f"label {label!r} is not one of the model's classes")
-        (_, data), = await uploads(request, many=False)
+        ((_, data),) = await uploads(request, many=False)
 
         def work() -> tuple[bytes, str, float]:
             return served.explain_png(decode_or_4xx(data), label)
@@ -291,9 +335,17 @@ def load_served(model: str, device: str = "cpu", max_pixels: int = DEFAULT_MAX_P
     return Served(load_model(model, device), max_pixels)
 
 
-def serve(model: str, host: str = "127.0.0.1", port: int = 8000, token: Optional[str] = None, no_auth: bool = False,
-          device: str = "cpu", max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
-          log_level: str = "info") -> None:
+def serve(
+    model: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    no_auth: bool = False,
+    device: str = "cpu",
+    max_upload: int = DEFAULT_MAX_UPLOAD,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    log_level: str = "info",
+) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM)."""
     try:
         import fastapi  # noqa: F401

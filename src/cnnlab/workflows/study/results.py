@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,7 +23,7 @@ OVERFIT_GAP = 0.05  # train accuracy above validation accuracy at the best epoch
 LOSS_RISE = 0.15  # validation loss at the end above its minimum
 
 
-def collect(study: "Study", ranked: list["Candidate"]) -> dict[str, Any]:
+def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
 
     s = study.state
     cv_mode = s["folds"] > 1
@@ -47,24 +47,39 @@ def collect(study: "Study", ranked: list["Candidate"]) -> dict[str, Any]:
 
         best = best_row(first)
         row: dict[str, Any] = {
-            "name": c.name, "model": c.model, "mode": c.mode, "input_size": c.input_size or s["input_size"],
-            "epochs": c.epochs, "full_epochs": c.full_epochs, "epochs_done": info.get("epochs_done"),
-            "stop_reason": info.get("stop_reason"), "parameters": (info.get("parameters") or {}).get("total"),
+            "name": c.name,
+            "model": c.model,
+            "mode": c.mode,
+            "input_size": c.input_size or s["input_size"],
+            "epochs": c.epochs,
+            "full_epochs": c.full_epochs,
+            "epochs_done": info.get("epochs_done"),
+            "stop_reason": info.get("stop_reason"),
+            "parameters": (info.get("parameters") or {}).get("total"),
             "train_seconds": float(np.mean([r.read_json(r.run_json).get("train_seconds") or 0 for r in runs])),
             # the whole run: data, feature extraction, training, evaluation (a frozen net's cost is its features)
             "run_seconds": float(np.mean([r.read_json(r.run_json).get("total_seconds") or 0 for r in runs])),
-            "ms_per_image": latency_ms(first, s["device"]), "history": history,
-            "val_acc": best.get("val_acc"), "train_acc": best.get("train_acc"),
-            "per_class_f1": {k: float(np.mean([m["per_class"][k]["f1"] for m in metrics])) for k in s["classes"]
-                             if all(k in m.get("per_class", {}) for m in metrics)},
-            "overfit": overfit_note(best, history), "run": str(folder.relative_to(study.out)),
+            "ms_per_image": latency_ms(first, s["device"]),
+            "history": history,
+            "val_acc": best.get("val_acc"),
+            "train_acc": best.get("train_acc"),
+            "per_class_f1": {
+                k: float(np.mean([m["per_class"][k]["f1"] for m in metrics]))
+                for k in s["classes"]
+                if all(k in m.get("per_class", {}) for m in metrics)
+            },
+            "overfit": overfit_note(best, history),
+            "run": str(folder.relative_to(study.out)),
         }
         cm = np.sum([np.asarray(m["confusion_matrix"]) for m in metrics], axis=0)
         row["confusion_matrix"] = cm.tolist()
         if cv_mode:
             st = cv["summary"]
-            row["selection"] = {"metric": "out-of-fold accuracy", "value": st["accuracy"]["mean"],
-                                "ci95": st["accuracy"]["ci95"]}
+            row["selection"] = {
+                "metric": "out-of-fold accuracy",
+                "value": st["accuracy"]["mean"],
+                "ci95": st["accuracy"]["ci95"],
+            }
             row["accuracy"] = {"value": st["accuracy"]["mean"], "ci95": st["accuracy"]["ci95"], "of": "out-of-fold"}
             row["macro_f1"] = {"value": st["macro_f1"]["mean"], "ci95": st["macro_f1"]["ci95"], "of": "out-of-fold"}
         else:
@@ -80,24 +95,46 @@ def collect(study: "Study", ranked: list["Candidate"]) -> dict[str, Any]:
         for r in rows[1:]:
             if cv_mode:
                 pc = paired_comparison(cvs[r["name"]], cvs[top], "accuracy")
-                paired.append({"best": top, "other": r["name"], "on": f"{s['folds']} folds (out-of-fold accuracy)",
-                               "difference": pc["mean_difference"], "ci95": pc["ci95"], "p": pc["wilcoxon_p"],
-                               "test": "Wilcoxon signed-rank over folds"})
+                paired.append(
+                    {
+                        "best": top,
+                        "other": r["name"],
+                        "on": f"{s['folds']} folds (out-of-fold accuracy)",
+                        "difference": pc["mean_difference"],
+                        "ci95": pc["ci95"],
+                        "p": pc["wilcoxon_p"],
+                        "test": "Wilcoxon signed-rank over folds",
+                    }
+                )
             else:
-                paired.append({"best": top, "other": r["name"],
-                               **_paired_test(preds[top], preds[r["name"]], s["seed"])})
-    summary: dict[str, Any] = {"mode": "cv" if cv_mode else "split", "folds": s["folds"], "rows": rows,
-                               "paired": paired, "winner": rows[0]["name"] if rows else None}
+                paired.append(
+                    {"best": top, "other": r["name"], **_paired_test(preds[top], preds[r["name"]], s["seed"])}
+                )
+    summary: dict[str, Any] = {
+        "mode": "cv" if cv_mode else "split",
+        "folds": s["folds"],
+        "rows": rows,
+        "paired": paired,
+        "winner": rows[0]["name"] if rows else None,
+    }
     if rows:
         w = rows[0]
         summary["confusions"] = top_confused(w["confusion_matrix"], s["classes"], n=6)
         if cv_mode and (study.out / "winner" / "metrics.json").is_file():
             wm = RunFolder(study.out / "winner").read_json(RunFolder(study.out / "winner").metrics_json)
-            summary["winner_test"] = {"accuracy": wm["accuracy"], "macro_f1": wm["macro_f1"],
-                                      "images": wm["num_samples"], "run": "winner"}
+            summary["winner_test"] = {
+                "accuracy": wm["accuracy"],
+                "macro_f1": wm["macro_f1"],
+                "images": wm["num_samples"],
+                "run": "winner",
+            }
         elif not cv_mode:
-            summary["winner_test"] = {"accuracy": w["accuracy"]["value"], "macro_f1": w["macro_f1"]["value"],
-                                      "images": s["sizes"]["test"], "run": w["run"]}
+            summary["winner_test"] = {
+                "accuracy": w["accuracy"]["value"],
+                "macro_f1": w["macro_f1"]["value"],
+                "images": s["sizes"]["test"],
+                "run": w["run"],
+            }
         summary["commands"] = commands(study, next(c for c in ranked if c.name == w["name"]))
     return summary
 
@@ -113,8 +150,10 @@ def overfit_note(best: dict[str, float], history: list[dict[str, float]]) -> str
     if best.get("train_acc") is not None and best.get("val_acc") is not None:
         gap = best["train_acc"] - best["val_acc"]
         if gap > OVERFIT_GAP:
-            notes.append(f"train accuracy {best['train_acc']:.3f} vs validation {best['val_acc']:.3f} at the best "
-                         f"epoch (gap {gap:.3f})")
+            notes.append(
+                f"train accuracy {best['train_acc']:.3f} vs validation {best['val_acc']:.3f} at the best "
+                f"epoch (gap {gap:.3f})"
+            )
     losses = [h["val_loss"] for h in history if "val_loss" in h]
     if len(losses) > 1:
         low = int(np.argmin(losses))
@@ -123,7 +162,7 @@ def overfit_note(best: dict[str, float], history: list[dict[str, float]]) -> str
     return "; ".join(notes)
 
 
-def latency_ms(run: RunFolder, device: str, repeats: int = 15) -> Optional[float]:
+def latency_ms(run: RunFolder, device: str, repeats: int = 15) -> float | None:
     """Median milliseconds to predict one image (batch 1, decoded, on the study's device)."""
 
     try:
@@ -191,11 +230,16 @@ def _paired_test(best: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...], se
     boot = np.concatenate([diff[c].mean(1) for c in np.array_split(draws, 10)])
     only_b, only_o = int((right_b & ~right_o).sum()), int((right_o & ~right_b).sum())
     p = 1.0 if only_b + only_o == 0 else float(binomtest(min(only_b, only_o), only_b + only_o, 0.5).pvalue)
-    return {"on": f"{len(common)} test images", "difference": float(diff.mean()), "ci95": _ci(boot), "p": p,
-            "test": f"McNemar exact (best only right {only_b}, other only right {only_o})"}
+    return {
+        "on": f"{len(common)} test images",
+        "difference": float(diff.mean()),
+        "ci95": _ci(boot),
+        "p": p,
+        "test": f"McNemar exact (best only right {only_b}, other only right {only_o})",
+    }
 
 
-def commands(study: "Study", c: "Candidate") -> dict[str, str]:
+def commands(study: Study, c: Candidate) -> dict[str, str]:
     """Re-train the winner with its recipe on all the data (no test split left), export and serve it."""
     s = study.state
     final = f"runs/{c.name}-final"
@@ -216,9 +260,14 @@ def commands(study: "Study", c: "Candidate") -> dict[str, str]:
         args += ["--split", "0.9,0.1,0"]
     args += ["--out", final]
     run = study.folder(c) if s["folds"] == 1 else study.out / "winner"
-    return {"retrain": shlex.join(args), "export": f"cnnlab export {shlex.quote(final)}",
-            "serve": f"cnnlab serve {shlex.quote(final + '/export/model.onnx')}",
-            "export_study_run": f"cnnlab export {shlex.quote(str(run))}"}
+    return {
+        "retrain": shlex.join(args),
+        "export": f"cnnlab export {shlex.quote(final)}",
+        "serve": f"cnnlab serve {shlex.quote(final + '/export/model.onnx')}",
+        "export_study_run": f"cnnlab export {shlex.quote(str(run))}",
+    }
+
+
 def best_row(run: RunFolder) -> dict[str, float]:
     """The history row of the run's best epoch (numbers)."""
 
@@ -226,4 +275,3 @@ def best_row(run: RunFolder) -> dict[str, float]:
     best = run.read_json(run.metrics_json).get("best_epoch") if run.metrics_json.is_file() else None
     row = next((r for r in rows if r["epoch"] == str(best)), rows[-1] if rows else {})
     return {k: float(v) for k, v in row.items() if v not in ("", None)}
-

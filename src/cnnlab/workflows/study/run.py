@@ -9,7 +9,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class BudgetGuard(Callback):
 def parse_budget(text: str) -> float:
     """``90s``, ``20m``, ``1.5h`` or plain seconds → seconds."""
     t = str(text).strip().lower()
-    mult = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
+    mult = {"s": 1, "m": 60, "h": 3600}.get(t[-1:])
     try:
         value = float(t[:-1] if mult else t) * (mult or 1)
     except ValueError:
@@ -96,8 +96,13 @@ class Study:
 
     def base_overrides(self) -> dict[str, Any]:
         s = self.state
-        o = {"data.source": s["data"], "train.seed": s["seed"], "train.batch_size": s["batch_size"],
-             "train.device": s["device"], "run.report": False}
+        o = {
+            "data.source": s["data"],
+            "train.seed": s["seed"],
+            "train.batch_size": s["batch_size"],
+            "train.device": s["device"],
+            "run.report": False,
+        }
         if s.get("data_dir"):
             o["data.data_dir"] = s["data_dir"]
         if s["class_weights"]:
@@ -109,10 +114,20 @@ class Study:
         return build_config(None, {**self.base_overrides(), **c.overrides(), "run.out": str(out)})
 
 
-def run_study(data: Optional[str], out: str | Path, budget: Optional[str] = None, models: Optional[str] = None,
-              folds: Optional[int] = None, resume: bool = False, seed: int = 0, batch_size: int = 128,
-              device: str = "auto", data_dir: Optional[str] = None, progress: bool = True,
-              started: Optional[float] = None) -> dict[str, Any]:
+def run_study(
+    data: str | None,
+    out: str | Path,
+    budget: str | None = None,
+    models: str | None = None,
+    folds: int | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    batch_size: int = 128,
+    device: str = "auto",
+    data_dir: str | None = None,
+    progress: bool = True,
+    started: float | None = None,
+) -> dict[str, Any]:
     """Run (or, with ``resume``, finish) a study into ``out`` and return its summary.
 
     ``budget`` is wall-clock for the whole study from ``started`` (default: now): inspection,
@@ -126,8 +141,9 @@ def run_study(data: Optional[str], out: str | Path, budget: Optional[str] = None
         if data is None:
             raise CnnlabError("cnnlab study needs DATA (a folder, a CSV label file or a dataset name)")
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise CnnlabError(f"study folder {str(out)!r} already exists; add --resume to finish it, or choose "
-                              "another --out")
+            raise CnnlabError(
+                f"study folder {str(out)!r} already exists; add --resume to finish it, or choose another --out"
+            )
         if folds is not None and folds < 2:
             raise CnnlabError("--folds needs at least 2 (leave it out to let the budget decide)")
         budget_s = parse_budget(budget or "20m")
@@ -146,8 +162,12 @@ def run_study(data: Optional[str], out: str | Path, budget: Optional[str] = None
         study.save(status="interrupted", spent_seconds=round(spent_before + time.time() - session, 1))
         log.warning("study interrupted; continue with: cnnlab study --resume --out %s", out)
         raise
-    study.save(status="completed", finished=now(), spent_seconds=round(spent_before + time.time() - session, 1),
-               summary=summary)
+    study.save(
+        status="completed",
+        finished=now(),
+        spent_seconds=round(spent_before + time.time() - session, 1),
+        summary=summary,
+    )
 
     write_study_report(study)
     study.save(spent_seconds=round(spent_before + time.time() - session, 1))
@@ -157,8 +177,9 @@ def run_study(data: Optional[str], out: str | Path, budget: Optional[str] = None
 def _reopen(out: Path) -> Study:
     p = out / "study.json"
     if not p.is_file():
-        raise CnnlabError(f"{str(out)!r} is not a study folder (no study.json); start one with cnnlab study DATA "
-                          f"--out {out}")
+        raise CnnlabError(
+            f"{str(out)!r} is not a study folder (no study.json); start one with cnnlab study DATA --out {out}"
+        )
     try:
         state = json.loads(p.read_text())
     except ValueError as e:
@@ -170,16 +191,29 @@ def _reopen(out: Path) -> Study:
     return Study(out, state)
 
 
-def _start(data: str, out: Path, budget_s: float, models: Optional[str], folds: Optional[int], seed: int,
-           batch_size: int, device: str, data_dir: Optional[str], progress: bool, t0: float) -> Study:
+def _start(
+    data: str,
+    out: Path,
+    budget_s: float,
+    models: str | None,
+    folds: int | None,
+    seed: int,
+    batch_size: int,
+    device: str,
+    data_dir: str | None,
+    progress: bool,
+    t0: float,
+) -> Study:
 
     pairs = parse_models(models) if models else None  # checked before any work
     dc = DataConfig(source=data, **({"data_dir": data_dir} if data_dir else {}))
     log.info("study: inspecting %s", data)
     report = inspect_dataset(dc, seed=seed)
     if report["multilabel"]:
-        raise CnnlabError(f"{data}: multi-label data; cnnlab study compares single-label classifiers (use cnnlab "
-                          "train or cnnlab cv for multi-label)")
+        raise CnnlabError(
+            f"{data}: multi-label data; cnnlab study compares single-label classifiers (use cnnlab "
+            "train or cnnlab cv for multi-label)"
+        )
     prepared = prepare_data(dc, get_spec("cnn"), seed, progress=progress)
     sizes = {k: int(len(v)) for k, v in prepared.splits.items()}
     if min(sizes.get("train", 0), sizes.get("val", 0), sizes.get("test", 0)) == 0:
@@ -191,12 +225,28 @@ def _start(data: str, out: Path, budget_s: float, models: Optional[str], folds: 
     pairs = pairs or default_models(size)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "inspect.json", report)
-    state = {"format": FORMAT, "status": "planning", "started": now(), "data": data, "data_dir": data_dir,
-             "budget_seconds": budget_s, "seed": seed, "batch_size": batch_size, "device": device,
-             "folds_requested": folds, "folds": 1, "sizes": sizes, "input_size": size, "channels": channels,
-             "classes": prepared.classes, "presplit": report["presplit"], "smallest_pool_class": smallest,
-             "imbalance_ratio": ratio, "class_weights": ratio >= IMBALANCE_FOR_WEIGHTS,
-             "notes": []}
+    state = {
+        "format": FORMAT,
+        "status": "planning",
+        "started": now(),
+        "data": data,
+        "data_dir": data_dir,
+        "budget_seconds": budget_s,
+        "seed": seed,
+        "batch_size": batch_size,
+        "device": device,
+        "folds_requested": folds,
+        "folds": 1,
+        "sizes": sizes,
+        "input_size": size,
+        "channels": channels,
+        "classes": prepared.classes,
+        "presplit": report["presplit"],
+        "smallest_pool_class": smallest,
+        "imbalance_ratio": ratio,
+        "class_weights": ratio >= IMBALANCE_FOR_WEIGHTS,
+        "notes": [],
+    }
     study = Study(out, state)
     study.cands = make_candidates(pairs, size, sizes["train"], batch_size)
     for c in study.cands:
@@ -206,8 +256,12 @@ def _start(data: str, out: Path, budget_s: float, models: Optional[str], folds: 
             c.status, c.why = "failed", f"could not be built: {e}"
             log.warning("study: %s left out: %s", c.name, c.why)
             continue
-        log.info("study: probe %-28s %.2f ms/image training, %.2f ms/image inference", c.name, c.train_s * 1e3,
-                 c.eval_s * 1e3)
+        log.info(
+            "study: probe %-28s %.2f ms/image training, %.2f ms/image inference",
+            c.name,
+            c.train_s * 1e3,
+            c.eval_s * 1e3,
+        )
     _choose_plan(study, budget_s - (time.time() - t0))
     study.save(status="running", spent_seconds=round(time.time() - t0, 1))
     return study
@@ -225,21 +279,25 @@ def _choose_plan(study: Study, left: float) -> None:
     sizes = s["sizes"]
     live = [c for c in study.cands if c.status == "planned"]
     if not live:
-        raise CnnlabError("no candidate model could be built for this data: "
-                          + "; ".join(f"{c.name}: {c.why}" for c in study.cands))
+        raise CnnlabError(
+            "no candidate model could be built for this data: " + "; ".join(f"{c.name}: {c.why}" for c in study.cands)
+        )
     avail = left - _reserve(s["budget_seconds"], len(live))
     pool = sizes["train"] + sizes["val"]
     asked = s.get("folds_requested")
     smallest = s["smallest_pool_class"]
-    for k in ([asked] if asked else list(AUTO_FOLDS)):
+    for k in [asked] if asked else list(AUTO_FOLDS):
         if k > smallest:
             s["notes"].append(f"{k} folds do not fit the smallest class ({smallest} images outside the test split)")
             continue
         trial = [Candidate(**c.to_dict()) for c in live]
         fold_sizes = {"train": pool * (k - 1) // k, "val": pool // k, "test": 0}
         winner = max(c.cost(c.full_epochs, sizes["train"], sizes["val"], sizes["test"]) for c in trial)
-        if plan_epochs(trial, avail - winner, sizes, runs=k, fold_sizes=fold_sizes) and \
-                all(c.status == "planned" for c in trial) and (asked or all(c.epochs == c.full_epochs for c in trial)):
+        if (
+            plan_epochs(trial, avail - winner, sizes, runs=k, fold_sizes=fold_sizes)
+            and all(c.status == "planned" for c in trial)
+            and (asked or all(c.epochs == c.full_epochs for c in trial))
+        ):
             for c, t in zip(live, trial):
                 c.epochs = t.epochs
             s["folds"], s["winner_reserve"] = k, winner
@@ -248,11 +306,14 @@ def _choose_plan(study: Study, left: float) -> None:
     if asked:
         s["notes"].append(f"--folds {asked} did not fit the budget: one train/val/test split instead")
     if not plan_epochs(study.cands, avail, sizes):
-        cheapest = min(live, key=lambda c: c.cost(c.min_epochs, sizes["train"], sizes["val"], sizes["test"]),
-                       default=None)
+        cheapest = min(
+            live, key=lambda c: c.cost(c.min_epochs, sizes["train"], sizes["val"], sizes["test"]), default=None
+        )
         need = cheapest.cost(cheapest.min_epochs, sizes["train"], sizes["val"], sizes["test"]) if cheapest else 0
-        raise CnnlabError(f"a budget of {s['budget_seconds']:.0f} s leaves {avail:.0f} s for training after "
-                          f"inspection and probes; the cheapest candidate needs ~{need:.0f} s: give a larger --budget")
+        raise CnnlabError(
+            f"a budget of {s['budget_seconds']:.0f} s leaves {avail:.0f} s for training after "
+            f"inspection and probes; the cheapest candidate needs ~{need:.0f} s: give a larger --budget"
+        )
     s["folds"] = 1
 
 
@@ -262,17 +323,25 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
     s = study.state
     k = s["folds"]
     sizes = s["sizes"]
-    fold_sizes = {"train": (sizes["train"] + sizes["val"]) * (k - 1) // k,
-                  "val": (sizes["train"] + sizes["val"]) // k, "test": 0} if k > 1 else sizes
+    fold_sizes = (
+        {
+            "train": (sizes["train"] + sizes["val"]) * (k - 1) // k,
+            "val": (sizes["train"] + sizes["val"]) // k,
+            "test": 0,
+        }
+        if k > 1
+        else sizes
+    )
     end = session - spent_before + s["budget_seconds"]  # wall time the budget ends
     for i, c in enumerate(study.cands):
         if c.status not in ("planned", "running"):
             continue
         folder = study.folder(c)
-        rest = [r for r in study.cands[i + 1:] if r.status == "planned"]
-        reserve = _reserve(s["budget_seconds"], len(rest) + 1) + \
-            sum(k * r.cost(r.min_epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]) * s.get("speed", 1)
-                for r in rest)
+        rest = [r for r in study.cands[i + 1 :] if r.status == "planned"]
+        reserve = _reserve(s["budget_seconds"], len(rest) + 1) + sum(
+            k * r.cost(r.min_epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]) * s.get("speed", 1)
+            for r in rest
+        )
         if k > 1:
             reserve += s.get("winner_reserve", 0.0)
         deadline = end - reserve
@@ -281,8 +350,14 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
             study.save()
             continue
         guess = k * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]) * s.get("speed", 1)
-        log.info("study: %s (%s, %d epochs%s), about %.0f s", c.name, c.mode, c.epochs,
-                 f" × {k} folds" if k > 1 else "", guess)
+        log.info(
+            "study: %s (%s, %d epochs%s), about %.0f s",
+            c.name,
+            c.mode,
+            c.epochs,
+            f" × {k} folds" if k > 1 else "",
+            guess,
+        )
         c.status = "running"
         study.save()
         started = time.time()
@@ -311,13 +386,18 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
         pred_sum = sum(v["predicted"] for v in done.values())
         s["speed"] = max(0.5, min(4.0, sum(v["seconds"] for v in done.values()) / max(pred_sum, 1e-6)))
         left = end - time.time()
-        for r in study.cands[i + 1:]:  # the measured speed may make room for one dropped at the start
+        for r in study.cands[i + 1 :]:  # the measured speed may make room for one dropped at the start
             if r.status == "dropped" and r.why.startswith("does not fit"):
                 r.status, r.why = "planned", ""
-        rest = [r for r in study.cands[i + 1:] if r.status == "planned"]
+        rest = [r for r in study.cands[i + 1 :] if r.status == "planned"]
         if rest:  # re-plan the rest from the measured speed
-            plan_epochs(rest, (left - _reserve(s["budget_seconds"], len(rest)) - s.get("winner_reserve", 0.0))
-                        / s["speed"], sizes, runs=k, fold_sizes=fold_sizes)
+            plan_epochs(
+                rest,
+                (left - _reserve(s["budget_seconds"], len(rest)) - s.get("winner_reserve", 0.0)) / s["speed"],
+                sizes,
+                runs=k,
+                fold_sizes=fold_sizes,
+            )
         study.save(spent_seconds=round(spent_before + time.time() - session, 1))
     if k > 1:
         _train_winner(study, progress)
@@ -349,8 +429,7 @@ def _train_winner(study: Study, progress: bool) -> None:
     if run.metrics_json.is_file() and run.state().status == "completed" and study.state.get("winner") == w.name:
         return
     study.save(winner=w.name)
-    log.info("study: %s won the cross-validation; training it once on the train/val split for its test figures",
-             w.name)
+    log.info("study: %s won the cross-validation; training it once on the train/val split for its test figures", w.name)
     if run.last_ckpt.is_file() and run.state().status != "completed":
         train(None, resume=folder, progress=progress)  # type: ignore[arg-type]
     else:

@@ -11,7 +11,7 @@ import logging
 import math
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import yaml
@@ -49,10 +49,17 @@ def trial_rows(sweep: Sweep, trials: list[Any]) -> list[dict[str, Any]]:
         a = t.user_attrs
         state = outcome(t, trials) if not died(t) else "failed"
         row: dict[str, Any] = {
-            "trial": t.number, "state": state, "value": t.value if t.value is not None else _last(t),
-            "params": decode_params(spec, t.params), "best_epoch": a.get(BEST_EPOCH), "seconds": a.get(SECONDS),
-            "run": a.get(RUN), "host": a.get(HOST), "retry_of": a.get(RETRY_OF),
-            "note": _note(t, trials)}
+            "trial": t.number,
+            "state": state,
+            "value": t.value if t.value is not None else _last(t),
+            "params": decode_params(spec, t.params),
+            "best_epoch": a.get(BEST_EPOCH),
+            "seconds": a.get(SECONDS),
+            "run": a.get(RUN),
+            "host": a.get(HOST),
+            "retry_of": a.get(RETRY_OF),
+            "note": _note(t, trials),
+        }
         run = sweep.path / a[RUN] if a.get(RUN) else None
         hist = RunFolder(run).history() if run is not None and (run / "history.csv").is_file() else []
         if run is not None and spec.cv:
@@ -60,15 +67,18 @@ def trial_rows(sweep: Sweep, trials: list[Any]) -> list[dict[str, Any]]:
         for key in ("train_loss", "val_loss"):
             vals = [h[key] for h in hist if isinstance(h.get(key), float) and math.isfinite(h[key])]
             row[f"min_{key}"] = min(vals) if vals else None
-        row["curve"] = [[int(h["epoch"]), h[spec.objective]] for h in hist
-                        if isinstance(h.get(spec.objective), float) and isinstance(h.get("epoch"), float)]
+        row["curve"] = [
+            [int(h["epoch"]), h[spec.objective]]
+            for h in hist
+            if isinstance(h.get(spec.objective), float) and isinstance(h.get("epoch"), float)
+        ]
         page = run / ("cv.html" if spec.cv else "report.html") if run is not None else None
         row["page"] = str(page.relative_to(sweep.path)) if page is not None and page.is_file() else None
         rows.append(row)
     return rows
 
 
-def _last(t: Any) -> Optional[float]:
+def _last(t: Any) -> float | None:
     """A pruned trial's value: its last reported one."""
     return t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
 
@@ -116,8 +126,10 @@ def importance(sweep: Sweep, study: Any) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     if len(done) < 2 or not varied:
         return out
-    evaluators = {"fanova": optuna.importance.FanovaImportanceEvaluator(seed=sweep.spec.seed),
-                  "ped_anova": optuna.importance.PedAnovaImportanceEvaluator()}
+    evaluators = {
+        "fanova": optuna.importance.FanovaImportanceEvaluator(seed=sweep.spec.seed),
+        "ped_anova": optuna.importance.PedAnovaImportanceEvaluator(),
+    }
     for name, ev in evaluators.items():
         try:
             out[name] = dict(optuna.importance.get_param_importances(study, evaluator=ev, params=varied))
@@ -149,7 +161,7 @@ def correlations(spec: SweepSpec, rows: list[dict[str, Any]]) -> dict[str, float
     return out
 
 
-def best_config(sweep: Sweep, rows: list[dict[str, Any]]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+def best_config(sweep: Sweep, rows: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
     """The best completed trial's row and its resolved config as a YAML ready for `cnnlab train`."""
     done = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
     if not done:
@@ -160,12 +172,13 @@ def best_config(sweep: Sweep, rows: list[dict[str, Any]]) -> tuple[Optional[dict
     if cfg_file.is_file():
         tree = yaml.safe_load(cfg_file.read_text())
     else:  # ran on another machine (shared PostgreSQL study): rebuild it from the spec
-
         tree = trial_config(sweep.spec, best["params"]).model_dump(mode="json")
     tree.setdefault("run", {})["out"] = None
-    head = (f"# best of sweep {sweep.study_name}: trial {best['trial']}, {sweep.spec.objective} = {best['value']:.4f}\n"
-            f"# re-train on the full split (the test split is used once, here):\n"
-            f"#   cnnlab train --config best.yaml --out runs/best\n")
+    head = (
+        f"# best of sweep {sweep.study_name}: trial {best['trial']}, {sweep.spec.objective} = {best['value']:.4f}\n"
+        f"# re-train on the full split (the test split is used once, here):\n"
+        f"#   cnnlab train --config best.yaml --out runs/best\n"
+    )
     return best, head + yaml.safe_dump(tree, sort_keys=False)
 
 
@@ -176,12 +189,24 @@ def write_sweep_report(sweep: Sweep) -> dict[str, Any]:
     rows = trial_rows(sweep, trials)
     c = count(trials)
     best, best_yaml = best_config(sweep, rows)
-    summary = {"format": "cnnlab-sweep", "study": sweep.study_name, "written": now(),
-               "objective": sweep.spec.objective, "direction": sweep.spec.direction, "method": sweep.spec.method,
-               "budget": sweep.spec.budget(), "done": c.done, "outcomes": c.by_outcome, "running": c.running,
-               "waiting": c.waiting, "best": best, "importance": importance(sweep, study),
-               "correlation": correlations(sweep.spec, rows), "trials": rows,
-               "spec": sweep.spec.model_dump(mode="json", exclude_none=True)}
+    summary = {
+        "format": "cnnlab-sweep",
+        "study": sweep.study_name,
+        "written": now(),
+        "objective": sweep.spec.objective,
+        "direction": sweep.spec.direction,
+        "method": sweep.spec.method,
+        "budget": sweep.spec.budget(),
+        "done": c.done,
+        "outcomes": c.by_outcome,
+        "running": c.running,
+        "waiting": c.waiting,
+        "best": best,
+        "importance": importance(sweep, study),
+        "correlation": correlations(sweep.spec, rows),
+        "trials": rows,
+        "spec": sweep.spec.model_dump(mode="json", exclude_none=True),
+    }
     atomic_write_json(sweep.path / "sweep.json", summary)
     if best_yaml:
         atomic_write_text(sweep.path / "best.yaml", best_yaml)
@@ -189,7 +214,7 @@ def write_sweep_report(sweep: Sweep) -> dict[str, Any]:
     return summary
 
 
-def rebuild(path: str | Path, storage: Optional[str] = None) -> Path:
+def rebuild(path: str | Path, storage: str | None = None) -> Path:
     """`cnnlab sweep-report DIR`: the report again, from the study as it is now."""
     path = Path(path)
     if not (path / SPEC_FILE).is_file():
@@ -227,43 +252,78 @@ def _fmt(v: Any) -> str:
 
 def _trial_table(sweep: Sweep, rows: list[dict[str, Any]]) -> str:
     keys = list(sweep.spec.space)
-    head = ["trial", "state", sweep.spec.objective, "best epoch", "min train loss", "min val loss", "seconds",
-            *keys, "run", "note"]
-    out = ["<table class='sortable'><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) +
-           "</tr></thead><tbody>"]
+    head = [
+        "trial",
+        "state",
+        sweep.spec.objective,
+        "best epoch",
+        "min train loss",
+        "min val loss",
+        "seconds",
+        *keys,
+        "run",
+        "note",
+    ]
+    out = [
+        "<table class='sortable'><thead><tr>"
+        + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        + "</tr></thead><tbody>"
+    ]
     for r in rows:
-        cells = [r["trial"], r["state"], r["value"], r["best_epoch"], r["min_train_loss"], r["min_val_loss"],
-                 r["seconds"], *(json.dumps(r["params"].get(k)) if isinstance(r["params"].get(k), list)
-                                 else r["params"].get(k) for k in keys)]
+        cells = [
+            r["trial"],
+            r["state"],
+            r["value"],
+            r["best_epoch"],
+            r["min_train_loss"],
+            r["min_val_loss"],
+            r["seconds"],
+            *(
+                json.dumps(r["params"].get(k)) if isinstance(r["params"].get(k), list) else r["params"].get(k)
+                for k in keys
+            ),
+        ]
         tds = "".join(f"<td data-v='{html.escape(str(v)) if v is not None else ''}'>{_fmt(v)}</td>" for v in cells)
-        link = (f"<a href='{html.escape(r['page'])}'>{html.escape(r['run'])}</a>" if r["page"]
-                else html.escape(r["run"] or ""))
+        link = (
+            f"<a href='{html.escape(r['page'])}'>{html.escape(r['run'])}</a>"
+            if r["page"]
+            else html.escape(r["run"] or "")
+        )
         out.append(f"<tr>{tds}<td>{link}</td><td style='text-align:left'>{html.escape(r['note'])}</td></tr>")
     return "".join(out) + "</tbody></table>"
 
 
-def _page(sweep: Sweep, s: dict[str, Any], best_yaml: Optional[str]) -> str:
+def _page(sweep: Sweep, s: dict[str, Any], best_yaml: str | None) -> str:
 
     spec = sweep.spec
     o = s["outcomes"]
-    kpi = (f"<div class='kpi'><div><b>{s['done']}/{s['budget'] if s['budget'] is not None else '–'}</b>trials done"
-           f"</div><div><b>{o.get('complete', 0)}</b>complete</div><div><b>{o.get('pruned', 0)}</b>pruned</div>"
-           f"<div><b>{o.get('failed', 0)}</b>failed</div><div><b>{s['running']}</b>running</div>")
+    kpi = (
+        f"<div class='kpi'><div><b>{s['done']}/{s['budget'] if s['budget'] is not None else '–'}</b>trials done"
+        f"</div><div><b>{o.get('complete', 0)}</b>complete</div><div><b>{o.get('pruned', 0)}</b>pruned</div>"
+        f"<div><b>{o.get('failed', 0)}</b>failed</div><div><b>{s['running']}</b>running</div>"
+    )
     if s["best"]:
         b = s["best"]
         kpi += f"<div><b>{b['value']:.4f}</b>best {html.escape(spec.objective)} (trial {b['trial']})</div>"
     kpi += "</div>"
-    intro = (f"<p>{html.escape(spec.method)} search over {len(spec.space)} parameter(s), objective "
-             f"<b>{html.escape(spec.objective)}</b> ({'lower' if spec.direction == 'minimize' else 'higher'} is "
-             f"better) on the validation split{' (mean over CV folds)' if spec.cv else ''}; no trial reads the test "
-             f"split. Written {html.escape(s['written'])}.</p>")
+    intro = (
+        f"<p>{html.escape(spec.method)} search over {len(spec.space)} parameter(s), objective "
+        f"<b>{html.escape(spec.objective)}</b> ({'lower' if spec.direction == 'minimize' else 'higher'} is "
+        f"better) on the validation split{' (mean over CV folds)' if spec.cv else ''}; no trial reads the test "
+        f"split. Written {html.escape(s['written'])}.</p>"
+    )
     sections = [{"id": "summary", "title": "Summary", "body": kpi + intro}]
     if best_yaml:
-        sections.append({"id": "best", "title": f"Best config (trial {s['best']['trial']})",
-                         "body": "<p>Saved as best.yaml beside this page.</p><pre>" + html.escape(best_yaml) +
-                                 "</pre>"})
-    sections.append({"id": "trials", "title": "Trials (click a heading to sort)",
-                     "body": _trial_table(sweep, s["trials"])})
+        sections.append(
+            {
+                "id": "best",
+                "title": f"Best config (trial {s['best']['trial']})",
+                "body": "<p>Saved as best.yaml beside this page.</p><pre>" + html.escape(best_yaml) + "</pre>",
+            }
+        )
+    sections.append(
+        {"id": "trials", "title": "Trials (click a heading to sort)", "body": _trial_table(sweep, s["trials"])}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         figs = _figures(sweep, s, Path(tmp))
         for fid, title, png, text in figs:
@@ -272,8 +332,13 @@ def _page(sweep: Sweep, s: dict[str, Any], best_yaml: Optional[str]) -> str:
     if imp or corr:
         keys = sorted(set(corr) | {k for v in imp.values() for k in v})
         rows = [[k, imp.get("fanova", {}).get(k), imp.get("ped_anova", {}).get(k), corr.get(k)] for k in keys]
-        sections.append({"id": "importance-table", "title": "Importance and correlation (numbers)",
-                         "body": table(["parameter", "fANOVA", "PED-ANOVA", "correlation"], rows)})
+        sections.append(
+            {
+                "id": "importance-table",
+                "title": "Importance and correlation (numbers)",
+                "body": table(["parameter", "fANOVA", "PED-ANOVA", "correlation"], rows),
+            }
+        )
     page = _render(f"cnnlab sweep: {sweep.study_name}", f"{spec.method} · {spec.objective}", sections)
     return page.replace("</body>", f"<script>{SORT_JS}</script></body>")
 
@@ -282,7 +347,6 @@ def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str,
     """(id, title, png, intro) of each figure that the trials so far can support."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-
 
     spec, rows = sweep.spec, s["trials"]
     obj = spec.objective
@@ -304,9 +368,14 @@ def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str,
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title(f"{obj} across {len(curves)} trials")
-        figs.append(("band", "Validation band", plots._save(fig, tmp / "band.png"),
-                     "<p>Per epoch: the lowest, mean and highest validation value across trials (grey: each "
-                     "trial).</p>"))
+        figs.append(
+            (
+                "band",
+                "Validation band",
+                plots._save(fig, tmp / "band.png"),
+                "<p>Per epoch: the lowest, mean and highest validation value across trials (grey: each trial).</p>",
+            )
+        )
     imp, corr = s["importance"], s["correlation"]
     if imp or corr:
         fig, axes = plt.subplots(1, 2, figsize=(11, max(2.5, 0.4 * max(len(corr), len(spec.space)) + 1.2)))
@@ -314,28 +383,51 @@ def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str,
         vals = imp.get(name, {}) if name else {}
         keys = sorted(vals, key=vals.get)
         axes[0].barh([_short(k) for k in keys], [vals[k] for k in keys], color="tab:blue")
-        axes[0].set_title(f"importance ({'fANOVA' if name == 'fanova' else 'PED-ANOVA'})" if vals
-                          else "importance (needs ≥ 2 completed trials)")
+        axes[0].set_title(
+            f"importance ({'fANOVA' if name == 'fanova' else 'PED-ANOVA'})"
+            if vals
+            else "importance (needs ≥ 2 completed trials)"
+        )
         axes[0].set_xlabel("share of the objective's variance")
         ckeys = sorted(corr, key=lambda k: abs(corr[k]))
-        axes[1].barh([_short(k) for k in ckeys], [corr[k] for k in ckeys],
-                     color=["tab:green" if corr[k] > 0 else "tab:red" for k in ckeys])
+        axes[1].barh(
+            [_short(k) for k in ckeys],
+            [corr[k] for k in ckeys],
+            color=["tab:green" if corr[k] > 0 else "tab:red" for k in ckeys],
+        )
         axes[1].axvline(0, color="black", linewidth=0.8)
         axes[1].set_xlim(-1, 1)
         axes[1].set_title("correlation with the objective (signed)" if corr else "correlation (needs ≥ 3 trials)")
         axes[1].set_xlabel(f"Pearson r with {obj}")
-        figs.append(("importance", "Parameter importance and correlation",
-                     plots._save(fig, tmp / "importance.png"),
-                     "<p>Left: how much of the objective's variation each parameter explains (Optuna's fANOVA; "
-                     "the table below also gives PED-ANOVA). Right: the signed correlation, which says in which "
-                     "direction a parameter helps.</p>"))
+        figs.append(
+            (
+                "importance",
+                "Parameter importance and correlation",
+                plots._save(fig, tmp / "importance.png"),
+                "<p>Left: how much of the objective's variation each parameter explains (Optuna's fANOVA; "
+                "the table below also gives PED-ANOVA). Right: the signed correlation, which says in which "
+                "direction a parameter helps.</p>",
+            )
+        )
     done = [r for r in rows if r["state"] in ("complete", "pruned") and r["value"] is not None]
     keys = list(spec.space)
     if len(done) >= 2:
-        figs.append(("parallel", "Parallel coordinates", _parallel(spec, done, tmp / "parallel.png"),
-                     "<p>One line per finished trial, coloured by its objective.</p>"))
-        figs.append(("scatter", "Objective against each parameter", _scatter(spec, done, keys, tmp / "scatter.png"),
-                     "<p>Filled: completed; hollow: pruned (its last reported value).</p>"))
+        figs.append(
+            (
+                "parallel",
+                "Parallel coordinates",
+                _parallel(spec, done, tmp / "parallel.png"),
+                "<p>One line per finished trial, coloured by its objective.</p>",
+            )
+        )
+        figs.append(
+            (
+                "scatter",
+                "Objective against each parameter",
+                _scatter(spec, done, keys, tmp / "scatter.png"),
+                "<p>Filled: completed; hollow: pruned (its last reported value).</p>",
+            )
+        )
     return figs
 
 
@@ -358,7 +450,6 @@ def _axis_values(p: Param, vals: list[Any]) -> tuple[np.ndarray, list[str], list
 
 def _parallel(spec: SweepSpec, done: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
-
 
     keys = list(spec.space)
     y = np.array([r["value"] for r in done], dtype=float)
@@ -389,7 +480,6 @@ def _parallel(spec: SweepSpec, done: list[dict[str, Any]], path: Path) -> Path:
 def _scatter(spec: SweepSpec, done: list[dict[str, Any]], keys: list[str], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-
     cols = min(3, len(keys))
     nrow = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(nrow, cols, figsize=(4.2 * cols, 3.2 * nrow), squeeze=False)
@@ -408,13 +498,14 @@ def _scatter(spec: SweepSpec, done: list[dict[str, Any]], keys: list[str], path:
                 x = vals
             ax.scatter(x, [r["value"] for r in pts], facecolors=face, edgecolors="tab:blue", s=28)
         if p.type == "choice":
-            ax.set_xticks(range(len(p.values or [])), [_short(json.dumps(v).strip('"'), 10) for v in p.values or []],
-                          fontsize=8)
+            ax.set_xticks(
+                range(len(p.values or [])), [_short(json.dumps(v).strip('"'), 10) for v in p.values or []], fontsize=8
+            )
         elif p.log:
             ax.set_xscale("log")
         ax.set_xlabel(_short(k, 30))
         ax.set_ylabel(spec.objective)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     return plots._save(fig, path)

@@ -29,8 +29,9 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.monitor import direction
@@ -70,10 +71,10 @@ from cnnlab.workflows.training import train
 log = logging.getLogger(__name__)
 
 
-
 # --- the state of a study, read the same way by workers, the progress line and the report ---
 
 # --- dead workers ---
+
 
 def reap(sweep: Sweep, study: Any) -> int:
     """Fail the running trials whose worker is gone, with the reason, and retry each once."""
@@ -89,13 +90,19 @@ def reap(sweep: Sweep, study: Any) -> int:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             # a worker removes its lock file only when it exits; while it lives the file is locked
             lock = Path(t.user_attrs.get(WORKER_LOCK, ""))
-            if WORKER_LOCK not in t.user_attrs or t.user_attrs.get(HOST) != socket.gethostname() or \
-                    (lock.is_file() and RunLock(lock).is_held_elsewhere()):
+            if (
+                WORKER_LOCK not in t.user_attrs
+                or t.user_attrs.get(HOST) != socket.gethostname()
+                or (lock.is_file() and RunLock(lock).is_held_elsewhere())
+            ):
                 continue
             storage = study._storage  # public Optuna has no "fail this trial of another worker"
             try:
-                storage.set_trial_user_attr(t._trial_id, DIED, f"its worker {t.user_attrs.get(WORKER)} stopped "
-                                            "(killed or interrupted) during the trial")
+                storage.set_trial_user_attr(
+                    t._trial_id,
+                    DIED,
+                    f"its worker {t.user_attrs.get(WORKER)} stopped (killed or interrupted) during the trial",
+                )
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
@@ -105,6 +112,7 @@ def reap(sweep: Sweep, study: Any) -> int:
 
 
 # --- one worker ---
+
 
 class Pruning(Callback):
     """Reports the objective to Optuna after each epoch; stops the run when the pruner says so
@@ -165,8 +173,13 @@ def _settle(study: Any, trial: Any, spec: SweepSpec) -> str:
         time.sleep(0.1)
     mine = trials[trial.number].params
     for t in trials:
-        if t.number != trial.number and (t.number < trial.number or t.state == TrialState.WAITING) and \
-                t.user_attrs.get(VERDICT) == "run" and not died(t) and t.params == mine:
+        if (
+            t.number != trial.number
+            and (t.number < trial.number or t.state == TrialState.WAITING)
+            and t.user_attrs.get(VERDICT) == "run"
+            and not died(t)
+            and t.params == mine
+        ):
             return f"duplicate of trial {t.number}"
     budget = spec.budget()
     used = sum(1 for t in lower if _fresh(t) and (t.user_attrs.get(VERDICT) == "run" or t in unsettled))
@@ -175,8 +188,9 @@ def _settle(study: Any, trial: Any, spec: SweepSpec) -> str:
     return "run"
 
 
-def work(sweep: Sweep, index: int = 0, deadline: Optional[float] = None, progress: bool = False,
-         announce: bool = False) -> None:
+def work(
+    sweep: Sweep, index: int = 0, deadline: float | None = None, progress: bool = False, announce: bool = False
+) -> None:
     """Run trials until the budget is used (or the deadline passed); several workers may run this
     at once, on this machine or others."""
     from optuna.trial import TrialState
@@ -212,8 +226,11 @@ def work(sweep: Sweep, index: int = 0, deadline: Optional[float] = None, progres
                 if verdict == "over budget":
                     break
                 if repeats >= REPEATS_BEFORE_GIVING_UP:
-                    log.warning("sweep: the last %d proposals all repeated earlier trials; this worker stops "
-                                "(the space seems exhausted)", repeats)
+                    log.warning(
+                        "sweep: the last %d proposals all repeated earlier trials; this worker stops "
+                        "(the space seems exhausted)",
+                        repeats,
+                    )
                     break
                 continue
             repeats = 0
@@ -222,19 +239,22 @@ def work(sweep: Sweep, index: int = 0, deadline: Optional[float] = None, progres
                 log.info("%s", ProgressLine(sweep, False).text())
             if state == TrialState.FAIL:
                 failures.append(error)
-                if len(failures) >= FAILS_BEFORE_GIVING_UP and len(set(failures[-3:])) == 1 and \
-                        not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+                if (
+                    len(failures) >= FAILS_BEFORE_GIVING_UP
+                    and len(set(failures[-3:])) == 1
+                    and not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+                ):
                     raise CnnlabError(f"the sweep stops: its first {len(failures)} trials failed alike: {error}")
     finally:
         me.release()
         lock_path.unlink(missing_ok=True)  # a trial it left running is then seen as orphaned
 
 
-def _run_trial(sweep: Sweep, study: Any, trial: Any, params: dict[str, Any], progress: bool) \
-        -> tuple[Any, Optional[float], str]:
+def _run_trial(
+    sweep: Sweep, study: Any, trial: Any, params: dict[str, Any], progress: bool
+) -> tuple[Any, float | None, str]:
     """Train one trial's run folder (or CV folder) and tell the study how it went."""
     from optuna.trial import TrialState
-
 
     spec = sweep.spec
     run_dir = sweep.path / TRIALS / f"trial-{trial.number:04d}"
@@ -242,7 +262,7 @@ def _run_trial(sweep: Sweep, study: Any, trial: Any, params: dict[str, Any], pro
     log.info("sweep: trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
     started = time.perf_counter()
     pruning = Pruning(trial, spec.objective)
-    value: Optional[float] = None
+    value: float | None = None
     try:
         with _heartbeat(study, trial._trial_id):
             cfg = trial_config(spec, params, out=str(run_dir))
@@ -263,8 +283,7 @@ def _run_trial(sweep: Sweep, study: Any, trial: Any, params: dict[str, Any], pro
                     pruning.pruned = True
                 value = sum(values) / len(values) if values else None
             else:
-                res = train(cfg, overwrite=run_dir.exists(), callbacks=[pruning], progress=progress,
-                            hold_out_test=True)
+                res = train(cfg, overwrite=run_dir.exists(), callbacks=[pruning], progress=progress, hold_out_test=True)
                 value = res.best_value
                 trial.set_user_attr(BEST_EPOCH, res.best_epoch)
     except CnnlabError as e:
@@ -297,7 +316,7 @@ def _tell_failed(study: Any, trial: Any, error: str, started: float) -> tuple[An
     return TrialState.FAIL, None, error
 
 
-def best_value(run: Any, objective: str) -> Optional[float]:
+def best_value(run: Any, objective: str) -> float | None:
     """The best per-epoch value of ``objective`` in a run's history."""
 
     vals = [h.get(objective) for h in run.history()]
@@ -309,8 +328,15 @@ def best_value(run: Any, objective: str) -> Optional[float]:
 
 # --- the command ---
 
-def run_sweep(spec_path: Optional[str | Path], out: str | Path, workers: int = 1, storage: Optional[str] = None,
-              resume: bool = False, progress: bool = True) -> dict[str, Any]:
+
+def run_sweep(
+    spec_path: str | Path | None,
+    out: str | Path,
+    workers: int = 1,
+    storage: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """``cnnlab sweep``: open the sweep, run ``workers`` workers until the budget is used, write
     the sweep report; returns the report's summary."""
 
@@ -327,18 +353,27 @@ def run_sweep(spec_path: Optional[str | Path], out: str | Path, workers: int = 1
     return summary
 
 
-def _run_processes(sweep: Sweep, workers: int, deadline: Optional[float], progress: bool) -> None:
+def _run_processes(sweep: Sweep, workers: int, deadline: float | None, progress: bool) -> None:
     """``workers`` local processes (``python -m cnnlab.workflows.sweep``), each with its share of the cores; a
     live progress line while they run."""
-    env = {**os.environ, "CNNLAB_SWEEP_DEADLINE": str(deadline or ""),
-           "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+    env = {
+        **os.environ,
+        "CNNLAB_SWEEP_DEADLINE": str(deadline or ""),
+        "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers)),
+    }
     if sweep.storage_url:
         env["CNNLAB_SWEEP_STORAGE"] = sweep.storage_url  # not on the command line (ps shows it)
     procs = []
     for i in range(workers):
         logf = open(sweep.path / WORKERS / f"worker-{i}.log", "ab")
-        procs.append(subprocess.Popen([sys.executable, "-m", "cnnlab.cli.sweep_worker", str(sweep.path),
-                                       "--index", str(i)], env=env, stdout=logf, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "cnnlab.cli.sweep_worker", str(sweep.path), "--index", str(i)],
+                env=env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+            )
+        )
         logf.close()
     line = ProgressLine(sweep, progress)
     try:
@@ -375,8 +410,10 @@ class ProgressLine:
         best = [t for t in trials if t.value is not None and outcome(t, trials) == "complete"]
         pick = min if spec.direction == "minimize" else max
         head = f"sweep {c.done}/{budget if budget is not None else '?'}"
-        text = (f"{head}: {o.get('complete', 0)} complete, {o.get('pruned', 0)} pruned, {o.get('failed', 0)} failed, "
-                f"{c.running} running")
+        text = (
+            f"{head}: {o.get('complete', 0)} complete, {o.get('pruned', 0)} pruned, {o.get('failed', 0)} failed, "
+            f"{c.running} running"
+        )
         if best:
             b = pick(best, key=lambda t: t.value)
             text += f" · best {spec.objective} {b.value:.4f} (trial {b.number})"

@@ -8,7 +8,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -20,8 +20,10 @@ from cnnlab.core.yamlio import load_yaml, read_yaml_file
 from cnnlab.workflows.resolve import build_config
 
 # set by the sweep itself for every trial: a space over them would be meaningless or dishonest
-RESERVED = {"run.out": "each trial's run folder is chosen by the sweep",
-            "train.monitor": "the trial monitors the sweep's objective"}
+RESERVED = {
+    "run.out": "each trial's run folder is chosen by the sweep",
+    "train.monitor": "the trial monitors the sweep's objective",
+}
 METHODS = ("grid", "random", "tpe", "cmaes", "gp")
 
 
@@ -35,14 +37,14 @@ class Param(_Strict):
     float (``log`` for a log scale, ``step`` for a lattice)."""
 
     type: Literal["choice", "int", "float", "log-float"] = "choice"
-    values: Optional[list[Any]] = Field(None, min_length=1, max_length=1000)
-    low: Optional[float] = None
-    high: Optional[float] = None
-    step: Optional[float] = Field(None, gt=0)
+    values: list[Any] | None = Field(None, min_length=1, max_length=1000)
+    low: float | None = None
+    high: float | None = None
+    step: float | None = Field(None, gt=0)
     log: bool = False
 
     @model_validator(mode="after")
-    def _shape(self) -> "Param":
+    def _shape(self) -> Param:
         if self.type == "choice":
             if not self.values:
                 raise ValueError("a choice needs 'values: [a, b, …]'")
@@ -73,7 +75,7 @@ class Param(_Strict):
         vals = [self.low + i * self.step for i in range(n)]  # type: ignore[operator]
         return [int(round(v)) for v in vals] if self.type == "int" else [round(v, 12) for v in vals]
 
-    def size(self) -> Optional[int]:
+    def size(self) -> int | None:
         """Distinct values of this dimension (None: continuous)."""
         if self.type == "choice":
             return len({json.dumps(v, sort_keys=True) for v in self.values or []})
@@ -103,16 +105,16 @@ class CV(_Strict):
 class SweepSpec(_Strict):
     """What ``cnnlab sweep SPEC.yaml`` reads (see examples/sweep-digits.yaml)."""
 
-    name: Optional[str] = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=200)
     base: dict[str, Any] = Field(default_factory=dict, description="a train config (sections data, model, …)")
-    config: Optional[str] = Field(None, description="a train config file the base starts from")
-    space: dict[str, Union[Param, list[Any]]] = Field(min_length=1)
+    config: str | None = Field(None, description="a train config file the base starts from")
+    space: dict[str, Param | list[Any]] = Field(min_length=1)
     method: Literal["grid", "random", "tpe", "cmaes", "gp"] = "tpe"
-    trials: Optional[int] = Field(None, ge=1, le=100_000)
-    timeout: Optional[Union[float, str]] = Field(None, description="wall-time budget: seconds or 90s/20m/2h")
+    trials: int | None = Field(None, ge=1, le=100_000)
+    timeout: float | str | None = Field(None, description="wall-time budget: seconds or 90s/20m/2h")
     objective: str = "val_acc"
-    pruner: Union[Pruner, Literal["median", "halving", "hyperband", "none"]] = Field(default_factory=Pruner)
-    cv: Optional[CV] = None
+    pruner: Pruner | Literal["median", "halving", "hyperband", "none"] = Field(default_factory=Pruner)
+    cv: CV | None = None
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
     @field_validator("space")
@@ -127,7 +129,7 @@ class SweepSpec(_Strict):
 
     @field_validator("timeout")
     @classmethod
-    def _timeout(cls, t: Any) -> Optional[float]:
+    def _timeout(cls, t: Any) -> float | None:
         return None if t is None else parse_duration(t)
 
     @property
@@ -141,12 +143,12 @@ class SweepSpec(_Strict):
     def grid_size(self) -> int:
         return math.prod(len(v) for v in self.grid().values())
 
-    def space_size(self) -> Optional[int]:
+    def space_size(self) -> int | None:
         """How many distinct configurations the space holds (None: a continuous dimension)."""
         sizes = [p.size() for p in self.space.values()]  # type: ignore[union-attr]
         return None if None in sizes else math.prod(sizes)  # type: ignore[arg-type]
 
-    def budget(self) -> Optional[int]:
+    def budget(self) -> int | None:
         """Trials to finish: the spec's count, capped by the number of distinct configurations (a
         grid: all of them when no count is given); None: only the time budget bounds the sweep."""
         size = self.space_size()
@@ -187,15 +189,19 @@ def check_spec(tree: dict[str, Any], where: str) -> SweepSpec:
         spec = SweepSpec.model_validate(tree)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "union[")) and p not in
-                       ("Param", "list[any]", "Pruner", "str", "float", "constrained-str"))
+        loc = ".".join(
+            str(p)
+            for p in err["loc"]
+            if not str(p).startswith(("function-", "union["))
+            and p not in ("Param", "list[any]", "Pruner", "str", "float", "constrained-str")
+        )
         known = ", ".join(SweepSpec.model_fields)
         if err["type"] == "extra_forbidden" and "." not in loc:
-            raise CnnlabError(f"{where}: unknown field {loc!r}; a sweep spec has {known}"
-                              f"{did_you_mean(loc, SweepSpec.model_fields)}") from None
+            raise CnnlabError(
+                f"{where}: unknown field {loc!r}; a sweep spec has {known}{did_you_mean(loc, SweepSpec.model_fields)}"
+            ) from None
         raise CnnlabError(f"{where}: {loc}: {err['msg'].removeprefix('Value error, ')}") from None
     if spec.config is not None:
-
         file = load_yaml(spec.config)
         spec.base = {sec: {**(file.get(sec) or {}), **(spec.base.get(sec) or {})} for sec in {*file, *spec.base}}
     _check_objective(spec, where)
@@ -208,8 +214,10 @@ def check_spec(tree: dict[str, Any], where: str) -> SweepSpec:
 def _check_objective(spec: SweepSpec, where: str) -> None:
     name = spec.objective
     if name.startswith("test_") or name.startswith("train_"):
-        raise CnnlabError(f"{where}: objective {name!r}: a sweep tunes on validation figures only "
-                          "(val_<metric>); the test split is for the final model, used once")
+        raise CnnlabError(
+            f"{where}: objective {name!r}: a sweep tunes on validation figures only "
+            "(val_<metric>); the test split is for the final model, used once"
+        )
     if not name.startswith("val_"):
         name = spec.objective = f"val_{name}"
     bare = name.removeprefix("val_")
@@ -219,8 +227,10 @@ def _check_objective(spec: SweepSpec, where: str) -> None:
         aliases = {"accuracy": "acc", "f1": "macro_f1", "auc": "weighted_auc", "map": "mean_average_precision"}
         close = difflib.get_close_matches(bare, [*MONITORABLE, *aliases], n=1, cutoff=0.6)
         hint = f"; did you mean 'val_{aliases.get(close[0], close[0])}'?" if close else ""
-        raise CnnlabError(f"{where}: objective {spec.objective!r} is not a monitorable metric; use val_ and one "
-                          f"of {', '.join(MONITORABLE)}{hint}")
+        raise CnnlabError(
+            f"{where}: objective {spec.objective!r} is not a monitorable metric; use val_ and one "
+            f"of {', '.join(MONITORABLE)}{hint}"
+        )
 
 
 def _check_space(spec: SweepSpec, where: str) -> None:
@@ -243,8 +253,7 @@ def _check_space(spec: SweepSpec, where: str) -> None:
         raise CnnlabError(f"{where}: data.val_size is 0, so there is no validation split to tune on")
 
 
-def trial_config(spec: SweepSpec, params: dict[str, Any], where: str = "sweep spec",
-                 out: Optional[str] = None) -> Config:
+def trial_config(spec: SweepSpec, params: dict[str, Any], where: str = "sweep spec", out: str | None = None) -> Config:
     """The config of one trial: the base, the trial's values, the objective as the monitor."""
     over = {**params, "train.monitor": spec.objective}
     if out is not None:
@@ -324,5 +333,9 @@ def _hashable(values: list[Any]) -> list[Any]:
 
 def decode_params(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
     """A trial's stored params as config values (JSON text of list choices back to lists)."""
-    return {k: json.loads(v) if k in spec.space and _holds_lists(spec.space[k]) and isinstance(v, str)  # type: ignore
-            else v for k, v in params.items()}
+    return {
+        k: json.loads(v)
+        if k in spec.space and _holds_lists(spec.space[k]) and isinstance(v, str)  # type: ignore
+        else v
+        for k, v in params.items()
+    }

@@ -8,9 +8,10 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import yaml
 
@@ -42,7 +43,7 @@ class Sweep:
     path: Path
     spec: SweepSpec
     study_name: str
-    storage_url: Optional[str] = None
+    storage_url: str | None = None
     started: float = field(default_factory=time.time)
 
     @property
@@ -64,25 +65,32 @@ class Sweep:
 
             if importlib.util.find_spec("psycopg2") is None:
                 url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        kw = dict(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                  heartbeat_stale_trial_callback=retry_dead) if heartbeat else {}
+        kw = (
+            dict(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, heartbeat_stale_trial_callback=retry_dead)
+            if heartbeat
+            else {}
+        )
         for attempt in range(3):  # two machines creating Optuna's tables at once: one of them retries
             try:
                 return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kw)
             except ImportError as e:
-                raise CnnlabError(f"--storage {_masked(url)}: {e}; install psycopg (pip install "
-                                  "'psycopg[binary]') for postgresql URLs") from None
+                raise CnnlabError(
+                    f"--storage {_masked(url)}: {e}; install psycopg (pip install "
+                    "'psycopg[binary]') for postgresql URLs"
+                ) from None
             except Exception as e:
                 if attempt == 2:
-                    raise CnnlabError(f"--storage {_masked(url)} cannot be opened: "
-                                      f"{' '.join(str(e).split())[:300]}") from None
+                    raise CnnlabError(
+                        f"--storage {_masked(url)} cannot be opened: {' '.join(str(e).split())[:300]}"
+                    ) from None
                 time.sleep(1 + attempt)
 
     def study(self, sampler: Any = None, heartbeat: bool = False) -> Any:
         import optuna
 
-        return optuna.load_study(study_name=self.study_name, storage=self.storage(heartbeat), sampler=sampler,
-                                 pruner=pruner_for(self.spec))
+        return optuna.load_study(
+            study_name=self.study_name, storage=self.storage(heartbeat), sampler=sampler, pruner=pruner_for(self.spec)
+        )
 
 
 def _masked(url: str) -> str:
@@ -96,8 +104,9 @@ def _masked(url: str) -> str:
     return url
 
 
-def open_sweep(spec_path: Optional[str | Path], out: str | Path, storage: Optional[str] = None,
-               resume: bool = False) -> Sweep:
+def open_sweep(
+    spec_path: str | Path | None, out: str | Path, storage: str | None = None, resume: bool = False
+) -> Sweep:
     """Check the spec and the folder, make (or find) the study; a new grid's points are queued."""
     import optuna
 
@@ -111,8 +120,10 @@ def open_sweep(spec_path: Optional[str | Path], out: str | Path, storage: Option
         tree = yaml.safe_load(saved.read_text())
         spec = check_spec(tree["spec"], str(saved))
         if spec_path is not None and load_spec(spec_path).model_dump() != spec.model_dump():
-            raise CnnlabError(f"{spec_path} differs from the spec the sweep in {str(out)!r} started with; "
-                              "resume without SPEC, or start a new sweep with another --out")
+            raise CnnlabError(
+                f"{spec_path} differs from the spec the sweep in {str(out)!r} started with; "
+                "resume without SPEC, or start a new sweep with another --out"
+            )
         sweep = Sweep(out, spec, tree["study"], storage)
         if storage is None and tree.get("storage"):
             raise CnnlabError(f"this sweep keeps its study in {tree['storage']}: pass --storage URL again")
@@ -121,27 +132,34 @@ def open_sweep(spec_path: Optional[str | Path], out: str | Path, storage: Option
             raise CnnlabError("cnnlab sweep needs a SPEC.yaml (or --resume with --out of a sweep folder)")
         spec = load_spec(spec_path)
         if out.exists() and any(out.iterdir()):
-            raise CnnlabError(f"sweep folder {str(out)!r} already exists; add --resume to continue it, or choose "
-                              "another --out")
+            raise CnnlabError(
+                f"sweep folder {str(out)!r} already exists; add --resume to continue it, or choose another --out"
+            )
         sweep = Sweep(out, spec, spec.name or out.resolve().name, storage)
         if storage:
             sweep.storage()  # an unreachable database is named before the sweep folder is made
         out.mkdir(parents=True, exist_ok=True)
-        tree = {"study": sweep.study_name, "storage": _masked(storage) if storage else None,
-                "spec": spec.model_dump(mode="json", exclude_none=True)}
+        tree = {
+            "study": sweep.study_name,
+            "storage": _masked(storage) if storage else None,
+            "spec": spec.model_dump(mode="json", exclude_none=True),
+        }
         atomic_write_text(saved, yaml.safe_dump(tree, sort_keys=False))
     (out / WORKERS).mkdir(exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=sweep.study_name, storage=sweep.storage(),
-                                direction=spec.direction, load_if_exists=True)
+    study = optuna.create_study(
+        study_name=sweep.study_name, storage=sweep.storage(), direction=spec.direction, load_if_exists=True
+    )
     with _flock(out / WORKERS / ".create"):
         mine = spec.model_dump(mode="json")
         theirs = study.user_attrs.get("cnnlab_spec")
         if theirs is None:
             study.set_user_attr("cnnlab_spec", mine)
         elif theirs != mine:
-            raise CnnlabError(f"study {sweep.study_name!r} in {_masked(storage or str(sweep.journal))} was made "
-                              "from another spec; give the sweep another name")
+            raise CnnlabError(
+                f"study {sweep.study_name!r} in {_masked(storage or str(sweep.journal))} was made "
+                "from another spec; give the sweep another name"
+            )
     return sweep
 
 
@@ -163,8 +181,10 @@ def died(t: Any) -> bool:
     """A failed trial that nobody failed on purpose: its worker died (or its heartbeat stopped)."""
     from optuna.trial import TrialState
 
-    return t.state == TrialState.FAIL and (bool(t.user_attrs.get(DIED)) or not (
-        ERROR in t.user_attrs or VERDICT not in t.user_attrs or t.user_attrs[VERDICT] != "run"))
+    return t.state == TrialState.FAIL and (
+        bool(t.user_attrs.get(DIED))
+        or not (ERROR in t.user_attrs or VERDICT not in t.user_attrs or t.user_attrs[VERDICT] != "run")
+    )
 
 
 def outcome(t: Any, trials: list[Any]) -> str:
@@ -177,8 +197,13 @@ def outcome(t: Any, trials: list[Any]) -> str:
     if died(t):
         retry = next((r for r in trials if r.user_attrs.get(RETRY_OF) == t.number), None)
         return outcome(retry, trials) if retry is not None else "failed"
-    return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
-            TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[t.state]
+    return {
+        TrialState.COMPLETE: "complete",
+        TrialState.PRUNED: "pruned",
+        TrialState.FAIL: "failed",
+        TrialState.RUNNING: "running",
+        TrialState.WAITING: "waiting",
+    }[t.state]
 
 
 @dataclass
@@ -215,4 +240,3 @@ def retry_dead(study: Any, trial: Any) -> None:
         return
     log.warning("sweep: trial %d lost its worker; its values are queued once more", trial.number)
     study.enqueue_trial(trial.params, user_attrs={VERDICT: "run", RETRY_OF: trial.number}, skip_if_exists=False)
-

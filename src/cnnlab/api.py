@@ -18,18 +18,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
-    from cnnlab.data.cache_admin import clean_cache, list_cache
-    from cnnlab.data.inspect import format_report, inspect_dataset
+    from cnnlab.data.cache_admin import clean_cache, list_cache, manage_cache
+    from cnnlab.data.inspect import inspect_dataset
     from cnnlab.data.pipeline import prepare_data
     from cnnlab.data.shards import write_shards
     from cnnlab.inference.load import load_model
     from cnnlab.inference.predictor import Predictor
     from cnnlab.models.factory import count_parameters, get_spec
     from cnnlab.models.ops import resolve_device
-    from cnnlab.reports.study import format_summary
     from cnnlab.train.gradcheck import LAYERS, TOLERANCE_FD, TOLERANCE_TORCH, gradcheck
-    from cnnlab.workflows.catalog import list_augmentations, list_datasets, list_engines, list_models
+    from cnnlab.workflows.catalog import catalog, list_augmentations, list_datasets, list_engines, list_models
+    from cnnlab.workflows.comparison import compare_results
     from cnnlab.workflows.cv import cross_validate, paired_comparison, read_cv
+    from cnnlab.workflows.datasets import shard_dataset
     from cnnlab.workflows.deploy.batch import predict_files
     from cnnlab.workflows.deploy.export import export_run
     from cnnlab.workflows.deploy.serve import serve
@@ -48,10 +49,10 @@ EXPORTS: dict[str, str] = {
         ["evaluate", "evaluate_datasets", "predict", "explain", "report", "compare"], "cnnlab.workflows.evaluation"
     ),
     **dict.fromkeys(["cross_validate", "paired_comparison", "read_cv"], "cnnlab.workflows.cv"),
+    **dict.fromkeys(["compare_results"], "cnnlab.workflows.comparison"),
     **dict.fromkeys(["run_sweep"], "cnnlab.workflows.sweep"),
     **dict.fromkeys(["rebuild"], "cnnlab.workflows.sweep.report"),
     **dict.fromkeys(["run_study"], "cnnlab.workflows.study"),
-    **dict.fromkeys(["format_summary"], "cnnlab.reports.study"),
     **dict.fromkeys(["export_run"], "cnnlab.workflows.deploy.export"),
     **dict.fromkeys(["predict_files"], "cnnlab.workflows.deploy.batch"),
     **dict.fromkeys(["serve"], "cnnlab.workflows.deploy.serve"),
@@ -59,11 +60,14 @@ EXPORTS: dict[str, str] = {
     **dict.fromkeys(["Predictor"], "cnnlab.inference.predictor"),
     **dict.fromkeys(["resolve_device"], "cnnlab.models.ops"),
     **dict.fromkeys(["get_spec", "count_parameters"], "cnnlab.models.factory"),
-    **dict.fromkeys(["list_models", "list_datasets", "list_augmentations", "list_engines"], "cnnlab.workflows.catalog"),
+    **dict.fromkeys(
+        ["catalog", "list_models", "list_datasets", "list_augmentations", "list_engines"], "cnnlab.workflows.catalog"
+    ),
+    **dict.fromkeys(["shard_dataset"], "cnnlab.workflows.datasets"),
     **dict.fromkeys(["prepare_data"], "cnnlab.data.pipeline"),
-    **dict.fromkeys(["inspect_dataset", "format_report"], "cnnlab.data.inspect"),
+    **dict.fromkeys(["inspect_dataset"], "cnnlab.data.inspect"),
     **dict.fromkeys(["write_shards"], "cnnlab.data.shards"),
-    **dict.fromkeys(["list_cache", "clean_cache"], "cnnlab.data.cache_admin"),
+    **dict.fromkeys(["manage_cache", "list_cache", "clean_cache"], "cnnlab.data.cache_admin"),
     **dict.fromkeys(["gradcheck", "LAYERS", "TOLERANCE_FD", "TOLERANCE_TORCH"], "cnnlab.train.gradcheck"),
 }
 
@@ -74,16 +78,16 @@ __all__ = [
     "TOLERANCE_TORCH",
     "TrainResult",
     "build_config",
+    "catalog",
     "clean_cache",
     "compare",
+    "compare_results",
     "count_parameters",
     "cross_validate",
     "evaluate",
     "evaluate_datasets",
     "explain",
     "export_run",
-    "format_report",
-    "format_summary",
     "get_spec",
     "gradcheck",
     "inspect_dataset",
@@ -94,6 +98,7 @@ __all__ = [
     "list_models",
     "load_model",
     "lr_find",
+    "manage_cache",
     "paired_comparison",
     "predict",
     "predict_files",
@@ -105,6 +110,7 @@ __all__ = [
     "run_study",
     "run_sweep",
     "serve",
+    "shard_dataset",
     "train",
     "write_shards",
 ]

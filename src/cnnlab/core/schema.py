@@ -112,12 +112,16 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """Which registered model to build, and its options."""
 
-    name: str = "cnn"
+    name: str = Field("cnn", description="model name (see `cnnlab list models`), timm/<name> or tv/<name>")
     hidden: list[int] | None = Field(None, description="hidden dense layer sizes")
-    dropout: float | None = Field(None, ge=0.0, lt=1.0)
-    activation: Literal["relu", "elu", "tanh", "sigmoid", "prelu", "relu6"] | None = None
-    init: Literal["default", "he", "xavier"] | None = None
-    batch_norm: bool | None = None
+    dropout: float | None = Field(
+        None, ge=0.0, lt=1.0, description="dropout rate of the dense head (default: the model's)"
+    )
+    activation: Literal["relu", "elu", "tanh", "sigmoid", "prelu", "relu6"] | None = Field(
+        None, description="activation of models that vary it (default: the model's)"
+    )
+    init: Literal["default", "he", "xavier"] | None = Field(None, description="weight initialisation")
+    batch_norm: bool | None = Field(None, description="batch normalisation on/off (models that vary it)")
     options: dict[str, Any] = Field(default_factory=dict, description="other builder options, e.g. conv_bias")
     pretrained: bool = Field(True, description="load pretrained weights (pretrained models only)")
     weights: str | None = Field(None, description="weights file (safetensors or state dict) to start from")
@@ -151,9 +155,9 @@ class ModelConfig(_Section):
 class OptimConfig(_Section):
     """Optimiser and its hyper-parameters."""
 
-    name: str = "adam"
-    lr: float = Field(1e-3, gt=0, le=10)
-    weight_decay: float = Field(0.0, ge=0)
+    name: str = Field("adam", description="optimizer: adam, adamw, sgd or rmsprop")
+    lr: float = Field(1e-3, gt=0, le=10, description="learning rate (the peak of the default one-cycle recipe is 3e-3)")
+    weight_decay: float = Field(0.0, ge=0, description="weight decay")
     momentum: float | None = Field(
         None, ge=0, lt=1, description="momentum of sgd (default 0.9) and rmsprop (default 0)"
     )
@@ -163,9 +167,15 @@ class TrainConfig(_Section):
     """The training loop."""
 
     engine: str = Field("torch", description="training engine (see `cnnlab list engines`): torch or scratch (NumPy)")
-    epochs: int = Field(10, ge=1, le=100_000)
-    batch_size: int = Field(128, ge=1, le=65_536)
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="0 … 2**32-1 (NumPy's seed range)")
+    epochs: int = Field(
+        10,
+        ge=1,
+        le=100_000,
+        description="epochs (the default recipe of a net trained from "
+        "scratch plans ~1,200 steps, 3-30 epochs); with --resume: the new total",
+    )
+    batch_size: int = Field(128, ge=1, le=65_536, description="images per batch")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of split, init and shuffling: 0 … 2**32-1")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
@@ -183,7 +193,7 @@ class TrainConfig(_Section):
     )
     log_every: int = Field(50, ge=1, description="steps between rows of steps.csv (per-step curves)")
     patience: int | None = Field(None, ge=1, description="early-stopping patience in epochs")
-    min_delta: float = Field(0.0, ge=0)
+    min_delta: float = Field(0.0, ge=0, description="smallest change of the monitored metric that counts")
     schedule: Literal["constant", "step", "cosine", "onecycle", "plateau", "exp-decay"] = Field(
         "constant",
         description="learning-rate schedule; left unset for a net trained from scratch by the "

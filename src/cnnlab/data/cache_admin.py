@@ -57,3 +57,11 @@ def clean_cache(kind: str = "all", older_than_days: float | None = None) -> dict
     for r in removed:
         shutil.rmtree(r["path"], ignore_errors=True)
     return {"removed": len(removed), "mb": round(sum(r["mb"] for r in removed), 1)}
+
+
+def manage_cache(action: str = "list", kind: str = "all", older_than: float | None = None) -> dict[str, Any]:
+    """`cnnlab cache [list|clean]`: ``{"entries": [...]}`` of :func:`list_cache`, or what
+    :func:`clean_cache` removed."""
+    if action == "clean":
+        return clean_cache(kind, older_than)
+    return {"entries": list_cache(kind)}

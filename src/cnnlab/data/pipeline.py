@@ -158,13 +158,27 @@ class ModelInputs(Protocol):
     """What the data needs to know of a model (a models.ModelSpec is one): data does not import
     models; the caller passes the model's input defaults in."""
 
-    name: str
-    default_input_size: int
-    fixed_input_size: bool
-    fixed_channels: int | None
-    interpolation: str
-    mean: tuple[float, ...] | None
-    std: tuple[float, ...] | None
+    # read-only: a frozen ModelSpec is one
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def default_input_size(self) -> int: ...
+
+    @property
+    def fixed_input_size(self) -> bool: ...
+
+    @property
+    def fixed_channels(self) -> int | None: ...
+
+    @property
+    def interpolation(self) -> str: ...
+
+    @property
+    def mean(self) -> tuple[float, ...] | None: ...
+
+    @property
+    def std(self) -> tuple[float, ...] | None: ...
 
 
 def resolve_input(cfg: DataConfig, spec: ModelInputs) -> tuple[int | None, int | None, str]:

@@ -206,35 +206,3 @@ def cumulative_gains(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray
     hits = np.cumsum(np.asarray(y_true)[order])
     x = np.arange(1, len(scores) + 1) / len(scores)
     return np.concatenate([[0.0], x]), np.concatenate([[0.0], hits / max(hits[-1], 1)])
-
-
-def format_metrics_table(m: dict[str, Any], title: str = "") -> str:
-    """A plain-text table of per-class metrics and the summary figures."""
-    names = list(m["per_class"])
-    w = max([len(n) for n in names] + [len("weighted avg")])
-    lines = [title] if title else []
-    lines.append(f"{'class':<{w}}  precision  recall     f1  support")
-    for n in names:
-        c = m["per_class"][n]
-        lines.append(f"{n:<{w}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:.4f}  {c['support']:7d}")
-    lines.append("")
-    lines.append(f"{'accuracy':<{w}}  {m['accuracy']:.4f}   ({m['num_samples']} images)")
-    for key, label in (
-        ("balanced_accuracy", "balanced acc"),
-        ("top3_accuracy", "top-3 acc"),
-        ("macro_f1", "macro F1"),
-        ("weighted_f1", "weighted F1"),
-        ("weighted_auc", "weighted AUC"),
-        ("weighted_area_ratio", "weighted AR"),
-        ("log_loss", "log loss"),
-        ("ece", "ECE"),
-        ("subset_of_truth_accuracy", "seed-003 acc"),
-        ("hamming_loss", "Hamming loss"),
-        ("micro_f1", "micro F1"),
-        ("mean_average_precision", "mAP"),
-    ):
-        if m.get(key) is not None:
-            lines.append(f"{label:<{w}}  {m[key]:.4f}")
-    if m.get("absent_classes"):
-        lines.append(f"(F1 averaged over the classes present; absent from this data: {', '.join(m['absent_classes'])})")
-    return "\n".join(lines)

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.registry import did_you_mean
 from cnnlab.scratch import layers as L
 
 TOLERANCE_TORCH = 1e-6  # relative, float64
@@ -239,7 +241,15 @@ def check_case(case: Case, rng: np.random.Generator, fd_entries: int = 12) -> di
 
 
 def gradcheck(names: list[str] | None = None, configs: int = 20, seed: int = 0) -> list[dict[str, Any]]:
-    """Per layer: configurations checked and the worst relative error of each comparison."""
+    """Per layer: configurations checked and the worst relative error of each comparison.
+
+    Raises:
+        CnnlabError: a name that is not a scratch layer.
+    """
+    for name in names or []:
+        if name not in LAYERS:
+            raise CnnlabError(f"--layer {name!r} is not a scratch layer; choose from {', '.join(LAYERS)}"
+                              f"{did_you_mean(name, LAYERS)}")  # fmt: skip
     rows = []
     for name in names or list(LAYERS):
         rng = np.random.default_rng(seed)

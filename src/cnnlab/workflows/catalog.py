@@ -10,7 +10,7 @@ from cnnlab.data.transforms import PRESETS, preset_options
 from cnnlab.models.factory import MODELS, count_parameters
 from cnnlab.train.engines import ENGINES
 
-__all__ = ["list_augmentations", "list_datasets", "list_engines", "list_models"]
+__all__ = ["catalog", "list_augmentations", "list_datasets", "list_engines", "list_models"]
 
 
 def list_models(num_classes: int = 10, in_chans: int = 3) -> list[dict[str, Any]]:
@@ -55,3 +55,11 @@ def list_datasets() -> list[dict[str, Any]]:
 def list_engines() -> list[dict[str, Any]]:
     """Training engines: name and the first line of their description."""
     return [{"name": n, "description": (ENGINES.get(n).__doc__ or "").strip().split("\n")[0]} for n in ENGINES.names()]
+
+
+def catalog(what: str, num_classes: int = 10, in_chans: int = 3) -> list[dict[str, Any]]:
+    """`cnnlab list WHAT`: the rows of models, datasets, augmentations or engines."""
+    if what == "models":
+        return list_models(num_classes, in_chans)
+    listing = {"datasets": list_datasets, "augmentations": list_augmentations, "engines": list_engines}
+    return listing[what]()

@@ -139,15 +139,17 @@ def evaluate_checkpoint(
 
 def evaluate(
     run_path: str | Path,
-    data: str | None = None,
+    data: str | Sequence[str] | None = None,
     data_dir: str | None = None,
     split: str = "test",
     batch_size: int = 256,
     device: str = "auto",
     progress: bool = True,
     max_pixels: int | None = None,
+    retrieval: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a run's best checkpoint.
+    """Evaluate a run's best checkpoint: on its own split, on another dataset, or (several datasets,
+    or ``retrieval``) on each of several with :func:`evaluate_datasets`.
 
     Args:
         run_path: the run folder.
@@ -162,6 +164,13 @@ def evaluate(
     Returns:
         The metrics dict (as in metrics.json).
     """
+    many = [data] if isinstance(data, str) else list(data or [])
+    if retrieval and not many:
+        raise CnnlabError("--retrieval needs datasets: add --data A [--data B ...]")
+    if len(many) > 1 or retrieval:
+        return evaluate_datasets(run_path, many, retrieval=retrieval, batch_size=batch_size, device=device,
+                                 progress=progress, max_pixels=max_pixels)  # fmt: skip
+    data = many[0] if many else None
     if split not in ("train", "val", "test"):
         raise CnnlabError(f"--split {split!r}: choose train, val or test")
     run = RunFolder(run_path).require()

@@ -79,7 +79,7 @@ class OpenRun:
 
 
 def train(
-    cfg: Config,
+    cfg: Config | None,
     *,
     resume: str | Path | None = None,
     epochs: int | None = None,

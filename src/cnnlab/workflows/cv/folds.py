@@ -81,7 +81,7 @@ def _fold_splits(cfg: Config, folds: int, repeats: int, progress: bool) -> tuple
 
 def cross_validate(
     cfg: Config,
-    out: str | Path,
+    out: str | Path | None = None,
     folds: int = 5,
     repeats: int = 1,
     resume: bool = False,
@@ -98,13 +98,15 @@ def cross_validate(
     ``on_fold(n, run)`` is called after fold n (1-based) finished; a sweep uses it to prune a
     trial whose first folds are clearly worse (it raises). ``callbacks`` go to every fold's training.
 
+    ``out`` defaults to ``cv/<model>-<data>``.
+
     Returns:
         The summary written to ``out/cv.json``.
     """
 
     if folds < 2 or repeats < 1:
         raise CnnlabError("cv needs --folds of at least 2 and --repeats of at least 1")
-    out = Path(out)
+    out = Path(out or Path("cv") / f"{cfg.model.name}-{Path(cfg.data.source).name}")
     if out.exists() and not out.is_dir():
         raise CnnlabError(f"--out {str(out)!r} is a file, not a folder; choose another --out")
     if out.exists() and any(out.iterdir()) and not resume:
@@ -140,7 +142,7 @@ def cross_validate(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "cv.json", summary)
     atomic_write_text(out / "cv.html", _page(summary))
-    return summary
+    return {**summary, "out": str(out)}
 
 
 def _summary(cfg: Config, folds: int, repeats: int, held_out: int, rows: list[dict[str, Any]]) -> dict[str, Any]:

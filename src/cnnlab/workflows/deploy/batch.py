@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.data.images import IMAGE_EXTENSIONS
+from cnnlab.inference.load import load_model
 
 OUT_FORMATS = (".csv", ".jsonl")
 CSV_FIELDS = ["path", "label", "prob", "top_k", "labels", "error"]
@@ -73,15 +74,20 @@ def predict_files(
     progress: bool = True,
     stream: TextIO | None = None,
     collect: bool = False,
+    device: str = "auto",
+    max_pixels: int | None = None,
 ) -> dict[str, Any]:
-    """Predict every image of ``items`` in batches; results go to ``out`` (.csv or .jsonl, written
-    whole or not at all), as lines to ``stream`` (default stdout), or, with ``collect``, kept.
+    """Predict every image of ``items`` with ``model`` (a run folder or an exported model file,
+    loaded on ``device`` with ``max_pixels``; or a loaded model) in batches; results go to ``out``
+    (.csv or .jsonl, written whole or not at all), as lines to ``stream`` (default stdout), or, with ``collect``, kept.
 
     Returns:
         ``{"images", "predicted", "errors": [(path, reason)...], "out"}``, and ``results`` with ``collect``.
     """
     from tqdm.auto import tqdm
 
+    if isinstance(model, (str, Path)):
+        model = load_model(str(model), device, max_pixels)
     files = expand_inputs(items)
     if not files:
         raise CnnlabError("no image files found in " + ", ".join(items))

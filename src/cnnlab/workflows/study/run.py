@@ -19,7 +19,7 @@ from cnnlab.core.schema import DataConfig
 from cnnlab.data.inspect import inspect_dataset
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.models.factory import get_spec
-from cnnlab.reports.study import write_study_report
+from cnnlab.reports.study import format_summary, write_study_report
 from cnnlab.runs.store import RunFolder, now
 from cnnlab.train.callbacks import Callback
 from cnnlab.workflows.cv import cross_validate, read_cv
@@ -116,7 +116,7 @@ class Study:
 
 def run_study(
     data: str | None,
-    out: str | Path,
+    out: str | Path | None = None,
     budget: str | None = None,
     models: str | None = None,
     folds: int | None = None,
@@ -134,7 +134,9 @@ def run_study(
     probes, training, evaluation and the report. Returns the study.json contents.
     """
     t0 = started or time.time()
-    out = Path(out)
+    if not data and not (resume and out):
+        raise CnnlabError("cnnlab study needs DATA (or --resume --out DIR of a study)")
+    out = Path(out or Path("studies") / Path(str(data).rstrip("/")).name)
     if resume:
         study = _reopen(out)
     else:
@@ -171,7 +173,7 @@ def run_study(
 
     write_study_report(study)
     study.save(spent_seconds=round(spent_before + time.time() - session, 1))
-    return study.state
+    return {**study.state, "out": str(out), "summary_lines": list(format_summary(study.state))}
 
 
 def _reopen(out: Path) -> Study:

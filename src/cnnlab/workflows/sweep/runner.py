@@ -331,15 +331,18 @@ def best_value(run: Any, objective: str) -> float | None:
 
 def run_sweep(
     spec_path: str | Path | None,
-    out: str | Path,
+    out: str | Path | None = None,
     workers: int = 1,
     storage: str | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """``cnnlab sweep``: open the sweep, run ``workers`` workers until the budget is used, write
-    the sweep report; returns the report's summary."""
-
+    the sweep report; returns the report's summary (with ``out``: the sweep folder, default
+    ``sweeps/<spec name>``)."""
+    if not spec_path and not (resume and out):
+        raise CnnlabError("cnnlab sweep needs SPEC.yaml (or --resume --out DIR of a sweep)")
+    out = Path(out or Path("sweeps") / Path(str(spec_path)).stem)
     sweep = open_sweep(spec_path, out, storage, resume)
     deadline = time.time() + sweep.spec.timeout if sweep.spec.timeout else None
     try:
@@ -350,7 +353,7 @@ def run_sweep(
         reap(sweep, sweep.study())
     finally:
         summary = write_sweep_report(sweep)
-    return summary
+    return {**summary, "out": str(out)}
 
 
 def _run_processes(sweep: Sweep, workers: int, deadline: float | None, progress: bool) -> None:

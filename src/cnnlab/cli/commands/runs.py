@@ -1,0 +1,167 @@
+"""`cnnlab evaluate`, `report`, `explain` and `compare`: commands that read run folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from cnnlab import api
+from cnnlab.cli import argtypes
+from cnnlab.cli.flags import schema_default
+from cnnlab.cli.render import format_metrics_table, progress_wanted
+
+
+def register(sub: Any) -> None:
+    """The parsers of evaluate, report, explain and compare."""
+    e = sub.add_parser(
+        "evaluate",
+        help="evaluate a run's best checkpoint",
+        description="Evaluate a run's best checkpoint on its saved test split (or --split), "
+        "or on another dataset with --data (classes matched by name).",
+    )
+    e.add_argument("run", metavar="RUN")
+    e.add_argument(
+        "--data",
+        action="append",
+        metavar="NAME|DIR",
+        help="evaluate on all images of another dataset (repeat for a table of several)",
+    )
+    e.add_argument(
+        "--retrieval",
+        action="store_true",
+        help="with --data: within- and cross-dataset retrieval mAP of penultimate features",
+    )
+    e.add_argument("--data-dir", metavar="DIR", help="where --data's files are, for built-ins")
+    e.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "val", "test"],
+        help="train, val or test of the run's own data (default test)",
+    )
+    e.add_argument("--batch-size", type=argtypes.positive_int, default=256, metavar="N")
+    e.add_argument(
+        "--max-pixels",
+        type=argtypes.positive_int,
+        metavar="N",
+        help="pixel budget per image of --data (default: the run's)",
+    )
+    e.add_argument("--device", default=schema_default("train.device"), type=argtypes.device, metavar="DEV")
+    e.add_argument("--json", action="store_true", help="print metrics as JSON")
+    e.set_defaults(handler=cmd_evaluate)
+
+    r = sub.add_parser(
+        "report",
+        help="write report.html for a run",
+        description="Write RUN/report.html: curves, metrics, per-class figures, confusion, "
+        "misclassified images, Grad-CAM, data, model, timing, config; one file.",
+    )
+    r.add_argument("run", metavar="RUN")
+    r.add_argument("--device", default=schema_default("train.device"), type=argtypes.device, metavar="DEV")
+    r.set_defaults(handler=cmd_report)
+
+    x = sub.add_parser(
+        "explain",
+        help="Grad-CAM, filters and feature maps for images",
+        description="Grad-CAM overlays for the predicted class (and --class), the first layer's "
+        "filters and feature maps of each conv stage, as PNGs.",
+    )
+    x.add_argument("run", metavar="RUN")
+    x.add_argument("images", nargs="+", metavar="IMAGE")
+    x.add_argument("--class", dest="target_class", metavar="NAME", help="also show Grad-CAM for this class")
+    x.add_argument("--out", metavar="DIR", help="where the PNGs go (default RUN/explain)")
+    x.add_argument(
+        "--max-pixels", type=argtypes.positive_int, metavar="N", help="pixel budget per image (default: the run's)"
+    )
+    x.add_argument("--device", default=schema_default("train.device"), type=argtypes.device, metavar="DEV")
+    x.set_defaults(handler=cmd_explain)
+
+    c = sub.add_parser(
+        "compare",
+        help="one page comparing runs",
+        description="Write an HTML page comparing runs: accuracy, macro-F1, parameters, training "
+        "time, validation curves overlaid.",
+    )
+    c.add_argument("runs", nargs="+", metavar="RUN")
+    c.add_argument("--out", default="compare.html", metavar="FILE")
+    c.add_argument(
+        "--metric",
+        default="accuracy",
+        metavar="NAME",
+        help="with two CV folders: the metric compared fold by fold (default accuracy)",
+    )
+    c.add_argument("--json", action="store_true", help="with two CV folders: print the comparison as JSON")
+    c.set_defaults(handler=cmd_compare)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    res = api.evaluate(
+        args.run,
+        data=args.data,
+        data_dir=args.data_dir,
+        split=args.split,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=progress_wanted(args),
+        max_pixels=args.max_pixels,
+        retrieval=args.retrieval,
+    )
+    if args.json:
+        print(json.dumps(res, indent=2))
+    elif "rows" in res:
+        _print_datasets(res)
+    else:
+        print(format_metrics_table(res, f"{args.run}: {res.get('data') or res['split'] + ' split'}"))
+    return 0
+
+
+def _print_datasets(res: dict[str, Any]) -> None:
+    w = max(len(r["data"]) for r in res["rows"])
+    print(f"{'data':<{w}}  images  accuracy  macro F1")
+    for r in res["rows"]:
+        print(f"{r['data']:<{w}}  {r['images']:>6}  {r['accuracy']:8.4f}  {r['macro_f1']:8.4f}")
+    if "map" in res:
+        print("\nretrieval mAP (rows: queries, columns: gallery)")
+        cw = max(8, w)
+        print(" " * w + "  " + "  ".join(f"{r['data']:>{cw}}" for r in res["rows"]))
+        for i, row in enumerate(res["map"]):
+            cells = "  ".join(f"{v:{cw}.4f}" if v is not None else f"{'-':>{cw}}" for v in row)
+            print(f"{res['rows'][i]['data']:<{w}}  {cells}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    print(f"wrote {api.report(args.run, device=args.device, progress=progress_wanted(args))}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    results = api.explain(args.run, args.images, args.target_class, args.out, args.device, args.max_pixels)
+    for r in results:
+        if "error" in r:
+            print(f"{r['path']}: error: {r['error']}")
+        else:
+            print(f"{r['path']}: {r['predicted']} ({r['prob']:.3f}); wrote {', '.join(r['files'][:2])}")
+    explained = [r for r in results if "files" in r]
+    if explained:
+        print(f"first-layer filters: {explained[0]['files'][2]}")
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    res = api.compare_results(args.runs, args.out, args.metric)
+    if res["kind"] == "runs":
+        print(f"wrote {res['page']}")
+        return 0
+    if args.json:
+        print(json.dumps({k: v for k, v in res.items() if k != "kind"}, indent=2))
+        return 0
+    a, b = res["a"], res["b"]
+    print(f"{res['metric']} per fold: {a} vs {b} (difference {b} − {a})")
+    for name, va, vb, d in zip(res["folds"], res["a_values"], res["b_values"], res["differences"]):
+        print(f"  {name:<12} {va:.4f}  {vb:.4f}  {d:+.4f}")
+    lo, hi = res["ci95"]
+    print(
+        f"mean difference {res['mean_difference']:+.4f}, 95 % interval [{lo:+.4f}, {hi:+.4f}], "
+        f"Wilcoxon signed-rank p = {res['wilcoxon_p']:.4g} ({len(res['folds'])} paired folds)"
+    )
+    return 0

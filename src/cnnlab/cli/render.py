@@ -1,0 +1,90 @@
+"""How the command line shows results: plain-text tables of metrics and dataset reports, and when
+to draw progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["format_metrics_table", "format_report", "progress_wanted"]
+
+
+def progress_wanted(args: argparse.Namespace) -> bool:
+    """Progress bars unless ``-q`` was given or stderr is not a terminal."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def format_metrics_table(m: dict[str, Any], title: str = "") -> str:
+    """A plain-text table of per-class metrics and the summary figures."""
+    names = list(m["per_class"])
+    w = max([len(n) for n in names] + [len("weighted avg")])
+    lines = [title] if title else []
+    lines.append(f"{'class':<{w}}  precision  recall     f1  support")
+    for n in names:
+        c = m["per_class"][n]
+        lines.append(f"{n:<{w}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:.4f}  {c['support']:7d}")
+    lines.append("")
+    lines.append(f"{'accuracy':<{w}}  {m['accuracy']:.4f}   ({m['num_samples']} images)")
+    for key, label in (
+        ("balanced_accuracy", "balanced acc"),
+        ("top3_accuracy", "top-3 acc"),
+        ("macro_f1", "macro F1"),
+        ("weighted_f1", "weighted F1"),
+        ("weighted_auc", "weighted AUC"),
+        ("weighted_area_ratio", "weighted AR"),
+        ("log_loss", "log loss"),
+        ("ece", "ECE"),
+        ("subset_of_truth_accuracy", "seed-003 acc"),
+        ("hamming_loss", "Hamming loss"),
+        ("micro_f1", "micro F1"),
+        ("mean_average_precision", "mAP"),
+    ):
+        if m.get(key) is not None:
+            lines.append(f"{label:<{w}}  {m[key]:.4f}")
+    if m.get("absent_classes"):
+        lines.append(f"(F1 averaged over the classes present; absent from this data: {', '.join(m['absent_classes'])})")
+    return "\n".join(lines)
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The human-readable summary printed by `cnnlab data inspect`."""
+    lines = [
+        f"{r['source']}: {r['num_readable']} readable of {r['num_files']} files, {len(r['classes'])} classes"
+        f"{' (multi-label)' if r['multilabel'] else ''}, {'pre-split' if r['presplit'] else 'split by seed'}"
+    ]
+    splits = list(r["split_counts"])
+    w = max(len(c) for c in r["classes"] + ["class"])
+    lines.append(f"{'class':<{w}}  " + "  ".join(f"{s:>6}" for s in splits) + "   total")
+    for c in r["classes"]:
+        lines.append(
+            f"{c:<{w}}  " + "  ".join(f"{r['split_counts'][s][c]:>6}" for s in splits) + f"  {r['class_counts'][c]:>6}"
+        )
+    lines.append(f"imbalance ratio (largest/smallest class): {r['imbalance_ratio']}")
+    lines.append("sizes: " + ", ".join(f"{k} ×{v}" for k, v in r["sizes"].items()))
+    lines.append(
+        "modes: "
+        + ", ".join(f"{k} ×{v}" for k, v in r["modes"].items())
+        + ("; formats: " + ", ".join(f"{k} ×{v}" for k, v in r["formats"].items()) if r["formats"] else "")
+    )
+    if r["extension_mismatch"]:
+        lines.append(f"extension does not match content: {', '.join(r['extension_mismatch'])}")
+    big = [u for u in r["unreadable"] if u["reason"].startswith("too many pixels")]
+    bad = [u for u in r["unreadable"] if u not in big]
+    if big:
+        lines.append(f"over the pixel budget, skipped ({len(big)}; raise --max-pixels to use them):")
+        lines += [f"  {u['path']}: {u['reason']}" for u in big]
+    if bad:
+        lines.append(f"unreadable files ({len(bad)}):")
+        lines += [f"  {u['path']}: {u['reason']}" for u in bad]
+    if r["leaks_across_splits"]:
+        lines.append(f"LEAKAGE: {len(r['leaks_across_splits'])} identical images in more than one split:")
+        for e in r["leaks_across_splits"]:
+            lines.append("  " + "  ==  ".join(f"{f.get('path', f.get('index'))} [{f['split']}]" for f in e["files"]))
+    if r["duplicates_within_split"]:
+        lines.append(f"duplicates within a split: {len(r['duplicates_within_split'])} groups")
+    if not r["leaks_across_splits"] and not r["duplicates_within_split"]:
+        lines.append("no duplicate images, within or across splits")
+    for p in r.get("pictures", []):
+        lines.append(f"wrote {p}")
+    return "\n".join(lines)

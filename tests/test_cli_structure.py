@@ -1,0 +1,106 @@
+"""The command line is thin: each command's handler makes one api call (building the config from
+the flags aside), every config flag comes from the schema with the schema's default, and no cli
+file is longer than 400 lines."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cnnlab import api
+from cnnlab.cli.flags import config_overrides, flag_of, schema_default
+from cnnlab.cli.main import build_parser, handlers
+from cnnlab.core.schema import Config, config_keys
+
+CLI = Path(__file__).resolve().parents[1] / "src" / "cnnlab" / "cli"
+
+
+def _api_calls(fn) -> list[str]:
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    calls = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if isinstance(node.func.value, ast.Name) and node.func.value.id == "api":
+                calls.append(node.func.attr)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.startswith("_"):
+            helper = inspect.getmodule(fn).__dict__[node.func.id]  # a private helper counts as the handler's own
+            if callable(helper) and inspect.isfunction(helper):
+                calls += _api_calls(helper)
+    return calls
+
+
+def test_every_command_is_one_api_call():
+    table = handlers()
+    assert len(table) == 18 and {"train", "predict", "data inspect", "data shard", "study"} <= set(table)
+    for command, handler in table.items():
+        calls = [c for c in _api_calls(handler) if c != "build_config"]  # building the config is parsing
+        assert len(set(calls)) == 1, f"{command}: calls {calls}"
+        assert calls[0] in api.EXPORTS, f"{command}: api.{calls[0]} is not a public api name"
+
+
+def test_cli_files_are_short_and_restate_no_config_default():
+    for path in CLI.rglob("*.py"):
+        assert len(path.read_text().splitlines()) <= 400, path
+    parser = build_parser()
+    args = parser.parse_args(["train"])
+    assert config_overrides(args) == {}  # no flag carries a value of its own: the schema's defaults apply
+    help_text = " ".join(parser._subparsers._group_actions[0].choices["train"].format_help().split())
+    for key in ("train.batch_size", "optim.lr", "data.split", "train.monitor", "data.max_pixels"):
+        shown = schema_default(key)
+        shown = ",".join(map(str, shown)) if isinstance(shown, tuple) else str(shown)
+        assert f"(default {shown})" in help_text, key
+
+
+def test_every_config_field_has_a_flag_that_sets_it():
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    flags = {s for a in train._actions for s in a.option_strings}
+    missing = [k for k in config_keys() if flag_of(k) not in flags]
+    assert not missing, missing
+    args = parser.parse_args(
+        [
+            "train",
+            "--lr",
+            "0.01",
+            "--hidden",
+            "64,32",
+            "--no-pretrained",
+            "--threads",
+            "2",
+            "--fine-tune",
+            "2,1",
+            "--augment-option",
+            "rotation=20",
+            "--split",
+            "0.7,0.2,0.1",
+        ]
+    )
+    assert config_overrides(args) == {
+        "optim.lr": 0.01,
+        "model.hidden": [64, 32],
+        "model.pretrained": False,
+        "train.threads": 2,
+        "model.fine_tune": [2, 1],
+        "data.augment_options": {"rotation": 20},
+        "data.split": [0.7, 0.2, 0.1],
+    }
+    for section, field in Config.model_fields.items():
+        for name, info in field.annotation.model_fields.items():
+            assert info.description, f"{section}.{name} has no description for its --help"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["predict", "--help"]])
+def test_help_imports_no_pytorch(argv):
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys\nfrom cnnlab.cli.main import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1500:]

@@ -82,3 +82,37 @@ def test_a_fold_stopped_before_its_first_epoch_is_started_again_on_resume(tmp_pa
     (fold / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
     assert main(["cv", "--folds", "2", "--model", "mlp", "--out", str(cv), "--resume", *FLAGS]) == 0
     assert (fold / "metrics.json").is_file() and json.loads((fold / "run.json").read_text())["status"] == "completed"
+
+
+def test_a_resumed_fold_keeps_its_callbacks(tmp_path):
+    """A fold interrupted after its first epoch resumes with the callbacks the CV was given (a
+    study's budget guard among them), not without them."""
+    import pytest
+
+    from cnnlab.train.callbacks import Callback
+    from cnnlab.workflows.cv import cross_validate
+
+    class Seen(Callback):
+        def __init__(self):
+            self.epochs = []
+
+        def on_epoch_end(self, loop, epoch, logs):
+            self.epochs.append(epoch)
+
+    class Interrupt(Callback):
+        order = 200  # after the checkpoint of epoch 1 is written
+
+        def on_epoch_end(self, loop, epoch, logs):
+            raise KeyboardInterrupt
+
+    cfg = build_config(
+        None,
+        {"data.source": "digits", "model.name": "mlp", "model.hidden": [16], "train.epochs": 2, "run.report": False},
+    )
+    first = Seen()
+    with pytest.raises(KeyboardInterrupt):
+        cross_validate(cfg, tmp_path / "cv", folds=2, progress=False, callbacks=[first, Interrupt()])
+    assert first.epochs == [1]
+    again = Seen()
+    cross_validate(cfg, tmp_path / "cv", folds=2, resume=True, progress=False, callbacks=[again])
+    assert again.epochs == [2, 1, 2]  # fold 1 resumed at epoch 2 with the callback, then fold 2 whole

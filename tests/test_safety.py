@@ -156,7 +156,7 @@ LIVE = textwrap.dedent("""
     from cnnlab.train.callbacks import Callback
 
     class Pause(Callback):
-        def on_epoch_begin(self, trainer, epoch):
+        def on_epoch_begin(self, loop, epoch):
             if epoch == 2:  # epoch 1 is checkpointed
                 Path(sys.argv[2]).write_text("ready")
                 time.sleep(60)

@@ -77,7 +77,7 @@ def test_a_fixed_thread_count_is_used_and_restored(tmp_path):
     from cnnlab.train.callbacks import Callback
 
     class Probe(Callback):
-        def on_epoch_end(self, trainer, epoch, logs):
+        def on_epoch_end(self, loop, epoch, logs):
             seen.append(torch.get_num_threads())
 
     cfg = build_config(

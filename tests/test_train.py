@@ -90,8 +90,8 @@ KILLER = textwrap.dedent("""
     from cnnlab.train.callbacks import Callback
 
     class KillMidEpoch(Callback):
-        def on_batch_end(self, trainer, step, logs):
-            if trainer.epoch == 1 and step == 20:   # 20 batches into epoch 2
+        def on_batch_end(self, loop, step, logs):
+            if loop.epoch == 1 and step == 20:   # 20 batches into epoch 2
                 os.kill(os.getpid(), signal.SIGKILL)
 
     cfg = build_config(None, {"data.source": "digits", "model.name": "cnn", "train.epochs": 3,
@@ -265,8 +265,8 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tmp_path):
     from cnnlab.train.callbacks import Callback
 
     class CtrlC(Callback):
-        def on_batch_end(self, trainer, step, logs):
-            if trainer.epoch == 1 and step == 3:
+        def on_batch_end(self, loop, step, logs):
+            if loop.epoch == 1 and step == 3:
                 raise KeyboardInterrupt
 
     run = tmp_path / "r"

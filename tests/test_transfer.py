@@ -142,8 +142,8 @@ def test_fine_tune_trains_head_first_then_everything_with_a_lower_backbone_lr(tm
     seen = []
 
     class Watch(Callback):
-        def on_epoch_begin(self, trainer, epoch):
-            seen.append(_trainable(trainer.model))
+        def on_epoch_begin(self, loop, epoch):
+            seen.append(_trainable(loop.model))
 
     res = api.train(cfg, callbacks=[Watch()], progress=False)
     total = count_parameters(model)["total"]
@@ -330,7 +330,7 @@ def test_fine_tune_interrupted_and_resumed_equals_an_uninterrupted_run(tmp_path,
     from cnnlab.train.callbacks import Callback
 
     class Stop(Callback):
-        def on_epoch_begin(self, trainer, epoch):
+        def on_epoch_begin(self, loop, epoch):
             if epoch == stop_at:
                 raise KeyboardInterrupt
 

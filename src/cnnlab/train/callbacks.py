@@ -1,4 +1,8 @@
-"""Trainer callbacks: history, checkpoints, early stopping, progress. They talk through `logs`."""
+"""Callbacks of the epoch loop (train/loop.py): history, per-step log, early stopping, checkpoints,
+progress, LR schedules, fine-tuning. Each reads the :class:`~cnnlab.train.state.LoopState` it is
+given and the epoch's ``logs``; one that wants training to end raises ``StopTraining``. The
+monitored ones share :class:`MonitorCallback`, which reads the metric's direction from the one
+table (``cnnlab.core.monitor``)."""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cnnlab.core.monitor import direction
+from cnnlab.train.state import LoopState, StopTraining
 
 if TYPE_CHECKING:
     from cnnlab.runs.store import RunFolder
-    from cnnlab.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -19,14 +23,22 @@ HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr
 
 
 class Callback:
-    """Base class: override the hooks you need. State that must survive a resume goes in
-    :meth:`state_dict` / :meth:`load_state_dict`."""
+    """Base class: override the hooks you need (the loop's ``EVENTS``). State that must survive a
+    resume goes in :meth:`state_dict` / :meth:`load_state_dict`, saved in checkpoints under
+    :attr:`key`. Callbacks run in ascending :attr:`order` (equal orders in the order given)."""
 
-    def on_train_begin(self, trainer: Trainer) -> None: ...
-    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None: ...
-    def on_batch_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None: ...
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None: ...
-    def on_train_end(self, trainer: Trainer) -> None: ...
+    order = 60  # engines' own callbacks run first, the checkpoint last
+
+    @property
+    def key(self) -> str:
+        """The stable name this callback's state is saved under in a checkpoint."""
+        return type(self).__name__
+
+    def on_train_begin(self, loop: LoopState) -> None: ...
+    def on_epoch_begin(self, loop: LoopState, epoch: int) -> None: ...
+    def on_batch_end(self, loop: LoopState, step: int, logs: dict[str, float]) -> None: ...
+    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None: ...
+    def on_train_end(self, loop: LoopState) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -34,26 +46,45 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def _improved(mode: str, value: float, best: float | None, min_delta: float) -> bool:
-    if best is None or math.isnan(best):
-        return not math.isnan(value)
-    return value < best - min_delta if mode == "min" else value > best + min_delta
+class MonitorCallback(Callback):
+    """A callback that watches one metric of the epoch logs: whether it improved on the best value
+    so far by more than ``min_delta``, in the metric's declared direction (never guessed)."""
+
+    def __init__(self, monitor: str, min_delta: float = 0.0):
+        self.monitor, self.min_delta = monitor, min_delta
+        self.mode = direction(monitor)
+        self.best: float | None = None
+
+    def value(self, logs: dict[str, float]) -> float | None:
+        """The monitored metric in ``logs``, or None when the epoch has none."""
+        return logs.get(self.monitor)
+
+    def improved(self, value: float) -> bool:
+        """Whether ``value`` beats the best so far (a first finite value always does)."""
+        best = self.best
+        if best is None or math.isnan(best):
+            return not math.isnan(value)
+        return value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
 
 
 class HistoryCSV(Callback):
-    """Rewrites ``history.csv`` from the trainer's history after every epoch (atomically),
+    """Rewrites ``history.csv`` from the loop's history after every epoch (atomically),
     so the file always matches the last checkpoint."""
+
+    order = 30
 
     def __init__(self, run: RunFolder):
         self.run = run
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
-        self.run.write_history(trainer.history, HISTORY_FIELDS)
+    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
+        self.run.write_history(loop.history, HISTORY_FIELDS)
 
 
 class StepLog(Callback):
     """Training loss and accuracy averaged over every ``every`` steps, rewritten to ``steps.csv``
     at each epoch end (the file matches the checkpoint, as history.csv does)."""
+
+    order = 30
 
     def __init__(self, run: RunFolder, every: int):
         self.run, self.every = run, every
@@ -61,13 +92,13 @@ class StepLog(Callback):
         self._loss = self._correct = 0.0
         self._n = self._steps = 0
 
-    def on_batch_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None:
+    def on_batch_end(self, loop: LoopState, step: int, logs: dict[str, float]) -> None:
         self._loss += logs["batch_loss"]
         self._correct += logs["batch_correct"]
         self._n += logs["batch_size"]
         self._steps += 1
         if self._steps == self.every:
-            self._flush(trainer.global_step, trainer.epoch + 1)  # trainer.epoch counts finished epochs
+            self._flush(loop.global_step, loop.epoch + 1)  # loop.epoch counts finished epochs
 
     def _flush(self, step: int, epoch: int) -> None:
         if self._n:
@@ -77,8 +108,8 @@ class StepLog(Callback):
         self._loss = self._correct = 0.0
         self._n = self._steps = 0
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
-        self._flush(trainer.global_step, epoch)
+    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
+        self._flush(loop.global_step, epoch)
         self.run.write_steps(self.rows)
 
     def state_dict(self) -> dict[str, Any]:
@@ -88,20 +119,21 @@ class StepLog(Callback):
         self.rows = list(state["rows"])
 
 
-class EarlyStopping(Callback):
+class EarlyStopping(MonitorCallback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
 
+    order = 40
+
     def __init__(self, monitor: str, patience: int, min_delta: float = 0.0):
-        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
-        self.mode = direction(monitor)
-        self.best: float | None = None
+        super().__init__(monitor, min_delta)
+        self.patience = patience
         self.wait = 0
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
-        value = logs.get(self.monitor)
+    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
+        value = self.value(logs)
         if value is None:
             return
-        if _improved(self.mode, value, self.best, self.min_delta):
+        if self.improved(value):
             self.best, self.wait = value, 0
             return
         self.wait += 1
@@ -109,8 +141,7 @@ class EarlyStopping(Callback):
             log.info(
                 "early stopping: %s has not improved for %d epochs (best %.4f)", self.monitor, self.wait, self.best
             )
-            trainer.stop_training = True
-            trainer.stop_reason = f"early stopping on {self.monitor} after epoch {epoch}"
+            raise StopTraining(f"early stopping on {self.monitor} after epoch {epoch}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "wait": self.wait}
@@ -119,11 +150,11 @@ class EarlyStopping(Callback):
         self.best, self.wait = state["best"], state["wait"]
 
 
-class Checkpoint(Callback):
+class Checkpoint(MonitorCallback):
     """Writes ``best.pt`` when ``monitor`` improves and ``last.pt`` (full state) every epoch.
 
-    Keep it last in the callback list: ``last.pt`` holds every callback's state, so the
-    other callbacks must have updated theirs for the epoch first.
+    It runs last (``order`` 100): ``last.pt`` holds every callback's state, so the other
+    callbacks must have updated theirs for the epoch first.
 
     Args:
         run: the run folder that writes the files.
@@ -134,17 +165,17 @@ class Checkpoint(Callback):
             weights (``weights()``) and full state (``state_dict()``).
     """
 
+    order = 100
+
     def __init__(self, run: RunFolder, monitor: str, meta: Callable[[], dict[str, Any]], engine: Any):
+        super().__init__(monitor)
         self.run, self.engine = run, engine
-        self.monitor = monitor
-        self.mode = direction(monitor)
         self.meta = meta
-        self.best: float | None = None
         self.best_epoch: int | None = None
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
-        value = logs.get(self.monitor)
-        if value is None or _improved(self.mode, value, self.best, 0.0) or self.best is None:
+    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
+        value = self.value(logs)
+        if value is None or self.improved(value) or self.best is None:
             self.best, self.best_epoch = value, epoch
             self._write(
                 "best",
@@ -171,30 +202,32 @@ class Checkpoint(Callback):
 class Progress(Callback):
     """A tqdm bar per epoch with running loss/accuracy, and one log line per epoch."""
 
+    order = 20
+
     def __init__(self, enabled: bool = True, every: int = 10):
         self.enabled, self.every = enabled, every
         self.bar = None
 
-    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_begin(self, loop: LoopState, epoch: int) -> None:
         if self.enabled:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(
-                total=trainer.steps_per_epoch,
-                desc=f"epoch {epoch}/{trainer.epochs}",
+                total=loop.steps_per_epoch,
+                desc=f"epoch {epoch}/{loop.epochs}",
                 unit="batch",
                 leave=False,
                 dynamic_ncols=True,
             )
 
-    def on_batch_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None:
+    def on_batch_end(self, loop: LoopState, step: int, logs: dict[str, float]) -> None:
         if self.bar is not None:
             self.bar.update(1)
-            last = step == trainer.steps_per_epoch  # the final postfix is the epoch's figure, as the log line says
+            last = step == loop.steps_per_epoch  # the final postfix is the epoch's figure, as the log line says
             if step % self.every == 0 or last:
                 self.bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['acc']:.4f}", refresh=last)
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -206,37 +239,41 @@ class Progress(Callback):
         log.info(
             "epoch %d/%d  train_loss %.4f  train_acc %.4f%s  (%.1fs)",
             epoch,
-            trainer.epochs,
+            loop.epochs,
             logs["train_loss"],
             logs["train_acc"],
             val,
             logs["seconds"],
         )
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, loop: LoopState) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
 
 
-class LRSchedule(Callback):
-    """Steps a learning-rate scheduler per batch, per epoch, or on the monitored metric."""
+class LRSchedule(MonitorCallback):
+    """Steps a learning-rate scheduler per batch, per epoch, or on the monitored metric (plateau:
+    the scheduler was built with the metric's direction, ``train.optim.build_schedule``)."""
+
+    order = 10
 
     def __init__(self, scheduler: Any, interval: str, monitor: str = "val_loss"):
-        self.scheduler, self.interval, self.monitor = scheduler, interval, monitor
+        super().__init__(monitor)
+        self.scheduler, self.interval = scheduler, interval
 
-    def on_batch_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None:
+    def on_batch_end(self, loop: LoopState, step: int, logs: dict[str, float]) -> None:
         # a streamed epoch can run a batch or two past its estimated length (one partial batch per
         # reading process): a one-cycle schedule then stays at its last LR instead of failing
         total = getattr(self.scheduler, "total_steps", None)
         if self.interval == "step" and (total is None or self.scheduler.last_epoch < total):
             self.scheduler.step()
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
         if self.interval == "epoch":
             self.scheduler.step()
         elif self.interval == "plateau":
-            value = logs.get(self.monitor)
+            value = self.value(logs)
             self.scheduler.step(value if value is not None else logs["train_loss"])
 
     def state_dict(self) -> dict[str, Any]:
@@ -258,10 +295,12 @@ class FineTune(Callback):
     group), so unfreezing only flips ``requires_grad`` and a resume restores it exactly.
     """
 
+    order = 5
+
     def __init__(self, frozen_epochs: int, freeze: Callable[[bool], None]):
         self.frozen_epochs, self.freeze = frozen_epochs, freeze
 
-    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_begin(self, loop: LoopState, epoch: int) -> None:
         frozen = epoch <= self.frozen_epochs
         self.freeze(frozen)
         if epoch == self.frozen_epochs + 1:

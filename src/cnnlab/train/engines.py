@@ -320,29 +320,24 @@ class TorchEngine:
 
     # --------------------------------------------------------------- the loop
     def fit(self, callbacks: Sequence[Callback], epochs: int) -> list[dict[str, Any]]:
+        """The run's epochs through the one loop: with ``--fine-tune``, the head on cached features
+        first, then the whole model; both phases share one LoopState, so a resume continues either."""
         assert self.trainer is not None, "prepare() first"
         cbs = self.extra_callbacks + list(callbacks)
         head = self.head_phase
+        phases = ([head[0]] if head is not None else []) + [self.trainer]
+        for t in phases:
+            t.loop, t.callbacks = self.trainer.loop, cbs
         state, self._resume_state = self._resume_state, None
-        if head is not None:  # --fine-tune: the head on cached features first
-            head_trainer, head_batches, head_val = head
-            head_trainer.callbacks = self.trainer.callbacks = cbs
-            if state is not None:  # resume into the phase the checkpoint was saved in
-                resumed = head_trainer if state["epoch"] < self.cfg.model.fine_tune[0] else self.trainer
-                resumed.load_state_dict(state)
-                head_trainer.epoch = resumed.epoch
-                state = None
-            if head_trainer.epoch < self.cfg.model.fine_tune[0]:
-                self._active = head_trainer
-                head_trainer.fit(head_batches, head_val, self.cfg.model.fine_tune[0])
-                if head_trainer.stop_training:
-                    return head_trainer.history
-                self.trainer.epoch, self.trainer.global_step = head_trainer.epoch, head_trainer.global_step
-                self.trainer.history = head_trainer.history
+        if state is not None:  # resume into the phase the checkpoint was saved in
+            head_epochs = self.cfg.model.fine_tune[0] if head is not None else 0
+            (phases[0] if state["epoch"] < head_epochs else self.trainer).load_state_dict(state)
+        if head is not None and self.trainer.loop.epoch < self.cfg.model.fine_tune[0]:
+            self._active = head[0]
+            head[0].fit(head[1], head[2], self.cfg.model.fine_tune[0])
+            if self.trainer.loop.stop_training:
+                return self.trainer.loop.history
         self._active = self.trainer
-        self.trainer.callbacks = cbs
-        if state is not None:
-            self.trainer.load_state_dict(state)
         return self.trainer.fit(self.train_batches, self.val_batches, epochs)
 
     epoch = property(lambda self: self._active.epoch if self._active else 0)

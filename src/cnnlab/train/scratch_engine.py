@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,9 @@ from cnnlab.scratch import models as SM
 from cnnlab.scratch import optim as SO
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.engine import ENGINES
+from cnnlab.train.loop import run_epochs
 from cnnlab.train.losses import balanced_class_weights
-from cnnlab.train.trainer import end_epoch
+from cnnlab.train.state import LoopState
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +61,6 @@ def _unsupported(cfg: Config) -> str | None:
     return None
 
 
-class _Loop:
-    """What callbacks see of a trainer: epoch counters, history, the stop flag."""
-
-    def __init__(self) -> None:
-        self.epoch, self.epochs, self.global_step, self.steps_per_epoch = 0, 0, 0, 0
-        self.history: list[dict[str, Any]] = []
-        self.stop_training, self.stop_reason = False, ""
-
-
 @ENGINES.register("scratch")
 class ScratchEngine:
     """Hand-written NumPy backprop (cnnlab.scratch), CPU: mlp*, simplest, cnn, cnn-small.
@@ -100,7 +91,7 @@ class ScratchEngine:
             if v is not None
         }
         self.model = SM.build(m.name, len(data.classes), data.channels, data.input_size, opts, seed=cfg.train.seed)
-        self.loop = _Loop()
+        self.loop = LoopState()
         self.progress = False
         self.callbacks: list[Callback] = []
 
@@ -183,47 +174,14 @@ class ScratchEngine:
                 out[metric] = float(value)
         return out
 
-    def _call(self, event: str, *args: Any) -> None:
-        for cb in self.callbacks:
-            getattr(cb, event)(self.loop, *args)
-
     def fit(self, callbacks: Sequence[Callback], epochs: int) -> list[dict[str, Any]]:
-        loop = self.loop
+        """The run's epochs through the one loop (train/loop.py), this engine supplying the steps."""
         self.callbacks = list(callbacks)
         if self._resume is not None:
             self.load_state_dict(self._resume)
             self._resume = None
-        loop.epochs, loop.stop_training = epochs, False
-        loop.steps_per_epoch = len(self.train_batches)
-        self._call("on_train_begin")
-        for epoch in range(loop.epoch + 1, epochs + 1):
-            started = time.perf_counter()
-            self.train_batches.set_epoch(epoch)
-            self._call("on_epoch_begin", epoch)
-            self.model.train()
-            loss_sum, correct, seen = 0.0, 0, 0
-            for step, (x, y) in enumerate(self.train_batches, start=1):
-                batch_loss, batch_correct = self._step(x.numpy(), y.numpy())
-                loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(y)
-                loop.global_step += 1
-                self._call(
-                    "on_batch_end",
-                    step,
-                    {
-                        "loss": loss_sum / seen,
-                        "acc": correct / seen,
-                        "batch_loss": batch_loss,
-                        "batch_correct": batch_correct,
-                        "batch_size": len(y),
-                    },
-                )
-            val = self._evaluate(self.val_batches) if self.val_batches is not None else {}
-            logs = end_epoch(loop, epoch, (loss_sum, correct, seen), val, self.opt.lr, started)
-            self._call("on_epoch_end", epoch, logs)
-            if loop.stop_training:
-                break
-        self._call("on_train_end")
-        return loop.history
+        self.loop.model = self.model
+        return run_epochs(self.loop, _NumpySteps(self), self.callbacks, epochs)
 
     # ------------------------------------------------------------------ state and checkpoints
     def weights(self) -> dict[str, Any]:
@@ -234,23 +192,20 @@ class ScratchEngine:
         return {
             "model": self.weights(),
             "optimizer": self.opt.state_dict(),
-            "epoch": self.loop.epoch,
-            "global_step": self.loop.global_step,
-            "history": self.loop.history,
+            **self.loop.state_dict(),
             "rng": {"dropout": dropout_rngs, "torch": torch.get_rng_state().numpy().tolist()},
-            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "callbacks": {cb.key: cb.state_dict() for cb in self.callbacks},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
-        self.loop.epoch, self.loop.global_step = state["epoch"], state["global_step"]
-        self.loop.history = list(state["history"])
+        self.loop.load_state_dict(state)
         for layer, rng in zip([x for x in self.model.layers if isinstance(x, L.Dropout)], state["rng"]["dropout"]):
             layer.rng.bit_generator.state = rng
         torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
         for cb in self.callbacks:
-            saved = state["callbacks"].get(type(cb).__name__)
+            saved = state["callbacks"].get(cb.key)
             if saved is not None:
                 cb.load_state_dict(saved)
 
@@ -260,3 +215,33 @@ class ScratchEngine:
     @staticmethod
     def load_checkpoint(path: Path) -> dict[str, Any]:
         return load_weights_file(path, "checkpoint")
+
+
+class _NumpySteps:
+    """The epoch loop's steps (``train.loop.Steps``) for the NumPy engine."""
+
+    def __init__(self, engine: ScratchEngine):
+        self.engine = engine
+
+    def __len__(self) -> int:
+        return len(self.engine.train_batches)
+
+    def batches(self, epoch: int) -> Any:
+        self.engine.train_batches.set_epoch(epoch)
+        self.engine.model.train()
+        return self.engine.train_batches
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, int, int]:
+        x, y = batch
+        loss, correct = self.engine._step(x.numpy(), y.numpy())
+        return loss, correct, len(y)
+
+    def validate(self) -> dict[str, float]:
+        e = self.engine
+        return e._evaluate(e.val_batches) if e.val_batches is not None else {}
+
+    def lr(self) -> float:
+        return float(self.engine.opt.lr)
+
+    def reduce(self, loss: float, correct: int, seen: int) -> tuple[float, int, int]:
+        return loss, correct, seen  # one process

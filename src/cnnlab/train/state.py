@@ -29,6 +29,7 @@ class LoopState:
         steps_per_epoch: batches in one training epoch (an estimate for streamed data).
         history: one row of figures per completed epoch.
         stop_reason: why training ended early ("" while it runs on).
+        model: the network being trained, for callbacks that look at it (not saved).
     """
 
     epoch: int = 0
@@ -37,6 +38,7 @@ class LoopState:
     steps_per_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: str = ""
+    model: Any = field(default=None, repr=False, compare=False)
 
     @property
     def stop_training(self) -> bool:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
 
 import torch
 
 from cnnlab.train.callbacks import Callback
+from cnnlab.train.state import LoopState
 
 log = logging.getLogger(__name__)
 HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -71,6 +71,8 @@ class ThreadPolicy(Callback):
     """Sets ``torch.set_num_threads`` at the start and, with ``auto``, whenever other processes'
     CPU use has changed the number of free cores for two windows of ``interval`` seconds in a row."""
 
+    order = 0  # before anything else of the epoch
+
     def __init__(self, setting: str | int, interval: float = 3.0):
         self.setting, self.interval = setting, interval
         self.initial = torch.get_num_threads()
@@ -79,13 +81,13 @@ class ThreadPolicy(Callback):
         self._pending: int | None = None
         self.changes: list[tuple[float, int]] = []
 
-    def on_train_begin(self, trainer: Any) -> None:
+    def on_train_begin(self, loop: LoopState) -> None:
         if self.setting != "auto":
             torch.set_num_threads(int(self.setting))
             return
         self._mark = self._sample()
 
-    def on_train_end(self, trainer: Any) -> None:
+    def on_train_end(self, loop: LoopState) -> None:
         torch.set_num_threads(self.initial)  # the process's own setting again, for what comes next
 
     def _sample(self) -> tuple[float, float, float] | None:
@@ -97,7 +99,7 @@ class ThreadPolicy(Callback):
         free = (os.cpu_count() or 1) - others
         return max(1, min(self.most, int(free + 0.25)))
 
-    def on_batch_end(self, trainer: Any, step: int, logs: dict[str, float]) -> None:
+    def on_batch_end(self, loop: LoopState, step: int, logs: dict[str, float]) -> None:
         if self._mark is None or time.monotonic() - self._mark[0] < self.interval:
             return
         now = self._sample()

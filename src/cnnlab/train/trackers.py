@@ -13,6 +13,7 @@ from typing import Any
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.train.callbacks import Callback
+from cnnlab.train.state import LoopState
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class TensorBoard(Callback):
     """Event files in RUN/tensorboard: one scalar per metric per epoch (tags train/loss, val/acc, …)
     and the config as text. A resumed run continues the same curves."""
 
+    order = 50
+
     def __init__(self, run: Any, config: dict[str, Any]):
         from torch.utils.tensorboard import SummaryWriter
 
@@ -67,17 +70,17 @@ class TensorBoard(Callback):
         self.writer = SummaryWriter(log_dir=str(self.path))
         self.config = config
 
-    def on_train_begin(self, trainer: Any) -> None:
+    def on_train_begin(self, loop: LoopState) -> None:
         import yaml
 
         self.writer.add_text("config", "```\n" + yaml.safe_dump(self.config, sort_keys=False) + "```", 0)
 
-    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
         for k, v in _scalars(logs).items():
             self.writer.add_scalar(k.replace("_", "/", 1) if k.startswith(("train_", "val_")) else k, v, epoch)
         self.writer.flush()
 
-    def on_train_end(self, trainer: Any) -> None:
+    def on_train_end(self, loop: LoopState) -> None:
         self.writer.close()
 
 
@@ -85,6 +88,8 @@ class MLflow(Callback):
     """An MLflow run in experiment 'cnnlab' (or $MLFLOW_EXPERIMENT_NAME) of the tracking store at
     $MLFLOW_TRACKING_URI, else a local SQLite store RUN/mlflow.db (MLflow's own file store is
     retired); the config's fields as params, each epoch's figures as metrics at step = epoch."""
+
+    order = 50
 
     def __init__(self, run: Any, config: dict[str, Any]):
         from mlflow.tracking import MlflowClient
@@ -108,13 +113,13 @@ class MLflow(Callback):
                 self.client.log_batch(self.run_id, params=[_param(k, v) for k, v in chunk])
             run.update_status(mlflow_run_id=self.run_id, mlflow_tracking_uri=self.uri)
 
-    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, epoch) for k, v in _scalars(logs).items()])
 
-    def on_train_end(self, trainer: Any) -> None:
+    def on_train_end(self, loop: LoopState) -> None:
         self.client.set_terminated(self.run_id, "FINISHED")
 
 
@@ -127,6 +132,8 @@ def _param(key: str, value: Any) -> Any:
 class WandB(Callback):
     """A Weights & Biases run written under RUN/wandb, offline unless $WANDB_MODE says otherwise
     (sync it later with `wandb sync`)."""
+
+    order = 50
 
     def __init__(self, run: Any, config: dict[str, Any]):
         import wandb
@@ -142,8 +149,8 @@ class WandB(Callback):
             reinit="finish_previous",
         )
 
-    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
         self.run.log(_scalars(logs), step=epoch)
 
-    def on_train_end(self, trainer: Any) -> None:
+    def on_train_end(self, loop: LoopState) -> None:
         self.run.finish()

@@ -1,10 +1,9 @@
-"""The Trainer owns the training loop; callbacks do the rest (history, checkpoints, stopping)."""
+"""The PyTorch engine's steps: a Trainer holds the model, optimizer and task and does one training step
+and one evaluation; the epoch loop itself is train/loop.py, shared with the NumPy engine."""
 
 from __future__ import annotations
 
-import math
 import random
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -17,7 +16,9 @@ from cnnlab.models.ops import predict_logits, uses_conv
 from cnnlab.models.transfer import bn_to_eval, frozen_bn_to_eval
 from cnnlab.train import distributed
 from cnnlab.train.callbacks import Callback
+from cnnlab.train.loop import run_epochs
 from cnnlab.train.losses import MultiLabel, SingleLabel
+from cnnlab.train.state import LoopState
 
 
 def seed_everything(seed: int) -> None:
@@ -50,26 +51,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def end_epoch(
-    loop: Any, epoch: int, sums: tuple[float, int, int], val: dict[str, float], lr: float, started: float
-) -> dict[str, Any]:
-    """The epoch's log row (train/val loss and accuracy, other val metrics, LR, seconds), added to
-    ``loop.history``; a non-finite training loss stops training with the reason. Shared by every
-    engine's loop, so their history.csv rows are alike."""
-    loss_sum, correct, seen = sums
-    logs: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1)}
-    val = dict(val)
-    logs["val_loss"], logs["val_acc"] = val.pop("loss", None), val.pop("acc", None)
-    logs.update({f"val_{k}": v for k, v in val.items()})
-    logs["lr"], logs["seconds"] = lr, round(time.perf_counter() - started, 3)
-    loop.epoch = epoch
-    loop.history.append(logs)
-    if not math.isfinite(logs["train_loss"]):
-        loop.stop_training = True
-        loop.stop_reason = f"training loss became {logs['train_loss']} in epoch {epoch}; lower the learning rate"
-    return logs
-
-
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``train.precision`` on ``device`` (None: plain fp32).
 
@@ -86,9 +67,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 class Trainer:
-    """Runs epochs of training and validation, calling callbacks at fixed events.
+    """One training step and one evaluation of a PyTorch model; :meth:`fit` runs them in the epoch
+    loop (train/loop.py) with the callbacks, over the trainer's :class:`LoopState`.
 
-    Override :meth:`train_step` to change the maths; :meth:`fit` stays the same.
+    Override :meth:`train_step` or :meth:`forward` to change the maths; the loop stays the same.
 
     Args:
         model: the network; moved to ``device``.
@@ -121,13 +103,7 @@ class Trainer:
         self.optimizer = optimizer
         self.callbacks = list(callbacks)
         self.task = task or SingleLabel()
-        self.epoch = 0  # epochs completed
-        self.epochs = 0  # target of the current fit()
-        self.global_step = 0
-        self.history: list[dict[str, Any]] = []
-        self.stop_training = False
-        self.stop_reason = ""
-        self.steps_per_epoch = 0
+        self.loop = LoopState()  # epochs done, steps, history, stop reason; shared by a run's phases
         # fine-tuning on small batches: BatchNorm layers use (and keep) their pretrained statistics
         self.keep_bn_statistics = False
         self.ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
@@ -181,12 +157,13 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------------ loop
-    def _call(self, event: str, *args: Any) -> None:
-        for cb in self.callbacks:
-            getattr(cb, event)(self, *args)
+    epoch = property(lambda self: self.loop.epoch)
+    history = property(lambda self: self.loop.history)
+    global_step = property(lambda self: self.loop.global_step)
+    stop_reason = property(lambda self: self.loop.stop_reason)
 
     def fit(self, train: Any, val: Any | None, epochs: int) -> list[dict[str, Any]]:
-        """Train from the epoch after ``self.epoch`` up to ``epochs``.
+        """Train from the epoch after ``self.loop.epoch`` up to ``epochs``.
 
         Args:
             train: batches with ``set_epoch(e)`` and ``len()``; reshuffled per epoch.
@@ -196,49 +173,8 @@ class Trainer:
         Returns:
             The history: one dict per completed epoch.
         """
-        self.epochs = epochs
-        self.stop_training = False
-        self.steps_per_epoch = len(train)
-        self._call("on_train_begin")
-        for epoch in range(self.epoch + 1, epochs + 1):
-            started = time.perf_counter()
-            train.set_epoch(epoch)
-            self._call("on_epoch_begin", epoch)
-            self.model.train()
-            frozen_bn_to_eval(self.model)
-            if self.keep_bn_statistics:
-                bn_to_eval(self.model)
-            loss_sum, correct, seen = 0.0, 0, 0
-            for step, (x, y) in enumerate(train, start=1):
-                batch_loss, batch_correct = self.train_step(x, y)
-                loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(y)
-                self.global_step += 1
-                self._call(
-                    "on_batch_end",
-                    step,
-                    {
-                        "loss": loss_sum / seen,
-                        "acc": correct / seen,
-                        "batch_loss": batch_loss,
-                        "batch_correct": batch_correct,
-                        "batch_size": len(y),
-                    },
-                )
-            val_logs = self.evaluate(val) if val is not None else {}
-            loss_sum, correct, seen = distributed.all_sum(loss_sum, correct, seen)  # every rank's share
-            logs = end_epoch(
-                self,
-                epoch,
-                (loss_sum, int(correct), int(seen)),
-                val_logs,
-                self.optimizer.param_groups[0]["lr"],
-                started,
-            )
-            self._call("on_epoch_end", epoch, logs)
-            if self.stop_training:
-                break
-        self._call("on_train_end")
-        return self.history
+        self.loop.model = self.model
+        return run_epochs(self.loop, TorchSteps(self, train, val), self.callbacks, epochs)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -246,22 +182,52 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "global_step": self.global_step,
-            "history": self.history,
+            **self.loop.state_dict(),
             "rng": rng_state(),
-            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "callbacks": {cb.key: cb.state_dict() for cb in self.callbacks},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`, RNG states included."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch = state["epoch"]
-        self.global_step = state["global_step"]
-        self.history = list(state["history"])
+        self.loop.load_state_dict(state)
         for cb in self.callbacks:
-            saved = state["callbacks"].get(type(cb).__name__)
+            saved = state["callbacks"].get(cb.key)
             if saved is not None:
                 cb.load_state_dict(saved)
         set_rng_state(state["rng"])
+
+
+class TorchSteps:
+    """The epoch loop's steps (``train.loop.Steps``) for a :class:`Trainer`."""
+
+    def __init__(self, trainer: Trainer, train: Any, val: Any | None):
+        self.trainer, self.train, self.val = trainer, train, val
+
+    def __len__(self) -> int:
+        return len(self.train)
+
+    def batches(self, epoch: int) -> Any:
+        t = self.trainer
+        self.train.set_epoch(epoch)
+        t.model.train()
+        frozen_bn_to_eval(t.model)
+        if t.keep_bn_statistics:
+            bn_to_eval(t.model)
+        return self.train
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, int, int]:
+        x, y = batch
+        loss, correct = self.trainer.train_step(x, y)
+        return loss, correct, len(y)
+
+    def validate(self) -> dict[str, float]:
+        return self.trainer.evaluate(self.val) if self.val is not None else {}
+
+    def lr(self) -> float:
+        return float(self.trainer.optimizer.param_groups[0]["lr"])
+
+    def reduce(self, loss: float, correct: int, seen: int) -> tuple[float, int, int]:
+        loss, correct, seen = distributed.all_sum(loss, correct, seen)  # every rank's share
+        return loss, int(correct), int(seen)

@@ -130,6 +130,27 @@ def train(
         distributed.shutdown()
 
 
+def train_or_resume(
+    cfg: Config,
+    *,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    splits: dict[str, Any] | None = None,
+    hold_out_test: bool = False,
+) -> TrainResult | None:
+    """The one resume-or-start of a run inside a folder of runs (a CV fold, a study candidate):
+    the run at ``cfg.run.out`` that finished is kept (None); one interrupted after an epoch is
+    resumed, with the same ``callbacks``; one never started, or stopped before its first epoch
+    ended, is started (again)."""
+    run = RunFolder(str(cfg.run.out))
+    if run.metrics_json.is_file() and run.state().status == "completed":
+        return None
+    if run.last_ckpt.is_file():
+        return train(None, resume=run.path, progress=progress, callbacks=callbacks)
+    return train(cfg, overwrite=run.path.exists(), progress=progress, callbacks=callbacks, splits=splits,
+                 hold_out_test=hold_out_test)  # fmt: skip
+
+
 def open_run(
     cfg: Config,
     *,

@@ -18,7 +18,7 @@ from cnnlab.data.split import kfold_indices
 from cnnlab.models import get_spec
 from cnnlab.reports.run import _render, table
 from cnnlab.runs.store import RunFolder, now
-from cnnlab.workflows.training import train
+from cnnlab.workflows.training import train_or_resume
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +115,10 @@ def cross_validate(
     rows = []
     for n, plan in enumerate(plans, 1):
         run = RunFolder(out / plan["name"])
-        if run.metrics_json.is_file() and run.state().status == "completed":
+        fold_cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": str(run.path)})})
+        log.info("cv: fold %d of %d (%s)", n, len(plans), plan["name"])
+        if train_or_resume(fold_cfg, callbacks=callbacks, progress=progress, splits=plan["splits"]) is None:
             log.info("cv: %s already finished", plan["name"])
-        else:
-            log.info("cv: fold %d of %d (%s)", n, len(plans), plan["name"])
-            fold_cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": str(run.path)})})
-            if run.last_ckpt.is_file():  # interrupted after an epoch: continue it
-                train(None, resume=run.path, progress=progress)  # type: ignore[arg-type]
-            else:  # never started, or stopped before its first epoch ended: start it again
-                train(
-                    fold_cfg, overwrite=run.path.exists(), progress=progress, splits=plan["splits"], callbacks=callbacks
-                )
         if on_fold is not None:
             on_fold(n, run)
         metrics = run.read_json(run.metrics_json)

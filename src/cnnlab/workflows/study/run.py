@@ -22,6 +22,7 @@ from cnnlab.models.factory import get_spec
 from cnnlab.reports.study import format_summary, write_study_report
 from cnnlab.runs.store import RunFolder, now
 from cnnlab.train.callbacks import Callback
+from cnnlab.train.state import LoopState, StopTraining
 from cnnlab.workflows.cv import cross_validate, read_cv
 from cnnlab.workflows.resolve import build_config
 from cnnlab.workflows.study.plan import (
@@ -34,7 +35,7 @@ from cnnlab.workflows.study.plan import (
     probe,
 )
 from cnnlab.workflows.study.results import best_row, collect
-from cnnlab.workflows.training import train
+from cnnlab.workflows.training import train, train_or_resume
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +49,17 @@ class BudgetGuard(Callback):
     def __init__(self, deadline: float):
         self.deadline = deadline
         self.started = time.time()
+        self.first = 0  # the epoch this fit started after (a resumed run's)
 
-    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
-        took = (time.time() - self.started) / max(1, epoch - getattr(trainer, "_guard_first", 0))
-        last = epoch >= (getattr(trainer, "epochs", 0) or epoch + 1)  # the planned end: nothing to stop
-        if time.time() + took > self.deadline and not trainer.stop_training and not last:
-            trainer.stop_training = True
-            trainer.stop_reason = f"the study's time budget (after epoch {epoch})"
+    def on_train_begin(self, loop: LoopState) -> None:
+        self.started, self.first = time.time(), loop.epoch
+
+    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
+        took = (time.time() - self.started) / max(1, epoch - self.first)
+        last = epoch >= (loop.epochs or epoch + 1)  # the planned end: nothing to stop
+        if time.time() + took > self.deadline and not loop.stop_training and not last:
             log.warning("study: stopping after epoch %d to keep within the budget", epoch)
-
-    def on_train_begin(self, trainer: Any) -> None:
-        self.started = time.time()
-        trainer._guard_first = getattr(trainer, "epoch", 0)
+            raise StopTraining(f"the study's time budget (after epoch {epoch})")
 
 
 def parse_budget(text: str) -> float:
@@ -368,11 +368,7 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
             if k > 1:
                 cross_validate(study.config(c, folder), folder, k, resume=True, progress=progress, callbacks=[guard])
             else:
-                run = RunFolder(folder)
-                if run.last_ckpt.is_file() and run.state().status != "completed":
-                    train(None, resume=folder, progress=progress, callbacks=[guard])  # type: ignore[arg-type]
-                elif not (run.metrics_json.is_file() and run.state().status == "completed"):
-                    train(study.config(c, folder), overwrite=folder.exists(), progress=progress, callbacks=[guard])
+                train_or_resume(study.config(c, folder), callbacks=[guard], progress=progress)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # one candidate failing does not sink the study
@@ -428,14 +424,15 @@ def _train_winner(study: Study, progress: bool) -> None:
     w = ranked[0]
     folder = study.out / "winner"
     run = RunFolder(folder)
-    if run.metrics_json.is_file() and run.state().status == "completed" and study.state.get("winner") == w.name:
+    previous = study.state.get("winner")
+    if run.metrics_json.is_file() and run.state().status == "completed" and previous == w.name:
         return
     study.save(winner=w.name)
     log.info("study: %s won the cross-validation; training it once on the train/val split for its test figures", w.name)
-    if run.last_ckpt.is_file() and run.state().status != "completed":
-        train(None, resume=folder, progress=progress)  # type: ignore[arg-type]
+    if previous not in (None, w.name) and folder.exists():  # the folder holds another candidate's run
+        train(study.config(w, folder), overwrite=True, progress=progress)
     else:
-        train(study.config(w, folder), overwrite=folder.exists(), progress=progress)
+        train_or_resume(study.config(w, folder), progress=progress)
 
 
 def _finish(study: Study, progress: bool) -> dict[str, Any]:

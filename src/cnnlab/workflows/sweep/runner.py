@@ -37,6 +37,7 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.core.monitor import direction
 from cnnlab.runs.store import RunFolder, RunLock
 from cnnlab.train.callbacks import Callback
+from cnnlab.train.state import LoopState, StopTraining
 from cnnlab.workflows.cv import cross_validate
 from cnnlab.workflows.sweep.report import write_sweep_report
 from cnnlab.workflows.sweep.spec import SweepSpec, sampler_for, suggest, trial_config
@@ -121,15 +122,14 @@ class Pruning(Callback):
     def __init__(self, trial: Any, objective: str):
         self.trial, self.objective, self.pruned = trial, objective, False
 
-    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
         value = logs.get(self.objective)
         if value is None or not math.isfinite(value):
             return
         self.trial.report(float(value), epoch)
         if self.trial.should_prune():
             self.pruned = True
-            trainer.stop_training = True
-            trainer.stop_reason = f"pruned by the sweep after epoch {epoch}"
+            raise StopTraining(f"pruned by the sweep after epoch {epoch}")
 
 
 @contextlib.contextmanager

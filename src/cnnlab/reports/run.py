@@ -9,6 +9,7 @@ import html
 import logging
 import platform
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,49 @@ def write_report(
     return run.write_text("report.html", page)
 
 
+@dataclass
+class _Page:
+    """What every section of a run's report reads: the run's files, loaded once."""
+
+    run: RunFolder
+    fig_dir: Path
+    images: Any
+    labels: torch.Tensor
+    grad_cams: Callable[[list[int]], list[np.ndarray] | None]
+    cfg: dict[str, Any] = field(init=False)
+    info: dict[str, Any] = field(init=False)
+    dataset: dict[str, Any] = field(init=False)
+    metrics: dict[str, Any] = field(init=False)
+    history: list[dict[str, str]] = field(init=False)
+    steps: list[dict[str, str]] = field(init=False)
+    probs: np.ndarray = field(init=False)
+    y: np.ndarray = field(init=False)
+    idx: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        run = self.run
+        self.cfg = run.read_config().model_dump(mode="json")
+        self.info = run.status()
+        self.dataset = run.read_json(run.dataset_json)
+        self.metrics = run.read_json(run.metrics_json)
+        self.history = read_csv(run.history_csv)
+        self.steps = read_csv(run.steps_csv)
+        pred = run.load_predictions()
+        self.probs, self.y, self.idx = pred["probs"], pred["labels"], pred["indices"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.dataset["classes"])
+
+    @property
+    def multilabel(self) -> bool:
+        return bool(self.dataset.get("multilabel"))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.info.get("parameters", {}))
+
+
 def _report_page(
     run: RunFolder,
     fig_dir: Path,
@@ -127,18 +171,17 @@ def _report_page(
     labels: torch.Tensor,
     grad_cams: Callable[[list[int]], list[np.ndarray] | None],
 ) -> str:
-    cfg = run.read_config().model_dump(mode="json")
-    info = run.status()
-    dataset = run.read_json(run.dataset_json)
-    metrics = run.read_json(run.metrics_json)
-    history = read_csv(run.history_csv)
-    steps = read_csv(run.steps_csv)
-    pred = run.load_predictions()
-    probs, y, idx = pred["probs"], pred["labels"], pred["indices"]
-    classes = dataset["classes"]
-    multilabel = bool(dataset.get("multilabel"))
-    sections: list[dict[str, str]] = []
+    pg = _Page(run, fig_dir, images, labels, grad_cams)
+    sections = [x for section in PAGE_SECTIONS for x in section(pg)]
+    subtitle = (
+        f"{pg.cfg['model']['name']} on {pg.dataset['source']} · run {run.path.name} · report written "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC by cnnlab {__version__}"
+    )
+    return _render(f"cnnlab report: {run.path.name}", subtitle, sections)
 
+
+def _summary_section(pg: _Page) -> list[dict[str, str]]:
+    metrics, info, params = pg.metrics, pg.info, pg.params
     kpis = [("accuracy", metrics["accuracy"]), ("macro F1", metrics["macro_f1"])]
     for key, label in (
         ("balanced_accuracy", "balanced accuracy"),
@@ -148,7 +191,6 @@ def _report_page(
     ):
         if metrics.get(key) is not None:
             kpis.append((label, metrics[key]))
-    params = info.get("parameters", {})
     kpis += [
         ("parameters", f"{params.get('total', 0):,}"),
         ("run time", f"{info.get('total_seconds', info.get('train_seconds', 0))} s"),
@@ -159,7 +201,7 @@ def _report_page(
     warn = (
         "" if status == "completed" else f'<p class="warn">This run is {html.escape(str(status))}, not completed.</p>'
     )
-    sections.append(
+    return [
         {
             "id": "summary",
             "title": "Summary",
@@ -176,14 +218,18 @@ def _report_page(
             f"best checkpoint (epoch {metrics.get('best_epoch')}); stopped because: "
             f"{html.escape(str(info.get('stop_reason', '')))}.</p>",
         }
-    )
+    ]
 
-    figs = []
-    if history:
-        figs.append(img_tag(plots.plot_curves(history, fig_dir / "curves.png", steps), "training curves"))
-    if figs:
-        sections.append({"id": "curves", "title": "Training curves", "body": "".join(figs)})
 
+def _curves_section(pg: _Page) -> list[dict[str, str]]:
+    if not pg.history:
+        return []
+    curves = img_tag(plots.plot_curves(pg.history, pg.fig_dir / "curves.png", pg.steps), "training curves")
+    return [{"id": "curves", "title": "Training curves", "body": curves}]
+
+
+def _metrics_section(pg: _Page) -> list[dict[str, str]]:
+    metrics, multilabel = pg.metrics, pg.multilabel
     rows = [
         [c, m["precision"], m["recall"], m["f1"], m["support"]]
         + ([m.get("auc"), m.get("area_ratio")] if not multilabel else [])
@@ -191,64 +237,76 @@ def _report_page(
     ]
     header = ["class", "precision", "recall", "F1", "support"] + ([] if multilabel else ["AUC", "AR = 2·AUC − 1"])
     summary_rows = [[k, v] for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    sections.append(
+    return [
         {"id": "metrics", "title": "Metrics", "body": table(["metric", "value"], summary_rows) + table(header, rows)}
-    )
+    ]
 
+
+def _per_class_section(pg: _Page) -> list[dict[str, str]]:
+    """Figures per class; for single-label data also the most confused pairs, the most confidently
+    wrong images and Grad-CAM overlays."""
+    metrics, classes, fig_dir, y, probs = pg.metrics, pg.classes, pg.fig_dir, pg.y, pg.probs
     per_class_figs = [img_tag(plots.plot_per_class(metrics["per_class"], fig_dir / "per_class_f1.png"), "per-class F1")]
-    if not multilabel:
-        cm = metrics["confusion_matrix"]
-        per_class_figs.insert(
-            0, img_tag(plots.plot_confusion(cm, classes, fig_dir / "confusion.png"), "confusion matrix")
+    if pg.multilabel:
+        return [{"id": "per-class", "title": "Per class", "body": "".join(per_class_figs)}]
+    cm = metrics["confusion_matrix"]
+    per_class_figs.insert(0, img_tag(plots.plot_confusion(cm, classes, fig_dir / "confusion.png"), "confusion matrix"))
+    per_class_figs.append(img_tag(plots.plot_gains(y, probs, classes, fig_dir / "gains.png"), "cumulative gains"))
+    per_class_figs.append(img_tag(plots.plot_roc(y, probs, classes, fig_dir / "roc.png"), "ROC curves"))
+    per_class_figs.append(
+        img_tag(
+            plots.plot_reliability(reliability(y, probs), fig_dir / "reliability.png", metrics["ece"]),
+            "reliability diagram",
         )
-        per_class_figs.append(img_tag(plots.plot_gains(y, probs, classes, fig_dir / "gains.png"), "cumulative gains"))
-        per_class_figs.append(img_tag(plots.plot_roc(y, probs, classes, fig_dir / "roc.png"), "ROC curves"))
-        per_class_figs.append(
-            img_tag(
-                plots.plot_reliability(reliability(y, probs), fig_dir / "reliability.png", metrics["ece"]),
-                "reliability diagram",
-            )
-        )
-        confused = top_confused(cm, classes)
-        sections.append(
-            {
-                "id": "per-class",
-                "title": "Per class",
-                "body": '<div class="grid">'
-                + "".join(f"<figure>{f}</figure>" for f in per_class_figs)
-                + "</div>"
-                + "<h3>Most confused pairs</h3>"
-                + table(["true", "predicted as", "images"], confused),
-            }
-        )
+    )
+    confused = top_confused(cm, classes)
+    sections = [
+        {
+            "id": "per-class",
+            "title": "Per class",
+            "body": '<div class="grid">'
+            + "".join(f"<figure>{f}</figure>" for f in per_class_figs)
+            + "</div>"
+            + "<h3>Most confused pairs</h3>"
+            + table(["true", "predicted as", "images"], confused),
+        }
+    ]
+    return sections + _errors_sections(pg)
 
-        wrong = np.flatnonzero(probs.argmax(1) != y)
-        wrong = wrong[np.argsort(-probs[wrong].max(1))][:18]
-        if len(wrong):
-            grid = plots.plot_image_grid(
-                [images[int(idx[i])].numpy() for i in wrong],
-                [f"{classes[y[i]]} →\n{classes[probs[i].argmax()]} {probs[i].max():.2f}" for i in wrong],
-                fig_dir / "misclassified.png",
-                title="most confidently wrong test images (true → predicted)",
-            )
-            sections.append({"id": "errors", "title": "Most confidently wrong", "body": img_tag(grid, "misclassified")})
-        right = np.flatnonzero(probs.argmax(1) == y)[:6]
-        chosen = list(right) + list(wrong[:6])
-        overlays = grad_cams([int(idx[i]) for i in chosen])
-        if overlays is not None:
-            grid = plots.plot_image_grid(
-                overlays,
-                [f"{classes[y[i]]} →\n{classes[probs[i].argmax()]} {probs[i].max():.2f}" for i in chosen],
-                fig_dir / "gradcam.png",
-                title="Grad-CAM of the predicted class (true → predicted; green right, red wrong)",
-                colors=["tab:green" if i in right else "tab:red" for i in chosen],
-            )
-            sections.append({"id": "gradcam", "title": "Grad-CAM", "body": img_tag(grid, "Grad-CAM")})
-    else:
-        sections.append({"id": "per-class", "title": "Per class", "body": "".join(per_class_figs)})
 
+def _errors_sections(pg: _Page) -> list[dict[str, str]]:
+    """The most confidently wrong test images, and Grad-CAM of right and wrong ones."""
+    classes, fig_dir, y, probs, idx, images = pg.classes, pg.fig_dir, pg.y, pg.probs, pg.idx, pg.images
+    sections = []
+    wrong = np.flatnonzero(probs.argmax(1) != y)
+    wrong = wrong[np.argsort(-probs[wrong].max(1))][:18]
+    if len(wrong):
+        grid = plots.plot_image_grid(
+            [images[int(idx[i])].numpy() for i in wrong],
+            [f"{classes[y[i]]} →\n{classes[probs[i].argmax()]} {probs[i].max():.2f}" for i in wrong],
+            fig_dir / "misclassified.png",
+            title="most confidently wrong test images (true → predicted)",
+        )
+        sections.append({"id": "errors", "title": "Most confidently wrong", "body": img_tag(grid, "misclassified")})
+    right = np.flatnonzero(probs.argmax(1) == y)[:6]
+    chosen = list(right) + list(wrong[:6])
+    overlays = pg.grad_cams([int(idx[i]) for i in chosen])
+    if overlays is not None:
+        grid = plots.plot_image_grid(
+            overlays,
+            [f"{classes[y[i]]} →\n{classes[probs[i].argmax()]} {probs[i].max():.2f}" for i in chosen],
+            fig_dir / "gradcam.png",
+            title="Grad-CAM of the predicted class (true → predicted; green right, red wrong)",
+            colors=["tab:green" if i in right else "tab:red" for i in chosen],
+        )
+        sections.append({"id": "gradcam", "title": "Grad-CAM", "body": img_tag(grid, "Grad-CAM")})
+    return sections
+
+
+def _samples_section(pg: _Page) -> list[dict[str, str]]:
+    classes, multilabel, images, fig_dir = pg.classes, pg.multilabel, pg.images, pg.fig_dir
     samples, titles = [], []
-    lab = labels.numpy()
+    lab = pg.labels.numpy()
     shown = classes[:MAX_SAMPLE_CLASSES]  # 100 classes × 6 would be a 600-panel figure
     for c, name in enumerate(shown):
         members = np.flatnonzero(lab[:, c] > 0 if multilabel else lab == c)[:6]
@@ -258,11 +316,15 @@ def _report_page(
     if samples:
         more = f" (the first {len(shown)} of {len(classes)} classes)" if len(shown) < len(classes) else ""
         grid = plots.plot_image_grid(samples, titles, fig_dir / "samples.png", cols=6, title="samples per class" + more)
-        sections.append({"id": "samples", "title": "Samples per class", "body": img_tag(grid, "samples")})
+        return [{"id": "samples", "title": "Samples per class", "body": img_tag(grid, "samples")}]
+    return []
 
+
+def _dataset_section(pg: _Page) -> list[dict[str, str]]:
+    dataset, classes = pg.dataset, pg.classes
     split_rows = [[c] + [dataset["class_counts"][s][i] for s in dataset["split_sizes"]] for i, c in enumerate(classes)]
     skipped = dataset.get("skipped", [])
-    sections.append(
+    return [
         {
             "id": "data",
             "title": "Dataset",
@@ -273,14 +335,18 @@ def _report_page(
             + table(["class"] + list(dataset["split_sizes"]), split_rows)
             + (table(["skipped file", "reason"], [[s["path"], s["reason"]] for s in skipped[:50]]) if skipped else ""),
         }
-    )
+    ]
+
+
+def _model_section(pg: _Page) -> list[dict[str, str]]:
+    params, info, cfg = pg.params, pg.info, pg.cfg
     frozen = params.get("frozen", 0)
     fc = info.get("feature_cache")
     phases = [
         [f"trainable, epochs {ph['epochs']}", f"{ph['trainable']:,} ({ph['frozen']:,} frozen)"]
         for ph in params.get("phases", [])
     ]
-    sections.append(
+    return [
         {
             "id": "model",
             "title": "Model",
@@ -296,8 +362,12 @@ def _report_page(
                 ],
             ),
         }
-    )
-    sections.append(
+    ]
+
+
+def _timing_section(pg: _Page) -> list[dict[str, str]]:
+    info = pg.info
+    return [
         {
             "id": "timing",
             "title": "Timing and environment",
@@ -316,14 +386,16 @@ def _report_page(
                 ],
             ),
         }
-    )
-    sections.append({"id": "config", "title": "Config", "body": f"<pre>{html.escape(run.config.read_text())}</pre>"})
+    ]
 
-    subtitle = (
-        f"{cfg['model']['name']} on {dataset['source']} · run {run.path.name} · report written "
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC by cnnlab {__version__}"
-    )
-    return _render(f"cnnlab report: {run.path.name}", subtitle, sections)
+
+def _config_section(pg: _Page) -> list[dict[str, str]]:
+    return [{"id": "config", "title": "Config", "body": f"<pre>{html.escape(pg.run.config.read_text())}</pre>"}]
+
+
+# the sections of a run's report, in the page's order
+PAGE_SECTIONS = [_summary_section, _curves_section, _metrics_section, _per_class_section, _samples_section,
+                 _dataset_section, _model_section, _timing_section, _config_section]  # fmt: skip
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -5,16 +5,29 @@ figures are embedded, no external assets."""
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.evaluate.plots import _save, plot_confusion
 from cnnlab.reports.run import _render, img_tag, table
 
-if TYPE_CHECKING:
-    from cnnlab.workflows.study.run import Study
+
+class StudyFolder(Protocol):
+    """What the page needs of a study (``cnnlab.workflows.study.run.Study`` is one): its folder, its
+    state (study.json) and its candidates."""
+
+    @property
+    def out(self) -> Path: ...
+
+    @property
+    def state(self) -> dict[str, Any]: ...
+
+    @property
+    def cands(self) -> Sequence[Any]: ...
+
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
@@ -26,7 +39,7 @@ def _ci(d: dict[str, Any] | None) -> str:
     return f"{d['value']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
 
 
-def _figures(study: Study, rows: list[dict[str, Any]], fig_dir: Path) -> list[tuple[Path, str]]:
+def _figures(study: StudyFolder, rows: list[dict[str, Any]], fig_dir: Path) -> list[tuple[Path, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,16 +100,17 @@ def _figures(study: Study, rows: list[dict[str, Any]], fig_dir: Path) -> list[tu
     return out
 
 
-def write_study_report(study: Study) -> Path:
-
+def _view(study: StudyFolder) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], bool]:
+    """The study's state, its summary, the ranked rows and whether it cross-validated."""
     s = study.state
     summ = s.get("summary") or {}
-    rows = summ.get("rows", [])
-    cv_mode = s["folds"] > 1
-    esc = html.escape
-    sections = []
+    return s, summ, summ.get("rows", []), s["folds"] > 1
 
-    # summary
+
+def _summary_section(study: StudyFolder) -> dict[str, str]:
+    """The page's summary section."""
+    s, summ, rows, cv_mode = _view(study)
+    esc = html.escape
     lines = []
     if rows:
         w = rows[0]
@@ -134,12 +148,14 @@ def write_study_report(study: Study) -> Path:
         )
     for n in s.get("notes", []):
         lines.append(f"<p class=warn>{esc(n)}</p>")
-    sections.append({"id": "summary", "title": "Summary", "body": "".join(lines)})
+    return {"id": "summary", "title": "Summary", "body": "".join(lines)}
 
-    # data
+
+def _data_section(study: StudyFolder) -> dict[str, str]:
+    """The page's data section."""
+    s, summ, rows, cv_mode = _view(study)
+    esc = html.escape
     insp = study.out / "inspect.json"
-    import json
-
     r = json.loads(insp.read_text()) if insp.is_file() else {}
     body = table(["class", "images"], sorted(r.get("class_counts", {}).items()))
     body += (
@@ -148,9 +164,12 @@ def write_study_report(study: Study) -> Path:
         f"duplicate groups within a split: {len(r.get('duplicates_within_split', []))}; duplicate groups across "
         f"splits (leaks): {len(r.get('leaks_across_splits', []))}.</p>"
     )
-    sections.append({"id": "data", "title": "Data", "body": body})
+    return {"id": "data", "title": "Data", "body": body}
 
-    # plan
+
+def _plan_section(study: StudyFolder) -> dict[str, str]:
+    """The page's plan section."""
+    s, summ, rows, cv_mode = _view(study)
     timing = s.get("timing", {})
     prow = [
         [
@@ -171,29 +190,30 @@ def write_study_report(study: Study) -> Path:
         + "Epochs were planned from a timed probe of each candidate and re-planned from the measured speed after "
         "each one.</p>"
     )
-    sections.append(
-        {
-            "id": "plan",
-            "title": "Plan and time",
-            "body": table(
-                [
-                    "candidate",
-                    "mode",
-                    "input",
-                    "epochs (of full recipe)",
-                    "probe ms/img train",
-                    "probe ms/img infer",
-                    "predicted s",
-                    "took s",
-                    "status",
-                ],
-                prow,
-            )
-            + plan_note,
-        }
-    )
+    return {
+        "id": "plan",
+        "title": "Plan and time",
+        "body": table(
+            [
+                "candidate",
+                "mode",
+                "input",
+                "epochs (of full recipe)",
+                "probe ms/img train",
+                "probe ms/img infer",
+                "predicted s",
+                "took s",
+                "status",
+            ],
+            prow,
+        )
+        + plan_note,
+    }
 
-    # ranking
+
+def _ranking_section(study: StudyFolder) -> dict[str, str]:
+    """The page's ranking section."""
+    s, summ, rows, cv_mode = _view(study)
     what = "out-of-fold" if cv_mode else "test"
     rrows = [
         [
@@ -211,40 +231,43 @@ def write_study_report(study: Study) -> Path:
         ]
         for i, x in enumerate(rows)
     ]
-    sections.append(
-        {
-            "id": "ranking",
-            "title": "Ranking",
-            "body": table(
-                [
-                    "#",
-                    "candidate",
-                    "parameters",
-                    "selection: " + ("out-of-fold acc." if cv_mode else "val acc."),
-                    f"{what} accuracy [95 %]",
-                    f"{what} macro-F1 [95 %]",
-                    "train s",
-                    "run s",
-                    "ms/image",
-                    "epochs",
-                    "over-fitting",
-                ],
-                rrows,
-            )
-            + "<p>Intervals: "
-            + ("bootstrap over folds." if cv_mode else "bootstrap over the test images (1000 draws).")
-            + " ms/image: batch of one on the study's device, median.</p>",
-        }
-    )
+    return {
+        "id": "ranking",
+        "title": "Ranking",
+        "body": table(
+            [
+                "#",
+                "candidate",
+                "parameters",
+                "selection: " + ("out-of-fold acc." if cv_mode else "val acc."),
+                f"{what} accuracy [95 %]",
+                f"{what} macro-F1 [95 %]",
+                "train s",
+                "run s",
+                "ms/image",
+                "epochs",
+                "over-fitting",
+            ],
+            rrows,
+        )
+        + "<p>Intervals: "
+        + ("bootstrap over folds." if cv_mode else "bootstrap over the test images (1000 draws).")
+        + " ms/image: batch of one on the study's device, median.</p>",
+    }
 
     # per-class F1
     classes = s["classes"]
     pc = [[k] + [x["per_class_f1"].get(k) for x in rows] for k in classes]
-    sections.append(
-        {"id": "per-class", "title": f"Per-class F1 ({what})", "body": table(["class"] + [x["name"] for x in rows], pc)}
-    )
+    return {
+        "id": "per-class",
+        "title": f"Per-class F1 ({what})",
+        "body": table(["class"] + [x["name"] for x in rows], pc),
+    }
 
-    # paired
+
+def _paired_section(study: StudyFolder) -> dict[str, str]:
+    """The page's paired section."""
+    s, summ, rows, cv_mode = _view(study)
     prs = summ.get("paired", [])
     body = (
         table(
@@ -265,41 +288,52 @@ def write_study_report(study: Study) -> Path:
         if prs
         else "<p>Only one candidate finished.</p>"
     )
-    sections.append({"id": "paired", "title": "Paired differences (accuracy)", "body": body})
+    return {"id": "paired", "title": "Paired differences (accuracy)", "body": body}
 
-    # figures
+
+def _figures_section(study: StudyFolder) -> dict[str, str]:
+    """The page's figures section."""
+    s, summ, rows, cv_mode = _view(study)
+    esc = html.escape
     figs = _figures(study, rows, study.out / "figures")
-    sections.append(
-        {
-            "id": "figures",
-            "title": "Figures",
-            "body": "".join(
-                f"<figure>{img_tag(p, alt)}<figcaption>{esc(alt)}</figcaption></figure>" for p, alt in figs
-            ),
-        }
-    )
+    return {
+        "id": "figures",
+        "title": "Figures",
+        "body": "".join(f"<figure>{img_tag(p, alt)}<figcaption>{esc(alt)}</figcaption></figure>" for p, alt in figs),
+    }
 
-    # over-fitting
+
+def _over_fitting_section(study: StudyFolder) -> dict[str, str]:
+    """The page's over fitting section."""
+    s, summ, rows, cv_mode = _view(study)
+    esc = html.escape
     flagged = [x for x in rows if x["overfit"]]
     body = (
         "".join(f"<p class=warn><b>{esc(x['name'])}</b>: {esc(x['overfit'])}</p>" for x in flagged)
         or "<p>No candidate's train accuracy ran more than 0.05 above validation, and no validation loss rose "
         "more than 15 % after its minimum.</p>"
     )
-    sections.append({"id": "overfitting", "title": "Over-fitting", "body": body})
+    return {"id": "overfitting", "title": "Over-fitting", "body": body}
 
-    # confusions
+
+def _confusions_section(study: StudyFolder) -> dict[str, str] | None:
+    """The page's confusions section, or None when it has nothing to show."""
+    s, summ, rows, cv_mode = _view(study)
+    esc = html.escape
     conf = summ.get("confusions", [])
     if rows:
-        sections.append(
-            {
-                "id": "confusions",
-                "title": f"Confusions that remain ({esc(rows[0]['name'])})",
-                "body": table(["true", "predicted as", "images"], conf) if conf else "<p>None.</p>",
-            }
-        )
+        return {
+            "id": "confusions",
+            "title": f"Confusions that remain ({esc(rows[0]['name'])})",
+            "body": table(["true", "predicted as", "images"], conf) if conf else "<p>None.</p>",
+        }
+    return None
 
-    # next
+
+def _next_section(study: StudyFolder) -> dict[str, str] | None:
+    """The page's next section, or None when it has nothing to show."""
+    s, summ, rows, cv_mode = _view(study)
+    esc = html.escape
     cmds = summ.get("commands")
     if cmds:
         body = (
@@ -308,14 +342,33 @@ def write_study_report(study: Study) -> Path:
             f"{esc(cmds['serve'])}</pre><p>or export the study's own run of it now:</p>"
             f"<pre>{esc(cmds['export_study_run'])}</pre>"
         )
-        sections.append({"id": "next", "title": "Next", "body": body})
+        return {"id": "next", "title": "Next", "body": body}
+    return None
 
+
+SECTIONS = [
+    _summary_section,
+    _data_section,
+    _plan_section,
+    _ranking_section,
+    _paired_section,
+    _figures_section,
+    _over_fitting_section,
+    _confusions_section,
+    _next_section,
+]  # in the page's order
+
+
+def write_study_report(study: StudyFolder) -> Path:
+    """Write ``report.html`` of the study folder from its state: summary, data, plan and time,
+    ranking, per-class F1, paired differences, figures, over-fitting, confusions and next steps."""
+    s, _, rows, _ = _view(study)
+    sections = [section(study) for section in SECTIONS]
     page = _render(
         f"Study of {s['data']}",
         f"{len(rows)} candidates · {s['folds']} fold(s) · budget {s['budget_seconds']:.0f} s · seed {s['seed']}",
-        sections,
+        [x for x in sections if x is not None],
     )
-
     path = study.out / "report.html"
     atomic_write_text(path, page)
     return path

@@ -186,11 +186,10 @@ def create_app(
     max_upload: int = DEFAULT_MAX_UPLOAD,
     max_files: int = DEFAULT_MAX_FILES,
     default_top_k: int = 5,
-):
+) -> Any:
     """The FastAPI application around ``served``."""
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from starlette.concurrency import run_in_threadpool
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
 
     app = FastAPI(
         title="cnnlab",
@@ -199,24 +198,39 @@ def create_app(
         description="Image classification with a model trained by cnnlab. Send an image as "
         "multipart/form-data (field `file`) or as the raw request body.",
     )
-    page = resources.files("cnnlab.workflows.deploy").joinpath("page.html").read_text(encoding="utf-8")
     limit_mb = f"{max_upload / 2**20:g} MB"
-
     app.add_middleware(Guard, token=token, max_upload=max_upload)
 
     @app.exception_handler(TooLarge)
     async def too_large(request: Request, exc: TooLarge) -> JSONResponse:
         return JSONResponse({"detail": f"upload larger than the {limit_mb} limit"}, status_code=413)
 
-    async def uploads(request: Request, many: bool) -> list[tuple[str, bytes]]:
+    requests = _Requests(served, max_files, default_top_k)
+    _add_info_routes(app, served)
+    _add_predict_routes(app, served, requests)
+    _add_explain_route(app, served, requests)
+    return app
+
+
+class _Requests:
+    """Reading a request: its image(s) from a multipart form or the raw body, decoded within the
+    pixel budget, and its ``top_k``; every problem a 4xx with a one-line detail."""
+
+    def __init__(self, served: Served, max_files: int, default_top_k: int):
+        self.served, self.max_files, self.default_top_k = served, max_files, default_top_k
+
+    async def uploads(self, request: Any, many: bool) -> list[tuple[str, bytes]]:
+        from fastapi import HTTPException
+
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "multipart/form-data":
             try:
-                form = await request.form(max_files=max_files if many else 1, max_fields=max_files + 8)
+                form = await request.form(max_files=self.max_files if many else 1, max_fields=self.max_files + 8)
             except TooLarge:
                 raise
             except Exception as e:  # starlette's MultiPartException and parser errors
-                raise HTTPException(400, f"unreadable multipart form: {' '.join(str(e).split()) or type(e).__name__}")
+                detail = " ".join(str(e).split()) or type(e).__name__
+                raise HTTPException(400, f"unreadable multipart form: {detail}") from None
             files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if hasattr(v, "read")]
             if not files:
                 raise HTTPException(422, "no file in the form: send the image in a field named 'file'")
@@ -234,24 +248,34 @@ def create_app(
             f"(field 'file') or the raw image with Content-Type image/*",
         )
 
-    def decode_or_4xx(data: bytes) -> np.ndarray:
-        try:
-            return served.decode(data)
-        except TooManyPixels as e:
-            raise HTTPException(
-                413,
-                str(e)
-                .replace("data.max_pixels", "the pixel budget")
-                .replace("raise it (--max-pixels) to decode such images", "the server's --max-pixels limits it"),
-            )
-        except Exception as e:  # any unreadable image: one line, the server keeps serving
-            raise HTTPException(422, f"not a readable image: {describe_error(e)}")
+    def decode(self, data: bytes) -> np.ndarray:
+        from fastapi import HTTPException
 
-    def top_k_of(request: Request) -> int:
-        raw = request.query_params.get("top_k", str(default_top_k))
+        try:
+            return self.served.decode(data)
+        except TooManyPixels as e:
+            detail = str(e).replace("data.max_pixels", "the pixel budget")
+            detail = detail.replace(
+                "raise it (--max-pixels) to decode such images", "the server's --max-pixels limits it"
+            )
+            raise HTTPException(413, detail) from None
+        except Exception as e:  # any unreadable image: one line, the server keeps serving
+            raise HTTPException(422, f"not a readable image: {describe_error(e)}") from None
+
+    def top_k(self, request: Any) -> int:
+        from fastapi import HTTPException
+
+        raw = request.query_params.get("top_k", str(self.default_top_k))
         if not raw.isdigit() or int(raw) < 1:
             raise HTTPException(422, f"top_k must be a positive integer, got {raw!r}")
         return int(raw)
+
+
+def _add_info_routes(app: Any, served: Served) -> None:
+    """The page at ``/``, ``/health`` and ``/info``."""
+    from fastapi.responses import HTMLResponse
+
+    page = resources.files("cnnlab.workflows.deploy").joinpath("page.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
@@ -265,28 +289,35 @@ def create_app(
     def info() -> dict[str, Any]:
         return served.info()
 
+
+def _add_predict_routes(app: Any, served: Served, req: _Requests) -> None:
+    """``POST /predict`` (one image) and ``POST /predict/batch`` (several)."""
+    from fastapi import HTTPException, Request
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
     @app.post(
         "/predict", summary="top-k classes of one image (multipart field 'file', or the raw body)", response_model=None
     )
     async def predict(request: Request) -> JSONResponse:
-        k = top_k_of(request)
-        ((_, data),) = await uploads(request, many=False)
+        k = req.top_k(request)
+        ((_, data),) = await req.uploads(request, many=False)
 
         def work() -> dict[str, Any]:
-            return {**served.ranked(decode_or_4xx(data)[None], k)[0], "model": served.name}
+            return {**served.ranked(req.decode(data)[None], k)[0], "model": served.name}
 
         return JSONResponse(await run_in_threadpool(work))  # plain JSON types: no encoder pass needed
 
     @app.post("/predict/batch", summary="top-k classes of several images (multipart, one 'files' field each)")
     async def predict_batch(request: Request) -> dict[str, Any]:
-        k = top_k_of(request)
-        files = await uploads(request, many=True)
+        k = req.top_k(request)
+        files = await req.uploads(request, many=True)
 
         def work() -> dict[str, Any]:
             arrays, results = [], []
             for name, data in files:
                 try:
-                    arrays.append(decode_or_4xx(data))
+                    arrays.append(req.decode(data))
                     results.append({"name": name})
                 except HTTPException as e:
                     results.append({"name": name, "error": e.detail})
@@ -297,6 +328,13 @@ def create_app(
             return {"results": results, "model": served.name}
 
         return await run_in_threadpool(work)
+
+
+def _add_explain_route(app: Any, served: Served, req: _Requests) -> None:
+    """``POST /explain``: a Grad-CAM overlay as PNG."""
+    from fastapi import HTTPException, Request
+    from fastapi.responses import Response
+    from starlette.concurrency import run_in_threadpool
 
     @app.post(
         "/explain",
@@ -314,15 +352,13 @@ def create_app(
         label = request.query_params.get("label")
         if label is not None and label not in served.model.classes:
             raise HTTPException(422, f"label {label!r} is not one of the model's classes")
-        ((_, data),) = await uploads(request, many=False)
+        ((_, data),) = await req.uploads(request, many=False)
 
         def work() -> tuple[bytes, str, float]:
-            return served.explain_png(decode_or_4xx(data), label)
+            return served.explain_png(req.decode(data), label)
 
         png, chosen, prob = await run_in_threadpool(work)
         return Response(png, media_type="image/png", headers={"X-Label": _header_safe(chosen), "X-Prob": f"{prob:.6f}"})
-
-    return app
 
 
 def _header_safe(text: str) -> str:

@@ -35,7 +35,7 @@ def npz_checkpoint_bytes(obj: dict[str, Any]) -> bytes:
     meta = {k: v for k, v in obj.items() if k not in ("model", "optimizer")}
     arrays["meta"] = np.asarray(json.dumps(meta, default=_plain))
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
     return buf.getvalue()
 
 

@@ -229,3 +229,49 @@ def test_tensorboard_writes_one_scalar_per_metric_per_epoch(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert {"train/loss", "val/acc", "lr"} <= set(events.Tags()["scalars"])
+
+
+class _TrackedRun:
+    """What a tracker callback asks of a run folder."""
+
+    def __init__(self, root):
+        self.path, self.status_fields = root, {}
+        self.run_json = root / "run.json"
+
+    def tracker_path(self, name):
+        return self.path / name
+
+    def status(self):
+        return self.status_fields
+
+    def update_status(self, **fields):
+        self.status_fields.update(fields)
+
+
+def test_mlflow_logs_params_once_and_metrics_per_epoch(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from cnnlab.train.trackers import MLflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run = _TrackedRun(tmp_path)
+    cb = MLflow(run, {"optim": {"lr": 0.01}})
+    for e in (1, 2):
+        cb.on_epoch_end(LoopState(), e, {"epoch": e, "train_loss": 1.0 / e, "val_acc": 0.5 + e / 10})
+    cb.on_train_end(LoopState())
+    client = MlflowClient(run.status_fields["mlflow_tracking_uri"])
+    logged = client.get_run(run.status_fields["mlflow_run_id"])
+    assert logged.data.params["optim.lr"] == "0.01" and logged.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(logged.info.run_id, "val_acc")] == [1, 2]
+
+
+def test_wandb_logs_each_epoch_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from cnnlab.train.trackers import WandB
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cb = WandB(_TrackedRun(tmp_path), {"optim": {"lr": 0.01}})
+    cb.on_epoch_end(LoopState(), 1, {"epoch": 1, "train_loss": 0.5})
+    cb.on_train_end(LoopState())
+    assert any((tmp_path / "wandb").rglob("*.wandb"))

@@ -4,7 +4,7 @@ class every command uses."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, NoReturn
 
 from cnnlab.core.registry import did_you_mean
 from cnnlab.core.schema import TrainConfig
@@ -104,7 +104,7 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments: "):
             flags = all_flags(self)
             first = message.removeprefix("unrecognized arguments: ").split()[0].split("=")[0]

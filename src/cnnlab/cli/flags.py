@@ -45,7 +45,7 @@ def flag_of(key: str) -> str:
 
 def _field(key: str) -> FieldInfo:
     section, name = key.split(".")
-    return Config.model_fields[section].annotation.model_fields[name]  # type: ignore[union-attr]
+    return Config.model_fields[section].annotation.model_fields[name]  # type: ignore[union-attr]  # a section's annotation is its model class
 
 
 def schema_default(key: str) -> Any:
@@ -117,7 +117,7 @@ def add_config_flags(
     skip = set(without)
     for section, title in SECTIONS.items():
         group = parser.add_argument_group(title)
-        for name, info in Config.model_fields[section].annotation.model_fields.items():  # type: ignore[union-attr]
+        for name, info in Config.model_fields[section].annotation.model_fields.items():  # type: ignore[union-attr]  # a section's annotation is its model class
             key = f"{section}.{name}"
             if key in skip or (keep is not None and key not in keep):
                 continue

@@ -50,10 +50,10 @@ def handlers(parser: argparse.ArgumentParser | None = None) -> dict[str, Callabl
     return out
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (so redirection and test capture work)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

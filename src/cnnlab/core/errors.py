@@ -20,4 +20,4 @@ class DiskError(CnnlabError):
             errno.EPERM: "permission denied: choose a folder you may write to",
         }
         self.path, self.errno = Path(path), err.errno
-        super().__init__(f"cannot write {path}: {advice.get(err.errno, err.strerror or str(err))}")
+        super().__init__(f"cannot write {path}: {advice.get(err.errno or 0, err.strerror or str(err))}")

@@ -3,11 +3,15 @@ checkpoint and early-stopping callbacks, the plateau schedule and sweep objectiv
 
 from __future__ import annotations
 
-__all__ = ["MONITORABLE", "direction"]
+from typing import Literal
+
+__all__ = ["MONITORABLE", "Direction", "direction"]
+
+Direction = Literal["min", "max"]
 
 # Every metric that can be monitored (--monitor val_<name>, best checkpoint, early stopping, the
 # plateau schedule, sweep objectives): the data it exists for, and its direction. Declared once here.
-MONITORABLE: dict[str, tuple[str, str]] = {
+MONITORABLE: dict[str, tuple[str, Direction]] = {
     "loss": ("any", "min"),
     "acc": ("any", "max"),
     "macro_f1": ("any", "max"),
@@ -25,7 +29,7 @@ MONITORABLE: dict[str, tuple[str, str]] = {
 }
 
 
-def direction(monitor: str) -> str:
+def direction(monitor: str) -> Direction:
     """'min' or 'max': whether lower or higher values of ``monitor`` (``val_<name>``,
     ``train_loss``/``train_acc`` or a bare name) are better, from :data:`MONITORABLE`.
 

@@ -140,7 +140,7 @@ class ModelConfig(_Section):
     @field_validator("fine_tune")
     @classmethod
     def _positive_phases(cls, v: tuple[int, int] | str | None) -> tuple[int, int] | str | None:
-        if v is not None and v != "auto" and (v[0] < 1 or v[1] < 1):
+        if isinstance(v, tuple) and (v[0] < 1 or v[1] < 1):
             raise ValueError("must be two positive epoch counts E1,E2")
         return v
 
@@ -309,7 +309,7 @@ def config_keys() -> list[str]:
     return [
         f"{section}.{key}"
         for section, field in Config.model_fields.items()
-        for key in field.annotation.model_fields  # type: ignore[union-attr]
+        for key in field.annotation.model_fields  # type: ignore[union-attr]  # a section's annotation is its model class
     ]
 
 

@@ -15,10 +15,11 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -231,7 +232,7 @@ def _decode_all(
     workers: int,
     out: np.ndarray,
     progress: bool,
-    rel: callable,
+    rel: Callable[[Any], str],
     resample: str,
     target: tuple | None = None,
 ) -> tuple[np.ndarray, list[dict[str, str]], bool, list[str], np.ndarray]:
@@ -292,7 +293,7 @@ def decode_images(
     workers: int = 2,
     mode: str = "auto",
     progress: bool = True,
-    rel: callable = str,
+    rel: Callable[[Any], str] = str,
     resample: str = "bilinear",
 ) -> Decoded:
     """Decode ``files`` once to (C, size, size) uint8, skipping unreadable ones.

@@ -6,6 +6,7 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -166,7 +167,9 @@ def read_label_csv(
     if len(classes) < 2:
         raise CnnlabError(f"label file {str(path)!r} names {len(classes)} class; a classifier needs at least 2")
     index = {c: i for i, c in enumerate(classes)}
-    files, labels, skipped = [], [], []
+    files: list[Path] = []
+    labels: list[Any] = []  # class indices, or one multi-hot row per file
+    skipped: list[dict[str, str]] = []
     for p, names in entries:
         reason = usable(p)
         if reason:

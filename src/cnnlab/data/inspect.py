@@ -176,12 +176,14 @@ def _duplicate_groups(
     by_hash: dict[str, list[int]], describe: Callable[[int], dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Groups of identical content: (within one split, across splits = leakage)."""
-    duplicates, leaks = [], []
+    duplicates: list[dict[str, Any]] = []
+    leaks: list[dict[str, Any]] = []
     for h, group in by_hash.items():
         if len(group) < 2:
             continue
-        entry = {"digest": h, "files": [describe(i) for i in group]}
-        in_splits = {e["split"] for e in entry["files"] if e["split"]}
+        files = [describe(i) for i in group]
+        entry = {"digest": h, "files": files}
+        in_splits = {e["split"] for e in files if e["split"]}
         (leaks if len(in_splits) > 1 else duplicates).append(entry)
     return duplicates, leaks
 

@@ -192,7 +192,7 @@ class ShardImages:
                 return name
         return None
 
-    def split_of(self, indices: Sequence[int]) -> str:
+    def split_of(self, indices: Any) -> str:  # indices: a sequence, array or tensor of ints
         """The split whose whole range ``indices`` is (streaming reads whole splits)."""
         name = self.whole_split(indices)
         if name is not None:
@@ -249,7 +249,7 @@ def _samples(urls: Sequence[str], shape: tuple[int, ...]) -> Iterator[tuple[np.n
     wds = webdataset_module()
 
     ds = wds.WebDataset(list(urls), shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False).map(
-        SampleDecoder(tuple(shape))
+        SampleDecoder((int(shape[0]), int(shape[1]), int(shape[2])))
     )
     yield from ds
 

@@ -80,7 +80,7 @@ def classification_metrics(
     y_pred = probs.argmax(1)
     p, r, f, s = _sk().precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     auc, weighted_auc = one_vs_rest_auc(y_true, probs)
-    present = np.unique(y_true)
+    seen = np.unique(y_true)  # the classes this data has
     top_k = {
         f"top{k}_accuracy": float(_sk().top_k_accuracy_score(y_true, probs, k=k, labels=labels))
         for k in (3, 5)
@@ -89,7 +89,7 @@ def classification_metrics(
     return {
         "num_samples": int(len(y_true)),
         "accuracy": float(_sk().accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(_sk().balanced_accuracy_score(y_true, y_pred)) if len(present) > 1 else None,
+        "balanced_accuracy": float(_sk().balanced_accuracy_score(y_true, y_pred)) if len(seen) > 1 else None,
         **top_k,
         "macro_f1": float(_sk().f1_score(y_true, y_pred, labels=averaged, average="macro", zero_division=0)),
         "weighted_f1": float(_sk().f1_score(y_true, y_pred, labels=averaged, average="weighted", zero_division=0)),
@@ -158,7 +158,7 @@ def multilabel_metrics(
     return {
         "num_samples": int(len(y_true)),
         "multilabel": True,
-        "threshold": threshold if np.isscalar(threshold) else [float(t) for t in threshold],
+        "threshold": float(threshold) if isinstance(threshold, (int, float)) else [float(t) for t in threshold],
         "accuracy": float(_sk().accuracy_score(y_true, y_pred)),
         "subset_of_truth_accuracy": subset_of_truth_accuracy(y_true, y_pred),
         "hamming_loss": float(_sk().hamming_loss(y_true, y_pred)),

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import numpy as np
 from PIL import Image
@@ -167,7 +167,7 @@ def predict_with(
     results: list[dict[str, Any]] = [{"path": n, "error": r} if a is None else {"path": n} for n, a, r in decoded]
     ok = [i for i, (_, a, _) in enumerate(decoded) if a is not None]
     if ok:
-        probs = probs_of(np.stack([decoded[i][1] for i in ok]))
+        probs = probs_of(np.stack([cast(np.ndarray, decoded[i][1]) for i in ok]))  # ok: decoded
         for i, r in zip(ok, rank(probs, classes, multilabel, thresholds, top_k)):
             results[i].update(r)
     return results

@@ -18,8 +18,8 @@ def output_layer(model: nn.Module) -> nn.Linear:
     head = getattr(model, "head", None)
     if isinstance(head, nn.Linear):
         return head
-    if hasattr(model, "get_classifier") and isinstance(model.get_classifier(), nn.Linear):
-        return model.get_classifier()
+    if hasattr(model, "get_classifier") and isinstance(model.get_classifier(), nn.Linear):  # type: ignore[operator]  # timm's method, not a buffer
+        return model.get_classifier()  # type: ignore[operator]  # timm's method, not a buffer
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError("the model has no Linear output layer")

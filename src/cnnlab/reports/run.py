@@ -477,11 +477,11 @@ def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
         ax.set_xlim(min(params) / 3, max(params) * 3)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     mid = np.sqrt(min(params) * max(params)) if params else 1
-    for r, p in zip(done, params):  # labels point inwards, so they stay inside the frame
+    for row, p in zip(done, params):  # labels point inwards, so they stay inside the frame
         right = p > mid
         ax.annotate(
-            r[0][:28],
-            (p, r[10]),
+            row[0][:28],
+            (p, row[10]),
             fontsize=8,
             xytext=(-4 if right else 4, 4),
             textcoords="offset points",

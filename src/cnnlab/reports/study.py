@@ -255,7 +255,11 @@ def _ranking_section(study: StudyFolder) -> dict[str, str]:
         + " ms/image: batch of one on the study's device, median.</p>",
     }
 
-    # per-class F1
+
+def _per_class_section(study: StudyFolder) -> dict[str, str]:
+    """The page's per-class F1 section."""
+    s, _, rows, cv_mode = _view(study)
+    what = "out-of-fold" if cv_mode else "test"
     classes = s["classes"]
     pc = [[k] + [x["per_class_f1"].get(k) for x in rows] for k in classes]
     return {
@@ -351,6 +355,7 @@ SECTIONS = [
     _data_section,
     _plan_section,
     _ranking_section,
+    _per_class_section,
     _paired_section,
     _figures_section,
     _over_fitting_section,

@@ -55,7 +55,7 @@ class Optimizer:
 class SGD(Optimizer):
     """v ← μv + g (v₀ = g),  θ ← θ − η v  (PyTorch's momentum; μ = 0: plain gradient descent)."""
 
-    def __init__(self, layers, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):  # type: ignore[no-untyped-def]
+    def __init__(self, layers, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
         super().__init__(layers, lr, weight_decay)
         self.momentum = momentum
 
@@ -77,7 +77,7 @@ class RMSprop(Optimizer):
         lr: float,
         alpha: float = 0.99,
         eps: float = 1e-8,
-        momentum: float = 0.0,  # type: ignore[no-untyped-def]
+        momentum: float = 0.0,
         weight_decay: float = 0.0,
     ):
         super().__init__(layers, lr, weight_decay)
@@ -103,7 +103,7 @@ class Adam(Optimizer):
         layers,
         lr: float,
         betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,  # type: ignore[no-untyped-def]
+        eps: float = 1e-8,
         weight_decay: float = 0.0,
     ):
         super().__init__(layers, lr, weight_decay)

@@ -95,7 +95,7 @@ class StepLog(Callback):
     def on_batch_end(self, loop: LoopState, step: int, logs: dict[str, float]) -> None:
         self._loss += logs["batch_loss"]
         self._correct += logs["batch_correct"]
-        self._n += logs["batch_size"]
+        self._n += int(logs["batch_size"])
         self._steps += 1
         if self._steps == self.every:
             self._flush(loop.global_step, loop.epoch + 1)  # loop.epoch counts finished epochs

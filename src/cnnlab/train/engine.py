@@ -39,4 +39,4 @@ class Engine(Protocol):
     def serialize(self, obj: dict[str, Any]) -> bytes: ...
 
 
-ENGINES: Registry[type] = Registry("engine")
+ENGINES: Registry[Any] = Registry("engine")  # engine classes (TorchEngine, ScratchEngine)

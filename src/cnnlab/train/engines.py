@@ -1,6 +1,7 @@
-"""Training engines: named strategies that fit a model with callbacks and a stop flag, expose
-their state for checkpoints, serialise checkpoints, and predict logits. `train/run.py` opens
-and finishes a run without knowing which engine ran; the NumPy engine plugs in here too."""
+"""The ``torch`` engine: it builds the model, optimizer, loaders and its own callbacks, runs the one
+epoch loop (train/loop.py) through its Trainer's steps, exposes its state for checkpoints and
+serialises them. ``workflows/training.py`` opens and finishes a run without knowing which engine ran;
+the NumPy engine (scratch_engine.py) registers beside it."""
 
 from __future__ import annotations
 
@@ -98,6 +99,14 @@ def on_device(data: PreparedData, device: torch.device) -> PreparedData:
     return dataclasses.replace(data, images=data.images.to(device))
 
 
+def fine_tune_phases(cfg: Config) -> tuple[int, int] | None:
+    """``model.fine_tune`` as (frozen epochs, unfrozen epochs), once resolved; None without it."""
+    ft = cfg.model.fine_tune
+    if ft is None or isinstance(ft, str):  # "auto" is resolved before an engine is built
+        return None
+    return int(ft[0]), int(ft[1])
+
+
 def fine_tune_schedule(optimizer: torch.optim.Optimizer, head_steps: int, tune_steps: int, warmup: int) -> Any:
     """Per-step LR factors of the fine-tuning recipe: 1 while the head trains alone, then a
     linear warm-up over ``warmup`` steps and a cosine decay to 0 over the unfrozen phase."""
@@ -158,7 +167,7 @@ class TorchEngine:
     def parameters(self) -> dict[str, Any]:
         """Total/trainable/frozen counts as built; with ``--fine-tune`` also per phase."""
         counts: dict[str, Any] = count_parameters(self.model)
-        ft = self.cfg.model.fine_tune
+        ft = fine_tune_phases(self.cfg)
         if ft:
             apply_freeze(self.model, "none")
             unfrozen = count_parameters(self.model)
@@ -225,6 +234,7 @@ class TorchEngine:
                 )
             self.trainer.keep_bn_statistics = bool(cfg.model.fine_tune)  # small batches: keep pretrained stats
         else:
+            assert self.head_phase is not None
             self.trainer, self.train_batches, self.val_batches = self.head_phase
             self.head_phase = None
         self.extra_callbacks = self._own_callbacks(optimizer)
@@ -237,7 +247,7 @@ class TorchEngine:
     def _own_callbacks(self, optimizer: torch.optim.Optimizer) -> list[Callback]:
         cfg, model = self.cfg, self.model
         cbs: list[Callback] = [ThreadPolicy(cfg.train.threads)]
-        ft = cfg.model.fine_tune
+        ft = fine_tune_phases(cfg)
         if ft:
             cbs.append(FineTune(ft[0], lambda frozen: apply_freeze(model, "backbone" if frozen else "none")))
         if ft and cfg.train.schedule == "constant":  # the recipe: warm-up, then cosine, for the unfrozen phase
@@ -329,12 +339,13 @@ class TorchEngine:
         for t in phases:
             t.loop, t.callbacks = self.trainer.loop, cbs
         state, self._resume_state = self._resume_state, None
+        phases_ft = fine_tune_phases(self.cfg)
         if state is not None:  # resume into the phase the checkpoint was saved in
-            head_epochs = self.cfg.model.fine_tune[0] if head is not None else 0
+            head_epochs = phases_ft[0] if head is not None and phases_ft else 0
             (phases[0] if state["epoch"] < head_epochs else self.trainer).load_state_dict(state)
-        if head is not None and self.trainer.loop.epoch < self.cfg.model.fine_tune[0]:
+        if head is not None and phases_ft and self.trainer.loop.epoch < phases_ft[0]:
             self._active = head[0]
-            head[0].fit(head[1], head[2], self.cfg.model.fine_tune[0])
+            head[0].fit(head[1], head[2], phases_ft[0])
             if self.trainer.loop.stop_training:
                 return self.trainer.loop.history
         self._active = self.trainer

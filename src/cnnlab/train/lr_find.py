@@ -5,7 +5,6 @@ loop over the project's own Trainer.train_step, so it sees exactly the training 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ import numpy as np
 
 def range_test(
     trainer: Any,
-    batches: Iterable,
+    batches: Any,  # TensorBatches: set_epoch(e) and iteration
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     steps: int = 100,

@@ -8,7 +8,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cnnlab.core.errors import CnnlabError
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow-skinny", "wandb": "wandb"}
 
 
-def check_trackers(names: list[str]) -> None:
+def check_trackers(names: Sequence[str]) -> None:
     """Fail before training when a tracker's package is missing, naming what to install."""
     import importlib.util
 
@@ -30,7 +30,7 @@ def check_trackers(names: list[str]) -> None:
             raise CnnlabError(f"--logger {name} needs the {PACKAGES[name]} package: pip install {PACKAGES[name]}")
 
 
-def tracker_callbacks(names: list[str], run: Any, config: dict[str, Any]) -> list[Callback]:
+def tracker_callbacks(names: Sequence[str], run: Any, config: dict[str, Any]) -> list[Callback]:
     builders: dict[str, Callable[[Any, dict[str, Any]], Callback]] = {
         "tensorboard": TensorBoard,
         "mlflow": MLflow,

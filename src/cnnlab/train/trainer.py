@@ -33,7 +33,7 @@ def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),  # type: ignore[index]  # legacy tuple form
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -98,7 +98,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if amp_dtype == torch.float16 else None
         self.channels_last = channels_last and uses_conv(model)
         self.model = (
-            model.to(self.device, memory_format=torch.channels_last) if self.channels_last else model.to(self.device)
+            model.to(self.device, memory_format=torch.channels_last) if self.channels_last else model.to(self.device)  # type: ignore[call-overload]  # torch's stub lacks memory_format
         )
         self.optimizer = optimizer
         self.callbacks = list(callbacks)
@@ -229,5 +229,5 @@ class TorchSteps:
         return float(self.trainer.optimizer.param_groups[0]["lr"])
 
     def reduce(self, loss: float, correct: int, seen: int) -> tuple[float, int, int]:
-        loss, correct, seen = distributed.all_sum(loss, correct, seen)  # every rank's share
-        return loss, int(correct), int(seen)
+        total = distributed.all_sum(loss, correct, seen)  # every rank's share
+        return float(total[0]), int(total[1]), int(total[2])

@@ -300,7 +300,7 @@ def _explain_into(
     plot_image_grid(
         filters, [str(i) for i in range(len(filters))], folder / "filters.png", cols=8, title="first-layer filters"
     )
-    results = []
+    results: list[dict[str, Any]] = []
     for p, arr, error in predictor.decode_all(list(images)):
         if arr is None:
             results.append({"path": p, "error": error})

@@ -152,7 +152,7 @@ def train_or_resume(
 
 
 def open_run(
-    cfg: Config,
+    cfg: Config | None,
     *,
     resume: str | Path | None,
     epochs: int | None,
@@ -169,6 +169,8 @@ def open_run(
     if resume is not None:
         run, cfg, state = _resumable(resume, epochs, writer)
     else:
+        if cfg is None:
+            raise CnnlabError("train needs a config, or a run folder to resume")
         run, cfg = _new_run(cfg, writer, overwrite)
     try:
         started = time.perf_counter()

@@ -34,7 +34,7 @@ SUMMARISED = (
 )
 
 
-def bootstrap_interval(values: Sequence[float], seed: int = 0, draws: int = 10_000) -> tuple[float, float]:
+def bootstrap_interval(values: Sequence[float] | np.ndarray, seed: int = 0, draws: int = 10_000) -> tuple[float, float]:
     """95 % percentile bootstrap interval of the mean (scipy.stats.bootstrap; one value: itself)."""
     from scipy.stats import bootstrap
 

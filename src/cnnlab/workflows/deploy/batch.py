@@ -125,7 +125,7 @@ def predict_files(
                     sink.write(_line(r) + "\n")
             bar.update(len(chunk))
         bar.close()
-        if target is not None:
+        if target is not None and tmp is not None:
             sink.close()
             os.replace(tmp, target)
     finally:

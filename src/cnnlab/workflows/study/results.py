@@ -74,6 +74,7 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
         cm = np.sum([np.asarray(m["confusion_matrix"]) for m in metrics], axis=0)
         row["confusion_matrix"] = cm.tolist()
         if cv_mode:
+            assert cv is not None  # cross-validated candidates have their cv.json
             st = cv["summary"]
             row["selection"] = {
                 "metric": "out-of-fold accuracy",

@@ -442,10 +442,10 @@ def _axis_values(p: Param, vals: list[Any]) -> tuple[np.ndarray, list[str], list
         pos = np.array([levels.index(json.dumps(v)) for v in vals], dtype=float)
         n = max(len(levels) - 1, 1)
         return pos / n, [_short(lv.strip('"'), 12) for lv in levels], [i / n for i in range(len(levels))]
-    lo, hi = (math.log(p.low), math.log(p.high)) if p.log else (p.low, p.high)  # type: ignore[arg-type]
+    lo, hi = (math.log(p.low), math.log(p.high)) if p.log else (p.low, p.high)  # type: ignore[arg-type]  # low/high are set for a numeric parameter
     x = np.array([(math.log(v) if p.log else v) for v in vals], dtype=float)
     ticks = [p.low, p.high]
-    return (x - lo) / (hi - lo), [f"{t:.3g}" for t in ticks], [0.0, 1.0]  # type: ignore[misc]
+    return (x - lo) / (hi - lo), [f"{t:.3g}" for t in ticks], [0.0, 1.0]
 
 
 def _parallel(spec: SweepSpec, done: list[dict[str, Any]], path: Path) -> Path:
@@ -453,7 +453,7 @@ def _parallel(spec: SweepSpec, done: list[dict[str, Any]], path: Path) -> Path:
 
     keys = list(spec.space)
     y = np.array([r["value"] for r in done], dtype=float)
-    cols = [_axis_values(spec.space[k], [r["params"].get(k) for r in done])[0] for k in keys]  # type: ignore
+    cols = [_axis_values(spec.space[k], [r["params"].get(k) for r in done])[0] for k in keys]  # type: ignore  # low/high are set for a numeric parameter
     span = np.ptp(y) or 1.0
     cols.append((y - y.min()) / span)
     data = np.stack(cols, 1)
@@ -462,7 +462,7 @@ def _parallel(spec: SweepSpec, done: list[dict[str, Any]], path: Path) -> Path:
     for row, v in sorted(zip(data, y), key=lambda t: t[1] if spec.direction == "maximize" else -t[1]):
         ax.plot(range(len(cols)), row, color=cmap((v - y.min()) / span), alpha=0.8)
     for i, k in enumerate(keys):
-        _, labels, pos = _axis_values(spec.space[k], [])  # type: ignore[arg-type]
+        _, labels, pos = _axis_values(spec.space[k], [])  # type: ignore[arg-type]  # low/high are set for a numeric parameter
         for lab, ps in zip(labels, pos):
             ax.text(i + 0.03, ps, lab, fontsize=7, va="center", ha="left", color="#333")
     ax.text(len(keys) + 0.03, 0, f"{y.min():.3g}", fontsize=7, va="center")

@@ -210,7 +210,8 @@ def work(
                 log.info("sweep: the time budget is used")
                 break
             c = count(study.get_trials(deepcopy=False))
-            if not c.waiting and sweep.spec.budget() is not None and c.used >= sweep.spec.budget():
+            budget = sweep.spec.budget()
+            if not c.waiting and budget is not None and c.used >= budget:
                 break
             trial = study.ask()
             trial.set_user_attr(WORKER, name)
@@ -274,7 +275,7 @@ def _run_trial(
                     if best is not None:
                         values.append(best)
                     trial.report(sum(values) / max(len(values), 1), n)
-                    if n < spec.cv.folds * spec.cv.repeats and trial.should_prune():  # type: ignore[union-attr]
+                    if n < spec.cv.folds * spec.cv.repeats and trial.should_prune():  # type: ignore[union-attr]  # spec.cv is set in this branch
                         raise Pruned()
 
                 try:

@@ -71,8 +71,8 @@ class Param(_Strict):
             return list(self.values or [])
         if not self.step:
             raise CnnlabError(f"sweep space {name!r}: a grid needs a choice or a range with 'step'")
-        n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1  # type: ignore[operator]
-        vals = [self.low + i * self.step for i in range(n)]  # type: ignore[operator]
+        n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1  # type: ignore[operator]  # low/high/step are set for this type (the validator checks)
+        vals = [self.low + i * self.step for i in range(n)]  # type: ignore[operator]  # low/high/step are set for this type (the validator checks)
         return [int(round(v)) for v in vals] if self.type == "int" else [round(v, 12) for v in vals]
 
     def size(self) -> int | None:
@@ -82,13 +82,13 @@ class Param(_Strict):
         if self.type == "float" and not self.step:
             return None
         step = self.step or 1
-        return int(math.floor((self.high - self.low) / step + 1e-9)) + 1  # type: ignore[operator]
+        return int(math.floor((self.high - self.low) / step + 1e-9)) + 1  # type: ignore[operator]  # low/high/step are set for this type (the validator checks)
 
     def edges(self) -> list[Any]:
         """Values that show whether the config accepts this dimension: every choice, both ends."""
         if self.type == "choice":
             return list(self.values or [])
-        return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]  # type: ignore
+        return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]  # type: ignore  # low/high/step are set for this type (the validator checks)
 
 
 class Pruner(_Strict):
@@ -111,7 +111,7 @@ class SweepSpec(_Strict):
     space: dict[str, Param | list[Any]] = Field(min_length=1)
     method: Literal["grid", "random", "tpe", "cmaes", "gp"] = "tpe"
     trials: int | None = Field(None, ge=1, le=100_000)
-    timeout: float | str | None = Field(None, description="wall-time budget: seconds or 90s/20m/2h")
+    timeout: float | None = Field(None, description="wall-time budget: seconds or 90s/20m/2h")
     objective: str = "val_acc"
     pruner: Pruner | Literal["median", "halving", "hyperband", "none"] = Field(default_factory=Pruner)
     cv: CV | None = None
@@ -127,26 +127,26 @@ class SweepSpec(_Strict):
     def _pruner(cls, p: Any) -> Pruner:
         return Pruner(type=p) if isinstance(p, str) else p
 
-    @field_validator("timeout")
+    @field_validator("timeout", mode="before")
     @classmethod
     def _timeout(cls, t: Any) -> float | None:
         return None if t is None else parse_duration(t)
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["minimize", "maximize"]:
         return "minimize" if direction(self.objective) == "min" else "maximize"
 
     def grid(self) -> dict[str, list[Any]]:
         """The grid's values per dimension, as Optuna stores them (list values as JSON text)."""
-        return {k: _hashable(p.grid_values(k)) for k, p in self.space.items()}  # type: ignore[union-attr]
+        return {k: _hashable(p.grid_values(k)) for k, p in self.space.items()}  # type: ignore[union-attr]  # low/high/step are set for this type (the validator checks)
 
     def grid_size(self) -> int:
         return math.prod(len(v) for v in self.grid().values())
 
     def space_size(self) -> int | None:
         """How many distinct configurations the space holds (None: a continuous dimension)."""
-        sizes = [p.size() for p in self.space.values()]  # type: ignore[union-attr]
-        return None if None in sizes else math.prod(sizes)  # type: ignore[arg-type]
+        sizes = [p.size() for p in self.space.values()]  # type: ignore[union-attr]  # low/high/step are set for this type (the validator checks)
+        return None if None in sizes else math.prod(sizes)  # type: ignore[arg-type]  # low/high/step are set for this type (the validator checks)
 
     def budget(self) -> int | None:
         """Trials to finish: the spec's count, capped by the number of distinct configurations (a
@@ -244,7 +244,7 @@ def _check_space(spec: SweepSpec, where: str) -> None:
     if spec.method == "grid":
         spec.grid()  # each dimension has grid values
     for key, p in spec.space.items():
-        for v in p.edges():  # type: ignore[union-attr]
+        for v in p.edges():  # type: ignore[union-attr]  # low/high/step are set for this type (the validator checks)
             try:
                 build_config(base.model_dump(mode="json"), {key: v})
             except CnnlabError as e:
@@ -295,7 +295,7 @@ def _grid_class() -> Any:
 def pruner_for(spec: SweepSpec) -> Any:
     import optuna
 
-    p: Pruner = spec.pruner  # type: ignore[assignment]
+    p: Pruner = spec.pruner  # type: ignore[assignment]  # low/high/step are set for this type (the validator checks)
     if p.type == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs + 1)
     if p.type == "halving":
@@ -314,9 +314,9 @@ def suggest(trial: Any, spec: SweepSpec) -> dict[str, Any]:
             value = trial.suggest_categorical(key, _hashable(p.values or []))
             out[key] = json.loads(value) if _holds_lists(p) else value
         elif p.type == "int":
-            out[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)  # type: ignore
+            out[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)  # type: ignore  # low/high/step are set for this type (the validator checks)
         else:
-            out[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)  # type: ignore[arg-type]
+            out[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
     return out
 
 
@@ -335,7 +335,7 @@ def decode_params(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
     """A trial's stored params as config values (JSON text of list choices back to lists)."""
     return {
         k: json.loads(v)
-        if k in spec.space and _holds_lists(spec.space[k]) and isinstance(v, str)  # type: ignore
+        if k in spec.space and _holds_lists(spec.space[k]) and isinstance(v, str)  # type: ignore  # low/high/step are set for this type (the validator checks)
         else v
         for k, v in params.items()
     }

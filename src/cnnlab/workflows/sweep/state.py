@@ -65,7 +65,7 @@ class Sweep:
 
             if importlib.util.find_spec("psycopg2") is None:
                 url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        kw = (
+        kw: dict[str, Any] = (
             dict(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, heartbeat_stale_trial_callback=retry_dead)
             if heartbeat
             else {}

@@ -116,3 +116,26 @@ def test_a_resumed_fold_keeps_its_callbacks(tmp_path):
     again = Seen()
     cross_validate(cfg, tmp_path / "cv", folds=2, resume=True, progress=False, callbacks=[again])
     assert again.epochs == [2, 1, 2]  # fold 1 resumed at epoch 2 with the callback, then fold 2 whole
+
+
+def test_resume_refuses_other_folds_or_settings_naming_the_saved_value(tmp_path):
+    import pytest
+
+    from cnnlab.core.errors import CnnlabError
+    from cnnlab.workflows.cv import cross_validate, read_cv
+
+    base = {"data.source": "digits", "model.name": "mlp", "model.hidden": [16], "train.epochs": 1, "run.report": False}
+    cfg = build_config(None, base)
+    (tmp_path / "cv").mkdir()
+    from cnnlab.workflows.cv.folds import _plan_state, cv_group
+
+    cv_group(tmp_path / "cv").save({**_plan_state(cfg, 2, 1), "status": "running"})  # as a killed CV leaves it
+    with pytest.raises(CnnlabError, match="started with --folds 2, not 3"):
+        cross_validate(cfg, tmp_path / "cv", folds=3, resume=True, progress=False)
+    other = build_config(None, {**base, "model.name": "cnn"})
+    with pytest.raises(CnnlabError, match="started with model.name = 'mlp', not 'cnn'"):
+        cross_validate(other, tmp_path / "cv", folds=2, resume=True, progress=False)
+    with pytest.raises(CnnlabError, match="has not finished; finish it with cnnlab cv --resume"):
+        read_cv(tmp_path / "cv")
+    done = cross_validate(cfg, tmp_path / "cv", folds=2, resume=True, progress=False)
+    assert done["status"] == "completed" and read_cv(tmp_path / "cv")["folds"] == 2

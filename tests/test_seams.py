@@ -83,6 +83,7 @@ WRITES = re.compile(
 ALLOWED = {
     "runs/store.py": "the run folder's writer",
     "core/atomic.py": "the atomic write every writer goes through",
+    "runs/group.py": "the state file of a folder of runs (cv.json, study.json)",
     "checkpoints.py": "a checkpoint at the path it is given (RunFolder passes its own)",
     "data/cache.py": "the decode cache under ~/.cache/cnnlab",
     "data/sources.py": "decompressed IDX files in the cache",

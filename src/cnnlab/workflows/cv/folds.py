@@ -10,13 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab.core.atomic import atomic_write_json, atomic_write_text
+from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.schema import Config
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.data.split import kfold_indices
 from cnnlab.models import get_spec
 from cnnlab.reports.run import _render, table
+from cnnlab.runs.group import RunGroup
 from cnnlab.runs.store import RunFolder, now
 from cnnlab.workflows.training import train_or_resume
 
@@ -88,6 +89,7 @@ def cross_validate(
     progress: bool = True,
     on_fold: Callable[[int, RunFolder], None] | None = None,
     callbacks: Sequence[Any] = (),
+    same_plan: bool = True,
 ) -> dict[str, Any]:
     """Train one run per fold (and repeat) under ``out`` and summarise them.
 
@@ -98,7 +100,9 @@ def cross_validate(
     ``on_fold(n, run)`` is called after fold n (1-based) finished; a sweep uses it to prune a
     trial whose first folds are clearly worse (it raises). ``callbacks`` go to every fold's training.
 
-    ``out`` defaults to ``cv/<model>-<data>``.
+    ``out`` defaults to ``cv/<model>-<data>``. A resume must ask for the folds, repeats and config
+    the CV started with (else a one-line error naming the saved value); ``same_plan=False`` lets a
+    caller that re-plans (a study re-plans epochs from measured speed) continue with new settings.
 
     Returns:
         The summary written to ``out/cv.json``.
@@ -107,14 +111,19 @@ def cross_validate(
     if folds < 2 or repeats < 1:
         raise CnnlabError("cv needs --folds of at least 2 and --repeats of at least 1")
     out = Path(out or Path("cv") / f"{cfg.model.name}-{Path(cfg.data.source).name}")
-    if out.exists() and not out.is_dir():
-        raise CnnlabError(f"--out {str(out)!r} is a file, not a folder; choose another --out")
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise CnnlabError(f"cv folder {str(out)!r} already exists; add --resume to finish it, or choose another --out")
+    group = cv_group(out)
+    plan_state = _plan_state(cfg, folds, repeats)
+    if resume and group.has_state():
+        saved = group.read()
+        if same_plan:
+            _check_same_plan(group, saved, plan_state)
+    elif not resume:
+        group.check_new()
     plans, held_out, _ = _fold_splits(cfg, folds, repeats, progress)
+    group.save({**plan_state, "status": "running", "test_images_held_out": held_out})
     rows = []
     for n, plan in enumerate(plans, 1):
-        run = RunFolder(out / plan["name"])
+        run = group.run(plan["name"])
         fold_cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": str(run.path)})})
         log.info("cv: fold %d of %d (%s)", n, len(plans), plan["name"])
         if train_or_resume(fold_cfg, callbacks=callbacks, progress=progress, splits=plan["splits"]) is None:
@@ -132,10 +141,56 @@ def cross_validate(
             }
         )
     summary = _summary(cfg, folds, repeats, held_out, rows)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "cv.json", summary)
+    group.save({**summary, "status": "completed"})
     atomic_write_text(out / "cv.html", _page(summary))
-    return {**summary, "out": str(out)}
+    return {**group.read(), "out": str(out)}
+
+
+def cv_group(out: str | Path) -> RunGroup:
+    """The cross-validation folder ``out``: one run folder per fold, its state in cv.json."""
+    return RunGroup(out, "cv", "cv.json", "cnnlab cv --data DATA --model MODEL --out DIR")
+
+
+def _plan_state(cfg: Config, folds: int, repeats: int) -> dict[str, Any]:
+    """What a CV is, saved when it starts: a resume must ask for the same."""
+    config = cfg.model_dump(mode="json")
+    config["run"] = {k: v for k, v in config["run"].items() if k != "out"}
+    return {
+        "model": cfg.model.name,
+        "data": cfg.data.source,
+        "seed": cfg.train.seed,
+        "folds": folds,
+        "repeats": repeats,
+        "config": config,
+    }
+
+
+def _check_same_plan(group: RunGroup, saved: dict[str, Any], asked: dict[str, Any]) -> None:
+    """``--resume`` with other folds, repeats, data or model settings would mix two CVs in one folder."""
+    for key in ("folds", "repeats"):
+        if saved.get(key) != asked[key]:
+            raise CnnlabError(
+                f"{group.state_path} was started with --{key} {saved.get(key)}, not {asked[key]}: "
+                "resume with the same, or start a new CV with another --out"
+            )
+    mine, theirs = _flatten(asked["config"]), _flatten(saved.get("config") or {})
+    for key in sorted(set(mine) | set(theirs)):
+        if key.startswith("run.") or mine.get(key) == theirs.get(key):
+            continue
+        raise CnnlabError(
+            f"{group.state_path} was started with {key} = {theirs.get(key)!r}, not "
+            f"{mine.get(key)!r}: resume with the same settings, or start a new CV with another --out"
+        )
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v and prefix.count(".") < 1:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _summary(cfg: Config, folds: int, repeats: int, held_out: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -150,7 +205,6 @@ def _summary(cfg: Config, folds: int, repeats: int, held_out: int, rows: list[di
                 "ci95": [lo, hi],
             }
     return {
-        "format": "cnnlab-cv",
         "model": cfg.model.name,
         "data": cfg.data.source,
         "seed": cfg.train.seed,
@@ -165,17 +219,21 @@ def _summary(cfg: Config, folds: int, repeats: int, held_out: int, rows: list[di
 
 
 def read_cv(path: str | Path) -> dict[str, Any] | None:
-    """The cv.json of a CV folder, or None when ``path`` is not one."""
-    p = Path(path) / "cv.json"
-    if not p.is_file():
-        return None
-    import json
+    """The cv.json of a finished CV folder, or None when ``path`` is not a CV folder.
 
-    try:
-        cv = json.loads(p.read_text())
-    except ValueError as e:
-        raise CnnlabError(f"{p} is not valid JSON ({e})") from None
-    return cv if cv.get("format") == "cnnlab-cv" else None
+    Raises:
+        CnnlabError: a CV folder whose folds have not all finished, or a damaged cv.json.
+    """
+    group = cv_group(path)
+    if not group.has_state():
+        return None
+    cv = group.read()
+    if cv.get("status", "completed") != "completed" or "summary" not in cv:
+        raise CnnlabError(
+            f"the cross-validation in {str(path)!r} has not finished; finish it with "
+            f"cnnlab cv --resume --out {path} (and the flags it started with)"
+        )
+    return cv
 
 
 def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accuracy") -> dict[str, Any]:

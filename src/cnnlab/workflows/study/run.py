@@ -4,7 +4,6 @@ study's own state lives in study.json, so an interrupted study resumes where it 
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -20,6 +19,7 @@ from cnnlab.data.inspect import inspect_dataset
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.models.factory import get_spec
 from cnnlab.reports.study import format_summary, write_study_report
+from cnnlab.runs.group import RunGroup
 from cnnlab.runs.store import RunFolder, now
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.state import LoopState, StopTraining
@@ -39,7 +39,6 @@ from cnnlab.workflows.training import train, train_or_resume
 
 log = logging.getLogger(__name__)
 
-FORMAT = "cnnlab-study"
 AUTO_FOLDS = (5, 3)
 
 
@@ -83,13 +82,13 @@ class Study:
         self.cands = [Candidate(**c) for c in state.get("candidates", [])]
 
     @property
-    def json_path(self) -> Path:
-        return self.out / "study.json"
+    def group(self) -> RunGroup:
+        return study_group(self.out)
 
     def save(self, **fields: Any) -> None:
         self.state.update(fields)
         self.state["candidates"] = [c.to_dict() for c in self.cands]
-        atomic_write_json(self.json_path, self.state)
+        self.group.save(self.state)
 
     def folder(self, c: Candidate) -> Path:
         return self.out / ("cv" if self.state["folds"] > 1 else "runs") / c.name
@@ -142,10 +141,7 @@ def run_study(
     else:
         if data is None:
             raise CnnlabError("cnnlab study needs DATA (a folder, a CSV label file or a dataset name)")
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise CnnlabError(
-                f"study folder {str(out)!r} already exists; add --resume to finish it, or choose another --out"
-            )
+        study_group(out).check_new()
         if folds is not None and folds < 2:
             raise CnnlabError("--folds needs at least 2 (leave it out to let the budget decide)")
         budget_s = parse_budget(budget or "20m")
@@ -176,18 +172,13 @@ def run_study(
     return {**study.state, "out": str(out), "summary_lines": list(format_summary(study.state))}
 
 
+def study_group(out: Path) -> RunGroup:
+    """The study folder ``out``: a run folder per candidate, its state in study.json."""
+    return RunGroup(out, "study", "study.json", f"cnnlab study DATA --out {out}")
+
+
 def _reopen(out: Path) -> Study:
-    p = out / "study.json"
-    if not p.is_file():
-        raise CnnlabError(
-            f"{str(out)!r} is not a study folder (no study.json); start one with cnnlab study DATA --out {out}"
-        )
-    try:
-        state = json.loads(p.read_text())
-    except ValueError as e:
-        raise CnnlabError(f"{p} is not valid JSON ({e})") from None
-    if state.get("format") != FORMAT:
-        raise CnnlabError(f"{p} is not a cnnlab study file")
+    state = study_group(out).read()
     if state.get("status") == "completed":
         log.info("study %s is already complete; rewriting its report", out)
     return Study(out, state)
@@ -228,7 +219,6 @@ def _start(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "inspect.json", report)
     state = {
-        "format": FORMAT,
         "status": "planning",
         "started": now(),
         "data": data,
@@ -366,7 +356,15 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
         guard = BudgetGuard(deadline)
         try:
             if k > 1:
-                cross_validate(study.config(c, folder), folder, k, resume=True, progress=progress, callbacks=[guard])
+                cross_validate(
+                    study.config(c, folder),
+                    folder,
+                    k,
+                    resume=True,
+                    progress=progress,
+                    callbacks=[guard],
+                    same_plan=False,
+                )
             else:
                 train_or_resume(study.config(c, folder), callbacks=[guard], progress=progress)
         except KeyboardInterrupt:

@@ -16,7 +16,7 @@ from cnnlab.reports.run import _render, img_tag, table
 
 
 class StudyFolder(Protocol):
-    """What the page needs of a study (``cnnlab.workflows.study.run.Study`` is one): its folder, its
+    """What the page needs of a study (``cnnlab.workflows.study.state.Study`` is one): its folder, its
     state (study.json) and its candidates."""
 
     @property

@@ -16,7 +16,7 @@ from cnnlab.workflows.cv import paired_comparison, read_cv
 
 if TYPE_CHECKING:
     from cnnlab.workflows.study.plan import Candidate
-    from cnnlab.workflows.study.run import Study
+    from cnnlab.workflows.study.state import Study
 
 DRAWS = 1000
 OVERFIT_GAP = 0.05  # train accuracy above validation accuracy at the best epoch

@@ -19,12 +19,10 @@ from cnnlab.data.inspect import inspect_dataset
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.models.factory import get_spec
 from cnnlab.reports.study import format_summary, write_study_report
-from cnnlab.runs.group import RunGroup
 from cnnlab.runs.store import RunFolder, now
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.state import LoopState, StopTraining
 from cnnlab.workflows.cv import cross_validate, read_cv
-from cnnlab.workflows.resolve import build_config
 from cnnlab.workflows.study.plan import (
     IMBALANCE_FOR_WEIGHTS,
     Candidate,
@@ -35,6 +33,7 @@ from cnnlab.workflows.study.plan import (
     probe,
 )
 from cnnlab.workflows.study.results import best_row, collect
+from cnnlab.workflows.study.state import Study, study_group
 from cnnlab.workflows.training import train, train_or_resume
 
 log = logging.getLogger(__name__)
@@ -72,45 +71,6 @@ def parse_budget(text: str) -> float:
     if not 10 <= value <= 7 * 24 * 3600:
         raise CnnlabError(f"--budget {text!r}: give between 10 seconds and 7 days")
     return value
-
-
-class Study:
-    """One study folder: its settings, plan and progress (study.json) and its candidates."""
-
-    def __init__(self, out: Path, state: dict[str, Any]):
-        self.out, self.state = out, state
-        self.cands = [Candidate(**c) for c in state.get("candidates", [])]
-
-    @property
-    def group(self) -> RunGroup:
-        return study_group(self.out)
-
-    def save(self, **fields: Any) -> None:
-        self.state.update(fields)
-        self.state["candidates"] = [c.to_dict() for c in self.cands]
-        self.group.save(self.state)
-
-    def folder(self, c: Candidate) -> Path:
-        return self.out / ("cv" if self.state["folds"] > 1 else "runs") / c.name
-
-    def base_overrides(self) -> dict[str, Any]:
-        s = self.state
-        o = {
-            "data.source": s["data"],
-            "train.seed": s["seed"],
-            "train.batch_size": s["batch_size"],
-            "train.device": s["device"],
-            "run.report": False,
-        }
-        if s.get("data_dir"):
-            o["data.data_dir"] = s["data_dir"]
-        if s["class_weights"]:
-            o["train.class_weights"] = "auto"
-        return o
-
-    def config(self, c: Candidate, out: Path) -> Any:
-
-        return build_config(None, {**self.base_overrides(), **c.overrides(), "run.out": str(out)})
 
 
 def run_study(
@@ -170,11 +130,6 @@ def run_study(
     write_study_report(study)
     study.save(spent_seconds=round(spent_before + time.time() - session, 1))
     return {**study.state, "out": str(out), "summary_lines": list(format_summary(study.state))}
-
-
-def study_group(out: Path) -> RunGroup:
-    """The study folder ``out``: a run folder per candidate, its state in study.json."""
-    return RunGroup(out, "study", "study.json", f"cnnlab study DATA --out {out}")
 
 
 def _reopen(out: Path) -> Study:

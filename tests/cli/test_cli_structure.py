@@ -16,7 +16,7 @@ from cnnlab.cli.flags import config_overrides, flag_of, schema_default
 from cnnlab.cli.main import build_parser, handlers
 from cnnlab.core.schema import Config, config_keys
 
-CLI = Path(__file__).resolve().parents[1] / "src" / "cnnlab" / "cli"
+CLI = Path(__file__).resolve().parents[2] / "src" / "cnnlab" / "cli"
 
 
 def _api_calls(fn) -> list[str]:

@@ -184,7 +184,7 @@ def test_every_example_is_a_valid_config_sweep_spec_or_script():
     from cnnlab.workflows.resolve import build_config
     from cnnlab.workflows.sweep.spec import load_spec
 
-    examples = sorted((Path(__file__).parents[1] / "examples").iterdir())
+    examples = sorted((Path(__file__).parents[2] / "examples").iterdir())
     assert len([e for e in examples if e.name.startswith("seed")]) == 5  # one per report
     for e in examples:
         if e.suffix == ".sh":

@@ -20,7 +20,7 @@ from cnnlab.workflows.resolve import build_config
 from tests.conftest import class_image
 from tests.fixtures import jpeg_bytes
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def build_corpus(root: Path) -> dict[str, str]:

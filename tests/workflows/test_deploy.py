@@ -25,7 +25,7 @@ from tests.conftest import make_folder_dataset
 from tests.servers import free_port
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "cnnlab"]
 
 # a process in which importing torch (or torchvision/timm) fails, then the CLI

@@ -106,7 +106,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
         [sys.executable, "-c", KILLER, str(killed)],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")},
     )
     assert proc.returncode == -9, proc.stderr
     assert json.loads((killed / "run.json").read_text())["status"] == "running"
@@ -176,7 +176,7 @@ def test_other_optimizers_train(tmp_path, opt):
 
 
 def test_folder_with_mixed_and_broken_files_trains_and_reports_skips(tmp_path, caplog):
-    from tests.test_data import write_mixed_tree
+    from tests.data.test_data import write_mixed_tree
 
     root = write_mixed_tree(tmp_path / "mixed")
     make_folder_dataset(root, classes=2, per_class=6, size=20)  # more images: class_0, class_1 too

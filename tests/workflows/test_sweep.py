@@ -426,7 +426,7 @@ def test_wandb_logs_offline_when_it_is_installed(tmp_path, monkeypatch, capsys):
 def test_every_example_spec_is_a_valid_sweep():
     from cnnlab.workflows.sweep.spec import load_spec
 
-    specs = sorted((Path(__file__).resolve().parents[1] / "examples").glob("sweep-*.yaml"))
+    specs = sorted((Path(__file__).resolve().parents[2] / "examples").glob("sweep-*.yaml"))
     assert specs
     for p in specs:
         assert load_spec(p).budget()

@@ -1,0 +1,57 @@
+"""A study folder's state: its settings, plan and progress (study.json) and its candidates, read by
+the study's run, its results and its page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cnnlab.core.schema import Config
+from cnnlab.runs.group import RunGroup
+from cnnlab.workflows.resolve import build_config
+from cnnlab.workflows.study.plan import Candidate
+
+__all__ = ["Study", "study_group"]
+
+
+def study_group(out: Path) -> RunGroup:
+    """The study folder ``out``: a run folder per candidate, its state in study.json."""
+    return RunGroup(out, "study", "study.json", f"cnnlab study DATA --out {out}")
+
+
+class Study:
+    """One study folder: its settings, plan and progress (study.json) and its candidates."""
+
+    def __init__(self, out: Path, state: dict[str, Any]):
+        self.out, self.state = out, state
+        self.cands = [Candidate(**c) for c in state.get("candidates", [])]
+
+    @property
+    def group(self) -> RunGroup:
+        return study_group(self.out)
+
+    def save(self, **fields: Any) -> None:
+        self.state.update(fields)
+        self.state["candidates"] = [c.to_dict() for c in self.cands]
+        self.group.save(self.state)
+
+    def folder(self, c: Candidate) -> Path:
+        return self.out / ("cv" if self.state["folds"] > 1 else "runs") / c.name
+
+    def base_overrides(self) -> dict[str, Any]:
+        s = self.state
+        o = {
+            "data.source": s["data"],
+            "train.seed": s["seed"],
+            "train.batch_size": s["batch_size"],
+            "train.device": s["device"],
+            "run.report": False,
+        }
+        if s.get("data_dir"):
+            o["data.data_dir"] = s["data_dir"]
+        if s["class_weights"]:
+            o["train.class_weights"] = "auto"
+        return o
+
+    def config(self, c: Candidate, out: Path) -> Config:
+        return build_config(None, {**self.base_overrides(), **c.overrides(), "run.out": str(out)})

@@ -66,10 +66,10 @@ def test_an_interrupted_cv_resumes_without_retraining_finished_folds(tmp_path, c
 def test_cvs_with_different_folds_are_not_compared(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["cv", "--folds", "2", "--model", "mlp", "--out", str(a), *FLAGS]) == 0
-    assert main(["cv", "--folds", "2", "--model", "mlp", "--seed", "1", "--out", str(b), *FLAGS]) == 0
+    assert main(["cv", "--folds", "2", "--model", "mlp", "--split-seed", "1", "--out", str(b), *FLAGS]) == 0
     capsys.readouterr()
     assert main(["compare", str(a), str(b)]) == 2
-    assert "differ in seed" in capsys.readouterr().err
+    assert "differ in split_seed" in capsys.readouterr().err
 
 
 def test_a_fold_stopped_before_its_first_epoch_is_started_again_on_resume(tmp_path):

@@ -51,6 +51,13 @@ class DataConfig(_Section):
     download: bool = Field(False, description="let torchvision download a built-in dataset")
     input_size: int | None = Field(None, ge=4, le=4096, description="side of the square input")
     channels: Literal[1, 3] | None = Field(None, description="1 or 3; default: the data's own")
+    split_seed: int = Field(
+        0,
+        ge=0,
+        le=2**32 - 1,
+        description="seed of the train/val/test split and of CV folds, apart from "
+        "train.seed: runs that differ only in --seed are scored on the same test images",
+    )
     split: tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="train/val/test fractions for data that is not pre-split"
     )

@@ -477,13 +477,15 @@ def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
         ax.set_xlim(min(params) / 3, max(params) * 3)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     mid = np.sqrt(min(params) * max(params)) if params else 1
+    stacked: dict[int, int] = {}  # runs of one size (seeds of one net) get their labels one above another
     for row, p in zip(done, params):  # labels point inwards, so they stay inside the frame
         right = p > mid
+        level = stacked[p] = stacked.get(p, -1) + 1
         ax.annotate(
             row[0][:28],
             (p, row[10]),
             fontsize=8,
-            xytext=(-4 if right else 4, 4),
+            xytext=(-4 if right else 4, 4 - 11 * level),
             textcoords="offset points",
             ha="right" if right else "left",
         )

@@ -116,7 +116,7 @@ def _summary_section(study: StudyFolder) -> dict[str, str]:
         w = rows[0]
         wt = summ.get("winner_test") or {}
         lines.append(
-            f"<p><b>{esc(w['name'])}</b> ranks first by {esc(w['selection']['metric'])} "
+            f"<p>{esc(winner_sentence(summ))} by {esc(w['selection']['metric'])} "
             f"({w['selection']['value']:.4f}); its test accuracy is {wt.get('accuracy', float('nan')):.4f} "
             f"on {wt.get('images', '?')} images (macro-F1 {wt.get('macro_f1', float('nan')):.4f}).</p>"
         )
@@ -133,7 +133,8 @@ def _summary_section(study: StudyFolder) -> dict[str, str]:
     )
     lines.append(
         f"<p>Candidates are ranked by {'out-of-fold' if cv_mode else 'validation'} accuracy, never by the "
-        "test split.</p>"
+        "test split; each candidate's best checkpoint is chosen by validation accuracy too, the figure it is "
+        "ranked by.</p>"
     )
     if s["class_weights"]:
         lines.append(
@@ -275,7 +276,7 @@ def _paired_section(study: StudyFolder) -> dict[str, str]:
     prs = summ.get("paired", [])
     body = (
         table(
-            ["best", "other", "difference (best − other)", "95 % interval", "p", "test", "on"],
+            ["best", "other", "difference (best − other)", "95 % interval", "p", "Holm-adjusted p", "test", "on"],
             [
                 [
                     p["best"],
@@ -283,6 +284,7 @@ def _paired_section(study: StudyFolder) -> dict[str, str]:
                     p["difference"],
                     f"[{p['ci95'][0]:.4f}, {p['ci95'][1]:.4f}]",
                     f"{p['p']:.2g}",
+                    f"{p['p_holm']:.2g}" if "p_holm" in p else "-",
                     p["test"],
                     p["on"],
                 ]
@@ -379,13 +381,30 @@ def write_study_report(study: StudyFolder) -> Path:
     return path
 
 
+def winner_sentence(summ: dict[str, Any]) -> str:
+    """Who ranks first, said only as strongly as the paired test against the runner-up allows (its
+    Holm-adjusted p-value within the family of winner-against-each tests)."""
+    rows, paired = summ.get("rows", []), summ.get("paired", [])
+    if not rows:
+        return "no candidate finished"
+    first = rows[0]["name"]
+    runner = next((p for p in paired if p["other"] == rows[1]["name"]), None) if len(rows) > 1 else None
+    if runner is None:
+        return f"{first} ranks first"
+    p = runner.get("p_holm", runner["p"])
+    if p >= 0.05:
+        return f"{first} is tied with {runner['other']} (paired test, Holm-adjusted p = {p:.2g}); it ranks first"
+    return f"{first} ranks first, ahead of {runner['other']} (paired test, Holm-adjusted p = {p:.2g})"
+
+
 def format_summary(state: dict[str, Any]) -> Sequence[str]:
     """The lines `cnnlab study` prints at the end."""
     summ = state.get("summary") or {}
     rows = summ.get("rows", [])
     lines = [
+        winner_sentence(summ) + ".",
         f"{'#':>2}  {'candidate':<30} {'params':>10}  {'select':>7}  {'accuracy':>8}  {'macro-F1':>8}  "
-        f"{'run s':>7}  {'ms/img':>7}"
+        f"{'run s':>7}  {'ms/img':>7}",
     ]
     for i, r in enumerate(rows):
         lines.append(

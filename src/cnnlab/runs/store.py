@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -230,6 +231,14 @@ class RunFolder:
     def checkpoint(self, which: str, suffix: str = ".pt") -> Path:
         """Path of checkpoint ``which`` (best or last) with the engine's file suffix."""
         return self.path / "checkpoints" / f"{which}{suffix}"
+
+    def test_split_id(self) -> str:
+        """Which test images the run was scored on: a digest of its data's fingerprint and its test
+        indices (two runs with the same id were tested on the same images)."""
+        saved = self.read_json(self.split_json)
+        test = sorted(int(i) for i in saved["indices"].get("test", []))
+        digest = hashlib.sha1(f"{saved['fingerprint']}|{test}".encode()).hexdigest()[:12]
+        return f"{digest} ({len(test)} images)"
 
     def load_predictions(self) -> dict[str, np.ndarray]:
         with np.load(self.predictions_npz, allow_pickle=False) as f:

@@ -6,15 +6,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cnnlab.core.errors import CnnlabError
+from cnnlab.evaluate.stats import compare_predictions
+from cnnlab.runs.store import RunFolder
 from cnnlab.workflows.cv import paired_comparison, read_cv
 from cnnlab.workflows.evaluation import compare
 
 __all__ = ["compare_results"]
 
 
-def compare_results(paths: Sequence[str | Path], out: str | Path = "compare.html", metric: str = "accuracy"
-                    ) -> dict[str, Any]:  # fmt: skip
+def compare_results(
+    paths: Sequence[str | Path], out: str | Path = "compare.html", metric: str = "accuracy"
+) -> dict[str, Any]:
     """Two CV folders → their paired comparison on ``metric`` (``kind: "cv"``); run folders → the
     comparison page written to ``out`` (``kind: "runs"``, ``page``)."""
     cvs = [read_cv(p) for p in paths]
@@ -23,4 +28,27 @@ def compare_results(paths: Sequence[str | Path], out: str | Path = "compare.html
         if a is None or b is None:
             raise CnnlabError("compare takes run folders, or exactly two cross-validation folders (from cnnlab cv)")
         return {"kind": "cv", **paired_comparison(a, b, metric)}
-    return {"kind": "runs", "page": str(compare(paths, out))}
+    return {"kind": "runs", "page": str(compare(paths, out)), **paired_runs(paths)}
+
+
+def paired_runs(paths: Sequence[str | Path], seed: int = 0) -> dict[str, Any]:
+    """For two finished single-label runs: their paired comparison on the test images they share
+    (``paired``), or why they are not paired (``unpaired``: other test images, or not comparable)."""
+    if len(paths) != 2:
+        return {}
+    a, b = (RunFolder(p).require(checkpoint=False) for p in paths)
+    if not all(r.metrics_json.is_file() and r.predictions_npz.is_file() for r in (a, b)):
+        return {"unpaired": "both runs must have finished (metrics.json, predictions.npz) to be paired"}
+    ida, idb = a.test_split_id(), b.test_split_id()
+    if ida != idb:
+        return {
+            "unpaired": f"the runs were tested on different images (test split {ida} vs {idb}): their "
+            "accuracies are side by side, not paired; train both with the same data.split_seed"
+        }
+    pa, pb = a.load_predictions(), b.load_predictions()
+    if pa["labels"].ndim != 1:
+        return {"unpaired": "paired tests here are for single-label runs (these are multi-label)"}
+    order_a, order_b = np.argsort(pa["indices"]), np.argsort(pb["indices"])
+    y = pa["labels"][order_a]
+    paired = compare_predictions(y, pa["probs"][order_a], pb["probs"][order_b], seed)
+    return {"paired": {"a": str(a.path), "b": str(b.path), "test_split": ida, **paired}}

@@ -212,7 +212,7 @@ def _evaluate_other(
     ).data
     if data not in DATASETS:  # the class names are known before any pixel is decoded
         _check_classes(data, list_files(data, dcfg.image_root, dcfg.delimiter, dcfg.label_sep).classes, ckpt)
-    other = prepare_data(dcfg, get_spec(cfg.model.name), cfg.train.seed, progress=progress)
+    other = prepare_data(dcfg, get_spec(cfg.model.name), dcfg.split_seed, progress=progress)
     _check_classes(data, other.classes, ckpt)
     if other.multilabel != bool(ckpt.get("multilabel")):
         raise CnnlabError(f"dataset {data!r} is {'multi' if other.multilabel else 'single'}-label; the model is not")

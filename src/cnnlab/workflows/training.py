@@ -179,7 +179,7 @@ def open_run(
             data = load_run_data(run, cfg, progress)
         else:
             spec = get_spec(cfg.model.name)
-            data = prepare_data(cfg.data, spec, cfg.train.seed, splits=splits, progress=progress,
+            data = prepare_data(cfg.data, spec, cfg.data.split_seed, splits=splits, progress=progress,
                                 hold_out_test=hold_out_test)  # fmt: skip
         cfg = _resolved_for(cfg, data, fresh=state is None)
         engine: Engine = ENGINES.get(cfg.train.engine)(cfg, data, device)
@@ -429,7 +429,7 @@ def lr_find(
     """
 
     device = resolve_device(cfg.train.device)
-    data = prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, progress=progress)
+    data = prepare_data(cfg.data, get_spec(cfg.model.name), cfg.data.split_seed, progress=progress)
     check_model_fits(cfg, len(data.classes), data.channels, data.input_size)
     engine = TorchEngine(cfg, data, device)  # the same build step as training
     engine.prepare(None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from cnnlab import api
@@ -150,6 +151,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     res = api.compare_results(args.runs, args.out, args.metric)
     if res["kind"] == "runs":
+        if args.json:
+            print(json.dumps({k: v for k, v in res.items() if k != "kind"}, indent=2))
+            return 0
+        _print_paired(res)
         print(f"wrote {res['page']}")
         return 0
     if args.json:
@@ -165,3 +170,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
         f"Wilcoxon signed-rank p = {res['wilcoxon_p']:.4g} ({len(res['folds'])} paired folds)"
     )
     return 0
+
+
+def _print_paired(res: dict[str, Any]) -> None:
+    if "unpaired" in res:
+        print(f"not paired: {res['unpaired']}", file=sys.stderr)
+        return
+    p = res.get("paired")
+    if not p:
+        return
+    mc, (lo, hi), (flo, fhi) = p["mcnemar"], p["accuracy_ci95"], p["macro_f1_ci95"]
+    print(f"paired on the same {p['images']} test images (split {p['test_split']}): A = {p['a']}, B = {p['b']}")
+    print(
+        f"  accuracy A {p['accuracy_a']:.4f}  B {p['accuracy_b']:.4f}  difference B − A {p['accuracy_difference']:+.4f}"
+        f"  95 % interval [{lo:+.4f}, {hi:+.4f}] (paired bootstrap)"
+    )
+    print(f"  macro-F1 difference B − A {p['macro_f1_difference']:+.4f}  95 % interval [{flo:+.4f}, {fhi:+.4f}]")
+    print(
+        f"  McNemar exact p = {mc['p']:.4g} (right only for A: {mc['only_a_right']}, only for B: "
+        f"{mc['only_b_right']}); smallest difference this test size detects (80 % power, α 0.05): "
+        f"{p['minimum_detectable_difference']:.4f}"
+    )

@@ -57,7 +57,7 @@ def _fold_splits(cfg: Config, folds: int, repeats: int, progress: bool) -> tuple
     """The pool (train+val of the usual split) cut into stratified folds, per repeat; the test split
     is left out of every fold."""
 
-    data = prepare_data(cfg.data, get_spec(cfg.model.name), cfg.train.seed, progress=progress)
+    data = prepare_data(cfg.data, get_spec(cfg.model.name), cfg.data.split_seed, progress=progress)
     pool = np.sort(np.concatenate([data.splits["train"], data.splits["val"]]))
     labels = data.labels.numpy()[pool]
     counts = labels.sum(0) if labels.ndim == 2 else np.bincount(labels, minlength=len(data.classes))
@@ -68,7 +68,7 @@ def _fold_splits(cfg: Config, folds: int, repeats: int, progress: bool) -> tuple
         )
     plans = []
     for r in range(repeats):
-        for i, (tr, va) in enumerate(kfold_indices(labels, folds, cfg.train.seed + r)):
+        for i, (tr, va) in enumerate(kfold_indices(labels, folds, cfg.data.split_seed + r)):
             plans.append(
                 {
                     "repeat": r + 1,
@@ -95,7 +95,7 @@ def cross_validate(
 
     Each fold trains on the other folds and is scored on its own (out-of-fold) part; the
     data's test split belongs to no fold and is never used. The folds depend only on the
-    data and ``train.seed``, so two CVs with the same seed (an mlp and a cnn, say) can be
+    data and ``data.split_seed``, so two CVs with the same split seed (an mlp and a cnn, say) can be
     compared fold by fold (:func:`paired_comparison`). With ``resume``, finished folds are kept.
     ``on_fold(n, run)`` is called after fold n (1-based) finished; a sweep uses it to prune a
     trial whose first folds are clearly worse (it raises). ``callbacks`` go to every fold's training.
@@ -159,6 +159,7 @@ def _plan_state(cfg: Config, folds: int, repeats: int) -> dict[str, Any]:
         "model": cfg.model.name,
         "data": cfg.data.source,
         "seed": cfg.train.seed,
+        "split_seed": cfg.data.split_seed,
         "folds": folds,
         "repeats": repeats,
         "config": config,
@@ -208,6 +209,7 @@ def _summary(cfg: Config, folds: int, repeats: int, held_out: int, rows: list[di
         "model": cfg.model.name,
         "data": cfg.data.source,
         "seed": cfg.train.seed,
+        "split_seed": cfg.data.split_seed,
         "folds": folds,
         "repeats": repeats,
         "test_images_held_out": held_out,
@@ -238,14 +240,17 @@ def read_cv(path: str | Path) -> dict[str, Any] | None:
 
 def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accuracy") -> dict[str, Any]:
     """Fold-by-fold differences b − a of ``metric``, their mean with a 95 % bootstrap interval and a
-    Wilcoxon signed-rank p-value (two-sided). The folds must be the same (same data, seed, K, R)."""
+    Wilcoxon signed-rank p-value (two-sided). The folds must be the same (same data, split seed, K, R)."""
     from scipy.stats import wilcoxon
 
-    for key in ("data", "seed", "folds", "repeats"):
-        if a[key] != b[key]:
+    def fold_key(cv: dict[str, Any], key: str) -> Any:  # CVs before data.split_seed made folds with train.seed
+        return cv.get("split_seed", cv.get("seed")) if key == "split_seed" else cv.get(key)
+
+    for key in ("data", "split_seed", "folds", "repeats"):
+        if fold_key(a, key) != fold_key(b, key):
             raise CnnlabError(
-                f"the two CVs differ in {key} ({a[key]!r} vs {b[key]!r}): their folds are not the "
-                "same, so they cannot be compared fold by fold"
+                f"the two CVs differ in {key} ({fold_key(a, key)!r} vs {fold_key(b, key)!r}): their folds are "
+                "not the same, so they cannot be compared fold by fold"
             )
     fa = {r["name"]: r["metrics"].get(metric) for r in a["runs"]}
     fb = {r["name"]: r["metrics"].get(metric) for r in b["runs"]}

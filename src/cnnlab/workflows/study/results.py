@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnnlab.evaluate.stats import holm
 from cnnlab.inference.predictor import Predictor
 from cnnlab.reports.run import read_csv, top_confused
 from cnnlab.runs.store import RunFolder
@@ -111,6 +112,8 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
                 paired.append(
                     {"best": top, "other": r["name"], **_paired_test(preds[top], preds[r["name"]], s["seed"])}
                 )
+    for pair, adjusted in zip(paired, holm([pair["p"] for pair in paired])):
+        pair["p_holm"] = adjusted  # one winner against every other candidate: a family of tests
     summary: dict[str, Any] = {
         "mode": "cv" if cv_mode else "split",
         "folds": s["folds"],

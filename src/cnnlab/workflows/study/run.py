@@ -162,7 +162,7 @@ def _start(
             f"{data}: multi-label data; cnnlab study compares single-label classifiers (use cnnlab "
             "train or cnnlab cv for multi-label)"
         )
-    prepared = prepare_data(dc, get_spec("cnn"), seed, progress=progress)
+    prepared = prepare_data(dc, get_spec("cnn"), dc.split_seed, progress=progress)
     sizes = {k: int(len(v)) for k, v in prepared.splits.items()}
     if min(sizes.get("train", 0), sizes.get("val", 0), sizes.get("test", 0)) == 0:
         raise CnnlabError(f"{data}: the split has {sizes}; a study needs images in train, val and test")

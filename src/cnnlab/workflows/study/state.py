@@ -46,6 +46,7 @@ class Study:
             "train.batch_size": s["batch_size"],
             "train.device": s["device"],
             "run.report": False,
+            "train.monitor": "val_acc",  # the checkpoint is chosen by the figure the study ranks by
         }
         if s.get("data_dir"):
             o["data.data_dir"] = s["data_dir"]

@@ -1,0 +1,126 @@
+"""Paired tests of two classifiers scored on the same images: McNemar's exact test, a paired
+bootstrap interval of the difference of any metric, and the smallest difference a test of that
+size can detect. The tests themselves are scipy's (``binomtest``, ``bootstrap``, ``norm``); their
+calibration on simulated classifiers is checked by tests/evaluate/test_stats.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "compare_predictions",
+    "holm",
+    "macro_f1",
+    "mcnemar_exact",
+    "minimum_detectable_difference",
+    "paired_bootstrap",
+]
+
+
+def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict[str, Any]:
+    """McNemar's exact test: are the images only A gets right as many as those only B gets right?
+
+    The discordant pairs are binomial(n01 + n10, 1/2) under the null hypothesis; the two-sided
+    p-value is scipy's exact binomial test of that (McNemar 1947; Edwards' exact form).
+    """
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n = only_a + only_b
+    p = 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
+    return {"only_a_right": only_a, "only_b_right": only_b, "p": p, "test": "McNemar exact (binomial)"}
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+    """Macro-averaged F1 over the classes present in ``y`` (NumPy, fast enough to bootstrap)."""
+    tp = np.bincount(y[pred == y], minlength=k).astype(float)
+    fp = np.bincount(pred[pred != y], minlength=k).astype(float)
+    fn = np.bincount(y[pred != y], minlength=k).astype(float)
+    present = np.bincount(y, minlength=k) > 0
+    denom = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def paired_bootstrap(
+    y: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    seed: int = 0,
+    draws: int = 2000,
+) -> tuple[float, float]:
+    """95 % interval of metric(B) − metric(A), resampling the images (the same ones for both)."""
+    from scipy.stats import bootstrap
+
+    def diff(idx: np.ndarray) -> float:
+        i = idx.astype(int)
+        return metric(y[i], pred_b[i]) - metric(y[i], pred_a[i])
+
+    res = bootstrap(
+        (np.arange(len(y)),),
+        diff,
+        vectorized=False,
+        n_resamples=draws,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def minimum_detectable_difference(n: int, discordant: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest accuracy difference McNemar's test on ``n`` images detects with ``power`` at
+    level ``alpha``, when a fraction ``discordant`` of the images is right for one model only
+    (normal approximation of the paired-proportions test, Connor 1987)."""
+    from scipy.stats import norm
+
+    if n <= 0 or discordant <= 0:
+        return float("nan")
+    za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
+    # solve d = (za*sqrt(q) + zb*sqrt(q - d**2)) / sqrt(n) for d by fixed-point iteration
+    d = (za + zb) * np.sqrt(discordant / n)
+    for _ in range(50):
+        d = (za * np.sqrt(discordant) + zb * np.sqrt(max(discordant - d * d, 0.0))) / np.sqrt(n)
+    return float(d)
+
+
+def compare_predictions(y: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """A paired comparison of two single-label classifiers on the same images: accuracies,
+    McNemar's exact test, bootstrap intervals of the accuracy and macro-F1 differences (B − A) and
+    the minimum detectable difference for this test size."""
+    y = np.asarray(y).astype(int)
+    k = max(probs_a.shape[1], probs_b.shape[1])
+    pa, pb = probs_a.argmax(1), probs_b.argmax(1)
+    ca, cb = pa == y, pb == y
+    mc = mcnemar_exact(ca, cb)
+    n = len(y)
+    return {
+        "images": n,
+        "accuracy_a": float(ca.mean()),
+        "accuracy_b": float(cb.mean()),
+        "accuracy_difference": float(cb.mean() - ca.mean()),
+        "accuracy_ci95": paired_bootstrap(y, pa, pb, lambda t, p: float((t == p).mean()), seed),
+        "macro_f1_difference": macro_f1(y, pb, k) - macro_f1(y, pa, k),
+        "macro_f1_ci95": paired_bootstrap(y, pa, pb, lambda t, p: macro_f1(t, p, k), seed),
+        "mcnemar": mc,
+        "minimum_detectable_difference": minimum_detectable_difference(
+            n, (mc["only_a_right"] + mc["only_b_right"]) / n if n else 0.0
+        ),
+    }
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (one winner against each other
+    candidate), in the given order. Written by hand (scipy has no Holm; statsmodels is not a
+    dependency): sort ascending, multiply the i-th smallest by (m - i), keep the running maximum."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted

@@ -1,0 +1,111 @@
+"""The paired tests cnnlab prints, checked for calibration and power on simulated classifiers and
+against answers computed independently."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from cnnlab.evaluate.stats import (
+    compare_predictions,
+    macro_f1,
+    mcnemar_exact,
+    minimum_detectable_difference,
+    paired_bootstrap,
+)
+
+
+def _correct(rng, n, acc):
+    return rng.random(n) < acc  # independent errors
+
+
+def test_mcnemar_matches_the_exact_binomial_sum_of_a_worked_example():
+    a = np.array([True] * 10 + [False] * 25 + [True] * 50)  # 10 right only for A, 25 only for B
+    b = np.array([False] * 10 + [True] * 25 + [True] * 50)
+    res = mcnemar_exact(a, b)
+    by_hand = min(1.0, 2 * sum(math.comb(35, i) for i in range(11)) / 2**35)
+    assert res["only_a_right"] == 10 and res["only_b_right"] == 25
+    assert res["p"] == pytest.approx(by_hand, rel=1e-9) and res["p"] == pytest.approx(0.0167, abs=5e-4)
+    assert mcnemar_exact(a, a)["p"] == 1.0
+
+
+def test_mcnemar_rejects_equally_good_classifiers_in_at_most_7_percent_of_200_pairs():
+    rng = np.random.default_rng(0)
+    rejections = sum(mcnemar_exact(_correct(rng, 1000, 0.8), _correct(rng, 1000, 0.8))["p"] < 0.05 for _ in range(200))
+    assert rejections / 200 <= 0.07, rejections
+
+
+def test_mcnemar_finds_a_true_4_point_gap_on_2000_images_in_at_least_80_percent_of_pairs():
+    rng = np.random.default_rng(1)
+    found = sum(mcnemar_exact(_correct(rng, 2000, 0.80), _correct(rng, 2000, 0.84))["p"] < 0.05 for _ in range(200))
+    assert found / 200 >= 0.80, found
+
+
+def test_the_minimum_detectable_difference_is_detected_about_80_percent_of_the_time():
+    rng = np.random.default_rng(2)
+    n, base = 2000, 0.80
+    discordant = base * (1 - base) * 2  # independent errors at about this accuracy
+    mdd = minimum_detectable_difference(n, discordant)
+    assert 0.02 < mdd < 0.05
+    found = sum(mcnemar_exact(_correct(rng, n, base), _correct(rng, n, base + mdd))["p"] < 0.05 for _ in range(200))
+    assert 0.68 <= found / 200 <= 0.92, (mdd, found)
+    assert minimum_detectable_difference(4 * n, discordant) < mdd  # more images, smaller differences
+
+
+def test_the_paired_bootstrap_interval_covers_the_true_difference_about_95_percent_of_the_time():
+    rng = np.random.default_rng(3)
+    covered = 0
+    for _ in range(80):
+        y = np.zeros(500, int)
+        pa = np.where(_correct(rng, 500, 0.75), 0, 1)
+        pb = np.where(_correct(rng, 500, 0.80), 0, 1)
+        lo, hi = paired_bootstrap(
+            y, pa, pb, lambda t, p: float((t == p).mean()), seed=int(rng.integers(1 << 30)), draws=400
+        )
+        covered += lo <= 0.05 <= hi
+    assert covered / 80 >= 0.85, covered
+
+
+def test_macro_f1_equals_scikit_learns_over_the_classes_present():
+    rng = np.random.default_rng(4)
+    y, p = rng.integers(0, 4, 300), rng.integers(0, 5, 300)
+    assert macro_f1(y, p, 5) == pytest.approx(f1_score(y, p, labels=np.unique(y), average="macro"))
+
+
+def test_compare_predictions_reports_both_accuracies_the_intervals_and_the_test():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 1000)
+    wrong = (y + 1) % 3
+    pa = np.eye(3)[np.where(_correct(rng, 1000, 0.7), y, wrong)]
+    pb = np.eye(3)[np.where(_correct(rng, 1000, 0.9), y, wrong)]
+    r = compare_predictions(y, pa, pb)
+    lo, hi = r["accuracy_ci95"]
+    assert r["accuracy_b"] - r["accuracy_a"] == pytest.approx(r["accuracy_difference"]) and lo < 0.2 < hi
+    assert r["mcnemar"]["p"] < 1e-10 and r["macro_f1_ci95"][0] > 0 and r["images"] == 1000
+
+
+def test_holm_matches_a_worked_example_and_never_lowers_a_p_value():
+    from cnnlab.evaluate.stats import holm
+
+    # p = 0.01, 0.04, 0.03, 0.005 (m = 4): sorted 0.005·4, 0.01·3, 0.03·2, 0.04·1 with the running max
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5]) == [0.5] and holm([]) == [] and holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+
+
+def test_the_winner_sentence_says_tied_unless_the_paired_test_says_otherwise():
+    from cnnlab.reports.study import winner_sentence
+
+    rows = [{"name": "cnn"}, {"name": "mlp"}, {"name": "vgg"}]
+    tied = {
+        "rows": rows,
+        "paired": [{"other": "mlp", "p": 0.2, "p_holm": 0.4}, {"other": "vgg", "p": 1e-4, "p_holm": 2e-4}],
+    }
+    ahead = {
+        "rows": rows,
+        "paired": [{"other": "mlp", "p": 0.001, "p_holm": 0.002}, {"other": "vgg", "p": 0.01, "p_holm": 0.01}],
+    }
+    assert winner_sentence(tied).startswith("cnn is tied with mlp (paired test, Holm-adjusted p = 0.4)")
+    assert winner_sentence(ahead).startswith("cnn ranks first, ahead of mlp")

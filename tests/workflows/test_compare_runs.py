@@ -1,0 +1,37 @@
+"""`cnnlab compare RUN_A RUN_B`: runs that differ only in --seed share their test split and are
+compared by paired tests; runs tested on other images are shown side by side, not paired."""
+
+from __future__ import annotations
+
+import json
+
+from cnnlab.cli import main
+
+FLAGS = ["--data", "digits", "--model", "mlp", "--hidden", "32", "--epochs", "2", "-q", "--no-report"]
+
+
+def test_runs_differing_only_in_seed_share_their_test_images_and_are_paired(tmp_path, capsys):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert main(["train", *FLAGS, "--seed", "0", "--out", str(a)]) == 0
+    assert main(["train", *FLAGS, "--seed", "1", "--out", str(b)]) == 0
+    assert main(["train", *FLAGS, "--seed", "0", "--split-seed", "7", "--out", str(c)]) == 0
+    split_a, split_b, split_c = (json.loads((r / "split.json").read_text())["indices"] for r in (a, b, c))
+    assert split_a["test"] == split_b["test"] and split_a["test"] != split_c["test"]
+    capsys.readouterr()
+
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "ab.html")]) == 0
+    out = capsys.readouterr().out
+    assert f"paired on the same {len(split_a['test'])} test images" in out
+    assert "McNemar exact p = " in out and "95 % interval" in out and "smallest difference this test size" in out
+    assert (tmp_path / "ab.html").is_file()
+    assert main(["compare", str(a), str(b), "--json", "--out", str(tmp_path / "ab2.html")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    p = res["paired"]
+    assert 0 <= p["mcnemar"]["p"] <= 1 and p["accuracy_ci95"][0] <= p["accuracy_difference"] <= p["accuracy_ci95"][1]
+    metrics = [json.loads((r / "metrics.json").read_text()) for r in (a, b)]
+    assert abs(p["accuracy_a"] - metrics[0]["accuracy"]) < 1e-9 and abs(p["accuracy_b"] - metrics[1]["accuracy"]) < 1e-9
+
+    assert main(["compare", str(a), str(c), "--out", str(tmp_path / "ac.html")]) == 0
+    io = capsys.readouterr()
+    assert "not paired: the runs were tested on different images" in io.err and "McNemar" not in io.out
+    assert (tmp_path / "ac.html").is_file()

@@ -22,6 +22,7 @@ from cnnlab import __version__
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.evaluate import plots
 from cnnlab.evaluate.metrics import reliability
+from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.store import RunFolder
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,10 @@ def _summary_section(pg: _Page) -> list[dict[str, str]]:
     warn = (
         "" if status == "completed" else f'<p class="warn">This run is {html.escape(str(status))}, not completed.</p>'
     )
+    note = use_sentence(pg.run.test_split_id()) if metrics.get("split") == "test" else None
+    if note:
+        warn += f'<p class="warn">{html.escape(note[0].upper() + note[1:])}.</p>'
+
     return [
         {
             "id": "summary",

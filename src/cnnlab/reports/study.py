@@ -147,7 +147,7 @@ def _summary_section(study: StudyFolder) -> dict[str, str]:
             f"<p>Class balance: largest/smallest class {s['imbalance_ratio']:.2f}× (class weights go on "
             "from 3×): class weights are off.</p>"
         )
-    for n in s.get("notes", []):
+    for n in s.get("notes", []) + ([summ["test_set_note"]] if summ.get("test_set_note") else []):
         lines.append(f"<p class=warn>{esc(n)}</p>")
     return {"id": "summary", "title": "Summary", "body": "".join(lines)}
 

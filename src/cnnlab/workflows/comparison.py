@@ -10,6 +10,7 @@ import numpy as np
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.evaluate.stats import compare_predictions
+from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.store import RunFolder
 from cnnlab.workflows.cv import paired_comparison, read_cv
 from cnnlab.workflows.evaluation import compare
@@ -51,4 +52,6 @@ def paired_runs(paths: Sequence[str | Path], seed: int = 0) -> dict[str, Any]:
     order_a, order_b = np.argsort(pa["indices"]), np.argsort(pb["indices"])
     y = pa["labels"][order_a]
     paired = compare_predictions(y, pa["probs"][order_a], pb["probs"][order_b], seed)
-    return {"paired": {"a": str(a.path), "b": str(b.path), "test_split": ida, **paired}}
+    return {
+        "paired": {"a": str(a.path), "b": str(b.path), "test_split": ida, "test_set_note": use_sentence(ida), **paired}
+    }

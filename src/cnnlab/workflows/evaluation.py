@@ -26,6 +26,7 @@ from cnnlab.reports.run import (
     write_report,  # matplotlib and jinja2 only when a report is written
 )
 from cnnlab.runs.data import load_run_data
+from cnnlab.runs.ledger import record_test_scoring
 from cnnlab.runs.store import RunFolder
 from cnnlab.workflows.resolve import build_config
 
@@ -123,6 +124,8 @@ def evaluate_checkpoint(
         )
 
     probs, y = probs_of(split)
+    if split == "test":
+        record_test_scoring(run, "train" if save else "evaluate")
     metrics = compute_metrics(y, probs, data.classes)
     if data.multilabel and split != "val" and len(data.splits["val"]):
         val_probs, val_y = probs_of("val")

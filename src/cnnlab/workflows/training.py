@@ -27,6 +27,7 @@ from cnnlab.inference.predictor import Predictor
 from cnnlab.models import get_spec
 from cnnlab.models.ops import resolve_device
 from cnnlab.runs.data import load_run_data
+from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.store import NullRunFolder, RunFolder, now
 from cnnlab.train import distributed
 from cnnlab.train.build import check_model_fits, resolve_fine_tune, resolve_recipe
@@ -55,6 +56,8 @@ class TrainResult:
             training loss when there is no validation split).
         best_value: its best value, and ``best_epoch`` the epoch it was reached: what a sweep
             tunes on (never the test metrics).
+        test_set_note: the test-set ledger's warning when this test split has been scored more
+            than once (by this and other runs).
     """
 
     run: Path
@@ -64,6 +67,7 @@ class TrainResult:
     monitor: str = "val_loss"
     best_value: float | None = None
     best_epoch: int | None = None
+    test_set_note: str | None = None  # how often this test split was scored before, when more than once
 
 
 @dataclass
@@ -377,8 +381,9 @@ def finish_run(o: OpenRun, progress: bool) -> TrainResult:
             log.warning(
                 "the report could not be written (%s: %s); retry with: cnnlab report %s", type(e).__name__, e, run.path
             )
+    note = use_sentence(run.test_split_id()) if metrics.get("split") == "test" else None
     return TrainResult(
-        run.path, engine.history, metrics, engine.stop_reason, monitor, best.get(monitor), metrics["best_epoch"]
+        run.path, engine.history, metrics, engine.stop_reason, monitor, best.get(monitor), metrics["best_epoch"], note
     )
 
 

@@ -165,9 +165,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for name, va, vb, d in zip(res["folds"], res["a_values"], res["b_values"], res["differences"]):
         print(f"  {name:<12} {va:.4f}  {vb:.4f}  {d:+.4f}")
     lo, hi = res["ci95"]
+    n = len(res["folds"])
+    print(f"mean difference {res['mean_difference']:+.4f}, 95 % interval [{lo:+.4f}, {hi:+.4f}] over {n} folds")
+    ct, pm = res.get("corrected_t"), res.get("pooled_mcnemar")
+    if ct:
+        print(
+            f"corrected resampled t-test (Nadeau-Bengio, the folds share training images): t = {ct['t']:.3f}, "
+            f"df {ct['df']}, p = {ct['p']:.4g}"
+        )
+    if pm:
+        print(
+            f"McNemar exact on the pooled out-of-fold predictions: p = {pm['p']:.4g} (right only for "
+            f"{res['a']}: {pm['only_a_right']}, only for {res['b']}: {pm['only_b_right']})"
+        )
     print(
-        f"mean difference {res['mean_difference']:+.4f}, 95 % interval [{lo:+.4f}, {hi:+.4f}], "
-        f"Wilcoxon signed-rank p = {res['wilcoxon_p']:.4g} ({len(res['folds'])} paired folds)"
+        f"(Wilcoxon signed-rank over the folds: p = {res['wilcoxon_p']:.4g}; with {n} folds it cannot go below "
+        f"{2 / 2**n:.4g})"
     )
     return 0
 
@@ -191,3 +204,5 @@ def _print_paired(res: dict[str, Any]) -> None:
         f"{mc['only_b_right']}); smallest difference this test size detects (80 % power, α 0.05): "
         f"{p['minimum_detectable_difference']:.4f}"
     )
+    if p.get("test_set_note"):
+        print(f"note: {p['test_set_note']}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(format_metrics_table(m, f"{m['split']} set, best epoch {m['best_epoch']}:"))
     print(f"\n{m['split']} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  run folder {result.run}")
+    if result.test_set_note:
+        print(f"note: {result.test_set_note}", file=sys.stderr)
     return 0
 
 

@@ -14,7 +14,8 @@ from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.schema import Config
 from cnnlab.data.pipeline import prepare_data
-from cnnlab.data.split import kfold_indices
+from cnnlab.data.split import kfold_indices, stratified_split
+from cnnlab.evaluate.stats import mcnemar_exact
 from cnnlab.models import get_spec
 from cnnlab.reports.run import _render, table
 from cnnlab.runs.group import RunGroup
@@ -55,7 +56,9 @@ def bootstrap_interval(values: Sequence[float] | np.ndarray, seed: int = 0, draw
 
 def _fold_splits(cfg: Config, folds: int, repeats: int, progress: bool) -> tuple[list[dict[str, Any]], int, Any]:
     """The pool (train+val of the usual split) cut into stratified folds, per repeat; the test split
-    is left out of every fold."""
+    is left out of every fold. Each fold's run trains on the other folds less an inner validation
+    part (``data.val_size`` of them, stratified), which alone picks its checkpoint and stops it early;
+    the held-out fold is the run's test part, scored once at the end."""
 
     data = prepare_data(cfg.data, get_spec(cfg.model.name), cfg.data.split_seed, progress=progress)
     pool = np.sort(np.concatenate([data.splits["train"], data.splits["val"]]))
@@ -68,15 +71,16 @@ def _fold_splits(cfg: Config, folds: int, repeats: int, progress: bool) -> tuple
         )
     plans = []
     for r in range(repeats):
-        for i, (tr, va) in enumerate(kfold_indices(labels, folds, cfg.data.split_seed + r)):
-            plans.append(
-                {
-                    "repeat": r + 1,
-                    "fold": i + 1,
-                    "name": f"r{r + 1}-fold{i + 1}",
-                    "splits": {"train": pool[tr].tolist(), "val": pool[va].tolist(), "test": []},
-                }
-            )
+        for i, (tr, held_out) in enumerate(kfold_indices(labels, folds, cfg.data.split_seed + r)):
+            vs = cfg.data.val_size
+            frac = vs if vs < 1 else min(vs / max(len(tr), 1), 0.5)
+            keep, inner = stratified_split(labels[tr], (1 - frac, frac), cfg.data.split_seed + r * 1000 + i)
+            splits = {
+                "train": pool[tr[keep]].tolist(),
+                "val": pool[tr[inner]].tolist(),
+                "test": pool[held_out].tolist(),
+            }
+            plans.append({"repeat": r + 1, "fold": i + 1, "name": f"r{r + 1}-fold{i + 1}", "splits": splits})
     return plans, int(len(data.splits["test"])), data
 
 
@@ -136,7 +140,8 @@ def cross_validate(
                 "name": plan["name"],
                 "repeat": plan["repeat"],
                 "fold": plan["fold"],
-                "images": len(plan["splits"]["val"]),
+                "images": len(plan["splits"]["test"]),
+                "train_images": len(plan["splits"]["train"]),
                 "metrics": {k: metrics.get(k) for k in SUMMARISED if metrics.get(k) is not None},
             }
         )
@@ -235,7 +240,7 @@ def read_cv(path: str | Path) -> dict[str, Any] | None:
             f"the cross-validation in {str(path)!r} has not finished; finish it with "
             f"cnnlab cv --resume --out {path} (and the flags it started with)"
         )
-    return cv
+    return {**cv, "out_dir": str(path)}
 
 
 def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accuracy") -> dict[str, Any]:
@@ -260,6 +265,8 @@ def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accur
     diff = np.asarray([fb[n] - fa[n] for n in names])
     lo, hi = bootstrap_interval(diff, a["seed"])
     p = 1.0 if np.allclose(diff, 0) else float(wilcoxon(diff).pvalue)
+    rows = {r["name"]: r for r in a["runs"]}
+    ratio = float(np.mean([rows[n]["images"] / max(rows[n].get("train_images") or 1, 1) for n in names]))
     return {
         "metric": metric,
         "a": a["model"],
@@ -271,7 +278,48 @@ def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accur
         "mean_difference": float(diff.mean()),
         "ci95": [lo, hi],
         "wilcoxon_p": p,
+        "corrected_t": corrected_resampled_t(diff, ratio) if "train_images" in rows[names[0]] else None,
+        "pooled_mcnemar": _pooled_mcnemar(a, b) if a["repeats"] == 1 else None,
     }
+
+
+def corrected_resampled_t(differences: np.ndarray, test_train_ratio: float) -> dict[str, float]:
+    """Nadeau & Bengio's (2003) corrected resampled t-test of the mean of J fold differences: the
+    folds share training images, so the variance is inflated by n_test/n_train beside 1/J. Written
+    by hand (a one-line correction of the t statistic; scipy has the t distribution)."""
+    from scipy.stats import t as student_t
+
+    d = np.asarray(differences, float)
+    j = len(d)
+    var = float(d.var(ddof=1)) if j > 1 else 0.0
+    if j < 2 or var == 0:
+        return {"t": float("nan"), "p": 1.0 if np.allclose(d, 0) else 0.0, "df": j - 1}
+    tstat = float(d.mean() / np.sqrt((1 / j + test_train_ratio) * var))
+    return {"t": tstat, "p": float(2 * student_t.sf(abs(tstat), j - 1)), "df": j - 1}
+
+
+def _pooled_mcnemar(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    """McNemar's exact test on the out-of-fold predictions of every image (one repeat: each image is
+    held out once), pairing the two CVs image by image."""
+    right_a, right_b = _oof_correct(a), _oof_correct(b)
+    if right_a is None or right_b is None or set(right_a) != set(right_b):
+        return None
+    keys = sorted(right_a)
+    return mcnemar_exact(np.array([right_a[k] for k in keys]), np.array([right_b[k] for k in keys]))
+
+
+def _oof_correct(cv: dict[str, Any]) -> dict[int, bool] | None:
+    """Image index → whether the CV's fold run that held it out classified it right."""
+    out: dict[int, bool] = {}
+    for r in cv["runs"]:
+        run = RunFolder(Path(cv["out_dir"]) / r["name"]) if cv.get("out_dir") else None
+        if run is None or not run.predictions_npz.is_file():
+            return None
+        p = run.load_predictions()
+        if p["labels"].ndim != 1:
+            return None
+        out.update(zip(p["indices"].tolist(), (p["probs"].argmax(1) == p["labels"]).tolist()))
+    return out
 
 
 def _page(cv: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from cnnlab.data.inspect import inspect_dataset
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.models.factory import get_spec
 from cnnlab.reports.study import format_summary, write_study_report
+from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.store import RunFolder, now
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.state import LoopState, StopTraining
@@ -127,9 +128,24 @@ def run_study(
         summary=summary,
     )
 
+    note = _test_set_note(study)
+    if note and isinstance(study.state.get("summary"), dict):
+        study.state["summary"]["test_set_note"] = note
     write_study_report(study)
     study.save(spent_seconds=round(spent_before + time.time() - session, 1))
-    return {**study.state, "out": str(out), "summary_lines": list(format_summary(study.state))}
+    lines = list(format_summary(study.state)) + ([f"note: {note}"] if note else [])
+    return {**study.state, "out": str(out), "summary_lines": lines}
+
+
+def _test_set_note(study: Study) -> str | None:
+    """The ledger's word on the test split the study's runs were scored on (each candidate scores
+    it once, so a study of K candidates has used it K times)."""
+    for c in study.cands:
+        for split_json in sorted(study.folder(c).rglob("split.json")):
+            run = RunFolder(split_json.parent)
+            if run.metrics_json.is_file() and run.read_json(run.split_json)["indices"].get("test"):
+                return use_sentence(run.test_split_id())
+    return None
 
 
 def _reopen(out: Path) -> Study:

@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
+from cnnlab.evaluate.stats import holm
+from cnnlab.reports.study import winner_sentence
 from cnnlab.runs.store import RunFolder
 from cnnlab.workflows.study.plan import Candidate, plan_epochs
 from cnnlab.workflows.study.run import parse_budget
@@ -70,7 +72,13 @@ def test_study_of_digits_keeps_its_budget_and_its_report_opens_in_chromium(tmp_p
         lo, hi = r["accuracy"]["ci95"]
         assert lo <= r["accuracy"]["value"] <= hi and r["parameters"] > 0 and r["ms_per_image"] > 0
         assert set(r["per_class_f1"]) == set(state["classes"])
-    assert len(summ["paired"]) == len(rows) - 1 and all(0 <= p["p"] <= 1 for p in summ["paired"])
+    # winner against each other candidate: Holm-adjusted p-values, and a summary sentence that says no
+    # more than they do
+    assert len(summ["paired"]) == len(rows) - 1
+    assert [p["p_holm"] for p in summ["paired"]] == pytest.approx(holm([p["p"] for p in summ["paired"]]))
+    runner_up = next(p for p in summ["paired"] if p["other"] == rows[1]["name"])
+    sentence = winner_sentence(summ)
+    assert ("is tied with" in sentence) == (runner_up["p_holm"] >= 0.05) and sentence + "." in proc.stdout
     assert "cnnlab train --data digits --model " + rows[0]["model"] in summ["commands"]["retrain"]
     page = (out / "report.html").read_text()
     for section in ("Ranking", "Per-class F1", "Paired differences", "Over-fitting", "Confusions that remain", "Next"):

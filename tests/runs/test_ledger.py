@@ -29,3 +29,19 @@ def test_the_ledger_counts_scorings_of_one_test_split_across_train_and_evaluate(
     assert usage_of(split)["scored"] == 3
     assert main(["evaluate", str(a), "--split", "val"]) == 0  # validation is not the test set
     assert usage_of(split)["scored"] == 3
+
+
+def test_cv_folds_and_study_candidates_are_recorded_too(tmp_path):
+    import json as _json
+
+    from cnnlab.runs.ledger import ledger_path
+
+    assert main(["cv", "--folds", "2", *FLAGS, "--model", "mlp", "--out", str(tmp_path / "cv")]) == 0
+    entries = [_json.loads(line) for line in ledger_path().read_text().splitlines()]
+    folds = {RunFolder(tmp_path / "cv" / f"r1-fold{i}").test_split_id() for i in (1, 2)}
+    assert {e["test_split"] for e in entries} == folds and len(entries) == 2  # each held-out fold, once
+    assert main(["study", "digits", "--models", "mlp", "--budget", "60s", "--out", str(tmp_path / "st"), "-q"]) == 0
+    study_runs = {e["run"] for e in map(_json.loads, ledger_path().read_text().splitlines())} - {
+        e["run"] for e in entries
+    }
+    assert study_runs and all(str((tmp_path / "st").resolve()) in r for r in study_runs)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from cnnlab.cli import main
+from cnnlab.evaluate.stats import mcnemar_exact
 
 FLAGS = ["--data", "digits", "--model", "mlp", "--hidden", "32", "--epochs", "2", "-q", "--no-report"]
 
@@ -27,7 +30,12 @@ def test_runs_differing_only_in_seed_share_their_test_images_and_are_paired(tmp_
     assert main(["compare", str(a), str(b), "--json", "--out", str(tmp_path / "ab2.html")]) == 0
     res = json.loads(capsys.readouterr().out)
     p = res["paired"]
-    assert 0 <= p["mcnemar"]["p"] <= 1 and p["accuracy_ci95"][0] <= p["accuracy_difference"] <= p["accuracy_ci95"][1]
+    assert p["accuracy_ci95"][0] <= p["accuracy_difference"] <= p["accuracy_ci95"][1]
+    preds = [np.load(r / "predictions.npz") for r in (a, b)]
+    right = [
+        pr["probs"][np.argsort(pr["indices"])].argmax(1) == pr["labels"][np.argsort(pr["indices"])] for pr in preds
+    ]
+    assert p["mcnemar"] == mcnemar_exact(right[0], right[1])  # the same images, paired one by one
     metrics = [json.loads((r / "metrics.json").read_text()) for r in (a, b)]
     assert abs(p["accuracy_a"] - metrics[0]["accuracy"]) < 1e-9 and abs(p["accuracy_b"] - metrics[1]["accuracy"]) < 1e-9
 

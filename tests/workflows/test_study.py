@@ -201,3 +201,38 @@ def test_every_example_is_a_valid_config_sweep_spec_or_script():
             load_spec(e)
         else:
             build_config(load_yaml(e))
+
+
+def _noisy_folder(root: Path) -> Path:
+    """4 classes of 60 small images, 35 % of them moved to another class: a net's validation loss
+    bottoms out late while its validation accuracy peaks early (the two disagree)."""
+    from tests.conftest import make_folder_dataset
+
+    make_folder_dataset(root, classes=4, per_class=60, size=16, seed=3)
+    rng = np.random.default_rng(0)
+    for f in sorted(root.rglob("*.png")):
+        if rng.random() < 0.35:
+            c = int(f.parent.name.split("_")[1])
+            f.rename(root / f"class_{(c + 1 + rng.integers(3)) % 4}" / ("n" + f.name))
+    return root
+
+
+def test_a_study_selects_by_validation_accuracy_and_says_tied_when_the_test_says_so(tmp_path):
+    import csv
+
+    data = _noisy_folder(tmp_path / "noisy")
+    out = tmp_path / "st"
+    assert main(["study", str(data), "--models", "mlp,cnn-small", "--budget", "90s", "--out", str(out), "-q"]) == 0
+    disagree = 0
+    for metrics in sorted(out.rglob("metrics.json")):
+        hist = list(csv.DictReader(metrics.with_name("history.csv").open()))
+        acc, loss = [float(h["val_acc"]) for h in hist], [float(h["val_loss"]) for h in hist]
+        best = json.loads(metrics.read_text())["best_epoch"]
+        assert best == int(np.argmax(acc)) + 1, (metrics, acc)  # the best validation-accuracy epoch
+        disagree += int(np.argmin(loss)) != int(np.argmax(acc))
+    assert disagree, "the folder was built so that validation loss and accuracy disagree"
+    summ = json.loads((out / "study.json").read_text())["summary"]
+    (pair,) = summ["paired"]
+    assert pair["p_holm"] >= 0.05  # two nets within a point or two of each other on a small test set
+    page = (out / "report.html").read_text()
+    assert "Holm-adjusted p" in page and "is tied with" in page and "ranks first, ahead of" not in page

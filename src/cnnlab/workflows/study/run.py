@@ -138,10 +138,12 @@ def run_study(
 
 
 def _test_set_note(study: Study) -> str | None:
-    """The ledger's word on the test split the study's runs were scored on (each candidate scores
-    it once, so a study of K candidates has used it K times)."""
-    for c in study.cands:
-        for split_json in sorted(study.folder(c).rglob("split.json")):
+    """The ledger's word on the study's test split (one split: each candidate scores it once, so a
+    study of K candidates has used it K times; with CV, the winner's run scores it)."""
+    folders = [study.out / "winner"] if (study.out / "winner" / "split.json").is_file() else []
+    folders += [] if folders else [study.folder(c) for c in study.cands]  # one split: each candidate's run
+    for folder in folders:
+        for split_json in sorted(folder.rglob("split.json")):
             run = RunFolder(split_json.parent)
             if run.metrics_json.is_file() and run.read_json(run.split_json)["indices"].get("test"):
                 return use_sentence(run.test_split_id())

@@ -24,7 +24,7 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     shows as an OSError of the write (torch's own writer reports it as an opaque RuntimeError)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(Path(path), bytes(buf.getbuffer()))
+    atomic_write_bytes(Path(path), buf.getbuffer())
 
 
 def npz_checkpoint_bytes(obj: dict[str, Any]) -> bytes:

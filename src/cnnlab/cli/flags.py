@@ -127,19 +127,22 @@ def add_config_flags(
             group.add_argument(flag_of(key), dest=f"{DEST}{section}__{name}", default=None, help=_help(key), **kwargs)
 
 
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """config key → the value its flag was given, for the config flags that were given."""
+    return {
+        d.removeprefix(DEST).replace("__", "."): v
+        for d, v in vars(args).items()
+        if d.startswith(DEST) and v is not None
+    }
+
+
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The dotted config values the flags gave (KEY=VALUE lists parsed), then ``--set`` on top."""
-    out: dict[str, Any] = {}
-    for dest, value in vars(args).items():
-        if dest.startswith(DEST) and value is not None:
-            key = dest.removeprefix(DEST).replace("__", ".")
-            out[key] = parse_set(value, flag_of(key)) if isinstance(_field(key).get_default(
-                call_default_factory=True), dict) else value  # fmt: skip
+    out = {k: parse_set(v, flag_of(k)) if isinstance(schema_default(k), dict) else v for k, v in _given(args).items()}
     out.update(parse_set(getattr(args, "set", None) or []))
     return out
 
 
 def given_config_keys(args: argparse.Namespace) -> list[str]:
     """The config keys whose flags were given, as flags (``--lr``), in the schema's order."""
-    return [flag_of(d.removeprefix(DEST).replace("__", ".")) for d, v in vars(args).items()
-            if d.startswith(DEST) and v is not None]  # fmt: skip
+    return [flag_of(k) for k in _given(args)]

@@ -19,11 +19,12 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     """Write ``data`` to a temp file beside ``path``, fsync, rename: readers see the old or the
     new file, never half. Any failure removes the temp file; OS errors become a DiskError."""
     tmp = None
     try:
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
@@ -42,14 +43,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8; undecodable file-name bytes kept as escapes) atomically."""
-    _atomic_write(Path(path), text.encode("utf-8", "backslashreplace"))
+    atomic_write_bytes(Path(path), text.encode("utf-8", "backslashreplace"))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     atomic_write_text(Path(path), json.dumps(obj, indent=2) + "\n")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically (see :func:`_atomic_write`)."""
-    _atomic_write(Path(path), data)

@@ -311,6 +311,17 @@ def _format_error(err: ValidationError, prefix: str = "") -> str:
     return f"{prefix}invalid value for {loc}: {short_repr(value)} ({msg})"
 
 
+def flatten_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config tree (``model_dump``) as dotted keys: ``{"optim.lr": 0.001, ...}``."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def config_keys() -> list[str]:
     """Every settable dotted key, e.g. ``optim.lr``."""
     return [

@@ -20,6 +20,7 @@ from jinja2 import Environment
 
 from cnnlab import __version__
 from cnnlab.core.atomic import atomic_write_text
+from cnnlab.core.schema import flatten_config
 from cnnlab.evaluate import plots
 from cnnlab.evaluate.metrics import reliability
 from cnnlab.runs.ledger import use_sentence
@@ -403,16 +404,6 @@ PAGE_SECTIONS = [_summary_section, _curves_section, _metrics_section, _per_class
                  _dataset_section, _model_section, _timing_section, _config_section]  # fmt: skip
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _policy(model: dict[str, Any]) -> str:
     """The transfer policy of a model config in a few words."""
     if model.get("fine_tune"):
@@ -437,7 +428,7 @@ def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
         info, state = r.status(), r.state()
         m = r.read_json(r.metrics_json) if state.status == "completed" else {}
         cfg = r.read_config().model_dump(mode="json")
-        configs.append(_flatten(cfg))
+        configs.append(flatten_config(cfg))
         params = info.get("parameters", {})
         rows.append(
             [

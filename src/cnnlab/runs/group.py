@@ -1,7 +1,8 @@
 """A folder of run folders — a cross-validation, a study — with one JSON state file that says what
 kind of folder it is and in which format version. Three ways in: start a new one (refusing a
 folder that already holds something), reopen one to resume it (refusing a folder that is not one,
-or one written by a newer cnnlab), and save its state (atomically, format and version stamped)."""
+or one written by a newer cnnlab), and save its state (atomically, format and version stamped). A
+sweep, whose state is its spec and Optuna study, uses the folder checks alone."""
 
 from __future__ import annotations
 
@@ -36,10 +37,14 @@ class RunGroup:
     def format(self) -> str:
         return f"cnnlab-{self.kind}"
 
-    def check_new(self) -> None:
-        """A new folder can be made at ``path``: nothing there, or an empty folder."""
+    def check_not_a_file(self) -> None:
+        """``path`` is a folder, or nothing yet."""
         if self.path.exists() and not self.path.is_dir():
             raise CnnlabError(f"--out {str(self.path)!r} is a file, not a folder; choose another --out")
+
+    def check_new(self) -> None:
+        """A new folder can be made at ``path``: nothing there, or an empty folder."""
+        self.check_not_a_file()
         if self.path.exists() and any(self.path.iterdir()):
             raise CnnlabError(
                 f"{self.kind} folder {str(self.path)!r} already exists; add --resume to finish it, or choose "
@@ -51,8 +56,7 @@ class RunGroup:
 
     def read(self) -> dict[str, Any]:
         """The saved state; one-line errors for a missing, damaged, foreign or newer file."""
-        if self.path.exists() and not self.path.is_dir():
-            raise CnnlabError(f"--out {str(self.path)!r} is a file, not a folder; choose another --out")
+        self.check_not_a_file()
         if not self.has_state():
             raise CnnlabError(
                 f"{str(self.path)!r} is not a {self.kind} folder (no {self.state_path.name}); start one with "

@@ -161,7 +161,6 @@ class TorchEngine:
         self.extra_callbacks: list[Callback] = []
         self._resume_state: dict[str, Any] | None = None
         self.head_phase: tuple[Trainer, Any, Any] | None = None  # --fine-tune: head on cached features
-        self._active: Trainer | None = None
         self.progress = False
 
     def parameters(self) -> dict[str, Any]:
@@ -331,33 +330,30 @@ class TorchEngine:
     # --------------------------------------------------------------- the loop
     def fit(self, callbacks: Sequence[Callback], epochs: int) -> list[dict[str, Any]]:
         """The run's epochs through the one loop: with ``--fine-tune``, the head on cached features
-        first, then the whole model; both phases share one LoopState, so a resume continues either."""
+        first, then the whole model. Both phases' trainers share the model, the optimizer, one
+        LoopState and the callbacks, so either restores a checkpoint of either phase."""
         assert self.trainer is not None, "prepare() first"
         cbs = self.extra_callbacks + list(callbacks)
         head = self.head_phase
-        phases = ([head[0]] if head is not None else []) + [self.trainer]
-        for t in phases:
+        for t in ([head[0]] if head is not None else []) + [self.trainer]:
             t.loop, t.callbacks = self.trainer.loop, cbs
         state, self._resume_state = self._resume_state, None
-        phases_ft = fine_tune_phases(self.cfg)
-        if state is not None:  # resume into the phase the checkpoint was saved in
-            head_epochs = phases_ft[0] if head is not None and phases_ft else 0
-            (phases[0] if state["epoch"] < head_epochs else self.trainer).load_state_dict(state)
-        if head is not None and phases_ft and self.trainer.loop.epoch < phases_ft[0]:
-            self._active = head[0]
-            head[0].fit(head[1], head[2], phases_ft[0])
+        if state is not None:
+            self.trainer.load_state_dict(state)
+        phases = fine_tune_phases(self.cfg)
+        if head is not None and phases and self.trainer.loop.epoch < phases[0]:
+            head[0].fit(head[1], head[2], phases[0])
             if self.trainer.loop.stop_training:
                 return self.trainer.loop.history
-        self._active = self.trainer
         return self.trainer.fit(self.train_batches, self.val_batches, epochs)
 
-    epoch = property(lambda self: self._active.epoch if self._active else 0)
-    history = property(lambda self: self._active.history if self._active else [])
-    stop_reason = property(lambda self: self._active.stop_reason if self._active else "")
+    epoch = property(lambda self: self.trainer.loop.epoch if self.trainer else 0)
+    history = property(lambda self: self.trainer.loop.history if self.trainer else [])
+    stop_reason = property(lambda self: self.trainer.loop.stop_reason if self.trainer else "")
 
     def state_dict(self) -> dict[str, Any]:
-        assert self._active is not None
-        return self._active.state_dict()
+        assert self.trainer is not None
+        return self.trainer.state_dict()
 
     def weights(self) -> dict[str, Any]:
         return self.model.state_dict()

@@ -12,7 +12,7 @@ import numpy as np
 
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
-from cnnlab.core.schema import Config
+from cnnlab.core.schema import Config, flatten_config
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.data.split import kfold_indices, stratified_split
 from cnnlab.evaluate.stats import mcnemar_exact
@@ -179,7 +179,7 @@ def _check_same_plan(group: RunGroup, saved: dict[str, Any], asked: dict[str, An
                 f"{group.state_path} was started with --{key} {saved.get(key)}, not {asked[key]}: "
                 "resume with the same, or start a new CV with another --out"
             )
-    mine, theirs = _flatten(asked["config"]), _flatten(saved.get("config") or {})
+    mine, theirs = flatten_config(asked["config"]), flatten_config(saved.get("config") or {})
     for key in sorted(set(mine) | set(theirs)):
         if key.startswith("run.") or mine.get(key) == theirs.get(key):
             continue
@@ -187,16 +187,6 @@ def _check_same_plan(group: RunGroup, saved: dict[str, Any], asked: dict[str, An
             f"{group.state_path} was started with {key} = {theirs.get(key)!r}, not "
             f"{mine.get(key)!r}: resume with the same settings, or start a new CV with another --out"
         )
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v and prefix.count(".") < 1:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _summary(cfg: Config, folds: int, repeats: int, held_out: int, rows: list[dict[str, Any]]) -> dict[str, Any]:

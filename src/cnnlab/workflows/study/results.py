@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnlab.evaluate.stats import holm
+from cnnlab.evaluate.stats import holm, mcnemar_exact
 from cnnlab.inference.predictor import Predictor
 from cnnlab.reports.run import read_csv, top_confused
 from cnnlab.runs.store import RunFolder
@@ -223,8 +223,6 @@ def _ci(v: np.ndarray) -> list[float]:
 def _paired_test(best: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...], seed: int) -> dict[str, Any]:
     """Accuracy difference best − other on the same test images: bootstrap interval and McNemar's
     exact test on the images only one of them gets right."""
-    from scipy.stats import binomtest
-
     ib, yb, pb = best
     io, _, po = other
     common, xb, xo = np.intersect1d(ib, io, return_indices=True)
@@ -232,14 +230,13 @@ def _paired_test(best: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...], se
     diff = right_b.astype(float) - right_o.astype(float)
     draws = _draws(len(common), seed)
     boot = np.concatenate([diff[c].mean(1) for c in np.array_split(draws, 10)])
-    only_b, only_o = int((right_b & ~right_o).sum()), int((right_o & ~right_b).sum())
-    p = 1.0 if only_b + only_o == 0 else float(binomtest(min(only_b, only_o), only_b + only_o, 0.5).pvalue)
+    mc = mcnemar_exact(right_b, right_o)
     return {
         "on": f"{len(common)} test images",
         "difference": float(diff.mean()),
         "ci95": _ci(boot),
-        "p": p,
-        "test": f"McNemar exact (best only right {only_b}, other only right {only_o})",
+        "p": mc["p"],
+        "test": f"McNemar exact (best only right {mc['only_a_right']}, other only right {mc['only_b_right']})",
     }
 
 

@@ -17,6 +17,7 @@ import yaml
 
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
+from cnnlab.runs.group import RunGroup
 from cnnlab.workflows.sweep.spec import SweepSpec, check_spec, load_spec, pruner_for
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,8 @@ def open_sweep(
     import optuna
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CnnlabError(f"--out {str(out)!r} is a file, not a folder; choose another --out")
+    group = RunGroup(out, "sweep", SPEC_FILE, "cnnlab sweep SPEC")  # its state: sweep.yaml and the study
+    group.check_not_a_file()
     saved = out / SPEC_FILE
     if resume:
         if not saved.is_file():
@@ -131,10 +132,7 @@ def open_sweep(
         if spec_path is None:
             raise CnnlabError("cnnlab sweep needs a SPEC.yaml (or --resume with --out of a sweep folder)")
         spec = load_spec(spec_path)
-        if out.exists() and any(out.iterdir()):
-            raise CnnlabError(
-                f"sweep folder {str(out)!r} already exists; add --resume to continue it, or choose another --out"
-            )
+        group.check_new()
         sweep = Sweep(out, spec, spec.name or out.resolve().name, storage)
         if storage:
             sweep.storage()  # an unreachable database is named before the sweep folder is made

@@ -44,6 +44,8 @@ def test_state_is_saved_with_format_and_version_and_read_back(tmp_path):
         ('{"format": "cnnlab-study"}', "is not a cnnlab cv file"),
         ("[]", "is not a cnnlab cv file"),
         ('{"format": "cnnlab-cv", "version": 99}', "has format version 99; this cnnlab reads up to"),
+        ('{"format": "cnnlab-cv", "version": "x"}', "is damaged: its format version is 'x'"),
+        ('{"format": "cnnlab-cv", "version": true}', "is damaged: its format version is True"),
     ],
 )
 def test_a_missing_damaged_foreign_or_newer_state_is_one_line(tmp_path, content, message):

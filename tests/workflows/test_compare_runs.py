@@ -43,3 +43,29 @@ def test_runs_differing_only_in_seed_share_their_test_images_and_are_paired(tmp_
     io = capsys.readouterr()
     assert "not paired: the runs were tested on different images" in io.err and "McNemar" not in io.out
     assert (tmp_path / "ac.html").is_file()
+
+
+def test_a_damaged_run_is_refused_in_one_line_before_anything_is_written(tmp_path, capsys):
+    import shutil
+
+    a = tmp_path / "a"
+    assert main(["train", *FLAGS, "--out", str(a)]) == 0
+    for name, damage in (("pickled", None), ("split", '{"indices": 3}'), ("nofp", None)):
+        bad = tmp_path / name
+        shutil.copytree(a, bad)
+        if name == "pickled":  # a pickle where the predictions should be: refused, never loaded
+            import pickle
+
+            (bad / "predictions.npz").write_bytes(pickle.dumps({"probs": [1]}))
+        elif name == "split":
+            (bad / "split.json").write_text(damage)
+        else:
+            split = json.loads((bad / "split.json").read_text())
+            del split["fingerprint"]
+            (bad / "split.json").write_text(json.dumps(split))
+        capsys.readouterr()
+        page = tmp_path / f"{name}.html"
+        assert main(["compare", str(a), str(bad), "--out", str(page)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and str(bad) in err, err
+        assert not page.exists()

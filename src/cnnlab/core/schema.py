@@ -182,7 +182,13 @@ class TrainConfig(_Section):
         "scratch plans ~1,200 steps, 3-30 epochs); with --resume: the new total",
     )
     batch_size: int = Field(128, ge=1, le=65_536, description="images per batch")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of split, init and shuffling: 0 … 2**32-1")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**32 - 1,
+        description="seed of the initialisation, shuffling and augmentation (the split has its own, "
+        "data.split_seed): 0 … 2**32-1",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",

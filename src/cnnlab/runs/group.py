@@ -69,7 +69,9 @@ class RunGroup:
         if not isinstance(state, dict) or state.get("format") != self.format:
             raise CnnlabError(f"{self.state_path} is not a cnnlab {self.kind} file")
         version = state.get("version", 1)
-        if not isinstance(version, int) or version > STATE_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise CnnlabError(f"{self.state_path} is damaged: its format version is {version!r}")
+        if version > STATE_VERSION:
             raise CnnlabError(
                 f"{self.state_path} has format version {version!r}; this cnnlab reads up to {STATE_VERSION}: "
                 "upgrade cnnlab to open it"

@@ -236,13 +236,28 @@ class RunFolder:
         """Which test images the run was scored on: a digest of its data's fingerprint and its test
         indices (two runs with the same id were tested on the same images)."""
         saved = self.read_json(self.split_json)
-        test = sorted(int(i) for i in saved["indices"].get("test", []))
-        digest = hashlib.sha1(f"{saved['fingerprint']}|{test}".encode()).hexdigest()[:12]
+        indices = saved.get("indices") if isinstance(saved, dict) else None
+        test = indices.get("test", []) if isinstance(indices, dict) else None
+        if not isinstance(saved.get("fingerprint") if isinstance(saved, dict) else None, str) or not (
+            isinstance(test, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in test)
+        ):
+            raise CnnlabError(f"{self.split_json} is damaged: it needs a fingerprint and lists of image indices")
+        digest = hashlib.sha1(f"{saved['fingerprint']}|{sorted(test)}".encode()).hexdigest()[:12]
         return f"{digest} ({len(test)} images)"
 
     def load_predictions(self) -> dict[str, np.ndarray]:
-        with np.load(self.predictions_npz, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+        """predictions.npz (probs, labels, indices of the scored split), read without pickle."""
+        try:
+            with np.load(self.predictions_npz, allow_pickle=False) as f:
+                out = {k: f[k] for k in f.files}
+        except FileNotFoundError:
+            raise CnnlabError(f"{self.predictions_npz} is missing from the run folder") from None
+        except Exception as e:  # not a zip, pickled objects, truncated: the file is damaged
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise CnnlabError(f"{self.predictions_npz} cannot be read ({type(e).__name__}: {first})") from None
+        if not {"probs", "labels", "indices"} <= set(out) or len(out["probs"]) != len(out["indices"]):
+            raise CnnlabError(f"{self.predictions_npz} is damaged: it needs probs, labels and indices of one length")
+        return out
 
     # ------------------------------------------------------------------ writes
     def write_config(self, cfg: Config) -> None:

@@ -29,7 +29,8 @@ def compare_results(
         if a is None or b is None:
             raise CnnlabError("compare takes run folders, or exactly two cross-validation folders (from cnnlab cv)")
         return {"kind": "cv", **paired_comparison(a, b, metric)}
-    return {"kind": "runs", "page": str(compare(paths, out)), **paired_runs(paths)}
+    paired = paired_runs(paths)  # a damaged run is refused before the page is written
+    return {"kind": "runs", "page": str(compare(paths, out)), **paired}
 
 
 def paired_runs(paths: Sequence[str | Path], seed: int = 0) -> dict[str, Any]:

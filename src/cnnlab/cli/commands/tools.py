@@ -41,7 +41,14 @@ def register(sub: Any) -> None:
     di.add_argument("path", metavar="NAME|DIR|CSV")
     di.add_argument("--out", metavar="DIR", help="where the PNGs go (default inspect/<name>)")
     di.add_argument("--augment", default="keras", metavar="PRESET", help="preset shown in augment.png (default keras)")
-    di.add_argument("--seed", type=int, default=schema_default("train.seed"), help="seed of the split a run would make")
+    di.add_argument(
+        "--split-seed",
+        "--seed",
+        dest="seed",
+        type=int,
+        default=schema_default("data.split_seed"),
+        help="seed of the split a run would make (data.split_seed)",
+    )
     add_config_flags(di, only=INSPECT_KEYS)
     di.add_argument("--json", action="store_true", help="print the report as JSON")
     di.set_defaults(handler=cmd_inspect)
@@ -62,7 +69,14 @@ def register(sub: Any) -> None:
         metavar="MB",
         help="largest shard in MB (default 100); under torchrun each rank needs a shard of its own",
     )
-    ds.add_argument("--seed", type=int, default=schema_default("train.seed"), help="seed of the split")
+    ds.add_argument(
+        "--split-seed",
+        "--seed",
+        dest="seed",
+        type=int,
+        default=schema_default("data.split_seed"),
+        help="seed of the split (data.split_seed)",
+    )
     add_config_flags(ds, only=SHARD_KEYS)
     ds.set_defaults(handler=cmd_shard)
     ca = sub.add_parser(

@@ -98,7 +98,7 @@ def register(sub: Any) -> None:
         type=int,
         default=schema_default("train.seed"),
         metavar="S",
-        help="seed of split, folds and training (default 0)",
+        help="seed of the candidates' training (the split and folds use data.split_seed, 0) (default 0)",
     )
     st.add_argument(
         "--batch-size",

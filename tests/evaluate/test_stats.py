@@ -15,6 +15,7 @@ from cnnlab.evaluate.stats import (
     mcnemar_exact,
     minimum_detectable_difference,
     paired_bootstrap,
+    seeded_paired_test,
 )
 
 
@@ -133,3 +134,50 @@ def test_the_corrected_resampled_t_test_rejects_equal_models_over_5x2_folds_in_a
         naive += ttest_1samp(diffs, 0).pvalue < 0.05
     assert rejected / 200 <= 0.07, rejected
     assert naive >= rejected
+
+
+def _seeded_model(rng, difficulty, seeds, seed_sd, shift=0.0):
+    """``seeds`` trained copies of one model: each image has its own chance of being right (shared
+    by every model: some images are hard), and each seed shifts that chance for all images."""
+    effect = rng.normal(0, seed_sd, (seeds, 1))
+    return rng.random((seeds, len(difficulty))) < np.clip(difficulty + shift + effect, 0, 1)
+
+
+def test_the_seeded_paired_test_rejects_equal_models_in_at_most_7_percent_where_the_naive_one_does_not():
+    """3 seeds each of two equally good models on 1,000 shared images, with a seed effect of 2 points:
+    the test that adds the seed spread stays at its level; a paired t-test over the images alone
+    mistakes the seeds' luck for a model difference."""
+    from scipy.stats import ttest_rel
+
+    rng = np.random.default_rng(1)
+    rejected = naive = 0
+    for _ in range(200):
+        difficulty = rng.beta(8, 1.5, 1000)
+        a, b = _seeded_model(rng, difficulty, 3, 0.02), _seeded_model(rng, difficulty, 3, 0.02)
+        rejected += seeded_paired_test(a, b)["p"] < 0.05
+        naive += ttest_rel(b.mean(0), a.mean(0)).pvalue < 0.05
+    assert rejected / 200 <= 0.07, rejected
+    assert naive / 200 > 0.15, naive  # why the seed spread must be in the variance
+
+
+def test_the_seeded_paired_test_finds_a_4_point_gap_on_2000_images_with_3_seeds():
+    rng = np.random.default_rng(2)
+    found = 0
+    for _ in range(200):
+        difficulty = rng.beta(8, 1.5, 2000) * 0.95
+        a = _seeded_model(rng, difficulty, 3, 0.005)
+        b = _seeded_model(rng, difficulty, 3, 0.005, shift=0.04)
+        r = seeded_paired_test(a, b)
+        found += r["p"] < 0.05 and r["ci95"][0] > 0
+    assert found / 200 >= 0.8, found
+
+
+def test_the_seeded_paired_test_on_one_seed_each_is_the_paired_t_test_over_images():
+    from scipy.stats import ttest_rel
+
+    rng = np.random.default_rng(3)
+    a, b = rng.random((1, 500)) < 0.8, rng.random((1, 500)) < 0.75
+    r = seeded_paired_test(a, b)
+    assert r["p"] == pytest.approx(ttest_rel(b[0].astype(float), a[0].astype(float)).pvalue, rel=1e-9)
+    assert r["difference"] == pytest.approx(b.mean() - a.mean())
+    assert r["seed_sd_a"] == 0.0 and r["seeds_b"] == 1

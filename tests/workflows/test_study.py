@@ -122,7 +122,7 @@ def test_an_interrupted_study_resumes_without_retraining_finished_candidates(tmp
     assert {p: p.stat().st_mtime_ns for p in kept} == kept, "a finished candidate was trained again"
     assert (out / "report.html").is_file()
     if state["folds"] > 1:  # folds were used: paired differences over them, and the winner tested once
-        assert state["summary"]["paired"][0]["test"].startswith("Wilcoxon")
+        assert state["summary"]["paired"][0]["test"].startswith("Nadeau-Bengio corrected resampled t")
         assert RunFolder(out / "winner").state().status == "completed"
 
 

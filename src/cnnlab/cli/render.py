@@ -88,3 +88,16 @@ def format_report(r: dict[str, Any]) -> str:
     for p in r.get("pictures", []):
         lines.append(f"wrote {p}")
     return "\n".join(lines)
+
+
+def format_seed_spread(group: dict[str, Any]) -> str:
+    """A seed group's test metrics: each seed, then mean ± sd and the range."""
+    seeds = group["seeds"]
+    lines = [f"{len(seeds)} seeds ({', '.join(map(str, seeds))}) on one split, {group.get('images')} test images:"]
+    for r in group["runs"]:
+        m = r["metrics"]
+        lines.append(f"  seed {r['seed']:<6} accuracy {m.get('accuracy', float('nan')):.4f}  "
+                     f"macro-F1 {m.get('macro_f1', float('nan')):.4f}  best epoch {r['best_epoch']}")  # fmt: skip
+    for k, st in group["summary"].items():
+        lines.append(f"  {k:<24} {st['mean']:.4f} ± {st['sd']:.4f}   range {st['min']:.4f} – {st['max']:.4f}")
+    return "\n".join(lines)

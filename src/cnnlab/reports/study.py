@@ -35,8 +35,12 @@ COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e3
 def _ci(d: dict[str, Any] | None) -> str:
     if not d or d.get("value") is None:
         return "-"
-    ci = d.get("ci95")
-    return f"{d['value']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+    ci, sd = d.get("ci95"), d.get("sd")
+    return (
+        f"{d['value']:.4f}"
+        + (f" ± {sd:.4f} over seeds" if sd is not None else "")
+        + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+    )
 
 
 def _figures(study: StudyFolder, rows: list[dict[str, Any]], fig_dir: Path) -> list[tuple[Path, str]]:
@@ -270,19 +274,27 @@ def _per_class_section(study: StudyFolder) -> dict[str, str]:
     }
 
 
+def _sds(sds: list[float | None] | None) -> str:
+    return ", ".join("-" if v is None else f"{v:.4f}" for v in sds) if sds else "-"
+
+
 def _paired_section(study: StudyFolder) -> dict[str, str]:
     """The page's paired section."""
     s, summ, rows, cv_mode = _view(study)
     prs = summ.get("paired", [])
+    seeded = any(p.get("seed_sd") for p in prs)
     body = (
         table(
-            ["best", "other", "difference (best − other)", "95 % interval", "p", "Holm-adjusted p", "test", "on"],
+            ["best", "other", "difference (best − other)", "95 % interval"]
+            + (["seed sd (best, other)"] if seeded else [])
+            + ["p", "Holm-adjusted p", "test", "on"],
             [
                 [
                     p["best"],
                     p["other"],
                     p["difference"],
                     f"[{p['ci95'][0]:.4f}, {p['ci95'][1]:.4f}]",
+                    *([_sds(p.get("seed_sd"))] if seeded else []),
                     f"{p['p']:.2g}",
                     f"{p['p_holm']:.2g}" if "p_holm" in p else "-",
                     p["test"],
@@ -406,12 +418,21 @@ def format_summary(state: dict[str, Any]) -> Sequence[str]:
         f"{'#':>2}  {'candidate':<30} {'params':>10}  {'select':>7}  {'accuracy':>8}  {'macro-F1':>8}  "
         f"{'run s':>7}  {'ms/img':>7}",
     ]
+    seeded = any(r["accuracy"].get("sd") is not None for r in rows)
+    if seeded:
+        lines[1] += f"  {'acc sd':>7}"
     for i, r in enumerate(rows):
         lines.append(
             f"{i + 1:>2}  {r['name']:<30} {r['parameters'] or 0:>10,}  {r['selection']['value'] or 0:7.4f}  "
             f"{r['accuracy']['value']:8.4f}  {r['macro_f1']['value']:8.4f}  {r['run_seconds']:7.1f}  "
-            f"{r['ms_per_image'] or 0:7.2f}"
+            f"{r['ms_per_image'] or 0:7.2f}" + (f"  {r['accuracy'].get('sd') or 0:7.4f}" if seeded else "")
         )
+    for p in summ.get("paired", []):
+        if p.get("seed_sd"):
+            lines.append(
+                f"    gap {p['best']} − {p['other']}: {p['difference']:+.4f} (sd over seeds {_sds(p['seed_sd'])}; "
+                f"Holm-adjusted p = {p.get('p_holm', p['p']):.2g})"
+            )
     for c in state.get("candidates", []):
         if c["status"] in ("dropped", "failed"):
             lines.append(f"    {c['name']}: {c['status']} ({c['why']})")

@@ -23,9 +23,11 @@ def ledger_path() -> Path:
 
 
 def _configuration(run: RunFolder) -> str:
-    """A digest of what was trained (the config without where its run folder is and how it logs)."""
+    """A digest of what was trained: the config without where its run folder is, how it logs, and
+    its initialisation seed (N seeds of one recipe are one configuration, scored N times)."""
     cfg = run.read_config().model_dump(mode="json")
     cfg.pop("run", None)
+    cfg.get("train", {}).pop("seed", None)
     return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 
 

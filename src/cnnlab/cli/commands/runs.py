@@ -160,6 +160,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "kind"}, indent=2))
         return 0
+    if res["kind"] == "seeds":
+        _print_seed_groups(res)
+        return 0
     a, b = res["a"], res["b"]
     print(f"{res['metric']} per fold: {a} vs {b} (difference {b} − {a})")
     for name, va, vb, d in zip(res["folds"], res["a_values"], res["b_values"], res["differences"]):
@@ -167,6 +170,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     lo, hi = res["ci95"]
     n = len(res["folds"])
     print(f"mean difference {res['mean_difference']:+.4f}, 95 % interval [{lo:+.4f}, {hi:+.4f}] over {n} folds")
+    if res.get("seed_sd_a") is not None or res.get("seed_sd_b") is not None:
+        sds = " and ".join(
+            f"{v:.4f}" if v is not None else "one seed" for v in (res.get("seed_sd_a"), res.get("seed_sd_b"))
+        )
+        print(f"spread over seeds within a fold: {sds} (a gap below it is what a change of seed alone does)")
     ct, pm = res.get("corrected_t"), res.get("pooled_mcnemar")
     if ct:
         print(
@@ -183,6 +191,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
         f"{2 / 2**n:.4g})"
     )
     return 0
+
+
+def _print_seed_groups(res: dict[str, Any]) -> None:
+    print(f"seed groups: A = {res['a']}, B = {res['b']} (gap B − A beside each group's spread over its seeds)")
+    for k, m in res["metrics"].items():
+        a, b = m["a"], m["b"]
+        print(f"  {k:<20} A {a['mean']:.4f} ± {a['sd']:.4f}  B {b['mean']:.4f} ± {b['sd']:.4f}  gap {m['gap']:+.4f}")
+    if "unpaired" in res:
+        print(f"not paired: {res['unpaired']}", file=sys.stderr)
+        return
+    p = res["paired"]
+    lo, hi = p["ci95"]
+    print(
+        f"accuracy gap {p['difference']:+.4f}, 95 % interval [{lo:+.4f}, {hi:+.4f}], p = {p['p']:.4g} on the same "
+        f"{p['images']} test images, {p['seeds_a']} and {p['seeds_b']} seeds ({p['test']})"
+    )
+    biggest = max(p["seed_sd_a"], p["seed_sd_b"])
+    if abs(p["difference"]) <= biggest:
+        print(f"the gap is within one seed's spread ({biggest:.4f}): a change of seed alone moves accuracy this much")
+    if p.get("test_set_note"):
+        print(f"note: {p['test_set_note']}", file=sys.stderr)
 
 
 def _print_paired(res: dict[str, Any]) -> None:

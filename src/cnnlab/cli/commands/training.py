@@ -11,7 +11,7 @@ from typing import Any
 from cnnlab import api
 from cnnlab.cli import argtypes
 from cnnlab.cli.flags import add_config_flags, config_overrides, given_config_keys
-from cnnlab.cli.render import format_metrics_table, progress_wanted
+from cnnlab.cli.render import format_metrics_table, format_seed_spread, progress_wanted
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.yamlio import load_yaml
 
@@ -26,7 +26,19 @@ def register(sub: Any) -> None:
     )
     add_config_flags(t)
     t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    t.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (add --epochs to extend)")
+    t.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue RUN (or a seed group) from its last checkpoint (add --epochs to extend)",
+    )
+    t.add_argument(
+        "--seeds",
+        type=argtypes.positive_int,
+        default=1,
+        metavar="N",
+        help="train N initialisations (--seed, +1 …) on one split into --out/seed-<s>; prints mean ± sd "
+        "of the test metrics, the spread a model gap must exceed (default 1)",
+    )
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars or per-epoch lines")
     t.set_defaults(handler=cmd_train)
 
@@ -59,6 +71,14 @@ def register(sub: Any) -> None:
     cv.add_argument(
         "--repeats", type=argtypes.positive_int, default=1, metavar="R", help="repeats with other folds (default 1)"
     )
+    cv.add_argument(
+        "--seeds",
+        type=argtypes.positive_int,
+        default=1,
+        metavar="N",
+        help="train each fold from N initialisations (--seed, +1 …); a fold scores their mean, and the "
+        "summary adds the spread over seeds (default 1)",
+    )
     cv.add_argument("--out", metavar="DIR", help="CV folder (default cv/<model>-<data>)")
     cv.add_argument("--resume", action="store_true", help="finish an interrupted CV; finished folds are kept")
     cv.add_argument("-q", "--quiet", action="store_true")
@@ -80,14 +100,18 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--resume continues a run with its saved config; only --epochs may be given (got {names})"
             )
         epochs = getattr(args, "cfg__train__epochs", None)
-        result = api.train(None, resume=args.resume, epochs=epochs, overwrite=False, progress=progress)
+        result = api.train(None, resume=args.resume, epochs=epochs, seeds=args.seeds, progress=progress)
     else:
-        result = api.train(_config(args), overwrite=args.overwrite, progress=progress)
+        result = api.train(_config(args), seeds=args.seeds, overwrite=args.overwrite, progress=progress)
     m = result.metrics
     if not m:  # a torchrun rank other than 0: rank 0 evaluates and prints
         return 0
-    print(format_metrics_table(m, f"{m['split']} set, best epoch {m['best_epoch']}:"))
-    print(f"\n{m['split']} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  run folder {result.run}")
+    if result.seeds:
+        print(format_seed_spread(result.seeds))
+        print(f"\nwrote {result.run / 'seeds.json'} and {result.run / 'seeds.html'}")
+    else:
+        print(format_metrics_table(m, f"{m['split']} set, best epoch {m['best_epoch']}:"))
+        print(f"\n{m['split']} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  run folder {result.run}")
     if result.test_set_note:
         print(f"note: {result.test_set_note}", file=sys.stderr)
     return 0
@@ -110,14 +134,23 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 def cmd_cv(args: argparse.Namespace) -> int:
     res = api.cross_validate(
-        _config(args), args.out, args.folds, args.repeats, resume=args.resume, progress=progress_wanted(args)
+        _config(args),
+        args.out,
+        args.folds,
+        args.repeats,
+        resume=args.resume,
+        progress=progress_wanted(args),
+        seeds=args.seeds,
     )
+    seeds = f", {res['seeds']} seeds per fold" if res.get("seeds", 1) > 1 else ""
     print(
         f"{res['folds']}-fold cross-validation × {res['repeats']} of {res['model']} "
-        f"({res['test_images_held_out']} test images held out)"
+        f"({res['test_images_held_out']} test images held out{seeds})"
     )
+    seed_sd = res.get("seed_sd", {})
     for k, st in res["summary"].items():
-        print(f"  {k:<24} {st['mean']:.4f} ± {st['std']:.4f}   95 % [{st['ci95'][0]:.4f}, {st['ci95'][1]:.4f}]")
+        spread = f"   sd over seeds {seed_sd[k]:.4f}" if k in seed_sd else ""
+        print(f"  {k:<24} {st['mean']:.4f} ± {st['std']:.4f}   95 % [{st['ci95'][0]:.4f}, {st['ci95'][1]:.4f}]{spread}")
     out = Path(res["out"])
     print(f"wrote {out / 'cv.json'} and {out / 'cv.html'}")
     return 0

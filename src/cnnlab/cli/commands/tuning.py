@@ -101,6 +101,14 @@ def register(sub: Any) -> None:
         help="seed of the candidates' training (the split and folds use data.split_seed, 0) (default 0)",
     )
     st.add_argument(
+        "--seeds",
+        type=argtypes.positive_int,
+        default=1,
+        metavar="N",
+        help="train every candidate (every fold) from N initialisations on the same split: rank by the "
+        "mean, show each gap beside the spread over seeds and test it with that spread (default 1)",
+    )
+    st.add_argument(
         "--batch-size",
         type=argtypes.positive_int,
         default=schema_default("train.batch_size"),
@@ -153,6 +161,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         args.folds,
         resume=args.resume,
         seed=args.seed,
+        seeds=args.seeds,
         batch_size=args.batch_size,
         device=args.device,
         data_dir=args.data_dir,

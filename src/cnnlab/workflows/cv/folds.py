@@ -20,20 +20,10 @@ from cnnlab.models import get_spec
 from cnnlab.reports.run import _render, table
 from cnnlab.runs.group import RunGroup
 from cnnlab.runs.store import RunFolder, now
+from cnnlab.workflows.seeds import SUMMARISED, seed_config, seed_list
 from cnnlab.workflows.training import train_or_resume
 
 log = logging.getLogger(__name__)
-
-SUMMARISED = (
-    "accuracy",
-    "macro_f1",
-    "balanced_accuracy",
-    "weighted_auc",
-    "log_loss",
-    "ece",
-    "subset_of_truth_accuracy",
-    "mean_average_precision",
-)
 
 
 def bootstrap_interval(values: Sequence[float] | np.ndarray, seed: int = 0, draws: int = 10_000) -> tuple[float, float]:
@@ -94,6 +84,7 @@ def cross_validate(
     on_fold: Callable[[int, RunFolder], None] | None = None,
     callbacks: Sequence[Any] = (),
     same_plan: bool = True,
+    seeds: int = 1,
 ) -> dict[str, Any]:
     """Train one run per fold (and repeat) under ``out`` and summarise them.
 
@@ -103,6 +94,9 @@ def cross_validate(
     compared fold by fold (:func:`paired_comparison`). With ``resume``, finished folds are kept.
     ``on_fold(n, run)`` is called after fold n (1-based) finished; a sweep uses it to prune a
     trial whose first folds are clearly worse (it raises). ``callbacks`` go to every fold's training.
+    With ``seeds`` > 1 each fold trains that many initialisations (``train.seed``, +1 …; runs
+    ``<fold>-seed<s>``): a fold's figure is their mean, and the summary's ``seed_sd`` is the mean
+    spread over seeds within a fold, to set beside the spread over folds and any gap between models.
 
     ``out`` defaults to ``cv/<model>-<data>``. A resume must ask for the folds, repeats and config
     the CV started with (else a one-line error naming the saved value); ``same_plan=False`` lets a
@@ -116,7 +110,8 @@ def cross_validate(
         raise CnnlabError("cv needs --folds of at least 2 and --repeats of at least 1")
     out = Path(out or Path("cv") / f"{cfg.model.name}-{Path(cfg.data.source).name}")
     group = cv_group(out)
-    plan_state = _plan_state(cfg, folds, repeats)
+    seed_values = seed_list(cfg.train.seed, seeds)
+    plan_state = _plan_state(cfg, folds, repeats, seeds)
     if resume and group.has_state():
         saved = group.read()
         if same_plan:
@@ -127,24 +122,31 @@ def cross_validate(
     group.save({**plan_state, "status": "running", "test_images_held_out": held_out})
     rows = []
     for n, plan in enumerate(plans, 1):
-        run = group.run(plan["name"])
-        fold_cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": str(run.path)})})
-        log.info("cv: fold %d of %d (%s)", n, len(plans), plan["name"])
-        if train_or_resume(fold_cfg, callbacks=callbacks, progress=progress, splits=plan["splits"]) is None:
-            log.info("cv: %s already finished", plan["name"])
+        names = [plan["name"]] if seeds == 1 else [f"{plan['name']}-seed{s}" for s in seed_values]
+        per_seed = []
+        for name, s in zip(names, seed_values):
+            run = group.run(name)
+            log.info("cv: fold %d of %d (%s)", n, len(plans), name)
+            fold_cfg = seed_config(cfg, s, run.path)
+            if train_or_resume(fold_cfg, callbacks=callbacks, progress=progress, splits=plan["splits"]) is None:
+                log.info("cv: %s already finished", name)
+            metrics = run.read_json(run.metrics_json)
+            per_seed.append({k: metrics[k] for k in SUMMARISED if metrics.get(k) is not None})
         if on_fold is not None:
-            on_fold(n, run)
-        metrics = run.read_json(run.metrics_json)
-        rows.append(
-            {
-                "name": plan["name"],
-                "repeat": plan["repeat"],
-                "fold": plan["fold"],
-                "images": len(plan["splits"]["test"]),
-                "train_images": len(plan["splits"]["train"]),
-                "metrics": {k: metrics.get(k) for k in SUMMARISED if metrics.get(k) is not None},
-            }
-        )
+            on_fold(n, group.run(names[0]))
+        keys = [k for k in per_seed[0] if all(k in m for m in per_seed)]
+        row = {
+            "name": plan["name"],
+            "repeat": plan["repeat"],
+            "fold": plan["fold"],
+            "images": len(plan["splits"]["test"]),
+            "train_images": len(plan["splits"]["train"]),
+            "metrics": {k: float(np.mean([m[k] for m in per_seed])) for k in keys},
+            "runs": names,
+        }
+        if seeds > 1:
+            row["seed_metrics"] = {k: [m[k] for m in per_seed] for k in keys}
+        rows.append(row)
     summary = _summary(cfg, folds, repeats, held_out, rows)
     group.save({**summary, "status": "completed"})
     atomic_write_text(out / "cv.html", _page(summary))
@@ -156,7 +158,7 @@ def cv_group(out: str | Path) -> RunGroup:
     return RunGroup(out, "cv", "cv.json", "cnnlab cv --data DATA --model MODEL --out DIR")
 
 
-def _plan_state(cfg: Config, folds: int, repeats: int) -> dict[str, Any]:
+def _plan_state(cfg: Config, folds: int, repeats: int, seeds: int = 1) -> dict[str, Any]:
     """What a CV is, saved when it starts: a resume must ask for the same."""
     config = cfg.model_dump(mode="json")
     config["run"] = {k: v for k, v in config["run"].items() if k != "out"}
@@ -167,13 +169,15 @@ def _plan_state(cfg: Config, folds: int, repeats: int) -> dict[str, Any]:
         "split_seed": cfg.data.split_seed,
         "folds": folds,
         "repeats": repeats,
+        "seeds": seeds,
         "config": config,
     }
 
 
 def _check_same_plan(group: RunGroup, saved: dict[str, Any], asked: dict[str, Any]) -> None:
     """``--resume`` with other folds, repeats, data or model settings would mix two CVs in one folder."""
-    for key in ("folds", "repeats"):
+    saved = {"seeds": 1, **saved}  # a CV from before --seeds had one
+    for key in ("folds", "repeats", "seeds"):
         if saved.get(key) != asked[key]:
             raise CnnlabError(
                 f"{group.state_path} was started with --{key} {saved.get(key)}, not {asked[key]}: "
@@ -200,14 +204,21 @@ def _summary(cfg: Config, folds: int, repeats: int, held_out: int, rows: list[di
                 "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
                 "ci95": [lo, hi],
             }
+    seed_sd = {
+        k: float(np.mean([np.std(r["seed_metrics"][k], ddof=1) for r in rows]))
+        for k in stats
+        if all(k in r.get("seed_metrics", {}) for r in rows)
+    }
     return {
         "model": cfg.model.name,
         "data": cfg.data.source,
         "seed": cfg.train.seed,
+        "seeds": len(rows[0]["runs"]) if rows else 1,  # as in the plan: the count
         "split_seed": cfg.data.split_seed,
         "folds": folds,
         "repeats": repeats,
         "test_images_held_out": held_out,
+        **({"seed_sd": seed_sd} if seed_sd else {}),
         "finished": now(),
         "config": cfg.model_dump(mode="json"),
         "runs": rows,
@@ -269,7 +280,12 @@ def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accur
         "ci95": [lo, hi],
         "wilcoxon_p": p,
         "corrected_t": corrected_resampled_t(diff, ratio) if "train_images" in rows[names[0]] else None,
-        "pooled_mcnemar": _pooled_mcnemar(a, b) if a["repeats"] == 1 else None,
+        # with seeds a fold's figure is a mean over models: the corrected t-test over folds is the test
+        "pooled_mcnemar": _pooled_mcnemar(a, b)
+        if a["repeats"] == 1 and a.get("seeds", 1) == b.get("seeds", 1) == 1
+        else None,
+        "seed_sd_a": a.get("seed_sd", {}).get(metric),
+        "seed_sd_b": b.get("seed_sd", {}).get(metric),
     }
 
 
@@ -302,7 +318,7 @@ def _oof_correct(cv: dict[str, Any]) -> dict[int, bool] | None:
     """Image index → whether the CV's fold run that held it out classified it right."""
     out: dict[int, bool] = {}
     for r in cv["runs"]:
-        run = RunFolder(Path(cv["out_dir"]) / r["name"]) if cv.get("out_dir") else None
+        run = RunFolder(Path(cv["out_dir"]) / r.get("runs", [r["name"]])[0]) if cv.get("out_dir") else None
         if run is None or not run.predictions_npz.is_file():
             return None
         p = run.load_predictions()
@@ -316,17 +332,28 @@ def _page(cv: dict[str, Any]) -> str:
 
     metrics = list(cv["summary"])
     fold_rows = [[r["name"], r["images"]] + [r["metrics"].get(k) for k in metrics] for r in cv["runs"]]
-    stat_rows = [[k, s["mean"], s["std"], f"{s['ci95'][0]:.4f} – {s['ci95'][1]:.4f}"] for k, s in cv["summary"].items()]
+    seed_sd = cv.get("seed_sd", {})
+    stat_rows = [
+        [k, s["mean"], s["std"], f"{s['ci95'][0]:.4f} – {s['ci95'][1]:.4f}"] + ([seed_sd.get(k)] if seed_sd else [])
+        for k, s in cv["summary"].items()
+    ]
     intro = (
         f"<p>{cv['folds']}-fold cross-validation × {cv['repeats']} of {html.escape(cv['model'])} on "
-        f"{html.escape(str(cv['data']))}, seed {cv['seed']}: each fold is scored on its own out-of-fold images; "
+        f"{html.escape(str(cv['data']))}, seed {cv['seed']}"
+        + (
+            f" and {cv['seeds']} initialisations per fold (a fold's figure is their mean)"
+            if cv.get("seeds", 1) > 1
+            else ""
+        )
+        + ": each fold is scored on its own out-of-fold images; "
         f"the {cv['test_images_held_out']} test images belong to no fold.</p>"
     )
     sections = [
         {
             "id": "summary",
             "title": "Mean ± std and 95 % bootstrap interval",
-            "body": intro + table(["metric", "mean", "std", "95 % interval"], stat_rows),
+            "body": intro
+            + table(["metric", "mean", "std", "95 % interval"] + (["sd over seeds"] if seed_sd else []), stat_rows),
         },
         {"id": "folds", "title": "Per fold", "body": table(["fold", "images"] + metrics, fold_rows)},
     ]

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnlab.evaluate.stats import holm, mcnemar_exact
+from cnnlab.evaluate.stats import holm, mcnemar_exact, seeded_paired_test
 from cnnlab.inference.predictor import Predictor
 from cnnlab.reports.run import read_csv, top_confused
 from cnnlab.runs.store import RunFolder
 from cnnlab.workflows.cv import paired_comparison, read_cv
+from cnnlab.workflows.seeds import correct_matrix, seed_runs, spread
 
 if TYPE_CHECKING:
     from cnnlab.workflows.study.plan import Candidate
@@ -28,8 +29,10 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
 
     s = study.state
     cv_mode = s["folds"] > 1
+    seeds = s.get("seeds", 1)
     rows = []
     preds: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    corrects: dict[str, np.ndarray] = {}  # with seeds: seeds × test images, right or not
     cvs: dict[str, dict[str, Any]] = {}
     for c in ranked:
         folder = study.folder(c)
@@ -38,7 +41,9 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             if cv is None:
                 continue
             cvs[c.name] = cv
-            runs = [RunFolder(folder / r["name"]) for r in cv["runs"]]
+            runs = [RunFolder(folder / name) for r in cv["runs"] for name in r.get("runs", [r["name"]])]
+        elif seeds > 1:
+            runs = seed_runs(folder, study.seeds)
         else:
             runs = [RunFolder(folder)]
         first = runs[0]
@@ -62,7 +67,7 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             "run_seconds": float(np.mean([r.read_json(r.run_json).get("total_seconds") or 0 for r in runs])),
             "ms_per_image": latency_ms(first, s["device"]),
             "history": history,
-            "val_acc": best.get("val_acc"),
+            "val_acc": _mean_val_acc(runs) if seeds > 1 else best.get("val_acc"),
             "train_acc": best.get("train_acc"),
             "per_class_f1": {
                 k: float(np.mean([m["per_class"][k]["f1"] for m in metrics]))
@@ -84,34 +89,27 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             }
             row["accuracy"] = {"value": st["accuracy"]["mean"], "ci95": st["accuracy"]["ci95"], "of": "out-of-fold"}
             row["macro_f1"] = {"value": st["macro_f1"]["mean"], "ci95": st["macro_f1"]["ci95"], "of": "out-of-fold"}
+            if seeds > 1:
+                row["accuracy"]["sd"] = cv["seed_sd"].get("accuracy") if cv.get("seed_sd") else None
+        elif seeds > 1:
+            shared = correct_matrix(runs)
+            if shared is None:
+                continue
+            corrects[c.name] = shared[1]
+            acc = seeded_paired_test(np.zeros_like(shared[1][:1]), shared[1])  # B − nothing: the accuracy itself
+            f1 = spread([m["macro_f1"] for m in metrics])
+            row["accuracy"] = {"value": acc["difference"], "ci95": acc["ci95"], "sd": acc["seed_sd_b"], "of": "test"}
+            row["macro_f1"] = {"value": f1["mean"], "ci95": None, "sd": f1["sd"], "of": "test"}
+            row["selection"] = {"metric": f"validation accuracy (mean of {seeds} seeds)", "value": row["val_acc"],
+                                "ci95": None}  # fmt: skip
         else:
             p = np.load(first.path / "predictions.npz")
             preds[c.name] = (p["indices"], p["labels"], p["probs"].argmax(1))
             row["selection"] = {"metric": "validation accuracy", "value": best.get("val_acc"), "ci95": None}
         rows.append(row)
-    if not cv_mode and rows:
+    if not cv_mode and seeds == 1 and rows:
         _test_intervals(rows, preds, len(s["classes"]), s["seed"])
-    paired = []
-    if len(rows) > 1:
-        top = rows[0]["name"]
-        for r in rows[1:]:
-            if cv_mode:
-                pc = paired_comparison(cvs[r["name"]], cvs[top], "accuracy")
-                paired.append(
-                    {
-                        "best": top,
-                        "other": r["name"],
-                        "on": f"{s['folds']} folds (out-of-fold accuracy)",
-                        "difference": pc["mean_difference"],
-                        "ci95": pc["ci95"],
-                        "p": pc["wilcoxon_p"],
-                        "test": "Wilcoxon signed-rank over folds",
-                    }
-                )
-            else:
-                paired.append(
-                    {"best": top, "other": r["name"], **_paired_test(preds[top], preds[r["name"]], s["seed"])}
-                )
+    paired = _paired_rows(s, rows, cvs, preds, corrects)
     for pair, adjusted in zip(paired, holm([pair["p"] for pair in paired])):
         pair["p_holm"] = adjusted  # one winner against every other candidate: a family of tests
     summary: dict[str, Any] = {
@@ -141,6 +139,64 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             }
         summary["commands"] = commands(study, next(c for c in ranked if c.name == w["name"]))
     return summary
+
+
+def _paired_rows(
+    s: dict[str, Any],
+    rows: list[dict[str, Any]],
+    cvs: dict[str, dict[str, Any]],
+    preds: dict[str, Any],
+    corrects: dict[str, np.ndarray],
+) -> list[dict[str, Any]]:
+    """The best candidate against each other one, by the test that fits the plan: the corrected
+    resampled t over folds (CV), the seeded paired test over test images (one split, N seeds), or
+    McNemar's exact test (one split, one seed)."""
+    cv_mode, seeds = s["folds"] > 1, s.get("seeds", 1)
+    paired: list[dict[str, Any]] = []
+    if len(rows) < 2:
+        return paired
+    top = rows[0]["name"]
+    for r in rows[1:]:
+        if cv_mode:
+            pc = paired_comparison(cvs[r["name"]], cvs[top], "accuracy")
+            ct = pc.get("corrected_t")
+            paired.append(
+                {
+                    "best": top,
+                    "other": r["name"],
+                    "on": f"{s['folds']} folds (out-of-fold accuracy)",
+                    "difference": pc["mean_difference"],
+                    "ci95": pc["ci95"],
+                    "p": ct["p"] if ct else pc["wilcoxon_p"],
+                    "test": "Nadeau-Bengio corrected resampled t over folds"
+                    if ct
+                    else "Wilcoxon signed-rank over folds",
+                    "seed_sd": [pc["seed_sd_b"], pc["seed_sd_a"]] if seeds > 1 else None,
+                }
+            )
+        elif seeds > 1:
+            t = seeded_paired_test(corrects[r["name"]], corrects[top])  # best − other
+            paired.append(
+                {
+                    "best": top,
+                    "other": r["name"],
+                    "on": f"{t['images']} test images × {seeds} seeds",
+                    "difference": t["difference"],
+                    "ci95": t["ci95"],
+                    "p": t["p"],
+                    "test": t["test"],
+                    "seed_sd": [t["seed_sd_b"], t["seed_sd_a"]],
+                }
+            )
+        else:
+            paired.append({"best": top, "other": r["name"], **_paired_test(preds[top], preds[r["name"]], s["seed"])})
+    return paired
+
+
+def _mean_val_acc(runs: list[RunFolder]) -> float | None:
+    """The seeds' mean validation accuracy at their best epochs: what a seeded study ranks by."""
+    values = [v for v in (best_row(r).get("val_acc") for r in runs) if v is not None]
+    return float(np.mean(values)) if values and len(values) == len(runs) else None
 
 
 def _history(run: RunFolder) -> list[dict[str, float]]:

@@ -24,6 +24,7 @@ from cnnlab.runs.store import RunFolder, now
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.state import LoopState, StopTraining
 from cnnlab.workflows.cv import cross_validate, read_cv
+from cnnlab.workflows.seeds import seed_group, seed_list, seed_runs
 from cnnlab.workflows.study.plan import (
     IMBALANCE_FOR_WEIGHTS,
     Candidate,
@@ -82,6 +83,7 @@ def run_study(
     folds: int | None = None,
     resume: bool = False,
     seed: int = 0,
+    seeds: int = 1,
     batch_size: int = 128,
     device: str = "auto",
     data_dir: str | None = None,
@@ -91,7 +93,9 @@ def run_study(
     """Run (or, with ``resume``, finish) a study into ``out`` and return its summary.
 
     ``budget`` is wall-clock for the whole study from ``started`` (default: now): inspection,
-    probes, training, evaluation and the report. Returns the study.json contents.
+    probes, training, evaluation and the report. With ``seeds`` > 1 every candidate (every fold) is
+    trained from that many initialisations on the same split: candidates rank by their mean, and
+    each gap is shown beside the spread over seeds and tested with it. Returns the study.json contents.
     """
     t0 = started or time.time()
     if not data and not (resume and out):
@@ -106,8 +110,11 @@ def run_study(
         if folds is not None and folds < 2:
             raise CnnlabError("--folds needs at least 2 (leave it out to let the budget decide)")
         budget_s = parse_budget(budget or "20m")
+        seed_list(seed, seeds)  # a seed range that fits, checked before any work
         try:
-            study = _start(data, out, budget_s, models, folds, seed, batch_size, device, data_dir, progress, t0)
+            study = _start(
+                data, out, budget_s, models, folds, (seed, seeds), batch_size, device, data_dir, progress, t0
+            )
         except BaseException:  # nothing trained yet: leave no half-made folder that --resume could not use
             if out.is_dir() and not (out / "study.json").is_file():
                 shutil.rmtree(out, ignore_errors=True)
@@ -163,14 +170,14 @@ def _start(
     budget_s: float,
     models: str | None,
     folds: int | None,
-    seed: int,
+    seeding: tuple[int, int],
     batch_size: int,
     device: str,
     data_dir: str | None,
     progress: bool,
     t0: float,
 ) -> Study:
-
+    seed, seeds = seeding
     pairs = parse_models(models) if models else None  # checked before any work
     dc = DataConfig(source=data, **({"data_dir": data_dir} if data_dir else {}))
     log.info("study: inspecting %s", data)
@@ -198,6 +205,7 @@ def _start(
         "data_dir": data_dir,
         "budget_seconds": budget_s,
         "seed": seed,
+        "seeds": seeds,
         "batch_size": batch_size,
         "device": device,
         "folds_requested": folds,
@@ -251,6 +259,7 @@ def _choose_plan(study: Study, left: float) -> None:
     pool = sizes["train"] + sizes["val"]
     asked = s.get("folds_requested")
     smallest = s["smallest_pool_class"]
+    n_seeds = s.get("seeds", 1)
     for k in [asked] if asked else list(AUTO_FOLDS):
         if k > smallest:
             s["notes"].append(f"{k} folds do not fit the smallest class ({smallest} images outside the test split)")
@@ -259,7 +268,7 @@ def _choose_plan(study: Study, left: float) -> None:
         fold_sizes = {"train": pool * (k - 1) // k, "val": pool // k, "test": 0}
         winner = max(c.cost(c.full_epochs, sizes["train"], sizes["val"], sizes["test"]) for c in trial)
         if (
-            plan_epochs(trial, avail - winner, sizes, runs=k, fold_sizes=fold_sizes)
+            plan_epochs(trial, avail - winner, sizes, runs=k * n_seeds, fold_sizes=fold_sizes)
             and all(c.status == "planned" for c in trial)
             and (asked or all(c.epochs == c.full_epochs for c in trial))
         ):
@@ -270,11 +279,13 @@ def _choose_plan(study: Study, left: float) -> None:
             return
     if asked:
         s["notes"].append(f"--folds {asked} did not fit the budget: one train/val/test split instead")
-    if not plan_epochs(study.cands, avail, sizes):
+    if not plan_epochs(study.cands, avail, sizes, runs=n_seeds):
         cheapest = min(
             live, key=lambda c: c.cost(c.min_epochs, sizes["train"], sizes["val"], sizes["test"]), default=None
         )
-        need = cheapest.cost(cheapest.min_epochs, sizes["train"], sizes["val"], sizes["test"]) if cheapest else 0
+        need = (
+            n_seeds * cheapest.cost(cheapest.min_epochs, sizes["train"], sizes["val"], sizes["test"]) if cheapest else 0
+        )
         raise CnnlabError(
             f"a budget of {s['budget_seconds']:.0f} s leaves {avail:.0f} s for training after "
             f"inspection and probes; the cheapest candidate needs ~{need:.0f} s: give a larger --budget"
@@ -287,6 +298,7 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
 
     s = study.state
     k = s["folds"]
+    runs = k * s.get("seeds", 1)  # trainings per candidate
     sizes = s["sizes"]
     fold_sizes = (
         {
@@ -304,7 +316,7 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
         folder = study.folder(c)
         rest = [r for r in study.cands[i + 1 :] if r.status == "planned"]
         reserve = _reserve(s["budget_seconds"], len(rest) + 1) + sum(
-            k * r.cost(r.min_epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]) * s.get("speed", 1)
+            runs * r.cost(r.min_epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]) * s.get("speed", 1)
             for r in rest
         )
         if k > 1:
@@ -314,13 +326,13 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
             c.status, c.why = "dropped", "the budget ran out before it started"
             study.save()
             continue
-        guess = k * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]) * s.get("speed", 1)
+        guess = runs * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]) * s.get("speed", 1)
         log.info(
             "study: %s (%s, %d epochs%s), about %.0f s",
             c.name,
             c.mode,
             c.epochs,
-            f" × {k} folds" if k > 1 else "",
+            (f" × {k} folds" if k > 1 else "") + (f" × {s['seeds']} seeds" if s.get("seeds", 1) > 1 else ""),
             guess,
         )
         c.status = "running"
@@ -337,7 +349,14 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
                     progress=progress,
                     callbacks=[guard],
                     same_plan=False,
+                    seeds=s.get("seeds", 1),
                 )
+            elif s.get("seeds", 1) > 1:
+                cfg = study.config(c, folder)
+                if seed_group(folder).has_state():
+                    train(None, resume=folder, callbacks=[guard], progress=progress)
+                else:
+                    train(cfg, seeds=s["seeds"], overwrite=folder.exists(), callbacks=[guard], progress=progress)
             else:
                 train_or_resume(study.config(c, folder), callbacks=[guard], progress=progress)
         except KeyboardInterrupt:
@@ -349,7 +368,7 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
             continue
         took = time.time() - started
         c.status = "done"
-        c_pred = k * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"])
+        c_pred = runs * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"])
         done = s.setdefault("timing", {})
         done[c.name] = {"predicted": round(c_pred, 1), "seconds": round(took, 1)}
         pred_sum = sum(v["predicted"] for v in done.values())
@@ -364,7 +383,7 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
                 rest,
                 (left - _reserve(s["budget_seconds"], len(rest)) - s.get("winner_reserve", 0.0)) / s["speed"],
                 sizes,
-                runs=k,
+                runs=runs,
                 fold_sizes=fold_sizes,
             )
         study.save(spent_seconds=round(spent_before + time.time() - session, 1))
@@ -383,7 +402,8 @@ def _selection_score(study: Study, c: Candidate) -> float:
     if study.state["folds"] > 1:
         cv = read_cv(study.folder(c))
         return cv["summary"]["accuracy"]["mean"] if cv else float("-inf")
-    return best_row(RunFolder(study.folder(c))).get("val_acc", float("-inf"))
+    runs = seed_runs(study.folder(c), study.seeds) if len(study.seeds) > 1 else [RunFolder(study.folder(c))]
+    return float(np.mean([best_row(r).get("val_acc", float("-inf")) for r in runs]))
 
 
 def _train_winner(study: Study, progress: bool) -> None:

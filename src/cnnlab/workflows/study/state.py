@@ -35,6 +35,11 @@ class Study:
         self.state["candidates"] = [c.to_dict() for c in self.cands]
         self.group.save(self.state)
 
+    @property
+    def seeds(self) -> list[int]:
+        """The initialisations each candidate is trained from (``--seeds N``: seed, seed + 1 …)."""
+        return [self.state["seed"] + i for i in range(self.state.get("seeds", 1))]
+
     def folder(self, c: Candidate) -> Path:
         return self.out / ("cv" if self.state["folds"] > 1 else "runs") / c.name
 

@@ -94,6 +94,7 @@ ALLOWED = {
     "train/engines.py": "checkpoint bytes in memory",
     "train/build.py": "the persistent feature cache under ~/.cache/cnnlab",
     "workflows/cv/folds.py": "cv.json and cv.html in a CV folder (its fold runs are written by RunFolder)",
+    "workflows/seeds.py": "seeds.html in a seed group (its seed runs are written by RunFolder)",
     "core/schema.py": "save_config to a path the caller gives",
     "workflows/sweep/runner.py": "sweep.yaml in a sweep folder (its trial runs are written by RunFolder)",
     "workflows/sweep/state.py": "sweep.yaml in a new sweep folder",

@@ -36,6 +36,13 @@ def test_train_with_seeds_shares_one_split_and_reports_mean_and_sd(tmp_path, cap
     assert (out / "seeds.html").is_file()
     # three scorings of one test split by one recipe (the seed is not a configuration of its own)
     assert usage_of(runs[0].test_split_id()) == {"scored": 3, "configurations": 1, "runs": 3}
+    assert main(["train", *FLAGS, "--seeds", "2", "--out", str(out)]) == 2  # a group is not overwritten unasked
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", *FLAGS, "--seeds", "2", "--out", str(out), "--overwrite"]) == 2
+    assert "'notes.txt', which no seed group writes" in capsys.readouterr().err
+    (out / "notes.txt").unlink()
+    assert main(["train", *FLAGS, "--seeds", "2", "--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "seeds.json").read_text())["seeds"] == [0, 1] and not (out / "seed-7").exists()
 
 
 class _InterruptSecondSeed(Callback):

@@ -177,7 +177,19 @@ def _train_seeds(
         group = seed_group(out)
         seeds = seed_list(cfg.train.seed, n)
         if overwrite and group.has_state():
-            group.read()  # only a seed group is replaced as a whole
+            saved = group.read()  # only a seed group is replaced as a whole, and only when no process holds a seed
+            runs = seed_runs(group.path, saved.get("seeds", []))
+            foreign = sorted(
+                {p.name for p in group.path.iterdir()} - {"seeds.json", "seeds.html"} - {r.path.name for r in runs}
+            )
+            if foreign:
+                raise CnnlabError(
+                    f"--overwrite refuses to delete {str(group.path)!r}: it holds {', '.join(map(repr, foreign[:3]))}, "
+                    "which no seed group writes; move it first"
+                )
+            for run in runs:
+                if run.path.exists():
+                    run.check_new(overwrite=True)
             shutil.rmtree(group.path)
         group.check_new()
     group.save({"status": "running", "started": now(), "seeds": seeds, "config": cfg.model_dump(mode="json")})

@@ -146,7 +146,7 @@ def test_a_run_whose_data_moved_away_still_predicts_exports_and_serves(moved_run
 
     from cnnlab.workflows.deploy.serve import create_app, load_served
 
-    with TestClient(create_app(load_served(str(run)))) as client:
+    with TestClient(create_app(load_served(str(run))), base_url="http://localhost") as client:
         r = client.post("/predict", content=image.read_bytes(), headers={"content-type": "image/png"})
     assert r.status_code == 200, r.text
     assert r.json()["top_k"][0]["label"].startswith("class_"), r.json()

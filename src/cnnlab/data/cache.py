@@ -25,16 +25,12 @@ import numpy as np
 import torch
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.locations import cache_dir
 from cnnlab.data.images import GREY_MODES, decode_file, describe_error
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # 2: entries record a content digest per file
-
-
-def cache_dir() -> Path:
-    """cnnlab's cache folder: $CNNLAB_CACHE, else ~/.cache/cnnlab."""
-    return Path(os.environ.get("CNNLAB_CACHE") or Path.home() / ".cache" / "cnnlab")
 
 
 def content_digest(data: bytes | memoryview) -> str:

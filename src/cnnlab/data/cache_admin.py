@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnlab.data.cache import cache_dir
+from cnnlab.core.locations import cache_dir
 
 KINDS = {"decoded": "decoded images", "features": "backbone features"}
 

@@ -4,7 +4,10 @@ module imports no PyTorch unless it is handed a TorchScript file."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.locations import cache_dir
+from cnnlab.data.images import DEFAULT_MAX_PIXELS
 from cnnlab.inference.preprocess import ImageInput, Preprocess, predict_with
 
 META_KEY = "cnnlab"  # ONNX metadata_props key / TorchScript extra file (cnnlab.json)
@@ -40,27 +45,56 @@ class ExportedModel:
     Build it with :meth:`load`; it has the same ``predict`` as :class:`cnnlab.inference.predictor.Predictor`.
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any], run_logits: Callable[[np.ndarray], np.ndarray], fmt: str):
+    def __init__(
+        self,
+        path: Path,
+        meta: dict[str, Any],
+        run_logits: Callable[[np.ndarray], np.ndarray],
+        fmt: str,
+        shapes: tuple[Sequence[Any], Sequence[Any]] | None = None,
+    ):
         self.path, self.meta, self.format, self._run = path, meta, fmt, run_logits
         try:
-            self.classes: list[str] = [str(c) for c in meta["classes"]]
+            classes = meta["classes"]
+            if not isinstance(classes, list) or not classes or not all(isinstance(c, (str, int)) for c in classes):
+                raise ValueError("classes must be a non-empty list of names")
+            self.classes: list[str] = [str(c) for c in classes]
             self.multilabel = bool(meta.get("multilabel"))
-            self.thresholds: list[float] | None = meta.get("thresholds")
-            self.preprocess = Preprocess.from_dict(meta["preprocess"])
+            self.thresholds: list[float] | None = _thresholds(
+                meta.get("thresholds"), len(self.classes), self.multilabel
+            )
+            pre = Preprocess.from_dict(meta["preprocess"])
+            # the file may ask for a smaller pixel budget, never a larger one: only the user lifts it
+            self.preprocess = dataclasses.replace(pre, max_pixels=min(pre.max_pixels, DEFAULT_MAX_PIXELS))
+            if meta["input"]["dtype"] not in ("uint8", "float32"):
+                raise ValueError(f"input dtype {meta['input']['dtype']!r} is neither uint8 nor float32")
             self.uint8_input = meta["input"]["dtype"] == "uint8"
+            if shapes is not None:
+                _match_shapes(self.preprocess, len(self.classes), *shapes)
         except (KeyError, TypeError, ValueError) as e:
-            raise CnnlabError(f"{path}: its cnnlab metadata is incomplete ({e}); export the run again") from None
+            raise CnnlabError(
+                f"{path}: its cnnlab metadata is incomplete or wrong ({e}); export the run again"
+            ) from None
         self.name = str(meta.get("model", path.stem))
 
     @classmethod
-    def load(cls, path: str | Path, threads: int | None = None) -> ExportedModel:
-        """Open an .onnx (ONNX Runtime) or TorchScript (.ts/.torchscript/.pt) file of `cnnlab export`."""
+    def load(cls, path: str | Path, threads: int | None = None, trust_torchscript: bool = False) -> ExportedModel:
+        """Open an .onnx (ONNX Runtime) or TorchScript (.ts/.torchscript) file of `cnnlab export`.
+
+        A TorchScript file is a program: loading it can run its code. It is opened only when
+        ``trust_torchscript`` is given or `cnnlab export` wrote it on this machine (its digest is in
+        the cache's list of exports); ONNX files are data and always open."""
         p = Path(path)
         if not p.is_file():
             raise CnnlabError(f"{p}: no such model file")
         if p.suffix.lower() in ONNX_SUFFIXES:
             return cls._load_onnx(p, threads)
         if p.suffix.lower() in TORCHSCRIPT_SUFFIXES:
+            if not trust_torchscript and not is_own_export(p):
+                raise CnnlabError(
+                    f"{p}: a TorchScript file runs code when it is loaded, and this one was not exported by cnnlab "
+                    "here; pass --trust-torchscript if you trust its source, or use the .onnx export (data only)"
+                )
             return cls._load_torchscript(p)
         raise CnnlabError(f"{p}: not a model file cnnlab can load (.onnx, .ts/.torchscript, or a run folder)")
 
@@ -84,7 +118,7 @@ class ExportedModel:
         def run(x: np.ndarray) -> np.ndarray:
             return sess.run(None, {name: x})[0]
 
-        return cls(p, meta, run, "onnx")
+        return cls(p, meta, run, "onnx", (sess.get_inputs()[0].shape, sess.get_outputs()[0].shape))
 
     @classmethod
     def _load_torchscript(cls, p: Path) -> ExportedModel:
@@ -110,7 +144,16 @@ class ExportedModel:
             with torch.inference_mode():
                 return module(torch.from_numpy(x)).float().numpy()
 
-        return cls(p, meta, run, "torchscript")
+        model = cls(p, meta, run, "torchscript")
+        pre = model.preprocess
+        probe = np.zeros((1, pre.channels, pre.input_size, pre.input_size), np.uint8)
+        try:
+            out = model.logits(probe)
+        except Exception as e:
+            raise CnnlabError(f"{p}: the model does not take the input its metadata describes ({e})") from None
+        if out.shape != (1, len(model.classes)):
+            raise CnnlabError(f"{p}: the model gives {out.shape[-1]} outputs for {len(model.classes)} classes")
+        return model
 
     # ------------------------------------------------------------------ prediction
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -153,14 +196,40 @@ class ExportedModel:
         return {"format": self.format, "file": self.path.name, **{k: self.meta.get(k) for k in keys}}
 
 
+def _thresholds(value: Any, k: int, multilabel: bool) -> list[float] | None:
+    """Per-class decision thresholds of a multi-label model (in [0, 1], one per class), else None."""
+    if value is None or not multilabel:
+        return None
+    if not isinstance(value, list) or len(value) != k:
+        raise ValueError(f"thresholds must be {k} numbers, one per class")
+    out = [float(v) for v in value]
+    if not all(0.0 <= v <= 1.0 for v in out):
+        raise ValueError("thresholds must lie in [0, 1]")
+    return out
+
+
+def _match_shapes(pre: Preprocess, k: int, inputs: Sequence[Any], outputs: Sequence[Any]) -> None:
+    """The metadata must describe the graph it rides in: (N, C, S, S) in, (N, K) out (dynamic
+    dimensions, named by strings, match anything)."""
+    want_in, want_out = (None, pre.channels, pre.input_size, pre.input_size), (None, k)
+    for what, have, want in (("input", inputs, want_in), ("output", outputs, want_out)):
+        if len(have) != len(want) or any(isinstance(h, int) and w is not None and h != w for h, w in zip(have, want)):
+            raise ValueError(f"the model's {what} shape is {list(have)}, the metadata says {list(want)}")
+
+
+MAX_META_BYTES = 1 << 20  # a metadata block of cnnlab's is a few KB
+
+
 def _parse_meta(p: Path, text: str | None) -> dict[str, Any]:
     if not text:
         raise CnnlabError(
             f"{p}: no cnnlab metadata (classes, preprocessing) in this file; make it with `cnnlab export RUN`"
         )
+    if len(text) > MAX_META_BYTES:
+        raise CnnlabError(f"{p}: its cnnlab metadata is {len(text):,} bytes, too large to be cnnlab's")
     try:
         meta = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CnnlabError(f"{p}: its cnnlab metadata is not valid JSON; export the run again") from None
     if not isinstance(meta, dict) or meta.get("format_version") != META_VERSION:
         raise CnnlabError(
@@ -169,3 +238,37 @@ def _parse_meta(p: Path, text: str | None) -> dict[str, Any]:
             f"this cnnlab reads version {META_VERSION}"
         )
     return meta
+
+
+def _exports_list() -> Path:
+    return cache_dir() / "exports.txt"
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record_own_export(path: Path) -> None:
+    """`cnnlab export` adds the digest of a TorchScript file it wrote to the cache's list, so that
+    this machine's cnnlab opens it without --trust-torchscript (a file changed since is not on it)."""
+    try:
+        target = _exports_list()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a", encoding="ascii") as f:
+            f.write(file_digest(path) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:  # a read-only cache: the file then needs --trust-torchscript, which says so
+        pass
+
+
+def is_own_export(path: Path) -> bool:
+    try:
+        known = set(_exports_list().read_text(encoding="ascii").split())
+    except (OSError, UnicodeDecodeError):
+        return False
+    return file_digest(path) in known

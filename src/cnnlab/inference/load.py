@@ -22,10 +22,11 @@ __all__ = ["BACKENDS", "load_model"]
 BACKENDS = {"run": "cnnlab.inference.predictor"}  # kind of model → the module that loads it (PyTorch)
 
 
-def load_model(spec: str, device: str = "auto", max_pixels: int | None = None) -> Any:
-    """An exported model file (.onnx needs no PyTorch) or a run folder's Predictor."""
+def load_model(spec: str, device: str = "auto", max_pixels: int | None = None, trust_torchscript: bool = False) -> Any:
+    """An exported model file (.onnx needs no PyTorch; a TorchScript file only with
+    ``trust_torchscript`` or when this machine's cnnlab exported it) or a run folder's Predictor."""
     if is_exported_file(spec):
-        model = ExportedModel.load(spec)
+        model = ExportedModel.load(spec, trust_torchscript=trust_torchscript)
         if max_pixels is not None:
             model.preprocess = dataclasses.replace(model.preprocess, max_pixels=max_pixels)
         return model

@@ -5,6 +5,7 @@ can be used, and its preprocessing checked, in a process without torch."""
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +17,17 @@ import numpy as np
 from PIL import Image
 
 from cnnlab.data.files import usable
-from cnnlab.data.images import UnusableFile, decode_file, describe_error, to_mode
+from cnnlab.data.images import DecodeMemory, UnusableFile, decode_file, describe_error, to_mode
 
 ImageInput = Union[str, Path, bytes, bytearray, Image.Image, np.ndarray]
+NORMALIZATIONS = ("mean-std", "per-image", "none")  # what a trained model's preprocessing resolves to
+MAX_INPUT_SIZE = 4096  # px a side: larger is no model cnnlab trains, and a batch of it would not fit
+
+
+def _whole(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not lo <= value <= hi:
+        raise ValueError(f"{name} is {value!r}; it must be a whole number from {lo:,} to {hi:,}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -51,18 +60,37 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:
-        return cls(
-            int(d["input_size"]),
-            int(d["channels"]),
+        """From a file's metadata (an exported model's): every field checked against what cnnlab
+        itself writes, since the file may come from anyone.
+
+        Raises:
+            ValueError: a field out of range, naming it.
+        """
+        pre = cls(
+            _whole(d["input_size"], "input_size", 1, MAX_INPUT_SIZE),
+            _whole(d["channels"], "channels", 1, 3),
             tuple(float(v) for v in d["mean"]),
             tuple(float(v) for v in d["std"]),
             str(d["normalize"]),
             str(d.get("interpolation", "bilinear")),
-            int(d["max_pixels"]),
+            _whole(d["max_pixels"], "max_pixels", 1, 10**12),
         )
+        if pre.channels not in (1, 3):
+            raise ValueError(f"channels is {pre.channels}; cnnlab models take 1 or 3")
+        if pre.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize is {pre.normalize!r}, not one of {', '.join(NORMALIZATIONS)}")
+        if pre.interpolation.upper() not in Image.Resampling.__members__:
+            raise ValueError(f"interpolation {pre.interpolation!r} is not a Pillow resampling filter")
+        for name, values in (("mean", pre.mean), ("std", pre.std)):
+            if len(values) != pre.channels or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{name} must be {pre.channels} finite numbers, got {list(values)}")
+        if any(v <= 0 for v in pre.std):
+            raise ValueError(f"std must be positive, got {list(pre.std)}")
+        return pre
 
-    def decode(self, image: ImageInput) -> np.ndarray:
-        """One image → (C, S, S) uint8, exactly as the training images were decoded.
+    def decode(self, image: ImageInput, memory: DecodeMemory | None = None) -> np.ndarray:
+        """One image → (C, S, S) uint8, exactly as the training images were decoded (a file's or
+        bytes' decode holding its memory in ``memory`` when given).
 
         Raises:
             Exception: what decoding raises for an unreadable input; callers report it per item.
@@ -71,10 +99,10 @@ class Preprocess:
             reason = usable(Path(image))
             if reason:
                 raise UnusableFile(reason)
-            return decode_file(image, self.channels, self.input_size, self.max_pixels, self.interpolation)[0]
+            return decode_file(image, self.channels, self.input_size, self.max_pixels, self.interpolation, memory)[0]
         if isinstance(image, (bytes, bytearray)):
             return decode_file(
-                io.BytesIO(bytes(image)), self.channels, self.input_size, self.max_pixels, self.interpolation
+                io.BytesIO(bytes(image)), self.channels, self.input_size, self.max_pixels, self.interpolation, memory
             )[0]
         if isinstance(image, np.ndarray):
             if (

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnlab.data.cache import cache_dir
+from cnnlab.core.locations import cache_dir
 from cnnlab.runs.store import RunFolder
 
 __all__ = ["ledger_path", "record_test_scoring", "usage_of", "use_sentence"]

@@ -77,6 +77,7 @@ RUN_ENTRIES = {
     "checkpoints",
     "report",
     "explain",
+    "export",
     *TRACKERS.values(),
 }
 
@@ -135,10 +136,17 @@ class RunFolder:
         self._lock.release()
 
     def _remove_temp_files(self) -> None:
-        """Temp files of atomic writes interrupted by a kill (only while the lock is held)."""
-        for folder in (self.path, self.path / "checkpoints"):
-            for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
-                tmp.unlink(missing_ok=True)
+        """Temp files of atomic writes and scratch folders of report/export interrupted by a kill
+        (only while the lock is held)."""
+        try:
+            for folder in (self.path, self.path / "checkpoints"):
+                for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+                    if tmp.is_dir() and not tmp.is_symlink():
+                        shutil.rmtree(tmp, ignore_errors=True)
+                    else:
+                        tmp.unlink(missing_ok=True)
+        except OSError as e:
+            raise DiskError(self.path, e) from None
 
     def check_new(self, overwrite: bool) -> None:
         """Before any work: refuse an existing non-empty ``--out`` unless ``overwrite`` and it is
@@ -307,7 +315,10 @@ class RunFolder:
         """A scratch folder whose files replace RUN/``name``/ when the block ends without error
         (figures are drawn there, then moved in; a failure leaves the old ones). With ``merge``
         the new files join the folder's existing ones instead."""
-        scratch = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=self.path))
+        try:
+            scratch = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=self.path))
+        except OSError as e:
+            raise DiskError(self.path / name, e) from None
         try:
             yield scratch
             target = self.path / name

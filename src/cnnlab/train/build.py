@@ -17,8 +17,8 @@ from torch import nn
 from cnnlab.checkpoints import atomic_torch_save, load_weights_file
 from cnnlab.core.atomic import atomic_write_json
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.locations import cache_dir
 from cnnlab.core.schema import Config
-from cnnlab.data.cache import cache_dir
 from cnnlab.models.build import build_model
 from cnnlab.models.factory import get_spec
 from cnnlab.models.ops import predict_logits

@@ -44,6 +44,11 @@ def register(sub: Any) -> None:
         metavar="DEV",
         help="for a run folder (default auto)",
     )
+    pr.add_argument(
+        "--trust-torchscript",
+        action="store_true",
+        help="load a TorchScript file not exported by cnnlab on this machine (it runs code when loaded)",
+    )
     pr.add_argument("--json", action="store_true", help="print results as one JSON list")
     pr.set_defaults(handler=cmd_predict)
 
@@ -121,6 +126,34 @@ def register(sub: Any) -> None:
     sv.add_argument(
         "--device", default="cpu", type=argtypes.device, metavar="DEV", help="for a run folder (default cpu)"
     )
+    sv.add_argument(
+        "--decode-memory-mb",
+        type=argtypes.positive_float,
+        default=512.0,
+        metavar="MB",
+        help="memory all image decodes in flight may hold together; a larger image waits its turn, one "
+        "that alone needs more gets 413 (default 512 MB)",
+    )
+    sv.add_argument(
+        "--body-timeout",
+        type=argtypes.positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds a client may send nothing of its upload before it gets 408 (default 30)",
+    )
+    sv.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name clients may use besides localhost/127.0.0.1/::1 (repeatable); requests naming "
+        "another host get 403, which keeps web pages elsewhere from reaching a local service",
+    )
+    sv.add_argument(
+        "--trust-torchscript",
+        action="store_true",
+        help="load a TorchScript file not exported by cnnlab on this machine (it runs code when loaded)",
+    )
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(handler=cmd_serve)
 
@@ -136,6 +169,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         collect=args.json,
         device=args.device,
         max_pixels=args.max_pixels,
+        trust_torchscript=args.trust_torchscript,
     )
     if args.json:
         print(json.dumps(summary["results"], indent=2))
@@ -196,5 +230,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_upload=int(args.max_upload_mb * 2**20),
         max_pixels=args.max_pixels,
         log_level=args.log_level,
+        decode_memory=int(args.decode_memory_mb * 2**20),
+        allowed_host=tuple(args.allowed_host),
+        body_timeout=args.body_timeout,
+        trust_torchscript=args.trust_torchscript,
     )
     return 0

@@ -76,9 +76,11 @@ def predict_files(
     collect: bool = False,
     device: str = "auto",
     max_pixels: int | None = None,
+    trust_torchscript: bool = False,
 ) -> dict[str, Any]:
     """Predict every image of ``items`` with ``model`` (a run folder or an exported model file,
-    loaded on ``device`` with ``max_pixels``; or a loaded model) in batches; results go to ``out``
+    loaded on ``device`` with ``max_pixels``, a TorchScript file only with ``trust_torchscript`` or when
+    exported here; or a loaded model) in batches; results go to ``out``
     (.csv or .jsonl, written whole or not at all), as lines to ``stream`` (default stdout), or, with ``collect``, kept.
 
     Returns:
@@ -87,7 +89,7 @@ def predict_files(
     from tqdm.auto import tqdm
 
     if isinstance(model, (str, Path)):
-        model = load_model(str(model), device, max_pixels)
+        model = load_model(str(model), device, max_pixels, trust_torchscript=trust_torchscript)
     files = expand_inputs(items)
     if not files:
         raise CnnlabError("no image files found in " + ", ".join(items))

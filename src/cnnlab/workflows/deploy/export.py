@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from cnnlab import __version__
-from cnnlab.core.errors import CnnlabError
-from cnnlab.inference.exported import META_KEY, META_VERSION, ExportedModel
+from cnnlab.core.errors import CnnlabError, DiskError
+from cnnlab.inference.exported import META_KEY, META_VERSION, ExportedModel, record_own_export
 from cnnlab.inference.predictor import Predictor
 from cnnlab.inference.preprocess import Preprocess
 from cnnlab.runs.data import load_run_data
@@ -86,7 +86,7 @@ def metadata(predictor: Predictor, folder: RunFolder, fmt: str, with_preprocessi
         },
         "output": {"name": "logits", "probabilities": "sigmoid" if predictor.multilabel else "softmax"},
         "metrics": metrics,
-        "run": str(folder.path.resolve()),
+        "run": folder.path.resolve().name,  # the run's name, not where it lay on the training machine
         "epoch": predictor.epoch,
         "versions": versions,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -128,6 +128,7 @@ def _write_torchscript(module: nn.Module, example: torch.Tensor, meta: dict[str,
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module, example, check_trace=False)
         torch.jit.save(traced, str(path), _extra_files={f"{META_KEY}.json": json.dumps(meta)})
+    record_own_export(path)  # this machine's cnnlab opens it without --trust-torchscript
 
 
 def parity(exported: ExportedModel, predictor: Predictor, images: np.ndarray, split: str) -> dict[str, Any]:
@@ -289,8 +290,11 @@ def export_run(
         target = Path(out)
         if target.is_dir():
             raise CnnlabError(f"--out {target}: is a folder; give a file name such as {target / name}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=FORMATS[fmt], dir=target.parent)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=FORMATS[fmt], dir=target.parent)
+        except OSError as e:
+            raise DiskError(target, e) from None
         os.close(fd)
         tmp = Path(tmp_name)
         try:
@@ -310,6 +314,8 @@ def export_run(
                 target,
             )
             os.replace(tmp, target)
+        except OSError as e:
+            raise DiskError(target, e) from None
         finally:
             tmp.unlink(missing_ok=True)
     return {"file": str(target), "format": fmt, "bytes": target.stat().st_size, "metadata": meta, "parity": report}

@@ -1,12 +1,16 @@
 """`cnnlab serve`: a trained run or an exported model behind an HTTP API (FastAPI + uvicorn), with a
-page at `/` to try it. The model is loaded once; uploads are bounded in bytes, pixels and type; a
-bad upload gets a 4xx with one line and the server keeps serving."""
+page at `/` to try it. The model is loaded once; uploads are bounded in bytes, reading time,
+pixels, format and decode memory (shared by all requests); the Host header is checked (a page on
+another site cannot reach a local service through DNS rebinding); a bad upload gets a 4xx with one
+line, a client that hangs up costs one counted log line, and the server keeps serving."""
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request) at run time
+import asyncio
 import dataclasses
 import hmac
 import io
 import ipaddress
+import logging
 import threading
 from collections.abc import Callable
 from importlib import resources
@@ -16,7 +20,7 @@ import numpy as np
 
 from cnnlab import __version__
 from cnnlab.core.errors import CnnlabError
-from cnnlab.data.images import TooManyPixels, describe_error
+from cnnlab.data.images import DecodeMemory, FormatRefused, TooManyPixels, describe_error
 from cnnlab.inference.explain import explain_image, overlay
 from cnnlab.inference.exported import ExportedModel
 from cnnlab.inference.load import load_model
@@ -26,7 +30,12 @@ from cnnlab.models.ops import uses_conv
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024  # bytes per request
 DEFAULT_MAX_PIXELS = 16_000_000  # pixels per decoded image (a 4000×4000 photo)
 DEFAULT_MAX_FILES = 64  # images per /predict/batch request
+DEFAULT_DECODE_MEMORY = 512 * 2**20  # bytes all decodes in flight may hold together
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds a client may take between two pieces of its upload
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 OPEN_PATHS = frozenset({"/"})  # the page itself holds no model data; it asks for the token
+
+log = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:
@@ -54,18 +63,19 @@ class Served:
     :class:`~cnnlab.inference.exported.ExportedModel`, with one lock around the model (two requests
     never run it at once: on a few cores that is faster than sharing them)."""
 
-    def __init__(self, model: Any, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, model: Any, max_pixels: int = DEFAULT_MAX_PIXELS, decode_memory: int = DEFAULT_DECODE_MEMORY):
         self.model = model
         model.preprocess = dataclasses.replace(model.preprocess, max_pixels=max_pixels)
         self.pre = model.preprocess
         self.lock = threading.Lock()
+        self.memory = DecodeMemory(decode_memory)
 
         self.exported = isinstance(model, ExportedModel)
         self.can_explain = not self.exported and _has_conv(model)
         self.name = model.name if self.exported else model.ckpt["config"]["model"]["name"]
 
     def decode(self, data: bytes) -> np.ndarray:
-        return self.pre.decode(data)
+        return self.pre.decode(data, memory=self.memory)
 
     def probs(self, arrays: np.ndarray) -> np.ndarray:
         arrays = np.require(arrays, requirements=["C", "W"])  # decoded views may be read-only
@@ -111,10 +121,11 @@ class Served:
                 "thresholds": m.thresholds,
                 "preprocess": self.pre.to_dict(),
                 "metrics": metrics,
-                "run": str(m.run.path) if m.run is not None else None,
+                "run": m.run.path.resolve().name if m.run is not None else None,  # a name, not a path
                 "epoch": m.epoch,
             }
-        return {**base, "explain": self.can_explain}
+        limits = {"max_pixels": self.pre.max_pixels, "decode_memory_mb": self.memory.limit / 2**20}
+        return {**base, "explain": self.can_explain, "limits": limits}
 
 
 def _has_conv(predictor: Any) -> bool:
@@ -126,17 +137,56 @@ class TooLarge(Exception):
     """A request body over the upload limit (raised while it is being read)."""
 
 
-class Guard:
-    """ASGI middleware: the bearer token on every request but the page, and the upload limit, checked
-    from Content-Length before anything is read and counted while a chunked body is read."""
+class TooSlow(Exception):
+    """A client that sent nothing of its body for the body timeout."""
 
-    def __init__(self, app: Any, token: str | None, max_upload: int):
+
+def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> frozenset[str] | None:
+    """The Host header names the service answers: on a loopback address its local names (and
+    ``extra``), so that a page elsewhere that rebinds its own name to 127.0.0.1 is refused; on any
+    other address only ``extra`` when given, else any (clients name it as they reach it)."""
+    names = {h.strip().lower().strip("[]") for h in extra if h.strip()}
+    if is_loopback(host):
+        return frozenset(names | set(LOCAL_NAMES) | {host.lower().strip("[]")})
+    return frozenset(names) if names else None
+
+
+def _host_name(value: bytes) -> str:
+    text = value.decode("latin-1").strip().lower()
+    if text.startswith("["):  # [::1]:8000
+        return text[1 : text.find("]")] if "]" in text else text
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
+class Guard:
+    """ASGI middleware: the Host header against the allow-list, one bearer token on every request
+    but the page, and the upload limit, checked from Content-Length before anything is read and
+    counted (with a timeout between pieces) while the body is read."""
+
+    def __init__(
+        self,
+        app: Any,
+        token: str | None,
+        max_upload: int,
+        hosts: frozenset[str] | None = None,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    ):
         self.app, self.token, self.max_upload = app, token, max_upload
+        self.hosts, self.body_timeout = hosts, body_timeout
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
+        pairs = list(scope.get("headers") or [])
+        headers = dict(pairs)
+        if self.hosts is not None:
+            name = _host_name(headers.get(b"host", b""))
+            if name not in self.hosts:
+                return await _reply(
+                    send, 403, f"Host {name or '(none)'!r} is not served here; the server's --allowed-host adds names"
+                )
+        if sum(k == b"authorization" for k, _ in pairs) > 1:
+            return await _reply(send, 400, "more than one Authorization header")
         if self.token is not None and scope["path"] not in OPEN_PATHS:
             given = headers.get(b"authorization", b"")
             if not (given.startswith(b"Bearer ") and hmac.compare_digest(given[7:], self.token.encode())):
@@ -153,7 +203,10 @@ class Guard:
 
         async def counted() -> dict[str, Any]:
             nonlocal seen
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:
+                raise TooSlow() from None
             seen += len(message.get("body", b""))
             if seen > self.max_upload:
                 raise TooLarge()
@@ -186,10 +239,13 @@ def create_app(
     max_upload: int = DEFAULT_MAX_UPLOAD,
     max_files: int = DEFAULT_MAX_FILES,
     default_top_k: int = 5,
+    hosts: frozenset[str] | None = frozenset(LOCAL_NAMES),
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> Any:
-    """The FastAPI application around ``served``."""
+    """The FastAPI application around ``served``; ``hosts`` None answers any Host header."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
+    from starlette.requests import ClientDisconnect
 
     app = FastAPI(
         title="cnnlab",
@@ -199,11 +255,22 @@ def create_app(
         "multipart/form-data (field `file`) or as the raw request body.",
     )
     limit_mb = f"{max_upload / 2**20:g} MB"
-    app.add_middleware(Guard, token=token, max_upload=max_upload)
+    app.add_middleware(Guard, token=token, max_upload=max_upload, hosts=hosts, body_timeout=body_timeout)
+    app.state.disconnects = 0
 
     @app.exception_handler(TooLarge)
     async def too_large(request: Request, exc: TooLarge) -> JSONResponse:
         return JSONResponse({"detail": f"upload larger than the {limit_mb} limit"}, status_code=413)
+
+    @app.exception_handler(TooSlow)
+    async def too_slow(request: Request, exc: TooSlow) -> JSONResponse:
+        return JSONResponse({"detail": f"no upload data for {body_timeout:g} s"}, status_code=408)
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect) -> Response:
+        app.state.disconnects += 1  # one line, not a traceback: a client hanging up is not the server's fault
+        log.warning("a client hung up before its upload ended (%d so far)", app.state.disconnects)
+        return Response(status_code=400)
 
     requests = _Requests(served, max_files, default_top_k)
     _add_info_routes(app, served)
@@ -253,6 +320,8 @@ class _Requests:
 
         try:
             return self.served.decode(data)
+        except FormatRefused as e:
+            raise HTTPException(415, str(e)) from None
         except TooManyPixels as e:
             detail = str(e).replace("data.max_pixels", "the pixel budget")
             detail = detail.replace(
@@ -365,10 +434,31 @@ def _header_safe(text: str) -> str:
     return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
-def load_served(model: str, device: str = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS) -> Served:
+def _release_freed_memory() -> None:
+    """glibc only: big buffers (a decoded upload) always come from mmap and go back to the system
+    when freed, instead of staying in a thread's heap after glibc raises its mmap threshold; on a
+    threaded service that keeps the peak RSS near the decode budget. Other C libraries: a no-op."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: fixed at 1 MB
+        libc.mallopt(-8, 4)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
+def load_served(
+    model: str,
+    device: str = "cpu",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    decode_memory: int = DEFAULT_DECODE_MEMORY,
+    trust_torchscript: bool = False,
+) -> Served:
     """A run folder (PyTorch) or an exported .onnx/.ts file, loaded once."""
 
-    return Served(load_model(model, device), max_pixels)
+    return Served(load_model(model, device, trust_torchscript=trust_torchscript), max_pixels, decode_memory)
 
 
 def serve(
@@ -381,6 +471,10 @@ def serve(
     max_upload: int = DEFAULT_MAX_UPLOAD,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     log_level: str = "info",
+    decode_memory: int = DEFAULT_DECODE_MEMORY,
+    allowed_host: tuple[str, ...] = (),
+    trust_torchscript: bool = False,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM)."""
     try:
@@ -389,5 +483,9 @@ def serve(
     except ImportError as e:
         raise CnnlabError(f"cnnlab serve needs {e.name}: pip install fastapi uvicorn python-multipart") from None
     check_bind(host, token, no_auth)
-    app = create_app(load_served(model, device, max_pixels), token=token, max_upload=max_upload)
+    _release_freed_memory()
+    served = load_served(model, device, max_pixels, decode_memory, trust_torchscript)
+    app = create_app(
+        served, token=token, max_upload=max_upload, hosts=allowed_hosts(host, allowed_host), body_timeout=body_timeout
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")

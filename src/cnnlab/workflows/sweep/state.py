@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import time
@@ -16,7 +17,8 @@ from typing import Any
 import yaml
 
 from cnnlab.core.atomic import atomic_write_text
-from cnnlab.core.errors import CnnlabError
+from cnnlab.core.errors import CnnlabError, DiskError
+from cnnlab.core.yamlio import read_yaml_file
 from cnnlab.runs.group import RunGroup
 from cnnlab.workflows.sweep.spec import SweepSpec, check_spec, load_spec, pruner_for
 
@@ -118,7 +120,13 @@ def open_sweep(
     if resume:
         if not saved.is_file():
             raise CnnlabError(f"{str(out)!r} is not a sweep folder (no {SPEC_FILE}); start one with cnnlab sweep SPEC")
-        tree = yaml.safe_load(saved.read_text())
+        tree = read_yaml_file(saved, "sweep state")
+        if (
+            not isinstance(tree, dict)
+            or not isinstance(tree.get("spec"), dict)
+            or not isinstance(tree.get("study"), str)
+        ):
+            raise CnnlabError(f"{saved} is damaged: it must map 'study' to a name and 'spec' to the sweep's spec")
         spec = check_spec(tree["spec"], str(saved))
         if spec_path is not None and load_spec(spec_path).model_dump() != spec.model_dump():
             raise CnnlabError(
@@ -143,6 +151,8 @@ def open_sweep(
             "spec": spec.model_dump(mode="json", exclude_none=True),
         }
         atomic_write_text(saved, yaml.safe_dump(tree, sort_keys=False))
+    if storage is None:
+        check_journal(sweep.journal, out / TRIALS)
     (out / WORKERS).mkdir(exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -159,6 +169,62 @@ def open_sweep(
                 "from another spec; give the sweep another name"
             )
     return sweep
+
+
+def check_journal(journal: Path, trials: Path) -> None:
+    """Before Optuna reads or appends: a journal whose last record a kill cut short is truncated to
+    its last complete record (Optuna would append onto the partial line, and never read the file
+    again); a damaged record before the end is refused, naming its byte offset; a missing journal
+    beside trial folders is refused (a new study would train them again, over their folders).
+    Under Optuna's own journal lock. Hand-written: Optuna checks none of this."""
+    from optuna.storages.journal import JournalFileOpenLock
+
+    if not journal.exists():
+        made = sorted(p.name for p in trials.iterdir()) if trials.is_dir() else []
+        if made:
+            raise CnnlabError(
+                f"{journal} is missing but {trials} holds {len(made)} trial folder(s): restore the journal "
+                "(it records what they were), or start a new sweep with another --out"
+            )
+        return
+    lock = JournalFileOpenLock(str(journal))
+    lock.acquire()
+    try:
+        data = journal.read_bytes()
+        *complete, tail = data.split(b"\n")  # tail: what follows the last newline (b"" when none)
+        offset, keep = 0, len(data)
+        for i, line in enumerate(complete):
+            if line.strip() and not _is_json(line):
+                if i < len(complete) - 1 or tail.strip():
+                    raise CnnlabError(
+                        f"{journal} is damaged at byte {offset} (record {i + 1} is not JSON): restore it from a "
+                        "copy, or start a new sweep with another --out"
+                    )
+                keep = offset  # the last record is damaged: drop it
+            offset += len(line) + 1
+        with open(journal, "r+b") as f:
+            if tail.strip() and _is_json(tail):
+                f.seek(0, os.SEEK_END)
+                f.write(b"\n")  # a whole record whose newline was not written yet
+            elif tail or keep < len(data):
+                keep = min(keep, len(data) - len(tail))
+                log.warning("%s: its last record was cut short (a killed worker); removed %d bytes", journal,
+                            len(data) - keep)  # fmt: skip
+                f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise DiskError(journal, e) from None
+    finally:
+        lock.release()
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -81,3 +81,22 @@ def test_the_spec_saved_in_the_folder_is_read_through_the_bounded_loader(finishe
     (out / "sweep.yaml").write_text("a: &a [1]\n" + "b: [" + ", ".join(["*a"] * 10) + "]\n" + yaml.safe_dump(tree))
     assert main(["sweep", "--resume", "--out", str(out), "-q"]) == 2
     assert "alias" in capsys.readouterr().err.lower()
+
+
+def test_a_huge_grid_is_refused_unbounded_and_drawn_lazily_when_trials_bound_it(tmp_path, capsys):
+    """Issue 23, item 9: train.seed 0 … 10⁹ on a grid used to be listed whole (MemoryError)."""
+    import resource
+
+    huge = {**SMALL, "space": {"train.seed": {"type": "int", "low": 0, "high": 10**9, "step": 1},
+                               "optim.lr": [0.001, 0.01]}}  # fmt: skip
+    assert main(["sweep", str(write_spec(tmp_path / "h.yaml", huge)), "--out", str(tmp_path / "a")]) == 2
+    assert "the grid has 2,000,000,002 points" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    spec = write_spec(tmp_path / "h2.yaml", {**huge, "trials": 3})
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "b"), "-q"]) == 0
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 < 300 * 2**20
+    s = json.loads((tmp_path / "b" / "sweep.json").read_text())
+    points = [json.dumps(t["params"], sort_keys=True) for t in s["trials"]]
+    assert s["done"] == 3 and len(set(points)) == 3  # distinct points of the grid
+    for t in s["trials"]:
+        assert 0 <= t["params"]["train.seed"] <= 10**9 and t["params"]["optim.lr"] in (0.001, 0.01)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import random
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,8 @@ RESERVED = {
     "train.monitor": "the trial monitors the sweep's objective",
 }
 METHODS = ("grid", "random", "tpe", "cmaes", "gp")
+MAX_GRID = 10**6  # points a grid may have without 'trials' bounding it
+GRID_IN_MEMORY = 10**5  # points Optuna's GridSampler may list; a larger grid is drawn lazily
 
 
 class _Strict(BaseModel):
@@ -74,6 +77,21 @@ class Param(_Strict):
         n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1  # type: ignore[operator]  # low/high/step are set for this type (the validator checks)
         vals = [self.low + i * self.step for i in range(n)]  # type: ignore[operator]  # low/high/step are set for this type (the validator checks)
         return [int(round(v)) for v in vals] if self.type == "int" else [round(v, 12) for v in vals]
+
+    def grid_size(self, name: str) -> int:
+        """How many values a grid visits, computed, not listed."""
+        if self.type == "choice":
+            return len(self.values or [])
+        if not self.step:
+            raise CnnlabError(f"sweep space {name!r}: a grid needs a choice or a range with 'step'")
+        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1  # type: ignore[operator]  # low/high/step are set for this type (the validator checks)
+
+    def grid_value(self, j: int) -> Any:
+        """The j-th value a grid visits (as Optuna stores it), computed, not listed."""
+        if self.type == "choice":
+            return _hashable(self.values or [])[j]
+        v = self.low + j * self.step  # type: ignore[operator]  # low/high/step are set for this type (the validator checks)
+        return int(round(v)) if self.type == "int" else round(v, 12)
 
     def size(self) -> int | None:
         """Distinct values of this dimension (None: continuous)."""
@@ -141,7 +159,7 @@ class SweepSpec(_Strict):
         return {k: _hashable(p.grid_values(k)) for k, p in self.space.items()}  # type: ignore[union-attr]  # low/high/step are set for this type (the validator checks)
 
     def grid_size(self) -> int:
-        return math.prod(len(v) for v in self.grid().values())
+        return math.prod(p.grid_size(k) for k, p in self.space.items())  # type: ignore[union-attr]  # low/high/step are set for this type (the validator checks)
 
     def space_size(self) -> int | None:
         """How many distinct configurations the space holds (None: a continuous dimension)."""
@@ -242,7 +260,12 @@ def _check_space(spec: SweepSpec, where: str) -> None:
             raise CnnlabError(f"{where}: space {key!r} is not a config key{did_you_mean(key, keys)}")
     base = trial_config(spec, {}, where)
     if spec.method == "grid":
-        spec.grid()  # each dimension has grid values
+        points = spec.grid_size()  # each dimension has grid values (counted, not listed)
+        if points > MAX_GRID and spec.trials is None:
+            raise CnnlabError(
+                f"{where}: the grid has {points:,} points, more than {MAX_GRID:,}; give 'trials: N' to visit N of "
+                "them (drawn without listing the grid), or coarsen a step"
+            )
     for key, p in spec.space.items():
         for v in p.edges():  # type: ignore[union-attr]  # low/high/step are set for this type (the validator checks)
             try:
@@ -267,6 +290,8 @@ def sampler_for(spec: SweepSpec, seed: int) -> Any:
     import optuna
 
     if spec.method == "grid":
+        if spec.grid_size() > GRID_IN_MEMORY:
+            return _lazy_grid_class()(spec, seed)
         return _grid_class()(spec.grid(), seed=seed)
     if spec.method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -290,6 +315,43 @@ def _grid_class() -> Any:
             pass
 
     return Grid
+
+
+@functools.cache
+def _lazy_grid_class() -> Any:
+    import optuna
+
+    class LazyGrid(optuna.samplers.BaseSampler):
+        """A grid too large to list (Optuna's GridSampler lists every point): trial n visits point
+        (a·n + b) mod size, a bijection for a coprime with size, so that trials (and parallel
+        workers) visit distinct points in a seeded order; each point's values are computed from
+        its index digit by digit. Written by hand: Optuna has no lazy grid."""
+
+        def __init__(self, spec: SweepSpec, seed: int):
+            self.params = list(spec.space.items())
+            self.radix = [p.grid_size(k) for k, p in self.params]  # type: ignore[union-attr]  # low/high/step are set for this type (the validator checks)
+            self.size = math.prod(self.radix)
+            rng = random.Random(0)  # the same order for every worker: distinct trials, distinct points
+            self.b = rng.randrange(self.size)
+            self.a = rng.randrange(1, self.size) if self.size > 1 else 1
+            while math.gcd(self.a, self.size) != 1:
+                self.a += 1
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+            return {}
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> dict[str, Any]:
+            return {}
+
+        def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+            index = (self.a * trial.number + self.b) % self.size
+            for (key, p), r in zip(self.params, self.radix):
+                index, digit = divmod(index, r)
+                if key == name:
+                    return p.grid_value(digit)
+            raise KeyError(name)
+
+    return LazyGrid
 
 
 def pruner_for(spec: SweepSpec) -> Any:

@@ -159,7 +159,8 @@ class SweepSpec(_Strict):
         return {k: _hashable(p.grid_values(k)) for k, p in self.space.items()}  # type: ignore[union-attr]  # low/high/step are set for this type (the validator checks)
 
     def grid_size(self) -> int:
-        return math.prod(p.grid_size(k) for k, p in self.space.items())  # type: ignore[union-attr]  # low/high/step are set for this type (the validator checks)
+        sizes = [p.grid_size(k) for k, p in self.space.items() if isinstance(p, Param)]  # a validated space holds Params
+        return int(math.prod(sizes))
 
     def space_size(self) -> int | None:
         """How many distinct configurations the space holds (None: a continuous dimension)."""
@@ -328,8 +329,8 @@ def _lazy_grid_class() -> Any:
         its index digit by digit. Written by hand: Optuna has no lazy grid."""
 
         def __init__(self, spec: SweepSpec, seed: int):
-            self.params = list(spec.space.items())
-            self.radix = [p.grid_size(k) for k, p in self.params]  # type: ignore[union-attr]  # low/high/step are set for this type (the validator checks)
+            self.params = [(k, p) for k, p in spec.space.items() if isinstance(p, Param)]
+            self.radix = [p.grid_size(k) for k, p in self.params]
             self.size = math.prod(self.radix)
             rng = random.Random(0)  # the same order for every worker: distinct trials, distinct points
             self.b = rng.randrange(self.size)

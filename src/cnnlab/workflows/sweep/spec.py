@@ -159,7 +159,9 @@ class SweepSpec(_Strict):
         return {k: _hashable(p.grid_values(k)) for k, p in self.space.items()}  # type: ignore[union-attr]  # low/high/step are set for this type (the validator checks)
 
     def grid_size(self) -> int:
-        sizes = [p.grid_size(k) for k, p in self.space.items() if isinstance(p, Param)]  # a validated space holds Params
+        sizes = [
+            p.grid_size(k) for k, p in self.space.items() if isinstance(p, Param)
+        ]  # a validated space holds Params
         return int(math.prod(sizes))
 
     def space_size(self) -> int | None:

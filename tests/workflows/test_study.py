@@ -155,6 +155,8 @@ def test_an_imbalanced_folder_turns_class_weights_on_and_the_report_says_so(tmp_
         (["study", "digits", "--models", "mlp,mlp"], "twice"),
         (["study", "digits", "--folds", "1"], "at least 2"),
         (["study"], "needs DATA"),
+        (["study", "digits", "--budget", ""], "give a duration like 90s"),  # not a silent 20 m
+        (["study", "/nonexistent/folder"], "DATA '/nonexistent/folder': not a built-in dataset"),
     ],
 )
 def test_study_refuses_bad_arguments_in_one_line(tmp_path, capsys, args, message):
@@ -236,3 +238,36 @@ def test_a_study_selects_by_validation_accuracy_and_says_tied_when_the_test_says
     assert pair["p_holm"] >= 0.05  # two nets within a point or two of each other on a small test set
     page = (out / "report.html").read_text()
     assert "Holm-adjusted p" in page and "is tied with" in page and "ranks first, ahead of" not in page
+
+
+def test_a_study_killed_before_its_plan_is_replaced_and_resume_checks_the_settings(tmp_path, capsys, monkeypatch):
+    """Issue 23, items 7-8: a folder a kill left during probing (inspect.json, no study.json) is
+    started again; planning time is counted once; a resume with other settings is refused."""
+    out = tmp_path / "st"
+    out.mkdir()
+    (out / "inspect.json").write_text("{}")  # what SIGKILL during the probes leaves
+    started = time.time()
+    assert main(["study", "digits", "--models", "mlp", "--budget", "40s", "--out", str(out), "-q"]) == 0
+    wall = time.time() - started
+    state = json.loads((out / "study.json").read_text())
+    assert state["status"] == "completed" and state["spent_seconds"] <= wall + 1  # counted once
+    for flags, saved in ((["--budget", "5m"], "40.0"), (["--models", "cnn"], "'mlp'"), (["--seed", "3"], "0"),
+                         (["--seeds", "2"], "1")):  # fmt: skip
+        assert main(["study", "--resume", "--out", str(out), *flags, "-q"]) == 2
+        err = capsys.readouterr().err
+        assert f"was started with {flags[0]} {saved}" in err, err
+    assert main(["study", "--resume", "--out", str(out), "--budget", "40s", "-q"]) == 0  # the same: fine
+
+
+def test_a_study_that_trains_nothing_fails_in_one_line(tmp_path, capsys, monkeypatch):
+    from cnnlab.workflows.study import run as study_run
+
+    def nothing_fits(study, *args):
+        for c in study.cands:
+            c.status, c.why = "dropped", "the budget ran out before it started"
+
+    monkeypatch.setattr(study_run, "_train_all", nothing_fits)
+    assert main(["study", "digits", "--models", "mlp", "--budget", "30s", "--out", str(tmp_path / "s"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "no candidate finished within the 30 s budget (mlp: the budget ran out" in err
+    assert json.loads((tmp_path / "s" / "study.json").read_text())["status"] == "failed"

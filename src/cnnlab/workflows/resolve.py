@@ -47,6 +47,11 @@ def data_problem(cfg: Config) -> str | None:
     return _source(cfg.data)
 
 
+def source_problem(d: DataConfig) -> str | None:
+    """Why ``d.source`` is neither a built-in dataset, a URL nor a path here, or None."""
+    return _source(d)
+
+
 def _model_name(m: ModelConfig) -> str | None:
     try:
         get_spec(m.name)

@@ -73,7 +73,6 @@ def register(sub: Any) -> None:
     )
     st.add_argument(
         "--budget",
-        default="20m",
         metavar="T",
         help="wall-clock budget of the whole study: 90s, 20m, 1.5h (default 20m); kept within 10 %%",
     )
@@ -96,14 +95,13 @@ def register(sub: Any) -> None:
     st.add_argument(
         "--seed",
         type=int,
-        default=schema_default("train.seed"),
         metavar="S",
-        help="seed of the candidates' training (the split and folds use data.split_seed, 0) (default 0)",
+        help=f"seed of the candidates' training (the split and folds use data.split_seed, 0) "
+        f"(default {schema_default('train.seed')})",
     )
     st.add_argument(
         "--seeds",
         type=argtypes.positive_int,
-        default=1,
         metavar="N",
         help="train every candidate (every fold) from N initialisations on the same split: rank by the "
         "mean, show each gap beside the spread over seeds and test it with that spread (default 1)",
@@ -111,13 +109,11 @@ def register(sub: Any) -> None:
     st.add_argument(
         "--batch-size",
         type=argtypes.positive_int,
-        default=schema_default("train.batch_size"),
         metavar="N",
         help=f"batch size (default {schema_default('train.batch_size')})",
     )
     st.add_argument(
         "--device",
-        default=schema_default("train.device"),
         type=argtypes.device,
         metavar="DEV",
         help="auto (default), cpu, cuda, cuda:N, mps",

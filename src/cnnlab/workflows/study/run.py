@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from cnnlab.core.atomic import atomic_write_json
 from cnnlab.core.errors import CnnlabError
@@ -24,6 +25,7 @@ from cnnlab.runs.store import RunFolder, now
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.state import LoopState, StopTraining
 from cnnlab.workflows.cv import cross_validate, read_cv
+from cnnlab.workflows.resolve import source_problem
 from cnnlab.workflows.seeds import seed_group, seed_list, seed_runs
 from cnnlab.workflows.study.plan import (
     IMBALANCE_FOR_WEIGHTS,
@@ -82,10 +84,10 @@ def run_study(
     models: str | None = None,
     folds: int | None = None,
     resume: bool = False,
-    seed: int = 0,
-    seeds: int = 1,
-    batch_size: int = 128,
-    device: str = "auto",
+    seed: int | None = None,
+    seeds: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
     data_dir: str | None = None,
     progress: bool = True,
     started: float | None = None,
@@ -96,33 +98,47 @@ def run_study(
     probes, training, evaluation and the report. With ``seeds`` > 1 every candidate (every fold) is
     trained from that many initialisations on the same split: candidates rank by their mean, and
     each gap is shown beside the spread over seeds and tested with it. Returns the study.json contents.
+    A setting left None takes its default (seed 0, 1 seed, batch 128, device auto, budget 20m); on
+    ``resume`` every setting given must equal the saved one.
     """
     t0 = started or time.time()
     if not data and not (resume and out):
         raise CnnlabError("cnnlab study needs DATA (or --resume --out DIR of a study)")
     out = Path(out or Path("studies") / Path(str(data).rstrip("/")).name)
+    asked = {"data": data, "data_dir": data_dir, "models": models, "folds": folds, "seed": seed, "seeds": seeds,
+             "batch_size": batch_size, "device": device, "budget": budget}  # fmt: skip
     if resume:
         study = _reopen(out)
+        _check_same_settings(study, asked)
     else:
         if data is None:
             raise CnnlabError("cnnlab study needs DATA (a folder, a CSV label file or a dataset name)")
+        _clear_unplanned(out)
         study_group(out).check_new()
         if folds is not None and folds < 2:
             raise CnnlabError("--folds needs at least 2 (leave it out to let the budget decide)")
-        budget_s = parse_budget(budget or "20m")
-        seed_list(seed, seeds)  # a seed range that fits, checked before any work
+        budget_s = parse_budget("20m" if budget is None else budget)
+        seeding = (0 if seed is None else seed, 1 if seeds is None else seeds)
+        seed_list(*seeding)  # a seed range that fits, checked before any work
         try:
-            study = _start(
-                data, out, budget_s, models, folds, (seed, seeds), batch_size, device, data_dir, progress, t0
-            )
+            study = _start(data, out, budget_s, models, folds, seeding, batch_size or 128, device or "auto",
+                           data_dir, progress, t0)  # fmt: skip
         except BaseException:  # nothing trained yet: leave no half-made folder that --resume could not use
             if out.is_dir() and not (out / "study.json").is_file():
                 shutil.rmtree(out, ignore_errors=True)
             raise
-    spent_before = study.state.get("spent_seconds", 0.0)
+    # the time spent before this session (planning of a new study is counted once, from t0)
+    spent_before = study.state.get("spent_seconds", 0.0) if resume else 0.0
     session = t0
     try:
         _train_all(study, progress, session, spent_before)
+        if not any(c.status == "done" for c in study.cands):
+            study.save(status="failed", spent_seconds=round(spent_before + time.time() - session, 1))
+            why = "; ".join(f"{c.name}: {c.why}" for c in study.cands if c.why)
+            raise CnnlabError(
+                f"no candidate finished within the {study.state['budget_seconds']:.0f} s budget ({why}); "
+                "start again with a larger --budget"
+            )
         summary = _finish(study, progress)
     except KeyboardInterrupt:
         study.save(status="interrupted", spent_seconds=round(spent_before + time.time() - session, 1))
@@ -157,6 +173,45 @@ def _test_set_note(study: Study) -> str | None:
     return None
 
 
+def _clear_unplanned(out: Path) -> None:
+    """A study killed while inspecting or probing leaves its folder with inspect.json and no
+    study.json: nothing trained, nothing to resume; a new start replaces it."""
+    if out.is_dir() and not (out / "study.json").exists():
+        entries = {p.name for p in out.iterdir()}
+        if entries and entries <= {"inspect.json", "inspect.json.tmp"} | {p.name for p in out.glob(".*.tmp")}:
+            log.info("study: %s stopped before its plan was saved; starting it again", out)
+            shutil.rmtree(out)
+
+
+def _check_same_settings(study: Study, asked: dict[str, Any]) -> None:
+    """``--resume`` with other settings than the study started with would mix two studies."""
+    s = study.state
+    saved = {
+        "data": s.get("data"),
+        "data_dir": s.get("data_dir"),
+        "models": s.get("models_requested"),
+        "folds": s.get("folds_requested"),
+        "seed": s.get("seed"),
+        "seeds": s.get("seeds", 1),
+        "batch_size": s.get("batch_size"),
+        "device": s.get("device"),
+        "budget": s.get("budget_seconds"),
+    }
+    for key, value in asked.items():
+        if value is None or (key == "models" and "models_requested" not in s):
+            continue
+        if key == "budget":
+            value = parse_budget(value)
+        if key == "data" and saved["data"] is not None and Path(str(value)) == Path(str(saved["data"])):
+            continue
+        if value != saved[key]:
+            flag = "DATA" if key == "data" else "--" + key.replace("_", "-")
+            raise CnnlabError(
+                f"{study.group.state_path} was started with {flag} {saved[key]!r}, not {value!r}: resume with "
+                "the same settings (or none), or start a new study with another --out"
+            )
+
+
 def _reopen(out: Path) -> Study:
     state = study_group(out).read()
     if state.get("status") == "completed":
@@ -179,7 +234,13 @@ def _start(
 ) -> Study:
     seed, seeds = seeding
     pairs = parse_models(models) if models else None  # checked before any work
-    dc = DataConfig(source=data, **({"data_dir": data_dir} if data_dir else {}))
+    try:
+        dc = DataConfig(source=data, **({"data_dir": data_dir} if data_dir else {}))
+    except ValidationError as e:
+        raise CnnlabError(f"DATA {data!r}: {e.errors()[0]['msg']}") from None
+    problem = source_problem(dc)
+    if problem:
+        raise CnnlabError(f"DATA {data!r}: {problem}")
     log.info("study: inspecting %s", data)
     report = inspect_dataset(dc, seed=seed)
     if report["multilabel"]:
@@ -209,6 +270,7 @@ def _start(
         "batch_size": batch_size,
         "device": device,
         "folds_requested": folds,
+        "models_requested": models,
         "folds": 1,
         "sizes": sizes,
         "input_size": size,

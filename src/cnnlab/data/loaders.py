@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -268,31 +268,30 @@ class ShardBatches(TensorBatches):
         return math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        wds = shards.webdataset_module()
-
         mine = self._shards()[self.rank if self.world > 1 else 0]
         if not mine:
             return
         local = self._local_batch()
         workers = min(self.workers, len(mine)) if self.shuffle else min(1, self.workers)
-        ds = wds.WebDataset(
-            [u for u, _ in mine],
-            shardshuffle=False,
-            nodesplitter=None,
-            workersplitter=wds.split_by_worker,
-            empty_check=False,
-        )
-        if self.shuffle:
-            ds = ds.shuffle(self.buffer, seed=self.seed * 1_000_003 + self.epoch)
-        decode = shards.SampleDecoder(tuple(self.images.shape[1:]))
-        ds = ds.map(decode).batched(local, collation_fn=shards.collate, partial=True)
+        seed = self.seed * 1_000_003 + self.epoch if self.shuffle else None
+        shape = cast(tuple[int, int, int], tuple(self.images.shape[1:]))
+        ds = shards.ShardStream(mine, shape, len(self.images.index["classes"]), local, seed, self.buffer)
         loader = torch.utils.data.DataLoader(
             ds, batch_size=None, num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None
         )
         steps = len(self) if self.world > 1 else None
-        for n, (x, y) in enumerate(loader):
-            if steps is not None and n >= steps:
-                break  # every rank stops at the same step
+        batches = iter(loader)
+        n = 0
+        while steps is None or n < steps:  # every rank stops at the same step
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                break
+            except CnnlabError:
+                raise
+            except Exception as e:  # a damaged shard, raised in a reading process
+                raise shards.as_one_line(e, self.split) from None
+            n += 1
             if self.drop_single and len(y) == 1 and self.shuffle:
                 continue  # BatchNorm cannot train on one image
             yield self.finish(x, y)

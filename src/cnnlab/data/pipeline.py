@@ -437,6 +437,11 @@ def load_shards(
                 arr = np.load(f, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise CnnlabError(f"{f}: cannot read the labels of the {name} shards ({e})") from None
+        want = index["splits"][name]["count"]
+        if arr.ndim != 1 or len(arr) != want or arr.dtype.kind not in "iu":
+            raise CnnlabError(f"{f}: holds {arr.shape} {arr.dtype} labels, not the {want} whole numbers of its split")
+        if len(arr) and not (arr.min() >= 0 and arr.max() < len(index["classes"])):
+            raise CnnlabError(f"{f}: a label is outside 0 … {len(index['classes']) - 1} (the classes)")
         labels.append(arr.astype(np.int64))
     all_labels = torch.from_numpy(np.concatenate(labels)) if labels else torch.zeros(0, dtype=torch.long)
     ranges = {k: np.arange(a, b, dtype=np.int64) for k, (a, b) in images.ranges.items()}

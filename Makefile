@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.cnnlab-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data browser postgres demo lint test test-slow bench race-env race clean
+.PHONY: setup data browser postgres demo lint test test-slow attack bench race-env race clean
 
 setup: $(STAMP) data
 
@@ -75,6 +75,10 @@ test: $(STAMP) data browser postgres lint
 
 test-slow: $(STAMP) data browser postgres
 	$(BIN)/python -m pytest -q -m slow
+
+# every hostile input of the attack corpus against the real commands; prints the counts
+attack: $(STAMP)
+	$(BIN)/python -m tests.attack -q
 
 bench: demo
 	$(BIN)/python benchmarks/cache_vs_imagefolder.py

@@ -71,3 +71,16 @@ def fits() -> bytes:
         "END",
     ]
     return "".join(c.ljust(80) for c in cards).ljust(2880).encode()
+
+
+def pickle_payload() -> bytes:
+    """A pickle that calls a function when loaded (harmless here: os.getcwd); a checkpoint loader
+    with weights_only refuses it."""
+    import os
+    import pickle
+
+    class Call:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    return pickle.dumps({"model": Call()})

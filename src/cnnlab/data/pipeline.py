@@ -381,6 +381,12 @@ def prepare_data(
             split_idx["train"] = _subsample_train(split_idx["train"], labels, cfg.train_per_class, seed)
     else:
         split_idx = {k: np.asarray(v, dtype=np.int64) for k, v in splits.items()}
+        for k, v in split_idx.items():
+            if len(v) and (v.min() < 0 or v.max() >= len(labels)):
+                raise CnnlabError(
+                    f"the saved {k} split names image {int(v.max() if v.max() >= len(labels) else v.min())}; "
+                    f"{cfg.source} has {len(labels)} images: the split.json is damaged"
+                )
     if hold_out_test:
         split_idx["test"] = np.zeros(0, dtype=np.int64)
     if len(split_idx["train"]) == 0:

@@ -4,7 +4,6 @@ comparison page for several runs."""
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import logging
 import platform
@@ -24,7 +23,7 @@ from cnnlab.core.schema import flatten_config
 from cnnlab.evaluate import plots
 from cnnlab.evaluate.metrics import reliability
 from cnnlab.runs.ledger import use_sentence
-from cnnlab.runs.store import RunFolder
+from cnnlab.runs.store import RunFolder, read_table
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +69,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    """A run's history.csv or steps.csv, checked (see :func:`cnnlab.runs.store.read_table`)."""
+    return read_table(path, "step" if path.name == "steps.csv" else "epoch")
 
 
 def _render(title: str, subtitle: str, sections: list[dict[str, str]]) -> str:

@@ -12,7 +12,7 @@ __all__ = ["load_run_data"]
 
 def load_run_data(run: RunFolder, cfg: Config, progress: bool) -> PreparedData:
     """The run's own data with its exact saved split; refuses data that changed since."""
-    saved = run.read_json(run.split_json)
+    saved = run.read_split()
     return prepare_data(
         cfg.data,
         get_spec(cfg.model.name),

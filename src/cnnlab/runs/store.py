@@ -48,6 +48,91 @@ def _number(text: str) -> Any:
         return text
 
 
+OBJECT_FILES = ("run.json", "metrics.json", "dataset.json", "split.json")  # each holds one JSON object
+SHARES = ("accuracy", "macro_f1", "balanced_accuracy", "weighted_f1", "top3_accuracy", "top5_accuracy")
+
+
+def _damaged(path: Path, what: str) -> CnnlabError:
+    return CnnlabError(f"{path} is damaged: {what}; train the run again (or restore the file)")
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_metrics(path: Path, m: dict[str, Any]) -> None:
+    """metrics.json as cnnlab writes it: shares in [0, 1], numbers where numbers go."""
+    for key in SHARES:
+        v = m.get(key)
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1):
+            raise _damaged(path, f"{key} is {v!r}, not a share between 0 and 1")
+    for key, kind in (("split", str), ("per_class", dict), ("confusion_matrix", list), ("checkpoint", str)):
+        if key in m and not isinstance(m[key], kind):
+            raise _damaged(path, f"{key} is not a {kind.__name__}")
+    for key in ("num_samples", "best_epoch"):
+        if m.get(key) is not None and not _whole(m[key]):
+            raise _damaged(path, f"{key} is {m[key]!r}, not a whole number")
+
+
+def check_split(path: Path, saved: Any, images: int | None = None) -> dict[str, Any]:
+    """split.json as cnnlab writes it: a fingerprint and, per split, distinct whole-number image
+    indices from 0 (below ``images`` when known) that no other split shares."""
+    indices = saved.get("indices") if isinstance(saved, dict) else None
+    if not isinstance(saved, dict) or not isinstance(saved.get("fingerprint"), str) or not isinstance(indices, dict):
+        raise _damaged(path, "it needs a fingerprint and lists of image indices")
+    seen: dict[int, str] = {}
+    for name, idx in indices.items():
+        if name not in ("train", "val", "test") or not isinstance(idx, list):
+            raise _damaged(path, f"{name!r} is not a split with a list of image indices")
+        for i in idx:
+            if not _whole(i) or i < 0 or (images is not None and i >= images):
+                limit = f" below {images}" if images is not None else ""
+                raise _damaged(path, f"{name} holds {i!r}, not an image index from 0{limit}")
+            if i in seen:
+                other = "twice" if seen[i] == name else f"in both {seen[i]} and {name}"
+                raise _damaged(path, f"image {i} is {other}: the splits must not share images")
+            seen[i] = name
+    return saved
+
+
+def read_table(path: Path, key: str = "epoch") -> list[dict[str, str]]:
+    """history.csv / steps.csv as cnnlab writes them: UTF-8 text, a ``key`` column of whole numbers
+    from 1, numbers (or empty cells) elsewhere; [] when absent."""
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise _damaged(path, "it is not UTF-8 text") from None
+    except OSError as e:
+        raise CnnlabError(f"{path} cannot be read ({e.strerror or e})") from None
+    if "\x00" in text:
+        raise _damaged(path, "it holds NUL bytes")
+    try:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except csv.Error as e:
+        raise _damaged(path, f"not CSV ({e})") from None
+    if path.name == "history.csv" and not rows:
+        raise _damaged(path, "it has no epochs")
+    for n, row in enumerate(rows, 2):
+        if key not in row or None in row:
+            raise _damaged(path, f"line {n} does not fit its header (a {key!r} column and one value per column)")
+        if not row[key].isdigit() or int(row[key]) < 1:
+            raise _damaged(path, f"line {n}: {key} is {row[key]!r}")
+        for k, v in row.items():
+            if v not in ("", None) and not _is_number(v):
+                raise _damaged(path, f"line {n}: {k} is {v[:40]!r}, not a number")
+    return rows
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
@@ -99,9 +184,16 @@ class RunFolder:
     best_ckpt = property(lambda self: self._checkpoint_file("best"))
 
     def _checkpoint_file(self, which: str) -> Path:
-        """checkpoints/WHICH.pt (torch), or .npz where the NumPy engine wrote one."""
+        """checkpoints/WHICH.pt (torch), or .npz where the NumPy engine wrote one; one that is a
+        link to somewhere outside this run (another run's weights, any file) is refused."""
         for suffix in CHECKPOINT_SUFFIXES:
             p = self.path / "checkpoints" / f"{which}{suffix}"
+            if p.is_symlink():
+                target = p.resolve()
+                if not target.is_relative_to(self.path.resolve()):
+                    raise CnnlabError(
+                        f"{p} is a link to {target}, outside the run folder: a run's checkpoint must be its own"
+                    )
             if p.is_file():
                 return p
         return self.path / "checkpoints" / f"{which}.pt"
@@ -346,12 +438,31 @@ class RunFolder:
         return {k: m[k] for k in ("split", "accuracy", "macro_f1", "top5_accuracy") if k in m}
 
     def read_json(self, path: Path) -> Any:
+        """A run file's JSON, checked for what cnnlab writes there (run.json, metrics.json,
+        dataset.json and split.json hold objects; metrics and splits are checked field by field):
+        a damaged file is one line naming it."""
         try:
-            return json.loads(path.read_text())
+            value = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise CnnlabError(f"{path} is missing from the run folder") from None
         except json.JSONDecodeError as e:
             raise CnnlabError(f"{path} is not valid JSON ({e})") from None
+        except (UnicodeDecodeError, RecursionError) as e:
+            raise _damaged(path, "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else "nested too deep") from None
+        except OSError as e:
+            raise CnnlabError(f"{path} cannot be read ({e.strerror or e})") from None
+        if path.name in OBJECT_FILES and path.parent == self.path:
+            if not isinstance(value, dict):
+                raise _damaged(path, f"it holds a {type(value).__name__}, not an object")
+            if path.name == "metrics.json":
+                _check_metrics(path, value)
+            elif path.name == "split.json":
+                check_split(path, value)
+        return value
+
+    def read_split(self, images: int | None = None) -> dict[str, Any]:
+        """split.json, checked (its indices below ``images`` when the data's size is known)."""
+        return check_split(self.split_json, self.read_json(self.split_json), images)
 
     def status(self) -> dict[str, Any]:
         return self.read_json(self.run_json)
@@ -366,10 +477,7 @@ class RunFolder:
 
     def history(self) -> list[dict[str, Any]]:
         """history.csv as one dict per epoch, numbers as floats (empty cells: None); [] when absent."""
-        if not self.history_csv.is_file():
-            return []
-        with open(self.history_csv, newline="") as f:
-            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: _number(v) for k, v in row.items()} for row in read_table(self.history_csv)]
 
     def update_status(self, **fields: Any) -> None:
         info = self.status() if self.run_json.exists() else {}

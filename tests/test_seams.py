@@ -85,6 +85,7 @@ ALLOWED = {
     "core/atomic.py": "the atomic write every writer goes through",
     "runs/group.py": "the state file of a folder of runs (cv.json, study.json)",
     "runs/ledger.py": "the test-set ledger in the cache folder, never a run folder",
+    "inference/exported.py": "the digests of this machine's TorchScript exports, in the cache folder",
     "checkpoints.py": "a checkpoint at the path it is given (RunFolder passes its own)",
     "data/cache.py": "the decode cache under ~/.cache/cnnlab",
     "data/sources.py": "decompressed IDX files in the cache",

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.data.images import open_image
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +306,6 @@ class SampleDecoder:
             if len(parts["u8"]) != c * h * w:
                 raise ShardDamaged(url, f"sample {key!r}: {len(parts['u8'])} pixel bytes, not {c * h * w}")
             return np.frombuffer(parts["u8"], np.uint8).reshape(self.shape), label
-        from cnnlab.data.images import open_image
-
         try:
             with open_image(io.BytesIO(parts["png"])) as im:
                 want = "L" if c == 1 else "RGB"

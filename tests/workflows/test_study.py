@@ -271,3 +271,30 @@ def test_a_study_that_trains_nothing_fails_in_one_line(tmp_path, capsys, monkeyp
     err = capsys.readouterr().err
     assert "no candidate finished within the 30 s budget (mlp: the budget ran out" in err
     assert json.loads((tmp_path / "s" / "study.json").read_text())["status"] == "failed"
+
+
+def test_every_candidate_trains_at_the_size_and_batch_its_probe_timed(tmp_path):
+    """Issue 24: a model whose own default size differs from the study's (mobilenetv2-small: 224)
+    used to train at that default while its probe timed the study's size."""
+    from cnnlab.workflows.study.plan import make_candidates
+
+    pairs = [("mlp", "scratch"), ("mobilenetv2-small", "scratch"), ("efficientnet-lite0", "frozen")]
+    big = {c.name: c for c in make_candidates(pairs, 64, 2000, 128, median_side=270)}
+    assert big["mobilenetv2-small"].input_size == 64 and big["mlp"].input_size == 64
+    assert big["efficientnet-lite0-frozen"].input_size == 224 and big["efficientnet-lite0-frozen"].batch_size == 32
+    small = {c.name: c for c in make_candidates(pairs, 64, 2000, 128, median_side=100)}
+    assert small["efficientnet-lite0-frozen"].input_size == 96
+    out = tmp_path / "st"
+    assert (
+        main(["study", "digits", "--models", "mlp,mobilenetv2-small", "--budget", "60s", "--out", str(out), "-q"]) == 0
+    )
+    state = json.loads((out / "study.json").read_text())
+    for c in state["candidates"]:
+        folder = out / ("cv" if state["folds"] > 1 else "runs") / c["name"]
+        configs = sorted(folder.rglob("config.yaml"))
+        assert configs, c
+        for cfg_file in configs:
+            cfg = RunFolder(cfg_file.parent).read_config()
+            assert (cfg.data.input_size, cfg.train.batch_size) == (c["input_size"], c["batch_size"]), cfg_file
+    page = (out / "report.html").read_text()
+    assert "input (probed and trained)" in page and " s</td>" in page

@@ -152,6 +152,7 @@ def inspect_dataset(
         "split_sizes": {s: int(len(idx)) for s, idx in splits.items()},
         "imbalance_ratio": imbalance_ratio(total),
         "sizes": dict(Counter(p["size"] for p in probes if "size" in p).most_common(10)),
+        "median_shorter_side": _median_side(p["size"] for p in probes if "size" in p),
         "modes": dict(Counter(p["mode"] for p in probes if "mode" in p)),
         "formats": dict(Counter(p["format"] for p in probes if "format" in p)),
         "extension_mismatch": mismatched,
@@ -240,6 +241,7 @@ def _inspect_builtin(
         "split_sizes": {s: int(len(idx)) for s, idx in splits.items()},
         "imbalance_ratio": imbalance_ratio(total),
         "sizes": {f"{images.shape[-1]}x{images.shape[-2]}": int(len(images))},
+        "median_shorter_side": int(min(images.shape[-2:])),
         "modes": {"L" if images.shape[1] == 1 else "RGB": int(len(images))},
         "formats": {},
         "extension_mismatch": [],
@@ -264,3 +266,9 @@ def _inspect_builtin(
         _augment_preview([torch.from_numpy(small[i]) for i in range(4)], preview_augment, out)
         report["pictures"] = [str(out / "samples.png"), str(out / "augment.png")]
     return report
+
+
+def _median_side(sizes: Any) -> int | None:
+    """The median shorter side of ``WxH`` sizes (None when there are none)."""
+    sides = [min(int(v) for v in size.split("x")) for size in sizes]
+    return int(np.median(sides)) if sides else None

@@ -511,6 +511,9 @@ def list_files(
     )
 
 
+_SKIPS_SAID: set[tuple[str, int, tuple[str, ...]]] = set()  # skipped-file summaries already logged
+
+
 def load_files(
     fl: FileList,
     size: int,
@@ -535,7 +538,9 @@ def load_files(
         resample=resample,
     )
     skipped = fl.skipped + dec.skipped
-    if skipped:  # one concise line; every file with its full reason goes to dataset.json
+    said = (str(fl.root), len(skipped), tuple(x["path"] for x in skipped[:20]))
+    if skipped and said not in _SKIPS_SAID:  # one concise line, once per process (a study loads its data
+        _SKIPS_SAID.add(said)  # for every candidate); every file with its full reason goes to dataset.json
         kinds = Counter(x["reason"].split(" (")[0].split(":")[0] for x in skipped)
         names = ", ".join(x["path"] for x in skipped[:20]) + (
             f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""

@@ -176,17 +176,31 @@ def _plan_section(study: StudyFolder) -> dict[str, str]:
     """The page's plan section."""
     s, summ, rows, cv_mode = _view(study)
     timing = s.get("timing", {})
+    ran = {r["name"]: r for r in rows}
+
+    def secs(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f} s"
+
+    def epochs(c: Any) -> str:
+        done = ran.get(c.name, {}).get("epochs_done")
+        return (f"{done} done of " if done is not None else "") + f"{c.epochs} planned ({c.full_epochs} full)"
+
+    def outcome(c: Any) -> str:
+        stop = ran.get(c.name, {}).get("stop_reason")
+        return c.status + (f": {c.why}" if c.why else "") + (f" ({stop})" if stop else "")
+
     prow = [
         [
             c.name,
             c.mode,
-            c.input_size or s["input_size"],
-            f"{c.epochs} of {c.full_epochs}",
-            round(c.train_s * 1e3, 3),
-            round(c.eval_s * 1e3, 3),
-            timing.get(c.name, {}).get("predicted"),
-            timing.get(c.name, {}).get("seconds"),
-            c.status + (f": {c.why}" if c.why else ""),
+            f"{ran.get(c.name, {}).get('input_size') or c.input_size or s['input_size']} px",
+            c.batch_size or s["batch_size"],
+            epochs(c),
+            f"{c.train_s * 1e3:.2f}",
+            f"{c.eval_s * 1e3:.2f}",
+            secs(timing.get(c.name, {}).get("predicted")),
+            secs(timing.get(c.name, {}).get("seconds")),
+            outcome(c),
         ]
         for c in study.cands
     ]
@@ -202,13 +216,14 @@ def _plan_section(study: StudyFolder) -> dict[str, str]:
             [
                 "candidate",
                 "mode",
-                "input",
-                "epochs (of full recipe)",
+                "input (probed and trained)",
+                "batch",
+                "epochs",
                 "probe ms/img train",
                 "probe ms/img infer",
-                "predicted s",
-                "took s",
-                "status",
+                "predicted",
+                "took",
+                "status (why it stopped)",
             ],
             prow,
         )

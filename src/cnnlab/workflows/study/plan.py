@@ -34,7 +34,8 @@ class Candidate:
     name: str  # unique in the study: its folder name
     model: str
     mode: str = "scratch"
-    input_size: int | None = None  # None: the data's own size
+    input_size: int | None = None  # the side it is probed and trained at (None: studies before it was set)
+    batch_size: int | None = None  # the batch it is probed and trained with (None: the study's)
     full_epochs: int = 10  # what its recipe would train without a budget
     min_epochs: int = 1
     epochs: int = 0  # planned
@@ -50,6 +51,8 @@ class Candidate:
         o: dict[str, Any] = {"model.name": self.model, "train.epochs": e}
         if self.input_size:
             o["data.input_size"] = self.input_size
+        if self.batch_size:
+            o["train.batch_size"] = self.batch_size
         if self.mode == "frozen":
             o["model.freeze"] = "backbone"
         elif self.mode == "fine-tune":
@@ -124,21 +127,39 @@ def default_models(size: int) -> list[tuple[str, str]]:
     return picks
 
 
-def make_candidates(pairs: Sequence[tuple[str, str]], size: int, n_train: int, batch_size: int) -> list[Candidate]:
-    """Candidates with their full recipes: the default one-cycle length for nets from scratch,
-    10 head epochs when frozen, `--fine-tune auto`'s phases when fine-tuned. Pretrained nets see
-    at least 64 px (small images are upscaled), at most 224."""
+PRETRAINED_BATCH = 32  # a pretrained net's batch (probe and training): its steps are the expensive ones
 
-    steps = max(1, math.ceil(n_train / batch_size))
-    scratch_epochs = min(max(round(DEFAULT_STEPS / steps), DEFAULT_EPOCHS[0]), DEFAULT_EPOCHS[1])
+
+def pretrained_size(native: int, median_side: int | None, size: int) -> int:
+    """A pretrained net's input: its pretraining resolution when the images are at least that
+    large (90 % of it), else the largest of 64, 96, 128, 160, 192 the images fill, at least 64
+    (smaller images are upscaled)."""
+    side = median_side or size
+    if side >= 0.9 * native:
+        return native
+    return max([s for s in (64, 96, 128, 160, 192) if s <= side and s < native] or [64])
+
+
+def make_candidates(
+    pairs: Sequence[tuple[str, str]], size: int, n_train: int, batch_size: int, median_side: int | None = None
+) -> list[Candidate]:
+    """Candidates with their full recipes: the default one-cycle length for nets from scratch,
+    10 head epochs when frozen, `--fine-tune auto`'s phases when fine-tuned. Every candidate has
+    its input size and batch set, so that it trains at exactly what its probe timed: nets from
+    scratch at the study's size (raised to what the model needs), pretrained nets at their
+    pretraining resolution when the images (median shorter side ``median_side``) are that large."""
+
     out = []
     for model, mode in pairs:
         spec = get_spec(model)
         c = Candidate(name=model if mode == "scratch" else f"{model}-{mode}", model=model, mode=mode)
         if spec.pretrained:
-            c.input_size = min(max(size, 64), 224)
-        elif size < spec.min_input_size:
-            c.input_size = spec.min_input_size
+            c.input_size = pretrained_size(spec.default_input_size, median_side, size)
+            c.batch_size = min(batch_size, PRETRAINED_BATCH)
+        else:
+            c.input_size, c.batch_size = max(size, spec.min_input_size), batch_size
+        steps = max(1, math.ceil(n_train / c.batch_size))
+        scratch_epochs = min(max(round(DEFAULT_STEPS / steps), DEFAULT_EPOCHS[0]), DEFAULT_EPOCHS[1])
         if mode == "scratch":
             c.full_epochs = scratch_epochs
         elif mode == "frozen":
@@ -152,13 +173,14 @@ def make_candidates(pairs: Sequence[tuple[str, str]], size: int, n_train: int, b
 
 def probe(c: Candidate, channels: int, size: int, num_classes: int, batch_size: int, seconds: float = 1.5) -> None:
     """Time a few real training steps (and inference batches) of the candidate's model on random
-    inputs of its size; sets ``train_s`` and ``eval_s`` (seconds per image)."""
+    inputs of the size and batch it will train with; sets ``train_s`` and ``eval_s`` (seconds per
+    image)."""
     import torch
 
     s = c.input_size or size
     cfg = build_config(None, {"model.name": c.model, "data.source": "digits"})  # the source only names the model
     model = build_model(cfg, num_classes, channels, s)
-    bs = min(batch_size, 32 if c.mode != "scratch" else batch_size)
+    bs = c.batch_size or batch_size  # the batch it will train with
     x = torch.rand(bs, channels, s, s)
     if uses_conv(model):
         x = x.contiguous(memory_format=torch.channels_last)

@@ -56,7 +56,7 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             "name": c.name,
             "model": c.model,
             "mode": c.mode,
-            "input_size": c.input_size or s["input_size"],
+            "input_size": first.read_config().data.input_size or c.input_size or s["input_size"],  # as trained
             "epochs": c.epochs,
             "full_epochs": c.full_epochs,
             "epochs_done": info.get("epochs_done"),

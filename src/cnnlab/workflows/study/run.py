@@ -283,7 +283,7 @@ def _start(
         "notes": [],
     }
     study = Study(out, state)
-    study.cands = make_candidates(pairs, size, sizes["train"], batch_size)
+    study.cands = make_candidates(pairs, size, sizes["train"], batch_size, report.get("median_shorter_side"))
     for c in study.cands:
         try:
             probe(c, channels, size, k, batch_size)

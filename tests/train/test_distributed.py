@@ -35,6 +35,17 @@ TRAIN = [
 ]
 
 
+def why(proc: subprocess.CompletedProcess) -> str:
+    """A failed torchrun's story: every line that names an error (a worker's first one is what
+    matters; torchrun's own summary comes last), then the tail."""
+    hits = [
+        line
+        for line in proc.stderr.splitlines()
+        if any(w in line for w in ("Error", "error", "terminate", "Abort", "signal"))
+    ]
+    return "\n".join(hits[:40]) + "\n…\n" + proc.stderr[-1500:]
+
+
 def torchrun(*args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", *args]
 
@@ -74,7 +85,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
         env=env(),
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, why(proc)
     proc = subprocess.run(
         [sys.executable, *TRAIN, "--epochs", "2", "--out", str(single)],
         capture_output=True,
@@ -83,7 +94,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
         env=env(),
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, why(proc)
     a, b = weights(ddp), weights(single)
     assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-5
     for h_ddp, h_one in zip(RunFolder(ddp).history(), RunFolder(single).history(), strict=True):
@@ -126,7 +137,7 @@ def test_a_killed_two_process_run_resumes_to_completion(tmp_path):
         env=env(),
         timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, why(proc)
     hist = RunFolder(run).history()
     assert [int(h["epoch"]) for h in hist] == list(range(1, 13))
     assert RunFolder(run).state().status == "completed"

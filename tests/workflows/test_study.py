@@ -187,6 +187,12 @@ def test_the_plan_shares_the_budget_and_drops_the_most_expensive_first():
     assert plan_epochs([cheap, dear], cheap.cost(1, 1000, 100, 100) + 1, sizes)
     assert dear.status == "dropped" and "does not fit the budget" in dear.why and cheap.status == "planned"
     assert parse_budget("1.5h") == 5400 and parse_budget("90s") == parse_budget("1.5m") == 90
+    # issue 24: one expensive candidate is not planned more than 40 % of the budget beside others
+    third = Candidate("c", "mlp", full_epochs=10, train_s=1e-4, eval_s=1e-5)
+    dear = Candidate("b", "cnn", full_epochs=30, train_s=1e-2, eval_s=1e-3)
+    seconds = dear.cost(30, 1000, 100, 100)
+    assert plan_epochs([cheap, dear, third], seconds, sizes)
+    assert dear.cost(dear.epochs, 1000, 100, 100) <= 0.4 * seconds and dear.epochs >= 1
 
 
 def test_every_example_is_a_valid_config_sweep_spec_or_script():

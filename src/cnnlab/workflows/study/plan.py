@@ -127,6 +127,7 @@ def default_models(size: int) -> list[tuple[str, str]]:
     return picks
 
 
+MAX_SHARE = 0.4  # of the training budget, the most one candidate is planned (beyond its minimum epochs)
 PRETRAINED_BATCH = 32  # a pretrained net's batch (probe and training): its steps are the expensive ones
 
 
@@ -223,7 +224,8 @@ def plan_epochs(
 ) -> bool:
     """Share ``seconds`` among the candidates (``runs`` runs each, e.g. folds) by water-filling:
     the cheapest first, each gets its full recipe or an equal share of what is left, whichever is
-    less, so shortening falls on the expensive ones. Candidates that cannot fit even at their
+    less, so shortening falls on the expensive ones; none gets more than ``MAX_SHARE`` of the
+    seconds when there are others (unless its minimum needs more). Candidates that cannot fit even at their
     minimum epochs are dropped, the most expensive first. Returns False when nothing fits."""
     sz = fold_sizes or sizes
     live = [c for c in cands if c.status in ("planned", "running")]
@@ -243,6 +245,7 @@ def plan_epochs(
         return False
     left = seconds
     order = sorted(live, key=lambda c: cost(c, c.full_epochs))
+    cap = MAX_SHARE * seconds if len(order) > 1 else seconds  # no candidate eats most of the budget
     for i, c in enumerate(order):
         # what the others still need at their minimum stays reserved for them
         share = max(
@@ -251,7 +254,7 @@ def plan_epochs(
             else left / (len(order) - i),
             cost(c, c.min_epochs),
         )
-        share = min(share, left - sum(cost(o, o.min_epochs) for o in order[i + 1 :]))
+        share = min(share, left - sum(cost(o, o.min_epochs) for o in order[i + 1 :]), max(cap, cost(c, c.min_epochs)))
         c.epochs = max([e for e in range(c.min_epochs, c.full_epochs + 1) if cost(c, e) <= share] or [c.min_epochs])
         left -= cost(c, c.epochs)
     return True

@@ -297,6 +297,11 @@ def _start(
             c.train_s * 1e3,
             c.eval_s * 1e3,
         )
+    # cheap strong baselines first (a frozen backbone on cached features takes seconds), so that a
+    # study cut short by its budget has them; the expensive ones use what is left
+    study.cands.sort(
+        key=lambda c: (c.status != "planned", c.cost(c.full_epochs, sizes["train"], sizes["val"], sizes["test"]))
+    )
     _choose_plan(study, budget_s - (time.time() - t0))
     study.save(status="running", spent_seconds=round(time.time() - t0, 1))
     return study

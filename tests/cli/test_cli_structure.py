@@ -104,3 +104,15 @@ def test_help_imports_no_pytorch(argv):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-1500:]
+
+
+def test_an_unknown_flag_is_suggested_only_when_the_suggestion_is_another_flag(capsys):
+    from cnnlab.cli import main
+
+    with pytest.raises(SystemExit, match="2"):
+        main(["export", "run", "-q"])  # -q exists, but not for export
+    err = capsys.readouterr().err
+    assert "-q belongs to other commands" in err and "did you mean '-q'" not in err
+    with pytest.raises(SystemExit, match="2"):
+        main(["train", "--epoch", "3"])
+    assert "did you mean '--epochs'" in capsys.readouterr().err

@@ -108,7 +108,10 @@ class Parser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments: "):
             flags = all_flags(self)
             first = message.removeprefix("unrecognized arguments: ").split()[0].split("=")[0]
-            message += did_you_mean(first, flags)
+            if first in flags:  # all_flags spans every command: this one is another command's
+                message += f"; {first} belongs to other commands, not this one"
+            else:
+                message += did_you_mean(first, flags)
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 

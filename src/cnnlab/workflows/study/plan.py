@@ -221,11 +221,13 @@ def plan_epochs(
     sizes: dict[str, int],
     runs: int = 1,
     fold_sizes: dict[str, int] | None = None,
+    cap: float | None = None,
 ) -> bool:
     """Share ``seconds`` among the candidates (``runs`` runs each, e.g. folds) by water-filling:
     the cheapest first, each gets its full recipe or an equal share of what is left, whichever is
     less, so shortening falls on the expensive ones; none gets more than ``MAX_SHARE`` of the
-    seconds when there are others (unless its minimum needs more). Candidates that cannot fit even at their
+    seconds when there are others, or more than ``cap`` seconds when given (a re-plan of the last
+    candidates passes the study's own cap), unless its minimum needs more. Candidates that cannot fit even at their
     minimum epochs are dropped, the most expensive first. Returns False when nothing fits."""
     sz = fold_sizes or sizes
     live = [c for c in cands if c.status in ("planned", "running")]
@@ -245,7 +247,8 @@ def plan_epochs(
         return False
     left = seconds
     order = sorted(live, key=lambda c: cost(c, c.full_epochs))
-    cap = MAX_SHARE * seconds if len(order) > 1 else seconds  # no candidate eats most of the budget
+    if cap is None:  # no candidate eats most of the budget
+        cap = MAX_SHARE * seconds if len(order) > 1 else seconds
     for i, c in enumerate(order):
         # what the others still need at their minimum stays reserved for them
         share = max(

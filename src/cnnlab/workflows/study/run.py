@@ -29,6 +29,7 @@ from cnnlab.workflows.resolve import source_problem
 from cnnlab.workflows.seeds import seed_group, seed_list, seed_runs
 from cnnlab.workflows.study.plan import (
     IMBALANCE_FOR_WEIGHTS,
+    MAX_SHARE,
     Candidate,
     default_models,
     make_candidates,
@@ -405,7 +406,8 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
         c.status = "running"
         study.save()
         started = time.time()
-        guard = BudgetGuard(deadline)
+        several = sum(x.status != "failed" for x in study.cands) > 1
+        guard = BudgetGuard(min(deadline, started + MAX_SHARE * s["budget_seconds"]) if several else deadline)
         try:
             if k > 1:
                 cross_validate(
@@ -445,13 +447,15 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
             if r.status == "dropped" and r.why.startswith("does not fit"):
                 r.status, r.why = "planned", ""
         rest = [r for r in study.cands[i + 1 :] if r.status == "planned"]
-        if rest:  # re-plan the rest from the measured speed
+        if rest:  # re-plan the rest from the measured speed, each still within the study's cap
+            several = sum(c.status != "failed" for c in study.cands) > 1
             plan_epochs(
                 rest,
                 (left - _reserve(s["budget_seconds"], len(rest)) - s.get("winner_reserve", 0.0)) / s["speed"],
                 sizes,
                 runs=runs,
                 fold_sizes=fold_sizes,
+                cap=MAX_SHARE * s["budget_seconds"] / s["speed"] if several else None,
             )
         study.save(spent_seconds=round(spent_before + time.time() - session, 1))
     if k > 1:

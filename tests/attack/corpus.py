@@ -266,24 +266,10 @@ def _first_tar(folder: Path) -> Path:
 
 
 def _rewrite_tar(change: Callable[[tarfile.TarInfo, bytes | None], list[tuple[tarfile.TarInfo, bytes | None]]]):
-    def damage(folder: Path) -> None:
-        tar_path = _first_tar(folder)
-        members = []
-        with tarfile.open(tar_path) as t:
-            for m in t:
-                members.append((m, t.extractfile(m).read() if m.isreg() else None))  # type: ignore[union-attr]
-        with tarfile.open(tar_path, "w") as t:
-            for m, data in members:
-                for info, payload in change(m, data):
-                    t.addfile(info, io.BytesIO(payload) if payload is not None else None)
-
-    return damage
+    return lambda folder: files.rewrite_tar(_first_tar(folder), change)
 
 
-def _member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    return info, data
+_member = files.tar_member
 
 
 def _only_first(ext: str, make: Callable[[tarfile.TarInfo, bytes | None], list[Any]]):

@@ -4,8 +4,12 @@ so a 20000² image costs this process a few hundred KB."""
 
 from __future__ import annotations
 
+import io
 import struct
+import tarfile
 import zlib
+from collections.abc import Callable
+from pathlib import Path
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -84,3 +88,23 @@ def pickle_payload() -> bytes:
             return (os.getcwd, ())
 
     return pickle.dumps({"model": Call()})
+
+
+def tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    """A regular tar member ``name`` holding ``data``."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def rewrite_tar(tar_path: Path, change: Callable[[tarfile.TarInfo, bytes | None], list]) -> None:
+    """Rebuild a tar member by member: each (member, data) becomes ``change``'s list of
+    (TarInfo, bytes or None) — itself, others, or nothing."""
+    members = []
+    with tarfile.open(tar_path) as t:
+        for m in t:
+            members.append((m, t.extractfile(m).read() if m.isreg() else None))  # type: ignore[union-attr]
+    with tarfile.open(tar_path, "w") as t:
+        for m, data in members:
+            for info, payload in change(m, data):
+                t.addfile(info, io.BytesIO(payload) if payload is not None else None)

@@ -5,7 +5,6 @@ members are bounded before they are read, and a failing server is given up on in
 from __future__ import annotations
 
 import http.server
-import io
 import json
 import shutil
 import tarfile
@@ -32,22 +31,7 @@ def _first(folder, split="train"):
     return folder / index["splits"][split]["shards"][0]["file"], index
 
 
-def _rewrite(tar_path, change):
-    """Rebuild a shard tar member by member through ``change(name, data) -> [(TarInfo, bytes|None)]``."""
-    members = []
-    with tarfile.open(tar_path) as t:
-        for m in t:
-            members.append((m, t.extractfile(m).read() if m.isreg() else None))
-    with tarfile.open(tar_path, "w") as t:
-        for m, data in members:
-            for info, payload in change(m, data):
-                t.addfile(info, io.BytesIO(payload) if payload is not None else None)
-
-
-def _member(name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    return info, data
+_member = files.tar_member
 
 
 def _symlink_first(m, data):
@@ -115,7 +99,7 @@ def test_a_damaged_shard_is_one_line_naming_it(good, tmp_path, capsys, case):
         message = f"holds {count - 1} samples; its index says {count}"
     else:
         message = TAR_DAMAGE[case][1]
-    _rewrite(tar_path, TAR_DAMAGE[case][0])
+    files.rewrite_tar(tar_path, TAR_DAMAGE[case][0])
     assert _train(folder, tmp_path) == 2
     _one_line(capsys, message)
 

@@ -6,12 +6,10 @@ import io
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from PIL import Image
 from cnnlab import api
 from cnnlab.cli import main
 from cnnlab.workflows.resolve import build_config
+from tests.attack import files
 from tests.conftest import make_folder_dataset
 from tests.servers import free_port
 
@@ -291,23 +290,6 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _bomb_png(side: int = 20_000) -> bytes:
-    """A real decompression bomb: a valid greyscale PNG of side² black pixels, a few hundred KB."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    z = zlib.compressobj(9)
-    row = bytes(side + 1)
-    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-        + chunk(b"IDAT", idat)
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_service_answers_8_concurrent_clients(run_server, test_images, fmnist_run):
     import httpx
 
@@ -354,7 +336,7 @@ def test_bad_uploads_get_a_4xx_and_the_server_keeps_serving(run_server, test_ima
         "oversize": lambda: (os.urandom(3 * 2**20), "image/png", 413),
         "text": lambda: (b"name,label\na.png,cat\n", "text/csv", 415),
         "truncated": lambda: (good[: len(good) // 2], "image/png", 422),
-        "bomb": lambda: (_bomb_png(), "image/png", 413),
+        "bomb": lambda: (files.png_bomb(), "image/png", 413),
         "not-multipart-batch": lambda: (good, "image/png", 415),
     }[case]()
     path = "/predict/batch" if case == "not-multipart-batch" else "/predict"

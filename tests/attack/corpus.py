@@ -172,14 +172,7 @@ def _run_case(tampering: str, command: str) -> Case:
 
 def _onnx_case(name: str, change: Callable[[dict[str, Any]], Any], refuse: bool = True) -> Case:
     def build(tmp: Path, bases: dict[str, Path]) -> list[str]:
-        import onnx
-
-        proto = onnx.load(str(bases["onnx"]))
-        meta = json.loads({p.key: p.value for p in proto.metadata_props}["cnnlab"])
-        text = change(meta)
-        del proto.metadata_props[:]
-        onnx.helper.set_model_props(proto, {"cnnlab": text if isinstance(text, str) else json.dumps(meta)})
-        onnx.save_model(proto, str(tmp / "m.onnx"))
+        files.with_onnx_meta(bases["onnx"], tmp / "m.onnx", change)
         (tmp / "image.png").write_bytes(files.png(8, value=80))
         return ["predict", str(tmp / "m.onnx"), str(tmp / "image.png")]
 

@@ -108,3 +108,19 @@ def rewrite_tar(tar_path: Path, change: Callable[[tarfile.TarInfo, bytes | None]
         for m, data in members:
             for info, payload in change(m, data):
                 t.addfile(info, io.BytesIO(payload) if payload is not None else None)
+
+
+def with_onnx_meta(src: Path, dst: Path, change: Callable[[dict], object]) -> Path:
+    """A copy of the .onnx file ``src`` at ``dst`` whose cnnlab metadata ``change`` edited in place
+    (or replaced: a returned string is written as the metadata text)."""
+    import json
+
+    import onnx
+
+    proto = onnx.load(str(src))
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}["cnnlab"])
+    text = change(meta)
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {"cnnlab": text if isinstance(text, str) else json.dumps(meta)})
+    onnx.save_model(proto, str(dst))
+    return dst

@@ -33,17 +33,7 @@ def onnx_file(run, tmp_path_factory) -> Path:
     return out
 
 
-def _with_meta(src: Path, dst: Path, change) -> Path:
-    import onnx
-
-    proto = onnx.load(str(src))
-    props = {p.key: p.value for p in proto.metadata_props}
-    meta = json.loads(props["cnnlab"])
-    text = change(meta)
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, {"cnnlab": text if isinstance(text, str) else json.dumps(meta)})
-    onnx.save_model(proto, str(dst))
-    return dst
+_with_meta = files.with_onnx_meta
 
 
 CHANGES = {

@@ -157,6 +157,10 @@ def test_importance_and_correlation_rank_the_one_parameter_that_matters_first(tm
         ({"seed": True}, "seed: expected a number, not true/false"),
         ({"trials": True}, "trials: expected a number, not true/false"),
         ({"space": {"optim.lr": {"type": "float", "low": float("nan"), "high": 1.0}}}, "finite number"),
+        ({"start": [{"optim.lr": 0.5}]}, r"start\[0\]: optim.lr=0.5 is not one of its values"),
+        ({"start": [{"optim.lr": 0.01, "optim.weight_decay": 0}]}, r"start\[0\]: give a value of each of optim.lr"),
+        ({"space": {"optim.lr": {"type": "float", "low": 0.01, "high": 0.1}}, "start": [{"optim.lr": 1.0}]},
+         r"optim.lr=1.0 is not a number within \[0.01, 0.1\]"),  # fmt: skip
     ],
 )
 def test_bad_specs_are_refused_before_any_trial_with_the_field_named(tree, match):
@@ -205,6 +209,26 @@ def test_a_finite_space_is_not_searched_twice(tmp_path):
     assert len({json.dumps(t["params"], sort_keys=True) for t in trained}) == 4
     assert all("duplicate of trial" in t["note"] for t in s["trials"] if t["state"] == "skipped")
     assert len(list((tmp_path / "sw" / "trials").iterdir())) == 4
+
+
+def test_start_points_are_tried_first_and_once(tmp_path):
+    """A spec's ``start`` (here the default recipe, as cnnlab study uses it) is trial 0, before the
+    sampler proposes anything; a list value goes through Optuna's JSON encoding and back."""
+    tree = {
+        **GRID,
+        "method": "random",
+        "trials": 3,
+        "space": {"optim.lr": {"type": "log-float", "low": 1e-4, "high": 1e-1}, "model.hidden": [[32], [64]]},
+        "start": [{"optim.lr": 0.001, "model.hidden": [64]}],
+        "base": {**GRID["base"], "train": {"epochs": 1, "batch_size": 64}},
+    }
+    spec = write_spec(tmp_path / "s.yaml", tree)
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "-q"]) == 0
+    s = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    first = next(t for t in s["trials"] if t["trial"] == 0)
+    assert first["params"] == {"optim.lr": 0.001, "model.hidden": [64]} and first["state"] == "complete"
+    assert RunFolder(tmp_path / "sw" / first["run"]).read_config().model.hidden == [64]
+    assert sum(t["params"] == first["params"] for t in s["trials"]) == 1 and len(s["trials"]) == 3
 
 
 SLOW_TPE = {

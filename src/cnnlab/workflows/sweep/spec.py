@@ -134,6 +134,11 @@ class SweepSpec(_Strict):
     pruner: Pruner | Literal["median", "halving", "hyperband", "none"] = Field(default_factory=Pruner)
     cv: CV | None = None
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    start: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="points tried first, each a value of every space key (e.g. the default recipe)",
+    )
 
     @field_validator("space")
     @classmethod
@@ -275,8 +280,37 @@ def _check_space(spec: SweepSpec, where: str) -> None:
                 build_config(base.model_dump(mode="json"), {key: v})
             except CnnlabError as e:
                 raise CnnlabError(f"{where}: space {key!r} value {v!r} is not accepted: {e}") from None
+    for i, point in enumerate(spec.start):
+        problem = _off_space(spec, point)
+        if problem:
+            raise CnnlabError(f"{where}: start[{i}]: {problem}")
     if base.data.val_size == 0 and not spec.cv:
         raise CnnlabError(f"{where}: data.val_size is 0, so there is no validation split to tune on")
+
+
+def _off_space(spec: SweepSpec, point: dict[str, Any]) -> str | None:
+    """Why a start point is not a point of the space (None: it is)."""
+    if set(point) != set(spec.space):
+        return f"give a value of each of {', '.join(spec.space)} (got {', '.join(point) or 'none'})"
+    for key, v in point.items():
+        p = spec.space[key]
+        assert isinstance(p, Param)
+        if p.type == "choice":
+            if v not in (p.values or []):
+                return f"{key}={v!r} is not one of its values {p.values}"
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not p.low <= v <= p.high:  # type: ignore[operator]  # low/high are set for ranges
+            return f"{key}={v!r} is not a number within [{p.low}, {p.high}]"
+        elif p.type == "int" and v != int(v):
+            return f"{key}={v!r} is not a whole number"
+    return None
+
+
+def encode_point(spec: SweepSpec, point: dict[str, Any]) -> dict[str, Any]:
+    """A start point as Optuna stores it (list choices as JSON text)."""
+    return {
+        k: json.dumps(v) if _holds_lists(spec.space[k]) else v  # type: ignore[arg-type]  # a validated space holds Params
+        for k, v in point.items()
+    }
 
 
 def trial_config(spec: SweepSpec, params: dict[str, Any], where: str = "sweep spec", out: str | None = None) -> Config:

@@ -20,7 +20,7 @@ from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError, DiskError
 from cnnlab.core.yamlio import read_yaml_file
 from cnnlab.runs.group import RunGroup
-from cnnlab.workflows.sweep.spec import SweepSpec, check_spec, load_spec, pruner_for
+from cnnlab.workflows.sweep.spec import SweepSpec, check_spec, encode_point, load_spec, pruner_for
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,8 @@ def open_sweep(
         theirs = study.user_attrs.get("cnnlab_spec")
         if theirs is None:
             study.set_user_attr("cnnlab_spec", mine)
+            for point in spec.start:  # tried first, by whichever worker asks first
+                study.enqueue_trial(encode_point(spec, point), user_attrs={VERDICT: "run"}, skip_if_exists=False)
         elif theirs != mine:
             raise CnnlabError(
                 f"study {sweep.study_name!r} in {_masked(storage or str(sweep.journal))} was made "

@@ -282,14 +282,18 @@ def test_a_study_that_trains_nothing_fails_in_one_line(tmp_path, capsys, monkeyp
 def test_every_candidate_trains_at_the_size_and_batch_its_probe_timed(tmp_path):
     """Issue 24: a model whose own default size differs from the study's (mobilenetv2-small: 224)
     used to train at that default while its probe timed the study's size."""
-    from cnnlab.workflows.study.plan import make_candidates
+    from cnnlab.workflows.study.plan import make_candidates, shrink_to_fit
 
     pairs = [("mlp", "scratch"), ("mobilenetv2-small", "scratch"), ("efficientnet-lite0", "frozen")]
-    big = {c.name: c for c in make_candidates(pairs, 64, 2000, 128, median_side=270)}
-    assert big["mobilenetv2-small"].input_size == 64 and big["mlp"].input_size == 64
-    assert big["efficientnet-lite0-frozen"].input_size == 224 and big["efficientnet-lite0-frozen"].batch_size == 32
-    small = {c.name: c for c in make_candidates(pairs, 64, 2000, 128, median_side=100)}
-    assert small["efficientnet-lite0-frozen"].input_size == 96
+    made = {c.name: c for c in make_candidates(pairs, 64, 2000, 128)}
+    assert made["mobilenetv2-small"].input_size == 64 and made["mlp"].input_size == 64
+    lite = made["efficientnet-lite0-frozen"]
+    assert lite.input_size == 224 and lite.batch_size == 32
+    # too dear at 224 px for its share: the largest size whose predicted cost fits (cost ∝ pixels)
+    lite.eval_s = 0.02  # seconds per image at 224: 2,600 images' features take 52 s
+    sizes = {"train": 2000, "val": 300, "test": 300}
+    assert shrink_to_fit(lite, 30.0, sizes) and lite.input_size == 128  # 160 px: 30.03 s
+    assert not shrink_to_fit(lite, 1e4, sizes) and lite.input_size == 128
     out = tmp_path / "st"
     assert (
         main(["study", "digits", "--models", "mlp,mobilenetv2-small", "--budget", "60s", "--out", str(out), "-q"]) == 0

@@ -159,8 +159,10 @@ def test_importance_and_correlation_rank_the_one_parameter_that_matters_first(tm
         ({"space": {"optim.lr": {"type": "float", "low": float("nan"), "high": 1.0}}}, "finite number"),
         ({"start": [{"optim.lr": 0.5}]}, r"start\[0\]: optim.lr=0.5 is not one of its values"),
         ({"start": [{"optim.lr": 0.01, "optim.weight_decay": 0}]}, r"start\[0\]: give a value of each of optim.lr"),
-        ({"space": {"optim.lr": {"type": "float", "low": 0.01, "high": 0.1}}, "start": [{"optim.lr": 1.0}]},
-         r"optim.lr=1.0 is not a number within \[0.01, 0.1\]"),  # fmt: skip
+        (
+            {"space": {"optim.lr": {"type": "float", "low": 0.01, "high": 0.1}}, "start": [{"optim.lr": 1.0}]},
+            r"optim.lr=1.0 is not a number within \[0.01, 0.1\]",
+        ),  # fmt: skip
     ],
 )
 def test_bad_specs_are_refused_before_any_trial_with_the_field_named(tree, match):
@@ -454,3 +456,24 @@ def test_every_example_spec_is_a_valid_sweep():
     assert specs
     for p in specs:
         assert load_spec(p).budget()
+
+
+@pytest.mark.parametrize("low,high", [(3e-4, 9e-3), (0.01, 0.02), (1e-5, 1e-1)])
+def test_a_log_range_of_any_width_gets_legible_tick_labels(tmp_path, low, high):
+    """A narrow log range (the study's learning-rate search spans 1.5 decades) used to get labelled
+    minor ticks that overlapped; the figure check of conftest fails on any overlap."""
+    from cnnlab.workflows.sweep.report import _scatter
+
+    spec = check_spec(
+        {
+            "base": {"data": {"source": "digits"}},
+            "space": {"optim.lr": {"type": "float", "low": low, "high": high, "log": True}},
+            "trials": 5,
+        },
+        "spec.yaml",
+    )
+    done = [
+        {"state": "complete", "params": {"optim.lr": float(v)}, "value": 0.9 + 0.01 * i}
+        for i, v in enumerate(np.geomspace(low, high, 5))
+    ]
+    assert _scatter(spec, done, ["optim.lr"], tmp_path / "scatter.png").is_file()

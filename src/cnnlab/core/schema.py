@@ -328,6 +328,14 @@ def flatten_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def nest_config(flat: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys as a config tree (flatten_config's inverse); unknown keys are refused."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        _set_dotted(tree, key, value)
+    return tree
+
+
 def config_keys() -> list[str]:
     """Every settable dotted key, e.g. ``optim.lr``."""
     return [

@@ -196,6 +196,12 @@ def _plan_section(study: StudyFolder) -> dict[str, str]:
             f"{ran.get(c.name, {}).get('input_size') or c.input_size or s['input_size']} px",
             c.batch_size or s["batch_size"],
             epochs(c),
+            (
+                f"{c.search_trials} × {c.search_epochs} ep in {c.search_seconds:.0f} s"
+                + (f" (took {c.search['seconds']:.1f} s)" if c.search and "seconds" in c.search else "")
+            )
+            if c.search_trials
+            else (c.search or {}).get("note", "-"),
             f"{c.train_s * 1e3:.2f}",
             f"{c.eval_s * 1e3:.2f}",
             secs(timing.get(c.name, {}).get("predicted")),
@@ -219,6 +225,7 @@ def _plan_section(study: StudyFolder) -> dict[str, str]:
                 "input (probed and trained)",
                 "batch",
                 "epochs",
+                "search: trials × epochs in its share",
                 "probe ms/img train",
                 "probe ms/img infer",
                 "predicted",
@@ -231,6 +238,16 @@ def _plan_section(study: StudyFolder) -> dict[str, str]:
     }
 
 
+def search_text(search: dict[str, Any] | None) -> str:
+    """A candidate's search in a few words: default → tuned validation accuracy, or why none."""
+    if not search:
+        return "-"
+    if "trials" not in search:
+        return search.get("note", "-")
+    default, tuned = (("-" if v is None else f"{v:.4f}") for v in (search["default_val"], search["tuned_val"]))
+    return f"{default} → {tuned} ({search['trials']} trials × {search['epochs']} ep)"
+
+
 def _ranking_section(study: StudyFolder) -> dict[str, str]:
     """The page's ranking section."""
     s, summ, rows, cv_mode = _view(study)
@@ -240,6 +257,7 @@ def _ranking_section(study: StudyFolder) -> dict[str, str]:
             i + 1,
             x["name"],
             f"{x['parameters']:,}",
+            search_text(x.get("search")),
             x["selection"]["value"],
             _ci(x["accuracy"]),
             _ci(x["macro_f1"]),
@@ -259,7 +277,8 @@ def _ranking_section(study: StudyFolder) -> dict[str, str]:
                 "#",
                 "candidate",
                 "parameters",
-                "selection: " + ("out-of-fold acc." if cv_mode else "val acc."),
+                "search: val acc. default → tuned",
+                "selection: " + ("out-of-fold acc." if cv_mode else "val acc.") + " (final run)",
                 f"{what} accuracy [95 %]",
                 f"{what} macro-F1 [95 %]",
                 "train s",
@@ -270,7 +289,9 @@ def _ranking_section(study: StudyFolder) -> dict[str, str]:
             ],
             rrows,
         )
-        + "<p>Intervals: "
+        + "<p>Search: each candidate's learning rate and weight decay searched in the same share of the "
+        "budget on the validation split (short trials, the default recipe first); its final run trains with "
+        "the best and is ranked by its own validation figure. Intervals: "
         + ("bootstrap over folds." if cv_mode else "bootstrap over the test images (1000 draws).")
         + " ms/image: batch of one on the study's device, median.</p>",
     }
@@ -433,6 +454,7 @@ def format_summary(state: dict[str, Any]) -> Sequence[str]:
         f"{'#':>2}  {'candidate':<30} {'params':>10}  {'select':>7}  {'accuracy':>8}  {'macro-F1':>8}  "
         f"{'run s':>7}  {'ms/img':>7}",
     ]
+    searched = any(r.get("search") and "trials" in r["search"] for r in rows)
     seeded = any(r["accuracy"].get("sd") is not None for r in rows)
     if seeded:
         lines[1] += f"  {'acc sd':>7}"
@@ -442,6 +464,9 @@ def format_summary(state: dict[str, Any]) -> Sequence[str]:
             f"{r['accuracy']['value']:8.4f}  {r['macro_f1']['value']:8.4f}  {r['run_seconds']:7.1f}  "
             f"{r['ms_per_image'] or 0:7.2f}" + (f"  {r['accuracy'].get('sd') or 0:7.4f}" if seeded else "")
         )
+    if searched:
+        lines.append("    search (validation accuracy, default → tuned):")
+        lines += [f"      {r['name']}: {search_text(r.get('search'))}" for r in rows]
     for p in summ.get("paired", []):
         if p.get("seed_sd"):
             lines.append(

@@ -90,6 +90,14 @@ def register(sub: Any) -> None:
         help="cross-validate with K folds when the budget "
         "allows (default: 5 or 3 folds when every candidate's full recipe fits, else one split)",
     )
+    st.add_argument(
+        "--no-tune",
+        dest="tune",
+        action="store_false",
+        default=None,
+        help="one recipe per candidate: no search (by default every candidate gets the same share of the "
+        "budget to search its learning rate and weight decay on the validation split first)",
+    )
     st.add_argument("--out", metavar="DIR", help="study folder (default studies/<data name>)")
     st.add_argument("--resume", action="store_true", help="finish the study in --out: finished candidates are kept")
     st.add_argument(
@@ -163,6 +171,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         progress=progress_wanted(args),
         started=args.started,
+        tune=args.tune,
     )
     print("\n".join(state["summary_lines"]))
     print(

@@ -15,7 +15,7 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.models.build import build_model
 from cnnlab.models.factory import MODELS, get_spec
 from cnnlab.models.ops import uses_conv
-from cnnlab.train.build import DEFAULT_EPOCHS, DEFAULT_STEPS
+from cnnlab.train.build import DEFAULT_EPOCHS, DEFAULT_PEAK_LR, DEFAULT_STEPS
 from cnnlab.workflows.resolve import build_config
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,17 @@ class Candidate:
     eval_s: float = 0.0
     status: str = "planned"  # planned, running, done, dropped
     why: str = ""
+    # equal effort: the search before its final training (seconds: its share; trials: planned, 0 = none)
+    search_seconds: float = 0.0
+    search_trials: int = 0
+    search_epochs: int = 0
+    search: dict[str, Any] | None = None  # what the search found: default and tuned validation figures
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)  # the tuned values its final run uses
 
     def overrides(self, epochs: int | None = None) -> dict[str, Any]:
         """Config keys of this candidate (beyond the study's shared ones)."""
         e = epochs or self.epochs
-        o: dict[str, Any] = {"model.name": self.model, "train.epochs": e}
+        o: dict[str, Any] = {"model.name": self.model, "train.epochs": e, **self.params}
         if self.input_size:
             o["data.input_size"] = self.input_size
         if self.batch_size:
@@ -60,21 +66,25 @@ class Candidate:
             o["model.fine_tune"] = [e - tuned, tuned]
         return o
 
-    def cost(self, epochs: int, n_train: int, n_val: int, n_test: int) -> float:
-        """Predicted seconds of one run of ``epochs`` epochs (training, validation, test, overhead)."""
+    def cost(self, epochs: int, n_train: int, n_val: int, n_test: int, features: bool = True) -> float:
+        """Predicted seconds of one run of ``epochs`` epochs (training, validation, test, overhead);
+        ``features=False``: a pretrained net's backbone features are already in the cache."""
         evals = n_val * epochs + n_test
+        extract = (n_train + n_val + n_test) * self.eval_s if features else 0.0
         if self.mode == "frozen":  # features once, then a linear head on them (cheap)
-            return (n_train + n_val + n_test) * self.eval_s + epochs * (0.2 + n_train * 2e-6) + RUN_OVERHEAD_S
+            return extract + epochs * (0.2 + n_train * 2e-6) + RUN_OVERHEAD_S
         if self.mode == "fine-tune":
             tuned = max(1, round(epochs / 3))
-            return (
-                (n_train + n_val + n_test) * self.eval_s
-                + tuned * n_train * self.train_s
-                + evals * self.eval_s
-                + epochs * 0.2
-                + RUN_OVERHEAD_S
-            )
+            return extract + tuned * n_train * self.train_s + evals * self.eval_s + epochs * 0.2 + RUN_OVERHEAD_S
         return epochs * (n_train * self.train_s + 0.1) + evals * self.eval_s + RUN_OVERHEAD_S
+
+    def search_cost(self, trials: int, epochs: int, n_train: int, n_val: int) -> float:
+        """Predicted seconds of a search of ``trials`` runs of ``epochs`` epochs (no test split;
+        a pretrained net's features are extracted by the first trial only)."""
+        if trials <= 0:
+            return 0.0
+        first = self.cost(epochs, n_train, n_val, 0)
+        return first + (trials - 1) * self.cost(epochs, n_train, n_val, 0, features=False)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,31 +141,42 @@ MAX_SHARE = 0.4  # of the training budget, the most one candidate is planned (be
 PRETRAINED_BATCH = 32  # a pretrained net's batch (probe and training): its steps are the expensive ones
 
 
-def pretrained_size(native: int, median_side: int | None, size: int) -> int:
-    """A pretrained net's input: its pretraining resolution when the images are at least that
-    large (90 % of it), else the largest of 64, 96, 128, 160, 192 the images fill, at least 64
-    (smaller images are upscaled)."""
-    side = median_side or size
-    if side >= 0.9 * native:
-        return native
-    return max([s for s in (64, 96, 128, 160, 192) if s <= side and s < native] or [64])
+PRETRAINED_SIZES = (192, 160, 128, 96, 64)  # what a pretrained net falls back to when its native size costs too much
 
 
-def make_candidates(
-    pairs: Sequence[tuple[str, str]], size: int, n_train: int, batch_size: int, median_side: int | None = None
-) -> list[Candidate]:
+def shrink_to_fit(c: Candidate, seconds: float, sizes: dict[str, int]) -> bool:
+    """A pretrained candidate at the largest of its size and ``PRETRAINED_SIZES`` whose full
+    recipe, predicted from its probe (a net's cost grows with the pixels), takes at most
+    ``seconds``; 64 px at the least. Returns whether its size changed (then probe it again)."""
+    if not c.input_size:
+        return False
+    side = c.input_size
+
+    def cost(s: int) -> float:
+        scale = (s / side) ** 2
+        shrunk = dataclasses.replace(c, train_s=c.train_s * scale, eval_s=c.eval_s * scale)
+        return shrunk.cost(c.full_epochs, sizes["train"], sizes["val"], sizes["test"])
+
+    options = [side] + [s for s in PRETRAINED_SIZES if s < side]
+    pick = next((s for s in options if cost(s) <= seconds), options[-1])
+    c.input_size = pick
+    return pick != side
+
+
+def make_candidates(pairs: Sequence[tuple[str, str]], size: int, n_train: int, batch_size: int) -> list[Candidate]:
     """Candidates with their full recipes: the default one-cycle length for nets from scratch,
     10 head epochs when frozen, `--fine-tune auto`'s phases when fine-tuned. Every candidate has
     its input size and batch set, so that it trains at exactly what its probe timed: nets from
     scratch at the study's size (raised to what the model needs), pretrained nets at their
-    pretraining resolution when the images (median shorter side ``median_side``) are that large."""
+    pretraining resolution (smaller images are upscaled, as they were in pretraining; the study
+    shrinks it when the probe says it costs too much: ``shrink_to_fit``)."""
 
     out = []
     for model, mode in pairs:
         spec = get_spec(model)
         c = Candidate(name=model if mode == "scratch" else f"{model}-{mode}", model=model, mode=mode)
         if spec.pretrained:
-            c.input_size = pretrained_size(spec.default_input_size, median_side, size)
+            c.input_size = spec.default_input_size
             c.batch_size = min(batch_size, PRETRAINED_BATCH)
         else:
             c.input_size, c.batch_size = max(size, spec.min_input_size), batch_size
@@ -213,6 +234,64 @@ def probe(c: Candidate, channels: int, size: int, num_classes: int, batch_size: 
     c.eval_s = timed(eval_step)
     model.train()
     c.train_s = timed(train_step) if c.mode != "frozen" else 0.0
+
+
+# Equal effort: this share of the training budget goes to searches, the same seconds for every
+# candidate; each search tries the default recipe first, then random points of SEARCH_SPACE.
+SEARCH_SHARE = 0.3
+SEARCH_TRIALS = (2, 8)  # fewer than 2 trials is no search (the default alone); more is not "small"
+WEIGHT_DECAYS = [0.0, 1e-5, 1e-4, 1e-3]
+
+
+def default_lr(c: Candidate) -> float:
+    """The learning rate of the candidate's default recipe: one-cycle's peak from scratch, else
+    the optimiser's default."""
+    return DEFAULT_PEAK_LR if c.mode == "scratch" else 1e-3
+
+
+def search_space(c: Candidate) -> dict[str, Any]:
+    """Learning rate (log scale, a decade below to 3x above the default) and weight decay."""
+    lr = default_lr(c)
+    return {
+        "optim.lr": {"type": "float", "low": lr / 10, "high": lr * 3, "log": True},
+        "optim.weight_decay": WEIGHT_DECAYS,
+    }
+
+
+def search_epochs(c: Candidate) -> int:
+    """A search trial's length: a third of the full recipe (a short one-cycle of its own), at
+    least the candidate's minimum; a frozen net's head epochs are cheap, so all of them."""
+    if c.mode == "frozen":
+        return c.full_epochs
+    return max(c.min_epochs, math.ceil(c.full_epochs / 3))
+
+
+def plan_searches(cands: Sequence[Candidate], seconds: float, sizes: dict[str, int], speed: float = 1.0) -> float:
+    """Give every live candidate the same ``seconds / n`` for its search, and as many trials as
+    fit (``fit_search``). Returns the predicted seconds of all the searches."""
+    live = [c for c in cands if c.status == "planned"]
+    for c in live:
+        c.search_seconds = seconds / max(1, len(live))
+        c.search_epochs = search_epochs(c)
+        fit_search(c, sizes, speed)
+    return sum(c.search_cost(c.search_trials, c.search_epochs, sizes["train"], sizes["val"]) * speed for c in live)
+
+
+def fit_search(c: Candidate, sizes: dict[str, int], speed: float = 1.0) -> None:
+    """As many trials (``SEARCH_TRIALS``) as the probe, times the measured ``speed``, says fit in the
+    candidate's share; a candidate whose two trials do not fit gets no search, with the reason."""
+    fits = [
+        n
+        for n in range(SEARCH_TRIALS[0], SEARCH_TRIALS[1] + 1)
+        if c.search_cost(n, c.search_epochs, sizes["train"], sizes["val"]) * speed <= c.search_seconds
+    ]
+    c.search_trials = max(fits, default=0)
+    if not c.search_trials:
+        need = c.search_cost(SEARCH_TRIALS[0], c.search_epochs, sizes["train"], sizes["val"]) * speed
+        c.search = {"note": f"no search: {SEARCH_TRIALS[0]} trials need ~{need:.0f} s, its share is "
+                            f"{c.search_seconds:.0f} s"}  # fmt: skip
+    elif c.search and "note" in c.search:
+        c.search = None
 
 
 def plan_epochs(

@@ -76,6 +76,7 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             },
             "overfit": overfit_note(best, history),
             "run": str(folder.relative_to(study.out)),
+            "search": c.search,  # default and tuned validation figures of its search (None: --no-tune)
         }
         cm = np.sum([np.asarray(m["confusion_matrix"]) for m in metrics], axis=0)
         row["confusion_matrix"] = cm.tolist()
@@ -307,6 +308,8 @@ def commands(study: Study, c: Candidate) -> dict[str, str]:
     args += ["--model", c.model, "--epochs", str(o["train.epochs"]), "--seed", str(s["seed"])]
     if "data.input_size" in o:
         args += ["--input-size", str(o["data.input_size"])]
+    if "optim.lr" in o:  # what its search found
+        args += ["--lr", f"{o['optim.lr']:.6g}", "--weight-decay", f"{o.get('optim.weight_decay', 0.0):g}"]
     if c.mode == "frozen":
         args += ["--freeze", "backbone"]
     elif c.mode == "fine-tune":

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from pydantic import ValidationError
 
-from cnnlab.core.atomic import atomic_write_json
+from cnnlab.core.atomic import atomic_write_json, atomic_write_text
 from cnnlab.core.errors import CnnlabError
-from cnnlab.core.schema import DataConfig
+from cnnlab.core.schema import DataConfig, nest_config
 from cnnlab.data.inspect import inspect_dataset
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.models.factory import get_spec
@@ -30,15 +31,22 @@ from cnnlab.workflows.seeds import seed_group, seed_list, seed_runs
 from cnnlab.workflows.study.plan import (
     IMBALANCE_FOR_WEIGHTS,
     MAX_SHARE,
+    SEARCH_SHARE,
     Candidate,
+    default_lr,
     default_models,
+    fit_search,
     make_candidates,
     parse_models,
     plan_epochs,
+    plan_searches,
     probe,
+    search_space,
+    shrink_to_fit,
 )
 from cnnlab.workflows.study.results import best_row, collect
 from cnnlab.workflows.study.state import Study, study_group
+from cnnlab.workflows.sweep.runner import run_sweep
 from cnnlab.workflows.training import train, train_or_resume
 
 log = logging.getLogger(__name__)
@@ -92,13 +100,17 @@ def run_study(
     data_dir: str | None = None,
     progress: bool = True,
     started: float | None = None,
+    tune: bool | None = None,
 ) -> dict[str, Any]:
     """Run (or, with ``resume``, finish) a study into ``out`` and return its summary.
 
     ``budget`` is wall-clock for the whole study from ``started`` (default: now): inspection,
     probes, training, evaluation and the report. With ``seeds`` > 1 every candidate (every fold) is
     trained from that many initialisations on the same split: candidates rank by their mean, and
-    each gap is shown beside the spread over seeds and tested with it. Returns the study.json contents.
+    each gap is shown beside the spread over seeds and tested with it. With ``tune`` (the default)
+    every candidate first gets the same share of the budget for a small search of its learning rate
+    and weight decay on the validation split, starting from its default recipe; its final run uses
+    what the search found. Returns the study.json contents.
     A setting left None takes its default (seed 0, 1 seed, batch 128, device auto, budget 20m); on
     ``resume`` every setting given must equal the saved one.
     """
@@ -107,7 +119,7 @@ def run_study(
         raise CnnlabError("cnnlab study needs DATA (or --resume --out DIR of a study)")
     out = Path(out or Path("studies") / Path(str(data).rstrip("/")).name)
     asked = {"data": data, "data_dir": data_dir, "models": models, "folds": folds, "seed": seed, "seeds": seeds,
-             "batch_size": batch_size, "device": device, "budget": budget}  # fmt: skip
+             "batch_size": batch_size, "device": device, "budget": budget, "tune": tune}  # fmt: skip
     if resume:
         study = _reopen(out)
         _check_same_settings(study, asked)
@@ -123,7 +135,7 @@ def run_study(
         seed_list(*seeding)  # a seed range that fits, checked before any work
         try:
             study = _start(data, out, budget_s, models, folds, seeding, batch_size or 128, device or "auto",
-                           data_dir, progress, t0)  # fmt: skip
+                           data_dir, progress, t0, tune is not False)  # fmt: skip
         except BaseException:  # nothing trained yet: leave no half-made folder that --resume could not use
             if out.is_dir() and not (out / "study.json").is_file():
                 shutil.rmtree(out, ignore_errors=True)
@@ -197,6 +209,7 @@ def _check_same_settings(study: Study, asked: dict[str, Any]) -> None:
         "batch_size": s.get("batch_size"),
         "device": s.get("device"),
         "budget": s.get("budget_seconds"),
+        "tune": s.get("tune", False),
     }
     for key, value in asked.items():
         if value is None or (key == "models" and "models_requested" not in s):
@@ -207,6 +220,9 @@ def _check_same_settings(study: Study, asked: dict[str, Any]) -> None:
             continue
         if value != saved[key]:
             flag = "DATA" if key == "data" else "--" + key.replace("_", "-")
+            if key == "tune":
+                said = "with a search per candidate" if saved[key] else "with --no-tune"
+                raise CnnlabError(f"{study.group.state_path} was started {said}: resume it the same way")
             raise CnnlabError(
                 f"{study.group.state_path} was started with {flag} {saved[key]!r}, not {value!r}: resume with "
                 "the same settings (or none), or start a new study with another --out"
@@ -232,6 +248,7 @@ def _start(
     data_dir: str | None,
     progress: bool,
     t0: float,
+    tune: bool = True,
 ) -> Study:
     seed, seeds = seeding
     pairs = parse_models(models) if models else None  # checked before any work
@@ -273,6 +290,7 @@ def _start(
         "folds_requested": folds,
         "models_requested": models,
         "folds": 1,
+        "tune": tune,
         "sizes": sizes,
         "input_size": size,
         "channels": channels,
@@ -284,10 +302,16 @@ def _start(
         "notes": [],
     }
     study = Study(out, state)
-    study.cands = make_candidates(pairs, size, sizes["train"], batch_size, report.get("median_shorter_side"))
+    study.cands = make_candidates(pairs, size, sizes["train"], batch_size)
+    # a pretrained net's full recipe may take at most its share of the trainings' time at its size
+    share = MAX_SHARE * (1 - SEARCH_SHARE if tune else 1) * (budget_s - _reserve(budget_s, len(study.cands)))
     for c in study.cands:
         try:
             probe(c, channels, size, k, batch_size)
+            if get_spec(c.model).pretrained and shrink_to_fit(c, share - (time.time() - t0), sizes):
+                log.info("study: %s at its native size costs more than its share: %d px instead", c.name,
+                         c.input_size)  # fmt: skip
+                probe(c, channels, size, k, batch_size)  # timed again at the size it will train at
         except Exception as e:  # a model that cannot even be built here is left out, with the reason
             c.status, c.why = "failed", f"could not be built: {e}"
             log.warning("study: %s left out: %s", c.name, c.why)
@@ -314,8 +338,8 @@ def _reserve(budget_s: float, n: int) -> float:
 
 
 def _choose_plan(study: Study, left: float) -> None:
-    """Folds when every candidate gets its full recipe K times over (5, else 3; or the --folds asked
-    for, at whatever share of the recipe fits), else one split at the share that fits."""
+    """The searches' equal shares (``SEARCH_SHARE`` of the training time), then folds and epochs
+    in what is left (``_plan_trainings``); time the trainings leave over widens the searches."""
     s = study.state
     sizes = s["sizes"]
     live = [c for c in study.cands if c.status == "planned"]
@@ -324,6 +348,30 @@ def _choose_plan(study: Study, left: float) -> None:
             "no candidate model could be built for this data: " + "; ".join(f"{c.name}: {c.why}" for c in study.cands)
         )
     avail = left - _reserve(s["budget_seconds"], len(live))
+    searches = plan_searches(live, SEARCH_SHARE * avail, sizes) if s.get("tune") else 0.0
+    if searches and sum(c.cost(c.min_epochs, sizes["train"], sizes["val"], sizes["test"]) for c in live) > (
+        avail - searches
+    ):  # the searches would leave too little for the trainings: none then, said per candidate
+        for c in live:
+            c.search_trials, c.search = 0, {"note": "no search: the budget only fits the trainings"}
+        searches = 0.0
+    _plan_trainings(study, avail - searches)
+    if searches:
+        k, n_seeds = s["folds"], s.get("seeds", 1)
+        pool = sizes["train"] + sizes["val"]
+        sz = {"train": pool * (k - 1) // k, "val": pool // k, "test": 0} if k > 1 else sizes
+        trainings = s.get("winner_reserve", 0.0) + sum(
+            k * n_seeds * c.cost(c.epochs, sz["train"], sz["val"], sz["test"]) for c in live if c.status == "planned"
+        )
+        plan_searches(live, max(SEARCH_SHARE * avail, avail - trainings), sizes)
+
+
+def _plan_trainings(study: Study, avail: float) -> None:
+    """Folds when every candidate gets its full recipe K times over (5, else 3; or the --folds asked
+    for, at whatever share of the recipe fits), else one split at the share that fits."""
+    s = study.state
+    sizes = s["sizes"]
+    live = [c for c in study.cands if c.status == "planned"]
     pool = sizes["train"] + sizes["val"]
     asked = s.get("folds_requested")
     smallest = s["smallest_pool_class"]
@@ -384,7 +432,11 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
         folder = study.folder(c)
         rest = [r for r in study.cands[i + 1 :] if r.status == "planned"]
         reserve = _reserve(s["budget_seconds"], len(rest) + 1) + sum(
-            runs * r.cost(r.min_epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]) * s.get("speed", 1)
+            (
+                runs * r.cost(r.min_epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"])
+                + r.search_cost(r.search_trials, r.search_epochs, sizes["train"], sizes["val"])
+            )
+            * s.get("speed", 1)
             for r in rest
         )
         if k > 1:
@@ -406,28 +458,20 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
         c.status = "running"
         study.save()
         started = time.time()
+        if c.search_trials and not (c.search and "trials" in c.search):
+            try:
+                _search(study, c, progress, deadline)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # a search that fails leaves the default recipe, said in the report
+                log.error("study: the search of %s failed: %s", c.name, e)
+                c.search = {"note": f"the search failed: {str(e)[:200]}"}
+            study.save()
+        searched = time.time() - started
         several = sum(x.status != "failed" for x in study.cands) > 1
         guard = BudgetGuard(min(deadline, started + MAX_SHARE * s["budget_seconds"]) if several else deadline)
         try:
-            if k > 1:
-                cross_validate(
-                    study.config(c, folder),
-                    folder,
-                    k,
-                    resume=True,
-                    progress=progress,
-                    callbacks=[guard],
-                    same_plan=False,
-                    seeds=s.get("seeds", 1),
-                )
-            elif s.get("seeds", 1) > 1:
-                cfg = study.config(c, folder)
-                if seed_group(folder).has_state():
-                    train(None, resume=folder, callbacks=[guard], progress=progress)
-                else:
-                    train(cfg, seeds=s["seeds"], overwrite=folder.exists(), callbacks=[guard], progress=progress)
-            else:
-                train_or_resume(study.config(c, folder), callbacks=[guard], progress=progress)
+            _fit(study, c, folder, guard, progress)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # one candidate failing does not sink the study
@@ -437,29 +481,116 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
             continue
         took = time.time() - started
         c.status = "done"
-        c_pred = runs * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"])
         done = s.setdefault("timing", {})
-        done[c.name] = {"predicted": round(c_pred, 1), "seconds": round(took, 1)}
-        pred_sum = sum(v["predicted"] for v in done.values())
-        s["speed"] = max(0.5, min(4.0, sum(v["seconds"] for v in done.values()) / max(pred_sum, 1e-6)))
-        left = end - time.time()
-        for r in study.cands[i + 1 :]:  # the measured speed may make room for one dropped at the start
-            if r.status == "dropped" and r.why.startswith("does not fit"):
-                r.status, r.why = "planned", ""
-        rest = [r for r in study.cands[i + 1 :] if r.status == "planned"]
-        if rest:  # re-plan the rest from the measured speed, each still within the study's cap
-            several = sum(c.status != "failed" for c in study.cands) > 1
-            plan_epochs(
-                rest,
-                (left - _reserve(s["budget_seconds"], len(rest)) - s.get("winner_reserve", 0.0)) / s["speed"],
-                sizes,
-                runs=runs,
-                fold_sizes=fold_sizes,
-                cap=MAX_SHARE * s["budget_seconds"] / s["speed"] if several else None,
-            )
+        done[c.name] = {  # the training's prediction and time apart from the search's
+            "predicted": round(runs * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]), 1),
+            "seconds": round(took - searched, 1),
+            "search_predicted": round(c.search_cost(c.search_trials, c.search_epochs, sizes["train"], sizes["val"]), 1),
+            "search_seconds": round(searched, 1),
+        }
+        pred_sum = sum(v["predicted"] + v.get("search_predicted", 0) for v in done.values())
+        took_sum = sum(v["seconds"] + v.get("search_seconds", 0) for v in done.values())
+        s["speed"] = max(0.5, min(4.0, took_sum / max(pred_sum, 1e-6)))
+        _replan_rest(study, study.cands[i + 1 :], end - time.time(), runs, fold_sizes)
         study.save(spent_seconds=round(spent_before + time.time() - session, 1))
     if k > 1:
         _train_winner(study, progress)
+
+
+def _fit(study: Study, c: Candidate, folder: Path, guard: BudgetGuard, progress: bool) -> None:
+    """The candidate's final training: its folds, its seeds or its one run (resumed when begun)."""
+    s = study.state
+    if s["folds"] > 1:
+        cross_validate(study.config(c, folder), folder, s["folds"], resume=True, progress=progress,
+                       callbacks=[guard], same_plan=False, seeds=s.get("seeds", 1))  # fmt: skip
+    elif s.get("seeds", 1) > 1:
+        if seed_group(folder).has_state():
+            train(None, resume=folder, callbacks=[guard], progress=progress)
+        else:
+            cfg = study.config(c, folder)
+            train(cfg, seeds=s["seeds"], overwrite=folder.exists(), callbacks=[guard], progress=progress)
+    else:
+        train_or_resume(study.config(c, folder), callbacks=[guard], progress=progress)
+
+
+def _replan_rest(study: Study, after: list[Candidate], left: float, runs: int, fold_sizes: dict[str, int]) -> None:
+    """The candidates still to come, re-planned from the measured speed: their searches keep their
+    equal shares (fewer or more trials), their epochs share what is left, each within the cap."""
+    s = study.state
+    speed = s["speed"]
+    for r in after:  # the measured speed may make room for one dropped at the start
+        if r.status == "dropped" and r.why.startswith("does not fit"):
+            r.status, r.why = "planned", ""
+    rest = [r for r in after if r.status == "planned"]
+    if not rest:
+        return
+    searches = 0.0
+    for r in rest:
+        if r.search_seconds and not (r.search and "trials" in r.search):
+            fit_search(r, s["sizes"], speed)
+            searches += r.search_cost(r.search_trials, r.search_epochs, s["sizes"]["train"], s["sizes"]["val"])
+    several = sum(c.status != "failed" for c in study.cands) > 1
+    plan_epochs(
+        rest,
+        (left - _reserve(s["budget_seconds"], len(rest)) - s.get("winner_reserve", 0.0)) / speed - searches,
+        s["sizes"],
+        runs=runs,
+        fold_sizes=fold_sizes,
+        cap=MAX_SHARE * s["budget_seconds"] / speed if several else None,
+    )
+
+
+def _search(study: Study, c: Candidate, progress: bool, deadline: float) -> None:
+    """The candidate's search through the sweep code: its default recipe first, then random
+    points of learning rate and weight decay, each trial ``c.search_epochs`` long, scored on the
+    validation split (the test split is held out); the best becomes the candidate's recipe."""
+    s = study.state
+    folder = study.out / "search" / c.name
+    started = time.time()
+    if (folder / "sweep.yaml").is_file():
+        summary = run_sweep(None, folder, resume=True, progress=progress)
+    else:
+        if folder.exists():  # killed before the sweep saved its spec: nothing ran yet
+            shutil.rmtree(folder)
+        base = {**study.base_overrides(), **c.overrides(c.search_epochs)}
+        spec = {
+            "name": f"{c.name}-search",
+            "base": nest_config(base),
+            "space": search_space(c),
+            "method": "random",  # Optuna's TPE also samples at random for its first 10 trials
+            "trials": c.search_trials,
+            "timeout": max(1.0, min(c.search_seconds * s.get("speed", 1.0), deadline - time.time())),
+            "objective": "val_acc",
+            "pruner": "none",
+            "seed": s["seed"],
+            "start": [{"optim.lr": default_lr(c), "optim.weight_decay": 0.0}],
+        }
+        spec_file = study.out / "search" / f"{c.name}.yaml"
+        spec_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(spec_file, yaml.safe_dump(spec, sort_keys=False))
+        log.info("study: searching %s: %d trials of %d epochs, ~%.0f s", c.name, c.search_trials, c.search_epochs,
+                 c.search_seconds)  # fmt: skip
+        summary = run_sweep(spec_file, folder, progress=progress)
+    done = [t for t in summary["trials"] if t["state"] == "complete" and t["value"] is not None]
+    default = next((t["value"] for t in done if t["trial"] == 0), None)
+    best = summary.get("best")
+    c.search = {
+        "trials": len(done),
+        "epochs": c.search_epochs,
+        "default_val": default,
+        "tuned_val": best["value"] if best else None,
+        "params": best["params"] if best else {},
+        "seconds": round(time.time() - started, 1),
+        "folder": str(folder.relative_to(study.out)),
+    }
+    c.params = dict(best["params"]) if best else {}
+    log.info(
+        "study: %s searched: validation accuracy %s with its default recipe, %s tuned (%s)",
+        c.name,
+        "-" if default is None else f"{default:.4f}",
+        "-" if best is None else f"{best['value']:.4f}",
+        ", ".join(f"{k.split('.')[-1]} {v:.3g}" for k, v in c.params.items()) or "nothing completed",
+    )
 
 
 def _ranked(study: Study) -> list[Candidate]:

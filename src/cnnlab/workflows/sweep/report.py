@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +133,17 @@ def importance(sweep: Sweep, study: Any) -> dict[str, dict[str, float]]:
     }
     for name, ev in evaluators.items():
         try:
-            out[name] = dict(optuna.importance.get_param_importances(study, evaluator=ev, params=varied))
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                values = dict(optuna.importance.get_param_importances(study, evaluator=ev, params=varied))
         except (ValueError, RuntimeError, ZeroDivisionError) as e:  # too few trials for this evaluator
             log.info("sweep report: %s importance not computed (%s)", name, e)
+            continue
+        equal = [str(w.message) for w in said if "importances will be equal" in str(w.message)]
+        if equal:  # PED-ANOVA on too few trials: every parameter gets the same figure, which says nothing
+            log.info("sweep report: %s importance not shown (%s)", name, equal[0])
+            continue
+        out[name] = values
     return out
 
 
@@ -479,6 +488,7 @@ def _parallel(spec: SweepSpec, done: list[dict[str, Any]], path: Path) -> Path:
 
 def _scatter(spec: SweepSpec, done: list[dict[str, Any]], keys: list[str], path: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, LogLocator, NullFormatter
 
     cols = min(3, len(keys))
     nrow = math.ceil(len(keys) / cols)
@@ -503,6 +513,12 @@ def _scatter(spec: SweepSpec, done: list[dict[str, Any]], keys: list[str], path:
             )
         elif p.log:
             ax.set_xscale("log")
+            # a range under a decade or two gets labelled minor ticks (4e-4, 6e-4, ...) that collide
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.xaxis.set_major_locator(LogLocator(numticks=5))
+            if math.log10(p.high / p.low) < 1.5:  # type: ignore[operator]  # low/high are set for a numeric parameter
+                ax.xaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+                ax.xaxis.set_major_locator(FixedLocator([p.low, math.sqrt(p.low * p.high), p.high]))  # type: ignore[operator]  # low/high are set for a numeric parameter
         ax.set_xlabel(_short(k, 30))
         ax.set_ylabel(spec.objective)
         ax.grid(alpha=0.3)

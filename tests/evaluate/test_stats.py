@@ -12,9 +12,12 @@ from sklearn.metrics import f1_score
 from cnnlab.evaluate.stats import (
     compare_predictions,
     macro_f1,
+    map_interval,
     mcnemar_exact,
+    mean_average_precision,
     minimum_detectable_difference,
     paired_bootstrap,
+    paired_map_test,
     seeded_paired_test,
 )
 
@@ -181,3 +184,54 @@ def test_the_seeded_paired_test_on_one_seed_each_is_the_paired_t_test_over_image
     assert r["p"] == pytest.approx(ttest_rel(b[0].astype(float), a[0].astype(float)).pvalue, rel=1e-9)
     assert r["difference"] == pytest.approx(b.mean() - a.mean())
     assert r["seed_sd_a"] == 0.0 and r["seeds_b"] == 1
+
+
+def _multilabel_pair(rng, n=200, k=3, gap=0.0):
+    """Labels with per-image, per-class difficulty shared by both models; each model's scores add
+    its own noise (B's signal ``gap`` weaker)."""
+    y = rng.random((n, k)) < 0.35
+    shared = rng.normal(0, 0.7, (n, k))
+    a = y * 1.0 + shared + rng.normal(0, 0.7, (n, k))
+    b = y * (1.0 - gap) + shared + rng.normal(0, 0.7, (n, k))
+    return y, a, b
+
+
+def test_the_batched_mean_average_precision_equals_scikit_learns_with_ties_and_weights():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(3)
+    for n, k in ((30, 2), (300, 5)):
+        y = rng.random((n, k)) < 0.3
+        p = np.round(rng.random((n, k)), 1)  # many ties
+        assert mean_average_precision(y, p) == pytest.approx(average_precision_score(y, p, average="macro"))
+        draws = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(5)])
+        batched = mean_average_precision(y, p, draws)
+        for w, got in zip(draws, batched):
+            present = (y * w[:, None]).sum(0) > 0
+            want = average_precision_score(y[:, present], p[:, present], average="macro", sample_weight=w)
+            assert got == pytest.approx(want)
+
+
+def test_the_paired_map_test_rejects_equal_models_in_at_most_7_percent_of_200_pairs():
+    rng = np.random.default_rng(0)
+    rejected = sum(paired_map_test(*_multilabel_pair(rng), seed=i, resamples=199)["p"] < 0.05 for i in range(200))
+    assert rejected / 200 <= 0.07, rejected
+
+
+def test_the_paired_map_test_finds_a_weaker_model_and_its_interval_agrees():
+    rng = np.random.default_rng(1)
+    found, agree = 0, 0
+    for i in range(40):
+        y, a, b = _multilabel_pair(rng, n=400, gap=0.5)
+        t = paired_map_test(y, a, b, seed=i, resamples=199)
+        found += t["p"] < 0.05
+        agree += (t["p"] < 0.05) == (t["ci95"][0] > 0)  # the interval excludes 0 where the test rejects
+        assert t["difference"] == pytest.approx(mean_average_precision(y, a) - mean_average_precision(y, b))
+    assert found / 40 >= 0.8 and agree / 40 >= 0.9, (found, agree)
+
+
+def test_a_map_interval_brackets_the_figure():
+    rng = np.random.default_rng(2)
+    y, a, _ = _multilabel_pair(rng)
+    lo, hi = map_interval(y, a, seed=0, draws=300)
+    assert lo < mean_average_precision(y, a) < hi and hi - lo < 0.2

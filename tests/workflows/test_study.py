@@ -76,6 +76,9 @@ def test_study_of_digits_keeps_its_budget_and_its_report_opens_in_chromium(tmp_p
     # more than they do
     assert len(summ["paired"]) == len(rows) - 1
     assert [p["p_holm"] for p in summ["paired"]] == pytest.approx(holm([p["p"] for p in summ["paired"]]))
+    for r in rows:  # equal effort: every candidate searched, its default and tuned validation figures shown
+        assert r["search"]["trials"] >= 2 and None not in (r["search"]["default_val"], r["search"]["tuned_val"]), r
+    assert "search (validation accuracy, default → tuned)" in proc.stdout
     runner_up = next(p for p in summ["paired"] if p["other"] == rows[1]["name"])
     sentence = winner_sentence(summ)
     assert ("is tied with" in sentence) == (runner_up["p_holm"] >= 0.05) and sentence + "." in proc.stdout
@@ -308,3 +311,126 @@ def test_every_candidate_trains_at_the_size_and_batch_its_probe_timed(tmp_path):
             assert (cfg.data.input_size, cfg.train.batch_size) == (c["input_size"], c["batch_size"]), cfg_file
     page = (out / "report.html").read_text()
     assert "input (probed and trained)" in page and " s</td>" in page
+
+
+def test_each_candidate_searches_from_its_default_recipe_on_validation_and_no_tune_keeps_it(tmp_path, capsys):
+    """Issue 24, item 3: the same share of the budget for every candidate's search (learning rate,
+    weight decay) through the sweep code, trial 0 its default recipe, the test split held out; its
+    final run trains with what the search found; --no-tune keeps one recipe each."""
+    out = tmp_path / "st"
+    assert main(["study", "digits", "--models", "mlp,cnn", "--budget", "60s", "--out", str(out), "-q"]) == 0
+    state = json.loads((out / "study.json").read_text())
+    shares = {c["search_seconds"] for c in state["candidates"]}
+    assert len(shares) == 1 and shares.pop() > 0  # equal effort
+    for c in state["candidates"]:
+        sweep = json.loads((out / "search" / c["name"] / "sweep.json").read_text())
+        first = next(t for t in sweep["trials"] if t["trial"] == 0)
+        assert first["params"] == {"optim.lr": 3e-3, "optim.weight_decay": 0.0}  # the default recipe
+        assert c["search"]["default_val"] == first["value"] and c["search"]["tuned_val"] == sweep["best"]["value"]
+        for trial in sweep["trials"]:  # tuned on validation: no trial scored the test split
+            metrics = json.loads((out / "search" / c["name"] / trial["run"] / "metrics.json").read_text())
+            assert metrics["split"] == "val", trial
+        final = RunFolder(out / "runs" / c["name"]).read_config()
+        assert (
+            final.optim.lr
+            == pytest.approx(c["params"]["optim.lr"])
+            == pytest.approx(sweep["best"]["params"]["optim.lr"])
+        )
+        assert final.optim.weight_decay == c["params"]["optim.weight_decay"]
+    page = (out / "report.html").read_text()
+    assert "search: val acc. default → tuned" in page and "trials ×" in page
+    assert main(["study", "--resume", "--out", str(out), "--no-tune", "-q"]) == 2
+    assert "was started with a search per candidate" in capsys.readouterr().err
+    plain = tmp_path / "plain"
+    assert main(["study", "digits", "--models", "mlp", "--budget", "30s", "--no-tune", "--out", str(plain), "-q"]) == 0
+    state = json.loads((plain / "study.json").read_text())
+    assert not (plain / "search").exists() and state["summary"]["rows"][0]["search"] is None
+    assert RunFolder(plain / "runs" / "mlp").read_config().optim.weight_decay == 0.0
+
+
+def test_a_multi_label_csv_is_studied_by_map_with_intervals_and_paired_tests(tmp_path, capsys):
+    """Issue 24, item 4: multi-label data ranked by validation mAP; test mAP and subset accuracy with
+    95 % intervals, seed 003's accuracy and tuned-threshold figures; paired permutation tests of mAP."""
+    from tests.fixtures import csv_dataset
+
+    labels = csv_dataset(tmp_path / "ml", multilabel=True, n=160)
+    out = tmp_path / "st"
+    started = time.time()
+    assert main(["study", str(labels), "--models", "mlp,cnn", "--budget", "60s", "--out", str(out)]) == 0
+    assert time.time() - started <= 66
+    printed = capsys.readouterr().out
+    state = json.loads((out / "study.json").read_text())
+    assert state["multilabel"] and state["folds"] == 1 and not state["class_weights"]
+    summ = state["summary"]
+    assert summ["multilabel"] and len(summ["rows"]) == 2
+    for r in summ["rows"]:
+        assert r["selection"]["metric"] == "validation mAP"
+        for key in ("map", "accuracy"):
+            lo, hi = r[key]["ci95"]
+            assert lo <= r[key]["value"] <= hi
+        assert r["subset_of_truth_accuracy"] is not None and r["tuned_thresholds"]["threshold"]
+        history = (out / "runs" / r["name"] / "history.csv").read_text()
+        assert "val_mean_average_precision" in history
+    vals = [r["selection"]["value"] for r in summ["rows"]]
+    assert vals == sorted(vals, reverse=True)
+    (pair,) = summ["paired"]
+    assert pair["test"].startswith("paired permutation test of mAP") and 0 < pair["p"] <= 1
+    assert pair["ci95"][0] <= pair["difference"] <= pair["ci95"][1]
+    assert "mAP" in printed.splitlines()[1] and winner_sentence(summ) + "." in printed
+    page = (out / "report.html").read_text()
+    assert "test mAP" in page and "seed 003" in page and "search: val mAP default → tuned" in page
+    assert main(["study", str(labels), "--seeds", "2", "--out", str(tmp_path / "x"), "-q"]) == 2
+    assert "multi-label data with --seeds" in capsys.readouterr().err
+
+
+def test_fractions_draw_learning_curves_and_state_the_crossing_or_that_there_is_none(tmp_path, capsys):
+    """Issue 24, item 4: --fractions trains each candidate on nested shares of the training split
+    (same validation images), fits a power law each, and says where the curves cross."""
+    out = tmp_path / "st"
+    args = ["study", "digits", "--models", "mlp,cnn", "--budget", "90s", "--fractions", "0.1,0.25,0.5", "--no-tune"]
+    assert main([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    state = json.loads((out / "study.json").read_text())
+    assert state["fractions"] == [0.1, 0.25, 0.5, 1.0] and state["folds"] == 1
+    curves = state["summary"]["curves"]
+    val = set(RunFolder(out / "runs" / "mlp").read_json(RunFolder(out / "runs" / "mlp").split_json)["indices"]["val"])
+    previous: set[int] = set()
+    for f in (0.1, 0.25, 0.5):
+        run = RunFolder(out / "fractions" / "mlp" / f"{f:g}")
+        idx = run.read_json(run.split_json)["indices"]
+        assert set(idx["val"]) == val and not idx["test"]  # the same validation images; test held out
+        assert previous <= set(idx["train"])  # nested: a smaller share is a subset of a larger one
+        previous = set(idx["train"])
+    for name in ("mlp", "cnn"):
+        f = curves["fits"][name]
+        ns = [n for n, _ in f["points"]]
+        assert len(ns) == 4 and ns == sorted(ns) and ns[-1] == state["sizes"]["train"]
+        assert f["b"] < 0  # more data, less error
+    (pair,) = curves["crossings"]
+    assert ("cross at about" in pair["sentence"]) == pair["within"]
+    assert pair["sentence"] in printed and "twice the training images predicted" in printed
+    page = (out / "report.html").read_text()
+    assert "Learning curves by data size" in page and (out / "figures" / "learning_curves.png").is_file()
+    assert main(["study", "digits", "--fractions", "0.5", "--out", str(tmp_path / "x"), "-q"]) == 2
+    assert "at least 3 sizes" in capsys.readouterr().err
+
+
+def test_unreadable_files_are_summarised_once_in_a_study(tmp_path):
+    """Issue 24, item 5: the skipped-files summary used to be printed again for every candidate."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "folder"
+    for c, name in enumerate(("circle", "square")):
+        (root / name).mkdir(parents=True)
+        for i in range(40):
+            Image.fromarray(class_image(c, 24, rng)).save(root / name / f"{i}.png")
+    (root / "circle" / "broken.png").write_bytes(b"not a png at all")
+    (root / "square" / "empty.jpg").write_bytes(b"")
+    proc = subprocess.run(
+        CNNLAB + ["study", str(root), "--models", "mlp,cnn", "--budget", "45s", "--out", str(tmp_path / "st")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = [line for line in proc.stderr.splitlines() if "broken.png" in line]
+    assert len(said) == 1, said

@@ -84,6 +84,13 @@ class DataConfig(_Section):
     train_per_class: int | None = Field(
         None, ge=1, description="keep at most this many training images per class (seeded subsample)"
     )
+    train_fraction: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="keep this share of the training split (per class; the same validation and test images; "
+        "smaller shares are subsets of larger ones)",
+    )
     random_erasing: float = Field(0.0, ge=0, le=1, description="probability of random erasing (timm)")
     mixup: float = Field(0.0, ge=0, description="mixup alpha (timm); 0 disables")
     cutmix: float = Field(0.0, ge=0, description="cutmix alpha (timm); 0 disables")

@@ -287,6 +287,19 @@ def _subsample_train(train: np.ndarray, labels: np.ndarray, per_class: int, seed
     return np.sort(np.concatenate(keep))
 
 
+def train_share(train: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """``fraction`` of the training images, of each class (single-label; at least one each) or of
+    all (multi-label), from one seeded order: a smaller share is a subset of a larger one."""
+    order = np.random.default_rng(seed).permutation(train)
+    if labels.ndim == 2:
+        return np.sort(order[: max(1, round(fraction * len(order)))])
+    keep = []
+    for c in np.unique(labels[train]):
+        members = order[labels[order] == c]
+        keep.append(members[: max(1, round(fraction * len(members)))])
+    return np.sort(np.concatenate(keep))
+
+
 def _normalisation(
     cfg: DataConfig, spec: ModelInputs, images: Any, train_idx: np.ndarray, sums: np.ndarray | None = None
 ) -> tuple[str, list[float], list[float]]:
@@ -379,6 +392,8 @@ def prepare_data(
         split_idx = make_splits(labels, src.given_splits, cfg.split, cfg.val_size, seed)
         if cfg.train_per_class:
             split_idx["train"] = _subsample_train(split_idx["train"], labels, cfg.train_per_class, seed)
+        if cfg.train_fraction is not None and cfg.train_fraction < 1:
+            split_idx["train"] = train_share(split_idx["train"], labels, cfg.train_fraction, seed)
     else:
         split_idx = {k: np.asarray(v, dtype=np.int64) for k, v in splits.items()}
         for k, v in split_idx.items():

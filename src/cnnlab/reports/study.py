@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.evaluate.plots import _save, plot_confusion
 from cnnlab.reports.run import _render, img_tag, table
@@ -119,11 +121,27 @@ def _summary_section(study: StudyFolder) -> dict[str, str]:
     if rows:
         w = rows[0]
         wt = summ.get("winner_test") or {}
-        lines.append(
-            f"<p>{esc(winner_sentence(summ))} by {esc(w['selection']['metric'])} "
-            f"({w['selection']['value']:.4f}); its test accuracy is {wt.get('accuracy', float('nan')):.4f} "
-            f"on {wt.get('images', '?')} images (macro-F1 {wt.get('macro_f1', float('nan')):.4f}).</p>"
-        )
+        if summ.get("multilabel"):
+            lines.append(
+                f"<p>{esc(winner_sentence(summ))} by {esc(w['selection']['metric'])} "
+                f"({w['selection']['value']:.4f}); its test mAP is {_ci(w['map'])} on {wt.get('images', '?')} images, "
+                f"subset accuracy {_ci(w['accuracy'])}, seed 003's accuracy (every predicted label true) "
+                f"{w.get('subset_of_truth_accuracy') or float('nan'):.4f}"
+                + (
+                    f"; at per-class thresholds tuned on validation: subset accuracy "
+                    f"{w['tuned_thresholds']['accuracy']:.4f}, seed 003's accuracy "
+                    f"{w['tuned_thresholds']['subset_of_truth_accuracy']:.4f}"
+                    if w.get("tuned_thresholds")
+                    else ""
+                )
+                + ".</p>"
+            )
+        else:
+            lines.append(
+                f"<p>{esc(winner_sentence(summ))} by {esc(w['selection']['metric'])} "
+                f"({w['selection']['value']:.4f}); its test accuracy is {wt.get('accuracy', float('nan')):.4f} "
+                f"on {wt.get('images', '?')} images (macro-F1 {wt.get('macro_f1', float('nan')):.4f}).</p>"
+            )
     lines.append(
         f"<p>Budget {s['budget_seconds']:.0f} s; the study took {s.get('spent_seconds', 0):.0f} s. "
         + (
@@ -252,6 +270,7 @@ def _ranking_section(study: StudyFolder) -> dict[str, str]:
     """The page's ranking section."""
     s, summ, rows, cv_mode = _view(study)
     what = "out-of-fold" if cv_mode else "test"
+    multilabel = bool(summ.get("multilabel"))
     rrows = [
         [
             i + 1,
@@ -260,7 +279,7 @@ def _ranking_section(study: StudyFolder) -> dict[str, str]:
             search_text(x.get("search")),
             x["selection"]["value"],
             _ci(x["accuracy"]),
-            _ci(x["macro_f1"]),
+            _ci(x["map"] if multilabel else x["macro_f1"]),
             round(x["train_seconds"], 1),
             round(x["run_seconds"], 1),
             x["ms_per_image"],
@@ -277,10 +296,12 @@ def _ranking_section(study: StudyFolder) -> dict[str, str]:
                 "#",
                 "candidate",
                 "parameters",
-                "search: val acc. default → tuned",
-                "selection: " + ("out-of-fold acc." if cv_mode else "val acc.") + " (final run)",
-                f"{what} accuracy [95 %]",
-                f"{what} macro-F1 [95 %]",
+                "search: val mAP default → tuned" if multilabel else "search: val acc. default → tuned",
+                "selection: "
+                + ("out-of-fold acc." if cv_mode else "val mAP" if multilabel else "val acc.")
+                + " (final run)",
+                f"{what} {'subset ' if multilabel else ''}accuracy [95 %]",
+                f"{what} mAP [95 %]" if multilabel else f"{what} macro-F1 [95 %]",
                 "train s",
                 "run s",
                 "ms/image",
@@ -357,6 +378,74 @@ def _figures_section(study: StudyFolder) -> dict[str, str]:
     }
 
 
+def _curves_section(study: StudyFolder) -> dict[str, str] | None:
+    """Learning curves by data size (``--fractions``): the figure, each fit, where curves cross."""
+    s, summ, rows, _ = _view(study)
+    curves = summ.get("curves")
+    if not curves:
+        return None
+    esc = html.escape
+    fits = curves["fits"]
+    body = ""
+    if fits:
+        path = _curves_figure(curves, study.out / "figures" / "learning_curves.png")
+        caption = "validation figure by training images (log scale), fitted power laws"
+        body += f"<figure>{img_tag(path, 'learning curves')}<figcaption>{caption}</figcaption></figure>"
+    trows = [
+        [
+            name,
+            ", ".join(f"{n:,}: {v:.4f}" for n, v in f["points"]),
+            f"{f['b']:.3f}",
+            "-" if f["r2"] is None else f"{f['r2']:.3f}",
+            f"{f['at_max']:.4f}",
+            f"{f['at_double']:.4f}",
+        ]
+        for name, f in fits.items()
+    ]
+    metric = curves["metric"].removeprefix("val_").replace("_", " ")
+    body += table(
+        [
+            "candidate",
+            f"training images: validation {metric}",
+            "exponent b (error ∝ n^b)",
+            "R²",
+            "fit at the full split",
+            "predicted with twice the data",
+        ],  # fmt: skip
+        trows,
+    )
+    body += "".join(f"<p>{esc(c['sentence'])}.</p>" for c in curves["crossings"])
+    body += (
+        "<p>Each candidate trained with its own recipe on nested shares of the training split, read on the same "
+        "validation images; a power law error = a·n<sup>b</sup> fitted to the logarithms. The prediction for twice "
+        "the data extrapolates the fit: a guide, not a measurement.</p>"
+    )
+    return {"id": "curves", "title": "Learning curves by data size", "body": body}
+
+
+def _curves_figure(curves: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (name, f) in enumerate(curves["fits"].items()):
+        col = COLORS[i % len(COLORS)]
+        ns = [n for n, _ in f["points"]]
+        ax.plot(ns, [v for _, v in f["points"]], "o", color=col, label=name)
+        grid = np.geomspace(min(ns), 2 * max(ns), 40)
+        ax.plot(grid, 1 - np.exp(f["log_a"] + f["b"] * np.log(grid)), "-", color=col, alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images")
+    ax.set_ylabel("validation " + curves["metric"].removeprefix("val_").replace("_", " "))
+    ax.set_title("learning curves (fit extended to twice the data)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, path)
+
+
 def _over_fitting_section(study: StudyFolder) -> dict[str, str]:
     """The page's over fitting section."""
     s, summ, rows, cv_mode = _view(study)
@@ -408,6 +497,7 @@ SECTIONS = [
     _per_class_section,
     _paired_section,
     _figures_section,
+    _curves_section,
     _over_fitting_section,
     _confusions_section,
     _next_section,
@@ -449,9 +539,11 @@ def format_summary(state: dict[str, Any]) -> Sequence[str]:
     """The lines `cnnlab study` prints at the end."""
     summ = state.get("summary") or {}
     rows = summ.get("rows", [])
+    multilabel = bool(summ.get("multilabel"))
+    second = "mAP" if multilabel else "macro-F1"  # the second test figure; multi-label accuracy is subset accuracy
     lines = [
         winner_sentence(summ) + ".",
-        f"{'#':>2}  {'candidate':<30} {'params':>10}  {'select':>7}  {'accuracy':>8}  {'macro-F1':>8}  "
+        f"{'#':>2}  {'candidate':<30} {'params':>10}  {'select':>7}  {'accuracy':>8}  {second:>8}  "
         f"{'run s':>7}  {'ms/img':>7}",
     ]
     searched = any(r.get("search") and "trials" in r["search"] for r in rows)
@@ -461,11 +553,12 @@ def format_summary(state: dict[str, Any]) -> Sequence[str]:
     for i, r in enumerate(rows):
         lines.append(
             f"{i + 1:>2}  {r['name']:<30} {r['parameters'] or 0:>10,}  {r['selection']['value'] or 0:7.4f}  "
-            f"{r['accuracy']['value']:8.4f}  {r['macro_f1']['value']:8.4f}  {r['run_seconds']:7.1f}  "
+            f"{r['accuracy']['value']:8.4f}  {r['map' if multilabel else 'macro_f1']['value']:8.4f}  "
+            f"{r['run_seconds']:7.1f}  "
             f"{r['ms_per_image'] or 0:7.2f}" + (f"  {r['accuracy'].get('sd') or 0:7.4f}" if seeded else "")
         )
     if searched:
-        lines.append("    search (validation accuracy, default → tuned):")
+        lines.append(f"    search (validation {'mAP' if multilabel else 'accuracy'}, default → tuned):")
         lines += [f"      {r['name']}: {search_text(r.get('search'))}" for r in rows]
     for p in summ.get("paired", []):
         if p.get("seed_sd"):
@@ -473,6 +566,13 @@ def format_summary(state: dict[str, Any]) -> Sequence[str]:
                 f"    gap {p['best']} − {p['other']}: {p['difference']:+.4f} (sd over seeds {_sds(p['seed_sd'])}; "
                 f"Holm-adjusted p = {p.get('p_holm', p['p']):.2g})"
             )
+    curves = summ.get("curves") or {}
+    for name, f in curves.get("fits", {}).items():
+        lines.append(
+            f"    curve {name}: error ∝ n^{f['b']:.2f}; twice the training images predicted to give "
+            f"{f['at_double']:.4f} (fit at the full split {f['at_max']:.4f})"
+        )
+    lines += [f"    {c['sentence']}" for c in curves.get("crossings", [])]
     for c in state.get("candidates", []):
         if c["status"] in ("dropped", "failed"):
             lines.append(f"    {c['name']}: {c['status']} ({c['why']})")

@@ -208,6 +208,7 @@ def _evaluate_other(
                 "input_size": pre["input_size"],
                 "channels": pre["channels"],
                 "train_per_class": None,
+                "train_fraction": None,
                 "max_pixels": max_pixels or cfg.data.max_pixels,
             },
             "model": cfg.model.model_dump(),

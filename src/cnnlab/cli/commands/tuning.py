@@ -98,6 +98,13 @@ def register(sub: Any) -> None:
         help="one recipe per candidate: no search (by default every candidate gets the same share of the "
         "budget to search its learning rate and weight decay on the validation split first)",
     )
+    st.add_argument(
+        "--fractions",
+        metavar="LIST",
+        help="learning curves: also train each candidate on these shares of the training split (e.g. "
+        "0.1,0.25,0.5,1; same validation and test images), fit a power law per candidate and say where "
+        "the curves cross and what twice the data is predicted to give (one split, no folds)",
+    )
     st.add_argument("--out", metavar="DIR", help="study folder (default studies/<data name>)")
     st.add_argument("--resume", action="store_true", help="finish the study in --out: finished candidates are kept")
     st.add_argument(
@@ -172,6 +179,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         progress=progress_wanted(args),
         started=args.started,
         tune=args.tune,
+        fractions=args.fractions,
     )
     print("\n".join(state["summary_lines"]))
     print(

@@ -66,13 +66,15 @@ class Candidate:
             o["model.fine_tune"] = [e - tuned, tuned]
         return o
 
-    def cost(self, epochs: int, n_train: int, n_val: int, n_test: int, features: bool = True) -> float:
+    def cost(self, epochs: int, n_train: int, n_val: int, n_test: int, features: bool | None = None) -> float:
         """Predicted seconds of one run of ``epochs`` epochs (training, validation, test, overhead);
-        ``features=False``: a pretrained net's backbone features are already in the cache."""
+        ``features=False``: a pretrained net's backbone features are already in the cache (by
+        default: when its search has run, which extracted them)."""
         evals = n_val * epochs + n_test
-        extract = (n_train + n_val + n_test) * self.eval_s if features else 0.0
-        if self.mode == "frozen":  # features once, then a linear head on them (cheap)
-            return extract + epochs * (0.2 + n_train * 2e-6) + RUN_OVERHEAD_S
+        features = not self.search_trials if features is None else features
+        extract = (n_train + n_val + n_test if features else n_test) * self.eval_s  # the search holds test out
+        if self.mode == "frozen":  # features once, then a linear head on them: ~0.05 s an epoch for 1,000 images
+            return extract + epochs * (0.03 + n_train * 2e-5) + RUN_OVERHEAD_S
         if self.mode == "fine-tune":
             tuned = max(1, round(epochs / 3))
             return extract + tuned * n_train * self.train_s + evals * self.eval_s + epochs * 0.2 + RUN_OVERHEAD_S
@@ -83,7 +85,7 @@ class Candidate:
         a pretrained net's features are extracted by the first trial only)."""
         if trials <= 0:
             return 0.0
-        first = self.cost(epochs, n_train, n_val, 0)
+        first = self.cost(epochs, n_train, n_val, 0, features=True)
         return first + (trials - 1) * self.cost(epochs, n_train, n_val, 0, features=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -298,7 +300,7 @@ def plan_epochs(
     cands: Sequence[Candidate],
     seconds: float,
     sizes: dict[str, int],
-    runs: int = 1,
+    runs: float = 1,
     fold_sizes: dict[str, int] | None = None,
     cap: float | None = None,
 ) -> bool:

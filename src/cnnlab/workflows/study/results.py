@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnlab.evaluate.stats import holm, mcnemar_exact, seeded_paired_test
+from cnnlab.evaluate.stats import holm, map_interval, mcnemar_exact, paired_map_test, seeded_paired_test
 from cnnlab.inference.predictor import Predictor
 from cnnlab.reports.run import read_csv, top_confused
 from cnnlab.runs.store import RunFolder
 from cnnlab.workflows.cv import paired_comparison, read_cv
 from cnnlab.workflows.seeds import correct_matrix, seed_runs, spread
+from cnnlab.workflows.study.curves import crossings, fit
 
 if TYPE_CHECKING:
     from cnnlab.workflows.study.plan import Candidate
@@ -34,6 +35,7 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
     preds: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     corrects: dict[str, np.ndarray] = {}  # with seeds: seeds × test images, right or not
     cvs: dict[str, dict[str, Any]] = {}
+    scores: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # multi-label: indices, labels, probs
     for c in ranked:
         folder = study.folder(c)
         if cv_mode:
@@ -78,9 +80,15 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             "run": str(folder.relative_to(study.out)),
             "search": c.search,  # default and tuned validation figures of its search (None: --no-tune)
         }
-        cm = np.sum([np.asarray(m["confusion_matrix"]) for m in metrics], axis=0)
-        row["confusion_matrix"] = cm.tolist()
-        if cv_mode:
+        if all("confusion_matrix" in m for m in metrics):  # single-label runs
+            row["confusion_matrix"] = np.sum([np.asarray(m["confusion_matrix"]) for m in metrics], axis=0).tolist()
+        if s.get("multilabel"):
+            p = np.load(first.path / "predictions.npz")
+            scores[c.name] = (p["indices"], p["labels"].astype(bool), p["probs"])
+            _multilabel_figures(row, metrics[0], scores[c.name], s["seed"])
+            row["selection"] = {"metric": "validation mAP", "value": best.get("val_mean_average_precision"),
+                                "ci95": None}  # fmt: skip
+        elif cv_mode:
             assert cv is not None  # cross-validated candidates have their cv.json
             st = cv["summary"]
             row["selection"] = {
@@ -108,12 +116,13 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             preds[c.name] = (p["indices"], p["labels"], p["probs"].argmax(1))
             row["selection"] = {"metric": "validation accuracy", "value": best.get("val_acc"), "ci95": None}
         rows.append(row)
-    if not cv_mode and seeds == 1 and rows:
+    if not cv_mode and seeds == 1 and rows and not s.get("multilabel"):
         _test_intervals(rows, preds, len(s["classes"]), s["seed"])
-    paired = _paired_rows(s, rows, cvs, preds, corrects)
+    paired = _paired_rows(s, rows, cvs, preds, corrects) if not s.get("multilabel") else _paired_map(s, rows, scores)
     for pair, adjusted in zip(paired, holm([pair["p"] for pair in paired])):
         pair["p_holm"] = adjusted  # one winner against every other candidate: a family of tests
     summary: dict[str, Any] = {
+        "multilabel": bool(s.get("multilabel")),
         "mode": "cv" if cv_mode else "split",
         "folds": s["folds"],
         "rows": rows,
@@ -121,25 +130,55 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
         "winner": rows[0]["name"] if rows else None,
     }
     if rows:
-        w = rows[0]
-        summary["confusions"] = top_confused(w["confusion_matrix"], s["classes"], n=6)
-        if cv_mode and (study.out / "winner" / "metrics.json").is_file():
-            wm = RunFolder(study.out / "winner").read_json(RunFolder(study.out / "winner").metrics_json)
-            summary["winner_test"] = {
-                "accuracy": wm["accuracy"],
-                "macro_f1": wm["macro_f1"],
-                "images": wm["num_samples"],
-                "run": "winner",
-            }
-        elif not cv_mode:
-            summary["winner_test"] = {
-                "accuracy": w["accuracy"]["value"],
-                "macro_f1": w["macro_f1"]["value"],
-                "images": s["sizes"]["test"],
-                "run": w["run"],
-            }
-        summary["commands"] = commands(study, next(c for c in ranked if c.name == w["name"]))
+        _winner(study, ranked, rows, summary)
+    if s.get("fractions"):
+        summary["curves"] = learning_curves(study, [c for c in ranked if c.name in {r["name"] for r in rows}])
     return summary
+
+
+def learning_curves(study: Study, cands: list[Candidate]) -> dict[str, Any]:
+    """Each candidate's validation figure by training-set size (its whole-split run and its runs on
+    the smaller shares), the fitted power laws, and where they cross."""
+    s = study.state
+    fits: dict[str, dict[str, Any]] = {}
+    for c in cands:
+        points = [(s["sizes"]["train"], best_row(RunFolder(study.folder(c))).get(study.monitor))]
+        for f in s["fractions"]:
+            run = RunFolder(study.fraction_folder(c, f))
+            if f < 1 and run.metrics_json.is_file():
+                n = len(run.read_json(run.split_json)["indices"]["train"])
+                points.append((n, best_row(run).get(study.monitor)))
+        fitted = fit(points)
+        if fitted:
+            fits[c.name] = fitted
+    return {"metric": study.monitor, "fits": fits, "crossings": crossings(fits)}
+
+
+def _winner(study: Study, ranked: list[Candidate], rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """The winner's remaining confusions, its test figures and the commands to use it."""
+    s = study.state
+    cv_mode = s["folds"] > 1
+    w = rows[0]
+    if "confusion_matrix" in w:
+        summary["confusions"] = top_confused(w["confusion_matrix"], s["classes"], n=6)
+    if cv_mode and (study.out / "winner" / "metrics.json").is_file():
+        wm = RunFolder(study.out / "winner").read_json(RunFolder(study.out / "winner").metrics_json)
+        summary["winner_test"] = {
+            "accuracy": wm["accuracy"],
+            "macro_f1": wm["macro_f1"],
+            "images": wm["num_samples"],
+            "run": "winner",
+        }
+    elif not cv_mode:
+        summary["winner_test"] = {
+            "accuracy": w["accuracy"]["value"],
+            "macro_f1": w["macro_f1"]["value"],
+            "images": s["sizes"]["test"],
+            "run": w["run"],
+        }
+        if "map" in w:
+            summary["winner_test"]["mean_average_precision"] = w["map"]["value"]
+    summary["commands"] = commands(study, next(c for c in ranked if c.name == w["name"]))
 
 
 def _paired_rows(
@@ -192,6 +231,40 @@ def _paired_rows(
         else:
             paired.append({"best": top, "other": r["name"], **_paired_test(preds[top], preds[r["name"]], s["seed"])})
     return paired
+
+
+def _multilabel_figures(
+    row: dict[str, Any], m: dict[str, Any], scores: tuple[np.ndarray, np.ndarray, np.ndarray], seed: int
+) -> None:
+    """A multi-label candidate's test figures: mAP and subset accuracy (every label right, at 0.5)
+    with 95 % bootstrap intervals over the test images, seed 003's accuracy (the predicted labels
+    are all true) and the figures at the per-class thresholds tuned on validation."""
+    _, y, probs = scores
+    exact = ((probs >= 0.5) == y).all(1).astype(float)
+    boot = np.concatenate([exact[d].mean(1) for d in np.array_split(_draws(len(y), seed), 10)])
+    row["map"] = {"value": m["mean_average_precision"], "ci95": map_interval(y, probs, seed, DRAWS), "of": "test"}
+    row["accuracy"] = {"value": float(exact.mean()), "ci95": _ci(boot), "of": "test", "metric": "subset accuracy"}
+    row["macro_f1"] = {"value": m["macro_f1"], "ci95": None, "of": "test"}
+    row["subset_of_truth_accuracy"] = m.get("subset_of_truth_accuracy")
+    row["tuned_thresholds"] = m.get("tuned_thresholds")
+
+
+def _paired_map(
+    s: dict[str, Any], rows: list[dict[str, Any]], scores: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> list[dict[str, Any]]:
+    """The best multi-label candidate against each other one: mAP difference on the shared test
+    images (paired bootstrap interval, paired permutation test)."""
+    out: list[dict[str, Any]] = []
+    if len(rows) < 2:
+        return out
+    top = rows[0]["name"]
+    ib, y, pb = scores[top]
+    for r in rows[1:]:
+        io, _, po = scores[r["name"]]
+        common, xb, xo = np.intersect1d(ib, io, return_indices=True)
+        t = paired_map_test(y[xb], pb[xb], po[xo], seed=s["seed"])
+        out.append({"best": top, "other": r["name"], "on": f"{len(common)} test images (mAP)", **t})
+    return out
 
 
 def _mean_val_acc(runs: list[RunFolder]) -> float | None:

@@ -4,9 +4,11 @@ study's own state lives in study.json, so an interrupted study resumes where it 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,9 @@ from cnnlab.runs.store import RunFolder, now
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.state import LoopState, StopTraining
 from cnnlab.workflows.cv import cross_validate, read_cv
-from cnnlab.workflows.resolve import source_problem
+from cnnlab.workflows.resolve import build_config, source_problem
 from cnnlab.workflows.seeds import seed_group, seed_list, seed_runs
+from cnnlab.workflows.study.curves import parse_fractions
 from cnnlab.workflows.study.plan import (
     IMBALANCE_FOR_WEIGHTS,
     MAX_SHARE,
@@ -101,6 +104,7 @@ def run_study(
     progress: bool = True,
     started: float | None = None,
     tune: bool | None = None,
+    fractions: str | None = None,
 ) -> dict[str, Any]:
     """Run (or, with ``resume``, finish) a study into ``out`` and return its summary.
 
@@ -110,7 +114,9 @@ def run_study(
     each gap is shown beside the spread over seeds and tested with it. With ``tune`` (the default)
     every candidate first gets the same share of the budget for a small search of its learning rate
     and weight decay on the validation split, starting from its default recipe; its final run uses
-    what the search found. Returns the study.json contents.
+    what the search found. ``fractions`` (e.g. ``0.1,0.25,0.5,1``) also trains each candidate on
+    those shares of the training split (same validation and test images) and fits a learning curve
+    per candidate. Returns the study.json contents.
     A setting left None takes its default (seed 0, 1 seed, batch 128, device auto, budget 20m); on
     ``resume`` every setting given must equal the saved one.
     """
@@ -119,7 +125,8 @@ def run_study(
         raise CnnlabError("cnnlab study needs DATA (or --resume --out DIR of a study)")
     out = Path(out or Path("studies") / Path(str(data).rstrip("/")).name)
     asked = {"data": data, "data_dir": data_dir, "models": models, "folds": folds, "seed": seed, "seeds": seeds,
-             "batch_size": batch_size, "device": device, "budget": budget, "tune": tune}  # fmt: skip
+             "batch_size": batch_size, "device": device, "budget": budget, "tune": tune,
+             "fractions": ",".join(f"{f:g}" for f in parse_fractions(fractions)) if fractions else None}  # fmt: skip
     if resume:
         study = _reopen(out)
         _check_same_settings(study, asked)
@@ -133,9 +140,12 @@ def run_study(
         budget_s = parse_budget("20m" if budget is None else budget)
         seeding = (0 if seed is None else seed, 1 if seeds is None else seeds)
         seed_list(*seeding)  # a seed range that fits, checked before any work
+        shares = parse_fractions(fractions)
+        if shares and folds:
+            raise CnnlabError("--fractions with --folds: learning curves use one split; leave one of them out")
         try:
             study = _start(data, out, budget_s, models, folds, seeding, batch_size or 128, device or "auto",
-                           data_dir, progress, t0, tune is not False)  # fmt: skip
+                           data_dir, progress, t0, tune is not False, shares)  # fmt: skip
         except BaseException:  # nothing trained yet: leave no half-made folder that --resume could not use
             if out.is_dir() and not (out / "study.json").is_file():
                 shutil.rmtree(out, ignore_errors=True)
@@ -210,6 +220,7 @@ def _check_same_settings(study: Study, asked: dict[str, Any]) -> None:
         "device": s.get("device"),
         "budget": s.get("budget_seconds"),
         "tune": s.get("tune", False),
+        "fractions": s.get("fractions_requested"),
     }
     for key, value in asked.items():
         if value is None or (key == "models" and "models_requested" not in s):
@@ -249,6 +260,7 @@ def _start(
     progress: bool,
     t0: float,
     tune: bool = True,
+    shares: list[float] | None = None,
 ) -> Study:
     seed, seeds = seeding
     pairs = parse_models(models) if models else None  # checked before any work
@@ -261,10 +273,16 @@ def _start(
         raise CnnlabError(f"DATA {data!r}: {problem}")
     log.info("study: inspecting %s", data)
     report = inspect_dataset(dc, seed=seed)
-    if report["multilabel"]:
+    multilabel = bool(report["multilabel"])
+    if multilabel and seeds > 1:
         raise CnnlabError(
-            f"{data}: multi-label data; cnnlab study compares single-label classifiers (use cnnlab "
-            "train or cnnlab cv for multi-label)"
+            f"{data}: multi-label data with --seeds: not supported yet (the seeded test pairs single-label "
+            "answers); leave --seeds out"
+        )
+    if multilabel and folds:
+        raise CnnlabError(
+            f"{data}: multi-label data with --folds: a multi-label study uses one split (its paired mAP test "
+            "pairs the test images); leave --folds out"
         )
     prepared = prepare_data(dc, get_spec("cnn"), dc.split_seed, progress=progress)
     sizes = {k: int(len(v)) for k, v in prepared.splits.items()}
@@ -273,7 +291,8 @@ def _start(
     size, channels, k = prepared.input_size, prepared.channels, len(prepared.classes)
     ratio = report["imbalance_ratio"] or 1.0
     pool = np.concatenate([prepared.splits["train"], prepared.splits["val"]])
-    smallest = int(np.bincount(prepared.labels.numpy()[pool], minlength=len(prepared.classes)).min())
+    y = prepared.labels.numpy()[pool]
+    smallest = int((y.sum(0) if multilabel else np.bincount(y, minlength=len(prepared.classes))).min())
     pairs = pairs or default_models(size)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "inspect.json", report)
@@ -291,6 +310,8 @@ def _start(
         "models_requested": models,
         "folds": 1,
         "tune": tune,
+        "fractions": shares or [],
+        "fractions_requested": ",".join(f"{f:g}" for f in shares) if shares else None,
         "sizes": sizes,
         "input_size": size,
         "channels": channels,
@@ -298,8 +319,9 @@ def _start(
         "presplit": report["presplit"],
         "smallest_pool_class": smallest,
         "imbalance_ratio": ratio,
-        "class_weights": ratio >= IMBALANCE_FOR_WEIGHTS,
-        "notes": [],
+        "class_weights": ratio >= IMBALANCE_FOR_WEIGHTS and not multilabel,  # weights are for one label each
+        "multilabel": multilabel,
+        "notes": ["multi-label data: ranked by validation mAP, one train/val/test split"] if multilabel else [],
     }
     study = Study(out, state)
     study.cands = make_candidates(pairs, size, sizes["train"], batch_size)
@@ -376,7 +398,7 @@ def _plan_trainings(study: Study, avail: float) -> None:
     asked = s.get("folds_requested")
     smallest = s["smallest_pool_class"]
     n_seeds = s.get("seeds", 1)
-    for k in [asked] if asked else list(AUTO_FOLDS):
+    for k in [] if s.get("multilabel") or s.get("fractions") else [asked] if asked else list(AUTO_FOLDS):
         if k > smallest:
             s["notes"].append(f"{k} folds do not fit the smallest class ({smallest} images outside the test split)")
             continue
@@ -395,7 +417,7 @@ def _plan_trainings(study: Study, avail: float) -> None:
             return
     if asked:
         s["notes"].append(f"--folds {asked} did not fit the budget: one train/val/test split instead")
-    if not plan_epochs(study.cands, avail, sizes, runs=n_seeds):
+    if not plan_epochs(study.cands, avail, sizes, runs=n_seeds * _curve_runs(s)):
         cheapest = min(
             live, key=lambda c: c.cost(c.min_epochs, sizes["train"], sizes["val"], sizes["test"]), default=None
         )
@@ -407,6 +429,26 @@ def _plan_trainings(study: Study, avail: float) -> None:
             f"inspection and probes; the cheapest candidate needs ~{need:.0f} s: give a larger --budget"
         )
     s["folds"] = 1
+
+
+def _curve_runs(s: dict[str, Any]) -> float:
+    """A candidate's trainings counted in whole-split runs: 1, plus its shares of the split with
+    ``--fractions`` (a run on a quarter of the images costs about a quarter)."""
+    return sum(s.get("fractions") or [1.0])
+
+
+def _curves_left(study: Study, coming: list[Candidate]) -> float:
+    """Predicted seconds of the learning curves' runs still to come (``--fractions``): those of the
+    finished candidates and of ``coming``."""
+    s = study.state
+    if not s.get("fractions"):
+        return 0.0
+    todo = [c for c in study.cands if c.status == "done" and c not in coming] + coming
+    return (
+        (_curve_runs(s) - 1)
+        * s.get("speed", 1)
+        * sum(c.cost(c.epochs, s["sizes"]["train"], s["sizes"]["val"], 0) for c in todo)
+    )
 
 
 def _train_all(study: Study, progress: bool, session: float, spent_before: float) -> None:
@@ -441,6 +483,7 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
         )
         if k > 1:
             reserve += s.get("winner_reserve", 0.0)
+        reserve += _curves_left(study, [c, *rest])  # the learning curves' smaller runs come after
         deadline = end - reserve
         if time.time() >= deadline - 1 and c.status == "planned":
             c.status, c.why = "dropped", "the budget ran out before it started"
@@ -495,6 +538,38 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
         study.save(spent_seconds=round(spent_before + time.time() - session, 1))
     if k > 1:
         _train_winner(study, progress)
+    if s.get("fractions"):
+        _train_fractions(study, progress, end)
+
+
+def _train_fractions(study: Study, progress: bool, end: float) -> None:
+    """The learning curves' runs: each finished candidate, with its recipe (searched values
+    included), on each smaller share of the training split; the test split is held out (a curve is
+    read on validation). A run the budget has no room for is left out, and the curve has one point
+    fewer."""
+    s = study.state
+    for c in [c for c in study.cands if c.status == "done"]:
+        for f in [f for f in s["fractions"] if f < 1]:
+            folder = study.fraction_folder(c, f)
+            run = RunFolder(folder)
+            if run.metrics_json.is_file() and run.state().status == "completed":
+                continue
+            deadline = end - _reserve(s["budget_seconds"], 1)
+            if time.time() >= deadline - 1:
+                log.warning("study: no time left for %s on %g of the training split", c.name, f)
+                continue
+            cfg = build_config(None, {**study.base_overrides(), **c.overrides(), "data.train_fraction": f,
+                                      "run.out": str(folder)})  # fmt: skip
+            log.info("study: %s on %g of the training split (learning curve)", c.name, f)
+            try:
+                with _quiet_trials():
+                    train(cfg, overwrite=folder.exists(), callbacks=[BudgetGuard(deadline)], progress=False,
+                          hold_out_test=True)  # fmt: skip
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # a missing point, not a failed study
+                log.error("study: %s on %g of the training split failed: %s", c.name, f, e)
+        study.save()
 
 
 def _fit(study: Study, c: Candidate, folder: Path, guard: BudgetGuard, progress: bool) -> None:
@@ -530,11 +605,12 @@ def _replan_rest(study: Study, after: list[Candidate], left: float, runs: int, f
             fit_search(r, s["sizes"], speed)
             searches += r.search_cost(r.search_trials, r.search_epochs, s["sizes"]["train"], s["sizes"]["val"])
     several = sum(c.status != "failed" for c in study.cands) > 1
+    left -= _curves_left(study, [])  # the finished candidates' curve runs (the rest's are in runs)
     plan_epochs(
         rest,
         (left - _reserve(s["budget_seconds"], len(rest)) - s.get("winner_reserve", 0.0)) / speed - searches,
         s["sizes"],
-        runs=runs,
+        runs=runs * _curve_runs(s),
         fold_sizes=fold_sizes,
         cap=MAX_SHARE * s["budget_seconds"] / speed if several else None,
     )
@@ -548,7 +624,8 @@ def _search(study: Study, c: Candidate, progress: bool, deadline: float) -> None
     folder = study.out / "search" / c.name
     started = time.time()
     if (folder / "sweep.yaml").is_file():
-        summary = run_sweep(None, folder, resume=True, progress=progress)
+        with _quiet_trials():
+            summary = run_sweep(None, folder, resume=True, progress=False)
     else:
         if folder.exists():  # killed before the sweep saved its spec: nothing ran yet
             shutil.rmtree(folder)
@@ -559,8 +636,8 @@ def _search(study: Study, c: Candidate, progress: bool, deadline: float) -> None
             "space": search_space(c),
             "method": "random",  # Optuna's TPE also samples at random for its first 10 trials
             "trials": c.search_trials,
-            "timeout": max(1.0, min(c.search_seconds * s.get("speed", 1.0), deadline - time.time())),
-            "objective": "val_acc",
+            "timeout": max(1.0, min(c.search_seconds, deadline - time.time())),  # its share, in real seconds
+            "objective": study.monitor,
             "pruner": "none",
             "seed": s["seed"],
             "start": [{"optim.lr": default_lr(c), "optim.weight_decay": 0.0}],
@@ -570,7 +647,8 @@ def _search(study: Study, c: Candidate, progress: bool, deadline: float) -> None
         atomic_write_text(spec_file, yaml.safe_dump(spec, sort_keys=False))
         log.info("study: searching %s: %d trials of %d epochs, ~%.0f s", c.name, c.search_trials, c.search_epochs,
                  c.search_seconds)  # fmt: skip
-        summary = run_sweep(spec_file, folder, progress=progress)
+        with _quiet_trials():  # the sweep's one line per trial, not every trial's epochs
+            summary = run_sweep(spec_file, folder, progress=False)
     done = [t for t in summary["trials"] if t["state"] == "complete" and t["value"] is not None]
     default = next((t["value"] for t in done if t["trial"] == 0), None)
     best = summary.get("best")
@@ -585,12 +663,31 @@ def _search(study: Study, c: Candidate, progress: bool, deadline: float) -> None
     }
     c.params = dict(best["params"]) if best else {}
     log.info(
-        "study: %s searched: validation accuracy %s with its default recipe, %s tuned (%s)",
+        "study: %s searched: %s %s with its default recipe, %s tuned (%s)",
         c.name,
+        study.monitor,
         "-" if default is None else f"{default:.4f}",
         "-" if best is None else f"{best['value']:.4f}",
         ", ".join(f"{k.split('.')[-1]} {v:.3g}" for k, v in c.params.items()) or "nothing completed",
     )
+
+
+TRIAL_LOGGERS = ("cnnlab.train", "cnnlab.data", "cnnlab.models", "cnnlab.runs", "cnnlab.workflows.training",
+                 "cnnlab.workflows.evaluation")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _quiet_trials() -> Iterator[None]:
+    """Warnings only from the trainings inside a search (each trial's data, model and epoch lines)."""
+    loggers = [logging.getLogger(name) for name in TRIAL_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(logging.WARNING, lg.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _ranked(study: Study) -> list[Candidate]:
@@ -605,7 +702,7 @@ def _selection_score(study: Study, c: Candidate) -> float:
         cv = read_cv(study.folder(c))
         return cv["summary"]["accuracy"]["mean"] if cv else float("-inf")
     runs = seed_runs(study.folder(c), study.seeds) if len(study.seeds) > 1 else [RunFolder(study.folder(c))]
-    return float(np.mean([best_row(r).get("val_acc", float("-inf")) for r in runs]))
+    return float(np.mean([best_row(r).get(study.monitor, float("-inf")) for r in runs]))
 
 
 def _train_winner(study: Study, progress: bool) -> None:

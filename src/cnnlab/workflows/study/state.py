@@ -40,6 +40,15 @@ class Study:
         """The initialisations each candidate is trained from (``--seeds N``: seed, seed + 1 …)."""
         return [self.state["seed"] + i for i in range(self.state.get("seeds", 1))]
 
+    @property
+    def monitor(self) -> str:
+        """The validation figure candidates are tuned, checkpointed and ranked by."""
+        return "val_mean_average_precision" if self.state.get("multilabel") else "val_acc"
+
+    def fraction_folder(self, c: Candidate, fraction: float) -> Path:
+        """The run of candidate ``c`` on ``fraction`` of the training split (its learning curve)."""
+        return self.out / "fractions" / c.name / f"{fraction:g}"
+
     def folder(self, c: Candidate) -> Path:
         return self.out / ("cv" if self.state["folds"] > 1 else "runs") / c.name
 
@@ -51,7 +60,7 @@ class Study:
             "train.batch_size": s["batch_size"],
             "train.device": s["device"],
             "run.report": False,
-            "train.monitor": "val_acc",  # the checkpoint is chosen by the figure the study ranks by
+            "train.monitor": self.monitor,  # the checkpoint is chosen by the figure the study ranks by
         }
         if s.get("data_dir"):
             o["data.data_dir"] = s["data_dir"]

@@ -52,7 +52,13 @@ def _figures(study: StudyFolder, rows: list[dict[str, Any]], fig_dir: Path) -> l
     import matplotlib.pyplot as plt
 
     out = []
-    what = "out-of-fold accuracy" if study.state["folds"] > 1 else "test accuracy"
+    what = (
+        "out-of-fold accuracy"
+        if study.state["folds"] > 1
+        else "test subset accuracy"
+        if study.state.get("multilabel")
+        else "test accuracy"
+    )
     axes = (
         ("parameters", "parameters", True, "acc_vs_params.png"),
         ("run_seconds", "seconds per run (data, features, training, test)", False, "acc_vs_time.png"),
@@ -95,7 +101,7 @@ def _figures(study: StudyFolder, rows: list[dict[str, Any]], fig_dir: Path) -> l
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     out.append((_save(fig, fig_dir / "curves.png"), "learning curves"))
-    if rows:
+    if rows and "confusion_matrix" in rows[0]:  # single-label
         w = rows[0]
         out.append(
             (
@@ -402,7 +408,7 @@ def _curves_section(study: StudyFolder) -> dict[str, str] | None:
         ]
         for name, f in fits.items()
     ]
-    metric = curves["metric"].removeprefix("val_").replace("_", " ")
+    metric = _metric_name(curves["metric"])
     body += table(
         [
             "candidate",
@@ -423,8 +429,13 @@ def _curves_section(study: StudyFolder) -> dict[str, str] | None:
     return {"id": "curves", "title": "Learning curves by data size", "body": body}
 
 
+def _metric_name(monitor: str) -> str:
+    return {"val_acc": "accuracy", "val_mean_average_precision": "mAP"}.get(monitor, monitor)
+
+
 def _curves_figure(curves: dict[str, Any], path: Path) -> Path:
     import matplotlib
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -437,8 +448,11 @@ def _curves_figure(curves: dict[str, Any], path: Path) -> Path:
         grid = np.geomspace(min(ns), 2 * max(ns), 40)
         ax.plot(grid, 1 - np.exp(f["log_a"] + f["b"] * np.log(grid)), "-", color=col, alpha=0.6)
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks (3×10², 4×10²) collide
     ax.set_xlabel("training images")
-    ax.set_ylabel("validation " + curves["metric"].removeprefix("val_").replace("_", " "))
+    ax.set_ylabel("validation " + _metric_name(curves["metric"]))
     ax.set_title("learning curves (fit extended to twice the data)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")

@@ -272,7 +272,7 @@ def _start(
     if problem:
         raise CnnlabError(f"DATA {data!r}: {problem}")
     log.info("study: inspecting %s", data)
-    report = inspect_dataset(dc, seed=seed)
+    report = inspect_dataset(dc, seed=seed, progress=progress)
     multilabel = bool(report["multilabel"])
     if multilabel and seeds > 1:
         raise CnnlabError(

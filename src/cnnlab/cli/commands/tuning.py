@@ -59,11 +59,14 @@ def register(sub: Any) -> None:
         description="Inspect DATA, pick candidates (a dense net, the small CNN, a seed architecture "
         "that fits the size, EfficientNet-Lite0 frozen and fine-tuned when its weights "
         "are installed), time a short probe of each, plan epochs (and folds, when they "
-        "fit) to the wall-clock budget, train each as an ordinary run folder, and write "
+        "fit) to the wall-clock budget, give every candidate the same share of it to search its "
+        "learning rate and weight decay on the validation split (--no-tune: none), train each as an "
+        "ordinary run folder, and write "
         "DIR/report.html: ranking with intervals, per-class F1, paired differences, "
         "figures, over-fitting, remaining confusions, the commands to re-train, export "
         "and serve the winner. Class weights go on when the largest class has 3x the "
-        "images of the smallest. Ctrl-C, then --resume, continues where it stopped.",
+        "images of the smallest. Multi-label CSVs are ranked by mAP. --fractions adds learning curves "
+        "by data size. Ctrl-C, then --resume, continues where it stopped.",
     )
     st.add_argument(
         "data",

@@ -85,6 +85,7 @@ def study(data: Path, budget: str, out: Path) -> None:
             f"  {c['name']:<28} {c['status']:<8} input {c['input_size']:>3}  share {100 * share:5.1f} %  "
             f"training predicted {t.get('predicted', 0):7.1f} s, took {t.get('seconds', 0):7.1f} s  "
             f"search predicted {t.get('search_predicted', 0):6.1f} s, took {t.get('search_seconds', 0):6.1f} s  "
+            f"expected at its start {t.get('expected', 0):6.1f} s of {t.get('seconds', 0) + t.get('search_seconds', 0):6.1f} s  "
             f"test acc {'-' if acc is None else f'{acc:.4f}'}"
         )
 

@@ -489,7 +489,8 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
             c.status, c.why = "dropped", "the budget ran out before it started"
             study.save()
             continue
-        guess = runs * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]) * s.get("speed", 1)
+        speed_then = s.get("speed", 1)
+        guess = runs * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]) * speed_then
         log.info(
             "study: %s (%s, %d epochs%s), about %.0f s",
             c.name,
@@ -530,6 +531,11 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
             "seconds": round(took - searched, 1),
             "search_predicted": round(c.search_cost(c.search_trials, c.search_epochs, sizes["train"], sizes["val"]), 1),
             "search_seconds": round(searched, 1),
+            # what the study expected when it started the candidate: the probe's figure times the speed
+            # measured on the candidates before it (the plan and the deadlines use this one)
+            "expected": round(
+                guess + c.search_cost(c.search_trials, c.search_epochs, sizes["train"], sizes["val"]) * speed_then, 1
+            ),
         }
         pred_sum = sum(v["predicted"] + v.get("search_predicted", 0) for v in done.values())
         took_sum = sum(v["seconds"] + v.get("search_seconds", 0) for v in done.values())

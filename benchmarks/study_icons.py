@@ -79,13 +79,14 @@ def study(data: Path, budget: str, out: Path) -> None:
     for c in s["candidates"]:
         t = s.get("timing", {}).get(c["name"], {})
         r = rows.get(c["name"], {})
-        share = (t.get("seconds", 0) + t.get("search_seconds", 0)) / s["budget_seconds"]
+        took = t.get("seconds", 0) + t.get("search_seconds", 0)
+        share = took / s["budget_seconds"]
         acc = r.get("accuracy", {}).get("value")
         print(
             f"  {c['name']:<28} {c['status']:<8} input {c['input_size']:>3}  share {100 * share:5.1f} %  "
             f"training predicted {t.get('predicted', 0):7.1f} s, took {t.get('seconds', 0):7.1f} s  "
             f"search predicted {t.get('search_predicted', 0):6.1f} s, took {t.get('search_seconds', 0):6.1f} s  "
-            f"expected at its start {t.get('expected', 0):6.1f} s of {t.get('seconds', 0) + t.get('search_seconds', 0):6.1f} s  "
+            f"expected at its start {t.get('expected', 0):6.1f} s of {took:6.1f} s  "
             f"test acc {'-' if acc is None else f'{acc:.4f}'}"
         )
 

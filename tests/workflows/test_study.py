@@ -196,6 +196,17 @@ def test_the_plan_shares_the_budget_and_drops_the_most_expensive_first():
     seconds = dear.cost(30, 1000, 100, 100)
     assert plan_epochs([cheap, dear, third], seconds, sizes)
     assert dear.cost(dear.epochs, 1000, 100, 100) <= 0.4 * seconds and dear.epochs >= 1
+    # one whose minimum alone is over 40 % beside others (a frozen net's features on 60,000 images) is
+    # dropped, saying so, rather than eating the budget; alone it keeps the whole budget
+    frozen = Candidate("f", "efficientnet-lite0", mode="frozen", full_epochs=10, eval_s=1e-2)
+    cheap = Candidate("a", "mlp", full_epochs=10, train_s=1e-4, eval_s=1e-5)
+    seconds = 2 * frozen.cost(1, 1000, 100, 100)
+    assert plan_epochs([cheap, frozen], seconds, sizes)
+    assert frozen.status == "dropped" and "more than 40 %" in frozen.why and cheap.status == "planned"
+    alone = Candidate("f", "efficientnet-lite0", mode="frozen", full_epochs=10, eval_s=1e-2)
+    assert plan_epochs([alone], seconds, sizes) and alone.status == "planned"
+    late = Candidate("f", "efficientnet-lite0", mode="frozen", full_epochs=10, eval_s=1e-2)
+    assert not plan_epochs([late], seconds, sizes, cap=0.4 * seconds) and late.status == "dropped"
 
 
 def test_every_example_is_a_valid_config_sweep_spec_or_script():

@@ -308,8 +308,9 @@ def plan_epochs(
     the cheapest first, each gets its full recipe or an equal share of what is left, whichever is
     less, so shortening falls on the expensive ones; none gets more than ``MAX_SHARE`` of the
     seconds when there are others, or more than ``cap`` seconds when given (a re-plan of the last
-    candidates passes the study's own cap), unless its minimum needs more. Candidates that cannot fit even at their
-    minimum epochs are dropped, the most expensive first. Returns False when nothing fits."""
+    candidates passes the study's own cap). Candidates that cannot fit even at their minimum epochs,
+    or whose minimum alone would take more than that share beside others, are dropped, the most
+    expensive first. Returns False when nothing fits."""
     sz = fold_sizes or sizes
     live = [c for c in cands if c.status in ("planned", "running")]
 
@@ -326,10 +327,21 @@ def plan_epochs(
         live.remove(worst)
     if not live:
         return False
+    others = cap is not None  # a re-plan of the last candidates: the study has others besides them
+    if cap is None:  # no candidate eats most of the budget
+        cap = MAX_SHARE * seconds if len(live) > 1 else seconds
+    while live and (len(live) > 1 or others) and max(cost(c, c.min_epochs) for c in live) > cap:
+        worst = max(live, key=lambda c: cost(c, c.min_epochs))  # even its minimum would take most of the budget
+        worst.status, worst.why = (
+            "dropped",
+            f"does not fit the budget (needs ~{cost(worst, worst.min_epochs):.0f} s at {worst.min_epochs} "
+            f"epoch(s), more than {100 * MAX_SHARE:.0f} % of it; a larger --budget makes room)",
+        )
+        live.remove(worst)
+    if not live:
+        return False
     left = seconds
     order = sorted(live, key=lambda c: cost(c, c.full_epochs))
-    if cap is None:  # no candidate eats most of the budget
-        cap = MAX_SHARE * seconds if len(order) > 1 else seconds
     for i, c in enumerate(order):
         # what the others still need at their minimum stays reserved for them
         share = max(

@@ -306,8 +306,8 @@ def test_every_candidate_trains_at_the_size_and_batch_its_probe_timed(tmp_path):
     # too dear at 224 px for its share: the largest size whose predicted cost fits (cost ∝ pixels)
     lite.eval_s = 0.02  # seconds per image at 224: 2,600 images' features take 52 s
     sizes = {"train": 2000, "val": 300, "test": 300}
-    assert shrink_to_fit(lite, 30.0, sizes) and lite.input_size == 128  # 160 px: 30.03 s
-    assert not shrink_to_fit(lite, 1e4, sizes) and lite.input_size == 128
+    assert shrink_to_fit(lite, 30.0, sizes) and lite.input_size == 160  # 192 px: 41 s, 160 px: 28.7 s
+    assert not shrink_to_fit(lite, 1e4, sizes) and lite.input_size == 160
     out = tmp_path / "st"
     assert (
         main(["study", "digits", "--models", "mlp,mobilenetv2-small", "--budget", "60s", "--out", str(out), "-q"]) == 0

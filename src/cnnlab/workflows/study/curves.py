@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab.core.errors import CnnlabError
+
 FLOOR = 1e-3  # an error of 0 has no logarithm: counted as this (one image in a thousand)
 
 
 def parse_fractions(text: str | list[float] | None) -> list[float]:
     """``0.1,0.25,0.5,1`` → sorted shares in (0, 1], the whole split (1) always among them."""
-    from cnnlab.core.errors import CnnlabError
-
     if text is None or text == "":
         return []
     items = text if isinstance(text, list) else [t for t in str(text).split(",") if t.strip()]

@@ -88,6 +88,12 @@ class Candidate:
         first = self.cost(epochs, n_train, n_val, 0, features=True)
         return first + (trials - 1) * self.cost(epochs, n_train, n_val, 0, features=False)
 
+    def search_extra(self, trials: int, epochs: int, n_train: int, n_val: int) -> float:
+        """What a search adds to the study: its cost less the backbone features its first trial
+        extracts for a pretrained net, which the final run then reads from the cache."""
+        saved = (n_train + n_val) * self.eval_s if self.mode != "scratch" and trials > 0 else 0.0
+        return self.search_cost(trials, epochs, n_train, n_val) - saved
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -276,20 +282,21 @@ def plan_searches(cands: Sequence[Candidate], seconds: float, sizes: dict[str, i
         c.search_seconds = seconds / max(1, len(live))
         c.search_epochs = search_epochs(c)
         fit_search(c, sizes, speed)
-    return sum(c.search_cost(c.search_trials, c.search_epochs, sizes["train"], sizes["val"]) * speed for c in live)
+    return sum(c.search_extra(c.search_trials, c.search_epochs, sizes["train"], sizes["val"]) * speed for c in live)
 
 
 def fit_search(c: Candidate, sizes: dict[str, int], speed: float = 1.0) -> None:
     """As many trials (``SEARCH_TRIALS``) as the probe, times the measured ``speed``, says fit in the
-    candidate's share; a candidate whose two trials do not fit gets no search, with the reason."""
+    candidate's share (counting what the search adds: ``Candidate.search_extra``); a candidate whose
+    two trials do not fit gets no search, with the reason."""
     fits = [
         n
         for n in range(SEARCH_TRIALS[0], SEARCH_TRIALS[1] + 1)
-        if c.search_cost(n, c.search_epochs, sizes["train"], sizes["val"]) * speed <= c.search_seconds
+        if c.search_extra(n, c.search_epochs, sizes["train"], sizes["val"]) * speed <= c.search_seconds
     ]
     c.search_trials = max(fits, default=0)
     if not c.search_trials:
-        need = c.search_cost(SEARCH_TRIALS[0], c.search_epochs, sizes["train"], sizes["val"]) * speed
+        need = c.search_extra(SEARCH_TRIALS[0], c.search_epochs, sizes["train"], sizes["val"]) * speed
         c.search = {"note": f"no search: {SEARCH_TRIALS[0]} trials need ~{need:.0f} s, its share is "
                             f"{c.search_seconds:.0f} s"}  # fmt: skip
     elif c.search and "note" in c.search:
@@ -317,27 +324,19 @@ def plan_epochs(
     def cost(c: Candidate, e: int) -> float:
         return runs * c.cost(e, sz["train"], sz["val"], sz["test"])
 
-    while live and sum(cost(c, c.min_epochs) for c in live) > seconds:
+    def drop_dearest(why: str) -> None:
         worst = max(live, key=lambda c: cost(c, c.min_epochs))
-        worst.status, worst.why = (
-            "dropped",
-            f"does not fit the budget (needs ~{cost(worst, worst.min_epochs):.0f} "
-            f"s at {worst.min_epochs} epoch(s); the rest had priority)",
-        )
+        need = f"needs ~{cost(worst, worst.min_epochs):.0f} s at {worst.min_epochs} epoch(s)"
+        worst.status, worst.why = "dropped", f"does not fit the budget ({need}; {why})"
         live.remove(worst)
-    if not live:
-        return False
+
+    while live and sum(cost(c, c.min_epochs) for c in live) > seconds:
+        drop_dearest("the rest had priority")
     others = cap is not None  # a re-plan of the last candidates: the study has others besides them
     if cap is None:  # no candidate eats most of the budget
         cap = MAX_SHARE * seconds if len(live) > 1 else seconds
     while live and (len(live) > 1 or others) and max(cost(c, c.min_epochs) for c in live) > cap:
-        worst = max(live, key=lambda c: cost(c, c.min_epochs))  # even its minimum would take most of the budget
-        worst.status, worst.why = (
-            "dropped",
-            f"does not fit the budget (needs ~{cost(worst, worst.min_epochs):.0f} s at {worst.min_epochs} "
-            f"epoch(s), more than {100 * MAX_SHARE:.0f} % of it; a larger --budget makes room)",
-        )
-        live.remove(worst)
+        drop_dearest(f"more than {100 * MAX_SHARE:.0f} % of it; a larger --budget makes room")
     if not live:
         return False
     left = seconds

@@ -636,13 +636,19 @@ def _search(study: Study, c: Candidate, progress: bool, deadline: float) -> None
         if folder.exists():  # killed before the sweep saved its spec: nothing ran yet
             shutil.rmtree(folder)
         base = {**study.base_overrides(), **c.overrides(c.search_epochs)}
+        n_train, n_val = s["sizes"]["train"], s["sizes"]["val"]
+        # a pretrained net's features are extracted in its first trial, for the final run too: beyond its share
+        features = (
+            c.search_cost(c.search_trials, c.search_epochs, n_train, n_val)
+            - c.search_extra(c.search_trials, c.search_epochs, n_train, n_val)
+        ) * max(1.0, s.get("speed", 1.0))  # never less than the probe says
         spec = {
             "name": f"{c.name}-search",
             "base": nest_config(base),
             "space": search_space(c),
             "method": "random",  # Optuna's TPE also samples at random for its first 10 trials
             "trials": c.search_trials,
-            "timeout": max(1.0, min(c.search_seconds, deadline - time.time())),  # its share, in real seconds
+            "timeout": max(1.0, min(c.search_seconds + features, deadline - time.time())),  # its share, in seconds
             "objective": study.monitor,
             "pruner": "none",
             "seed": s["seed"],

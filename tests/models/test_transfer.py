@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -14,6 +15,7 @@ from cnnlab import api
 from cnnlab.core.errors import CnnlabError
 from cnnlab.models import count_parameters, create_model
 from cnnlab.models.transfer import apply_freeze, output_layer, units
+from cnnlab.runs.store import RunFolder
 from cnnlab.train.build import build_model, param_groups
 from cnnlab.train.optim import build_schedule
 from cnnlab.workflows.resolve import build_config
@@ -365,3 +367,43 @@ def test_a_second_run_on_the_same_data_and_backbone_reuses_the_features(tmp_path
     assert "features of efficientnet-lite0 at 32 px" in out and "1 entries" in out
     assert main(["cache", "clean", "--kind", "features"]) == 0
     assert "removed 1 cache entries" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("staircase", [False, True])
+def test_the_exponential_schedule_gives_keras_lr_at_every_step(staircase):
+    """Issue 25, item 2: Keras' ExponentialDecay(1e-3, decay_steps=1000, decay_rate=0.96,
+    staircase): the LR of optimizer step i is 1e-3 · 0.96^(i / 1000) (the exponent floored with
+    staircase), for every step of 3,000."""
+    cfg = build_config(
+        None,
+        {
+            "train.schedule": "exponential",
+            "train.decay_steps": 1000,
+            "train.decay_multiplier": 0.96,
+            "train.staircase": staircase,
+        },  # fmt: skip
+    )
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched, interval = build_schedule(opt, cfg.train, epochs=30, steps_per_epoch=100)
+    assert interval == "step"
+    worst = 0.0
+    for i in range(3000):
+        keras = 1e-3 * 0.96 ** (i // 1000 if staircase else i / 1000)
+        worst = max(worst, abs(opt.param_groups[0]["lr"] - keras))
+        opt.step()
+        sched.step()
+    assert worst < 1e-9
+
+
+def test_a_run_with_the_exponential_schedule_logs_keras_lr_after_each_epoch(tmp_path):
+    from cnnlab.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--batch-size", "64", "--schedule",
+            "exponential", "--decay-steps", "7", "--decay-multiplier", "0.5", "--staircase", "--out", str(out),
+            "-q"]  # fmt: skip
+    assert main(args) == 0
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    steps = math.ceil(len(RunFolder(out).read_json(RunFolder(out).split_json)["indices"]["train"]) / 64)
+    for e, row in enumerate(rows, 1):  # the LR of the next step, e · steps
+        assert float(row["lr"]) == pytest.approx(1e-3 * 0.5 ** ((e * steps) // 7), rel=1e-9)

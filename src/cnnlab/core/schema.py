@@ -214,7 +214,7 @@ class TrainConfig(_Section):
     log_every: int = Field(50, ge=1, description="steps between rows of steps.csv (per-step curves)")
     patience: int | None = Field(None, ge=1, description="early-stopping patience in epochs")
     min_delta: float = Field(0.0, ge=0, description="smallest change of the monitored metric that counts")
-    schedule: Literal["constant", "step", "cosine", "onecycle", "plateau", "exp-decay"] = Field(
+    schedule: Literal["constant", "step", "cosine", "onecycle", "plateau", "exp-decay", "exponential"] = Field(
         "constant",
         description="learning-rate schedule; left unset for a net trained from scratch by the "
         "torch engine, cnnlab's recipe applies: onecycle peaking at 3e-3 (unless optim.lr is set) over ~1,200 "
@@ -226,6 +226,13 @@ class TrainConfig(_Section):
     plateau_patience: int = Field(3, ge=1, description="epochs without improvement before plateau cuts the LR")
     decay_start: int = Field(10, ge=0, description="exp-decay: epochs at the initial LR (seed 004: 10)")
     decay_rate: float = Field(0.05, gt=0, description="exp-decay: LR × exp(-rate) per epoch after decay_start")
+    decay_steps: int = Field(
+        1000, ge=1, description="exponential (Keras' ExponentialDecay): steps over which the LR is multiplied once"
+    )
+    decay_multiplier: float = Field(
+        0.96, gt=0, description="exponential: LR × multiplier^(step / decay_steps) (Keras' decay_rate)"
+    )
+    staircase: bool = Field(False, description="exponential: whole decay periods only, floor(step / decay_steps)")
     feature_cache: bool = Field(
         True, description="with a frozen backbone and no augmentation, compute backbone features once"
     )

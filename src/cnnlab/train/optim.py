@@ -102,6 +102,18 @@ def _exp_decay(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> 
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: math.exp(-rate * max(0, e + 1 - start))), "epoch"
 
 
+@SCHEDULES.register("exponential")
+def _exponential(opt: torch.optim.Optimizer, tc: Any, epochs: int, steps: int) -> tuple[Any, str]:
+    """Keras' ExponentialDecay (seed 000's sweep): at optimizer step i (from 0) the LR is the initial
+    LR × decay_multiplier^(i / decay_steps), the exponent floored with ``staircase``."""
+    every, base, stair = tc.decay_steps, tc.decay_multiplier, tc.staircase
+
+    def factor(i: int) -> float:
+        return float(base ** ((i // every) if stair else (i / every)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor), "step"
+
+
 def build_schedule(
     opt: torch.optim.Optimizer, train_cfg: Any, epochs: int, steps_per_epoch: int, monitor: str | None = None
 ) -> tuple[Any, str]:

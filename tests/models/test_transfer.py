@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -407,3 +408,28 @@ def test_a_run_with_the_exponential_schedule_logs_keras_lr_after_each_epoch(tmp_
     steps = math.ceil(len(RunFolder(out).read_json(RunFolder(out).split_json)["indices"]["train"]) / 64)
     for e, row in enumerate(rows, 1):  # the LR of the next step, e · steps
         assert float(row["lr"]) == pytest.approx(1e-3 * 0.5 ** ((e * steps) // 7), rel=1e-9)
+
+
+def test_weights_saved_from_dataparallel_load_and_unmatched_keys_are_named(tmp_path, caplog):
+    """Issue 25, item 4: a tv/ checkpoint as the Places365 models ship it ({"state_dict": ...} with
+    DataParallel's 'module.' prefix) loads; keys that do not match are reported by name."""
+    import logging
+
+    def resnet(weights: Path | None = None) -> nn.Module:
+        over = {"model.name": "tv/resnet18", **({"model.weights": str(weights)} if weights else {})}
+        return build_model(build_config(None, over if weights else {**over, "model.pretrained": False}), 10, 3, 64)
+
+    trained = resnet()
+    state = trained.state_dict()
+    wrapped = {"epoch": 90, "arch": "resnet18", "state_dict": {f"module.{k}": v for k, v in state.items()}}
+    torch.save(wrapped, tmp_path / "resnet18_places365.pth.tar")
+    loaded = resnet(tmp_path / "resnet18_places365.pth.tar")
+    for k, v in state.items():  # the tv/ builder gives every model a new head (fc)
+        assert k.startswith("fc.") or torch.equal(loaded.state_dict()[k], v), k
+    torch.save({**state, "aux.weight": torch.zeros(3), "aux.bias": torch.zeros(3)}, tmp_path / "extra.pt")
+    with caplog.at_level(logging.WARNING):
+        resnet(tmp_path / "extra.pt")
+    assert "2 weights the model has no place for were left out (aux.weight, aux.bias)" in caplog.text
+    torch.save({k: v for k, v in state.items() if not k.startswith("layer4.")}, tmp_path / "partial.pt")
+    with pytest.raises(CnnlabError, match=r"lacks \d+ of the model's weights \(layer4\.0\.conv1\.weight, .* more\)"):
+        resnet(tmp_path / "partial.pt")

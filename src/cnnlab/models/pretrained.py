@@ -38,6 +38,9 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
             sd = sd[key]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CnnlabError(f"model.weights {str(p)!r} does not hold a state dict of tensors")
+    if sd and all(k.startswith("module.") for k in sd):  # saved from DataParallel/DDP (the Places365 models)
+        log.info("model.weights %s: keys without DataParallel's 'module.' prefix", p)
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
     return sd
 
 
@@ -68,11 +71,21 @@ def load_matching(model: nn.Module, sd: dict[str, torch.Tensor], source: str) ->
                 raise CnnlabError(f"{source}: {k} has shape {tuple(v.shape)}, the model needs {tuple(own[k].shape)}")
         use[k] = v
     missing = [k for k in own if k not in use and k not in head_keys and not k.endswith("num_batches_tracked")]
+    unused = [k for k in sd if k not in own]
     if missing:
-        raise CnnlabError(f"{source} lacks {len(missing)} of the model's weights (first: {missing[0]})")
+        raise CnnlabError(
+            f"{source} lacks {len(missing)} of the model's weights ({_names(missing)})"
+            + (f"; it holds {len(unused)} the model has no place for ({_names(unused)})" if unused else "")
+        )
+    if unused:
+        log.warning("%s: %d weights the model has no place for were left out (%s)", source, len(unused), _names(unused))
     model.load_state_dict(use, strict=False)
     if not head_keys <= set(use):
         new_head_init(model)
+
+
+def _names(keys: list[str], n: int = 4) -> str:
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
 def new_head_init(model: nn.Module) -> None:

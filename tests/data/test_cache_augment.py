@@ -330,3 +330,30 @@ def test_interrupted_cache_build_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list((cache.cache_dir() / "decoded").iterdir()) == []
     monkeypatch.setattr(cache, "_decode_one", real)
     assert not decode_images(files, 16, None, max_pixels=10**7, mode="disk", progress=False).cache_hit
+
+
+def test_pca_lighting_follows_seed_004s_formula_with_the_eigenvalues_themselves():
+    """Issue 25, item 5: seed 004 §1.3.4 adds [p1 p2 p3][α1λ1 α2λ2 α3λ3]ᵀ with λ the eigenvalues of
+    the pixels' covariance (the code used to take √λ). Training pixels with independent channels of
+    standard deviations about 0.3, 0.15, 0.05 (0..1 scale): the covariance is diagonal, so each channel's
+    shift is ±255·α·variance of that channel — computed here by hand (α's spread raised to 1 so the
+    shifts are many grey levels, and √λ would be told apart)."""
+    from cnnlab.data.transforms import PRESETS
+
+    rng = np.random.default_rng(0)
+    sds = np.array([0.3, 0.15, 0.05])
+    pixels = np.clip(0.5 + rng.normal(0, 1, (200, 16, 16, 3)) * sds, 0, 1)
+    images = torch.from_numpy(np.round(pixels * 255).astype(np.uint8)).permute(0, 3, 1, 2).contiguous()
+    light = PRESETS.get("paintings")(16, 3, sample=lambda: images, flip=False, alpha_std=1.0)
+    flat = images.permute(0, 2, 3, 1).reshape(-1, 3).double().numpy() / 255.0
+    variances = np.sort(np.var(flat, axis=0, ddof=1))  # by hand: the diagonal of the covariance, ascending
+    img = torch.full((3, 2, 2), 100, dtype=torch.uint8)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        alpha = torch.randn(3).double().numpy()  # the draw the transform makes (eigh: ascending λ)
+        torch.manual_seed(seed)
+        shift = light(img).double().mean((1, 2)).numpy() - 100
+        channel_of = np.argsort(np.var(flat, axis=0, ddof=1))  # eigenvalue i belongs to this channel
+        expected = np.zeros(3)
+        expected[channel_of] = np.abs(alpha * variances) * 255
+        assert np.allclose(np.abs(shift), expected, atol=0.51), (shift, expected)  # rounded to whole levels

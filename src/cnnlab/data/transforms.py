@@ -32,11 +32,12 @@ PRESETS: Registry[Callable[..., Transform | None]] = Registry("augmentation pres
 
 
 class PCALighting(nn.Module):
-    """AlexNet's PCA colour augmentation: add ``eigvec @ (alpha * eigval)`` to every pixel,
-    ``alpha ~ N(0, alpha_std)`` drawn per image (Krizhevsky et al. 2012; seed 004).
+    """AlexNet's PCA colour augmentation as seed 004 writes it (§1.3.4): add
+    ``[p1, p2, p3] [α1 λ1, α2 λ2, α3 λ3]ᵀ`` to every pixel, ``λi``/``pi`` the eigenvalues and
+    eigenvectors of the 3 × 3 covariance of the training pixels (0..1 scale; the eigenvalues
+    themselves, not their square roots), ``αi ~ N(0, alpha_std)`` drawn once per image.
 
-    Written by hand: neither torchvision nor timm ships it. ``eigval``/``eigvec`` come from
-    the training pixels' channel covariance (0..1 scale).
+    Written by hand: neither torchvision nor timm ships it.
     """
 
     def __init__(self, eigval: torch.Tensor, eigvec: torch.Tensor, alpha_std: float = 0.1):
@@ -51,13 +52,13 @@ class PCALighting(nn.Module):
 
 
 def pixel_pca(images: torch.Tensor, max_images: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues and eigenvectors of the channel covariance of (N, C, H, W) uint8 images."""
+    """Eigenvalues and eigenvectors of the channel covariance of (N, C, H, W) uint8 images (0..1)."""
     step = max(1, len(images) // max_images)
     sample = images[::step][:max_images].float() / 255.0
     pixels = sample.permute(0, 2, 3, 1).reshape(-1, sample.shape[1]).double()
     cov = torch.cov(pixels.T).reshape(sample.shape[1], sample.shape[1])
     eigval, eigvec = torch.linalg.eigh(cov)
-    return eigval.clamp_min(0).sqrt().float(), eigvec.float()
+    return eigval.clamp_min(0).float(), eigvec.float()
 
 
 @PRESETS.register("none")

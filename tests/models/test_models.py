@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.models import MODELS, count_parameters, create_model
@@ -77,3 +78,26 @@ def test_bad_model_requests_are_clear_errors():
         create_model("cnn", num_classes=10, input_size=2)
     with pytest.raises(CnnlabError, match="at least 2 classes"):
         create_model("mlp", num_classes=1)
+
+
+def test_the_triple_cnn_takes_filters_and_kernels_and_the_reports_setting_has_its_parameter_count(tmp_path):
+    """Issue 25, item 2: seed 000's TripleV2 has "nearly 660,000 parameters, almost 550,000 in the
+    fully connected layers" (64 px grey); filters 32,64,64,64 with dense 512-64 gives 652,234, 558,282
+    of them dense (docs/results.md). Set from a config's model.options, as a user would."""
+    from cnnlab.core.errors import CnnlabError
+    from cnnlab.train.build import build_model
+    from cnnlab.workflows.resolve import build_config
+
+    cfg = build_config(
+        {"model": {"name": "triple-tanh", "hidden": [512, 64], "options": {"filters": [32, 64, 64, 64]}}}, {}
+    )
+    model = build_model(cfg, 10, 1, 64)
+    dense = sum(p.numel() for m in model.modules() if isinstance(m, nn.Linear) for p in m.parameters())
+    assert count_parameters(model)["total"] == 652_234 and dense == 558_282
+    assert count_parameters(create_model("triple", num_classes=10, in_chans=1, input_size=64))["total"] == 406_794
+    k5 = create_model("triple", num_classes=10, in_chans=1, input_size=64, kernels=[5, 5, 5, 5])
+    assert [m.kernel_size for m in k5.modules() if isinstance(m, nn.Conv2d)] == [(5, 5)] * 4
+    with pytest.raises(CnnlabError, match="one kernel size per conv"):
+        create_model("triple", num_classes=10, in_chans=1, input_size=64, kernels=[3, 3])
+    with pytest.raises(CnnlabError, match="too small"):
+        create_model("triple", num_classes=10, in_chans=1, input_size=64, filters=[8] * 7, kernels=[3] * 7)

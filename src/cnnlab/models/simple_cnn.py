@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from cnnlab.core.errors import CnnlabError
 from cnnlab.models.common import init_weights, make_act
 from cnnlab.models.spec import register_model
 
@@ -118,8 +119,22 @@ def _triple(default_activation: str):
         activation: str = default_activation,
         init: str = "default",
         batch_norm: bool = False,
+        filters: Sequence[int] = (32, 64, 128, 128),
+        kernels: Sequence[int] = (7, 5, 3, 1),
     ) -> nn.Module:
-        stages = [Stage(((32, 7),)), Stage(((64, 5),)), Stage(((128, 3),)), Stage(((128, 1),))]
+        """``filters``/``kernels``: one conv (+ 2×2 max-pool) per entry (model.options); the report's
+        ~660 k-parameter TripleV2 at 64 px grey is filters 32,64,64,64 with hidden 512,64: 652,234 parameters,
+        558,282 in the dense layers (docs/results.md)."""
+        if len(filters) != len(kernels) or not filters:
+            raise CnnlabError(
+                f"model options filters {list(filters)} and kernels {list(kernels)}: give one kernel size per conv"
+            )
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in [*filters, *kernels]):
+            raise CnnlabError(f"model options filters/kernels: whole numbers of 1 or more, not {list(filters)} / "
+                              f"{list(kernels)}")  # fmt: skip
+        if input_size // 2 ** len(filters) < 1:
+            raise CnnlabError(f"{len(filters)} convs each halve the image: {input_size} px is too small for them")
+        stages = [Stage(((f, k),)) for f, k in zip(filters, kernels)]
         return init_weights(
             ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation, batch_norm), init
         )

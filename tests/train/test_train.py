@@ -293,3 +293,20 @@ def test_a_monitor_the_data_cannot_have_fails_before_the_run_folder(tmp_path):
         progress=False,
     )
     assert "val_balanced_accuracy" in (res.run / "history.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("engine", ["torch", "scratch"])
+def test_steps_with_a_validation_row_every_k_steps_in_both_engines(tmp_path, engine):
+    """Issue 25, item 3 (seed 001: dev accuracy every 100 steps): --steps N --eval-every K gives
+    N / K history rows, each after K more optimisation steps, whatever the epoch length."""
+    from cnnlab.cli import main
+
+    out = tmp_path / engine
+    args = ["train", "--data", "digits", "--model", "cnn-small", "--engine", engine, "--steps", "60", "--eval-every",
+            "20", "--batch-size", "32", "--out", str(out), "-q"]  # fmt: skip
+    assert main(args) == 0
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [int(r["step"]) for r in rows] == [20, 40, 60] and all(r["val_acc"] for r in rows)
+    saved = RunFolder(out).read_config().train
+    assert (saved.steps, saved.eval_every, saved.epochs) == (60, 20, 3)
+    assert json.loads((out / "run.json").read_text())["epochs_done"] == 3

@@ -243,6 +243,34 @@ class TrainConfig(_Section):
         False, description="initialise the output bias so softmax(bias) = class frequencies (seed 004)"
     )
 
+    steps: int | None = Field(
+        None,
+        ge=1,
+        le=10**9,
+        description="train for this many optimisation steps instead of epochs, validating every "
+        "train.eval_every steps (seed 001); each history row is one such period",
+    )
+    eval_every: int | None = Field(
+        None, ge=1, description="with train.steps: steps between validations (default 100, or steps if fewer)"
+    )
+
+    @model_validator(mode="after")
+    def _steps_as_periods(self) -> TrainConfig:
+        """``steps`` of training become ``steps / eval_every`` periods: the loop's epochs."""
+        if self.steps is None:
+            if self.eval_every is not None:
+                raise ValueError("train.eval_every needs train.steps (--steps N --eval-every K)")
+            return self
+        every = self.eval_every or min(100, self.steps)
+        if self.steps % every:
+            raise ValueError(f"train.steps {self.steps} must be a multiple of train.eval_every {every}")
+        periods = self.steps // every
+        if "epochs" in self.model_fields_set and self.epochs != periods:
+            raise ValueError("give train.steps or train.epochs, not both (--steps counts optimisation steps)")
+        self.__dict__.update(epochs=periods, eval_every=every)  # not through assignment (it re-validates)
+        self.model_fields_set.update({"epochs", "eval_every"})
+        return self
+
     @field_validator("monitor")
     @classmethod
     def _known_monitor(cls, v: str) -> str:
@@ -293,6 +321,8 @@ class Config(_Section):
     @model_validator(mode="after")
     def _fine_tune_epochs(self) -> Config:
         ft = self.model.fine_tune
+        if ft is not None and self.train.steps is not None:
+            raise ValueError("train.steps with model.fine_tune: fine-tuning phases are counted in epochs; use epochs")
         if ft is None or ft == "auto":  # auto is resolved with the data (train.build.resolve_fine_tune)
             if ft == "auto" and "epochs" in self.train.model_fields_set and self.train.epochs < 2:
                 raise ValueError(

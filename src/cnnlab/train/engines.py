@@ -255,9 +255,8 @@ class TorchEngine:
                 optimizer, head_steps, ft[1] * len(self.train_batches), len(self.train_batches)
             )
             return cbs + [LRSchedule(scheduler, "step", self.monitor)]
-        scheduler, interval = build_schedule(
-            optimizer, cfg.train, cfg.train.epochs, len(self.train_batches), self.monitor
-        )
+        per_epoch = cfg.train.eval_every or len(self.train_batches)  # by steps: an epoch is a period
+        scheduler, interval = build_schedule(optimizer, cfg.train, cfg.train.epochs, per_epoch, self.monitor)
         if scheduler is not None:
             cbs.append(LRSchedule(scheduler, interval, self.monitor))
         return cbs
@@ -345,7 +344,7 @@ class TorchEngine:
             head[0].fit(head[1], head[2], phases[0])
             if self.trainer.loop.stop_training:
                 return self.trainer.loop.history
-        return self.trainer.fit(self.train_batches, self.val_batches, epochs)
+        return self.trainer.fit(self.train_batches, self.val_batches, epochs, self.cfg.train.eval_every)
 
     epoch = property(lambda self: self.trainer.loop.epoch if self.trainer else 0)
     history = property(lambda self: self.trainer.loop.history if self.trainer else [])

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.state import LoopState, StopTraining
 
-__all__ = ["EVENTS", "LoopState", "StopTraining", "Steps", "call", "end_epoch", "ordered", "run_epochs"]
+__all__ = ["EVENTS", "LoopState", "Periods", "StopTraining", "Steps", "call", "end_epoch", "ordered", "run_epochs"]
 
 # the events of a fit, in the order they happen; a callback overrides the ones it needs
 EVENTS = ("on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_train_end")
@@ -82,9 +82,61 @@ def end_epoch(
     return logs
 
 
-def run_epochs(state: LoopState, steps: Steps, callbacks: Sequence[Callback], epochs: int) -> list[dict[str, Any]]:
+class Periods:
+    """Training by steps (``train.steps``): each of the loop's "epochs" is ``every`` optimisation
+    steps taken from the training data in order, data epochs running on across periods (each
+    reshuffled as usual), then validation. A period that starts inside a data epoch (a resumed
+    run) skips that epoch's first batches; in one process the iterator simply continues."""
+
+    def __init__(self, steps: Steps, every: int):
+        self.steps, self.every = steps, every
+        self._next: tuple[int, Any] | None = None  # (first step of the next period, the live iterator)
+
+    def __len__(self) -> int:
+        return self.every
+
+    def batches(self, period: int) -> Iterable[Any]:
+        start = (period - 1) * self.every
+        n = len(self.steps)
+        if self._next is not None and self._next[0] == start:
+            it = self._next[1]
+        else:
+            it = self._from(start // n + 1, start % n)
+        for taken in range(self.every):
+            batch = next(it, None)
+            if batch is None:  # the data epoch ended: the next one, reshuffled
+                it = self._from((start + taken) // n + 1, 0)
+                batch = next(it)
+            yield batch
+        self._next = (start + self.every, it)
+
+    def _from(self, data_epoch: int, skip: int) -> Any:
+        it = iter(self.steps.batches(data_epoch))
+        for _ in range(skip):
+            next(it)
+        return it
+
+    def step(self, batch: Any) -> tuple[float, int, int]:
+        return self.steps.step(batch)
+
+    def validate(self) -> dict[str, float]:
+        return self.steps.validate()
+
+    def lr(self) -> float:
+        return self.steps.lr()
+
+    def reduce(self, loss: float, correct: int, seen: int) -> tuple[float, int, int]:
+        return self.steps.reduce(loss, correct, seen)
+
+
+def run_epochs(
+    state: LoopState, steps: Steps, callbacks: Sequence[Callback], epochs: int, every: int | None = None
+) -> list[dict[str, Any]]:
     """Train from the epoch after ``state.epoch`` up to ``epochs`` (so a resumed fit continues to
-    it), delivering :data:`EVENTS` to ``callbacks``; returns the history."""
+    it), delivering :data:`EVENTS` to ``callbacks``; returns the history. With ``every``, an epoch
+    is that many steps (:class:`Periods`) and each history row says the step it ended at."""
+    if every:
+        steps = Periods(steps, every)
     cbs = ordered(callbacks)
     state.epochs, state.stop_reason, state.steps_per_epoch = epochs, "", len(steps)
     call(cbs, "on_train_begin", state)
@@ -101,6 +153,8 @@ def run_epochs(state: LoopState, steps: Steps, callbacks: Sequence[Callback], ep
             call(cbs, "on_batch_end", state, n, logs)
         val = steps.validate()
         row = end_epoch(state, epoch, steps.reduce(loss_sum, correct, seen), val, steps.lr(), started)
+        if every:
+            row["step"] = epoch * every
         call(cbs, "on_epoch_end", state, epoch, row)
         if state.stop_training:
             break

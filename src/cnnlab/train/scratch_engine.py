@@ -181,7 +181,7 @@ class ScratchEngine:
             self.load_state_dict(self._resume)
             self._resume = None
         self.loop.model = self.model
-        return run_epochs(self.loop, _NumpySteps(self), self.callbacks, epochs)
+        return run_epochs(self.loop, _NumpySteps(self), self.callbacks, epochs, self.cfg.train.eval_every)
 
     # ------------------------------------------------------------------ state and checkpoints
     def weights(self) -> dict[str, Any]:

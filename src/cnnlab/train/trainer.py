@@ -162,19 +162,20 @@ class Trainer:
     global_step = property(lambda self: self.loop.global_step)
     stop_reason = property(lambda self: self.loop.stop_reason)
 
-    def fit(self, train: Any, val: Any | None, epochs: int) -> list[dict[str, Any]]:
+    def fit(self, train: Any, val: Any | None, epochs: int, every: int | None = None) -> list[dict[str, Any]]:
         """Train from the epoch after ``self.loop.epoch`` up to ``epochs``.
 
         Args:
             train: batches with ``set_epoch(e)`` and ``len()``; reshuffled per epoch.
             val: validation batches, or None.
             epochs: the last epoch to run (so a resumed trainer continues to it).
+            every: train by steps: an epoch is this many steps (``train.steps``).
 
         Returns:
             The history: one dict per completed epoch.
         """
         self.loop.model = self.model
-        return run_epochs(self.loop, TorchSteps(self, train, val), self.callbacks, epochs)
+        return run_epochs(self.loop, TorchSteps(self, train, val), self.callbacks, epochs, every)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

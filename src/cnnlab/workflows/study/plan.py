@@ -72,7 +72,7 @@ class Candidate:
         default: when its search has run, which extracted them)."""
         evals = n_val * epochs + n_test
         features = not self.search_trials if features is None else features
-        extract = (n_train + n_val + n_test if features else n_test) * self.eval_s  # the search holds test out
+        extract = n_test * self.eval_s + (self.feature_cost(n_train, n_val) if features else 0.0)
         if self.mode == "frozen":  # features once, then a linear head on them: ~0.05 s an epoch for 1,000 images
             return extract + epochs * (0.03 + n_train * 2e-5) + RUN_OVERHEAD_S
         if self.mode == "fine-tune":
@@ -80,19 +80,21 @@ class Candidate:
             return extract + tuned * n_train * self.train_s + evals * self.eval_s + epochs * 0.2 + RUN_OVERHEAD_S
         return epochs * (n_train * self.train_s + 0.1) + evals * self.eval_s + RUN_OVERHEAD_S
 
-    def search_cost(self, trials: int, epochs: int, n_train: int, n_val: int) -> float:
-        """Predicted seconds of a search of ``trials`` runs of ``epochs`` epochs (no test split;
-        a pretrained net's features are extracted by the first trial only)."""
-        if trials <= 0:
-            return 0.0
-        first = self.cost(epochs, n_train, n_val, 0, features=True)
-        return first + (trials - 1) * self.cost(epochs, n_train, n_val, 0, features=False)
+    def feature_cost(self, n_train: int, n_val: int) -> float:
+        """Seconds to extract a pretrained net's backbone features of the train and val images
+        (what its search's first trial does, and its final run then reads from the cache)."""
+        return (n_train + n_val) * self.eval_s if self.mode != "scratch" else 0.0
 
     def search_extra(self, trials: int, epochs: int, n_train: int, n_val: int) -> float:
-        """What a search adds to the study: its cost less the backbone features its first trial
-        extracts for a pretrained net, which the final run then reads from the cache."""
-        saved = (n_train + n_val) * self.eval_s if self.mode != "scratch" and trials > 0 else 0.0
-        return self.search_cost(trials, epochs, n_train, n_val) - saved
+        """What a search of ``trials`` runs of ``epochs`` epochs adds to the study (no test split):
+        its trials on features already extracted."""
+        return max(0, trials) * self.cost(epochs, n_train, n_val, 0, features=False)
+
+    def search_cost(self, trials: int, epochs: int, n_train: int, n_val: int) -> float:
+        """Predicted seconds of that search: its trials, and the features its first trial extracts."""
+        if trials <= 0:
+            return 0.0
+        return self.search_extra(trials, epochs, n_train, n_val) + self.feature_cost(n_train, n_val)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,7 +147,7 @@ def default_models(size: int) -> list[tuple[str, str]]:
     return picks
 
 
-MAX_SHARE = 0.4  # of the training budget, the most one candidate is planned (beyond its minimum epochs)
+MAX_SHARE = 0.4  # of the training budget, the most one candidate is planned beside others
 PRETRAINED_BATCH = 32  # a pretrained net's batch (probe and training): its steps are the expensive ones
 
 

@@ -241,7 +241,7 @@ def _multilabel_figures(
     are all true) and the figures at the per-class thresholds tuned on validation."""
     _, y, probs = scores
     exact = ((probs >= 0.5) == y).all(1).astype(float)
-    boot = np.concatenate([exact[d].mean(1) for d in np.array_split(_draws(len(y), seed), 10)])
+    boot = _bootstrap_means(exact, seed)
     row["map"] = {"value": m["mean_average_precision"], "ci95": map_interval(y, probs, seed, DRAWS), "of": "test"}
     row["accuracy"] = {"value": float(exact.mean()), "ci95": _ci(boot), "of": "test", "metric": "subset accuracy"}
     row["macro_f1"] = {"value": m["macro_f1"], "ci95": None, "of": "test"}
@@ -319,6 +319,11 @@ def _draws(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, (DRAWS, n))
 
 
+def _bootstrap_means(values: np.ndarray, seed: int) -> np.ndarray:
+    """The mean of ``values`` in each of ``DRAWS`` bootstrap resamples (in chunks: memory)."""
+    return np.concatenate([values[d].mean(1) for d in np.array_split(_draws(len(values), seed), 10)])
+
+
 def _acc_f1(y: np.ndarray, p: np.ndarray, k: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy and macro-F1 of each bootstrap draw (rows of ``idx``)."""
     accs, f1s = [], []
@@ -358,8 +363,7 @@ def _paired_test(best: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...], se
     common, xb, xo = np.intersect1d(ib, io, return_indices=True)
     right_b, right_o = pb[xb] == yb[xb], po[xo] == yb[xb]
     diff = right_b.astype(float) - right_o.astype(float)
-    draws = _draws(len(common), seed)
-    boot = np.concatenate([diff[c].mean(1) for c in np.array_split(draws, 10)])
+    boot = _bootstrap_means(diff, seed)
     mc = mcnemar_exact(right_b, right_o)
     return {
         "on": f"{len(common)} test images",

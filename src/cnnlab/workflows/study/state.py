@@ -68,5 +68,7 @@ class Study:
             o["train.class_weights"] = "auto"
         return o
 
-    def config(self, c: Candidate, out: Path) -> Config:
-        return build_config(None, {**self.base_overrides(), **c.overrides(), "run.out": str(out)})
+    def config(self, c: Candidate, out: Path, extra: dict[str, Any] | None = None) -> Config:
+        """Candidate ``c``'s run config into ``out`` (``extra``: keys of one run, e.g. a learning
+        curve's share of the training split)."""
+        return build_config(None, {**self.base_overrides(), **c.overrides(), **(extra or {}), "run.out": str(out)})

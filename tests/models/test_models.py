@@ -99,5 +99,9 @@ def test_the_triple_cnn_takes_filters_and_kernels_and_the_reports_setting_has_it
     assert [m.kernel_size for m in k5.modules() if isinstance(m, nn.Conv2d)] == [(5, 5)] * 4
     with pytest.raises(CnnlabError, match="one kernel size per conv"):
         create_model("triple", num_classes=10, in_chans=1, input_size=64, kernels=[3, 3])
+    for bad in ({"filters": 5}, {"filters": [10**7] * 4}, {"kernels": [0, 1, 1, 1]}, {"filters": [float("nan")] * 4},
+                {"filters": [True] * 4}, {"kernels": [99] * 4}):  # fmt: skip
+        with pytest.raises(CnnlabError, match="model options filters/kernels"):
+            create_model("triple", num_classes=10, in_chans=1, input_size=64, **bad)
     with pytest.raises(CnnlabError, match="too small"):
         create_model("triple", num_classes=10, in_chans=1, input_size=64, filters=[8] * 7, kernels=[3] * 7)

@@ -310,3 +310,21 @@ def test_steps_with_a_validation_row_every_k_steps_in_both_engines(tmp_path, eng
     saved = RunFolder(out).read_config().train
     assert (saved.steps, saved.eval_every, saved.epochs) == (60, 20, 3)
     assert json.loads((out / "run.json").read_text())["epochs_done"] == 3
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--steps", "10", "--eval-every", "3"], "must be a multiple of train.eval_every 3"),
+        (["--eval-every", "5"], "train.eval_every needs train.steps"),
+        (["--steps", "10", "--epochs", "2"], "give train.steps or train.epochs, not both"),
+        (["--steps", "1000000000"], "10,000,000 validations; at most 100,000"),
+        (["--steps", "0"], "train.steps"),
+        (["--steps", "20", "--fine-tune", "1,1", "--model", "efficientnet-lite0"], "train.steps with model.fine_tune"),
+    ],
+)
+def test_bad_step_settings_are_one_line_before_any_work(tmp_path, capsys, flags, message):
+    assert main(["train", "--data", "digits", "--model", "mlp", *flags, "--out", str(tmp_path / "r"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()

@@ -164,6 +164,12 @@ def test_an_imbalanced_folder_turns_class_weights_on_and_the_report_says_so(tmp_
         (["study"], "needs DATA"),
         (["study", "digits", "--budget", ""], "give a duration like 90s"),  # not a silent 20 m
         (["study", "/nonexistent/folder"], "DATA '/nonexistent/folder': not a built-in dataset"),
+        (["study", "digits", "--fractions", "nan,0.5,1"], "every share must be above 0 and at most 1"),
+        (["study", "digits", "--fractions", "0,0.5"], "every share must be above 0 and at most 1"),
+        (["study", "digits", "--fractions", ""], "give shares of the training split"),  # not silently none
+        (["study", "digits", "--fractions", "half"], "give shares of the training split"),
+        (["study", "digits", "--fractions", "0.5"], "at least 3 sizes"),
+        (["study", "digits", "--fractions", "0.25,0.5", "--folds", "3"], "learning curves use one split"),
     ],
 )
 def test_study_refuses_bad_arguments_in_one_line(tmp_path, capsys, args, message):

@@ -177,6 +177,9 @@ class OptimConfig(_Section):
     )
 
 
+MAX_EPOCHS = 100_000
+
+
 class TrainConfig(_Section):
     """The training loop."""
 
@@ -184,7 +187,7 @@ class TrainConfig(_Section):
     epochs: int = Field(
         10,
         ge=1,
-        le=100_000,
+        le=MAX_EPOCHS,
         description="epochs (the default recipe of a net trained from "
         "scratch plans ~1,200 steps, 3-30 epochs); with --resume: the new total",
     )
@@ -265,6 +268,8 @@ class TrainConfig(_Section):
         if self.steps % every:
             raise ValueError(f"train.steps {self.steps} must be a multiple of train.eval_every {every}")
         periods = self.steps // every
+        if periods > MAX_EPOCHS:  # the periods are the loop's epochs
+            raise ValueError(f"train.steps / train.eval_every is {periods:,} validations; at most {MAX_EPOCHS:,}")
         if "epochs" in self.model_fields_set and self.epochs != periods:
             raise ValueError("give train.steps or train.epochs, not both (--steps counts optimisation steps)")
         self.__dict__.update(epochs=periods, eval_every=every)  # not through assignment (it re-validates)

@@ -109,6 +109,9 @@ def cnn_small(
     )
 
 
+MAX_FILTERS, MAX_KERNEL = 4096, 31  # per conv of `triple`: beyond these a typo, not a model
+
+
 def _triple(default_activation: str):
     def build(
         num_classes: int,
@@ -125,13 +128,17 @@ def _triple(default_activation: str):
         """``filters``/``kernels``: one conv (+ 2×2 max-pool) per entry (model.options); the report's
         ~660 k-parameter TripleV2 at 64 px grey is filters 32,64,64,64 with hidden 512,64: 652,234 parameters,
         558,282 in the dense layers (docs/results.md)."""
+        if not isinstance(filters, (list, tuple)) or not isinstance(kernels, (list, tuple)):
+            raise CnnlabError(f"model options filters/kernels: lists, e.g. [32, 64, 128, 128] / [7, 5, 3, 1], "
+                              f"not {filters!r} / {kernels!r}")  # fmt: skip
         if len(filters) != len(kernels) or not filters:
             raise CnnlabError(
                 f"model options filters {list(filters)} and kernels {list(kernels)}: give one kernel size per conv"
             )
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in [*filters, *kernels]):
-            raise CnnlabError(f"model options filters/kernels: whole numbers of 1 or more, not {list(filters)} / "
-                              f"{list(kernels)}")  # fmt: skip
+        bounds = [(v, MAX_FILTERS) for v in filters] + [(v, MAX_KERNEL) for v in kernels]
+        if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most for v, most in bounds):
+            raise CnnlabError(f"model options filters/kernels: whole numbers from 1 to {MAX_FILTERS} / {MAX_KERNEL}, "
+                              f"not {list(filters)} / {list(kernels)}")  # fmt: skip
         if input_size // 2 ** len(filters) < 1:
             raise CnnlabError(f"{len(filters)} convs each halve the image: {input_size} px is too small for them")
         stages = [Stage(((f, k),)) for f, k in zip(filters, kernels)]

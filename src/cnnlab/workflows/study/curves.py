@@ -16,14 +16,16 @@ FLOOR = 1e-3  # an error of 0 has no logarithm: counted as this (one image in a 
 
 def parse_fractions(text: str | list[float] | None) -> list[float]:
     """``0.1,0.25,0.5,1`` → sorted shares in (0, 1], the whole split (1) always among them."""
-    if text is None or text == "":
+    if text is None:
         return []
     items = text if isinstance(text, list) else [t for t in str(text).split(",") if t.strip()]
     try:
         values = sorted({float(t) for t in items})
-    except ValueError:
-        raise CnnlabError(f"--fractions {text!r}: give shares of the training split, e.g. 0.1,0.25,0.5,1") from None
-    if not values or values[0] <= 0 or values[-1] > 1:
+    except (TypeError, ValueError):
+        values = []
+    if not values:
+        raise CnnlabError(f"--fractions {text!r}: give shares of the training split, e.g. 0.1,0.25,0.5,1")
+    if not all(math.isfinite(v) and 0 < v <= 1 for v in values):
         raise CnnlabError(f"--fractions {text!r}: every share must be above 0 and at most 1")
     values = sorted(set(values) | {1.0})
     if len(values) < 3:
@@ -53,6 +55,8 @@ def fit(points: list[tuple[int, float | None]]) -> dict[str, Any] | None:
         "n_max": int(n_max),
         "at_max": predict(r.intercept, r.slope, n_max),
         "at_double": predict(r.intercept, r.slope, 2 * n_max),
+        # the fitted curve from the smallest size to twice the largest, for the report's figure
+        "line": [[float(n), predict(r.intercept, r.slope, n)] for n in np.geomspace(pts[0][0], 2 * n_max, 40)],
     }
 
 

@@ -28,7 +28,7 @@ from cnnlab.runs.store import RunFolder, now
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.state import LoopState, StopTraining
 from cnnlab.workflows.cv import cross_validate, read_cv
-from cnnlab.workflows.resolve import build_config, source_problem
+from cnnlab.workflows.resolve import source_problem
 from cnnlab.workflows.seeds import seed_group, seed_list, seed_runs
 from cnnlab.workflows.study.curves import parse_fractions
 from cnnlab.workflows.study.plan import (
@@ -124,9 +124,10 @@ def run_study(
     if not data and not (resume and out):
         raise CnnlabError("cnnlab study needs DATA (or --resume --out DIR of a study)")
     out = Path(out or Path("studies") / Path(str(data).rstrip("/")).name)
+    shares = parse_fractions(fractions)  # checked before any work
     asked = {"data": data, "data_dir": data_dir, "models": models, "folds": folds, "seed": seed, "seeds": seeds,
              "batch_size": batch_size, "device": device, "budget": budget, "tune": tune,
-             "fractions": ",".join(f"{f:g}" for f in parse_fractions(fractions)) if fractions else None}  # fmt: skip
+             "fractions": _fraction_text(shares) if fractions is not None else None}  # fmt: skip
     if resume:
         study = _reopen(out)
         _check_same_settings(study, asked)
@@ -140,7 +141,6 @@ def run_study(
         budget_s = parse_budget("20m" if budget is None else budget)
         seeding = (0 if seed is None else seed, 1 if seeds is None else seeds)
         seed_list(*seeding)  # a seed range that fits, checked before any work
-        shares = parse_fractions(fractions)
         if shares and folds:
             raise CnnlabError("--fractions with --folds: learning curves use one split; leave one of them out")
         try:
@@ -311,7 +311,7 @@ def _start(
         "folds": 1,
         "tune": tune,
         "fractions": shares or [],
-        "fractions_requested": ",".join(f"{f:g}" for f in shares) if shares else None,
+        "fractions_requested": _fraction_text(shares) if shares else None,
         "sizes": sizes,
         "input_size": size,
         "channels": channels,
@@ -380,8 +380,7 @@ def _choose_plan(study: Study, left: float) -> None:
     _plan_trainings(study, avail - searches)
     if searches:
         k, n_seeds = s["folds"], s.get("seeds", 1)
-        pool = sizes["train"] + sizes["val"]
-        sz = {"train": pool * (k - 1) // k, "val": pool // k, "test": 0} if k > 1 else sizes
+        sz = _run_sizes(sizes, k)
         trainings = s.get("winner_reserve", 0.0) + sum(
             k * n_seeds * c.cost(c.epochs, sz["train"], sz["val"], sz["test"]) for c in live if c.status == "planned"
         )
@@ -394,7 +393,6 @@ def _plan_trainings(study: Study, avail: float) -> None:
     s = study.state
     sizes = s["sizes"]
     live = [c for c in study.cands if c.status == "planned"]
-    pool = sizes["train"] + sizes["val"]
     asked = s.get("folds_requested")
     smallest = s["smallest_pool_class"]
     n_seeds = s.get("seeds", 1)
@@ -403,7 +401,7 @@ def _plan_trainings(study: Study, avail: float) -> None:
             s["notes"].append(f"{k} folds do not fit the smallest class ({smallest} images outside the test split)")
             continue
         trial = [Candidate(**c.to_dict()) for c in live]
-        fold_sizes = {"train": pool * (k - 1) // k, "val": pool // k, "test": 0}
+        fold_sizes = _run_sizes(sizes, k)
         winner = max(c.cost(c.full_epochs, sizes["train"], sizes["val"], sizes["test"]) for c in trial)
         if (
             plan_epochs(trial, avail - winner, sizes, runs=k * n_seeds, fold_sizes=fold_sizes)
@@ -429,6 +427,19 @@ def _plan_trainings(study: Study, avail: float) -> None:
             f"inspection and probes; the cheapest candidate needs ~{need:.0f} s: give a larger --budget"
         )
     s["folds"] = 1
+
+
+def _fraction_text(shares: list[float]) -> str:
+    """``--fractions`` as saved and compared on ``--resume`` (0.1,0.25,0.5,1)."""
+    return ",".join(f"{f:g}" for f in shares)
+
+
+def _run_sizes(sizes: dict[str, int], k: int) -> dict[str, int]:
+    """The images of one run: the split's, or under K folds a fold's (train+val shared out, no test)."""
+    if k <= 1:
+        return sizes
+    pool = sizes["train"] + sizes["val"]
+    return {"train": pool * (k - 1) // k, "val": pool // k, "test": 0}
 
 
 def _curve_runs(s: dict[str, Any]) -> float:
@@ -458,15 +469,7 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
     k = s["folds"]
     runs = k * s.get("seeds", 1)  # trainings per candidate
     sizes = s["sizes"]
-    fold_sizes = (
-        {
-            "train": (sizes["train"] + sizes["val"]) * (k - 1) // k,
-            "val": (sizes["train"] + sizes["val"]) // k,
-            "test": 0,
-        }
-        if k > 1
-        else sizes
-    )
+    fold_sizes = _run_sizes(sizes, k)
     end = session - spent_before + s["budget_seconds"]  # wall time the budget ends
     for i, c in enumerate(study.cands):
         if c.status not in ("planned", "running"):
@@ -526,16 +529,15 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
         took = time.time() - started
         c.status = "done"
         done = s.setdefault("timing", {})
+        search_pred = c.search_cost(c.search_trials, c.search_epochs, sizes["train"], sizes["val"])
         done[c.name] = {  # the training's prediction and time apart from the search's
             "predicted": round(runs * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]), 1),
             "seconds": round(took - searched, 1),
-            "search_predicted": round(c.search_cost(c.search_trials, c.search_epochs, sizes["train"], sizes["val"]), 1),
+            "search_predicted": round(search_pred, 1),
             "search_seconds": round(searched, 1),
             # what the study expected when it started the candidate: the probe's figure times the speed
             # measured on the candidates before it (the plan and the deadlines use this one)
-            "expected": round(
-                guess + c.search_cost(c.search_trials, c.search_epochs, sizes["train"], sizes["val"]) * speed_then, 1
-            ),
+            "expected": round(guess + search_pred * speed_then, 1),
         }
         pred_sum = sum(v["predicted"] + v.get("search_predicted", 0) for v in done.values())
         took_sum = sum(v["seconds"] + v.get("search_seconds", 0) for v in done.values())
@@ -564,8 +566,7 @@ def _train_fractions(study: Study, progress: bool, end: float) -> None:
             if time.time() >= deadline - 1:
                 log.warning("study: no time left for %s on %g of the training split", c.name, f)
                 continue
-            cfg = build_config(None, {**study.base_overrides(), **c.overrides(), "data.train_fraction": f,
-                                      "run.out": str(folder)})  # fmt: skip
+            cfg = study.config(c, folder, {"data.train_fraction": f})
             log.info("study: %s on %g of the training split (learning curve)", c.name, f)
             try:
                 with _quiet_trials():
@@ -636,12 +637,9 @@ def _search(study: Study, c: Candidate, progress: bool, deadline: float) -> None
         if folder.exists():  # killed before the sweep saved its spec: nothing ran yet
             shutil.rmtree(folder)
         base = {**study.base_overrides(), **c.overrides(c.search_epochs)}
-        n_train, n_val = s["sizes"]["train"], s["sizes"]["val"]
-        # a pretrained net's features are extracted in its first trial, for the final run too: beyond its share
-        features = (
-            c.search_cost(c.search_trials, c.search_epochs, n_train, n_val)
-            - c.search_extra(c.search_trials, c.search_epochs, n_train, n_val)
-        ) * max(1.0, s.get("speed", 1.0))  # never less than the probe says
+        # a pretrained net's features are extracted in its first trial, for the final run too: beyond its
+        # share, and never less than the probe says
+        features = c.feature_cost(s["sizes"]["train"], s["sizes"]["val"]) * max(1.0, s.get("speed", 1.0))
         spec = {
             "name": f"{c.name}-search",
             "base": nest_config(base),

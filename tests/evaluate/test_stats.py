@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from cnnlab.evaluate.stats import (
+    accuracy_interval,
     compare_predictions,
     macro_f1,
     map_interval,
@@ -235,3 +236,14 @@ def test_a_map_interval_brackets_the_figure():
     y, a, _ = _multilabel_pair(rng)
     lo, hi = map_interval(y, a, seed=0, draws=300)
     assert lo < mean_average_precision(y, a) < hi and hi - lo < 0.2
+
+
+def test_the_accuracy_interval_covers_the_true_accuracy_about_95_percent_of_the_time():
+    # Wilson's interval at the sizes cnnlab prints it for (a test split of 20 to 400 images),
+    # accuracies from a poor to a near-perfect classifier; 1,000 simulated test sets each
+    rng = np.random.default_rng(0)
+    for n, p in [(20, 0.3), (60, 0.9), (400, 0.7), (100, 0.05)]:
+        hits = rng.binomial(n, p, size=1000)
+        covered = np.mean([lo <= p <= hi for lo, hi in (accuracy_interval(int(k), n) for k in hits)])
+        assert 0.92 <= covered <= 0.985, (n, p, covered)
+    assert accuracy_interval(10, 10)[1] == 1.0 and accuracy_interval(0, 0) == [0.0, 1.0]

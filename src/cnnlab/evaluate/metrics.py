@@ -206,3 +206,25 @@ def cumulative_gains(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray
     hits = np.cumsum(np.asarray(y_true)[order])
     x = np.arange(1, len(scores) + 1) / len(scores)
     return np.concatenate([[0.0], x]), np.concatenate([[0.0], hits / max(hits[-1], 1)])
+
+
+def mapped_topk(logits: np.ndarray, target: np.ndarray, y: np.ndarray, num_classes: int, k: int = 5) -> dict[str, Any]:
+    """Top-1 and top-``k`` accuracy of a net whose classes are not the data's (seed 002's
+    untouched pretrained baseline): ``target[s]`` is the data class net class ``s`` stands for
+    (-1: none). An image is right at top-1 when its highest net class maps onto its class (an
+    unmapped one is wrong), at top-k when any of its ``k`` highest does.
+
+    Returns:
+        top1, topk, k, mapped (share of images whose top-1 net class is mapped), per_class
+        (top-1 per data class; None for a class with no image)."""
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    hits = np.asarray(target)[order] == np.asarray(y)[:, None]
+    top1, topk = hits[:, 0], hits.any(axis=1)
+    per_class = [float(top1[y == c].mean()) if (y == c).any() else None for c in range(num_classes)]
+    return {
+        "top1": float(top1.mean()),
+        "topk": float(topk.mean()),
+        "k": int(k),
+        "mapped": float((np.asarray(target)[order[:, 0]] >= 0).mean()),
+        "per_class": per_class,
+    }

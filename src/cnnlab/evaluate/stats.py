@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "accuracy_interval",
     "compare_predictions",
     "holm",
     "macro_f1",
@@ -21,6 +22,17 @@ __all__ = [
     "paired_bootstrap",
     "seeded_paired_test",
 ]
+
+
+def accuracy_interval(correct: int, n: int, level: float = 0.95) -> list[float]:
+    """The Wilson score interval of a proportion (an accuracy of ``correct`` of ``n``): scipy's
+    ``binomtest(...).proportion_ci``; its coverage is checked in tests/evaluate/test_stats.py."""
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return [0.0, 1.0]
+    ci = binomtest(int(correct), int(n)).proportion_ci(level, method="wilson")
+    return [float(ci.low), float(ci.high)]
 
 
 def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict[str, Any]:

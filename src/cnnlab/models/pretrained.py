@@ -13,7 +13,7 @@ from torch import nn
 from cnnlab.checkpoints import load_weights_file
 from cnnlab.core.errors import CnnlabError
 from cnnlab.models.spec import ModelSpec, register_model
-from cnnlab.models.transfer import _parent_of, output_layer, replace_output_layer
+from cnnlab.models.transfer import DenseHead, _parent_of, head_block, output_layer, replace_output_layer
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,12 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 
 
 def load_matching(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``sd`` into ``model`` by name, leaving out the output layer when its shape differs
-    (a new head for a new task) and adapting the first conv to the model's input channels."""
+    """Load ``sd`` into ``model`` by name, leaving out the head when its shape differs (a new
+    head for a new task, or a :class:`DenseHead` in place of the pretrained output layer) and
+    adapting the first conv to the model's input channels."""
     own = model.state_dict()
-    head_keys = {k for k in own if k.startswith(_module_name(model, output_layer(model)) + ".")}
+    prefix = _module_name(model, head_block(model)) + "."
+    head_keys = {k for k in own if k.startswith(prefix)}
     use: dict[str, torch.Tensor] = {}
     for k, v in sd.items():
         if k not in own:
@@ -71,7 +73,7 @@ def load_matching(model: nn.Module, sd: dict[str, torch.Tensor], source: str) ->
                 raise CnnlabError(f"{source}: {k} has shape {tuple(v.shape)}, the model needs {tuple(own[k].shape)}")
         use[k] = v
     missing = [k for k in own if k not in use and k not in head_keys and not k.endswith("num_batches_tracked")]
-    unused = [k for k in sd if k not in own]
+    unused = [k for k in sd if k not in own and not k.startswith(prefix)]  # the old head is expected to go
     if missing:
         raise CnnlabError(
             f"{source} lacks {len(missing)} of the model's weights ({_names(missing)})"
@@ -82,6 +84,60 @@ def load_matching(model: nn.Module, sd: dict[str, torch.Tensor], source: str) ->
     model.load_state_dict(use, strict=False)
     if not head_keys <= set(use):
         new_head_init(model)
+
+
+def new_head(
+    model: nn.Module, num_classes: int, hidden: list[int] | None, pool: str, in_chans: int, input_size: int
+) -> None:
+    """Put the head a task asks for in place of ``model``'s output layer: one Linear, or with
+    ``hidden`` a :class:`DenseHead` (no dropout inside, as in seed 002's Keras head);
+    ``pool="flatten"`` feeds it the unpooled last feature map flattened (Keras' Flatten on a conv
+    base; a timm model built with ``global_pool=""``)."""
+    old = output_layer(model)
+    if not hidden and pool == "avg":
+        replace_output_layer(model, nn.Linear(old.in_features, num_classes))
+        return
+    width = old.in_features
+    if pool == "flatten":
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            width = int(model.forward_features(torch.zeros(1, in_chans, input_size, input_size))[0].numel())  # type: ignore[operator]  # timm's method
+        model.train(was)
+    replace_output_layer(model, DenseHead(width, list(hidden or []), num_classes, flatten=pool == "flatten"))
+
+
+def _check_head_options(name: str, keep_head: bool, hidden: list[int] | None, pool: str) -> None:
+    if pool not in ("avg", "flatten"):
+        raise CnnlabError(f"model {name!r}: option pool must be avg or flatten, got {pool!r}")
+    if keep_head and (hidden or pool != "avg"):
+        raise CnnlabError(f"model {name!r}: keep_head keeps the pretrained output layer; it takes no hidden or pool")
+
+
+def head_classes(name: str, count: int, weights: str | None = None) -> list[str]:
+    """The names of a pretrained net's own output classes: torchvision's categories for
+    ``tv/``, ImageNet-1k's descriptions (timm's ``ImageNetInfo``, offline) for 1000-class nets,
+    else (a weights file of other classes, say Places365) their indices."""
+    if not weights and name.startswith("tv/"):
+        import torchvision.models as tvm
+
+        cats = tvm.get_model_weights(name.split("/", 1)[1]).DEFAULT.meta.get("categories")
+        if cats and len(cats) == count:
+            return list(cats)
+    if count == 1000 and not weights:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        return [info.index_to_description(i) for i in range(1000)]
+    return [str(i) for i in range(count)]
+
+
+def _file_classes(weights: str) -> int:
+    """The class count of a weights file's output layer (its last 2-D tensor)."""
+    mats = [v for v in load_state_file(weights).values() if v.dim() == 2]
+    if not mats:
+        raise CnnlabError(f"model.weights {weights!r} has no output layer to keep")
+    return int(mats[-1].shape[0])
 
 
 def _names(keys: list[str], n: int = 4) -> str:
@@ -163,12 +219,23 @@ def _register_lite(n: int) -> None:
         pretrained: bool = True,
         weights: str | None = None,
         dropout: float = 0.2,
+        hidden: list[int] | None = None,
+        pool: str = "avg",
+        keep_head: bool = False,
     ) -> nn.Module:
         import timm
 
+        _check_head_options(f"efficientnet-lite{n}", keep_head, hidden, pool)
         model = timm.create_model(
-            f"tf_efficientnet_lite{n}", pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=dropout
+            f"tf_efficientnet_lite{n}",
+            pretrained=False,
+            num_classes=(_file_classes(weights) if weights else 1000) if keep_head else num_classes,
+            in_chans=in_chans,
+            drop_rate=dropout,
+            global_pool="" if pool == "flatten" else "avg",
         )
+        if hidden or pool != "avg":
+            new_head(model, num_classes, hidden, pool, in_chans, input_size)
         if weights:
             load_matching(model, load_state_file(weights), f"model.weights {weights!r}")
         elif pretrained:
@@ -200,17 +267,30 @@ def timm_spec(name: str) -> ModelSpec:
         pretrained: bool = True,
         weights: str | None = None,
         dropout: float | None = None,
+        hidden: list[int] | None = None,
+        pool: str = "avg",
+        keep_head: bool = False,
     ) -> nn.Module:
-        kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans}
+        _check_head_options(name, keep_head, hidden, pool)
+        own = cfg.num_classes if cfg is not None and cfg.num_classes else 1000
+        kwargs: dict[str, Any] = {"num_classes": own if keep_head else num_classes, "in_chans": in_chans}
+        if pool == "flatten":
+            kwargs["global_pool"] = ""
         if dropout is not None:
             kwargs["drop_rate"] = dropout
         if weights:
             model = timm.create_model(arch, pretrained=False, **kwargs)
+            if keep_head:  # the file's own output layer, whatever its class count
+                replace_output_layer(model, nn.Linear(output_layer(model).in_features, _file_classes(weights)))
+            elif hidden or pool != "avg":
+                new_head(model, num_classes, hidden, pool, in_chans, input_size)
             load_matching(model, load_state_file(weights), f"model.weights {weights!r}")
             return model
         try:
             model = timm.create_model(arch, pretrained=pretrained, **kwargs)
-            if pretrained and (cfg is None or cfg.num_classes != num_classes):
+            if hidden or pool != "avg":
+                new_head(model, num_classes, hidden, pool, in_chans, input_size)
+            elif pretrained and not keep_head and (cfg is None or cfg.num_classes != num_classes):
                 new_head_init(model)
             return model
         except Exception as e:  # no internet, hub refused, no weights for this name
@@ -245,8 +325,15 @@ def tv_spec(name: str) -> ModelSpec:
     size = tf.crop_size[0] if isinstance(tf.crop_size, (list, tuple)) else int(tf.crop_size)
 
     def build(
-        num_classes: int, in_chans: int, input_size: int, pretrained: bool = True, weights: str | None = None
+        num_classes: int,
+        in_chans: int,
+        input_size: int,
+        pretrained: bool = True,
+        weights: str | None = None,
+        hidden: list[int] | None = None,
+        keep_head: bool = False,
     ) -> nn.Module:
+        _check_head_options(name, keep_head, hidden, "avg")
         try:
             model = tvm.get_model(arch, weights=default if pretrained and not weights else None)
         except Exception as e:
@@ -254,10 +341,12 @@ def tv_spec(name: str) -> ModelSpec:
                 f"tv/{arch}: pretrained weights could not be downloaded ({type(e).__name__}); "
                 "pass --weights FILE (safetensors or state dict) or --no-pretrained"
             ) from None
+        if keep_head and weights:  # the file's own output layer, whatever its class count
+            replace_output_layer(model, nn.Linear(output_layer(model).in_features, _file_classes(weights)))
         if weights:
             load_matching(model, load_state_file(weights), f"model.weights {weights!r}")
-        old = output_layer(model)
-        replace_output_layer(model, nn.Linear(old.in_features, num_classes))
+        if not keep_head:
+            new_head(model, num_classes, hidden, "avg", in_chans, input_size)
         if in_chans != 3:
             first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
             new = nn.Conv2d(

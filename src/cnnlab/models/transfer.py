@@ -26,6 +26,30 @@ def output_layer(model: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
+class DenseHead(nn.Sequential):
+    """A pretrained net's new classifier with hidden dense layers: [flatten,] (Linear, ReLU,
+    dropout) per hidden width, then the output Linear — seed 002's Flatten → Dense(256, relu) →
+    Dense(classes) on a frozen base. The whole block is the head (:func:`head_block`): it trains
+    when the backbone is frozen, and cached backbone features are its input."""
+
+    def __init__(
+        self, in_features: int, hidden: list[int], num_classes: int, dropout: float = 0.0, flatten: bool = False
+    ) -> None:
+        layers: list[nn.Module] = [nn.Flatten()] if flatten else []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        super().__init__(*layers)
+
+
+def head_block(model: nn.Module) -> nn.Module:
+    """What trains above a frozen backbone: a :class:`DenseHead` when the model has one, else
+    the output layer."""
+    return next((m for m in model.modules() if isinstance(m, DenseHead)), None) or output_layer(model)
+
+
 def _parent_of(model: nn.Module, target: nn.Module) -> tuple[nn.Module, str]:
     for module in model.modules():
         for name, child in module.named_children():
@@ -43,9 +67,10 @@ def replace_output_layer(model: nn.Module, new: nn.Module) -> nn.Module:
 
 
 @contextmanager
-def without_output_layer(model: nn.Module) -> Iterator[None]:
-    """Temporarily replace the output layer by identity, so the model returns its features."""
-    head = output_layer(model)
+def without_output_layer(model: nn.Module, block: bool = False) -> Iterator[None]:
+    """Temporarily replace the output layer (with ``block``, the whole :func:`head_block`) by
+    identity, so the model returns its penultimate features (the backbone's features)."""
+    head = head_block(model) if block else output_layer(model)
     parent, name = _parent_of(model, head)
     setattr(parent, name, nn.Identity())
     try:
@@ -57,8 +82,8 @@ def without_output_layer(model: nn.Module) -> Iterator[None]:
 def units(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The backbone's blocks in order, bottom to top: the model's top-level children, with
     containers (Sequential/ModuleList) expanded one level, keeping those with parameters and
-    leaving out the output layer. ``--unfreeze-last N`` counts these from the top."""
-    head = output_layer(model)
+    leaving out the head. ``--unfreeze-last N`` counts these from the top."""
+    head = head_block(model)
     out: list[tuple[str, nn.Module]] = []
     for name, child in model.named_children():
         parts = list(child.named_children()) if isinstance(child, (nn.Sequential, nn.ModuleList)) else [("", child)]
@@ -72,14 +97,14 @@ def units(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def apply_freeze(
     model: nn.Module, freeze: str = "none", unfreeze_last: int | None = None, train_bn_only: bool = False
 ) -> None:
-    """Set ``requires_grad`` for a transfer policy; the output layer always trains.
+    """Set ``requires_grad`` for a transfer policy; the head (:func:`head_block`) always trains.
 
     Args:
         freeze: "none" (everything trains) or "backbone" (only the output layer trains).
         unfreeze_last: with a frozen backbone, train the top N blocks of :func:`units` too.
-        train_bn_only: train only BatchNorm parameters (and the output layer), seed 000's variant.
+        train_bn_only: train only BatchNorm parameters (and the head), seed 000's variant.
     """
-    head = output_layer(model)
+    head = head_block(model)
     frozen = freeze == "backbone" or unfreeze_last is not None or train_bn_only
     for p in model.parameters():
         p.requires_grad = not frozen

@@ -22,7 +22,7 @@ from cnnlab.core.schema import Config
 from cnnlab.models.build import build_model
 from cnnlab.models.factory import get_spec
 from cnnlab.models.ops import predict_logits
-from cnnlab.models.transfer import output_layer, without_output_layer
+from cnnlab.models.transfer import head_block, without_output_layer
 from cnnlab.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def backbone_lr_mult(cfg: Config) -> float:
 def param_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
     """Head and backbone parameter groups; the backbone's LR is scaled by ``backbone_lr_mult``.
     Frozen parameters stay out, except when fine-tuning will unfreeze them later."""
-    head_ids = {id(p) for p in output_layer(model).parameters()}
+    head_ids = {id(p) for p in head_block(model).parameters()}
     keep_frozen = cfg.model.fine_tune is not None
     head = [p for p in model.parameters() if id(p) in head_ids]
     backbone = [p for p in model.parameters() if id(p) not in head_ids and (p.requires_grad or keep_frozen)]
@@ -170,10 +170,10 @@ def uses_feature_cache(cfg: Config) -> bool:
 
 @torch.no_grad()
 def extract_features(model: nn.Module, batches: Any, progress: bool = False, what: str = "") -> torch.Tensor:
-    """Pre-logit features: the model with its output layer replaced by identity, in eval mode."""
+    """Backbone features: the model with its head (:func:`head_block`) replaced by identity, in eval mode."""
     from tqdm.auto import tqdm
 
-    with without_output_layer(model):
+    with without_output_layer(model, block=True):
         feats, _ = predict_logits(
             model, tqdm(batches, desc=f"backbone features{what}", unit="batch", disable=not progress, leave=False)
         )
@@ -181,16 +181,16 @@ def extract_features(model: nn.Module, batches: Any, progress: bool = False, wha
 
 
 class HeadOnlyTrainer(Trainer):
-    """Trains the output layer on cached backbone features; checkpoints hold the whole model."""
+    """Trains the head on cached backbone features; checkpoints hold the whole model."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return output_layer(self.model)(x)
+        return head_block(self.model)(x)
 
 
 def feature_key(model: nn.Module, parts: dict[str, Any]) -> str:
     """What cached features depend on: the backbone's weights (hashed), and ``parts``
     (preprocessing, the data fingerprint, the split's indices)."""
-    head = {id(p) for p in output_layer(model).parameters()}
+    head = {id(p) for p in head_block(model).parameters()}
     h = hashlib.blake2b(digest_size=12)
     for name, p in model.named_parameters():
         if id(p) not in head:

@@ -11,14 +11,12 @@ import numpy as np
 import torch
 
 from cnnlab.core.errors import CnnlabError
-from cnnlab.data.pipeline import PreparedData, prepare_data
-from cnnlab.data.sources import DATASETS, list_files
+from cnnlab.data.pipeline import PreparedData
 from cnnlab.evaluate.metrics import compute_metrics, multilabel_metrics, tune_thresholds
 from cnnlab.evaluate.plots import plot_feature_maps, plot_image_grid
-from cnnlab.evaluate.retrieval import retrieval_map
+from cnnlab.evaluate.retrieval import retrieval_scores
 from cnnlab.inference.explain import explain_image, feature_maps, first_layer_filters, grad_cam, last_conv, overlay
 from cnnlab.inference.predictor import Predictor
-from cnnlab.models import get_spec
 from cnnlab.models.ops import predict_logits, resolve_device
 from cnnlab.models.transfer import without_output_layer
 from cnnlab.reports.run import (
@@ -28,7 +26,7 @@ from cnnlab.reports.run import (
 from cnnlab.runs.data import load_run_data
 from cnnlab.runs.ledger import record_test_scoring
 from cnnlab.runs.store import RunFolder
-from cnnlab.workflows.resolve import build_config
+from cnnlab.workflows.scoring import evaluate_keep_head, other_data, split_indices
 
 log = logging.getLogger(__name__)
 
@@ -144,22 +142,29 @@ def evaluate(
     run_path: str | Path,
     data: str | Sequence[str] | None = None,
     data_dir: str | None = None,
-    split: str = "test",
+    split: str | None = None,
     batch_size: int = 256,
     device: str = "auto",
     progress: bool = True,
     max_pixels: int | None = None,
     retrieval: bool = False,
+    keep_head: bool = False,
+    label_map: str | None = None,
+    top_k: int = 10,
 ) -> dict[str, Any]:
     """Evaluate a run's best checkpoint: on its own split, on another dataset, or (several datasets,
-    or ``retrieval``) on each of several with :func:`evaluate_datasets`.
+    or ``retrieval``) on each of several with :func:`evaluate_datasets`; with ``keep_head`` the
+    pretrained net it started from, with its own classes (:func:`evaluate_keep_head`).
 
     Args:
         run_path: the run folder.
-        data: another dataset (name or folder) to evaluate on, all of its images, classes
-            matched by name; default: the run's own ``split``, exactly as saved.
+        data: another dataset (name or folder) to evaluate on, classes matched by name: all of
+            its images, or its ``split`` under the run's split settings; default: the run's own
+            ``split`` (test), exactly as saved.
         data_dir: where ``data``'s files are, for built-ins.
-        split: train, val or test of the run's own data.
+        split: train, val or test.
+        retrieval: also the retrieval matrix (mAP and precision at ``top_k``).
+        keep_head: seed 002's baseline; ``label_map`` maps its classes onto the data's.
         batch_size: evaluation batch size.
         device: auto, cpu, cuda...
         progress: show decoding progress.
@@ -168,20 +173,27 @@ def evaluate(
         The metrics dict (as in metrics.json).
     """
     many = [data] if isinstance(data, str) else list(data or [])
+    if split is not None and split not in ("train", "val", "test"):
+        raise CnnlabError(f"--split {split!r}: choose train, val or test")
+    if label_map and not keep_head:
+        raise CnnlabError("--label-map goes with --keep-head")
+    if keep_head:
+        if len(many) > 1 or retrieval:
+            raise CnnlabError("--keep-head scores one dataset at a time (one --data, no --retrieval)")
+        return evaluate_keep_head(run_path, label_map, many[0] if many else None, split, batch_size, device,
+                                  progress, max_pixels)  # fmt: skip
     if retrieval and not many:
         raise CnnlabError("--retrieval needs datasets: add --data A [--data B ...]")
     if len(many) > 1 or retrieval:
         return evaluate_datasets(run_path, many, retrieval=retrieval, batch_size=batch_size, device=device,
-                                 progress=progress, max_pixels=max_pixels)  # fmt: skip
+                                 progress=progress, max_pixels=max_pixels, split=split, top_k=top_k)  # fmt: skip
     data = many[0] if many else None
-    if split not in ("train", "val", "test"):
-        raise CnnlabError(f"--split {split!r}: choose train, val or test")
     run = RunFolder(run_path).require()
     predictor = Predictor.from_run(run, device)
     if data is None:
         prepared = load_run_data(run, run.read_config(), progress)
-        return evaluate_checkpoint(run, prepared, predictor.device, batch_size, split, predictor=predictor)
-    return _evaluate_other(run, predictor, data, batch_size, progress, data_dir, max_pixels)[0]
+        return evaluate_checkpoint(run, prepared, predictor.device, batch_size, split or "test", predictor=predictor)
+    return _evaluate_other(run, predictor, data, batch_size, progress, data_dir, max_pixels, split)[0]
 
 
 def _evaluate_other(
@@ -192,56 +204,25 @@ def _evaluate_other(
     progress: bool,
     data_dir: str | None = None,
     max_pixels: int | None = None,
-) -> tuple[dict[str, Any], Any, torch.Tensor]:
-    """Metrics on all images of another dataset, its classes mapped onto the model's by name;
-    averages run over the classes present in that data (absent ones are listed)."""
+    split: str | None = None,
+) -> tuple[dict[str, Any], Any, torch.Tensor, np.ndarray]:
+    """Metrics on another dataset (all its images, or ``split`` of it under the run's split
+    settings), its classes mapped onto the model's by name; averages run over the classes present
+    in that data (absent ones are listed). Also returns its images, labels and the indices scored."""
 
-    cfg = run.read_config()
     ckpt = predictor.ckpt
-    pre = ckpt["preprocess"]
-    dcfg = build_config(
-        {
-            "data": {
-                **cfg.data.model_dump(),
-                "source": data,
-                "data_dir": data_dir,
-                "input_size": pre["input_size"],
-                "channels": pre["channels"],
-                "train_per_class": None,
-                "train_fraction": None,
-                "max_pixels": max_pixels or cfg.data.max_pixels,
-            },
-            "model": cfg.model.model_dump(),
-        }
-    ).data
-    if data not in DATASETS:  # the class names are known before any pixel is decoded
-        _check_classes(data, list_files(data, dcfg.image_root, dcfg.delimiter, dcfg.label_sep).classes, ckpt)
-    other = prepare_data(dcfg, get_spec(cfg.model.name), dcfg.split_seed, progress=progress)
-    _check_classes(data, other.classes, ckpt)
-    if other.multilabel != bool(ckpt.get("multilabel")):
-        raise CnnlabError(f"dataset {data!r} is {'multi' if other.multilabel else 'single'}-label; the model is not")
-    cols = [ckpt["classes"].index(c) for c in other.classes]
-    if other.multilabel:
-        labels = torch.zeros(len(other.labels), len(ckpt["classes"]), dtype=other.labels.dtype)
-        labels[:, cols] = other.labels
-    else:
-        labels = torch.tensor(cols)[other.labels]
-    probs, y = predictor.probs(other.images, labels, np.arange(len(labels)), batch_size)
-    present = None if other.multilabel else sorted(set(cols))
+    other, labels = other_data(run, ckpt, data, progress, data_dir, max_pixels)
+    idx = split_indices(other, split)
+    probs, y = predictor.probs(other.images, labels, idx, batch_size)
+    present = None if other.multilabel else sorted(set(y.tolist()))
     metrics = {
-        "split": "all",
+        "split": split or "all",
         "data": data,
         "checkpoint": "best",
         "best_epoch": ckpt["epoch"],
         **compute_metrics(y, probs, ckpt["classes"], present=present),
     }
-    return metrics, other.images, labels
-
-
-def _check_classes(data: str, classes: Sequence[str], ckpt: dict[str, Any]) -> None:
-    missing = [c for c in classes if c not in ckpt["classes"]]
-    if missing:
-        raise CnnlabError(f"dataset {data!r} has classes the model never saw: {', '.join(missing)}")
+    return metrics, other.images, labels, idx
 
 
 def predict(
@@ -353,20 +334,26 @@ def evaluate_datasets(
     device: str = "auto",
     progress: bool = True,
     max_pixels: int | None = None,
+    split: str | None = None,
+    top_k: int = 10,
 ) -> dict[str, Any]:
-    """Metrics of a run on several datasets (classes matched by name), and optionally the
-    within- and cross-dataset retrieval mAP matrix of penultimate-layer features.
+    """Metrics of a run on several datasets (classes matched by name; all images, or each one's
+    ``split`` under the run's split settings), and optionally the within- and cross-dataset
+    retrieval matrices of penultimate-layer features (seed 002 §3.3).
 
     Returns:
         ``rows`` (one per dataset: data, images, accuracy, macro_f1, ...), and with
-        ``retrieval`` a ``map`` matrix: ``map[i][j]`` = queries from dataset i, gallery j.
+        ``retrieval`` matrices ``map`` and ``precision_at_k`` (``[i][j]`` = queries from dataset
+        i, gallery j), ``queries`` (how many of dataset i's images were queries) and ``k``.
     """
 
     rows, feats = [], []
     run = RunFolder(run_path).require()
     predictor = Predictor.from_run(run, device)
     for name in datasets:
-        m, images, labels = _evaluate_other(run, predictor, name, batch_size, progress, max_pixels=max_pixels)
+        m, images, labels, idx = _evaluate_other(
+            run, predictor, name, batch_size, progress, max_pixels=max_pixels, split=split
+        )
         rows.append(
             {
                 "data": name,
@@ -379,14 +366,16 @@ def evaluate_datasets(
         )
         if retrieval:
             with without_output_layer(predictor.model):
-                f, y = predict_logits(
-                    predictor.model, predictor.batches(images, labels, np.arange(len(labels)), batch_size)
-                )
+                f, y = predict_logits(predictor.model, predictor.batches(images, labels, idx, batch_size))
             feats.append((f.numpy(), y.numpy()))
-    result: dict[str, Any] = {"run": str(run.path), "rows": rows}
+    result: dict[str, Any] = {"run": str(run.path), "split": split or "all", "rows": rows}
     if retrieval:
-        result["map"] = [
-            [retrieval_map(fq, yq, fg, yg, same_set=(i == j)) for j, (fg, yg) in enumerate(feats)]
+        cells = [
+            [retrieval_scores(fq, yq, fg, yg, same_set=(i == j), k=top_k) for j, (fg, yg) in enumerate(feats)]
             for i, (fq, yq) in enumerate(feats)
         ]
+        result["map"] = [[c["map"] for c in row] for row in cells]
+        result["precision_at_k"] = [[c["precision_at_k"] for c in row] for row in cells]
+        result["queries"] = [row[0]["queries"] for row in cells]
+        result["k"] = top_k
     return result

@@ -31,14 +31,26 @@ def register(sub: Any) -> None:
     e.add_argument(
         "--retrieval",
         action="store_true",
-        help="with --data: within- and cross-dataset retrieval mAP of penultimate features",
+        help="with --data: within- and cross-dataset retrieval (mAP, precision at --top-k) of penultimate features",
+    )
+    e.add_argument(
+        "--top-k", type=argtypes.positive_int, default=10, metavar="K", help="retrieval precision at K (default 10)"
+    )
+    e.add_argument(
+        "--keep-head",
+        action="store_true",
+        help="score the pretrained net the run started from with its own output layer (seed 002's baseline): "
+        "top-1/top-5, its classes mapped onto the data's by --label-map (or by name); unmapped ones count as wrong",
+    )
+    e.add_argument(
+        "--label-map", metavar="CSV", help="with --keep-head: lines 'net class,dataset class' (index, name or synonym)"
     )
     e.add_argument("--data-dir", metavar="DIR", help="where --data's files are, for built-ins")
     e.add_argument(
         "--split",
-        default="test",
         choices=["train", "val", "test"],
-        help="train, val or test of the run's own data (default test)",
+        help="train, val or test of the run's own data (default test); with --data, that split of each "
+        "dataset under the run's split settings (default: all its images)",
     )
     e.add_argument("--batch-size", type=argtypes.positive_int, default=256, metavar="N")
     e.add_argument(
@@ -106,28 +118,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=progress_wanted(args),
         max_pixels=args.max_pixels,
         retrieval=args.retrieval,
+        keep_head=args.keep_head,
+        label_map=args.label_map,
+        top_k=args.top_k,
     )
     if args.json:
         print(json.dumps(res, indent=2))
+    elif "baseline" in res:
+        _print_baseline(res)
     elif "rows" in res:
         _print_datasets(res)
     else:
-        print(format_metrics_table(res, f"{args.run}: {res.get('data') or res['split'] + ' split'}"))
+        where = res.get("data") or res["split"] + " split"
+        if res.get("data") and res["split"] != "all":
+            where += f" ({res['split']} split)"
+        print(format_metrics_table(res, f"{args.run}: {where}"))
     return 0
+
+
+def _print_baseline(res: dict[str, Any]) -> None:
+    t1, t5 = res["top1"], res["top5"]
+    print(f"baseline: {res['baseline']}; {res['net_classes_mapped']} of its classes mapped onto "
+          f"{len(res['dataset_classes_mapped'])} data classes ({res['label_map']})")  # fmt: skip
+    print(f"on {res['data']}, {res['split']} split, {res['images']} images:")
+    print(f"  top-1 {t1['value']:.4f}  [95% {t1['ci95'][0]:.4f}, {t1['ci95'][1]:.4f}]")
+    print(f"  top-{t5['k']} {t5['value']:.4f}  [95% {t5['ci95'][0]:.4f}, {t5['ci95'][1]:.4f}]")
+    print(f"  top-1 prediction on a mapped class for {res['mapped_top1']:.1%} of the images (others count as wrong)")
 
 
 def _print_datasets(res: dict[str, Any]) -> None:
     w = max(len(r["data"]) for r in res["rows"])
-    print(f"{'data':<{w}}  images  accuracy  macro F1")
+    print(
+        f"{'data':<{w}}  images  accuracy  macro F1   ({res['split']} {'images' if res['split'] == 'all' else 'split'})"
+    )
     for r in res["rows"]:
         print(f"{r['data']:<{w}}  {r['images']:>6}  {r['accuracy']:8.4f}  {r['macro_f1']:8.4f}")
     if "map" in res:
-        print("\nretrieval mAP (rows: queries, columns: gallery)")
-        cw = max(8, w)
-        print(" " * w + "  " + "  ".join(f"{r['data']:>{cw}}" for r in res["rows"]))
-        for i, row in enumerate(res["map"]):
-            cells = "  ".join(f"{v:{cw}.4f}" if v is not None else f"{'-':>{cw}}" for v in row)
-            print(f"{res['rows'][i]['data']:<{w}}  {cells}")
+        for key, title in (("map", "mAP"), ("precision_at_k", f"precision at {res['k']}")):
+            print(f"\nretrieval {title} (rows: queries, columns: gallery)")
+            cw = max(8, w)
+            print(" " * w + "  " + "  ".join(f"{r['data']:>{cw}}" for r in res["rows"]) + "  queries")
+            for i, row in enumerate(res[key]):
+                cells = "  ".join(f"{v:{cw}.4f}" if v is not None else f"{'-':>{cw}}" for v in row)
+                print(f"{res['rows'][i]['data']:<{w}}  {cells}  {res['queries'][i]:>7}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

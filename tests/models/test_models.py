@@ -30,6 +30,14 @@ def test_models_take_other_sizes_and_class_counts(name):
 def test_cnn_small_matches_seed_001_parameter_count():
     model = create_model("cnn-small", num_classes=10, in_chans=1, input_size=28)
     assert count_parameters(model) == {"total": 310_120, "trainable": 310_120, "frozen": 0}
+    # seed 001's Keras variants on CIFAR-10 (32×32×3): 32 filters 3×3, and conv 5×5×5 → pool → conv 3×3×3 → pool
+    wide = create_model("cnn-small", num_classes=10, in_chans=3, input_size=32, filters=32)
+    assert count_parameters(wide)["total"] == (3 * 9 + 1) * 32 + (32 * 32 * 32 + 1) * 128 + 129 * 64 + 65 * 10
+    two = create_model("cnn-small", num_classes=10, in_chans=3, input_size=32, filters=[5, 3], kernels=[5, 3], pool=True)
+    assert two(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert count_parameters(two)["total"] == (75 + 1) * 5 + (45 + 1) * 3 + (3 * 8 * 8 + 1) * 128 + 129 * 64 + 650
+    with pytest.raises(CnnlabError, match="pool: true or false"):
+        create_model("cnn-small", num_classes=10, in_chans=1, input_size=28, pool="yes")
 
 
 def test_seed_004_parameter_counts_at_224x224x3_and_5_classes():
@@ -99,7 +107,7 @@ def test_the_triple_cnn_takes_filters_and_kernels_and_the_reports_setting_has_it
     assert [m.kernel_size for m in k5.modules() if isinstance(m, nn.Conv2d)] == [(5, 5)] * 4
     with pytest.raises(CnnlabError, match="one kernel size per conv"):
         create_model("triple", num_classes=10, in_chans=1, input_size=64, kernels=[3, 3])
-    for bad in ({"filters": 5}, {"filters": [10**7] * 4}, {"kernels": [0, 1, 1, 1]}, {"filters": [float("nan")] * 4},
+    for bad in ({"filters": "5"}, {"filters": [10**7] * 4}, {"kernels": [0, 1, 1, 1]}, {"filters": [float("nan")] * 4},
                 {"filters": [True] * 4}, {"kernels": [99] * 4}):  # fmt: skip
         with pytest.raises(CnnlabError, match="model options filters/kernels"):
             create_model("triple", num_classes=10, in_chans=1, input_size=64, **bad)

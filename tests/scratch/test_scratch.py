@@ -49,6 +49,8 @@ def test_every_layer_equals_pytorch_and_finite_differences(name):
         ("cnn", {}),
         ("cnn", {"batch_norm": True, "dropout": 0.0}),
         ("cnn-small", {}),
+        ("cnn-small", {"filters": [32]}),  # seed 001's Keras variants
+        ("cnn-small", {"filters": [5, 3], "kernels": [5, 3], "pool": True}),
         ("mlp", {"hidden": [64, 32], "dropout": 0.0}),
     ],
 )
@@ -162,6 +164,18 @@ def test_what_the_scratch_engine_lacks_is_refused_before_work(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert match in err and "--engine torch" in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_cnn_small_options_train_in_the_scratch_engine_and_bad_ones_are_refused_in_one_line(tmp_path, capsys):
+    flags = ["train", "--engine", "scratch", "--data", "digits", "--model", "cnn-small", "--epochs", "1", "-q",
+             "--no-report", "--model-option", "filters=[4,2]", "--model-option", "kernels=[3,3]"]  # fmt: skip
+    assert main([*flags, "--model-option", "pool=true", "--out", str(tmp_path / "ok")]) == 0
+    run = json.loads((tmp_path / "ok" / "run.json").read_text())
+    # conv 1→4 (40) → pool → conv 4→2 (74) → pool → 2×2×2 → dense 128 (1,152), 64 (8,256), 10 (650)
+    assert run["parameters"]["total"] == 40 + 74 + 8 * 128 + 128 + 8256 + 650
+    assert main([*flags[:-1], "kernels=[3]", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "filters [4, 2] and kernels [3]: give one kernel size per conv" in err and err.count("\n") == 1
 
 
 def test_gradcheck_command_prints_every_layer(capsys):

@@ -94,6 +94,31 @@ def cnn(
     )
 
 
+MAX_FILTERS, MAX_KERNEL = 4096, 31  # per conv of `triple`/`cnn-small`: beyond these a typo, not a model
+
+
+def conv_list(filters: object, kernels: object, input_size: int, pooled: bool) -> list[tuple[int, int]]:
+    """Checked (filters, kernel) per conv from model options: lists (or one whole number for one
+    conv) of equal length, each within bounds; with ``pooled`` each conv's 2×2 max-pool halves
+    the image, which must keep at least one pixel."""
+    filters = [filters] if isinstance(filters, int) and not isinstance(filters, bool) else filters
+    kernels = [kernels] if isinstance(kernels, int) and not isinstance(kernels, bool) else kernels
+    if not isinstance(filters, (list, tuple)) or not isinstance(kernels, (list, tuple)):
+        raise CnnlabError(f"model options filters/kernels: lists, e.g. [32, 64, 128, 128] / [7, 5, 3, 1], "
+                          f"not {filters!r} / {kernels!r}")  # fmt: skip
+    if len(filters) != len(kernels) or not filters:
+        raise CnnlabError(
+            f"model options filters {list(filters)} and kernels {list(kernels)}: give one kernel size per conv"
+        )
+    bounds = [(v, MAX_FILTERS) for v in filters] + [(v, MAX_KERNEL) for v in kernels]
+    if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most for v, most in bounds):
+        raise CnnlabError(f"model options filters/kernels: whole numbers from 1 to {MAX_FILTERS} / {MAX_KERNEL}, "
+                          f"not {list(filters)} / {list(kernels)}")  # fmt: skip
+    if pooled and input_size // 2 ** len(filters) < 1:
+        raise CnnlabError(f"{len(filters)} convs each halve the image: {input_size} px is too small for them")
+    return list(zip(filters, kernels))
+
+
 @register_model("cnn-small", "seed 001: one conv of 3 filters 3×3 (pad 1, no pooling), dense 128-64")
 def cnn_small(
     num_classes: int,
@@ -103,13 +128,19 @@ def cnn_small(
     dropout: float = 0.0,
     activation: str = "relu",
     init: str = "default",
+    filters: Sequence[int] = (3,),
+    kernels: Sequence[int] = (3,),
+    pool: bool = False,
 ) -> nn.Module:
-    return init_weights(
-        ConvNet(num_classes, in_chans, input_size, [Stage(((3, 3),), pool=False)], hidden, dropout, activation), init
-    )
+    """``filters``/``kernels`` (model.options): one conv per entry, same padding; ``pool``: a 2×2
+    max-pool after each. Seed 001's Keras variants: filters 32 (one conv of 32 3×3 filters), and
+    filters 5,3 kernels 5,3 pool true (conv 5×5×5 → pool → conv 3×3×3 → pool)."""
+    if not isinstance(pool, bool):
+        raise CnnlabError(f"model option pool: true or false, not {pool!r}")
+    stages = [Stage(((f, k),), pool=pool) for f, k in conv_list(filters, kernels, input_size, pool)]
+    return init_weights(ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation), init)
 
 
-MAX_FILTERS, MAX_KERNEL = 4096, 31  # per conv of `triple`: beyond these a typo, not a model
 
 
 def _triple(default_activation: str):
@@ -128,20 +159,7 @@ def _triple(default_activation: str):
         """``filters``/``kernels``: one conv (+ 2×2 max-pool) per entry (model.options); the report's
         ~660 k-parameter TripleV2 at 64 px grey is filters 32,64,64,64 with hidden 512,64: 652,234 parameters,
         558,282 in the dense layers (docs/results.md)."""
-        if not isinstance(filters, (list, tuple)) or not isinstance(kernels, (list, tuple)):
-            raise CnnlabError(f"model options filters/kernels: lists, e.g. [32, 64, 128, 128] / [7, 5, 3, 1], "
-                              f"not {filters!r} / {kernels!r}")  # fmt: skip
-        if len(filters) != len(kernels) or not filters:
-            raise CnnlabError(
-                f"model options filters {list(filters)} and kernels {list(kernels)}: give one kernel size per conv"
-            )
-        bounds = [(v, MAX_FILTERS) for v in filters] + [(v, MAX_KERNEL) for v in kernels]
-        if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most for v, most in bounds):
-            raise CnnlabError(f"model options filters/kernels: whole numbers from 1 to {MAX_FILTERS} / {MAX_KERNEL}, "
-                              f"not {list(filters)} / {list(kernels)}")  # fmt: skip
-        if input_size // 2 ** len(filters) < 1:
-            raise CnnlabError(f"{len(filters)} convs each halve the image: {input_size} px is too small for them")
-        stages = [Stage(((f, k),)) for f, k in zip(filters, kernels)]
+        stages = [Stage(((f, k),)) for f, k in conv_list(filters, kernels, input_size, True)]
         return init_weights(
             ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation, batch_norm), init
         )

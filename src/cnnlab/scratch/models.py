@@ -239,11 +239,14 @@ def _cnn_small(
     dropout: float = 0.0,
     activation: str = "relu",
     init: str = "default",
+    filters: Sequence[int] = (3,),
+    kernels: Sequence[int] = (3,),
+    pool: bool = False,
     **kw: Any,
 ) -> Sequential:
-    return convnet(
-        num_classes, in_chans, input_size, [(((3, 3),), False)], hidden, dropout, activation, False, init, **kw
-    )
+    convs = list(zip(filters, kernels))  # checked by the registry's twin (simple_cnn.conv_list) first
+    stages = [(((f, k),), pool) for f, k in convs]
+    return convnet(num_classes, in_chans, input_size, stages, hidden, dropout, activation, False, init, **kw)
 
 
 # the registry's models this engine builds, with the same defaults (hidden sizes, dropout)
@@ -256,6 +259,7 @@ MODELS: dict[str, Callable[..., Sequential]] = {
     "cnn-small": _cnn_small,
 }
 OPTIONS = {"hidden", "dropout", "activation", "init", "batch_norm"}
+CONV_OPTIONS = {"cnn-small": {"filters", "kernels", "pool"}}  # model options a scratch twin takes
 
 
 def build(
@@ -271,7 +275,7 @@ def build(
     if name not in MODELS:
         raise ValueError(f"the scratch engine builds {', '.join(MODELS)}; not {name!r}")
     opts = dict(options or {})
-    bad = set(opts) - OPTIONS
+    bad = set(opts) - OPTIONS - CONV_OPTIONS.get(name, set())
     if bad:
         raise ValueError(f"the scratch engine does not support option(s) {', '.join(sorted(bad))} of {name!r}")
     if opts.get("activation", "relu") not in ACTIVATIONS:

@@ -21,6 +21,7 @@ from cnnlab.data.loaders import split_loader
 from cnnlab.data.pipeline import PreparedData
 from cnnlab.data.transforms import build_transform
 from cnnlab.evaluate.metrics import compute_metrics
+from cnnlab.models.simple_cnn import conv_list
 from cnnlab.scratch import layers as L
 from cnnlab.scratch import models as SM
 from cnnlab.scratch import optim as SO
@@ -42,8 +43,9 @@ def _unsupported(cfg: Config) -> str | None:
         return f"model {m.name!r}: the scratch engine builds {', '.join(SM.MODELS)}"
     if m.activation not in (None, *SM.ACTIVATIONS):
         return f"activation {m.activation!r}: the scratch engine has {', '.join(SM.ACTIVATIONS)}"
-    if m.options:
-        return f"model options {', '.join(m.options)}: the scratch engine has none"
+    extra = set(m.options) - SM.CONV_OPTIONS.get(m.name, set())
+    if extra:
+        return f"model options {', '.join(sorted(extra))}: the scratch {m.name} does not take them"
     if m.batch_norm and m.name != "cnn":
         return f"batch_norm on {m.name!r}: only the scratch cnn has it"
     if m.weights or m.freeze != "none" or m.fine_tune or m.unfreeze_last or m.train_bn_only:
@@ -87,9 +89,12 @@ class ScratchEngine:
                 "activation": m.activation,
                 "init": m.init,
                 "batch_norm": m.batch_norm,
+                **m.options,
             }.items()
             if v is not None
         }
+        if m.options:  # checked exactly as the registry's twin checks them
+            conv_list(opts.get("filters", (3,)), opts.get("kernels", (3,)), data.input_size, bool(opts.get("pool")))
         self.model = SM.build(m.name, len(data.classes), data.channels, data.input_size, opts, seed=cfg.train.seed)
         self.loop = LoopState()
         self.progress = False

@@ -328,3 +328,23 @@ def test_bad_step_settings_are_one_line_before_any_work(tmp_path, capsys, flags,
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_report_draws_a_run_trained_by_steps_against_the_step(tmp_path, monkeypatch):
+    """Issue 25 (seed 001's Figs 8-16: dev accuracy against the step): a run trained by --steps is
+    drawn with the step on the x axis, its validation points at the steps they were taken."""
+    from cnnlab.evaluate import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path, tight=True: drawn.setdefault("fig", fig) and path)
+    history = [{"epoch": str(i), "step": str(100 * i), "train_loss": "1", "val_loss": "1", "train_acc": ".5",
+                "val_acc": ".6"} for i in (1, 2, 3)]  # fmt: skip
+    steps = [{"step": str(s), "loss": "1", "acc": ".5"} for s in range(10, 301, 10)]
+    plots.plot_curves(history, tmp_path / "c.png", steps)
+    ax = drawn["fig"].axes[1]
+    assert ax.get_xlabel() == "step"
+    lines = {ln.get_label(): list(ln.get_xdata()) for ln in ax.get_lines()}
+    assert lines["validation"] == [100, 200, 300] and lines["train, every 10 steps"][-1] == 300
+    drawn.clear()
+    plots.plot_curves([{k: v for k, v in h.items() if k != "step"} for h in history], tmp_path / "e.png")
+    assert drawn["fig"].axes[0].get_xlabel() == "epoch"

@@ -48,12 +48,14 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggestion: floa
 
 
 def plot_curves(history: Sequence[dict], path: Path, steps: Sequence[dict] = (), title: str = "") -> Path:
-    """Loss and accuracy per epoch, train vs validation; per-step training loss underneath."""
+    """Loss and accuracy per epoch (per step for a run trained by ``--steps``, whose history rows
+    carry the step of each validation), train vs validation; per-step training loss underneath."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    ep = [int(h["epoch"]) for h in history]
+    by_step = bool(history) and all(h.get("step") not in (None, "") for h in history)
+    ep = [int(h["step"]) if by_step else int(h["epoch"]) for h in history]
     for ax, key in zip(axes, ("loss", "acc")):
         if len(steps) > len(history):  # finer than one point per epoch: worth drawing
-            per_epoch = max(int(s["step"]) for s in steps) / max(ep)
+            per_epoch = 1.0 if by_step else max(int(s["step"]) for s in steps) / max(ep)
             every = int(steps[0]["step"])
             ax.plot(
                 [int(s["step"]) / per_epoch for s in steps],
@@ -73,7 +75,7 @@ def plot_curves(history: Sequence[dict], path: Path, steps: Sequence[dict] = (),
                 color="tab:orange",
                 label="validation",
             )
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("step" if by_step else "epoch")
         ax.set_ylabel("loss" if key == "loss" else "accuracy")
         ax.grid(alpha=0.3)
         ax.legend()

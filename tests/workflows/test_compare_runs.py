@@ -69,3 +69,25 @@ def test_a_damaged_run_is_refused_in_one_line_before_anything_is_written(tmp_pat
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err and str(bad) in err, err
         assert not page.exists()
+
+
+def test_runs_that_decode_the_same_images_differently_are_still_paired(tmp_path, capsys):
+    """A grey small CNN against an RGB net at another size (seed 000's dense/CNN vs a pretrained
+    net): the same test images, decoded two ways, are paired; other files are not."""
+    from tests.conftest import make_folder_dataset
+
+    data = make_folder_dataset(tmp_path / "d", classes=3, per_class=20, size=24)
+    a, b = tmp_path / "grey16", tmp_path / "rgb24"
+    common = ["--data", str(data), "--model", "cnn", "--epochs", "1", "-q", "--no-report"]
+    assert main(["train", *common, "--input-size", "16", "--channels", "1", "--out", str(a)]) == 0
+    assert main(["train", *common, "--input-size", "24", "--channels", "3", "--out", str(b)]) == 0
+    fp = [json.loads((r / "split.json").read_text()) for r in (a, b)]
+    assert fp[0]["fingerprint"] != fp[1]["fingerprint"] and fp[0]["images"] == fp[1]["images"]
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "ab.html")]) == 0
+    assert "paired on the same 6 test images" in capsys.readouterr().out
+    (data / "class_0" / "img_000.png").write_bytes((data / "class_1" / "img_000.png").read_bytes())  # other pixels
+    c = tmp_path / "changed"
+    assert main(["train", *common, "--input-size", "16", "--channels", "1", "--out", str(c)]) == 0
+    assert main(["compare", str(a), str(c), "--out", str(tmp_path / "ac.html")]) == 0
+    assert "not paired: the runs were tested on different images" in capsys.readouterr().err

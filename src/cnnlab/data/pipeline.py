@@ -71,11 +71,24 @@ class PreparedData:
         return self.labels.dim() == 2
 
     content: str | None = None
+    image_set: str | None = None
 
     def fingerprint(self) -> str:
         """Identity of the decoded set's files, their contents and labels, to check that a saved
         split applies."""
         return "v2:" + fingerprint(self.images.shape, self.labels.numpy(), self.paths, self.content)
+
+    def images_id(self) -> str:
+        """Which images these are, whatever their decoding (size, channels): the files' own
+        digests (file sources) or the dataset's name (built-in arrays), with the labels and paths.
+        Two runs that decoded one set differently were still tested on the same images."""
+        h = hashlib.sha1()
+        h.update(str(len(self.labels)).encode())
+        h.update(np.ascontiguousarray(self.labels.numpy(), dtype=np.int64).tobytes())
+        if self.paths is not None:
+            h.update("\n".join(self.paths).encode("utf-8", "surrogateescape"))
+        h.update((self.image_set or self.fingerprint()).encode())
+        return "images:" + h.hexdigest()
 
     def class_counts(self, split: str = "train") -> np.ndarray:
         """Images per class in ``split`` (positives per class for multi-label data)."""
@@ -423,6 +436,7 @@ def prepare_data(
         cache=src.cache,
         normalize=mode,
         content=content,
+        image_set=content if src.digests is not None else (f"built-in {cfg.source}" if cfg.source in DATASETS else None),
     )
 
 

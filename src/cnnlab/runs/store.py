@@ -333,8 +333,10 @@ class RunFolder:
         return self.path / "checkpoints" / f"{which}{suffix}"
 
     def test_split_id(self) -> str:
-        """Which test images the run was scored on: a digest of its data's fingerprint and its test
-        indices (two runs with the same id were tested on the same images)."""
+        """Which test images the run was scored on: a digest of its images' identity (whatever
+        their decoding; older runs: the decoded data's fingerprint) and its test indices (two runs
+        with the same id were tested on the same images, say a grey 64 px CNN and an RGB 224 px
+        pretrained net)."""
         saved = self.read_json(self.split_json)
         indices = saved.get("indices") if isinstance(saved, dict) else None
         test = indices.get("test", []) if isinstance(indices, dict) else None
@@ -342,7 +344,8 @@ class RunFolder:
             isinstance(test, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in test)
         ):
             raise CnnlabError(f"{self.split_json} is damaged: it needs a fingerprint and lists of image indices")
-        digest = hashlib.sha1(f"{saved['fingerprint']}|{sorted(test)}".encode()).hexdigest()[:12]
+        which = saved["images"] if isinstance(saved.get("images"), str) else saved["fingerprint"]
+        digest = hashlib.sha1(f"{which}|{sorted(test)}".encode()).hexdigest()[:12]
         return f"{digest} ({len(test)} images)"
 
     def load_predictions(self) -> dict[str, np.ndarray]:
@@ -363,13 +366,17 @@ class RunFolder:
     def write_config(self, cfg: Config) -> None:
         atomic_write_text(self.config, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
-    def write_dataset(self, summary: dict[str, Any], fingerprint: str, splits: dict[str, np.ndarray]) -> None:
-        """dataset.json (classes, counts, normalisation) and split.json (exact indices + fingerprint)."""
+    def write_dataset(
+        self, summary: dict[str, Any], fingerprint: str, splits: dict[str, np.ndarray], images: str | None = None
+    ) -> None:
+        """dataset.json (classes, counts, normalisation) and split.json (exact indices, the
+        fingerprint of the decoded data and ``images``: which images, whatever their decoding)."""
         atomic_write_json(self.dataset_json, summary)
-        atomic_write_json(
-            self.split_json,
-            {"fingerprint": fingerprint, "indices": {k: np.asarray(v).tolist() for k, v in splits.items()}},
-        )
+        saved: dict[str, Any] = {"fingerprint": fingerprint}
+        if images:
+            saved["images"] = images
+        saved["indices"] = {k: np.asarray(v).tolist() for k, v in splits.items()}
+        atomic_write_json(self.split_json, saved)
 
     def write_history(self, rows: list[dict[str, Any]], first: Sequence[str]) -> None:
         """history.csv: one row per epoch, ``first`` columns first, then any others sorted."""
@@ -503,7 +510,9 @@ class NullRunFolder(RunFolder):
     def create(self, overwrite: bool = False) -> None: ...
     def update_status(self, **fields: Any) -> None: ...
     def write_config(self, cfg: Config) -> None: ...
-    def write_dataset(self, summary: dict[str, Any], fingerprint: str, splits: dict[str, np.ndarray]) -> None: ...
+    def write_dataset(
+        self, summary: dict[str, Any], fingerprint: str, splits: dict[str, np.ndarray], images: str | None = None
+    ) -> None: ...
     def write_history(self, rows: list[dict[str, Any]], first: Sequence[str]) -> None: ...
     def write_steps(self, rows: list[dict[str, Any]]) -> None: ...
     def write_checkpoint(self, which: str, data: bytes, suffix: str = ".pt") -> None: ...

@@ -268,7 +268,7 @@ def open_run(
         if state is None:
             run.create(overwrite=overwrite)
             run.write_config(cfg)
-            run.write_dataset(data.summary(), data.fingerprint(), data.splits)
+            run.write_dataset(data.summary(), data.fingerprint(), data.splits, data.images_id())
         elif epochs:
             run.write_config(cfg)
         _log_summary(data, engine, cfg, device)

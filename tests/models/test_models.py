@@ -33,7 +33,8 @@ def test_cnn_small_matches_seed_001_parameter_count():
     # seed 001's Keras variants on CIFAR-10 (32×32×3): 32 filters 3×3, and conv 5×5×5 → pool → conv 3×3×3 → pool
     wide = create_model("cnn-small", num_classes=10, in_chans=3, input_size=32, filters=32)
     assert count_parameters(wide)["total"] == (3 * 9 + 1) * 32 + (32 * 32 * 32 + 1) * 128 + 129 * 64 + 65 * 10
-    two = create_model("cnn-small", num_classes=10, in_chans=3, input_size=32, filters=[5, 3], kernels=[5, 3], pool=True)
+    two = create_model("cnn-small", num_classes=10, in_chans=3, input_size=32, filters=[5, 3], kernels=[5, 3],
+                       pool=True)  # fmt: skip
     assert two(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert count_parameters(two)["total"] == (75 + 1) * 5 + (45 + 1) * 3 + (3 * 8 * 8 + 1) * 128 + 129 * 64 + 650
     with pytest.raises(CnnlabError, match="pool: true or false"):

@@ -436,7 +436,7 @@ def prepare_data(
         cache=src.cache,
         normalize=mode,
         content=content,
-        image_set=content if src.digests is not None else (f"built-in {cfg.source}" if cfg.source in DATASETS else None),
+        image_set=content if src.digests is not None else f"built-in {cfg.source}" if cfg.source in DATASETS else None,
     )
 
 

@@ -141,8 +141,6 @@ def cnn_small(
     return init_weights(ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation), init)
 
 
-
-
 def _triple(default_activation: str):
     def build(
         num_classes: int,

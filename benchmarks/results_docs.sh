@@ -36,18 +36,19 @@ s001() {  # dense vs CNN by steps, dev accuracy every 100 steps, both engines (t
 }
 
 s002() {  # cross-modal: baseline with its own head, frozen + Dense-256, fine-tuned; retrieval on test splits
-  python "$HERE/examples/seed002_standin.py" s002-data --per-class 60
-  EPOCHS=${EPOCHS:-6} FT=${FT:-3,2} sh "$HERE/examples/seed002-scene-transfer.sh" s002-data s002 | tee s002.txt
+  rm -rf s002-data && python "$HERE/examples/seed002_standin.py" s002-data --per-class 60
+  rm -rf s002; EPOCHS=${EPOCHS:-6} FT=${FT:-3,2} sh "$HERE/examples/seed002-scene-transfer.sh" s002-data s002
   fig s002/fine-tuned/report/curves.png seed002-fine-tuned-curves.png
 }
 
 s003() {  # multi-label: the baseline CNN over the report's grid, then a study with the transfer arm
-  python "$HERE/examples/seed003_multilabel_standin.py" s003-data --images 4000
+  rm -rf s003-data && python "$HERE/examples/seed003_multilabel_standin.py" s003-data --images 4000
   sed "s|source: fashion-mnist|source: $OUT/s003-data/labels.csv|; s|train_per_class: 500|train_per_class: null|" \
     "$HERE/examples/seed003-grid.yaml" > s003-grid.yaml
+  rm -rf s003-grid s003-study  # a sweep or study folder is resumed, never overwritten: start afresh
   $CNNLAB sweep s003-grid.yaml --out s003-grid -q
   $CNNLAB study s003-data/labels.csv --models baseline-cnn,efficientnet-lite0:frozen --budget 5m --out s003-study -q
-  fig s003-study/report/curves.png seed003-study-curves.png 2>/dev/null || true
+  fig s003-study/figures/curves.png seed003-study-curves.png
 }
 
 s004() {  # paintings recipe on stand-in data, short; the transfer arm with a frozen pretrained net

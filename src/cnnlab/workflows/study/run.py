@@ -516,7 +516,9 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
             study.save()
         searched = time.time() - started
         several = sum(x.status != "failed" for x in study.cands) > 1
-        guard = BudgetGuard(min(deadline, started + MAX_SHARE * s["budget_seconds"]) if several else deadline)
+        # the cap counts from the end of the search: a search that ran to its share must not leave
+        # the final run one epoch (the deadline still keeps the time the others need)
+        guard = BudgetGuard(min(deadline, time.time() + MAX_SHARE * s["budget_seconds"]) if several else deadline)
         try:
             _fit(study, c, folder, guard, progress)
         except KeyboardInterrupt:

@@ -22,9 +22,8 @@ COMMON="--split 0.7,0.2,0.1 --model efficientnet-lite0 --input-size $SIZE --augm
 
 $CNNLAB train --data "$DATA/photos" $COMMON --freeze backbone --hidden 256 --model-option pool=flatten \
   --epochs "$EPOCHS" --out "$OUT/frozen-dense256"
-for d in photos clipart sketches; do
-  $CNNLAB evaluate "$OUT/frozen-dense256" --keep-head --label-map "$MAP" --data "$DATA/$d" --split test
-done
+$CNNLAB evaluate "$OUT/frozen-dense256" --keep-head --label-map "$MAP" --split test \
+  --data "$DATA/photos" --data "$DATA/clipart" --data "$DATA/sketches"
 $CNNLAB train --data "$DATA/photos" $COMMON --fine-tune "$FT" --out "$OUT/fine-tuned"
 for run in frozen-dense256 fine-tuned; do
   $CNNLAB evaluate "$OUT/$run" --data "$DATA/photos" --data "$DATA/clipart" --data "$DATA/sketches" \

@@ -162,8 +162,9 @@ def test_evaluate_several_datasets_with_retrieval(corner_run, tmp_path, capsys):
     other = make_folder_dataset(tmp_path / "other", classes=4, per_class=5, size=32, seed=11)
     assert main(["evaluate", str(res.run), "--data", str(root), "--data", str(other), "--retrieval"]) == 0
     out = capsys.readouterr().out
-    assert out.count("\n" + str(root)) == 2 and out.count("\n" + str(other)) == 2  # table row + mAP row each
-    assert "retrieval mAP" in out
+    # table row + mAP row + precision-at-10 row each
+    assert out.count("\n" + str(root)) == 3 and out.count("\n" + str(other)) == 3
+    assert "retrieval mAP" in out and "retrieval precision at 10" in out
     result = api.evaluate_datasets(res.run, [str(root), str(other)], retrieval=True)
     m = np.asarray(result["map"], dtype=float)
     assert m.shape == (2, 2) and (m > 0.5).all() and (m <= 1).all()

@@ -178,10 +178,9 @@ def evaluate(
     if label_map and not keep_head:
         raise CnnlabError("--label-map goes with --keep-head")
     if keep_head:
-        if len(many) > 1 or retrieval:
-            raise CnnlabError("--keep-head scores one dataset at a time (one --data, no --retrieval)")
-        return evaluate_keep_head(run_path, label_map, many[0] if many else None, split, batch_size, device,
-                                  progress, max_pixels)  # fmt: skip
+        if retrieval:
+            raise CnnlabError("--keep-head scores the net's own classes; retrieval goes without it")
+        return evaluate_keep_head(run_path, label_map, many or None, split, batch_size, device, progress, max_pixels)
     if retrieval and not many:
         raise CnnlabError("--retrieval needs datasets: add --data A [--data B ...]")
     if len(many) > 1 or retrieval:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,7 @@ def _net_class(net: str, source: list[str], synonyms: dict[str, list[int]], wher
 def evaluate_keep_head(
     run_path: str | Path,
     label_map: str | Path | None = None,
-    data: str | None = None,
+    data: str | Sequence[str] | None = None,
     split: str | None = None,
     batch_size: int = 256,
     device: str = "auto",
@@ -175,12 +176,13 @@ def evaluate_keep_head(
 ) -> dict[str, Any]:
     """Seed 002's baseline: the pretrained net a run started from (its model and weights, before
     any training), scored with its own output layer on the run's ``split`` (default test) or on
-    another dataset (all images, or ``split`` of it). A prediction counts as the dataset class
+    other datasets (all images, or ``split`` of each). A prediction counts as the dataset class
     its net class maps onto (:func:`read_label_map`); one of an unmapped class is wrong.
 
     Returns:
-        top1 and top5 (value and Wilson 95 % interval), images, how many top-1 predictions fell
-        on a mapped class, per-class top-1, and the map's size."""
+        For one dataset: top1 and top5 (value and Wilson 95 % interval), images, how many top-1
+        predictions fell on a mapped class, per-class top-1, and the map's size; for several,
+        ``baselines``, one such dict each (the net is built once)."""
     run = RunFolder(run_path).require()
     trained = Predictor.from_run(run, device, warn=False)
     cfg = run.read_config()
@@ -197,30 +199,41 @@ def evaluate_keep_head(
     source = head_classes(cfg.model.name, output_layer(model).out_features, cfg.model.weights)
     target = read_label_map(label_map, source, trained.classes)
     net = Predictor(model.to(trained.device).eval(), {**trained.ckpt, "classes": source}, trained.device)
-    if data is None:
-        split = split or "test"
-        prepared = load_run_data(run, cfg, progress)
-        images, labels, idx = prepared.images, prepared.labels, split_indices(prepared, split)
-        if split == "test":
-            record_test_scoring(run, "evaluate --keep-head")
-    else:
-        other, labels = other_data(run, trained.ckpt, data, progress, max_pixels=max_pixels)
-        images, idx = other.images, split_indices(other, split)
-    if not len(idx):
-        raise CnnlabError(f"{data or 'the run'}'s {split} split has no images")
-    logits, y = predict_logits(net.model, net.batches(images, labels, idx, batch_size))
-    scores = mapped_topk(logits.numpy(), target, y.numpy(), len(trained.classes), k=min(5, len(source)))
-    n = len(idx)
-    return {
-        "baseline": f"{cfg.model.name} with its own {len(source)}-class output layer",
-        "data": data or str(run.path),
-        "split": split or "all",
-        "images": n,
-        "top1": {"value": scores["top1"], "ci95": accuracy_interval(round(scores["top1"] * n), n)},
-        "top5": {"value": scores["topk"], "ci95": accuracy_interval(round(scores["topk"] * n), n), "k": scores["k"]},
-        "mapped_top1": scores["mapped"],
-        "per_class_top1": dict(zip(trained.classes, scores["per_class"], strict=True)),
-        "net_classes_mapped": int((target >= 0).sum()),
-        "dataset_classes_mapped": sorted({trained.classes[t] for t in target if t >= 0}),
-        "label_map": str(label_map) if label_map else "by name",
-    }
+    many = [data] if isinstance(data, str) or data is None else list(data)
+    results = []
+    for name in many:
+        if name is None:
+            where = split or "test"
+            prepared = load_run_data(run, cfg, progress)
+            images, labels, idx = prepared.images, prepared.labels, split_indices(prepared, where)
+            if where == "test":
+                record_test_scoring(run, "evaluate --keep-head")
+        else:
+            where = split or "all"
+            other, labels = other_data(run, trained.ckpt, name, progress, max_pixels=max_pixels)
+            images, idx = other.images, split_indices(other, split)
+        if not len(idx):
+            raise CnnlabError(f"{name or 'the run'}'s {where} split has no images")
+        logits, y = predict_logits(net.model, net.batches(images, labels, idx, batch_size))
+        scores = mapped_topk(logits.numpy(), target, y.numpy(), len(trained.classes), k=min(5, len(source)))
+        n = len(idx)
+        results.append(
+            {
+                "baseline": f"{cfg.model.name} with its own {len(source)}-class output layer",
+                "data": name or str(run.path),
+                "split": where,
+                "images": n,
+                "top1": {"value": scores["top1"], "ci95": accuracy_interval(round(scores["top1"] * n), n)},
+                "top5": {
+                    "value": scores["topk"],
+                    "ci95": accuracy_interval(round(scores["topk"] * n), n),
+                    "k": scores["k"],
+                },
+                "mapped_top1": scores["mapped"],
+                "per_class_top1": dict(zip(trained.classes, scores["per_class"], strict=True)),
+                "net_classes_mapped": int((target >= 0).sum()),
+                "dataset_classes_mapped": sorted({trained.classes[t] for t in target if t >= 0}),
+                "label_map": str(label_map) if label_map else "by name",
+            }
+        )
+    return results[0] if len(results) == 1 else {"baselines": results}

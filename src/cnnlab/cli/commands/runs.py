@@ -124,8 +124,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(json.dumps(res, indent=2))
-    elif "baseline" in res:
-        _print_baseline(res)
+    elif "baseline" in res or "baselines" in res:
+        for one in res.get("baselines", [res]):
+            _print_baseline(one)
     elif "rows" in res:
         _print_datasets(res)
     else:

@@ -256,6 +256,14 @@ class TrainConfig(_Section):
     eval_every: int | None = Field(
         None, ge=1, description="with train.steps: steps between validations (default 100, or steps if fewer)"
     )
+    micro_batch: int | None = Field(
+        None,
+        ge=1,
+        le=65_536,
+        description="images per forward/backward pass, gradients summed over a batch (the same step); "
+        "default: as many as fit ~1.5 GB of activations, where BatchNorm statistics are kept "
+        "(fine-tuning) or absent",
+    )
 
     @model_validator(mode="after")
     def _steps_as_periods(self) -> TrainConfig:

@@ -106,6 +106,8 @@ class Trainer:
         self.loop = LoopState()  # epochs done, steps, history, stop reason; shared by a run's phases
         # fine-tuning on small batches: BatchNorm layers use (and keep) their pretrained statistics
         self.keep_bn_statistics = False
+        # images per forward/backward pass; a larger batch sums their gradients into one step
+        self.micro_batch: int | None = None
         self.ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
         # optional: extra validation metrics from (logits, labels), merged into the epoch logs
         self.val_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None
@@ -127,7 +129,12 @@ class Trainer:
         """One optimisation step; returns (summed loss, correct predictions) for the batch.
 
         Under torchrun (``self.ddp`` set) this rank's mean loss is weighted by its share of the
-        global batch, so that DDP's gradient average is the global batch's mean-loss gradient."""
+        global batch, so that DDP's gradient average is the global batch's mean-loss gradient.
+        With ``micro_batch`` smaller than the batch, the batch goes through in slices whose
+        gradients add up to the batch's mean-loss gradient (exact where no layer mixes images:
+        BatchNorm in eval mode or absent), so memory holds one slice's activations."""
+        if self.micro_batch and len(y) > self.micro_batch and self.ddp is None and self.scaler is None:
+            return self._sliced_step(x, y, self.micro_batch)
         with self.autocast():
             logits = self.ddp(self._prep(x)) if self.ddp is not None else self.forward(x)
             loss = self.task.loss(logits.float(), y)
@@ -144,6 +151,26 @@ class Trainer:
             scaled.backward()
             self.optimizer.step()
         return float(loss.detach()) * len(y), self.task.correct(logits, y)
+
+    def _sliced_step(self, x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[float, int]:
+        self.optimizer.zero_grad(set_to_none=True)
+        total, correct = 0.0, 0
+        weight = getattr(self.task, "weight", None)  # class weights: the mean is over the weights' sum
+
+        def mass(t: torch.Tensor) -> float:
+            return float(weight.to(t.device)[t].sum()) if weight is not None and t.dim() == 1 else float(len(t))
+
+        whole = mass(y)
+        for start in range(0, len(y), size):
+            xs, ys = x[start : start + size], y[start : start + size]
+            with self.autocast():
+                logits = self.forward(xs)
+                loss = self.task.loss(logits.float(), ys)
+            (loss * (mass(ys) / whole)).backward()  # slices weighted by their share: the batch's mean
+            total += float(loss.detach()) * mass(ys) / whole * len(y)  # the batch's mean × its size
+            correct += self.task.correct(logits, ys)
+        self.optimizer.step()
+        return total, correct
 
     def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """Mean loss and accuracy over ``batches``."""

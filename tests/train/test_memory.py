@@ -1,0 +1,71 @@
+"""Issue 26, transfer at full size: a batch goes through in slices when its activations would be
+large — the same step where no layer mixes images — and large-image inference is sliced too."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.core.errors import CnnlabError
+from cnnlab.models.factory import create_model
+from cnnlab.models.ops import activation_bytes, inference_slice, predict_logits
+from cnnlab.models.transfer import bn_to_eval
+from cnnlab.train.engines import micro_batch
+from cnnlab.train.losses import SingleLabel, balanced_class_weights
+from cnnlab.train.trainer import Trainer
+from cnnlab.workflows.resolve import build_config
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(8 * 8 * 8, 5))  # fmt: skip
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_sliced_step_is_the_whole_batch_step_when_batchnorm_keeps_its_statistics(weighted):
+    x, y = torch.randn(24, 3, 8, 8), torch.randint(0, 5, (24,))
+    task = SingleLabel(balanced_class_weights(torch.bincount(y, minlength=5).numpy() + 1) if weighted else None)
+    after = []
+    for slice_ in (None, 5):  # 24 images as 5 + 5 + 5 + 5 + 4
+        model = _net()
+        model.train()
+        bn_to_eval(model)
+        t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cpu"), task=task)
+        t.micro_batch = slice_
+        loss, correct = t.train_step(x, y)
+        after.append((copy.deepcopy(model.state_dict()), loss, correct))
+    for k, v in after[0][0].items():
+        assert torch.allclose(v, after[1][0][k], atol=1e-6), k
+    assert after[0][1] == pytest.approx(after[1][1], rel=1e-5) and after[0][2] == after[1][2]
+
+
+def test_slices_are_chosen_for_a_fine_tune_at_224_px_and_refused_where_batchnorm_mixes_images():
+    lite = create_model("efficientnet-lite0", num_classes=10, in_chans=3, input_size=224, pretrained=False)
+    per_image = activation_bytes(lite, 3, 224)
+    assert 60 * 2**20 < per_image < 140 * 2**20  # ~96 MB an image (a measured step: 79 MB)
+    cfg = build_config({"data": {"source": "digits"}, "model": {"name": "efficientnet-lite0"}})
+    assert micro_batch(cfg, lite, 3, 224, bn_kept=True) == 16  # 1.5 GB of ~96 MB images
+    assert micro_batch(cfg, lite, 3, 224, bn_kept=False) is None  # BatchNorm in train mode: never sliced
+    small = build_config({"data": {"source": "digits"}, "model": {"name": "cnn"}})
+    assert micro_batch(small, create_model("cnn", 10, 1, 28), 1, 28, bn_kept=False) is None  # fits whole
+    asked = build_config({"data": {"source": "digits"}, "model": {"name": "cnn"}, "train": {"micro_batch": 32}})
+    assert micro_batch(asked, create_model("cnn", 10, 1, 28), 1, 28, bn_kept=False) == 32
+    with pytest.raises(CnnlabError, match="BatchNorm layers normalise over the images of a pass"):
+        micro_batch(asked, _net(), 3, 8, bn_kept=False)
+
+
+def test_large_image_inference_is_sliced_to_the_same_logits():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(64, 4)).eval()  # fmt: skip
+    x = torch.randn(40, 3, 96, 96)
+    step = inference_slice(model, x)
+    assert 1 <= step < 40 * 2**10 and step == int(0.5 * 2**30 // (3 * 64 * 96 * 96 * 4))
+    sliced, _ = predict_logits(model, [(x, torch.zeros(40))])
+    with torch.no_grad():
+        whole = model(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(sliced, whole, atol=1e-5)

@@ -231,7 +231,8 @@ class TorchEngine:
             weight_decay=cfg.optim.weight_decay,
             momentum=cfg.optim.momentum,
         )
-        task, facts = task_for_config(data, cfg), {}
+        task = task_for_config(data, cfg)
+        facts: dict[str, Any] = {}
         if uses_feature_cache(cfg):
             head_batches, head_val, facts["feature_cache"] = self._feature_loaders()
             self.head_phase = (HeadOnlyTrainer(model, optimizer, self.device, task=task), head_batches, head_val)

@@ -63,6 +63,11 @@ def test_grid_runs_every_point_once_and_its_best_yaml_retrains_to_the_same_figur
     assert best["value"] == max(t["value"] for t in s["trials"])
     html = (grid_sweep / "sweep.html").read_text()
     assert f"Best config (trial {best['trial']})" in html
+    pace = s["pace"]  # issue 26: trials per hour, and the best so far against wall time
+    assert pace["trials_per_hour"] > 0 and "trials per hour" in html
+    bests = [v for _, v in pace["best_over_time"]]
+    minutes = [m for m, _ in pace["best_over_time"]]
+    assert bests == sorted(bests) and bests[-1] == best["value"] and minutes == sorted(minutes)
     # the best YAML re-trains (on the full split, test used once) to the same validation figure
     out = tmp_path / "best-run"
     assert main(["train", "--config", str(grid_sweep / "best.yaml"), "--out", str(out), "-q"]) == 0
@@ -94,8 +99,8 @@ def test_sweep_report_opens_in_chromium_with_every_figure_drawn(grid_sweep):
         top = page.evaluate("document.querySelector('table.sortable tbody tr td:nth-child(3)').textContent")
         browser.close()
     assert not errors, errors
-    assert {"band", "importance", "parallel", "scatter", "best", "trials"} <= set(ids)
-    assert len(images) == 4 and all(ok for _, ok in images), images
+    assert {"band", "over-time", "importance", "parallel", "scatter", "best", "trials"} <= set(ids)
+    assert len(images) == 5 and all(ok for _, ok in images), images
     assert first == "0"
     s = json.loads((grid_sweep / "sweep.json").read_text())
     assert float(top) == pytest.approx(s["best"]["value"], abs=1e-4)

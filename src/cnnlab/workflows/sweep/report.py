@@ -30,6 +30,7 @@ from cnnlab.workflows.sweep.state import (
     RETRY_OF,
     RUN,
     SECONDS,
+    SETUP_SECONDS,
     SPEC_FILE,
     VERDICT,
     Sweep,
@@ -56,10 +57,13 @@ def trial_rows(sweep: Sweep, trials: list[Any]) -> list[dict[str, Any]]:
             "params": decode_params(spec, t.params),
             "best_epoch": a.get(BEST_EPOCH),
             "seconds": a.get(SECONDS),
+            "setup_seconds": a.get(SETUP_SECONDS),
             "run": a.get(RUN),
             "host": a.get(HOST),
             "retry_of": a.get(RETRY_OF),
             "note": _note(t, trials),
+            "started_at": t.datetime_start.timestamp() if t.datetime_start else None,
+            "finished_at": t.datetime_complete.timestamp() if t.datetime_complete else None,
         }
         run = sweep.path / a[RUN] if a.get(RUN) else None
         hist = RunFolder(run).history() if run is not None and (run / "history.csv").is_file() else []
@@ -211,6 +215,7 @@ def write_sweep_report(sweep: Sweep) -> dict[str, Any]:
         "running": c.running,
         "waiting": c.waiting,
         "best": best,
+        "pace": pace(rows, sweep.spec.direction),
         "importance": importance(sweep, study),
         "correlation": correlations(sweep.spec, rows),
         "trials": rows,
@@ -221,6 +226,33 @@ def write_sweep_report(sweep: Sweep) -> dict[str, Any]:
         atomic_write_text(sweep.path / "best.yaml", best_yaml)
     atomic_write_text(sweep.path / "sweep.html", _page(sweep, summary, best_yaml))
     return summary
+
+
+def pace(rows: list[dict[str, Any]], direction: str) -> dict[str, Any]:
+    """Trials finished per hour of wall time since the first trial started, the best completed
+    value so far at each trial's end (``best_over_time``: [minutes, value]) and the median
+    trial's fixed cost (its start to its first batch: config, data, model)."""
+    starts = [r["started_at"] for r in rows if r.get("started_at")]
+    ends = sorted((r["finished_at"], r) for r in rows if r.get("finished_at"))
+    setups = sorted(r["setup_seconds"] for r in rows if r.get("setup_seconds") is not None)
+    setup = setups[len(setups) // 2] if setups else None  # the median trial's fixed cost
+    if not starts or not ends:
+        return {"trials_per_hour": None, "wall_hours": None, "best_over_time": [], "median_setup_seconds": setup}
+    t0 = min(starts)
+    hours = max(ends[-1][0] - t0, 1e-9) / 3600
+    better = min if direction == "minimize" else max
+    best, curve = None, []
+    for end, r in ends:
+        if r["state"] == "complete" and r["value"] is not None:
+            best = r["value"] if best is None else better(best, r["value"])
+        if best is not None:
+            curve.append([round((end - t0) / 60, 3), best])
+    return {
+        "trials_per_hour": len(ends) / hours,
+        "wall_hours": hours,
+        "best_over_time": curve,
+        "median_setup_seconds": setup,
+    }
 
 
 def rebuild(path: str | Path, storage: str | None = None) -> Path:
@@ -314,6 +346,13 @@ def _page(sweep: Sweep, s: dict[str, Any], best_yaml: str | None) -> str:
     if s["best"]:
         b = s["best"]
         kpi += f"<div><b>{b['value']:.4f}</b>best {html.escape(spec.objective)} (trial {b['trial']})</div>"
+    if s["pace"]["trials_per_hour"]:
+        kpi += (
+            f"<div><b>{s['pace']['trials_per_hour']:.0f}</b>trials per hour "
+            f"({s['pace']['wall_hours'] * 60:.0f} min)</div>"
+        )
+    if s["pace"].get("median_setup_seconds") is not None:
+        kpi += f"<div><b>{s['pace']['median_setup_seconds']:.1f} s</b>a trial's start to its first batch</div>"
     kpi += "</div>"
     intro = (
         f"<p>{html.escape(spec.method)} search over {len(spec.space)} parameter(s), objective "
@@ -383,6 +422,23 @@ def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str,
                 "Validation band",
                 plots._save(fig, tmp / "band.png"),
                 "<p>Per epoch: the lowest, mean and highest validation value across trials (grey: each trial).</p>",
+            )
+        )
+    over_time = s["pace"]["best_over_time"]
+    if len(over_time) >= 2:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.step([m for m, _ in over_time], [v for _, v in over_time], where="post", color="tab:blue")
+        ax.plot([m for m, _ in over_time], [v for _, v in over_time], "o", color="tab:blue", markersize=3)
+        ax.set_xlabel("minutes since the first trial started")
+        ax.set_ylabel(f"best {obj.replace('_', ' ')} so far")
+        ax.grid(alpha=0.3)
+        figs.append(
+            (
+                "over-time",
+                "Best so far against wall time",
+                plots._save(fig, tmp / "over_time.png"),
+                f"<p>The best completed trial's objective at each trial's end; "
+                f"{s['pace']['trials_per_hour']:.0f} trials per hour.</p>",
             )
         )
     imp, corr = s["importance"], s["correlation"]

@@ -51,6 +51,7 @@ from cnnlab.workflows.sweep.state import (
     REPEATS_BEFORE_GIVING_UP,
     RUN,
     SECONDS,
+    SETUP_SECONDS,
     SETTLE_WAIT_S,
     TRIALS,
     VERDICT,
@@ -121,6 +122,12 @@ class Pruning(Callback):
 
     def __init__(self, trial: Any, objective: str):
         self.trial, self.objective, self.pruned = trial, objective, False
+        self.created = time.perf_counter()
+        self.setup_seconds: float | None = None  # the trial's fixed cost: its start to its first batch
+
+    def on_epoch_begin(self, loop: LoopState, epoch: int) -> None:
+        if self.setup_seconds is None:
+            self.setup_seconds = time.perf_counter() - self.created
 
     def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
         value = logs.get(self.objective)
@@ -262,7 +269,7 @@ def _run_trial(
     trial.set_user_attr(RUN, str(run_dir.relative_to(sweep.path)))
     log.info("sweep: trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
     started = time.perf_counter()
-    pruning = Pruning(trial, spec.objective)
+    pruning = Pruning(trial, spec.objective)  # its clock starts with the trial: config, data, model
     value: float | None = None
     try:
         with _heartbeat(study, trial._trial_id):
@@ -295,6 +302,8 @@ def _run_trial(
         log.exception("sweep: trial %d failed", trial.number)
         return _tell_failed(study, trial, f"{type(e).__name__}: {e}", started)
     trial.set_user_attr(SECONDS, round(time.perf_counter() - started, 1))
+    if pruning.setup_seconds is not None:
+        trial.set_user_attr(SETUP_SECONDS, round(pruning.setup_seconds, 3))
     if value is None or not math.isfinite(value):
         return _tell_failed(study, trial, f"{spec.objective} is {value} (the model diverged?)", started)
     if pruning.pruned:
@@ -422,6 +431,10 @@ class ProgressLine:
             b = pick(best, key=lambda t: t.value)
             text += f" · best {spec.objective} {b.value:.4f} (trial {b.number})"
         elapsed = time.time() - self.sweep.started
+        starts = [t.datetime_start.timestamp() for t in trials if t.datetime_start]
+        ends = [t for t in trials if t.datetime_complete]
+        if ends and starts and time.time() - min(starts) > 60:  # from the trials' own clocks: a resumed sweep too
+            text += f" · {len(ends) / (time.time() - min(starts)) * 3600:.0f} trials/h"
         if spec.timeout:
             text += f" · {max(0, spec.timeout - elapsed) / 60:.1f} min of budget left"
         elif budget and c.done:

@@ -400,7 +400,11 @@ def pruner_for(spec: SweepSpec) -> Any:
     if p.type == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, p.warmup_epochs))
     if p.type == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, p.warmup_epochs))
+        # the top rung is the base's epoch count (Optuna's "auto" waits for a finished trial, so
+        # parallel workers would train their first trials to the end unpruned)
+        epochs = spec.base.get("train", {}).get("epochs") if "train.epochs" not in spec.space else None
+        top = int(epochs) if isinstance(epochs, int) and epochs > max(1, p.warmup_epochs) else "auto"
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, p.warmup_epochs), max_resource=top)
     return optuna.pruners.NopPruner()
 
 

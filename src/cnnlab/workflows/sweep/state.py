@@ -33,6 +33,7 @@ REPEATS_BEFORE_GIVING_UP = 50  # proposals in a row that repeat earlier trials: 
 # trial user attributes
 WORKER, VERDICT, RETRY_OF, RUN, ERROR, DIED = "worker", "verdict", "retry_of", "run", "error", "died"
 BEST_EPOCH, SECONDS, HOST, WORKER_LOCK = "best_epoch", "seconds", "host", "worker_lock"
+SETUP_SECONDS = "setup_seconds"  # a trial's start to its first batch (its fixed cost)
 
 
 class Pruned(Exception):

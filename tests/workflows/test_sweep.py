@@ -65,6 +65,7 @@ def test_grid_runs_every_point_once_and_its_best_yaml_retrains_to_the_same_figur
     assert f"Best config (trial {best['trial']})" in html
     pace = s["pace"]  # issue 26: trials per hour, and the best so far against wall time
     assert pace["trials_per_hour"] > 0 and "trials per hour" in html
+    assert 0 < pace["median_setup_seconds"] < 30 and "start to its first batch" in html
     bests = [v for _, v in pace["best_over_time"]]
     minutes = [m for m, _ in pace["best_over_time"]]
     assert bests == sorted(bests) and bests[-1] == best["value"] and minutes == sorted(minutes)

@@ -19,7 +19,9 @@ def test_the_gpu_benchmark_runs_as_a_dry_run_on_the_cpu(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     # 3 nets × fp32/bf16 × data on the device or copied, one process each (no second GPU here)
     assert len(rows) == 12 and {r["net"] for r in rows} == {"cnn", "resnet29", "efficientnet-lite0"}
-    assert {(r["precision"], r["data"]) for r in rows} == {(p, d) for p in ("fp32", "bf16") for d in ("on GPU", "copied")}
+    assert {(r["precision"], r["data"]) for r in rows} == {
+        (p, d) for p in ("fp32", "bf16") for d in ("on GPU", "copied")
+    }
     assert all(r["images_per_s"] > 0 for r in rows)
     assert "2 needed for the 1-vs-2-process figure" in done.stdout
     refused = subprocess.run([sys.executable, str(BENCH / "gpu.py")], capture_output=True, text=True, timeout=120)

@@ -312,9 +312,30 @@ def test_steps_with_a_validation_row_every_k_steps_in_both_engines(tmp_path, eng
     assert json.loads((out / "run.json").read_text())["epochs_done"] == 3
 
 
+def test_validations_within_an_epoch_train_by_steps_with_epoch_counts_kept(tmp_path):
+    """Issue 26 (a sweep's first rung below one epoch): --evals-per-epoch K splits each epoch's
+    steps into K validated periods; patience counted in epochs counts periods, so it waits as long."""
+    out = tmp_path / "r"
+    args = ["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--evals-per-epoch", "3",
+            "--batch-size", "64", "--patience", "2", "--threads", "1", "--out", str(out), "-q"]  # fmt: skip
+    assert main(args) == 0
+    n_train = len(json.loads((out / "split.json").read_text())["indices"]["train"])
+    every = -(-n_train // 64) // 3
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [int(r["step"]) for r in rows] == [every * i for i in range(1, 7)] and all(r["val_acc"] for r in rows)
+    saved = RunFolder(out).read_config().train
+    assert (saved.steps, saved.eval_every, saved.epochs, saved.patience) == (6 * every, every, 6, 6)
+    assert saved.evals_per_epoch == 1  # resolved: a resume continues by steps
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
+        (["--steps", "20", "--evals-per-epoch", "2"], "train.evals_per_epoch splits epochs"),
+        (
+            ["--evals-per-epoch", "2", "--fine-tune", "1,1", "--model", "efficientnet-lite0"],
+            "train.evals_per_epoch with model.fine_tune",
+        ),  # fmt: skip
         (["--steps", "10", "--eval-every", "3"], "must be a multiple of train.eval_every 3"),
         (["--eval-every", "5"], "train.eval_every needs train.steps"),
         (["--steps", "10", "--epochs", "2"], "give train.steps or train.epochs, not both"),

@@ -153,6 +153,7 @@ def test_importance_and_correlation_rank_the_one_parameter_that_matters_first(tm
         ({"objective": "val_acuracy"}, "did you mean 'val_acc'"),
         ({"space": {"optim.lrr": [0.1]}}, "did you mean 'optim.lr'"),
         ({"space": {"run.out": ["a"]}}, "chosen by the sweep"),
+        ({"space": {"train.evals_per_epoch": [1, 3]}}, "same fractions of an epoch"),
         ({"space": {"optim.lr": [-1.0]}}, "value -1.0 is not accepted"),
         ({"space": {"optim.lr": {"type": "float", "low": 0.1, "high": 0.01}}}, "low < high"),
         ({"space": {"optim.lr": {"type": "log-float", "low": 0.0, "high": 0.1}}}, "log scale needs low > 0"),
@@ -217,6 +218,29 @@ def test_a_finite_space_is_not_searched_twice(tmp_path):
     assert len({json.dumps(t["params"], sort_keys=True) for t in trained}) == 4
     assert all("duplicate of trial" in t["note"] for t in s["trials"] if t["state"] == "skipped")
     assert len(list((tmp_path / "sw" / "trials").iterdir())) == 4
+
+
+def test_successive_halving_prunes_below_one_epoch_with_validations_within_epochs(tmp_path):
+    """Issue 26 (multi-fidelity): base train.evals_per_epoch 3 and halving from the first validation
+    put rungs at 1/3, 1 and 3 epochs: losing trials stop after a third of an epoch, the first (alone
+    at every rung) trains to the end, and the report's curves are drawn at fractions of an epoch."""
+    tree = {
+        **GRID,
+        "method": "random",
+        "trials": 8,
+        "space": {"optim.lr": {"type": "log-float", "low": 1e-5, "high": 0.3}},
+        "base": {**GRID["base"], "train": {"epochs": 3, "batch_size": 64, "evals_per_epoch": 3, "threads": 1}},
+        "pruner": {"type": "halving", "warmup_epochs": 0},
+    }
+    spec = write_spec(tmp_path / "h.yaml", tree)
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "-q"]) == 0
+    s = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    periods = {t["trial"]: len(t["curve"]) for t in s["trials"]}
+    states = {t["trial"]: t["state"] for t in s["trials"]}
+    assert states[0] == "complete" and periods[0] == 9
+    assert any(n == 1 for n in periods.values()), periods  # pruned at a third of an epoch
+    assert all(periods[t] in (1, 3) for t, st in states.items() if st == "pruned"), (periods, states)
+    assert [x for x, _ in s["trials"][0]["curve"]][:3] == [0.3333, 0.6667, 1.0]
 
 
 def test_start_points_are_tried_first_and_once(tmp_path):

@@ -256,6 +256,14 @@ class TrainConfig(_Section):
     eval_every: int | None = Field(
         None, ge=1, description="with train.steps: steps between validations (default 100, or steps if fewer)"
     )
+    evals_per_epoch: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="validations per epoch (Lightning's val_check_interval): K > 1 trains by steps, each "
+        "epoch split into K periods that are validated, checkpointed and (in a sweep) pruning rungs; "
+        "options counted in epochs (patience, warm-up, step size, decay start) then count periods",
+    )
     micro_batch: int | None = Field(
         None,
         ge=1,
@@ -272,6 +280,10 @@ class TrainConfig(_Section):
             if self.eval_every is not None:
                 raise ValueError("train.eval_every needs train.steps (--steps N --eval-every K)")
             return self
+        if self.evals_per_epoch > 1:
+            raise ValueError(
+                "train.evals_per_epoch splits epochs; with train.steps give train.eval_every (--eval-every) instead"
+            )
         every = self.eval_every or min(100, self.steps)
         if self.steps % every:
             raise ValueError(f"train.steps {self.steps} must be a multiple of train.eval_every {every}")
@@ -334,8 +346,9 @@ class Config(_Section):
     @model_validator(mode="after")
     def _fine_tune_epochs(self) -> Config:
         ft = self.model.fine_tune
-        if ft is not None and self.train.steps is not None:
-            raise ValueError("train.steps with model.fine_tune: fine-tuning phases are counted in epochs; use epochs")
+        if ft is not None and (self.train.steps is not None or self.train.evals_per_epoch > 1):
+            what = "train.steps" if self.train.steps is not None else "train.evals_per_epoch"
+            raise ValueError(f"{what} with model.fine_tune: fine-tuning phases are counted in epochs; use epochs")
         if ft is None or ft == "auto":  # auto is resolved with the data (train.build.resolve_fine_tune)
             if ft == "auto" and "epochs" in self.train.model_fields_set and self.train.epochs < 2:
                 raise ValueError(

@@ -136,6 +136,30 @@ def resolve_recipe(cfg: Config, n_train: int, engine_schedules: bool = True) -> 
     )
 
 
+def resolve_periods(cfg: Config, n_train: int) -> Config:
+    """``train.evals_per_epoch`` K > 1 as training by steps: an epoch's steps in K periods (fewer
+    when an epoch has fewer steps), each the loop's "epoch" (validated, checkpointed, a history
+    row, a sweep's pruning rung); options counted in epochs count periods (×K; exp-decay's rate per
+    period ÷K), so the run follows the same LR and patience as by epochs. The resolved config says
+    steps and eval_every (a resumed run continues by them)."""
+    tc = cfg.train
+    if tc.evals_per_epoch == 1 or tc.steps is not None:
+        return cfg
+    per_epoch = max(1, -(-n_train // tc.batch_size))
+    k = min(tc.evals_per_epoch, per_epoch)
+    every = per_epoch // k
+    scaled = {f: getattr(tc, f) * k for f in ("patience", "warmup_epochs", "step_size", "plateau_patience",
+                                              "decay_start") if getattr(tc, f) is not None}  # fmt: skip
+    log.info(
+        "validating %d times an epoch: %d periods of %d steps (%d epochs of %d steps)",
+        k, tc.epochs * k, every, tc.epochs, per_epoch,
+    )  # fmt: skip
+    update = dict(scaled, steps=tc.epochs * k * every, eval_every=every, epochs=tc.epochs * k, evals_per_epoch=1)
+    if tc.schedule == "exp-decay":
+        update["decay_rate"] = tc.decay_rate / k
+    return cfg.model_copy(update={"train": tc.model_copy(update=update)})
+
+
 def backbone_lr_mult(cfg: Config) -> float:
     m = cfg.model
     if m.backbone_lr_mult is not None:

@@ -31,7 +31,7 @@ from cnnlab.runs.data import load_run_data
 from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.store import NullRunFolder, RunFolder, now
 from cnnlab.train import distributed
-from cnnlab.train.build import check_model_fits, resolve_fine_tune, resolve_recipe
+from cnnlab.train.build import check_model_fits, resolve_fine_tune, resolve_periods, resolve_recipe
 from cnnlab.train.callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress, StepLog
 from cnnlab.train.engine import ENGINES, Engine
 from cnnlab.train.engines import TorchEngine
@@ -300,6 +300,7 @@ def _resolved_for(cfg: Config, data: PreparedData, fresh: bool) -> Config:
     cfg = resolve_fine_tune(cfg, len(data.splits["train"]))
     if fresh:
         cfg = resolve_recipe(cfg, len(data.splits["train"]), ENGINES.get(cfg.train.engine).schedules)
+        cfg = resolve_periods(cfg, len(data.splits["train"]))
     if cfg.data.input_size is None:  # the size chosen from the data is part of the resolved config
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"input_size": data.input_size})})
     check_model_fits(cfg, len(data.classes), data.channels, data.input_size)

@@ -22,7 +22,7 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.evaluate import plots
 from cnnlab.reports.run import _render, img_tag, table
 from cnnlab.runs.store import RunFolder, now
-from cnnlab.workflows.sweep.spec import Param, SweepSpec, decode_params, trial_config
+from cnnlab.workflows.sweep.spec import Param, SweepSpec, decode_params, periods_per_epoch, trial_config
 from cnnlab.workflows.sweep.state import (
     BEST_EPOCH,
     ERROR,
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 def trial_rows(sweep: Sweep, trials: list[Any]) -> list[dict[str, Any]]:
     """One row per trial: outcome, objective, best epoch, minimum losses, time, values, run."""
     spec = sweep.spec
+    per_epoch = periods_per_epoch(spec)
     rows = []
     for t in trials:
         a = t.user_attrs
@@ -55,7 +56,7 @@ def trial_rows(sweep: Sweep, trials: list[Any]) -> list[dict[str, Any]]:
             "state": state,
             "value": t.value if t.value is not None else _last(t),
             "params": decode_params(spec, t.params),
-            "best_epoch": a.get(BEST_EPOCH),
+            "best_epoch": a[BEST_EPOCH] / per_epoch if per_epoch > 1 and a.get(BEST_EPOCH) else a.get(BEST_EPOCH),
             "seconds": a.get(SECONDS),
             "setup_seconds": a.get(SETUP_SECONDS),
             "run": a.get(RUN),
@@ -73,7 +74,7 @@ def trial_rows(sweep: Sweep, trials: list[Any]) -> list[dict[str, Any]]:
             vals = [h[key] for h in hist if isinstance(h.get(key), float) and math.isfinite(h[key])]
             row[f"min_{key}"] = min(vals) if vals else None
         row["curve"] = [
-            [int(h["epoch"]), h[spec.objective]]
+            [round(h["epoch"] / per_epoch, 4), h[spec.objective]]  # validations at fractions of an epoch
             for h in hist
             if isinstance(h.get(spec.objective), float) and isinstance(h.get("epoch"), float)
         ]
@@ -405,7 +406,7 @@ def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str,
         fig, ax = plt.subplots(figsize=(7, 4))
         for c in curves:
             ax.plot([e for e, _ in c], [v for _, v in c], color="tab:gray", alpha=0.25, linewidth=1)
-        ep = np.arange(1, n + 1)
+        ep = np.arange(1, n + 1) / periods_per_epoch(spec)
         by_ep = [[c[i][1] for c in curves if len(c) > i] for i in range(n)]
         lo, mean, hi = ([f(v) for v in by_ep] for f in (np.min, np.mean, np.max))
         ax.fill_between(ep, lo, hi, alpha=0.25, color="tab:blue", label="min – max over trials")

@@ -24,6 +24,7 @@ from cnnlab.workflows.resolve import build_config
 RESERVED = {
     "run.out": "each trial's run folder is chosen by the sweep",
     "train.monitor": "the trial monitors the sweep's objective",
+    "train.evals_per_epoch": "every trial is pruned at the same fractions of an epoch; set it in base",
 }
 METHODS = ("grid", "random", "tpe", "cmaes", "gp")
 MAX_GRID = 10**6  # points a grid may have without 'trials' bounding it
@@ -112,7 +113,18 @@ class Param(_Strict):
 class Pruner(_Strict):
     type: Literal["median", "halving", "hyperband", "none"] = "median"
     startup_trials: int = Field(4, ge=0, description="trials finished before any is pruned (median)")
-    warmup_epochs: int = Field(1, ge=0, description="epochs a trial runs before it can be pruned")
+    warmup_epochs: int = Field(
+        1,
+        ge=0,
+        description="epochs a trial runs before it can be pruned; the first rung of halving/hyperband "
+        "(0: after the first validation, a fraction of an epoch with base train.evals_per_epoch)",
+    )
+    reduction_factor: int = Field(
+        3,
+        ge=2,
+        le=10,
+        description="halving/hyperband: a rung is this many times the one below; 1 in this many trials goes on",
+    )
 
 
 class CV(_Strict):
@@ -391,20 +403,30 @@ def _lazy_grid_class() -> Any:
     return LazyGrid
 
 
+def periods_per_epoch(spec: SweepSpec) -> int:
+    """Validations per epoch of every trial (base ``train.evals_per_epoch``): the pruners' unit."""
+    k = (spec.base.get("train") or {}).get("evals_per_epoch", 1)
+    return k if isinstance(k, int) and k >= 1 else 1
+
+
 def pruner_for(spec: SweepSpec) -> Any:
+    """Optuna's pruner of the spec, its resources counted in validations (epochs, or fractions of
+    one with base ``train.evals_per_epoch``)."""
     import optuna
 
-    p: Pruner = spec.pruner  # type: ignore[assignment]  # low/high/step are set for this type (the validator checks)
+    p: Pruner = spec.pruner  # type: ignore[assignment]  # the validator made it a Pruner
+    k = periods_per_epoch(spec)
+    first = max(1, p.warmup_epochs * k)
     if p.type == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs + 1)
+        return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs * k + 1)
     if p.type == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, p.warmup_epochs))
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=p.reduction_factor)
     if p.type == "hyperband":
         # the top rung is the base's epoch count (Optuna's "auto" waits for a finished trial, so
         # parallel workers would train their first trials to the end unpruned)
         epochs = spec.base.get("train", {}).get("epochs") if "train.epochs" not in spec.space else None
-        top = int(epochs) if isinstance(epochs, int) and epochs > max(1, p.warmup_epochs) else "auto"
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, p.warmup_epochs), max_resource=top)
+        top = int(epochs) * k if isinstance(epochs, int) and epochs * k > first else "auto"
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=top, reduction_factor=p.reduction_factor)
     return optuna.pruners.NopPruner()
 
 

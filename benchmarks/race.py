@@ -13,12 +13,15 @@ nets the same way; cnnlab runs `cnnlab train --data fashion-mnist --model cnn|ml
 defaults (its own recipe: that is what is being measured).
 
 Usage:
-  python benchmarks/race.py [--only cnn|dense] [--busy-core] [--keras-python PATH] [--max-epochs 15]
+  python benchmarks/race.py [--only cnn|dense] [--seeds 0,1,2] [--busy-core] [--keras-python PATH]
+                            [--max-epochs 30] [--skip torch] [--set train.batch_size=256]
 
 Keras needs TensorFlow: in this interpreter, or in the one given by --keras-python (default: the
 project's .venv-tf/bin/python when it exists; `make race-env` makes it). Without it the Keras rows
-say so and the ratios are left out. --busy-core repeats cnnlab's row with a busy-loop process
-pinned to one core, to show how the recipe holds up on a shared machine.
+say so and the ratios are left out. --busy-core repeats Keras's and cnnlab's rows with a busy-loop
+process pinned to one core, to show how each holds up on a shared machine. With several --seeds,
+each contestant runs once per seed and the ratios are of the median times (a seed that never
+reaches the target counts as infinitely slow).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,10 +58,11 @@ def report(epoch: int, acc: float, t0: float) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- contestants
-def keras_child(net: str, target: float, max_epochs: int, t0: float) -> None:
+def keras_child(net: str, target: float, max_epochs: int, t0: float, seed: int = 0) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
+    keras.utils.set_random_seed(seed)
     xtr, ytr = load_idx("train")
     xte, yte = load_idx("t10k")
     xtr, xte = (xtr[..., None] / 255.0).astype("float32"), (xte[..., None] / 255.0).astype("float32")
@@ -88,11 +94,11 @@ def keras_child(net: str, target: float, max_epochs: int, t0: float) -> None:
             return
 
 
-def torch_child(net: str, target: float, max_epochs: int, t0: float) -> None:
+def torch_child(net: str, target: float, max_epochs: int, t0: float, seed: int = 0) -> None:
     import torch
     from torch import nn
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     xtr, ytr = load_idx("train")
     xte, yte = load_idx("t10k")
     xtr = torch.from_numpy(xtr).float().div_(255).unsqueeze(1)
@@ -133,7 +139,9 @@ def torch_child(net: str, target: float, max_epochs: int, t0: float) -> None:
             return
 
 
-def cnnlab_child(net: str, target: float, max_epochs: int, t0: float, overrides: dict | None = None) -> None:
+def cnnlab_child(
+    net: str, target: float, max_epochs: int, t0: float, seed: int = 0, overrides: dict | None = None
+) -> None:
     import torch
 
     from cnnlab import api
@@ -152,6 +160,7 @@ def cnnlab_child(net: str, target: float, max_epochs: int, t0: float, overrides:
             "model.name": "cnn" if net == "cnn" else "mlp",
             "run.out": str(out),
             "run.report": False,
+            "train.seed": seed,
             **(overrides or {}),
         },
     )
@@ -161,15 +170,15 @@ def cnnlab_child(net: str, target: float, max_epochs: int, t0: float, overrides:
 
         test = None
 
-        def on_epoch_end(self, trainer, epoch, logs):
+        def on_epoch_end(self, loop, epoch, logs):
             if self.test is None:
                 data = load_run_data(RunFolder(out), cfg, False)
                 self.test = split_loader(data, "test", 1024, torch.device("cpu"), channels_last=True)
-            logits, y = predict_logits(trainer.model, self.test)
+            logits, y = predict_logits(loop.model, self.test)
             acc = float((logits.argmax(1) == y).float().mean())
             report(epoch, acc, t0)
             if acc >= target or epoch >= max_epochs:
-                trainer.stop_training = True
+                loop.stop(f"the race's target (test accuracy {target:.0%}) reached or {max_epochs} epochs run")
 
     api.train(cfg, callbacks=[Probe()], progress=False)
     done = RunFolder(out).read_config()  # the recipe as resolved by the run (the default one when none is set)
@@ -204,33 +213,17 @@ def keras_python(given: str | None) -> str | None:
     return None
 
 
-def contest(python: str, who: str, net: str, max_epochs: int, busy: bool = False, sets: list[str] = ()) -> dict:
+def contest(python: str, who: str, net: str, max_epochs: int, seed: int, busy: bool = False, sets=()) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
     spinner = None
     if busy:  # one core held by a busy loop for the whole contest
         spinner = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", "while True: pass"])
         time.sleep(1)
     t0 = time.time()
+    cmd = [python, __file__, "--child", who, "--net", net, "--max-epochs", str(max_epochs), "--t0", repr(t0),
+           "--seeds", str(seed), *[a for kv in sets for a in ("--set", kv)]]  # fmt: skip
     try:
-        proc = subprocess.run(
-            [
-                python,
-                __file__,
-                "--child",
-                who,
-                "--net",
-                net,
-                "--max-epochs",
-                str(max_epochs),
-                "--t0",
-                repr(t0),
-                *[a for kv in sets for a in ("--set", kv)],
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=3600,
-        )
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     finally:
         if spinner is not None:
             spinner.kill()
@@ -239,11 +232,13 @@ def contest(python: str, who: str, net: str, max_epochs: int, busy: bool = False
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     epochs = [r for r in rows if "epoch" in r]
     info = {k: v for r in rows if "epoch" not in r for k, v in r.items()}
+    name = who + ("+busy" if busy else "")
     if proc.returncode != 0:
-        return {"who": who, "error": proc.stderr.strip().splitlines()[-1:] or ["failed"], "wall": wall}
+        return {"who": name, "seed": seed, "error": proc.stderr.strip().splitlines()[-1:] or ["failed"], "wall": wall}
     hit = next((r for r in epochs if r["test_acc"] >= TARGETS[net]), None)
     return {
-        "who": who,
+        "who": name,
+        "seed": seed,
         "epochs": epochs,
         "info": info,
         "wall": wall,
@@ -253,12 +248,49 @@ def contest(python: str, who: str, net: str, max_epochs: int, busy: bool = False
     }
 
 
+def median_time(results: list[dict], who: str) -> float | None:
+    """The median time to the target over seeds (a seed that never reached it counts as infinite)."""
+    times = [r.get("time_to_target") or math.inf for r in results if r["who"] == who]
+    return statistics.median(times) if times else None
+
+
+def print_rows(results: list[dict]) -> None:
+    for r in results:
+        head = f"{r['who']:<12} seed {r['seed']}"
+        if "error" in r:
+            print(f"{head}: failed: {r['error'][0]}")
+            continue
+        accs = " ".join(f"{e['test_acc']:.3f}" for e in r["epochs"])
+        t = (
+            f"{r['time_to_target']:7.1f} s (epoch {r['epoch_hit']})"
+            if r["time_to_target"]
+            else f"not reached in {len(r['epochs'])} epochs"
+        )
+        print(f"{head}: {t}; test acc per epoch {accs}; {json.dumps(r['info'])}")
+
+
+def print_verdict(results: list[dict], net: str, n_seeds: int) -> None:
+    med = {w: median_time(results, w) for w in {r["who"] for r in results}}
+    print(f"median over {n_seeds} seed(s): " + ", ".join(f"{w} {t:.1f} s" for w, t in sorted(med.items()) if t))
+    c = med.get("cnnlab")
+    for other in ("keras", "torch"):
+        if c and med.get(other):
+            print(f"cnnlab / {other} ({net}, median time to {TARGETS[net]:.0%}): {c / med[other]:.2f}×")
+    for who in ("cnnlab", "keras"):
+        q, b = med.get(who), med.get(who + "+busy")
+        if q and b:
+            print(f"{who} busy / quiet: {b / q:.2f}×")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["cnn", "dense"])
-    ap.add_argument("--busy-core", action="store_true", help="also run cnnlab with one core held by a busy loop")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds: each contestant runs once per seed")
+    ap.add_argument(
+        "--busy-core", action="store_true", help="also run Keras and cnnlab with one core held by a busy loop"
+    )
     ap.add_argument("--keras-python", help="a Python with TensorFlow (default: this one, or .venv-tf/bin/python)")
-    ap.add_argument("--max-epochs", type=int, default=15)
+    ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--skip", default="", help="comma-separated contestants to leave out (keras,torch,cnnlab)")
     ap.add_argument(
         "--set",
@@ -271,14 +303,15 @@ def main() -> None:
     ap.add_argument("--net", choices=["cnn", "dense"], help=argparse.SUPPRESS)
     ap.add_argument("--t0", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     if args.child:
         if args.child == "cnnlab":
             import yaml
 
             sets = {k: yaml.safe_load(v) for k, _, v in (kv.partition("=") for kv in args.set)}
-            cnnlab_child(args.net, TARGETS[args.net], args.max_epochs, args.t0, sets)
+            cnnlab_child(args.net, TARGETS[args.net], args.max_epochs, args.t0, seeds[0], sets)
         else:
-            CHILDREN[args.child](args.net, TARGETS[args.net], args.max_epochs, args.t0)
+            CHILDREN[args.child](args.net, TARGETS[args.net], args.max_epochs, args.t0, seeds[0])
         return
     if not (FMNIST / "train-images-idx3-ubyte.gz").is_file():
         sys.exit(f"Fashion-MNIST's IDX files are not in {FMNIST} (Debian: apt-get install dataset-fashion-mnist)")
@@ -286,50 +319,24 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     print(
         f"{os.cpu_count()} CPU cores; clock from process start to the end of the first epoch at the target "
-        f"test accuracy (cnn {TARGETS['cnn']:.0%}, dense {TARGETS['dense']:.0%})"
+        f"test accuracy (cnn {TARGETS['cnn']:.0%}, dense {TARGETS['dense']:.0%}); seeds {seeds}"
     )
+    if "keras" not in skip and kpy is None:
+        print("keras: TensorFlow is not installed here (make race-env, or --keras-python PATH)")
+        skip.add("keras")
     for net in [args.only] if args.only else ["cnn", "dense"]:
         print(f"\n== {net} (target {TARGETS[net]:.0%}) ==")
         results = []
-        for who in ("keras", "torch", "cnnlab"):
-            if who in skip:
-                continue
-            if who == "keras" and kpy is None:
-                print("keras   : TensorFlow is not installed here (make race-env, or --keras-python PATH)")
-                continue
-            results.append(
-                contest(
-                    kpy if who == "keras" else sys.executable,
-                    who,
-                    net,
-                    args.max_epochs,
-                    sets=args.set if who == "cnnlab" else (),
-                )
-            )
-        if args.busy_core and "cnnlab" not in skip:
-            r = contest(sys.executable, "cnnlab", net, args.max_epochs, busy=True, sets=args.set)
-            r["who"] = "cnnlab+busy"
-            results.append(r)
-        for r in results:
-            if "error" in r:
-                print(f"{r['who']:<12}: failed: {r['error'][0]}")
-                continue
-            accs = " ".join(f"{e['test_acc']:.3f}" for e in r["epochs"])
-            t = (
-                f"{r['time_to_target']:7.1f} s (epoch {r['epoch_hit']})"
-                if r["time_to_target"]
-                else f"not reached in {len(r['epochs'])} epochs"
-            )
-            print(f"{r['who']:<12}: {t}; test acc per epoch {accs}; {json.dumps(r['info'])}")
-        by = {r["who"]: r for r in results if r.get("time_to_target")}
-        if "cnnlab" in by:
-            for other in ("keras", "torch"):
-                if other in by:
-                    print(f"cnnlab / {other}: {by['cnnlab']['time_to_target'] / by[other]['time_to_target']:.2f}×")
-            if "cnnlab+busy" in by:
-                print(
-                    f"cnnlab busy / quiet: {by['cnnlab+busy']['time_to_target'] / by['cnnlab']['time_to_target']:.2f}×"
-                )
+        for seed in seeds:
+            for who in ("keras", "torch", "cnnlab"):
+                if who in skip:
+                    continue
+                py, sets = (kpy if who == "keras" else sys.executable), (args.set if who == "cnnlab" else ())
+                results.append(contest(py, who, net, args.max_epochs, seed, sets=sets))
+                if args.busy_core and who != "torch":
+                    results.append(contest(py, who, net, args.max_epochs, seed, busy=True, sets=sets))
+        print_rows(results)
+        print_verdict(results, net, len(seeds))
 
 
 if __name__ == "__main__":

@@ -78,11 +78,31 @@ def test_mlp_hidden_sizes_are_configurable():
     assert count_parameters(model)["total"] == 125_898
 
 
+def test_the_default_net_is_cnn_bn_with_its_own_recipe_length():
+    """Issue 26 (a faster default net, chosen by benchmarks/race.py): cnn-bn is the default model,
+    98,666 parameters at 28 px grey; the default recipe's cycle is set per net in steps: on
+    Fashion-MNIST's 54,000 training images at batch 128 (422 steps an epoch) cnn-bn trains 2
+    epochs, mlp 4 and a net without its own length (cnn) 3."""
+    from cnnlab.core.schema import ModelConfig
+    from cnnlab.train.build import resolve_recipe
+    from cnnlab.workflows.resolve import build_config
+
+    assert ModelConfig().name == "cnn-bn"
+    net = create_model("cnn-bn", num_classes=10, in_chans=1, input_size=28)
+    assert sum(p.numel() for p in net.parameters()) == 98_666
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 3
+    epochs = {name: resolve_recipe(build_config(None, {"model.name": name}), 54_000).train.epochs
+              for name in ("cnn-bn", "mlp", "cnn")}  # fmt: skip
+    assert epochs == {"cnn-bn": 2, "mlp": 4, "cnn": 3}
+    with pytest.raises(CnnlabError, match="8 px is too small|at least 8"):
+        create_model("cnn-bn", num_classes=10, input_size=4)
+
+
 def test_bad_model_requests_are_clear_errors():
     with pytest.raises(CnnlabError, match="unknown model 'nope'"):
         create_model("nope", num_classes=10)
     with pytest.raises(CnnlabError, match="does not take option"):
-        create_model("cnn", num_classes=10, filters=7)
+        create_model("cnn", num_classes=10, pool=7)
     with pytest.raises(CnnlabError, match="at least 4×4"):
         create_model("cnn", num_classes=10, input_size=2)
     with pytest.raises(CnnlabError, match="at least 2 classes"):

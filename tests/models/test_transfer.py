@@ -307,6 +307,7 @@ def _lite0(tmp_path, out, **extra):
             "model.name": "efficientnet-lite0",
             "data.input_size": 32,
             "train.batch_size": 8,
+            "train.threads": 2,  # bitwise-equal reruns under any load (auto follows other processes)
             "run.out": str(tmp_path / out),
             "run.report": False,
             **extra,

@@ -48,6 +48,9 @@ def test_every_layer_equals_pytorch_and_finite_differences(name):
         ("simplest", {}),
         ("cnn", {}),
         ("cnn", {"batch_norm": True, "dropout": 0.0}),
+        ("cnn", {"filters": [8, 16, 32]}),
+        ("cnn-bn", {}),  # the default net
+        ("cnn-bn", {"batch_norm": False, "filters": [16, 32], "kernels": [5, 3]}),
         ("cnn-small", {}),
         ("cnn-small", {"filters": [32]}),  # seed 001's Keras variants
         ("cnn-small", {"filters": [5, 3], "kernels": [5, 3], "pool": True}),
@@ -153,7 +156,7 @@ def test_scratch_runs_go_through_the_same_cli_run_folder_resume_and_compare(tmp_
 @pytest.mark.parametrize(
     "flags,match",
     [
-        (["--model", "resnet29"], "the scratch engine builds mlp, mlp-lego, mlp-fys, simplest, cnn, cnn-small"),
+        (["--model", "resnet29"], "the scratch engine builds mlp, mlp-lego, mlp-fys, simplest, cnn, cnn-bn, cnn-small"),
         (["--model", "mlp", "--activation", "prelu"], "activation 'prelu'"),
         (["--model", "mlp", "--schedule", "cosine"], "schedule 'cosine'"),
         (["--model", "mlp", "--mixup", "0.2"], "mixup"),

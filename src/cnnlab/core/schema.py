@@ -126,7 +126,7 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """Which registered model to build, and its options."""
 
-    name: str = Field("cnn", description="model name (see `cnnlab list models`), timm/<name> or tv/<name>")
+    name: str = Field("cnn-bn", description="model name (see `cnnlab list models`), timm/<name> or tv/<name>")
     hidden: list[int] | None = Field(None, description="hidden dense layer sizes")
     dropout: float | None = Field(
         None, ge=0.0, lt=1.0, description="dropout rate of the dense head (default: the model's)"

@@ -54,7 +54,11 @@ def _mlp_builder(default_hidden: Sequence[int], default_dropout: float):
     return build
 
 
-register_model("mlp", "dense net on flattened pixels, hidden 512-256 (set --hidden)")(_mlp_builder((512, 256), 0.2))
+# no dropout and a 1,700-step cycle: 88 % on Fashion-MNIST in 3-4 epochs on 3 seeds, where dropout 0.2
+# missed it on one seed in a 4-epoch cycle (benchmarks/race.py)
+register_model("mlp", "dense net on flattened pixels, hidden 512-256 (set --hidden)", recipe_steps=1700)(
+    _mlp_builder((512, 256), 0.0)
+)
 register_model("mlp-lego", "seed 000's Simple_NN: dense 512-400-200-50, ReLU")(_mlp_builder((512, 400, 200, 50), 0.0))
 register_model("mlp-fys", "seed 001's DNN: dense 128-128-64 (125,898 parameters on MNIST)")(
     _mlp_builder((128, 128, 64), 0.0)

@@ -31,6 +31,8 @@ class ModelSpec:
         pretrained: where pretrained weights come from, or None.
         mean, std: the normalisation its pretrained weights expect (None: use the data's).
         interpolation: resize filter its pretrained weights expect.
+        recipe_steps: optimizer steps of cnnlab's default recipe for it trained from scratch (one
+            cycle; None: the recipe's general length), measured per net (benchmarks/race.py).
     """
 
     name: str
@@ -44,6 +46,7 @@ class ModelSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     interpolation: str = "bilinear"
+    recipe_steps: int | None = None
 
     def options(self) -> list[str]:
         """Keyword options the builder accepts beyond the three common ones."""

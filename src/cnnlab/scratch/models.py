@@ -206,29 +206,24 @@ def _mlp(hidden: Sequence[int], dropout: float) -> Callable[..., Sequential]:
     return build
 
 
-def _cnn(
-    num_classes: int,
-    in_chans: int,
-    input_size: int,
-    hidden: Sequence[int] = (128,),
-    dropout: float = 0.3,
-    activation: str = "relu",
-    init: str = "default",
-    batch_norm: bool = False,
-    **kw: Any,
-) -> Sequential:
-    return convnet(
-        num_classes,
-        in_chans,
-        input_size,
-        [(((32, 3),), True), (((64, 3),), True)],
-        hidden,
-        dropout,
-        activation,
-        batch_norm,
-        init,
-        **kw,
-    )
+def _cnn(default_filters: Sequence[int], default_bn: bool) -> Callable[..., Sequential]:
+    def build(
+        num_classes: int,
+        in_chans: int,
+        input_size: int,
+        hidden: Sequence[int] = (128,),
+        dropout: float = 0.3,
+        activation: str = "relu",
+        init: str = "default",
+        batch_norm: bool = default_bn,
+        filters: Sequence[int] = default_filters,
+        kernels: Sequence[int] | None = None,
+        **kw: Any,
+    ) -> Sequential:
+        stages = [(((f, k),), True) for f, k in zip(filters, kernels or [3] * len(filters))]  # checked by the twin
+        return convnet(num_classes, in_chans, input_size, stages, hidden, dropout, activation, batch_norm, init, **kw)
+
+    return build
 
 
 def _cnn_small(
@@ -251,15 +246,20 @@ def _cnn_small(
 
 # the registry's models this engine builds, with the same defaults (hidden sizes, dropout)
 MODELS: dict[str, Callable[..., Sequential]] = {
-    "mlp": _mlp((512, 256), 0.2),
+    "mlp": _mlp((512, 256), 0.0),
     "mlp-lego": _mlp((512, 400, 200, 50), 0.0),
     "mlp-fys": _mlp((128, 128, 64), 0.0),
     "simplest": _mlp((1,), 0.0),
-    "cnn": _cnn,
+    "cnn": _cnn((32, 64), False),
+    "cnn-bn": _cnn((16, 32, 64), True),
     "cnn-small": _cnn_small,
 }
 OPTIONS = {"hidden", "dropout", "activation", "init", "batch_norm"}
-CONV_OPTIONS = {"cnn-small": {"filters", "kernels", "pool"}}  # model options a scratch twin takes
+CONV_OPTIONS = {  # model options a scratch twin takes
+    "cnn": {"filters", "kernels"},
+    "cnn-bn": {"filters", "kernels"},
+    "cnn-small": {"filters", "kernels", "pool"},
+}
 
 
 def build(

@@ -3,9 +3,10 @@
 PyTorch's intra-op threads meet at a barrier after every operation, so when another process keeps
 one of two cores busy, two threads wait on each other and a step takes several times longer
 (measured here: 2–9×); one thread on the free core does not. With ``train.threads: auto`` the
-trainer looks every few seconds at how much CPU the *other* processes used (/proc/stat minus this
-process's own time) and trains on the cores they leave free. A fixed ``train.threads: N`` keeps N:
-thread counts change float summation order, so bitwise-equal reruns under any load need a fixed N.
+trainer looks after ¾ s of training and then every few seconds at how much CPU the *other*
+processes used (/proc/stat minus this process's own time) and trains on the cores they leave free.
+A fixed ``train.threads: N`` keeps N: thread counts change float summation order, so bitwise-equal
+reruns under any load need a fixed N.
 """
 
 from __future__ import annotations
@@ -68,13 +69,16 @@ def usable_cores() -> int:
 
 
 class ThreadPolicy(Callback):
-    """Sets ``torch.set_num_threads`` at the start and, with ``auto``, whenever other processes'
-    CPU use has changed the number of free cores for two windows of ``interval`` seconds in a row."""
+    """Sets ``torch.set_num_threads`` at the start and, with ``auto``, after the first ``first``
+    seconds of training (one window: until then a busy core can make each step several times
+    slower) and then whenever other processes' CPU use has changed the number of free cores for two
+    windows of ``interval`` seconds in a row (not a passing spike)."""
 
     order = 0  # before anything else of the epoch
 
-    def __init__(self, setting: str | int, interval: float = 3.0):
-        self.setting, self.interval = setting, interval
+    def __init__(self, setting: str | int, interval: float = 3.0, first: float = 0.75):
+        self.setting, self.interval, self.first = setting, interval, first
+        self._decided = False
         self.initial = torch.get_num_threads()
         self.most = max(1, min(usable_cores(), self.initial))
         self._mark: tuple[float, float, float] | None = None
@@ -100,7 +104,7 @@ class ThreadPolicy(Callback):
         return max(1, min(self.most, int(free + 0.25)))
 
     def on_batch_end(self, loop: LoopState, step: int, logs: dict[str, float]) -> None:
-        if self._mark is None or time.monotonic() - self._mark[0] < self.interval:
+        if self._mark is None or time.monotonic() - self._mark[0] < (self.interval if self._decided else self.first):
             return
         now = self._sample()
         if now is None:
@@ -110,9 +114,10 @@ class ThreadPolicy(Callback):
         others = max(0.0, (now[1] - self._mark[1]) - (now[2] - self._mark[2])) / wall
         self._mark = now
         want = self.wanted(others)
+        first, self._decided = not self._decided, True
         if want == torch.get_num_threads():
             self._pending = None
-        elif self._pending == want:  # the same for two windows: not a passing spike
+        elif first or self._pending == want:  # the first look, or the same for two windows
             log.info(
                 "other processes keep %.1f cores busy: training on %d thread%s", others, want, "" if want == 1 else "s"
             )

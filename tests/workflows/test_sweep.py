@@ -243,6 +243,22 @@ def test_successive_halving_prunes_below_one_epoch_with_validations_within_epoch
     assert [x for x, _ in s["trials"][0]["curve"]][:3] == [0.3333, 0.6667, 1.0]
 
 
+def test_the_pruners_count_rungs_in_validations_and_take_the_specs_settings():
+    """halving/hyperband rungs are validations: with base train.evals_per_epoch 3 and 10 epochs the
+    top rung is 30 and warmup_epochs 1 puts the first at 3; the reduction factor passes through."""
+    from cnnlab.workflows.sweep.spec import pruner_for
+
+    def spec(pruner):
+        tree = {"base": {"data": {"source": "digits"}, "train": {"epochs": 10, "evals_per_epoch": 3}},
+                "space": {"optim.lr": [0.01, 0.1]}, "trials": 4, "pruner": pruner}  # fmt: skip
+        return check_spec(tree, "spec.yaml")
+
+    hb = pruner_for(spec({"type": "hyperband", "warmup_epochs": 1, "reduction_factor": 4}))
+    assert (hb._min_resource, hb._max_resource, hb._reduction_factor) == (3, 30, 4)
+    sh = pruner_for(spec({"type": "halving", "warmup_epochs": 0}))
+    assert (sh._min_resource, sh._reduction_factor) == (1, 3)
+
+
 def test_start_points_are_tried_first_and_once(tmp_path):
     """A spec's ``start`` (here the default recipe, as cnnlab study uses it) is trial 0, before the
     sampler proposes anything; a list value goes through Optuna's JSON encoding and back."""

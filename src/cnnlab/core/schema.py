@@ -189,7 +189,7 @@ class TrainConfig(_Section):
         ge=1,
         le=MAX_EPOCHS,
         description="epochs (the default recipe of a net trained from "
-        "scratch plans ~1,200 steps, 3-30 epochs); with --resume: the new total",
+        "scratch plans ~1,200 steps or the net's own length, 2-30 epochs); with --resume: the new total",
     )
     batch_size: int = Field(128, ge=1, le=65_536, description="images per batch")
     seed: int = Field(
@@ -221,7 +221,7 @@ class TrainConfig(_Section):
         "constant",
         description="learning-rate schedule; left unset for a net trained from scratch by the "
         "torch engine, cnnlab's recipe applies: onecycle peaking at 3e-3 (unless optim.lr is set) over ~1,200 "
-        "steps (unless train.epochs is set)",
+        "steps or the net's measured length (unless train.epochs is set)",
     )
     warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs (cosine)")
     step_size: int = Field(10, ge=1, description="epochs between LR drops (step)")

@@ -302,3 +302,13 @@ def test_a_scratch_checkpoint_holding_pickled_objects_is_refused(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(CnnlabError, match="cannot be read"):
         load_weights_file(tmp_path / "junk.npz", "checkpoint")
+
+
+def test_the_default_nets_conv_options_are_checked_with_its_own_defaults(tmp_path, capsys):
+    """cnn-bn's filters without kernels means 3×3 throughout (as the registry's twin reads it), and
+    its pooling after every conv bounds the count by the image size, in the NumPy engine too."""
+    base = ["train", "--engine", "scratch", "--data", "digits", "--model", "cnn-bn", "--epochs", "1", "-q"]
+    assert main([*base, "--model-option", "filters=[8,16]", "--out", str(tmp_path / "ok")]) == 0
+    assert main([*base, "--model-option", "filters=[8,16,32,64]", "--out", str(tmp_path / "no")]) == 2
+    assert "4 convs each halve the image: 8 px is too small" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()

@@ -77,48 +77,40 @@ class ConvNet(nn.Module):
         return self.head(self.neck(self.features(x)))
 
 
-@register_model("cnn", "Conv32-pool-Conv64-pool-Dense128-dropout (the default until cnn-bn)", min_input_size=4)
-def cnn(
-    num_classes: int,
-    in_chans: int,
-    input_size: int,
-    hidden: Sequence[int] = (128,),
-    dropout: float = 0.3,
-    activation: str = "relu",
-    init: str = "default",
-    batch_norm: bool = False,
-    filters: Sequence[int] = (32, 64),
-    kernels: Sequence[int] | None = None,
-) -> nn.Module:
-    """``filters``/``kernels`` (model.options): one conv (+ 2×2 max-pool) per entry, 3×3 unless given."""
-    stages = [Stage(((f, k),)) for f, k in conv_list(filters, kernels, input_size, True)]
-    return init_weights(
-        ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation, batch_norm), init
-    )
+def _cnn(default_filters: Sequence[int], default_bn: bool):
+    def build(
+        num_classes: int,
+        in_chans: int,
+        input_size: int,
+        hidden: Sequence[int] = (128,),
+        dropout: float = 0.3,
+        activation: str = "relu",
+        init: str = "default",
+        batch_norm: bool = default_bn,
+        filters: Sequence[int] = default_filters,
+        kernels: Sequence[int] | None = None,
+    ) -> nn.Module:
+        """``filters``/``kernels`` (model.options): one conv (+ 2×2 max-pool) per entry, 3×3 unless given."""
+        stages = [Stage(((f, k),)) for f, k in conv_list(filters, kernels, input_size, True)]
+        return init_weights(
+            ConvNet(num_classes, in_chans, input_size, stages, hidden, dropout, activation, batch_norm), init
+        )
+
+    return build
 
 
-@register_model(
+register_model("cnn", "Conv32-pool-Conv64-pool-Dense128-dropout (the default until cnn-bn)", min_input_size=4)(
+    _cnn((32, 64), False)
+)
+# cnnlab's default net for small images, chosen by time to 90 % on Fashion-MNIST (benchmarks/race.py,
+# 3 seeds): BatchNorm lets the one-cycle recipe reach it in 2 epochs (850 steps); three narrower
+# stages cost ~2.0 M multiply-adds an image at 28 px, cnn's 32-64 ~4.2 M
+register_model(
     "cnn-bn",
     "Conv16-Conv32-Conv64, each BN + pool, Dense128-dropout (the default; half cnn's multiply-adds)",
     min_input_size=8,
     recipe_steps=850,
-)
-def cnn_bn(
-    num_classes: int,
-    in_chans: int,
-    input_size: int,
-    hidden: Sequence[int] = (128,),
-    dropout: float = 0.3,
-    activation: str = "relu",
-    init: str = "default",
-    batch_norm: bool = True,
-    filters: Sequence[int] = (16, 32, 64),
-    kernels: Sequence[int] | None = None,
-) -> nn.Module:
-    """cnnlab's default net for small images, chosen by time to 90 % on Fashion-MNIST
-    (benchmarks/race.py, 3 seeds): BatchNorm lets the one-cycle recipe reach it in 2 epochs (850
-    steps); three narrower stages cost ~2.0 M multiply-adds an image at 28 px, cnn's 32-64 ~4.2 M."""
-    return cnn(num_classes, in_chans, input_size, hidden, dropout, activation, init, batch_norm, filters, kernels)
+)(_cnn((16, 32, 64), True))
 
 
 MAX_FILTERS, MAX_KERNEL = 4096, 31  # per conv of `triple`/`cnn-small`: beyond these a typo, not a model

@@ -5,6 +5,7 @@ shapes, so `evaluate`, `predict`, `report` and `compare` read a scratch run like
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from cnnlab.data.loaders import split_loader
 from cnnlab.data.pipeline import PreparedData
 from cnnlab.data.transforms import build_transform
 from cnnlab.evaluate.metrics import compute_metrics
+from cnnlab.models.factory import get_spec
 from cnnlab.models.simple_cnn import conv_list
 from cnnlab.scratch import layers as L
 from cnnlab.scratch import models as SM
@@ -93,8 +95,10 @@ class ScratchEngine:
             }.items()
             if v is not None
         }
-        if m.options:  # checked exactly as the registry's twin checks them
-            conv_list(opts.get("filters", (3,)), opts.get("kernels", (3,)), data.input_size, bool(opts.get("pool")))
+        if {"filters", "kernels", "pool"} & set(m.options):  # checked as the registry's twin checks them
+            twin = {k: p.default for k, p in inspect.signature(get_spec(m.name).builder).parameters.items()}
+            filters, kernels = opts.get("filters", twin.get("filters")), opts.get("kernels", twin.get("kernels"))
+            conv_list(filters, kernels, data.input_size, bool(opts.get("pool", twin.get("pool", True))))
         self.model = SM.build(m.name, len(data.classes), data.channels, data.input_size, opts, seed=cfg.train.seed)
         self.loop = LoopState()
         self.progress = False

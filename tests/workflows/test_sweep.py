@@ -257,6 +257,9 @@ def test_the_pruners_count_rungs_in_validations_and_take_the_specs_settings():
     assert (hb._min_resource, hb._max_resource, hb._reduction_factor) == (3, 30, 4)
     sh = pruner_for(spec({"type": "halving", "warmup_epochs": 0}))
     assert (sh._min_resource, sh._reduction_factor) == (1, 3)
+    quoted = check_spec({"base": {"data": {"source": "digits"}, "train": {"epochs": 10, "evals_per_epoch": "3"}},
+                         "space": {"optim.lr": [0.01, 0.1]}, "trials": 4, "pruner": "hyperband"}, "s.yaml")  # fmt: skip
+    assert pruner_for(quoted)._max_resource == 30  # the value as the trials read it, not the raw YAML
 
 
 def test_start_points_are_tried_first_and_once(tmp_path):

@@ -5,7 +5,6 @@ shapes, so `evaluate`, `predict`, `report` and `compare` read a scratch run like
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -22,8 +21,6 @@ from cnnlab.data.loaders import split_loader
 from cnnlab.data.pipeline import PreparedData
 from cnnlab.data.transforms import build_transform
 from cnnlab.evaluate.metrics import compute_metrics
-from cnnlab.models.factory import get_spec
-from cnnlab.models.simple_cnn import conv_list
 from cnnlab.scratch import layers as L
 from cnnlab.scratch import models as SM
 from cnnlab.scratch import optim as SO
@@ -95,10 +92,7 @@ class ScratchEngine:
             }.items()
             if v is not None
         }
-        if {"filters", "kernels", "pool"} & set(m.options):  # checked as the registry's twin checks them
-            twin = {k: p.default for k, p in inspect.signature(get_spec(m.name).builder).parameters.items()}
-            filters, kernels = opts.get("filters", twin.get("filters")), opts.get("kernels", twin.get("kernels"))
-            conv_list(filters, kernels, data.input_size, bool(opts.get("pool", twin.get("pool", True))))
+        # the options were checked when the run was resolved (check_model_fits builds the registry's twin)
         self.model = SM.build(m.name, len(data.classes), data.channels, data.input_size, opts, seed=cfg.train.seed)
         self.loop = LoopState()
         self.progress = False

@@ -405,8 +405,7 @@ def _lazy_grid_class() -> Any:
 
 def periods_per_epoch(spec: SweepSpec) -> int:
     """Validations per epoch of every trial (base ``train.evals_per_epoch``): the pruners' unit."""
-    k = (spec.base.get("train") or {}).get("evals_per_epoch", 1)
-    return k if isinstance(k, int) and k >= 1 else 1
+    return trial_config(spec, {}).train.evals_per_epoch  # as validated (a YAML "3" is 3), not the raw base
 
 
 def pruner_for(spec: SweepSpec) -> Any:
@@ -424,8 +423,9 @@ def pruner_for(spec: SweepSpec) -> Any:
     if p.type == "hyperband":
         # the top rung is the base's epoch count (Optuna's "auto" waits for a finished trial, so
         # parallel workers would train their first trials to the end unpruned)
-        epochs = spec.base.get("train", {}).get("epochs") if "train.epochs" not in spec.space else None
-        top = int(epochs) * k if isinstance(epochs, int) and epochs * k > first else "auto"
+        given = "epochs" in (spec.base.get("train") or {}) and "train.epochs" not in spec.space
+        epochs = trial_config(spec, {}).train.epochs if given else None  # as validated, like k
+        top = epochs * k if epochs is not None and epochs * k > first else "auto"
         return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=top, reduction_factor=p.reduction_factor)
     return optuna.pruners.NopPruner()
 

@@ -369,3 +369,30 @@ def test_the_report_draws_a_run_trained_by_steps_against_the_step(tmp_path, monk
     drawn.clear()
     plots.plot_curves([{k: v for k, v in h.items() if k != "step"} for h in history], tmp_path / "e.png")
     assert drawn["fig"].axes[0].get_xlabel() == "epoch"
+
+
+def test_a_run_scored_on_validation_reuses_its_last_validation_and_agrees_with_a_second_pass(tmp_path, caplog):
+    """A sweep trial (test split held out) is scored on the validation split: when its best
+    checkpoint is its last validation, the loop's logits stand in for a second pass over the
+    split, and they give the figures that pass gives."""
+    import logging
+
+    import numpy as np
+
+    from cnnlab.runs.data import load_run_data
+    from cnnlab.workflows.evaluation import evaluate_checkpoint
+    from cnnlab.workflows.training import train
+
+    cfg = digits_cfg(tmp_path / "run", **{"train.epochs": 2, "model.name": "mlp", "optim.lr": 0.003})
+    with caplog.at_level(logging.INFO, logger="cnnlab"):
+        res = train(cfg, progress=False, hold_out_test=True)
+    assert res.metrics["split"] == "val" and res.best_epoch == 2  # improving: the best is the last
+    assert "as scored by its validation" in caplog.text
+    run = RunFolder(res.run)
+    data = load_run_data(run, run.read_config(), False)
+    again = evaluate_checkpoint(run, data, torch.device("cpu"), 32, split="val")  # a fresh pass
+    for k in ("accuracy", "macro_f1", "log_loss"):
+        assert np.isclose(res.metrics[k], again[k], atol=1e-6), k
+    best = next(h for h in res.history if h["epoch"] == res.best_epoch)
+    assert res.metrics["accuracy"] == pytest.approx(best["val_acc"], abs=1e-9)
+    assert np.load(run.path / "predictions.npz")["probs"].shape == (len(data.splits["val"]), 10)

@@ -382,6 +382,12 @@ class TorchEngine:
     history = property(lambda self: self.trainer.loop.history if self.trainer else [])
     stop_reason = property(lambda self: self.trainer.loop.stop_reason if self.trainer else "")
 
+    def validation_logits(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The logits and labels of the validation split as scored after ``epoch``, when that was
+        the last validation of this process (the best checkpoint is usually the last one)."""
+        last = self.trainer.last_val if self.trainer is not None else None
+        return (last[1], last[2]) if last is not None and last[0] == epoch else None
+
     def state_dict(self) -> dict[str, Any]:
         assert self.trainer is not None
         return self.trainer.state_dict()

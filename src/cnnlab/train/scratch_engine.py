@@ -190,6 +190,9 @@ class ScratchEngine:
     def weights(self) -> dict[str, Any]:
         return {k: v.copy() for k, v in self.model.state_dict().items()}
 
+    def validation_logits(self, epoch: int) -> None:
+        return None  # the final scoring runs its own pass (the NumPy engine keeps no logits)
+
     def state_dict(self) -> dict[str, Any]:
         dropout_rngs = [layer.rng.bit_generator.state for layer in self.model.layers if isinstance(layer, L.Dropout)]
         return {

@@ -111,6 +111,9 @@ class Trainer:
         self.ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
         # optional: extra validation metrics from (logits, labels), merged into the epoch logs
         self.val_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None
+        # the last validation's (epoch, logits, labels) in one process: the run's final scoring of
+        # that epoch's checkpoint on the validation split reuses them instead of a second pass
+        self.last_val: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ steps
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,8 +177,14 @@ class Trainer:
 
     def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """Mean loss and accuracy over ``batches``."""
+        return self.figures(*self.logits(batches))
+
+    def logits(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         with self.autocast():
-            logits, y = predict_logits(self.model, batches, self.forward)
+            return predict_logits(self.model, batches, self.forward)
+
+    def figures(self, logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Loss, accuracy and the extra validation metrics of ``logits`` against ``y``."""
         if len(y) == 0:
             return {}
         out = {"loss": float(self.task.loss(logits, y)), "acc": self.task.correct(logits, y) / len(y)}
@@ -227,6 +236,9 @@ class Trainer:
         set_rng_state(state["rng"])
 
 
+KEEP_VAL_LOGITS = 25_000_000  # floats (100 MB): an ImageNet-sized validation split's logits are kept
+
+
 class TorchSteps:
     """The epoch loop's steps (``train.loop.Steps``) for a :class:`Trainer`."""
 
@@ -251,7 +263,13 @@ class TorchSteps:
         return loss, correct, len(y)
 
     def validate(self) -> dict[str, float]:
-        return self.trainer.evaluate(self.val) if self.val is not None else {}
+        if self.val is None:
+            return {}
+        t = self.trainer
+        logits, y = t.logits(self.val)
+        small = logits.numel() <= KEEP_VAL_LOGITS
+        t.last_val = (t.loop.epoch + 1, logits, y) if small and not distributed.active() else None
+        return t.figures(logits, y)
 
     def lr(self) -> float:
         return float(self.trainer.optimizer.param_groups[0]["lr"])

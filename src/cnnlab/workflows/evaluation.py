@@ -17,7 +17,7 @@ from cnnlab.evaluate.plots import plot_feature_maps, plot_image_grid
 from cnnlab.evaluate.retrieval import retrieval_scores
 from cnnlab.inference.explain import explain_image, feature_maps, first_layer_filters, grad_cam, last_conv, overlay
 from cnnlab.inference.predictor import Predictor
-from cnnlab.models.ops import predict_logits, resolve_device
+from cnnlab.models.ops import predict_logits, probabilities, resolve_device
 from cnnlab.models.transfer import without_output_layer
 from cnnlab.reports.run import (
     write_comparison,
@@ -98,10 +98,13 @@ def evaluate_checkpoint(
     save: bool = False,
     predictor: Predictor | None = None,
     progress: bool = False,
+    val_logits: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Metrics of the best checkpoint on ``split`` (test, falling back to val); multi-label runs
     also get the figures at per-class thresholds tuned on validation. ``save`` keeps the
-    predictions in predictions.npz for the report."""
+    predictions in predictions.npz for the report. ``val_logits``: the validation split's
+    logits and labels as the training loop scored them with the best checkpoint's weights (its
+    last validation), used instead of a second pass when their labels are the split's."""
     predictor = predictor or Predictor.from_run(run, device, warn=False)
     if not len(data.splits.get(split, [])):
         if split == "test" and len(data.splits["val"]):
@@ -111,6 +114,10 @@ def evaluate_checkpoint(
             raise CnnlabError(f"the {split!r} split of {data.source!r} is empty")
 
     def probs_of(part: str) -> tuple[np.ndarray, np.ndarray]:
+        held = val_logits is not None and np.array_equal(val_logits[1].numpy(), data.labels[data.splits[part]].numpy())
+        if part == "val" and val_logits is not None and held:
+            log.info("the best checkpoint (epoch %s) on the val split: as scored by its validation", predictor.epoch)
+            return probabilities(val_logits[0], data.multilabel).numpy(), val_logits[1].numpy()
         log.info(
             "evaluating the best checkpoint (epoch %s) on the %s split: %d images",
             predictor.epoch,

@@ -426,7 +426,14 @@ def finish_run(o: OpenRun, progress: bool) -> TrainResult:
     started = time.perf_counter()
     predictor = Predictor.from_run(run, o.device, warn=False)  # the best checkpoint, loaded once for both
     metrics = evaluate_checkpoint(
-        run, o.data, o.device, cfg.train.batch_size, save=True, predictor=predictor, progress=progress
+        run,
+        o.data,
+        o.device,
+        cfg.train.batch_size,
+        save=True,
+        predictor=predictor,
+        progress=progress,
+        val_logits=engine.validation_logits(predictor.epoch) if predictor.epoch is not None else None,
     )
     best = next((h for h in engine.history if h["epoch"] == metrics["best_epoch"]), {})
     monitor = cfg.train.monitor if len(o.data.splits["val"]) else "train_loss"

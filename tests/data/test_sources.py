@@ -14,7 +14,7 @@ from cnnlab.data.pipeline import prepare_data
 from cnnlab.models import get_spec
 from cnnlab.workflows.resolve import build_config
 from tests import fixtures
-from tests.conftest import make_folder_dataset
+from tests.conftest import make_folder_dataset, write_idx
 
 
 def _folder(tmp):
@@ -145,3 +145,25 @@ def test_csv_image_root_option(tmp_path):
     moved.write_text(csv_path.read_text())
     fl = read_label_csv(moved, image_root=tmp_path / "d")
     assert len(fl.files) == 40
+
+
+def test_two_readers_of_one_gzipped_idx_file_on_a_cold_cache_both_get_it(tmp_path, monkeypatch):
+    """Sweep workers start together on a cold cache: a second reader that arrives while the first
+    is still decompressing must neither truncate nor rename the first one's copy."""
+    from cnnlab.data import sources
+
+    folder = write_idx(tmp_path / "idx", n_train=300)
+    gz = folder / "train-images-idx3-ubyte.gz"
+    copy, second = sources.shutil.copyfileobj, []
+
+    def copy_with_a_second_reader(fin, fout, *a, **k):
+        fout.write(fin.read(1000))  # the first reader is part-way through ...
+        if not second:
+            second.append(None)
+            second[0] = sources._read_idx(gz)  # ... when a second one reads the same file
+        copy(fin, fout, *a, **k)
+
+    monkeypatch.setattr(sources.shutil, "copyfileobj", copy_with_a_second_reader)
+    first = sources._read_idx(gz)
+    assert first.shape == second[0].shape == (300, 28, 28) and (first == second[0]).all()
+    assert not [p.name for p in (sources.cache_dir() / "idx").iterdir() if p.name.endswith(".tmp")]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import pickle
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,14 +128,20 @@ def _read_idx(path: Path) -> np.ndarray:
         plain = cache_dir() / "idx" / f"{path.stem}-{st.st_size}-{st.st_mtime_ns}"
         if not plain.is_file():
             plain.parent.mkdir(parents=True, exist_ok=True)
-            tmp = plain.with_suffix(".tmp")
+            # a temp file of its own: two sweep workers on a cold cache decompress the same file at
+            # once, and a shared name let one truncate and rename the other's half-written copy
+            fd, name = tempfile.mkstemp(prefix=f".{plain.name}.", suffix=".tmp", dir=plain.parent)
+            tmp = Path(name)
             try:
-                with gzip.open(path, "rb") as fin, open(tmp, "wb") as fout:
+                with os.fdopen(fd, "wb") as fout, gzip.open(path, "rb") as fin:
                     shutil.copyfileobj(fin, fout)
             except (OSError, EOFError) as e:
                 tmp.unlink(missing_ok=True)
                 raise CnnlabError(f"{path}: not a readable gzip file ({e}); download it again") from None
-            tmp.replace(plain)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            tmp.replace(plain)  # the same bytes whoever renames last
         source, path = path, plain
     else:
         source = path

@@ -18,10 +18,10 @@ from cnnlab.train.callbacks import (
     MonitorCallback,
     Progress,
     StepLog,
+    TimeBudget,
 )
 from cnnlab.train.state import LoopState, StopTraining
 from cnnlab.train.threads import ThreadPolicy
-from cnnlab.workflows.study.run import BudgetGuard
 from cnnlab.workflows.sweep.runner import Pruning
 
 
@@ -182,10 +182,10 @@ def test_thread_policy_fixes_the_threads_for_the_fit_and_restores_them():
 
 def test_budget_guard_stops_before_an_epoch_that_would_pass_the_deadline():
     loop = LoopState(epoch=0, epochs=10)
-    guard = BudgetGuard(deadline=time.time() + 3600)
+    guard = TimeBudget(deadline=time.time() + 3600)
     guard.on_train_begin(loop)
     guard.on_epoch_end(loop, 1, {})  # plenty of time: nothing
-    late = BudgetGuard(deadline=time.time() - 1)
+    late = TimeBudget(deadline=time.time() - 1)
     late.on_train_begin(LoopState(epoch=4, epochs=10))  # a resumed fit counts from its own start
     with pytest.raises(StopTraining, match="time budget"):
         late.on_epoch_end(LoopState(epochs=10), 5, {})

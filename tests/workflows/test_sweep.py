@@ -255,11 +255,46 @@ def test_the_pruners_count_rungs_in_validations_and_take_the_specs_settings():
 
     hb = pruner_for(spec({"type": "hyperband", "warmup_epochs": 1, "reduction_factor": 4}))
     assert (hb._min_resource, hb._max_resource, hb._reduction_factor) == (3, 30, 4)
-    sh = pruner_for(spec({"type": "halving", "warmup_epochs": 0}))
+    sh = pruner_for(spec({"type": "halving", "warmup_epochs": 0})).halving
     assert (sh._min_resource, sh._reduction_factor) == (1, 3)
+    assert type(pruner_for(spec({"type": "halving", "recheck": False}))).__name__ == "SuccessiveHalvingPruner"
     quoted = check_spec({"base": {"data": {"source": "digits"}, "train": {"epochs": 10, "evals_per_epoch": "3"}},
                          "space": {"optim.lr": [0.01, 0.1]}, "trials": 4, "pruner": "hyperband"}, "s.yaml")  # fmt: skip
     assert pruner_for(quoted)._max_resource == 30  # the value as the trials read it, not the raw YAML
+
+
+def test_a_promotion_made_with_no_one_to_beat_is_undone_when_better_trials_reach_its_rung():
+    """Trial A reaches the first rung alone and is promoted (asynchronous halving); B, C and D then
+    report better values there. Plain halving lets A train on to its next rung; rechecked halving
+    prunes A at its next report, since A is no longer in the top third of the rung it passed, and
+    leaves B, the best there, alone."""
+    import optuna
+
+    from cnnlab.workflows.sweep.spec import RecheckedHalving
+
+    def run(pruner):
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        a = study.ask()
+        a.report(0.5, 1)
+        assert not a.should_prune()  # alone at rung 0 (step 1): promoted
+        b = study.ask()
+        b.report(0.9, 1)
+        assert not b.should_prune()
+        for v in (0.8, 0.7):
+            t = study.ask()
+            t.report(v, 1)
+            assert t.should_prune()  # not the top third of rung 0
+            study.tell(t, state=optuna.trial.TrialState.PRUNED)
+        a.report(0.55, 2)
+        b.report(0.91, 2)
+        return a.should_prune(), b.should_prune()
+
+    halving = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    assert run(halving) == (False, False)
+    assert run(RecheckedHalving(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3), 3)) == (
+        True,
+        False,
+    )
 
 
 def test_start_points_are_tried_first_and_once(tmp_path):

@@ -33,6 +33,7 @@ METAVARS = {
     "data.label_sep": "C", "data.augment": "PRESET", "model.name": "NAME", "model.weights": "FILE",
     "optim.name": "NAME", "train.engine": "NAME", "train.device": "DEV", "train.monitor": "METRIC", "run.out": "DIR",
 }  # fmt: skip
+DURATIONS = {"train.time"}  # seconds in the config; 90s, 20m or 1.5h on the command line (the schema parses them)
 SECTIONS = {"data": "data", "model": "model and transfer learning", "optim": "optimisation", "train": "training",
             "run": "run folder"}  # fmt: skip
 DEST = "cfg__"  # argparse dest of a config flag: cfg__<section>__<field>
@@ -121,7 +122,7 @@ def add_config_flags(
             key = f"{section}.{name}"
             if key in skip or (keep is not None and key not in keep):
                 continue
-            kwargs = _argparse_kwargs(info.annotation)
+            kwargs = {"metavar": "DURATION"} if key in DURATIONS else _argparse_kwargs(info.annotation)
             if key in METAVARS:
                 kwargs["metavar"] = METAVARS[key]
             group.add_argument(flag_of(key), dest=f"{DEST}{section}__{name}", default=None, help=_help(key), **kwargs)

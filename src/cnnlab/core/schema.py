@@ -5,6 +5,7 @@ against the registries and the disk."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -180,6 +181,22 @@ class OptimConfig(_Section):
 MAX_EPOCHS = 100_000
 
 
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or '90s' / '20m' / '1.5h'."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or e.g. 20m")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value))
+        if not m:
+            raise ValueError(f"{value!r} is not a duration (e.g. 90s, 20m, 1.5h)")
+        seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    if not 0 < seconds < 10 * 365 * 86400:
+        raise ValueError(f"{value!r} is not a positive duration")
+    return seconds
+
+
 class TrainConfig(_Section):
     """The training loop."""
 
@@ -273,6 +290,35 @@ class TrainConfig(_Section):
         "(fine-tuning) or absent",
     )
 
+    accumulate: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="gradient accumulation: N batches of train.batch_size per optimizer step (the step of "
+        "one N-times larger batch; BatchNorm normalises each pass); epochs and the recipe count those steps",
+    )
+    clip_grad: float | None = Field(
+        None, gt=0, description="clip the gradients' global L2 norm to this before each optimizer step"
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="single-label training targets (1 - e) one-hot + e / K (timm, Keras); validation "
+        "loss stays plain cross-entropy",
+    )
+    time: float | None = Field(
+        None,
+        gt=0,
+        description="wall-clock budget for training in seconds (--time 20m): stops at the last epoch (or "
+        "validation period) end that fits, keeps the best checkpoint, and evaluates as usual",
+    )
+
+    @property
+    def step_batch(self) -> int:
+        """Images per optimizer step: the batch times ``accumulate``."""
+        return self.batch_size * self.accumulate
+
     @model_validator(mode="after")
     def _steps_as_periods(self) -> TrainConfig:
         """``steps`` of training become ``steps / eval_every`` periods: the loop's epochs."""
@@ -302,6 +348,19 @@ class TrainConfig(_Section):
         if v in ("train_loss", "train_acc") or (v.startswith("val_") and v.removeprefix("val_") in MONITORABLE):
             return v
         raise ValueError(f"choose val_<metric> with metric one of {', '.join(MONITORABLE)}, or train_loss/train_acc")
+
+    @model_validator(mode="after")
+    def _accumulate_or_micro_batch(self) -> TrainConfig:
+        if self.accumulate > 1 and self.micro_batch is not None:
+            raise ValueError(
+                "give train.accumulate (N batches a step) or train.micro_batch (a batch in slices), not both"
+            )
+        return self
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return None if v is None else parse_duration(v)
 
     @field_validator("threads", mode="before")
     @classmethod

@@ -119,7 +119,7 @@ def resolve_recipe(cfg: Config, n_train: int, engine_schedules: bool = True) -> 
         return cfg
     epochs = tc.epochs
     if "epochs" not in tc.model_fields_set:
-        steps = max(1, -(-n_train // tc.batch_size))
+        steps = max(1, -(-n_train // tc.step_batch))
         cycle = get_spec(cfg.model.name).recipe_steps or DEFAULT_STEPS
         epochs = min(max(round(cycle / steps), DEFAULT_EPOCHS[0]), DEFAULT_EPOCHS[1])
     lr = cfg.optim.lr if "lr" in cfg.optim.model_fields_set else DEFAULT_PEAK_LR
@@ -127,7 +127,7 @@ def resolve_recipe(cfg: Config, n_train: int, engine_schedules: bool = True) -> 
         "default recipe: one-cycle over %d epochs (%d steps) peaking at LR %g; --schedule, --epochs and "
         "--lr choose your own",
         epochs,
-        epochs * max(1, -(-n_train // tc.batch_size)),
+        epochs * max(1, -(-n_train // tc.step_batch)),
         lr,
     )
     return cfg.model_copy(
@@ -147,7 +147,7 @@ def resolve_periods(cfg: Config, n_train: int) -> Config:
     tc = cfg.train
     if tc.evals_per_epoch == 1 or tc.steps is not None:
         return cfg
-    per_epoch = max(1, -(-n_train // tc.batch_size))
+    per_epoch = max(1, -(-n_train // tc.step_batch))
     k = min(tc.evals_per_epoch, per_epoch)
     every = per_epoch // k
     scaled = {f: getattr(tc, f) * k for f in ("patience", "warmup_epochs", "step_size", "plateau_patience",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,32 @@ class Callback:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class TimeBudget(Callback):
+    """Stops training at an epoch (or validation period) end when one more would pass the
+    deadline, judged by the mean length of this fit's epochs so far; the planned last epoch is not
+    stopped. ``deadline`` is a ``time.time()``; with ``seconds`` instead, the deadline is that long
+    after the first ``on_train_begin`` (a fine-tune's two phases share it)."""
+
+    order = 5  # before the checkpoint, which then keeps the best as usual
+
+    def __init__(self, deadline: float | None = None, seconds: float | None = None, what: str = "the time budget"):
+        self.deadline, self.seconds, self.what = deadline, seconds, what
+        self.started = time.time()
+        self.first = 0  # the epoch this fit started after (a resumed run's)
+
+    def on_train_begin(self, loop: LoopState) -> None:
+        self.started, self.first = time.time(), loop.epoch
+        if self.deadline is None and self.seconds is not None:
+            self.deadline = self.started + self.seconds
+
+    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
+        took = (time.time() - self.started) / max(1, epoch - self.first)
+        last = epoch >= (loop.epochs or epoch + 1)  # the planned end: nothing to stop
+        if self.deadline is not None and time.time() + took > self.deadline and not loop.stop_training and not last:
+            log.warning("stopping after epoch %d to keep within %s", epoch, self.what)
+            raise StopTraining(f"{self.what} (after epoch {epoch})")
 
 
 class MonitorCallback(Callback):

@@ -41,14 +41,16 @@ log = logging.getLogger(__name__)
 
 
 def task_for_config(data: PreparedData, cfg: Config) -> SingleLabel | MultiLabel:
-    """Loss, accuracy and probabilities for the data's kind, with class weights when asked."""
+    """Loss, accuracy and probabilities for the data's kind, with class weights and label
+    smoothing when asked."""
     if data.multilabel:
-        if cfg.train.class_weights == "auto":
-            raise CnnlabError("train.class_weights 'auto' is for single-label data; this dataset is multi-label")
+        for asked, what in ((cfg.train.class_weights == "auto", "train.class_weights 'auto'"),
+                            (cfg.train.label_smoothing > 0, "train.label_smoothing")):  # fmt: skip
+            if asked:
+                raise CnnlabError(f"{what} is for single-label data; this dataset is multi-label")
         return MultiLabel()
-    if cfg.train.class_weights == "auto":
-        return SingleLabel(balanced_class_weights(data.class_counts("train")))
-    return SingleLabel()
+    weight = balanced_class_weights(data.class_counts("train")) if cfg.train.class_weights == "auto" else None
+    return SingleLabel(weight, cfg.train.label_smoothing)
 
 
 def has_batch_norm(model: torch.nn.Module) -> bool:
@@ -70,7 +72,7 @@ def train_loader(data: PreparedData, cfg: Config, device: torch.device, model: t
     return split_loader(
         data,
         "train",
-        cfg.train.batch_size,
+        cfg.train.step_batch,  # with train.accumulate N: N passes of batch_size make one step
         device,
         shuffle=True,
         seed=cfg.train.seed,
@@ -109,8 +111,11 @@ def micro_batch(cfg: Config, model: torch.nn.Module, channels: int, size: int, b
     goes through in slices — Lite0 fine-tuned at 224 px in batches of 128 peaked at 11.7 GB RSS —
     but only where no layer mixes the images of a pass (BatchNorm kept in eval mode, as
     fine-tuning does, or absent), so the step is the same step."""
-    bs, asked = cfg.train.batch_size, cfg.train.micro_batch
+    bs, asked = cfg.train.step_batch, cfg.train.micro_batch
     mixes = has_batch_norm(model) and not bn_kept
+    if cfg.train.accumulate > 1:  # passes of batch_size (fewer where activations would not fit)
+        fit = max(1, int(ACTIVATION_BUDGET // max(activation_bytes(model, channels, size), 1)))
+        return cfg.train.batch_size if mixes else min(cfg.train.batch_size, fit)
     if asked is not None:
         if mixes and asked < bs:
             raise CnnlabError(
@@ -178,6 +183,11 @@ class TorchEngine:
         if distributed.world_size() > 1 and (uses_feature_cache(cfg) or cfg.model.fine_tune):
             raise CnnlabError(
                 "torchrun trains whole models; a frozen backbone (feature cache) or --fine-tune runs in one process"
+            )
+        if cfg.train.accumulate > 1 and (distributed.world_size() > 1 or cfg.train.precision == "fp16"):
+            raise CnnlabError(
+                "train.accumulate runs in one process without fp16's gradient scaler; under torchrun give "
+                "each process a larger train.batch_size, or use --precision bf16"
             )
         seed_everything(cfg.train.seed)
         self.model = build_model(cfg, len(data.classes), data.channels, data.input_size)
@@ -271,6 +281,7 @@ class TorchEngine:
         self.extra_callbacks = self._own_callbacks(optimizer)
         for t in (self.trainer, self.head_phase[0] if self.head_phase else None):
             if t is not None:
+                t.clip_grad = cfg.train.clip_grad
                 self._extra_val_metrics(t)
         self._resume_state = state  # restored in fit(), once every callback is in place
         return facts
@@ -334,7 +345,7 @@ class TorchEngine:
             feats,
             labels,
             pos["train"],
-            bs,
+            cfg.train.step_batch,  # features are small: an accumulated step is one batch here
             [],
             [],
             shuffle=True,

@@ -16,16 +16,22 @@ class SingleLabel:
 
     Args:
         weight: optional per-class loss weights (``--class-weights auto``).
+        label_smoothing: the training loss's targets become (1 - e) one-hot + e / K (soft mixup
+            targets likewise); :meth:`loss`, the validation figure, stays plain cross-entropy.
     """
 
     multilabel = False
 
-    def __init__(self, weight: torch.Tensor | None = None):
-        self.weight = weight
+    def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
+        self.weight, self.label_smoothing = weight, label_smoothing
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         w = self.weight.to(logits.device) if self.weight is not None else None
         return F.cross_entropy(logits, y, weight=w)
+
+    def train_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(logits.device) if self.weight is not None else None
+        return F.cross_entropy(logits, y, weight=w, label_smoothing=self.label_smoothing)
 
     def correct(self, logits: torch.Tensor, y: torch.Tensor) -> int:
         target = y.argmax(1) if y.dim() == 2 else y
@@ -46,6 +52,8 @@ class MultiLabel:
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits, y.float())
+
+    train_loss = loss
 
     def correct(self, logits: torch.Tensor, y: torch.Tensor) -> int:
         pred = torch.sigmoid(logits) >= self.threshold

@@ -108,6 +108,7 @@ class Trainer:
         self.keep_bn_statistics = False
         # images per forward/backward pass; a larger batch sums their gradients into one step
         self.micro_batch: int | None = None
+        self.clip_grad: float | None = None  # the gradients' global L2 norm is clipped to this
         self.ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
         # optional: extra validation metrics from (logits, labels), merged into the epoch logs
         self.val_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None
@@ -140,7 +141,7 @@ class Trainer:
             return self._sliced_step(x, y, self.micro_batch)
         with self.autocast():
             logits = self.ddp(self._prep(x)) if self.ddp is not None else self.forward(x)
-            loss = self.task.loss(logits.float(), y)
+            loss = self.task.train_loss(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         scaled = loss
         if self.ddp is not None:
@@ -148,12 +149,22 @@ class Trainer:
             scaled = loss * (len(y) * distributed.world_size() / global_n)
         if self.scaler is not None:
             self.scaler.scale(scaled).backward()
+            self._clip()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             scaled.backward()
+            self._clip()
             self.optimizer.step()
         return float(loss.detach()) * len(y), self.task.correct(logits, y)
+
+    def _clip(self) -> None:
+        if self.clip_grad is None:
+            return
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
 
     def _sliced_step(self, x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[float, int]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -168,10 +179,11 @@ class Trainer:
             xs, ys = x[start : start + size], y[start : start + size]
             with self.autocast():
                 logits = self.forward(xs)
-                loss = self.task.loss(logits.float(), ys)
+                loss = self.task.train_loss(logits.float(), ys)
             (loss * (mass(ys) / whole)).backward()  # slices weighted by their share: the batch's mean
             total += float(loss.detach()) * mass(ys) / whole * len(y)  # the batch's mean × its size
             correct += self.task.correct(logits, ys)
+        self._clip()
         self.optimizer.step()
         return total, correct
 

@@ -32,7 +32,7 @@ from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.store import NullRunFolder, RunFolder, now
 from cnnlab.train import distributed
 from cnnlab.train.build import check_model_fits, resolve_fine_tune, resolve_periods, resolve_recipe
-from cnnlab.train.callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress, StepLog
+from cnnlab.train.callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress, StepLog, TimeBudget
 from cnnlab.train.engine import ENGINES, Engine
 from cnnlab.train.engines import TorchEngine
 from cnnlab.train.lr_find import range_test
@@ -388,6 +388,8 @@ def fit(o: OpenRun, extra: Sequence[Callback], progress: bool) -> None:
     cbs: list[Callback] = [Progress(enabled=progress), HistoryCSV(run), StepLog(run, cfg.train.log_every)]
     if cfg.train.patience:
         cbs.append(EarlyStopping(cfg.train.monitor, cfg.train.patience, cfg.train.min_delta))
+    if cfg.train.time:
+        cbs.append(TimeBudget(seconds=cfg.train.time, what=f"the --time budget of {cfg.train.time:g} s"))
     meta = checkpoint_meta(cfg, data, o.engine.name)
     cbs += tracker_callbacks(cfg.run.loggers, run, cfg.model_dump(mode="json"))
     cbs += list(extra)

@@ -18,15 +18,14 @@ from pydantic import ValidationError
 
 from cnnlab.core.atomic import atomic_write_json, atomic_write_text
 from cnnlab.core.errors import CnnlabError
-from cnnlab.core.schema import DataConfig, nest_config
+from cnnlab.core.schema import DataConfig, nest_config, parse_duration
 from cnnlab.data.inspect import inspect_dataset
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.models.factory import get_spec
 from cnnlab.reports.study import format_summary, write_study_report
 from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.store import RunFolder, now
-from cnnlab.train.callbacks import Callback
-from cnnlab.train.state import LoopState, StopTraining
+from cnnlab.train.callbacks import TimeBudget
 from cnnlab.workflows.cv import cross_validate, read_cv
 from cnnlab.workflows.resolve import source_problem
 from cnnlab.workflows.seeds import seed_group, seed_list, seed_runs
@@ -57,31 +56,13 @@ log = logging.getLogger(__name__)
 AUTO_FOLDS = (5, 3)
 
 
-class BudgetGuard(Callback):
-    """Stops a candidate's training at an epoch end when one more epoch would pass its deadline."""
-
-    def __init__(self, deadline: float):
-        self.deadline = deadline
-        self.started = time.time()
-        self.first = 0  # the epoch this fit started after (a resumed run's)
-
-    def on_train_begin(self, loop: LoopState) -> None:
-        self.started, self.first = time.time(), loop.epoch
-
-    def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
-        took = (time.time() - self.started) / max(1, epoch - self.first)
-        last = epoch >= (loop.epochs or epoch + 1)  # the planned end: nothing to stop
-        if time.time() + took > self.deadline and not loop.stop_training and not last:
-            log.warning("study: stopping after epoch %d to keep within the budget", epoch)
-            raise StopTraining(f"the study's time budget (after epoch {epoch})")
+STUDY_BUDGET = "the study's time budget"
 
 
 def parse_budget(text: str) -> float:
     """``90s``, ``20m``, ``1.5h`` or plain seconds → seconds."""
-    t = str(text).strip().lower()
-    mult = {"s": 1, "m": 60, "h": 3600}.get(t[-1:])
     try:
-        value = float(t[:-1] if mult else t) * (mult or 1)
+        value = parse_duration(str(text).strip().lower())
     except ValueError:
         raise CnnlabError(f"--budget {text!r}: give a duration like 90s, 20m or 1.5h") from None
     if not 10 <= value <= 7 * 24 * 3600:
@@ -518,7 +499,9 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
         several = sum(x.status != "failed" for x in study.cands) > 1
         # the cap counts from the end of the search: a search that ran to its share must not leave
         # the final run one epoch (the deadline still keeps the time the others need)
-        guard = BudgetGuard(min(deadline, time.time() + MAX_SHARE * s["budget_seconds"]) if several else deadline)
+        guard = TimeBudget(
+            min(deadline, time.time() + MAX_SHARE * s["budget_seconds"]) if several else deadline, what=STUDY_BUDGET
+        )
         try:
             _fit(study, c, folder, guard, progress)
         except KeyboardInterrupt:
@@ -572,8 +555,8 @@ def _train_fractions(study: Study, progress: bool, end: float) -> None:
             log.info("study: %s on %g of the training split (learning curve)", c.name, f)
             try:
                 with _quiet_trials():
-                    train(cfg, overwrite=folder.exists(), callbacks=[BudgetGuard(deadline)], progress=False,
-                          hold_out_test=True)  # fmt: skip
+                    budget = TimeBudget(deadline, what=STUDY_BUDGET)
+                    train(cfg, overwrite=folder.exists(), callbacks=[budget], progress=False, hold_out_test=True)
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # a missing point, not a failed study
@@ -581,7 +564,7 @@ def _train_fractions(study: Study, progress: bool, end: float) -> None:
         study.save()
 
 
-def _fit(study: Study, c: Candidate, folder: Path, guard: BudgetGuard, progress: bool) -> None:
+def _fit(study: Study, c: Candidate, folder: Path, guard: TimeBudget, progress: bool) -> None:
     """The candidate's final training: its folds, its seeds or its one run (resumed when begun)."""
     s = study.state
     if s["folds"] > 1:

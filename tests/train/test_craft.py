@@ -1,0 +1,111 @@
+"""Training craft: gradient accumulation, gradient clipping, label smoothing, a wall-clock budget."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from cnnlab import api
+from cnnlab.cli import main
+from cnnlab.core.errors import CnnlabError
+from cnnlab.runs.store import RunFolder
+from cnnlab.train.callbacks import Callback
+from cnnlab.train.losses import SingleLabel
+from cnnlab.train.trainer import Trainer
+from cnnlab.workflows.resolve import build_config
+
+
+def weights(run) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def digits(out, **extra):
+    return build_config(
+        None,
+        {"data.source": "digits", "model.name": "mlp", "train.threads": 1, "run.out": str(out), "run.report": False,
+         "train.schedule": "constant", "optim.lr": 0.003, **extra},
+    )  # fmt: skip
+
+
+def test_accumulating_4_batches_of_32_takes_the_steps_of_batches_of_128(tmp_path):
+    """train.accumulate 4 at batch 32: after 10 optimizer steps the weights are those of batch 128
+    (a net without BatchNorm; Adam, so any error in the gradients' scale would show)."""
+    steps = {"train.steps": 10, "train.eval_every": 10}
+    big = api.train(digits(tmp_path / "big", **steps, **{"train.batch_size": 128}), progress=False)
+    acc = api.train(
+        digits(tmp_path / "acc", **steps, **{"train.batch_size": 32, "train.accumulate": 4}), progress=False
+    )
+    wb, wa = weights(big.run), weights(acc.run)
+    assert max(float((wb[k] - wa[k]).abs().max()) for k in wb) <= 1e-5
+    plain = api.train(digits(tmp_path / "plain", **steps, **{"train.batch_size": 32}), progress=False)
+    assert max(float((wb[k] - weights(plain.run)[k]).abs().max()) for k in wb) > 1e-3  # batch 32 alone differs
+    assert json.loads((acc.run / "run.json").read_text()).get("micro_batch") == 32  # 4 passes a step
+
+
+def test_accumulate_counts_epochs_in_its_steps_and_refuses_what_it_cannot_do(tmp_path):
+    class Steps(Callback):
+        def on_train_end(self, loop):
+            self.steps = loop.global_step
+
+    cfg = digits(tmp_path / "r", **{"train.batch_size": 32, "train.accumulate": 4, "train.epochs": 1})
+    counted = Steps()
+    res = api.train(cfg, callbacks=[counted], progress=False)
+    n_train = len(RunFolder(res.run).read_split()["indices"]["train"])
+    assert counted.steps == -(-n_train // 128)  # optimizer steps of 4 x 32 images
+    with pytest.raises(CnnlabError, match="not both"):
+        digits(tmp_path / "x", **{"train.accumulate": 2, "train.micro_batch": 16})
+    with pytest.raises(CnnlabError, match="train.accumulate.*scratch"):
+        api.train(digits(tmp_path / "s", **{"train.engine": "scratch", "train.accumulate": 2}), progress=False)
+
+
+def test_clipping_bounds_the_gradients_norm_before_the_step():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    t = Trainer(model, opt, torch.device("cpu"), channels_last=False)
+    t.clip_grad = 0.01
+    before = [p.detach().clone() for p in model.parameters()]
+    t.train_step(torch.randn(16, 8) * 100, torch.randint(0, 3, (16,)))
+    moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
+    assert float(moved.norm()) == pytest.approx(0.01, rel=1e-4)  # SGD lr 1: the step is the clipped gradient
+
+
+def test_label_smoothing_changes_the_training_loss_only():
+    logits, y = torch.tensor([[4.0, 0.0, 0.0]]), torch.tensor([0])
+    task = SingleLabel(label_smoothing=0.3)
+    plain = torch.nn.functional.cross_entropy(logits, y)
+    assert float(task.loss(logits, y)) == pytest.approx(float(plain))  # validation: plain cross-entropy
+    logp = torch.log_softmax(logits, 1)[0]
+    target = torch.tensor([0.7 + 0.1, 0.1, 0.1])
+    assert float(task.train_loss(logits, y)) == pytest.approx(float(-(target * logp).sum()), rel=1e-6)
+    soft = torch.tensor([[0.5, 0.5, 0.0]])  # a mixup target is smoothed the same way
+    want = -(((1 - 0.3) * soft[0] + 0.1) * logp).sum()
+    assert float(task.train_loss(logits, soft)) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_label_smoothing_trains_and_is_refused_for_multi_label_data(tmp_path):
+    res = api.train(digits(tmp_path / "ls", **{"train.label_smoothing": 0.1, "train.epochs": 2}), progress=False)
+    assert res.metrics["accuracy"] > 0.8
+    assert RunFolder(res.run).read_config().train.label_smoothing == 0.1
+
+
+def test_time_budget_stops_at_an_epoch_end_and_leaves_an_evaluated_run(tmp_path, capsys):
+    """--time 3s on digits with 200 epochs planned: it stops at an epoch end within 3 s + one
+    epoch, says why, and the run is completed and evaluated on its best checkpoint."""
+    out = tmp_path / "t"
+    started = time.time()
+    code = main(["train", "--data", "digits", "--model", "mlp", "--epochs", "200", "--time", "3s", "--threads", "1",
+                 "--no-report", "--out", str(out), "-q"])  # fmt: skip
+    assert code == 0
+    status = RunFolder(out).status()
+    assert status["status"] == "completed" and "--time budget of 3 s" in status["stop_reason"]
+    assert 1 <= status["epochs_done"] < 200
+    per_epoch = status["train_seconds"] / status["epochs_done"]
+    assert status["train_seconds"] <= 3 + per_epoch + 0.5  # within the budget and one epoch
+    assert json.loads((out / "metrics.json").read_text())["split"] == "test"
+    assert time.time() - started < 60
+    with pytest.raises(CnnlabError, match="duration"):
+        build_config(None, {"data.source": "digits", "train.time": "soon"})

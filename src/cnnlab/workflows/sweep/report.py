@@ -57,6 +57,8 @@ def trial_rows(sweep: Sweep, trials: list[Any]) -> list[dict[str, Any]]:
             "value": t.value if t.value is not None else _last(t),
             "params": decode_params(spec, t.params),
             "best_epoch": a[BEST_EPOCH] / per_epoch if per_epoch > 1 and a.get(BEST_EPOCH) else a.get(BEST_EPOCH),
+            # the last validation it reported (a pruned trial's: where it was stopped), in epochs
+            "last_epoch": _in_epochs(max(t.intermediate_values), per_epoch) if t.intermediate_values else None,
             "seconds": a.get(SECONDS),
             "setup_seconds": a.get(SETUP_SECONDS),
             "run": a.get(RUN),
@@ -82,6 +84,10 @@ def trial_rows(sweep: Sweep, trials: list[Any]) -> list[dict[str, Any]]:
         row["page"] = str(page.relative_to(sweep.path)) if page is not None and page.is_file() else None
         rows.append(row)
     return rows
+
+
+def _in_epochs(period: int, per_epoch: int) -> float | int:
+    return round(period / per_epoch, 4) if per_epoch > 1 else period
 
 
 def _last(t: Any) -> float | None:

@@ -4,6 +4,7 @@ and the pruner; checked whole before any trial starts."""
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import math
 import random
@@ -235,6 +236,9 @@ def check_spec(tree: dict[str, Any], where: str) -> SweepSpec:
     _check_space(spec, where)
     if spec.trials is None and spec.timeout is None and spec.method != "grid":
         raise CnnlabError(f"{where}: give a budget: trials: N and/or timeout: 20m (a grid runs its points)")
+    needs = {"cmaes": "cmaes", "gp": "scipy"}.get(spec.method)  # Optuna imports them at the first sample
+    if needs and importlib.util.find_spec(needs) is None:
+        raise CnnlabError(f"{where}: method {spec.method!r} needs the {needs} package: pip install {needs}")
     return spec
 
 

@@ -314,6 +314,12 @@ class TrainConfig(_Section):
         "validation period) end that fits, keeps the best checkpoint, and evaluates as usual",
     )
 
+    calibrate: Literal["none", "temperature"] = Field(
+        "none",
+        description="temperature: after training, fit a temperature T on the validation split (logits / T, "
+        "the classes unchanged) and report ECE before/after; T goes with the run into predict, serve and export",
+    )
+
     @property
     def step_batch(self) -> int:
         """Images per optimizer step: the batch times ``accumulate``."""

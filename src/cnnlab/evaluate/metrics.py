@@ -24,6 +24,22 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
     return float(sum(c / n * abs(a - f) for c, a, f in zip(rel["count"], rel["accuracy"], rel["confidence"]) if c))
 
 
+def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
+    """Temperature scaling (Guo et al. 2017): the T > 0 that minimises the negative log-likelihood
+    of softmax(logits / T) on held-out labels; it leaves every prediction's class as it was.
+    Found by scipy's bounded scalar minimiser over log T in [1/20, 20]."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    z, y = np.asarray(logits, np.float64), np.asarray(y_true)
+
+    def nll(log_t: float) -> float:
+        return float(-log_softmax(z / np.exp(log_t), axis=1)[np.arange(len(y)), y].mean())
+
+    found = minimize_scalar(nll, bounds=(-np.log(20), np.log(20)), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(found.x))
+
+
 def reliability(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, list[float]]:
     """Per-bin mean confidence, accuracy and count, for the reliability diagram."""
     conf = probs.max(1)

@@ -69,6 +69,10 @@ class ExportedModel:
             if meta["input"]["dtype"] not in ("uint8", "float32"):
                 raise ValueError(f"input dtype {meta['input']['dtype']!r} is neither uint8 nor float32")
             self.uint8_input = meta["input"]["dtype"] == "uint8"
+            t = meta["output"].get("temperature", 1.0)  # --calibrate temperature: logits / T before the softmax
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.01 <= t <= 100:
+                raise ValueError(f"output temperature {t!r} is not a number from 0.01 to 100")
+            self.temperature = float(t)
             if shapes is not None:
                 _match_shapes(self.preprocess, len(self.classes), *shapes)
         except (KeyError, TypeError, ValueError) as e:
@@ -164,7 +168,7 @@ class ExportedModel:
         """uint8 (N, C, S, S) → probabilities (N, K), ``batch_size`` images per call."""
         parts = [self.logits(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         z = np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), np.float32)
-        return sigmoid(z) if self.multilabel else softmax(z)
+        return sigmoid(z) if self.multilabel else softmax(z / self.temperature)
 
     def predict(self, inputs: Sequence[ImageInput], top_k: int = 3, batch_size: int = 64) -> list[dict[str, Any]]:
         """Top-k classes per input; the same results as the run's :class:`~cnnlab.inference.predictor.Predictor`."""

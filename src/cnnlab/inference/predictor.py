@@ -41,8 +41,10 @@ class Predictor:
         thresholds: Sequence[float] | None = None,
         run: RunFolder | None = None,
         max_pixels: int | None = None,
+        temperature: float = 1.0,
     ):
         self.model, self.ckpt, self.device, self.run = model, ckpt, device, run
+        self.temperature = float(temperature)  # logits / T before the softmax (--calibrate temperature)
         self.classes: list[str] = list(ckpt["classes"])
         self.multilabel = bool(ckpt.get("multilabel"))
         self.preprocess = Preprocess.from_checkpoint(ckpt)
@@ -84,10 +86,15 @@ class Predictor:
                     ckpt.get("epoch"),
                     f"; next: {state.next_step}" if state.next_step else "",
                 )
-        thresholds = None
-        if ckpt.get("multilabel") and folder.metrics_json.is_file():
-            thresholds = folder.read_json(folder.metrics_json).get("tuned_thresholds", {}).get("threshold")
-        return cls.from_checkpoint(ckpt, device, thresholds=thresholds, run=folder, max_pixels=max_pixels)
+        thresholds, temperature = None, 1.0
+        if folder.metrics_json.is_file():
+            metrics = folder.read_json(folder.metrics_json)
+            if ckpt.get("multilabel"):
+                thresholds = metrics.get("tuned_thresholds", {}).get("threshold")
+            temperature = float((metrics.get("calibration") or {}).get("temperature", 1.0))
+        return cls.from_checkpoint(
+            ckpt, device, thresholds=thresholds, run=folder, max_pixels=max_pixels, temperature=temperature
+        )
 
     # ------------------------------------------------------------------ prediction
     def batches(self, images: Any, labels: torch.Tensor, indices: Any, batch_size: int) -> TensorBatches:
@@ -114,16 +121,31 @@ class Predictor:
         what: str = "predicting",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (N, K) and labels of decoded uint8 ``images[indices]`` (N, C, S, S)."""
-        from tqdm.auto import tqdm
-
         n = len(images) if indices is None else len(indices)
         idx = np.arange(n) if indices is None else indices
         labels = torch.zeros(len(images), dtype=torch.long) if labels is None else labels
+        logits, y = self.logits(images, labels, idx, batch_size, progress, what)
+        return self.probabilities(logits).numpy(), y.numpy()
+
+    def logits(
+        self, images: Any, labels: torch.Tensor, indices: Any, batch_size: int = 256, progress: bool = False,
+        what: str = "predicting",
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The model's logits (before any temperature) and labels of ``images[indices]``."""
+        from tqdm.auto import tqdm
+
         batches = tqdm(
-            self.batches(images, labels, idx, batch_size), desc=what, unit="batch", disable=not progress, leave=False
+            self.batches(images, labels, indices, batch_size),
+            desc=what,
+            unit="batch",
+            disable=not progress,
+            leave=False,
         )
-        logits, y = predict_logits(self.model, batches)
-        return probabilities(logits, self.multilabel).numpy(), y.numpy()
+        return predict_logits(self.model, batches)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities of ``logits`` as this model gives them: over the run's temperature."""
+        return probabilities(logits / self.temperature if self.temperature != 1.0 else logits, self.multilabel)
 
     @torch.inference_mode()
     def probs_of_arrays(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -137,7 +159,7 @@ class Predictor:
             t = torch.from_numpy(self.preprocess.normalize_array(x[start : start + batch_size])).to(self.device)
             if channels_last:
                 t = t.contiguous(memory_format=torch.channels_last)
-            out.append(probabilities(self.model(t).float(), self.multilabel).cpu())
+            out.append(self.probabilities(self.model(t).float()).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
 
     def decode_all(self, inputs: Sequence[ImageInput]) -> list[tuple[str, np.ndarray | None, str | None]]:

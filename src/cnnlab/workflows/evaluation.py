@@ -12,7 +12,13 @@ import torch
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.data.pipeline import PreparedData
-from cnnlab.evaluate.metrics import compute_metrics, multilabel_metrics, tune_thresholds
+from cnnlab.evaluate.metrics import (
+    compute_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    multilabel_metrics,
+    tune_thresholds,
+)
 from cnnlab.evaluate.plots import plot_feature_maps, plot_image_grid
 from cnnlab.evaluate.retrieval import retrieval_scores
 from cnnlab.inference.explain import explain_image, feature_maps, first_layer_filters, grad_cam, last_conv, overlay
@@ -99,12 +105,15 @@ def evaluate_checkpoint(
     predictor: Predictor | None = None,
     progress: bool = False,
     val_logits: tuple[torch.Tensor, torch.Tensor] | None = None,
+    calibrate: bool = False,
 ) -> dict[str, Any]:
     """Metrics of the best checkpoint on ``split`` (test, falling back to val); multi-label runs
     also get the figures at per-class thresholds tuned on validation. ``save`` keeps the
     predictions in predictions.npz for the report. ``val_logits``: the validation split's
     logits and labels as the training loop scored them with the best checkpoint's weights (its
-    last validation), used instead of a second pass when their labels are the split's."""
+    last validation), used instead of a second pass when their labels are the split's.
+    ``calibrate``: fit a temperature on the validation split first (``--calibrate temperature``);
+    the figures are then of the calibrated probabilities, with ECE before and after."""
     predictor = predictor or Predictor.from_run(run, device, warn=False)
     if not len(data.splits.get(split, [])):
         if split == "test" and len(data.splits["val"]):
@@ -113,28 +122,44 @@ def evaluate_checkpoint(
         else:
             raise CnnlabError(f"the {split!r} split of {data.source!r} is empty")
 
-    def probs_of(part: str) -> tuple[np.ndarray, np.ndarray]:
+    def logits_of(part: str) -> tuple[torch.Tensor, torch.Tensor]:
         held = val_logits is not None and np.array_equal(val_logits[1].numpy(), data.labels[data.splits[part]].numpy())
         if part == "val" and val_logits is not None and held:
             log.info("the best checkpoint (epoch %s) on the val split: as scored by its validation", predictor.epoch)
-            return probabilities(val_logits[0], data.multilabel).numpy(), val_logits[1].numpy()
+            return val_logits
         log.info(
             "evaluating the best checkpoint (epoch %s) on the %s split: %d images",
             predictor.epoch,
             part,
             len(data.splits[part]),
         )
-        return predictor.probs(
+        return predictor.logits(
             data.images, data.labels, data.splits[part], batch_size, progress, f"evaluating on {part}"
         )
 
-    probs, y = probs_of(split)
+    calibration: dict[str, Any] | None = None
+    val: tuple[torch.Tensor, torch.Tensor] | None = None
+    if calibrate:
+        if data.multilabel:
+            raise CnnlabError("--calibrate temperature is for single-label runs (softmax outputs)")
+        if not len(data.splits["val"]):
+            raise CnnlabError("--calibrate temperature fits on the validation split, and this run has none")
+        val = logits_of("val")
+        predictor.temperature = fit_temperature(val[0].numpy(), val[1].numpy())
+        calibration = {"method": "temperature", "temperature": round(predictor.temperature, 5), "fitted_on": "val"}
+        log.info("temperature scaling: T = %.3f, fitted on the validation split", predictor.temperature)
+    z, labels = val if split == "val" and val is not None else logits_of(split)
+    probs, y = predictor.probabilities(z).numpy(), labels.numpy()
     if split == "test":
         record_test_scoring(run, "train" if save else "evaluate")
     metrics = compute_metrics(y, probs, data.classes)
+    if calibration is not None:  # ECE of the same predictions at T = 1, beside the calibrated figure
+        plain = probabilities(z, multilabel=False).numpy()
+        calibration.update(ece_before=expected_calibration_error(y, plain), ece_after=metrics["ece"])
+        metrics["calibration"] = calibration
     if data.multilabel and split != "val" and len(data.splits["val"]):
-        val_probs, val_y = probs_of("val")
-        thresholds = tune_thresholds(val_y, val_probs)
+        vz, vy = logits_of("val")
+        thresholds = tune_thresholds(vy.numpy(), predictor.probabilities(vz).numpy())
         tuned = multilabel_metrics(y, probs, data.classes, thresholds)
         metrics["tuned_thresholds"] = {
             k: tuned[k]

@@ -436,6 +436,7 @@ def finish_run(o: OpenRun, progress: bool) -> TrainResult:
         predictor=predictor,
         progress=progress,
         val_logits=engine.validation_logits(predictor.epoch) if predictor.epoch is not None else None,
+        calibrate=cfg.train.calibrate == "temperature",
     )
     best = next((h for h in engine.history if h["epoch"] == metrics["best_epoch"]), {})
     monitor = cfg.train.monitor if len(o.data.splits["val"]) else "train_loss"

@@ -84,7 +84,11 @@ def metadata(predictor: Predictor, folder: RunFolder, fmt: str, with_preprocessi
             "batch": "dynamic",
             "normalized_in_graph": with_preprocessing,
         },
-        "output": {"name": "logits", "probabilities": "sigmoid" if predictor.multilabel else "softmax"},
+        "output": {
+            "name": "logits",
+            "probabilities": "sigmoid" if predictor.multilabel else "softmax",
+            "temperature": predictor.temperature,  # softmax(logits / T): the run's --calibrate temperature
+        },
         "metrics": metrics,
         "run": folder.path.resolve().name,  # the run's name, not where it lay on the training machine
         "epoch": predictor.epoch,

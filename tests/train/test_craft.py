@@ -109,3 +109,37 @@ def test_time_budget_stops_at_an_epoch_end_and_leaves_an_evaluated_run(tmp_path,
     assert time.time() - started < 60
     with pytest.raises(CnnlabError, match="duration"):
         build_config(None, {"data.source": "digits", "train.time": "soon"})
+
+
+def test_tta_averages_the_named_views_only_and_is_reported_beside_the_plain_figures(tmp_path, capsys):
+    import numpy as np
+
+    from cnnlab.inference.predictor import Predictor, tta_views
+
+    out = tmp_path / "run"
+    api.train(digits(out, **{"model.name": "cnn", "train.epochs": 2, "optim.lr": 0.003}), progress=False)
+    x = torch.randn(5, 1, 8, 8)
+    flips = tta_views(x, "flips")
+    assert len(flips) == 2 and torch.equal(flips[0], x) and torch.equal(flips[1], x.flip(-1))
+    crops = tta_views(x, "flips+crops")
+    assert len(crops) == 6 and all(v.shape == x.shape for v in crops)
+    assert torch.equal(crops[2][..., 1:, 1:], x[..., :-1, :-1])  # the top-left crop: shifted S/8 = 1 px down-right
+    assert torch.equal(crops[5][..., :-1, :-1], x[..., 1:, 1:])  # the bottom-right one: 1 px up-left
+    plain, tta = Predictor.from_run(out, "cpu"), Predictor.from_run(out, "cpu", tta="flips")
+    images = (np.random.default_rng(0).random((4, 1, 8, 8)) * 255).astype(np.uint8)
+    t = torch.from_numpy(plain.preprocess.normalize_array(images))
+    with torch.no_grad():
+        want = torch.softmax((plain.model(t) + plain.model(t.flip(-1))) / 2, 1).numpy()
+    assert np.allclose(tta.probs_of_arrays(images), want, atol=1e-6)
+    assert not np.allclose(plain.probs_of_arrays(images), want, atol=1e-3)  # the mirror images did count
+
+    assert main(["evaluate", str(out), "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(out), "--tta", "flips", "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert after["tta"]["views"] == "flips" and 0 < after["tta"]["accuracy"] <= 1
+    assert after["accuracy"] == before["accuracy"] and after["log_loss"] == before["log_loss"]  # plain stays
+    assert main(["evaluate", str(out), "--tta", "flips"]) == 0
+    assert "with TTA (flips): accuracy" in capsys.readouterr().out
+    with pytest.raises(CnnlabError, match="--tta scores the run's own split"):
+        api.evaluate(out, data="digits", tta="flips", progress=False)

@@ -22,10 +22,15 @@ __all__ = ["BACKENDS", "load_model"]
 BACKENDS = {"run": "cnnlab.inference.predictor"}  # kind of model → the module that loads it (PyTorch)
 
 
-def load_model(spec: str, device: str = "auto", max_pixels: int | None = None, trust_torchscript: bool = False) -> Any:
+def load_model(
+    spec: str, device: str = "auto", max_pixels: int | None = None, trust_torchscript: bool = False, tta: str = "none"
+) -> Any:
     """An exported model file (.onnx needs no PyTorch; a TorchScript file only with
-    ``trust_torchscript`` or when this machine's cnnlab exported it) or a run folder's Predictor."""
+    ``trust_torchscript`` or when this machine's cnnlab exported it) or a run folder's Predictor
+    (with ``tta``, test-time augmentation)."""
     if is_exported_file(spec):
+        if tta != "none":
+            raise CnnlabError(f"--tta runs on a run folder's model; {spec} predicts as it was exported")
         model = ExportedModel.load(spec, trust_torchscript=trust_torchscript)
         if max_pixels is not None:
             model.preprocess = dataclasses.replace(model.preprocess, max_pixels=max_pixels)
@@ -33,4 +38,4 @@ def load_model(spec: str, device: str = "auto", max_pixels: int | None = None, t
     if Path(spec).is_file():
         raise CnnlabError(f"{spec}: not a run folder or a model file cnnlab can load (.onnx, .ts)")
     predictor = importlib.import_module(BACKENDS["run"]).Predictor
-    return predictor.from_run(spec, device, max_pixels=max_pixels)
+    return predictor.from_run(spec, device, max_pixels=max_pixels, tta=tta)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab.core.errors import CnnlabError
 from cnnlab.core.schema import build_config
 from cnnlab.data.loaders import TensorBatches, make_batches
 from cnnlab.inference.preprocess import ImageInput, Preprocess, decode_many, predict_with
@@ -24,6 +25,23 @@ from cnnlab.runs.store import RunFolder
 log = logging.getLogger(__name__)
 
 __all__ = ["ImageInput", "Predictor", "Preprocess"]
+
+
+TTA = ("none", "flips", "flips+crops")
+
+
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """The test-time views of a normalised batch (N, C, S, S): itself; with ``flips`` its mirror
+    image; with ``flips+crops`` also the four corner crops of it padded by S/8 (edge pixels
+    repeated), each shifted S/8 — the flip and small shifts the training augmentation uses."""
+    views = [x]
+    if tta in ("flips", "flips+crops"):
+        views.append(torch.flip(x, dims=[-1]))
+    if tta == "flips+crops":
+        s, n = x.shape[-1], max(1, x.shape[-1] // 8)
+        padded = torch.nn.functional.pad(x, (n, n, n, n), mode="replicate")
+        views += [padded[..., dy : dy + s, dx : dx + s] for dy in (0, 2 * n) for dx in (0, 2 * n)]
+    return views
 
 
 class Predictor:
@@ -42,7 +60,11 @@ class Predictor:
         run: RunFolder | None = None,
         max_pixels: int | None = None,
         temperature: float = 1.0,
+        tta: str = "none",
     ):
+        if tta not in TTA:
+            raise CnnlabError(f"--tta {tta!r}: choose {', '.join(TTA)}")
+        self.tta = tta  # test-time augmentation: the logits are the mean over these views
         self.model, self.ckpt, self.device, self.run = model, ckpt, device, run
         self.temperature = float(temperature)  # logits / T before the softmax (--calibrate temperature)
         self.classes: list[str] = list(ckpt["classes"])
@@ -70,6 +92,7 @@ class Predictor:
         device: str | torch.device = "auto",
         warn: bool = True,
         max_pixels: int | None = None,
+        tta: str = "none",
     ) -> Predictor:
         """The run's best checkpoint (its best so far, with a warning, for an unfinished run) and,
         for multi-label runs, the per-class thresholds tuned on validation."""
@@ -93,7 +116,7 @@ class Predictor:
                 thresholds = metrics.get("tuned_thresholds", {}).get("threshold")
             temperature = float((metrics.get("calibration") or {}).get("temperature", 1.0))
         return cls.from_checkpoint(
-            ckpt, device, thresholds=thresholds, run=folder, max_pixels=max_pixels, temperature=temperature
+            ckpt, device, thresholds=thresholds, run=folder, max_pixels=max_pixels, temperature=temperature, tta=tta
         )
 
     # ------------------------------------------------------------------ prediction
@@ -141,7 +164,16 @@ class Predictor:
             disable=not progress,
             leave=False,
         )
-        return predict_logits(self.model, batches)
+        return predict_logits(self.model, batches, self.forward)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a normalised batch: the model's, or their mean over the ``tta`` views."""
+        if self.tta == "none":
+            return self.model(x)
+        views = tta_views(x, self.tta)
+        if uses_conv(self.model):
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        return torch.stack([self.model(v).float() for v in views]).mean(0)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities of ``logits`` as this model gives them: over the run's temperature."""
@@ -159,7 +191,7 @@ class Predictor:
             t = torch.from_numpy(self.preprocess.normalize_array(x[start : start + batch_size])).to(self.device)
             if channels_last:
                 t = t.contiguous(memory_format=torch.channels_last)
-            out.append(self.probabilities(self.model(t).float()).cpu())
+            out.append(self.probabilities(self.forward(t).float()).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
 
     def decode_all(self, inputs: Sequence[ImageInput]) -> list[tuple[str, np.ndarray | None, str | None]]:

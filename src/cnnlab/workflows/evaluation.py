@@ -106,6 +106,7 @@ def evaluate_checkpoint(
     progress: bool = False,
     val_logits: tuple[torch.Tensor, torch.Tensor] | None = None,
     calibrate: bool = False,
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Metrics of the best checkpoint on ``split`` (test, falling back to val); multi-label runs
     also get the figures at per-class thresholds tuned on validation. ``save`` keeps the
@@ -113,7 +114,8 @@ def evaluate_checkpoint(
     logits and labels as the training loop scored them with the best checkpoint's weights (its
     last validation), used instead of a second pass when their labels are the split's.
     ``calibrate``: fit a temperature on the validation split first (``--calibrate temperature``);
-    the figures are then of the calibrated probabilities, with ECE before and after."""
+    the figures are then of the calibrated probabilities, with ECE before and after. ``tta``
+    (flips, flips+crops): the same figures with test-time augmentation beside the plain ones."""
     predictor = predictor or Predictor.from_run(run, device, warn=False)
     if not len(data.splits.get(split, [])):
         if split == "test" and len(data.splits["val"]):
@@ -157,6 +159,15 @@ def evaluate_checkpoint(
         plain = probabilities(z, multilabel=False).numpy()
         calibration.update(ece_before=expected_calibration_error(y, plain), ece_after=metrics["ece"])
         metrics["calibration"] = calibration
+    if tta != "none":
+        plain_tta, predictor.tta = predictor.tta, tta
+        try:
+            zt, _ = predictor.logits(data.images, data.labels, data.splits[split], batch_size, progress, f"TTA ({tta})")
+        finally:
+            predictor.tta = plain_tta
+        with_tta = compute_metrics(y, predictor.probabilities(zt).numpy(), data.classes)
+        keys = ("accuracy", "macro_f1", "balanced_accuracy", "log_loss", "ece", "subset_accuracy", "micro_f1")
+        metrics["tta"] = {"views": tta, **{k: with_tta[k] for k in keys if k in with_tta}}
     if data.multilabel and split != "val" and len(data.splits["val"]):
         vz, vy = logits_of("val")
         thresholds = tune_thresholds(vy.numpy(), predictor.probabilities(vz).numpy())
@@ -183,6 +194,7 @@ def evaluate(
     keep_head: bool = False,
     label_map: str | None = None,
     top_k: int = 10,
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Evaluate a run's best checkpoint: on its own split, on another dataset, or (several datasets,
     or ``retrieval``) on each of several with :func:`evaluate_datasets`; with ``keep_head`` the
@@ -195,6 +207,8 @@ def evaluate(
             ``split`` (test), exactly as saved.
         data_dir: where ``data``'s files are, for built-ins.
         split: train, val or test.
+        tta: none, flips or flips+crops: also the figures with test-time augmentation (the
+            run's own split).
         retrieval: also the retrieval matrix (mAP and precision at ``top_k``).
         keep_head: seed 002's baseline; ``label_map`` maps its classes onto the data's.
         batch_size: evaluation batch size.
@@ -205,6 +219,8 @@ def evaluate(
         The metrics dict (as in metrics.json).
     """
     many = [data] if isinstance(data, str) else list(data or [])
+    if tta != "none" and (many or keep_head or retrieval):
+        raise CnnlabError("--tta scores the run's own split; leave out --data, --keep-head and --retrieval")
     if split is not None and split not in ("train", "val", "test"):
         raise CnnlabError(f"--split {split!r}: choose train, val or test")
     if label_map and not keep_head:
@@ -223,7 +239,9 @@ def evaluate(
     predictor = Predictor.from_run(run, device)
     if data is None:
         prepared = load_run_data(run, run.read_config(), progress)
-        return evaluate_checkpoint(run, prepared, predictor.device, batch_size, split or "test", predictor=predictor)
+        return evaluate_checkpoint(
+            run, prepared, predictor.device, batch_size, split or "test", predictor=predictor, tta=tta
+        )
     return _evaluate_other(run, predictor, data, batch_size, progress, data_dir, max_pixels, split)[0]
 
 

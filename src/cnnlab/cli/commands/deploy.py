@@ -49,6 +49,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="load a TorchScript file not exported by cnnlab on this machine (it runs code when loaded)",
     )
+    pr.add_argument(
+        "--tta",
+        choices=["none", "flips", "flips+crops"],
+        default="none",
+        help="test-time augmentation for a run folder: logits averaged over the image, its mirror image "
+        "and, with crops, four shifted crops",
+    )
     pr.add_argument("--json", action="store_true", help="print results as one JSON list")
     pr.set_defaults(handler=cmd_predict)
 
@@ -154,6 +161,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="load a TorchScript file not exported by cnnlab on this machine (it runs code when loaded)",
     )
+    sv.add_argument(
+        "--tta",
+        choices=["none", "flips", "flips+crops"],
+        default="none",
+        help="test-time augmentation for a run folder: logits averaged over the image, its mirror image "
+        "and, with crops, four shifted crops",
+    )
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(handler=cmd_serve)
 
@@ -170,6 +184,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         device=args.device,
         max_pixels=args.max_pixels,
         trust_torchscript=args.trust_torchscript,
+        tta=args.tta,
     )
     if args.json:
         print(json.dumps(summary["results"], indent=2))
@@ -234,5 +249,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allowed_host=tuple(args.allowed_host),
         body_timeout=args.body_timeout,
         trust_torchscript=args.trust_torchscript,
+        tta=args.tta,
     )
     return 0

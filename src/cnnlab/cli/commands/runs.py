@@ -54,6 +54,13 @@ def register(sub: Any) -> None:
     )
     e.add_argument("--batch-size", type=argtypes.positive_int, default=256, metavar="N")
     e.add_argument(
+        "--tta",
+        choices=["none", "flips", "flips+crops"],
+        default="none",
+        help="also score with test-time augmentation (logits averaged over the image, its mirror image and, "
+        "with crops, four shifted crops) and print it beside the plain figures",
+    )
+    e.add_argument(
         "--max-pixels",
         type=argtypes.positive_int,
         metavar="N",
@@ -121,6 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         keep_head=args.keep_head,
         label_map=args.label_map,
         top_k=args.top_k,
+        tta=args.tta,
     )
     if args.json:
         print(json.dumps(res, indent=2))
@@ -134,6 +142,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if res.get("data") and res["split"] != "all":
             where += f" ({res['split']} split)"
         print(format_metrics_table(res, f"{args.run}: {where}"))
+        if "tta" in res:
+            t = res["tta"]
+            both = [f"{k.replace('_', ' ')} {t[k]:.4f} (plain {res[k]:.4f})" for k in ("accuracy", "log_loss", "ece")
+                    if isinstance(t.get(k), float) and isinstance(res.get(k), float)]  # fmt: skip
+            print(f"with TTA ({t['views']}): " + ", ".join(both))
     return 0
 
 

@@ -77,6 +77,7 @@ def predict_files(
     device: str = "auto",
     max_pixels: int | None = None,
     trust_torchscript: bool = False,
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Predict every image of ``items`` with ``model`` (a run folder or an exported model file,
     loaded on ``device`` with ``max_pixels``, a TorchScript file only with ``trust_torchscript`` or when
@@ -89,7 +90,7 @@ def predict_files(
     from tqdm.auto import tqdm
 
     if isinstance(model, (str, Path)):
-        model = load_model(str(model), device, max_pixels, trust_torchscript=trust_torchscript)
+        model = load_model(str(model), device, max_pixels, trust_torchscript=trust_torchscript, tta=tta)
     files = expand_inputs(items)
     if not files:
         raise CnnlabError("no image files found in " + ", ".join(items))

@@ -455,10 +455,11 @@ def load_served(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     decode_memory: int = DEFAULT_DECODE_MEMORY,
     trust_torchscript: bool = False,
+    tta: str = "none",
 ) -> Served:
     """A run folder (PyTorch) or an exported .onnx/.ts file, loaded once."""
 
-    return Served(load_model(model, device, trust_torchscript=trust_torchscript), max_pixels, decode_memory)
+    return Served(load_model(model, device, trust_torchscript=trust_torchscript, tta=tta), max_pixels, decode_memory)
 
 
 def serve(
@@ -475,8 +476,9 @@ def serve(
     allowed_host: tuple[str, ...] = (),
     trust_torchscript: bool = False,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    tta: str = "none",
 ) -> None:
-    """Serve until interrupted (Ctrl-C / SIGTERM)."""
+    """Serve until interrupted (Ctrl-C / SIGTERM); ``tta``: test-time augmentation (a run folder's model)."""
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -484,7 +486,7 @@ def serve(
         raise CnnlabError(f"cnnlab serve needs {e.name}: pip install fastapi uvicorn python-multipart") from None
     check_bind(host, token, no_auth)
     _release_freed_memory()
-    served = load_served(model, device, max_pixels, decode_memory, trust_torchscript)
+    served = load_served(model, device, max_pixels, decode_memory, trust_torchscript, tta)
     app = create_app(
         served, token=token, max_upload=max_upload, hosts=allowed_hosts(host, allowed_host), body_timeout=body_timeout
     )

@@ -212,6 +212,19 @@ def test_pruning_reports_to_the_trial_and_stops_when_it_says_so():
     assert trial.reports == [(0.5, 1), (0.6, 3)] and cb.pruned
 
 
+def finished(tmp_path):
+    """A finished run's figures as the trackers get them: metrics, a confusion picture, the report."""
+    from cnnlab.evaluate.plots import plot_confusion
+    from cnnlab.train.trackers import Finished
+
+    metrics = {"split": "test", "accuracy": 0.75, "macro_f1": 0.7, "confusion_matrix": [[3, 1], [1, 3]],
+               "per_class": {"cat": {"f1": 0.75}, "dog": {"f1": 0.65}}, "best_epoch": 2}  # fmt: skip
+    png = plot_confusion(metrics["confusion_matrix"], ["cat", "dog"], tmp_path / "cm.png")
+    report = tmp_path / "report.html"
+    report.write_text("<html>the report</html>")
+    return Finished(metrics, 2, png, [report])
+
+
 def test_tensorboard_writes_one_scalar_per_metric_per_epoch(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -225,10 +238,13 @@ def test_tensorboard_writes_one_scalar_per_metric_per_epoch(tmp_path):
     cb = TensorBoard(Run(), {"model": {"name": "cnn"}})
     cb.on_train_begin(LoopState())
     cb.on_epoch_end(LoopState(), 1, {"epoch": 1, "train_loss": 0.5, "val_acc": 0.7, "lr": 0.1})
-    cb.on_train_end(LoopState())
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    cb.finish(finished(tmp_path))
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
-    assert {"train/loss", "val/acc", "lr"} <= set(events.Tags()["scalars"])
+    assert {"train/loss", "val/acc", "lr", "test/accuracy", "test/f1/dog"} <= set(events.Tags()["scalars"])
+    assert events.Scalars("test/f1/dog")[0].value == pytest.approx(0.65)
+    (image,) = events.Images("confusion_matrix")  # the picture itself, read back from the event file
+    assert image.step == 2 and image.width > 100 and image.encoded_image_string[:4] == b"\x89PNG"
 
 
 class _TrackedRun:
@@ -259,11 +275,16 @@ def test_mlflow_logs_params_once_and_metrics_per_epoch(tmp_path, monkeypatch):
     cb = MLflow(run, {"optim": {"lr": 0.01}})
     for e in (1, 2):
         cb.on_epoch_end(LoopState(), e, {"epoch": e, "train_loss": 1.0 / e, "val_acc": 0.5 + e / 10})
-    cb.on_train_end(LoopState())
+    cb.finish(finished(tmp_path))
     client = MlflowClient(run.status_fields["mlflow_tracking_uri"])
     logged = client.get_run(run.status_fields["mlflow_run_id"])
     assert logged.data.params["optim.lr"] == "0.01" and logged.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(logged.info.run_id, "val_acc")] == [1, 2]
+    assert logged.data.metrics["test_accuracy"] == 0.75 and logged.data.metrics["test_f1/cat"] == 0.75
+    assert {a.path for a in client.list_artifacts(logged.info.run_id)} == {"report.html", "cm.png"}
+    back = client.download_artifacts(logged.info.run_id, "report.html", str(tmp_path / "back"))
+    assert open(back).read() == "<html>the report</html>"
+    assert (tmp_path / "mlflow-artifacts").is_dir()  # inside the run, not ./mlruns
 
 
 def test_wandb_logs_each_epoch_offline(tmp_path, monkeypatch):
@@ -273,5 +294,8 @@ def test_wandb_logs_each_epoch_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cb = WandB(_TrackedRun(tmp_path), {"optim": {"lr": 0.01}})
     cb.on_epoch_end(LoopState(), 1, {"epoch": 1, "train_loss": 0.5})
-    cb.on_train_end(LoopState())
+    cb.finish(finished(tmp_path))
     assert any((tmp_path / "wandb").rglob("*.wandb"))
+    assert any((tmp_path / "wandb").rglob("media/images/confusion_matrix*.png"))
+    log = next((tmp_path / "wandb").rglob("*.wandb")).read_bytes()  # the offline run's record (protobuf)
+    assert b"test/f1/dog" in log and b"-results" in log  # the summary's figures and the results artifact

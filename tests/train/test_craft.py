@@ -143,3 +143,25 @@ def test_tta_averages_the_named_views_only_and_is_reported_beside_the_plain_figu
     assert "with TTA (flips): accuracy" in capsys.readouterr().out
     with pytest.raises(CnnlabError, match="--tta scores the run's own split"):
         api.evaluate(out, data="digits", tta="flips", progress=False)
+
+
+def test_a_trained_run_leaves_its_confusion_matrix_and_report_in_its_trackers(tmp_path):
+    """Through `cnnlab train --logger tensorboard,mlflow`: the event file holds the
+    confusion-matrix picture and the test figures, MLflow's store the report and metrics.json."""
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--logger", "tensorboard,mlflow",
+                 "--out", str(out), "-q"]) == 0  # fmt: skip
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert events.Images("confusion_matrix") and "test/accuracy" in events.Tags()["scalars"]
+    status = RunFolder(out).status()
+    client = MlflowClient(status["mlflow_tracking_uri"])
+    arts = {a.path for a in client.list_artifacts(status["mlflow_run_id"])}
+    assert {"report.html", "metrics.json", "confusion_matrix.png"} <= arts
+    back = client.download_artifacts(status["mlflow_run_id"], "metrics.json", str(tmp_path / "back"))
+    assert json.loads(open(back).read())["accuracy"] == json.loads((out / "metrics.json").read_text())["accuracy"]

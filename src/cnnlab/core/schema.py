@@ -390,8 +390,11 @@ class RunConfig(_Section):
     out: str | None = Field(None, description="run folder; default runs/<model>-<data>-<time>")
     report: bool = Field(True, description="write report.html when training ends")
     loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
-        default_factory=list, description="experiment trackers fed each epoch: tensorboard, mlflow, wandb"
+        default_factory=list,
+        description="experiment trackers fed each epoch and, once evaluated, the test figures, per-class F1, "
+        "the confusion matrix, metrics.json and the report: tensorboard, mlflow, wandb",
     )
+    log_checkpoint: bool = Field(False, description="the trackers also keep the best checkpoint as an artifact")
 
     @field_validator("loggers")
     @classmethod

@@ -147,6 +147,7 @@ LOCK = ".lock"  # flock'ed by the one process that trains or writes into the run
 # what a run folder may hold: --overwrite refuses a folder with anything else in it
 CHECKPOINT_SUFFIXES = (".pt", ".npz")  # torch, scratch (NumPy) engine
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow.db", "wandb": "wandb"}  # where each writes
+TRACKER_FILES = ("mlflow-artifacts",)  # MLflow's artifacts, for the run's own local store
 RUN_ENTRIES = {
     MARKER,
     LOCK,
@@ -164,6 +165,7 @@ RUN_ENTRIES = {
     "explain",
     "export",
     *TRACKERS.values(),
+    *TRACKER_FILES,
 }
 
 

@@ -57,6 +57,42 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class Finished:
+    """What a finished, evaluated run gives its trackers: the test figures (metrics.json), a
+    confusion-matrix picture, and files to keep as artifacts (the report, metrics.json and, with
+    ``run.log_checkpoint``, the best checkpoint)."""
+
+    def __init__(self, metrics: dict[str, Any], epoch: int, confusion_png: Any | None, files: Sequence[Any]):
+        self.metrics, self.epoch, self.confusion_png, self.files = metrics, epoch, confusion_png, list(files)
+
+    def scalars(self) -> dict[str, float]:
+        """test/accuracy, test/macro_f1, … and test/f1/<class> (a split other than test keeps its name)."""
+        split = self.metrics.get("split", "test")
+        out = {f"{split}/{k}": v for k, v in _scalars(self.metrics).items() if k != "best_epoch"}
+        for c, row in (self.metrics.get("per_class") or {}).items():
+            if isinstance(row, dict) and isinstance(row.get("f1"), (int, float)):
+                out[f"{split}/f1/{c}"] = float(row["f1"])
+        return out
+
+    def picture(self) -> Any:
+        """The confusion matrix as an (H, W, 3) uint8 array."""
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(self.confusion_png) as im:
+            return np.asarray(im.convert("RGB"))
+
+
+def finish_trackers(trackers: Sequence[Callback], done: Finished | None) -> None:
+    """Give each tracker the evaluated run (None: training failed) and close it; a tracker that
+    fails says so and leaves the run as it is (the run folder is the record)."""
+    for t in trackers:
+        try:
+            t.finish(done)  # type: ignore[attr-defined]  # the three tracker classes below
+        except Exception as e:
+            log.warning("--logger %s could not record the finished run (%s: %s)", type(t).__name__, type(e).__name__, e)
+
+
 class TensorBoard(Callback):
     """Event files in RUN/tensorboard: one scalar per metric per epoch (tags train/loss, val/acc, …)
     and the config as text. A resumed run continues the same curves."""
@@ -80,7 +116,13 @@ class TensorBoard(Callback):
             self.writer.add_scalar(k.replace("_", "/", 1) if k.startswith(("train_", "val_")) else k, v, epoch)
         self.writer.flush()
 
-    def on_train_end(self, loop: LoopState) -> None:
+    def finish(self, done: Finished | None) -> None:
+        if done is not None:
+            for k, v in done.scalars().items():
+                self.writer.add_scalar(k, v, done.epoch)
+            if done.confusion_png is not None:
+                self.writer.add_image("confusion_matrix", done.picture(), done.epoch, dataformats="HWC")
+            self.writer.add_text("metrics", "```\n" + json.dumps(done.metrics, indent=1)[:60_000] + "\n```", done.epoch)
         self.writer.close()
 
 
@@ -101,7 +143,9 @@ class MLflow(Callback):
         self.client = MlflowClient(self.uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "cnnlab")
         exp = self.client.get_experiment_by_name(name)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(name)
+        # a new experiment of the run's own store keeps its artifacts in the run (MLflow's default is ./mlruns)
+        where = None if os.environ.get("MLFLOW_TRACKING_URI") else (run.path / "mlflow-artifacts").resolve().as_uri()
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(name, artifact_location=where)
         previous = (run.status() if run.run_json.is_file() else {}).get("mlflow_run_id")
         if previous:  # a resumed run goes on in the same MLflow run
             self.run_id = previous
@@ -119,7 +163,19 @@ class MLflow(Callback):
         stamp = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, epoch) for k, v in _scalars(logs).items()])
 
-    def on_train_end(self, loop: LoopState) -> None:
+    def finish(self, done: Finished | None) -> None:
+        from mlflow.entities import Metric
+
+        if done is None:
+            self.client.set_terminated(self.run_id, "FAILED")
+            return
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(k.replace("/", "_", 1), v, stamp, done.epoch) for k, v in done.scalars().items()]
+        for i in range(0, len(metrics), 500):
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + 500])
+        for f in [done.confusion_png, *done.files]:
+            if f is not None:
+                self.client.log_artifact(self.run_id, str(f))
         self.client.set_terminated(self.run_id, "FINISHED")
 
 
@@ -152,5 +208,15 @@ class WandB(Callback):
     def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
         self.run.log(_scalars(logs), step=epoch)
 
-    def on_train_end(self, loop: LoopState) -> None:
+    def finish(self, done: Finished | None) -> None:
+        if done is None:
+            self.run.finish(exit_code=1)
+            return
+        self.run.summary.update(done.scalars())
+        if done.confusion_png is not None:
+            self.run.log({"confusion_matrix": self.wandb.Image(str(done.confusion_png))}, step=done.epoch)
+        art = self.wandb.Artifact(f"{self.run.name}-results", type="run-results")
+        for f in done.files:
+            art.add_file(str(f))
+        self.run.log_artifact(art)
         self.run.finish()

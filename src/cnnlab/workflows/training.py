@@ -8,9 +8,10 @@ import contextlib
 import logging
 import platform
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from cnnlab.core.errors import CnnlabError, DiskError
 from cnnlab.core.monitor import MONITORABLE
 from cnnlab.core.schema import Config, build_config
 from cnnlab.data.pipeline import PreparedData, prepare_data
-from cnnlab.evaluate.plots import plot_lr_find
+from cnnlab.evaluate.plots import plot_confusion, plot_lr_find
 from cnnlab.inference.predictor import Predictor
 from cnnlab.models import get_spec
 from cnnlab.models.ops import resolve_device
@@ -36,7 +37,7 @@ from cnnlab.train.callbacks import Callback, Checkpoint, EarlyStopping, HistoryC
 from cnnlab.train.engine import ENGINES, Engine
 from cnnlab.train.engines import TorchEngine
 from cnnlab.train.lr_find import range_test
-from cnnlab.train.trackers import check_trackers, tracker_callbacks
+from cnnlab.train.trackers import Finished, check_trackers, finish_trackers, tracker_callbacks
 from cnnlab.workflows.evaluation import evaluate_checkpoint, report
 from cnnlab.workflows.seeds import seed_config, seed_group, seed_list, seed_runs, summarise, write_page
 
@@ -86,6 +87,7 @@ class OpenRun:
     device: torch.device
     engine: Engine
     resumed_from: int | None = None
+    trackers: list[Callback] = field(default_factory=list)  # --logger: finished with the run
 
 
 def train(
@@ -391,13 +393,18 @@ def fit(o: OpenRun, extra: Sequence[Callback], progress: bool) -> None:
     if cfg.train.time:
         cbs.append(TimeBudget(seconds=cfg.train.time, what=f"the --time budget of {cfg.train.time:g} s"))
     meta = checkpoint_meta(cfg, data, o.engine.name)
-    cbs += tracker_callbacks(cfg.run.loggers, run, cfg.model_dump(mode="json"))
+    o.trackers = tracker_callbacks(cfg.run.loggers, run, cfg.model_dump(mode="json"))
+    cbs += o.trackers
     cbs += list(extra)
     cbs.append(Checkpoint(run, cfg.train.monitor if has_val else "train_loss", lambda: meta, o.engine))
     if o.resumed_from is not None:
         log.info("resuming %s after epoch %d of %d", run.path, o.resumed_from, cfg.train.epochs)
     run.clear_metrics()  # its presence means "finished": not while training
-    o.engine.fit(cbs, cfg.train.epochs)
+    try:
+        o.engine.fit(cbs, cfg.train.epochs)
+    except BaseException:
+        finish_trackers(o.trackers, None)  # the tracker's run is marked failed
+        raise
 
 
 def checkpoint_meta(cfg: Config, data: PreparedData, engine: str) -> dict[str, Any]:
@@ -469,10 +476,25 @@ def finish_run(o: OpenRun, progress: bool) -> TrainResult:
             log.warning(
                 "the report could not be written (%s: %s); retry with: cnnlab report %s", type(e).__name__, e, run.path
             )
+    if o.trackers:
+        _finish_trackers(o, metrics)
     note = use_sentence(run.test_split_id()) if metrics.get("split") == "test" else None
     return TrainResult(
         run.path, engine.history, metrics, engine.stop_reason, monitor, best.get(monitor), metrics["best_epoch"], note
     )
+
+
+def _finish_trackers(o: OpenRun, metrics: dict[str, Any]) -> None:
+    """The evaluated run to its trackers: the figures, a confusion-matrix picture, the files."""
+    run = o.run
+    files = [p for p in (run.metrics_json, run.path / "report.html") if p.is_file()]
+    if o.cfg.run.log_checkpoint:
+        files.append(run.best_ckpt)
+    with tempfile.TemporaryDirectory(prefix="cnnlab-trackers-") as tmp:
+        png = None
+        if "confusion_matrix" in metrics:
+            png = plot_confusion(metrics["confusion_matrix"], o.data.classes, Path(tmp) / "confusion_matrix.png")
+        finish_trackers(o.trackers, Finished(metrics, metrics.get("best_epoch") or o.engine.epoch, png, files))
 
 
 def _check_monitor(monitor: str, multilabel: bool) -> None:

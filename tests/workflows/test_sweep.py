@@ -264,37 +264,44 @@ def test_the_pruners_count_rungs_in_validations_and_take_the_specs_settings():
 
 
 def test_a_promotion_made_with_no_one_to_beat_is_undone_when_better_trials_reach_its_rung():
-    """Trial A reaches the first rung alone and is promoted (asynchronous halving); B, C and D then
-    report better values there. Plain halving lets A train on to its next rung; rechecked halving
-    prunes A at its next report, since A is no longer in the top third of the rung it passed, and
-    leaves B, the best there, alone."""
+    """A reaches the first rung alone and is promoted (asynchronous halving); B then reports better
+    there. Plain halving lets A train on; rechecked halving prunes A at its next report (it would
+    not have been promoted had B come first). B, the best when C and D arrive, then stands; so
+    does E, promoted among five, even after F and G push it out of the rung's top third."""
     import optuna
 
     from cnnlab.workflows.sweep.spec import RecheckedHalving
 
     def run(pruner):
         study = optuna.create_study(direction="maximize", pruner=pruner)
-        a = study.ask()
-        a.report(0.5, 1)
-        assert not a.should_prune()  # alone at rung 0 (step 1): promoted
-        b = study.ask()
-        b.report(0.9, 1)
-        assert not b.should_prune()
-        for v in (0.8, 0.7):
-            t = study.ask()
-            t.report(v, 1)
-            assert t.should_prune()  # not the top third of rung 0
-            study.tell(t, state=optuna.trial.TrialState.PRUNED)
-        a.report(0.55, 2)
-        b.report(0.91, 2)
-        return a.should_prune(), b.should_prune()
+        pruned = {}
 
-    halving = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    assert run(halving) == (False, False)
-    assert run(RecheckedHalving(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3), 3)) == (
-        True,
-        False,
-    )
+        def report(t, value, step):
+            t.report(value, step)
+            pruned[t.number, step] = t.should_prune()
+            if pruned[t.number, step]:
+                study.tell(t, state=optuna.trial.TrialState.PRUNED)
+
+        a, b = study.ask(), study.ask()
+        report(a, 0.5, 1)
+        report(b, 0.9, 1)
+        for v in (0.8, 0.7):
+            report(study.ask(), v, 1)  # C and D: not the top third, pruned by halving itself
+        report(b, 0.91, 2)
+        e = study.ask()
+        report(e, 0.95, 1)  # the best of five: promoted among enough
+        for v in (0.97, 0.96):
+            report(study.ask(), v, 1)  # F and G
+        report(a, 0.55, 2)
+        report(e, 0.951, 2)
+        report(b, 0.92, 3)
+        return pruned[0, 1], pruned[0, 2], pruned[1, 2], pruned[1, 3], pruned[4, 1], pruned[4, 2]
+
+    def halving():
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+
+    assert run(halving()) == (False, False, False, False, False, False)
+    assert run(RecheckedHalving(halving(), 3)) == (False, True, False, False, False, False)
 
 
 def test_start_points_are_tried_first_and_once(tmp_path):

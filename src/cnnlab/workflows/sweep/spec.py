@@ -425,33 +425,45 @@ def pruner_for(spec: SweepSpec) -> Any:
 
 
 class RecheckedHalving:
-    """Optuna's asynchronous successive halving, whose promotions are re-judged as trials arrive.
+    """Optuna's asynchronous successive halving, whose promotions made with too few trials to judge
+    by are re-judged as trials arrive.
 
     ASHA promotes a trial the moment it is in the top 1/η of those that have reached its rung so
-    far, so the first trial at a rung is promoted with no one to beat; with two workers, two of the
+    far, so the first trials at a rung are promoted with no one to beat; with two workers, two of the
     seed-000 sweep's first three trials trained all 10 epochs that way (30 % of its worker time).
-    Here a running trial is also pruned when it is no longer in the top 1/η of any rung it passed:
-    synchronous halving's rule, applied as the evidence comes in. Hand-written because Optuna has no
-    such option (its ``bootstrap_count`` prunes the first arrivals at every rung instead, the top
-    rung's after 90 % of their training); Optuna's pruner records the rungs (``completed_rung_N``)."""
+    Here a promotion made while fewer than η trials had reached the rung is provisional: at each
+    later report the trial is pruned if it is no longer in the top 1/η of that rung (the best, while
+    fewer than η are there), and the promotion stands once η trials have reached the rung with the
+    trial in their top 1/η. Promotions made among η or more stand as ASHA made them. Hand-written
+    because Optuna has no such option (its ``bootstrap_count`` prunes the first arrivals at every
+    rung instead, the top rung's after 90 % of their training); Optuna's pruner records the rungs
+    (``completed_rung_N``). The provisional promotions are this worker's memory: a retried trial
+    starts without them."""
 
     def __init__(self, halving: Any, reduction_factor: int):
         self.halving, self.eta = halving, reduction_factor
+        self.provisional: dict[int, set[str]] = {}  # trial id → rungs it passed with fewer than η there
 
     def prune(self, study: Any, trial: Any) -> bool:
+        known = set(trial.system_attrs)
         if self.halving.prune(study, trial):
             return True
-        rungs = [k for k in trial.system_attrs if k.startswith("completed_rung_")]
-        if not rungs:
-            return False
+        tid = trial._trial_id
         maximize = study.direction.name == "MAXIMIZE"
         others = study.get_trials(deepcopy=False)
-        for key in rungs:
+        mine = next((t for t in others if t._trial_id == tid), trial)  # with the rung just recorded
+        for key in (k for k in mine.system_attrs if k.startswith("completed_rung_") and k not in known):
+            if sum(key in t.system_attrs for t in others) < self.eta:
+                self.provisional.setdefault(tid, set()).add(key)
+        for key in sorted(self.provisional.get(tid, ())):
             ranked = sorted((t.system_attrs[key] for t in others if key in t.system_attrs), reverse=maximize)
             cut = ranked[max(1, len(ranked) // self.eta) - 1]
-            value = trial.system_attrs[key]
+            value = mine.system_attrs[key]
             if (value < cut) if maximize else (value > cut):
+                self.provisional.pop(tid, None)
                 return True
+            if len(ranked) >= self.eta:
+                self.provisional[tid].discard(key)  # judged among η or more: it stands
         return False
 
 

@@ -72,7 +72,21 @@ def test_cache_modes_give_identical_training(tmp_path):
 # ---------------------------------------------------------------- augmentation
 
 
-@pytest.mark.parametrize("preset", ["none", "flip", "keras", "paintings", "randaugment", "trivialaugment"])
+@pytest.mark.parametrize(
+    "preset",
+    [
+        "none",
+        "flip",
+        "keras",
+        "paintings",
+        "randaugment",
+        "trivialaugment",
+        "rrc",
+        "colorjitter",
+        "autoaugment",
+        "augmix",
+    ],
+)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_preset_keeps_shape_and_dtype(preset, channels):
     imgs = torch.randint(0, 256, (8, channels, 20, 20), dtype=torch.uint8)

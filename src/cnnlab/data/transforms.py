@@ -143,6 +143,51 @@ def _trivialaugment(size: int, channels: int, sample: Sampler | None = None, fli
     return v2.Compose(steps + [v2.TrivialAugmentWide()])
 
 
+@PRESETS.register("rrc")
+def _rrc(
+    size: int, channels: int, sample: Sampler | None = None, scale_min: float = 0.35, ratio: float = 4 / 3,
+    flip: bool = True,
+) -> Transform:  # fmt: skip
+    """RandomResizedCrop (a crop of ``scale_min``-1 of the area, aspect ``1/ratio``-``ratio``,
+    resized back to the side) then a horizontal flip: the transfer-learning recipe of timm and
+    torchvision. timm's default scale (0.08, 1) suits 224-px ImageNet crops; 0.35 keeps small images whole enough."""
+    if not 0 < scale_min <= 1 or ratio < 1:
+        raise CnnlabError("augment options of rrc: scale_min in (0, 1], ratio >= 1")
+    steps: list[Transform] = [
+        v2.RandomResizedCrop(size, scale=(scale_min, 1.0), ratio=(1 / ratio, ratio), antialias=True)
+    ]
+    return v2.Compose(steps + ([v2.RandomHorizontalFlip()] if flip else []))
+
+
+@PRESETS.register("colorjitter")
+def _colorjitter(
+    size: int, channels: int, sample: Sampler | None = None, brightness: float = 0.3, contrast: float = 0.3,
+    saturation: float = 0.3, hue: float = 0.05, flip: bool = True,
+) -> Transform:  # fmt: skip
+    """torchvision's ColorJitter (saturation and hue only for colour images) and a flip."""
+    colour = channels == 3
+    jitter = v2.ColorJitter(brightness, contrast, saturation if colour else 0, hue if colour else 0)
+    return v2.Compose(([v2.RandomHorizontalFlip()] if flip else []) + [jitter])
+
+
+@PRESETS.register("autoaugment")
+def _autoaugment(size: int, channels: int, sample: Sampler | None = None, policy: str = "imagenet") -> Transform:
+    """torchvision's AutoAugment with its learned ``policy`` (imagenet, cifar10 or svhn)."""
+    policies = {"imagenet": "IMAGENET", "cifar10": "CIFAR10", "svhn": "SVHN"}
+    if policy not in policies:
+        raise CnnlabError(f"augment option policy={policy!r}: choose {', '.join(policies)}")
+    return v2.AutoAugment(getattr(v2.AutoAugmentPolicy, policies[policy]))
+
+
+@PRESETS.register("augmix")
+def _augmix(
+    size: int, channels: int, sample: Sampler | None = None, severity: int = 3, width: int = 3, flip: bool = True
+) -> Transform:
+    """torchvision's AugMix (``width`` chains of augmentations mixed at ``severity``) and a flip."""
+    steps: list[Transform] = [v2.RandomHorizontalFlip()] if flip else []
+    return v2.Compose(steps + [v2.AugMix(severity=severity, mixture_width=width)])
+
+
 def preset_options(name: str) -> dict[str, Any]:
     """The tunable options of a preset and their defaults."""
     params = inspect.signature(PRESETS.get(name)).parameters

@@ -82,3 +82,21 @@ def test_fine_tune_auto_beats_the_frozen_head_by_two_points(tmp_path):
     assert tuned.metrics["num_samples"] == 10_000
     assert tuned.metrics["accuracy"] >= frozen.metrics["accuracy"] + 0.02
     assert max(h["seconds"] for h in head) < 1.0  # the frozen phase runs at feature-cache speed
+
+
+def test_a_30_second_budget_on_fashion_mnist_stops_at_an_epoch_end_and_evaluates(tmp_path):
+    """--time 30s on the whole of Fashion-MNIST with 30 epochs planned: it stops at an epoch end
+    within 30 s + one epoch, says why, and leaves a completed run scored on the test split."""
+    import json
+
+    from cnnlab.runs.store import RunFolder
+
+    out = tmp_path / "t"
+    cfg = build_config(None, {"data.source": "fashion-mnist", "train.epochs": 30, "train.time": "30s",
+                              "run.out": str(out), "run.report": False})  # fmt: skip
+    res = api.train(cfg, progress=False)
+    status = RunFolder(out).status()
+    assert status["status"] == "completed" and "--time budget of 30 s" in status["stop_reason"]
+    per_epoch = status["train_seconds"] / status["epochs_done"]
+    assert 1 <= status["epochs_done"] < 30 and status["train_seconds"] <= 30 + per_epoch
+    assert json.loads((out / "metrics.json").read_text())["split"] == "test" and res.metrics["accuracy"] > 0.8

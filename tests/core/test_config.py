@@ -73,3 +73,15 @@ def test_yaml_file_errors(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(CnnlabError, match="must hold a mapping"):
         load_yaml(tmp_path / "list.yaml")
+
+
+def test_a_key_given_twice_in_a_yaml_file_is_refused_with_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys silently: a second `pruner:` in a sweep spec, or
+    `lr:` twice in a config, would quietly replace the first."""
+    from cnnlab.core.yamlio import read_yaml_file, safe_yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optim:\n  lr: 0.1\n  name: sgd\n  lr: 0.01\n")
+    with pytest.raises(CnnlabError, match=r"c.yaml': key 'lr' is given twice \(lines 2 and 4\)"):
+        read_yaml_file(cfg, "config")
+    assert safe_yaml("a: {lr: 1}\nb: {lr: 2}", "x") == {"a": {"lr": 1}, "b": {"lr": 2}}  # per mapping

@@ -18,6 +18,26 @@ MAX_YAML_BYTES = 1 << 20  # a config is a few KB; a megabyte is generous
 MAX_YAML_DEPTH = 32
 
 
+class _OneOfEachKey(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping key given twice (PyYAML keeps the last one silently, so
+    a second ``pruner:`` or ``lr:`` would quietly replace the first)."""
+
+    where = "YAML"
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise CnnlabError(
+                        f"{self.where}: key {key!r} is given twice (lines {seen[key]} and "
+                        f"{key_node.start_mark.line + 1}); keep one"
+                    )
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def safe_yaml(text: str, where: str) -> Any:
     """Parse YAML text as plain data, bounded: ``safe_load`` (no tags that build objects), no
     anchors/aliases (a few of them nested make a "billion laughs" bomb), at most
@@ -39,7 +59,8 @@ def safe_yaml(text: str, where: str) -> Any:
                     raise CnnlabError(f"{where}: nested deeper than {MAX_YAML_DEPTH} levels")
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
-        return yaml.safe_load(text)
+        loader = type("Loader", (_OneOfEachKey,), {"where": where})
+        return yaml.load(text, Loader=loader)  # noqa: S506  (a SafeLoader: plain data only)
     except yaml.YAMLError as e:
         raise CnnlabError(f"{where} is not valid YAML: " + " ".join(str(e).split())) from None
 

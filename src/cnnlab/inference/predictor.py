@@ -44,6 +44,18 @@ def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
     return views
 
 
+def _temperature(metrics: dict[str, Any], folder: RunFolder) -> float:
+    """The run's --calibrate temperature from metrics.json (1 without one; a damaged one warns)."""
+    cal = metrics.get("calibration")
+    t = cal.get("temperature", 1.0) if isinstance(cal, dict) else 1.0
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.01 <= t <= 100:
+        log.warning(
+            "%s: calibration temperature %r is not a number from 0.01 to 100; not applied", folder.metrics_json, t
+        )
+        return 1.0
+    return float(t)
+
+
 class Predictor:
     """A trained model loaded once, with everything needed to predict like the run did.
 
@@ -111,10 +123,16 @@ class Predictor:
                 )
         thresholds, temperature = None, 1.0
         if folder.metrics_json.is_file():
-            metrics = folder.read_json(folder.metrics_json)
+            try:
+                metrics = folder.read_json(folder.metrics_json)
+            except CnnlabError as e:
+                if ckpt.get("multilabel"):
+                    raise  # its thresholds are part of its predictions
+                log.warning("%s; predicting without a calibrated temperature", e)
+                metrics = {}
             if ckpt.get("multilabel"):
                 thresholds = metrics.get("tuned_thresholds", {}).get("threshold")
-            temperature = float((metrics.get("calibration") or {}).get("temperature", 1.0))
+            temperature = _temperature(metrics, folder)
         return cls.from_checkpoint(
             ckpt, device, thresholds=thresholds, run=folder, max_pixels=max_pixels, temperature=temperature, tta=tta
         )

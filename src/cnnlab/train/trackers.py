@@ -9,7 +9,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.train.callbacks import Callback
@@ -79,6 +79,7 @@ class Finished:
         import numpy as np
         from PIL import Image
 
+        assert self.confusion_png is not None
         with Image.open(self.confusion_png) as im:
             return np.asarray(im.convert("RGB"))
 
@@ -201,7 +202,7 @@ class WandB(Callback):
             name=run.path.name,
             dir=str(run.tracker_path("wandb")),
             config=config,
-            mode=os.environ.get("WANDB_MODE", "offline"),
+            mode=cast(Any, os.environ.get("WANDB_MODE", "offline")),  # wandb checks the value
             reinit="finish_previous",
         )
 

@@ -7,7 +7,7 @@ import argparse
 from typing import Any, NoReturn
 
 from cnnlab.core.registry import did_you_mean
-from cnnlab.core.schema import TrainConfig
+from cnnlab.core.schema import TTA_VIEWS, TrainConfig
 
 __all__ = [
     "Parser",
@@ -129,3 +129,14 @@ def all_flags(parser: argparse.ArgumentParser) -> list[str]:
 def auto_or_int(text: str) -> str | int:
     """``auto`` or a whole number (``train.threads``): the schema checks the range."""
     return text if text.strip() == "auto" else positive_int(text)
+
+
+def add_tta_flag(parser: argparse.ArgumentParser, what: str = "") -> None:
+    """``--tta`` (evaluate, predict, serve): test-time augmentation of a run folder's model."""
+    parser.add_argument(
+        "--tta",
+        choices=TTA_VIEWS,
+        default="none",
+        help="test-time augmentation for a run folder: logits averaged over the image, its mirror image "
+        "and, with crops, four shifted crops" + what,
+    )

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cnnlab.core.errors import CnnlabError
-from cnnlab.core.schema import build_config
+from cnnlab.core.schema import TTA_VIEWS, build_config
 from cnnlab.data.loaders import TensorBatches, make_batches
 from cnnlab.inference.preprocess import ImageInput, Preprocess, decode_many, predict_with
 from cnnlab.models.build import build_model
@@ -25,9 +25,6 @@ from cnnlab.runs.store import RunFolder
 log = logging.getLogger(__name__)
 
 __all__ = ["ImageInput", "Predictor", "Preprocess"]
-
-
-TTA = ("none", "flips", "flips+crops")
 
 
 def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
@@ -74,8 +71,8 @@ class Predictor:
         temperature: float = 1.0,
         tta: str = "none",
     ):
-        if tta not in TTA:
-            raise CnnlabError(f"--tta {tta!r}: choose {', '.join(TTA)}")
+        if tta not in TTA_VIEWS:
+            raise CnnlabError(f"--tta {tta!r}: choose {', '.join(TTA_VIEWS)}")
         self.tta = tta  # test-time augmentation: the logits are the mean over these views
         self.model, self.ckpt, self.device, self.run = model, ckpt, device, run
         self.temperature = float(temperature)  # logits / T before the softmax (--calibrate temperature)

@@ -125,8 +125,11 @@ def evaluate_checkpoint(
             raise CnnlabError(f"the {split!r} split of {data.source!r} is empty")
 
     def logits_of(part: str) -> tuple[torch.Tensor, torch.Tensor]:
-        held = val_logits is not None and np.array_equal(val_logits[1].numpy(), data.labels[data.splits[part]].numpy())
-        if part == "val" and val_logits is not None and held:
+        if (
+            part == "val"
+            and val_logits is not None
+            and np.array_equal(val_logits[1].numpy(), data.labels[data.splits[part]].numpy())
+        ):
             log.info("the best checkpoint (epoch %s) on the val split: as scored by its validation", predictor.epoch)
             return val_logits
         log.info(

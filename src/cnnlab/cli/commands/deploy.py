@@ -49,13 +49,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="load a TorchScript file not exported by cnnlab on this machine (it runs code when loaded)",
     )
-    pr.add_argument(
-        "--tta",
-        choices=["none", "flips", "flips+crops"],
-        default="none",
-        help="test-time augmentation for a run folder: logits averaged over the image, its mirror image "
-        "and, with crops, four shifted crops",
-    )
+    argtypes.add_tta_flag(pr)
     pr.add_argument("--json", action="store_true", help="print results as one JSON list")
     pr.set_defaults(handler=cmd_predict)
 
@@ -161,13 +155,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="load a TorchScript file not exported by cnnlab on this machine (it runs code when loaded)",
     )
-    sv.add_argument(
-        "--tta",
-        choices=["none", "flips", "flips+crops"],
-        default="none",
-        help="test-time augmentation for a run folder: logits averaged over the image, its mirror image "
-        "and, with crops, four shifted crops",
-    )
+    argtypes.add_tta_flag(sv)
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(handler=cmd_serve)
 

@@ -53,13 +53,7 @@ def register(sub: Any) -> None:
         "dataset under the run's split settings (default: all its images)",
     )
     e.add_argument("--batch-size", type=argtypes.positive_int, default=256, metavar="N")
-    e.add_argument(
-        "--tta",
-        choices=["none", "flips", "flips+crops"],
-        default="none",
-        help="also score with test-time augmentation (logits averaged over the image, its mirror image and, "
-        "with crops, four shifted crops) and print it beside the plain figures",
-    )
+    argtypes.add_tta_flag(e, "; the figures are printed beside the plain ones")
     e.add_argument(
         "--max-pixels",
         type=argtypes.positive_int,

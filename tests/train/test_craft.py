@@ -11,6 +11,7 @@ import torch
 from cnnlab import api
 from cnnlab.cli import main
 from cnnlab.core.errors import CnnlabError
+from cnnlab.inference.exported import ExportedModel
 from cnnlab.runs.store import RunFolder
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.losses import SingleLabel
@@ -165,3 +166,64 @@ def test_a_trained_run_leaves_its_confusion_matrix_and_report_in_its_trackers(tm
     assert {"report.html", "metrics.json", "confusion_matrix.png"} <= arts
     back = client.download_artifacts(status["mlflow_run_id"], "metrics.json", str(tmp_path / "back"))
     assert json.loads(open(back).read())["accuracy"] == json.loads((out / "metrics.json").read_text())["accuracy"]
+
+
+def test_the_weight_average_follows_its_formula_with_warm_up():
+    """w_ema after each step equals the hand-computed average: decay min(d, (1 + t) / (10 + t))."""
+    from cnnlab.train.ema import WeightEMA
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    t = Trainer(model, opt, torch.device("cpu"), channels_last=False)
+    t.ema = WeightEMA(model, decay=0.9)
+    expected = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    for step in range(6):
+        t.train_step(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+        d = 0.0 if step == 0 else min(0.9, (1 + step) / (10 + step))  # the first update copies
+        now = model.state_dict()
+        expected = {k: d * e + (1 - d) * now[k] for k, e in expected.items()}
+    avg = t.ema.weights()
+    assert max(float((avg[k] - e).abs().max()) for k, e in expected.items()) < 1e-6
+    assert any(float((avg[k] - model.state_dict()[k]).abs().max()) > 1e-3 for k in expected)  # not the weights
+    assert int(avg["1.num_batches_tracked"]) == 6  # counters are the model's own
+    with t.judged():  # validation sees the average, then the model gets its own weights back
+        assert torch.equal(model.state_dict()["0.weight"], avg["0.weight"])
+    assert not torch.equal(model.state_dict()["0.weight"], avg["0.weight"])
+
+
+def test_an_ema_run_judges_and_keeps_the_average_and_says_so(tmp_path, capsys):
+    """train.ema: the validation figures are the average's, best.pt holds it (last.pt both), evaluate,
+    metrics.json and an exported file say which weights they are; resume continues the average."""
+    cfg = digits(tmp_path / "ema", **{"train.epochs": 3, "train.ema": 0.99, "train.batch_size": 64})
+    res = api.train(cfg, progress=False)
+    best = torch.load(res.run / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(res.run / "checkpoints" / "last.pt", weights_only=True)
+    avg = {k.removeprefix("module."): v for k, v in last["ema"]["average"].items() if k.startswith("module.")}
+    assert best["epoch"] == 3 and all(torch.equal(best["model"][k], avg[k]) for k in avg)
+    assert any(not torch.equal(last["model"][k], avg[k]) for k in avg)  # the trained weights differ
+    metrics = json.loads((res.run / "metrics.json").read_text())
+    assert metrics["weights"] == "EMA of the weights (decay 0.99)"
+    row = next(h for h in res.history if h["epoch"] == metrics["best_epoch"])
+    val = api.evaluate(res.run, split="val", progress=False)
+    assert val["accuracy"] == pytest.approx(row["val_acc"])  # validation judged the weights best.pt keeps
+    assert main(["export", str(res.run), "--out", str(tmp_path / "m.onnx")]) == 0
+    assert ExportedModel.load(tmp_path / "m.onnx").meta["weights"] == metrics["weights"]
+    assert main(["evaluate", str(res.run)]) == 0
+    out = capsys.readouterr().out
+    assert "batch dynamic; EMA of the weights (decay 0.99)" in out and "(EMA of the weights (decay 0.99)):" in out
+
+    # an interrupted run resumes to the same average as the uninterrupted one
+    class StopAfter(Callback):
+        def on_batch_end(self, loop, step, logs):
+            if loop.epoch == 1 and step == 3:
+                raise KeyboardInterrupt
+
+    part = digits(tmp_path / "part", **{"train.epochs": 3, "train.ema": 0.99, "train.batch_size": 64})
+    with pytest.raises(KeyboardInterrupt):
+        api.train(part, callbacks=[StopAfter()], progress=False)
+    api.train(None, resume=tmp_path / "part", progress=False)  # type: ignore[arg-type]
+    resumed = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=True)["ema"]["average"]
+    assert all(torch.equal(resumed[k], v) for k, v in last["ema"]["average"].items())
+    with pytest.raises(CnnlabError, match="train.ema.*scratch"):
+        api.train(digits(tmp_path / "s", **{"train.engine": "scratch", "train.ema": 0.9}), progress=False)

@@ -19,6 +19,8 @@ def format_metrics_table(m: dict[str, Any], title: str = "") -> str:
     """A plain-text table of per-class metrics and the summary figures."""
     names = list(m["per_class"])
     w = max([len(n) for n in names] + [len("weighted avg")])
+    if title and str(m.get("weights", "")).startswith("EMA"):  # train.ema: say whose figures these are
+        title = f"{title.removesuffix(':')} ({m['weights']}):"
     lines = [title] if title else []
     lines.append(f"{'class':<{w}}  precision  recall     f1  support")
     for n in names:

@@ -310,6 +310,19 @@ class TrainConfig(_Section):
         description="single-label training targets (1 - e) one-hot + e / K (timm, Keras); validation "
         "loss stays plain cross-entropy",
     )
+    ema: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="keep an exponential moving average of the weights with this decay after every step "
+        "(timm --model-ema, Ultralytics, Keras use_ema; e.g. 0.999): validation, best.pt, evaluate, export and "
+        "serve use the average",
+    )
+    ema_warmup: bool = Field(
+        True,
+        description="with train.ema: update t decays by min(ema, (1 + t) / (10 + t)) (TensorFlow's), so the "
+        "first steps' weights fade within tens of steps",
+    )
     time: float | None = Field(
         None,
         gt=0,

@@ -83,6 +83,9 @@ class Predictor:
             self.preprocess = dataclasses.replace(self.preprocess, max_pixels=max_pixels)
         self.thresholds = list(thresholds) if thresholds is not None else None
         self.epoch = ckpt.get("epoch")
+        ema = (ckpt.get("config") or {}).get("train", {}).get("ema")
+        # which weights these are: best.pt of a train.ema run holds the weights' moving average
+        self.weights = f"EMA of the weights (decay {ema})" if ema else "the trained weights"
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], device: str | torch.device = "cpu", **kw: Any) -> Predictor:

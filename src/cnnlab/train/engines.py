@@ -31,6 +31,7 @@ from cnnlab.train import (
 )
 from cnnlab.train.build import HeadOnlyTrainer, build_model, feature_sets, param_groups, uses_feature_cache
 from cnnlab.train.callbacks import Callback, FineTune, LRSchedule
+from cnnlab.train.ema import WeightEMA
 from cnnlab.train.engine import ENGINES
 from cnnlab.train.losses import MultiLabel, SingleLabel, balanced_class_weights, init_output_bias
 from cnnlab.train.optim import build_optimizer, build_schedule
@@ -279,9 +280,10 @@ class TorchEngine:
             self.trainer, self.train_batches, self.val_batches = self.head_phase
             self.head_phase = None
         self.extra_callbacks = self._own_callbacks(optimizer)
+        ema = WeightEMA(model, cfg.train.ema, cfg.train.ema_warmup) if cfg.train.ema else None
         for t in (self.trainer, self.head_phase[0] if self.head_phase else None):
             if t is not None:
-                t.clip_grad = cfg.train.clip_grad
+                t.clip_grad, t.ema = cfg.train.clip_grad, ema  # both phases average one model
                 self._extra_val_metrics(t)
         self._resume_state = state  # restored in fit(), once every callback is in place
         return facts
@@ -404,7 +406,9 @@ class TorchEngine:
         return self.trainer.state_dict()
 
     def weights(self) -> dict[str, Any]:
-        return self.model.state_dict()
+        """What best.pt keeps: the weights' moving average with train.ema, else the weights."""
+        ema = self.trainer.ema if self.trainer is not None else None
+        return ema.weights() if ema is not None else self.model.state_dict()
 
     def serialize(self, obj: dict[str, Any]) -> bytes:
         return checkpoint_bytes(obj)

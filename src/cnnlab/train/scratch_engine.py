@@ -58,7 +58,8 @@ def _unsupported(cfg: Config) -> str | None:
     if t.init_output_bias:
         return "init_output_bias: not in the scratch engine"
     craft = [name for name, on in (("train.accumulate", t.accumulate > 1), ("train.clip_grad", t.clip_grad),
-                                   ("train.label_smoothing", t.label_smoothing)) if on]  # fmt: skip
+                                   ("train.label_smoothing", t.label_smoothing),
+                                   ("train.ema", t.ema)) if on]  # fmt: skip
     if craft:
         return f"{', '.join(craft)}: not in the scratch engine (its backprop is plain cross-entropy, one batch a step)"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

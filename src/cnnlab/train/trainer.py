@@ -3,6 +3,7 @@ and one evaluation; the epoch loop itself is train/loop.py, shared with the NumP
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from cnnlab.models.ops import predict_logits, uses_conv
 from cnnlab.models.transfer import bn_to_eval, frozen_bn_to_eval
 from cnnlab.train import distributed
 from cnnlab.train.callbacks import Callback
+from cnnlab.train.ema import WeightEMA
 from cnnlab.train.loop import run_epochs
 from cnnlab.train.losses import MultiLabel, SingleLabel
 from cnnlab.train.state import LoopState
@@ -110,6 +112,8 @@ class Trainer:
         self.micro_batch: int | None = None
         self.clip_grad: float | None = None  # the gradients' global L2 norm is clipped to this
         self.ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
+        # train.ema: the weights' moving average, updated after every step; validation judges it
+        self.ema: WeightEMA | None = None
         # optional: extra validation metrics from (logits, labels), merged into the epoch logs
         self.val_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None
         # the last validation's (epoch, logits, labels) in one process: the run's final scoring of
@@ -156,7 +160,16 @@ class Trainer:
             scaled.backward()
             self._clip()
             self.optimizer.step()
+        self._stepped()
         return float(loss.detach()) * len(y), self.task.correct(logits, y)
+
+    def _stepped(self) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def judged(self) -> Any:
+        """A block in which the model holds the weights a validation judges (the EMA's, when on)."""
+        return self.ema.swapped_into(self.model) if self.ema is not None else contextlib.nullcontext()
 
     def _clip(self) -> None:
         if self.clip_grad is None:
@@ -185,6 +198,7 @@ class Trainer:
             correct += self.task.correct(logits, ys)
         self._clip()
         self.optimizer.step()
+        self._stepped()
         return total, correct
 
     def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
@@ -234,12 +248,17 @@ class Trainer:
             **self.loop.state_dict(),
             "rng": rng_state(),
             "callbacks": {cb.key: cb.state_dict() for cb in self.callbacks},
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`, RNG states included."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise CnnlabError("this checkpoint was trained without train.ema: resume it without --ema")
+            self.ema.load_state_dict(state["ema"])
         self.loop.load_state_dict(state)
         for cb in self.callbacks:
             saved = state["callbacks"].get(cb.key)
@@ -278,7 +297,8 @@ class TorchSteps:
         if self.val is None:
             return {}
         t = self.trainer
-        logits, y = t.logits(self.val)
+        with t.judged():
+            logits, y = t.logits(self.val)
         small = logits.numel() <= KEEP_VAL_LOGITS
         t.last_val = (t.loop.epoch + 1, logits, y) if small and not distributed.active() else None
         return t.figures(logits, y)

@@ -133,8 +133,9 @@ def evaluate_checkpoint(
             log.info("the best checkpoint (epoch %s) on the val split: as scored by its validation", predictor.epoch)
             return val_logits
         log.info(
-            "evaluating the best checkpoint (epoch %s) on the %s split: %d images",
+            "evaluating the best checkpoint (epoch %s, %s) on the %s split: %d images",
             predictor.epoch,
+            predictor.weights,
             part,
             len(data.splits[part]),
         )
@@ -181,7 +182,13 @@ def evaluate_checkpoint(
         }
     if save:
         run.save_predictions(probs, y, data.splits[split])
-    return {"split": split, "checkpoint": "best", "best_epoch": predictor.epoch, **metrics}
+    return {
+        "split": split,
+        "checkpoint": "best",
+        "best_epoch": predictor.epoch,
+        "weights": predictor.weights,
+        **metrics,
+    }
 
 
 def evaluate(

@@ -206,7 +206,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(
         f"wrote {r['file']} ({r['format']}, {r['bytes'] / 2**20:.1f} MB): {meta['model']}, "
         f"{len(meta['classes'])} classes, input {meta['input']['dtype']} "
-        f"(N, {meta['input']['channels']}, {meta['input']['size']}, {meta['input']['size']}), batch dynamic"
+        f"(N, {meta['input']['channels']}, {meta['input']['size']}, {meta['input']['size']}), batch dynamic; "
+        f"{meta['weights']}"
     )
     p = r["parity"]
     if p is None:

@@ -92,6 +92,7 @@ def metadata(predictor: Predictor, folder: RunFolder, fmt: str, with_preprocessi
         "metrics": metrics,
         "run": folder.path.resolve().name,  # the run's name, not where it lay on the training machine
         "epoch": predictor.epoch,
+        "weights": predictor.weights,
         "versions": versions,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

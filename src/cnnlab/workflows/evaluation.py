@@ -250,7 +250,14 @@ def evaluate(
     if data is None:
         prepared = load_run_data(run, run.read_config(), progress)
         return evaluate_checkpoint(
-            run, prepared, predictor.device, batch_size, split or "test", predictor=predictor, tta=tta
+            run,
+            prepared,
+            predictor.device,
+            batch_size,
+            split or "test",
+            predictor=predictor,
+            tta=tta,
+            progress=progress,
         )
     return _evaluate_other(run, predictor, data, batch_size, progress, data_dir, max_pixels, split)[0]
 

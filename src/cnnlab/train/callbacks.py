@@ -68,7 +68,17 @@ class TimeBudget(Callback):
     def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
         took = (time.time() - self.started) / max(1, epoch - self.first)
         last = epoch >= (loop.epochs or epoch + 1)  # the planned end: nothing to stop
-        if self.deadline is not None and time.time() + took > self.deadline and not loop.stop_training and not last:
+        if self.deadline is None or loop.stop_training or last:
+            return
+        # the epochs that fit, by the mean so far: the fit is planned to end there (a one-cycle schedule
+        # anneals to it), shortened again whenever epochs turn out slower
+        fits = epoch + max(0, int((self.deadline - time.time()) // took))
+        if fits < (loop.budget_end or loop.epochs):
+            if not loop.budget_end:
+                log.info("%s leaves room for about %d of %d epochs: the fit is planned to end there",
+                         self.what.capitalize(), fits, loop.epochs)  # fmt: skip
+            loop.budget_end = fits
+        if time.time() + took > self.deadline or epoch == loop.budget_end:
             log.warning("stopping after epoch %d to keep within %s", epoch, self.what)
             raise StopTraining(f"{self.what} (after epoch {epoch})")
 
@@ -288,6 +298,24 @@ class LRSchedule(MonitorCallback):
     def __init__(self, scheduler: Any, interval: str, monitor: str = "val_loss"):
         super().__init__(monitor)
         self.scheduler, self.interval = scheduler, interval
+
+    def on_epoch_begin(self, loop: LoopState, epoch: int) -> None:
+        total = getattr(self.scheduler, "total_steps", None)
+        if loop.budget_end and self.interval == "step" and total is not None:
+            wanted = loop.budget_end * loop.steps_per_epoch  # a time budget re-planned the fit: end the cycle there
+            if wanted < total and self.scheduler.last_epoch < wanted:
+                self._replan(wanted)
+
+    def _replan(self, total_steps: int) -> None:
+        """The one-cycle schedule planned anew for ``total_steps``, continuing from the step reached
+        (as ``--resume --epochs N`` does): a fresh scheduler over the same optimizer gives the plan."""
+        s = self.scheduler
+        groups = s.optimizer.param_groups
+        now = [{k: g[k] for k in ("lr", "betas", "momentum") if k in g} for g in groups]
+        fresh = type(s)(s.optimizer, max_lr=[g["max_lr"] for g in groups], total_steps=total_steps)
+        for g, kept in zip(groups, now, strict=True):
+            g.update(kept)  # the fresh scheduler's first step set the LR: this step's stays
+        vars(s).update({k: v for k, v in vars(fresh).items() if k in ("total_steps", "_schedule_phases")})
 
     def on_batch_end(self, loop: LoopState, step: int, logs: dict[str, float]) -> None:
         # a streamed epoch can run a batch or two past its estimated length (one partial batch per

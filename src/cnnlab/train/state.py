@@ -29,6 +29,8 @@ class LoopState:
         steps_per_epoch: batches in one training epoch (an estimate for streamed data).
         history: one row of figures per completed epoch.
         stop_reason: why training ended early ("" while it runs on).
+        budget_end: the last epoch a time budget leaves room for, once it has re-planned the fit
+            (0: no such plan); a one-cycle schedule then ends its cycle there.
         model: the network being trained, for callbacks that look at it (not saved).
     """
 
@@ -38,6 +40,7 @@ class LoopState:
     steps_per_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: str = ""
+    budget_end: int = 0
     model: Any = field(default=None, repr=False, compare=False)
 
     @property

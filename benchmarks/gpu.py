@@ -1,7 +1,8 @@
 """Issue 26's GPU figures in one prepared script (< 5 minutes on one GPU): training images/s of
 cnnlab's Trainer for `cnn` at 28 px (Fashion-MNIST's shape), `resnet29` and EfficientNet-Lite0 at
 224 px, in fp32 and bf16 autocast, with the batches already on the GPU (GPU-resident data) or
-copied from pinned CPU memory each step; and 1 against 2 DDP processes (NCCL) when 2 GPUs exist.
+copied from pinned CPU memory each step; 1 against 2 DDP processes (NCCL) when 2 GPUs exist; and
+the batch that `--batch-size auto` finds for resnet29 and EfficientNet-Lite0 at 224 px.
 
     python benchmarks/gpu.py [--json OUT.json]        # on a GPU machine
     python benchmarks/gpu.py --dry-run                # CPU, tiny sizes: checks the script runs
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from cnnlab.models.factory import create_model
+from cnnlab.train.batchsize import auto_batch_size
 from cnnlab.train.trainer import Trainer
 
 NETS = {  # name: (channels, size, batch)
@@ -142,10 +144,21 @@ def main() -> None:
             print(f"{net:<20} bf16  data on GPU 2 processes {ips:10.1f} images/s (DDP, NCCL)")
     else:
         print(f"DDP: {gpus} GPU(s) here, 2 needed for the 1-vs-2-process figure")
+    auto = {}
+    for net in ("resnet29", "efficientnet-lite0"):  # --batch-size auto's search, as training runs it
+        channels, size, _ = NETS[net]
+        size = 32 if a.dry_run else size
+        t0 = time.perf_counter()
+        amp = torch.bfloat16 if device.type == "cuda" else None
+        build = lambda n=net, c=channels, s=size: create_model(n, 10, c, s)  # noqa: E731
+        found, why = auto_batch_size(build, channels, size, 10, device, amp, 100_000, 128)
+        auto[net] = {"batch": found, "seconds": round(time.perf_counter() - t0, 1), "why": why}
+        prec = "bf16" if device.type == "cuda" else "fp32"
+        print(f"{net:<20} --batch-size auto at {size} px, {prec}: {why} ({auto[net]['seconds']} s)")
     print(f"took {time.perf_counter() - started:.0f} s")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"device": name, "torch": torch.__version__, "rows": rows}, f, indent=2)
+            json.dump({"device": name, "torch": torch.__version__, "rows": rows, "auto_batch": auto}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from cnnlab import api
-from cnnlab.cli.flags import config_overrides, flag_of, schema_default
+from cnnlab.cli.flags import HIDDEN, config_overrides, flag_of, schema_default
 from cnnlab.cli.main import build_parser, handlers
-from cnnlab.core.schema import Config, config_keys
+from cnnlab.core.schema import Config, build_config, config_keys
 
 CLI = Path(__file__).resolve().parents[2] / "src" / "cnnlab" / "cli"
 
@@ -59,8 +59,9 @@ def test_every_config_field_has_a_flag_that_sets_it():
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]
     flags = {s for a in train._actions for s in a.option_strings}
-    missing = [k for k in config_keys() if flag_of(k) not in flags]
+    missing = [k for k in config_keys() if k not in HIDDEN and flag_of(k) not in flags]
     assert not missing, missing
+    assert build_config(None, config_overrides(parser.parse_args(["train", "--batch-size", "auto"]))).train.auto_batch
     args = parser.parse_args(
         [
             "train",

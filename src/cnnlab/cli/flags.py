@@ -33,6 +33,8 @@ METAVARS = {
     "data.label_sep": "C", "data.augment": "PRESET", "model.name": "NAME", "model.weights": "FILE",
     "optim.name": "NAME", "train.engine": "NAME", "train.device": "DEV", "train.monitor": "METRIC", "run.out": "DIR",
 }  # fmt: skip
+AUTO_OR_INT = {"train.batch_size"}  # a whole number, or auto (the schema turns auto into its own field)
+HIDDEN = {"train.auto_batch"}  # set through another flag (--batch-size auto)
 DURATIONS = {"train.time"}  # seconds in the config; 90s, 20m or 1.5h on the command line (the schema parses them)
 SECTIONS = {"data": "data", "model": "model and transfer learning", "optim": "optimisation", "train": "training",
             "run": "run folder"}  # fmt: skip
@@ -120,9 +122,11 @@ def add_config_flags(
         group = parser.add_argument_group(title)
         for name, info in Config.model_fields[section].annotation.model_fields.items():  # type: ignore[union-attr]  # a section's annotation is its model class
             key = f"{section}.{name}"
-            if key in skip or (keep is not None and key not in keep):
+            if key in skip or key in HIDDEN or (keep is not None and key not in keep):
                 continue
             kwargs = {"metavar": "DURATION"} if key in DURATIONS else _argparse_kwargs(info.annotation)
+            if key in AUTO_OR_INT:
+                kwargs = {"type": argtypes.auto_or_int, "metavar": "N|auto"}
             if key in METAVARS:
                 kwargs["metavar"] = METAVARS[key]
             group.add_argument(flag_of(key), dest=f"{DEST}{section}__{name}", default=None, help=_help(key), **kwargs)

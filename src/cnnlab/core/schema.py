@@ -211,7 +211,14 @@ class TrainConfig(_Section):
         description="epochs (the default recipe of a net trained from "
         "scratch plans ~1,200 steps or the net's own length, 2-30 epochs); with --resume: the new total",
     )
-    batch_size: int = Field(128, ge=1, le=65_536, description="images per batch")
+    batch_size: int = Field(
+        128,
+        ge=1,
+        le=65_536,
+        description="images per batch; auto: on a GPU the largest power of two whose step "
+        "fits with 20 % memory headroom (a CPU keeps 128)",
+    )
+    auto_batch: bool = Field(False, description="set by train.batch_size auto; a resolved run keeps the batch it found")
     seed: int = Field(
         0,
         ge=0,
@@ -327,7 +334,8 @@ class TrainConfig(_Section):
         None,
         gt=0,
         description="wall-clock budget for training in seconds (--time 20m): stops at the last epoch (or "
-        "validation period) end that fits, keeps the best checkpoint, and evaluates as usual",
+        "validation period) end that fits, keeps the best checkpoint, and evaluates as usual; after the first "
+        "epoch a one-cycle schedule is re-planned to end there",
     )
 
     calibrate: Literal["none", "temperature"] = Field(
@@ -335,6 +343,14 @@ class TrainConfig(_Section):
         description="temperature: after training, fit a temperature T on the validation split (logits / T, "
         "the classes unchanged) and report ECE before/after; T goes with the run into predict, serve and export",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _batch_size_auto(cls, data: Any) -> Any:
+        """``batch_size: auto`` is ``auto_batch: true`` with the default batch until a GPU's is found."""
+        if isinstance(data, dict) and str(data.get("batch_size", "")).strip() == "auto":
+            data = {k: v for k, v in data.items() if k != "batch_size"} | {"auto_batch": True}
+        return data
 
     @property
     def step_batch(self) -> int:

@@ -32,12 +32,14 @@ from cnnlab.runs.data import load_run_data
 from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.store import NullRunFolder, RunFolder, now
 from cnnlab.train import distributed
-from cnnlab.train.build import check_model_fits, resolve_fine_tune, resolve_periods, resolve_recipe
+from cnnlab.train.batchsize import auto_batch_size
+from cnnlab.train.build import build_model, check_model_fits, resolve_fine_tune, resolve_periods, resolve_recipe
 from cnnlab.train.callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress, StepLog, TimeBudget
 from cnnlab.train.engine import ENGINES, Engine
 from cnnlab.train.engines import TorchEngine
 from cnnlab.train.lr_find import range_test
 from cnnlab.train.trackers import Finished, check_trackers, finish_trackers, tracker_callbacks
+from cnnlab.train.trainer import autocast_dtype
 from cnnlab.workflows.evaluation import evaluate_checkpoint, report
 from cnnlab.workflows.seeds import seed_config, seed_group, seed_list, seed_runs, summarise, write_page
 
@@ -264,7 +266,7 @@ def open_run(
             spec = get_spec(cfg.model.name)
             data = prepare_data(cfg.data, spec, cfg.data.split_seed, splits=splits, progress=progress,
                                 hold_out_test=hold_out_test)  # fmt: skip
-        cfg = _resolved_for(cfg, data, fresh=state is None)
+        cfg = _resolved_for(cfg, data, device, fresh=state is None)
         engine: Engine = ENGINES.get(cfg.train.engine)(cfg, data, device)
         engine.progress = progress
         if state is None:
@@ -293,13 +295,22 @@ def _new_run(cfg: Config, writer: type[RunFolder], overwrite: bool) -> tuple[Run
     return run, cfg
 
 
-def _resolved_for(cfg: Config, data: PreparedData, fresh: bool) -> Config:
-    """``cfg`` with what depends on the data settled: the monitor and trackers checked, fine-tuning
-    phases and (for a new run) the default recipe planned, the input size chosen, the model's fit
-    in memory checked."""
+def _resolved_for(cfg: Config, data: PreparedData, device: torch.device, fresh: bool) -> Config:
+    """``cfg`` with what depends on the data and the device settled: the monitor and trackers
+    checked, fine-tuning phases and (for a new run) the batch size of --batch-size auto and the
+    default recipe planned, the input size chosen, the model's fit in memory checked."""
     _check_monitor(cfg.train.monitor, data.multilabel)
     check_trackers(cfg.run.loggers)
     cfg = resolve_fine_tune(cfg, len(data.splits["train"]))
+    if fresh and cfg.train.auto_batch:
+        size, why = auto_batch_size(
+            lambda: build_model(cfg, len(data.classes), data.channels, data.input_size), data.channels, data.input_size,
+            len(data.classes), device if cfg.train.engine == "torch" else torch.device("cpu"),
+            autocast_dtype(cfg.train.precision, device), len(data.splits["train"]),
+            cfg.train.batch_size,
+        )  # fmt: skip
+        log.info(why)
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": size})})
     if fresh:
         cfg = resolve_recipe(cfg, len(data.splits["train"]), ENGINES.get(cfg.train.engine).schedules)
         cfg = resolve_periods(cfg, len(data.splits["train"]))

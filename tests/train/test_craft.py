@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 
@@ -108,6 +109,10 @@ def test_time_budget_stops_at_an_epoch_end_and_leaves_an_evaluated_run(tmp_path,
     assert status["train_seconds"] <= 3 + per_epoch + 0.5  # within the budget and one epoch
     assert json.loads((out / "metrics.json").read_text())["split"] == "test"
     assert time.time() - started < 60
+    # the default one-cycle, planned for 200 epochs, was re-planned after the first to end with the
+    # budget: it peaked at its 3e-3 and annealed to (nearly) nothing by the last epoch run
+    lrs = [float(r["lr"]) for r in csv.DictReader((out / "history.csv").open())]
+    assert len(lrs) >= 8 and max(lrs) == pytest.approx(3e-3, rel=0.1) and lrs[-1] < 0.05 * max(lrs), lrs
     with pytest.raises(CnnlabError, match="duration"):
         build_config(None, {"data.source": "digits", "train.time": "soon"})
 
@@ -227,3 +232,44 @@ def test_an_ema_run_judges_and_keeps_the_average_and_says_so(tmp_path, capsys):
     assert all(torch.equal(resumed[k], v) for k, v in last["ema"]["average"].items())
     with pytest.raises(CnnlabError, match="train.ema.*scratch"):
         api.train(digits(tmp_path / "s", **{"train.engine": "scratch", "train.ema": 0.9}), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("per_image", "cap", "expected"),
+    [(1.0, 4096, 64), (0.3, 4096, 256), (0.3, 100, 64), (40.0, 4096, 2), (80.0, 4096, 1), (200.0, 4096, None)],
+)
+def test_auto_batch_finds_the_largest_power_of_two_that_fits(per_image, cap, expected):
+    """A simulated device: a batch's step needs 20 MB plus per_image MB and fits under 100 MB."""
+    from cnnlab.train.batchsize import largest_fitting
+
+    tried: list[int] = []
+
+    def fits(b: int) -> bool:
+        tried.append(b)
+        return 20 + per_image * b <= 100
+
+    assert largest_fitting(fits, cap) == expected
+    assert all(b & (b - 1) == 0 and b <= cap for b in tried) and len(tried) <= 10
+
+
+def test_batch_size_auto_on_a_cpu_says_it_keeps_the_default(tmp_path, caplog):
+    import logging
+
+    import yaml
+
+    assert build_config({"train": {"batch_size": "auto"}}).train.auto_batch
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "auto"
+    argv = ["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "auto", "--out", str(out)]
+    assert main([*argv, "--no-report", "--set", "train.threads=1"]) == 0
+    assert "--batch-size auto: on cpu memory is not what limits a batch; keeping 128" in caplog.text
+    saved = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    assert saved["batch_size"] == 128 and saved["auto_batch"] is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="--batch-size auto searches on a GPU")
+def test_batch_size_auto_on_a_gpu_finds_a_power_of_two_that_trains(tmp_path):
+    res = api.train(digits(tmp_path / "g", **{"train.epochs": 1, "train.device": "cuda", "train.batch_size": "auto"}),
+                    progress=False)  # fmt: skip
+    b = RunFolder(res.run).read_config().train.batch_size
+    assert b & (b - 1) == 0 and 16 <= b <= 1024  # digits' training split caps it

@@ -69,8 +69,12 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# the default suite in TEST_WORKERS processes (pytest-xdist, a test file per process at a time: its
+# module fixtures are built once), then the tests that measure the machine's load, on their own
+TEST_WORKERS ?= 2
 test: $(STAMP) data browser postgres lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not alone"
+	$(BIN)/python -m pytest -q -m "alone and not slow"
 
 test-slow: $(STAMP) data browser postgres
 	$(BIN)/python -m pytest -q -m slow

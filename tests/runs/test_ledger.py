@@ -40,7 +40,8 @@ def test_cv_folds_and_study_candidates_are_recorded_too(tmp_path):
     entries = [_json.loads(line) for line in ledger_path().read_text().splitlines()]
     folds = {RunFolder(tmp_path / "cv" / f"r1-fold{i}").test_split_id() for i in (1, 2)}
     assert {e["test_split"] for e in entries} == folds and len(entries) == 2  # each held-out fold, once
-    assert main(["study", "digits", "--models", "mlp", "--budget", "60s", "--out", str(tmp_path / "st"), "-q"]) == 0
+    argv = ["study", "digits", "--models", "mlp", "--budget", "30s", "--no-tune", "--out", str(tmp_path / "st"), "-q"]
+    assert main(argv) == 0
     study_runs = {e["run"] for e in map(_json.loads, ledger_path().read_text().splitlines())} - {
         e["run"] for e in entries
     }

@@ -297,5 +297,10 @@ def test_wandb_logs_each_epoch_offline(tmp_path, monkeypatch):
     cb.finish(finished(tmp_path))
     assert any((tmp_path / "wandb").rglob("*.wandb"))
     assert any((tmp_path / "wandb").rglob("media/images/confusion_matrix*.png"))
-    log = next((tmp_path / "wandb").rglob("*.wandb")).read_bytes()  # the offline run's record (protobuf)
+    deadline = time.time() + 20  # finish() returns once queued: wandb's service may still be writing the file
+    while True:
+        log = b"".join(f.read_bytes() for f in (tmp_path / "wandb").rglob("*.wandb"))  # the offline record
+        if (b"test/f1/dog" in log and b"-results" in log) or time.time() > deadline:
+            break
+        time.sleep(0.2)
     assert b"test/f1/dog" in log and b"-results" in log  # the summary's figures and the results artifact

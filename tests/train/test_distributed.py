@@ -108,6 +108,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     assert RunFolder(ddp).state().status == "completed"
 
 
+@pytest.mark.slow  # ~45 s / ~20 s: in `make test-slow`, to keep the default suite under 10 minutes
 def test_a_killed_two_process_run_resumes_to_completion(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(

@@ -17,6 +17,7 @@ from cnnlab.train.threads import ThreadPolicy
 from cnnlab.workflows.resolve import build_config
 
 
+@pytest.mark.alone  # other tests' load would be the busy core it waits to see go
 def test_thread_policy_leaves_a_busy_core_to_its_process_and_takes_it_back():
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs 2 cores")

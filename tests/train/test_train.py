@@ -95,7 +95,8 @@ KILLER = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
 
     cfg = build_config(None, {"data.source": "digits", "model.name": "cnn", "train.epochs": 3,
-                              "train.batch_size": 32, "run.out": sys.argv[1], "run.report": False})
+                              "train.batch_size": 32, "train.threads": 2, "run.out": sys.argv[1],
+                              "run.report": False})
     api.train(cfg, callbacks=[KillMidEpoch()], progress=False)
 """)
 
@@ -116,7 +117,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     assert len(read_history(killed)) == 1
 
     resumed = api.train(None, resume=killed, progress=False)  # type: ignore[arg-type]
-    straight = api.train(digits_cfg(tmp_path / "straight"), progress=False)
+    # both at 2 threads: auto follows the machine's load, and another thread count sums in another order
+    straight = api.train(digits_cfg(tmp_path / "straight", **{"train.threads": 2}), progress=False)
 
     assert without_seconds(read_history(killed)) == without_seconds(read_history(straight.run))
     wa = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["model"]

@@ -153,6 +153,7 @@ def test_evaluate_on_a_split_of_other_data_scores_the_same_images_as_the_run_and
     assert res["map"][0][1] == pytest.approx(res["map"][1][0]) and 0 <= res["precision_at_k"][0][0] <= 1
 
 
+@pytest.mark.slow  # ~45 s / ~20 s: in `make test-slow`, to keep the default suite under 10 minutes
 def test_the_seed002_example_runs_end_to_end_on_tiny_stand_in_data(tmp_path):
     src = make_folder_dataset(tmp_path / "src", classes=3, per_class=10, size=16)
     data = tmp_path / "data"

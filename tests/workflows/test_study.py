@@ -98,7 +98,7 @@ def test_study_of_digits_keeps_its_budget_and_its_report_opens_in_chromium(tmp_p
 def test_an_interrupted_study_resumes_without_retraining_finished_candidates(tmp_path):
     out = tmp_path / "study"
     proc = subprocess.Popen(
-        CNNLAB + ["study", "digits", "--models", "mlp,cnn", "--budget", "2m", "--out", str(out), "-q"],
+        CNNLAB + ["study", "digits", "--models", "mlp,cnn", "--budget", "2m", "--no-tune", "--out", str(out), "-q"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -258,7 +258,8 @@ def test_a_study_selects_by_validation_accuracy_and_says_tied_when_the_test_says
 
     data = _noisy_folder(tmp_path / "noisy")
     out = tmp_path / "st"
-    assert main(["study", str(data), "--models", "mlp,cnn-small", "--budget", "90s", "--out", str(out), "-q"]) == 0
+    argv = ["study", str(data), "--models", "mlp,cnn-small", "--budget", "60s", "--no-tune", "--out", str(out), "-q"]
+    assert main(argv) == 0
     disagree = 0
     for metrics in sorted(out.rglob("metrics.json")):
         hist = list(csv.DictReader(metrics.with_name("history.csv").open()))
@@ -324,7 +325,21 @@ def test_every_candidate_trains_at_the_size_and_batch_its_probe_timed(tmp_path):
     assert not shrink_to_fit(lite, 1e4, sizes) and lite.input_size == 160
     out = tmp_path / "st"
     assert (
-        main(["study", "digits", "--models", "mlp,mobilenetv2-small", "--budget", "60s", "--out", str(out), "-q"]) == 0
+        main(
+            [
+                "study",
+                "digits",
+                "--models",
+                "mlp,mobilenetv2-small",
+                "--budget",
+                "30s",
+                "--no-tune",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
     )
     state = json.loads((out / "study.json").read_text())
     for c in state["candidates"]:
@@ -382,8 +397,8 @@ def test_a_multi_label_csv_is_studied_by_map_with_intervals_and_paired_tests(tmp
     labels = csv_dataset(tmp_path / "ml", multilabel=True, n=160)
     out = tmp_path / "st"
     started = time.time()
-    assert main(["study", str(labels), "--models", "mlp,cnn", "--budget", "60s", "--out", str(out)]) == 0
-    assert time.time() - started <= 66
+    assert main(["study", str(labels), "--models", "mlp,cnn", "--budget", "40s", "--no-tune", "--out", str(out)]) == 0
+    assert time.time() - started <= 44
     printed = capsys.readouterr().out
     state = json.loads((out / "study.json").read_text())
     assert state["multilabel"] and state["folds"] == 1 and not state["class_weights"]

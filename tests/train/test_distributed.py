@@ -146,6 +146,7 @@ def test_a_killed_two_process_run_resumes_to_completion(tmp_path):
     assert json.loads((run / "run.json").read_text())["resumed_from_epoch"] >= done - 1 >= 1
 
 
+@pytest.mark.slow  # ~12 s alone, ~24 s beside another worker: in `make test-slow` with the killed run
 def test_two_nodes_on_localhost_with_a_c10d_rendezvous_write_one_run(tmp_path):
     port = free_port()
     run = tmp_path / "run"

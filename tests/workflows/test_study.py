@@ -353,6 +353,7 @@ def test_every_candidate_trains_at_the_size_and_batch_its_probe_timed(tmp_path):
     assert "input (probed and trained)" in page and " s</td>" in page
 
 
+@pytest.mark.alone  # its 60 s budget holds a search only on an unloaded machine
 def test_each_candidate_searches_from_its_default_recipe_on_validation_and_no_tune_keeps_it(tmp_path, capsys):
     """Issue 24, item 3: the same share of the budget for every candidate's search (learning rate,
     weight decay) through the sweep code, trial 0 its default recipe, the test split held out; its

@@ -98,7 +98,7 @@ def test_study_of_digits_keeps_its_budget_and_its_report_opens_in_chromium(tmp_p
 def test_an_interrupted_study_resumes_without_retraining_finished_candidates(tmp_path):
     out = tmp_path / "study"
     proc = subprocess.Popen(
-        CNNLAB + ["study", "digits", "--models", "mlp,cnn", "--budget", "2m", "--no-tune", "--out", str(out), "-q"],
+        CNNLAB + ["study", "digits", "--models", "mlp,cnn", "--budget", "2m", "--out", str(out), "-q"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

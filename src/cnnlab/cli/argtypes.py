@@ -127,8 +127,14 @@ def all_flags(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def auto_or_int(text: str) -> str | int:
-    """``auto`` or a whole number (``train.threads``): the schema checks the range."""
-    return text if text.strip() == "auto" else positive_int(text)
+    """``auto`` or a whole number (``train.threads``, ``train.batch_size``): the schema checks the range."""
+    if text.strip() == "auto":
+        return text
+    try:
+        int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number, got {text!r}") from None
+    return positive_int(text)
 
 
 def add_tta_flag(parser: argparse.ArgumentParser, what: str = "") -> None:

@@ -6,15 +6,12 @@ here, and the search is ten lines)."""
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from cnnlab.models.ops import uses_conv
-
-log = logging.getLogger(__name__)
 
 HEADROOM = 0.8  # a batch fits when its step's peak memory stays under 80 % of the device's
 FIRST, LARGEST = 16, 4096

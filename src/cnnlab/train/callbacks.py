@@ -66,7 +66,7 @@ class TimeBudget(Callback):
             self.deadline = self.started + self.seconds
 
     def on_epoch_end(self, loop: LoopState, epoch: int, logs: dict[str, float]) -> None:
-        took = (time.time() - self.started) / max(1, epoch - self.first)
+        took = max(1e-6, (time.time() - self.started) / max(1, epoch - self.first))
         last = epoch >= (loop.epochs or epoch + 1)  # the planned end: nothing to stop
         if self.deadline is None or loop.stop_training or last:
             return
@@ -75,8 +75,8 @@ class TimeBudget(Callback):
         fits = epoch + max(0, int((self.deadline - time.time()) // took))
         if fits < (loop.budget_end or loop.epochs):
             if not loop.budget_end:
-                log.info("%s leaves room for about %d of %d epochs: the fit is planned to end there",
-                         self.what.capitalize(), fits, loop.epochs)  # fmt: skip
+                log.info("%s%s leaves room for about %d of %d epochs: the fit is planned to end there",
+                         self.what[:1].upper(), self.what[1:], fits, loop.epochs)  # fmt: skip
             loop.budget_end = fits
         if time.time() + took > self.deadline or epoch == loop.budget_end:
             log.warning("stopping after epoch %d to keep within %s", epoch, self.what)
@@ -289,6 +289,9 @@ class Progress(Callback):
             self.bar = None
 
 
+ONE_CYCLE_PLAN = ("total_steps", "_schedule_phases")  # what OneCycleLR plans at construction
+
+
 class LRSchedule(MonitorCallback):
     """Steps a learning-rate scheduler per batch, per epoch, or on the monitored metric (plateau:
     the scheduler was built with the metric's direction, ``train.optim.build_schedule``)."""
@@ -315,7 +318,7 @@ class LRSchedule(MonitorCallback):
         fresh = type(s)(s.optimizer, max_lr=[g["max_lr"] for g in groups], total_steps=total_steps)
         for g, kept in zip(groups, now, strict=True):
             g.update(kept)  # the fresh scheduler's first step set the LR: this step's stays
-        vars(s).update({k: v for k, v in vars(fresh).items() if k in ("total_steps", "_schedule_phases")})
+        vars(s).update({k: v for k, v in vars(fresh).items() if k in ONE_CYCLE_PLAN})
 
     def on_batch_end(self, loop: LoopState, step: int, logs: dict[str, float]) -> None:
         # a streamed epoch can run a batch or two past its estimated length (one partial batch per
@@ -335,7 +338,7 @@ class LRSchedule(MonitorCallback):
         return {"scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        planned = {k: v for k, v in vars(self.scheduler).items() if k in ("total_steps", "_schedule_phases")}
+        planned = {k: v for k, v in vars(self.scheduler).items() if k in ONE_CYCLE_PLAN}
         self.scheduler.load_state_dict(state["scheduler"])
         if planned and planned["total_steps"] != self.scheduler.total_steps:
             # --resume --epochs N on a one-cycle run: the cycle is re-planned for the new total and

@@ -62,7 +62,7 @@ class WeightEMA:
             model.load_state_dict(own)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"average": self.average.state_dict(), "decay": self.decay, "warmup": self.warmup}
+        return {"average": self.average.state_dict()}  # the decay and warm-up come with the run's config
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.average.load_state_dict(state["average"])

@@ -334,8 +334,8 @@ class TrainConfig(_Section):
         None,
         gt=0,
         description="wall-clock budget for training in seconds (--time 20m): stops at the last epoch (or "
-        "validation period) end that fits, keeps the best checkpoint, and evaluates as usual; after the first "
-        "epoch a one-cycle schedule is re-planned to end there",
+        "validation period) end that fits, keeps the best checkpoint, and evaluates as usual; a one-cycle "
+        "schedule is re-planned to end there (judged again after every epoch)",
     )
 
     calibrate: Literal["none", "temperature"] = Field(

@@ -87,9 +87,35 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"duplicates within a split: {len(r['duplicates_within_split'])} groups")
     if not r["leaks_across_splits"] and not r["duplicates_within_split"]:
         lines.append("no duplicate images, within or across splits")
+    lines += _near_lines(r)
     for p in r.get("pictures", []):
         lines.append(f"wrote {p}")
     return "\n".join(lines)
+
+
+def _near_lines(r: dict[str, Any], most: int = 20) -> list[str]:
+    """The inspect report's near-duplicate part (absent when it was not searched)."""
+    if "near_leaks_across_splits" not in r:
+        return ["near duplicates: not searched (--near-duplicates on to search)"]
+    rule = r["near_duplicate_rule"]
+    how = f"pHash within {rule['hash_distance']} bits, pixel correlation ≥ {rule['similarity']}"
+    leaks, within = r["near_leaks_across_splits"], r["near_duplicates_within_split"]
+    lines = []
+    if leaks:
+        lines.append(f"NEAR-DUPLICATE LEAKAGE: {len(leaks)} pairs of near copies in different splits ({how}):")
+        for e in leaks[:most]:
+            a, b = e["files"]
+            lines.append(
+                f"  {a.get('path', a.get('index'))} [{a['split']}]  ~  {b.get('path', b.get('index'))} "
+                f"[{b['split']}]  (similarity {e['similarity']}, {e['bits']} bits)"
+            )
+        if len(leaks) > most:
+            lines.append(f"  … and {len(leaks) - most} more (--json lists them all)")
+    if within:
+        lines.append(f"near duplicates within a split: {len(within)} pairs")
+    if not leaks and not within:
+        lines.append(f"no near duplicates ({how}; searched {r['near_duplicates_searched']})")
+    return lines
 
 
 def format_seed_spread(group: dict[str, Any]) -> str:

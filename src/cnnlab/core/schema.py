@@ -101,12 +101,41 @@ class DataConfig(_Section):
     sampler: Literal["random", "balanced"] = Field(
         "random", description="random shuffling, or class-balanced sampling with replacement"
     )
+    group_by: str | None = Field(
+        None,
+        description="regular expression on file paths whose first group (or whole match) names an image's "
+        "group (same scene, painting, patient): a group stays inside one split and one CV fold; a CSV's "
+        "group column does the same",
+    )
+    on_leak: Literal["off", "warn", "drop", "refuse"] = Field(
+        "warn",
+        description="near-duplicate copies of training images in val/test (file data): off (do not look), "
+        "warn, drop them from val/test, or refuse to train",
+    )
+    leak_hash_bits: int = Field(
+        14, ge=0, le=64, description="near duplicates: most differing perceptual-hash bits (of 64) for a candidate"
+    )
+    leak_similarity: float = Field(
+        0.99, ge=0, le=1, description="near duplicates: least pixel correlation that confirms a candidate"
+    )
 
     @field_validator("source")
     @classmethod
     def _source_not_empty(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("empty; give a built-in dataset name or a folder (use '.' for the current folder)")
+        return v
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_by_compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(
+                    f"not a regular expression ({e}); e.g. '^([^_]+)_' groups files by their prefix"
+                ) from None
         return v
 
     @field_validator("split", mode="before")

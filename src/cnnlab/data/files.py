@@ -16,6 +16,7 @@ from cnnlab.data.images import IMAGE_EXTENSIONS
 SPLIT_NAMES = ("train", "val", "test")
 PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path", "img", "image_id", "id")
 LABEL_COLUMNS = ("label", "labels", "class", "classes", "category", "target", "tags", "tag")
+GROUP_COLUMNS = ("group", "group_id", "subject", "patient", "scene")
 
 
 @dataclass
@@ -30,6 +31,7 @@ class FileList:
         split_of: the split each file was given by the source (pre-split folders), or None.
         skipped: entries that are not usable files (missing, broken link, not a regular file).
         ignored: files without an image extension that were left out.
+        groups: a CSV's group column per file (same scene, painting, patient), or None.
     """
 
     root: Path
@@ -39,6 +41,7 @@ class FileList:
     split_of: list[str | None]
     skipped: list[dict[str, str]] = field(default_factory=list)
     ignored: int = 0
+    groups: list[str] | None = None
 
     def relpath(self, p: Path) -> str:
         try:
@@ -128,8 +131,9 @@ def read_label_csv(
 
     A header row is recognised by its column names (path/file/filename/image... and
     label/labels/class/tags...); without one the first two columns are path and label.
-    Several labels in a cell, separated by ``label_sep``, make the dataset multi-label.
-    Paths are relative to ``image_root`` (default: the CSV's folder).
+    Several labels in a cell, separated by ``label_sep``, make the dataset multi-label. A header's
+    ``group`` column (also group_id, subject, patient, scene) names each image's group: the split
+    and CV folds keep a group together. Paths are relative to ``image_root`` (default: the CSV's folder).
 
     Raises:
         CnnlabError: naming the file and line of a malformed row.
@@ -148,34 +152,40 @@ def read_label_csv(
     if not rows:
         raise CnnlabError(f"label file {str(path)!r} is empty")
     head = [c.strip().lower() for c in rows[0][1]]
-    path_col, label_col = 0, 1
+    path_col, label_col, group_col = 0, 1, None
     if any(h in PATH_COLUMNS for h in head) or any(h in LABEL_COLUMNS for h in head):
         path_col = next((i for i, h in enumerate(head) if h in PATH_COLUMNS), 0)
         label_col = next((i for i, h in enumerate(head) if h in LABEL_COLUMNS), 1 if path_col == 0 else 0)
+        group_col = next((i for i, h in enumerate(head) if h in GROUP_COLUMNS), None)
         rows = rows[1:]
     root = Path(image_root) if image_root else path.parent
-    entries: list[tuple[Path, list[str]]] = []
+    entries: list[tuple[Path, list[str], str]] = []
     for line, row in rows:
-        if len(row) <= max(path_col, label_col):
+        if len(row) <= max(path_col, label_col, group_col or 0):
             raise CnnlabError(f"{path}:{line}: expected a path and a label column (delimiter {delim!r}), got {row!r}")
         names = [t for t in (row[label_col].split(label_sep) if label_sep else [row[label_col]]) if t.strip()]
         if not row[path_col].strip() or not names:
             raise CnnlabError(f"{path}:{line}: empty path or label")
-        entries.append((root / row[path_col].strip(), [t.strip() for t in names]))
-    multilabel = any(len(set(names)) > 1 for _, names in entries)
-    classes = sorted({t for _, names in entries for t in names})
+        group = row[group_col].strip() if group_col is not None else ""
+        if group_col is not None and not group:
+            raise CnnlabError(f"{path}:{line}: empty {head[group_col]!r} cell; give every image its group")
+        entries.append((root / row[path_col].strip(), [t.strip() for t in names], group))
+    multilabel = any(len(set(names)) > 1 for _, names, _ in entries)
+    classes = sorted({t for _, names, _ in entries for t in names})
     if len(classes) < 2:
         raise CnnlabError(f"label file {str(path)!r} names {len(classes)} class; a classifier needs at least 2")
     index = {c: i for i, c in enumerate(classes)}
     files: list[Path] = []
     labels: list[Any] = []  # class indices, or one multi-hot row per file
     skipped: list[dict[str, str]] = []
-    for p, names in entries:
+    groups: list[str] = []
+    for p, names, group in entries:
         reason = usable(p)
         if reason:
             skipped.append({"path": str(p), "reason": reason})
             continue
         files.append(p)
+        groups.append(group)
         if multilabel:
             hot = np.zeros(len(classes), np.uint8)
             hot[[index[t] for t in names]] = 1
@@ -188,4 +198,6 @@ def read_label_csv(
             "set data.image_root (--image-root)"
         )
     arr = np.stack(labels) if multilabel else np.asarray(labels, dtype=np.int64)
-    return FileList(root, files, arr, classes, [None] * len(files), skipped)
+    return FileList(
+        root, files, arr, classes, [None] * len(files), skipped, groups=groups if group_col is not None else None
+    )

@@ -6,6 +6,7 @@ import hashlib
 import io
 import logging
 import urllib.request
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,9 +20,10 @@ from cnnlab.core.schema import DataConfig
 from cnnlab.data import shards
 from cnnlab.data.cache import content_digest
 from cnnlab.data.images import open_image
+from cnnlab.data.leakage import NearDuplicateRule, training_leaks
 from cnnlab.data.shards import is_shard_source
 from cnnlab.data.sources import DATASETS, SourceImages, list_files, load_files
-from cnnlab.data.split import imbalance_ratio, make_splits
+from cnnlab.data.split import image_groups, imbalance_ratio, make_splits
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,9 @@ class PreparedData:
         paths: relative file path per image (file-based sources).
         cache: where the decoded pixels live: memory, disk or none.
         normalize: how batches are normalised: mean-std (with ``mean``/``std``), per-image, none.
+        groups: a group name per image (``data.group_by`` or a CSV's group column), or None.
+        leaks: what the leakage guard (``data.on_leak``) found: validation and test images that
+            are copies of training images, and what was done; None when it did not look.
     """
 
     images: Any
@@ -72,6 +77,8 @@ class PreparedData:
 
     content: str | None = None
     image_set: str | None = None
+    groups: np.ndarray | None = None
+    leaks: dict[str, Any] | None = None
 
     def fingerprint(self) -> str:
         """Identity of the decoded set's files, their contents and labels, to check that a saved
@@ -159,6 +166,46 @@ def content_of(src: SourceImages) -> str:
         arr = src.images.numpy() if isinstance(src.images, torch.Tensor) else src.images
         return content_digest(memoryview(np.ascontiguousarray(arr)).cast("B"))
     return ""
+
+
+def _guard_leaks(
+    cfg: DataConfig, images: Any, split_idx: dict[str, np.ndarray], paths: list[str], content: str | None
+) -> dict[str, Any] | None:
+    """``data.on_leak``: find validation/test images that are exact or near copies of training
+    images (cnnlab.data.leakage) and warn, drop them from their split (in place), or refuse."""
+    if cfg.on_leak == "off":
+        return None
+    rule = NearDuplicateRule(cfg.leak_hash_bits, cfg.leak_similarity)
+    pairs = training_leaks(images, split_idx, rule, key=content)
+    for e in pairs:
+        e.update(path=paths[e["index"]], train_path=paths[e["train_index"]])
+    found = {"rule": {"hash_distance": rule.hash_distance, "similarity": rule.similarity}, "pairs": pairs}
+    if not pairs:
+        return {**found, "action": cfg.on_leak, "dropped": 0}
+    where = ", ".join(f"{n} {s}" for s, n in Counter(e["split"] for e in pairs).items())
+    shown = "; ".join(f"{e['path']} ~ {e['train_path']} ({e['similarity']})" for e in pairs[:5])
+    more = f" and {len(pairs) - 5} more" if len(pairs) > 5 else ""
+    if cfg.on_leak == "refuse":
+        raise CnnlabError(
+            f"data.source {cfg.source!r}: {len(pairs)} evaluation images ({where}) are copies of training images "
+            f"(pHash within {rule.hash_distance} bits, pixel correlation ≥ {rule.similarity}): {shown}{more}. "
+            "Remove the copies, keep related images together (a CSV group column or --group-by), or pass "
+            "--on-leak drop to leave them out of val/test (--on-leak warn trains anyway)"
+        )
+    if cfg.on_leak == "drop":
+        for name in ("val", "test"):
+            gone = {e["index"] for e in pairs if e["split"] == name}
+            split_idx[name] = np.asarray([i for i in split_idx[name] if int(i) not in gone], np.int64)
+        log.warning(
+            "left out %d evaluation images (%s) that copy training images: %s%s", len(pairs), where, shown, more
+        )
+    else:
+        log.warning(
+            "%d evaluation images (%s) are near copies of training images: %s%s; the test figure without them is "
+            "reported beside the raw one (leaks.json lists them; --on-leak drop leaves them out)",
+            len(pairs), where, shown, more,
+        )  # fmt: skip
+    return {**found, "action": cfg.on_leak, "dropped": len(pairs) if cfg.on_leak == "drop" else 0}
 
 
 def drop_empty_classes(src: SourceImages, drop: bool, source: str) -> SourceImages:
@@ -420,8 +467,9 @@ def prepare_data(
             f"data.source {cfg.source!r} no longer matches the data this run was trained on "
             "(files, their pixels or labels changed), so its saved split cannot be reused"
         )
+    groups = image_groups(src.paths, src.groups, cfg.group_by)
     if splits is None:
-        split_idx = make_splits(labels, src.given_splits, cfg.split, cfg.val_size, seed)
+        split_idx = make_splits(labels, src.given_splits, cfg.split, cfg.val_size, seed, groups)
         if cfg.train_per_class:
             split_idx["train"] = _subsample_train(split_idx["train"], labels, cfg.train_per_class, seed)
         if cfg.train_fraction is not None and cfg.train_fraction < 1:
@@ -441,6 +489,7 @@ def prepare_data(
     images = (
         src.images if not isinstance(src.images, np.ndarray) else torch.from_numpy(np.ascontiguousarray(src.images))
     )
+    leaks = _guard_leaks(cfg, images, split_idx, src.paths, content) if src.paths is not None else None
     mode, mean, std = _normalisation(cfg, model, images, split_idx["train"], src.pixel_sums)
     return PreparedData(
         images=images,
@@ -455,6 +504,8 @@ def prepare_data(
         cache=src.cache,
         normalize=mode,
         content=content,
+        groups=groups,
+        leaks=leaks,
         image_set=content if src.digests is not None else f"built-in {cfg.source}" if cfg.source in DATASETS else None,
     )
 

@@ -42,6 +42,7 @@ class SourceImages:
         cache: where decoded pixels live (memory, disk, none) for file sources.
         digests: content digest per image file (file sources), part of the data fingerprint.
         pixel_sums: (N, C, 2) per-image channel sums and sums of squares, when decoding took them.
+        groups: a CSV's group column per image (see ``data.split.image_groups``), or None.
     """
 
     images: Any
@@ -53,6 +54,7 @@ class SourceImages:
     cache: str = "memory"
     digests: list[str] | None = None
     pixel_sums: np.ndarray | None = None
+    groups: list[str] | None = None
 
     @property
     def multilabel(self) -> bool:
@@ -573,4 +575,5 @@ def load_files(
         dec.mode,
         dec.digests,
         dec.sums,
+        [fl.groups[i] for i in keep] if fl.groups is not None else None,
     )

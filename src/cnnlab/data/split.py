@@ -1,8 +1,14 @@
-"""Seeded, stratified train/val/test splits and k-fold indices, single- and multi-label."""
+"""Seeded, stratified train/val/test splits and k-fold indices, single- and multi-label, and
+group-aware (a group of images, the same scene or painting, stays inside one part)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 import numpy as np
+
+from cnnlab.core.errors import CnnlabError
 
 
 def _multilabel_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
@@ -57,6 +63,60 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int
     return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
 
 
+def image_groups(paths: Sequence[str] | None, given: Sequence[str] | None, pattern: str | None) -> np.ndarray | None:
+    """One group name per image: the CSV's group column, else what ``pattern`` (``data.group_by``)
+    matches in the image's path (its first group if it has one, else the whole match); a path it
+    does not match is a group of its own. None when the data has no groups."""
+    if given is not None:
+        return np.asarray(given, dtype=object)
+    if pattern is None:
+        return None
+    if paths is None:
+        raise CnnlabError("data.group_by groups image files by their paths; this source has no files")
+    rx = re.compile(pattern)
+    out = []
+    for p in paths:
+        m = rx.search(p)
+        out.append((m.group(1) if rx.groups else m.group(0)) if m else "\0" + p)
+    if all(g.startswith("\0") for g in out):
+        raise CnnlabError(f"data.group_by {pattern!r} matches none of the {len(out)} file paths (e.g. {paths[0]!r})")
+    return np.asarray(out, dtype=object)
+
+
+def _group_codes(groups: np.ndarray) -> np.ndarray:
+    return np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
+
+
+def grouped_split(labels: np.ndarray, groups: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Like :func:`stratified_split`, but every group inside one part: scikit-learn's
+    StratifiedGroupKFold into n folds (n from the smallest non-zero later fraction, e.g. 10 for
+    0.8/0.1/0.1), the later parts taking their share of folds and the first the rest. Multi-label
+    data is stratified by each image's first label. Fractions are met as closely as whole groups
+    allow."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    codes = _group_codes(groups)
+    later = [f for f in fractions[1:] if f > 0]
+    if not later:
+        return [np.arange(len(labels))] + [np.zeros(0, np.int64) for _ in fractions[1:]]
+    n = max(2, int(round(1 / min(later))))
+    if len(np.unique(codes)) < n:
+        raise CnnlabError(
+            f"the data has {len(np.unique(codes))} groups; a split {'/'.join(map(str, fractions))} keeping groups "
+            f"whole needs at least {n} (check data.group_by or the CSV's group column)"
+        )
+    y = labels.argmax(1) if labels.ndim == 2 else labels
+    folds = [va for _, va in StratifiedGroupKFold(n, shuffle=True, random_state=seed).split(y, y, codes)]
+    parts: list[np.ndarray] = []
+    start = 0
+    for f in fractions[1:]:
+        take = max(1, int(round(f * n))) if f > 0 else 0
+        parts.append(np.concatenate(folds[start : start + take]) if take else np.zeros(0, np.int64))
+        start += take
+    first = np.concatenate(folds[start:]) if start < n else np.zeros(0, np.int64)
+    return [np.sort(p).astype(np.int64) for p in [first, *parts]]
+
+
 def given_splits(split_of: list) -> dict[str, np.ndarray]:
     """Indices per split from a per-image split name (None: not given), e.g. a pre-split folder."""
     names = np.asarray(split_of, dtype=object)
@@ -80,6 +140,7 @@ def make_splits(
     split: tuple[float, float, float],
     val_size: float,
     seed: int,
+    groups: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Train/val/test indices: the source's own splits where it has them, else seeded ones.
 
@@ -89,26 +150,61 @@ def make_splits(
         split: train/val/test fractions for sources without splits.
         val_size: when the source gives train but no val: a fraction (<1) or count of train.
         seed: the run's seed.
+        groups: a group name per image (:func:`image_groups`): seeded splits keep each group inside
+            one split; a group that a source's own splits cut is an error.
     """
+    if groups is not None and given:
+        _check_given_groups(given, groups)
     if not given:
-        train, val, test = stratified_split(labels, split, seed)
-        return {"train": train, "val": val, "test": test}
+        parts = (
+            grouped_split(labels, groups, split, seed) if groups is not None else stratified_split(labels, split, seed)
+        )
+        return dict(zip(("train", "val", "test"), parts))
     out = {k: np.asarray(v, dtype=np.int64) for k, v in given.items()}
     if "val" not in out:
         train = out["train"]
         frac = val_size if val_size < 1 else min(val_size / max(len(train), 1), 1.0)
-        keep, val = stratified_split(labels[train], (1 - frac, frac), seed)
+        keep, val = (
+            grouped_split(labels[train], groups[train], (1 - frac, frac), seed)
+            if groups is not None
+            else stratified_split(labels[train], (1 - frac, frac), seed)
+        )
         out["train"], out["val"] = train[keep], train[val]
     out.setdefault("test", np.zeros(0, np.int64))
     return {k: out[k] for k in ("train", "val", "test")}
 
 
-def kfold_indices(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _check_given_groups(given: dict[str, np.ndarray], groups: np.ndarray) -> None:
+    where: dict[str, str] = {}
+    for name, idx in given.items():
+        for g in {str(x) for x in np.asarray(groups)[idx]}:
+            if where.setdefault(g, name) != name:
+                raise CnnlabError(
+                    f"group {g!r} has images in both the {where[g]!r} and the {name!r} split the data gives: "
+                    "move them into one split, or do not group"
+                )
+
+
+def kfold_indices(
+    labels: np.ndarray, k: int, seed: int, groups: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, validation) index pairs of stratified k-fold cross-validation.
 
-    Uses scikit-learn's StratifiedKFold, or MultilabelStratifiedKFold for multi-hot labels;
-    every index is in exactly one validation fold.
+    Uses scikit-learn's StratifiedKFold, or MultilabelStratifiedKFold for multi-hot labels, or
+    with ``groups`` StratifiedGroupKFold (by the first label when multi-label) so that every group
+    sits in one fold; every index is in exactly one validation fold.
     """
+    if groups is not None:
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        codes = _group_codes(groups)
+        if len(np.unique(codes)) < k:
+            raise CnnlabError(
+                f"{k}-fold CV keeping groups whole needs at least {k} groups; the data has {len(np.unique(codes))}"
+            )
+        y = labels.argmax(1) if labels.ndim == 2 else labels
+        folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(y, y, codes)
+        return [(np.sort(tr), np.sort(va)) for tr, va in folds]
     if labels.ndim == 2:
         from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 

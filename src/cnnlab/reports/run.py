@@ -219,9 +219,32 @@ def _summary_section(pg: _Page) -> list[dict[str, str]]:
             + "</div>"
             + f"<p>Evaluated on the {html.escape(metrics['split'])} split ({metrics['num_samples']} images) with the "
             f"best checkpoint (epoch {metrics.get('best_epoch')}); stopped because: "
-            f"{html.escape(str(info.get('stop_reason', '')))}.</p>",
+            f"{html.escape(str(info.get('stop_reason', '')))}.</p>" + leakage_note(metrics.get("leakage")),
         }
     ]
+
+
+def leakage_note(leak: dict[str, Any] | None) -> str:
+    """The leakage guard's finding as a paragraph: copies of training images among the evaluation
+    images, and the figure without them beside the raw one ("" when it found none or did not look)."""
+    if not leak or not leak.get("copies"):
+        return ""
+    rule = leak.get("rule") or {}
+    found = ", ".join(f"{n} {s}" for s, n in leak["copies"].items())
+    how = f"pHash within {rule.get('hash_distance')} bits, pixel correlation ≥ {rule.get('similarity')}"
+    if leak.get("dropped"):
+        return (
+            f'<p class="warn">{leak["dropped"]} evaluation images ({found}) copied training images ({how}) and '
+            "were left out (--on-leak drop).</p>"
+        )
+    w = leak.get("without_copies")
+    text = f"{found} evaluation images are near copies of training images ({how}); see leaks.json."
+    if w:
+        text += (
+            f" Without the {w['left_out']} in this split: accuracy <b>{w['accuracy']:.4f}</b>, macro F1 "
+            f"{w['macro_f1']:.4f} on {w['images']} images (the raw figures above include them)."
+        )
+    return f'<p class="warn">{text}</p>'
 
 
 def _curves_section(pg: _Page) -> list[dict[str, str]]:

@@ -180,6 +180,7 @@ class RunFolder:
     run_json = property(lambda self: self.path / "run.json")
     dataset_json = property(lambda self: self.path / "dataset.json")
     split_json = property(lambda self: self.path / "split.json")
+    leaks_json = property(lambda self: self.path / "leaks.json")
     history_csv = property(lambda self: self.path / "history.csv")
     metrics_json = property(lambda self: self.path / "metrics.json")
     last_ckpt = property(lambda self: self._checkpoint_file("last"))
@@ -393,6 +394,10 @@ class RunFolder:
         """A checkpoint serialised by the engine (torch bytes, or .npz for the NumPy engine)."""
         atomic_write_bytes(self.checkpoint(which, suffix), data)
 
+    def write_leaks(self, leaks: dict[str, Any]) -> None:
+        """leaks.json: the validation/test images the leakage guard found to copy training images."""
+        atomic_write_json(self.leaks_json, leaks)
+
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         """metrics.json, written last: its presence means the run finished."""
         atomic_write_json(self.metrics_json, metrics)
@@ -519,6 +524,7 @@ class NullRunFolder(RunFolder):
     def write_steps(self, rows: list[dict[str, Any]]) -> None: ...
     def write_checkpoint(self, which: str, data: bytes, suffix: str = ".pt") -> None: ...
     def write_metrics(self, metrics: dict[str, Any]) -> None: ...
+    def write_leaks(self, leaks: dict[str, Any]) -> None: ...
     def clear_metrics(self) -> None: ...
     def save_predictions(self, probs: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> None: ...
 

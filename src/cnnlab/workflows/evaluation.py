@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,8 @@ def evaluate_checkpoint(
             k: tuned[k]
             for k in ("threshold", "accuracy", "subset_of_truth_accuracy", "hamming_loss", "micro_f1", "macro_f1")
         }
+    if data.leaks is not None:
+        metrics["leakage"] = _without_copies(data, split, y, probs)
     if save:
         run.save_predictions(probs, y, data.splits[split])
     return {
@@ -189,6 +192,28 @@ def evaluate_checkpoint(
         "weights": predictor.weights,
         **metrics,
     }
+
+
+def _without_copies(data: PreparedData, split: str, y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """What the leakage guard found and did, and the split's figures without the images that copy
+    training images (the de-duplicated figure beside the raw one)."""
+    leaks = data.leaks or {}
+    pairs = leaks.get("pairs", [])
+    out: dict[str, Any] = {
+        "action": leaks.get("action"),
+        "rule": leaks.get("rule"),
+        "copies": dict(Counter(e["split"] for e in pairs)),
+        "dropped": leaks.get("dropped", 0),
+    }
+    copies = {e["index"] for e in pairs if e["split"] == split}
+    if copies and not out["dropped"]:
+        keep = np.asarray([int(i) not in copies for i in data.splits[split]])
+        if keep.any():
+            clean = compute_metrics(y[keep], probs[keep], data.classes)
+            keys = ("accuracy", "macro_f1", "balanced_accuracy", "subset_accuracy", "micro_f1")
+            out["without_copies"] = {"images": int(keep.sum()), "left_out": int((~keep).sum())}
+            out["without_copies"].update({k: clean[k] for k in keys if k in clean})
+    return out
 
 
 def evaluate(

@@ -273,6 +273,8 @@ def open_run(
             run.create(overwrite=overwrite)
             run.write_config(cfg)
             run.write_dataset(data.summary(), data.fingerprint(), data.splits, data.images_id())
+            if data.leaks and data.leaks["pairs"]:
+                run.write_leaks(data.leaks)
         elif epochs:
             run.write_config(cfg)
         _log_summary(data, engine, cfg, device)

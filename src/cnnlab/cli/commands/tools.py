@@ -12,7 +12,17 @@ from cnnlab.cli import argtypes
 from cnnlab.cli.flags import add_config_flags, config_overrides, schema_default
 from cnnlab.cli.render import format_report, progress_wanted
 
-INSPECT_KEYS = ["data.split", "data.image_root", "data.delimiter", "data.label_sep", "data.data_dir", "data.max_pixels"]
+INSPECT_KEYS = [
+    "data.split",
+    "data.image_root",
+    "data.delimiter",
+    "data.label_sep",
+    "data.data_dir",
+    "data.max_pixels",
+    "data.group_by",
+    "data.leak_hash_bits",
+    "data.leak_similarity",
+]
 LIST_MODELS_NOTE = (
     "(parameters for {channels}-channel input at the default size and {classes} classes; also: timm/<name>, tv/<name>)"
 )
@@ -35,8 +45,10 @@ def register(sub: Any) -> None:
         "inspect",
         help="counts, imbalance, formats, unreadable files, duplicates, leakage",
         description="Report per-class and per-split counts, the imbalance ratio, image size/mode/format histograms, "
-        "unreadable files by reason, exact duplicates within and across splits (leakage), and write samples.png "
-        "and augment.png.",
+        "unreadable files by reason, exact duplicates and near duplicates (re-encoded, resized, cropped or "
+        "recoloured copies: a perceptual hash within --leak-hash-bits bits, confirmed by a pixel correlation of at "
+        "least --leak-similarity) within and across splits (leakage), and write samples.png, augment.png and "
+        "near_duplicates.png.",
     )
     di.add_argument("path", metavar="NAME|DIR|CSV")
     di.add_argument("--out", metavar="DIR", help="where the PNGs go (default inspect/<name>)")
@@ -48,6 +60,12 @@ def register(sub: Any) -> None:
         type=int,
         default=schema_default("data.split_seed"),
         help="seed of the split a run would make (data.split_seed)",
+    )
+    di.add_argument(
+        "--near-duplicates",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="search near copies too (auto: for files, not for the built-in benchmarks)",
     )
     add_config_flags(di, only=INSPECT_KEYS)
     di.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -130,7 +148,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     cfg = api.build_config(None, overrides)
     out = args.out or str(Path("inspect") / (Path(args.path).stem or "data"))
     report = api.inspect_dataset(
-        cfg.data, seed=args.seed, out=out, preview_augment=args.augment, progress=progress_wanted(args)
+        cfg.data,
+        seed=args.seed,
+        out=out,
+        preview_augment=args.augment,
+        progress=progress_wanted(args),
+        near_duplicates=args.near_duplicates,
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

@@ -112,6 +112,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         print(format_metrics_table(m, f"{m['split']} set, best epoch {m['best_epoch']}:"))
         print(f"\n{m['split']} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  run folder {result.run}")
+        w = (m.get("leakage") or {}).get("without_copies")
+        if w:
+            print(
+                f"without the {w['left_out']} near copies of training images: accuracy {w['accuracy']:.4f}  "
+                f"macro-F1 {w['macro_f1']:.4f} ({w['images']} images; leaks.json lists them)"
+            )
     if result.test_set_note:
         print(f"note: {result.test_set_note}", file=sys.stderr)
     return 0

@@ -14,7 +14,7 @@ from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.schema import Config, flatten_config
 from cnnlab.data.pipeline import prepare_data
-from cnnlab.data.split import kfold_indices, stratified_split
+from cnnlab.data.split import grouped_split, kfold_indices, stratified_split
 from cnnlab.evaluate.stats import mcnemar_exact
 from cnnlab.models import get_spec
 from cnnlab.reports.run import _render, table
@@ -53,6 +53,7 @@ def _fold_splits(cfg: Config, folds: int, repeats: int, progress: bool) -> tuple
     data = prepare_data(cfg.data, get_spec(cfg.model.name), cfg.data.split_seed, progress=progress)
     pool = np.sort(np.concatenate([data.splits["train"], data.splits["val"]]))
     labels = data.labels.numpy()[pool]
+    groups = data.groups[pool] if data.groups is not None else None
     counts = labels.sum(0) if labels.ndim == 2 else np.bincount(labels, minlength=len(data.classes))
     if folds > int(counts[counts > 0].min()):
         raise CnnlabError(
@@ -61,10 +62,15 @@ def _fold_splits(cfg: Config, folds: int, repeats: int, progress: bool) -> tuple
         )
     plans = []
     for r in range(repeats):
-        for i, (tr, held_out) in enumerate(kfold_indices(labels, folds, cfg.data.split_seed + r)):
+        for i, (tr, held_out) in enumerate(kfold_indices(labels, folds, cfg.data.split_seed + r, groups)):
             vs = cfg.data.val_size
             frac = vs if vs < 1 else min(vs / max(len(tr), 1), 0.5)
-            keep, inner = stratified_split(labels[tr], (1 - frac, frac), cfg.data.split_seed + r * 1000 + i)
+            inner_seed = cfg.data.split_seed + r * 1000 + i
+            keep, inner = (
+                grouped_split(labels[tr], groups[tr], (1 - frac, frac), inner_seed)
+                if groups is not None
+                else stratified_split(labels[tr], (1 - frac, frac), inner_seed)
+            )
             splits = {
                 "train": pool[tr[keep]].tolist(),
                 "val": pool[tr[inner]].tolist(),

@@ -112,6 +112,11 @@ class DataConfig(_Section):
         description="near-duplicate copies of training images in val/test (file data): off (do not look), "
         "warn, drop them from val/test, or refuse to train",
     )
+    exclude: str | None = Field(
+        None,
+        description="a CSV (e.g. a label audit's label_audit.csv, or its top rows) whose path or index column "
+        "names images to leave out of training and validation; the test split keeps them",
+    )
     leak_hash_bits: int = Field(
         14, ge=0, le=64, description="near duplicates: most differing perceptual-hash bits (of 64) for a candidate"
     )

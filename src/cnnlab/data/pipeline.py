@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import logging
@@ -9,6 +10,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -357,6 +359,34 @@ def load_source(
     )
 
 
+def excluded_images(path: str, paths: list[str] | None, n: int) -> np.ndarray:
+    """The dataset indices a ``data.exclude`` CSV names, by its ``path`` column (file sources) or
+    its ``index`` column (any source): a label audit's CSV, or rows kept from it."""
+    try:
+        rows = list(csv.DictReader(Path(path).read_text(encoding="utf-8-sig").splitlines()))
+    except (OSError, UnicodeDecodeError) as e:
+        raise CnnlabError(f"data.exclude {path!r} cannot be read: {e}") from None
+    cols = set(rows[0]) if rows else set()
+    if "path" in cols and paths is not None:
+        where = {p: i for i, p in enumerate(paths)}
+        found = [where.get(r["path"]) for r in rows]
+    elif "index" in cols:
+        try:
+            found = [int(r["index"]) if 0 <= int(r["index"]) < n else None for r in rows]
+        except ValueError:
+            raise CnnlabError(f"data.exclude {path!r}: the index column must hold whole numbers") from None
+    else:
+        raise CnnlabError(
+            f"data.exclude {path!r}: needs a header with a 'path' column (image files) or an 'index' column "
+            "(dataset positions), as cnnlab cv --audit-labels writes"
+        )
+    missing = sum(i is None for i in found)
+    if missing:
+        log.warning("data.exclude %s: %d of %d rows name no image of this data; ignored", path, missing, len(rows))
+    log.info("data.exclude: %d images left out of training and validation", len(rows) - missing)
+    return np.asarray([i for i in found if i is not None], np.int64)
+
+
 def _subsample_train(train: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     """At most ``per_class`` training images of each class, chosen with ``seed``."""
     if labels.ndim == 2:
@@ -484,6 +514,10 @@ def prepare_data(
                 )
     if hold_out_test:
         split_idx["test"] = np.zeros(0, dtype=np.int64)
+    if cfg.exclude:
+        left_out = excluded_images(cfg.exclude, src.paths, len(labels))
+        for name in ("train", "val"):
+            split_idx[name] = split_idx[name][~np.isin(split_idx[name], left_out)]
     if len(split_idx["train"]) == 0:
         raise CnnlabError(f"data.source {cfg.source!r}: the training split is empty")
     images = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import logging
 import platform
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from jinja2 import Environment
+from PIL import Image
 
 from cnnlab import __version__
 from cnnlab.core.atomic import atomic_write_text
@@ -55,6 +57,25 @@ PAGE = """<!DOCTYPE html>
 def img_tag(path: Path, alt: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def thumbnails(images: Sequence[np.ndarray], captions: Sequence[str], side: int = 72) -> str:
+    """A wrapping grid of (C, H, W) uint8 images, each embedded as a PNG (scaled to ``side`` px,
+    nearest-neighbour for small ones) with its caption under it."""
+    cards = []
+    for img, caption in zip(images, captions):
+        arr = np.asarray(img)
+        arr = arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
+        im = Image.fromarray(np.ascontiguousarray(arr.astype(np.uint8)))
+        im = im.resize((side, side), Image.Resampling.NEAREST if im.size[0] < side else Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        im.save(buf, "PNG")
+        data = base64.b64encode(buf.getvalue()).decode()
+        cards.append(
+            f'<figure style="margin:0;width:{side + 40}px;font-size:11px"><img src="data:image/png;base64,{data}" '
+            f'alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        )
+    return '<div style="display:flex;flex-wrap:wrap;gap:8px">' + "".join(cards) + "</div>"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

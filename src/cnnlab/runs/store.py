@@ -155,6 +155,7 @@ RUN_ENTRIES = {
     "run.json",
     "dataset.json",
     "split.json",
+    "leaks.json",
     "history.csv",
     "steps.csv",
     "metrics.json",

@@ -79,6 +79,12 @@ def register(sub: Any) -> None:
         help="train each fold from N initialisations (--seed, +1 …); a fold scores their mean, and the "
         "summary adds the spread over seeds (default 1)",
     )
+    cv.add_argument(
+        "--audit-labels",
+        action="store_true",
+        help="rank the images whose given label the out-of-fold models doubt (cleanlab): label_audit.csv, "
+        "label_issues.csv (retrain without them with --exclude) and label_audit.html in the CV folder",
+    )
     cv.add_argument("--out", metavar="DIR", help="CV folder (default cv/<model>-<data>)")
     cv.add_argument("--resume", action="store_true", help="finish an interrupted CV; finished folds are kept")
     cv.add_argument("-q", "--quiet", action="store_true")
@@ -147,6 +153,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=progress_wanted(args),
         seeds=args.seeds,
+        audit=args.audit_labels,
     )
     seeds = f", {res['seeds']} seeds per fold" if res.get("seeds", 1) > 1 else ""
     print(
@@ -158,5 +165,12 @@ def cmd_cv(args: argparse.Namespace) -> int:
         spread = f"   sd over seeds {seed_sd[k]:.4f}" if k in seed_sd else ""
         print(f"  {k:<24} {st['mean']:.4f} ± {st['std']:.4f}   95 % [{st['ci95'][0]:.4f}, {st['ci95'][1]:.4f}]{spread}")
     out = Path(res["out"])
+    if res.get("label_audit"):
+        a = res["label_audit"]
+        print(
+            f"label audit: {a['issues']} of {a['images']} images flagged as likely label errors; wrote "
+            f"{out / 'label_audit.csv'}, {out / 'label_issues.csv'} (retrain without them: --exclude) and "
+            f"{out / 'label_audit.html'}"
+        )
     print(f"wrote {out / 'cv.json'} and {out / 'cv.html'}")
     return 0

@@ -20,6 +20,7 @@ from cnnlab.models import get_spec
 from cnnlab.reports.run import _render, table
 from cnnlab.runs.group import RunGroup
 from cnnlab.runs.store import RunFolder, now
+from cnnlab.workflows.cv.audit import audit_labels
 from cnnlab.workflows.seeds import SUMMARISED, seed_config, seed_list
 from cnnlab.workflows.training import train_or_resume
 
@@ -50,7 +51,11 @@ def _fold_splits(cfg: Config, folds: int, repeats: int, progress: bool) -> tuple
     part (``data.val_size`` of them, stratified), which alone picks its checkpoint and stops it early;
     the held-out fold is the run's test part, scored once at the end."""
 
-    data = prepare_data(cfg.data, get_spec(cfg.model.name), cfg.data.split_seed, progress=progress)
+    # the folds are cut from every image, data.exclude or not: a CV without some images (a label
+    # audit's) must be scored on the same folds as the one it is compared with; each fold's run
+    # leaves them out of its training part
+    whole = cfg.data.model_copy(update={"exclude": None})
+    data = prepare_data(whole, get_spec(cfg.model.name), cfg.data.split_seed, progress=progress)
     pool = np.sort(np.concatenate([data.splits["train"], data.splits["val"]]))
     labels = data.labels.numpy()[pool]
     groups = data.groups[pool] if data.groups is not None else None
@@ -91,6 +96,7 @@ def cross_validate(
     callbacks: Sequence[Any] = (),
     same_plan: bool = True,
     seeds: int = 1,
+    audit: bool = False,
 ) -> dict[str, Any]:
     """Train one run per fold (and repeat) under ``out`` and summarise them.
 
@@ -103,6 +109,8 @@ def cross_validate(
     With ``seeds`` > 1 each fold trains that many initialisations (``train.seed``, +1 …; runs
     ``<fold>-seed<s>``): a fold's figure is their mean, and the summary's ``seed_sd`` is the mean
     spread over seeds within a fold, to set beside the spread over folds and any gap between models.
+    With ``audit``, the out-of-fold probabilities rank the images whose label the models doubt
+    (:func:`cnnlab.workflows.cv.audit.audit_labels`: label_audit.csv, label_issues.csv, a page).
 
     ``out`` defaults to ``cv/<model>-<data>``. A resume must ask for the folds, repeats and config
     the CV started with (else a one-line error naming the saved value); ``same_plan=False`` lets a
@@ -124,7 +132,7 @@ def cross_validate(
             _check_same_plan(group, saved, plan_state)
     elif not resume:
         group.check_new()
-    plans, held_out, _ = _fold_splits(cfg, folds, repeats, progress)
+    plans, held_out, data = _fold_splits(cfg, folds, repeats, progress)
     group.save({**plan_state, "status": "running", "test_images_held_out": held_out})
     rows = []
     for n, plan in enumerate(plans, 1):
@@ -154,6 +162,8 @@ def cross_validate(
             row["seed_metrics"] = {k: [m[k] for m in per_seed] for k in keys}
         rows.append(row)
     summary = _summary(cfg, folds, repeats, held_out, rows)
+    if audit:
+        summary["label_audit"] = audit_labels(out, rows, group, data)
     group.save({**summary, "status": "completed"})
     atomic_write_text(out / "cv.html", _page(summary))
     return {**group.read(), "out": str(out)}

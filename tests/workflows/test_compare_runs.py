@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from cnnlab.cli import main
 from cnnlab.evaluate.stats import mcnemar_exact
@@ -91,3 +92,47 @@ def test_runs_that_decode_the_same_images_differently_are_still_paired(tmp_path,
     assert main(["train", *common, "--input-size", "16", "--channels", "1", "--out", str(c)]) == 0
     assert main(["compare", str(a), str(c), "--out", str(tmp_path / "ac.html")]) == 0
     assert "not paired: the runs were tested on different images" in capsys.readouterr().err
+
+
+def test_two_runs_image_by_image_kappa_only_one_right_and_the_averaged_ensemble(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", *FLAGS, "--seed", "0", "--out", str(a)]) == 0
+    assert (
+        main(["train", "--data", "digits", "--model", "cnn", "--epochs", "1", "-q", "--no-report", "--out", str(b)])
+        == 0
+    )
+    capsys.readouterr()
+    page = tmp_path / "ab.html"
+    assert main(["compare", str(a), str(b), "--json", "--out", str(page)]) == 0
+    g = json.loads(capsys.readouterr().out)["agreement"]
+    # by hand, from the saved predictions
+    pa, pb = (np.load(r / "predictions.npz") for r in (a, b))
+    oa, ob = np.argsort(pa["indices"]), np.argsort(pb["indices"])
+    y, qa, qb, idx = pa["labels"][oa], pa["probs"][oa], pb["probs"][ob], pa["indices"][oa]
+    ra, rb = qa.argmax(1) == y, qb.argmax(1) == y
+    assert g["agreement"] == [
+        [int((ra & rb).sum()), int((ra & ~rb).sum())],
+        [int((~ra & rb).sum()), int((~ra & ~rb).sum())],
+    ]
+    assert g["only_a"] == idx[ra & ~rb].tolist() and g["only_b"] == idx[~ra & rb].tolist()
+    assert g["only_a"] + g["only_b"]  # the two nets differ on some images: the thumbnails have something to show
+    n, agree = len(y), float((qa.argmax(1) == qb.argmax(1)).mean())
+    k = qa.shape[1]
+    chance = sum(float((qa.argmax(1) == c).mean() * (qb.argmax(1) == c).mean()) for c in range(k))
+    assert g["kappa"] == pytest.approx((agree - chance) / (1 - chance), abs=1e-9)
+    assert g["oracle_accuracy"] == pytest.approx(float((ra | rb).mean()))
+    ens = ((qa + qb) / 2).argmax(1) == y
+    assert g["ensemble_accuracy"] == pytest.approx(float(ens.mean()))
+    m = int(ens.sum())  # the Wilson interval by its formula
+    z, p = 1.959963984540054, m / n
+    centre, half = (
+        (p + z * z / (2 * n)) / (1 + z * z / n),
+        z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n),
+    )
+    assert g["ensemble_ci95"] == pytest.approx([centre - half, centre + half], abs=1e-9)
+    html = page.read_text()
+    assert "Cohen&#x27;s κ" in html or "Cohen's κ" in html
+    assert html.count("data:image/png;base64") >= 2 + min(30, len(g["only_a"])) + min(30, len(g["only_b"]))
+    assert main(["compare", str(a), str(b), "--out", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert f"Cohen's κ {g['kappa']:.3f}" in out and f"accuracy {g['ensemble_accuracy']:.4f}  95 % interval" in out

@@ -128,6 +128,34 @@ def compare_predictions(y: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray,
     }
 
 
+def agreement(y: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) -> dict[str, Any]:
+    """Two single-label classifiers on the same images, image by image: the 2 × 2 table of right
+    and wrong (``agreement``: [[both right, only A right], [only B right, both wrong]]), Cohen's κ
+    of their predicted classes (scikit-learn's; agreement beyond chance, descriptive, no test), the
+    oracle bound (right when either is: no combination of the two does better), and the ensemble
+    that averages their probabilities, with the Wilson interval of its accuracy. ``only_a`` and
+    ``only_b`` are positions (into ``y``) of the images only one gets right."""
+    from sklearn.metrics import cohen_kappa_score
+
+    y = np.asarray(y).astype(int)
+    pa, pb = probs_a.argmax(1), probs_b.argmax(1)
+    ca, cb = pa == y, pb == y
+    ens = (probs_a + probs_b) / 2
+    ce = ens.argmax(1) == y
+    n = len(y)
+    kappa = cohen_kappa_score(pa, pb) if len(set(pa) | set(pb)) > 1 else 1.0
+    return {
+        "agreement": [[int((ca & cb).sum()), int((ca & ~cb).sum())], [int((~ca & cb).sum()), int((~ca & ~cb).sum())]],
+        "same_prediction": float((pa == pb).mean()) if n else 0.0,
+        "kappa": float(kappa),
+        "oracle_accuracy": float((ca | cb).mean()) if n else 0.0,
+        "ensemble_accuracy": float(ce.mean()) if n else 0.0,
+        "ensemble_ci95": accuracy_interval(int(ce.sum()), n),
+        "only_a": np.flatnonzero(ca & ~cb).tolist(),
+        "only_b": np.flatnonzero(~ca & cb).tolist(),
+    }
+
+
 def holm(pvalues: list[float]) -> list[float]:
     """Holm's step-down adjustment of a family of p-values (one winner against each other
     candidate), in the given order. Written by hand (scipy has no Holm; statsmodels is not a

@@ -78,6 +78,30 @@ def thumbnails(images: Sequence[np.ndarray], captions: Sequence[str], side: int 
     return '<div style="display:flex;flex-wrap:wrap;gap:8px">' + "".join(cards) + "</div>"
 
 
+def agreement_section(
+    agree: dict[str, Any], images: Any, classes: Sequence[str], labels: Any, most: int = 30
+) -> dict[str, str]:
+    """Two runs image by image: the agreement table, κ, the oracle bound, the averaged ensemble
+    with its interval, and thumbnails of the test images only A (only B) gets right."""
+    (both, only_a), (only_b, neither) = agree["agreement"]
+    lo, hi = agree["ensemble_ci95"]
+    body = table(["", "B right", "B wrong"], [["A right", both, only_a], ["A wrong", only_b, neither]]) + (
+        f"<p>Same prediction on {agree['same_prediction']:.1%} of the images; Cohen's κ {agree['kappa']:.3f}. "
+        f"Oracle bound (right when either run is) {agree['oracle_accuracy']:.4f}; the ensemble that averages "
+        f"the two runs' saved probabilities reaches <b>{agree['ensemble_accuracy']:.4f}</b> (95 % Wilson interval "
+        f"{lo:.4f} – {hi:.4f}).</p>"
+    )
+    for key, who in (("only_a", "A"), ("only_b", "B")):
+        idx = agree[key][:most]
+        if images is None or not idx:
+            continue
+        pics = [np.asarray(images[int(i)]) for i in idx]
+        pics = [p[0] if p.ndim == 4 else p for p in pics]
+        caps = [f"#{i} {classes[int(labels[int(i)])]}" for i in idx]
+        body += f"<h3>Right only for {who} ({len(agree[key])}; the first {len(idx)})</h3>" + thumbnails(pics, caps)
+    return {"id": "agreement", "title": "Image by image: where the two runs differ", "body": body}
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):
@@ -457,9 +481,10 @@ def _policy(model: dict[str, Any]) -> str:
     return "frozen backbone" if model.get("freeze") == "backbone" else "all layers"
 
 
-def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
+def write_comparison(runs: Sequence[RunFolder], out: Path, extra: Sequence[dict[str, str]] = ()) -> Path:
     """One page comparing runs: a table of status, settings, accuracy, macro-F1, parameters and
-    time; the config fields that differ; validation curves overlaid. Unfinished runs are marked."""
+    time; the config fields that differ; validation curves overlaid; ``extra`` sections (two
+    runs' image-by-image agreement). Unfinished runs are marked."""
     import matplotlib
     import matplotlib.pyplot as plt
     import matplotlib.ticker  # noqa: F401  (matplotlib.ticker.NullFormatter below)
@@ -559,6 +584,7 @@ def write_comparison(runs: Sequence[RunFolder], out: Path) -> Path:
         },
         {"id": "curves", "title": "Curves", "body": img_tag(png, "validation curves")},
         {"id": "size", "title": "Accuracy against size", "body": img_tag(scatter, "accuracy vs parameters")},
+        *extra,
     ]
     atomic_write_text(Path(out), _render("cnnlab comparison", f"{len(rows)} runs", sections))
     return Path(out)

@@ -3,6 +3,7 @@ two seed groups (``train --seeds N``) image by image with their seed spread."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from cnnlab.core.errors import CnnlabError
-from cnnlab.evaluate.stats import compare_predictions, seeded_paired_test
+from cnnlab.evaluate.stats import agreement, compare_predictions, seeded_paired_test
+from cnnlab.reports.run import agreement_section
+from cnnlab.runs.data import load_run_data
 from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.store import RunFolder
 from cnnlab.workflows.cv import paired_comparison, read_cv
@@ -18,6 +21,8 @@ from cnnlab.workflows.evaluation import compare
 from cnnlab.workflows.seeds import correct_matrix, read_seeds, seed_runs
 
 __all__ = ["compare_results"]
+
+log = logging.getLogger(__name__)
 
 
 def compare_results(
@@ -39,7 +44,22 @@ def compare_results(
             raise CnnlabError("compare takes run folders, or exactly two cross-validation folders (from cnnlab cv)")
         return {"kind": "cv", **paired_comparison(a, b, metric)}
     paired = paired_runs(paths)  # a damaged run is refused before the page is written
-    return {"kind": "runs", "page": str(compare(paths, out)), **paired}
+    extra = [_agreement_page(paths[0], paired["agreement"])] if paired.get("agreement") else []
+    return {"kind": "runs", "page": str(compare(paths, out, extra)), **paired}
+
+
+def _agreement_page(path: str | Path, agree: dict[str, Any]) -> dict[str, str]:
+    """The page's image-by-image section, its thumbnails from run A's own data (its saved split);
+    without them when that data is not at hand any more."""
+    run = RunFolder(path)
+    cfg = run.read_config()
+    quiet = cfg.model_copy(update={"data": cfg.data.model_copy(update={"on_leak": "off"})})
+    try:
+        data = load_run_data(run, quiet, progress=False)
+    except CnnlabError as e:
+        log.warning("the compare page shows no thumbnails: %s", e)
+        return agreement_section(agree, None, [], None)
+    return agreement_section(agree, data.images, data.classes, data.labels.numpy())
 
 
 def paired_runs(paths: Sequence[str | Path], seed: int = 0) -> dict[str, Any]:
@@ -61,9 +81,15 @@ def paired_runs(paths: Sequence[str | Path], seed: int = 0) -> dict[str, Any]:
         return {"unpaired": "paired tests here are for single-label runs (these are multi-label)"}
     order_a, order_b = np.argsort(pa["indices"]), np.argsort(pb["indices"])
     y = pa["labels"][order_a]
-    paired = compare_predictions(y, pa["probs"][order_a], pb["probs"][order_b], seed)
+    probs_a, probs_b = pa["probs"][order_a], pb["probs"][order_b]
+    paired = compare_predictions(y, probs_a, probs_b, seed)
+    agree = agreement(y, probs_a, probs_b)
+    index = pa["indices"][order_a]  # positions → the images' indices in the data set
+    agree["only_a"], agree["only_b"] = ([int(index[j]) for j in agree[k]] for k in ("only_a", "only_b"))
+    agree["ensemble"] = "the average of the two runs' saved test probabilities (predictions.npz)"
     return {
-        "paired": {"a": str(a.path), "b": str(b.path), "test_split": ida, "test_set_note": use_sentence(ida), **paired}
+        "paired": {"a": str(a.path), "b": str(b.path), "test_split": ida, "test_set_note": use_sentence(ida), **paired},
+        "agreement": agree,
     }
 
 

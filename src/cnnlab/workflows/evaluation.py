@@ -407,14 +407,16 @@ def _explain_into(
     return results
 
 
-def compare(run_paths: Sequence[str | Path], out: str | Path = "compare.html") -> Path:
+def compare(
+    run_paths: Sequence[str | Path], out: str | Path = "compare.html", extra: Sequence[dict[str, str]] = ()
+) -> Path:
     """One page comparing runs (unfinished ones marked): settings, the config fields that differ,
-    accuracy, macro-F1, parameters, time, curves overlaid."""
+    accuracy, macro-F1, parameters, time, curves overlaid; ``extra`` sections after them."""
 
     runs = [RunFolder(p).require(checkpoint=False) for p in run_paths]  # unfinished runs are marked
     if not runs:
         raise CnnlabError("compare needs at least one run folder")
-    return write_comparison(runs, Path(out))
+    return write_comparison(runs, Path(out), extra)
 
 
 def evaluate_datasets(

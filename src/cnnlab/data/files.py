@@ -50,6 +50,12 @@ class FileList:
             return str(p)
 
 
+def shown_path(path: str) -> str:
+    """A file path fit to print or write as UTF-8: bytes that are not UTF-8 (kept by Python as
+    surrogates) shown as \\xNN escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def usable(path: Path) -> str | None:
     """None for a regular file, else why it cannot be used."""
     try:

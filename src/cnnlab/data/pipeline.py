@@ -21,6 +21,7 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.core.schema import DataConfig
 from cnnlab.data import shards
 from cnnlab.data.cache import content_digest
+from cnnlab.data.files import shown_path
 from cnnlab.data.images import open_image
 from cnnlab.data.leakage import NearDuplicateRule, training_leaks
 from cnnlab.data.shards import is_shard_source
@@ -185,7 +186,7 @@ def _guard_leaks(
     if not pairs:
         return {**found, "action": cfg.on_leak, "dropped": 0}
     where = ", ".join(f"{n} {s}" for s, n in Counter(e["split"] for e in pairs).items())
-    shown = "; ".join(f"{e['path']} ~ {e['train_path']} ({e['similarity']})" for e in pairs[:5])
+    shown = "; ".join(f"{shown_path(e['path'])} ~ {shown_path(e['train_path'])} ({e['similarity']})" for e in pairs[:5])
     more = f" and {len(pairs) - 5} more" if len(pairs) > 5 else ""
     if cfg.on_leak == "refuse":
         raise CnnlabError(
@@ -368,7 +369,7 @@ def excluded_images(path: str, paths: list[str] | None, n: int) -> np.ndarray:
         raise CnnlabError(f"data.exclude {path!r} cannot be read: {e}") from None
     cols = set(rows[0]) if rows else set()
     if "path" in cols and paths is not None:
-        where = {p: i for i, p in enumerate(paths)}
+        where = {shown_path(p): i for i, p in enumerate(paths)}  # as a label audit writes them
         found = [where.get(r["path"]) for r in rows]
     elif "index" in cols:
         try:

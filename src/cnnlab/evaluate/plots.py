@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from cnnlab.evaluate.metrics import cumulative_gains
 
@@ -249,4 +250,31 @@ def plot_feature_maps(maps: Sequence[tuple[str, object]], path: Path) -> Path:
                 ax.imshow(m[c], cmap="viridis")
         axes[r][0].set_title(name, fontsize=7, loc="left")
     fig.suptitle("feature maps, shallow to deep")
+    return _save(fig, path)
+
+
+def plot_deletion(
+    steps: Sequence[float],
+    curves: dict[str, Sequence[float]],
+    path: Path,
+    trained: Sequence[float],
+    randomised: Sequence[float],
+) -> Path:
+    """Grad-CAM's sanity in two panels: mean deletion curves (probability of the predicted class as
+    the hottest pixels go) and the map similarities of the randomisation check, per image."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, curve in curves.items():
+        ax.plot(steps, curve, "o-", label=name)
+    ax.set_xlabel("share of pixels removed (hottest first)")
+    ax.set_ylabel("probability of the predicted class")
+    ax.set_title("deletion curve")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    bins = np.linspace(-1, 1, 41)
+    bx.hist(trained, bins=bins, alpha=0.6, label="trained, input + noise")
+    bx.hist(randomised, bins=bins, alpha=0.6, label="randomised weights")
+    bx.set_xlabel("Spearman correlation with the trained model's map")
+    bx.set_ylabel("images")
+    bx.set_title("model randomisation")
+    bx.legend(fontsize=8)
     return _save(fig, path)

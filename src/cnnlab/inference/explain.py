@@ -94,3 +94,72 @@ def feature_maps(model: nn.Module, x: torch.Tensor, stages: int = 6, channels: i
         for h in hooks:
             h.remove()
     return [(n, seen[n][0, :channels].float().cpu().numpy()) for n, _ in pick]
+
+
+# ---------------------------------------------------------------- sanity checks of the heat maps
+# Written here: the grad-cam package draws maps but does not test them. Both checks follow their
+# papers: model randomisation (Adebayo et al. 2018, "Sanity checks for saliency maps") and the
+# deletion curve (Petsiuk et al. 2018, RISE).
+
+DELETION_STEPS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)  # shares of the pixels removed
+BORDER = 0.15  # the outer ring (of each side's length) whose share of the heat is reported
+
+
+def randomised_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with every layer's parameters (and BatchNorm statistics) re-initialised
+    by its own ``reset_parameters``: the same architecture, no learned weights."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in clone.modules():
+            for name in ("reset_parameters", "reset_running_stats"):
+                reset = getattr(m, name, None)
+                if callable(reset):
+                    reset()
+    return clone.eval()
+
+
+def map_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two heat maps (scipy; a constant map carries no ranking and
+    scores 0)."""
+    from scipy.stats import spearmanr
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(spearmanr(a.ravel(), b.ravel()).statistic)
+
+
+@torch.no_grad()
+def deletion_curve(
+    model: nn.Module, x: torch.Tensor, heat: np.ndarray, target: int, multilabel: bool = False
+) -> np.ndarray:
+    """The probability of class ``target`` as the hottest pixels of one normalised image ``x``
+    (1, C, H, W) are set to the data's mean (0 after normalisation), a share DELETION_STEPS at a
+    time; one batch of len(DELETION_STEPS) images."""
+    h, w = x.shape[-2:]
+    order = torch.from_numpy(np.argsort(-heat.ravel(), kind="stable").copy()).to(x.device)
+    batch = x.repeat(len(DELETION_STEPS), 1, 1, 1).reshape(len(DELETION_STEPS), x.shape[1], h * w)
+    for i, share in enumerate(DELETION_STEPS):
+        batch[i, :, order[: int(round(share * h * w))]] = 0
+    probs = probabilities(model(batch.reshape(-1, x.shape[1], h, w)), multilabel)
+    return probs[:, target].float().cpu().numpy()
+
+
+def curve_area(curve: np.ndarray) -> float:
+    """The area under a deletion curve over the share of pixels removed (0..1): lower means the
+    map found the pixels the prediction rests on."""
+    return float(np.trapezoid(curve, DELETION_STEPS))
+
+
+def border_share(heat: np.ndarray, ring: float = BORDER) -> float:
+    """The share of a heat map's mass in the outer ``ring`` of the image (by each side's length; at
+    0.15 the ring is 51 % of the area): near or above that, the model looks at the edges rather than
+    at a centred object."""
+    h, w = heat.shape
+    dy, dx = max(1, round(ring * h)), max(1, round(ring * w))
+    total = float(heat.sum())
+    if total <= 0:
+        return 0.0
+    return float((total - heat[dy : h - dy, dx : w - dx].sum()) / total)

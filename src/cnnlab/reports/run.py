@@ -465,8 +465,46 @@ def _config_section(pg: _Page) -> list[dict[str, str]]:
 
 
 # the sections of a run's report, in the page's order
-PAGE_SECTIONS = [_summary_section, _curves_section, _metrics_section, _per_class_section, _samples_section,
-                 _dataset_section, _model_section, _timing_section, _config_section]  # fmt: skip
+def _sanity_section(pg: _Page) -> list[dict[str, str]]:
+    """`cnnlab explain --sanity`'s findings, when it was run: can the Grad-CAM maps above be trusted?"""
+    path = pg.run.path / "explain" / "sanity.json"
+    if not path.is_file():
+        return []
+    return [sanity_section(pg.run.read_json(path), path.with_suffix(".png"))]
+
+
+def sanity_section(res: dict[str, Any], picture: Path | None = None) -> dict[str, str]:
+    """The Grad-CAM sanity checks as a page section: overall, per class, the border flag."""
+    o = res["overall"]
+    flag = (
+        f'<p class="warn">Looks at the border: {html.escape(", ".join(res["looks_at_border"]))} (as much of the '
+        "heat on the image's edges as a flat map would put there): the model may be using the background.</p>"
+        if res.get("looks_at_border")
+        else ""
+    )
+    body = (
+        flag + f"<p>On {o['images']} {res['split']} images. Model randomisation: the maps' Spearman correlation with "
+        f"those of re-initialised weights is {o['similarity_randomised']:.3f}, against {o['similarity_trained']:.3f} "
+        f"for the trained model on a noisy copy (lower on {o['randomisation_passed']:.0%} of the images: the maps "
+        f"depend on what was learned). Deletion: removing the hottest pixels first leaves an area of "
+        f"{o['deletion_area']:.3f} under the probability curve, a random map {o['deletion_area_random']:.3f} "
+        f"(faster on {o['deletion_faster']:.0%}). Heat on the border ring: {o['border_share']:.0%} "
+        f"(the ring is {res['border_area']:.0%} of the area).</p>"
+    )
+    header = ["class", "images", "sim. randomised", "sim. trained", "deletion", "deletion (random)", "border"]
+    rows = [
+        [c, b["images"], b["similarity_randomised"], b["similarity_trained"], b["deletion_area"],
+         b["deletion_area_random"], f"{b['border_share']:.0%}"]
+        for c, b in res["per_class"].items()
+    ]  # fmt: skip
+    body += table(header, rows)
+    if picture is not None and picture.is_file():
+        body += img_tag(picture, "deletion curves and randomisation check")
+    return {"id": "sanity", "title": "Can the heat maps be trusted? (Grad-CAM sanity)", "body": body}
+
+
+PAGE_SECTIONS = [_summary_section, _curves_section, _metrics_section, _per_class_section, _sanity_section,
+                 _samples_section, _dataset_section, _model_section, _timing_section, _config_section]  # fmt: skip
 
 
 def _policy(model: dict[str, Any]) -> str:

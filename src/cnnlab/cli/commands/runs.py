@@ -11,6 +11,7 @@ from cnnlab import api
 from cnnlab.cli import argtypes
 from cnnlab.cli.flags import schema_default
 from cnnlab.cli.render import format_metrics_table, progress_wanted
+from cnnlab.core.errors import CnnlabError
 
 
 def register(sub: Any) -> None:
@@ -78,10 +79,22 @@ def register(sub: Any) -> None:
         "explain",
         help="Grad-CAM, filters and feature maps for images",
         description="Grad-CAM overlays for the predicted class (and --class), the first layer's "
-        "filters and feature maps of each conv stage, as PNGs.",
+        "filters and feature maps of each conv stage, as PNGs. With --sanity (no images needed): check "
+        "the run's Grad-CAM on its test images: model randomisation (map similarity with re-initialised "
+        "weights, beside the trained model's own stability), the deletion curve against a random map, and "
+        "the share of the heat on the border, per class, into RUN/explain/sanity.json and sanity.png.",
     )
     x.add_argument("run", metavar="RUN")
-    x.add_argument("images", nargs="+", metavar="IMAGE")
+    x.add_argument("images", nargs="*", metavar="IMAGE")
+    x.add_argument("--sanity", action="store_true", help="check that the run's heat maps can be trusted")
+    x.add_argument(
+        "--images",
+        dest="sanity_images",
+        type=argtypes.positive_int,
+        default=64,
+        metavar="N",
+        help="--sanity: test images checked (default 64)",
+    )
     x.add_argument("--class", dest="target_class", metavar="NAME", help="also show Grad-CAM for this class")
     x.add_argument("--out", metavar="DIR", help="where the PNGs go (default RUN/explain)")
     x.add_argument(
@@ -177,6 +190,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    if args.sanity:
+        _print_sanity(api.explain_sanity(args.run, args.sanity_images, args.device, progress=progress_wanted(args)))
+        if not args.images:
+            return 0
+    elif not args.images:
+        raise CnnlabError("explain needs IMAGE files, or --sanity to check the run's heat maps on its test images")
     results = api.explain(args.run, args.images, args.target_class, args.out, args.device, args.max_pixels)
     for r in results:
         if "error" in r:
@@ -187,6 +206,31 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if explained:
         print(f"first-layer filters: {explained[0]['files'][2]}")
     return 0 if all("error" not in r for r in results) else 1
+
+
+def _print_sanity(res: dict[str, Any]) -> None:
+    o = res["overall"]
+    print(f"Grad-CAM sanity on {o['images']} {res['split']} images:")
+    print(
+        f"  randomisation: map similarity {o['similarity_randomised']:.3f} with re-initialised weights vs "
+        f"{o['similarity_trained']:.3f} for the trained model on a noisy copy; lower on "
+        f"{o['randomisation_passed']:.0%} of the images"
+    )
+    print(
+        f"  deletion: area {o['deletion_area']:.3f} removing the hottest pixels first vs "
+        f"{o['deletion_area_random']:.3f} for a random map; faster on {o['deletion_faster']:.0%} of the images"
+    )
+    print(f"  heat on the border: {o['border_share']:.0%} (the ring is {res['border_area']:.0%} of the area)")
+    w = max([len(c) for c in res["per_class"]] + [5])
+    print(f"  {'class':<{w}}  images  rand.sim  trained.sim  deletion  random  border")
+    for c, b in res["per_class"].items():
+        print(
+            f"  {c:<{w}}  {b['images']:>6}  {b['similarity_randomised']:>8.3f}  {b['similarity_trained']:>11.3f}  "
+            f"{b['deletion_area']:>8.3f}  {b['deletion_area_random']:>6.3f}  {b['border_share']:>6.0%}"
+        )
+    if res["looks_at_border"]:
+        print(f"  LOOKS AT THE BORDER: {', '.join(res['looks_at_border'])} (as much heat on the edges as a flat map)")
+    print(f"wrote {', '.join(res['files'])}")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
+from cnnlab.data.files import shown_path
 from cnnlab.data.pipeline import PreparedData
 from cnnlab.reports.run import _render, table, thumbnails
 from cnnlab.runs.group import RunGroup
@@ -65,7 +66,7 @@ def audit_labels(out: Path, rows: list[dict[str, Any]], group: RunGroup, data: P
             {
                 "rank": rank,
                 "index": i,
-                "path": data.paths[i] if data.paths else "",
+                "path": shown_path(data.paths[i]) if data.paths else "",
                 "given": classes[int(y[j])],
                 "suggested": classes[int(p[j].argmax())],
                 "suggested_confidence": round(float(p[j].max()), 4),

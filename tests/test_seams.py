@@ -105,6 +105,9 @@ ALLOWED = {
     "workflows/deploy/export.py": "a model at `cnnlab export --out` (RUN/export/ goes through RunFolder)",
     "workflows/study/run.py": "study.json and inspect.json in a study folder (candidates' runs use RunFolder)",
     "reports/study.py": "report.html in a study folder",
+    "workflows/cv/audit.py": "label_audit.csv, label_issues.csv and label_audit.html in a CV folder",
+    "workflows/sanity.py": "sanity.json into the scratch folder of RunFolder.artifacts",
+    "workflows/study/results.py": "agreement.npz (the report's thumbnails) in a study folder",
 }
 
 

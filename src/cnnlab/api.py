@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
     from cnnlab.workflows.deploy.serve import serve
     from cnnlab.workflows.evaluation import compare, evaluate, evaluate_datasets, explain, predict, report
     from cnnlab.workflows.resolve import build_config
-    from cnnlab.workflows.sanity import explain_sanity
+    from cnnlab.workflows.sanity import explain_run, explain_sanity
     from cnnlab.workflows.study import run_study
     from cnnlab.workflows.sweep import run_sweep
     from cnnlab.workflows.sweep.report import rebuild
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
 # public name → the module that defines it
 EXPORTS: dict[str, str] = {
     **dict.fromkeys(["build_config"], "cnnlab.workflows.resolve"),
-    **dict.fromkeys(["explain_sanity"], "cnnlab.workflows.sanity"),
+    **dict.fromkeys(["explain_sanity", "explain_run"], "cnnlab.workflows.sanity"),
     **dict.fromkeys(["train", "lr_find", "TrainResult"], "cnnlab.workflows.training"),
     **dict.fromkeys(
         ["evaluate", "evaluate_datasets", "predict", "explain", "report", "compare"], "cnnlab.workflows.evaluation"
@@ -89,6 +89,7 @@ __all__ = [
     "evaluate",
     "evaluate_datasets",
     "explain",
+    "explain_run",
     "explain_sanity",
     "export_run",
     "get_spec",

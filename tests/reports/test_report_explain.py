@@ -154,7 +154,9 @@ def test_compare_mlp_and_cnn_on_fashion_mnist_files(tmp_path, capsys):
         assert f"<td>{r.run.name}</td>" in page
         assert f"{info['parameters']['total']:,}" in page
         assert f"{r.metrics['accuracy']:.4f}" in page
-    assert page.count("data:image/png;base64,") == 2
+    head, _, agreement = page.partition('<section id="agreement">')
+    assert head.count("data:image/png;base64,") == 2  # the curves and the size figure
+    assert "Right only for" in agreement  # two runs on one split: the images one gets right and not the other
 
 
 def test_evaluate_several_datasets_with_retrieval(corner_run, tmp_path, capsys):

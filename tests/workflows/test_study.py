@@ -170,6 +170,7 @@ def test_an_imbalanced_folder_turns_class_weights_on_and_the_report_says_so(tmp_
         (["study", "digits", "--fractions", "half"], "give shares of the training split"),
         (["study", "digits", "--fractions", "0.5"], "at least 3 sizes"),
         (["study", "digits", "--fractions", "0.25,0.5", "--folds", "3"], "learning curves use one split"),
+        (["study", "digits", "--audit-labels"], "--audit-labels needs --folds K"),
     ],
 )
 def test_study_refuses_bad_arguments_in_one_line(tmp_path, capsys, args, message):

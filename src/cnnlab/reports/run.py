@@ -92,7 +92,7 @@ def agreement_section(
         f"{lo:.4f} – {hi:.4f}).</p>"
     )
     for key, who in (("only_a", "A"), ("only_b", "B")):
-        idx = agree[key][:most]
+        idx = [i for i in agree[key] if not isinstance(images, dict) or i in images][:most]
         if images is None or not idx:
             continue
         pics = [np.asarray(images[int(i)]) for i in idx]

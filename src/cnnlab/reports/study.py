@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.evaluate.plots import _save, plot_confusion
-from cnnlab.reports.run import _render, img_tag, table
+from cnnlab.reports.run import _render, agreement_section, img_tag, table
 
 
 class StudyFolder(Protocol):
@@ -499,6 +501,77 @@ def _next_section(study: StudyFolder) -> dict[str, str] | None:
     return None
 
 
+def _leaks_section(study: StudyFolder) -> dict[str, str] | None:
+    """Copies across splits (inspect.json: exact and near) and each candidate's test figure without the
+    test images that copy training images (its run's leak guard), when there are any."""
+    s, summ, rows, cv_mode = _view(study)
+    insp = study.out / "inspect.json"
+    r = json.loads(insp.read_text()) if insp.is_file() else {}
+    exact, near = r.get("leaks_across_splits", []), r.get("near_leaks_across_splits", [])
+    guarded = [x for x in rows if (x.get("leakage") or {}).get("without_copies")]
+    if not exact and not near and not guarded:
+        return None
+    rule = r.get("near_duplicate_rule") or {}
+    body = (
+        f"<p class=warn>{len(exact)} groups of identical images and {len(near)} pairs of near copies (pHash within "
+        f"{rule.get('hash_distance')} bits, pixel correlation ≥ {rule.get('similarity')}) lie in more than one "
+        "split: a model that memorised a training image is scored on its copy.</p>"
+    )
+    if near:
+        body += table(
+            ["image", "split", "near copy", "split", "similarity"],
+            [[e["files"][0].get("path", e["files"][0].get("index")), e["files"][0]["split"],
+              e["files"][1].get("path", e["files"][1].get("index")), e["files"][1]["split"], e["similarity"]]
+             for e in near[:15]],
+        )  # fmt: skip
+    if guarded:
+        body += "<p>Test accuracy with and without the test images that copy training images:</p>" + table(
+            ["candidate", "test accuracy", "without the copies", "images left out"],
+            [[x["name"], x["accuracy"]["value"], x["leakage"]["without_copies"]["accuracy"],
+              x["leakage"]["without_copies"]["left_out"]] for x in guarded],
+        )  # fmt: skip
+    return {"id": "leaks", "title": "Leaks between the splits", "body": body}
+
+
+def _audit_section(study: StudyFolder) -> dict[str, str] | None:
+    """The label audit of the best candidate's cross-validation, when the study ran one."""
+    a = (_view(study)[1]).get("label_audit")
+    if not a:
+        return None
+    page = f"{a['folder']}/label_audit.html"
+    body = (
+        f"<p>{a['issues']} of {a['images']} out-of-fold images flagged as likely label errors by cleanlab, from "
+        f"{html.escape(a['candidate'])}'s fold models (each image scored by a model that never trained on it). "
+        f'Thumbnails: <a href="{html.escape(page)}">{html.escape(page)}</a>; the flagged ones are in '
+        f"{html.escape(a['folder'])}/label_issues.csv: retrain without them with <code>--exclude</code> and "
+        "compare the two cross-validations fold by fold.</p>"
+    )
+    body += table(
+        ["rank", "image", "given", "suggested", "confidence", "flagged"],
+        [[r["rank"], r["path"] or r["index"], r["given"], r["suggested"], r["suggested_confidence"],
+          "yes" if r["issue"] else ""] for r in a["top"]],
+    )  # fmt: skip
+    return {"id": "label-audit", "title": "Labels the models doubt", "body": body}
+
+
+def _agreement_study_section(study: StudyFolder) -> dict[str, str] | None:
+    """The best two candidates image by image, with the thumbnails the study saved."""
+    _, summ, _, _ = _view(study)
+    g = summ.get("agreement")
+    if not g:
+        return None
+    saved = study.out / "agreement.npz"
+    images = labels = None
+    if saved.is_file():
+        with np.load(saved) as z:
+            images = dict(zip(z["index"].tolist(), z["images"]))
+            labels = dict(zip(z["index"].tolist(), z["labels"].tolist()))
+    section = agreement_section(g, images, study.state["classes"], labels)
+    section["title"] = f"{g['a']} (A) and {g['b']} (B), image by image ({g['on']} images)"
+    section["body"] = f"<p>Counts over all {g['images']} images; thumbnails of the first ones.</p>" + section["body"]
+    return section
+
+
 SECTIONS = [
     _summary_section,
     _data_section,
@@ -506,6 +579,9 @@ SECTIONS = [
     _ranking_section,
     _per_class_section,
     _paired_section,
+    _agreement_study_section,
+    _leaks_section,
+    _audit_section,
     _figures_section,
     _curves_section,
     _over_fitting_section,

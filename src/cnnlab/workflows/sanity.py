@@ -28,6 +28,7 @@ from cnnlab.inference.explain import (
 from cnnlab.inference.predictor import Predictor
 from cnnlab.runs.data import load_run_data
 from cnnlab.runs.store import RunFolder
+from cnnlab.workflows.evaluation import explain
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +137,23 @@ def _summary(rows: list[dict[str, Any]], split: str, curves: dict[str, list[np.n
         "border_area": round(BORDER_AREA, 4),
         "images": rows,
     }
+
+
+def explain_run(
+    run_path: str | Path,
+    images: list[str],
+    target_class: str | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    max_pixels: int | None = None,
+    sanity: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`cnnlab explain`: with ``sanity`` > 0 the checks of :func:`explain_sanity` on that many test
+    images (``"sanity"``), and for any ``images`` their Grad-CAM, filters and feature maps
+    (``"images"``, as :func:`cnnlab.workflows.evaluation.explain` returns them)."""
+    if not sanity and not images:
+        raise CnnlabError("explain needs IMAGE files, or --sanity to check the run's heat maps on its test images")
+    checks = explain_sanity(run_path, sanity, device, progress=progress) if sanity else None
+    shown = explain(run_path, images, target_class, out, device, max_pixels) if images else []
+    return {"sanity": checks, "images": shown}

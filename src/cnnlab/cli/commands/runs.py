@@ -11,7 +11,6 @@ from cnnlab import api
 from cnnlab.cli import argtypes
 from cnnlab.cli.flags import schema_default
 from cnnlab.cli.render import format_metrics_table, progress_wanted
-from cnnlab.core.errors import CnnlabError
 
 
 def register(sub: Any) -> None:
@@ -190,13 +189,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    if args.sanity:
-        _print_sanity(api.explain_sanity(args.run, args.sanity_images, args.device, progress=progress_wanted(args)))
-        if not args.images:
-            return 0
-    elif not args.images:
-        raise CnnlabError("explain needs IMAGE files, or --sanity to check the run's heat maps on its test images")
-    results = api.explain(args.run, args.images, args.target_class, args.out, args.device, args.max_pixels)
+    res = api.explain_run(
+        args.run,
+        args.images,
+        args.target_class,
+        args.out,
+        args.device,
+        args.max_pixels,
+        sanity=args.sanity_images if args.sanity else 0,
+        progress=progress_wanted(args),
+    )
+    if res["sanity"]:
+        _print_sanity(res["sanity"])
+    results = res["images"]
     for r in results:
         if "error" in r:
             print(f"{r['path']}: error: {r['error']}")

@@ -108,6 +108,13 @@ def register(sub: Any) -> None:
         "0.1,0.25,0.5,1; same validation and test images), fit a power law per candidate and say where "
         "the curves cross and what twice the data is predicted to give (one split, no folds)",
     )
+    st.add_argument(
+        "--audit-labels",
+        action="store_true",
+        default=None,
+        help="with --folds: rank the images whose label the best candidate's out-of-fold models doubt "
+        "(cleanlab; label_audit.csv and a page in its CV folder, a section in the report)",
+    )
     st.add_argument("--out", metavar="DIR", help="study folder (default studies/<data name>)")
     st.add_argument("--resume", action="store_true", help="finish the study in --out: finished candidates are kept")
     st.add_argument(
@@ -183,6 +190,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         started=args.started,
         tune=args.tune,
         fractions=args.fractions,
+        audit_labels=args.audit_labels,
     )
     print("\n".join(state["summary_lines"]))
     print(

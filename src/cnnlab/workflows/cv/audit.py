@@ -36,7 +36,7 @@ def out_of_fold(group: RunGroup, rows: list[dict[str, Any]]) -> tuple[np.ndarray
     for row in rows:
         if row["repeat"] != 1:
             continue
-        parts = [np.load(group.run(name).predictions_npz) for name in row["runs"]]
+        parts = [np.load(group.run(name).predictions_npz) for name in row.get("runs", [row["name"]])]
         idx.append(parts[0]["indices"])
         labels.append(parts[0]["labels"])
         probs.append(np.mean([p["probs"] for p in parts], axis=0))
@@ -83,6 +83,7 @@ def audit_labels(out: Path, rows: list[dict[str, Any]], group: RunGroup, data: P
         "issues": int(flagged.sum()),
         "method": "cleanlab find_label_issues (prune_by_noise_rate) and self-confidence ranking, out-of-fold",
         "files": ["label_audit.csv", "label_issues.csv", "label_audit.html"],
+        "top": table_rows[:20],
     }
     log.info("label audit: %d of %d images flagged (label_issues.csv)", summary["issues"], summary["images"])
     return summary

@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnlab.evaluate.stats import holm, map_interval, mcnemar_exact, paired_map_test, seeded_paired_test
+from cnnlab.evaluate.stats import agreement, holm, map_interval, mcnemar_exact, paired_map_test, seeded_paired_test
 from cnnlab.inference.predictor import Predictor
 from cnnlab.reports.run import read_csv, top_confused
+from cnnlab.runs.data import load_run_data
 from cnnlab.runs.store import RunFolder
 from cnnlab.workflows.cv import paired_comparison, read_cv
+from cnnlab.workflows.cv.audit import audit_labels, out_of_fold
+from cnnlab.workflows.cv.folds import cv_group
 from cnnlab.workflows.seeds import correct_matrix, seed_runs, spread
 from cnnlab.workflows.study.curves import crossings, fit
 
@@ -80,6 +83,8 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             "run": str(folder.relative_to(study.out)),
             "search": c.search,  # default and tuned validation figures of its search (None: --no-tune)
         }
+        if not cv_mode and metrics[0].get("leakage"):  # the leak guard's finding, the figure without the copies
+            row["leakage"] = metrics[0]["leakage"]
         if all("confusion_matrix" in m for m in metrics):  # single-label runs
             row["confusion_matrix"] = np.sum([np.asarray(m["confusion_matrix"]) for m in metrics], axis=0).tolist()
         if s.get("multilabel"):
@@ -131,9 +136,81 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
     }
     if rows:
         _winner(study, ranked, rows, summary)
+    _image_level(study, ranked, rows, cvs, summary)
     if s.get("fractions"):
         summary["curves"] = learning_curves(study, [c for c in ranked if c.name in {r["name"] for r in rows}])
     return summary
+
+
+def _image_level(
+    study: Study, ranked: list[Candidate], rows: list[dict[str, Any]], cvs: dict[str, Any], summary: dict[str, Any]
+) -> None:
+    """What the study finds image by image: the best two candidates' agreement and, when asked
+    for, the label audit of the best one's cross-validation."""
+    s = study.state
+    cv_mode = s["folds"] > 1
+    if len(rows) > 1 and not s.get("multilabel") and (cv_mode or s.get("seeds", 1) == 1):
+        summary["agreement"] = _agreement(study, rows[:2], cvs)
+    if cv_mode and s.get("audit_labels") and rows:
+        summary["label_audit"] = _audit(
+            study, next(c for c in ranked if c.name == rows[0]["name"]), cvs[rows[0]["name"]]
+        )
+
+
+def _predictions(study: Study, row: dict[str, Any], cv: dict[str, Any] | None) -> tuple[np.ndarray, ...]:
+    """(dataset indices, labels, probabilities) of a candidate, sorted by index: its test
+    predictions, or with cross-validation its out-of-fold ones."""
+    folder = study.out / row["run"]
+    if cv is not None:
+        idx, y, p = out_of_fold(cv_group(folder), cv["runs"])
+    else:
+        saved = np.load(folder / "predictions.npz")
+        idx, y, p = saved["indices"], saved["labels"], saved["probs"]
+    order = np.argsort(idx)
+    return idx[order], y[order], p[order]
+
+
+def _first_run(study: Study, row: dict[str, Any], cv: dict[str, Any] | None) -> RunFolder:
+    folder = study.out / row["run"]
+    return (
+        RunFolder(folder / cv["runs"][0].get("runs", [cv["runs"][0]["name"]])[0])
+        if cv is not None
+        else RunFolder(folder)
+    )
+
+
+def _agreement(study: Study, pair: list[dict[str, Any]], cvs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The best two candidates image by image (their test images, or out of fold): agreement, κ,
+    the oracle bound and their averaged ensemble; the images only one gets right go to agreement.npz
+    for the report's thumbnails."""
+    (ia, ya, pa), (ib, _, pb) = (_predictions(study, r, cvs.get(r["name"])) for r in pair)
+    if not np.array_equal(ia, ib):
+        return None
+    agree = agreement(ya, pa, pb)
+    only = {k: ia[agree[k]] for k in ("only_a", "only_b")}
+    agree.update(a=pair[0]["name"], b=pair[1]["name"], on="out-of-fold" if cvs else "test", images=int(len(ia)))
+    agree["only_a"], agree["only_b"] = only["only_a"].tolist(), only["only_b"].tolist()
+    shown = np.concatenate([only["only_a"][:30], only["only_b"][:30]]).astype(np.int64)
+    run = _first_run(study, pair[0], cvs.get(pair[0]["name"]))
+    cfg = run.read_config()
+    data = load_run_data(run, cfg.model_copy(update={"data": cfg.data.model_copy(update={"on_leak": "off"})}), False)
+    pixels = (
+        np.stack([np.asarray(data.images[int(i)]).reshape(data.images.shape[1:]) for i in shown])
+        if len(shown)
+        else np.zeros((0, *data.images.shape[1:]), np.uint8)
+    )
+    np.savez_compressed(study.out / "agreement.npz", index=shown, images=pixels, labels=data.labels.numpy()[shown])
+    return agree
+
+
+def _audit(study: Study, c: Candidate, cv: dict[str, Any]) -> dict[str, Any]:
+    """The label audit of the best candidate's cross-validation (cnnlab.workflows.cv.audit)."""
+    folder = study.folder(c)
+    run = RunFolder(folder / cv["runs"][0].get("runs", [cv["runs"][0]["name"]])[0])
+    cfg = run.read_config()
+    data = load_run_data(run, cfg.model_copy(update={"data": cfg.data.model_copy(update={"on_leak": "off"})}), False)
+    result = audit_labels(folder, cv["runs"], cv_group(folder), data)
+    return {**result, "candidate": c.name, "folder": str(folder.relative_to(study.out))}
 
 
 def learning_curves(study: Study, cands: list[Candidate]) -> dict[str, Any]:

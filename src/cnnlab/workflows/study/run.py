@@ -86,6 +86,7 @@ def run_study(
     started: float | None = None,
     tune: bool | None = None,
     fractions: str | None = None,
+    audit_labels: bool | None = None,
 ) -> dict[str, Any]:
     """Run (or, with ``resume``, finish) a study into ``out`` and return its summary.
 
@@ -97,7 +98,8 @@ def run_study(
     and weight decay on the validation split, starting from its default recipe; its final run uses
     what the search found. ``fractions`` (e.g. ``0.1,0.25,0.5,1``) also trains each candidate on
     those shares of the training split (same validation and test images) and fits a learning curve
-    per candidate. Returns the study.json contents.
+    per candidate. With ``audit_labels`` (needs ``folds``) the best candidate's out-of-fold
+    probabilities rank the images whose label its models doubt. Returns the study.json contents.
     A setting left None takes its default (seed 0, 1 seed, batch 128, device auto, budget 20m); on
     ``resume`` every setting given must equal the saved one.
     """
@@ -108,7 +110,8 @@ def run_study(
     shares = parse_fractions(fractions)  # checked before any work
     asked = {"data": data, "data_dir": data_dir, "models": models, "folds": folds, "seed": seed, "seeds": seeds,
              "batch_size": batch_size, "device": device, "budget": budget, "tune": tune,
-             "fractions": _fraction_text(shares) if fractions is not None else None}  # fmt: skip
+             "fractions": _fraction_text(shares) if fractions is not None else None,
+             "audit_labels": audit_labels}  # fmt: skip
     if resume:
         study = _reopen(out)
         _check_same_settings(study, asked)
@@ -124,9 +127,12 @@ def run_study(
         seed_list(*seeding)  # a seed range that fits, checked before any work
         if shares and folds:
             raise CnnlabError("--fractions with --folds: learning curves use one split; leave one of them out")
+        if audit_labels and not folds:
+            raise CnnlabError("--audit-labels needs --folds K: the audit reads out-of-fold predictions")
         try:
             study = _start(data, out, budget_s, models, folds, seeding, batch_size or 128, device or "auto",
                            data_dir, progress, t0, tune is not False, shares)  # fmt: skip
+            study.save(audit_labels=bool(audit_labels))
         except BaseException:  # nothing trained yet: leave no half-made folder that --resume could not use
             if out.is_dir() and not (out / "study.json").is_file():
                 shutil.rmtree(out, ignore_errors=True)
@@ -202,6 +208,7 @@ def _check_same_settings(study: Study, asked: dict[str, Any]) -> None:
         "budget": s.get("budget_seconds"),
         "tune": s.get("tune", False),
         "fractions": s.get("fractions_requested"),
+        "audit_labels": s.get("audit_labels", False),
     }
     for key, value in asked.items():
         if value is None or (key == "models" and "models_requested" not in s):

@@ -114,8 +114,8 @@ class DataConfig(_Section):
     )
     exclude: str | None = Field(
         None,
-        description="a CSV (e.g. a label audit's label_audit.csv, or its top rows) whose path or index column "
-        "names images to leave out of training and validation; the test split keeps them",
+        description="a CSV whose path or index column names images to leave out of training and validation "
+        "(e.g. the label_issues.csv of cnnlab cv --audit-labels); the test split keeps them",
     )
     leak_hash_bits: int = Field(
         14, ge=0, le=64, description="near duplicates: most differing perceptual-hash bits (of 64) for a candidate"

@@ -69,7 +69,10 @@ def _grid(rows: list[tuple[str, list[np.ndarray]]], path: Path, cell: int = PREV
         y = 4 + r * (cell + 4)
         draw.text((4, y + cell // 2 - 6), label[:22], fill="black")
         for c, img in enumerate(imgs):
-            canvas.paste(Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0))), (label_w + c * (cell + 4), y))
+            tile = Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0)))
+            if tile.size != (cell, cell):  # a small benchmark's 8 or 28 px images, blown up to be seen
+                tile = tile.resize((cell, cell), Image.Resampling.NEAREST)
+            canvas.paste(tile, (label_w + c * (cell + 4), y))
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
 

@@ -97,3 +97,21 @@ def test_a_group_cut_by_the_given_splits_is_an_error():
             0,
             groups,
         )
+
+
+def test_a_study_keeps_a_csv_groups_whole_and_passes_its_data_options_to_every_candidate(grouped_csv, tmp_path):
+    import json
+
+    from cnnlab.cli import main
+
+    out = tmp_path / "study"
+    argv = ["study", str(grouped_csv), "--models", "mlp", "--budget", "30s", "--no-tune", "--on-leak", "off"]
+    assert main([*argv, "--out", str(out), "-q"]) == 0
+    state = json.loads((out / "study.json").read_text())
+    assert state["data_options"] == {"on_leak": "off"}
+    run = out / "runs" / "mlp"
+    assert "on_leak: 'off'" in (run / "config.yaml").read_text()
+    split = json.loads((run / "split.json").read_text())["indices"]
+    groups = image_groups(None, read_label_csv(grouped_csv).groups, None)
+    _one_home({k: np.asarray(v) for k, v in split.items()}, groups)
+    assert main(["study", str(grouped_csv), "--group-by", "(unclosed", "--out", str(tmp_path / "bad")]) == 2

@@ -79,3 +79,22 @@ def test_drop_leaves_the_copies_out_and_refuse_stops_before_any_run_folder(leaky
     off = tmp_path / "off"
     assert main(["train", "--data", str(leaky_folder), "--out", str(off), "--on-leak", "off", *FLAGS]) == 0
     assert "leakage" not in json.loads((off / "metrics.json").read_text()) and not (off / "leaks.json").exists()
+
+
+def test_drop_that_would_empty_the_test_split_says_so(tmp_path, capsys):
+    d = load_digits()
+    for i in range(40, 50):  # a validation split of its own: every original stays in train
+        (tmp_path / "val" / str(d.target[i])).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((d.images[i] * 16).clip(0, 255).astype(np.uint8)).save(
+            tmp_path / "val" / str(d.target[i]) / f"{i}.png"
+        )
+    for i in range(40):
+        im = Image.fromarray((d.images[i] * 16).clip(0, 255).astype(np.uint8)).resize((32, 32))
+        (tmp_path / "train" / str(d.target[i])).mkdir(parents=True, exist_ok=True)
+        im.save(tmp_path / "train" / str(d.target[i]) / f"{i}.png")
+        if i < 10:  # the whole test split: copies
+            (tmp_path / "test" / str(d.target[i])).mkdir(parents=True, exist_ok=True)
+            im.resize((30, 30)).save(tmp_path / "test" / str(d.target[i]) / f"copy{i}.png")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path), "--out", str(out), "--on-leak", "drop", *FLAGS]) == 2
+    assert "would leave the split empty" in capsys.readouterr().err and not out.exists()

@@ -198,7 +198,13 @@ def _guard_leaks(
     if cfg.on_leak == "drop":
         for name in ("val", "test"):
             gone = {e["index"] for e in pairs if e["split"] == name}
-            split_idx[name] = np.asarray([i for i in split_idx[name] if int(i) not in gone], np.int64)
+            kept = np.asarray([i for i in split_idx[name] if int(i) not in gone], np.int64)
+            if len(split_idx[name]) and not len(kept):
+                raise CnnlabError(
+                    f"data.source {cfg.source!r}: every {name} image copies a training image ({shown}{more}); "
+                    "--on-leak drop would leave the split empty: remove the copies or group related images"
+                )
+            split_idx[name] = kept
         log.warning(
             "left out %d evaluation images (%s) that copy training images: %s%s", len(pairs), where, shown, more
         )

@@ -115,6 +115,18 @@ def register(sub: Any) -> None:
         help="with --folds: rank the images whose label the best candidate's out-of-fold models doubt "
         "(cleanlab; label_audit.csv and a page in its CV folder, a section in the report)",
     )
+    st.add_argument(
+        "--group-by",
+        metavar="REGEX",
+        help="keep the images a regular expression on their paths groups (its first group) inside one split "
+        "and one fold (a CSV's group column does this by itself)",
+    )
+    st.add_argument(
+        "--on-leak",
+        choices=("off", "warn", "drop", "refuse"),
+        help="validation/test images that copy training images: warn (default; the test figure without them "
+        "beside the raw one), drop them, refuse, or off",
+    )
     st.add_argument("--out", metavar="DIR", help="study folder (default studies/<data name>)")
     st.add_argument("--resume", action="store_true", help="finish the study in --out: finished candidates are kept")
     st.add_argument(
@@ -191,6 +203,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         tune=args.tune,
         fractions=args.fractions,
         audit_labels=args.audit_labels,
+        group_by=args.group_by,
+        on_leak=args.on_leak,
     )
     print("\n".join(state["summary_lines"]))
     print(

@@ -87,6 +87,8 @@ def run_study(
     tune: bool | None = None,
     fractions: str | None = None,
     audit_labels: bool | None = None,
+    group_by: str | None = None,
+    on_leak: str | None = None,
 ) -> dict[str, Any]:
     """Run (or, with ``resume``, finish) a study into ``out`` and return its summary.
 
@@ -99,7 +101,9 @@ def run_study(
     what the search found. ``fractions`` (e.g. ``0.1,0.25,0.5,1``) also trains each candidate on
     those shares of the training split (same validation and test images) and fits a learning curve
     per candidate. With ``audit_labels`` (needs ``folds``) the best candidate's out-of-fold
-    probabilities rank the images whose label its models doubt. Returns the study.json contents.
+    probabilities rank the images whose label its models doubt. ``group_by`` and ``on_leak`` are
+    ``data.group_by`` and ``data.on_leak`` for the study's split, folds and every candidate.
+    Returns the study.json contents.
     A setting left None takes its default (seed 0, 1 seed, batch 128, device auto, budget 20m); on
     ``resume`` every setting given must equal the saved one.
     """
@@ -111,7 +115,7 @@ def run_study(
     asked = {"data": data, "data_dir": data_dir, "models": models, "folds": folds, "seed": seed, "seeds": seeds,
              "batch_size": batch_size, "device": device, "budget": budget, "tune": tune,
              "fractions": _fraction_text(shares) if fractions is not None else None,
-             "audit_labels": audit_labels}  # fmt: skip
+             "audit_labels": audit_labels, "group_by": group_by, "on_leak": on_leak}  # fmt: skip
     if resume:
         study = _reopen(out)
         _check_same_settings(study, asked)
@@ -130,8 +134,9 @@ def run_study(
         if audit_labels and not folds:
             raise CnnlabError("--audit-labels needs --folds K: the audit reads out-of-fold predictions")
         try:
+            options = {k: v for k, v in (("group_by", group_by), ("on_leak", on_leak)) if v is not None}
             study = _start(data, out, budget_s, models, folds, seeding, batch_size or 128, device or "auto",
-                           data_dir, progress, t0, tune is not False, shares)  # fmt: skip
+                           data_dir, progress, t0, tune is not False, shares, options)  # fmt: skip
             study.save(audit_labels=bool(audit_labels))
         except BaseException:  # nothing trained yet: leave no half-made folder that --resume could not use
             if out.is_dir() and not (out / "study.json").is_file():
@@ -209,6 +214,8 @@ def _check_same_settings(study: Study, asked: dict[str, Any]) -> None:
         "tune": s.get("tune", False),
         "fractions": s.get("fractions_requested"),
         "audit_labels": s.get("audit_labels", False),
+        "group_by": (s.get("data_options") or {}).get("group_by"),
+        "on_leak": (s.get("data_options") or {}).get("on_leak", "warn"),
     }
     for key, value in asked.items():
         if value is None or (key == "models" and "models_requested" not in s):
@@ -249,13 +256,16 @@ def _start(
     t0: float,
     tune: bool = True,
     shares: list[float] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Study:
     seed, seeds = seeding
     pairs = parse_models(models) if models else None  # checked before any work
     try:
-        dc = DataConfig(source=data, **({"data_dir": data_dir} if data_dir else {}))
+        dc = DataConfig(source=data, **({"data_dir": data_dir} if data_dir else {}), **(options or {}))
     except ValidationError as e:
-        raise CnnlabError(f"DATA {data!r}: {e.errors()[0]['msg']}") from None
+        field = str(e.errors()[0]["loc"][0]) if e.errors()[0]["loc"] else "source"
+        what = f"DATA {data!r}" if field == "source" else "--" + field.replace("_", "-")
+        raise CnnlabError(f"{what}: {e.errors()[0]['msg']}") from None
     problem = source_problem(dc)
     if problem:
         raise CnnlabError(f"DATA {data!r}: {problem}")
@@ -289,6 +299,7 @@ def _start(
         "started": now(),
         "data": data,
         "data_dir": data_dir,
+        "data_options": options or {},
         "budget_seconds": budget_s,
         "seed": seed,
         "seeds": seeds,

@@ -64,6 +64,8 @@ class Study:
         }
         if s.get("data_dir"):
             o["data.data_dir"] = s["data_dir"]
+        for key, value in (s.get("data_options") or {}).items():  # --group-by, --on-leak
+            o[f"data.{key}"] = value
         if s["class_weights"]:
             o["train.class_weights"] = "auto"
         return o

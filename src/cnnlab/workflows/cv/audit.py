@@ -56,7 +56,7 @@ def audit_labels(out: Path, rows: list[dict[str, Any]], group: RunGroup, data: P
     p = np.clip(p, 1e-12, 1)
     p = p / p.sum(1, keepdims=True)
     quality = get_label_quality_scores(y, p)
-    flagged = find_label_issues(y, p)
+    flagged = find_label_issues(y, p, n_jobs=1)  # no worker pool: forking a process that holds threads can hang
     order = np.argsort(quality, kind="stable")
     classes = data.classes
     table_rows = []

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from cnnlab.core.atomic import atomic_write_bytes
 from cnnlab.core.errors import CnnlabError
@@ -22,6 +21,8 @@ __all__ = ["atomic_torch_save", "load_weights_file", "npz_checkpoint_bytes"]
 def atomic_torch_save(path: Path, obj: Any) -> None:
     """Atomically ``torch.save`` ``obj``. It is serialised in memory first, so that a full disk
     shows as an OSError of the write (torch's own writer reports it as an opaque RuntimeError)."""
+    import torch  # here, not at the top: reading a run folder's files (the board) needs no PyTorch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(Path(path), buf.getbuffer())
@@ -62,6 +63,8 @@ def load_weights_file(path: Path, what: str) -> Any:
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise CnnlabError(f"{what} {path} cannot be read ({type(e).__name__}: {first})") from None
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import hmac
 import io
-import ipaddress
 import logging
 import threading
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import numpy as np
 
 from cnnlab import __version__
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.hosts import LOCAL_NAMES, allowed_hosts, check_bind, host_name, is_loopback  # noqa: F401
 from cnnlab.data.images import DecodeMemory, FormatRefused, TooManyPixels, describe_error
 from cnnlab.inference.explain import explain_image, overlay
 from cnnlab.inference.exported import ExportedModel
@@ -32,30 +32,9 @@ DEFAULT_MAX_PIXELS = 16_000_000  # pixels per decoded image (a 4000×4000 photo)
 DEFAULT_MAX_FILES = 64  # images per /predict/batch request
 DEFAULT_DECODE_MEMORY = 512 * 2**20  # bytes all decodes in flight may hold together
 DEFAULT_BODY_TIMEOUT = 30.0  # seconds a client may take between two pieces of its upload
-LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 OPEN_PATHS = frozenset({"/"})  # the page itself holds no model data; it asks for the token
 
 log = logging.getLogger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(host: str, token: str | None, no_auth: bool) -> None:
-    """A service reachable from other machines needs a token, or an explicit --no-auth."""
-    if token is not None and not token.strip():
-        raise CnnlabError("--token is empty; give a secret string (or leave --token out on 127.0.0.1)")
-    if not is_loopback(host) and token is None and not no_auth:
-        raise CnnlabError(
-            f"--host {host} makes the service reachable from other machines: give --token SECRET "
-            f"(clients send 'Authorization: Bearer SECRET'), or --no-auth to serve it open"
-        )
 
 
 class Served:
@@ -141,23 +120,6 @@ class TooSlow(Exception):
     """A client that sent nothing of its body for the body timeout."""
 
 
-def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> frozenset[str] | None:
-    """The Host header names the service answers: on a loopback address its local names (and
-    ``extra``), so that a page elsewhere that rebinds its own name to 127.0.0.1 is refused; on any
-    other address only ``extra`` when given, else any (clients name it as they reach it)."""
-    names = {h.strip().lower().strip("[]") for h in extra if h.strip()}
-    if is_loopback(host):
-        return frozenset(names | set(LOCAL_NAMES) | {host.lower().strip("[]")})
-    return frozenset(names) if names else None
-
-
-def _host_name(value: bytes) -> str:
-    text = value.decode("latin-1").strip().lower()
-    if text.startswith("["):  # [::1]:8000
-        return text[1 : text.find("]")] if "]" in text else text
-    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
-
-
 class Guard:
     """ASGI middleware: the Host header against the allow-list, one bearer token on every request
     but the page, and the upload limit, checked from Content-Length before anything is read and
@@ -180,7 +142,7 @@ class Guard:
         pairs = list(scope.get("headers") or [])
         headers = dict(pairs)
         if self.hosts is not None:
-            name = _host_name(headers.get(b"host", b""))
+            name = host_name(headers.get(b"host", b""))
             if name not in self.hosts:
                 return await _reply(
                     send, 403, f"Host {name or '(none)'!r} is not served here; the server's --allowed-host adds names"
@@ -253,7 +215,10 @@ def create_app(
         summary=f"{served.name}: {len(served.model.classes)} classes",
         description="Image classification with a model trained by cnnlab. Send an image as "
         "multipart/form-data (field `file`) or as the raw request body.",
+        docs_url=None,  # /docs is served below from swagger-ui-bundle's files: no CDN, works offline
+        redoc_url=None,
     )
+    _add_docs_routes(app)
     limit_mb = f"{max_upload / 2**20:g} MB"
     app.add_middleware(Guard, token=token, max_upload=max_upload, hosts=hosts, body_timeout=body_timeout)
     app.state.disconnects = 0
@@ -338,6 +303,25 @@ class _Requests:
         if not raw.isdigit() or int(raw) < 1:
             raise HTTPException(422, f"top_k must be a positive integer, got {raw!r}")
         return int(raw)
+
+
+def _add_docs_routes(app: Any) -> None:
+    """Swagger UI at /docs with its script and style from the swagger-ui-bundle package, served here."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Any:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
 def _add_info_routes(app: Any, served: Served) -> None:

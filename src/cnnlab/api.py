@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
     from cnnlab.models.factory import count_parameters, get_spec
     from cnnlab.models.ops import resolve_device
     from cnnlab.train.gradcheck import LAYERS, TOLERANCE_FD, TOLERANCE_TORCH, gradcheck
+    from cnnlab.workflows.board import board
     from cnnlab.workflows.catalog import catalog, list_augmentations, list_datasets, list_engines, list_models
     from cnnlab.workflows.comparison import compare_results
     from cnnlab.workflows.cv import cross_validate, paired_comparison, read_cv
@@ -58,6 +59,7 @@ EXPORTS: dict[str, str] = {
     **dict.fromkeys(["export_run"], "cnnlab.workflows.deploy.export"),
     **dict.fromkeys(["predict_files"], "cnnlab.workflows.deploy.batch"),
     **dict.fromkeys(["serve"], "cnnlab.workflows.deploy.serve"),
+    **dict.fromkeys(["board"], "cnnlab.workflows.board"),
     **dict.fromkeys(["load_model"], "cnnlab.inference.load"),
     **dict.fromkeys(["Predictor"], "cnnlab.inference.predictor"),
     **dict.fromkeys(["resolve_device"], "cnnlab.models.ops"),
@@ -79,6 +81,7 @@ __all__ = [
     "TOLERANCE_FD",
     "TOLERANCE_TORCH",
     "TrainResult",
+    "board",
     "build_config",
     "catalog",
     "clean_cache",

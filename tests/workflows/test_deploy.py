@@ -384,6 +384,17 @@ def test_bad_uploads_get_a_4xx_and_the_server_keeps_serving(run_server, test_ima
     assert ok.status_code == 200 and ok.json()["top_k"]
 
 
+def test_the_api_docs_load_their_assets_from_the_service_itself(run_server):
+    import httpx
+
+    page = httpx.get(run_server.url + "/docs").text
+    assert "/docs-assets/swagger-ui-bundle.js" in page and "/docs-assets/swagger-ui.css" in page
+    assert "cdn" not in page.lower() and "https://" not in page.replace("https://swagger.io", "")
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert httpx.get(f"{run_server.url}/docs-assets/{asset}").status_code == 200
+    assert httpx.get(run_server.url + "/openapi.json").json()["info"]["title"] == "cnnlab"
+
+
 def test_explain_returns_a_grad_cam_png(run_server, test_images):
     import httpx
 

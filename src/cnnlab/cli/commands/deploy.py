@@ -15,7 +15,7 @@ from cnnlab.cli.render import progress_wanted
 
 
 def register(sub: Any) -> None:
-    """The parsers of predict, export and serve."""
+    """The parsers of predict, export, serve and board."""
     pr = sub.add_parser(
         "predict",
         help="top-k classes for image files, folders and globs",
@@ -159,6 +159,29 @@ def register(sub: Any) -> None:
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(handler=cmd_serve)
 
+    bd = sub.add_parser(
+        "board",
+        help="every run, sweep, CV and study under a folder in one live local page",
+        description="A read-only web page over ROOT (default: the current folder): an index of every run "
+        "folder, CV, sweep and study with status, model, the config values that differ, best validation "
+        "and test figures, time and age (sort, filter); a run's live curves and config; ticked runs "
+        "overlaid with their config differences and paired test; a sweep's trials, min/mean/max band, "
+        "parallel coordinates (drag an axis to filter), importance and correlation. Updates itself as "
+        "files change; charts come from plotly's bundled script, served locally.",
+    )
+    bd.add_argument("root", nargs="?", default=".", metavar="ROOT")
+    bd.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    bd.add_argument("--port", type=argtypes.port, default=8765, help="port (default 8765)")
+    bd.add_argument(
+        "--token",
+        metavar="SECRET",
+        help="required on every route (open the page with ?token=SECRET; default $CNNLAB_TOKEN); needed "
+        "for a non-local --host",
+    )
+    bd.add_argument("--no-auth", action="store_true", help="serve a non-local address without a token")
+    bd.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    bd.set_defaults(handler=cmd_board)
+
 
 def cmd_predict(args: argparse.Namespace) -> int:
     summary = api.predict_files(
@@ -240,4 +263,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         trust_torchscript=args.trust_torchscript,
         tta=args.tta,
     )
+    return 0
+
+
+def cmd_board(args: argparse.Namespace) -> int:
+    token = args.token if args.token is not None else os.environ.get("CNNLAB_TOKEN")
+    api.board(args.root, host=args.host, port=args.port, token=token, no_auth=args.no_auth, log_level=args.log_level)
     return 0

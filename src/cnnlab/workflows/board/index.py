@@ -1,0 +1,178 @@
+"""The board's index: every run folder, CV, sweep and study under a root, found by their markers and
+kept up to date by their files' modification times (a rescan re-reads only what changed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.schema import flatten_config
+from cnnlab.core.yamlio import read_yaml_file
+from cnnlab.runs.store import MARKER, RunFolder, read_table
+
+# the config values the index shows (those that differ between the runs it lists)
+KEY_FIELDS = (
+    "model.name",
+    "data.source",
+    "optim.lr",
+    "optim.weight_decay",
+    "train.epochs",
+    "train.batch_size",
+    "train.seed",
+    "data.input_size",
+    "data.augment",
+    "model.fine_tune",
+    "optim.name",
+    "train.schedule",
+)
+SKIP = {"checkpoints", "report", "explain", "export", "tensorboard", "wandb", "mlflow-artifacts", "__pycache__"}
+WATCHED = ("run.json", "metrics.json", "history.csv", "config.yaml", "steps.csv")
+
+
+@dataclass
+class Index:
+    """The entries under ``root`` (paths relative to it) and what each was read from."""
+
+    root: Path
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    signatures: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    version: int = 0
+    scan_seconds: float = 0.0
+
+    def scan(self) -> list[str]:
+        """Walk the tree again; re-read the folders whose files changed (and running runs, whose
+        lock says whether their process is alive). Returns the paths that changed."""
+        started = time.perf_counter()
+        seen: set[str] = set()
+        changed: list[str] = []
+        for kind, path in _folders(self.root):
+            rel = path.relative_to(self.root).as_posix() or "."
+            seen.add(rel)
+            sig = _signature(kind, path)
+            old = self.entries.get(rel)
+            if old is not None and self.signatures.get(rel) == sig and old.get("status") != "running":
+                continue
+            entry = _read(kind, path, rel)
+            if old != entry:
+                changed.append(rel)
+            self.entries[rel], self.signatures[rel] = entry, sig
+        for rel in set(self.entries) - seen:
+            del self.entries[rel]
+            self.signatures.pop(rel, None)
+            changed.append(rel)
+        if changed:
+            self.version += 1
+        self.scan_seconds = time.perf_counter() - started
+        return changed
+
+    def resolve(self, rel: str) -> Path:
+        """The folder or file ``rel`` names under the root; refused (CnnlabError) when it leaves the
+        root, through ``..`` or a symbolic link."""
+        root = self.root.resolve()
+        target = (root / rel).resolve()
+        if target != root and root not in target.parents:
+            raise CnnlabError(f"{rel!r} is outside the board's root")
+        return target
+
+
+def _folders(root: Path) -> Any:
+    """(kind, path) of every run folder, CV, sweep and study under ``root``; symbolic links to
+    folders are not followed, a run folder's own subfolders are not walked."""
+    for top, dirs, files in os.walk(root, followlinks=False):
+        names = set(files)
+        here = Path(top)
+        if MARKER in names:
+            dirs[:] = []
+            yield "run", here
+            continue
+        if "study.json" in names:
+            yield "study", here
+        elif "cv.json" in names:
+            yield "cv", here
+        elif "sweep.yaml" in names and "trials" in dirs:
+            yield "sweep", here
+        dirs[:] = sorted(d for d in dirs if d not in SKIP and not d.startswith("."))
+
+
+def _signature(kind: str, path: Path) -> tuple[Any, ...]:
+    names = WATCHED if kind == "run" else ("study.json", "cv.json", "sweep.yaml", "sweep.json")
+    out: list[tuple[int, int] | None] = []
+    for name in names:
+        try:
+            st = os.stat(path / name)
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read(kind: str, path: Path, rel: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"path": rel, "kind": kind, "name": path.name, "age": _age(path)}
+    try:
+        entry.update(_read_run(path) if kind == "run" else _read_group(kind, path))
+    except CnnlabError as e:  # a damaged folder is listed as such, not dropped
+        entry.update(status="damaged", detail=str(e))
+    return entry
+
+
+def _age(path: Path) -> float:
+    try:
+        return round(time.time() - path.stat().st_mtime, 1)
+    except OSError:
+        return 0.0
+
+
+def _read_run(path: Path) -> dict[str, Any]:
+    run = RunFolder(path)
+    state = run.state()
+    info = _json(run.run_json)
+    metrics = _json(run.metrics_json)
+    history = read_table(run.history_csv)
+    config: dict[str, Any] = {}
+    if run.config.is_file():
+        tree = read_yaml_file(run.config, "run config")
+        config = flatten_config(tree) if isinstance(tree, dict) else {}
+    vals = [float(h["val_acc"]) for h in history if h.get("val_acc")]
+    return {
+        "status": state.status,
+        "detail": state.detail,
+        "model": config.get("model.name") or info.get("model"),
+        "data": config.get("data.source"),
+        "config": {k: config.get(k) for k in KEY_FIELDS if k in config},
+        "epochs_done": len(history),
+        "best_val_acc": max(vals) if vals else None,
+        "test_accuracy": metrics.get("accuracy"),
+        "seconds": info.get("total_seconds") or info.get("train_seconds"),
+        "report": (path / "report.html").is_file(),
+    }
+
+
+def _read_group(kind: str, path: Path) -> dict[str, Any]:
+    state = _json(path / {"study": "study.json", "cv": "cv.json", "sweep": "sweep.json"}[kind])
+    out: dict[str, Any] = {"status": state.get("status", "running" if kind == "sweep" else "new"), "config": {}}
+    if kind == "cv":
+        acc = (state.get("summary") or {}).get("accuracy") or {}
+        out.update(model=state.get("model"), data=state.get("data"), best_val_acc=acc.get("mean"))
+    elif kind == "study":
+        summ = state.get("summary") or {}
+        out.update(model=summ.get("winner"), data=state.get("data"))
+        out["test_accuracy"] = (summ.get("winner_test") or {}).get("accuracy")
+    else:
+        out.update(model=None, data=None, best_val_acc=(state.get("best") or {}).get("value"))
+        if state:
+            out["status"] = "completed" if state.get("done") == state.get("budget") else out["status"]
+    out["report"] = any((path / n).is_file() for n in ("report.html", "cv.html", "sweep.html"))
+    return out

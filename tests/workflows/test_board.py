@@ -74,6 +74,8 @@ def finished(tmp_path_factory) -> Path:
         "method: random\ntrials: 6\nobjective: val_acc\nseed: 0\n"
     )
     assert main(["sweep", str(spec), "--out", str(root / "sweeps" / "tiny"), "-q"]) == 0
+    cv = ["cv", "--folds", "3", "--data", "digits", "--model", "mlp", "--hidden", "32", "--epochs", "2", "-q"]
+    assert main([*cv, "--no-report", "--out", str(root / "cv" / "mlp")]) == 0
     return root
 
 
@@ -195,7 +197,9 @@ def test_a_run_appears_live_gains_points_and_completes_without_a_reload(tmp_path
             assert points >= 4
             assert page.evaluate("window.__loaded") == page.evaluate("performance.timeOrigin")  # never reloaded
             if SHOTS:
-                page.screenshot(path=str(Path(SHOTS) / "board-run.png"))
+                page.screenshot(
+                    path=str(Path(SHOTS) / "board-run.png"), clip={"x": 0, "y": 0, "width": 1200, "height": 820}
+                )
         finally:
             proc.kill()
         assert problems == []
@@ -210,7 +214,7 @@ def test_ticking_two_runs_overlays_them_and_brushing_an_axis_filters_the_trials(
         page.goto(base + "/")
         page.wait_for_selector('input[data-p="runs/seed0"]')
         if SHOTS:
-            page.screenshot(path=str(Path(SHOTS) / "board-index.png"))
+            page.locator("main").screenshot(path=str(Path(SHOTS) / "board-index.png"))
         page.check('input[data-p="runs/seed0"]')
         page.check('input[data-p="runs/seed1"]')
         page.click("#cmp")
@@ -219,7 +223,7 @@ def test_ticking_two_runs_overlays_them_and_brushing_an_axis_filters_the_trials(
         assert "train.seed" in page.inner_text("#differ")
         assert "McNemar exact p" in page.inner_text("#paired")
         if SHOTS:
-            page.screenshot(path=str(Path(SHOTS) / "board-compare.png"))
+            page.locator("main").screenshot(path=str(Path(SHOTS) / "board-compare.png"))
         page.goto(base + "/#/group/sweeps%2Ftiny")
         page.wait_for_selector("#parcoords .main-svg")
         assert page.inner_text("#trial-count").startswith("6 of 6")
@@ -235,7 +239,17 @@ def test_ticking_two_runs_overlays_them_and_brushing_an_axis_filters_the_trials(
         assert 0 < shown < 6  # the lower half of the first axis (the smaller learning rates)
         assert page.locator("#trials tr").count() == shown + 1
         if SHOTS:
-            page.screenshot(path=str(Path(SHOTS) / "board-sweep.png"), full_page=True)
+            page.locator("main").screenshot(path=str(Path(SHOTS) / "board-sweep.png"))
+        page.goto(base + "/#/group/cv%2Fmlp")
+        page.wait_for_selector("#ranking")
+        assert page.locator("#ranking a").count() == 3  # one link per fold run
+        assert "95 % bootstrap interval" in page.inner_text("#cv-summary")
+        page.click('#ranking a[href="#/run/cv%2Fmlp%2Fr1-fold2"]')
+        page.wait_for_selector("#run-acc .main-svg")
+        page.goto(base + "/#/group/cv%2Fmlp")
+        page.wait_for_selector("#ranking")
+        if SHOTS:
+            page.locator("main").screenshot(path=str(Path(SHOTS) / "board-cv.png"))
         assert problems == []
         browser.close()
 

@@ -4,12 +4,10 @@ to draw progress bars."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
-__all__ = ["board_hint", "format_metrics_table", "format_report", "progress_wanted"]
+__all__ = ["format_metrics_table", "format_report", "progress_wanted"]
 
 
 def progress_wanted(args: argparse.Namespace) -> bool:
@@ -131,11 +129,3 @@ def format_seed_spread(group: dict[str, Any]) -> str:
     for k, st in group["summary"].items():
         lines.append(f"  {k:<24} {st['mean']:.4f} ± {st['sd']:.4f}   range {st['min']:.4f} – {st['max']:.4f}")
     return "\n".join(lines)
-
-
-def board_hint(folder: str | None, default: str, args: argparse.Namespace) -> None:
-    """One line at the start of a long command: the board that shows it live (not with -q)."""
-    if getattr(args, "quiet", False) or os.environ.get("RANK", "0") != "0":
-        return
-    where = Path(folder).parent if folder else Path(default)
-    print(f"watch it live: cnnlab board {where.as_posix() or '.'}", file=sys.stderr, flush=True)

@@ -271,6 +271,7 @@ def open_run(
         engine.progress = progress
         if state is None:
             run.create(overwrite=overwrite)
+            announce_board(run.path.parent)
             run.write_config(cfg)
             run.write_dataset(data.summary(), data.fingerprint(), data.splits, data.images_id())
             if data.leaks and data.leaks["pairs"]:
@@ -283,6 +284,17 @@ def open_run(
         run.unlock()
         raise
     return OpenRun(run, cfg, data, device, engine, state["epoch"] if state else None)
+
+
+_ANNOUNCED: list[Path] = []  # the board command is said once per process (a CV's folds, a study's runs)
+
+
+def announce_board(folder: Path) -> None:
+    """Say, once per process and only once a folder really exists (not before a one-line error),
+    which command shows the work live."""
+    if not _ANNOUNCED and distributed.is_main():
+        _ANNOUNCED.append(folder)
+        log.info("watch it live: cnnlab board %s", folder)
 
 
 def _new_run(cfg: Config, writer: type[RunFolder], overwrite: bool) -> tuple[RunFolder, Config]:

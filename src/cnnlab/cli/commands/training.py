@@ -11,7 +11,7 @@ from typing import Any
 from cnnlab import api
 from cnnlab.cli import argtypes
 from cnnlab.cli.flags import add_config_flags, config_overrides, given_config_keys
-from cnnlab.cli.render import board_hint, format_metrics_table, format_seed_spread, progress_wanted
+from cnnlab.cli.render import format_metrics_table, format_seed_spread, progress_wanted
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.yamlio import load_yaml
 
@@ -98,7 +98,6 @@ def _config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     progress = progress_wanted(args) and os.environ.get("RANK", "0") == "0"
-    board_hint(args.resume or getattr(args, "cfg__run__out", None), "runs", args)
     if args.resume:
         extra = [f for f in given_config_keys(args) if f != "--epochs"]
         if extra or args.config or args.set:

@@ -9,7 +9,7 @@ from typing import Any
 from cnnlab import api
 from cnnlab.cli import argtypes
 from cnnlab.cli.flags import schema_default
-from cnnlab.cli.render import board_hint, progress_wanted
+from cnnlab.cli.render import progress_wanted
 
 
 def register(sub: Any) -> None:
@@ -161,7 +161,6 @@ def register(sub: Any) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    board_hint(f"{args.out}/trials" if args.out else None, "sweeps", args)
     s = api.run_sweep(
         args.spec, args.out, workers=args.workers, storage=args.storage, resume=args.resume, progress=not args.quiet
     )
@@ -187,7 +186,6 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    board_hint(f"{args.out}/runs" if args.out else None, "studies", args)
     state = api.run_study(
         args.data,
         args.out,

@@ -49,7 +49,7 @@ from cnnlab.workflows.study.plan import (
 from cnnlab.workflows.study.results import best_row, collect
 from cnnlab.workflows.study.state import Study, study_group
 from cnnlab.workflows.sweep.runner import run_sweep
-from cnnlab.workflows.training import train, train_or_resume
+from cnnlab.workflows.training import announce_board, train, train_or_resume
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ def run_study(
             if out.is_dir() and not (out / "study.json").is_file():
                 shutil.rmtree(out, ignore_errors=True)
             raise
+    announce_board(out)
     # the time spent before this session (planning of a new study is counted once, from t0)
     spent_before = study.state.get("spent_seconds", 0.0) if resume else 0.0
     session = t0

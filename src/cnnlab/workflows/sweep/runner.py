@@ -68,7 +68,7 @@ from cnnlab.workflows.sweep.state import (
     outcome,
     retry_dead,
 )
-from cnnlab.workflows.training import train
+from cnnlab.workflows.training import announce_board, train
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +354,7 @@ def run_sweep(
         raise CnnlabError("cnnlab sweep needs SPEC.yaml (or --resume --out DIR of a sweep)")
     out = Path(out or Path("sweeps") / Path(str(spec_path)).stem)
     sweep = open_sweep(spec_path, out, storage, resume)
+    announce_board(out)
     deadline = time.time() + sweep.spec.timeout if sweep.spec.timeout else None
     try:
         if workers == 1:

@@ -29,7 +29,9 @@ def without_seconds(rows):
 
 
 def digits_cfg(out: Path, **extra):
-    """A quick digits run; without report.html (tests that read the report ask for it)."""
+    """A quick digits run; without report.html (tests that read the report ask for it). Two threads,
+    not auto: auto follows the machine's load, and the equality tests here compare runs bit for bit
+    (the schema says so: a fixed N gives bitwise-equal reruns on any load)."""
     return build_config(
         None,
         {
@@ -37,6 +39,7 @@ def digits_cfg(out: Path, **extra):
             "model.name": "cnn",
             "train.epochs": 3,
             "train.batch_size": 32,
+            "train.threads": 2,
             "run.out": str(out),
             "run.report": False,
             **extra,

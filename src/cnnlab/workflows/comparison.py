@@ -53,10 +53,8 @@ def _agreement_page(path: str | Path, agree: dict[str, Any]) -> dict[str, str]:
     """The page's image-by-image section, its thumbnails from run A's own data (its saved split);
     without them when that data is not at hand any more."""
     run = RunFolder(path)
-    cfg = run.read_config()
-    quiet = cfg.model_copy(update={"data": cfg.data.model_copy(update={"on_leak": "off"})})
     try:
-        data = load_run_data(run, quiet, progress=False)
+        data = load_run_data(run, run.read_config(), progress=False, leaks=False)
     except CnnlabError as e:
         log.warning("the compare page shows no thumbnails: %s", e)
         return agreement_section(agree, None, [], None)

@@ -58,8 +58,7 @@ def explain_sanity(
         raise CnnlabError("--sanity checks single-label runs' Grad-CAM (one predicted class per image)")
     model = predictor.model
     last_conv(model)
-    cfg = run.read_config()
-    data = load_run_data(run, cfg.model_copy(update={"data": cfg.data.model_copy(update={"on_leak": "off"})}), progress)
+    data = load_run_data(run, run.read_config(), progress, leaks=False)
     split = "test" if len(data.splits["test"]) else "val"
     idx = np.asarray(data.splits[split][:images])
     rnd = randomised_copy(model, seed)

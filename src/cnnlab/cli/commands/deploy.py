@@ -102,14 +102,7 @@ def register(sub: Any) -> None:
         "another address needs --token or an explicit --no-auth.",
     )
     sv.add_argument("run", metavar="RUN_OR_MODEL", help="a run folder, or an exported .onnx / .ts file")
-    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sv.add_argument("--port", type=argtypes.port, default=8000, help="port (default 8000)")
-    sv.add_argument(
-        "--token",
-        metavar="SECRET",
-        help="require 'Authorization: Bearer SECRET' on every request (env CNNLAB_TOKEN also works)",
-    )
-    sv.add_argument("--no-auth", action="store_true", help="serve a non-local address without a token")
+    _add_bind_flags(sv, 8000, "require 'Authorization: Bearer SECRET' on every request (env CNNLAB_TOKEN also works)")
     sv.add_argument(
         "--max-upload-mb",
         type=argtypes.positive_float,
@@ -170,15 +163,12 @@ def register(sub: Any) -> None:
         "files change; charts come from plotly's bundled script, served locally.",
     )
     bd.add_argument("root", nargs="?", default=".", metavar="ROOT")
-    bd.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    bd.add_argument("--port", type=argtypes.port, default=8765, help="port (default 8765)")
-    bd.add_argument(
-        "--token",
-        metavar="SECRET",
-        help="required on every route (open the page with ?token=SECRET; default $CNNLAB_TOKEN); needed "
-        "for a non-local --host",
+    _add_bind_flags(
+        bd,
+        8765,
+        "required on every route (open the page with ?token=SECRET; default $CNNLAB_TOKEN); needed for a "
+        "non-local --host",
     )
-    bd.add_argument("--no-auth", action="store_true", help="serve a non-local address without a token")
     bd.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     bd.set_defaults(handler=cmd_board)
 
@@ -246,12 +236,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    token = args.token if args.token is not None else os.environ.get("CNNLAB_TOKEN")
     api.serve(
         args.run,
         host=args.host,
         port=args.port,
-        token=token,
+        token=_token(args),
         no_auth=args.no_auth,
         device=args.device,
         max_upload=int(args.max_upload_mb * 2**20),
@@ -266,7 +255,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bind_flags(parser: argparse.ArgumentParser, port: int, token_help: str) -> None:
+    """Where a local service listens and who may reach it (cnnlab serve, cnnlab board)."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=argtypes.port, default=port, help=f"port (default {port})")
+    parser.add_argument("--token", metavar="SECRET", help=token_help)
+    parser.add_argument("--no-auth", action="store_true", help="serve a non-local address without a token")
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    return args.token if args.token is not None else os.environ.get("CNNLAB_TOKEN")
+
+
 def cmd_board(args: argparse.Namespace) -> int:
-    token = args.token if args.token is not None else os.environ.get("CNNLAB_TOKEN")
-    api.board(args.root, host=args.host, port=args.port, token=token, no_auth=args.no_auth, log_level=args.log_level)
+    api.board(
+        args.root, host=args.host, port=args.port, token=_token(args), no_auth=args.no_auth, log_level=args.log_level
+    )
     return 0

@@ -300,18 +300,6 @@ def _print_seed_groups(res: dict[str, Any]) -> None:
     biggest = max(p["seed_sd_a"], p["seed_sd_b"])
     if abs(p["difference"]) <= biggest:
         print(f"the gap is within one seed's spread ({biggest:.4f}): a change of seed alone moves accuracy this much")
-    g = res.get("agreement")
-    if g:
-        (both, only_a), (only_b, neither) = g["agreement"]
-        lo, hi = g["ensemble_ci95"]
-        print(
-            f"  image by image: both right {both}, only A {only_a}, only B {only_b}, both wrong {neither}; "
-            f"same prediction on {g['same_prediction']:.1%}, Cohen's κ {g['kappa']:.3f}"
-        )
-        print(
-            f"  oracle bound (right when either is) {g['oracle_accuracy']:.4f}; ensemble of the two (averaged "
-            f"probabilities) accuracy {g['ensemble_accuracy']:.4f}  95 % interval [{lo:.4f}, {hi:.4f}] (Wilson)"
-        )
     if p.get("test_set_note"):
         print(f"note: {p['test_set_note']}", file=sys.stderr)
 
@@ -335,17 +323,21 @@ def _print_paired(res: dict[str, Any]) -> None:
         f"{mc['only_b_right']}); smallest difference this test size detects (80 % power, α 0.05): "
         f"{p['minimum_detectable_difference']:.4f}"
     )
-    g = res.get("agreement")
-    if g:
-        (both, only_a), (only_b, neither) = g["agreement"]
-        lo, hi = g["ensemble_ci95"]
-        print(
-            f"  image by image: both right {both}, only A {only_a}, only B {only_b}, both wrong {neither}; "
-            f"same prediction on {g['same_prediction']:.1%}, Cohen's κ {g['kappa']:.3f}"
-        )
-        print(
-            f"  oracle bound (right when either is) {g['oracle_accuracy']:.4f}; ensemble of the two (averaged "
-            f"probabilities) accuracy {g['ensemble_accuracy']:.4f}  95 % interval [{lo:.4f}, {hi:.4f}] (Wilson)"
-        )
+    if res.get("agreement"):
+        _print_agreement(res["agreement"])
     if p.get("test_set_note"):
         print(f"note: {p['test_set_note']}", file=sys.stderr)
+
+
+def _print_agreement(g: dict[str, Any]) -> None:
+    """Two runs image by image: the right/wrong table, κ, the oracle bound and the ensemble."""
+    (both, only_a), (only_b, neither) = g["agreement"]
+    lo, hi = g["ensemble_ci95"]
+    print(
+        f"  image by image: both right {both}, only A {only_a}, only B {only_b}, both wrong {neither}; "
+        f"same prediction on {g['same_prediction']:.1%}, Cohen's κ {g['kappa']:.3f}"
+    )
+    print(
+        f"  oracle bound (right when either is) {g['oracle_accuracy']:.4f}; ensemble of the two (averaged "
+        f"probabilities) accuracy {g['ensemble_accuracy']:.4f}  95 % interval [{lo:.4f}, {hi:.4f}] (Wilson)"
+    )

@@ -21,11 +21,9 @@ from typing import Annotated, Any
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.hosts import allowed_hosts, check_bind, host_name
-from cnnlab.core.schema import flatten_config
-from cnnlab.core.yamlio import read_yaml_file
 from cnnlab.runs.paired import paired_runs
 from cnnlab.runs.store import RunFolder, read_table
-from cnnlab.workflows.board.index import Index
+from cnnlab.workflows.board.index import Index, flat_config, json_object
 
 log = logging.getLogger(__name__)
 
@@ -222,13 +220,6 @@ def _add_events_route(app: Any, watcher: Watcher) -> None:
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
-def _config(run: RunFolder) -> dict[str, Any]:
-    if not run.config.is_file():
-        return {}
-    tree = read_yaml_file(run.config, "run config")
-    return flatten_config(tree) if isinstance(tree, dict) else {}
-
-
 def _run_detail(path: Path, rel: str) -> dict[str, Any]:
     run = RunFolder(path)
     state = run.state()
@@ -239,7 +230,7 @@ def _run_detail(path: Path, rel: str) -> dict[str, Any]:
         "detail": state.detail,
         "history": read_table(run.history_csv),
         "steps": steps[-MAX_STEPS:],
-        "config": _config(run),
+        "config": flat_config(run),
         "metrics": _metrics_summary(run),
         "report": (path / "report.html").is_file(),
     }
@@ -254,7 +245,7 @@ def _metrics_summary(run: RunFolder) -> dict[str, Any]:
 
 def _compare(paths: list[Path], rels: list[str]) -> dict[str, Any]:
     runs = [RunFolder(p) for p in paths]
-    configs = [_config(r) for r in runs]
+    configs = [flat_config(r) for r in runs]
     keys = sorted(k for k in set().union(*configs) if k != "run.out" and len({repr(c.get(k)) for c in configs}) > 1)
     out: dict[str, Any] = {
         "runs": [{"path": rel, "history": read_table(r.history_csv)} for rel, r in zip(rels, runs)],
@@ -275,7 +266,7 @@ def _group(watcher: Watcher, path: Path, rel: str) -> dict[str, Any]:
         children = [e for p, e in watcher.index.entries.items() if p.startswith(rel.rstrip("/") + "/")]
     kind = entry.get("kind")
     if kind == "sweep":
-        summary = _json_or_empty(path / "sweep.json")
+        summary = json_object(path / "sweep.json")
         runs = [RunFolder(path / Path(c["path"]).relative_to(rel)) for c in children if c["kind"] == "run"]
         return {
             "kind": kind,
@@ -283,7 +274,7 @@ def _group(watcher: Watcher, path: Path, rel: str) -> dict[str, Any]:
             "summary": summary,
             "band": _band([read_table(r.history_csv) for r in runs]),
         }
-    state = _json_or_empty(path / ("cv.json" if kind == "cv" else "study.json"))
+    state = json_object(path / ("cv.json" if kind == "cv" else "study.json"))
     return {"kind": kind, "entry": entry, "state": state, "children": children}
 
 
@@ -298,14 +289,6 @@ def _band(histories: list[list[dict[str, str]]], key: str = "val_acc") -> list[d
         {"epoch": e, "min": min(v), "mean": sum(v) / len(v), "max": max(v), "trials": len(v)}
         for e, v in sorted(by_epoch.items())
     ]
-
-
-def _json_or_empty(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def board(

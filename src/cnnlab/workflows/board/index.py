@@ -111,7 +111,9 @@ def _signature(kind: str, path: Path) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _json(path: Path) -> dict[str, Any]:
+def json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file, or {} when it is missing, half-written or not an object (the board lists
+    what it can and never stops on one damaged folder)."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -135,16 +137,22 @@ def _age(path: Path) -> float:
         return 0.0
 
 
+def flat_config(run: RunFolder) -> dict[str, Any]:
+    """A run's config.yaml as dotted keys, read as plain data (not validated: a board lists runs of
+    any cnnlab version); {} when there is none."""
+    if not run.config.is_file():
+        return {}
+    tree = read_yaml_file(run.config, "run config")
+    return flatten_config(tree) if isinstance(tree, dict) else {}
+
+
 def _read_run(path: Path) -> dict[str, Any]:
     run = RunFolder(path)
     state = run.state()
-    info = _json(run.run_json)
-    metrics = _json(run.metrics_json)
+    info = json_object(run.run_json)
+    metrics = json_object(run.metrics_json)
     history = read_table(run.history_csv)
-    config: dict[str, Any] = {}
-    if run.config.is_file():
-        tree = read_yaml_file(run.config, "run config")
-        config = flatten_config(tree) if isinstance(tree, dict) else {}
+    config = flat_config(run)
     vals = [float(h["val_acc"]) for h in history if h.get("val_acc")]
     return {
         "status": state.status,
@@ -161,7 +169,7 @@ def _read_run(path: Path) -> dict[str, Any]:
 
 
 def _read_group(kind: str, path: Path) -> dict[str, Any]:
-    state = _json(path / {"study": "study.json", "cv": "cv.json", "sweep": "sweep.json"}[kind])
+    state = json_object(path / {"study": "study.json", "cv": "cv.json", "sweep": "sweep.json"}[kind])
     out: dict[str, Any] = {"status": state.get("status", "running" if kind == "sweep" else "new"), "config": {}}
     if kind == "cv":
         acc = (state.get("summary") or {}).get("accuracy") or {}

@@ -170,13 +170,14 @@ def _predictions(study: Study, row: dict[str, Any], cv: dict[str, Any] | None) -
     return idx[order], y[order], p[order]
 
 
+def _first_fold_run(cv: dict[str, Any]) -> str:
+    """The name of a CV's first fold run (its first seed's, with --seeds)."""
+    return cv["runs"][0].get("runs", [cv["runs"][0]["name"]])[0]
+
+
 def _first_run(study: Study, row: dict[str, Any], cv: dict[str, Any] | None) -> RunFolder:
     folder = study.out / row["run"]
-    return (
-        RunFolder(folder / cv["runs"][0].get("runs", [cv["runs"][0]["name"]])[0])
-        if cv is not None
-        else RunFolder(folder)
-    )
+    return RunFolder(folder / _first_fold_run(cv)) if cv is not None else RunFolder(folder)
 
 
 def _agreement(study: Study, pair: list[dict[str, Any]], cvs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -192,8 +193,7 @@ def _agreement(study: Study, pair: list[dict[str, Any]], cvs: dict[str, dict[str
     agree["only_a"], agree["only_b"] = only["only_a"].tolist(), only["only_b"].tolist()
     shown = np.concatenate([only["only_a"][:30], only["only_b"][:30]]).astype(np.int64)
     run = _first_run(study, pair[0], cvs.get(pair[0]["name"]))
-    cfg = run.read_config()
-    data = load_run_data(run, cfg.model_copy(update={"data": cfg.data.model_copy(update={"on_leak": "off"})}), False)
+    data = load_run_data(run, run.read_config(), False, leaks=False)
     pixels = (
         np.stack([np.asarray(data.images[int(i)]).reshape(data.images.shape[1:]) for i in shown])
         if len(shown)
@@ -206,9 +206,8 @@ def _agreement(study: Study, pair: list[dict[str, Any]], cvs: dict[str, dict[str
 def _audit(study: Study, c: Candidate, cv: dict[str, Any]) -> dict[str, Any]:
     """The label audit of the best candidate's cross-validation (cnnlab.workflows.cv.audit)."""
     folder = study.folder(c)
-    run = RunFolder(folder / cv["runs"][0].get("runs", [cv["runs"][0]["name"]])[0])
-    cfg = run.read_config()
-    data = load_run_data(run, cfg.model_copy(update={"data": cfg.data.model_copy(update={"on_leak": "off"})}), False)
+    run = RunFolder(folder / _first_fold_run(cv))
+    data = load_run_data(run, run.read_config(), False, leaks=False)
     result = audit_labels(folder, cv["runs"], cv_group(folder), data)
     return {**result, "candidate": c.name, "folder": str(folder.relative_to(study.out))}
 

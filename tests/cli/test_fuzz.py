@@ -24,6 +24,7 @@ FLOATS = {  # flag → values that must be refused
     "--label-smoothing": ["nan", "1", "-0.1"],
     "--clip-grad": ["nan", "0", "-1"],
     "--time": ["soon", "0s", "-5m", "nan", ""],
+    "--leak-similarity": ["nan", "inf", "1.5", "-0.1", ""],
 }
 INTS = {
     "--epochs": ["0", "-5", "1000001", "2.5", "x"],
@@ -40,6 +41,7 @@ INTS = {
     "--unfreeze-last": ["0"],
     "--max-pixels": ["0", "-1"],
     "--channels": ["2", "0", "4"],
+    "--leak-hash-bits": ["-1", "65", "many", ""],
 }
 CHOICES = [
     "--cache",
@@ -55,12 +57,20 @@ CHOICES = [
     "--augment",
     "--monitor",
     "--device",
+    "--on-leak",
 ]
 
 CASES: list[tuple[list[str], str]] = []
 CASES += [([flag, v], "") for flag, values in FLOATS.items() for v in values]
 CASES += [([flag, v], "") for flag, values in INTS.items() for v in values]
 CASES += [([flag, "bogus"], "") for flag in CHOICES]
+CASES += [  # groups and exclusions (issue 28)
+    (["--group-by", "("], "data.group_by"),
+    (["--group-by", ""], "data.group_by"),
+    (["--group-by", "x"], "has no files"),  # a built-in benchmark has no file paths to group by
+    (["--exclude", "/no/such.csv"], "data.exclude"),
+    (["--exclude", "/etc/passwd"], "needs a header"),
+]
 CASES += [
     (["--split", "0.5,0.4"], "data.split"),
     (["--split", "nan,0.5,0.5"], "data.split"),
@@ -153,6 +163,16 @@ OTHER: list[tuple[list[str], str]] = [
     (["cv", "--data", "digits", "--folds", "1"], "--folds of at least 2"),
     (["cv", "--data", "digits", "--folds", "1000"], "use fewer folds"),
     (["cache", "clean", "--older-than", "nan"], "--older-than"),
+    (["data", "inspect", "digits", "--near-duplicates", "sometimes"], "--near-duplicates"),
+    (["study", "digits", "--audit-labels"], "--audit-labels needs --folds"),
+    (["study", "digits", "--group-by", "("], "--group-by"),
+    (["study", "digits", "--on-leak", "maybe"], "--on-leak"),
+    (["explain", "/no/such/run", "--sanity"], "does not exist"),
+    (["explain", "/no/such/run", "--sanity", "--images", "0"], "--images"),
+    (["board", "/no/such/folder"], "is not a folder"),
+    (["board", ".", "--port", "70000"], "--port"),
+    (["board", ".", "--host", "0.0.0.0"], "--token"),
+    (["board", ".", "--host", "0.0.0.0", "--token", ""], "--token is empty"),
     (["compare", "a", "b", "--metric"], "expected one"),
     (["evaluate", "RUN", "--split", "holdout"], "--split"),
 ]

@@ -45,3 +45,10 @@ def test_a_cross_validated_study_shows_leaks_doubted_labels_and_where_its_best_t
     shown = min(30, len(g["only_a"])) + min(30, len(g["only_b"]))
     with np.load(out / "agreement.npz") as z:
         assert len(z["index"]) == shown
+    # a damaged thumbnail file costs the thumbnails, not the report
+    (out / "agreement.npz").write_bytes(b"PK\x03\x04 not a zip")
+    from cnnlab.reports.study import write_study_report
+    from cnnlab.workflows.study.state import Study
+
+    write_study_report(Study(out, state))
+    assert "image by image (out-of-fold images)" in (out / "report.html").read_text()

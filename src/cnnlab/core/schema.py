@@ -135,6 +135,8 @@ class DataConfig(_Section):
     @classmethod
     def _group_by_compiles(cls, v: str | None) -> str | None:
         if v is not None:
+            if not v:  # an empty pattern matches every path at its start: one group, never what is meant
+                raise ValueError("empty; give a regular expression, e.g. '^([^_]+)_' groups files by their prefix")
             try:
                 re.compile(v)
             except re.error as e:

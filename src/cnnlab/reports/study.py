@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -563,9 +564,12 @@ def _agreement_study_section(study: StudyFolder) -> dict[str, str] | None:
     saved = study.out / "agreement.npz"
     images = labels = None
     if saved.is_file():
-        with np.load(saved) as z:
-            images = dict(zip(z["index"].tolist(), z["images"]))
-            labels = dict(zip(z["index"].tolist(), z["labels"].tolist()))
+        try:  # no pickles (np.load's default); a damaged file costs the thumbnails, not the page
+            with np.load(saved) as z:
+                images = dict(zip(z["index"].tolist(), z["images"]))
+                labels = dict(zip(z["index"].tolist(), z["labels"].tolist()))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            images = labels = None
     section = agreement_section(g, images, study.state["classes"], labels)
     section["title"] = f"{g['a']} (A) and {g['b']} (B), image by image ({g['on']} images)"
     section["body"] = f"<p>Counts over all {g['images']} images; thumbnails of the first ones.</p>" + section["body"]

@@ -3,12 +3,14 @@ best, over-fitting flags, the winner's remaining confusions and the commands to 
 
 from __future__ import annotations
 
+import io
 import shlex
 import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnnlab.core.atomic import atomic_write_bytes
 from cnnlab.evaluate.stats import agreement, holm, map_interval, mcnemar_exact, paired_map_test, seeded_paired_test
 from cnnlab.inference.predictor import Predictor
 from cnnlab.reports.run import read_csv, top_confused
@@ -199,7 +201,9 @@ def _agreement(study: Study, pair: list[dict[str, Any]], cvs: dict[str, dict[str
         if len(shown)
         else np.zeros((0, *data.images.shape[1:]), np.uint8)
     )
-    np.savez_compressed(study.out / "agreement.npz", index=shown, images=pixels, labels=data.labels.numpy()[shown])
+    buf = io.BytesIO()  # written whole or not at all: a study killed here leaves no half-written file
+    np.savez_compressed(buf, index=shown, images=pixels, labels=data.labels.numpy()[shown])
+    atomic_write_bytes(study.out / "agreement.npz", buf.getvalue())
     return agree
 
 

@@ -321,7 +321,9 @@ def test_fine_tune_trains_the_frozen_phase_on_cached_features_then_the_whole_net
     assert info["feature_cache"]["used"] and len(res.history) == 5
     frozen = [h["seconds"] for h in res.history[:3]]
     tuned = [h["seconds"] for h in res.history[3:]]
-    assert max(frozen) * 5 < min(tuned), (frozen, tuned)  # the head alone, at feature-cache speed
+    # the head alone, at feature-cache speed; the median frozen epoch, since the first one carries the
+    # head's one-time warm-up (allocator, thread pool), which a loaded CI machine stretched to 1/3 of a tuned epoch
+    assert sorted(frozen)[1] * 5 < min(tuned), (frozen, tuned)
     lrs = [h["lr"] for h in res.history]  # the LR at each epoch's end: the head's, warm-up, then the cosine's end
     assert lrs[:2] == [pytest.approx(1e-3)] * 2 and lrs[2] < 1e-3 and lrs[3] == pytest.approx(1e-3) and lrs[4] < 1e-6
 

@@ -54,6 +54,15 @@ def test_slices_are_chosen_for_a_fine_tune_at_224_px_and_refused_where_batchnorm
     assert micro_batch(small, create_model("cnn", 10, 1, 28), 1, 28, bn_kept=False) is None  # fits whole
     asked = build_config({"data": {"source": "digits"}, "model": {"name": "cnn"}, "train": {"micro_batch": 32}})
     assert micro_batch(asked, create_model("cnn", 10, 1, 28), 1, 28, bn_kept=False) == 32
+    # on a CPU, passes near the cache (<= 80 MB, at least 16 images, of even size): triple at 64 px is 2 MB an image
+    triple = build_config({"data": {"source": "digits"}, "model": {"name": "triple"}, "train": {"batch_size": 128}})
+    net = create_model("triple", 10, 1, 64)
+    assert micro_batch(triple, net, 1, 64, bn_kept=False, on_cpu=True) == 32
+    odd = build_config({"data": {"source": "digits"}, "model": {"name": "triple"}, "train": {"batch_size": 100}})
+    assert micro_batch(odd, net, 1, 64, bn_kept=False, on_cpu=True) == 34  # 3 passes: 34, 34, 32
+    assert micro_batch(triple, net, 1, 64, bn_kept=False) is None  # a GPU: the memory budget only
+    assert micro_batch(cfg, lite, 3, 224, bn_kept=True, on_cpu=True) == 16  # never below 16 images
+    assert micro_batch(small, create_model("cnn", 10, 1, 28), 1, 28, bn_kept=False, on_cpu=True) is None
     with pytest.raises(CnnlabError, match="BatchNorm layers normalise over the images of a pass"):
         micro_batch(asked, _net(), 3, 8, bn_kept=False)
 
@@ -64,7 +73,7 @@ def test_large_image_inference_is_sliced_to_the_same_logits():
                           nn.Linear(64, 4)).eval()  # fmt: skip
     x = torch.randn(40, 3, 96, 96)
     step = inference_slice(model, x)
-    assert 1 <= step < 40 * 2**10 and step == int(0.5 * 2**30 // (3 * 64 * 96 * 96 * 4))
+    assert 1 <= step < 40 and step == int(48 * 2**20 // (3 * 64 * 96 * 96 * 4))  # the CPU's cache budget
     sliced, _ = predict_logits(model, [(x, torch.zeros(40))])
     with torch.no_grad():
         whole = model(x.contiguous(memory_format=torch.channels_last))

@@ -106,7 +106,8 @@ ACTIVATION_BUDGET = 1.5 * 2**30  # bytes of activations one forward/backward pas
 # On a CPU, smaller passes are also faster where their activations stay near the cache: measured at
 # one thread on a 32 MB-L3 EPYC, `triple` at 64 px (2 MB an image) trained 97 img/s in passes of
 # 128 and 137 in passes of 32; Lite0 at 224 px 2x faster in passes of 16 than of 128. Passes of at
-# least CPU_MIN_PASS images (fewer made Lite0 no faster), else up to ~80 MB of activations, the
+# least CPU_MIN_PASS images (what Lite0's memory budget gives; smaller training passes were not
+# measured), else up to ~80 MB of activations, the
 # batch split evenly (128 images of `triple` in 4 passes of 32, not 3 of 39 and one of 11).
 CPU_ACTIVATION_BUDGET, CPU_MIN_PASS = 80 * 2**20, 16
 

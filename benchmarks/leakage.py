@@ -5,7 +5,8 @@ four ways: re-encoded (JPEG quality 60), resized (±20 %), cropped (to 90–100 
 colour-shifted (a gain and offset per channel). Prints, per threshold pair, the share of copies
 found (per kind) and the confirmed pairs among the 2,000 originals (every one of which is false).
 
-    .venv/bin/python benchmarks/leakage.py [--copies 120] [--images 2000]
+    .venv/bin/python -m benchmarks.leakage [--copies 120] [--images 2000]   (from the repository root:
+    it reuses the test suite's planted-copy fixtures)
 """
 
 from __future__ import annotations

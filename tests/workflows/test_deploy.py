@@ -48,8 +48,11 @@ def _train(out: Path, **extra) -> Path:
 
 @pytest.fixture(scope="module")
 def fmnist_run(tmp_path_factory) -> Path:
-    """A small cnn trained on real Fashion-MNIST (300 images per class, 2 epochs), calibrated by
-    temperature scaling on its validation split; its test split is the whole 10,000-image test set."""
+    """A small cnn trained on real Fashion-MNIST (300 images per class, 2 epochs, label smoothing
+    0.1), calibrated by temperature scaling on its validation split; its test split is the whole
+    10,000-image test set. Label smoothing makes it under-confident (ECE ~0.09), the case
+    temperature scaling is for: without it this run's ECE is ~0.02, near what 10,000 images can
+    resolve, and T can only move it within that noise."""
     if not (FMNIST / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip("Debian's dataset-fashion-mnist is not installed (`make test` installs it when run as root)")
     return _train(
@@ -59,6 +62,7 @@ def fmnist_run(tmp_path_factory) -> Path:
             "model.name": "cnn",
             "train.epochs": 2,
             "data.train_per_class": 300,
+            "train.label_smoothing": 0.1,
             "train.calibrate": "temperature",
         },  # fmt: skip
     )
@@ -184,9 +188,9 @@ def test_temperature_scaling_fitted_on_validation_halves_the_test_ece_and_travel
     fmnist_run, fmnist_onnx, test_images
 ):
     """--calibrate temperature: T is fitted on the validation split only; the test split's ECE falls
-    (issue 27 asks for half or 0.01: measured 0.0248 -> 0.0124 and 0.0238 -> 0.0130 in two runs
-    with automatic threads, so the bound here is 0.6x); T is in metrics.json, in the ONNX
-    metadata, and `cnnlab predict model.onnx` divides by it."""
+    to half or below (issue 27; measured on this set-up: T 0.643, 0.0963 -> 0.0169, and with seed 1
+    T 0.657, 0.0885 -> 0.0219); T is in metrics.json, in the ONNX metadata, and `cnnlab predict
+    model.onnx` divides by it."""
     from cnnlab.inference.exported import ExportedModel
     from cnnlab.inference.predictor import Predictor
 
@@ -195,7 +199,7 @@ def test_temperature_scaling_fitted_on_validation_halves_the_test_ece_and_travel
     assert cal["fitted_on"] == "val" and m["split"] == "test" and cal["ece_after"] == m["ece"]
     t = cal["temperature"]
     assert abs(t - 1) > 0.05  # a temperature that matters, or the checks below would prove nothing
-    assert cal["ece_after"] <= max(0.6 * cal["ece_before"], 0.01), cal
+    assert cal["ece_after"] <= max(0.5 * cal["ece_before"], 0.01), cal
     onnx_model = ExportedModel.load(fmnist_onnx)
     assert onnx_model.temperature == pytest.approx(t, rel=1e-6)
     pred = Predictor.from_run(fmnist_run, "cpu")

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker gets its share of the cores for PyTorch's threads (and its
+    child processes, through OMP_NUM_THREADS): two workers of two threads each on two cores wait on
+    each other's intra-op barriers (train/threads.py measured 2-9x slower steps). Tests of the thread
+    policy set their own counts; the `alone` tests run without workers and keep all cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if os.environ.get("PYTEST_XDIST_WORKER") and workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        share = str(max(1, cores // workers))
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = share
+        import torch
+
+        torch.set_num_threads(int(share))
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.cnnlab-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data browser postgres demo lint test test-slow attack bench race-env race clean
+.PHONY: setup data browser postgres demo lint test test-long test-slow attack bench race-env race clean
 
 setup: $(STAMP) data
 
@@ -73,8 +73,13 @@ lint: $(STAMP)
 # module fixtures are built once), then the tests that measure the machine's load, on their own
 TEST_WORKERS ?= 2
 test: $(STAMP) data browser postgres lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not alone"
-	$(BIN)/python -m pytest -q -m "alone and not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not alone and not long"
+	$(BIN)/python -m pytest -q -m "alone and not slow and not long"
+
+# the kill-and-resume tests, the whole attack corpus and the larger studies (~8 min on 2 cores):
+# out of the default suite to keep it under 10 minutes; CI runs them after it
+test-long: $(STAMP) data browser postgres
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "long and not slow"
 
 test-slow: $(STAMP) data browser postgres
 	$(BIN)/python -m pytest -q -m slow

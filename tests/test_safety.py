@@ -345,6 +345,7 @@ DISK_FULL = textwrap.dedent("""
 """)
 
 
+@pytest.mark.long
 def test_a_full_disk_gives_one_line_and_a_resumable_run(tmp_path):
     if shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) is missing: cannot mount a private tmpfs")

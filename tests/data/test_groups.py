@@ -99,6 +99,7 @@ def test_a_group_cut_by_the_given_splits_is_an_error():
         )
 
 
+@pytest.mark.long
 def test_a_study_keeps_a_csv_groups_whole_and_passes_its_data_options_to_every_candidate(grouped_csv, tmp_path):
     import json
 

@@ -42,6 +42,7 @@ def planted_folder(tmp_path_factory):
 
 
 @needs_fmnist
+@pytest.mark.long
 def test_inspect_finds_planted_near_copies_with_few_false_pairs(planted_folder, tmp_path, capsys):
     root, planted = planted_folder
     out = tmp_path / "inspect"

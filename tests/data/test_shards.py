@@ -61,6 +61,7 @@ def test_larger_images_are_stored_as_png_and_read_back_exactly(tmp_path):
     assert torch.equal(data.labels[data.splits["val"]], ref.labels[ref.splits["val"]])
 
 
+@pytest.mark.long
 def test_training_from_shards_streams_and_scores_like_training_from_memory(digit_shards, tmp_path):
     base = {"model.name": "cnn", "train.epochs": 4, "run.report": True}
     streamed = api.train(

@@ -104,6 +104,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.long
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.run(

@@ -162,6 +162,7 @@ def test_export_errors_are_one_line(tmp_path, capsys):
     assert "not a readable ONNX model" in capsys.readouterr().err
 
 
+@pytest.mark.long
 def test_efficientnet_lite0_onnx_export_matches_pytorch(tmp_path, capsys):
     """A pretrained net (ImageNet EfficientNet-Lite0, fine-tuned briefly) exports with parity; a
     small folder at 64 px keeps it in the default suite."""

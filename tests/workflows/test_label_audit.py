@@ -33,6 +33,7 @@ def noisy_digits(tmp_path_factory):
     return root / "labels.csv", {f"{i:04d}.png" for i in flipped}
 
 
+@pytest.mark.long
 def test_audit_ranks_flipped_labels_first_and_exclude_retrains_on_the_same_folds(noisy_digits, tmp_path, capsys):
     csv_path, flipped = noisy_digits
     audited = tmp_path / "cv-audit"

@@ -95,6 +95,7 @@ def test_study_of_digits_keeps_its_budget_and_its_report_opens_in_chromium(tmp_p
     assert "report:" in proc.stdout and rows[0]["name"] in proc.stdout
 
 
+@pytest.mark.long
 def test_an_interrupted_study_resumes_without_retraining_finished_candidates(tmp_path):
     out = tmp_path / "study"
     proc = subprocess.Popen(
@@ -133,6 +134,7 @@ def test_an_interrupted_study_resumes_without_retraining_finished_candidates(tmp
         assert RunFolder(out / "winner").state().status == "completed"
 
 
+@pytest.mark.long
 def test_an_imbalanced_folder_turns_class_weights_on_and_the_report_says_so(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "imb"
@@ -276,6 +278,7 @@ def test_a_study_selects_by_validation_accuracy_and_says_tied_when_the_test_says
     assert "Holm-adjusted p" in page and "is tied with" in page and "ranks first, ahead of" not in page
 
 
+@pytest.mark.long
 def test_a_study_killed_before_its_plan_is_replaced_and_resume_checks_the_settings(tmp_path, capsys, monkeypatch):
     """Issue 23, items 7-8: a folder a kill left during probing (inspect.json, no study.json) is
     started again; planning time is counted once; a resume with other settings is refused."""
@@ -309,6 +312,7 @@ def test_a_study_that_trains_nothing_fails_in_one_line(tmp_path, capsys, monkeyp
     assert json.loads((tmp_path / "s" / "study.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.long
 def test_every_candidate_trains_at_the_size_and_batch_its_probe_timed(tmp_path):
     """Issue 24: a model whose own default size differs from the study's (mobilenetv2-small: 224)
     used to train at that default while its probe timed the study's size."""
@@ -391,6 +395,7 @@ def test_each_candidate_searches_from_its_default_recipe_on_validation_and_no_tu
     assert configs and all(RunFolder(c.parent).read_config().optim.weight_decay == 0.0 for c in configs)
 
 
+@pytest.mark.long
 def test_a_multi_label_csv_is_studied_by_map_with_intervals_and_paired_tests(tmp_path, capsys):
     """Issue 24, item 4: multi-label data ranked by validation mAP; test mAP and subset accuracy with
     95 % intervals, seed 003's accuracy and tuned-threshold figures; paired permutation tests of mAP."""
@@ -426,6 +431,7 @@ def test_a_multi_label_csv_is_studied_by_map_with_intervals_and_paired_tests(tmp
     assert "multi-label data with --seeds" in capsys.readouterr().err
 
 
+@pytest.mark.long
 def test_fractions_draw_learning_curves_and_state_the_crossing_or_that_there_is_none(tmp_path, capsys):
     """Issue 24, item 4: --fractions trains each candidate on nested shares of the training split
     (same validation images), fits a power law each, and says where the curves cross."""
@@ -461,6 +467,7 @@ def test_fractions_draw_learning_curves_and_state_the_crossing_or_that_there_is_
     assert "at least 3 sizes" in capsys.readouterr().err
 
 
+@pytest.mark.long
 def test_unreadable_files_are_summarised_once_in_a_study(tmp_path):
     """Issue 24, item 5: the skipped-files summary used to be printed again for every candidate."""
     rng = np.random.default_rng(0)

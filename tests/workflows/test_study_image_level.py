@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from cnnlab.cli import main
 from cnnlab.evaluate.stats import agreement
@@ -14,6 +15,7 @@ from cnnlab.workflows.cv.folds import cv_group
 from tests.workflows.test_leak_guard import leaky_folder  # noqa: F401  (a fixture)
 
 
+@pytest.mark.long
 def test_a_cross_validated_study_shows_leaks_doubted_labels_and_where_its_best_two_differ(leaky_folder, tmp_path):  # noqa: F811
     out = tmp_path / "study"
     argv = ["study", str(leaky_folder), "--models", "mlp,cnn-small", "--folds", "3", "--budget", "90s", "--no-tune"]

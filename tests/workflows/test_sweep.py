@@ -342,6 +342,7 @@ def _unique_trained(s: dict) -> list[dict]:
     return [t for t in s["trials"] if t["state"] not in ("skipped",) and "retried as" not in t["note"]]
 
 
+@pytest.mark.long
 def test_local_workers_survive_a_sigkill_and_resume_completes(tmp_path, workers=4, trials=16):
     """4 worker processes on the default (journal) store, 16 trials; one worker is killed with
     SIGKILL in the middle of a trial: that trial is marked failed with the reason and retried once;
@@ -381,6 +382,7 @@ def test_local_workers_survive_a_sigkill_and_resume_completes(tmp_path, workers=
     assert RunFolder(out / dead[0]["run"]).state().status == "interrupted"  # its run folder says so too
 
 
+@pytest.mark.long
 def test_two_workers_share_one_postgresql_study(tmp_path):
     pytest.importorskip("psycopg")
     from tests.servers import postgres_server

@@ -76,7 +76,7 @@ test: $(STAMP) data browser postgres lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not alone and not long"
 	$(BIN)/python -m pytest -q -m "alone and not slow and not long"
 
-# the kill-and-resume tests, the whole attack corpus and the larger studies (~8 min on 2 cores):
+# the kill-and-resume tests, the whole attack corpus and the larger studies (~5 min on 2 cores):
 # out of the default suite to keep it under 10 minutes; CI runs them after it
 test-long: $(STAMP) data browser postgres
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "long and not slow"

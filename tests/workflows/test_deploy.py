@@ -165,7 +165,7 @@ def test_export_errors_are_one_line(tmp_path, capsys):
 @pytest.mark.long
 def test_efficientnet_lite0_onnx_export_matches_pytorch(tmp_path, capsys):
     """A pretrained net (ImageNet EfficientNet-Lite0, fine-tuned briefly) exports with parity; a
-    small folder at 64 px keeps it in the default suite."""
+    small folder at 64 px keeps it to ~20 s (a `long` test)."""
     root = make_folder_dataset(tmp_path / "d", classes=3, per_class=20, size=64, seed=2)
     run = _train(
         tmp_path / "lite0",

@@ -395,7 +395,6 @@ def test_each_candidate_searches_from_its_default_recipe_on_validation_and_no_tu
     assert configs and all(RunFolder(c.parent).read_config().optim.weight_decay == 0.0 for c in configs)
 
 
-@pytest.mark.long
 def test_a_multi_label_csv_is_studied_by_map_with_intervals_and_paired_tests(tmp_path, capsys):
     """Issue 24, item 4: multi-label data ranked by validation mAP; test mAP and subset accuracy with
     95 % intervals, seed 003's accuracy and tuned-threshold figures; paired permutation tests of mAP."""

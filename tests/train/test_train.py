@@ -288,6 +288,39 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tmp_path):
     assert len(res.history) == 3 and RunFolder(run).status()["status"] == "completed"
 
 
+def test_a_refused_micro_batch_makes_no_run_folder(tmp_path):
+    """train.micro_batch below the batch of a BatchNorm net in training mode is refused before the
+    run folder exists, so the corrected command can use the same --out."""
+    run = tmp_path / "r"
+    cfg = digits_cfg(run, **{"model.name": "cnn-bn", "train.epochs": 1, "train.micro_batch": 8})
+    with pytest.raises(CnnlabError, match="train.micro_batch 8 below train.batch_size 32"):
+        api.train(cfg, progress=False)
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+def test_a_stop_while_preparing_a_new_run_is_written_into_its_run_json(tmp_path, monkeypatch, stop):
+    """Ctrl-C or an error after the run folder is made but before its first epoch (a long feature
+    cache, say) leaves run.json saying so, not 'running', and the lock released."""
+    from cnnlab.train.engines import TorchEngine
+
+    def halt(self, state):
+        raise stop("while preparing")
+
+    monkeypatch.setattr(TorchEngine, "prepare", halt)
+    run = tmp_path / "r"
+    with pytest.raises(stop):
+        api.train(digits_cfg(run, **{"train.epochs": 1}), progress=False)
+    info = json.loads((run / "run.json").read_text())
+    if stop is KeyboardInterrupt:
+        assert info["status"] == "interrupted" and info["epochs_done"] == 0
+    else:
+        assert info["status"] == "failed" and "while preparing" in info["error"]
+    folder = RunFolder(run)
+    folder.lock("check it is free")  # raises while another holder has it
+    folder.unlock()
+
+
 def test_a_monitor_the_data_cannot_have_fails_before_the_run_folder(tmp_path):
     with pytest.raises(CnnlabError, match="'val_hamming_loss' is defined for multi-label data"):
         api.train(digits_cfg(tmp_path / "r", **{"train.monitor": "val_hamming_loss"}), progress=False)

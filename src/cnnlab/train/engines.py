@@ -206,6 +206,15 @@ class TorchEngine:
             )
         seed_everything(cfg.train.seed)
         self.model = build_model(cfg, len(data.classes), data.channels, data.input_size)
+        # decided (and a refused train.micro_batch refused) here, before any run folder is made
+        self.trains_images = bool(cfg.model.fine_tune) or not uses_feature_cache(cfg)  # not only cached features
+        self.micro_batch = (
+            micro_batch(
+                cfg, self.model, data.channels, data.input_size, bool(cfg.model.fine_tune), device.type == "cpu"
+            )
+            if self.trains_images
+            else None
+        )
         self.trainer: Trainer | None = None
         self.train_batches: Any = None
         self.val_batches: Any = None
@@ -261,7 +270,7 @@ class TorchEngine:
         if uses_feature_cache(cfg):
             head_batches, head_val, facts["feature_cache"] = self._feature_loaders()
             self.head_phase = (HeadOnlyTrainer(model, optimizer, self.device, task=task), head_batches, head_val)
-        if cfg.model.fine_tune or not uses_feature_cache(cfg):
+        if self.trains_images:
             tuned = (
                 cfg
                 if not cfg.model.fine_tune or cfg.data.augment != "none"
@@ -284,9 +293,7 @@ class TorchEngine:
                     self.trainer.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
                 )
             self.trainer.keep_bn_statistics = bool(cfg.model.fine_tune)  # small batches: keep pretrained stats
-            self.trainer.micro_batch = micro_batch(
-                cfg, model, data.channels, data.input_size, bool(cfg.model.fine_tune), self.device.type == "cpu"
-            )
+            self.trainer.micro_batch = self.micro_batch
             if self.trainer.micro_batch:
                 facts["micro_batch"] = self.trainer.micro_batch
         else:

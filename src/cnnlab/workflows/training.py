@@ -257,6 +257,7 @@ def open_run(
         if cfg is None:
             raise CnnlabError("train needs a config, or a run folder to resume")
         run, cfg = _new_run(cfg, writer, overwrite)
+    made = False  # a new run folder exists: a failure from here on is written into its run.json
     try:
         started = time.perf_counter()
         device = rank_device or resolve_device(cfg.train.device)
@@ -271,6 +272,7 @@ def open_run(
         engine.progress = progress
         if state is None:
             run.create(overwrite=overwrite)
+            made = True
             announce_board(run.path.parent)
             run.write_config(cfg)
             run.write_dataset(data.summary(), data.fingerprint(), data.splits, data.images_id())
@@ -280,7 +282,9 @@ def open_run(
             run.write_config(cfg)
         _log_summary(data, engine, cfg, device)
         _mark_running(run, cfg, engine, device, state, time.perf_counter() - started)
-    except BaseException:
+    except BaseException as e:
+        if made:
+            _record_stop(run, e, epochs_done=0)
         run.unlock()
         raise
     return OpenRun(run, cfg, data, device, engine, state["epoch"] if state else None)
@@ -389,16 +393,23 @@ def recorded_failures(o: OpenRun) -> Iterator[None]:
     ('interrupted'), a full disk or any other error ('failed')."""
     try:
         yield
-    except KeyboardInterrupt:
-        _try_status(o.run, status="interrupted", stopped=now(), epochs_done=o.engine.epoch)
-        log.warning("interrupted after epoch %d; continue with: cnnlab train --resume %s", o.engine.epoch, o.run.path)
-        raise
-    except DiskError as e:
-        _try_status(o.run, status="failed", stopped=now(), epochs_done=o.engine.epoch, error=str(e))
-        raise CnnlabError(f"{e}; then continue with: cnnlab train --resume {o.run.path}") from None
     except BaseException as e:
-        _try_status(o.run, status="failed", stopped=now(), epochs_done=o.engine.epoch, error=repr(e)[:500])
+        _record_stop(o.run, e, o.engine.epoch)
+        if isinstance(e, KeyboardInterrupt):
+            epoch = o.engine.epoch
+            log.warning("interrupted after epoch %d; continue with: cnnlab train --resume %s", epoch, o.run.path)
+        if isinstance(e, DiskError):
+            raise CnnlabError(f"{e}; then continue with: cnnlab train --resume {o.run.path}") from None
         raise
+
+
+def _record_stop(run: RunFolder, e: BaseException, epochs_done: int) -> None:
+    """run.json says why the run stopped: 'interrupted' (Ctrl-C, SIGTERM) or 'failed' with the error."""
+    if isinstance(e, KeyboardInterrupt):
+        _try_status(run, status="interrupted", stopped=now(), epochs_done=epochs_done)
+    else:
+        error = str(e) if isinstance(e, DiskError) else repr(e)[:500]
+        _try_status(run, status="failed", stopped=now(), epochs_done=epochs_done, error=error)
 
 
 def _try_status(run: RunFolder, **fields: Any) -> None:

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from cnnlab import api
-from cnnlab.core.monitor import MONITORABLE, direction
+from cnnlab.core.monitor import direction, monitorable
 from cnnlab.inference.predictor import Predictor
 from cnnlab.train.optim import build_schedule
 from cnnlab.workflows import training as train_run
@@ -27,7 +27,7 @@ from tests.fixtures import csv_dataset
 SRC = Path(__file__).resolve().parents[1] / "src" / "cnnlab"
 
 
-@pytest.mark.parametrize("metric", sorted(MONITORABLE))
+@pytest.mark.parametrize("metric", sorted(monitorable()))
 def test_plateau_follows_the_one_direction_table(metric):
     """For a minimised metric (ECE, losses, Hamming loss) the LR drops when the value stops
     falling; for a maximised one when it stops rising — never the other way round."""
@@ -47,7 +47,7 @@ def test_plateau_follows_the_one_direction_table(metric):
 
 
 def test_ece_and_losses_are_minimised_and_unknown_directions_refused():
-    assert {m for m, (_, d) in MONITORABLE.items() if d == "min"} == {"loss", "log_loss", "ece", "hamming_loss"}
+    assert {m for m, (_, d) in monitorable().items() if d == "min"} == {"loss", "log_loss", "ece", "hamming_loss"}
     with pytest.raises(ValueError, match="no direction is declared"):
         direction("val_mystery")
 

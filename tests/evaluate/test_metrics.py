@@ -112,3 +112,54 @@ def test_thresholds_tuned_on_validation_beat_one_half():
     tuned = multilabel_metrics(y[200:], p[200:], list("abc"), threshold=t)
     fixed = multilabel_metrics(y[200:], p[200:], list("abc"))
     assert tuned["macro_f1"] > fixed["macro_f1"]
+
+
+# the non-figure keys of a split's metrics (counts, tables, notes): everything else is a catalogue row
+NOT_FIGURES = {
+    "num_samples",
+    "per_class",
+    "confusion_matrix",
+    "absent_classes",
+    "averaged_over",
+    "multilabel",
+    "threshold",
+}
+
+
+def _figures(m: dict) -> set[str]:
+    return set(m) - NOT_FIGURES
+
+
+def test_the_keys_the_metric_functions_return_equal_the_catalogues():
+    from cnnlab.core.metrics import catalogue
+    from cnnlab.evaluate.metrics import compute_metrics
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 7, 400)  # more than 5 classes: top-3 and top-5 exist
+    probs = rng.dirichlet(np.ones(7), 400)
+    single = compute_metrics(y, probs, [f"c{i}" for i in range(7)])
+    assert _figures(single) == {m.name for m in catalogue() if m.kind in ("any", "single-label")}
+    ym = rng.random((200, 4)) < 0.3
+    multi = compute_metrics(ym, rng.random((200, 4)), [f"c{i}" for i in range(4)])
+    assert _figures(multi) == {m.name for m in catalogue() if m.kind in ("any", "multi-label")}
+    for m in catalogue():  # a share is in [0, 1] wherever it is computed
+        for figures in (single, multi):
+            if m.share and m.name in figures:
+                assert 0 <= figures[m.name] <= 1, m.name
+
+
+def test_a_metric_registered_without_its_catalogue_row_is_refused():
+    from cnnlab.evaluate.metrics import register_metric
+
+    with pytest.raises(KeyError, match="no metric named 'nowhere'"):
+        register_metric("nowhere")
+
+
+def test_the_monitorable_metrics_and_their_directions_come_from_the_catalogue():
+    from cnnlab.core.metrics import catalogue
+    from cnnlab.core.monitor import direction, monitorable
+
+    for m in catalogue():
+        if m.name != "accuracy":
+            assert m.name in monitorable() and direction(f"val_{m.name}") == m.direction
+    assert direction("val_acc") == "max" and direction("train_loss") == "min"

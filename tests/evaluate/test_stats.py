@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
+from cnnlab.evaluate.bootstrap import accuracy_f1_intervals, mean_interval, paired_bootstrap
 from cnnlab.evaluate.stats import (
     accuracy_interval,
     compare_predictions,
+    corrected_resampled_t,
     macro_f1,
     map_interval,
     mcnemar_exact,
     mean_average_precision,
     minimum_detectable_difference,
-    paired_bootstrap,
     paired_map_test,
     seeded_paired_test,
 )
@@ -123,7 +124,6 @@ def test_the_corrected_resampled_t_test_rejects_equal_models_over_5x2_folds_in_a
     from scipy.stats import ttest_1samp
 
     from cnnlab.data.split import kfold_indices
-    from cnnlab.workflows.cv.folds import corrected_resampled_t
 
     rng = np.random.default_rng(6)
     labels = np.repeat(np.arange(2), 500)
@@ -247,3 +247,64 @@ def test_the_accuracy_interval_covers_the_true_accuracy_about_95_percent_of_the_
         covered = np.mean([lo <= p <= hi for lo, hi in (accuracy_interval(int(k), n) for k in hits)])
         assert 0.92 <= covered <= 0.985, (n, p, covered)
     assert accuracy_interval(10, 10)[1] == 1.0 and accuracy_interval(0, 0) == [0.0, 1.0]
+
+
+def test_the_bootstrap_interval_of_a_mean_covers_the_true_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(11)
+    covered = sum(
+        (lambda lo_hi: lo_hi[0] <= 0.8 <= lo_hi[1])(mean_interval(_correct(rng, 400, 0.8), int(rng.integers(1 << 30))))
+        for _ in range(100)
+    )
+    assert covered >= 88, covered
+    assert mean_interval([0.7]) == [0.7, 0.7] and mean_interval([0.5, 0.5, 0.5]) == [0.5, 0.5]
+
+
+def test_the_accuracy_and_macro_f1_intervals_hold_the_figures_and_cover_the_true_accuracy():
+    rng = np.random.default_rng(12)
+    covered = 0
+    for _ in range(60):
+        y = rng.integers(0, 4, 400)
+        p = np.where(_correct(rng, 400, 0.7), y, (y + 1) % 4)
+        r = accuracy_f1_intervals(y, p, 4, seed=int(rng.integers(1 << 30)), draws=400)
+        assert r["accuracy"]["value"] == pytest.approx((y == p).mean())
+        assert r["macro_f1"]["value"] == pytest.approx(f1_score(y, p, labels=np.unique(y), average="macro"))
+        lo, hi = r["macro_f1"]["ci95"]
+        assert lo <= r["macro_f1"]["value"] <= hi
+        covered += r["accuracy"]["ci95"][0] <= 0.7 <= r["accuracy"]["ci95"][1]
+    assert covered >= 51, covered
+
+
+def test_the_paired_accuracy_test_rejects_equal_models_in_at_most_7_percent_and_its_interval_covers_the_gap():
+    from cnnlab.evaluate.stats import paired_accuracy
+
+    rng = np.random.default_rng(13)
+    rejected = covered = 0
+    for _ in range(200):
+        hard = rng.random(600) < 0.3  # shared per-image difficulty: the two models' errors are correlated
+        a = np.where(hard, rng.random(600) < 0.4, rng.random(600) < 0.95)
+        b = np.where(hard, rng.random(600) < 0.4, rng.random(600) < 0.95)
+        t = paired_accuracy(a, b, seed=int(rng.integers(1 << 30)), draws=300)
+        rejected += t["p"] < 0.05
+        covered += t["ci95"][0] <= 0.0 <= t["ci95"][1]
+    assert rejected / 200 <= 0.07 and covered / 200 >= 0.88, (rejected, covered)
+
+
+def test_every_bootstrap_and_every_test_lives_in_evaluate():
+    """One copy of each statistic: no module outside cnnlab.evaluate draws resamples, computes a
+    percentile interval or calls a test distribution of scipy's."""
+    import re
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src" / "cnnlab"
+    pattern = re.compile(
+        r"scipy\.stats import .*\b(bootstrap|wilcoxon|t as|ttest|binomtest|norm|permutation_test)\b"
+        r"|np\.percentile\(|np\.nanpercentile\(|\.integers\(0, n(, \(|\)| ,)"
+    )
+    found = [
+        f"{p.relative_to(src)}:{i}"
+        for p in src.rglob("*.py")
+        if "evaluate" not in p.parts
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not found, f"statistics outside cnnlab.evaluate (use evaluate/stats.py or evaluate/bootstrap.py): {found}"

@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import Any
 
+from cnnlab.core.metrics import catalogue
+
 __all__ = ["format_metrics_table", "format_report", "progress_wanted"]
 
 
@@ -18,7 +20,8 @@ def progress_wanted(args: argparse.Namespace) -> bool:
 def format_metrics_table(m: dict[str, Any], title: str = "") -> str:
     """A plain-text table of per-class metrics and the summary figures."""
     names = list(m["per_class"])
-    w = max([len(n) for n in names] + [len("weighted avg")])
+    rows = [(r.name, r.label) for r in catalogue() if r.name != "accuracy" and m.get(r.name) is not None]
+    w = max([len(n) for n in names] + [len("weighted avg")] + [len(label) for _, label in rows])
     if title and str(m.get("weights", "")).startswith("EMA"):  # train.ema: say whose figures these are
         title = f"{title.removesuffix(':')} ({m['weights']}):"
     lines = [title] if title else []
@@ -28,22 +31,7 @@ def format_metrics_table(m: dict[str, Any], title: str = "") -> str:
         lines.append(f"{n:<{w}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:.4f}  {c['support']:7d}")
     lines.append("")
     lines.append(f"{'accuracy':<{w}}  {m['accuracy']:.4f}   ({m['num_samples']} images)")
-    for key, label in (
-        ("balanced_accuracy", "balanced acc"),
-        ("top3_accuracy", "top-3 acc"),
-        ("macro_f1", "macro F1"),
-        ("weighted_f1", "weighted F1"),
-        ("weighted_auc", "weighted AUC"),
-        ("weighted_area_ratio", "weighted AR"),
-        ("log_loss", "log loss"),
-        ("ece", "ECE"),
-        ("subset_of_truth_accuracy", "seed-003 acc"),
-        ("hamming_loss", "Hamming loss"),
-        ("micro_f1", "micro F1"),
-        ("mean_average_precision", "mAP"),
-    ):
-        if m.get(key) is not None:
-            lines.append(f"{label:<{w}}  {m[key]:.4f}")
+    lines += [f"{label:<{w}}  {m[key]:.4f}" for key, label in rows]
     if m.get("absent_classes"):
         lines.append(f"(F1 averaged over the classes present; absent from this data: {', '.join(m['absent_classes'])})")
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from pydantic import (
 
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
-from cnnlab.core.monitor import MONITORABLE
+from cnnlab.core.monitor import monitorable
 from cnnlab.core.registry import did_you_mean
 
 
@@ -419,9 +419,9 @@ class TrainConfig(_Section):
     @field_validator("monitor")
     @classmethod
     def _known_monitor(cls, v: str) -> str:
-        if v in ("train_loss", "train_acc") or (v.startswith("val_") and v.removeprefix("val_") in MONITORABLE):
+        if v in ("train_loss", "train_acc") or (v.startswith("val_") and v.removeprefix("val_") in monitorable()):
             return v
-        raise ValueError(f"choose val_<metric> with metric one of {', '.join(MONITORABLE)}, or train_loss/train_acc")
+        raise ValueError(f"choose val_<metric> with metric one of {', '.join(monitorable())}, or train_loss/train_acc")
 
     @model_validator(mode="after")
     def _accumulate_or_micro_batch(self) -> TrainConfig:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from cnnlab.core.metrics import catalogue, metric
 
 
 def _sk() -> Any:
@@ -209,9 +211,37 @@ def compute_metrics(
         out = compute_metrics(y_true, probs, classes, present)
         out["non_finite_predictions"] = int(bad.sum())
         return out
-    if np.asarray(y_true).ndim == 2:
-        return multilabel_metrics(y_true, probs, classes)
-    return classification_metrics(y_true, probs, classes, present)
+    multilabel = np.asarray(y_true).ndim == 2
+    out = (
+        multilabel_metrics(y_true, probs, classes)
+        if multilabel
+        else classification_metrics(y_true, probs, classes, present)
+    )
+    for row in catalogue():  # a metric added by its function (registered below) and its catalogue row
+        if row.name in REGISTERED and row.kind in ("any", "multi-label" if multilabel else "single-label"):
+            out[row.name] = REGISTERED[row.name](y_true, probs)
+    return out
+
+
+MetricFunction = Callable[[np.ndarray, np.ndarray], "float | None"]
+# name → function (labels, probabilities) → figure: the scalar metrics beyond the built-in ones that
+# classification_metrics and multilabel_metrics compute together (they share one confusion matrix)
+REGISTERED: dict[str, MetricFunction] = {}
+
+
+def register_metric(name: str) -> Callable[[MetricFunction], MetricFunction]:
+    """Decorator: ``fn(y_true, probs)`` computes catalogue metric ``name`` on every split from now on.
+
+    Raises:
+        KeyError: ``name`` has no row in the catalogue (cnnlab.core.metrics): add the row first.
+    """
+    metric(name)
+
+    def add(fn: MetricFunction) -> MetricFunction:
+        REGISTERED[name] = fn
+        return fn
+
+    return add
 
 
 def cumulative_gains(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,10 +7,12 @@ tests/evaluate/test_stats.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from cnnlab.evaluate.bootstrap import DRAWS, bootstrap_weights, mean_interval, paired_bootstrap, percentile_interval
 
 __all__ = [
     "accuracy_interval",
@@ -19,7 +21,9 @@ __all__ = [
     "macro_f1",
     "mcnemar_exact",
     "minimum_detectable_difference",
-    "paired_bootstrap",
+    "corrected_resampled_t",
+    "paired_accuracy",
+    "fold_differences",
     "seeded_paired_test",
 ]
 
@@ -61,32 +65,6 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
     return float(f1[present].mean()) if present.any() else 0.0
 
 
-def paired_bootstrap(
-    y: np.ndarray,
-    pred_a: np.ndarray,
-    pred_b: np.ndarray,
-    metric: Callable[[np.ndarray, np.ndarray], float],
-    seed: int = 0,
-    draws: int = 2000,
-) -> tuple[float, float]:
-    """95 % interval of metric(B) − metric(A), resampling the images (the same ones for both)."""
-    from scipy.stats import bootstrap
-
-    def diff(idx: np.ndarray) -> float:
-        i = idx.astype(int)
-        return metric(y[i], pred_b[i]) - metric(y[i], pred_a[i])
-
-    res = bootstrap(
-        (np.arange(len(y)),),
-        diff,
-        vectorized=False,
-        n_resamples=draws,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
 def minimum_detectable_difference(n: int, discordant: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """The smallest accuracy difference McNemar's test on ``n`` images detects with ``power`` at
     level ``alpha``, when a fraction ``discordant`` of the images is right for one model only
@@ -118,7 +96,7 @@ def compare_predictions(y: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray,
         "accuracy_a": float(ca.mean()),
         "accuracy_b": float(cb.mean()),
         "accuracy_difference": float(cb.mean() - ca.mean()),
-        "accuracy_ci95": paired_bootstrap(y, pa, pb, lambda t, p: float((t == p).mean()), seed),
+        "accuracy_ci95": tuple(mean_interval(cb.astype(float) - ca.astype(float), seed, 2000)),
         "macro_f1_difference": macro_f1(y, pb, k) - macro_f1(y, pa, k),
         "macro_f1_ci95": paired_bootstrap(y, pa, pb, lambda t, p: macro_f1(t, p, k), seed),
         "mcnemar": mc,
@@ -153,6 +131,48 @@ def agreement(y: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) -> dict[s
         "ensemble_ci95": accuracy_interval(int(ce.sum()), n),
         "only_a": np.flatnonzero(ca & ~cb).tolist(),
         "only_b": np.flatnonzero(~ca & cb).tolist(),
+    }
+
+
+def paired_accuracy(right_a: np.ndarray, right_b: np.ndarray, seed: int = 0, draws: int = DRAWS) -> dict[str, Any]:
+    """Accuracy difference A − B on the same images (``right_x``: True where that model is right): its
+    95 % paired bootstrap interval and McNemar's exact test on the images only one of them gets right."""
+    a, b = np.asarray(right_a, bool), np.asarray(right_b, bool)
+    diff = a.astype(float) - b.astype(float)
+    mc = mcnemar_exact(a, b)
+    return {
+        "difference": float(diff.mean()) if len(diff) else 0.0,
+        "ci95": mean_interval(diff, seed, draws) if len(diff) else [0.0, 0.0],
+        "p": mc["p"],
+        "mcnemar": mc,
+    }
+
+
+def corrected_resampled_t(differences: np.ndarray, test_train_ratio: float) -> dict[str, float]:
+    """Nadeau & Bengio's (2003) corrected resampled t-test of the mean of J fold differences: the
+    folds share training images, so the variance is inflated by n_test/n_train beside 1/J. Written
+    by hand (a one-line correction of the t statistic; scipy has the t distribution)."""
+    from scipy.stats import t as student_t
+
+    d = np.asarray(differences, float)
+    j = len(d)
+    var = float(d.var(ddof=1)) if j > 1 else 0.0
+    if j < 2 or var == 0:
+        return {"t": float("nan"), "p": 1.0 if np.allclose(d, 0) else 0.0, "df": j - 1}
+    tstat = float(d.mean() / np.sqrt((1 / j + test_train_ratio) * var))
+    return {"t": tstat, "p": float(2 * student_t.sf(abs(tstat), j - 1)), "df": j - 1}
+
+
+def fold_differences(differences: Sequence[float] | np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """Fold-by-fold differences of one metric: their mean, a 95 % bootstrap interval of it and the
+    two-sided Wilcoxon signed-rank p-value (scipy's)."""
+    from scipy.stats import wilcoxon
+
+    d = np.asarray(differences, float)
+    return {
+        "mean_difference": float(d.mean()),
+        "ci95": mean_interval(d, seed, 10_000),
+        "wilcoxon_p": 1.0 if np.allclose(d, 0) else float(wilcoxon(d).pvalue),
     }
 
 
@@ -273,7 +293,7 @@ def paired_map_test(
     boot = mean_average_precision(y, a, draws) - mean_average_precision(y, b, draws)
     return {
         "difference": float(gap(a, b, axis=0)),
-        "ci95": [float(np.nanpercentile(boot, 2.5)), float(np.nanpercentile(boot, 97.5))],
+        "ci95": percentile_interval(boot),
         "p": float(test.pvalue),
         "test": f"paired permutation test of mAP ({resamples} random swaps of the two models' scores per image)",
     }
@@ -281,10 +301,4 @@ def paired_map_test(
 
 def map_interval(y: np.ndarray, scores: np.ndarray, seed: int = 0, draws: int = 1000) -> list[float]:
     """95 % percentile bootstrap interval of mAP over the images."""
-    values = mean_average_precision(y, scores, bootstrap_weights(len(y), draws, np.random.default_rng(seed)))
-    return [float(np.nanpercentile(values, 2.5)), float(np.nanpercentile(values, 97.5))]
-
-
-def bootstrap_weights(n: int, draws: int, rng: np.random.Generator) -> np.ndarray:
-    """(draws, n): how many times each of ``n`` items is drawn in each bootstrap resample."""
-    return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(draws)])
+    return percentile_interval(mean_average_precision(y, scores, bootstrap_weights(len(y), draws, seed)))

@@ -21,6 +21,7 @@ from PIL import Image
 
 from cnnlab import __version__
 from cnnlab.core.atomic import atomic_write_text
+from cnnlab.core.metrics import catalogue
 from cnnlab.core.schema import flatten_config
 from cnnlab.evaluate import plots
 from cnnlab.evaluate.metrics import reliability
@@ -226,15 +227,9 @@ def _report_page(
 
 def _summary_section(pg: _Page) -> list[dict[str, str]]:
     metrics, info, params = pg.metrics, pg.info, pg.params
-    kpis = [("accuracy", metrics["accuracy"]), ("macro F1", metrics["macro_f1"])]
-    for key, label in (
-        ("balanced_accuracy", "balanced accuracy"),
-        ("weighted_auc", "weighted AUC"),
-        ("mean_average_precision", "mAP"),
-        ("subset_of_truth_accuracy", "seed-003 accuracy"),
-    ):
-        if metrics.get(key) is not None:
-            kpis.append((label, metrics[key]))
+    kpis: list[tuple[str, Any]] = [
+        (m.label, metrics[m.name]) for m in catalogue() if m.headline and metrics.get(m.name) is not None
+    ]
     kpis += [
         ("parameters", f"{params.get('total', 0):,}"),
         ("run time", f"{info.get('total_seconds', info.get('train_seconds', 0))} s"),

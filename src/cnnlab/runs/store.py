@@ -20,6 +20,7 @@ import yaml
 from cnnlab.checkpoints import load_weights_file
 from cnnlab.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from cnnlab.core.errors import CnnlabError, DiskError
+from cnnlab.core.metrics import headline, shares
 from cnnlab.core.schema import build_config
 from cnnlab.core.yamlio import read_yaml_file
 from cnnlab.runs.lock import RunLock, RunState, now
@@ -49,7 +50,6 @@ def _number(text: str) -> Any:
 
 
 OBJECT_FILES = ("run.json", "metrics.json", "dataset.json", "split.json")  # each holds one JSON object
-SHARES = ("accuracy", "macro_f1", "balanced_accuracy", "weighted_f1", "top3_accuracy", "top5_accuracy")
 
 
 def _damaged(path: Path, what: str) -> CnnlabError:
@@ -62,7 +62,7 @@ def _whole(v: Any) -> bool:
 
 def _check_metrics(path: Path, m: dict[str, Any]) -> None:
     """metrics.json as cnnlab writes it: shares in [0, 1], numbers where numbers go."""
-    for key in SHARES:
+    for key in shares():
         v = m.get(key)
         if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1):
             raise _damaged(path, f"{key} is {v!r}, not a share between 0 and 1")
@@ -445,12 +445,12 @@ class RunFolder:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def headline_metrics(self) -> dict[str, Any]:
-        """Split, accuracy, macro-F1 and top-5 accuracy from metrics.json ({} before it exists): what an
+        """The split and the catalogue's headline figures from metrics.json ({} before it exists): what an
         exported model's metadata and a service's /info show of the run."""
         if not self.metrics_json.is_file():
             return {}
         m = self.read_json(self.metrics_json)
-        return {k: m[k] for k in ("split", "accuracy", "macro_f1", "top5_accuracy") if k in m}
+        return {k: m[k] for k in ("split", *headline()) if m.get(k) is not None}
 
     def read_json(self, path: Path) -> Any:
         """A run file's JSON, checked for what cnnlab writes there (run.json, metrics.json,

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.metrics import headline
 from cnnlab.data.pipeline import PreparedData
 from cnnlab.evaluate.metrics import (
     compute_metrics,
@@ -171,8 +172,7 @@ def evaluate_checkpoint(
         finally:
             predictor.tta = plain_tta
         with_tta = compute_metrics(y, predictor.probabilities(zt).numpy(), data.classes)
-        keys = ("accuracy", "macro_f1", "balanced_accuracy", "log_loss", "ece", "subset_accuracy", "micro_f1")
-        metrics["tta"] = {"views": tta, **{k: with_tta[k] for k in keys if k in with_tta}}
+        metrics["tta"] = {"views": tta, **{k: with_tta[k] for k in headline() if with_tta.get(k) is not None}}
     if data.multilabel and split != "val" and len(data.splits["val"]):
         vz, vy = logits_of("val")
         thresholds = tune_thresholds(vy.numpy(), predictor.probabilities(vz).numpy())
@@ -210,9 +210,8 @@ def _without_copies(data: PreparedData, split: str, y: np.ndarray, probs: np.nda
         keep = np.asarray([int(i) not in copies for i in data.splits[split]])
         if keep.any():
             clean = compute_metrics(y[keep], probs[keep], data.classes)
-            keys = ("accuracy", "macro_f1", "balanced_accuracy", "subset_accuracy", "micro_f1")
             out["without_copies"] = {"images": int(keep.sum()), "left_out": int((~keep).sum())}
-            out["without_copies"].update({k: clean[k] for k in keys if k in clean})
+            out["without_copies"].update({k: clean[k] for k in headline() if clean.get(k) is not None})
     return out
 
 

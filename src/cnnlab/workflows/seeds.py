@@ -16,13 +16,13 @@ import numpy as np
 
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.metrics import headline
 from cnnlab.core.schema import Config
 from cnnlab.reports.run import _render, table
 from cnnlab.runs.group import RunGroup
 from cnnlab.runs.store import RunFolder
 
 __all__ = [
-    "SUMMARISED",
     "correct_matrix",
     "read_seeds",
     "seed_config",
@@ -34,16 +34,6 @@ __all__ = [
     "write_page",
 ]
 
-SUMMARISED = (
-    "accuracy",
-    "macro_f1",
-    "balanced_accuracy",
-    "weighted_auc",
-    "log_loss",
-    "ece",
-    "subset_of_truth_accuracy",
-    "mean_average_precision",
-)
 MAX_SEED = 2**32 - 1
 
 
@@ -98,7 +88,7 @@ def summarise(out: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
                 "seed": s,
                 "run": run.path.name,
                 "best_epoch": m.get("best_epoch"),
-                "metrics": {k: m[k] for k in SUMMARISED if m.get(k) is not None},
+                "metrics": {k: m[k] for k in headline() if m.get(k) is not None},
             }
         )
         splits.add(run.test_split_id())
@@ -107,7 +97,7 @@ def summarise(out: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
             f"the seeds in {str(out)!r} were tested on different images ({', '.join(sorted(splits))}): "
             "a seed group shares one data.split_seed; start it again with --overwrite"
         )
-    keys = [k for k in SUMMARISED if all(k in r["metrics"] for r in rows)]
+    keys = [k for k in headline() if all(k in r["metrics"] for r in rows)]
     return {
         "runs": rows,
         "summary": {k: spread([r["metrics"][k] for r in rows]) for k in keys},

@@ -21,7 +21,7 @@ import torch
 from cnnlab import __version__
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError, DiskError
-from cnnlab.core.monitor import MONITORABLE
+from cnnlab.core.monitor import monitorable
 from cnnlab.core.schema import Config, build_config
 from cnnlab.data.pipeline import PreparedData, prepare_data
 from cnnlab.evaluate.plots import plot_confusion, plot_lr_find
@@ -535,7 +535,7 @@ def _finish_trackers(o: OpenRun, metrics: dict[str, Any]) -> None:
 
 def _check_monitor(monitor: str, multilabel: bool) -> None:
     """A monitored metric must exist for this kind of data: found before the run folder is made."""
-    kind = MONITORABLE.get(monitor.removeprefix("val_").removeprefix("train_"), ("any", ""))[0]
+    kind = monitorable().get(monitor.removeprefix("val_").removeprefix("train_"), ("any", ""))[0]
     if kind != "any" and (kind == "multi-label") != multilabel:
         raise CnnlabError(
             f"train.monitor {monitor!r} is defined for {kind} data; this dataset is "

@@ -23,7 +23,7 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.core.hosts import allowed_hosts, check_bind, host_name
 from cnnlab.runs.paired import paired_runs
 from cnnlab.runs.store import RunFolder, read_table
-from cnnlab.workflows.board.index import Index, flat_config, json_object
+from cnnlab.workflows.board.index import Index, flat_config, json_object, metric_columns
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _add_api_routes(app: Any, watcher: Watcher) -> None:
             entries = list(watcher.index.entries.values())
             version = watcher.index.version
         return {"root": str(watcher.index.root), "version": version, "entries": entries,
-                "scan_ms": round(watcher.index.scan_seconds * 1000, 1)}  # fmt: skip
+                "metrics": metric_columns(), "scan_ms": round(watcher.index.scan_seconds * 1000, 1)}  # fmt: skip
 
     @app.get("/api/run")
     def run(path: str) -> Any:

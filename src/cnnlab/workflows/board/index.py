@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.metrics import catalogue, headline
 from cnnlab.core.schema import flatten_config
 from cnnlab.core.yamlio import read_yaml_file
 from cnnlab.runs.store import MARKER, RunFolder, read_table
@@ -146,6 +147,17 @@ def flat_config(run: RunFolder) -> dict[str, Any]:
     return flatten_config(tree) if isinstance(tree, dict) else {}
 
 
+def metric_columns() -> list[dict[str, Any]]:
+    """The board's metric columns: the catalogue's headline rows (name, label, direction, ...), served
+    with the index so that the page draws whatever the catalogue holds."""
+    return [m.as_json() for m in catalogue() if m.headline]
+
+
+def headline_figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The catalogue's headline figures that ``metrics`` holds as numbers (the board's columns)."""
+    return {k: metrics[k] for k in headline() if isinstance(metrics.get(k), (int, float))}
+
+
 def _read_run(path: Path) -> dict[str, Any]:
     run = RunFolder(path)
     state = run.state()
@@ -162,7 +174,8 @@ def _read_run(path: Path) -> dict[str, Any]:
         "config": {k: config.get(k) for k in KEY_FIELDS if k in config},
         "epochs_done": len(history),
         "best_val_acc": max(vals) if vals else None,
-        "test_accuracy": metrics.get("accuracy"),
+        "split": metrics.get("split"),
+        "metrics": headline_figures(metrics),
         "seconds": info.get("total_seconds") or info.get("train_seconds"),
         "report": (path / "report.html").is_file(),
     }
@@ -172,12 +185,13 @@ def _read_group(kind: str, path: Path) -> dict[str, Any]:
     state = json_object(path / {"study": "study.json", "cv": "cv.json", "sweep": "sweep.json"}[kind])
     out: dict[str, Any] = {"status": state.get("status", "running" if kind == "sweep" else "new"), "config": {}}
     if kind == "cv":
-        acc = (state.get("summary") or {}).get("accuracy") or {}
-        out.update(model=state.get("model"), data=state.get("data"), best_val_acc=acc.get("mean"))
+        means = {k: v.get("mean") for k, v in (state.get("summary") or {}).items() if isinstance(v, dict)}
+        out.update(model=state.get("model"), data=state.get("data"), best_val_acc=means.get("accuracy"))
+        out.update(split="out-of-fold", metrics=headline_figures(means))
     elif kind == "study":
         summ = state.get("summary") or {}
         out.update(model=summ.get("winner"), data=state.get("data"))
-        out["test_accuracy"] = (summ.get("winner_test") or {}).get("accuracy")
+        out.update(split="test", metrics=headline_figures(summ.get("winner_test") or {}))
     else:
         out.update(model=None, data=None, best_val_acc=(state.get("best") or {}).get("value"))
         if state:

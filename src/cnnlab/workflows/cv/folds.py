@@ -12,37 +12,21 @@ import numpy as np
 
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.metrics import headline
 from cnnlab.core.schema import Config, flatten_config
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.data.split import grouped_split, kfold_indices, stratified_split
-from cnnlab.evaluate.stats import mcnemar_exact
+from cnnlab.evaluate.bootstrap import mean_interval
+from cnnlab.evaluate.stats import corrected_resampled_t, fold_differences, mcnemar_exact
 from cnnlab.models import get_spec
 from cnnlab.reports.run import _render, table
 from cnnlab.runs.group import RunGroup
 from cnnlab.runs.store import RunFolder, now
 from cnnlab.workflows.cv.audit import audit_labels
-from cnnlab.workflows.seeds import SUMMARISED, seed_config, seed_list
+from cnnlab.workflows.seeds import seed_config, seed_list
 from cnnlab.workflows.training import train_or_resume
 
 log = logging.getLogger(__name__)
-
-
-def bootstrap_interval(values: Sequence[float] | np.ndarray, seed: int = 0, draws: int = 10_000) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean (scipy.stats.bootstrap; one value: itself)."""
-    from scipy.stats import bootstrap
-
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2 or np.allclose(v, v[0]):
-        return float(v.mean()), float(v.mean())
-    res = bootstrap(
-        (v,),
-        np.mean,
-        n_resamples=draws,
-        confidence_level=0.95,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def _fold_splits(cfg: Config, folds: int, repeats: int, progress: bool) -> tuple[list[dict[str, Any]], int, Any]:
@@ -145,7 +129,7 @@ def cross_validate(
             if train_or_resume(fold_cfg, callbacks=callbacks, progress=progress, splits=plan["splits"]) is None:
                 log.info("cv: %s already finished", name)
             metrics = run.read_json(run.metrics_json)
-            per_seed.append({k: metrics[k] for k in SUMMARISED if metrics.get(k) is not None})
+            per_seed.append({k: metrics[k] for k in headline() if metrics.get(k) is not None})
         if on_fold is not None:
             on_fold(n, group.run(names[0]))
         keys = [k for k in per_seed[0] if all(k in m for m in per_seed)]
@@ -211,10 +195,10 @@ def _check_same_plan(group: RunGroup, saved: dict[str, Any], asked: dict[str, An
 
 def _summary(cfg: Config, folds: int, repeats: int, held_out: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
     stats = {}
-    for k in SUMMARISED:
+    for k in headline():
         vals = [r["metrics"][k] for r in rows if k in r["metrics"]]
         if len(vals) == len(rows):
-            lo, hi = bootstrap_interval(vals, cfg.train.seed)
+            lo, hi = mean_interval(vals, cfg.train.seed, 10_000)
             stats[k] = {
                 "mean": float(np.mean(vals)),
                 "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
@@ -263,7 +247,6 @@ def read_cv(path: str | Path) -> dict[str, Any] | None:
 def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accuracy") -> dict[str, Any]:
     """Fold-by-fold differences b − a of ``metric``, their mean with a 95 % bootstrap interval and a
     Wilcoxon signed-rank p-value (two-sided). The folds must be the same (same data, split seed, K, R)."""
-    from scipy.stats import wilcoxon
 
     def fold_key(cv: dict[str, Any], key: str) -> Any:  # CVs before data.split_seed made folds with train.seed
         return cv.get("split_seed", cv.get("seed")) if key == "split_seed" else cv.get(key)
@@ -280,8 +263,7 @@ def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accur
     if not names:
         raise CnnlabError(f"no fold of both CVs has {metric!r}")
     diff = np.asarray([fb[n] - fa[n] for n in names])
-    lo, hi = bootstrap_interval(diff, a["seed"])
-    p = 1.0 if np.allclose(diff, 0) else float(wilcoxon(diff).pvalue)
+    test = fold_differences(diff, a["seed"])
     rows = {r["name"]: r for r in a["runs"]}
     ratio = float(np.mean([rows[n]["images"] / max(rows[n].get("train_images") or 1, 1) for n in names]))
     return {
@@ -292,9 +274,7 @@ def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accur
         "a_values": [fa[n] for n in names],
         "b_values": [fb[n] for n in names],
         "differences": diff.tolist(),
-        "mean_difference": float(diff.mean()),
-        "ci95": [lo, hi],
-        "wilcoxon_p": p,
+        **test,
         "corrected_t": corrected_resampled_t(diff, ratio) if "train_images" in rows[names[0]] else None,
         # with seeds a fold's figure is a mean over models: the corrected t-test over folds is the test
         "pooled_mcnemar": _pooled_mcnemar(a, b)
@@ -303,21 +283,6 @@ def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accur
         "seed_sd_a": a.get("seed_sd", {}).get(metric),
         "seed_sd_b": b.get("seed_sd", {}).get(metric),
     }
-
-
-def corrected_resampled_t(differences: np.ndarray, test_train_ratio: float) -> dict[str, float]:
-    """Nadeau & Bengio's (2003) corrected resampled t-test of the mean of J fold differences: the
-    folds share training images, so the variance is inflated by n_test/n_train beside 1/J. Written
-    by hand (a one-line correction of the t statistic; scipy has the t distribution)."""
-    from scipy.stats import t as student_t
-
-    d = np.asarray(differences, float)
-    j = len(d)
-    var = float(d.var(ddof=1)) if j > 1 else 0.0
-    if j < 2 or var == 0:
-        return {"t": float("nan"), "p": 1.0 if np.allclose(d, 0) else 0.0, "df": j - 1}
-    tstat = float(d.mean() / np.sqrt((1 / j + test_train_ratio) * var))
-    return {"t": tstat, "p": float(2 * student_t.sf(abs(tstat), j - 1)), "df": j - 1}
 
 
 def _pooled_mcnemar(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:

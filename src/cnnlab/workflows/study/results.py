@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnlab.core.atomic import atomic_write_bytes
-from cnnlab.evaluate.stats import agreement, holm, map_interval, mcnemar_exact, paired_map_test, seeded_paired_test
+from cnnlab.evaluate.bootstrap import DRAWS, accuracy_f1_intervals, mean_interval
+from cnnlab.evaluate.stats import agreement, holm, map_interval, paired_accuracy, paired_map_test, seeded_paired_test
 from cnnlab.inference.predictor import Predictor
 from cnnlab.reports.run import read_csv, top_confused
 from cnnlab.runs.data import load_run_data
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from cnnlab.workflows.study.plan import Candidate
     from cnnlab.workflows.study.state import Study
 
-DRAWS = 1000
 OVERFIT_GAP = 0.05  # train accuracy above validation accuracy at the best epoch
 LOSS_RISE = 0.15  # validation loss at the end above its minimum
 
@@ -321,9 +321,9 @@ def _multilabel_figures(
     are all true) and the figures at the per-class thresholds tuned on validation."""
     _, y, probs = scores
     exact = ((probs >= 0.5) == y).all(1).astype(float)
-    boot = _bootstrap_means(exact, seed)
     row["map"] = {"value": m["mean_average_precision"], "ci95": map_interval(y, probs, seed, DRAWS), "of": "test"}
-    row["accuracy"] = {"value": float(exact.mean()), "ci95": _ci(boot), "of": "test", "metric": "subset accuracy"}
+    row["accuracy"] = {"value": float(exact.mean()), "ci95": mean_interval(exact, seed, DRAWS), "of": "test",
+                       "metric": "subset accuracy"}  # fmt: skip
     row["macro_f1"] = {"value": m["macro_f1"], "ci95": None, "of": "test"}
     row["subset_of_truth_accuracy"] = m.get("subset_of_truth_accuracy")
     row["tuned_thresholds"] = m.get("tuned_thresholds")
@@ -395,61 +395,27 @@ def latency_ms(run: RunFolder, device: str, repeats: int = 15) -> float | None:
     return round(float(np.median(times)) * 1e3, 3)
 
 
-def _draws(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, (DRAWS, n))
-
-
-def _bootstrap_means(values: np.ndarray, seed: int) -> np.ndarray:
-    """The mean of ``values`` in each of ``DRAWS`` bootstrap resamples (in chunks: memory)."""
-    return np.concatenate([values[d].mean(1) for d in np.array_split(_draws(len(values), seed), 10)])
-
-
-def _acc_f1(y: np.ndarray, p: np.ndarray, k: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy and macro-F1 of each bootstrap draw (rows of ``idx``)."""
-    accs, f1s = [], []
-    for chunk in np.array_split(idx, max(1, len(idx) // 100)):
-        yy, pp = y[chunk], p[chunk]
-        accs.append((yy == pp).mean(1))
-        codes = (yy * k + pp) + (np.arange(len(chunk)) * k * k)[:, None]
-        cm = np.bincount(codes.ravel(), minlength=len(chunk) * k * k).reshape(len(chunk), k, k)
-        tp = np.diagonal(cm, axis1=1, axis2=2).astype(float)
-        denom = cm.sum(1) + cm.sum(2)
-        present = cm.sum(2) > 0  # classes with images in the draw (sklearn's macro average over labels present)
-        f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-        f1s.append((f1 * present).sum(1) / np.maximum(present.sum(1), 1))
-    return np.concatenate(accs), np.concatenate(f1s)
-
-
 def _test_intervals(rows: list[dict[str, Any]], preds: dict[str, Any], k: int, seed: int) -> None:
     """Test accuracy and macro-F1 with 95 % percentile bootstrap intervals over the test images."""
     for r in rows:
         _, y, p = preds[r["name"]]
-        idx = _draws(len(y), seed)
-        acc, f1 = _acc_f1(y, p, k, idx)
-        full_acc, full_f1 = _acc_f1(y, p, k, np.arange(len(y))[None, :])
-        r["accuracy"] = {"value": float(full_acc[0]), "ci95": _ci(acc), "of": "test"}
-        r["macro_f1"] = {"value": float(full_f1[0]), "ci95": _ci(f1), "of": "test"}
-
-
-def _ci(v: np.ndarray) -> list[float]:
-    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+        for key, figure in accuracy_f1_intervals(y, p, k, seed, DRAWS).items():
+            r[key] = {**figure, "of": "test"}
 
 
 def _paired_test(best: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...], seed: int) -> dict[str, Any]:
-    """Accuracy difference best − other on the same test images: bootstrap interval and McNemar's
-    exact test on the images only one of them gets right."""
+    """Accuracy difference best − other on the test images both scored: bootstrap interval and
+    McNemar's exact test on the images only one of them gets right."""
     ib, yb, pb = best
     io, _, po = other
     common, xb, xo = np.intersect1d(ib, io, return_indices=True)
-    right_b, right_o = pb[xb] == yb[xb], po[xo] == yb[xb]
-    diff = right_b.astype(float) - right_o.astype(float)
-    boot = _bootstrap_means(diff, seed)
-    mc = mcnemar_exact(right_b, right_o)
+    t = paired_accuracy(pb[xb] == yb[xb], po[xo] == yb[xb], seed, DRAWS)
+    mc = t["mcnemar"]
     return {
         "on": f"{len(common)} test images",
-        "difference": float(diff.mean()),
-        "ci95": _ci(boot),
-        "p": mc["p"],
+        "difference": t["difference"],
+        "ci95": t["ci95"],
+        "p": t["p"],
         "test": f"McNemar exact (best only right {mc['only_a_right']}, other only right {mc['only_b_right']})",
     }
 

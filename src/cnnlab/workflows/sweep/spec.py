@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cnnlab.core.errors import CnnlabError
-from cnnlab.core.monitor import MONITORABLE, direction
+from cnnlab.core.monitor import direction, monitorable
 from cnnlab.core.registry import did_you_mean
 from cnnlab.core.schema import Config, config_keys, no_bool_as_number, parse_duration
 from cnnlab.core.yamlio import load_yaml, read_yaml_file
@@ -251,16 +251,16 @@ def _check_objective(spec: SweepSpec, where: str) -> None:
         )
     if not name.startswith("val_"):
         name = spec.objective = f"val_{name}"
-    bare = name.removeprefix("val_")
-    if bare not in MONITORABLE:
+    bare, known = name.removeprefix("val_"), monitorable()
+    if bare not in known:
         import difflib
 
         aliases = {"accuracy": "acc", "f1": "macro_f1", "auc": "weighted_auc", "map": "mean_average_precision"}
-        close = difflib.get_close_matches(bare, [*MONITORABLE, *aliases], n=1, cutoff=0.6)
+        close = difflib.get_close_matches(bare, [*known, *aliases], n=1, cutoff=0.6)
         hint = f"; did you mean 'val_{aliases.get(close[0], close[0])}'?" if close else ""
         raise CnnlabError(
             f"{where}: objective {spec.objective!r} is not a monitorable metric; use val_ and one "
-            f"of {', '.join(MONITORABLE)}{hint}"
+            f"of {', '.join(known)}{hint}"
         )
 
 

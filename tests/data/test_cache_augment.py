@@ -21,7 +21,7 @@ from cnnlab.data.pipeline import prepare_data
 from cnnlab.data.split import kfold_indices, stratified_split
 from cnnlab.data.transforms import PCALighting, build_batch_transform, build_transform, per_image_standardize
 from cnnlab.models import create_model, get_spec
-from cnnlab.train import engines
+from cnnlab.train.engines import torch_engine
 from cnnlab.train.losses import balanced_class_weights, init_output_bias
 from cnnlab.workflows.resolve import build_config
 from tests.conftest import make_folder_dataset
@@ -142,7 +142,7 @@ def test_augmentation_runs_on_training_batches_only(tmp_path):
         },
     )
     data = prepare_data(cfg.data, get_spec("cnn"), 0, progress=False)
-    train = engines.train_loader(data, cfg, torch.device("cpu"), torch.nn.Conv2d(3, 1, 1))
+    train = torch_engine.train_loader(data, cfg, torch.device("cpu"), torch.nn.Conv2d(3, 1, 1))
     val = split_loader(data, "val", 8, torch.device("cpu"))
     assert train.transform is not None and val.transform is None
 

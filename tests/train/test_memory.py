@@ -13,7 +13,7 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.models.factory import create_model
 from cnnlab.models.ops import activation_bytes, inference_slice, predict_logits
 from cnnlab.models.transfer import bn_to_eval
-from cnnlab.train.engines import micro_batch
+from cnnlab.train.engines.torch_engine import micro_batch
 from cnnlab.train.losses import SingleLabel, balanced_class_weights
 from cnnlab.train.trainer import Trainer
 from cnnlab.workflows.resolve import build_config

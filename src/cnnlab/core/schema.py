@@ -22,6 +22,7 @@ from pydantic import (
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.monitor import monitorable
+from cnnlab.core.names import Activation, EngineName, Init, Logger, Schedule
 from cnnlab.core.registry import did_you_mean
 
 
@@ -168,10 +169,8 @@ class ModelConfig(_Section):
     dropout: float | None = Field(
         None, ge=0.0, lt=1.0, description="dropout rate of the dense head (default: the model's)"
     )
-    activation: Literal["relu", "elu", "tanh", "sigmoid", "prelu", "relu6"] | None = Field(
-        None, description="activation of models that vary it (default: the model's)"
-    )
-    init: Literal["default", "he", "xavier"] | None = Field(None, description="weight initialisation")
+    activation: Activation | None = Field(None, description="activation of models that vary it (default: the model's)")
+    init: Init | None = Field(None, description="weight initialisation")
     batch_norm: bool | None = Field(None, description="batch normalisation on/off (models that vary it)")
     options: dict[str, Any] = Field(default_factory=dict, description="other builder options, e.g. conv_bias")
     pretrained: bool = Field(True, description="load pretrained weights (pretrained models only)")
@@ -239,7 +238,7 @@ def parse_duration(value: Any) -> float:
 class TrainConfig(_Section):
     """The training loop."""
 
-    engine: str = Field("torch", description="training engine (see `cnnlab list engines`): torch or scratch (NumPy)")
+    engine: EngineName = Field("torch", description="training engine (see `cnnlab list engines`): torch or scratch")
     epochs: int = Field(
         10,
         ge=1,
@@ -280,7 +279,7 @@ class TrainConfig(_Section):
     log_every: int = Field(50, ge=1, description="steps between rows of steps.csv (per-step curves)")
     patience: int | None = Field(None, ge=1, description="early-stopping patience in epochs")
     min_delta: float = Field(0.0, ge=0, description="smallest change of the monitored metric that counts")
-    schedule: Literal["constant", "step", "cosine", "onecycle", "plateau", "exp-decay", "exponential"] = Field(
+    schedule: Schedule = Field(
         "constant",
         description="learning-rate schedule; left unset for a net trained from scratch by the "
         "torch engine, cnnlab's recipe applies: onecycle peaking at 3e-3 (unless optim.lr is set) over ~1,200 "
@@ -457,7 +456,7 @@ class RunConfig(_Section):
 
     out: str | None = Field(None, description="run folder; default runs/<model>-<data>-<time>")
     report: bool = Field(True, description="write report.html when training ends")
-    loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+    loggers: list[Logger] = Field(
         default_factory=list,
         description="experiment trackers fed each epoch and, once evaluated, the test figures, per-class F1, "
         "the confusion matrix, metrics.json and the report: tensorboard, mlflow, wandb",

@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.names import ACTIVATIONS, INITS
 
-ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid", "prelu", "relu6")
-INITS = ("default", "he", "xavier")
+# each name of core/names.py's ACTIVATIONS → its module for ``channels`` channels (a test checks the keys)
+ACTIVATION_MODULES: dict[str, Callable[[int], nn.Module]] = {
+    "relu": lambda c: nn.ReLU(inplace=True),
+    "relu6": lambda c: nn.ReLU6(inplace=True),
+    "elu": lambda c: nn.ELU(inplace=True),
+    "tanh": lambda c: nn.Tanh(),
+    "sigmoid": lambda c: nn.Sigmoid(),
+    "prelu": lambda c: nn.PReLU(c),
+}
 
 
 def make_act(name: str, channels: int = 1) -> nn.Module:
     """An activation module by name; ``prelu`` learns one slope per channel (as Keras' PReLU)."""
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "relu6":
-        return nn.ReLU6(inplace=True)
-    if name == "elu":
-        return nn.ELU(inplace=True)
-    if name == "tanh":
-        return nn.Tanh()
-    if name == "sigmoid":
-        return nn.Sigmoid()
-    if name == "prelu":
-        return nn.PReLU(channels)
-    raise CnnlabError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}")
+    if name not in ACTIVATION_MODULES:
+        raise CnnlabError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}")
+    return ACTIVATION_MODULES[name](channels)
 
 
 def init_weights(model: nn.Module, scheme: str) -> nn.Module:

@@ -35,8 +35,7 @@ from cnnlab.train import distributed
 from cnnlab.train.batchsize import auto_batch_size
 from cnnlab.train.build import build_model, check_model_fits, resolve_fine_tune, resolve_periods, resolve_recipe
 from cnnlab.train.callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress, StepLog, TimeBudget
-from cnnlab.train.engine import ENGINES, Engine
-from cnnlab.train.engines import TorchEngine
+from cnnlab.train.engines import ENGINES, Engine, TorchEngine
 from cnnlab.train.lr_find import range_test
 from cnnlab.train.trackers import Finished, check_trackers, finish_trackers, tracker_callbacks
 from cnnlab.train.trainer import autocast_dtype

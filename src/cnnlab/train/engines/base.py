@@ -1,5 +1,6 @@
 """What an engine is (the protocol the run's open and finish steps use) and the registry of engines:
-``torch`` (train/engines.py) and ``scratch`` (train/scratch_engine.py) register themselves here."""
+``torch`` (engines/torch_engine.py) and ``scratch`` (engines/scratch_engine.py) register themselves
+here, and the package's ``__init__`` imports each of them."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The ``torch`` engine: it builds the model, optimizer, loaders and its own callbacks, runs the one
 epoch loop (train/loop.py) through its Trainer's steps, exposes its state for checkpoints and
 serialises them. ``workflows/training.py`` opens and finishes a run without knowing which engine ran;
-the NumPy engine (scratch_engine.py) registers beside it."""
+the NumPy engine (engines/scratch_engine.py) registers beside it."""
 
 from __future__ import annotations
 
@@ -25,14 +25,11 @@ from cnnlab.evaluate.metrics import compute_metrics
 from cnnlab.models import count_parameters
 from cnnlab.models.ops import activation_bytes, uses_conv
 from cnnlab.models.transfer import apply_freeze
-from cnnlab.train import (
-    distributed,
-    scratch_engine,  # noqa: F401  (registers the NumPy engine beside torch)
-)
+from cnnlab.train import distributed
 from cnnlab.train.build import HeadOnlyTrainer, build_model, feature_sets, param_groups, uses_feature_cache
 from cnnlab.train.callbacks import Callback, FineTune, LRSchedule
 from cnnlab.train.ema import WeightEMA
-from cnnlab.train.engine import ENGINES
+from cnnlab.train.engines.base import ENGINES
 from cnnlab.train.losses import MultiLabel, SingleLabel, balanced_class_weights, init_output_bias
 from cnnlab.train.optim import build_optimizer, build_schedule
 from cnnlab.train.threads import ThreadPolicy

@@ -25,7 +25,7 @@ from cnnlab.scratch import layers as L
 from cnnlab.scratch import models as SM
 from cnnlab.scratch import optim as SO
 from cnnlab.train.callbacks import Callback
-from cnnlab.train.engine import ENGINES
+from cnnlab.train.engines.base import ENGINES
 from cnnlab.train.loop import run_epochs
 from cnnlab.train.losses import balanced_class_weights
 from cnnlab.train.state import LoopState

@@ -39,7 +39,7 @@ def _legible_figures(monkeypatch):
     from tests.figcheck import checked_save
 
     problems: list[str] = []
-    monkeypatch.setattr(plots, "_save", checked_save(plots.layout, problems))
+    monkeypatch.setattr(plots, "save_figure", checked_save(plots.layout, problems))
     yield problems
     assert not problems, problems
 

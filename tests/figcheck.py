@@ -45,7 +45,7 @@ def text_problems(fig, draw) -> list[str]:
 
 
 def checked_save(original_layout, problems: list[str]):
-    """A replacement for cnnlab.evaluate.plots._save that records the problems of each figure."""
+    """A replacement for cnnlab.evaluate.plots.save_figure that records the problems of each figure."""
     import matplotlib.pyplot as plt
 
     def save(fig, path, tight=True):

@@ -168,3 +168,38 @@ def test_predicting_from_a_run_loads_no_training_code_and_no_plotting(moved_run)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "LOADED []" in out.stdout, out.stdout
+
+
+def _private_imports() -> list[str]:
+    """``from cnnlab.x import _name`` anywhere in src, and ``module._name`` on a cnnlab module imported
+    by name (dunder names such as ``__version__`` are public)."""
+    found = []
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        aliases = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cnnlab"):
+                for a in node.names:
+                    if a.name.startswith("_") and not a.name.startswith("__"):
+                        found.append(f"{module}:{node.lineno} imports {node.module}.{a.name}")
+                    elif f"{node.module}.{a.name}" in MODULES:
+                        aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("cnnlab"):
+                        aliases[a.asname or a.name] = a.name
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                found.append(f"{module}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_no_private_name_is_used_across_modules():
+    found = _private_imports()
+    assert not found, "private names used outside their module (make them public or move the code): " + "; ".join(found)

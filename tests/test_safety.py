@@ -210,8 +210,8 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     run, ready = tmp_path / "t", tmp_path / "ready"
     script = LIVE.replace(
         "api.train(cfg, callbacks=[Pause()], progress=False)",
-        "from cnnlab.cli.main import _on_sigterm, main\nimport signal\n"
-        "signal.signal(signal.SIGTERM, _on_sigterm)\n"
+        "from cnnlab.cli.main import on_sigterm, main\nimport signal\n"
+        "signal.signal(signal.SIGTERM, on_sigterm)\n"
         "try:\n    api.train(cfg, callbacks=[Pause()], progress=False)\n"
         "except KeyboardInterrupt:\n    sys.exit(143)",
     )

@@ -330,7 +330,7 @@ def test_interrupted_cache_build_leaves_nothing_behind(tmp_path, monkeypatch):
     root = make_folder_dataset(tmp_path / "d", classes=2, per_class=4)
     files = scan_folder(root).files
     calls = {"n": 0}
-    real = cache._decode_one
+    real = cache.decode_one
 
     def interrupt(*args, **kwargs):
         calls["n"] += 1
@@ -338,11 +338,11 @@ def test_interrupted_cache_build_leaves_nothing_behind(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cache, "_decode_one", interrupt)
+    monkeypatch.setattr(cache, "decode_one", interrupt)
     with pytest.raises(KeyboardInterrupt):
         decode_images(files, 16, None, max_pixels=10**7, mode="disk", workers=1, progress=False)
     assert list((cache.cache_dir() / "decoded").iterdir()) == []
-    monkeypatch.setattr(cache, "_decode_one", real)
+    monkeypatch.setattr(cache, "decode_one", real)
     assert not decode_images(files, 16, None, max_pixels=10**7, mode="disk", progress=False).cache_hit
 
 

@@ -396,7 +396,7 @@ def test_the_report_draws_a_run_trained_by_steps_against_the_step(tmp_path, monk
     from cnnlab.evaluate import plots
 
     drawn = {}
-    monkeypatch.setattr(plots, "_save", lambda fig, path, tight=True: drawn.setdefault("fig", fig) and path)
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, tight=True: drawn.setdefault("fig", fig) and path)
     history = [{"epoch": str(i), "step": str(100 * i), "train_loss": "1", "val_loss": "1", "train_acc": ".5",
                 "val_acc": ".6"} for i in (1, 2, 3)]  # fmt: skip
     steps = [{"step": str(s), "loss": "1", "acc": ".5"} for s in range(10, 301, 10)]

@@ -62,7 +62,7 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _setup_logging(quiet: bool) -> None:
+def setup_logging(quiet: bool) -> None:
     logger = logging.getLogger("cnnlab")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
@@ -76,7 +76,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: the run is marked interrupted and can be resumed."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
@@ -85,9 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()  # a study's budget counts from here
     args = build_parser().parse_args(argv)
     args.started = started
-    _setup_logging(getattr(args, "quiet", False))
+    setup_logging(getattr(args, "quiet", False))
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
     try:
         return int(args.handler(args))
     except CnnlabError as e:

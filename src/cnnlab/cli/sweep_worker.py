@@ -5,7 +5,7 @@ import argparse
 import signal
 import sys
 
-from cnnlab.cli.main import Terminated, _on_sigterm, _setup_logging
+from cnnlab.cli.main import Terminated, on_sigterm, setup_logging
 from cnnlab.core.errors import CnnlabError
 from cnnlab.workflows.sweep.runner import worker_main
 
@@ -13,8 +13,8 @@ parser = argparse.ArgumentParser(prog="python -m cnnlab.cli.sweep_worker", descr
 parser.add_argument("sweep", metavar="DIR")
 parser.add_argument("--index", type=int, default=0)
 args = parser.parse_args()
-_setup_logging(False)
-signal.signal(signal.SIGTERM, _on_sigterm)
+setup_logging(False)
+signal.signal(signal.SIGTERM, on_sigterm)
 try:
     worker_main(args.sweep, args.index)
 except CnnlabError as e:

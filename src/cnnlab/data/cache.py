@@ -51,7 +51,7 @@ def file_digest(path: Path) -> str:
 ONE_READ_BYTES = 32 << 20  # files up to this size are read once into memory; larger ones are streamed twice
 
 
-def _decode_one(
+def decode_one(
     path: Path, channels: int, size: int, max_pixels: int, resample: str = "bilinear"
 ) -> tuple[np.ndarray | None, str, str]:
     """(array or None, PIL mode or the reason it failed, content digest of the file)."""
@@ -164,7 +164,7 @@ def _decode_into(
     rows = []
     for k, path in enumerate(files):
         i = start + k
-        arr, info, digest = _decode_one(path, c, size, max_pixels, resample)
+        arr, info, digest = decode_one(path, c, size, max_pixels, resample)
         if arr is None:
             rows.append((i, False, info, "", None))
             continue

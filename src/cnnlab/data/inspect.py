@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from cnnlab.core.schema import DataConfig
-from cnnlab.data.cache import _decode_one
+from cnnlab.data.cache import decode_one
 from cnnlab.data.files import FileList
 from cnnlab.data.images import open_image
 from cnnlab.data.leakage import NearDuplicateRule, fingerprints, near_duplicate_pairs
@@ -45,7 +45,7 @@ def _probe(path: Path, max_pixels: int) -> dict[str, Any]:
             info.update(format=im.format, mode=im.mode, size=f"{im.size[0]}x{im.size[1]}")
     except Exception:  # reported through the decode check below
         pass
-    arr, reason, digest = _decode_one(path, 3, PREVIEW_SIZE, max_pixels)
+    arr, reason, digest = decode_one(path, 3, PREVIEW_SIZE, max_pixels)
     info["ok"] = arr is not None
     if arr is None:
         info["reason"] = reason

@@ -24,7 +24,7 @@ def layout(fig) -> None:
         fig.tight_layout()
 
 
-def _save(fig, path: Path, tight: bool = True) -> Path:
+def save_figure(fig, path: Path, tight: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if tight:
@@ -45,7 +45,7 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggestion: floa
         ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.2e}")
         ax.legend()
     ax.set_title("learning-rate range test")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_curves(history: Sequence[dict], path: Path, steps: Sequence[dict] = (), title: str = "") -> Path:
@@ -82,7 +82,7 @@ def plot_curves(history: Sequence[dict], path: Path, steps: Sequence[dict] = (),
         ax.legend()
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Path) -> Path:
@@ -93,9 +93,12 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Pa
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     k = len(classes)
     cell, font = (0.7, 8) if k <= 20 else (0.13, 7)  # numbers in the cells up to 20 classes, names only beyond
-    fig, ax = plt.subplots(figsize=(max(4.5, cell * k + 2.5), max(4, cell * 0.9 * k + 2)))
+    longest = min(max(map(len, classes), default=0), 40)
+    room = 0.06 * max(longest - 12, 0)  # inches for long names beside and under the matrix
+    fig, ax = plt.subplots(figsize=(max(4.5, cell * k + 2.5) + room, max(4, cell * 0.9 * k + 2) + room))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), classes, rotation=60 if k <= 20 else 90, ha="right" if k <= 20 else "center", fontsize=font)
+    upright = k > 20 or longest > 12  # long names slanted at 60° run into each other
+    ax.set_xticks(range(k), classes, rotation=90 if upright else 60, ha="center" if upright else "right", fontsize=font)
     ax.set_yticks(range(k), classes, fontsize=font)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -113,7 +116,7 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Pa
                 )
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title("confusion matrix (rows sum to 1)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_per_class(per_class: dict, path: Path, key: str = "f1") -> Path:
@@ -129,7 +132,7 @@ def plot_per_class(per_class: dict, path: Path, key: str = "f1") -> Path:
     ax.set_xlabel(key.upper() if len(key) <= 3 else key)
     ax.set_title(f"per-class {key}")
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gains(y_true, probs, classes: Sequence[str], path: Path) -> Path:
@@ -147,7 +150,7 @@ def plot_gains(y_true, probs, classes: Sequence[str], path: Path) -> Path:
     ax.set_ylabel("share of the class found")
     ax.set_title("cumulative gains per class" + (f" ({len(shown)} largest)" if len(shown) < len(classes) else ""))
     ax.legend(fontsize=6, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _largest_classes(y_true, k: int, limit: int = 12) -> list[int]:
@@ -175,7 +178,7 @@ def plot_roc(y_true, probs, classes: Sequence[str], path: Path) -> Path:
     ax.set_ylabel("true positive rate")
     ax.set_title("ROC, one class vs the rest")
     ax.legend(fontsize=6, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(rel: dict, path: Path, ece: float) -> Path:
@@ -189,7 +192,7 @@ def plot_reliability(rel: dict, path: Path, ece: float) -> Path:
     ax.set_ylabel("accuracy")
     ax.set_title(f"reliability diagram (ECE {ece:.3f})")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_image_grid(
@@ -235,7 +238,7 @@ def plot_image_grid(
         )
     if title:
         fig.suptitle(title, y=1 - 0.08 / height, va="top")
-    return _save(fig, path, tight=False)
+    return save_figure(fig, path, tight=False)
 
 
 def plot_feature_maps(maps: Sequence[tuple[str, object]], path: Path) -> Path:
@@ -250,7 +253,7 @@ def plot_feature_maps(maps: Sequence[tuple[str, object]], path: Path) -> Path:
                 ax.imshow(m[c], cmap="viridis")
         axes[r][0].set_title(name, fontsize=7, loc="left")
     fig.suptitle("feature maps, shallow to deep")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_deletion(
@@ -277,4 +280,4 @@ def plot_deletion(
     bx.set_ylabel("images")
     bx.set_title("model randomisation")
     bx.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -13,7 +13,7 @@ from torch import nn
 from cnnlab.checkpoints import load_weights_file
 from cnnlab.core.errors import CnnlabError
 from cnnlab.models.spec import ModelSpec, register_model
-from cnnlab.models.transfer import DenseHead, _parent_of, head_block, output_layer, replace_output_layer
+from cnnlab.models.transfer import DenseHead, head_block, output_layer, parent_of, replace_output_layer
 
 log = logging.getLogger(__name__)
 
@@ -363,7 +363,7 @@ def tv_spec(name: str) -> ModelSpec:
                 new.weight.copy_(adapt_input_conv(first.weight, in_chans))
                 if first.bias is not None:
                     new.bias.copy_(first.bias)
-            parent, attr = _parent_of(model, first)
+            parent, attr = parent_of(model, first)
             setattr(parent, attr, new)
         return model
 

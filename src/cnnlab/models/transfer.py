@@ -50,7 +50,7 @@ def head_block(model: nn.Module) -> nn.Module:
     return next((m for m in model.modules() if isinstance(m, DenseHead)), None) or output_layer(model)
 
 
-def _parent_of(model: nn.Module, target: nn.Module) -> tuple[nn.Module, str]:
+def parent_of(model: nn.Module, target: nn.Module) -> tuple[nn.Module, str]:
     for module in model.modules():
         for name, child in module.named_children():
             if child is target:
@@ -61,7 +61,7 @@ def _parent_of(model: nn.Module, target: nn.Module) -> tuple[nn.Module, str]:
 def replace_output_layer(model: nn.Module, new: nn.Module) -> nn.Module:
     """Put ``new`` where the output layer is; returns the old layer."""
     old = output_layer(model)
-    parent, name = _parent_of(model, old)
+    parent, name = parent_of(model, old)
     setattr(parent, name, new)
     return old
 
@@ -71,7 +71,7 @@ def without_output_layer(model: nn.Module, block: bool = False) -> Iterator[None
     """Temporarily replace the output layer (with ``block``, the whole :func:`head_block`) by
     identity, so the model returns its penultimate features (the backbone's features)."""
     head = head_block(model) if block else output_layer(model)
-    parent, name = _parent_of(model, head)
+    parent, name = parent_of(model, head)
     setattr(parent, name, nn.Identity())
     try:
         yield

@@ -3,9 +3,6 @@ comparison page for several runs."""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import logging
 import platform
 from collections.abc import Callable, Sequence
@@ -16,8 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from jinja2 import Environment
-from PIL import Image
 
 from cnnlab import __version__
 from cnnlab.core.atomic import atomic_write_text
@@ -25,6 +20,7 @@ from cnnlab.core.metrics import catalogue
 from cnnlab.core.schema import flatten_config
 from cnnlab.evaluate import plots
 from cnnlab.evaluate.metrics import reliability
+from cnnlab.reports.kit import Markup, Section, img_tag, join, kpis, page, pre, table, thumbnails
 from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.store import RunFolder, read_table
 
@@ -32,66 +28,19 @@ log = logging.getLogger(__name__)
 
 MAX_SAMPLE_CLASSES = 20
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
-header{background:#1d3557;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
-header p{margin:4px 0 0;opacity:.85;font-size:14px}
-main{padding:16px 32px;max-width:1200px}section{background:#fff;border-radius:8px;padding:12px 20px;margin:14px 0;
-overflow-x:auto;
-box-shadow:0 1px 3px rgba(0,0,0,.08)}h2{font-size:17px;margin:6px 0 10px;color:#1d3557}
-table{border-collapse:collapse;font-size:13px;margin:6px 0}td,th{border-bottom:1px solid #e3e6ea;padding:4px 10px;
-text-align:right}th{background:#eef1f5}td:first-child,th:first-child{text-align:left}
-img{max-width:100%;height:auto;margin:4px 0}.grid{display:flex;flex-wrap:wrap;gap:10px}
-.grid figure{margin:0;flex:1 1 420px}.kpi{display:flex;gap:14px;flex-wrap:wrap}.kpi div{background:#eef1f5;
-border-radius:6px;padding:8px 14px}.kpi b{display:block;font-size:20px}pre{background:#f1f3f5;padding:8px;
-font-size:12px;overflow:auto;max-height:320px}.warn{color:#b02a37}
-"""
-
-PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{{ css }}</style></head>
-<body><header><h1>{{ title }}</h1><p>{{ subtitle }}</p></header><main>
-{% for s in sections %}<section id="{{ s.id }}"><h2>{{ s.title }}</h2>{{ s.body }}</section>
-{% endfor %}</main></body></html>"""
-
-
-def img_tag(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-
-
-def thumbnails(images: Sequence[np.ndarray], captions: Sequence[str], side: int = 72) -> str:
-    """A wrapping grid of (C, H, W) uint8 images, each embedded as a PNG (scaled to ``side`` px,
-    nearest-neighbour for small ones) with its caption under it."""
-    cards = []
-    for img, caption in zip(images, captions):
-        arr = np.asarray(img)
-        arr = arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
-        im = Image.fromarray(np.ascontiguousarray(arr.astype(np.uint8)))
-        im = im.resize((side, side), Image.Resampling.NEAREST if im.size[0] < side else Image.Resampling.BILINEAR)
-        buf = io.BytesIO()
-        im.save(buf, "PNG")
-        data = base64.b64encode(buf.getvalue()).decode()
-        cards.append(
-            f'<figure style="margin:0;width:{side + 40}px;font-size:11px"><img src="data:image/png;base64,{data}" '
-            f'alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
-        )
-    return '<div style="display:flex;flex-wrap:wrap;gap:8px">' + "".join(cards) + "</div>"
-
 
 def agreement_section(
     agree: dict[str, Any], images: Any, classes: Sequence[str], labels: Any, most: int = 30
-) -> dict[str, str]:
+) -> Section:
     """Two runs image by image: the agreement table, κ, the oracle bound, the averaged ensemble
     with its interval, and thumbnails of the test images only A (only B) gets right."""
     (both, only_a), (only_b, neither) = agree["agreement"]
     lo, hi = agree["ensemble_ci95"]
-    body = table(["", "B right", "B wrong"], [["A right", both, only_a], ["A wrong", only_b, neither]]) + (
-        f"<p>Same prediction on {agree['same_prediction']:.1%} of the images; Cohen's κ {agree['kappa']:.3f}. "
-        f"Oracle bound (right when either run is) {agree['oracle_accuracy']:.4f}; the ensemble that averages "
-        f"the two runs' saved probabilities reaches <b>{agree['ensemble_accuracy']:.4f}</b> (95 % Wilson interval "
-        f"{lo:.4f} – {hi:.4f}).</p>"
-    )
+    body = table(["", "B right", "B wrong"], [["A right", both, only_a], ["A wrong", only_b, neither]]) + Markup(
+        "<p>Same prediction on {:.1%} of the images; Cohen's κ {:.3f}. Oracle bound (right when either run is) "
+        "{:.4f}; the ensemble that averages the two runs' saved probabilities reaches <b>{:.4f}</b> (95 % Wilson "
+        "interval {:.4f} – {:.4f}).</p>"
+    ).format(agree["same_prediction"], agree["kappa"], agree["oracle_accuracy"], agree["ensemble_accuracy"], lo, hi)
     for key, who in (("only_a", "A"), ("only_b", "B")):
         idx = [i for i in agree[key] if not isinstance(images, dict) or i in images][:most]
         if images is None or not idx:
@@ -99,31 +48,14 @@ def agreement_section(
         pics = [np.asarray(images[int(i)]) for i in idx]
         pics = [p[0] if p.ndim == 4 else p for p in pics]
         caps = [f"#{i} {classes[int(labels[int(i)])]}" for i in idx]
-        body += f"<h3>Right only for {who} ({len(agree[key])}; the first {len(idx)})</h3>" + thumbnails(pics, caps)
-    return {"id": "agreement", "title": "Image by image: where the two runs differ", "body": body}
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4f}"
-        return html.escape("" if v is None else str(v))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+        body += Markup("<h3>Right only for {} ({}; the first {})</h3>").format(who, len(agree[key]), len(idx))
+        body += thumbnails(pics, caps)
+    return Section("agreement", "Image by image: where the two runs differ", body)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     """A run's history.csv or steps.csv, checked (see :func:`cnnlab.runs.store.read_table`)."""
     return read_table(path, "step" if path.name == "steps.csv" else "epoch")
-
-
-def _render(title: str, subtitle: str, sections: list[dict[str, str]]) -> str:
-    env = Environment(autoescape=False)  # section bodies are built from escaped pieces above
-    return env.from_string(PAGE).render(
-        title=html.escape(title), subtitle=html.escape(subtitle), css=CSS, sections=sections
-    )
 
 
 def time_split(info: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -222,15 +154,15 @@ def _report_page(
         f"{pg.cfg['model']['name']} on {pg.dataset['source']} · run {run.path.name} · report written "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC by cnnlab {__version__}"
     )
-    return _render(f"cnnlab report: {run.path.name}", subtitle, sections)
+    return page(f"cnnlab report: {run.path.name}", subtitle, sections)
 
 
-def _summary_section(pg: _Page) -> list[dict[str, str]]:
+def _summary_section(pg: _Page) -> list[Section]:
     metrics, info, params = pg.metrics, pg.info, pg.params
-    kpis: list[tuple[str, Any]] = [
+    tiles: list[tuple[str, Any]] = [
         (m.label, metrics[m.name]) for m in catalogue() if m.headline and metrics.get(m.name) is not None
     ]
-    kpis += [
+    tiles += [
         ("parameters", f"{params.get('total', 0):,}"),
         ("run time", f"{info.get('total_seconds', info.get('train_seconds', 0))} s"),
         ("of which training", f"{info.get('train_seconds', 0)} s"),
@@ -238,63 +170,50 @@ def _summary_section(pg: _Page) -> list[dict[str, str]]:
     ]
     status = info.get("status")
     warn = (
-        "" if status == "completed" else f'<p class="warn">This run is {html.escape(str(status))}, not completed.</p>'
+        Markup("")
+        if status == "completed"
+        else Markup('<p class="warn">This run is {}, not completed.</p>').format(status)
     )
     note = use_sentence(pg.run.test_split_id()) if metrics.get("split") == "test" else None
     if note:
-        warn += f'<p class="warn">{html.escape(note[0].upper() + note[1:])}.</p>'
-
-    return [
-        {
-            "id": "summary",
-            "title": "Summary",
-            "body": warn
-            + '<div class="kpi">'
-            + "".join(
-                f"<div>{html.escape(k)}<b>{v:.4f}</b></div>"
-                if isinstance(v, float)
-                else f"<div>{html.escape(k)}<b>{html.escape(str(v))}</b></div>"
-                for k, v in kpis
-            )
-            + "</div>"
-            + f"<p>Evaluated on the {html.escape(metrics['split'])} split ({metrics['num_samples']} images) with the "
-            f"best checkpoint (epoch {metrics.get('best_epoch')}); stopped because: "
-            f"{html.escape(str(info.get('stop_reason', '')))}.</p>" + leakage_note(metrics.get("leakage")),
-        }
-    ]
+        warn += Markup('<p class="warn">{}.</p>').format(note[0].upper() + note[1:])
+    evaluated = Markup(
+        "<p>Evaluated on the {} split ({} images) with the best checkpoint (epoch {}); stopped because: {}.</p>"
+    ).format(metrics["split"], metrics["num_samples"], metrics.get("best_epoch"), info.get("stop_reason", ""))
+    return [Section("summary", "Summary", warn + kpis(tiles) + evaluated + leakage_note(metrics.get("leakage")))]
 
 
-def leakage_note(leak: dict[str, Any] | None) -> str:
+def leakage_note(leak: dict[str, Any] | None) -> Markup:
     """The leakage guard's finding as a paragraph: copies of training images among the evaluation
     images, and the figure without them beside the raw one ("" when it found none or did not look)."""
     if not leak or not leak.get("copies"):
-        return ""
+        return Markup("")
     rule = leak.get("rule") or {}
     found = ", ".join(f"{n} {s}" for s, n in leak["copies"].items())
     how = f"pHash within {rule.get('hash_distance')} bits, pixel correlation ≥ {rule.get('similarity')}"
     if leak.get("dropped"):
-        return (
-            f'<p class="warn">{leak["dropped"]} evaluation images ({found}) copied training images ({how}) and '
-            "were left out (--on-leak drop).</p>"
-        )
+        return Markup(
+            '<p class="warn">{} evaluation images ({}) copied training images ({}) and were left out '
+            "(--on-leak drop).</p>"
+        ).format(leak["dropped"], found, how)
     w = leak.get("without_copies")
-    text = f"{found} evaluation images are near copies of training images ({how}); see leaks.json."
+    text = Markup("{} evaluation images are near copies of training images ({}); see leaks.json.").format(found, how)
     if w:
-        text += (
-            f" Without the {w['left_out']} in this split: accuracy <b>{w['accuracy']:.4f}</b>, macro F1 "
-            f"{w['macro_f1']:.4f} on {w['images']} images (the raw figures above include them)."
-        )
-    return f'<p class="warn">{text}</p>'
+        text += Markup(
+            " Without the {} in this split: accuracy <b>{:.4f}</b>, macro F1 {:.4f} on {} images (the raw figures "
+            "above include them)."
+        ).format(w["left_out"], w["accuracy"], w["macro_f1"], w["images"])
+    return Markup('<p class="warn">{}</p>').format(text)
 
 
-def _curves_section(pg: _Page) -> list[dict[str, str]]:
+def _curves_section(pg: _Page) -> list[Section]:
     if not pg.history:
         return []
     curves = img_tag(plots.plot_curves(pg.history, pg.fig_dir / "curves.png", pg.steps), "training curves")
-    return [{"id": "curves", "title": "Training curves", "body": curves}]
+    return [Section("curves", "Training curves", curves)]
 
 
-def _metrics_section(pg: _Page) -> list[dict[str, str]]:
+def _metrics_section(pg: _Page) -> list[Section]:
     metrics, multilabel = pg.metrics, pg.multilabel
     rows = [
         [c, m["precision"], m["recall"], m["f1"], m["support"]]
@@ -303,18 +222,16 @@ def _metrics_section(pg: _Page) -> list[dict[str, str]]:
     ]
     header = ["class", "precision", "recall", "F1", "support"] + ([] if multilabel else ["AUC", "AR = 2·AUC − 1"])
     summary_rows = [[k, v] for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return [
-        {"id": "metrics", "title": "Metrics", "body": table(["metric", "value"], summary_rows) + table(header, rows)}
-    ]
+    return [Section("metrics", "Metrics", table(["metric", "value"], summary_rows) + table(header, rows))]
 
 
-def _per_class_section(pg: _Page) -> list[dict[str, str]]:
+def _per_class_section(pg: _Page) -> list[Section]:
     """Figures per class; for single-label data also the most confused pairs, the most confidently
     wrong images and Grad-CAM overlays."""
     metrics, classes, fig_dir, y, probs = pg.metrics, pg.classes, pg.fig_dir, pg.y, pg.probs
     per_class_figs = [img_tag(plots.plot_per_class(metrics["per_class"], fig_dir / "per_class_f1.png"), "per-class F1")]
     if pg.multilabel:
-        return [{"id": "per-class", "title": "Per class", "body": "".join(per_class_figs)}]
+        return [Section("per-class", "Per class", join(per_class_figs))]
     cm = metrics["confusion_matrix"]
     per_class_figs.insert(0, img_tag(plots.plot_confusion(cm, classes, fig_dir / "confusion.png"), "confusion matrix"))
     per_class_figs.append(img_tag(plots.plot_gains(y, probs, classes, fig_dir / "gains.png"), "cumulative gains"))
@@ -326,21 +243,13 @@ def _per_class_section(pg: _Page) -> list[dict[str, str]]:
         )
     )
     confused = top_confused(cm, classes)
-    sections = [
-        {
-            "id": "per-class",
-            "title": "Per class",
-            "body": '<div class="grid">'
-            + "".join(f"<figure>{f}</figure>" for f in per_class_figs)
-            + "</div>"
-            + "<h3>Most confused pairs</h3>"
-            + table(["true", "predicted as", "images"], confused),
-        }
-    ]
-    return sections + _errors_sections(pg)
+    figures = join(Markup("<figure>{}</figure>").format(f) for f in per_class_figs)
+    body = Markup('<div class="grid">{}</div><h3>Most confused pairs</h3>').format(figures)
+    per_class = Section("per-class", "Per class", body + table(["true", "predicted as", "images"], confused))
+    return [per_class, *_errors_sections(pg)]
 
 
-def _errors_sections(pg: _Page) -> list[dict[str, str]]:
+def _errors_sections(pg: _Page) -> list[Section]:
     """The most confidently wrong test images, and Grad-CAM of right and wrong ones."""
     classes, fig_dir, y, probs, idx, images = pg.classes, pg.fig_dir, pg.y, pg.probs, pg.idx, pg.images
     sections = []
@@ -353,7 +262,7 @@ def _errors_sections(pg: _Page) -> list[dict[str, str]]:
             fig_dir / "misclassified.png",
             title="most confidently wrong test images (true → predicted)",
         )
-        sections.append({"id": "errors", "title": "Most confidently wrong", "body": img_tag(grid, "misclassified")})
+        sections.append(Section("errors", "Most confidently wrong", img_tag(grid, "misclassified")))
     right = np.flatnonzero(probs.argmax(1) == y)[:6]
     chosen = list(right) + list(wrong[:6])
     overlays = pg.grad_cams([int(idx[i]) for i in chosen])
@@ -365,11 +274,11 @@ def _errors_sections(pg: _Page) -> list[dict[str, str]]:
             title="Grad-CAM of the predicted class (true → predicted; green right, red wrong)",
             colors=["tab:green" if i in right else "tab:red" for i in chosen],
         )
-        sections.append({"id": "gradcam", "title": "Grad-CAM", "body": img_tag(grid, "Grad-CAM")})
+        sections.append(Section("gradcam", "Grad-CAM", img_tag(grid, "Grad-CAM")))
     return sections
 
 
-def _samples_section(pg: _Page) -> list[dict[str, str]]:
+def _samples_section(pg: _Page) -> list[Section]:
     classes, multilabel, images, fig_dir = pg.classes, pg.multilabel, pg.images, pg.fig_dir
     samples, titles = [], []
     lab = pg.labels.numpy()
@@ -382,29 +291,26 @@ def _samples_section(pg: _Page) -> list[dict[str, str]]:
     if samples:
         more = f" (the first {len(shown)} of {len(classes)} classes)" if len(shown) < len(classes) else ""
         grid = plots.plot_image_grid(samples, titles, fig_dir / "samples.png", cols=6, title="samples per class" + more)
-        return [{"id": "samples", "title": "Samples per class", "body": img_tag(grid, "samples")}]
+        return [Section("samples", "Samples per class", img_tag(grid, "samples"))]
     return []
 
 
-def _dataset_section(pg: _Page) -> list[dict[str, str]]:
+def _dataset_section(pg: _Page) -> list[Section]:
     dataset, classes = pg.dataset, pg.classes
     split_rows = [[c] + [dataset["class_counts"][s][i] for s in dataset["split_sizes"]] for i, c in enumerate(classes)]
     skipped = dataset.get("skipped", [])
-    return [
-        {
-            "id": "data",
-            "title": "Dataset",
-            "body": f"<p>{html.escape(str(dataset['source']))}: {dataset['num_images']} images, "
-            f"{dataset['input_size']}×{dataset['input_size']}×{dataset['channels']}, imbalance ratio "
-            f"{dataset['imbalance_ratio']}, normalisation {html.escape(str(dataset.get('normalize')))}, "
-            f"{len(skipped)} unreadable files skipped.</p>"
-            + table(["class"] + list(dataset["split_sizes"]), split_rows)
-            + (table(["skipped file", "reason"], [[s["path"], s["reason"]] for s in skipped[:50]]) if skipped else ""),
-        }
-    ]
+    size = dataset["input_size"]
+    intro = Markup(
+        "<p>{}: {} images, {}×{}×{}, imbalance ratio {}, normalisation {}, {} unreadable files skipped.</p>"
+    ).format(dataset["source"], dataset["num_images"], size, size, dataset["channels"], dataset["imbalance_ratio"],
+             dataset.get("normalize"), len(skipped))  # fmt: skip
+    body = intro + table(["class"] + list(dataset["split_sizes"]), split_rows)
+    if skipped:
+        body += table(["skipped file", "reason"], [[s["path"], s["reason"]] for s in skipped[:50]])
+    return [Section("data", "Dataset", body)]
 
 
-def _model_section(pg: _Page) -> list[dict[str, str]]:
+def _model_section(pg: _Page) -> list[Section]:
     params, info, cfg = pg.params, pg.info, pg.cfg
     frozen = params.get("frozen", 0)
     fc = info.get("feature_cache")
@@ -413,10 +319,10 @@ def _model_section(pg: _Page) -> list[dict[str, str]]:
         for ph in params.get("phases", [])
     ]
     return [
-        {
-            "id": "model",
-            "title": "Model",
-            "body": table(
+        Section(
+            "model",
+            "Model",
+            table(
                 ["", ""],
                 [
                     ["model", cfg["model"]["name"]],
@@ -427,17 +333,17 @@ def _model_section(pg: _Page) -> list[dict[str, str]]:
                     ["schedule", cfg["train"]["schedule"]],
                 ],
             ),
-        }
+        )
     ]
 
 
-def _timing_section(pg: _Page) -> list[dict[str, str]]:
+def _timing_section(pg: _Page) -> list[Section]:
     info = pg.info
     return [
-        {
-            "id": "timing",
-            "title": "Timing and environment",
-            "body": table(
+        Section(
+            "timing",
+            "Timing and environment",
+            table(
                 ["", ""],
                 [
                     ["started", info.get("started")],
@@ -451,16 +357,16 @@ def _timing_section(pg: _Page) -> list[dict[str, str]]:
                     ["platform", platform.platform()],
                 ],
             ),
-        }
+        )
     ]
 
 
-def _config_section(pg: _Page) -> list[dict[str, str]]:
-    return [{"id": "config", "title": "Config", "body": f"<pre>{html.escape(pg.run.config.read_text())}</pre>"}]
+def _config_section(pg: _Page) -> list[Section]:
+    return [Section("config", "Config", pre(pg.run.config.read_text()))]
 
 
 # the sections of a run's report, in the page's order
-def _sanity_section(pg: _Page) -> list[dict[str, str]]:
+def _sanity_section(pg: _Page) -> list[Section]:
     """`cnnlab explain --sanity`'s findings, when it was run: can the Grad-CAM maps above be trusted?"""
     path = pg.run.path / "explain" / "sanity.json"
     if not path.is_file():
@@ -468,24 +374,24 @@ def _sanity_section(pg: _Page) -> list[dict[str, str]]:
     return [sanity_section(pg.run.read_json(path), path.with_suffix(".png"))]
 
 
-def sanity_section(res: dict[str, Any], picture: Path | None = None) -> dict[str, str]:
+def sanity_section(res: dict[str, Any], picture: Path | None = None) -> Section:
     """The Grad-CAM sanity checks as a page section: overall, per class, the border flag."""
     o = res["overall"]
-    flag = (
-        f'<p class="warn">Looks at the border: {html.escape(", ".join(res["looks_at_border"]))} (as much of the '
-        "heat on the image's edges as a flat map would put there): the model may be using the background.</p>"
-        if res.get("looks_at_border")
-        else ""
-    )
-    body = (
-        flag + f"<p>On {o['images']} {res['split']} images. Model randomisation: the maps' Spearman correlation with "
-        f"those of re-initialised weights is {o['similarity_randomised']:.3f}, against {o['similarity_trained']:.3f} "
-        f"for the trained model on a noisy copy (lower on {o['randomisation_passed']:.0%} of the images: the maps "
-        f"depend on what was learned). Deletion: removing the hottest pixels first leaves an area of "
-        f"{o['deletion_area']:.3f} under the probability curve, a random map {o['deletion_area_random']:.3f} "
-        f"(faster on {o['deletion_faster']:.0%}). Heat on the border ring: {o['border_share']:.0%} "
-        f"(the ring is {res['border_area']:.0%} of the area).</p>"
-    )
+    flag = Markup("")
+    if res.get("looks_at_border"):
+        flag = Markup(
+            '<p class="warn">Looks at the border: {} (as much of the heat on the image\'s edges as a flat map would '
+            "put there): the model may be using the background.</p>"
+        ).format(", ".join(res["looks_at_border"]))
+    body = flag + Markup(
+        "<p>On {} {} images. Model randomisation: the maps' Spearman correlation with those of re-initialised "
+        "weights is {:.3f}, against {:.3f} for the trained model on a noisy copy (lower on {:.0%} of the images: "
+        "the maps depend on what was learned). Deletion: removing the hottest pixels first leaves an area of {:.3f} "
+        "under the probability curve, a random map {:.3f} (faster on {:.0%}). Heat on the border ring: {:.0%} (the "
+        "ring is {:.0%} of the area).</p>"
+    ).format(o["images"], res["split"], o["similarity_randomised"], o["similarity_trained"], o["randomisation_passed"],
+             o["deletion_area"], o["deletion_area_random"], o["deletion_faster"], o["border_share"],
+             res["border_area"])  # fmt: skip
     header = ["class", "images", "sim. randomised", "sim. trained", "deletion", "deletion (random)", "border"]
     rows = [
         [c, b["images"], b["similarity_randomised"], b["similarity_trained"], b["deletion_area"],
@@ -495,7 +401,7 @@ def sanity_section(res: dict[str, Any], picture: Path | None = None) -> dict[str
     body += table(header, rows)
     if picture is not None and picture.is_file():
         body += img_tag(picture, "deletion curves and randomisation check")
-    return {"id": "sanity", "title": "Can the heat maps be trusted? (Grad-CAM sanity)", "body": body}
+    return Section("sanity", "Can the heat maps be trusted? (Grad-CAM sanity)", body)
 
 
 PAGE_SECTIONS = [_summary_section, _curves_section, _metrics_section, _per_class_section, _sanity_section,
@@ -514,7 +420,7 @@ def _policy(model: dict[str, Any]) -> str:
     return "frozen backbone" if model.get("freeze") == "backbone" else "all layers"
 
 
-def write_comparison(runs: Sequence[RunFolder], out: Path, extra: Sequence[dict[str, str]] = ()) -> Path:
+def write_comparison(runs: Sequence[RunFolder], out: Path, extra: Sequence[Section] = ()) -> Path:
     """One page comparing runs: a table of status, settings, accuracy, macro-F1, parameters and
     time; the config fields that differ; validation curves overlaid; ``extra`` sections (two
     runs' image-by-image agreement). Unfinished runs are marked."""
@@ -562,7 +468,7 @@ def write_comparison(runs: Sequence[RunFolder], out: Path, extra: Sequence[dict[
             ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("validation curves")
-    png = plots._save(fig, fig_dir / "curves.png")
+    png = plots.save_figure(fig, fig_dir / "curves.png")
     acc_fig, ax = plt.subplots(figsize=(6, 3.5))
     done = [r for r in rows if r[10] is not None]
     params = [int(str(r[8]).replace(",", "")) for r in done]
@@ -587,7 +493,7 @@ def write_comparison(runs: Sequence[RunFolder], out: Path, extra: Sequence[dict[
     ax.set_xlabel("parameters")
     ax.set_ylabel("test accuracy")
     ax.set_title("accuracy against size")
-    scatter = plots._save(acc_fig, fig_dir / "accuracy_vs_parameters.png")
+    scatter = plots.save_figure(acc_fig, fig_dir / "accuracy_vs_parameters.png")
     header = [
         "run",
         "status",
@@ -606,18 +512,17 @@ def write_comparison(runs: Sequence[RunFolder], out: Path, extra: Sequence[dict[
         "best epoch",
     ]
     diff_rows = [[k] + [c.get(k) for c in configs] for k in differ]
+    same = Markup("<p>The runs' configs are the same (apart from their folders).</p>")
     sections = [
-        {"id": "table", "title": "Runs", "body": table(header, rows)},
-        {
-            "id": "differences",
-            "title": "Config differences",
-            "body": table(["field"] + [r[0] for r in rows], diff_rows)
-            if diff_rows
-            else "<p>The runs' configs are the same (apart from their folders).</p>",
-        },
-        {"id": "curves", "title": "Curves", "body": img_tag(png, "validation curves")},
-        {"id": "size", "title": "Accuracy against size", "body": img_tag(scatter, "accuracy vs parameters")},
+        Section("table", "Runs", table(header, rows)),
+        Section(
+            "differences",
+            "Config differences",
+            table(["field"] + [r[0] for r in rows], diff_rows) if diff_rows else same,
+        ),
+        Section("curves", "Curves", img_tag(png, "validation curves")),
+        Section("size", "Accuracy against size", img_tag(scatter, "accuracy vs parameters")),
         *extra,
     ]
-    atomic_write_text(Path(out), _render("cnnlab comparison", f"{len(rows)} runs", sections))
+    atomic_write_text(Path(out), page("cnnlab comparison", f"{len(rows)} runs", sections))
     return Path(out)

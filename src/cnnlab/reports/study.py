@@ -4,7 +4,6 @@ figures are embedded, no external assets."""
 
 from __future__ import annotations
 
-import html
 import json
 import zipfile
 from collections.abc import Sequence
@@ -14,8 +13,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from cnnlab.core.atomic import atomic_write_text
-from cnnlab.evaluate.plots import _save, plot_confusion
-from cnnlab.reports.run import _render, agreement_section, img_tag, table
+from cnnlab.evaluate.plots import plot_confusion, save_figure
+from cnnlab.reports.kit import Markup, Section, img_tag, join, page, pre, table
+from cnnlab.reports.run import agreement_section
 
 
 class StudyFolder(Protocol):
@@ -87,7 +87,7 @@ def _figures(study: StudyFolder, rows: list[dict[str, Any]], fig_dir: Path) -> l
         ax.set_title(f"{what} vs {label.split(' (')[0]}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-        out.append((_save(fig, fig_dir / name), f"{what} against {label}"))
+        out.append((save_figure(fig, fig_dir / name), f"{what} against {label}"))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, r in enumerate(rows):
         h = [x for x in r["history"] if "val_acc" in x]
@@ -101,7 +101,7 @@ def _figures(study: StudyFolder, rows: list[dict[str, Any]], fig_dir: Path) -> l
     ax.set_title("learning curves" + (" (fold 1)" if study.state["folds"] > 1 else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    out.append((_save(fig, fig_dir / "curves.png"), "learning curves"))
+    out.append((save_figure(fig, fig_dir / "curves.png"), "learning curves"))
     if rows and "confusion_matrix" in rows[0]:  # single-label
         w = rows[0]
         out.append(
@@ -120,84 +120,73 @@ def _view(study: StudyFolder) -> tuple[dict[str, Any], dict[str, Any], list[dict
     return s, summ, summ.get("rows", []), s["folds"] > 1
 
 
-def _summary_section(study: StudyFolder) -> dict[str, str]:
+def _winner_line(summ: dict[str, Any], w: dict[str, Any]) -> Markup:
+    """The winner, what it was chosen by and its test figures, as a paragraph."""
+    wt, sel = summ.get("winner_test") or {}, w["selection"]
+    if not summ.get("multilabel"):
+        text = Markup("<p>{} by {} ({:.4f}); its test accuracy is {:.4f} on {} images (macro-F1 {:.4f}).</p>")
+        nan = float("nan")
+        return text.format(winner_sentence(summ), sel["metric"], sel["value"], wt.get("accuracy", nan),
+                           wt.get("images", "?"), wt.get("macro_f1", nan))  # fmt: skip
+    tuned, at_tuned = w.get("tuned_thresholds"), Markup("")
+    if tuned:
+        at_tuned = Markup(
+            "; at per-class thresholds tuned on validation: subset accuracy {:.4f}, seed 003's accuracy {:.4f}"
+        ).format(tuned["accuracy"], tuned["subset_of_truth_accuracy"])
+    text = Markup(
+        "<p>{} by {} ({:.4f}); its test mAP is {} on {} images, subset accuracy {}, seed 003's accuracy "
+        "(every predicted label true) {:.4f}{}.</p>"
+    )
+    return text.format(winner_sentence(summ), sel["metric"], sel["value"], _ci(w["map"]), wt.get("images", "?"),
+                       _ci(w["accuracy"]), w.get("subset_of_truth_accuracy") or float("nan"), at_tuned)  # fmt: skip
+
+
+def _summary_section(study: StudyFolder) -> Section:
     """The page's summary section."""
     s, summ, rows, cv_mode = _view(study)
-    esc = html.escape
-    lines = []
-    if rows:
-        w = rows[0]
-        wt = summ.get("winner_test") or {}
-        if summ.get("multilabel"):
-            lines.append(
-                f"<p>{esc(winner_sentence(summ))} by {esc(w['selection']['metric'])} "
-                f"({w['selection']['value']:.4f}); its test mAP is {_ci(w['map'])} on {wt.get('images', '?')} images, "
-                f"subset accuracy {_ci(w['accuracy'])}, seed 003's accuracy (every predicted label true) "
-                f"{w.get('subset_of_truth_accuracy') or float('nan'):.4f}"
-                + (
-                    f"; at per-class thresholds tuned on validation: subset accuracy "
-                    f"{w['tuned_thresholds']['accuracy']:.4f}, seed 003's accuracy "
-                    f"{w['tuned_thresholds']['subset_of_truth_accuracy']:.4f}"
-                    if w.get("tuned_thresholds")
-                    else ""
-                )
-                + ".</p>"
-            )
-        else:
-            lines.append(
-                f"<p>{esc(winner_sentence(summ))} by {esc(w['selection']['metric'])} "
-                f"({w['selection']['value']:.4f}); its test accuracy is {wt.get('accuracy', float('nan')):.4f} "
-                f"on {wt.get('images', '?')} images (macro-F1 {wt.get('macro_f1', float('nan')):.4f}).</p>"
-            )
-    lines.append(
-        f"<p>Budget {s['budget_seconds']:.0f} s; the study took {s.get('spent_seconds', 0):.0f} s. "
-        + (
-            f"{s['folds']}-fold cross-validation on train+val (the test split in no fold); "
-            "the winner was then trained once on the train/val split and tested once."
-            if cv_mode
-            else "One train/val/test split; each candidate's test split was evaluated once, after "
-            "training, and is not used to rank."
-        )
-        + "</p>"
+    lines = [_winner_line(summ, rows[0])] if rows else []
+    how = (
+        f"{s['folds']}-fold cross-validation on train+val (the test split in no fold); the winner was then trained "
+        "once on the train/val split and tested once."
+        if cv_mode
+        else "One train/val/test split; each candidate's test split was evaluated once, after training, and is not "
+        "used to rank."
     )
-    lines.append(
-        f"<p>Candidates are ranked by {'out-of-fold' if cv_mode else 'validation'} accuracy, never by the "
-        "test split; each candidate's best checkpoint is chosen by validation accuracy too, the figure it is "
-        "ranked by.</p>"
+    lines.append(Markup("<p>Budget {:.0f} s; the study took {:.0f} s. {}</p>").format(
+        s["budget_seconds"], s.get("spent_seconds", 0), how))  # fmt: skip
+    lines.append(Markup(
+        "<p>Candidates are ranked by {} accuracy, never by the test split; each candidate's best checkpoint is "
+        "chosen by validation accuracy too, the figure it is ranked by.</p>"
+    ).format("out-of-fold" if cv_mode else "validation"))  # fmt: skip
+    balance = (
+        "<p class=warn>The data is imbalanced: the largest class has {:.1f}× the images of the smallest, so <b>class "
+        "weights are on</b> (train.class_weights=auto: class c weighted n / (k·n<sub>c</sub>)) for every candidate.</p>"
+        if s["class_weights"]
+        else "<p>Class balance: largest/smallest class {:.2f}× (class weights go on from 3×): class weights are "
+        "off.</p>"
     )
-    if s["class_weights"]:
-        lines.append(
-            f"<p class=warn>The data is imbalanced: the largest class has {s['imbalance_ratio']:.1f}× the "
-            "images of the smallest, so <b>class weights are on</b> (train.class_weights=auto: class c "
-            "weighted n / (k·n<sub>c</sub>)) for every candidate.</p>"
-        )
-    else:
-        lines.append(
-            f"<p>Class balance: largest/smallest class {s['imbalance_ratio']:.2f}× (class weights go on "
-            "from 3×): class weights are off.</p>"
-        )
+    lines.append(Markup(balance).format(s["imbalance_ratio"]))
     for n in s.get("notes", []) + ([summ["test_set_note"]] if summ.get("test_set_note") else []):
-        lines.append(f"<p class=warn>{esc(n)}</p>")
-    return {"id": "summary", "title": "Summary", "body": "".join(lines)}
+        lines.append(Markup("<p class=warn>{}</p>").format(n))
+    return Section("summary", "Summary", join(lines))
 
 
-def _data_section(study: StudyFolder) -> dict[str, str]:
+def _data_section(study: StudyFolder) -> Section:
     """The page's data section."""
     s, summ, rows, cv_mode = _view(study)
-    esc = html.escape
     insp = study.out / "inspect.json"
     r = json.loads(insp.read_text()) if insp.is_file() else {}
     body = table(["class", "images"], sorted(r.get("class_counts", {}).items()))
-    body += (
-        f"<p>Split sizes: {esc(', '.join(f'{k} {v}' for k, v in s['sizes'].items()))}. Input "
-        f"{s['input_size']}×{s['input_size']}×{s['channels']}. Unreadable files: {len(r.get('unreadable', []))}; "
-        f"duplicate groups within a split: {len(r.get('duplicates_within_split', []))}; duplicate groups across "
-        f"splits (leaks): {len(r.get('leaks_across_splits', []))}.</p>"
-    )
-    return {"id": "data", "title": "Data", "body": body}
+    body += Markup(
+        "<p>Split sizes: {}. Input {}×{}×{}. Unreadable files: {}; duplicate groups within a split: {}; duplicate "
+        "groups across splits (leaks): {}.</p>"
+    ).format(", ".join(f"{k} {v}" for k, v in s["sizes"].items()), s["input_size"], s["input_size"], s["channels"],
+             len(r.get("unreadable", [])), len(r.get("duplicates_within_split", [])),
+             len(r.get("leaks_across_splits", [])))  # fmt: skip
+    return Section("data", "Data", body)
 
 
-def _plan_section(study: StudyFolder) -> dict[str, str]:
+def _plan_section(study: StudyFolder) -> Section:
     """The page's plan section."""
     s, summ, rows, cv_mode = _view(study)
     timing = s.get("timing", {})
@@ -235,15 +224,14 @@ def _plan_section(study: StudyFolder) -> dict[str, str]:
         ]
         for c in study.cands
     ]
-    plan_note = (
-        (f"<p>Each run × {s['folds']} folds. " if cv_mode else "<p>")
-        + "Epochs were planned from a timed probe of each candidate and re-planned from the measured speed after "
-        "each one.</p>"
-    )
-    return {
-        "id": "plan",
-        "title": "Plan and time",
-        "body": table(
+    plan_note = Markup(
+        "<p>{}Epochs were planned from a timed probe of each candidate and re-planned from the measured speed "
+        "after each one.</p>"
+    ).format(f"Each run × {s['folds']} folds. " if cv_mode else "")
+    return Section(
+        "plan",
+        "Plan and time",
+        table(
             [
                 "candidate",
                 "mode",
@@ -260,7 +248,7 @@ def _plan_section(study: StudyFolder) -> dict[str, str]:
             prow,
         )
         + plan_note,
-    }
+    )
 
 
 def search_text(search: dict[str, Any] | None) -> str:
@@ -273,7 +261,7 @@ def search_text(search: dict[str, Any] | None) -> str:
     return f"{default} → {tuned} ({search['trials']} trials × {search['epochs']} ep)"
 
 
-def _ranking_section(study: StudyFolder) -> dict[str, str]:
+def _ranking_section(study: StudyFolder) -> Section:
     """The page's ranking section."""
     s, summ, rows, cv_mode = _view(study)
     what = "out-of-fold" if cv_mode else "test"
@@ -295,10 +283,10 @@ def _ranking_section(study: StudyFolder) -> dict[str, str]:
         ]
         for i, x in enumerate(rows)
     ]
-    return {
-        "id": "ranking",
-        "title": "Ranking",
-        "body": table(
+    return Section(
+        "ranking",
+        "Ranking",
+        table(
             [
                 "#",
                 "candidate",
@@ -317,32 +305,29 @@ def _ranking_section(study: StudyFolder) -> dict[str, str]:
             ],
             rrows,
         )
-        + "<p>Search: each candidate's learning rate and weight decay searched in the same share of the "
-        "budget on the validation split (short trials, the default recipe first); its final run trains with "
-        "the best and is ranked by its own validation figure. Intervals: "
-        + ("bootstrap over folds." if cv_mode else "bootstrap over the test images (1000 draws).")
-        + " ms/image: batch of one on the study's device, median.</p>",
-    }
+        + Markup(
+            "<p>Search: each candidate's learning rate and weight decay searched in the same share of the "
+            "budget on the validation split (short trials, the default recipe first); its final run trains with "
+            "the best and is ranked by its own validation figure. Intervals: {} ms/image: batch of one on the "
+            "study's device, median.</p>"
+        ).format("bootstrap over folds." if cv_mode else "bootstrap over the test images (1000 draws)."),
+    )
 
 
-def _per_class_section(study: StudyFolder) -> dict[str, str]:
+def _per_class_section(study: StudyFolder) -> Section:
     """The page's per-class F1 section."""
     s, _, rows, cv_mode = _view(study)
     what = "out-of-fold" if cv_mode else "test"
     classes = s["classes"]
     pc = [[k] + [x["per_class_f1"].get(k) for x in rows] for k in classes]
-    return {
-        "id": "per-class",
-        "title": f"Per-class F1 ({what})",
-        "body": table(["class"] + [x["name"] for x in rows], pc),
-    }
+    return Section("per-class", f"Per-class F1 ({what})", table(["class"] + [x["name"] for x in rows], pc))
 
 
 def _sds(sds: list[float | None] | None) -> str:
     return ", ".join("-" if v is None else f"{v:.4f}" for v in sds) if sds else "-"
 
 
-def _paired_section(study: StudyFolder) -> dict[str, str]:
+def _paired_section(study: StudyFolder) -> Section:
     """The page's paired section."""
     s, summ, rows, cv_mode = _view(study)
     prs = summ.get("paired", [])
@@ -368,36 +353,35 @@ def _paired_section(study: StudyFolder) -> dict[str, str]:
             ],
         )
         if prs
-        else "<p>Only one candidate finished.</p>"
+        else Markup("<p>Only one candidate finished.</p>")
     )
-    return {"id": "paired", "title": "Paired differences (accuracy)", "body": body}
+    return Section("paired", "Paired differences (accuracy)", body)
 
 
-def _figures_section(study: StudyFolder) -> dict[str, str]:
+def _figures_section(study: StudyFolder) -> Section:
     """The page's figures section."""
     s, summ, rows, cv_mode = _view(study)
-    esc = html.escape
     figs = _figures(study, rows, study.out / "figures")
-    return {
-        "id": "figures",
-        "title": "Figures",
-        "body": "".join(f"<figure>{img_tag(p, alt)}<figcaption>{esc(alt)}</figcaption></figure>" for p, alt in figs),
-    }
+    body = join(
+        Markup("<figure>{}<figcaption>{}</figcaption></figure>").format(img_tag(p, alt), alt) for p, alt in figs
+    )
+    return Section("figures", "Figures", body)
 
 
-def _curves_section(study: StudyFolder) -> dict[str, str] | None:
+def _curves_section(study: StudyFolder) -> Section | None:
     """Learning curves by data size (``--fractions``): the figure, each fit, where curves cross."""
     s, summ, rows, _ = _view(study)
     curves = summ.get("curves")
     if not curves:
         return None
-    esc = html.escape
     fits = curves["fits"]
-    body = ""
+    body = Markup("")
     if fits:
         path = _curves_figure(curves, study.out / "figures" / "learning_curves.png")
         caption = "validation figure by training images (log scale), fitted power laws"
-        body += f"<figure>{img_tag(path, 'learning curves')}<figcaption>{caption}</figcaption></figure>"
+        body += Markup("<figure>{}<figcaption>{}</figcaption></figure>").format(
+            img_tag(path, "learning curves"), caption
+        )
     trows = [
         [
             name,
@@ -421,13 +405,13 @@ def _curves_section(study: StudyFolder) -> dict[str, str] | None:
         ],  # fmt: skip
         trows,
     )
-    body += "".join(f"<p>{esc(c['sentence'])}.</p>" for c in curves["crossings"])
-    body += (
+    body += join(Markup("<p>{}.</p>").format(c["sentence"]) for c in curves["crossings"])
+    body += Markup(
         "<p>Each candidate trained with its own recipe on nested shares of the training split, read on the same "
         "validation images; a power law error = a·n<sup>b</sup> fitted to the logarithms. The prediction for twice "
         "the data extrapolates the fit: a guide, not a measurement.</p>"
     )
-    return {"id": "curves", "title": "Learning curves by data size", "body": body}
+    return Section("curves", "Learning curves by data size", body)
 
 
 def _metric_name(monitor: str) -> str:
@@ -456,53 +440,50 @@ def _curves_figure(curves: dict[str, Any], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _over_fitting_section(study: StudyFolder) -> dict[str, str]:
+def _over_fitting_section(study: StudyFolder) -> Section:
     """The page's over fitting section."""
     s, summ, rows, cv_mode = _view(study)
-    esc = html.escape
     flagged = [x for x in rows if x["overfit"]]
-    body = (
-        "".join(f"<p class=warn><b>{esc(x['name'])}</b>: {esc(x['overfit'])}</p>" for x in flagged)
-        or "<p>No candidate's train accuracy ran more than 0.05 above validation, and no validation loss rose "
+    body = join(Markup("<p class=warn><b>{}</b>: {}</p>").format(x["name"], x["overfit"]) for x in flagged) or Markup(
+        "<p>No candidate's train accuracy ran more than 0.05 above validation, and no validation loss rose "
         "more than 15 % after its minimum.</p>"
     )
-    return {"id": "overfitting", "title": "Over-fitting", "body": body}
+    return Section("overfitting", "Over-fitting", body)
 
 
-def _confusions_section(study: StudyFolder) -> dict[str, str] | None:
+def _confusions_section(study: StudyFolder) -> Section | None:
     """The page's confusions section, or None when it has nothing to show."""
     s, summ, rows, cv_mode = _view(study)
-    esc = html.escape
     conf = summ.get("confusions", [])
     if rows:
-        return {
-            "id": "confusions",
-            "title": f"Confusions that remain ({esc(rows[0]['name'])})",
-            "body": table(["true", "predicted as", "images"], conf) if conf else "<p>None.</p>",
-        }
+        body = table(["true", "predicted as", "images"], conf) if conf else Markup("<p>None.</p>")
+        return Section("confusions", f"Confusions that remain ({rows[0]['name']})", body)
     return None
 
 
-def _next_section(study: StudyFolder) -> dict[str, str] | None:
+def _next_section(study: StudyFolder) -> Section | None:
     """The page's next section, or None when it has nothing to show."""
     s, summ, rows, cv_mode = _view(study)
-    esc = html.escape
     cmds = summ.get("commands")
     if cmds:
-        body = (
-            f"<p>Re-train the winner with its recipe on all the data:</p><pre>{esc(cmds['retrain'])}</pre>"
-            f"<p>then export it (with a parity check) and serve it:</p><pre>{esc(cmds['export'])}\n"
-            f"{esc(cmds['serve'])}</pre><p>or export the study's own run of it now:</p>"
-            f"<pre>{esc(cmds['export_study_run'])}</pre>"
+        body = join(
+            [
+                Markup("<p>Re-train the winner with its recipe on all the data:</p>"),
+                pre(cmds["retrain"]),
+                Markup("<p>then export it (with a parity check) and serve it:</p>"),
+                pre(f"{cmds['export']}\n{cmds['serve']}"),
+                Markup("<p>or export the study's own run of it now:</p>"),
+                pre(cmds["export_study_run"]),
+            ]
         )
-        return {"id": "next", "title": "Next", "body": body}
+        return Section("next", "Next", body)
     return None
 
 
-def _leaks_section(study: StudyFolder) -> dict[str, str] | None:
+def _leaks_section(study: StudyFolder) -> Section | None:
     """Copies across splits (inspect.json: exact and near) and each candidate's test figure without the
     test images that copy training images (its run's leak guard), when there are any."""
     s, summ, rows, cv_mode = _view(study)
@@ -513,11 +494,11 @@ def _leaks_section(study: StudyFolder) -> dict[str, str] | None:
     if not exact and not near and not guarded:
         return None
     rule = r.get("near_duplicate_rule") or {}
-    body = (
-        f"<p class=warn>{len(exact)} groups of identical images and {len(near)} pairs of near copies (pHash within "
-        f"{rule.get('hash_distance')} bits, pixel correlation ≥ {rule.get('similarity')}) lie in more than one "
-        "split: a model that memorised a training image is scored on its copy.</p>"
-    )
+    body = Markup(
+        "<p class=warn>{} groups of identical images and {} pairs of near copies (pHash within {} bits, pixel "
+        "correlation ≥ {}) lie in more than one split: a model that memorised a training image is scored on its "
+        "copy.</p>"
+    ).format(len(exact), len(near), rule.get("hash_distance"), rule.get("similarity"))
     if near:
         body += table(
             ["image", "split", "near copy", "split", "similarity"],
@@ -526,36 +507,35 @@ def _leaks_section(study: StudyFolder) -> dict[str, str] | None:
              for e in near[:15]],
         )  # fmt: skip
     if guarded:
-        body += "<p>Test accuracy with and without the test images that copy training images:</p>" + table(
+        body += Markup("<p>Test accuracy with and without the test images that copy training images:</p>") + table(
             ["candidate", "test accuracy", "without the copies", "images left out"],
             [[x["name"], x["accuracy"]["value"], x["leakage"]["without_copies"]["accuracy"],
               x["leakage"]["without_copies"]["left_out"]] for x in guarded],
         )  # fmt: skip
-    return {"id": "leaks", "title": "Leaks between the splits", "body": body}
+    return Section("leaks", "Leaks between the splits", body)
 
 
-def _audit_section(study: StudyFolder) -> dict[str, str] | None:
+def _audit_section(study: StudyFolder) -> Section | None:
     """The label audit of the best candidate's cross-validation, when the study ran one."""
     a = (_view(study)[1]).get("label_audit")
     if not a:
         return None
-    page = f"{a['folder']}/label_audit.html"
-    body = (
-        f"<p>{a['issues']} of {a['images']} out-of-fold images flagged as likely label errors by cleanlab, from "
-        f"{html.escape(a['candidate'])}'s fold models (each image scored by a model that never trained on it). "
-        f'Thumbnails: <a href="{html.escape(page)}">{html.escape(page)}</a>; the flagged ones are in '
-        f"{html.escape(a['folder'])}/label_issues.csv: retrain without them with <code>--exclude</code> and "
-        "compare the two cross-validations fold by fold.</p>"
-    )
+    link = f"{a['folder']}/label_audit.html"
+    body = Markup(
+        "<p>{} of {} out-of-fold images flagged as likely label errors by cleanlab, from {}'s fold models (each "
+        'image scored by a model that never trained on it). Thumbnails: <a href="{}">{}</a>; the flagged ones are '
+        "in {}/label_issues.csv: retrain without them with <code>--exclude</code> and compare the two "
+        "cross-validations fold by fold.</p>"
+    ).format(a["issues"], a["images"], a["candidate"], link, link, a["folder"])
     body += table(
         ["rank", "image", "given", "suggested", "confidence", "flagged"],
         [[r["rank"], r["path"] or r["index"], r["given"], r["suggested"], r["suggested_confidence"],
           "yes" if r["issue"] else ""] for r in a["top"]],
     )  # fmt: skip
-    return {"id": "label-audit", "title": "Labels the models doubt", "body": body}
+    return Section("label-audit", "Labels the models doubt", body)
 
 
-def _agreement_study_section(study: StudyFolder) -> dict[str, str] | None:
+def _agreement_study_section(study: StudyFolder) -> Section | None:
     """The best two candidates image by image, with the thumbnails the study saved."""
     _, summ, _, _ = _view(study)
     g = summ.get("agreement")
@@ -571,9 +551,10 @@ def _agreement_study_section(study: StudyFolder) -> dict[str, str] | None:
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             images = labels = None
     section = agreement_section(g, images, study.state["classes"], labels)
-    section["title"] = f"{g['a']} (A) and {g['b']} (B), image by image ({g['on']} images)"
-    section["body"] = f"<p>Counts over all {g['images']} images; thumbnails of the first ones.</p>" + section["body"]
-    return section
+    counts = Markup("<p>Counts over all {} images; thumbnails of the first ones.</p>").format(g["images"])
+    return Section(
+        section.id, f"{g['a']} (A) and {g['b']} (B), image by image ({g['on']} images)", counts + section.body
+    )
 
 
 SECTIONS = [
@@ -599,13 +580,13 @@ def write_study_report(study: StudyFolder) -> Path:
     ranking, per-class F1, paired differences, figures, over-fitting, confusions and next steps."""
     s, _, rows, _ = _view(study)
     sections = [section(study) for section in SECTIONS]
-    page = _render(
+    text = page(
         f"Study of {s['data']}",
         f"{len(rows)} candidates · {s['folds']} fold(s) · budget {s['budget_seconds']:.0f} s · seed {s['seed']}",
         [x for x in sections if x is not None],
     )
     path = study.out / "report.html"
-    atomic_write_text(path, page)
+    atomic_write_text(path, text)
     return path
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.evaluate.stats import seeded_paired_test
+from cnnlab.reports.kit import Section
 from cnnlab.reports.run import agreement_section
 from cnnlab.runs.data import load_run_data
 from cnnlab.runs.ledger import use_sentence
@@ -49,7 +50,7 @@ def compare_results(
     return {"kind": "runs", "page": str(compare(paths, out, extra)), **paired}
 
 
-def _agreement_page(path: str | Path, agree: dict[str, Any]) -> dict[str, str]:
+def _agreement_page(path: str | Path, agree: dict[str, Any]) -> Section:
     """The page's image-by-image section, its thumbnails from run A's own data (its saved split);
     without them when that data is not at hand any more."""
     run = RunFolder(path)

@@ -27,6 +27,7 @@ from cnnlab.inference.explain import explain_image, feature_maps, first_layer_fi
 from cnnlab.inference.predictor import Predictor
 from cnnlab.models.ops import predict_logits, probabilities, resolve_device
 from cnnlab.models.transfer import without_output_layer
+from cnnlab.reports.kit import Section
 from cnnlab.reports.run import (
     write_comparison,
     write_report,  # matplotlib and jinja2 only when a report is written
@@ -406,9 +407,7 @@ def _explain_into(
     return results
 
 
-def compare(
-    run_paths: Sequence[str | Path], out: str | Path = "compare.html", extra: Sequence[dict[str, str]] = ()
-) -> Path:
+def compare(run_paths: Sequence[str | Path], out: str | Path = "compare.html", extra: Sequence[Section] = ()) -> Path:
     """One page comparing runs (unfinished ones marked): settings, the config fields that differ,
     accuracy, macro-F1, parameters, time, curves overlaid; ``extra`` sections after them."""
 

@@ -7,7 +7,6 @@ plans it, reads it back and writes its page."""
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.metrics import headline
 from cnnlab.core.schema import Config
-from cnnlab.reports.run import _render, table
+from cnnlab.reports.groups import seeds_page
 from cnnlab.runs.group import RunGroup
 from cnnlab.runs.store import RunFolder
 
@@ -140,25 +139,6 @@ def correct_matrix(runs: Sequence[RunFolder]) -> tuple[np.ndarray, np.ndarray] |
 
 def write_page(out: str | Path, state: dict[str, Any]) -> Path:
     """seeds.html: the spread of each metric and every seed's figures."""
-    metrics = list(state["summary"])
-    cfg = state["config"]
-    intro = (
-        f"<p>{html.escape(cfg['model']['name'])} on {html.escape(str(cfg['data']['source']))}, trained from "
-        f"{len(state['seeds'])} initialisations (seeds {', '.join(map(str, state['seeds']))}) on one split "
-        f"(split seed {cfg['data']['split_seed']}); every seed is scored on the same "
-        f"{state.get('images')} test images. A gap between two models smaller than this spread is "
-        "within what a change of seed alone does.</p>"
-    )
-    stat_rows = [[k, s["mean"], s["sd"], s["min"], s["max"]] for k, s in state["summary"].items()]
-    seed_rows = [[r["seed"], r["run"], r["best_epoch"]] + [r["metrics"].get(k) for k in metrics] for r in state["runs"]]
-    sections = [
-        {
-            "id": "summary",
-            "title": "Mean ± sd over seeds",
-            "body": intro + table(["metric", "mean", "sd", "min", "max"], stat_rows),
-        },
-        {"id": "seeds", "title": "Per seed", "body": table(["seed", "run", "best epoch"] + metrics, seed_rows)},
-    ]
-    page = Path(out) / "seeds.html"
-    atomic_write_text(page, _render(f"cnnlab seeds: {cfg['model']['name']}", f"{len(state['seeds'])} seeds", sections))
-    return page
+    path = Path(out) / "seeds.html"
+    atomic_write_text(path, seeds_page(state))
+    return path

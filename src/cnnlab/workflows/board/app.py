@@ -15,12 +15,12 @@ import logging
 import threading
 import time
 from collections import deque
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.hosts import allowed_hosts, check_bind, host_name
+from cnnlab.reports.assets import static_page
 from cnnlab.runs.paired import paired_runs
 from cnnlab.runs.store import RunFolder, read_table
 from cnnlab.workflows.board.index import Index, flat_config, json_object, metric_columns
@@ -145,8 +145,7 @@ def _add_page_routes(app: Any, token: str | None) -> None:
 
     @app.get("/", response_class=HTMLResponse)
     def page(request: Request) -> Any:
-        html = resources.files("cnnlab.workflows.board").joinpath("board.html").read_text(encoding="utf-8")
-        response = HTMLResponse(html)
+        response = HTMLResponse(static_page("board.html"))
         if token is not None and request.query_params.get("token") == token:
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         return response

@@ -21,7 +21,7 @@ from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.data.files import shown_path
 from cnnlab.data.pipeline import PreparedData
-from cnnlab.reports.run import _render, table, thumbnails
+from cnnlab.reports.groups import label_audit_page
 from cnnlab.runs.group import RunGroup
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def audit_labels(out: Path, rows: list[dict[str, Any]], group: RunGroup, data: P
     flagged = find_label_issues(y, p, n_jobs=1)  # no worker pool: forking a process that holds threads can hang
     order = np.argsort(quality, kind="stable")
     classes = data.classes
-    table_rows = []
+    table_rows: list[dict[str, Any]] = []
     for rank, j in enumerate(order, 1):
         i = int(idx[j])
         table_rows.append(
@@ -77,7 +77,9 @@ def audit_labels(out: Path, rows: list[dict[str, Any]], group: RunGroup, data: P
         )
     _write_csv(out / "label_audit.csv", table_rows)
     _write_csv(out / "label_issues.csv", [r for r in table_rows if r["issue"]])
-    atomic_write_text(out / "label_audit.html", _page(table_rows, data, int(flagged.sum())))
+    shown = [np.asarray(data.images[int(r["index"])]) for r in table_rows[:SHOWN]]
+    shown = [im[0] if im.ndim == 4 else im for im in shown]
+    atomic_write_text(out / "label_audit.html", label_audit_page(table_rows, shown, data.source, int(flagged.sum())))
     summary = {
         "images": len(table_rows),
         "issues": int(flagged.sum()),
@@ -106,38 +108,3 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
-
-
-def _page(rows: list[dict[str, Any]], data: PreparedData, issues: int) -> str:
-    top = rows[:SHOWN]
-    images = [np.asarray(data.images[int(r["index"])]) for r in top]
-    images = [im[0] if im.ndim == 4 else im for im in images]
-    captions = [
-        f"#{r['rank']} given {r['given']} → {r['suggested']} ({r['suggested_confidence']:.2f})"
-        + (" ⚑" if r["issue"] else "")
-        for r in top
-    ]
-    intro = (
-        f"<p>{len(rows)} images outside the test split, each scored by the fold model that did not train on it. "
-        f"cleanlab flags {issues} as likely label errors (⚑; listed in label_issues.csv). Shown: the {len(top)} "
-        "whose given label the models believe least. Retrain without the flagged ones with "
-        "<code>--exclude label_issues.csv</code> and compare the two CVs fold by fold "
-        "(<code>cnnlab compare CV_A CV_B</code>).</p>"
-    )
-    listing = table(
-        ["rank", "image", "given", "suggested", "confidence", "P(given)", "flagged"],
-        [
-            [r["rank"], r["path"] or r["index"], r["given"], r["suggested"], r["suggested_confidence"],
-             r["given_probability"], "yes" if r["issue"] else ""]
-            for r in top
-        ],
-    )  # fmt: skip
-    sections = [
-        {
-            "id": "doubted",
-            "title": "Images whose label the models doubt most",
-            "body": intro + thumbnails(images, captions),
-        },
-        {"id": "list", "title": "The same, as a table", "body": listing},
-    ]
-    return _render("cnnlab label audit", f"{data.source}: {issues} likely label errors", sections)

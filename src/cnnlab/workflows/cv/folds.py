@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from cnnlab.data.split import grouped_split, kfold_indices, stratified_split
 from cnnlab.evaluate.bootstrap import mean_interval
 from cnnlab.evaluate.stats import corrected_resampled_t, fold_differences, mcnemar_exact
 from cnnlab.models import get_spec
-from cnnlab.reports.run import _render, table
+from cnnlab.reports.groups import cv_page
 from cnnlab.runs.group import RunGroup
 from cnnlab.runs.store import RunFolder, now
 from cnnlab.workflows.cv.audit import audit_labels
@@ -149,7 +148,7 @@ def cross_validate(
     if audit:
         summary["label_audit"] = audit_labels(out, rows, group, data)
     group.save({**summary, "status": "completed"})
-    atomic_write_text(out / "cv.html", _page(summary))
+    atomic_write_text(out / "cv.html", cv_page(summary))
     return {**group.read(), "out": str(out)}
 
 
@@ -307,35 +306,3 @@ def _oof_correct(cv: dict[str, Any]) -> dict[int, bool] | None:
             return None
         out.update(zip(p["indices"].tolist(), (p["probs"].argmax(1) == p["labels"]).tolist()))
     return out
-
-
-def _page(cv: dict[str, Any]) -> str:
-
-    metrics = list(cv["summary"])
-    fold_rows = [[r["name"], r["images"]] + [r["metrics"].get(k) for k in metrics] for r in cv["runs"]]
-    seed_sd = cv.get("seed_sd", {})
-    stat_rows = [
-        [k, s["mean"], s["std"], f"{s['ci95'][0]:.4f} – {s['ci95'][1]:.4f}"] + ([seed_sd.get(k)] if seed_sd else [])
-        for k, s in cv["summary"].items()
-    ]
-    intro = (
-        f"<p>{cv['folds']}-fold cross-validation × {cv['repeats']} of {html.escape(cv['model'])} on "
-        f"{html.escape(str(cv['data']))}, seed {cv['seed']}"
-        + (
-            f" and {cv['seeds']} initialisations per fold (a fold's figure is their mean)"
-            if cv.get("seeds", 1) > 1
-            else ""
-        )
-        + ": each fold is scored on its own out-of-fold images; "
-        f"the {cv['test_images_held_out']} test images belong to no fold.</p>"
-    )
-    sections = [
-        {
-            "id": "summary",
-            "title": "Mean ± std and 95 % bootstrap interval",
-            "body": intro
-            + table(["metric", "mean", "std", "95 % interval"] + (["sd over seeds"] if seed_sd else []), stat_rows),
-        },
-        {"id": "folds", "title": "Per fold", "body": table(["fold", "images"] + metrics, fold_rows)},
-    ]
-    return _render(f"cnnlab cv: {cv['model']}", f"{cv['folds']} folds × {cv['repeats']}", sections)

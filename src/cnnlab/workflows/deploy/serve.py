@@ -12,7 +12,6 @@ import io
 import logging
 import threading
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from cnnlab.inference.exported import ExportedModel
 from cnnlab.inference.load import load_model
 from cnnlab.inference.preprocess import rank
 from cnnlab.models.ops import uses_conv
+from cnnlab.reports.assets import static_page
 
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024  # bytes per request
 DEFAULT_MAX_PIXELS = 16_000_000  # pixels per decoded image (a 4000×4000 photo)
@@ -328,7 +328,7 @@ def _add_info_routes(app: Any, served: Served) -> None:
     """The page at ``/``, ``/health`` and ``/info``."""
     from fastapi.responses import HTMLResponse
 
-    page = resources.files("cnnlab.workflows.deploy").joinpath("page.html").read_text(encoding="utf-8")
+    page = static_page("serve.html")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:

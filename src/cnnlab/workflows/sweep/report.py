@@ -5,7 +5,6 @@ rebuilt at any time, also while the sweep runs (`cnnlab sweep-report DIR`)."""
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import math
@@ -20,7 +19,7 @@ import yaml
 from cnnlab.core.atomic import atomic_write_json, atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.evaluate import plots
-from cnnlab.reports.run import _render, img_tag, table
+from cnnlab.reports.sweep import Figure, SweepView, sweep_page
 from cnnlab.runs.store import RunFolder, now
 from cnnlab.workflows.sweep.spec import Param, SweepSpec, decode_params, periods_per_epoch, trial_config
 from cnnlab.workflows.sweep.state import (
@@ -231,7 +230,10 @@ def write_sweep_report(sweep: Sweep) -> dict[str, Any]:
     atomic_write_json(sweep.path / "sweep.json", summary)
     if best_yaml:
         atomic_write_text(sweep.path / "best.yaml", best_yaml)
-    atomic_write_text(sweep.path / "sweep.html", _page(sweep, summary, best_yaml))
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = [Figure(*f) for f in _figures(sweep, summary, Path(tmp))]
+        page = sweep_page(SweepView.of(sweep.study_name, sweep.spec, summary), figures, best_yaml)
+    atomic_write_text(sweep.path / "sweep.html", page)
     return summary
 
 
@@ -271,135 +273,8 @@ def rebuild(path: str | Path, storage: str | None = None) -> Path:
     return path / "sweep.html"
 
 
-# --- the page ---
-
-SORT_JS = """
-document.querySelectorAll('table.sortable th').forEach(function (th, col) {
-  th.style.cursor = 'pointer'; th.title = 'sort';
-  th.addEventListener('click', function () {
-    var body = th.closest('table').tBodies[0], rows = Array.from(body.rows);
-    var asc = th.dataset.asc !== '1'; th.dataset.asc = asc ? '1' : '0';
-    rows.sort(function (a, b) {
-      var x = a.cells[col].dataset.v || a.cells[col].textContent;
-      var y = b.cells[col].dataset.v || b.cells[col].textContent;
-      var nx = parseFloat(x), ny = parseFloat(y);
-      var c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
-      return asc ? c : -c;
-    });
-    rows.forEach(function (r) { body.appendChild(r); });
-  });
-});
-"""
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape("" if v is None else str(v))
-
-
-def _trial_table(sweep: Sweep, rows: list[dict[str, Any]]) -> str:
-    keys = list(sweep.spec.space)
-    head = [
-        "trial",
-        "state",
-        sweep.spec.objective,
-        "best epoch",
-        "min train loss",
-        "min val loss",
-        "seconds",
-        *keys,
-        "run",
-        "note",
-    ]
-    out = [
-        "<table class='sortable'><thead><tr>"
-        + "".join(f"<th>{html.escape(h)}</th>" for h in head)
-        + "</tr></thead><tbody>"
-    ]
-    for r in rows:
-        cells = [
-            r["trial"],
-            r["state"],
-            r["value"],
-            r["best_epoch"],
-            r["min_train_loss"],
-            r["min_val_loss"],
-            r["seconds"],
-            *(
-                json.dumps(r["params"].get(k)) if isinstance(r["params"].get(k), list) else r["params"].get(k)
-                for k in keys
-            ),
-        ]
-        tds = "".join(f"<td data-v='{html.escape(str(v)) if v is not None else ''}'>{_fmt(v)}</td>" for v in cells)
-        link = (
-            f"<a href='{html.escape(r['page'])}'>{html.escape(r['run'])}</a>"
-            if r["page"]
-            else html.escape(r["run"] or "")
-        )
-        out.append(f"<tr>{tds}<td>{link}</td><td style='text-align:left'>{html.escape(r['note'])}</td></tr>")
-    return "".join(out) + "</tbody></table>"
-
-
-def _page(sweep: Sweep, s: dict[str, Any], best_yaml: str | None) -> str:
-
-    spec = sweep.spec
-    o = s["outcomes"]
-    kpi = (
-        f"<div class='kpi'><div><b>{s['done']}/{s['budget'] if s['budget'] is not None else '–'}</b>trials done"
-        f"</div><div><b>{o.get('complete', 0)}</b>complete</div><div><b>{o.get('pruned', 0)}</b>pruned</div>"
-        f"<div><b>{o.get('failed', 0)}</b>failed</div><div><b>{s['running']}</b>running</div>"
-    )
-    if s["best"]:
-        b = s["best"]
-        kpi += f"<div><b>{b['value']:.4f}</b>best {html.escape(spec.objective)} (trial {b['trial']})</div>"
-    if s["pace"]["trials_per_hour"]:
-        kpi += (
-            f"<div><b>{s['pace']['trials_per_hour']:.0f}</b>trials per hour "
-            f"({s['pace']['wall_hours'] * 60:.0f} min)</div>"
-        )
-    if s["pace"].get("median_setup_seconds") is not None:
-        kpi += f"<div><b>{s['pace']['median_setup_seconds']:.1f} s</b>a trial's start to its first batch</div>"
-    kpi += "</div>"
-    intro = (
-        f"<p>{html.escape(spec.method)} search over {len(spec.space)} parameter(s), objective "
-        f"<b>{html.escape(spec.objective)}</b> ({'lower' if spec.direction == 'minimize' else 'higher'} is "
-        f"better) on the validation split{' (mean over CV folds)' if spec.cv else ''}; no trial reads the test "
-        f"split. Written {html.escape(s['written'])}.</p>"
-    )
-    sections = [{"id": "summary", "title": "Summary", "body": kpi + intro}]
-    if best_yaml:
-        sections.append(
-            {
-                "id": "best",
-                "title": f"Best config (trial {s['best']['trial']})",
-                "body": "<p>Saved as best.yaml beside this page.</p><pre>" + html.escape(best_yaml) + "</pre>",
-            }
-        )
-    sections.append(
-        {"id": "trials", "title": "Trials (click a heading to sort)", "body": _trial_table(sweep, s["trials"])}
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        figs = _figures(sweep, s, Path(tmp))
-        for fid, title, png, text in figs:
-            sections.append({"id": fid, "title": title, "body": text + img_tag(png, title)})
-    imp, corr = s["importance"], s["correlation"]
-    if imp or corr:
-        keys = sorted(set(corr) | {k for v in imp.values() for k in v})
-        rows = [[k, imp.get("fanova", {}).get(k), imp.get("ped_anova", {}).get(k), corr.get(k)] for k in keys]
-        sections.append(
-            {
-                "id": "importance-table",
-                "title": "Importance and correlation (numbers)",
-                "body": table(["parameter", "fANOVA", "PED-ANOVA", "correlation"], rows),
-            }
-        )
-    page = _render(f"cnnlab sweep: {sweep.study_name}", f"{spec.method} · {spec.objective}", sections)
-    return page.replace("</body>", f"<script>{SORT_JS}</script></body>")
-
-
 def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str, Path, str]]:
-    """(id, title, png, intro) of each figure that the trials so far can support."""
+    """(id, title, png, caption) of each figure that the trials so far can support (captions are text)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -427,8 +302,8 @@ def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str,
             (
                 "band",
                 "Validation band",
-                plots._save(fig, tmp / "band.png"),
-                "<p>Per epoch: the lowest, mean and highest validation value across trials (grey: each trial).</p>",
+                plots.save_figure(fig, tmp / "band.png"),
+                "Per epoch: the lowest, mean and highest validation value across trials (grey: each trial).",
             )
         )
     over_time = s["pace"]["best_over_time"]
@@ -443,9 +318,9 @@ def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str,
             (
                 "over-time",
                 "Best so far against wall time",
-                plots._save(fig, tmp / "over_time.png"),
-                f"<p>The best completed trial's objective at each trial's end; "
-                f"{s['pace']['trials_per_hour']:.0f} trials per hour.</p>",
+                plots.save_figure(fig, tmp / "over_time.png"),
+                f"The best completed trial's objective at each trial's end; "
+                f"{s['pace']['trials_per_hour']:.0f} trials per hour.",
             )
         )
     imp, corr = s["importance"], s["correlation"]
@@ -475,10 +350,10 @@ def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str,
             (
                 "importance",
                 "Parameter importance and correlation",
-                plots._save(fig, tmp / "importance.png"),
-                "<p>Left: how much of the objective's variation each parameter explains (Optuna's fANOVA; "
+                plots.save_figure(fig, tmp / "importance.png"),
+                "Left: how much of the objective's variation each parameter explains (Optuna's fANOVA; "
                 "the table below also gives PED-ANOVA). Right: the signed correlation, which says in which "
-                "direction a parameter helps.</p>",
+                "direction a parameter helps.",
             )
         )
     done = [r for r in rows if r["state"] in ("complete", "pruned") and r["value"] is not None]
@@ -489,7 +364,7 @@ def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str,
                 "parallel",
                 "Parallel coordinates",
                 _parallel(spec, done, tmp / "parallel.png"),
-                "<p>One line per finished trial, coloured by its objective.</p>",
+                "One line per finished trial, coloured by its objective.",
             )
         )
         figs.append(
@@ -497,7 +372,7 @@ def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str,
                 "scatter",
                 "Objective against each parameter",
                 _scatter(spec, done, keys, tmp / "scatter.png"),
-                "<p>Filled: completed; hollow: pruned (its last reported value).</p>",
+                "Filled: completed; hollow: pruned (its last reported value).",
             )
         )
     return figs
@@ -546,7 +421,7 @@ def _parallel(spec: SweepSpec, done: list[dict[str, Any]], path: Path) -> Path:
     ax.set_xlim(-0.1, len(cols) - 1 + 0.5)
     ax.set_ylim(-0.08, 1.08)
     ax.set_title("parallel coordinates (colour: objective)")
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def _scatter(spec: SweepSpec, done: list[dict[str, Any]], keys: list[str], path: Path) -> Path:
@@ -587,4 +462,4 @@ def _scatter(spec: SweepSpec, done: list[dict[str, Any]], keys: list[str], path:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)

@@ -60,10 +60,10 @@ from cnnlab.workflows.sweep.state import (
     WORKERS,
     Pruned,
     Sweep,
-    _flock,
-    _fresh,
     count,
     died,
+    flock,
+    fresh,
     open_sweep,
     outcome,
     retry_dead,
@@ -88,7 +88,7 @@ def reap(sweep: Sweep, study: Any) -> int:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
     n = 0
-    with _flock(sweep.path / WORKERS / ".reap"):
+    with flock(sweep.path / WORKERS / ".reap"):
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             # a worker removes its lock file only when it exits; while it lives the file is locked
             lock = Path(t.user_attrs.get(WORKER_LOCK, ""))
@@ -189,7 +189,7 @@ def _settle(study: Any, trial: Any, spec: SweepSpec) -> str:
         ):
             return f"duplicate of trial {t.number}"
     budget = spec.budget()
-    used = sum(1 for t in lower if _fresh(t) and (t.user_attrs.get(VERDICT) == "run" or t in unsettled))
+    used = sum(1 for t in lower if fresh(t) and (t.user_attrs.get(VERDICT) == "run" or t in unsettled))
     if budget is not None and used >= budget:
         return "over budget"
     return "run"

@@ -159,7 +159,7 @@ def open_sweep(
     study = optuna.create_study(
         study_name=sweep.study_name, storage=sweep.storage(), direction=spec.direction, load_if_exists=True
     )
-    with _flock(out / WORKERS / ".create"):
+    with flock(out / WORKERS / ".create"):
         mine = spec.model_dump(mode="json")
         theirs = study.user_attrs.get("cnnlab_spec")
         if theirs is None:
@@ -231,7 +231,7 @@ def _is_json(line: bytes) -> bool:
 
 
 @contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
+def flock(path: Path) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -240,7 +240,7 @@ def _flock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _fresh(t: Any) -> bool:
+def fresh(t: Any) -> bool:
     return RETRY_OF not in t.user_attrs
 
 
@@ -291,7 +291,7 @@ def count(trials: list[Any]) -> Counts:
             c.waiting += 1
         if t.state == TrialState.RUNNING:
             c.running += 1
-        if _fresh(t) and t.user_attrs.get(VERDICT, "run" if t.state == TrialState.RUNNING else None) == "run":
+        if fresh(t) and t.user_attrs.get(VERDICT, "run" if t.state == TrialState.RUNNING else None) == "run":
             c.used += 1
             o = outcome(t, trials)
             c.by_outcome[o] = c.by_outcome.get(o, 0) + 1

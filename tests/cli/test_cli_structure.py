@@ -117,3 +117,43 @@ def test_an_unknown_flag_is_suggested_only_when_the_suggestion_is_another_flag(c
     with pytest.raises(SystemExit, match="2"):
         main(["train", "--epoch", "3"])
     assert "did you mean '--epochs'" in capsys.readouterr().err
+
+
+def _subparser(command: str):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return sub.choices[command]
+
+
+def test_a_workflows_flags_are_generated_from_its_settings_and_restate_no_default():
+    """Each study setting is written once, as a field of StudySettings: the parser has one flag per
+    field, every flag defaults to "not given" (so the field's default applies), and the "(default …)"
+    a help shows is the field's own."""
+    from cnnlab.cli.flags import SETTINGS_DEST
+    from cnnlab.core.settings import StudySettings
+
+    actions = {a.dest: a for a in _subparser("study")._actions if a.dest.startswith(SETTINGS_DEST)}
+    assert set(actions) == {SETTINGS_DEST + name for name in StudySettings.model_fields}
+    for name, info in StudySettings.model_fields.items():
+        action = actions[SETTINGS_DEST + name]
+        assert action.default is None, f"--{name} restates a default: {action.default!r}"
+        default = info.get_default()
+        if default is not None and not isinstance(default, bool):
+            shown = (info.json_schema_extra or {}).get("shown", default)
+            assert f"(default {shown})" in action.help, name
+    assert StudySettings.of(data="d").budget == 1200 == StudySettings.of(data="d", budget="20m").budget  # 20m
+    assert StudySettings.of(data="digits").seed == Config().train.seed  # the config's default, not a copy
+
+
+def test_the_study_workflow_restates_no_setting_default():
+    """The defaults the study once restated in its code ('20m', `batch_size or 128`, `device or
+    "auto"`, "warn") are read from its settings instead."""
+    run = (CLI.parent / "workflows" / "study" / "run.py").read_text()
+    for restated in ('"20m"', "or 128", 'or "auto"', '"warn"'):
+        assert restated not in run, restated
+
+
+def test_every_public_workflow_entry_that_has_settings_takes_at_most_4_parameters():
+    from cnnlab.workflows.study import run_study
+
+    assert len(inspect.signature(run_study).parameters) <= 4

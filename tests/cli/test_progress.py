@@ -13,6 +13,7 @@ import sys
 import termios
 
 from cnnlab import api
+from cnnlab.core.settings import StudySettings
 from cnnlab.workflows.resolve import build_config
 from tests.conftest import make_folder_dataset
 
@@ -43,7 +44,8 @@ def test_train_features_evaluate_predict_and_study_draw_their_bars(tmp_path, cap
     api.predict_files(run, [str(root)], out=tmp_path / "p.csv", progress=True)
     assert bar("predicting", capsys.readouterr().err)
 
-    api.run_study(str(root), out=tmp_path / "s", budget="20s", models="mlp", tune=False, progress=True)
+    study = StudySettings.of(data=str(root), out=str(tmp_path / "s"), budget="20s", models="mlp", tune=False)
+    api.run_study(study, progress=True)
     assert bar("epoch 1/", capsys.readouterr().err)
 
 

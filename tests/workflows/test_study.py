@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
+from cnnlab.core.settings import parse_budget
 from cnnlab.evaluate.stats import holm
 from cnnlab.reports.study import winner_sentence
 from cnnlab.runs.store import RunFolder
 from cnnlab.workflows.study.plan import Candidate, plan_epochs
-from cnnlab.workflows.study.run import parse_budget
 from tests.conftest import class_image
 
 CNNLAB = [sys.executable, "-m", "cnnlab"]

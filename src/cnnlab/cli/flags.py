@@ -8,15 +8,27 @@ import argparse
 import types
 import typing
 from collections.abc import Iterable
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 from pydantic.fields import FieldInfo
 
 from cnnlab.cli import argtypes
 from cnnlab.core.schema import Config
+from cnnlab.core.settings import Settings
 from cnnlab.core.yamlio import parse_set
 
-__all__ = ["FLAG_NAMES", "add_config_flags", "config_overrides", "flag_of", "given_config_keys", "schema_default"]
+__all__ = [
+    "FLAG_NAMES",
+    "add_config_flags",
+    "add_settings_flags",
+    "config_overrides",
+    "flag_of",
+    "given_config_keys",
+    "schema_default",
+    "settings_of",
+]
+
+SettingsT = TypeVar("SettingsT", bound=Settings)
 
 # config key → flag, where the flag is not the field's own name
 FLAG_NAMES = {
@@ -151,3 +163,42 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def given_config_keys(args: argparse.Namespace) -> list[str]:
     """The config keys whose flags were given, as flags (``--lr``), in the schema's order."""
     return [flag_of(k) for k in _given(args)]
+
+
+SETTINGS_DEST = "st__"  # argparse dest of a workflow setting's flag: st__<field>
+
+
+def add_settings_flags(
+    parser: argparse.ArgumentParser, settings: type[Settings], types: dict[str, Any] | None = None
+) -> None:
+    """One flag per field of a workflow's settings model (a field whose ``flag`` is a bare NAME is
+    positional and optional), its help and "(default …)" from the field; every flag defaults to "not
+    given", so the model's default applies. ``types``: argparse types that read a value more kindly
+    than the field's own type (a device name, a positive whole number)."""
+    for name, info in settings.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        flag, default = settings.flag(name), info.get_default(call_default_factory=True)
+        text = (info.description or "").replace("%", "%%")
+        if default is not None and not isinstance(default, bool):
+            text += f" (default {extra.get('shown', default)})"
+        if isinstance(default, bool):  # --x turns on what is off, --no-x turns off what is on
+            kwargs: dict[str, Any] = {"action": "store_false" if default else "store_true"}
+        else:
+            kwargs = _argparse_kwargs(info.annotation)
+            if name in (types or {}):
+                kwargs["type"] = (types or {})[name]
+            if extra.get("metavar"):
+                kwargs["metavar"] = extra["metavar"]
+        if not flag.startswith("-"):
+            parser.add_argument(SETTINGS_DEST + name, nargs="?", default=None, help=text, **kwargs)
+        else:
+            parser.add_argument(flag, dest=SETTINGS_DEST + name, default=None, help=text, **kwargs)
+
+
+def settings_of(args: argparse.Namespace, settings: type[SettingsT]) -> SettingsT:
+    """The settings the command line gave (flags not given take the model's defaults).
+
+    Raises:
+        CnnlabError: a value the model refuses, in one line naming its flag.
+    """
+    return settings.of(**{n: getattr(args, SETTINGS_DEST + n, None) for n in settings.model_fields})

@@ -8,8 +8,9 @@ from typing import Any
 
 from cnnlab import api
 from cnnlab.cli import argtypes
-from cnnlab.cli.flags import schema_default
+from cnnlab.cli.flags import add_settings_flags, settings_of
 from cnnlab.cli.render import progress_wanted
+from cnnlab.core.settings import StudySettings
 
 
 def register(sub: Any) -> None:
@@ -68,94 +69,8 @@ def register(sub: Any) -> None:
         "images of the smallest. Multi-label CSVs are ranked by mAP. --fractions adds learning curves "
         "by data size. Ctrl-C, then --resume, continues where it stopped.",
     )
-    st.add_argument(
-        "data",
-        nargs="?",
-        metavar="DATA",
-        help="a folder of class folders, a CSV label file or a dataset name (not needed with --resume)",
-    )
-    st.add_argument(
-        "--budget",
-        metavar="T",
-        help="wall-clock budget of the whole study: 90s, 20m, 1.5h (default 20m); kept within 10 %%",
-    )
-    st.add_argument(
-        "--models",
-        metavar="LIST",
-        help="candidates instead of the automatic pick, comma-separated: "
-        "model names, a pretrained one with :frozen or :fine-tune (e.g. "
-        "mlp,cnn,efficientnet-lite0:fine-tune)",
-    )
-    st.add_argument(
-        "--folds",
-        type=argtypes.positive_int,
-        metavar="K",
-        help="cross-validate with K folds when the budget "
-        "allows (default: 5 or 3 folds when every candidate's full recipe fits, else one split)",
-    )
-    st.add_argument(
-        "--no-tune",
-        dest="tune",
-        action="store_false",
-        default=None,
-        help="one recipe per candidate: no search (by default every candidate gets the same share of the "
-        "budget to search its learning rate and weight decay on the validation split first)",
-    )
-    st.add_argument(
-        "--fractions",
-        metavar="LIST",
-        help="learning curves: also train each candidate on these shares of the training split (e.g. "
-        "0.1,0.25,0.5,1; same validation and test images), fit a power law per candidate and say where "
-        "the curves cross and what twice the data is predicted to give (one split, no folds)",
-    )
-    st.add_argument(
-        "--audit-labels",
-        action="store_true",
-        default=None,
-        help="with --folds: rank the images whose label the best candidate's out-of-fold models doubt "
-        "(cleanlab; label_audit.csv and a page in its CV folder, a section in the report)",
-    )
-    st.add_argument(
-        "--group-by",
-        metavar="REGEX",
-        help="keep the images a regular expression on their paths groups (its first group) inside one split "
-        "and one fold (a CSV's group column does this by itself)",
-    )
-    st.add_argument(
-        "--on-leak",
-        choices=("off", "warn", "drop", "refuse"),
-        help="validation/test images that copy training images: warn (default; the test figure without them "
-        "beside the raw one), drop them, refuse, or off",
-    )
-    st.add_argument("--out", metavar="DIR", help="study folder (default studies/<data name>)")
-    st.add_argument("--resume", action="store_true", help="finish the study in --out: finished candidates are kept")
-    st.add_argument(
-        "--seed",
-        type=int,
-        metavar="S",
-        help=f"seed of the candidates' training (the split and folds use data.split_seed, 0) "
-        f"(default {schema_default('train.seed')})",
-    )
-    st.add_argument(
-        "--seeds",
-        type=argtypes.positive_int,
-        metavar="N",
-        help="train every candidate (every fold) from N initialisations on the same split: rank by the "
-        "mean, show each gap beside the spread over seeds and test it with that spread (default 1)",
-    )
-    st.add_argument(
-        "--batch-size",
-        type=argtypes.positive_int,
-        metavar="N",
-        help=f"batch size (default {schema_default('train.batch_size')})",
-    )
-    st.add_argument(
-        "--device",
-        type=argtypes.device,
-        metavar="DEV",
-        help="auto (default), cpu, cuda, cuda:N, mps",
-    )
-    st.add_argument("--data-dir", metavar="DIR", help="where a built-in dataset's files are")
+    types = {"budget": str, "seeds": argtypes.positive_int, "batch_size": argtypes.positive_int}
+    add_settings_flags(st, StudySettings, types={**types, "device": argtypes.device})
     st.add_argument("-q", "--quiet", action="store_true")
     st.set_defaults(handler=cmd_study)
 
@@ -186,29 +101,10 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    state = api.run_study(
-        args.data,
-        args.out,
-        args.budget,
-        args.models,
-        args.folds,
-        resume=args.resume,
-        seed=args.seed,
-        seeds=args.seeds,
-        batch_size=args.batch_size,
-        device=args.device,
-        data_dir=args.data_dir,
-        progress=progress_wanted(args),
-        started=args.started,
-        tune=args.tune,
-        fractions=args.fractions,
-        audit_labels=args.audit_labels,
-        group_by=args.group_by,
-        on_leak=args.on_leak,
-    )
-    print("\n".join(state["summary_lines"]))
+    result = api.run_study(settings_of(args, StudySettings), progress=progress_wanted(args), started=args.started)
+    print("\n".join(result.summary_lines))
     print(
-        f"study took {state['spent_seconds']:.0f} s of a {state['budget_seconds']:.0f} s budget; "
-        f"report: {Path(state['out']) / 'report.html'}"
+        f"study took {result.spent_seconds:.0f} s of a {result.budget_seconds:.0f} s budget; "
+        f"report: {result.out / 'report.html'}"
     )
     return 0

@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from cnnlab.core.atomic import atomic_write_json, atomic_write_text
 from cnnlab.core.errors import CnnlabError
-from cnnlab.core.schema import DataConfig, nest_config, parse_duration
+from cnnlab.core.schema import DataConfig, nest_config
+from cnnlab.core.settings import StudySettings
 from cnnlab.data.inspect import inspect_dataset
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.models.factory import get_spec
@@ -47,7 +48,7 @@ from cnnlab.workflows.study.plan import (
     shrink_to_fit,
 )
 from cnnlab.workflows.study.results import best_row, collect
-from cnnlab.workflows.study.state import Study, study_group
+from cnnlab.workflows.study.state import Study, StudyResult, study_group
 from cnnlab.workflows.sweep.runner import run_sweep
 from cnnlab.workflows.training import announce_board, train, train_or_resume
 
@@ -59,40 +60,10 @@ AUTO_FOLDS = (5, 3)
 STUDY_BUDGET = "the study's time budget"
 
 
-def parse_budget(text: str) -> float:
-    """``90s``, ``20m``, ``1.5h`` or plain seconds → seconds."""
-    try:
-        value = parse_duration(str(text).strip().lower())
-    except ValueError:
-        raise CnnlabError(f"--budget {text!r}: give a duration like 90s, 20m or 1.5h") from None
-    if not 10 <= value <= 7 * 24 * 3600:
-        raise CnnlabError(f"--budget {text!r}: give between 10 seconds and 7 days")
-    return value
+def run_study(settings: StudySettings, progress: bool = True, started: float | None = None) -> StudyResult:
+    """Run (or, with ``settings.resume``, finish) a study and return its result.
 
-
-def run_study(
-    data: str | None,
-    out: str | Path | None = None,
-    budget: str | None = None,
-    models: str | None = None,
-    folds: int | None = None,
-    resume: bool = False,
-    seed: int | None = None,
-    seeds: int | None = None,
-    batch_size: int | None = None,
-    device: str | None = None,
-    data_dir: str | None = None,
-    progress: bool = True,
-    started: float | None = None,
-    tune: bool | None = None,
-    fractions: str | None = None,
-    audit_labels: bool | None = None,
-    group_by: str | None = None,
-    on_leak: str | None = None,
-) -> dict[str, Any]:
-    """Run (or, with ``resume``, finish) a study into ``out`` and return its summary.
-
-    ``budget`` is wall-clock for the whole study from ``started`` (default: now): inspection,
+    The budget is wall-clock for the whole study from ``started`` (default: now): inspection,
     probes, training, evaluation and the report. With ``seeds`` > 1 every candidate (every fold) is
     trained from that many initialisations on the same split: candidates rank by their mean, and
     each gap is shown beside the spread over seeds and tested with it. With ``tune`` (the default)
@@ -103,53 +74,27 @@ def run_study(
     per candidate. With ``audit_labels`` (needs ``folds``) the best candidate's out-of-fold
     probabilities rank the images whose label its models doubt. ``group_by`` and ``on_leak`` are
     ``data.group_by`` and ``data.on_leak`` for the study's split, folds and every candidate.
-    Returns the study.json contents.
-    A setting left None takes its default (seed 0, 1 seed, batch 128, device auto, budget 20m); on
-    ``resume`` every setting given must equal the saved one.
+    On resume every setting given must equal the saved one (see :class:`StudySettings`).
     """
     t0 = started or time.time()
-    if not data and not (resume and out):
-        raise CnnlabError("cnnlab study needs DATA (or --resume --out DIR of a study)")
-    out = Path(out or Path("studies") / Path(str(data).rstrip("/")).name)
-    shares = parse_fractions(fractions)  # checked before any work
-    asked = {"data": data, "data_dir": data_dir, "models": models, "folds": folds, "seed": seed, "seeds": seeds,
-             "batch_size": batch_size, "device": device, "budget": budget, "tune": tune,
-             "fractions": _fraction_text(shares) if fractions is not None else None,
-             "audit_labels": audit_labels, "group_by": group_by, "on_leak": on_leak}  # fmt: skip
-    if resume:
+    out = Path(settings.out or Path("studies") / Path(str(settings.data).rstrip("/")).name)
+    shares = parse_fractions(settings.fractions)  # checked before any work
+    if settings.resume:
         study = _reopen(out)
-        _check_same_settings(study, asked)
+        _check_same_settings(study, settings)
     else:
-        if data is None:
-            raise CnnlabError("cnnlab study needs DATA (a folder, a CSV label file or a dataset name)")
-        _clear_unplanned(out)
-        study_group(out).check_new()
-        if folds is not None and folds < 2:
-            raise CnnlabError("--folds needs at least 2 (leave it out to let the budget decide)")
-        budget_s = parse_budget("20m" if budget is None else budget)
-        seeding = (0 if seed is None else seed, 1 if seeds is None else seeds)
-        seed_list(*seeding)  # a seed range that fits, checked before any work
-        if shares and folds:
-            raise CnnlabError("--fractions with --folds: learning curves use one split; leave one of them out")
-        if audit_labels and not folds:
-            raise CnnlabError("--audit-labels needs --folds K: the audit reads out-of-fold predictions")
-        try:
-            options = {k: v for k, v in (("group_by", group_by), ("on_leak", on_leak)) if v is not None}
-            study = _start(data, out, budget_s, models, folds, seeding, batch_size or 128, device or "auto",
-                           data_dir, progress, t0, tune is not False, shares, options)  # fmt: skip
-            study.save(audit_labels=bool(audit_labels))
-        except BaseException:  # nothing trained yet: leave no half-made folder that --resume could not use
-            if out.is_dir() and not (out / "study.json").is_file():
-                shutil.rmtree(out, ignore_errors=True)
-            raise
+        study = _start_new(settings, out, shares, progress, t0)
     announce_board(out)
     # the time spent before this session (planning of a new study is counted once, from t0)
-    spent_before = study.state.get("spent_seconds", 0.0) if resume else 0.0
-    session = t0
+    spent_before = study.state.get("spent_seconds", 0.0) if settings.resume else 0.0
+
+    def spent() -> float:
+        return round(spent_before + time.time() - t0, 1)
+
     try:
-        _train_all(study, progress, session, spent_before)
+        _train_all(study, progress, t0, spent_before)
         if not any(c.status == "done" for c in study.cands):
-            study.save(status="failed", spent_seconds=round(spent_before + time.time() - session, 1))
+            study.save(status="failed", spent_seconds=spent())
             why = "; ".join(f"{c.name}: {c.why}" for c in study.cands if c.why)
             raise CnnlabError(
                 f"no candidate finished within the {study.state['budget_seconds']:.0f} s budget ({why}); "
@@ -157,23 +102,33 @@ def run_study(
             )
         summary = _finish(study, progress)
     except KeyboardInterrupt:
-        study.save(status="interrupted", spent_seconds=round(spent_before + time.time() - session, 1))
+        study.save(status="interrupted", spent_seconds=spent())
         log.warning("study interrupted; continue with: cnnlab study --resume --out %s", out)
         raise
-    study.save(
-        status="completed",
-        finished=now(),
-        spent_seconds=round(spent_before + time.time() - session, 1),
-        summary=summary,
-    )
-
+    study.save(status="completed", finished=now(), spent_seconds=spent(), summary=summary)
     note = _test_set_note(study)
     if note and isinstance(study.state.get("summary"), dict):
         study.state["summary"]["test_set_note"] = note
     write_study_report(study)
-    study.save(spent_seconds=round(spent_before + time.time() - session, 1))
-    lines = list(format_summary(study.state)) + ([f"note: {note}"] if note else [])
-    return {**study.state, "out": str(out), "summary_lines": lines}
+    study.save(spent_seconds=spent())
+    return StudyResult.of(out, study.state, [*format_summary(study.state), *([f"note: {note}"] if note else [])])
+
+
+def _start_new(settings: StudySettings, out: Path, shares: list[float], progress: bool, t0: float) -> Study:
+    """A new study folder with its plan: the data inspected, the candidates probed, the budget planned."""
+    if settings.data is None:
+        raise CnnlabError("cnnlab study needs DATA (a folder, a CSV label file or a dataset name)")
+    _clear_unplanned(out)
+    study_group(out).check_new()
+    seed_list(settings.seed, settings.seeds)  # a seed range that fits, checked before any work
+    try:
+        study = _start(settings, out, shares, progress, t0)
+        study.save(audit_labels=settings.audit_labels)
+    except BaseException:  # nothing trained yet: leave no half-made folder that --resume could not use
+        if out.is_dir() and not (out / "study.json").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return study
 
 
 def _test_set_note(study: Study) -> str | None:
@@ -199,7 +154,7 @@ def _clear_unplanned(out: Path) -> None:
             shutil.rmtree(out)
 
 
-def _check_same_settings(study: Study, asked: dict[str, Any]) -> None:
+def _check_same_settings(study: Study, settings: StudySettings) -> None:
     """``--resume`` with other settings than the study started with would mix two studies."""
     s = study.state
     saved = {
@@ -216,23 +171,22 @@ def _check_same_settings(study: Study, asked: dict[str, Any]) -> None:
         "fractions": s.get("fractions_requested"),
         "audit_labels": s.get("audit_labels", False),
         "group_by": (s.get("data_options") or {}).get("group_by"),
-        "on_leak": (s.get("data_options") or {}).get("on_leak", "warn"),
+        "on_leak": (s.get("data_options") or {}).get("on_leak", StudySettings.model_fields["on_leak"].default),
     }
-    for key, value in asked.items():
-        if value is None or (key == "models" and "models_requested" not in s):
+    for key, value in settings.given().items():
+        if key in ("out", "resume") or (key == "models" and "models_requested" not in s):
             continue
-        if key == "budget":
-            value = parse_budget(value)
+        if key == "fractions":
+            value = _fraction_text(parse_fractions(value))
         if key == "data" and saved["data"] is not None and Path(str(value)) == Path(str(saved["data"])):
             continue
         if value != saved[key]:
-            flag = "DATA" if key == "data" else "--" + key.replace("_", "-")
             if key == "tune":
                 said = "with a search per candidate" if saved[key] else "with --no-tune"
                 raise CnnlabError(f"{study.group.state_path} was started {said}: resume it the same way")
             raise CnnlabError(
-                f"{study.group.state_path} was started with {flag} {saved[key]!r}, not {value!r}: resume with "
-                "the same settings (or none), or start a new study with another --out"
+                f"{study.group.state_path} was started with {StudySettings.flag(key)} {saved[key]!r}, not "
+                f"{value!r}: resume with the same settings (or none), or start a new study with another --out"
             )
 
 
@@ -243,26 +197,14 @@ def _reopen(out: Path) -> Study:
     return Study(out, state)
 
 
-def _start(
-    data: str,
-    out: Path,
-    budget_s: float,
-    models: str | None,
-    folds: int | None,
-    seeding: tuple[int, int],
-    batch_size: int,
-    device: str,
-    data_dir: str | None,
-    progress: bool,
-    t0: float,
-    tune: bool = True,
-    shares: list[float] | None = None,
-    options: dict[str, Any] | None = None,
-) -> Study:
-    seed, seeds = seeding
+def _start(settings: StudySettings, out: Path, shares: list[float], progress: bool, t0: float) -> Study:
+    data, data_dir, models, folds = settings.data, settings.data_dir, settings.models, settings.folds
+    seed, seeds, batch_size, tune = settings.seed, settings.seeds, settings.batch_size, settings.tune
+    options, budget_s = settings.data_options, settings.budget
+    assert data is not None  # a new study has DATA (its settings check it)
     pairs = parse_models(models) if models else None  # checked before any work
     try:
-        dc = DataConfig(source=data, **({"data_dir": data_dir} if data_dir else {}), **(options or {}))
+        dc = DataConfig(source=data, **({"data_dir": data_dir} if data_dir else {}), **options)
     except ValidationError as e:
         field = str(e.errors()[0]["loc"][0]) if e.errors()[0]["loc"] else "source"
         what = f"DATA {data!r}" if field == "source" else "--" + field.replace("_", "-")
@@ -300,12 +242,12 @@ def _start(
         "started": now(),
         "data": data,
         "data_dir": data_dir,
-        "data_options": options or {},
+        "data_options": options,
         "budget_seconds": budget_s,
         "seed": seed,
         "seeds": seeds,
         "batch_size": batch_size,
-        "device": device,
+        "device": settings.device,
         "folds_requested": folds,
         "models_requested": models,
         "folds": 1,

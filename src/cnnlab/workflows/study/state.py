@@ -3,6 +3,7 @@ the study's run, its results and its page."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from cnnlab.runs.group import RunGroup
 from cnnlab.workflows.resolve import build_config
 from cnnlab.workflows.study.plan import Candidate
 
-__all__ = ["Study", "study_group"]
+__all__ = ["Study", "StudyResult", "study_group"]
 
 
 def study_group(out: Path) -> RunGroup:
@@ -74,3 +75,21 @@ class Study:
         """Candidate ``c``'s run config into ``out`` (``extra``: keys of one run, e.g. a learning
         curve's share of the training split)."""
         return build_config(None, {**self.base_overrides(), **c.overrides(), **(extra or {}), "run.out": str(out)})
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What `run_study` returns: where the study is, how it ended, its time and its summary."""
+
+    out: Path
+    status: str
+    budget_seconds: float
+    spent_seconds: float
+    summary: dict[str, Any]  # the ranked rows, paired tests and the winner (study.json's "summary")
+    summary_lines: list[str]  # the console's summary
+    state: dict[str, Any]  # study.json as saved
+
+    @classmethod
+    def of(cls, out: Path, state: dict[str, Any], lines: list[str]) -> StudyResult:
+        return cls(out, state["status"], state["budget_seconds"], state["spent_seconds"], state.get("summary") or {},
+                   lines, state)  # fmt: skip

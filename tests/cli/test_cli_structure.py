@@ -125,24 +125,27 @@ def _subparser(command: str):
     return sub.choices[command]
 
 
-def test_a_workflows_flags_are_generated_from_its_settings_and_restate_no_default():
-    """Each study setting is written once, as a field of StudySettings: the parser has one flag per
-    field, every flag defaults to "not given" (so the field's default applies), and the "(default …)"
-    a help shows is the field's own."""
+@pytest.mark.parametrize("command", ["study", "cv", "sweep"])
+def test_a_workflows_flags_are_generated_from_its_settings_and_restate_no_default(command):
+    """Each setting of a workflow is written once, as a field of its settings model: the parser has one
+    flag per field, every flag defaults to "not given" (so the field's default applies), and the
+    "(default …)" a help shows is the field's own."""
     from cnnlab.cli.flags import SETTINGS_DEST
-    from cnnlab.core.settings import StudySettings
+    from cnnlab.core.settings import CvSettings, StudySettings, SweepSettings
 
-    actions = {a.dest: a for a in _subparser("study")._actions if a.dest.startswith(SETTINGS_DEST)}
-    assert set(actions) == {SETTINGS_DEST + name for name in StudySettings.model_fields}
-    for name, info in StudySettings.model_fields.items():
+    settings = {"study": StudySettings, "cv": CvSettings, "sweep": SweepSettings}[command]
+    actions = {a.dest: a for a in _subparser(command)._actions if a.dest.startswith(SETTINGS_DEST)}
+    assert set(actions) == {SETTINGS_DEST + name for name in settings.model_fields}
+    for name, info in settings.model_fields.items():
         action = actions[SETTINGS_DEST + name]
         assert action.default is None, f"--{name} restates a default: {action.default!r}"
         default = info.get_default()
         if default is not None and not isinstance(default, bool):
             shown = (info.json_schema_extra or {}).get("shown", default)
             assert f"(default {shown})" in action.help, name
-    assert StudySettings.of(data="d").budget == 1200 == StudySettings.of(data="d", budget="20m").budget  # 20m
-    assert StudySettings.of(data="digits").seed == Config().train.seed  # the config's default, not a copy
+    if settings is StudySettings:
+        assert StudySettings.of(data="d").budget == 1200 == StudySettings.of(data="d", budget="20m").budget  # 20m
+        assert StudySettings.of(data="digits").seed == Config().train.seed  # the config's default, not a copy
 
 
 def test_the_study_workflow_restates_no_setting_default():
@@ -154,6 +157,9 @@ def test_the_study_workflow_restates_no_setting_default():
 
 
 def test_every_public_workflow_entry_that_has_settings_takes_at_most_4_parameters():
+    from cnnlab.workflows.cv import cross_validate
     from cnnlab.workflows.study import run_study
+    from cnnlab.workflows.sweep import run_sweep
 
-    assert len(inspect.signature(run_study).parameters) <= 4
+    for entry in (run_study, cross_validate, run_sweep):
+        assert len(inspect.signature(entry).parameters) <= 4, entry.__name__

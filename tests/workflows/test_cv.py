@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 
 from cnnlab.cli import main
+from cnnlab.core.settings import CvSettings
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.models import get_spec
 from cnnlab.workflows.resolve import build_config
@@ -104,7 +105,7 @@ def test_a_resumed_fold_keeps_its_callbacks(tmp_path):
     import pytest
 
     from cnnlab.train.callbacks import Callback
-    from cnnlab.workflows.cv import cross_validate
+    from cnnlab.workflows.cv import FoldHooks, cross_validate
 
     class Seen(Callback):
         def __init__(self):
@@ -125,10 +126,12 @@ def test_a_resumed_fold_keeps_its_callbacks(tmp_path):
     )
     first = Seen()
     with pytest.raises(KeyboardInterrupt):
-        cross_validate(cfg, tmp_path / "cv", folds=2, progress=False, callbacks=[first, Interrupt()])
+        cross_validate(
+            cfg, CvSettings(out=str(tmp_path / "cv"), folds=2), False, FoldHooks(callbacks=[first, Interrupt()])
+        )
     assert first.epochs == [1]
     again = Seen()
-    cross_validate(cfg, tmp_path / "cv", folds=2, resume=True, progress=False, callbacks=[again])
+    cross_validate(cfg, CvSettings(out=str(tmp_path / "cv"), folds=2, resume=True), False, FoldHooks(callbacks=[again]))
     assert again.epochs == [2, 1, 2]  # fold 1 resumed at epoch 2 with the callback, then fold 2 whole
 
 
@@ -145,11 +148,11 @@ def test_resume_refuses_other_folds_or_settings_naming_the_saved_value(tmp_path)
 
     cv_group(tmp_path / "cv").save({**_plan_state(cfg, 2, 1), "status": "running"})  # as a killed CV leaves it
     with pytest.raises(CnnlabError, match="started with --folds 2, not 3"):
-        cross_validate(cfg, tmp_path / "cv", folds=3, resume=True, progress=False)
+        cross_validate(cfg, CvSettings(out=str(tmp_path / "cv"), folds=3, resume=True), progress=False)
     other = build_config(None, {**base, "model.name": "cnn"})
     with pytest.raises(CnnlabError, match="started with model.name = 'mlp', not 'cnn'"):
-        cross_validate(other, tmp_path / "cv", folds=2, resume=True, progress=False)
+        cross_validate(other, CvSettings(out=str(tmp_path / "cv"), folds=2, resume=True), progress=False)
     with pytest.raises(CnnlabError, match="has not finished; finish it with cnnlab cv --resume"):
         read_cv(tmp_path / "cv")
-    done = cross_validate(cfg, tmp_path / "cv", folds=2, resume=True, progress=False)
-    assert done["status"] == "completed" and read_cv(tmp_path / "cv")["folds"] == 2
+    done = cross_validate(cfg, CvSettings(out=str(tmp_path / "cv"), folds=2, resume=True), progress=False)
+    assert done.status == "completed" and read_cv(tmp_path / "cv")["folds"] == 2

@@ -12,6 +12,7 @@ import time
 import pytest
 import yaml
 
+from cnnlab.core.settings import SweepSettings
 from cnnlab.train.state import LoopState
 from cnnlab.workflows.sweep import runner
 from cnnlab.workflows.training import TrainResult
@@ -60,7 +61,7 @@ def sweep(tmp_path, monkeypatch, method: str, pruner: str | dict = "none", trial
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(tree))
     out = tmp_path / "sw"
-    runner.run_sweep(spec, out, workers=1, progress=False)
+    runner.run_sweep(SweepSettings(spec=str(spec), out=str(out)), progress=False)
     return json.loads((out / "sweep.json").read_text())
 
 

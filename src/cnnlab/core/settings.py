@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.schema import DataConfig, TrainConfig, parse_duration
 
-__all__ = ["Settings", "StudySettings", "parse_budget"]
+__all__ = ["CvSettings", "Settings", "StudySettings", "SweepSettings", "parse_budget"]
 
 
 def parse_budget(text: Any) -> float:
@@ -176,3 +176,69 @@ class StudySettings(Settings):
     def data_options(self) -> dict[str, Any]:
         """``data.group_by`` and ``data.on_leak`` for the study's split, folds and candidates, as given."""
         return {k: getattr(self, k) for k in ("group_by", "on_leak") if k in self.model_fields_set}
+
+
+class CvSettings(Settings):
+    """`cnnlab cv`: how many folds and repeats, where, and what each fold adds (the model, data and
+    recipe are the config's)."""
+
+    folds: int = Field(5, description="folds", json_schema_extra={"metavar": "K"})
+    repeats: int = Field(1, ge=1, description="repeats with other folds", json_schema_extra={"metavar": "R"})
+    seeds: int = Field(
+        1,
+        ge=1,
+        description="train each fold from N initialisations (--seed, +1 …); a fold scores their mean, and the "
+        "summary adds the spread over seeds",
+        json_schema_extra={"metavar": "N"},
+    )
+    audit_labels: bool = Field(
+        False,
+        description="rank the images whose given label the out-of-fold models doubt (cleanlab): label_audit.csv, "
+        "label_issues.csv (retrain without them with --exclude) and label_audit.html in the CV folder",
+    )
+    out: str | None = Field(
+        None, description="CV folder (default cv/<model>-<data>)", json_schema_extra={"metavar": "DIR"}
+    )
+    resume: bool = Field(False, description="finish an interrupted CV; finished folds are kept")
+
+    @field_validator("folds")
+    @classmethod
+    def _two_folds(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError("cv needs --folds of at least 2")
+        return v
+
+
+class SweepSettings(Settings):
+    """`cnnlab sweep`: which spec, where, on how many workers and which storage (the space, budget,
+    sampler and pruner are the spec's)."""
+
+    spec: str | None = Field(
+        None,
+        description="the sweep spec (not needed with --resume)",
+        json_schema_extra={"flag": "SPEC", "metavar": "SPEC.yaml"},
+    )
+    out: str | None = Field(
+        None, description="sweep folder (default sweeps/<spec name>)", json_schema_extra={"metavar": "DIR"}
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="local worker processes; the cores are shared among them",
+        json_schema_extra={"metavar": "N"},
+    )
+    storage: str | None = Field(
+        None,
+        description="an Optuna RDB URL (postgresql://user:pass@host/db) to share one study between machines; "
+        "default: a journal file in the sweep folder",
+        json_schema_extra={"metavar": "URL"},
+    )
+    resume: bool = Field(
+        False, description="continue the sweep in --out: finished trials are kept, dead ones retried once"
+    )
+
+    @model_validator(mode="after")
+    def _spec_or_folder(self) -> SweepSettings:
+        if not self.spec and not (self.resume and self.out):
+            raise ValueError("cnnlab sweep needs SPEC.yaml (or --resume --out DIR of a sweep)")
+        return self

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from cnnlab import api
 from cnnlab.cli import argtypes
-from cnnlab.cli.flags import add_config_flags, config_overrides, given_config_keys
+from cnnlab.cli.flags import add_config_flags, add_settings_flags, config_overrides, given_config_keys, settings_of
 from cnnlab.cli.render import format_metrics_table, format_seed_spread, progress_wanted
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.settings import CvSettings
 from cnnlab.core.yamlio import load_yaml
 
 
@@ -67,26 +67,7 @@ def register(sub: Any) -> None:
         "--seed, so `cnnlab compare CV_A CV_B` compares two CVs fold by fold.",
     )
     add_config_flags(cv, without={"run.out"})
-    cv.add_argument("--folds", type=argtypes.positive_int, default=5, metavar="K", help="folds (default 5)")
-    cv.add_argument(
-        "--repeats", type=argtypes.positive_int, default=1, metavar="R", help="repeats with other folds (default 1)"
-    )
-    cv.add_argument(
-        "--seeds",
-        type=argtypes.positive_int,
-        default=1,
-        metavar="N",
-        help="train each fold from N initialisations (--seed, +1 …); a fold scores their mean, and the "
-        "summary adds the spread over seeds (default 1)",
-    )
-    cv.add_argument(
-        "--audit-labels",
-        action="store_true",
-        help="rank the images whose given label the out-of-fold models doubt (cleanlab): label_audit.csv, "
-        "label_issues.csv (retrain without them with --exclude) and label_audit.html in the CV folder",
-    )
-    cv.add_argument("--out", metavar="DIR", help="CV folder (default cv/<model>-<data>)")
-    cv.add_argument("--resume", action="store_true", help="finish an interrupted CV; finished folds are kept")
+    add_settings_flags(cv, CvSettings, types={"repeats": argtypes.positive_int, "seeds": argtypes.positive_int})
     cv.add_argument("-q", "--quiet", action="store_true")
     cv.set_defaults(handler=cmd_cv)
 
@@ -145,28 +126,18 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    res = api.cross_validate(
-        _config(args),
-        args.out,
-        args.folds,
-        args.repeats,
-        resume=args.resume,
-        progress=progress_wanted(args),
-        seeds=args.seeds,
-        audit=args.audit_labels,
-    )
-    seeds = f", {res['seeds']} seeds per fold" if res.get("seeds", 1) > 1 else ""
+    res = api.cross_validate(_config(args), settings_of(args, CvSettings), progress_wanted(args))
+    seeds = f", {res.seeds} seeds per fold" if res.seeds > 1 else ""
     print(
-        f"{res['folds']}-fold cross-validation × {res['repeats']} of {res['model']} "
-        f"({res['test_images_held_out']} test images held out{seeds})"
+        f"{res.folds}-fold cross-validation × {res.repeats} of {res.model} "
+        f"({res.test_images_held_out} test images held out{seeds})"
     )
-    seed_sd = res.get("seed_sd", {})
-    for k, st in res["summary"].items():
-        spread = f"   sd over seeds {seed_sd[k]:.4f}" if k in seed_sd else ""
+    for k, st in res.summary.items():
+        spread = f"   sd over seeds {res.seed_sd[k]:.4f}" if k in res.seed_sd else ""
         print(f"  {k:<24} {st['mean']:.4f} ± {st['std']:.4f}   95 % [{st['ci95'][0]:.4f}, {st['ci95'][1]:.4f}]{spread}")
-    out = Path(res["out"])
-    if res.get("label_audit"):
-        a = res["label_audit"]
+    out = res.out
+    if res.label_audit:
+        a = res.label_audit
         print(
             f"label audit: {a['issues']} of {a['images']} images flagged as likely label errors; wrote "
             f"{out / 'label_audit.csv'}, {out / 'label_issues.csv'} (retrain without them: --exclude) and "

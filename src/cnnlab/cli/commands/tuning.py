@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from cnnlab import api
 from cnnlab.cli import argtypes
 from cnnlab.cli.flags import add_settings_flags, settings_of
 from cnnlab.cli.render import progress_wanted
-from cnnlab.core.settings import StudySettings
+from cnnlab.core.settings import StudySettings, SweepSettings
 
 
 def register(sub: Any) -> None:
@@ -24,26 +23,7 @@ def register(sub: Any) -> None:
         "file (no SQLite locks); several machines share --storage postgresql://…. "
         "Writes sweep.html, sweep.json and best.yaml. See examples/sweep-digits.yaml.",
     )
-    sw.add_argument("spec", nargs="?", metavar="SPEC.yaml", help="the sweep spec (not needed with --resume)")
-    sw.add_argument("--out", metavar="DIR", help="sweep folder (default sweeps/<spec name>)")
-    sw.add_argument(
-        "--workers",
-        type=argtypes.positive_int,
-        default=1,
-        metavar="N",
-        help="local worker processes (default 1); the cores are shared among them",
-    )
-    sw.add_argument(
-        "--storage",
-        metavar="URL",
-        help="an Optuna RDB URL (postgresql://user:pass@host/db) to share "
-        "one study between machines; default: a journal file in the sweep folder",
-    )
-    sw.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the sweep in --out: finished trials are kept, dead ones retried once",
-    )
+    add_settings_flags(sw, SweepSettings, types={"workers": argtypes.positive_int})
     sw.add_argument("-q", "--quiet", action="store_true")
     sr = sub.add_parser(
         "sweep-report",
@@ -76,21 +56,19 @@ def register(sub: Any) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    s = api.run_sweep(
-        args.spec, args.out, workers=args.workers, storage=args.storage, resume=args.resume, progress=not args.quiet
-    )
-    o, out = s["outcomes"], Path(s["out"])
+    s = api.run_sweep(settings_of(args, SweepSettings), progress=not args.quiet)
+    o, out = s.outcomes, s.out
     print(
-        f"sweep {s['study']}: {s['done']}/{s['budget'] if s['budget'] is not None else '-'} trials done "
+        f"sweep {s.study}: {s.done}/{s.budget if s.budget is not None else '-'} trials done "
         f"({o.get('complete', 0)} complete, {o.get('pruned', 0)} pruned, {o.get('failed', 0)} failed)"
     )
-    if s["best"]:
-        b = s["best"]
+    if s.best:
+        b = s.best
         params = "  ".join(f"{k}={v}" for k, v in b["params"].items())
-        print(f"best: trial {b['trial']}  {s['objective']} = {b['value']:.4f}  {params}")
+        print(f"best: trial {b['trial']}  {s.objective} = {b['value']:.4f}  {params}")
         print(f"best config: {out / 'best.yaml'}  (cnnlab train --config {out / 'best.yaml'})")
-    if s["budget"] is not None and s["done"] < s["budget"]:
-        print(f"{s['budget'] - s['done']} trial(s) left: continue with cnnlab sweep --resume --out {out}")
+    if s.budget is not None and s.done < s.budget:
+        print(f"{s.budget - s.done} trial(s) left: continue with cnnlab sweep --resume --out {out}")
     print(f"wrote {out / 'sweep.html'}")
     return 0
 

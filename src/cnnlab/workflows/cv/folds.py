@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.metrics import headline
 from cnnlab.core.schema import Config, flatten_config
+from cnnlab.core.settings import CvSettings
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.data.split import grouped_split, kfold_indices, stratified_split
 from cnnlab.evaluate.bootstrap import mean_interval
@@ -68,27 +70,50 @@ def _fold_splits(cfg: Config, folds: int, repeats: int, progress: bool) -> tuple
     return plans, int(len(data.splits["test"])), data
 
 
+@dataclass(frozen=True)
+class FoldHooks:
+    """What a workflow that runs a CV inside itself adds to its folds: ``on_fold(n, run)`` after fold n
+    (1-based) finished (a sweep prunes a trial whose first folds are clearly worse: it raises),
+    ``callbacks`` for every fold's training, and ``same_plan=False`` for a caller that re-plans (a
+    study re-plans epochs from measured speed) and continues with new settings."""
+
+    on_fold: Callable[[int, RunFolder], None] | None = None
+    callbacks: Sequence[Any] = ()
+    same_plan: bool = True
+
+
+@dataclass(frozen=True)
+class CvResult:
+    """What :func:`cross_validate` returns: the CV folder and its summary (cv.json)."""
+
+    out: Path
+    model: str
+    folds: int
+    repeats: int
+    seeds: int
+    test_images_held_out: int
+    summary: dict[str, dict[str, Any]]  # metric → mean, std, ci95 over folds
+    seed_sd: dict[str, float]  # metric → the mean spread over seeds within a fold (with seeds > 1)
+    label_audit: dict[str, Any] | None
+    status: str
+    state: dict[str, Any]  # cv.json as saved
+
+    @classmethod
+    def of(cls, out: Path, cv: dict[str, Any]) -> CvResult:
+        return cls(out, cv["model"], cv["folds"], cv["repeats"], cv.get("seeds", 1), cv["test_images_held_out"],
+                   cv["summary"], cv.get("seed_sd", {}), cv.get("label_audit"), cv["status"], cv)  # fmt: skip
+
+
 def cross_validate(
-    cfg: Config,
-    out: str | Path | None = None,
-    folds: int = 5,
-    repeats: int = 1,
-    resume: bool = False,
-    progress: bool = True,
-    on_fold: Callable[[int, RunFolder], None] | None = None,
-    callbacks: Sequence[Any] = (),
-    same_plan: bool = True,
-    seeds: int = 1,
-    audit: bool = False,
-) -> dict[str, Any]:
+    cfg: Config, settings: CvSettings | None = None, progress: bool = True, hooks: FoldHooks | None = None
+) -> CvResult:
     """Train one run per fold (and repeat) under ``out`` and summarise them.
 
     Each fold trains on the other folds and is scored on its own (out-of-fold) part; the
     data's test split belongs to no fold and is never used. The folds depend only on the
     data and ``data.split_seed``, so two CVs with the same split seed (an mlp and a cnn, say) can be
     compared fold by fold (:func:`paired_comparison`). With ``resume``, finished folds are kept.
-    ``on_fold(n, run)`` is called after fold n (1-based) finished; a sweep uses it to prune a
-    trial whose first folds are clearly worse (it raises). ``callbacks`` go to every fold's training.
+    ``hooks`` let a sweep or a study act after each fold and train each fold with its callbacks.
     With ``seeds`` > 1 each fold trains that many initialisations (``train.seed``, +1 …; runs
     ``<fold>-seed<s>``): a fold's figure is their mean, and the summary's ``seed_sd`` is the mean
     spread over seeds within a fold, to set beside the spread over folds and any gap between models.
@@ -96,22 +121,20 @@ def cross_validate(
     (:func:`cnnlab.workflows.cv.audit.audit_labels`: label_audit.csv, label_issues.csv, a page).
 
     ``out`` defaults to ``cv/<model>-<data>``. A resume must ask for the folds, repeats and config
-    the CV started with (else a one-line error naming the saved value); ``same_plan=False`` lets a
-    caller that re-plans (a study re-plans epochs from measured speed) continue with new settings.
+    the CV started with (else a one-line error naming the saved value).
 
     Returns:
-        The summary written to ``out/cv.json``.
+        The CV folder and the summary written to ``out/cv.json``.
     """
-
-    if folds < 2 or repeats < 1:
-        raise CnnlabError("cv needs --folds of at least 2 and --repeats of at least 1")
-    out = Path(out or Path("cv") / f"{cfg.model.name}-{Path(cfg.data.source).name}")
+    settings, hooks = settings or CvSettings(), hooks or FoldHooks()
+    folds, repeats, seeds, resume = settings.folds, settings.repeats, settings.seeds, settings.resume
+    out = Path(settings.out or Path("cv") / f"{cfg.model.name}-{Path(cfg.data.source).name}")
     group = cv_group(out)
     seed_values = seed_list(cfg.train.seed, seeds)
     plan_state = _plan_state(cfg, folds, repeats, seeds)
     if resume and group.has_state():
         saved = group.read()
-        if same_plan:
+        if hooks.same_plan:
             _check_same_plan(group, saved, plan_state)
     elif not resume:
         group.check_new()
@@ -125,12 +148,12 @@ def cross_validate(
             run = group.run(name)
             log.info("cv: fold %d of %d (%s)", n, len(plans), name)
             fold_cfg = seed_config(cfg, s, run.path)
-            if train_or_resume(fold_cfg, callbacks=callbacks, progress=progress, splits=plan["splits"]) is None:
+            if train_or_resume(fold_cfg, callbacks=hooks.callbacks, progress=progress, splits=plan["splits"]) is None:
                 log.info("cv: %s already finished", name)
             metrics = run.read_json(run.metrics_json)
             per_seed.append({k: metrics[k] for k in headline() if metrics.get(k) is not None})
-        if on_fold is not None:
-            on_fold(n, group.run(names[0]))
+        if hooks.on_fold is not None:
+            hooks.on_fold(n, group.run(names[0]))
         keys = [k for k in per_seed[0] if all(k in m for m in per_seed)]
         row = {
             "name": plan["name"],
@@ -145,11 +168,11 @@ def cross_validate(
             row["seed_metrics"] = {k: [m[k] for m in per_seed] for k in keys}
         rows.append(row)
     summary = _summary(cfg, folds, repeats, held_out, rows)
-    if audit:
+    if settings.audit_labels:
         summary["label_audit"] = audit_labels(out, rows, group, data)
     group.save({**summary, "status": "completed"})
     atomic_write_text(out / "cv.html", cv_page(summary))
-    return {**group.read(), "out": str(out)}
+    return CvResult.of(out, group.read())
 
 
 def cv_group(out: str | Path) -> RunGroup:

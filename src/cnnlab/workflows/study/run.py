@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from cnnlab.core.atomic import atomic_write_json, atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.schema import DataConfig, nest_config
-from cnnlab.core.settings import StudySettings
+from cnnlab.core.settings import CvSettings, StudySettings, SweepSettings
 from cnnlab.data.inspect import inspect_dataset
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.models.factory import get_spec
@@ -27,7 +27,7 @@ from cnnlab.reports.study import format_summary, write_study_report
 from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.store import RunFolder, now
 from cnnlab.train.callbacks import TimeBudget
-from cnnlab.workflows.cv import cross_validate, read_cv
+from cnnlab.workflows.cv import FoldHooks, cross_validate, read_cv
 from cnnlab.workflows.resolve import source_problem
 from cnnlab.workflows.seeds import seed_group, seed_list, seed_runs
 from cnnlab.workflows.study.curves import parse_fractions
@@ -529,8 +529,8 @@ def _fit(study: Study, c: Candidate, folder: Path, guard: TimeBudget, progress: 
     """The candidate's final training: its folds, its seeds or its one run (resumed when begun)."""
     s = study.state
     if s["folds"] > 1:
-        cross_validate(study.config(c, folder), folder, s["folds"], resume=True, progress=progress,
-                       callbacks=[guard], same_plan=False, seeds=s.get("seeds", 1))  # fmt: skip
+        folds = CvSettings(out=str(folder), folds=s["folds"], resume=True, seeds=s.get("seeds", 1))
+        cross_validate(study.config(c, folder), folds, progress, FoldHooks(callbacks=[guard], same_plan=False))
     elif s.get("seeds", 1) > 1:
         if seed_group(folder).has_state():
             train(None, resume=folder, callbacks=[guard], progress=progress)
@@ -578,7 +578,7 @@ def _search(study: Study, c: Candidate, progress: bool, deadline: float) -> None
     started = time.time()
     if (folder / "sweep.yaml").is_file():
         with _quiet_trials():
-            summary = run_sweep(None, folder, resume=True, progress=False)
+            summary = run_sweep(SweepSettings(out=str(folder), resume=True), progress=False).summary
     else:
         if folder.exists():  # killed before the sweep saved its spec: nothing ran yet
             shutil.rmtree(folder)
@@ -604,7 +604,7 @@ def _search(study: Study, c: Candidate, progress: bool, deadline: float) -> None
         log.info("study: searching %s: %d trials of %d epochs, ~%.0f s", c.name, c.search_trials, c.search_epochs,
                  c.search_seconds)  # fmt: skip
         with _quiet_trials():  # the sweep's one line per trial, not every trial's epochs
-            summary = run_sweep(spec_file, folder, progress=False)
+            summary = run_sweep(SweepSettings(spec=str(spec_file), out=str(folder)), progress=False).summary
     done = [t for t in summary["trials"] if t["state"] == "complete" and t["value"] is not None]
     default = next((t["value"] for t in done if t["trial"] == 0), None)
     best = summary.get("best")

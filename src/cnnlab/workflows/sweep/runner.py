@@ -35,10 +35,11 @@ from typing import Any
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.monitor import direction
+from cnnlab.core.settings import CvSettings, SweepSettings
 from cnnlab.runs.store import RunFolder, RunLock
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.state import LoopState, StopTraining
-from cnnlab.workflows.cv import cross_validate
+from cnnlab.workflows.cv import FoldHooks, cross_validate
 from cnnlab.workflows.sweep.report import write_sweep_report
 from cnnlab.workflows.sweep.spec import SweepSpec, sampler_for, suggest, trial_config
 from cnnlab.workflows.sweep.state import (
@@ -60,6 +61,7 @@ from cnnlab.workflows.sweep.state import (
     WORKERS,
     Pruned,
     Sweep,
+    SweepResult,
     count,
     died,
     flock,
@@ -286,7 +288,8 @@ def _run_trial(
                         raise Pruned()
 
                 try:
-                    cross_validate(cfg, run_dir, spec.cv.folds, spec.cv.repeats, progress=progress, on_fold=on_fold)
+                    cv = CvSettings(out=str(run_dir), folds=spec.cv.folds, repeats=spec.cv.repeats)
+                    cross_validate(cfg, cv, progress, FoldHooks(on_fold=on_fold))
                 except Pruned:
                     pruning.pruned = True
                 value = sum(values) / len(values) if values else None
@@ -339,32 +342,22 @@ def best_value(run: Any, objective: str) -> float | None:
 # --- the command ---
 
 
-def run_sweep(
-    spec_path: str | Path | None,
-    out: str | Path | None = None,
-    workers: int = 1,
-    storage: str | None = None,
-    resume: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """``cnnlab sweep``: open the sweep, run ``workers`` workers until the budget is used, write
-    the sweep report; returns the report's summary (with ``out``: the sweep folder, default
-    ``sweeps/<spec name>``)."""
-    if not spec_path and not (resume and out):
-        raise CnnlabError("cnnlab sweep needs SPEC.yaml (or --resume --out DIR of a sweep)")
-    out = Path(out or Path("sweeps") / Path(str(spec_path)).stem)
-    sweep = open_sweep(spec_path, out, storage, resume)
+def run_sweep(settings: SweepSettings, progress: bool = True) -> SweepResult:
+    """``cnnlab sweep``: open the sweep, run its workers until the budget is used, write the sweep
+    report; returns the sweep folder (default ``sweeps/<spec name>``) and the report's summary."""
+    out = Path(settings.out or Path("sweeps") / Path(str(settings.spec)).stem)
+    sweep = open_sweep(settings.spec, out, settings.storage, settings.resume)
     announce_board(out)
     deadline = time.time() + sweep.spec.timeout if sweep.spec.timeout else None
     try:
-        if workers == 1:
+        if settings.workers == 1:
             work(sweep, 0, deadline, progress, announce=True)
         else:
-            _run_processes(sweep, workers, deadline, progress)
+            _run_processes(sweep, settings.workers, deadline, progress)
         reap(sweep, sweep.study())
     finally:
         summary = write_sweep_report(sweep)
-    return {**summary, "out": str(out)}
+    return SweepResult.of(out, summary)
 
 
 def _run_processes(sweep: Sweep, workers: int, deadline: float | None, progress: bool) -> None:

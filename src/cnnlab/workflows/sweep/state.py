@@ -307,3 +307,22 @@ def retry_dead(study: Any, trial: Any) -> None:
         return
     log.warning("sweep: trial %d lost its worker; its values are queued once more", trial.number)
     study.enqueue_trial(trial.params, user_attrs={VERDICT: "run", RETRY_OF: trial.number}, skip_if_exists=False)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What :func:`run_sweep` returns: the sweep folder and its report's summary (sweep.json)."""
+
+    out: Path
+    study: str
+    objective: str
+    budget: int | None
+    done: int
+    outcomes: dict[str, int]
+    best: dict[str, Any] | None
+    trials: list[dict[str, Any]]
+    summary: dict[str, Any]  # sweep.json as written
+
+    @classmethod
+    def of(cls, out: Path, s: dict[str, Any]) -> SweepResult:
+        return cls(out, s["study"], s["objective"], s["budget"], s["done"], s["outcomes"], s["best"], s["trials"], s)

@@ -48,7 +48,6 @@ LONG_FUNCTIONS = {
     "workflows/sweep/report.py:_figures": 103,
     "workflows/sweep/runner.py:work": 61,
     "workflows/sweep/state.py:open_sweep": 64,
-    "workflows/training.py:_train_seeds": 61,
 }
 
 # file under src/cnnlab → its lines at the start of wave 4, or less
@@ -69,7 +68,7 @@ LONG_FILES = {
     "workflows/sweep/report.py": 465,
     "workflows/sweep/runner.py": 462,
     "workflows/sweep/spec.py": 503,
-    "workflows/training.py": 595,
+    "workflows/training.py": 524,
 }
 
 # function (path under src/cnnlab : name, as ruff names it) → its McCabe complexity at the start of wave 4, or less
@@ -93,7 +92,6 @@ COMPLEX_FUNCTIONS = {
     "workflows/sweep/runner.py:_run_trial": 12,
     "workflows/sweep/spec.py:_check_space": 12,
     "workflows/sweep/state.py:open_sweep": 12,
-    "workflows/training.py:_train_seeds": 12,
 }
 
 
@@ -135,16 +133,16 @@ def file_sizes() -> dict[str, int]:
     return {p.relative_to(SRC).as_posix(): len(p.read_text().splitlines()) for p in sorted(SRC.rglob("*.py"))}
 
 
-def _ratchet(sizes: dict[str, int], limit: int, allowed: dict[str, int], what: str) -> list[str]:
+def _ratchet(sizes: dict[str, int], limit: int, allowed: dict[str, int], what: str, unit: str = "lines") -> list[str]:
     problems = []
     for name, n in sizes.items():
         if n > limit and name not in allowed:
-            problems.append(f"{name}: {n} lines, over the {limit}-line limit for a {what} (split it)")
+            problems.append(f"{name}: {n} {unit}, over the limit of {limit} for a {what} (split it)")
         elif name in allowed and n > allowed[name]:
-            problems.append(f"{name}: {n} lines, grew past its listed {allowed[name]} (the list only shrinks)")
+            problems.append(f"{name}: {n} {unit}, grew past its listed {allowed[name]} (the list only shrinks)")
     for name, n in allowed.items():
         if sizes.get(name, 0) <= limit:
-            problems.append(f"{name} is within {limit} lines now (or gone): delete its line from the list")
+            problems.append(f"{name} is within {limit} {unit} now (or gone): delete its line from the list")
     return problems
 
 
@@ -160,8 +158,8 @@ def test_no_file_is_longer_than_400_lines_but_the_listed_offenders_which_only_sh
 
 def test_no_function_is_more_complex_than_mccabe_10_but_the_listed_offenders_which_only_shrink():
     found = complexities()
-    problems = _ratchet(found, COMPLEXITY, COMPLEX_FUNCTIONS, "function's McCabe complexity")
-    assert not problems, "\n".join(problems).replace(" lines", "")
+    problems = _ratchet(found, COMPLEXITY, COMPLEX_FUNCTIONS, "function", unit="McCabe complexity")
+    assert not problems, "\n".join(problems)
 
 
 def test_the_offender_lists_are_no_longer_than_at_the_start_of_wave_4():

@@ -18,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
+    from cnnlab.core.settings import CvSettings, StudySettings, SweepSettings
     from cnnlab.data.cache_admin import clean_cache, list_cache, manage_cache
     from cnnlab.data.inspect import inspect_dataset
     from cnnlab.data.pipeline import prepare_data
@@ -38,16 +39,19 @@ if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
     from cnnlab.workflows.evaluation import compare, evaluate, evaluate_datasets, explain, predict, report
     from cnnlab.workflows.resolve import build_config
     from cnnlab.workflows.sanity import explain_run, explain_sanity
+    from cnnlab.workflows.seeded import train
     from cnnlab.workflows.study import run_study
     from cnnlab.workflows.sweep import run_sweep
     from cnnlab.workflows.sweep.report import rebuild
-    from cnnlab.workflows.training import TrainResult, lr_find, train
+    from cnnlab.workflows.training import TrainResult, lr_find
 
 # public name → the module that defines it
 EXPORTS: dict[str, str] = {
     **dict.fromkeys(["build_config"], "cnnlab.workflows.resolve"),
+    **dict.fromkeys(["StudySettings", "CvSettings", "SweepSettings"], "cnnlab.core.settings"),
     **dict.fromkeys(["explain_sanity", "explain_run"], "cnnlab.workflows.sanity"),
-    **dict.fromkeys(["train", "lr_find", "TrainResult"], "cnnlab.workflows.training"),
+    **dict.fromkeys(["lr_find", "TrainResult"], "cnnlab.workflows.training"),
+    **dict.fromkeys(["train"], "cnnlab.workflows.seeded"),
     **dict.fromkeys(
         ["evaluate", "evaluate_datasets", "predict", "explain", "report", "compare"], "cnnlab.workflows.evaluation"
     ),
@@ -76,8 +80,11 @@ EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "CvSettings",
     "LAYERS",
     "Predictor",
+    "StudySettings",
+    "SweepSettings",
     "TOLERANCE_FD",
     "TOLERANCE_TORCH",
     "TrainResult",

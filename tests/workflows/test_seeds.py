@@ -140,3 +140,116 @@ def test_a_study_with_seeds_ranks_by_the_mean_and_tests_each_gap_with_the_seed_s
     assert pair["test"].startswith("paired t over images with the seed spread" if state["folds"] == 1 else "Nadeau")
     assert f"gap {pair['best']} − {pair['other']}: {pair['difference']:+.4f}" in printed
     assert "seed sd (best, other)" in (out / "report.html").read_text()
+
+
+@pytest.fixture(scope="module")
+def finished_group(tmp_path_factory):
+    """A finished 2-seed group (1 epoch each) and its seeds.json as written."""
+    out = tmp_path_factory.mktemp("group") / "g"
+    flags = ["--data", "digits", "--model", "mlp", "--hidden", "16", "--epochs", "1", "-q", "--no-report"]
+    assert main(["train", *flags, "--seeds", "2", "--out", str(out)]) == 0
+    return out, json.loads((out / "seeds.json").read_text())
+
+
+TAMPERED = {
+    "100000 seeds": lambda s: s.update(seeds=list(range(100_000))),
+    "one seed three times": lambda s: s.update(seeds=[0, 0, 0]),
+    "booleans": lambda s: s.update(seeds=[True, False]),
+    "a path": lambda s: s.update(seeds="/etc/passwd"),
+    "a float": lambda s: s.update(seeds=[0.5]),
+    "10**30": lambda s: s.update(seeds=[10**30]),
+    "no seed": lambda s: s.update(seeds=[]),
+    "null": lambda s: s.update(seeds=None),
+    "the key missing": lambda s: s.pop("seeds"),
+    "a NaN learning rate": lambda s: s["config"]["optim"].update(lr=float("nan")),
+    "a config that is a list": lambda s: s.update(config=[1, 2]),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(TAMPERED))
+def test_a_tampered_seeds_json_is_refused_in_one_line(finished_group, tmp_path, capsys, damage):
+    import shutil
+
+    out = tmp_path / "g"
+    shutil.copytree(finished_group[0], out)
+    state = json.loads(json.dumps(finished_group[1]))
+    state["status"] = "running"
+    TAMPERED[damage](state)
+    (out / "seeds.json").write_text(json.dumps(state))
+    assert main(["train", "--resume", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "seeds.json" in err and "Traceback" not in err, err
+    assert not (out / "seed-2").exists() and not (out / "seed-True").exists()  # nothing started
+
+
+def test_a_group_saved_before_cnnlab_kept_the_given_config_resumes_with_its_first_seeds_recipe(
+    finished_group, tmp_path
+):
+    """seeds.json of an older cnnlab holds the config with every field: a seed that never finished an
+    epoch is trained from its first seed's resolved config, not from the plain defaults."""
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree(finished_group[0], out)
+    state = {k: v for k, v in finished_group[1].items() if k not in ("given", "summary", "runs")}
+    state.update(status="running", seeds=[0, 1, 2])
+    (out / "seeds.json").write_text(json.dumps(state))
+    assert main(["train", "--resume", str(out), "-q"]) == 0
+    recipes = {(c.optim.lr, c.train.schedule) for c in (RunFolder(out / f"seed-{s}").read_config() for s in (0, 1, 2))}
+    assert len(recipes) == 1 and recipes.pop()[1] == "onecycle"
+
+
+def test_a_group_whose_seeds_trained_different_recipes_is_refused_naming_the_field(finished_group, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    out = tmp_path / "mixed"
+    shutil.copytree(finished_group[0], out)
+    cfg = yaml.safe_load((out / "seed-1" / "config.yaml").read_text())
+    cfg["optim"]["lr"] = 0.001
+    (out / "seed-1" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    state = {**finished_group[1], "status": "running"}
+    (out / "seeds.json").write_text(json.dumps(state))
+    assert main(["train", "--resume", str(out), "-q"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
+
+
+@pytest.mark.long
+def test_kill_or_ctrl_c_at_any_moment_of_a_seed_group_then_resume_gives_the_uninterrupted_recipe_and_figures(tmp_path):
+    """train --seeds 3, stopped by SIGKILL (or SIGINT) at five moments of its life, then train --resume:
+    every seed's config.yaml and metrics equal those of the group that was never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    argv = [sys.executable, "-m", "cnnlab", "train", "--data", "digits", "--model", "mlp", "--epochs", "2",
+            "--threads", "1", "--seeds", "3", "-q", "--no-report"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def figures(out):
+        runs = [RunFolder(out / f"seed-{s}") for s in (0, 1, 2)]
+        configs = [{k: v for k, v in yaml.safe_load(r.config.read_text()).items() if k != "run"} for r in runs]
+        return configs, [round(r.read_json(r.metrics_json)["accuracy"], 6) for r in runs]
+
+    subprocess.run([*argv, "--out", str(tmp_path / "whole")], check=True, env=env, timeout=600)
+    whole = figures(tmp_path / "whole")
+    moments = [("seed-0/history.csv", signal.SIGKILL), ("seed-0/metrics.json", signal.SIGKILL),
+               ("seed-1/config.yaml", signal.SIGKILL), ("seed-1/history.csv", signal.SIGINT),
+               ("seed-2/config.yaml", signal.SIGKILL)]  # fmt: skip
+    for i, (marker, sig) in enumerate(moments):
+        out = tmp_path / f"cut{i}"
+        proc = subprocess.Popen([*argv, "--out", str(out)], env=env, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while not (out / marker).exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        proc.wait(60)
+        assert json.loads((out / "seeds.json").read_text())["status"] != "completed", marker
+        subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(out), "-q"], check=True, env=env,
+                       timeout=600)  # fmt: skip
+        assert figures(out) == whole, marker

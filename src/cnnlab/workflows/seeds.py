@@ -2,8 +2,8 @@
 ``data.split_seed`` unchanged, so every seed is scored on the same test images). A seed group is a
 folder of ordinary run folders (``seed-<s>``) with its state in seeds.json: the config, the seeds,
 and when finished the mean ± sd of every test metric, the spread a model gap must exceed to mean
-anything. Training the group lives in ``workflows.training`` (``train(cfg, seeds=N)``); this module
-plans it, reads it back and writes its page."""
+anything. Training the group lives in ``workflows.seeded`` (``train_seeds``); this module plans it, reads
+it back (typed and checked: :class:`SeedsState`) and writes its page."""
 
 from __future__ import annotations
 
@@ -12,17 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.metrics import headline
-from cnnlab.core.schema import Config
+from cnnlab.core.schema import Config, build_config, flatten_config
 from cnnlab.reports.groups import seeds_page
 from cnnlab.runs.group import RunGroup
 from cnnlab.runs.store import RunFolder
 
 __all__ = [
+    "SeedsState",
+    "check_one_recipe",
     "correct_matrix",
+    "group_config",
+    "read_group",
     "read_seeds",
     "seed_config",
     "seed_group",
@@ -34,11 +39,90 @@ __all__ = [
 ]
 
 MAX_SEED = 2**32 - 1
+MAX_SEEDS = 1000  # seeds in one group: a tampered seeds.json cannot start training without end
+
+
+class SeedsState(BaseModel):
+    """seeds.json, as read back: the group's seeds, its config (every field) and the fields of it that
+    were given (so that a resumed seed resolves the default recipe exactly as its siblings did), and
+    when finished its summary (kept as saved)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    seeds: list[StrictInt] = Field(min_length=1, max_length=MAX_SEEDS)
+    config: dict[str, Any]
+    given: dict[str, Any] | None = None  # absent in groups saved before cnnlab kept it
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if any(not 0 <= s <= MAX_SEED for s in v):
+            raise ValueError(f"every seed must be a whole number from 0 to {MAX_SEED}")
+        if len(set(v)) < len(v):
+            raise ValueError("a seed is listed more than once")
+        return v
 
 
 def seed_group(out: str | Path) -> RunGroup:
     """The seed-group folder ``out``: a run folder per seed, its state in seeds.json."""
     return RunGroup(out, "seeds", "seeds.json", "cnnlab train --seeds N --out DIR")
+
+
+def read_group(group: RunGroup) -> SeedsState:
+    """The group's seeds.json, checked: a damaged or tampered file is one line naming the field.
+
+    Raises:
+        CnnlabError: a missing, damaged, foreign or newer seeds.json, or one whose config is invalid.
+    """
+    try:
+        state = SeedsState.model_validate(group.read())
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"])) or "its contents"
+        raise CnnlabError(
+            f"{group.state_path} is damaged: {where}: {str(err['msg']).removeprefix('Value error, ')}; start the "
+            "group again with --overwrite"
+        ) from None
+    build_config(state.config, {}, source=str(group.state_path))  # an invalid config is one line too
+    return state
+
+
+def group_config(group: RunGroup, state: SeedsState, epochs: int | None = None) -> Config:
+    """The config every seed of the group trains from (``epochs``: a new total): the one given, whose
+    unset fields a seed resolves as a new run does, so an interrupted seed gets its siblings' recipe;
+    for a group saved before cnnlab kept what was given, the resolved config of its first seed that
+    has one, else the saved config."""
+    extra = {"train.epochs": epochs} if epochs else {}
+    if state.given is not None:
+        return build_config(state.given, extra, source=str(group.state_path))
+    for run in seed_runs(group.path, state.seeds):
+        if run.config.is_file():
+            return build_config(run.read_config().model_dump(mode="json"), extra, source=str(run.config))
+    return build_config(state.config, extra, source=str(group.state_path))
+
+
+def check_one_recipe(out: str | Path, seeds: Sequence[int]) -> None:
+    """Every seed of a group trained the same config but for its seed and folder.
+
+    Raises:
+        CnnlabError: naming the first field in which two seeds differ.
+    """
+    runs = [r for r in seed_runs(out, seeds) if r.config.is_file()]
+    first = None
+    for run in runs:
+        flat = {k: v for k, v in flatten_config(run.read_config().model_dump(mode="json")).items()
+                if k not in ("train.seed", "run.out")}  # fmt: skip
+        if first is None:
+            first = (run, flat)
+            continue
+        for key in sorted(set(flat) | set(first[1])):
+            if flat.get(key) != first[1].get(key):
+                raise CnnlabError(
+                    f"the seeds of {str(out)!r} trained different recipes: {key} is {first[1].get(key)!r} in "
+                    f"{first[0].path.name} and {flat.get(key)!r} in {run.path.name}; a seed group trains one "
+                    "recipe: start it again with --overwrite"
+                )
 
 
 def seed_list(base: int, n: int) -> list[int]:
@@ -114,7 +198,7 @@ def read_seeds(path: str | Path) -> dict[str, Any] | None:
     group = seed_group(path)
     if not group.has_state():
         return None
-    state = group.read()
+    state = read_group(group).model_dump()
     if state.get("status") != "completed" or "summary" not in state:
         raise CnnlabError(f"the seed group {str(path)!r} has not finished; finish it with cnnlab train --resume {path}")
     return {**state, "out_dir": str(path)}

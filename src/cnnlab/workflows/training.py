@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -40,7 +39,6 @@ from cnnlab.train.lr_find import range_test
 from cnnlab.train.trackers import Finished, check_trackers, finish_trackers, tracker_callbacks
 from cnnlab.train.trainer import autocast_dtype
 from cnnlab.workflows.evaluation import evaluate_checkpoint, report
-from cnnlab.workflows.seeds import seed_config, seed_group, seed_list, seed_runs, summarise, write_page
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +60,9 @@ class TrainResult:
             tunes on (never the test metrics).
         test_set_note: the test-set ledger's warning when this test split has been scored more
             than once (by this and other runs).
-        seeds: for ``train(cfg, seeds=N)``, the group's seeds.json (every seed's figures and the
-            mean ± sd of each test metric); ``run`` is then the group folder and ``metrics`` the
-            means.
+        seeds: for a seed group (:func:`cnnlab.workflows.seeded.train_seeds`), its seeds.json (every
+            seed's figures and the mean ± sd of each test metric); ``run`` is then the group folder
+            and ``metrics`` the means.
     """
 
     run: Path
@@ -94,7 +92,6 @@ class OpenRun:
 def train(
     cfg: Config | None,
     *,
-    seeds: int = 1,
     resume: str | Path | None = None,
     epochs: int | None = None,
     overwrite: bool = False,
@@ -107,10 +104,7 @@ def train(
 
     Args:
         cfg: the resolved config (ignored when resuming: the run's own config is used).
-        seeds: train ``cfg`` from this many initialisations (``train.seed``, +1 …) on one split,
-            each an ordinary run folder ``seed-<s>`` inside ``cfg.run.out``, summarised in its
-            seeds.json and seeds.html (see :mod:`cnnlab.workflows.seeds`).
-        resume: a run folder to continue from its last checkpoint, or a seed group to finish.
+        resume: a run folder to continue from its last checkpoint.
         epochs: with ``resume``, a new total number of epochs (to extend a run).
         overwrite: replace an existing run folder at ``cfg.run.out`` (only a cnnlab run no
             process holds).
@@ -129,8 +123,6 @@ def train(
         CnnlabError: bad input, found before training starts wherever possible; a full disk.
         KeyboardInterrupt: after marking the run 'interrupted' (resume it later).
     """
-    if seeds > 1 or (resume is not None and seed_group(resume).has_state()):
-        return _train_seeds(cfg, seeds, resume, epochs, overwrite, callbacks, progress)
     opened = open_run(
         cfg,
         resume=resume,
@@ -149,69 +141,6 @@ def train(
     finally:
         opened.run.unlock()
         distributed.shutdown()
-
-
-def _train_seeds(
-    cfg: Config | None,
-    n: int,
-    resume: str | Path | None,
-    epochs: int | None,
-    overwrite: bool,
-    callbacks: Sequence[Callback],
-    progress: bool,
-) -> TrainResult:
-    """A seed group: every seed trained (or resumed, or kept when finished), then summarised."""
-    if distributed.world_size() > 1:
-        raise CnnlabError(
-            "--seeds trains its seeds one after another; run it without torchrun (or one torchrun per seed)"
-        )
-    if resume is not None:
-        group = seed_group(resume)
-        state = group.read()
-        if n > 1 and n != len(state["seeds"]):
-            raise CnnlabError(f"{group.state_path} holds {len(state['seeds'])} seeds, not --seeds {n}")
-        cfg = Config.model_validate(state["config"])
-        if epochs:
-            cfg = build_config(state["config"], {"train.epochs": epochs}, source=str(group.state_path))
-        seeds = state["seeds"]
-    else:
-        if cfg is None:
-            raise CnnlabError("train needs a config, or a seed group to resume")
-        out = cfg.run.out or f"runs/{cfg.model.name}-{Path(cfg.data.source).name}-seeds-{datetime.now():%Y%m%d-%H%M%S}"
-        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": out})})
-        group = seed_group(out)
-        seeds = seed_list(cfg.train.seed, n)
-        if overwrite and group.has_state():
-            saved = group.read()  # only a seed group is replaced as a whole, and only when no process holds a seed
-            runs = seed_runs(group.path, saved.get("seeds", []))
-            foreign = sorted(
-                {p.name for p in group.path.iterdir()} - {"seeds.json", "seeds.html"} - {r.path.name for r in runs}
-            )
-            if foreign:
-                raise CnnlabError(
-                    f"--overwrite refuses to delete {str(group.path)!r}: it holds {', '.join(map(repr, foreign[:3]))}, "
-                    "which no seed group writes; move it first"
-                )
-            for run in runs:
-                if run.path.exists():
-                    run.check_new(overwrite=True)
-            shutil.rmtree(group.path)
-        group.check_new()
-    group.save({"status": "running", "started": now(), "seeds": seeds, "config": cfg.model_dump(mode="json")})
-    for i, (s, run) in enumerate(zip(seeds, seed_runs(group.path, seeds)), 1):
-        log.info("seeds: seed %d (%d of %d)", s, i, len(seeds))
-        seed_cfg = seed_config(cfg, s, run.path)
-        if epochs and run.last_ckpt.is_file() and run.read_config().train.epochs < epochs:
-            train(None, resume=run.path, epochs=epochs, callbacks=callbacks, progress=progress)
-        else:
-            train_or_resume(seed_cfg, callbacks=callbacks, progress=progress)
-    state = {**group.read(), **summarise(group.path, seeds), "status": "completed", "finished": now()}
-    group.save(state)
-    write_page(group.path, state)
-    means = {k: v["mean"] for k, v in state["summary"].items()}
-    note = use_sentence(state["test_split"]) if state["test_split"] else None
-    return TrainResult(group.path, [], {**means, "split": "test", "num_samples": state["images"]},
-                       f"{len(seeds)} seeds", cfg.train.monitor, test_set_note=note, seeds=state)  # fmt: skip
 
 
 def train_or_resume(

@@ -119,3 +119,26 @@ def test_a_study_keeps_a_csv_groups_whole_and_passes_its_data_options_to_every_c
         split = json.loads((run / "split.json").read_text())["indices"]
         _one_home({k: np.asarray(v) for k, v in split.items()}, groups)
     assert main(["study", str(grouped_csv), "--group-by", "(unclosed", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_a_catastrophic_group_by_pattern_returns_at_once_on_long_names():
+    """'(a+)+$' backtracks exponentially in Python's re on a run of a's that does not end the text;
+    cnnlab matches user patterns with RE2, in time linear in the path."""
+    import time
+
+    paths = [f"class_{i % 2}/" + "a" * 200 + f"{i}.png" for i in range(50)]
+    started = time.perf_counter()
+    with pytest.raises(CnnlabError, match="matches none"):
+        image_groups(paths, None, "(a+)+$")
+    assert time.perf_counter() - started < 5
+    groups = image_groups(paths, None, r"/(a+)\d")
+    assert len(set(groups)) == 1  # the pattern still groups what it matches
+
+
+def test_a_group_by_pattern_re2_cannot_run_is_refused_in_one_line(tmp_path, capsys):
+    from cnnlab.cli import main
+
+    assert main(["train", "--data", "digits", "--group-by", "(?<=x)y", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ("--group-by" in err or "group_by" in err), err
+    assert "look-around" in err

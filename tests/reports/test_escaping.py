@@ -155,3 +155,34 @@ def test_the_board_over_the_hostile_folders_runs_no_payload_in_chromium(hostile)
         browser.close()
     assert not dialogs, f"a payload ran on the board: {dialogs}"
     assert not handlers and not [p for p in problems if "left the machine" in p], (handlers, problems)
+
+
+def test_tampered_group_files_run_no_payload_on_the_board(hostile):
+    """sweep.json's trial, done and budget and cv.json's folds and repeats are shown by the board: a
+    payload planted in each is shown as text."""
+    import json
+    from urllib.parse import quote
+
+    from tests.workflows.test_board import _chromium, _launch, board_server
+
+    sweep, cv = hostile / "sweeps" / RUN / "sweep.json", hostile / "cv" / RUN / "cv.json"
+    s = json.loads(sweep.read_text())
+    s.update(done="<img src=x onerror=alert(11)>", budget="<img src=x onerror=alert(12)>")
+    s["trials"][0]["trial"] = "<img src=x onerror=alert(13)>"
+    sweep.write_text(json.dumps(s))
+    c = json.loads(cv.read_text())
+    c.update(folds="<img src=x onerror=alert(14)>", repeats="<img src=x onerror=alert(15)>")
+    cv.write_text(json.dumps(c))
+    with _chromium() as p, board_server(hostile) as base:
+        browser = _launch(p)
+        page = browser.new_page()
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(base + "/")
+        page.wait_for_selector("#index tr[data-path]")
+        for group in ("sweeps", "cv"):
+            page.goto(f"{base}/#/group/{quote(group + '/' + RUN, safe='')}")
+            page.wait_for_timeout(800)
+        handlers = page.evaluate(ALL_HANDLERS)
+        browser.close()
+    assert not dialogs and not handlers, (dialogs, handlers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -188,7 +189,8 @@ def test_a_run_appears_live_gains_points_and_completes_without_a_reload(tmp_path
                 if rows > points:
                     written = time.time()
                     shown = "document.getElementById('run-acc').data"
-                    page.wait_for_function(f"{shown} && {shown}[1].x.length >= {rows}", timeout=5000)
+                    # a function, not an expression: the board's CSP refuses the eval Playwright uses for one
+                    page.wait_for_function(f"() => {shown} && {shown}[1].x.length >= {rows}", timeout=5000)
                     assert time.time() - written <= 2.0, f"epoch {rows} took {time.time() - written:.1f} s to appear"
                     points = rows
                 time.sleep(0.05)
@@ -234,7 +236,9 @@ def test_ticking_two_runs_overlays_them_and_brushing_an_axis_filters_the_trials(
         page.mouse.down()
         page.mouse.move(x, box["y"] + box["height"] * 0.98, steps=8)
         page.mouse.up()
-        page.wait_for_function("!document.getElementById('trial-count').innerText.startsWith('6 of 6')", timeout=5000)
+        page.wait_for_function(
+            "() => !document.getElementById('trial-count').innerText.startsWith('6 of 6')", timeout=5000
+        )
         shown = int(page.inner_text("#trial-count").split()[0])
         assert 0 < shown < 6  # the lower half of the first axis (the smaller learning rates)
         assert page.locator("#trials tr").count() == shown + 1
@@ -264,3 +268,88 @@ def test_train_prints_the_board_command_once(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stderr.count("watch it live: cnnlab board") == 1
+
+
+def _linked_run(root: Path, secret: Path) -> Path:
+    """A copy of a finished run whose config.yaml, metrics.json and history.csv are links to ``secret``
+    (a file outside the board's root)."""
+    run = root / "runs" / "linked"
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.copytree(root / "runs" / "seed0", run)
+    for name in ("config.yaml", "metrics.json", "history.csv"):
+        (run / name).unlink()
+        os.symlink(secret, run / name)
+    return run
+
+
+def test_a_link_out_of_the_root_is_refused_by_every_route_that_reads_files(finished, tmp_path):
+    import httpx
+
+    secret = tmp_path / "secret.yaml"
+    secret.write_text('model: {name: "TOPSECRET"}\naccuracy: 0.123456\n')
+    run = _linked_run(finished, secret)
+    try:
+        with board_server(finished) as base:
+            index = httpx.get(base + "/api/index").json()
+            entry = next(e for e in index["entries"] if e["path"] == "runs/linked")
+            assert entry["status"] == "damaged" and "TOPSECRET" not in json.dumps(index)
+            for route, params in (("/api/run", [("path", "runs/linked")]),
+                                  ("/api/compare", [("path", "runs/linked"), ("path", "runs/seed0")]),
+                                  ("/file/runs/linked/config.yaml", [])):  # fmt: skip
+                r = httpx.get(base + route, params=params)
+                assert r.status_code == 403 and "TOPSECRET" not in r.text, (route, r.status_code, r.text[:200])
+    finally:
+        shutil.rmtree(run)
+
+
+def test_a_nul_or_an_over_long_path_is_a_400_and_a_token_no_header_can_carry_is_refused(finished, capsys):
+    with board_server(finished) as base:
+        for target in ("/file/runs/seed0/config.yaml%00.png", "/api/run?path=runs%00", "/file/" + "a" * 5000,
+                       "/api/run?path=" + "b" * 5000):  # fmt: skip
+            status, body = raw_get(base, target)
+            assert status == 400 and b"Traceback" not in body, (target[:40], status)
+    for token in ("x\ny", "tab\there", "é-non-ascii", "semi;colon"):
+        assert main(["board", str(finished), "--token", token]) == 2
+        assert "--token" in capsys.readouterr().err
+
+
+def test_the_board_page_has_a_content_security_policy_and_files_are_served_sandboxed(finished):
+    import httpx
+
+    with board_server(finished) as base:
+        page = httpx.get(base + "/")
+        csp = page.headers["content-security-policy"]
+        scripts = csp.split("script-src")[1].split(";")[0]
+        assert "'self' 'unsafe-eval' 'sha256-" in scripts and "'unsafe-inline'" not in scripts
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        for name in ("config.yaml", "history.csv"):
+            r = httpx.get(f"{base}/file/runs/seed0/{name}")
+            assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"
+            assert r.headers["content-security-policy"].startswith("sandbox")
+
+
+def test_a_planted_page_cannot_read_another_file_with_the_viewers_token(finished):
+    """report.html planted under the root, opened by a viewer who holds the token: its script runs in
+    a sandbox (an opaque origin), so the board answers it nothing and the viewer's cookie stays put."""
+    planted = finished / "planted"
+    planted.mkdir(exist_ok=True)
+    (planted / "report.html").write_text(
+        "<!DOCTYPE html><html><body><script>fetch('/api/index', {credentials: 'include'})"
+        ".then((r) => r.text()).then((t) => { document.title = 'LEAKED ' + t.length; })"
+        ".catch((e) => { document.title = 'blocked'; });"
+        "try { document.title += ' cookie=' + document.cookie; } catch (e) { document.title = 'blocked'; }"
+        "</script></body></html>"
+    )
+    try:
+        with _chromium() as p, board_server(finished, token="s3cret") as base:
+            browser = _launch(p)
+            page = browser.new_page()
+            page.goto(base + "/?token=s3cret")  # the viewer: the board sets its cookie
+            page.wait_for_selector("#index tr[data-path]")
+            page.goto(base + "/file/planted/report.html")
+            page.wait_for_timeout(1500)
+            title = page.title()
+            browser.close()
+        assert "LEAKED" not in title and "s3cret" not in title, title
+    finally:
+        shutil.rmtree(planted)

@@ -4,6 +4,7 @@ for any other address, and the Host header names a loopback service answers to."
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from cnnlab.core.errors import CnnlabError
 
@@ -19,10 +20,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,256}")  # what an Authorization header, a cookie and ?token= carry as is
+
+
 def check_bind(host: str, token: str | None, no_auth: bool) -> None:
     """A service reachable from other machines needs a token, or an explicit --no-auth."""
     if token is not None and not token.strip():
         raise CnnlabError("--token is empty; give a secret string (or leave --token out on 127.0.0.1)")
+    if token is not None and not TOKEN.fullmatch(token):
+        raise CnnlabError(
+            "--token may hold letters, digits and . _ ~ + / = - only (1 to 256 of them): a header, a cookie and a "
+            "URL carry those unchanged"
+        )
     if not is_loopback(host) and token is None and not no_auth:
         raise CnnlabError(
             f"--host {host} makes the service reachable from other machines: give --token SECRET "

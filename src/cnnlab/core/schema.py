@@ -23,6 +23,7 @@ from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.monitor import monitorable
 from cnnlab.core.names import Activation, EngineName, Init, Logger, Schedule
+from cnnlab.core.patterns import PatternError, user_pattern
 from cnnlab.core.registry import did_you_mean
 
 
@@ -139,11 +140,10 @@ class DataConfig(_Section):
             if not v:  # an empty pattern matches every path at its start: one group, never what is meant
                 raise ValueError("empty; give a regular expression, e.g. '^([^_]+)_' groups files by their prefix")
             try:
-                re.compile(v)
-            except re.error as e:
-                raise ValueError(
-                    f"not a regular expression ({e}); e.g. '^([^_]+)_' groups files by their prefix"
-                ) from None
+                user_pattern(v)
+            except PatternError as e:
+                raise ValueError(f"not a regular expression RE2 accepts ({e}; no look-around or back-references); "
+                                 "e.g. '^([^_]+)_' groups files by their prefix") from None  # fmt: skip
         return v
 
     @field_validator("split", mode="before")

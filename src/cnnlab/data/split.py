@@ -3,12 +3,12 @@ group-aware (a group of images, the same scene or painting, stays inside one par
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.patterns import user_pattern
 
 
 def _multilabel_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
@@ -73,7 +73,7 @@ def image_groups(paths: Sequence[str] | None, given: Sequence[str] | None, patte
         return None
     if paths is None:
         raise CnnlabError("data.group_by groups image files by their paths; this source has no files")
-    rx = re.compile(pattern)
+    rx = user_pattern(pattern)  # RE2: linear in the path's length, whatever the pattern
     out = []
     for p in paths:
         m = rx.search(p)

@@ -8,28 +8,40 @@ header checked, and nothing outside the root is served (no ``..``, no symbolic l
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time
 import asyncio
+import base64
 import contextlib
+import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections import deque
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.hosts import allowed_hosts, check_bind, host_name
 from cnnlab.reports.assets import static_page
 from cnnlab.runs.paired import paired_runs
 from cnnlab.runs.store import RunFolder, read_table
-from cnnlab.workflows.board.index import Index, flat_config, json_object, metric_columns
+from cnnlab.workflows.board.index import Index, OutsideRoot, check_links, flat_config, json_object, metric_columns
 
 log = logging.getLogger(__name__)
 
 SCAN_EVERY = 0.5  # seconds between two rescans of the tree
 COOKIE = "cnnlab_board"
 MAX_STEPS = 5000  # step rows sent per run (the last ones)
+MAX_TARGET = 2048  # bytes of a request's path and query: no name under a root of runs is longer
+# cnnlab's own files under the root are served as they are, but never as a page of the board's origin:
+# an HTML file runs sandboxed (an opaque origin: no cookie, no reading the board's routes)
+FILE_HEADERS = {
+    "Content-Security-Policy": "sandbox allow-scripts; default-src 'none'; img-src data: blob:; "
+    "style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 class Watcher:
@@ -70,6 +82,9 @@ class Guard:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        target = scope.get("raw_path", b"") + b"?" + scope.get("query_string", b"")
+        if len(target) > MAX_TARGET or b"\x00" in unquote_to_bytes(target):
+            return await _refuse(send, 400, "a NUL byte or an over-long path")
         headers = dict(scope.get("headers") or [])
         if self.hosts is not None and host_name(headers.get(b"host", b"")) not in self.hosts:
             return await _refuse(send, 403, "this Host is not served here")
@@ -136,16 +151,40 @@ def _folder(watcher: Watcher, rel: str) -> Path:
         raise HTTPException(403, "outside the board's root") from None
     if not path.exists():
         raise HTTPException(404, "not found")
+    if path.is_dir():
+        try:
+            check_links(watcher.index.root, path)
+        except OutsideRoot as e:
+            raise HTTPException(403, str(e)) from None
     return path
+
+
+def _page_policy(html: str) -> str:
+    """The board page's Content-Security-Policy: its own inline script (by hash) and files of its own
+    origin only, so no injected script or handler runs; plotly's inline styles; nothing may frame it.
+    'unsafe-eval' stays: plotly's parallel coordinates compile their WebGL code with Function (regl),
+    and no value of the page ever reaches an eval."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in re.findall(r"<script>(.*?)</script>", html, re.S)
+    )
+    return (
+        f"default-src 'none'; script-src 'self' 'unsafe-eval' {hashes}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 def _add_page_routes(app: Any, token: str | None) -> None:
     from fastapi import Request
     from fastapi.responses import FileResponse, HTMLResponse
 
+    html = static_page("board.html")
+    headers = {"Content-Security-Policy": _page_policy(html), "X-Content-Type-Options": "nosniff"}
+
     @app.get("/", response_class=HTMLResponse)
     def page(request: Request) -> Any:
-        response = HTMLResponse(static_page("board.html"))
+        response = HTMLResponse(html, headers=headers)
         if token is not None and request.query_params.get("token") == token:
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         return response
@@ -187,11 +226,11 @@ def _add_api_routes(app: Any, watcher: Watcher) -> None:
         path = _folder(watcher, rel)
         if not path.is_file():
             raise HTTPException(404, "not a file")
-        return FileResponse(path)  # streamed in chunks, never read whole
+        return FileResponse(path, headers=FILE_HEADERS)  # streamed in chunks, never read whole
 
     @app.exception_handler(CnnlabError)
     async def damaged(request: Request, exc: CnnlabError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": str(exc)}, status_code=403 if isinstance(exc, OutsideRoot) else 422)
 
 
 def _add_events_route(app: Any, watcher: Watcher) -> None:
@@ -267,6 +306,7 @@ def _group(watcher: Watcher, path: Path, rel: str) -> dict[str, Any]:
     if kind == "sweep":
         summary = json_object(path / "sweep.json")
         runs = [RunFolder(path / Path(c["path"]).relative_to(rel)) for c in children if c["kind"] == "run"]
+        runs = [r for r in runs if _links_inside(watcher, r.path)]
         return {
             "kind": kind,
             "entry": entry,
@@ -275,6 +315,14 @@ def _group(watcher: Watcher, path: Path, rel: str) -> dict[str, Any]:
         }
     state = json_object(path / ("cv.json" if kind == "cv" else "study.json"))
     return {"kind": kind, "entry": entry, "state": state, "children": children}
+
+
+def _links_inside(watcher: Watcher, folder: Path) -> bool:
+    try:
+        check_links(watcher.index.root, folder)
+    except OutsideRoot:
+        return False
+    return True
 
 
 def _band(histories: list[list[dict[str, str]]], key: str = "val_acc") -> list[dict[str, float]]:

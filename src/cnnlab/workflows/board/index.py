@@ -58,7 +58,7 @@ class Index:
             old = self.entries.get(rel)
             if old is not None and self.signatures.get(rel) == sig and old.get("status") != "running":
                 continue
-            entry = _read(kind, path, rel)
+            entry = _read(kind, path, rel, self.root)
             if old != entry:
                 changed.append(rel)
             self.entries[rel], self.signatures[rel] = entry, sig
@@ -79,6 +79,28 @@ class Index:
         if target != root and root not in target.parents:
             raise CnnlabError(f"{rel!r} is outside the board's root")
         return target
+
+
+class OutsideRoot(CnnlabError):
+    """A file the board was asked to read that is a link leading out of its root."""
+
+
+def check_links(root: Path, folder: Path) -> None:
+    """Every link directly inside ``folder`` (a run's config.yaml, metrics.json, history.csv …) stays
+    under ``root``: the JSON routes refuse what `/file/` refuses.
+
+    Raises:
+        OutsideRoot: naming the first link that leads out.
+    """
+    top = root.resolve()
+    try:
+        children = [c for c in folder.iterdir() if c.is_symlink()]
+    except OSError:
+        return
+    for child in children:
+        target = child.resolve()
+        if target != top and top not in target.parents:
+            raise OutsideRoot(f"{child.relative_to(root).as_posix()} is a link that leads out of the board's root")
 
 
 def _folders(root: Path) -> Any:
@@ -122,9 +144,10 @@ def json_object(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _read(kind: str, path: Path, rel: str) -> dict[str, Any]:
+def _read(kind: str, path: Path, rel: str, root: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {"path": rel, "kind": kind, "name": path.name, "age": _age(path)}
     try:
+        check_links(root, path)
         entry.update(_read_run(path) if kind == "run" else _read_group(kind, path))
     except CnnlabError as e:  # a damaged folder is listed as such, not dropped
         entry.update(status="damaged", detail=str(e))

@@ -40,7 +40,7 @@ LONG_FUNCTIONS = {
     "workflows/deploy/export.py:export_run": 99,
     "workflows/evaluation.py:evaluate_checkpoint": 95,
     "workflows/evaluation.py:evaluate": 69,
-    "workflows/sanity.py:explain_sanity": 63,
+    "workflows/sanity.py:explain_sanity": 62,
     "workflows/scoring.py:evaluate_keep_head": 73,
     "workflows/study/results.py:collect": 111,
     "workflows/study/run.py:_start": 97,

@@ -37,6 +37,15 @@ def test_sanity_on_a_small_run_passes_randomisation_on_every_image_and_deletion_
     assert res["looks_at_border"] == []  # digits sit in the middle of their images
     assert main(["report", str(run)]) == 0
     assert "Grad-CAM sanity" in (run / "report.html").read_text()
+    # --out: the checks go to that folder and the run's own sanity.json is left as it was
+    before = (run / "explain" / "sanity.json").stat().st_mtime_ns
+    assert main(["explain", str(run), "--sanity", "--images", "8", "--out", str(tmp_path / "elsewhere")]) == 0
+    assert json.loads((tmp_path / "elsewhere" / "sanity.json").read_text())["overall"]["images"] == 8
+    assert (tmp_path / "elsewhere" / "sanity.png").is_file()
+    assert (run / "explain" / "sanity.json").stat().st_mtime_ns == before
+    (tmp_path / "a-file").write_text("x")
+    assert main(["explain", str(run), "--sanity", "--out", str(tmp_path / "a-file")]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 def test_the_pieces_on_hand_made_maps():

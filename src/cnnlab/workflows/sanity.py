@@ -37,8 +37,9 @@ BORDER_AREA = 1 - (1 - 2 * BORDER) ** 2  # the ring's share of the area: a unifo
 
 
 def explain_sanity(
-    run_path: str | Path, images: int = 64, device: str = "auto", seed: int = 0, progress: bool = True
-) -> dict[str, Any]:
+    run_path: str | Path, images: int = 64, device: str = "auto", seed: int = 0, progress: bool = True,
+    out: str | Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Check the run's Grad-CAM on up to ``images`` of its test images (validation when it has no
     test split):
 
@@ -51,7 +52,11 @@ def explain_sanity(
       prediction rests on.
     - **border**: the heat's share in the outer ring (15 % of each side); at or above the ring's
       51 % of the area, the model looks at the edges or background rather than a centred object.
+
+    sanity.json and sanity.png go to ``out`` (a folder), else to RUN/explain, which the report shows.
     """
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise CnnlabError(f"--out {str(out)!r} is a file: --sanity writes sanity.json and sanity.png into a folder")
     run = RunFolder(run_path).require()
     predictor = Predictor.from_run(run, device)
     if predictor.multilabel:
@@ -91,14 +96,29 @@ def explain_sanity(
                 }
             )
     result = _summary(rows, split, curves)
-    with run.artifacts("explain", merge=True) as scratch:
-        atomic_write_json(scratch / "sanity.json", result)
+    result["files"] = _save(run, out, result, curves, rows)
+    return result
+
+
+def _save(run: RunFolder, out: str | Path | None, result: dict[str, Any], curves: dict[str, list[np.ndarray]],
+          rows: list[dict[str, Any]]) -> list[str]:  # fmt: skip
+    """sanity.json and sanity.png into ``out`` (the run's own explain/ left as it was), else into
+    RUN/explain through the run folder's writer; their paths."""
+
+    def write(folder: Path) -> None:
+        atomic_write_json(folder / "sanity.json", result)
         plots.plot_deletion(
-            DELETION_STEPS, {k: np.mean(v, 0) for k, v in curves.items()}, scratch / "sanity.png",
+            DELETION_STEPS, {k: np.mean(v, 0) for k, v in curves.items()}, folder / "sanity.png",
             [r["similarity_trained"] for r in rows], [r["similarity_randomised"] for r in rows],
         )  # fmt: skip
-    result["files"] = [str(run.path / "explain" / n) for n in ("sanity.json", "sanity.png")]
-    return result
+
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write(Path(out))
+    else:
+        with run.artifacts("explain", merge=True) as scratch:
+            write(scratch)
+    return [str(Path(out or run.path / "explain") / n) for n in ("sanity.json", "sanity.png")]
 
 
 def _summary(rows: list[dict[str, Any]], split: str, curves: dict[str, list[np.ndarray]]) -> dict[str, Any]:
@@ -153,6 +173,6 @@ def explain_run(
     (``"images"``, as :func:`cnnlab.workflows.evaluation.explain` returns them)."""
     if not sanity and not images:
         raise CnnlabError("explain needs IMAGE files, or --sanity to check the run's heat maps on its test images")
-    checks = explain_sanity(run_path, sanity, device, progress=progress) if sanity else None
+    checks = explain_sanity(run_path, sanity, device, progress=progress, out=out) if sanity else None
     shown = explain(run_path, images, target_class, out, device, max_pixels) if images else []
     return {"sanity": checks, "images": shown}

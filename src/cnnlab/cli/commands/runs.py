@@ -95,7 +95,7 @@ def register(sub: Any) -> None:
         help="--sanity: test images checked (default 64)",
     )
     x.add_argument("--class", dest="target_class", metavar="NAME", help="also show Grad-CAM for this class")
-    x.add_argument("--out", metavar="DIR", help="where the PNGs go (default RUN/explain)")
+    x.add_argument("--out", metavar="DIR", help="where the PNGs (and --sanity's sanity.json) go (default RUN/explain)")
     x.add_argument(
         "--max-pixels", type=argtypes.positive_int, metavar="N", help="pixel budget per image (default: the run's)"
     )

@@ -353,3 +353,47 @@ def test_a_planted_page_cannot_read_another_file_with_the_viewers_token(finished
         assert "LEAKED" not in title and "s3cret" not in title, title
     finally:
         shutil.rmtree(planted)
+
+
+def test_a_100_mb_history_and_deeply_nested_state_files_are_read_in_bounds(finished, tmp_path):
+    """A run whose history.csv is 100 MB is answered from its last rows (≤ 2 s, bounded memory); runs
+    and groups whose JSON is nested 100,000 deep or 65 MB long are listed as damaged and the board
+    starts and answers."""
+    import tracemalloc
+
+    import httpx
+
+    big, deep, huge, cv = (finished / "runs" / n for n in ("big", "deep", "huge", "cvdeep"))
+    for folder in (big, deep, huge):
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(finished / "runs" / "seed0", folder)
+    header = (big / "history.csv").read_text().splitlines()[0]
+    row = ",".join(["1"] + ["0.5"] * (len(header.split(",")) - 1))
+    with open(big / "history.csv", "w") as f:
+        f.write(header + "\n")
+        block = "".join(row.replace("1", str(i), 1) + "\n" for i in range(1, 20_001))
+        while f.tell() < 100 << 20:
+            f.write(block)
+    (deep / "metrics.json").write_text("[" * 100_000 + "]" * 100_000)
+    (huge / "metrics.json").write_text('{"accuracy": 0.5, "pad": "' + "x" * (65 << 20) + '"}')
+    shutil.rmtree(cv, ignore_errors=True)
+    cv.mkdir()
+    (cv / "cv.json").write_text('{"a":' * 50_000 + "1" + "}" * 50_000)
+    try:
+        with board_server(finished) as base:
+            index = {e["path"]: e for e in httpx.get(base + "/api/index").json()["entries"]}
+            assert index["runs/deep"]["status"] == "damaged" and index["runs/huge"]["status"] == "damaged"
+            assert index["runs/cvdeep"]["status"] == "damaged"
+            tracemalloc.start()
+            started = time.perf_counter()
+            r = httpx.get(base + "/api/run", params={"path": "runs/big"}, timeout=30)
+            took, peak = time.perf_counter() - started, tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert r.status_code == 200 and len(r.json()["history"]) == 10_000
+            assert took <= 2 and peak <= 300 << 20, (took, peak >> 20)
+            for path in ("runs/deep", "runs/huge"):
+                r = httpx.get(base + "/api/run", params={"path": path}, timeout=30)
+                assert r.status_code == 422 and "damaged" in r.json()["detail"], (path, r.text[:200])
+    finally:
+        for folder in (big, deep, huge, cv):
+            shutil.rmtree(folder, ignore_errors=True)

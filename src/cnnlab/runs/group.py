@@ -17,6 +17,7 @@ from cnnlab.runs.store import RunFolder
 __all__ = ["STATE_VERSION", "RunGroup"]
 
 STATE_VERSION = 1  # bumped when a state file changes shape; older files are read, newer refused
+MAX_STATE_BYTES = 64 << 20  # a group's state file: cnnlab writes far smaller ones
 
 
 class RunGroup:
@@ -63,7 +64,11 @@ class RunGroup:
                 f"{self.start_hint}"
             )
         try:
+            if self.state_path.stat().st_size > MAX_STATE_BYTES:
+                raise CnnlabError(f"{self.state_path} is damaged: over {MAX_STATE_BYTES >> 20} MB")
             state = json.loads(self.state_path.read_text())
+        except RecursionError:
+            raise CnnlabError(f"{self.state_path} is damaged: nested too deep") from None
         except (ValueError, OSError) as e:
             raise CnnlabError(f"{self.state_path} cannot be read ({' '.join(str(e).split())})") from None
         if not isinstance(state, dict) or state.get("format") != self.format:

@@ -24,6 +24,7 @@ from cnnlab.core.metrics import headline, shares
 from cnnlab.core.schema import build_config
 from cnnlab.core.yamlio import read_yaml_file
 from cnnlab.runs.lock import RunLock, RunState, now
+from cnnlab.runs.tables import damaged, read_table
 
 __all__ = ["NullRunFolder", "RunFolder", "RunLock", "RunState", "now"]
 
@@ -50,10 +51,7 @@ def _number(text: str) -> Any:
 
 
 OBJECT_FILES = ("run.json", "metrics.json", "dataset.json", "split.json")  # each holds one JSON object
-
-
-def _damaged(path: Path, what: str) -> CnnlabError:
-    return CnnlabError(f"{path} is damaged: {what}; train the run again (or restore the file)")
+MAX_JSON_BYTES = 64 << 20  # a run's JSON files: cnnlab writes far smaller ones
 
 
 def _whole(v: Any) -> bool:
@@ -65,13 +63,13 @@ def _check_metrics(path: Path, m: dict[str, Any]) -> None:
     for key in shares():
         v = m.get(key)
         if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1):
-            raise _damaged(path, f"{key} is {v!r}, not a share between 0 and 1")
+            raise damaged(path, f"{key} is {v!r}, not a share between 0 and 1")
     for key, kind in (("split", str), ("per_class", dict), ("confusion_matrix", list), ("checkpoint", str)):
         if key in m and not isinstance(m[key], kind):
-            raise _damaged(path, f"{key} is not a {kind.__name__}")
+            raise damaged(path, f"{key} is not a {kind.__name__}")
     for key in ("num_samples", "best_epoch"):
         if m.get(key) is not None and not _whole(m[key]):
-            raise _damaged(path, f"{key} is {m[key]!r}, not a whole number")
+            raise damaged(path, f"{key} is {m[key]!r}, not a whole number")
 
 
 def check_split(path: Path, saved: Any, images: int | None = None) -> dict[str, Any]:
@@ -79,58 +77,20 @@ def check_split(path: Path, saved: Any, images: int | None = None) -> dict[str, 
     indices from 0 (below ``images`` when known) that no other split shares."""
     indices = saved.get("indices") if isinstance(saved, dict) else None
     if not isinstance(saved, dict) or not isinstance(saved.get("fingerprint"), str) or not isinstance(indices, dict):
-        raise _damaged(path, "it needs a fingerprint and lists of image indices")
+        raise damaged(path, "it needs a fingerprint and lists of image indices")
     seen: dict[int, str] = {}
     for name, idx in indices.items():
         if name not in ("train", "val", "test") or not isinstance(idx, list):
-            raise _damaged(path, f"{name!r} is not a split with a list of image indices")
+            raise damaged(path, f"{name!r} is not a split with a list of image indices")
         for i in idx:
             if not _whole(i) or i < 0 or (images is not None and i >= images):
                 limit = f" below {images}" if images is not None else ""
-                raise _damaged(path, f"{name} holds {i!r}, not an image index from 0{limit}")
+                raise damaged(path, f"{name} holds {i!r}, not an image index from 0{limit}")
             if i in seen:
                 other = "twice" if seen[i] == name else f"in both {seen[i]} and {name}"
-                raise _damaged(path, f"image {i} is {other}: the splits must not share images")
+                raise damaged(path, f"image {i} is {other}: the splits must not share images")
             seen[i] = name
     return saved
-
-
-def read_table(path: Path, key: str = "epoch") -> list[dict[str, str]]:
-    """history.csv / steps.csv as cnnlab writes them: UTF-8 text, a ``key`` column of whole numbers
-    from 1, numbers (or empty cells) elsewhere; [] when absent."""
-    if not path.is_file():
-        return []
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise _damaged(path, "it is not UTF-8 text") from None
-    except OSError as e:
-        raise CnnlabError(f"{path} cannot be read ({e.strerror or e})") from None
-    if "\x00" in text:
-        raise _damaged(path, "it holds NUL bytes")
-    try:
-        rows = list(csv.DictReader(io.StringIO(text)))
-    except csv.Error as e:
-        raise _damaged(path, f"not CSV ({e})") from None
-    if path.name == "history.csv" and not rows:
-        raise _damaged(path, "it has no epochs")
-    for n, row in enumerate(rows, 2):
-        if key not in row or None in row:
-            raise _damaged(path, f"line {n} does not fit its header (a {key!r} column and one value per column)")
-        if not row[key].isdigit() or int(row[key]) < 1:
-            raise _damaged(path, f"line {n}: {key} is {row[key]!r}")
-        for k, v in row.items():
-            if v not in ("", None) and not _is_number(v):
-                raise _damaged(path, f"line {n}: {k} is {v[:40]!r}, not a number")
-    return rows
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
@@ -457,18 +417,20 @@ class RunFolder:
         dataset.json and split.json hold objects; metrics and splits are checked field by field):
         a damaged file is one line naming it."""
         try:
+            if path.stat().st_size > MAX_JSON_BYTES:
+                raise damaged(path, f"over {MAX_JSON_BYTES >> 20} MB, where cnnlab writes far less")
             value = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise CnnlabError(f"{path} is missing from the run folder") from None
         except json.JSONDecodeError as e:
             raise CnnlabError(f"{path} is not valid JSON ({e})") from None
         except (UnicodeDecodeError, RecursionError) as e:
-            raise _damaged(path, "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else "nested too deep") from None
+            raise damaged(path, "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else "nested too deep") from None
         except OSError as e:
             raise CnnlabError(f"{path} cannot be read ({e.strerror or e})") from None
         if path.name in OBJECT_FILES and path.parent == self.path:
             if not isinstance(value, dict):
-                raise _damaged(path, f"it holds a {type(value).__name__}, not an object")
+                raise damaged(path, f"it holds a {type(value).__name__}, not an object")
             if path.name == "metrics.json":
                 _check_metrics(path, value)
             elif path.name == "split.json":

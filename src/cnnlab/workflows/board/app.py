@@ -26,8 +26,17 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.core.hosts import allowed_hosts, check_bind, host_name
 from cnnlab.reports.assets import static_page
 from cnnlab.runs.paired import paired_runs
-from cnnlab.runs.store import RunFolder, read_table
-from cnnlab.workflows.board.index import Index, OutsideRoot, check_links, flat_config, json_object, metric_columns
+from cnnlab.runs.store import RunFolder
+from cnnlab.runs.tables import read_table
+from cnnlab.workflows.board.index import (
+    MAX_EPOCHS,
+    Index,
+    OutsideRoot,
+    check_links,
+    flat_config,
+    json_object,
+    metric_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -261,13 +270,13 @@ def _add_events_route(app: Any, watcher: Watcher) -> None:
 def _run_detail(path: Path, rel: str) -> dict[str, Any]:
     run = RunFolder(path)
     state = run.state()
-    steps = read_table(run.steps_csv, "step")
+    steps = read_table(run.steps_csv, "step", last=MAX_STEPS)
     return {
         "path": rel,
         "status": state.status,
         "detail": state.detail,
-        "history": read_table(run.history_csv),
-        "steps": steps[-MAX_STEPS:],
+        "history": read_table(run.history_csv, last=MAX_EPOCHS),
+        "steps": steps,
         "config": flat_config(run),
         "metrics": _metrics_summary(run),
         "report": (path / "report.html").is_file(),
@@ -286,7 +295,7 @@ def _compare(paths: list[Path], rels: list[str]) -> dict[str, Any]:
     configs = [flat_config(r) for r in runs]
     keys = sorted(k for k in set().union(*configs) if k != "run.out" and len({repr(c.get(k)) for c in configs}) > 1)
     out: dict[str, Any] = {
-        "runs": [{"path": rel, "history": read_table(r.history_csv)} for rel, r in zip(rels, runs)],
+        "runs": [{"path": rel, "history": read_table(r.history_csv, last=MAX_EPOCHS)} for rel, r in zip(rels, runs)],
         "differ": [[k] + [c.get(k) for c in configs] for k in keys],
     }
     if len(runs) == 2:
@@ -311,7 +320,7 @@ def _group(watcher: Watcher, path: Path, rel: str) -> dict[str, Any]:
             "kind": kind,
             "entry": entry,
             "summary": summary,
-            "band": _band([read_table(r.history_csv) for r in runs]),
+            "band": _band([read_table(r.history_csv, last=MAX_EPOCHS) for r in runs]),
         }
     state = json_object(path / ("cv.json" if kind == "cv" else "study.json"))
     return {"kind": kind, "entry": entry, "state": state, "children": children}

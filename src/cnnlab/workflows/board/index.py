@@ -14,7 +14,8 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.core.metrics import catalogue, headline
 from cnnlab.core.schema import flatten_config
 from cnnlab.core.yamlio import read_yaml_file
-from cnnlab.runs.store import MARKER, RunFolder, read_table
+from cnnlab.runs.store import MARKER, RunFolder
+from cnnlab.runs.tables import read_table
 
 # the config values the index shows (those that differ between the runs it lists)
 KEY_FIELDS = (
@@ -33,6 +34,8 @@ KEY_FIELDS = (
 )
 SKIP = {"checkpoints", "report", "explain", "export", "tensorboard", "wandb", "mlflow-artifacts", "__pycache__"}
 WATCHED = ("run.json", "metrics.json", "history.csv", "config.yaml", "steps.csv")
+MAX_EPOCHS = 10_000  # history rows read per run (the last ones): a history of any size is read in bounds
+MAX_JSON = 64 << 20  # bytes: no state file cnnlab writes comes near it
 
 
 @dataclass
@@ -138,7 +141,11 @@ def json_object(path: Path) -> dict[str, Any]:
     """A JSON object file, or {} when it is missing, half-written or not an object (the board lists
     what it can and never stops on one damaged folder)."""
     try:
+        if path.stat().st_size > MAX_JSON:
+            raise CnnlabError(f"{path.name} is damaged: over {MAX_JSON >> 20} MB")
         value = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise CnnlabError(f"{path.name} is damaged: nested too deep") from None
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
@@ -186,7 +193,7 @@ def _read_run(path: Path) -> dict[str, Any]:
     state = run.state()
     info = json_object(run.run_json)
     metrics = json_object(run.metrics_json)
-    history = read_table(run.history_csv)
+    history = read_table(run.history_csv, last=MAX_EPOCHS)
     config = flat_config(run)
     vals = [float(h["val_acc"]) for h in history if h.get("val_acc")]
     return {
@@ -195,7 +202,7 @@ def _read_run(path: Path) -> dict[str, Any]:
         "model": config.get("model.name") or info.get("model"),
         "data": config.get("data.source"),
         "config": {k: config.get(k) for k in KEY_FIELDS if k in config},
-        "epochs_done": len(history),
+        "epochs_done": int(history[-1]["epoch"]) if history else 0,
         "best_val_acc": max(vals) if vals else None,
         "split": metrics.get("split"),
         "metrics": headline_figures(metrics),

@@ -136,3 +136,62 @@ def test_two_runs_image_by_image_kappa_only_one_right_and_the_averaged_ensemble(
     assert main(["compare", str(a), str(b), "--out", str(page)]) == 0
     out = capsys.readouterr().out
     assert f"Cohen's κ {g['kappa']:.3f}" in out and f"accuracy {g['ensemble_accuracy']:.4f}  95 % interval" in out
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two")
+    flags = ["--data", "digits", "--model", "mlp", "--hidden", "16", "--epochs", "1", "-q", "--no-report"]
+    for seed in (0, 1):
+        assert main(["train", *flags, "--seed", str(seed), "--out", str(root / f"r{seed}")]) == 0
+    return root
+
+
+def _hostile(two_runs, tmp_path, name, **arrays):
+    import shutil
+
+    run = tmp_path / name
+    shutil.copytree(two_runs / "r1", run)
+    saved = dict(np.load(run / "predictions.npz"))
+    np.savez_compressed(run / "predictions.npz", **{**saved, **arrays})
+    return run
+
+
+# a child that runs one cnnlab command and writes its own peak resident memory (kB) to a file
+PEAK = (
+    "import resource, sys\nfrom cnnlab.cli import main\nrc = main(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\nsys.exit(rc)\n"
+)
+
+
+def _compare_in_child(tmp_path, a, b, name):
+    import subprocess
+    import sys
+
+    peak = tmp_path / f"{name}.peak"
+    argv = [sys.executable, "-c", PEAK, str(peak), "compare", str(a), str(b), "--out", str(tmp_path / f"{name}.html")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    return done, int(peak.read_text()) / 1024
+
+
+def test_a_hostile_predictions_npz_is_refused_in_one_line_and_bounded_memory(two_runs, tmp_path):
+    """A 2 MB file holding a compressed 30,000 × 10,000 array (1.2 GB) is refused from its header: the
+    command's peak memory is that of comparing two ordinary runs (it was 2.95 GB); all-NaN probabilities,
+    labels out of range and another class count are refused too, each in one line."""
+    n = len(np.load(two_runs / "r1" / "predictions.npz")["indices"])
+    cases = {
+        "huge": {"probs": np.zeros((30_000, 10_000), np.float32), "indices": np.arange(30_000),
+                 "labels": np.zeros(30_000, np.int64)},
+        "nan": {"probs": np.full((n, 10), np.nan, np.float32)},
+        "labels": {"labels": np.full(n, 99, np.int64)},
+        "classes": {"probs": np.full((n, 3), 1 / 3, np.float32)},
+    }  # fmt: skip
+    done, ordinary = _compare_in_child(tmp_path, two_runs / "r0", two_runs / "r1", "ordinary")
+    assert done.returncode == 0, done.stderr[-500:]
+    for name, arrays in cases.items():
+        run = _hostile(two_runs, tmp_path, name, **arrays)
+        done, peak = _compare_in_child(tmp_path, two_runs / "r0", run, name)
+        err = done.stderr.strip()
+        assert done.returncode == 2 and len(err.splitlines()) == 1 and "predictions.npz" in err, (name, err[-500:])
+        assert "Traceback" not in err and not (tmp_path / f"{name}.html").exists(), name
+        assert peak <= ordinary + 100, (name, peak, ordinary)

@@ -24,6 +24,7 @@ from cnnlab.core.metrics import headline, shares
 from cnnlab.core.schema import build_config
 from cnnlab.core.yamlio import read_yaml_file
 from cnnlab.runs.lock import RunLock, RunState, now
+from cnnlab.runs.predictions import load_predictions
 from cnnlab.runs.tables import damaged, read_table
 
 __all__ = ["NullRunFolder", "RunFolder", "RunLock", "RunState", "now"]
@@ -313,18 +314,16 @@ class RunFolder:
         return f"{digest} ({len(test)} images)"
 
     def load_predictions(self) -> dict[str, np.ndarray]:
-        """predictions.npz (probs, labels, indices of the scored split), read without pickle."""
+        """predictions.npz (probs, labels, indices of the scored split), read without pickle and checked
+        against the run's class count (see :func:`cnnlab.runs.predictions.load_predictions`)."""
+        return load_predictions(self.predictions_npz, self._classes())
+
+    def _classes(self) -> int | None:
+        """The run's class count from dataset.json (None when it cannot be read)."""
         try:
-            with np.load(self.predictions_npz, allow_pickle=False) as f:
-                out = {k: f[k] for k in f.files}
-        except FileNotFoundError:
-            raise CnnlabError(f"{self.predictions_npz} is missing from the run folder") from None
-        except Exception as e:  # not a zip, pickled objects, truncated: the file is damaged
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise CnnlabError(f"{self.predictions_npz} cannot be read ({type(e).__name__}: {first})") from None
-        if not {"probs", "labels", "indices"} <= set(out) or len(out["probs"]) != len(out["indices"]):
-            raise CnnlabError(f"{self.predictions_npz} is damaged: it needs probs, labels and indices of one length")
-        return out
+            return len(self.read_json(self.dataset_json)["classes"])
+        except (CnnlabError, KeyError, TypeError):
+            return None
 
     # ------------------------------------------------------------------ writes
     def write_config(self, cfg: Config) -> None:

@@ -163,3 +163,22 @@ def test_every_public_workflow_entry_that_has_settings_takes_at_most_4_parameter
 
     for entry in (run_study, cross_validate, run_sweep):
         assert len(inspect.signature(entry).parameters) <= 4, entry.__name__
+
+
+def test_settings_refuse_a_boolean_count_an_empty_text_and_an_unknown_name_in_one_line():
+    from cnnlab.core.errors import CnnlabError
+    from cnnlab.core.settings import CvSettings, StudySettings, SweepSettings
+
+    for model, given, said in (
+        (StudySettings, {"data": "d", "seed": True}, "--seed True"),
+        (StudySettings, {"data": "d", "seeds": 2.5}, "--seeds 2.5"),
+        (StudySettings, {"data": "d", "models": ""}, "--models '': empty"),
+        (StudySettings, {"data": "d", "out": "  "}, "--out '  ': empty"),
+        (StudySettings, {"data": "d", "nonsense": 1}, "no setting 'nonsense'"),
+        (CvSettings, {"repeats": False}, "--repeats False"),
+        (SweepSettings, {"spec": "s.yaml", "storage": ""}, "--storage '': empty"),
+        (SweepSettings, {"spec": "s.yaml", "workers": "2"}, "--workers '2'"),
+    ):
+        with pytest.raises(CnnlabError) as e:
+            model.of(**given)
+        assert said in str(e.value) and "\n" not in str(e.value), str(e.value)

@@ -175,6 +175,7 @@ def add_settings_flags(
     positional and optional), its help and "(default …)" from the field; every flag defaults to "not
     given", so the model's default applies. ``types``: argparse types that read a value more kindly
     than the field's own type (a device name, a positive whole number)."""
+    types = types or {}
     for name, info in settings.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         flag, default = settings.flag(name), info.get_default(call_default_factory=True)
@@ -185,8 +186,8 @@ def add_settings_flags(
             kwargs: dict[str, Any] = {"action": "store_false" if default else "store_true"}
         else:
             kwargs = _argparse_kwargs(info.annotation)
-            if name in (types or {}):
-                kwargs["type"] = (types or {})[name]
+            if name in types:
+                kwargs["type"] = types[name]
             if extra.get("metavar"):
                 kwargs["metavar"] = extra["metavar"]
         if not flag.startswith("-"):

@@ -4,7 +4,7 @@ its type, range, default and help — and the command's flags are generated from
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -31,12 +31,20 @@ def _schema(section: type[BaseModel], name: str) -> Any:
 
 
 class Settings(BaseModel):
-    """What every workflow's settings share: frozen, no unknown field, one-line errors."""
+    """What every workflow's settings share: frozen, no unknown field, strict types (no True for a
+    seed, no 2.5 for a count), no empty text, one-line errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @field_validator("*")
+    @classmethod
+    def _not_empty(cls, v: Any) -> Any:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("empty; leave it out for its default")
+        return v
 
     @classmethod
-    def of(cls, **given: Any) -> Any:
+    def of(cls, **given: Any) -> Self:
         """The settings from the values given (None: not given, the default applies); a bad value is
         one line naming its flag.
 
@@ -51,6 +59,10 @@ class Settings(BaseModel):
             if not err["loc"]:  # settings that contradict each other: the message names the flags
                 raise CnnlabError(msg) from None
             name = str(err["loc"][0])
+            if name not in cls.model_fields:
+                raise CnnlabError(
+                    f"{cls.__name__} has no setting {name!r}; it has {', '.join(cls.model_fields)}"
+                ) from None
             value = f" {given[name]!r}" if name in given else ""
             raise CnnlabError(f"{cls.flag(name)}{value}: {msg}") from None
 
@@ -158,6 +170,13 @@ class StudySettings(Settings):
     def _two_folds(cls, v: int | None) -> int | None:
         if v is not None and v < 2:
             raise ValueError("needs at least 2 (leave it out to let the budget decide)")
+        return v
+
+    @field_validator("fractions", mode="before")
+    @classmethod
+    def _some_shares(cls, v: Any) -> Any:
+        if isinstance(v, str) and not v.strip():  # what an empty list of shares needs, before "empty"
+            raise ValueError("give shares of the training split, e.g. 0.1,0.25,0.5,1")
         return v
 
     @model_validator(mode="after")

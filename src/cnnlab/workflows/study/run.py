@@ -116,9 +116,8 @@ def run_study(settings: StudySettings, progress: bool = True, started: float | N
 
 
 def _start_new(settings: StudySettings, out: Path, shares: list[float], progress: bool, t0: float) -> Study:
-    """A new study folder with its plan: the data inspected, the candidates probed, the budget planned."""
-    if settings.data is None:
-        raise CnnlabError("cnnlab study needs DATA (a folder, a CSV label file or a dataset name)")
+    """A new study folder with its plan: the data inspected, the candidates probed, the budget planned
+    (its settings hold DATA: they refuse a new study without it)."""
     _clear_unplanned(out)
     study_group(out).check_new()
     seed_list(settings.seed, settings.seeds)  # a seed range that fits, checked before any work

@@ -203,3 +203,42 @@ def _private_imports() -> list[str]:
 def test_no_private_name_is_used_across_modules():
     found = _private_imports()
     assert not found, "private names used outside their module (make them public or move the code): " + "; ".join(found)
+
+
+STATE_FILES = {"study.json", "cv.json", "seeds.json", "sweep.json"}
+READERS = {"loads", "load", "read_json", "json_object", "read_text", "read_bytes", "safe_load", "open", "model_validate"}
+
+
+def _state_reads() -> list[str]:
+    """Calls that read a workflow's state file (by its name, or a group's ``state_path``) anywhere but
+    in ``runs/group.py``, whose typed ``RunGroup.load`` and ``read_sweep_summary`` are the only door."""
+    found = []
+    for module, path in _modules().items():
+        if module == "cnnlab.runs.group":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            fn = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if fn not in READERS:
+                continue
+            inside = [n for part in [node.func, *node.args] for n in ast.walk(part)]
+            if any(isinstance(n, ast.Constant) and n.value in STATE_FILES for n in inside) or any(
+                isinstance(n, ast.Attribute) and n.attr == "state_path" for n in inside
+            ):
+                found.append(f"{module}:{node.lineno}")
+    return sorted(set(found))
+
+
+def test_no_workflow_state_is_read_but_through_its_model():
+    """Issue 44: study.json, cv.json, seeds.json and sweep.json are read only as their typed models
+    (``cnnlab.core.state`` / ``cnnlab.core.study``), so no code reads a state by string key; the type
+    checker refuses indexing a model."""
+    assert _state_reads() == []
+    # the check finds such a read
+    planted = SRC / "workflows" / "_planted_state_read.py"
+    planted.write_text('import json\nfrom pathlib import Path\n\nX = json.loads((Path(".") / "cv.json").read_text())\n')
+    try:
+        assert _state_reads() == ["cnnlab.workflows._planted_state_read:4"]
+    finally:
+        planted.unlink()

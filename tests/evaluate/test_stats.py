@@ -102,17 +102,18 @@ def test_holm_matches_a_worked_example_and_never_lowers_a_p_value():
 
 
 def test_the_winner_sentence_says_tied_unless_the_paired_test_says_otherwise():
+    from cnnlab.core.study import StudySummary
     from cnnlab.reports.study import winner_sentence
 
     rows = [{"name": "cnn"}, {"name": "mlp"}, {"name": "vgg"}]
-    tied = {
-        "rows": rows,
-        "paired": [{"other": "mlp", "p": 0.2, "p_holm": 0.4}, {"other": "vgg", "p": 1e-4, "p_holm": 2e-4}],
-    }
-    ahead = {
-        "rows": rows,
-        "paired": [{"other": "mlp", "p": 0.001, "p_holm": 0.002}, {"other": "vgg", "p": 0.01, "p_holm": 0.01}],
-    }
+    tied = StudySummary(
+        rows=rows,
+        paired=[{"other": "mlp", "p": 0.2, "p_holm": 0.4}, {"other": "vgg", "p": 1e-4, "p_holm": 2e-4}],
+    )
+    ahead = StudySummary(
+        rows=rows,
+        paired=[{"other": "mlp", "p": 0.001, "p_holm": 0.002}, {"other": "vgg", "p": 0.01, "p_holm": 0.01}],
+    )
     assert winner_sentence(tied).startswith("cnn is tied with mlp (paired test, Holm-adjusted p = 0.4)")
     assert winner_sentence(ahead).startswith("cnn ranks first, ahead of mlp")
 

@@ -146,7 +146,7 @@ def test_resume_refuses_other_folds_or_settings_naming_the_saved_value(tmp_path)
     (tmp_path / "cv").mkdir()
     from cnnlab.workflows.cv.folds import _plan_state, cv_group
 
-    cv_group(tmp_path / "cv").save({**_plan_state(cfg, 2, 1), "status": "running"})  # as a killed CV leaves it
+    cv_group(tmp_path / "cv").save(_plan_state(cfg, 2, 1))  # as a killed CV leaves it
     with pytest.raises(CnnlabError, match="started with --folds 2, not 3"):
         cross_validate(cfg, CvSettings(out=str(tmp_path / "cv"), folds=3, resume=True), progress=False)
     other = build_config(None, {**base, "model.name": "cnn"})
@@ -155,4 +155,4 @@ def test_resume_refuses_other_folds_or_settings_naming_the_saved_value(tmp_path)
     with pytest.raises(CnnlabError, match="has not finished; finish it with cnnlab cv --resume"):
         read_cv(tmp_path / "cv")
     done = cross_validate(cfg, CvSettings(out=str(tmp_path / "cv"), folds=2, resume=True), progress=False)
-    assert done.status == "completed" and read_cv(tmp_path / "cv")["folds"] == 2
+    assert done.status == "completed" and read_cv(tmp_path / "cv").folds == 2

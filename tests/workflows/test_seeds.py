@@ -83,8 +83,8 @@ def test_compare_of_two_seed_groups_puts_the_gap_beside_the_seed_spread(tmp_path
     printed = capsys.readouterr().out
     res = api.compare_results([a, b])
     sa, sb = (json.loads((g / "seeds.json").read_text())["summary"]["accuracy"] for g in (a, b))
-    assert res["kind"] == "seeds" and res["metrics"]["accuracy"]["gap"] == pytest.approx(sb["mean"] - sa["mean"])
-    p = res["paired"]
+    assert res.kind == "seeds" and res.metrics["accuracy"]["gap"] == pytest.approx(sb["mean"] - sa["mean"])
+    p = res.paired
     assert p["seed_sd_a"] == pytest.approx(sa["sd"]) and p["seeds_b"] == 2 and 0 <= p["p"] <= 1
     assert f"A {sa['mean']:.4f} ± {sa['sd']:.4f}" in printed and f"p = {p['p']:.4g}" in printed
     assert main(["train", *FLAGS, "--split-seed", "3", "--seeds", "2", "--out", str(other)]) == 0
@@ -120,7 +120,7 @@ def test_a_study_with_seeds_ranks_by_the_mean_and_tests_each_gap_with_the_seed_s
     assert main([*args, "-q"]) == 0
     printed = capsys.readouterr().out
     state = json.loads((out / "study.json").read_text())
-    assert state["seeds"] == 2
+    assert state["settings"]["seeds"] == 2
     summ = state["summary"]
     rows = {r["name"]: r for r in summ["rows"]}
     folder = out / ("cv" if state["folds"] > 1 else "runs")

@@ -19,7 +19,8 @@ from cnnlab.core.settings import parse_budget
 from cnnlab.evaluate.stats import holm
 from cnnlab.reports.study import winner_sentence
 from cnnlab.runs.store import RunFolder
-from cnnlab.workflows.study.plan import Candidate, plan_epochs
+from cnnlab.core.study import Candidate, StudySummary
+from cnnlab.workflows.study.plan import plan_epochs
 from tests.conftest import class_image
 
 CNNLAB = [sys.executable, "-m", "cnnlab"]
@@ -423,7 +424,7 @@ def test_a_multi_label_csv_is_studied_by_map_with_intervals_and_paired_tests(tmp
     (pair,) = summ["paired"]
     assert pair["test"].startswith("paired permutation test of mAP") and 0 < pair["p"] <= 1
     assert pair["ci95"][0] <= pair["difference"] <= pair["ci95"][1]
-    assert "mAP" in printed.splitlines()[1] and winner_sentence(summ) + "." in printed
+    assert "mAP" in printed.splitlines()[1] and winner_sentence(StudySummary(**summ)) + "." in printed
     page = (out / "report.html").read_text()
     assert "test mAP" in page and "seed 003" in page and "search: val mAP default → tuned" in page
     assert main(["study", str(labels), "--seeds", "2", "--out", str(tmp_path / "x"), "-q"]) == 2

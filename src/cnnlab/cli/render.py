@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from cnnlab.core.metrics import catalogue
+from cnnlab.core.state import SeedsState
 
 __all__ = ["format_metrics_table", "format_report", "progress_wanted"]
 
@@ -106,14 +107,14 @@ def _near_lines(r: dict[str, Any], most: int = 20) -> list[str]:
     return lines
 
 
-def format_seed_spread(group: dict[str, Any]) -> str:
+def format_seed_spread(group: SeedsState) -> str:
     """A seed group's test metrics: each seed, then mean ± sd and the range."""
-    seeds = group["seeds"]
-    lines = [f"{len(seeds)} seeds ({', '.join(map(str, seeds))}) on one split, {group.get('images')} test images:"]
-    for r in group["runs"]:
-        m = r["metrics"]
-        lines.append(f"  seed {r['seed']:<6} accuracy {m.get('accuracy', float('nan')):.4f}  "
-                     f"macro-F1 {m.get('macro_f1', float('nan')):.4f}  best epoch {r['best_epoch']}")  # fmt: skip
-    for k, st in group["summary"].items():
-        lines.append(f"  {k:<24} {st['mean']:.4f} ± {st['sd']:.4f}   range {st['min']:.4f} – {st['max']:.4f}")
+    seeds = group.seeds
+    lines = [f"{len(seeds)} seeds ({', '.join(map(str, seeds))}) on one split, {group.images} test images:"]
+    for r in group.runs:
+        m = r.metrics
+        lines.append(f"  seed {r.seed:<6} accuracy {m.get('accuracy', float('nan')):.4f}  "
+                     f"macro-F1 {m.get('macro_f1', float('nan')):.4f}  best epoch {r.best_epoch}")  # fmt: skip
+    for k, st in (group.summary or {}).items():
+        lines.append(f"  {k:<24} {st.mean:.4f} ± {st.sd:.4f}   range {st.min:.4f} – {st.max:.4f}")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cnnlab.core.atomic import atomic_write_text
+from cnnlab.core.study import StudyState, StudySummary
 from cnnlab.evaluate.plots import plot_confusion, save_figure
 from cnnlab.reports.kit import Markup, Section, img_tag, join, page, pre, table
 from cnnlab.reports.run import agreement_section
@@ -26,7 +27,7 @@ class StudyFolder(Protocol):
     def out(self) -> Path: ...
 
     @property
-    def state(self) -> dict[str, Any]: ...
+    def state(self) -> StudyState: ...
 
     @property
     def cands(self) -> Sequence[Any]: ...
@@ -55,9 +56,9 @@ def _figures(study: StudyFolder, rows: list[dict[str, Any]], fig_dir: Path) -> l
     out = []
     what = (
         "out-of-fold accuracy"
-        if study.state["folds"] > 1
+        if study.state.folds > 1
         else "test subset accuracy"
-        if study.state.get("multilabel")
+        if study.state.multilabel
         else "test accuracy"
     )
     axes = (
@@ -98,7 +99,7 @@ def _figures(study: StudyFolder, rows: list[dict[str, Any]], fig_dir: Path) -> l
                 ax.plot([x["epoch"] for x in h], [x["train_acc"] for x in h], "--", color=col, alpha=0.6)
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (solid: validation, dashed: train)")
-    ax.set_title("learning curves" + (" (fold 1)" if study.state["folds"] > 1 else ""))
+    ax.set_title("learning curves" + (" (fold 1)" if study.state.folds > 1 else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     out.append((save_figure(fig, fig_dir / "curves.png"), "learning curves"))
@@ -106,24 +107,24 @@ def _figures(study: StudyFolder, rows: list[dict[str, Any]], fig_dir: Path) -> l
         w = rows[0]
         out.append(
             (
-                plot_confusion(w["confusion_matrix"], study.state["classes"], fig_dir / "confusion_winner.png"),
+                plot_confusion(w["confusion_matrix"], study.state.classes, fig_dir / "confusion_winner.png"),
                 f"confusion matrix of {w['name']}",
             )
         )
     return out
 
 
-def _view(study: StudyFolder) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], bool]:
+def _view(study: StudyFolder) -> tuple[StudyState, StudySummary, list[dict[str, Any]], bool]:
     """The study's state, its summary, the ranked rows and whether it cross-validated."""
     s = study.state
-    summ = s.get("summary") or {}
-    return s, summ, summ.get("rows", []), s["folds"] > 1
+    summ = s.summary or StudySummary()
+    return s, summ, summ.rows, s.folds > 1
 
 
-def _winner_line(summ: dict[str, Any], w: dict[str, Any]) -> Markup:
+def _winner_line(summ: StudySummary, w: dict[str, Any]) -> Markup:
     """The winner, what it was chosen by and its test figures, as a paragraph."""
-    wt, sel = summ.get("winner_test") or {}, w["selection"]
-    if not summ.get("multilabel"):
+    wt, sel = summ.winner_test or {}, w["selection"]
+    if not summ.multilabel:
         text = Markup("<p>{} by {} ({:.4f}); its test accuracy is {:.4f} on {} images (macro-F1 {:.4f}).</p>")
         nan = float("nan")
         return text.format(winner_sentence(summ), sel["metric"], sel["value"], wt.get("accuracy", nan),
@@ -146,14 +147,14 @@ def _summary_section(study: StudyFolder) -> Section:
     s, summ, rows, cv_mode = _view(study)
     lines = [_winner_line(summ, rows[0])] if rows else []
     how = (
-        f"{s['folds']}-fold cross-validation on train+val (the test split in no fold); the winner was then trained "
+        f"{s.folds}-fold cross-validation on train+val (the test split in no fold); the winner was then trained "
         "once on the train/val split and tested once."
         if cv_mode
         else "One train/val/test split; each candidate's test split was evaluated once, after training, and is not "
         "used to rank."
     )
     lines.append(Markup("<p>Budget {:.0f} s; the study took {:.0f} s. {}</p>").format(
-        s["budget_seconds"], s.get("spent_seconds", 0), how))  # fmt: skip
+        s.budget_seconds, s.spent_seconds, how))  # fmt: skip
     lines.append(Markup(
         "<p>Candidates are ranked by {} accuracy, never by the test split; each candidate's best checkpoint is "
         "chosen by validation accuracy too, the figure it is ranked by.</p>"
@@ -161,12 +162,12 @@ def _summary_section(study: StudyFolder) -> Section:
     balance = (
         "<p class=warn>The data is imbalanced: the largest class has {:.1f}× the images of the smallest, so <b>class "
         "weights are on</b> (train.class_weights=auto: class c weighted n / (k·n<sub>c</sub>)) for every candidate.</p>"
-        if s["class_weights"]
+        if s.class_weights
         else "<p>Class balance: largest/smallest class {:.2f}× (class weights go on from 3×): class weights are "
         "off.</p>"
     )
-    lines.append(Markup(balance).format(s["imbalance_ratio"]))
-    for n in s.get("notes", []) + ([summ["test_set_note"]] if summ.get("test_set_note") else []):
+    lines.append(Markup(balance).format(s.imbalance_ratio))
+    for n in s.notes + ([summ.test_set_note] if summ.test_set_note else []):
         lines.append(Markup("<p class=warn>{}</p>").format(n))
     return Section("summary", "Summary", join(lines))
 
@@ -180,7 +181,7 @@ def _data_section(study: StudyFolder) -> Section:
     body += Markup(
         "<p>Split sizes: {}. Input {}×{}×{}. Unreadable files: {}; duplicate groups within a split: {}; duplicate "
         "groups across splits (leaks): {}.</p>"
-    ).format(", ".join(f"{k} {v}" for k, v in s["sizes"].items()), s["input_size"], s["input_size"], s["channels"],
+    ).format(", ".join(f"{k} {v}" for k, v in s.sizes.items()), s.input_size, s.input_size, s.channels,
              len(r.get("unreadable", [])), len(r.get("duplicates_within_split", [])),
              len(r.get("leaks_across_splits", [])))  # fmt: skip
     return Section("data", "Data", body)
@@ -189,7 +190,7 @@ def _data_section(study: StudyFolder) -> Section:
 def _plan_section(study: StudyFolder) -> Section:
     """The page's plan section."""
     s, summ, rows, cv_mode = _view(study)
-    timing = s.get("timing", {})
+    timing = s.timing
     ran = {r["name"]: r for r in rows}
 
     def secs(v: float | None) -> str:
@@ -207,8 +208,8 @@ def _plan_section(study: StudyFolder) -> Section:
         [
             c.name,
             c.mode,
-            f"{ran.get(c.name, {}).get('input_size') or c.input_size or s['input_size']} px",
-            c.batch_size or s["batch_size"],
+            f"{ran.get(c.name, {}).get('input_size') or c.input_size or s.input_size} px",
+            c.batch_size or s.settings.batch_size,
             epochs(c),
             (
                 f"{c.search_trials} × {c.search_epochs} ep in {c.search_seconds:.0f} s"
@@ -218,8 +219,8 @@ def _plan_section(study: StudyFolder) -> Section:
             else (c.search or {}).get("note", "-"),
             f"{c.train_s * 1e3:.2f}",
             f"{c.eval_s * 1e3:.2f}",
-            secs(timing.get(c.name, {}).get("predicted")),
-            secs(timing.get(c.name, {}).get("seconds")),
+            secs(timing[c.name].predicted if c.name in timing else None),
+            secs(timing[c.name].seconds if c.name in timing else None),
             outcome(c),
         ]
         for c in study.cands
@@ -227,7 +228,7 @@ def _plan_section(study: StudyFolder) -> Section:
     plan_note = Markup(
         "<p>{}Epochs were planned from a timed probe of each candidate and re-planned from the measured speed "
         "after each one.</p>"
-    ).format(f"Each run × {s['folds']} folds. " if cv_mode else "")
+    ).format(f"Each run × {s.folds} folds. " if cv_mode else "")
     return Section(
         "plan",
         "Plan and time",
@@ -265,7 +266,7 @@ def _ranking_section(study: StudyFolder) -> Section:
     """The page's ranking section."""
     s, summ, rows, cv_mode = _view(study)
     what = "out-of-fold" if cv_mode else "test"
-    multilabel = bool(summ.get("multilabel"))
+    multilabel = bool(summ.multilabel)
     rrows = [
         [
             i + 1,
@@ -318,7 +319,7 @@ def _per_class_section(study: StudyFolder) -> Section:
     """The page's per-class F1 section."""
     s, _, rows, cv_mode = _view(study)
     what = "out-of-fold" if cv_mode else "test"
-    classes = s["classes"]
+    classes = s.classes
     pc = [[k] + [x["per_class_f1"].get(k) for x in rows] for k in classes]
     return Section("per-class", f"Per-class F1 ({what})", table(["class"] + [x["name"] for x in rows], pc))
 
@@ -330,7 +331,7 @@ def _sds(sds: list[float | None] | None) -> str:
 def _paired_section(study: StudyFolder) -> Section:
     """The page's paired section."""
     s, summ, rows, cv_mode = _view(study)
-    prs = summ.get("paired", [])
+    prs = summ.paired
     seeded = any(p.get("seed_sd") for p in prs)
     body = (
         table(
@@ -371,7 +372,7 @@ def _figures_section(study: StudyFolder) -> Section:
 def _curves_section(study: StudyFolder) -> Section | None:
     """Learning curves by data size (``--fractions``): the figure, each fit, where curves cross."""
     s, summ, rows, _ = _view(study)
-    curves = summ.get("curves")
+    curves = summ.curves
     if not curves:
         return None
     fits = curves["fits"]
@@ -457,7 +458,7 @@ def _over_fitting_section(study: StudyFolder) -> Section:
 def _confusions_section(study: StudyFolder) -> Section | None:
     """The page's confusions section, or None when it has nothing to show."""
     s, summ, rows, cv_mode = _view(study)
-    conf = summ.get("confusions", [])
+    conf = summ.confusions
     if rows:
         body = table(["true", "predicted as", "images"], conf) if conf else Markup("<p>None.</p>")
         return Section("confusions", f"Confusions that remain ({rows[0]['name']})", body)
@@ -467,7 +468,7 @@ def _confusions_section(study: StudyFolder) -> Section | None:
 def _next_section(study: StudyFolder) -> Section | None:
     """The page's next section, or None when it has nothing to show."""
     s, summ, rows, cv_mode = _view(study)
-    cmds = summ.get("commands")
+    cmds = summ.commands
     if cmds:
         body = join(
             [
@@ -517,7 +518,7 @@ def _leaks_section(study: StudyFolder) -> Section | None:
 
 def _audit_section(study: StudyFolder) -> Section | None:
     """The label audit of the best candidate's cross-validation, when the study ran one."""
-    a = (_view(study)[1]).get("label_audit")
+    a = _view(study)[1].label_audit
     if not a:
         return None
     link = f"{a['folder']}/label_audit.html"
@@ -538,7 +539,7 @@ def _audit_section(study: StudyFolder) -> Section | None:
 def _agreement_study_section(study: StudyFolder) -> Section | None:
     """The best two candidates image by image, with the thumbnails the study saved."""
     _, summ, _, _ = _view(study)
-    g = summ.get("agreement")
+    g = summ.agreement
     if not g:
         return None
     saved = study.out / "agreement.npz"
@@ -550,7 +551,7 @@ def _agreement_study_section(study: StudyFolder) -> Section | None:
                 labels = dict(zip(z["index"].tolist(), z["labels"].tolist()))
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             images = labels = None
-    section = agreement_section(g, images, study.state["classes"], labels)
+    section = agreement_section(g, images, study.state.classes, labels)
     counts = Markup("<p>Counts over all {} images; thumbnails of the first ones.</p>").format(g["images"])
     return Section(
         section.id, f"{g['a']} (A) and {g['b']} (B), image by image ({g['on']} images)", counts + section.body
@@ -581,8 +582,8 @@ def write_study_report(study: StudyFolder) -> Path:
     s, _, rows, _ = _view(study)
     sections = [section(study) for section in SECTIONS]
     text = page(
-        f"Study of {s['data']}",
-        f"{len(rows)} candidates · {s['folds']} fold(s) · budget {s['budget_seconds']:.0f} s · seed {s['seed']}",
+        f"Study of {s.settings.data}",
+        f"{len(rows)} candidates · {s.folds} fold(s) · budget {s.budget_seconds:.0f} s · seed {s.settings.seed}",
         [x for x in sections if x is not None],
     )
     path = study.out / "report.html"
@@ -590,10 +591,10 @@ def write_study_report(study: StudyFolder) -> Path:
     return path
 
 
-def winner_sentence(summ: dict[str, Any]) -> str:
+def winner_sentence(summ: StudySummary) -> str:
     """Who ranks first, said only as strongly as the paired test against the runner-up allows (its
     Holm-adjusted p-value within the family of winner-against-each tests)."""
-    rows, paired = summ.get("rows", []), summ.get("paired", [])
+    rows, paired = summ.rows, summ.paired
     if not rows:
         return "no candidate finished"
     first = rows[0]["name"]
@@ -606,11 +607,11 @@ def winner_sentence(summ: dict[str, Any]) -> str:
     return f"{first} ranks first, ahead of {runner['other']} (paired test, Holm-adjusted p = {p:.2g})"
 
 
-def format_summary(state: dict[str, Any]) -> Sequence[str]:
+def format_summary(state: StudyState) -> Sequence[str]:
     """The lines `cnnlab study` prints at the end."""
-    summ = state.get("summary") or {}
-    rows = summ.get("rows", [])
-    multilabel = bool(summ.get("multilabel"))
+    summ = state.summary or StudySummary()
+    rows = summ.rows
+    multilabel = bool(summ.multilabel)
     second = "mAP" if multilabel else "macro-F1"  # the second test figure; multi-label accuracy is subset accuracy
     lines = [
         winner_sentence(summ) + ".",
@@ -631,20 +632,20 @@ def format_summary(state: dict[str, Any]) -> Sequence[str]:
     if searched:
         lines.append(f"    search (validation {'mAP' if multilabel else 'accuracy'}, default → tuned):")
         lines += [f"      {r['name']}: {search_text(r.get('search'))}" for r in rows]
-    for p in summ.get("paired", []):
+    for p in summ.paired:
         if p.get("seed_sd"):
             lines.append(
                 f"    gap {p['best']} − {p['other']}: {p['difference']:+.4f} (sd over seeds {_sds(p['seed_sd'])}; "
                 f"Holm-adjusted p = {p.get('p_holm', p['p']):.2g})"
             )
-    curves = summ.get("curves") or {}
+    curves = summ.curves or {}
     for name, f in curves.get("fits", {}).items():
         lines.append(
             f"    curve {name}: error ∝ n^{f['b']:.2f}; twice the training images predicted to give "
             f"{f['at_double']:.4f} (fit at the full split {f['at_max']:.4f})"
         )
     lines += [f"    {c['sentence']}" for c in curves.get("crossings", [])]
-    for c in state.get("candidates", []):
-        if c["status"] in ("dropped", "failed"):
-            lines.append(f"    {c['name']}: {c['status']} ({c['why']})")
+    for c in state.candidates:
+        if c.status in ("dropped", "failed"):
+            lines.append(f"    {c.name}: {c.status} ({c.why})")
     return lines

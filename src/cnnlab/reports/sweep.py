@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnnlab.core.state import SweepSummary
 from cnnlab.reports.kit import Markup, Section, img_tag, join, page, pre, table
 
 __all__ = ["Figure", "SweepView", "sweep_page"]
@@ -54,10 +55,10 @@ class SweepView:
     minimize: bool
     cv: bool
     space: tuple[str, ...]
-    summary: dict[str, Any]
+    summary: SweepSummary
 
     @classmethod
-    def of(cls, name: str, spec: Any, summary: dict[str, Any]) -> SweepView:
+    def of(cls, name: str, spec: Any, summary: SweepSummary) -> SweepView:
         """The view of a sweep ``name`` with spec ``spec`` (a SweepSpec) and sweep.json's ``summary``."""
         return cls(name, spec.method, spec.objective, spec.direction == "minimize", bool(spec.cv),
                    tuple(spec.space), summary)  # fmt: skip
@@ -72,7 +73,7 @@ def _trial_table(view: SweepView) -> Markup:
     head = ["trial", "state", view.objective, "best epoch", "min train loss", "min val loss", "seconds", *keys]
     head += ["run", "note"]
     rows = []
-    for r in view.summary["trials"]:
+    for r in view.summary.trials:
         params = [json.dumps(v) if isinstance(v, list) else v for v in (r["params"].get(k) for k in keys)]
         cells = [r["trial"], r["state"], r["value"], r["best_epoch"], r["min_train_loss"], r["min_val_loss"]]
         tds = join(
@@ -88,26 +89,24 @@ def _trial_table(view: SweepView) -> Markup:
 
 
 def _summary(view: SweepView) -> Markup:
-    s, o = view.summary, view.summary["outcomes"]
+    s, o, pace = view.summary, view.summary.outcomes, view.summary.pace
     tiles = [
-        (f"{s['done']}/{s['budget'] if s['budget'] is not None else '–'}", "trials done"),
+        (f"{s.done}/{s.budget if s.budget is not None else '–'}", "trials done"),
         *((o.get(k, 0), k) for k in ("complete", "pruned", "failed")),
-        (s["running"], "running"),
+        (s.running, "running"),
     ]
-    if s["best"]:
-        tiles.append((f"{s['best']['value']:.4f}", f"best {view.objective} (trial {s['best']['trial']})"))
-    if s["pace"]["trials_per_hour"]:
-        tiles.append(
-            (f"{s['pace']['trials_per_hour']:.0f}", f"trials per hour ({s['pace']['wall_hours'] * 60:.0f} min)")
-        )
-    if s["pace"].get("median_setup_seconds") is not None:
-        tiles.append((f"{s['pace']['median_setup_seconds']:.1f} s", "a trial's start to its first batch"))
+    if s.best:
+        tiles.append((f"{s.best['value']:.4f}", f"best {view.objective} (trial {s.best['trial']})"))
+    if pace.get("trials_per_hour"):
+        tiles.append((f"{pace['trials_per_hour']:.0f}", f"trials per hour ({pace['wall_hours'] * 60:.0f} min)"))
+    if pace.get("median_setup_seconds") is not None:
+        tiles.append((f"{pace['median_setup_seconds']:.1f} s", "a trial's start to its first batch"))
     kpi = join(Markup("<div><b>{}</b>{}</div>").format(v, label) for v, label in tiles)
     intro = Markup(
         "<p>{} search over {} parameter(s), objective <b>{}</b> ({} is better) on the validation split{}; no trial "
         "reads the test split. Written {}.</p>"
     ).format(view.method, len(view.space), view.objective, "lower" if view.minimize else "higher",
-             " (mean over CV folds)" if view.cv else "", s["written"])  # fmt: skip
+             " (mean over CV folds)" if view.cv else "", s.written)  # fmt: skip
     return Markup("<div class='kpi'>{}</div>").format(kpi) + intro
 
 
@@ -117,11 +116,12 @@ def sweep_page(view: SweepView, figures: Sequence[Figure], best_yaml: str | None
     sections = [Section("summary", "Summary", _summary(view))]
     if best_yaml:
         saved = Markup("<p>Saved as best.yaml beside this page.</p>")
-        sections.append(Section("best", f"Best config (trial {s['best']['trial']})", saved + pre(best_yaml)))
+        trial = s.best["trial"] if s.best else "?"
+        sections.append(Section("best", f"Best config (trial {trial})", saved + pre(best_yaml)))
     sections.append(Section("trials", "Trials (click a heading to sort)", _trial_table(view)))
     for f in figures:
         sections.append(Section(f.id, f.title, Markup("<p>{}</p>").format(f.caption) + img_tag(f.png, f.title)))
-    imp, corr = s["importance"], s["correlation"]
+    imp, corr = s.importance, s.correlation
     if imp or corr:
         keys = sorted(set(corr) | {k for v in imp.values() for k in v})
         rows = [[k, imp.get("fanova", {}).get(k), imp.get("ped_anova", {}).get(k), corr.get(k)] for k in keys]

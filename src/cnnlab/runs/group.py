@@ -8,16 +8,59 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from cnnlab.core.atomic import atomic_write_json
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.state import STATE_VERSION, GroupState, SweepSummary
 from cnnlab.runs.store import RunFolder
 
-__all__ = ["STATE_VERSION", "RunGroup"]
+__all__ = ["GROUP_FILES", "STATE_VERSION", "RunGroup", "group_at", "read_sweep_summary"]
 
-STATE_VERSION = 1  # bumped when a state file changes shape; older files are read, newer refused
 MAX_STATE_BYTES = 64 << 20  # a group's state file: cnnlab writes far smaller ones
+
+
+StateT = TypeVar("StateT", bound=GroupState)
+
+
+# kind → (its state file, the command that starts one): the one list of the kinds of group
+GROUP_FILES = {
+    "cv": ("cv.json", "cnnlab cv --data DATA --model MODEL --out DIR"),
+    "study": ("study.json", "cnnlab study DATA --out {out}"),
+    "seeds": ("seeds.json", "cnnlab train --seeds N --out DIR"),
+}
+
+
+def group_at(kind: str, out: str | Path) -> RunGroup:
+    """The group folder of ``kind`` (cv, study, seeds) at ``out``."""
+    state_file, hint = GROUP_FILES[kind]
+    return RunGroup(out, kind, state_file, hint.format(out=out))
+
+
+def read_sweep_summary(path: Path) -> SweepSummary | None:
+    """A sweep folder's sweep.json, typed; None before its report is first written.
+
+    Raises:
+        CnnlabError: a damaged one (over the size cap, nested too deep, not JSON, refused by its model).
+    """
+    file = path / "sweep.json"
+    if not file.is_file():
+        return None
+    try:
+        if file.stat().st_size > MAX_STATE_BYTES:
+            raise CnnlabError(f"{file} is damaged: over {MAX_STATE_BYTES >> 20} MB")
+        return SweepSummary.model_validate_json(file.read_bytes())
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise CnnlabError(
+            f"{file} is damaged: {'.'.join(map(str, err['loc'])) or 'its contents'}: {err['msg']}"
+        ) from None
+    except RecursionError:
+        raise CnnlabError(f"{file} is damaged: nested too deep") from None
+    except OSError as e:
+        raise CnnlabError(f"{file} cannot be read ({e.strerror})") from None
 
 
 class RunGroup:
@@ -55,8 +98,26 @@ class RunGroup:
     def has_state(self) -> bool:
         return self.state_path.is_file()
 
-    def read(self) -> dict[str, Any]:
-        """The saved state; one-line errors for a missing, damaged, foreign or newer file."""
+    def load(self, model: type[StateT]) -> StateT:
+        """The saved state as ``model``: one line naming the field of a damaged or tampered file.
+
+        Raises:
+            CnnlabError: a missing, damaged, foreign or newer state file, or one its model refuses.
+        """
+        state = self._read(model.VERSION)
+        try:
+            return model.model_validate(state)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(map(str, err["loc"])) or "its contents"
+            raise CnnlabError(
+                f"{self.state_path} is damaged: {where}: {str(err['msg']).removeprefix('Value error, ')}; start "
+                f"it again in another folder ({self.start_hint})"
+            ) from None
+
+    def _read(self, newest: int) -> dict[str, Any]:
+        """The saved state as JSON (a state model's ``load`` reads it; ``newest``: the newest
+        format version the reader knows); one-line errors for a missing, damaged, foreign or newer file."""
         self.check_not_a_file()
         if not self.has_state():
             raise CnnlabError(
@@ -76,16 +137,18 @@ class RunGroup:
         version = state.get("version", 1)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise CnnlabError(f"{self.state_path} is damaged: its format version is {version!r}")
-        if version > STATE_VERSION:
+        if version > newest:
             raise CnnlabError(
-                f"{self.state_path} has format version {version!r}; this cnnlab reads up to {STATE_VERSION}: "
+                f"{self.state_path} has format version {version!r}; this cnnlab reads up to {newest}: "
                 "upgrade cnnlab to open it"
             )
         return state
 
-    def save(self, state: dict[str, Any]) -> None:
-        """Write ``state`` with this folder's format and the current version."""
-        atomic_write_json(self.state_path, {**state, "format": self.format, "version": STATE_VERSION})
+    def save(self, state: GroupState) -> None:
+        """Write ``state`` with this folder's format and its model's version."""
+        atomic_write_json(
+            self.state_path, {**state.model_dump(mode="json"), "format": self.format, "version": state.VERSION}
+        )
 
     def run(self, *parts: str) -> RunFolder:
         """The run folder at ``path/parts...``."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.evaluate.stats import seeded_paired_test
@@ -19,35 +20,68 @@ from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.paired import paired_runs
 from cnnlab.runs.store import RunFolder
 from cnnlab.workflows.cv import paired_comparison, read_cv
+from cnnlab.workflows.cv.folds import FoldComparison
 from cnnlab.workflows.evaluation import compare
-from cnnlab.workflows.seeds import correct_matrix, read_seeds, seed_runs
+from cnnlab.workflows.seeds import SeedGroup, correct_matrix, read_seeds, seed_runs
 
-__all__ = ["compare_results"]
+__all__ = ["Comparison", "CvComparison", "RunsComparison", "SeedGroupsComparison", "compare_results"]
 
 log = logging.getLogger(__name__)
 
 
+class RunsComparison(BaseModel):
+    """Run folders compared: the page, and for two single-label runs on the same test images their
+    paired tests (``paired``) and image-by-image agreement, or why they are not paired (``unpaired``)."""
+
+    kind: Literal["runs"] = "runs"
+    page: str
+    paired: dict[str, Any] | None = None
+    agreement: dict[str, Any] | None = None
+    unpaired: str | None = None
+
+
+class SeedGroupsComparison(BaseModel):
+    """Two seed groups: each metric's mean ± sd per group and the gap B − A, and (same test images,
+    single-label) the seeded paired test of the accuracy gap, or why there is none (``unpaired``)."""
+
+    kind: Literal["seeds"] = "seeds"
+    a: str
+    b: str
+    metrics: dict[str, dict[str, Any]]
+    paired: dict[str, Any] | None = None
+    unpaired: str | None = None
+
+
+class CvComparison(FoldComparison):
+    """Two cross-validations on the same folds (:class:`FoldComparison`)."""
+
+    kind: Literal["cv"] = "cv"
+
+
+Comparison = RunsComparison | SeedGroupsComparison | CvComparison
+
+
 def compare_results(
     paths: Sequence[str | Path], out: str | Path = "compare.html", metric: str = "accuracy"
-) -> dict[str, Any]:
+) -> Comparison:
     """Two CV folders → their paired comparison on ``metric`` (``kind: "cv"``); two seed groups →
     their gap beside their seed spread, tested image by image (``kind: "seeds"``); run folders → the
     comparison page written to ``out`` (``kind: "runs"``, ``page``)."""
     groups = [read_seeds(p) for p in paths]
     if any(groups):
-        a, b = groups if len(groups) == 2 else (None, None)
-        if a is None or b is None:
+        ga, gb = groups if len(groups) == 2 else (None, None)
+        if ga is None or gb is None:
             raise CnnlabError("compare takes run folders, or exactly two seed groups (from cnnlab train --seeds N)")
-        return {"kind": "seeds", **paired_seed_groups(a, b)}
+        return paired_seed_groups(ga, gb)
     cvs = [read_cv(p) for p in paths]
     if any(cvs):
-        a, b = cvs if len(cvs) == 2 else (None, None)
-        if a is None or b is None:
+        ca, cb = cvs if len(cvs) == 2 else (None, None)
+        if ca is None or cb is None:
             raise CnnlabError("compare takes run folders, or exactly two cross-validation folders (from cnnlab cv)")
-        return {"kind": "cv", **paired_comparison(a, b, metric)}
+        return CvComparison(**paired_comparison(ca, cb, metric).model_dump())
     paired = paired_runs(paths)  # a damaged run is refused before the page is written
     extra = [_agreement_page(paths[0], paired["agreement"])] if paired.get("agreement") else []
-    return {"kind": "runs", "page": str(compare(paths, out, extra)), **paired}
+    return RunsComparison(page=str(compare(paths, out, extra)), **paired)
 
 
 def _agreement_page(path: str | Path, agree: dict[str, Any]) -> Section:
@@ -62,29 +96,28 @@ def _agreement_page(path: str | Path, agree: dict[str, Any]) -> Section:
     return agreement_section(agree, data.images, data.classes, data.labels.numpy())
 
 
-def paired_seed_groups(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def paired_seed_groups(ga: SeedGroup, gb: SeedGroup) -> SeedGroupsComparison:
     """Two finished seed groups: each metric's mean ± sd over seeds and the gap B − A; on the test
     images both share, the seeded paired test of the accuracy gap (the seed spread in its variance)."""
-    metrics = [k for k in a["summary"] if k in b["summary"]]
-    out: dict[str, Any] = {
-        "a": a["out_dir"],
-        "b": b["out_dir"],
-        "metrics": {
-            k: {"a": a["summary"][k], "b": b["summary"][k], "gap": b["summary"][k]["mean"] - a["summary"][k]["mean"]}
-            for k in metrics
-        },
-    }
-    if a["test_split"] != b["test_split"]:
-        out["unpaired"] = (
-            f"the groups were tested on different images (test split {a['test_split']} vs {b['test_split']}): "
+    a, b = ga.state, gb.state
+    sa, sb = a.summary or {}, b.summary or {}
+    out = SeedGroupsComparison(
+        a=str(ga.out),
+        b=str(gb.out),
+        metrics={
+            k: {"a": sa[k].model_dump(), "b": sb[k].model_dump(), "gap": sb[k].mean - sa[k].mean} for k in sa if k in sb
+        },  # fmt: skip
+    )
+    if a.test_split != b.test_split:
+        out.unpaired = (
+            f"the groups were tested on different images (test split {a.test_split} vs {b.test_split}): "
             "their figures are side by side, not paired; train both with the same data.split_seed"
         )
         return out
-    ca = correct_matrix(seed_runs(a["out_dir"], a["seeds"]))
-    cb = correct_matrix(seed_runs(b["out_dir"], b["seeds"]))
+    ca, cb = correct_matrix(seed_runs(ga.out, a.seeds)), correct_matrix(seed_runs(gb.out, b.seeds))
     if ca is None or cb is None or not np.array_equal(ca[0], cb[0]):
-        out["unpaired"] = "paired tests here are for single-label groups whose seeds all finished with predictions"
+        out.unpaired = "paired tests here are for single-label groups whose seeds all finished with predictions"
         return out
-    out["paired"] = {"test_split": a["test_split"], "test_set_note": use_sentence(a["test_split"]),
-                     **seeded_paired_test(ca[1], cb[1])}  # fmt: skip
+    out.paired = {"test_split": a.test_split, "test_set_note": use_sentence(str(a.test_split)),
+                  **seeded_paired_test(ca[1], cb[1])}  # fmt: skip
     return out

@@ -14,6 +14,7 @@ from typing import Any
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.schema import Config
+from cnnlab.core.state import SeedsState
 from cnnlab.runs.group import RunGroup
 from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.store import now
@@ -99,8 +100,9 @@ def train_seeds(
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": out})})
         group, seeds = seed_group(out), seed_list(cfg.train.seed, n)
         _clear(group, plan.overwrite)
-    group.save({"status": "running", "started": now(), "seeds": seeds, "config": cfg.model_dump(mode="json"),
-                "given": cfg.model_dump(mode="json", exclude_unset=True)})  # fmt: skip
+    state = SeedsState(started=now(), seeds=seeds, config=cfg.model_dump(mode="json"),
+                       given=cfg.model_dump(mode="json", exclude_unset=True))  # fmt: skip
+    group.save(state)
     for i, (s, run) in enumerate(zip(seeds, seed_runs(group.path, seeds)), 1):
         log.info("seeds: seed %d (%d of %d)", s, i, len(seeds))
         seed_cfg = seed_config(cfg, s, run.path)
@@ -109,12 +111,13 @@ def train_seeds(
         else:
             train_or_resume(seed_cfg, callbacks=callbacks, progress=progress)
     check_one_recipe(group.path, seeds)
-    state = {**group.read(), **summarise(group.path, seeds), "status": "completed", "finished": now()}
+    summarise(state, group.path)
+    state.status, state.finished = "completed", now()
     group.save(state)
     write_page(group.path, state)
-    means = {k: v["mean"] for k, v in state["summary"].items()}
-    note = use_sentence(state["test_split"]) if state["test_split"] else None
-    return TrainResult(group.path, [], {**means, "split": "test", "num_samples": state["images"]},
+    means = {k: v.mean for k, v in (state.summary or {}).items()}
+    note = use_sentence(state.test_split) if state.test_split else None
+    return TrainResult(group.path, [], {**means, "split": "test", "num_samples": state.images},
                        f"{len(seeds)} seeds", cfg.train.monitor, test_set_note=note, seeds=state)  # fmt: skip
 
 
@@ -122,7 +125,7 @@ def _clear(group: RunGroup, overwrite: bool) -> None:
     """A new group's folder: empty, or (with ``overwrite``) a seed group replaced as a whole, and only
     when it holds nothing a seed group does not write and no process holds a seed."""
     if overwrite and group.has_state():
-        runs = seed_runs(group.path, group.read().get("seeds", []))
+        runs = seed_runs(group.path, read_group(group).seeds)
         foreign = sorted(
             {p.name for p in group.path.iterdir()} - {"seeds.json", "seeds.html"} - {r.path.name for r in runs}
         )

@@ -8,22 +8,23 @@ it back (typed and checked: :class:`SeedsState`) and writes its page."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.metrics import headline
 from cnnlab.core.schema import Config, build_config, flatten_config
+from cnnlab.core.state import MAX_SEED, SeedRow, SeedsState, Spread
 from cnnlab.reports.groups import seeds_page
-from cnnlab.runs.group import RunGroup
+from cnnlab.runs.group import RunGroup, group_at
 from cnnlab.runs.store import RunFolder
 
 __all__ = [
-    "SeedsState",
+    "SeedGroup",
     "check_one_recipe",
     "correct_matrix",
     "group_config",
@@ -38,35 +39,10 @@ __all__ = [
     "write_page",
 ]
 
-MAX_SEED = 2**32 - 1
-MAX_SEEDS = 1000  # seeds in one group: a tampered seeds.json cannot start training without end
-
-
-class SeedsState(BaseModel):
-    """seeds.json, as read back: the group's seeds, its config (every field) and the fields of it that
-    were given (so that a resumed seed resolves the default recipe exactly as its siblings did), and
-    when finished its summary (kept as saved)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    status: str
-    seeds: list[StrictInt] = Field(min_length=1, max_length=MAX_SEEDS)
-    config: dict[str, Any]
-    given: dict[str, Any] | None = None  # absent in groups saved before cnnlab kept it
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, v: list[int]) -> list[int]:
-        if any(not 0 <= s <= MAX_SEED for s in v):
-            raise ValueError(f"every seed must be a whole number from 0 to {MAX_SEED}")
-        if len(set(v)) < len(v):
-            raise ValueError("a seed is listed more than once")
-        return v
-
 
 def seed_group(out: str | Path) -> RunGroup:
     """The seed-group folder ``out``: a run folder per seed, its state in seeds.json."""
-    return RunGroup(out, "seeds", "seeds.json", "cnnlab train --seeds N --out DIR")
+    return group_at("seeds", out)
 
 
 def read_group(group: RunGroup) -> SeedsState:
@@ -75,15 +51,7 @@ def read_group(group: RunGroup) -> SeedsState:
     Raises:
         CnnlabError: a missing, damaged, foreign or newer seeds.json, or one whose config is invalid.
     """
-    try:
-        state = SeedsState.model_validate(group.read())
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(map(str, err["loc"])) or "its contents"
-        raise CnnlabError(
-            f"{group.state_path} is damaged: {where}: {str(err['msg']).removeprefix('Value error, ')}; start the "
-            "group again with --overwrite"
-        ) from None
+    state = group.load(SeedsState)
     build_config(state.config, {}, source=str(group.state_path))  # an invalid config is one line too
     return state
 
@@ -160,36 +128,36 @@ def seed_runs(out: str | Path, seeds: Sequence[int]) -> list[RunFolder]:
     return [RunFolder(Path(out) / f"seed-{s}") for s in seeds]
 
 
-def summarise(out: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
+def summarise(state: SeedsState, out: str | Path) -> None:
     """What the finished seeds of a group scored: one row per seed, the spread of each test metric,
     and the test split they share (refused if they do not: then they were not one experiment)."""
     rows, splits = [], set()
-    for s, run in zip(seeds, seed_runs(out, seeds)):
+    for s, run in zip(state.seeds, seed_runs(out, state.seeds)):
         m = run.read_json(run.metrics_json)
-        rows.append(
-            {
-                "seed": s,
-                "run": run.path.name,
-                "best_epoch": m.get("best_epoch"),
-                "metrics": {k: m[k] for k in headline() if m.get(k) is not None},
-            }
-        )
+        rows.append(SeedRow(seed=s, run=run.path.name, best_epoch=m.get("best_epoch"),
+                            metrics={k: m[k] for k in headline() if m.get(k) is not None}))  # fmt: skip
         splits.add(run.test_split_id())
     if len(splits) > 1:
         raise CnnlabError(
             f"the seeds in {str(out)!r} were tested on different images ({', '.join(sorted(splits))}): "
             "a seed group shares one data.split_seed; start it again with --overwrite"
         )
-    keys = [k for k in headline() if all(k in r["metrics"] for r in rows)]
-    return {
-        "runs": rows,
-        "summary": {k: spread([r["metrics"][k] for r in rows]) for k in keys},
-        "test_split": splits.pop() if splits else None,
-        "images": m.get("num_samples") if rows else None,
-    }
+    keys = [k for k in headline() if all(k in r.metrics for r in rows)]
+    state.runs = rows
+    state.summary = {k: Spread(**spread([r.metrics[k] for r in rows])) for k in keys}
+    state.test_split = splits.pop() if splits else None
+    state.images = m.get("num_samples") if rows else None
 
 
-def read_seeds(path: str | Path) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class SeedGroup:
+    """A finished seed group: its folder and its state (seeds.json)."""
+
+    out: Path
+    state: SeedsState
+
+
+def read_seeds(path: str | Path) -> SeedGroup | None:
     """The seeds.json of a finished seed group, or None when ``path`` is not one.
 
     Raises:
@@ -198,10 +166,10 @@ def read_seeds(path: str | Path) -> dict[str, Any] | None:
     group = seed_group(path)
     if not group.has_state():
         return None
-    state = read_group(group).model_dump()
-    if state.get("status") != "completed" or "summary" not in state:
+    state = read_group(group)
+    if state.status != "completed" or state.summary is None:
         raise CnnlabError(f"the seed group {str(path)!r} has not finished; finish it with cnnlab train --resume {path}")
-    return {**state, "out_dir": str(path)}
+    return SeedGroup(Path(path), state)
 
 
 def correct_matrix(runs: Sequence[RunFolder]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -221,7 +189,7 @@ def correct_matrix(runs: Sequence[RunFolder]) -> tuple[np.ndarray, np.ndarray] |
     return preds[0][0], np.stack([c for _, c in preds])
 
 
-def write_page(out: str | Path, state: dict[str, Any]) -> Path:
+def write_page(out: str | Path, state: SeedsState) -> Path:
     """seeds.html: the spread of each metric and every seed's figures."""
     path = Path(out) / "seeds.html"
     atomic_write_text(path, seeds_page(state))

@@ -22,6 +22,7 @@ from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError, DiskError
 from cnnlab.core.monitor import monitorable
 from cnnlab.core.schema import Config, build_config
+from cnnlab.core.state import SeedsState
 from cnnlab.data.pipeline import PreparedData, prepare_data
 from cnnlab.evaluate.plots import plot_confusion, plot_lr_find
 from cnnlab.inference.predictor import Predictor
@@ -73,7 +74,7 @@ class TrainResult:
     best_value: float | None = None
     best_epoch: int | None = None
     test_set_note: str | None = None  # how often this test split was scored before, when more than once
-    seeds: dict[str, Any] | None = None
+    seeds: SeedsState | None = None
 
 
 @dataclass

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnlab import api
 from cnnlab.cli import argtypes
 from cnnlab.cli.flags import schema_default
 from cnnlab.cli.render import format_metrics_table, progress_wanted
+
+if TYPE_CHECKING:  # the result types, for the type checker only (the CLI imports no workflow at start)
+    from cnnlab.workflows.comparison import RunsComparison, SeedGroupsComparison
 
 
 def register(sub: Any) -> None:
@@ -240,32 +243,27 @@ def _print_sanity(res: dict[str, Any]) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     res = api.compare_results(args.runs, args.out, args.metric)
-    if res["kind"] == "runs":
-        if args.json:
-            print(json.dumps({k: v for k, v in res.items() if k != "kind"}, indent=2))
-            return 0
+    if args.json:  # the figures; for run folders and seed groups, without the parts that are not there
+        print(json.dumps(res.model_dump(mode="json", exclude={"kind"}, exclude_none=res.kind != "cv"), indent=2))
+        return 0
+    if res.kind == "runs":
         _print_paired(res)
-        print(f"wrote {res['page']}")
+        print(f"wrote {res.page}")
         return 0
-    if args.json:
-        print(json.dumps({k: v for k, v in res.items() if k != "kind"}, indent=2))
-        return 0
-    if res["kind"] == "seeds":
+    if res.kind == "seeds":
         _print_seed_groups(res)
         return 0
-    a, b = res["a"], res["b"]
-    print(f"{res['metric']} per fold: {a} vs {b} (difference {b} − {a})")
-    for name, va, vb, d in zip(res["folds"], res["a_values"], res["b_values"], res["differences"]):
+    a, b = res.a, res.b
+    print(f"{res.metric} per fold: {a} vs {b} (difference {b} − {a})")
+    for name, va, vb, d in zip(res.folds, res.a_values, res.b_values, res.differences):
         print(f"  {name:<12} {va:.4f}  {vb:.4f}  {d:+.4f}")
-    lo, hi = res["ci95"]
-    n = len(res["folds"])
-    print(f"mean difference {res['mean_difference']:+.4f}, 95 % interval [{lo:+.4f}, {hi:+.4f}] over {n} folds")
-    if res.get("seed_sd_a") is not None or res.get("seed_sd_b") is not None:
-        sds = " and ".join(
-            f"{v:.4f}" if v is not None else "one seed" for v in (res.get("seed_sd_a"), res.get("seed_sd_b"))
-        )
+    lo, hi = res.ci95
+    n = len(res.folds)
+    print(f"mean difference {res.mean_difference:+.4f}, 95 % interval [{lo:+.4f}, {hi:+.4f}] over {n} folds")
+    if res.seed_sd_a is not None or res.seed_sd_b is not None:
+        sds = " and ".join(f"{v:.4f}" if v is not None else "one seed" for v in (res.seed_sd_a, res.seed_sd_b))
         print(f"spread over seeds within a fold: {sds} (a gap below it is what a change of seed alone does)")
-    ct, pm = res.get("corrected_t"), res.get("pooled_mcnemar")
+    ct, pm = res.corrected_t, res.pooled_mcnemar
     if ct:
         print(
             f"corrected resampled t-test (Nadeau-Bengio, the folds share training images): t = {ct['t']:.3f}, "
@@ -274,24 +272,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if pm:
         print(
             f"McNemar exact on the pooled out-of-fold predictions: p = {pm['p']:.4g} (right only for "
-            f"{res['a']}: {pm['only_a_right']}, only for {res['b']}: {pm['only_b_right']})"
+            f"{res.a}: {pm['only_a_right']}, only for {res.b}: {pm['only_b_right']})"
         )
     print(
-        f"(Wilcoxon signed-rank over the folds: p = {res['wilcoxon_p']:.4g}; with {n} folds it cannot go below "
+        f"(Wilcoxon signed-rank over the folds: p = {res.wilcoxon_p:.4g}; with {n} folds it cannot go below "
         f"{2 / 2**n:.4g})"
     )
     return 0
 
 
-def _print_seed_groups(res: dict[str, Any]) -> None:
-    print(f"seed groups: A = {res['a']}, B = {res['b']} (gap B − A beside each group's spread over its seeds)")
-    for k, m in res["metrics"].items():
+def _print_seed_groups(res: SeedGroupsComparison) -> None:
+    print(f"seed groups: A = {res.a}, B = {res.b} (gap B − A beside each group's spread over its seeds)")
+    for k, m in res.metrics.items():
         a, b = m["a"], m["b"]
         print(f"  {k:<20} A {a['mean']:.4f} ± {a['sd']:.4f}  B {b['mean']:.4f} ± {b['sd']:.4f}  gap {m['gap']:+.4f}")
-    if "unpaired" in res:
-        print(f"not paired: {res['unpaired']}", file=sys.stderr)
+    p = res.paired
+    if res.unpaired or p is None:
+        print(f"not paired: {res.unpaired}", file=sys.stderr)
         return
-    p = res["paired"]
     lo, hi = p["ci95"]
     print(
         f"accuracy gap {p['difference']:+.4f}, 95 % interval [{lo:+.4f}, {hi:+.4f}], p = {p['p']:.4g} on the same "
@@ -304,11 +302,11 @@ def _print_seed_groups(res: dict[str, Any]) -> None:
         print(f"note: {p['test_set_note']}", file=sys.stderr)
 
 
-def _print_paired(res: dict[str, Any]) -> None:
-    if "unpaired" in res:
-        print(f"not paired: {res['unpaired']}", file=sys.stderr)
+def _print_paired(res: RunsComparison) -> None:
+    if res.unpaired:
+        print(f"not paired: {res.unpaired}", file=sys.stderr)
         return
-    p = res.get("paired")
+    p = res.paired
     if not p:
         return
     mc, (lo, hi), (flo, fhi) = p["mcnemar"], p["accuracy_ci95"], p["macro_f1_ci95"]
@@ -323,8 +321,8 @@ def _print_paired(res: dict[str, Any]) -> None:
         f"{mc['only_b_right']}); smallest difference this test size detects (80 % power, α 0.05): "
         f"{p['minimum_detectable_difference']:.4f}"
     )
-    if res.get("agreement"):
-        _print_agreement(res["agreement"])
+    if res.agreement:
+        _print_agreement(res.agreement)
     if p.get("test_set_note"):
         print(f"note: {p['test_set_note']}", file=sys.stderr)
 

@@ -134,7 +134,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     )
     for k, st in res.summary.items():
         spread = f"   sd over seeds {res.seed_sd[k]:.4f}" if k in res.seed_sd else ""
-        print(f"  {k:<24} {st['mean']:.4f} ± {st['std']:.4f}   95 % [{st['ci95'][0]:.4f}, {st['ci95'][1]:.4f}]{spread}")
+        print(f"  {k:<24} {st.mean:.4f} ± {st.std:.4f}   95 % [{st.ci95[0]:.4f}, {st.ci95[1]:.4f}]{spread}")
     out = res.out
     if res.label_audit:
         a = res.label_audit

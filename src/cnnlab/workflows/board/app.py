@@ -34,7 +34,7 @@ from cnnlab.workflows.board.index import (
     OutsideRoot,
     check_links,
     flat_config,
-    json_object,
+    group_state,
     metric_columns,
 )
 
@@ -313,7 +313,8 @@ def _group(watcher: Watcher, path: Path, rel: str) -> dict[str, Any]:
         children = [e for p, e in watcher.index.entries.items() if p.startswith(rel.rstrip("/") + "/")]
     kind = entry.get("kind")
     if kind == "sweep":
-        summary = json_object(path / "sweep.json")
+        sweep = group_state(kind, path)
+        summary = sweep.model_dump(mode="json") if sweep else {}
         runs = [RunFolder(path / Path(c["path"]).relative_to(rel)) for c in children if c["kind"] == "run"]
         runs = [r for r in runs if _links_inside(watcher, r.path)]
         return {
@@ -322,8 +323,8 @@ def _group(watcher: Watcher, path: Path, rel: str) -> dict[str, Any]:
             "summary": summary,
             "band": _band([read_table(r.history_csv, last=MAX_EPOCHS) for r in runs]),
         }
-    state = json_object(path / ("cv.json" if kind == "cv" else "study.json"))
-    return {"kind": kind, "entry": entry, "state": state, "children": children}
+    state = group_state(str(kind), path)
+    return {"kind": kind, "entry": entry, "state": state.model_dump(mode="json") if state else {}, "children": children}
 
 
 def _links_inside(watcher: Watcher, folder: Path) -> bool:

@@ -13,7 +13,10 @@ from typing import Any
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.metrics import catalogue, headline
 from cnnlab.core.schema import flatten_config
+from cnnlab.core.state import CvState, SweepSummary
+from cnnlab.core.study import StudyState
 from cnnlab.core.yamlio import read_yaml_file
+from cnnlab.runs.group import group_at, read_sweep_summary
 from cnnlab.runs.store import MARKER, RunFolder
 from cnnlab.runs.tables import read_table
 
@@ -211,20 +214,33 @@ def _read_run(path: Path) -> dict[str, Any]:
     }
 
 
-def _read_group(kind: str, path: Path) -> dict[str, Any]:
-    state = json_object(path / {"study": "study.json", "cv": "cv.json", "sweep": "sweep.json"}[kind])
-    out: dict[str, Any] = {"status": state.get("status", "running" if kind == "sweep" else "new"), "config": {}}
+def group_state(kind: str, path: Path) -> CvState | StudyState | SweepSummary | None:
+    """A CV's, study's or sweep's state, read through its model (None: a sweep before its first report).
+
+    Raises:
+        CnnlabError: a damaged, foreign or newer state file.
+    """
+    if kind == "sweep":
+        return read_sweep_summary(path)
     if kind == "cv":
-        means = {k: v.get("mean") for k, v in (state.get("summary") or {}).items() if isinstance(v, dict)}
-        out.update(model=state.get("model"), data=state.get("data"), best_val_acc=means.get("accuracy"))
+        return group_at(kind, path).load(CvState)
+    return group_at(kind, path).load(StudyState)
+
+
+def _read_group(kind: str, path: Path) -> dict[str, Any]:
+    state = group_state(kind, path)
+    out: dict[str, Any] = {"status": "running", "config": {}}
+    if isinstance(state, CvState):
+        means = {k: v.mean for k, v in (state.summary or {}).items()}
+        out.update(status=state.status, model=state.model, data=state.data, best_val_acc=means.get("accuracy"))
         out.update(split="out-of-fold", metrics=headline_figures(means))
-    elif kind == "study":
-        summ = state.get("summary") or {}
-        out.update(model=summ.get("winner"), data=state.get("data"))
-        out.update(split="test", metrics=headline_figures(summ.get("winner_test") or {}))
+    elif isinstance(state, StudyState):
+        summ = state.summary
+        out.update(status=state.status, model=summ.winner if summ else None, data=state.settings.data)
+        out.update(split="test", metrics=headline_figures((summ.winner_test if summ else None) or {}))
     else:
-        out.update(model=None, data=None, best_val_acc=(state.get("best") or {}).get("value"))
+        out.update(model=None, data=None, best_val_acc=(state.best or {}).get("value") if state else None)
         if state:
-            out["status"] = "completed" if state.get("done") == state.get("budget") else out["status"]
+            out["status"] = "completed" if state.done == state.budget else out["status"]
     out["report"] = any((path / n).is_file() for n in ("report.html", "cv.html", "sweep.html"))
     return out

@@ -19,6 +19,7 @@ import numpy as np
 
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.state import CvFold
 from cnnlab.data.files import shown_path
 from cnnlab.data.pipeline import PreparedData
 from cnnlab.reports.groups import label_audit_page
@@ -29,21 +30,21 @@ log = logging.getLogger(__name__)
 SHOWN = 60  # thumbnails on the audit page
 
 
-def out_of_fold(group: RunGroup, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def out_of_fold(group: RunGroup, rows: list[CvFold]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dataset indices, given labels, probabilities) of the first repeat's held-out images, each
     fold's seeds averaged."""
     idx, labels, probs = [], [], []
     for row in rows:
-        if row["repeat"] != 1:
+        if row.repeat != 1:
             continue
-        parts = [np.load(group.run(name).predictions_npz) for name in row.get("runs", [row["name"]])]
+        parts = [np.load(group.run(name).predictions_npz) for name in row.run_names]
         idx.append(parts[0]["indices"])
         labels.append(parts[0]["labels"])
         probs.append(np.mean([p["probs"] for p in parts], axis=0))
     return np.concatenate(idx), np.concatenate(labels), np.concatenate(probs)
 
 
-def audit_labels(out: Path, rows: list[dict[str, Any]], group: RunGroup, data: PreparedData) -> dict[str, Any]:
+def audit_labels(out: Path, rows: list[CvFold], group: RunGroup, data: PreparedData) -> dict[str, Any]:
     """Write label_audit.csv (every out-of-fold image, most doubtful first), label_issues.csv (the
     ones cleanlab flags: ready for ``--exclude``) and label_audit.html (thumbnails of the first
     ones, with given label, suggested label and confidence); return a summary for cv.json."""

@@ -9,19 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.metrics import headline
 from cnnlab.core.schema import Config, flatten_config
 from cnnlab.core.settings import CvSettings
+from cnnlab.core.state import CvFold, CvState, FoldStat
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.data.split import grouped_split, kfold_indices, stratified_split
 from cnnlab.evaluate.bootstrap import mean_interval
 from cnnlab.evaluate.stats import corrected_resampled_t, fold_differences, mcnemar_exact
 from cnnlab.models import get_spec
 from cnnlab.reports.groups import cv_page
-from cnnlab.runs.group import RunGroup
+from cnnlab.runs.group import RunGroup, group_at
 from cnnlab.runs.store import RunFolder, now
 from cnnlab.workflows.cv.audit import audit_labels
 from cnnlab.workflows.seeds import seed_config, seed_list
@@ -84,24 +86,49 @@ class FoldHooks:
 
 @dataclass(frozen=True)
 class CvResult:
-    """What :func:`cross_validate` returns: the CV folder and its summary (cv.json)."""
+    """A cross-validation folder and its typed state (cv.json): what :func:`cross_validate` returns
+    and :func:`read_cv` reads."""
 
     out: Path
-    model: str
-    folds: int
-    repeats: int
-    seeds: int
-    test_images_held_out: int
-    summary: dict[str, dict[str, Any]]  # metric → mean, std, ci95 over folds
-    seed_sd: dict[str, float]  # metric → the mean spread over seeds within a fold (with seeds > 1)
-    label_audit: dict[str, Any] | None
-    status: str
-    state: dict[str, Any]  # cv.json as saved
+    state: CvState
 
-    @classmethod
-    def of(cls, out: Path, cv: dict[str, Any]) -> CvResult:
-        return cls(out, cv["model"], cv["folds"], cv["repeats"], cv.get("seeds", 1), cv["test_images_held_out"],
-                   cv["summary"], cv.get("seed_sd", {}), cv.get("label_audit"), cv["status"], cv)  # fmt: skip
+    @property
+    def model(self) -> str:
+        return self.state.model
+
+    @property
+    def folds(self) -> int:
+        return self.state.folds
+
+    @property
+    def repeats(self) -> int:
+        return self.state.repeats
+
+    @property
+    def seeds(self) -> int:
+        return self.state.seeds
+
+    @property
+    def test_images_held_out(self) -> int:
+        return self.state.test_images_held_out
+
+    @property
+    def summary(self) -> dict[str, FoldStat]:
+        """metric → mean, std and 95 % interval over the folds."""
+        return self.state.summary or {}
+
+    @property
+    def seed_sd(self) -> dict[str, float]:
+        """metric → the mean spread over seeds within a fold (with seeds > 1)."""
+        return self.state.seed_sd
+
+    @property
+    def label_audit(self) -> dict[str, Any] | None:
+        return self.state.label_audit
+
+    @property
+    def status(self) -> str:
+        return self.state.status
 
 
 def cross_validate(
@@ -131,15 +158,16 @@ def cross_validate(
     out = Path(settings.out or Path("cv") / f"{cfg.model.name}-{Path(cfg.data.source).name}")
     group = cv_group(out)
     seed_values = seed_list(cfg.train.seed, seeds)
-    plan_state = _plan_state(cfg, folds, repeats, seeds)
+    state = _plan_state(cfg, folds, repeats, seeds)
     if resume and group.has_state():
-        saved = group.read()
+        saved = group.load(CvState)
         if hooks.same_plan:
-            _check_same_plan(group, saved, plan_state)
+            _check_same_plan(group, saved, state)
     elif not resume:
         group.check_new()
     plans, held_out, data = _fold_splits(cfg, folds, repeats, progress)
-    group.save({**plan_state, "status": "running", "test_images_held_out": held_out})
+    state.test_images_held_out = held_out
+    group.save(state)
     rows = []
     for n, plan in enumerate(plans, 1):
         names = [plan["name"]] if seeds == 1 else [f"{plan['name']}-seed{s}" for s in seed_values]
@@ -155,57 +183,44 @@ def cross_validate(
         if hooks.on_fold is not None:
             hooks.on_fold(n, group.run(names[0]))
         keys = [k for k in per_seed[0] if all(k in m for m in per_seed)]
-        row = {
-            "name": plan["name"],
-            "repeat": plan["repeat"],
-            "fold": plan["fold"],
-            "images": len(plan["splits"]["test"]),
-            "train_images": len(plan["splits"]["train"]),
-            "metrics": {k: float(np.mean([m[k] for m in per_seed])) for k in keys},
-            "runs": names,
-        }
-        if seeds > 1:
-            row["seed_metrics"] = {k: [m[k] for m in per_seed] for k in keys}
-        rows.append(row)
-    summary = _summary(cfg, folds, repeats, held_out, rows)
+        rows.append(CvFold(
+            name=plan["name"], repeat=plan["repeat"], fold=plan["fold"], images=len(plan["splits"]["test"]),
+            train_images=len(plan["splits"]["train"]), runs=names,
+            metrics={k: float(np.mean([m[k] for m in per_seed])) for k in keys},
+            seed_metrics={k: [m[k] for m in per_seed] for k in keys} if seeds > 1 else None,
+        ))  # fmt: skip
+    _summarise(state, rows)
     if settings.audit_labels:
-        summary["label_audit"] = audit_labels(out, rows, group, data)
-    group.save({**summary, "status": "completed"})
-    atomic_write_text(out / "cv.html", cv_page(summary))
-    return CvResult.of(out, group.read())
+        state.label_audit = audit_labels(out, rows, group, data)
+    state.status, state.finished = "completed", now()
+    group.save(state)
+    atomic_write_text(out / "cv.html", cv_page(state))
+    return CvResult(out, state)
 
 
 def cv_group(out: str | Path) -> RunGroup:
     """The cross-validation folder ``out``: one run folder per fold, its state in cv.json."""
-    return RunGroup(out, "cv", "cv.json", "cnnlab cv --data DATA --model MODEL --out DIR")
+    return group_at("cv", out)
 
 
-def _plan_state(cfg: Config, folds: int, repeats: int, seeds: int = 1) -> dict[str, Any]:
+def _plan_state(cfg: Config, folds: int, repeats: int, seeds: int = 1) -> CvState:
     """What a CV is, saved when it starts: a resume must ask for the same."""
     config = cfg.model_dump(mode="json")
     config["run"] = {k: v for k, v in config["run"].items() if k != "out"}
-    return {
-        "model": cfg.model.name,
-        "data": cfg.data.source,
-        "seed": cfg.train.seed,
-        "split_seed": cfg.data.split_seed,
-        "folds": folds,
-        "repeats": repeats,
-        "seeds": seeds,
-        "config": config,
-    }
+    return CvState(model=cfg.model.name, data=cfg.data.source, seed=cfg.train.seed, split_seed=cfg.data.split_seed,
+                   folds=folds, repeats=repeats, seeds=seeds, config=config, started=now(),
+                   status="running")  # fmt: skip
 
 
-def _check_same_plan(group: RunGroup, saved: dict[str, Any], asked: dict[str, Any]) -> None:
+def _check_same_plan(group: RunGroup, saved: CvState, asked: CvState) -> None:
     """``--resume`` with other folds, repeats, data or model settings would mix two CVs in one folder."""
-    saved = {"seeds": 1, **saved}  # a CV from before --seeds had one
     for key in ("folds", "repeats", "seeds"):
-        if saved.get(key) != asked[key]:
+        if getattr(saved, key) != getattr(asked, key):
             raise CnnlabError(
-                f"{group.state_path} was started with --{key} {saved.get(key)}, not {asked[key]}: "
+                f"{group.state_path} was started with --{key} {getattr(saved, key)}, not {getattr(asked, key)}: "
                 "resume with the same, or start a new CV with another --out"
             )
-    mine, theirs = flatten_config(asked["config"]), flatten_config(saved.get("config") or {})
+    mine, theirs = flatten_config(asked.config), flatten_config(saved.config)
     for key in sorted(set(mine) | set(theirs)):
         if key.startswith("run.") or mine.get(key) == theirs.get(key):
             continue
@@ -215,41 +230,26 @@ def _check_same_plan(group: RunGroup, saved: dict[str, Any], asked: dict[str, An
         )
 
 
-def _summary(cfg: Config, folds: int, repeats: int, held_out: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _summarise(state: CvState, rows: list[CvFold]) -> None:
+    """Each headline metric over the folds (mean, sd, bootstrap interval of the mean) and, with seeds,
+    the mean spread over seeds within a fold."""
     stats = {}
     for k in headline():
-        vals = [r["metrics"][k] for r in rows if k in r["metrics"]]
+        vals = [r.metrics[k] for r in rows if k in r.metrics]
         if len(vals) == len(rows):
-            lo, hi = mean_interval(vals, cfg.train.seed, 10_000)
-            stats[k] = {
-                "mean": float(np.mean(vals)),
-                "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                "ci95": [lo, hi],
-            }
-    seed_sd = {
-        k: float(np.mean([np.std(r["seed_metrics"][k], ddof=1) for r in rows]))
+            lo, hi = mean_interval(vals, state.seed, 10_000)
+            stats[k] = FoldStat(mean=float(np.mean(vals)), std=float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                                ci95=(lo, hi))  # fmt: skip
+    state.seed_sd = {
+        k: float(np.mean([np.std(r.seed_metrics[k], ddof=1) for r in rows if r.seed_metrics]))
         for k in stats
-        if all(k in r.get("seed_metrics", {}) for r in rows)
+        if all(r.seed_metrics and k in r.seed_metrics for r in rows)
     }
-    return {
-        "model": cfg.model.name,
-        "data": cfg.data.source,
-        "seed": cfg.train.seed,
-        "seeds": len(rows[0]["runs"]) if rows else 1,  # as in the plan: the count
-        "split_seed": cfg.data.split_seed,
-        "folds": folds,
-        "repeats": repeats,
-        "test_images_held_out": held_out,
-        **({"seed_sd": seed_sd} if seed_sd else {}),
-        "finished": now(),
-        "config": cfg.model_dump(mode="json"),
-        "runs": rows,
-        "summary": stats,
-    }
+    state.runs, state.summary = rows, stats
 
 
-def read_cv(path: str | Path) -> dict[str, Any] | None:
-    """The cv.json of a finished CV folder, or None when ``path`` is not a CV folder.
+def read_cv(path: str | Path) -> CvResult | None:
+    """The finished CV folder at ``path``, or None when ``path`` is not a CV folder.
 
     Raises:
         CnnlabError: a CV folder whose folds have not all finished, or a damaged cv.json.
@@ -257,57 +257,67 @@ def read_cv(path: str | Path) -> dict[str, Any] | None:
     group = cv_group(path)
     if not group.has_state():
         return None
-    cv = group.read()
-    if cv.get("status", "completed") != "completed" or "summary" not in cv:
+    cv = group.load(CvState)
+    if cv.status != "completed" or cv.summary is None:
         raise CnnlabError(
             f"the cross-validation in {str(path)!r} has not finished; finish it with "
             f"cnnlab cv --resume --out {path} (and the flags it started with)"
         )
-    return {**cv, "out_dir": str(path)}
+    return CvResult(Path(path), cv)
 
 
-def paired_comparison(a: dict[str, Any], b: dict[str, Any], metric: str = "accuracy") -> dict[str, Any]:
+class FoldComparison(BaseModel):
+    """Two CVs on the same folds compared on one metric: the fold-by-fold differences b − a, their
+    mean with a 95 % bootstrap interval and Wilcoxon's test, the corrected resampled t-test, McNemar's
+    test on the pooled out-of-fold predictions (one repeat, one seed), and each CV's seed spread."""
+
+    metric: str
+    a: str
+    b: str
+    folds: list[str]
+    a_values: list[float]
+    b_values: list[float]
+    differences: list[float]
+    mean_difference: float
+    ci95: list[float]
+    wilcoxon_p: float
+    corrected_t: dict[str, Any] | None
+    pooled_mcnemar: dict[str, Any] | None
+    seed_sd_a: float | None
+    seed_sd_b: float | None
+
+
+def paired_comparison(a: CvResult, b: CvResult, metric: str = "accuracy") -> FoldComparison:
     """Fold-by-fold differences b − a of ``metric``, their mean with a 95 % bootstrap interval and a
     Wilcoxon signed-rank p-value (two-sided). The folds must be the same (same data, split seed, K, R)."""
-
-    def fold_key(cv: dict[str, Any], key: str) -> Any:  # CVs before data.split_seed made folds with train.seed
-        return cv.get("split_seed", cv.get("seed")) if key == "split_seed" else cv.get(key)
-
-    for key in ("data", "split_seed", "folds", "repeats"):
-        if fold_key(a, key) != fold_key(b, key):
+    sa, sb = a.state, b.state
+    for key, va, vb in (("data", sa.data, sb.data), ("split_seed", sa.fold_seed, sb.fold_seed),
+                        ("folds", sa.folds, sb.folds), ("repeats", sa.repeats, sb.repeats)):  # fmt: skip
+        if va != vb:
             raise CnnlabError(
-                f"the two CVs differ in {key} ({fold_key(a, key)!r} vs {fold_key(b, key)!r}): their folds are "
-                "not the same, so they cannot be compared fold by fold"
+                f"the two CVs differ in {key} ({va!r} vs {vb!r}): their folds are not the same, so they cannot be "
+                "compared fold by fold"
             )
-    fa = {r["name"]: r["metrics"].get(metric) for r in a["runs"]}
-    fb = {r["name"]: r["metrics"].get(metric) for r in b["runs"]}
+    fa = {r.name: r.metrics.get(metric) for r in sa.runs}
+    fb = {r.name: r.metrics.get(metric) for r in sb.runs}
     names = [n for n in fa if n in fb and fa[n] is not None and fb[n] is not None]
     if not names:
         raise CnnlabError(f"no fold of both CVs has {metric!r}")
-    diff = np.asarray([fb[n] - fa[n] for n in names])
-    test = fold_differences(diff, a["seed"])
-    rows = {r["name"]: r for r in a["runs"]}
-    ratio = float(np.mean([rows[n]["images"] / max(rows[n].get("train_images") or 1, 1) for n in names]))
-    return {
-        "metric": metric,
-        "a": a["model"],
-        "b": b["model"],
-        "folds": names,
-        "a_values": [fa[n] for n in names],
-        "b_values": [fb[n] for n in names],
-        "differences": diff.tolist(),
-        **test,
-        "corrected_t": corrected_resampled_t(diff, ratio) if "train_images" in rows[names[0]] else None,
+    diff = np.asarray([fb[n] - fa[n] for n in names])  # type: ignore[operator]  # None is filtered out above
+    test = fold_differences(diff, sa.seed)
+    rows = {r.name: r for r in sa.runs}
+    ratio = float(np.mean([rows[n].images / max(rows[n].train_images or 1, 1) for n in names]))
+    return FoldComparison(
+        metric=metric, a=sa.model, b=sb.model, folds=names, a_values=[fa[n] for n in names],
+        b_values=[fb[n] for n in names], differences=diff.tolist(), **test,
+        corrected_t=corrected_resampled_t(diff, ratio) if rows[names[0]].train_images is not None else None,
         # with seeds a fold's figure is a mean over models: the corrected t-test over folds is the test
-        "pooled_mcnemar": _pooled_mcnemar(a, b)
-        if a["repeats"] == 1 and a.get("seeds", 1) == b.get("seeds", 1) == 1
-        else None,
-        "seed_sd_a": a.get("seed_sd", {}).get(metric),
-        "seed_sd_b": b.get("seed_sd", {}).get(metric),
-    }
+        pooled_mcnemar=_pooled_mcnemar(a, b) if sa.repeats == 1 and sa.seeds == sb.seeds == 1 else None,
+        seed_sd_a=sa.seed_sd.get(metric), seed_sd_b=sb.seed_sd.get(metric),
+    )  # fmt: skip
 
 
-def _pooled_mcnemar(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+def _pooled_mcnemar(a: CvResult, b: CvResult) -> dict[str, Any] | None:
     """McNemar's exact test on the out-of-fold predictions of every image (one repeat: each image is
     held out once), pairing the two CVs image by image."""
     right_a, right_b = _oof_correct(a), _oof_correct(b)
@@ -317,12 +327,12 @@ def _pooled_mcnemar(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | No
     return mcnemar_exact(np.array([right_a[k] for k in keys]), np.array([right_b[k] for k in keys]))
 
 
-def _oof_correct(cv: dict[str, Any]) -> dict[int, bool] | None:
+def _oof_correct(cv: CvResult) -> dict[int, bool] | None:
     """Image index → whether the CV's fold run that held it out classified it right."""
     out: dict[int, bool] = {}
-    for r in cv["runs"]:
-        run = RunFolder(Path(cv["out_dir"]) / r.get("runs", [r["name"]])[0]) if cv.get("out_dir") else None
-        if run is None or not run.predictions_npz.is_file():
+    for r in cv.state.runs:
+        run = RunFolder(cv.out / r.run_names[0])
+        if not run.predictions_npz.is_file():
             return None
         p = run.load_predictions()
         if p["labels"].ndim != 1:

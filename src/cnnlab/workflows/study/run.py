@@ -10,7 +10,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
@@ -20,6 +19,7 @@ from cnnlab.core.atomic import atomic_write_json, atomic_write_text
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.schema import DataConfig, nest_config
 from cnnlab.core.settings import CvSettings, StudySettings, SweepSettings
+from cnnlab.core.study import Candidate, StudyState, StudySummary
 from cnnlab.data.inspect import inspect_dataset
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.models.factory import get_spec
@@ -35,18 +35,22 @@ from cnnlab.workflows.study.curves import parse_fractions
 from cnnlab.workflows.study.plan import (
     IMBALANCE_FOR_WEIGHTS,
     MAX_SHARE,
-    SEARCH_SHARE,
-    Candidate,
     default_lr,
     default_models,
-    fit_search,
     make_candidates,
     parse_models,
-    plan_epochs,
-    plan_searches,
     probe,
     search_space,
     shrink_to_fit,
+)
+from cnnlab.workflows.study.planner import (
+    choose_plan,
+    deadline_reserve,
+    expected_seconds,
+    probe_share,
+    record_timing,
+    replan_rest,
+    reserve,
 )
 from cnnlab.workflows.study.results import best_row, collect
 from cnnlab.workflows.study.state import Study, StudyResult, study_group
@@ -54,9 +58,6 @@ from cnnlab.workflows.sweep.runner import run_sweep
 from cnnlab.workflows.training import announce_board, train, train_or_resume
 
 log = logging.getLogger(__name__)
-
-AUTO_FOLDS = (5, 3)
-
 
 STUDY_BUDGET = "the study's time budget"
 
@@ -87,7 +88,7 @@ def run_study(settings: StudySettings, progress: bool = True, started: float | N
         study = _start_new(settings, out, shares, progress, t0)
     announce_board(out)
     # the time spent before this session (planning of a new study is counted once, from t0)
-    spent_before = study.state.get("spent_seconds", 0.0) if settings.resume else 0.0
+    spent_before = study.state.spent_seconds if settings.resume else 0.0
 
     def spent() -> float:
         return round(spent_before + time.time() - t0, 1)
@@ -98,7 +99,7 @@ def run_study(settings: StudySettings, progress: bool = True, started: float | N
             study.save(status="failed", spent_seconds=spent())
             why = "; ".join(f"{c.name}: {c.why}" for c in study.cands if c.why)
             raise CnnlabError(
-                f"no candidate finished within the {study.state['budget_seconds']:.0f} s budget ({why}); "
+                f"no candidate finished within the {study.state.budget_seconds:.0f} s budget ({why}); "
                 "start again with a larger --budget"
             )
         summary = _finish(study, progress)
@@ -108,8 +109,8 @@ def run_study(settings: StudySettings, progress: bool = True, started: float | N
         raise
     study.save(status="completed", finished=now(), spent_seconds=spent(), summary=summary)
     note = _test_set_note(study)
-    if note and isinstance(study.state.get("summary"), dict):
-        study.state["summary"]["test_set_note"] = note
+    if note and study.state.summary is not None:
+        study.state.summary.test_set_note = note
     write_study_report(study)
     study.save(spent_seconds=spent())
     return StudyResult.of(out, study.state, [*format_summary(study.state), *([f"note: {note}"] if note else [])])
@@ -123,7 +124,7 @@ def _start_new(settings: StudySettings, out: Path, shares: list[float], progress
     seed_list(settings.seed, settings.seeds)  # a seed range that fits, checked before any work
     try:
         study = _start(settings, out, shares, progress, t0)
-        study.save(audit_labels=settings.audit_labels)
+        study.save()
     except BaseException:  # nothing trained yet: leave no half-made folder that --resume could not use
         if out.is_dir() and not (out / "study.json").is_file():
             shutil.rmtree(out, ignore_errors=True)
@@ -154,47 +155,37 @@ def _clear_unplanned(out: Path) -> None:
             shutil.rmtree(out)
 
 
+def _fraction_text(shares: list[float]) -> str:
+    """``--fractions`` as compared on ``--resume`` (0.1,0.25,0.5,1)."""
+    return ",".join(f"{f:g}" for f in shares)
+
+
 def _check_same_settings(study: Study, settings: StudySettings) -> None:
     """``--resume`` with other settings than the study started with would mix two studies."""
-    s = study.state
-    saved = {
-        "data": s.get("data"),
-        "data_dir": s.get("data_dir"),
-        "models": s.get("models_requested"),
-        "folds": s.get("folds_requested"),
-        "seed": s.get("seed"),
-        "seeds": s.get("seeds", 1),
-        "batch_size": s.get("batch_size"),
-        "device": s.get("device"),
-        "budget": s.get("budget_seconds"),
-        "tune": s.get("tune", False),
-        "fractions": s.get("fractions_requested"),
-        "audit_labels": s.get("audit_labels", False),
-        "group_by": (s.get("data_options") or {}).get("group_by"),
-        "on_leak": (s.get("data_options") or {}).get("on_leak", StudySettings.model_fields["on_leak"].default),
-    }
+    saved = study.state.settings
     for key, value in settings.given().items():
-        if key in ("out", "resume") or (key == "models" and "models_requested" not in s):
+        was = getattr(saved, key)
+        if key in ("out", "resume") or (key == "models" and was is None and "models" not in saved.model_fields_set):
             continue
-        if key == "fractions":
-            value = _fraction_text(parse_fractions(value))
-        if key == "data" and saved["data"] is not None and Path(str(value)) == Path(str(saved["data"])):
+        if key == "fractions" and was is not None:
+            value, was = _fraction_text(parse_fractions(value)), _fraction_text(parse_fractions(was))
+        if key == "data" and was is not None and Path(str(value)) == Path(str(was)):
             continue
-        if value != saved[key]:
+        if value != was:
             if key == "tune":
-                said = "with a search per candidate" if saved[key] else "with --no-tune"
+                said = "with a search per candidate" if was else "with --no-tune"
                 raise CnnlabError(f"{study.group.state_path} was started {said}: resume it the same way")
             raise CnnlabError(
-                f"{study.group.state_path} was started with {StudySettings.flag(key)} {saved[key]!r}, not "
+                f"{study.group.state_path} was started with {StudySettings.flag(key)} {was!r}, not "
                 f"{value!r}: resume with the same settings (or none), or start a new study with another --out"
             )
 
 
 def _reopen(out: Path) -> Study:
-    state = study_group(out).read()
-    if state.get("status") == "completed":
+    study = Study.open(out)
+    if study.state.status == "completed":
         log.info("study %s is already complete; rewriting its report", out)
-    return Study(out, state)
+    return study
 
 
 def _start(settings: StudySettings, out: Path, shares: list[float], progress: bool, t0: float) -> Study:
@@ -237,38 +228,25 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
     pairs = pairs or default_models(size)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "inspect.json", report)
-    state = {
-        "status": "planning",
-        "started": now(),
-        "data": data,
-        "data_dir": data_dir,
-        "data_options": options,
-        "budget_seconds": budget_s,
-        "seed": seed,
-        "seeds": seeds,
-        "batch_size": batch_size,
-        "device": settings.device,
-        "folds_requested": folds,
-        "models_requested": models,
-        "folds": 1,
-        "tune": tune,
-        "fractions": shares or [],
-        "fractions_requested": _fraction_text(shares) if shares else None,
-        "sizes": sizes,
-        "input_size": size,
-        "channels": channels,
-        "classes": prepared.classes,
-        "presplit": report["presplit"],
-        "smallest_pool_class": smallest,
-        "imbalance_ratio": ratio,
-        "class_weights": ratio >= IMBALANCE_FOR_WEIGHTS and not multilabel,  # weights are for one label each
-        "multilabel": multilabel,
-        "notes": ["multi-label data: ranked by validation mAP, one train/val/test split"] if multilabel else [],
-    }
+    state = StudyState(
+        settings=settings.model_copy(update={"out": str(out)}),
+        started=now(),
+        fractions=shares or [],
+        sizes=sizes,
+        input_size=size,
+        channels=channels,
+        classes=prepared.classes,
+        presplit=report["presplit"],
+        smallest_pool_class=smallest,
+        imbalance_ratio=ratio,
+        class_weights=ratio >= IMBALANCE_FOR_WEIGHTS and not multilabel,  # weights are for one label each
+        multilabel=multilabel,
+        notes=["multi-label data: ranked by validation mAP, one train/val/test split"] if multilabel else [],
+    )
     study = Study(out, state)
     study.cands = make_candidates(pairs, size, sizes["train"], batch_size)
     # a pretrained net's full recipe may take at most its share of the trainings' time at its size
-    share = MAX_SHARE * (1 - SEARCH_SHARE if tune else 1) * (budget_s - _reserve(budget_s, len(study.cands)))
+    share = probe_share(budget_s, len(study.cands), tune)
     for c in study.cands:
         try:
             probe(c, channels, size, k, batch_size)
@@ -291,159 +269,30 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
     study.cands.sort(
         key=lambda c: (c.status != "planned", c.cost(c.full_epochs, sizes["train"], sizes["val"], sizes["test"]))
     )
-    _choose_plan(study, budget_s - (time.time() - t0))
+    choose_plan(study.state, budget_s - (time.time() - t0))
     study.save(status="running", spent_seconds=round(time.time() - t0, 1))
     return study
-
-
-def _reserve(budget_s: float, n: int) -> float:
-    """Seconds kept for the end: latency probes, bootstrap intervals, figures, the report."""
-    return 4.0 + 0.5 * n + 0.04 * budget_s
-
-
-def _choose_plan(study: Study, left: float) -> None:
-    """The searches' equal shares (``SEARCH_SHARE`` of the training time), then folds and epochs
-    in what is left (``_plan_trainings``); time the trainings leave over widens the searches."""
-    s = study.state
-    sizes = s["sizes"]
-    live = [c for c in study.cands if c.status == "planned"]
-    if not live:
-        raise CnnlabError(
-            "no candidate model could be built for this data: " + "; ".join(f"{c.name}: {c.why}" for c in study.cands)
-        )
-    avail = left - _reserve(s["budget_seconds"], len(live))
-    searches = plan_searches(live, SEARCH_SHARE * avail, sizes) if s.get("tune") else 0.0
-    if searches and sum(c.cost(c.min_epochs, sizes["train"], sizes["val"], sizes["test"]) for c in live) > (
-        avail - searches
-    ):  # the searches would leave too little for the trainings: none then, said per candidate
-        for c in live:
-            c.search_trials, c.search = 0, {"note": "no search: the budget only fits the trainings"}
-        searches = 0.0
-    _plan_trainings(study, avail - searches)
-    if searches:
-        k, n_seeds = s["folds"], s.get("seeds", 1)
-        sz = _run_sizes(sizes, k)
-        trainings = s.get("winner_reserve", 0.0) + sum(
-            k * n_seeds * c.cost(c.epochs, sz["train"], sz["val"], sz["test"]) for c in live if c.status == "planned"
-        )
-        plan_searches(live, max(SEARCH_SHARE * avail, avail - trainings), sizes)
-
-
-def _plan_trainings(study: Study, avail: float) -> None:
-    """Folds when every candidate gets its full recipe K times over (5, else 3; or the --folds asked
-    for, at whatever share of the recipe fits), else one split at the share that fits."""
-    s = study.state
-    sizes = s["sizes"]
-    live = [c for c in study.cands if c.status == "planned"]
-    asked = s.get("folds_requested")
-    smallest = s["smallest_pool_class"]
-    n_seeds = s.get("seeds", 1)
-    for k in [] if s.get("multilabel") or s.get("fractions") else [asked] if asked else list(AUTO_FOLDS):
-        if k > smallest:
-            s["notes"].append(f"{k} folds do not fit the smallest class ({smallest} images outside the test split)")
-            continue
-        trial = [Candidate(**c.to_dict()) for c in live]
-        fold_sizes = _run_sizes(sizes, k)
-        winner = max(c.cost(c.full_epochs, sizes["train"], sizes["val"], sizes["test"]) for c in trial)
-        if (
-            plan_epochs(trial, avail - winner, sizes, runs=k * n_seeds, fold_sizes=fold_sizes)
-            and all(c.status == "planned" for c in trial)
-            and (asked or all(c.epochs == c.full_epochs for c in trial))
-        ):
-            for c, t in zip(live, trial):
-                c.epochs = t.epochs
-            s["folds"], s["winner_reserve"] = k, winner
-            log.info("study: %d-fold cross-validation of %d candidates fits the budget", k, len(live))
-            return
-    if asked:
-        s["notes"].append(f"--folds {asked} did not fit the budget: one train/val/test split instead")
-    if not plan_epochs(study.cands, avail, sizes, runs=n_seeds * _curve_runs(s)):
-        cheapest = min(
-            live, key=lambda c: c.cost(c.min_epochs, sizes["train"], sizes["val"], sizes["test"]), default=None
-        )
-        need = (
-            n_seeds * cheapest.cost(cheapest.min_epochs, sizes["train"], sizes["val"], sizes["test"]) if cheapest else 0
-        )
-        raise CnnlabError(
-            f"a budget of {s['budget_seconds']:.0f} s leaves {avail:.0f} s for training after "
-            f"inspection and probes; the cheapest candidate needs ~{need:.0f} s: give a larger --budget"
-        )
-    s["folds"] = 1
-
-
-def _fraction_text(shares: list[float]) -> str:
-    """``--fractions`` as saved and compared on ``--resume`` (0.1,0.25,0.5,1)."""
-    return ",".join(f"{f:g}" for f in shares)
-
-
-def _run_sizes(sizes: dict[str, int], k: int) -> dict[str, int]:
-    """The images of one run: the split's, or under K folds a fold's (train+val shared out, no test)."""
-    if k <= 1:
-        return sizes
-    pool = sizes["train"] + sizes["val"]
-    return {"train": pool * (k - 1) // k, "val": pool // k, "test": 0}
-
-
-def _curve_runs(s: dict[str, Any]) -> float:
-    """A candidate's trainings counted in whole-split runs: 1, plus its shares of the split with
-    ``--fractions`` (a run on a quarter of the images costs about a quarter)."""
-    return sum(s.get("fractions") or [1.0])
-
-
-def _curves_left(study: Study, coming: list[Candidate]) -> float:
-    """Predicted seconds of the learning curves' runs still to come (``--fractions``): those of the
-    finished candidates and of ``coming``."""
-    s = study.state
-    if not s.get("fractions"):
-        return 0.0
-    todo = [c for c in study.cands if c.status == "done" and c not in coming] + coming
-    return (
-        (_curve_runs(s) - 1)
-        * s.get("speed", 1)
-        * sum(c.cost(c.epochs, s["sizes"]["train"], s["sizes"]["val"], 0) for c in todo)
-    )
 
 
 def _train_all(study: Study, progress: bool, session: float, spent_before: float) -> None:
     """Train the candidates in order, re-planning the rest from the speed measured so far."""
 
     s = study.state
-    k = s["folds"]
-    runs = k * s.get("seeds", 1)  # trainings per candidate
-    sizes = s["sizes"]
-    fold_sizes = _run_sizes(sizes, k)
-    end = session - spent_before + s["budget_seconds"]  # wall time the budget ends
+    end = session - spent_before + s.budget_seconds  # wall time the budget ends
     for i, c in enumerate(study.cands):
         if c.status not in ("planned", "running"):
             continue
-        folder = study.folder(c)
         rest = [r for r in study.cands[i + 1 :] if r.status == "planned"]
-        reserve = _reserve(s["budget_seconds"], len(rest) + 1) + sum(
-            (
-                runs * r.cost(r.min_epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"])
-                + r.search_cost(r.search_trials, r.search_epochs, sizes["train"], sizes["val"])
-            )
-            * s.get("speed", 1)
-            for r in rest
-        )
-        if k > 1:
-            reserve += s.get("winner_reserve", 0.0)
-        reserve += _curves_left(study, [c, *rest])  # the learning curves' smaller runs come after
-        deadline = end - reserve
+        deadline = end - deadline_reserve(s, c, rest)
         if time.time() >= deadline - 1 and c.status == "planned":
             c.status, c.why = "dropped", "the budget ran out before it started"
             study.save()
             continue
-        speed_then = s.get("speed", 1)
-        guess = runs * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]) * speed_then
-        log.info(
-            "study: %s (%s, %d epochs%s), about %.0f s",
-            c.name,
-            c.mode,
-            c.epochs,
-            (f" × {k} folds" if k > 1 else "") + (f" × {s['seeds']} seeds" if s.get("seeds", 1) > 1 else ""),
-            guess,
-        )
+        speed_then = s.speed
+        log.info("study: %s (%s, %d epochs%s), about %.0f s", c.name, c.mode, c.epochs,
+                 (f" × {s.folds} folds" if s.folds > 1 else "")
+                 + (f" × {s.settings.seeds} seeds" if s.settings.seeds > 1 else ""),
+                 expected_seconds(s, c))  # fmt: skip
         c.status = "running"
         study.save()
         started = time.time()
@@ -461,10 +310,10 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
         # the cap counts from the end of the search: a search that ran to its share must not leave
         # the final run one epoch (the deadline still keeps the time the others need)
         guard = TimeBudget(
-            min(deadline, time.time() + MAX_SHARE * s["budget_seconds"]) if several else deadline, what=STUDY_BUDGET
+            min(deadline, time.time() + MAX_SHARE * s.budget_seconds) if several else deadline, what=STUDY_BUDGET
         )
         try:
-            _fit(study, c, folder, guard, progress)
+            _fit(study, c, study.folder(c), guard, progress)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # one candidate failing does not sink the study
@@ -472,27 +321,13 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
             c.status, c.why = "failed", str(e)[:300]
             study.save()
             continue
-        took = time.time() - started
         c.status = "done"
-        done = s.setdefault("timing", {})
-        search_pred = c.search_cost(c.search_trials, c.search_epochs, sizes["train"], sizes["val"])
-        done[c.name] = {  # the training's prediction and time apart from the search's
-            "predicted": round(runs * c.cost(c.epochs, fold_sizes["train"], fold_sizes["val"], fold_sizes["test"]), 1),
-            "seconds": round(took - searched, 1),
-            "search_predicted": round(search_pred, 1),
-            "search_seconds": round(searched, 1),
-            # what the study expected when it started the candidate: the probe's figure times the speed
-            # measured on the candidates before it (the plan and the deadlines use this one)
-            "expected": round(guess + search_pred * speed_then, 1),
-        }
-        pred_sum = sum(v["predicted"] + v.get("search_predicted", 0) for v in done.values())
-        took_sum = sum(v["seconds"] + v.get("search_seconds", 0) for v in done.values())
-        s["speed"] = max(0.5, min(4.0, took_sum / max(pred_sum, 1e-6)))
-        _replan_rest(study, study.cands[i + 1 :], end - time.time(), runs, fold_sizes)
+        record_timing(s, c, time.time() - started, searched, speed_then)
+        replan_rest(s, study.cands[i + 1 :], end - time.time())
         study.save(spent_seconds=round(spent_before + time.time() - session, 1))
-    if k > 1:
+    if s.folds > 1:
         _train_winner(study, progress)
-    if s.get("fractions"):
+    if s.fractions:
         _train_fractions(study, progress, end)
 
 
@@ -503,12 +338,12 @@ def _train_fractions(study: Study, progress: bool, end: float) -> None:
     fewer."""
     s = study.state
     for c in [c for c in study.cands if c.status == "done"]:
-        for f in [f for f in s["fractions"] if f < 1]:
+        for f in [f for f in s.fractions if f < 1]:
             folder = study.fraction_folder(c, f)
             run = RunFolder(folder)
             if run.metrics_json.is_file() and run.state().status == "completed":
                 continue
-            deadline = end - _reserve(s["budget_seconds"], 1)
+            deadline = end - reserve(s.budget_seconds, 1)
             if time.time() >= deadline - 1:
                 log.warning("study: no time left for %s on %g of the training split", c.name, f)
                 continue
@@ -527,45 +362,17 @@ def _train_fractions(study: Study, progress: bool, end: float) -> None:
 
 def _fit(study: Study, c: Candidate, folder: Path, guard: TimeBudget, progress: bool) -> None:
     """The candidate's final training: its folds, its seeds or its one run (resumed when begun)."""
-    s = study.state
-    if s["folds"] > 1:
-        folds = CvSettings(out=str(folder), folds=s["folds"], resume=True, seeds=s.get("seeds", 1))
+    s, seeds = study.state, study.state.settings.seeds
+    if s.folds > 1:
+        folds = CvSettings(out=str(folder), folds=s.folds, resume=True, seeds=seeds)
         cross_validate(study.config(c, folder), folds, progress, FoldHooks(callbacks=[guard], same_plan=False))
-    elif s.get("seeds", 1) > 1:
+    elif seeds > 1:
         if seed_group(folder).has_state():
             train_seeds(None, SeedPlan(resume=folder), [guard], progress)
         else:
-            train_seeds(study.config(c, folder), SeedPlan(s["seeds"], overwrite=folder.exists()), [guard], progress)
+            train_seeds(study.config(c, folder), SeedPlan(seeds, overwrite=folder.exists()), [guard], progress)
     else:
         train_or_resume(study.config(c, folder), callbacks=[guard], progress=progress)
-
-
-def _replan_rest(study: Study, after: list[Candidate], left: float, runs: int, fold_sizes: dict[str, int]) -> None:
-    """The candidates still to come, re-planned from the measured speed: their searches keep their
-    equal shares (fewer or more trials), their epochs share what is left, each within the cap."""
-    s = study.state
-    speed = s["speed"]
-    for r in after:  # the measured speed may make room for one dropped at the start
-        if r.status == "dropped" and r.why.startswith("does not fit"):
-            r.status, r.why = "planned", ""
-    rest = [r for r in after if r.status == "planned"]
-    if not rest:
-        return
-    searches = 0.0
-    for r in rest:
-        if r.search_seconds and not (r.search and "trials" in r.search):
-            fit_search(r, s["sizes"], speed)
-            searches += r.search_cost(r.search_trials, r.search_epochs, s["sizes"]["train"], s["sizes"]["val"])
-    several = sum(c.status != "failed" for c in study.cands) > 1
-    left -= _curves_left(study, [])  # the finished candidates' curve runs (the rest's are in runs)
-    plan_epochs(
-        rest,
-        (left - _reserve(s["budget_seconds"], len(rest)) - s.get("winner_reserve", 0.0)) / speed - searches,
-        s["sizes"],
-        runs=runs * _curve_runs(s),
-        fold_sizes=fold_sizes,
-        cap=MAX_SHARE * s["budget_seconds"] / speed if several else None,
-    )
 
 
 def _search(study: Study, c: Candidate, progress: bool, deadline: float) -> None:
@@ -584,7 +391,7 @@ def _search(study: Study, c: Candidate, progress: bool, deadline: float) -> None
         base = {**study.base_overrides(), **c.overrides(c.search_epochs)}
         # a pretrained net's features are extracted in its first trial, for the final run too: beyond its
         # share, and never less than the probe says
-        features = c.feature_cost(s["sizes"]["train"], s["sizes"]["val"]) * max(1.0, s.get("speed", 1.0))
+        features = c.feature_cost(s.sizes["train"], s.sizes["val"]) * max(1.0, s.speed)
         spec = {
             "name": f"{c.name}-search",
             "base": nest_config(base),
@@ -594,7 +401,7 @@ def _search(study: Study, c: Candidate, progress: bool, deadline: float) -> None
             "timeout": max(1.0, min(c.search_seconds + features, deadline - time.time())),  # its share, in seconds
             "objective": study.monitor,
             "pruner": "none",
-            "seed": s["seed"],
+            "seed": s.settings.seed,
             "start": [{"optim.lr": default_lr(c), "optim.weight_decay": 0.0}],
         }
         spec_file = study.out / "search" / f"{c.name}.yaml"
@@ -604,9 +411,9 @@ def _search(study: Study, c: Candidate, progress: bool, deadline: float) -> None
                  c.search_seconds)  # fmt: skip
         with _quiet_trials():  # the sweep's one line per trial, not every trial's epochs
             summary = run_sweep(SweepSettings(spec=str(spec_file), out=str(folder)), progress=False).summary
-    done = [t for t in summary["trials"] if t["state"] == "complete" and t["value"] is not None]
+    done = [t for t in summary.trials if t["state"] == "complete" and t["value"] is not None]
     default = next((t["value"] for t in done if t["trial"] == 0), None)
-    best = summary.get("best")
+    best = summary.best
     c.search = {
         "trials": len(done),
         "epochs": c.search_epochs,
@@ -653,9 +460,9 @@ def _ranked(study: Study) -> list[Candidate]:
 def _selection_score(study: Study, c: Candidate) -> float:
     """Validation accuracy (CV: out-of-fold mean), never the test split."""
 
-    if study.state["folds"] > 1:
+    if study.state.folds > 1:
         cv = read_cv(study.folder(c))
-        return cv["summary"]["accuracy"]["mean"] if cv else float("-inf")
+        return cv.summary["accuracy"].mean if cv else float("-inf")
     runs = seed_runs(study.folder(c), study.seeds) if len(study.seeds) > 1 else [RunFolder(study.folder(c))]
     return float(np.mean([best_row(r).get(study.monitor, float("-inf")) for r in runs]))
 
@@ -669,7 +476,7 @@ def _train_winner(study: Study, progress: bool) -> None:
     w = ranked[0]
     folder = study.out / "winner"
     run = RunFolder(folder)
-    previous = study.state.get("winner")
+    previous = study.state.winner
     if run.metrics_json.is_file() and run.state().status == "completed" and previous == w.name:
         return
     study.save(winner=w.name)
@@ -680,7 +487,7 @@ def _train_winner(study: Study, progress: bool) -> None:
         train_or_resume(study.config(w, folder), progress=progress)
 
 
-def _finish(study: Study, progress: bool) -> dict[str, Any]:
+def _finish(study: Study, progress: bool) -> StudySummary:
     """Per-candidate results, intervals, paired differences: everything the report shows."""
 
     return collect(study, _ranked(study))

@@ -1,5 +1,5 @@
-"""A study folder's state: its settings, plan and progress (study.json) and its candidates, read by
-the study's run, its results and its page."""
+"""A study folder: its typed state (:class:`cnnlab.core.study.StudyState`, in study.json), its
+candidates' folders and configs, and what `run_study` returns."""
 
 from __future__ import annotations
 
@@ -8,66 +8,80 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.core.schema import Config
-from cnnlab.runs.group import RunGroup
+from cnnlab.core.study import Candidate, StudyState, StudySummary
+from cnnlab.runs.group import RunGroup, group_at
 from cnnlab.workflows.resolve import build_config
-from cnnlab.workflows.study.plan import Candidate
 
 __all__ = ["Study", "StudyResult", "study_group"]
 
 
 def study_group(out: Path) -> RunGroup:
     """The study folder ``out``: a run folder per candidate, its state in study.json."""
-    return RunGroup(out, "study", "study.json", f"cnnlab study DATA --out {out}")
+    return group_at("study", out)
 
 
 class Study:
-    """One study folder: its settings, plan and progress (study.json) and its candidates."""
+    """One study folder: its state (study.json) and its candidates."""
 
-    def __init__(self, out: Path, state: dict[str, Any]):
+    def __init__(self, out: Path, state: StudyState):
         self.out, self.state = out, state
-        self.cands = [Candidate(**c) for c in state.get("candidates", [])]
+
+    @classmethod
+    def open(cls, out: Path) -> Study:
+        """The study saved in ``out``.
+
+        Raises:
+            CnnlabError: no study there, or a damaged, foreign or newer study.json.
+        """
+        return cls(out, study_group(out).load(StudyState))
+
+    @property
+    def cands(self) -> list[Candidate]:
+        return self.state.candidates
+
+    @cands.setter
+    def cands(self, value: list[Candidate]) -> None:
+        self.state.candidates = value
 
     @property
     def group(self) -> RunGroup:
         return study_group(self.out)
 
     def save(self, **fields: Any) -> None:
-        self.state.update(fields)
-        self.state["candidates"] = [c.to_dict() for c in self.cands]
+        for name, value in fields.items():
+            setattr(self.state, name, value)
         self.group.save(self.state)
 
     @property
     def seeds(self) -> list[int]:
-        """The initialisations each candidate is trained from (``--seeds N``: seed, seed + 1 …)."""
-        return [self.state["seed"] + i for i in range(self.state.get("seeds", 1))]
+        return self.state.seed_values
 
     @property
     def monitor(self) -> str:
-        """The validation figure candidates are tuned, checkpointed and ranked by."""
-        return "val_mean_average_precision" if self.state.get("multilabel") else "val_acc"
+        return self.state.monitor
 
     def fraction_folder(self, c: Candidate, fraction: float) -> Path:
         """The run of candidate ``c`` on ``fraction`` of the training split (its learning curve)."""
         return self.out / "fractions" / c.name / f"{fraction:g}"
 
     def folder(self, c: Candidate) -> Path:
-        return self.out / ("cv" if self.state["folds"] > 1 else "runs") / c.name
+        return self.out / ("cv" if self.state.folds > 1 else "runs") / c.name
 
     def base_overrides(self) -> dict[str, Any]:
-        s = self.state
+        st = self.state.settings
         o = {
-            "data.source": s["data"],
-            "train.seed": s["seed"],
-            "train.batch_size": s["batch_size"],
-            "train.device": s["device"],
+            "data.source": st.data,
+            "train.seed": st.seed,
+            "train.batch_size": st.batch_size,
+            "train.device": st.device,
             "run.report": False,
             "train.monitor": self.monitor,  # the checkpoint is chosen by the figure the study ranks by
         }
-        if s.get("data_dir"):
-            o["data.data_dir"] = s["data_dir"]
-        for key, value in (s.get("data_options") or {}).items():  # --group-by, --on-leak
+        if st.data_dir:
+            o["data.data_dir"] = st.data_dir
+        for key, value in st.data_options.items():  # --group-by, --on-leak
             o[f"data.{key}"] = value
-        if s["class_weights"]:
+        if self.state.class_weights:
             o["train.class_weights"] = "auto"
         return o
 
@@ -85,11 +99,11 @@ class StudyResult:
     status: str
     budget_seconds: float
     spent_seconds: float
-    summary: dict[str, Any]  # the ranked rows, paired tests and the winner (study.json's "summary")
+    summary: StudySummary
     summary_lines: list[str]  # the console's summary
-    state: dict[str, Any]  # study.json as saved
+    state: StudyState  # study.json as saved
 
     @classmethod
-    def of(cls, out: Path, state: dict[str, Any], lines: list[str]) -> StudyResult:
-        return cls(out, state["status"], state["budget_seconds"], state["spent_seconds"], state.get("summary") or {},
+    def of(cls, out: Path, state: StudyState, lines: list[str]) -> StudyResult:
+        return cls(out, state.status, state.budget_seconds, state.spent_seconds, state.summary or StudySummary(),
                    lines, state)  # fmt: skip

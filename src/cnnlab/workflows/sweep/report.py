@@ -18,6 +18,7 @@ import yaml
 
 from cnnlab.core.atomic import atomic_write_json, atomic_write_text
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.state import SweepSummary
 from cnnlab.evaluate import plots
 from cnnlab.reports.sweep import Figure, SweepView, sweep_page
 from cnnlab.runs.store import RunFolder, now
@@ -201,33 +202,32 @@ def best_config(sweep: Sweep, rows: list[dict[str, Any]]) -> tuple[dict[str, Any
     return best, head + yaml.safe_dump(tree, sort_keys=False)
 
 
-def write_sweep_report(sweep: Sweep) -> dict[str, Any]:
+def write_sweep_report(sweep: Sweep) -> SweepSummary:
     """Write sweep.json, best.yaml and sweep.html in the sweep folder; returns the summary."""
     study = sweep.study()
     trials = study.get_trials(deepcopy=False)
     rows = trial_rows(sweep, trials)
     c = count(trials)
     best, best_yaml = best_config(sweep, rows)
-    summary = {
-        "format": "cnnlab-sweep",
-        "study": sweep.study_name,
-        "written": now(),
-        "objective": sweep.spec.objective,
-        "direction": sweep.spec.direction,
-        "method": sweep.spec.method,
-        "budget": sweep.spec.budget(),
-        "done": c.done,
-        "outcomes": c.by_outcome,
-        "running": c.running,
-        "waiting": c.waiting,
-        "best": best,
-        "pace": pace(rows, sweep.spec.direction),
-        "importance": importance(sweep, study),
-        "correlation": correlations(sweep.spec, rows),
-        "trials": rows,
-        "spec": sweep.spec.model_dump(mode="json", exclude_none=True),
-    }
-    atomic_write_json(sweep.path / "sweep.json", summary)
+    summary = SweepSummary(
+        study=sweep.study_name,
+        written=now(),
+        objective=sweep.spec.objective,
+        direction=sweep.spec.direction,
+        method=sweep.spec.method,
+        budget=sweep.spec.budget(),
+        done=c.done,
+        outcomes=c.by_outcome,
+        running=c.running,
+        waiting=c.waiting,
+        best=best,
+        pace=pace(rows, sweep.spec.direction),
+        importance=importance(sweep, study),
+        correlation=correlations(sweep.spec, rows),
+        trials=rows,
+        spec=sweep.spec.model_dump(mode="json", exclude_none=True),
+    )
+    atomic_write_json(sweep.path / "sweep.json", summary.model_dump(mode="json"))
     if best_yaml:
         atomic_write_text(sweep.path / "best.yaml", best_yaml)
     with tempfile.TemporaryDirectory() as tmp:
@@ -273,12 +273,12 @@ def rebuild(path: str | Path, storage: str | None = None) -> Path:
     return path / "sweep.html"
 
 
-def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str, Path, str]]:
+def _figures(sweep: Sweep, s: SweepSummary, tmp: Path) -> list[tuple[str, str, Path, str]]:
     """(id, title, png, caption) of each figure that the trials so far can support (captions are text)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    spec, rows = sweep.spec, s["trials"]
+    spec, rows = sweep.spec, s.trials
     obj = spec.objective
     figs = []
     curves = [r["curve"] for r in rows if r["curve"]]
@@ -306,7 +306,7 @@ def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str,
                 "Per epoch: the lowest, mean and highest validation value across trials (grey: each trial).",
             )
         )
-    over_time = s["pace"]["best_over_time"]
+    over_time = s.pace.get("best_over_time") or []
     if len(over_time) >= 2:
         fig, ax = plt.subplots(figsize=(7, 3.5))
         ax.step([m for m, _ in over_time], [v for _, v in over_time], where="post", color="tab:blue")
@@ -320,10 +320,10 @@ def _figures(sweep: Sweep, s: dict[str, Any], tmp: Path) -> list[tuple[str, str,
                 "Best so far against wall time",
                 plots.save_figure(fig, tmp / "over_time.png"),
                 f"The best completed trial's objective at each trial's end; "
-                f"{s['pace']['trials_per_hour']:.0f} trials per hour.",
+                f"{s.pace['trials_per_hour']:.0f} trials per hour.",
             )
         )
-    imp, corr = s["importance"], s["correlation"]
+    imp, corr = s.importance, s.correlation
     if imp or corr:
         fig, axes = plt.subplots(1, 2, figsize=(11, max(2.5, 0.4 * max(len(corr), len(spec.space)) + 1.2)))
         name = "fanova" if "fanova" in imp else next(iter(imp), None)

@@ -357,7 +357,7 @@ def run_sweep(settings: SweepSettings, progress: bool = True) -> SweepResult:
         reap(sweep, sweep.study())
     finally:
         summary = write_sweep_report(sweep)
-    return SweepResult.of(out, summary)
+    return SweepResult(out, summary)
 
 
 def _run_processes(sweep: Sweep, workers: int, deadline: float | None, progress: bool) -> None:

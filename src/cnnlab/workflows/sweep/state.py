@@ -18,6 +18,7 @@ import yaml
 
 from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError, DiskError
+from cnnlab.core.state import SweepSummary
 from cnnlab.core.yamlio import read_yaml_file
 from cnnlab.runs.group import RunGroup
 from cnnlab.workflows.sweep.spec import SweepSpec, check_spec, encode_point, load_spec, pruner_for
@@ -314,15 +315,32 @@ class SweepResult:
     """What :func:`run_sweep` returns: the sweep folder and its report's summary (sweep.json)."""
 
     out: Path
-    study: str
-    objective: str
-    budget: int | None
-    done: int
-    outcomes: dict[str, int]
-    best: dict[str, Any] | None
-    trials: list[dict[str, Any]]
-    summary: dict[str, Any]  # sweep.json as written
+    summary: SweepSummary  # sweep.json as written
 
-    @classmethod
-    def of(cls, out: Path, s: dict[str, Any]) -> SweepResult:
-        return cls(out, s["study"], s["objective"], s["budget"], s["done"], s["outcomes"], s["best"], s["trials"], s)
+    @property
+    def study(self) -> str:
+        return self.summary.study
+
+    @property
+    def objective(self) -> str:
+        return self.summary.objective
+
+    @property
+    def budget(self) -> int | None:
+        return self.summary.budget
+
+    @property
+    def done(self) -> int:
+        return self.summary.done
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        return self.summary.outcomes
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        return self.summary.best
+
+    @property
+    def trials(self) -> list[dict[str, Any]]:
+        return self.summary.trials

@@ -206,7 +206,8 @@ def test_no_private_name_is_used_across_modules():
 
 
 STATE_FILES = {"study.json", "cv.json", "seeds.json", "sweep.json"}
-READERS = {"loads", "load", "read_json", "json_object", "read_text", "read_bytes", "safe_load", "open", "model_validate"}
+READERS = {"loads", "load", "read_json", "json_object", "read_text", "read_bytes", "safe_load", "open",
+           "model_validate"}  # fmt: skip
 
 
 def _state_reads() -> list[str]:

@@ -91,7 +91,7 @@ def test_metrics_on_other_data_average_over_the_classes_it_has(tmp_path, capsys)
     other = tmp_path / "other"
     shutil.copytree(data, other)
     shutil.rmtree(other / "class_3")
-    m = api.evaluate(res.run, data=str(other))
+    m = api.evaluate(res.run, api.EvaluateSettings(data=[str(other)])).document()
     assert m["absent_classes"] == ["class_3"] and m["num_samples"] == 30
     preds = api.predict(res.run, sorted(other.rglob("*.png")))
     truth = [int(Path(p["path"]).parent.name[-1]) for p in preds]

@@ -18,7 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
-    from cnnlab.core.settings import CvSettings, StudySettings, SweepSettings
+    from cnnlab.core.settings import CvSettings, EvaluateSettings, StudySettings, SweepSettings
     from cnnlab.data.cache_admin import clean_cache, list_cache, manage_cache
     from cnnlab.data.inspect import inspect_dataset
     from cnnlab.data.pipeline import prepare_data
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
 # public name → the module that defines it
 EXPORTS: dict[str, str] = {
     **dict.fromkeys(["build_config"], "cnnlab.workflows.resolve"),
-    **dict.fromkeys(["StudySettings", "CvSettings", "SweepSettings"], "cnnlab.core.settings"),
+    **dict.fromkeys(["StudySettings", "CvSettings", "SweepSettings", "EvaluateSettings"], "cnnlab.core.settings"),
     **dict.fromkeys(["explain_sanity", "explain_run"], "cnnlab.workflows.sanity"),
     **dict.fromkeys(["lr_find", "TrainResult"], "cnnlab.workflows.training"),
     **dict.fromkeys(["train"], "cnnlab.workflows.seeded"),
@@ -81,6 +81,7 @@ EXPORTS: dict[str, str] = {
 
 __all__ = [
     "CvSettings",
+    "EvaluateSettings",
     "LAYERS",
     "Predictor",
     "StudySettings",

@@ -38,7 +38,7 @@ def test_train_features_evaluate_predict_and_study_draw_their_bars(tmp_path, cap
     api.train(build_config(None, {**frozen, "run.out": str(tmp_path / "f")}), progress=True)
     assert bar("backbone features", capsys.readouterr().err)
 
-    api.evaluate(run, split="val", progress=True)
+    api.evaluate(run, api.EvaluateSettings(split="val"), progress=True)
     assert bar("evaluating on val", capsys.readouterr().err)
 
     api.predict_files(run, [str(root)], out=tmp_path / "p.csv", progress=True)

@@ -167,7 +167,7 @@ def test_evaluate_several_datasets_with_retrieval(corner_run, tmp_path, capsys):
     # table row + mAP row + precision-at-10 row each
     assert out.count("\n" + str(root)) == 3 and out.count("\n" + str(other)) == 3
     assert "retrieval mAP" in out and "retrieval precision at 10" in out
-    result = api.evaluate_datasets(res.run, [str(root), str(other)], retrieval=True)
-    m = np.asarray(result["map"], dtype=float)
+    result = api.evaluate_datasets(res.run, api.EvaluateSettings(data=[str(root), str(other)], retrieval=True))
+    m = np.asarray(result.map, dtype=float)
     assert m.shape == (2, 2) and (m > 0.5).all() and (m <= 1).all()
-    assert [r["images"] for r in result["rows"]] == [120, 20]
+    assert [r.images for r in result.rows] == [120, 20]

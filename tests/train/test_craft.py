@@ -148,7 +148,7 @@ def test_tta_averages_the_named_views_only_and_is_reported_beside_the_plain_figu
     assert main(["evaluate", str(out), "--tta", "flips"]) == 0
     assert "with TTA (flips): accuracy" in capsys.readouterr().out
     with pytest.raises(CnnlabError, match="--tta scores the run's own split"):
-        api.evaluate(out, data="digits", tta="flips", progress=False)
+        api.evaluate(out, api.EvaluateSettings.of(data=["digits"], tta="flips"), progress=False)
 
 
 def test_a_trained_run_leaves_its_confusion_matrix_and_report_in_its_trackers(tmp_path):
@@ -210,7 +210,7 @@ def test_an_ema_run_judges_and_keeps_the_average_and_says_so(tmp_path, capsys):
     metrics = json.loads((res.run / "metrics.json").read_text())
     assert metrics["weights"] == "EMA of the weights (decay 0.99)"
     row = next(h for h in res.history if h["epoch"] == metrics["best_epoch"])
-    val = api.evaluate(res.run, split="val", progress=False)
+    val = api.evaluate(res.run, api.EvaluateSettings(split="val"), progress=False).figures
     assert val["accuracy"] == pytest.approx(row["val_acc"])  # validation judged the weights best.pt keeps
     assert main(["export", str(res.run), "--out", str(tmp_path / "m.onnx")]) == 0
     assert ExportedModel.load(tmp_path / "m.onnx").meta["weights"] == metrics["weights"]

@@ -239,7 +239,7 @@ def test_split_is_saved_and_reused_by_evaluate(tmp_path, folder_dataset):
     )
     saved = json.loads((run / "split.json").read_text())
     assert len(saved["indices"]["test"]) == res.metrics["num_samples"]
-    assert api.evaluate(run)["accuracy"] == res.metrics["accuracy"]
+    assert api.evaluate(run).figures["accuracy"] == res.metrics["accuracy"]
     # the data changed under the run: evaluate refuses to pretend the split still applies
     (folder_dataset / "class_0" / "img_000.png").unlink()
     with pytest.raises(CnnlabError, match="no longer matches"):
@@ -256,7 +256,7 @@ def test_evaluate_on_another_dataset_matches_classes_by_name(tmp_path):
         ),
         progress=False,
     )
-    m = api.evaluate(run, data=str(other))
+    m = api.evaluate(run, api.EvaluateSettings(data=[str(other)])).document()
     assert m["num_samples"] == 10 and list(m["per_class"]) == ["class_0", "class_1", "class_2"]
     assert m["per_class"]["class_2"]["support"] == 0
 

@@ -97,7 +97,7 @@ def test_frozen_base_with_a_dense_256_head_uses_the_feature_cache_and_reloads(tm
     assert run["feature_cache"]["used"] is True  # features of the frozen base, the two-layer head on them
     params = run["parameters"]
     assert params["trainable"] == 1280 * 256 + 256 + 256 * 3 + 3  # the head and nothing else
-    again = api.evaluate(out)
+    again = api.evaluate(out).document()
     assert again["accuracy"] == pytest.approx(res.metrics["accuracy"])  # the checkpoint rebuilds the head
 
 
@@ -129,7 +129,7 @@ def test_keep_head_scores_the_untouched_imagenet_net_on_real_photos_through_a_la
     assert res["top1"]["value"] == 1.0 and res["top5"]["value"] == 1.0  # ImageNet's net knows a cat and an espresso
     assert res["top1"]["ci95"][0] < 1.0 == res["top1"]["ci95"][1]
     with pytest.raises(CnnlabError, match="named like a dataset class; give --label-map FILE"):
-        api.evaluate(run, keep_head=True)  # by name: ImageNet has no class called "cat" or "coffee"
+        api.evaluate(run, api.EvaluateSettings(keep_head=True))  # by name: ImageNet has no "cat" or "coffee" class
     (photos / "coffee").rename(photos / "espresso")
     assert main(["evaluate", str(run), "--keep-head", "--label-map", str(cmap), "--split", "test",
                  "--data", str(photos)]) == 2  # fmt: skip
@@ -143,14 +143,14 @@ def test_evaluate_on_a_split_of_other_data_scores_the_same_images_as_the_run_and
     run = tmp_path / "run"
     assert main(["train", "--data", str(data), "--model", "cnn-small", "--epochs", "2", "--out", str(run),
                  "-q", "--no-report"]) == 0  # fmt: skip
-    own = api.evaluate(run)
-    same = api.evaluate(run, data=str(data), split="test")
+    own = api.evaluate(run).document()
+    same = api.evaluate(run, api.EvaluateSettings(data=[str(data)], split="test")).document()
     assert same["num_samples"] == own["num_samples"] and same["accuracy"] == pytest.approx(own["accuracy"])
-    assert api.evaluate(run, data=str(data))["num_samples"] == 90  # without --split: every image
-    res = api.evaluate(run, data=[str(data), str(data)], split="test", retrieval=True, top_k=3)
+    assert api.evaluate(run, api.EvaluateSettings(data=[str(data)])).num_samples == 90  # without --split: every image
+    res = api.evaluate(run, api.EvaluateSettings(data=[str(data), str(data)], split="test", retrieval=True, top_k=3))
     n = own["num_samples"]
-    assert res["split"] == "test" and res["queries"] == [n, n] and res["k"] == 3
-    assert res["map"][0][1] == pytest.approx(res["map"][1][0]) and 0 <= res["precision_at_k"][0][0] <= 1
+    assert res.split == "test" and res.queries == [n, n] and res.k == 3
+    assert res.map[0][1] == pytest.approx(res.map[1][0]) and 0 <= res.precision_at_k[0][0] <= 1
 
 
 @pytest.mark.slow  # ~45 s / ~20 s: in `make test-slow`, to keep the default suite under 10 minutes

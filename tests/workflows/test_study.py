@@ -16,10 +16,10 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.core.settings import parse_budget
+from cnnlab.core.study import Candidate, StudySummary
 from cnnlab.evaluate.stats import holm
 from cnnlab.reports.study import winner_sentence
 from cnnlab.runs.store import RunFolder
-from cnnlab.core.study import Candidate, StudySummary
 from cnnlab.workflows.study.plan import plan_epochs
 from tests.conftest import class_image
 

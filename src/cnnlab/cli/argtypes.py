@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
+from cnnlab.core.names import TTA_VIEWS
 from cnnlab.core.registry import did_you_mean
-from cnnlab.core.schema import TTA_VIEWS, TrainConfig
+from cnnlab.core.schema import TrainConfig
 
 __all__ = [
     "Parser",

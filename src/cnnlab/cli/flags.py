@@ -190,6 +190,8 @@ def add_settings_flags(
                 kwargs["type"] = types[name]
             if extra.get("metavar"):
                 kwargs["metavar"] = extra["metavar"]
+            if extra.get("action") == "append":  # a repeatable flag: each use adds one value
+                kwargs = {"action": "append", "metavar": kwargs.get("metavar")}
         if not flag.startswith("-"):
             parser.add_argument(SETTINGS_DEST + name, nargs="?", default=None, help=text, **kwargs)
         else:

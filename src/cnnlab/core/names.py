@@ -12,11 +12,13 @@ __all__ = [
     "INITS",
     "LOGGERS",
     "SCHEDULES",
+    "TTA_VIEWS",
     "Activation",
     "EngineName",
     "Init",
     "Logger",
     "Schedule",
+    "TtaView",
 ]
 
 Activation = Literal["relu", "elu", "tanh", "sigmoid", "prelu", "relu6"]
@@ -24,9 +26,11 @@ Init = Literal["default", "he", "xavier"]
 Schedule = Literal["constant", "step", "cosine", "onecycle", "plateau", "exp-decay", "exponential"]
 Logger = Literal["tensorboard", "mlflow", "wandb"]
 EngineName = Literal["torch", "scratch"]
+TtaView = Literal["none", "flips", "flips+crops"]  # --tta of evaluate, predict and serve (the Predictor's views)
 
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 INITS: tuple[str, ...] = get_args(Init)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 LOGGERS: tuple[str, ...] = get_args(Logger)
 ENGINES: tuple[str, ...] = get_args(EngineName)
+TTA_VIEWS: tuple[str, ...] = get_args(TtaView)

@@ -216,9 +216,6 @@ class OptimConfig(_Section):
 MAX_EPOCHS = 100_000
 
 
-TTA_VIEWS = ("none", "flips", "flips+crops")  # --tta of evaluate, predict and serve (the Predictor's views)
-
-
 def parse_duration(value: Any) -> float:
     """Seconds from a number or '90s' / '20m' / '1.5h'."""
     if isinstance(value, bool):

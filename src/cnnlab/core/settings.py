@@ -9,9 +9,10 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.names import TtaView
 from cnnlab.core.schema import DataConfig, TrainConfig, parse_duration
 
-__all__ = ["CvSettings", "Settings", "StudySettings", "SweepSettings", "parse_budget"]
+__all__ = ["CvSettings", "EvaluateSettings", "Settings", "StudySettings", "SweepSettings", "parse_budget"]
 
 
 def parse_budget(text: Any) -> float:
@@ -260,4 +261,66 @@ class SweepSettings(Settings):
     def _spec_or_folder(self) -> SweepSettings:
         if not self.spec and not (self.resume and self.out):
             raise ValueError("cnnlab sweep needs SPEC.yaml (or --resume --out DIR of a sweep)")
+        return self
+
+
+class EvaluateSettings(Settings):
+    """`cnnlab evaluate RUN`: on which data and split, with which extras (the checkpoint is the run's best)."""
+
+    data: list[str] | None = Field(
+        None,
+        description="evaluate on all images of another dataset (repeat for a table of several)",
+        json_schema_extra={"metavar": "NAME|DIR", "action": "append"},
+    )
+    retrieval: bool = Field(
+        False,
+        description="with --data: within- and cross-dataset retrieval (mAP, precision at --top-k) of penultimate "
+        "features",
+    )
+    top_k: int = Field(10, ge=1, description="retrieval precision at K", json_schema_extra={"metavar": "K"})
+    keep_head: bool = Field(
+        False,
+        description="score the pretrained net the run started from with its own output layer (seed 002's "
+        "baseline): top-1/top-5, its classes mapped onto the data's by --label-map (or by name); unmapped ones "
+        "count as wrong",
+    )
+    label_map: str | None = Field(
+        None,
+        description="with --keep-head: lines 'net class,dataset class' (index, name or synonym)",
+        json_schema_extra={"metavar": "CSV"},
+    )
+    data_dir: str | None = Field(
+        None, description="where --data's files are, for built-ins", json_schema_extra={"metavar": "DIR"}
+    )
+    split: Literal["train", "val", "test"] | None = Field(
+        None,
+        description="train, val or test of the run's own data (default test); with --data, that split of each "
+        "dataset under the run's split settings (default: all its images)",
+    )
+    batch_size: int = Field(256, ge=1, description="evaluation batch size", json_schema_extra={"metavar": "N"})
+    tta: TtaView = Field(
+        "none",
+        description="test-time augmentation for a run folder: logits averaged over the image, its mirror image "
+        "and, with crops, four shifted crops; the figures are printed beside the plain ones",
+    )
+    max_pixels: int | None = Field(
+        None,
+        ge=1,
+        description="pixel budget per image of --data (default: the run's)",
+        json_schema_extra={"metavar": "N"},
+    )
+    device: str = Field(
+        _schema(TrainConfig, "device"), description="auto, cpu, cuda, cuda:N, mps", json_schema_extra={"metavar": "DEV"}
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvaluateSettings:
+        if self.tta != "none" and (self.data or self.keep_head or self.retrieval):
+            raise ValueError("--tta scores the run's own split; leave out --data, --keep-head and --retrieval")
+        if self.label_map and not self.keep_head:
+            raise ValueError("--label-map goes with --keep-head")
+        if self.keep_head and self.retrieval:
+            raise ValueError("--keep-head scores the net's own classes; retrieval goes without it")
+        if self.retrieval and not self.data:
+            raise ValueError("--retrieval needs datasets: add --data A [--data B ...]")
         return self

@@ -6,9 +6,12 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel
 
 from cnnlab.core.locations import cache_dir
+
+__all__ = ["CacheAction", "CacheEntry", "Cleaned", "clean_cache", "list_cache", "manage_cache"]
 
 KINDS = {"decoded": "decoded images", "features": "backbone features"}
 
@@ -27,7 +30,32 @@ def _describe(kind: str, entry: Path) -> str:
     return f"{meta.get('images')} features of {meta.get('model')} at {meta.get('input_size')} px"
 
 
-def list_cache(kind: str = "all") -> list[dict[str, Any]]:
+class CacheEntry(BaseModel):
+    """One cache entry: its kind, key, size, age and what it holds."""
+
+    kind: str
+    key: str
+    mb: float
+    age_days: float
+    holds: str
+    path: str
+
+
+class Cleaned(BaseModel):
+    """What a clean removed."""
+
+    removed: int
+    mb: float
+
+
+class CacheAction(BaseModel):
+    """`cnnlab cache list|clean`: the entries listed, or what a clean removed."""
+
+    entries: list[CacheEntry] = []
+    cleaned: Cleaned | None = None
+
+
+def list_cache(kind: str = "all") -> list[CacheEntry]:
     """Entries of the caches under $CNNLAB_CACHE (default ~/.cache/cnnlab): kind, key, MB, age in
     days and what they hold, newest first."""
     rows = []
@@ -37,31 +65,22 @@ def list_cache(kind: str = "all") -> list[dict[str, Any]]:
             if not entry.is_dir() or ".tmp" in entry.name:
                 continue
             age = (time.time() - entry.stat().st_mtime) / 86400
-            rows.append(
-                {
-                    "kind": k,
-                    "key": entry.name,
-                    "mb": round(_size(entry) / 2**20, 1),
-                    "age_days": round(age, 1),
-                    "holds": _describe(k, entry),
-                    "path": str(entry),
-                }
-            )
-    return sorted(rows, key=lambda r: r["age_days"])
+            rows.append(CacheEntry(kind=k, key=entry.name, mb=round(_size(entry) / 2**20, 1), age_days=round(age, 1),
+                                    holds=_describe(k, entry), path=str(entry)))  # fmt: skip
+    return sorted(rows, key=lambda r: r.age_days)
 
 
-def clean_cache(kind: str = "all", older_than_days: float | None = None) -> dict[str, Any]:
+def clean_cache(kind: str = "all", older_than_days: float | None = None) -> Cleaned:
     """Delete cache entries of ``kind`` (all ages, or only those older than ``older_than_days``).
     The entries are rebuilt when a run needs them again."""
-    removed = [r for r in list_cache(kind) if older_than_days is None or r["age_days"] > older_than_days]
+    removed = [r for r in list_cache(kind) if older_than_days is None or r.age_days > older_than_days]
     for r in removed:
-        shutil.rmtree(r["path"], ignore_errors=True)
-    return {"removed": len(removed), "mb": round(sum(r["mb"] for r in removed), 1)}
+        shutil.rmtree(r.path, ignore_errors=True)
+    return Cleaned(removed=len(removed), mb=round(sum(r.mb for r in removed), 1))
 
 
-def manage_cache(action: str = "list", kind: str = "all", older_than: float | None = None) -> dict[str, Any]:
-    """`cnnlab cache [list|clean]`: ``{"entries": [...]}`` of :func:`list_cache`, or what
-    :func:`clean_cache` removed."""
+def manage_cache(action: str = "list", kind: str = "all", older_than: float | None = None) -> CacheAction:
+    """`cnnlab cache [list|clean]`: the entries (:func:`list_cache`), or what :func:`clean_cache` removed."""
     if action == "clean":
-        return clean_cache(kind, older_than)
-    return {"entries": list_cache(kind)}
+        return CacheAction(cleaned=clean_cache(kind, older_than))
+    return CacheAction(entries=list_cache(kind))

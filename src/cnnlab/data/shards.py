@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.data.images import open_image
@@ -63,9 +64,37 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+class ShardFile(BaseModel):
+    file: str
+    count: int
+
+
+class ShardSplit(BaseModel):
+    count: int
+    shards: list[ShardFile]
+
+
+class ShardIndex(BaseModel):
+    """index.json of a shard folder, as written: the data's classes, size and normalisation, and per
+    split its shard files and their sample counts."""
+
+    format: str = FORMAT
+    source: str
+    description: str = ""
+    classes: list[str]
+    input_size: int
+    channels: int
+    normalize: str
+    mean: list[float] | None
+    std: list[float] | None
+    fingerprint: str
+    splits: dict[str, ShardSplit]
+    seconds: float
+
+
 def write_shards(
     data: Any, out: str | Path, shard_mb: float = 100.0, progress: bool = True, description: str = ""
-) -> dict[str, Any]:
+) -> ShardIndex:
     """Write ``data`` (a :class:`~cnnlab.data.pipeline.PreparedData`) as WebDataset shards in ``out``.
 
     Returns:
@@ -85,7 +114,7 @@ def write_shards(
     out.mkdir(parents=True, exist_ok=True)
     images = data.images.numpy() if isinstance(data.images, torch.Tensor) else data.images
     labels = data.labels.numpy()
-    splits: dict[str, Any] = {}
+    splits: dict[str, ShardSplit] = {}
     total = sum(len(v) for v in data.splits.values())
     bar = tqdm(total=total, desc="writing shards", unit="img", disable=not progress, leave=False)
     started = time.perf_counter()
@@ -109,25 +138,15 @@ def write_shards(
                 shard = Path(sink.fname).name  # the file this sample went into
                 counts[shard] = counts.get(shard, 0) + 1
                 bar.update(1)
-        written = [{"file": f, "count": c} for f, c in counts.items()]
+        written = [ShardFile(file=f, count=c) for f, c in counts.items()]
         np.save(out / f"labels-{name}.npy", labels[idx].astype(np.int64))
-        splits[name] = {"count": int(len(idx)), "shards": written}
+        splits[name] = ShardSplit(count=int(len(idx)), shards=written)
     bar.close()
-    index = {
-        "format": FORMAT,
-        "source": data.source,
-        "description": description,
-        "classes": data.classes,
-        "input_size": data.input_size,
-        "channels": data.channels,
-        "normalize": data.normalize,
-        "mean": data.mean,
-        "std": data.std,
-        "fingerprint": data.fingerprint(),
-        "splits": splits,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    (out / INDEX).write_text(json.dumps(index, indent=1))
+    index = ShardIndex(source=data.source, description=description, classes=data.classes, input_size=data.input_size,
+                       channels=data.channels, normalize=data.normalize, mean=data.mean, std=data.std,
+                       fingerprint=data.fingerprint(), splits=splits,
+                       seconds=round(time.perf_counter() - started, 2))  # fmt: skip
+    (out / INDEX).write_text(json.dumps(index.model_dump(mode="json"), indent=1))
     return index
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from cnnlab.core.errors import CnnlabError
-from cnnlab.core.schema import TTA_VIEWS, build_config
+from cnnlab.core.names import TTA_VIEWS
+from cnnlab.core.schema import build_config
 from cnnlab.data.loaders import TensorBatches, make_batches
 from cnnlab.inference.preprocess import ImageInput, Preprocess, decode_many, predict_with
 from cnnlab.models.build import build_model

@@ -240,7 +240,18 @@ def check_case(case: Case, rng: np.random.Generator, fd_entries: int = 12) -> di
     return res
 
 
-def gradcheck(names: list[str] | None = None, configs: int = 20, seed: int = 0) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class LayerCheck:
+    """One layer checked: its configurations and the worst relative error of each comparison
+    (output, input grad, param grads against PyTorch; finite differences), and whether all are in tolerance."""
+
+    layer: str
+    configs: int
+    errors: dict[str, float]
+    ok: bool
+
+
+def gradcheck(names: list[str] | None = None, configs: int = 20, seed: int = 0) -> list[LayerCheck]:
     """Per layer: configurations checked and the worst relative error of each comparison.
 
     Raises:
@@ -259,5 +270,5 @@ def gradcheck(names: list[str] | None = None, configs: int = 20, seed: int = 0) 
             for k, v in check_case(case, rng).items():
                 worst[k] = max(worst.get(k, 0.0), v)
         ok = all(v <= (TOLERANCE_FD if k == "finite differences" else TOLERANCE_TORCH) for k, v in worst.items())
-        rows.append({"layer": name, "configs": configs, **worst, "ok": ok})
+        rows.append(LayerCheck(name, configs, worst, ok))
     return rows

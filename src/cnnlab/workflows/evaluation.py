@@ -13,6 +13,8 @@ import torch
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.metrics import headline
+from cnnlab.core.results import Baseline, Baselines, DatasetRow, DatasetTable, Evaluation, EvaluationResult
+from cnnlab.core.settings import EvaluateSettings
 from cnnlab.data.pipeline import PreparedData
 from cnnlab.evaluate.metrics import (
     compute_metrics,
@@ -216,75 +218,31 @@ def _without_copies(data: PreparedData, split: str, y: np.ndarray, probs: np.nda
     return out
 
 
-def evaluate(
-    run_path: str | Path,
-    data: str | Sequence[str] | None = None,
-    data_dir: str | None = None,
-    split: str | None = None,
-    batch_size: int = 256,
-    device: str = "auto",
-    progress: bool = True,
-    max_pixels: int | None = None,
-    retrieval: bool = False,
-    keep_head: bool = False,
-    label_map: str | None = None,
-    top_k: int = 10,
-    tta: str = "none",
-) -> dict[str, Any]:
+def evaluate(run_path: str | Path, settings: EvaluateSettings | None = None, progress: bool = True) -> EvaluationResult:
     """Evaluate a run's best checkpoint: on its own split, on another dataset, or (several datasets,
     or ``retrieval``) on each of several with :func:`evaluate_datasets`; with ``keep_head`` the
-    pretrained net it started from, with its own classes (:func:`evaluate_keep_head`).
-
-    Args:
-        run_path: the run folder.
-        data: another dataset (name or folder) to evaluate on, classes matched by name: all of
-            its images, or its ``split`` under the run's split settings; default: the run's own
-            ``split`` (test), exactly as saved.
-        data_dir: where ``data``'s files are, for built-ins.
-        split: train, val or test.
-        tta: none, flips or flips+crops: also the figures with test-time augmentation (the
-            run's own split).
-        retrieval: also the retrieval matrix (mAP and precision at ``top_k``).
-        keep_head: seed 002's baseline; ``label_map`` maps its classes onto the data's.
-        batch_size: evaluation batch size.
-        device: auto, cpu, cuda...
-        progress: show decoding progress.
+    pretrained net it started from, with its own classes (:func:`evaluate_keep_head`). ``settings``
+    (:class:`EvaluateSettings`) say which data, split and extras; ``progress``: show decoding progress.
 
     Returns:
-        The metrics dict (as in metrics.json).
+        The evaluation (metrics.json's figures), the keep-head baselines, or the table of datasets.
     """
-    many = [data] if isinstance(data, str) else list(data or [])
-    if tta != "none" and (many or keep_head or retrieval):
-        raise CnnlabError("--tta scores the run's own split; leave out --data, --keep-head and --retrieval")
-    if split is not None and split not in ("train", "val", "test"):
-        raise CnnlabError(f"--split {split!r}: choose train, val or test")
-    if label_map and not keep_head:
-        raise CnnlabError("--label-map goes with --keep-head")
-    if keep_head:
-        if retrieval:
-            raise CnnlabError("--keep-head scores the net's own classes; retrieval goes without it")
-        return evaluate_keep_head(run_path, label_map, many or None, split, batch_size, device, progress, max_pixels)
-    if retrieval and not many:
-        raise CnnlabError("--retrieval needs datasets: add --data A [--data B ...]")
-    if len(many) > 1 or retrieval:
-        return evaluate_datasets(run_path, many, retrieval=retrieval, batch_size=batch_size, device=device,
-                                 progress=progress, max_pixels=max_pixels, split=split, top_k=top_k)  # fmt: skip
-    data = many[0] if many else None
+    st = settings or EvaluateSettings()
+    many = list(st.data or [])
+    if st.keep_head:
+        found = evaluate_keep_head(run_path, st.label_map, many or None, st.split, st.batch_size, st.device, progress,
+                                   st.max_pixels)  # fmt: skip
+        return Baselines(baselines=[Baseline(**b) for b in found])
+    if len(many) > 1 or st.retrieval:
+        return evaluate_datasets(run_path, st, progress)
     run = RunFolder(run_path).require()
-    predictor = Predictor.from_run(run, device)
-    if data is None:
+    predictor = Predictor.from_run(run, st.device)
+    if not many:
         prepared = load_run_data(run, run.read_config(), progress)
-        return evaluate_checkpoint(
-            run,
-            prepared,
-            predictor.device,
-            batch_size,
-            split or "test",
-            predictor=predictor,
-            tta=tta,
-            progress=progress,
-        )
-    return _evaluate_other(run, predictor, data, batch_size, progress, data_dir, max_pixels, split)[0]
+        return Evaluation.of(evaluate_checkpoint(run, prepared, predictor.device, st.batch_size, st.split or "test",
+                                                 predictor=predictor, tta=st.tta, progress=progress))  # fmt: skip
+    doc = _evaluate_other(run, predictor, many[0], st.batch_size, progress, st.data_dir, st.max_pixels, st.split)[0]
+    return Evaluation.of(doc)
 
 
 def _evaluate_other(
@@ -417,56 +375,33 @@ def compare(run_paths: Sequence[str | Path], out: str | Path = "compare.html", e
     return write_comparison(runs, Path(out), extra)
 
 
-def evaluate_datasets(
-    run_path: str | Path,
-    datasets: Sequence[str],
-    retrieval: bool = False,
-    batch_size: int = 256,
-    device: str = "auto",
-    progress: bool = True,
-    max_pixels: int | None = None,
-    split: str | None = None,
-    top_k: int = 10,
-) -> dict[str, Any]:
-    """Metrics of a run on several datasets (classes matched by name; all images, or each one's
-    ``split`` under the run's split settings), and optionally the within- and cross-dataset
-    retrieval matrices of penultimate-layer features (seed 002 §3.3).
-
-    Returns:
-        ``rows`` (one per dataset: data, images, accuracy, macro_f1, ...), and with
-        ``retrieval`` matrices ``map`` and ``precision_at_k`` (``[i][j]`` = queries from dataset
-        i, gallery j), ``queries`` (how many of dataset i's images were queries) and ``k``.
-    """
-
+def evaluate_datasets(run_path: str | Path, settings: EvaluateSettings, progress: bool = True) -> DatasetTable:
+    """Metrics of a run on each of ``settings.data`` (classes matched by name; all images, or each one's
+    ``split``), and with ``retrieval`` the within- and cross-dataset retrieval matrices (mAP and
+    precision at ``top_k``) of the penultimate features."""
+    datasets, retrieval, top_k, split = list(settings.data or []), settings.retrieval, settings.top_k, settings.split
+    batch_size, max_pixels = settings.batch_size, settings.max_pixels
     rows, feats = [], []
     run = RunFolder(run_path).require()
-    predictor = Predictor.from_run(run, device)
+    predictor = Predictor.from_run(run, settings.device)
     for name in datasets:
         m, images, labels, idx = _evaluate_other(
             run, predictor, name, batch_size, progress, max_pixels=max_pixels, split=split
         )
-        rows.append(
-            {
-                "data": name,
-                "images": m["num_samples"],
-                "accuracy": m["accuracy"],
-                "macro_f1": m["macro_f1"],
-                "weighted_f1": m["weighted_f1"],
-                "balanced_accuracy": m.get("balanced_accuracy"),
-            }
-        )
+        rows.append(DatasetRow(data=name, images=m["num_samples"], accuracy=m["accuracy"], macro_f1=m["macro_f1"],
+                               weighted_f1=m["weighted_f1"], balanced_accuracy=m.get("balanced_accuracy")))  # fmt: skip
         if retrieval:
             with without_output_layer(predictor.model):
                 f, y = predict_logits(predictor.model, predictor.batches(images, labels, idx, batch_size))
             feats.append((f.numpy(), y.numpy()))
-    result: dict[str, Any] = {"run": str(run.path), "split": split or "all", "rows": rows}
+    result = DatasetTable(run=str(run.path), split=split or "all", rows=rows)
     if retrieval:
         cells = [
             [retrieval_scores(fq, yq, fg, yg, same_set=(i == j), k=top_k) for j, (fg, yg) in enumerate(feats)]
             for i, (fq, yq) in enumerate(feats)
         ]
-        result["map"] = [[c["map"] for c in row] for row in cells]
-        result["precision_at_k"] = [[c["precision_at_k"] for c in row] for row in cells]
-        result["queries"] = [row[0]["queries"] for row in cells]
-        result["k"] = top_k
+        result.map = [[c["map"] for c in row] for row in cells]
+        result.precision_at_k = [[c["precision_at_k"] for c in row] for row in cells]
+        result.queries = [row[0]["queries"] for row in cells]
+        result.k = top_k
     return result

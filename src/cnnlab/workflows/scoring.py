@@ -173,7 +173,7 @@ def evaluate_keep_head(
     device: str = "auto",
     progress: bool = True,
     max_pixels: int | None = None,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
     """Seed 002's baseline: the pretrained net a run started from (its model and weights, before
     any training), scored with its own output layer on the run's ``split`` (default test) or on
     other datasets (all images, or ``split`` of each). A prediction counts as the dataset class
@@ -236,4 +236,4 @@ def evaluate_keep_head(
                 "label_map": str(label_map) if label_map else "by name",
             }
         )
-    return results[0] if len(results) == 1 else {"baselines": results}
+    return results

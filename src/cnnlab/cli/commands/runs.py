@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from cnnlab import api
 from cnnlab.cli import argtypes
-from cnnlab.cli.flags import schema_default
+from cnnlab.cli.flags import add_settings_flags, schema_default, settings_of
 from cnnlab.cli.render import format_metrics_table, progress_wanted
+from cnnlab.core.settings import EvaluateSettings
 
 if TYPE_CHECKING:  # the result types, for the type checker only (the CLI imports no workflow at start)
+    from cnnlab.core.results import Baseline, DatasetTable
     from cnnlab.workflows.comparison import RunsComparison, SeedGroupsComparison
 
 
@@ -25,45 +27,8 @@ def register(sub: Any) -> None:
         "or on another dataset with --data (classes matched by name).",
     )
     e.add_argument("run", metavar="RUN")
-    e.add_argument(
-        "--data",
-        action="append",
-        metavar="NAME|DIR",
-        help="evaluate on all images of another dataset (repeat for a table of several)",
-    )
-    e.add_argument(
-        "--retrieval",
-        action="store_true",
-        help="with --data: within- and cross-dataset retrieval (mAP, precision at --top-k) of penultimate features",
-    )
-    e.add_argument(
-        "--top-k", type=argtypes.positive_int, default=10, metavar="K", help="retrieval precision at K (default 10)"
-    )
-    e.add_argument(
-        "--keep-head",
-        action="store_true",
-        help="score the pretrained net the run started from with its own output layer (seed 002's baseline): "
-        "top-1/top-5, its classes mapped onto the data's by --label-map (or by name); unmapped ones count as wrong",
-    )
-    e.add_argument(
-        "--label-map", metavar="CSV", help="with --keep-head: lines 'net class,dataset class' (index, name or synonym)"
-    )
-    e.add_argument("--data-dir", metavar="DIR", help="where --data's files are, for built-ins")
-    e.add_argument(
-        "--split",
-        choices=["train", "val", "test"],
-        help="train, val or test of the run's own data (default test); with --data, that split of each "
-        "dataset under the run's split settings (default: all its images)",
-    )
-    e.add_argument("--batch-size", type=argtypes.positive_int, default=256, metavar="N")
-    argtypes.add_tta_flag(e, "; the figures are printed beside the plain ones")
-    e.add_argument(
-        "--max-pixels",
-        type=argtypes.positive_int,
-        metavar="N",
-        help="pixel budget per image of --data (default: the run's)",
-    )
-    e.add_argument("--device", default=schema_default("train.device"), type=argtypes.device, metavar="DEV")
+    positive = dict.fromkeys(("batch_size", "top_k", "max_pixels"), argtypes.positive_int)
+    add_settings_flags(e, EvaluateSettings, {"device": argtypes.device, **positive})
     e.add_argument("--json", action="store_true", help="print metrics as JSON")
     e.set_defaults(handler=cmd_evaluate)
 
@@ -124,66 +89,51 @@ def register(sub: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    res = api.evaluate(
-        args.run,
-        data=args.data,
-        data_dir=args.data_dir,
-        split=args.split,
-        batch_size=args.batch_size,
-        device=args.device,
-        progress=progress_wanted(args),
-        max_pixels=args.max_pixels,
-        retrieval=args.retrieval,
-        keep_head=args.keep_head,
-        label_map=args.label_map,
-        top_k=args.top_k,
-        tta=args.tta,
-    )
+    res = api.evaluate(args.run, settings_of(args, EvaluateSettings), progress_wanted(args))
     if args.json:
-        print(json.dumps(res, indent=2))
-    elif "baseline" in res or "baselines" in res:
-        for one in res.get("baselines", [res]):
+        print(json.dumps(res.document() if res.kind == "evaluation" else res.model_dump(mode="json"), indent=2))
+    elif res.kind == "baselines":
+        for one in res.baselines:
             _print_baseline(one)
-    elif "rows" in res:
+    elif res.kind == "datasets":
         _print_datasets(res)
     else:
-        where = res.get("data") or res["split"] + " split"
-        if res.get("data") and res["split"] != "all":
-            where += f" ({res['split']} split)"
-        print(format_metrics_table(res, f"{args.run}: {where}"))
-        if "tta" in res:
-            t = res["tta"]
-            both = [f"{k.replace('_', ' ')} {t[k]:.4f} (plain {res[k]:.4f})" for k in ("accuracy", "log_loss", "ece")
-                    if isinstance(t.get(k), float) and isinstance(res.get(k), float)]  # fmt: skip
+        doc = res.document()
+        where = res.data or res.split + " split"
+        if res.data and res.split != "all":
+            where += f" ({res.split} split)"
+        print(format_metrics_table(doc, f"{args.run}: {where}"))
+        t = res.added.get("tta")
+        if isinstance(t, dict):
+            both = [f"{k.replace('_', ' ')} {t[k]:.4f} (plain {doc[k]:.4f})" for k in ("accuracy", "log_loss", "ece")
+                    if isinstance(t.get(k), float) and isinstance(doc.get(k), float)]  # fmt: skip
             print(f"with TTA ({t['views']}): " + ", ".join(both))
     return 0
 
 
-def _print_baseline(res: dict[str, Any]) -> None:
-    t1, t5 = res["top1"], res["top5"]
-    print(f"baseline: {res['baseline']}; {res['net_classes_mapped']} of its classes mapped onto "
-          f"{len(res['dataset_classes_mapped'])} data classes ({res['label_map']})")  # fmt: skip
-    print(f"on {res['data']}, {res['split']} split, {res['images']} images:")
-    print(f"  top-1 {t1['value']:.4f}  [95% {t1['ci95'][0]:.4f}, {t1['ci95'][1]:.4f}]")
-    print(f"  top-{t5['k']} {t5['value']:.4f}  [95% {t5['ci95'][0]:.4f}, {t5['ci95'][1]:.4f}]")
-    print(f"  top-1 prediction on a mapped class for {res['mapped_top1']:.1%} of the images (others count as wrong)")
+def _print_baseline(res: Baseline) -> None:
+    t1, t5 = res.top1, res.top5
+    print(f"baseline: {res.baseline}; {res.net_classes_mapped} of its classes mapped onto "
+          f"{len(res.dataset_classes_mapped)} data classes ({res.label_map})")  # fmt: skip
+    print(f"on {res.data}, {res.split} split, {res.images} images:")
+    print(f"  top-1 {t1.value:.4f}  [95% {t1.ci95[0]:.4f}, {t1.ci95[1]:.4f}]")
+    print(f"  top-{t5.k} {t5.value:.4f}  [95% {t5.ci95[0]:.4f}, {t5.ci95[1]:.4f}]")
+    print(f"  top-1 prediction on a mapped class for {res.mapped_top1:.1%} of the images (others count as wrong)")
 
 
-def _print_datasets(res: dict[str, Any]) -> None:
-    w = max(len(r["data"]) for r in res["rows"])
-    print(
-        f"{'data':<{w}}  images  accuracy  macro F1   ({res['split']} {'images' if res['split'] == 'all' else 'split'})"
-    )
-    for r in res["rows"]:
-        print(f"{r['data']:<{w}}  {r['images']:>6}  {r['accuracy']:8.4f}  {r['macro_f1']:8.4f}")
-    if "map" in res:
-        for key, title in (("map", "mAP"), ("precision_at_k", f"precision at {res['k']}")):
+def _print_datasets(res: DatasetTable) -> None:
+    w = max(len(r.data) for r in res.rows)
+    print(f"{'data':<{w}}  images  accuracy  macro F1   ({res.split} {'images' if res.split == 'all' else 'split'})")
+    for r in res.rows:
+        print(f"{r.data:<{w}}  {r.images:>6}  {r.accuracy:8.4f}  {r.macro_f1:8.4f}")
+    if res.map is not None and res.precision_at_k is not None and res.queries is not None:
+        for matrix, title in ((res.map, "mAP"), (res.precision_at_k, f"precision at {res.k}")):
             print(f"\nretrieval {title} (rows: queries, columns: gallery)")
             cw = max(8, w)
-            print(" " * w + "  " + "  ".join(f"{r['data']:>{cw}}" for r in res["rows"]) + "  queries")
-            for i, row in enumerate(res[key]):
+            print(" " * w + "  " + "  ".join(f"{r.data:>{cw}}" for r in res.rows) + "  queries")
+            for i, row in enumerate(matrix):
                 cells = "  ".join(f"{v:{cw}.4f}" if v is not None else f"{'-':>{cw}}" for v in row)
-                print(f"{res['rows'][i]['data']:<{w}}  {cells}  {res['queries'][i]:>7}")
+                print(f"{res.rows[i].data:<{w}}  {cells}  {res.queries[i]:>7}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

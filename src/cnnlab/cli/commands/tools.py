@@ -162,10 +162,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_shard(args: argparse.Namespace) -> int:
     cfg = api.build_config(None, {**config_overrides(args), "data.source": args.path})
     index = api.shard_dataset(cfg, args.out, args.shard_size, args.seed, progress=progress_wanted(args))
-    for name, part in index["splits"].items():
-        print(f"{name:<5} {part['count']:>8} images in {len(part['shards'])} shard(s)")
+    for name, part in index.splits.items():
+        print(f"{name:<5} {part.count:>8} images in {len(part.shards)} shard(s)")
     print(
-        f"wrote {args.out}: {len(index['classes'])} classes, {index['input_size']} px, {index['channels']} "
+        f"wrote {args.out}: {len(index.classes)} classes, {index.input_size} px, {index.channels} "
         f"channel(s); train from it with --data {args.out}"
     )
     return 0
@@ -173,47 +173,44 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     res = api.manage_cache(args.action, args.kind, args.older_than)
-    if args.action == "clean":
-        print(json.dumps(res) if args.json else f"removed {res['removed']} cache entries ({res['mb']} MB)")
+    if res.cleaned is not None:
+        done = res.cleaned
+        print(done.model_dump_json() if args.json else f"removed {done.removed} cache entries ({done.mb} MB)")
         return 0
-    rows = res["entries"]
+    rows = res.entries
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([r.model_dump() for r in rows], indent=2))
         return 0
     print(f"{'kind':<9} {'key':<24} {'MB':>8} {'age (d)':>8}  holds")
     for r in rows:
-        print(f"{r['kind']:<9} {r['key'][:24]:<24} {r['mb']:>8} {r['age_days']:>8}  {r['holds']}")
+        print(f"{r.kind:<9} {r.key[:24]:<24} {r.mb:>8} {r.age_days:>8}  {r.holds}")
     print(
-        f"{len(rows)} entries, {sum(r['mb'] for r in rows):.1f} MB; clean with: cnnlab cache clean [--kind K] "
+        f"{len(rows)} entries, {sum(r.mb for r in rows):.1f} MB; clean with: cnnlab cache clean [--kind K] "
         "[--older-than DAYS]"
     )
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = api.catalog(args.what, args.classes, args.channels)
+    found = api.catalog(args.what, args.classes, args.channels)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(found.rows(), indent=2))
         return 0
-    w = max(len(r["name"]) for r in rows)
+    w = max(len(r["name"]) for r in found.rows())
     if args.what == "engines":
-        print("\n".join(f"{r['name']:<8}  {r['description']}" for r in rows))
+        print("\n".join(f"{r.name:<8}  {r.description}" for r in found.engines))
     elif args.what == "augmentations":
-        for r in rows:
-            opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-"
-            print(f"{r['name']:<{w}}  {opts}")
+        for a in found.augmentations:
+            print(f"{a.name:<{w}}  " + (", ".join(f"{k}={v}" for k, v in a.options.items()) or "-"))
     elif args.what == "models":
         print(f"{'name':<{w}}  {'parameters':>10}  input  pretrained                description")
-        for r in rows:
-            print(
-                f"{r['name']:<{w}}  {r['parameters']:>10,}  {r['input_size']:>5}  {r['pretrained']:<24}  "
-                f"{r['description']}"
-            )
+        for m in found.models:
+            print(f"{m.name:<{w}}  {m.parameters:>10,}  {m.input_size:>5}  {m.pretrained:<24}  {m.description}")
         print(LIST_MODELS_NOTE.format(channels=args.channels, classes=args.classes))
     else:
         print(f"{'name':<{w}}  size  classes  description")
-        for r in rows:
-            print(f"{r['name']:<{w}}  {r['size']:>4}  {r['classes']:>7}  {r['description']}")
+        for d in found.datasets:
+            print(f"{d.name:<{w}}  {d.size:>4}  {d.classes:>7}  {d.description}")
     return 0
 
 
@@ -226,6 +223,6 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     )
     print(f"{'layer':<22}{'configs':>8}" + "".join(f"{c:>20}" for c in cols) + "  ")
     for r in rows:
-        cells = "".join(f"{r[c]:>20.1e}" if c in r else f"{'-':>20}" for c in cols)
-        print(f"{r['layer']:<22}{r['configs']:>8}{cells}  {'ok' if r['ok'] else 'FAILED'}")
-    return 0 if all(r["ok"] for r in rows) else 1
+        cells = "".join(f"{r.errors[c]:>20.1e}" if c in r.errors else f"{'-':>20}" for c in cols)
+        print(f"{r.layer:<22}{r.configs:>8}{cells}  {'ok' if r.ok else 'FAILED'}")
+    return 0 if all(r.ok for r in rows) else 1

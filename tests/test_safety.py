@@ -252,7 +252,7 @@ def test_stale_temp_files_are_removed_when_a_run_is_resumed(tmp_path):
     api.train(digits(run, **{"run.report": False}), progress=False)
     (run / "checkpoints" / ".last.pt.abc.tmp").write_bytes(b"")
     (run / ".run.json.x.tmp").write_bytes(b"")
-    api.train(None, resume=run, epochs=3, progress=False)  # type: ignore[arg-type]
+    api.train(None, api.TrainPlan(resume=run, epochs=3), progress=False)
     assert not list(run.rglob("*.tmp"))
 
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
     from cnnlab.workflows.evaluation import compare, evaluate, evaluate_datasets, explain, predict, report
     from cnnlab.workflows.resolve import build_config
     from cnnlab.workflows.sanity import explain_run, explain_sanity
-    from cnnlab.workflows.seeded import train
+    from cnnlab.workflows.seeded import TrainPlan, train
     from cnnlab.workflows.study import run_study
     from cnnlab.workflows.sweep import run_sweep
     from cnnlab.workflows.sweep.report import rebuild
@@ -51,7 +51,7 @@ EXPORTS: dict[str, str] = {
     **dict.fromkeys(["StudySettings", "CvSettings", "SweepSettings", "EvaluateSettings"], "cnnlab.core.settings"),
     **dict.fromkeys(["explain_sanity", "explain_run"], "cnnlab.workflows.sanity"),
     **dict.fromkeys(["lr_find", "TrainResult"], "cnnlab.workflows.training"),
-    **dict.fromkeys(["train"], "cnnlab.workflows.seeded"),
+    **dict.fromkeys(["train", "TrainPlan"], "cnnlab.workflows.seeded"),
     **dict.fromkeys(
         ["evaluate", "evaluate_datasets", "predict", "explain", "report", "compare"], "cnnlab.workflows.evaluation"
     ),
@@ -88,6 +88,7 @@ __all__ = [
     "SweepSettings",
     "TOLERANCE_FD",
     "TOLERANCE_TORCH",
+    "TrainPlan",
     "TrainResult",
     "board",
     "build_config",

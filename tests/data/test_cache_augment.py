@@ -271,7 +271,7 @@ def test_split_is_reused_exactly_by_evaluate_and_resume(tmp_path, monkeypatch):
 
     monkeypatch.setattr("cnnlab.data.pipeline.make_splits", no_new_splits)
     assert api.evaluate(run).figures["accuracy"] == res.metrics["accuracy"]
-    resumed = api.train(None, resume=run, epochs=2, progress=False)  # type: ignore[arg-type]
+    resumed = api.train(None, api.TrainPlan(resume=run, epochs=2), progress=False)
     assert len(resumed.history) == 2
 
 

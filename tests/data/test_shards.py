@@ -77,7 +77,7 @@ def test_training_from_shards_streams_and_scores_like_training_from_memory(digit
     assert (streamed.run / "report.html").stat().st_size > 10_000  # figures drawn from shard pixels
     again = api.evaluate(streamed.run, progress=False).figures
     assert again["accuracy"] == pytest.approx(streamed.metrics["accuracy"])
-    more = api.train(build_config(None, {}), resume=streamed.run, epochs=5, progress=False)
+    more = api.train(build_config(None, {}), api.TrainPlan(resume=streamed.run, epochs=5), progress=False)
     assert len(more.history) == 5
 
 

@@ -266,7 +266,7 @@ def test_schedule_lr_is_recorded_per_epoch_and_resumes(tmp_path):
     )
     res = api.train(cfg, progress=False)
     assert [h["lr"] for h in res.history] == [pytest.approx(x) for x in (1e-3, 1e-3, 1e-4, 1e-4)]
-    more = api.train(None, resume=tmp_path / "r", epochs=6, progress=False)  # type: ignore[arg-type]
+    more = api.train(None, api.TrainPlan(resume=tmp_path / "r", epochs=6), progress=False)
     assert [h["lr"] for h in more.history][4:] == [pytest.approx(1e-5)] * 2
 
 
@@ -347,7 +347,7 @@ def test_fine_tune_interrupted_and_resumed_equals_an_uninterrupted_run(tmp_path,
     cfg = _lite0(tmp_path, "cut", **{"model.fine_tune": [2, 2]})
     with pytest.raises(KeyboardInterrupt):
         api.train(cfg, callbacks=[Stop()], progress=False)
-    api.train(None, resume=tmp_path / "cut", progress=False)  # type: ignore[arg-type]
+    api.train(None, api.TrainPlan(resume=tmp_path / "cut"), progress=False)
     straight = api.train(_lite0(tmp_path, "straight", **{"model.fine_tune": [2, 2]}), progress=False)
     wa = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["model"]
     wb = torch.load(straight.run / "checkpoints" / "last.pt", weights_only=True)["model"]

@@ -227,7 +227,7 @@ def test_an_ema_run_judges_and_keeps_the_average_and_says_so(tmp_path, capsys):
     part = digits(tmp_path / "part", **{"train.epochs": 3, "train.ema": 0.99, "train.batch_size": 64})
     with pytest.raises(KeyboardInterrupt):
         api.train(part, callbacks=[StopAfter()], progress=False)
-    api.train(None, resume=tmp_path / "part", progress=False)  # type: ignore[arg-type]
+    api.train(None, api.TrainPlan(resume=tmp_path / "part"), progress=False)
     resumed = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=True)["ema"]["average"]
     assert all(torch.equal(resumed[k], v) for k, v in last["ema"]["average"].items())
     with pytest.raises(CnnlabError, match="train.ema.*scratch"):

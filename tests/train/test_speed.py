@@ -154,7 +154,7 @@ def test_the_default_recipe_is_a_one_cycle_that_resume_can_extend(tmp_path):
     )
     assert RunFolder(scratch.run).read_config().train.schedule == "constant" and len(scratch.history) == 10
     # --resume --epochs N re-plans the cycle for N epochs and goes on from the step reached
-    more = api.train(None, resume=res.run, epochs=cfg.train.epochs + 6, progress=False)  # type: ignore[arg-type]
+    more = api.train(None, api.TrainPlan(resume=res.run, epochs=cfg.train.epochs + 6), progress=False)
     total = (cfg.train.epochs + 6) * steps
     opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=DEFAULT_PEAK_LR)
     fresh = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=DEFAULT_PEAK_LR, total_steps=total)

@@ -120,7 +120,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     assert torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
     assert len(read_history(killed)) == 1
 
-    resumed = api.train(None, resume=killed, progress=False)  # type: ignore[arg-type]
+    resumed = api.train(None, api.TrainPlan(resume=killed), progress=False)
     # both at 2 threads: auto follows the machine's load, and another thread count sums in another order
     straight = api.train(digits_cfg(tmp_path / "straight", **{"train.threads": 2}), progress=False)
 
@@ -137,7 +137,7 @@ def test_resume_extends_a_finished_run(tmp_path, capsys):
     run = tmp_path / "r"
     api.train(digits_cfg(run, **{"train.epochs": 2, "train.schedule": "constant"}), progress=False)
     with pytest.raises(CnnlabError, match="already finished 2 epochs"):
-        api.train(None, resume=run, progress=False)  # type: ignore[arg-type]
+        api.train(None, api.TrainPlan(resume=run), progress=False)
     assert main(["train", "--resume", str(run), "--epochs", "4", "-q"]) == 0
     assert [r["epoch"] for r in read_history(run)] == ["1", "2", "3", "4"]
     assert "epochs: 4" in (run / "config.yaml").read_text()
@@ -266,7 +266,7 @@ def test_existing_run_folder_is_not_clobbered(tmp_path):
     api.train(digits_cfg(run, **{"train.epochs": 1, "model.name": "mlp"}), progress=False)
     with pytest.raises(CnnlabError, match="already exists; resume it with"):
         api.train(digits_cfg(run, **{"train.epochs": 1}), progress=False)
-    api.train(digits_cfg(run, **{"train.epochs": 1}), overwrite=True, progress=False)
+    api.train(digits_cfg(run, **{"train.epochs": 1}), api.TrainPlan(overwrite=True), progress=False)
     assert RunFolder(run).status()["status"] == "completed"
 
 
@@ -284,7 +284,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tmp_path):
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "interrupted" and info["epochs_done"] == 1
     assert not (run / "metrics.json").exists()
-    res = api.train(None, resume=run, progress=False)  # type: ignore[arg-type]
+    res = api.train(None, api.TrainPlan(resume=run), progress=False)
     assert len(res.history) == 3 and RunFolder(run).status()["status"] == "completed"
 
 

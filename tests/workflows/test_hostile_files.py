@@ -102,8 +102,8 @@ def test_a_kill_during_export_or_report_leaves_nothing_the_next_command_trips_on
     cfg = RunFolder(copy).read_config()
     overrides = {"data.source": "digits", "model.name": "mlp", "model.hidden": [16], "train.epochs": 1}
     assert cfg.model.name == "mlp"
-    res = api.train(build_config(None, {**overrides, "run.out": str(copy), "run.report": False}), overwrite=True,
-                    progress=False)  # fmt: skip
+    res = api.train(build_config(None, {**overrides, "run.out": str(copy), "run.report": False}),
+                    api.TrainPlan(overwrite=True), progress=False)  # fmt: skip
     assert res.run == copy  # a run with an export folder is still a run that --overwrite may replace
 
 

@@ -62,7 +62,7 @@ def test_an_interrupted_seed_group_resumes_keeping_finished_seeds(tmp_path):
     cfg = api.build_config(None, {"data.source": "digits", "model.name": "mlp", "model.hidden": [16],
                                   "train.epochs": 3, "run.out": str(out), "run.report": False})  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
-        api.train(cfg, seeds=2, callbacks=[_InterruptSecondSeed()], progress=False)
+        api.train(cfg, api.TrainPlan(seeds=2), callbacks=[_InterruptSecondSeed()], progress=False)
     assert json.loads((out / "seeds.json").read_text())["status"] == "running"
     first = RunFolder(out / "seed-0").metrics_json
     finished_at = first.stat().st_mtime_ns

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.schema import Config
@@ -34,15 +33,15 @@ from cnnlab.workflows.seeds import (
 from cnnlab.workflows.training import TrainResult, train_or_resume
 from cnnlab.workflows.training import train as train_run
 
-__all__ = ["SeedPlan", "train", "train_seeds"]
+__all__ = ["TrainPlan", "train", "train_seeds"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SeedPlan:
-    """How many seeds a group trains, or the group to finish; a new total of epochs; whether an
-    existing group at the config's folder may be replaced."""
+class TrainPlan:
+    """How `cnnlab train` trains: how many seeds (a seed group when more than one), or the run or group
+    to finish (``resume``); a new total of epochs; whether an existing folder may be replaced."""
 
     seeds: int = 1
     resume: str | Path | None = None
@@ -51,27 +50,20 @@ class SeedPlan:
 
 
 def train(
-    cfg: Config | None,
-    *,
-    seeds: int = 1,
-    resume: str | Path | None = None,
-    epochs: int | None = None,
-    overwrite: bool = False,
-    callbacks: Sequence[Callback] = (),
-    progress: bool = True,
-    **run: Any,
+    cfg: Config | None, plan: TrainPlan | None = None, callbacks: Sequence[Callback] = (), progress: bool = True
 ) -> TrainResult:
-    """`cnnlab train`: a seed group when ``seeds`` > 1 or ``resume`` is one (:func:`train_seeds`), else
-    one run (:func:`cnnlab.workflows.training.train`, which also takes ``run``'s ``splits`` and
-    ``hold_out_test``)."""
-    if seeds > 1 or (resume is not None and seed_group(resume).has_state()):
-        return train_seeds(cfg, SeedPlan(seeds, resume, epochs, overwrite), callbacks, progress)
-    return train_run(cfg, resume=resume, epochs=epochs, overwrite=overwrite, callbacks=callbacks, progress=progress,
-                     **run)  # fmt: skip
+    """`cnnlab train`: ``cfg`` trained as one run, or as a seed group when ``plan.seeds`` > 1 or
+    ``plan.resume`` is one (:func:`train_seeds`); with ``plan.resume`` (and ``cfg`` None) the run or group
+    there finished."""
+    plan = plan or TrainPlan()
+    if plan.seeds > 1 or (plan.resume is not None and seed_group(plan.resume).has_state()):
+        return train_seeds(cfg, plan, callbacks, progress)
+    return train_run(cfg, resume=plan.resume, epochs=plan.epochs, overwrite=plan.overwrite, callbacks=callbacks,
+                     progress=progress)  # fmt: skip
 
 
 def train_seeds(
-    cfg: Config | None, plan: SeedPlan, callbacks: Sequence[Callback] = (), progress: bool = True
+    cfg: Config | None, plan: TrainPlan, callbacks: Sequence[Callback] = (), progress: bool = True
 ) -> TrainResult:
     """A seed group: ``cfg`` trained from ``plan.seeds`` initialisations (``train.seed``, +1 …) on one
     split, each an ordinary run folder ``seed-<s>`` inside ``cfg.run.out``, summarised in seeds.json and

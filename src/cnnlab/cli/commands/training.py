@@ -87,9 +87,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--resume continues a run with its saved config; only --epochs may be given (got {names})"
             )
         epochs = getattr(args, "cfg__train__epochs", None)
-        result = api.train(None, resume=args.resume, epochs=epochs, seeds=args.seeds, progress=progress)
+        result = api.train(None, api.TrainPlan(args.seeds, args.resume, epochs), progress=progress)
     else:
-        result = api.train(_config(args), seeds=args.seeds, overwrite=args.overwrite, progress=progress)
+        result = api.train(_config(args), api.TrainPlan(args.seeds, overwrite=args.overwrite), progress=progress)
     m = result.metrics
     if not m:  # a torchrun rank other than 0: rank 0 evaluates and prints
         return 0

@@ -29,7 +29,7 @@ from cnnlab.runs.store import RunFolder, now
 from cnnlab.train.callbacks import TimeBudget
 from cnnlab.workflows.cv import FoldHooks, cross_validate, read_cv
 from cnnlab.workflows.resolve import source_problem
-from cnnlab.workflows.seeded import SeedPlan, train_seeds
+from cnnlab.workflows.seeded import TrainPlan, train_seeds
 from cnnlab.workflows.seeds import seed_group, seed_list, seed_runs
 from cnnlab.workflows.study.curves import parse_fractions
 from cnnlab.workflows.study.plan import (
@@ -368,9 +368,9 @@ def _fit(study: Study, c: Candidate, folder: Path, guard: TimeBudget, progress: 
         cross_validate(study.config(c, folder), folds, progress, FoldHooks(callbacks=[guard], same_plan=False))
     elif seeds > 1:
         if seed_group(folder).has_state():
-            train_seeds(None, SeedPlan(resume=folder), [guard], progress)
+            train_seeds(None, TrainPlan(resume=folder), [guard], progress)
         else:
-            train_seeds(study.config(c, folder), SeedPlan(seeds, overwrite=folder.exists()), [guard], progress)
+            train_seeds(study.config(c, folder), TrainPlan(seeds, overwrite=folder.exists()), [guard], progress)
     else:
         train_or_resume(study.config(c, folder), callbacks=[guard], progress=progress)
 

@@ -18,7 +18,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
-    from cnnlab.core.settings import CvSettings, EvaluateSettings, StudySettings, SweepSettings
+    from cnnlab.core.settings import (
+        BoardSettings,
+        CvSettings,
+        EvaluateSettings,
+        ExportSettings,
+        PredictSettings,
+        ServeSettings,
+        StudySettings,
+        SweepSettings,
+    )
     from cnnlab.data.cache_admin import clean_cache, list_cache, manage_cache
     from cnnlab.data.inspect import inspect_dataset
     from cnnlab.data.pipeline import prepare_data
@@ -48,7 +57,19 @@ if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
 # public name → the module that defines it
 EXPORTS: dict[str, str] = {
     **dict.fromkeys(["build_config"], "cnnlab.workflows.resolve"),
-    **dict.fromkeys(["StudySettings", "CvSettings", "SweepSettings", "EvaluateSettings"], "cnnlab.core.settings"),
+    **dict.fromkeys(
+        [
+            "StudySettings",
+            "CvSettings",
+            "SweepSettings",
+            "EvaluateSettings",
+            "PredictSettings",
+            "ExportSettings",
+            "ServeSettings",
+            "BoardSettings",
+        ],
+        "cnnlab.core.settings",
+    ),
     **dict.fromkeys(["explain_sanity", "explain_run"], "cnnlab.workflows.sanity"),
     **dict.fromkeys(["lr_find", "TrainResult"], "cnnlab.workflows.training"),
     **dict.fromkeys(["train", "TrainPlan"], "cnnlab.workflows.seeded"),
@@ -80,10 +101,14 @@ EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "BoardSettings",
     "CvSettings",
     "EvaluateSettings",
+    "ExportSettings",
     "LAYERS",
+    "PredictSettings",
     "Predictor",
+    "ServeSettings",
     "StudySettings",
     "SweepSettings",
     "TOLERANCE_FD",

@@ -37,7 +37,8 @@ def test_every_command_is_one_api_call():
     table = handlers()
     assert len(table) == 19 and {"train", "predict", "data inspect", "data shard", "study"} <= set(table)
     for command, handler in table.items():
-        calls = [c for c in _api_calls(handler) if c != "build_config"]  # building the config is parsing
+        # building the config, a plan or a settings value is parsing
+        calls = [c for c in _api_calls(handler) if c != "build_config" and not inspect.isclass(getattr(api, c))]
         assert len(set(calls)) == 1, f"{command}: calls {calls}"
         assert calls[0] in api.EXPORTS, f"{command}: api.{calls[0]} is not a public api name"
 
@@ -172,11 +173,11 @@ def test_settings_refuse_a_boolean_count_an_empty_text_and_an_unknown_name_in_on
     for model, given, said in (
         (StudySettings, {"data": "d", "seed": True}, "--seed True"),
         (StudySettings, {"data": "d", "seeds": 2.5}, "--seeds 2.5"),
-        (StudySettings, {"data": "d", "models": ""}, "--models '': empty"),
+        (StudySettings, {"data": "d", "models": ""}, "--models is empty"),
         (StudySettings, {"data": "d", "out": "  "}, "--out '  ': empty"),
         (StudySettings, {"data": "d", "nonsense": 1}, "no setting 'nonsense'"),
         (CvSettings, {"repeats": False}, "--repeats False"),
-        (SweepSettings, {"spec": "s.yaml", "storage": ""}, "--storage '': empty"),
+        (SweepSettings, {"spec": "s.yaml", "storage": ""}, "--storage is empty"),
         (SweepSettings, {"spec": "s.yaml", "workers": "2"}, "--workers '2'"),
     ):
         with pytest.raises(CnnlabError) as e:

@@ -41,7 +41,7 @@ def test_train_features_evaluate_predict_and_study_draw_their_bars(tmp_path, cap
     api.evaluate(run, api.EvaluateSettings(split="val"), progress=True)
     assert bar("evaluating on val", capsys.readouterr().err)
 
-    api.predict_files(run, [str(root)], out=tmp_path / "p.csv", progress=True)
+    api.predict_files(run, [str(root)], api.PredictSettings(out=str(tmp_path / "p.csv")), progress=True)
     assert bar("predicting", capsys.readouterr().err)
 
     study = StudySettings.of(data=str(root), out=str(tmp_path / "s"), budget="20s", models="mlp", tune=False)

@@ -95,8 +95,8 @@ def test_onnx_export_of_a_fashion_mnist_cnn_equals_pytorch_on_the_whole_test_spl
     import onnx
 
     # the fixture's export printed its parity table; run the check again through the API for the figures
-    r = api.export_run(fmnist_run, out=fmnist_onnx.with_name("again.onnx"), progress=False)
-    p = r["parity"]
+    r = api.export_run(fmnist_run, api.ExportSettings(out=str(fmnist_onnx.with_name("again.onnx"))), progress=False)
+    p = r.parity
     assert p["split"] == "test" and p["images"] == 10_000
     assert [row["batch"] for row in p["rows"]] == [1, 2, 64] and p["rows"][-1]["images"] == 10_000
     assert p["max_abs_dprob"] <= 1e-4 and p["top1_agreement"] >= 0.999
@@ -178,10 +178,10 @@ def test_efficientnet_lite0_onnx_export_matches_pytorch(tmp_path, capsys):
             "data.split": [0.6, 0.1, 0.3],
         },
     )
-    r = api.export_run(run, out=tmp_path / "lite0.onnx", progress=False)
-    assert r["parity"]["images"] >= 15
-    assert r["parity"]["max_abs_dprob"] <= 1e-4 and r["parity"]["top1_agreement"] == 1.0
-    assert r["metadata"]["preprocess"]["channels"] == 3 and r["metadata"]["model"] == "efficientnet-lite0"
+    r = api.export_run(run, api.ExportSettings(out=str(tmp_path / "lite0.onnx")), progress=False)
+    assert r.parity["images"] >= 15
+    assert r.parity["max_abs_dprob"] <= 1e-4 and r.parity["top1_agreement"] == 1.0
+    assert r.metadata["preprocess"]["channels"] == 3 and r.metadata["model"] == "efficientnet-lite0"
 
 
 # ---------------------------------------------------------------------------------------------- predict
@@ -511,7 +511,7 @@ def test_efficientnet_lite0_on_fashion_mnist_exports_with_parity_on_the_whole_te
             "train.batch_size": 64,
         },
     )
-    r = api.export_run(run, out=tmp_path / "lite0.onnx", progress=False)
-    p = r["parity"]
+    r = api.export_run(run, api.ExportSettings(out=str(tmp_path / "lite0.onnx")), progress=False)
+    p = r.parity
     assert p["images"] == 10_000 and p["rows"][-1]["images"] == 10_000
     assert p["max_abs_dprob"] <= 1e-4 and p["top1_agreement"] >= 0.999

@@ -190,6 +190,9 @@ def add_settings_flags(
                 kwargs["type"] = types[name]
             if extra.get("metavar"):
                 kwargs["metavar"] = extra["metavar"]
+            members = _members(info.annotation)
+            if len(members) == 1 and typing.get_origin(members[0]) is Literal:  # a closed list: argparse's choices
+                kwargs["choices"] = typing.get_args(members[0])
             if extra.get("action") == "append":  # a repeatable flag: each use adds one value
                 kwargs = {"action": "append", "metavar": kwargs.get("metavar")}
         if not flag.startswith("-"):

@@ -12,7 +12,19 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.core.names import TtaView
 from cnnlab.core.schema import DataConfig, TrainConfig, parse_duration
 
-__all__ = ["CvSettings", "EvaluateSettings", "Settings", "StudySettings", "SweepSettings", "parse_budget"]
+__all__ = [
+    "BindSettings",
+    "BoardSettings",
+    "CvSettings",
+    "EvaluateSettings",
+    "ExportSettings",
+    "PredictSettings",
+    "ServeSettings",
+    "Settings",
+    "StudySettings",
+    "SweepSettings",
+    "parse_budget",
+]
 
 
 def parse_budget(text: Any) -> float:
@@ -64,6 +76,8 @@ class Settings(BaseModel):
                 raise CnnlabError(
                     f"{cls.__name__} has no setting {name!r}; it has {', '.join(cls.model_fields)}"
                 ) from None
+            if msg.startswith("empty;"):
+                raise CnnlabError(f"{cls.flag(name)} is empty; leave it out for its default") from None
             value = f" {given[name]!r}" if name in given else ""
             raise CnnlabError(f"{cls.flag(name)}{value}: {msg}") from None
 
@@ -324,3 +338,142 @@ class EvaluateSettings(Settings):
         if self.retrieval and not self.data:
             raise ValueError("--retrieval needs datasets: add --data A [--data B ...]")
         return self
+
+
+def _device(default: str) -> Any:
+    return Field(default, description=f"for a run folder (default {default})", json_schema_extra={"metavar": "DEV"})
+
+
+class PredictSettings(Settings):
+    """`cnnlab predict RUN_OR_MODEL PATH…`: where the predictions go, how many classes each, how it runs."""
+
+    out: str | None = Field(
+        None, description="write all predictions to a .csv or .jsonl file", json_schema_extra={"metavar": "FILE"}
+    )
+    top_k: int = Field(3, ge=1, description="classes per image", json_schema_extra={"metavar": "K"})
+    batch_size: int = Field(64, ge=1, description="images per batch", json_schema_extra={"metavar": "N"})
+    max_pixels: int | None = Field(
+        None,
+        ge=1,
+        description="pixel budget per image (default: the run's); larger JPEGs are decoded downscaled",
+        json_schema_extra={"metavar": "N"},
+    )
+    device: str = _device(_schema(TrainConfig, "device"))
+    trust_torchscript: bool = Field(
+        False, description="load a TorchScript file not exported by cnnlab on this machine (it runs code when loaded)"
+    )
+    tta: TtaView = Field(
+        "none",
+        description="test-time augmentation for a run folder: logits averaged over the image, its mirror image "
+        "and, with crops, four shifted crops",
+    )
+    collect: bool = Field(False, description="print results as one JSON list", json_schema_extra={"flag": "--json"})
+
+
+class ExportSettings(Settings):
+    """`cnnlab export RUN`: which format, where, and how strict its parity check against PyTorch is."""
+
+    format: Literal["onnx", "torchscript"] = Field("onnx", description="onnx (opset 18) or torchscript")
+    out: str | None = Field(
+        None, description="default RUN/export/model.onnx (or model.ts)", json_schema_extra={"metavar": "FILE"}
+    )
+    with_preprocessing: bool = Field(
+        False, description="normalisation inside the graph: the model takes uint8 pixels (N, C, H, W)"
+    )
+    tolerance: float = Field(
+        1e-4, gt=0, description="largest |Δprob| allowed against PyTorch", json_schema_extra={"metavar": "X"}
+    )
+    min_agreement: float = Field(
+        0.999, description="smallest share of identical top-1 classes", json_schema_extra={"metavar": "X"}
+    )
+    check_images: int | None = Field(
+        None,
+        ge=1,
+        description="check on the first N test images only (default all)",
+        json_schema_extra={"metavar": "N"},
+    )
+    check: bool = Field(
+        True, description="skip the parity check (not recommended)", json_schema_extra={"flag": "--no-check"}
+    )
+
+    @field_validator("min_agreement")
+    @classmethod
+    def _share(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError("a share of images, above 0 and at most 1")
+        return v
+
+
+class BindSettings(Settings):
+    """Where a local service listens and who may reach it (`cnnlab serve`, `cnnlab board`)."""
+
+    host: str = Field("127.0.0.1", description="address to bind")
+    token: str | None = Field(
+        None,
+        description="require 'Authorization: Bearer SECRET' on every request (default $CNNLAB_TOKEN)",
+        json_schema_extra={"metavar": "SECRET"},
+    )
+    no_auth: bool = Field(False, description="serve a non-local address without a token")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="the server's log level"
+    )
+
+
+class ServeSettings(BindSettings):
+    """`cnnlab serve RUN_OR_MODEL`: where it listens, who may call it, and the bounds of one request."""
+
+    port: int = Field(8000, ge=1, le=65535, description="port", json_schema_extra={"metavar": "PORT"})
+    max_upload_mb: float = Field(
+        10.0, gt=0, description="largest request body, in MB", json_schema_extra={"metavar": "MB"}
+    )
+    max_pixels: int = Field(
+        16_000_000,
+        ge=1,
+        description="pixel budget per image; larger JPEGs are decoded downscaled",
+        json_schema_extra={"metavar": "N", "shown": "16,000,000"},
+    )
+    device: str = _device("cpu")
+    decode_memory_mb: float = Field(
+        512.0,
+        gt=0,
+        description="memory all image decodes in flight may hold together, in MB; a larger image waits its turn, one "
+        "that alone needs more gets 413",
+        json_schema_extra={"metavar": "MB"},
+    )
+    body_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a client may send nothing of its upload before it gets 408",
+        json_schema_extra={"metavar": "S"},
+    )
+    allowed_host: list[str] | None = Field(
+        None,
+        description="a Host name clients may use besides localhost/127.0.0.1/::1 (repeatable); requests naming "
+        "another host get 403, which keeps web pages elsewhere from reaching a local service",
+        json_schema_extra={"metavar": "NAME", "action": "append"},
+    )
+    trust_torchscript: bool = Field(
+        False, description="load a TorchScript file not exported by cnnlab on this machine (it runs code when loaded)"
+    )
+    tta: TtaView = Field(
+        "none",
+        description="test-time augmentation for a run folder: logits averaged over the image, its mirror image "
+        "and, with crops, four shifted crops",
+    )
+
+
+class BoardSettings(BindSettings):
+    """`cnnlab board [ROOT]`: which folder, and where the page listens."""
+
+    root: str = Field(".", description="the folder whose runs, sweeps, CVs and studies are shown",
+                      json_schema_extra={"flag": "ROOT", "metavar": "ROOT"})  # fmt: skip
+    port: int = Field(8765, ge=1, le=65535, description="port", json_schema_extra={"metavar": "PORT"})
+    token: str | None = Field(
+        None,
+        description="required on every route (open the page with ?token=SECRET; default $CNNLAB_TOKEN); needed for "
+        "a non-local --host",
+        json_schema_extra={"metavar": "SECRET"},
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "warning", description="the server's log level"
+    )

@@ -6,12 +6,13 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 from cnnlab import api
 from cnnlab.cli import argtypes
-from cnnlab.cli.flags import schema_default
+from cnnlab.cli.flags import add_settings_flags, settings_of
 from cnnlab.cli.render import progress_wanted
+from cnnlab.core.settings import BindSettings, BoardSettings, ExportSettings, PredictSettings, ServeSettings
 
 
 def register(sub: Any) -> None:
@@ -26,31 +27,8 @@ def register(sub: Any) -> None:
     )
     pr.add_argument("run", metavar="RUN_OR_MODEL", help="a run folder, or an exported .onnx / .ts file")
     pr.add_argument("images", nargs="+", metavar="PATH")
-    pr.add_argument("--out", metavar="FILE", help="write all predictions to a .csv or .jsonl file")
-    pr.add_argument("--top-k", type=argtypes.positive_int, default=3, metavar="K")
-    pr.add_argument(
-        "--batch-size", type=argtypes.positive_int, default=64, metavar="N", help="images per batch (default 64)"
-    )
-    pr.add_argument(
-        "--max-pixels",
-        type=argtypes.positive_int,
-        metavar="N",
-        help="pixel budget per image (default: the run's); larger JPEGs are decoded downscaled",
-    )
-    pr.add_argument(
-        "--device",
-        default=schema_default("train.device"),
-        type=argtypes.device,
-        metavar="DEV",
-        help="for a run folder (default auto)",
-    )
-    pr.add_argument(
-        "--trust-torchscript",
-        action="store_true",
-        help="load a TorchScript file not exported by cnnlab on this machine (it runs code when loaded)",
-    )
-    argtypes.add_tta_flag(pr)
-    pr.add_argument("--json", action="store_true", help="print results as one JSON list")
+    positive = dict.fromkeys(("top_k", "batch_size", "max_pixels"), argtypes.positive_int)
+    add_settings_flags(pr, PredictSettings, {"device": argtypes.device, **positive})
     pr.set_defaults(handler=cmd_predict)
 
     ex = sub.add_parser(
@@ -62,34 +40,15 @@ def register(sub: Any) -> None:
         "command fails, writing nothing, when they disagree.",
     )
     ex.add_argument("run", metavar="RUN")
-    ex.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="default onnx (opset 18)")
-    ex.add_argument("--out", metavar="FILE", help="default RUN/export/model.onnx (or model.ts)")
-    ex.add_argument(
-        "--with-preprocessing",
-        action="store_true",
-        help="normalisation inside the graph: the model takes uint8 pixels (N, C, H, W)",
+    add_settings_flags(
+        ex,
+        ExportSettings,
+        {
+            "tolerance": argtypes.positive_float,
+            "min_agreement": argtypes.positive_float,
+            "check_images": argtypes.positive_int,
+        },  # fmt: skip
     )
-    ex.add_argument(
-        "--tolerance",
-        type=argtypes.positive_float,
-        default=1e-4,
-        metavar="X",
-        help="largest |Δprob| allowed against PyTorch (default 1e-4)",
-    )
-    ex.add_argument(
-        "--min-agreement",
-        type=argtypes.positive_float,
-        default=0.999,
-        metavar="X",
-        help="smallest share of identical top-1 classes (default 0.999)",
-    )
-    ex.add_argument(
-        "--check-images",
-        type=argtypes.positive_int,
-        metavar="N",
-        help="check on the first N test images only (default all)",
-    )
-    ex.add_argument("--no-check", action="store_true", help="skip the parity check (not recommended)")
     ex.add_argument("--json", action="store_true", help="print the result as JSON")
     ex.set_defaults(handler=cmd_export)
 
@@ -102,54 +61,10 @@ def register(sub: Any) -> None:
         "another address needs --token or an explicit --no-auth.",
     )
     sv.add_argument("run", metavar="RUN_OR_MODEL", help="a run folder, or an exported .onnx / .ts file")
-    _add_bind_flags(sv, 8000, "require 'Authorization: Bearer SECRET' on every request (env CNNLAB_TOKEN also works)")
-    sv.add_argument(
-        "--max-upload-mb",
-        type=argtypes.positive_float,
-        default=10.0,
-        metavar="MB",
-        help="largest request body (default 10 MB)",
-    )
-    sv.add_argument(
-        "--max-pixels",
-        type=argtypes.positive_int,
-        default=16_000_000,
-        metavar="N",
-        help="pixel budget per image (default 16,000,000); larger JPEGs are decoded downscaled",
-    )
-    sv.add_argument(
-        "--device", default="cpu", type=argtypes.device, metavar="DEV", help="for a run folder (default cpu)"
-    )
-    sv.add_argument(
-        "--decode-memory-mb",
-        type=argtypes.positive_float,
-        default=512.0,
-        metavar="MB",
-        help="memory all image decodes in flight may hold together; a larger image waits its turn, one "
-        "that alone needs more gets 413 (default 512 MB)",
-    )
-    sv.add_argument(
-        "--body-timeout",
-        type=argtypes.positive_float,
-        default=30.0,
-        metavar="S",
-        help="seconds a client may send nothing of its upload before it gets 408 (default 30)",
-    )
-    sv.add_argument(
-        "--allowed-host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a Host name clients may use besides localhost/127.0.0.1/::1 (repeatable); requests naming "
-        "another host get 403, which keeps web pages elsewhere from reaching a local service",
-    )
-    sv.add_argument(
-        "--trust-torchscript",
-        action="store_true",
-        help="load a TorchScript file not exported by cnnlab on this machine (it runs code when loaded)",
-    )
-    argtypes.add_tta_flag(sv)
-    sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_settings_flags(sv, ServeSettings, BIND_TYPES | {"max_pixels": argtypes.positive_int,
+                                                         "max_upload_mb": argtypes.positive_float,
+                                                         "decode_memory_mb": argtypes.positive_float,
+                                                         "body_timeout": argtypes.positive_float})  # fmt: skip
     sv.set_defaults(handler=cmd_serve)
 
     bd = sub.add_parser(
@@ -162,67 +77,39 @@ def register(sub: Any) -> None:
         "parallel coordinates (drag an axis to filter), importance and correlation. Updates itself as "
         "files change; charts come from plotly's bundled script, served locally.",
     )
-    bd.add_argument("root", nargs="?", default=".", metavar="ROOT")
-    _add_bind_flags(
-        bd,
-        8765,
-        "required on every route (open the page with ?token=SECRET; default $CNNLAB_TOKEN); needed for a "
-        "non-local --host",
-    )
-    bd.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    add_settings_flags(bd, BoardSettings, BIND_TYPES)
     bd.set_defaults(handler=cmd_board)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    summary = api.predict_files(
-        args.run,
-        args.images,
-        args.out,
-        args.top_k,
-        args.batch_size,
-        progress=progress_wanted(args),
-        collect=args.json,
-        device=args.device,
-        max_pixels=args.max_pixels,
-        trust_torchscript=args.trust_torchscript,
-        tta=args.tta,
-    )
-    if args.json:
-        print(json.dumps(summary["results"], indent=2))
-    if args.out:
-        print(f"{summary['predicted']} of {summary['images']} images predicted → {summary['out']}")
-    if summary["errors"] and (args.out or args.json):
-        print(f"{len(summary['errors'])} unreadable:", file=sys.stderr)
-        for path, reason in summary["errors"][:20]:
+    settings = settings_of(args, PredictSettings)
+    summary = api.predict_files(args.run, args.images, settings, progress_wanted(args))
+    if settings.collect:
+        print(json.dumps(summary.results, indent=2))
+    if settings.out:
+        print(f"{summary.predicted} of {summary.images} images predicted → {summary.out}")
+    if summary.errors and (settings.out or settings.collect):
+        print(f"{len(summary.errors)} unreadable:", file=sys.stderr)
+        for path, reason in summary.errors[:20]:
             print(f"  {path}: {reason}", file=sys.stderr)
-        if len(summary["errors"]) > 20:
-            print(f"  … and {len(summary['errors']) - 20} more (see the output file)", file=sys.stderr)
-    return 1 if summary["errors"] else 0
+        if len(summary.errors) > 20:
+            print(f"  … and {len(summary.errors) - 20} more (see the output file)", file=sys.stderr)
+    return 1 if summary.errors else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    r = api.export_run(
-        args.run,
-        args.format,
-        args.out,
-        args.with_preprocessing,
-        check=not args.no_check,
-        tolerance=args.tolerance,
-        min_agreement=args.min_agreement,
-        check_images=args.check_images,
-        progress=progress_wanted(args),
-    )
+    r = api.export_run(args.run, settings_of(args, ExportSettings), progress_wanted(args))
     if args.json:
-        print(json.dumps(r, indent=2))
+        print(json.dumps(r.model_dump(mode="json"), indent=2))
         return 0
-    meta = r["metadata"]
+    meta = r.metadata
     print(
-        f"wrote {r['file']} ({r['format']}, {r['bytes'] / 2**20:.1f} MB): {meta['model']}, "
+        f"wrote {r.file} ({r.format}, {r.bytes / 2**20:.1f} MB): {meta['model']}, "
         f"{len(meta['classes'])} classes, input {meta['input']['dtype']} "
         f"(N, {meta['input']['channels']}, {meta['input']['size']}, {meta['input']['size']}), batch dynamic; "
         f"{meta['weights']}"
     )
-    p = r["parity"]
+    p = r.parity
     if p is None:
         print("parity check skipped (--no-check)")
         return 0
@@ -236,39 +123,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    api.serve(
-        args.run,
-        host=args.host,
-        port=args.port,
-        token=_token(args),
-        no_auth=args.no_auth,
-        device=args.device,
-        max_upload=int(args.max_upload_mb * 2**20),
-        max_pixels=args.max_pixels,
-        log_level=args.log_level,
-        decode_memory=int(args.decode_memory_mb * 2**20),
-        allowed_host=tuple(args.allowed_host),
-        body_timeout=args.body_timeout,
-        trust_torchscript=args.trust_torchscript,
-        tta=args.tta,
-    )
+    api.serve(args.run, _with_token(settings_of(args, ServeSettings)))
     return 0
 
 
-def _add_bind_flags(parser: argparse.ArgumentParser, port: int, token_help: str) -> None:
-    """Where a local service listens and who may reach it (cnnlab serve, cnnlab board)."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=argtypes.port, default=port, help=f"port (default {port})")
-    parser.add_argument("--token", metavar="SECRET", help=token_help)
-    parser.add_argument("--no-auth", action="store_true", help="serve a non-local address without a token")
+BIND_TYPES = {"port": argtypes.port, "device": argtypes.device}
+BoundT = TypeVar("BoundT", bound=BindSettings)
 
 
-def _token(args: argparse.Namespace) -> str | None:
-    return args.token if args.token is not None else os.environ.get("CNNLAB_TOKEN")
+def _with_token(settings: BoundT) -> BoundT:
+    """``--token``, or else $CNNLAB_TOKEN."""
+    if settings.token is None and os.environ.get("CNNLAB_TOKEN"):
+        return settings.model_copy(update={"token": os.environ["CNNLAB_TOKEN"]})
+    return settings
 
 
 def cmd_board(args: argparse.Namespace) -> int:
-    api.board(
-        args.root, host=args.host, port=args.port, token=_token(args), no_auth=args.no_auth, log_level=args.log_level
-    )
+    api.board(_with_token(settings_of(args, BoardSettings)))
     return 0

@@ -24,6 +24,7 @@ from urllib.parse import unquote_to_bytes
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.hosts import allowed_hosts, check_bind, host_name
+from cnnlab.core.settings import BoardSettings
 from cnnlab.reports.assets import static_page
 from cnnlab.runs.paired import paired_runs
 from cnnlab.runs.store import RunFolder
@@ -348,17 +349,12 @@ def _band(histories: list[list[dict[str, str]]], key: str = "val_acc") -> list[d
     ]
 
 
-def board(
-    root: str | Path = ".",
-    host: str = "127.0.0.1",
-    port: int = 8765,
-    token: str | None = None,
-    no_auth: bool = False,
-    log_level: str = "warning",
-) -> None:
-    """Serve the board over ``root`` until interrupted."""
+def board(settings: BoardSettings | None = None) -> None:
+    """Serve the board over ``settings.root`` until interrupted (:class:`BoardSettings`)."""
     import uvicorn
 
+    st = settings or BoardSettings()
+    root, host, port, token, no_auth, log_level = st.root, st.host, st.port, st.token, st.no_auth, st.log_level
     check_bind(host, token, no_auth)
     app = create_board(root, token, allowed_hosts(host))
     started = time.perf_counter()

@@ -13,7 +13,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import BaseModel
+
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.settings import PredictSettings
 from cnnlab.data.images import IMAGE_EXTENSIONS
 from cnnlab.inference.load import load_model
 
@@ -65,32 +68,32 @@ def _csv_row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def predict_files(
-    model: Any,
-    items: Sequence[str],
-    out: str | Path | None = None,
-    top_k: int = 3,
-    batch_size: int = 64,
-    progress: bool = True,
-    stream: TextIO | None = None,
-    collect: bool = False,
-    device: str = "auto",
-    max_pixels: int | None = None,
-    trust_torchscript: bool = False,
-    tta: str = "none",
-) -> dict[str, Any]:
-    """Predict every image of ``items`` with ``model`` (a run folder or an exported model file,
-    loaded on ``device`` with ``max_pixels``, a TorchScript file only with ``trust_torchscript`` or when
-    exported here; or a loaded model) in batches; results go to ``out``
-    (.csv or .jsonl, written whole or not at all), as lines to ``stream`` (default stdout), or, with ``collect``, kept.
+class Predicted(BaseModel):
+    """What `predict_files` did: images found and predicted, each unreadable one with its reason, the
+    output file, and (with ``collect``) every result."""
 
-    Returns:
-        ``{"images", "predicted", "errors": [(path, reason)...], "out"}``, and ``results`` with ``collect``.
+    images: int
+    predicted: int
+    errors: list[tuple[str, str]]
+    out: str | None
+    results: list[dict[str, Any]] = []
+
+
+def predict_files(
+    model: Any, items: Sequence[str], settings: PredictSettings | None = None, progress: bool = True
+) -> Predicted:
+    """Predict every image of ``items`` with ``model`` (a run folder or an exported model file,
+    loaded on ``settings.device`` with ``max_pixels``, a TorchScript file only with ``trust_torchscript``
+    or when exported here; or a loaded model) in batches; results go to ``settings.out`` (.csv or .jsonl,
+    written whole or not at all), as lines to stdout, or, with ``collect``, are kept.
+
     """
+    st = settings or PredictSettings()
+    out, top_k, batch_size, collect = st.out, st.top_k, st.batch_size, st.collect
     from tqdm.auto import tqdm
 
     if isinstance(model, (str, Path)):
-        model = load_model(str(model), device, max_pixels, trust_torchscript=trust_torchscript, tta=tta)
+        model = load_model(str(model), st.device, st.max_pixels, trust_torchscript=st.trust_torchscript, tta=st.tta)
     files = expand_inputs(items)
     if not files:
         raise CnnlabError("no image files found in " + ", ".join(items))
@@ -108,7 +111,7 @@ def predict_files(
         tmp = Path(name)
         sink: TextIO = os.fdopen(fd, "w", newline="", encoding="utf-8")
     else:
-        sink = stream or sys.stdout
+        sink = sys.stdout
     try:
         writer = csv.DictWriter(sink, CSV_FIELDS) if target is not None and target.suffix.lower() == ".csv" else None
         if writer is not None:
@@ -136,13 +139,8 @@ def predict_files(
             if not sink.closed:
                 sink.close()
             tmp.unlink(missing_ok=True)
-    summary = {
-        "images": len(files),
-        "predicted": len(files) - len(errors),
-        "errors": errors,
-        "out": str(target) if target else None,
-    }
-    return {**summary, "results": kept} if collect else summary
+    return Predicted(images=len(files), predicted=len(files) - len(errors), errors=errors,
+                     out=str(target) if target else None, results=kept)  # fmt: skip
 
 
 def _line(r: dict[str, Any]) -> str:

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from cnnlab import __version__
 from cnnlab.core.errors import CnnlabError, DiskError
+from cnnlab.core.settings import ExportSettings
 from cnnlab.inference.exported import META_KEY, META_VERSION, ExportedModel, record_own_export
 from cnnlab.inference.predictor import Predictor
 from cnnlab.inference.preprocess import Preprocess
@@ -225,39 +227,30 @@ def _write_and_check(
     return report
 
 
-def export_run(
-    run: str | Path,
-    fmt: str = "onnx",
-    out: str | Path | None = None,
-    with_preprocessing: bool = False,
-    check: bool = True,
-    tolerance: float = 1e-4,
-    min_agreement: float = 0.999,
-    check_images: int | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Export a run's best checkpoint and check it.
+class Exported(BaseModel):
+    """What `export_run` wrote: the file, its format and size, the metadata inside it, and the parity
+    check against PyTorch (None when skipped)."""
 
-    Args:
-        run: the run folder.
-        fmt: ``onnx`` or ``torchscript``.
-        out: the file to write (default ``RUN/export/model.onnx`` or ``model.ts``).
-        with_preprocessing: the graph takes uint8 pixels and normalises them itself.
-        check: run the parity check (the file is kept only when it passes).
-        tolerance: the largest |Δprob| allowed against the PyTorch model.
-        min_agreement: the smallest share of identical top-1 classes allowed.
-        check_images: check on the first N test images only (default all).
+    file: str
+    format: str
+    bytes: int
+    metadata: dict[str, Any]
+    parity: dict[str, Any] | None
 
-    Returns:
-        ``{"file", "format", "bytes", "metadata", "parity"}``.
+
+def export_run(run: str | Path, settings: ExportSettings | None = None, progress: bool = True) -> Exported:
+    """Export a run's best checkpoint and check it (:class:`ExportSettings`: the format, the file
+    — default ``RUN/export/model.onnx`` or ``model.ts`` —, preprocessing in the graph, and the parity
+    check's tolerance, agreement and images; the file is kept only when the check passes).
 
     Raises:
         CnnlabError: an unknown format, a run without checkpoint, or a failed parity check.
     """
+    st = settings or ExportSettings()
+    fmt, out, with_preprocessing, check = st.format, st.out, st.with_preprocessing, st.check
+    tolerance, min_agreement, check_images = st.tolerance, st.min_agreement, st.check_images
     if fmt not in FORMATS:
         raise CnnlabError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if not 0 < min_agreement <= 1:
-        raise CnnlabError(f"--min-agreement {min_agreement:g}: a share of images, above 0 and at most 1")
     folder = RunFolder(run).require()
     predictor = Predictor.from_run(folder, "cpu")
     module: nn.Module = predictor.model.eval()
@@ -323,4 +316,4 @@ def export_run(
             raise DiskError(target, e) from None
         finally:
             tmp.unlink(missing_ok=True)
-    return {"file": str(target), "format": fmt, "bytes": target.stat().st_size, "metadata": meta, "parity": report}
+    return Exported(file=str(target), format=fmt, bytes=target.stat().st_size, metadata=meta, parity=report)

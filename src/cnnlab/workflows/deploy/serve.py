@@ -19,6 +19,7 @@ import numpy as np
 from cnnlab import __version__
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.hosts import LOCAL_NAMES, allowed_hosts, check_bind, host_name, is_loopback  # noqa: F401
+from cnnlab.core.settings import ServeSettings
 from cnnlab.data.images import DecodeMemory, FormatRefused, TooManyPixels, describe_error
 from cnnlab.inference.explain import explain_image, overlay
 from cnnlab.inference.exported import ExportedModel
@@ -446,23 +447,12 @@ def load_served(
     return Served(load_model(model, device, trust_torchscript=trust_torchscript, tta=tta), max_pixels, decode_memory)
 
 
-def serve(
-    model: str,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    token: str | None = None,
-    no_auth: bool = False,
-    device: str = "cpu",
-    max_upload: int = DEFAULT_MAX_UPLOAD,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    log_level: str = "info",
-    decode_memory: int = DEFAULT_DECODE_MEMORY,
-    allowed_host: tuple[str, ...] = (),
-    trust_torchscript: bool = False,
-    body_timeout: float = DEFAULT_BODY_TIMEOUT,
-    tta: str = "none",
-) -> None:
-    """Serve until interrupted (Ctrl-C / SIGTERM); ``tta``: test-time augmentation (a run folder's model)."""
+def serve(model: str, settings: ServeSettings | None = None) -> None:
+    """Serve ``model`` (a run folder or an exported file) until interrupted (Ctrl-C / SIGTERM), as
+    :class:`ServeSettings` say: where it listens, who may call it, and the bounds of one request."""
+    st = settings or ServeSettings()
+    host, port, token, no_auth, log_level = st.host, st.port, st.token, st.no_auth, st.log_level
+    max_upload, decode_memory = int(st.max_upload_mb * 2**20), int(st.decode_memory_mb * 2**20)
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -470,8 +460,7 @@ def serve(
         raise CnnlabError(f"cnnlab serve needs {e.name}: pip install fastapi uvicorn python-multipart") from None
     check_bind(host, token, no_auth)
     _release_freed_memory()
-    served = load_served(model, device, max_pixels, decode_memory, trust_torchscript, tta)
-    app = create_app(
-        served, token=token, max_upload=max_upload, hosts=allowed_hosts(host, allowed_host), body_timeout=body_timeout
-    )
+    served = load_served(model, st.device, st.max_pixels, decode_memory, st.trust_torchscript, st.tta)
+    hosts = allowed_hosts(host, tuple(st.allowed_host or ()))
+    app = create_app(served, token=token, max_upload=max_upload, hosts=hosts, body_timeout=st.body_timeout)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")

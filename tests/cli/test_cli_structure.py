@@ -174,7 +174,7 @@ def test_settings_refuse_a_boolean_count_an_empty_text_and_an_unknown_name_in_on
         (StudySettings, {"data": "d", "seed": True}, "--seed True"),
         (StudySettings, {"data": "d", "seeds": 2.5}, "--seeds 2.5"),
         (StudySettings, {"data": "d", "models": ""}, "--models is empty"),
-        (StudySettings, {"data": "d", "out": "  "}, "--out '  ': empty"),
+        (StudySettings, {"data": "d", "out": "  "}, "--out is empty"),
         (StudySettings, {"data": "d", "nonsense": 1}, "no setting 'nonsense'"),
         (CvSettings, {"repeats": False}, "--repeats False"),
         (SweepSettings, {"spec": "s.yaml", "storage": ""}, "--storage is empty"),

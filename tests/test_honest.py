@@ -94,8 +94,8 @@ def test_metrics_on_other_data_average_over_the_classes_it_has(tmp_path, capsys)
     m = api.evaluate(res.run, api.EvaluateSettings(data=[str(other)])).document()
     assert m["absent_classes"] == ["class_3"] and m["num_samples"] == 30
     preds = api.predict(res.run, sorted(other.rglob("*.png")))
-    truth = [int(Path(p["path"]).parent.name[-1]) for p in preds]
-    guess = [int(p["top"][0]["class"][-1]) for p in preds]
+    truth = [int(Path(p.path).parent.name[-1]) for p in preds]
+    guess = [int(p.top[0].name[-1]) for p in preds]
     assert m["macro_f1"] == pytest.approx(f1_score(truth, guess, labels=[0, 1, 2], average="macro", zero_division=0))
     assert main(["evaluate", str(res.run), "--data", str(other)]) == 0
     assert "absent from this data: class_3" in capsys.readouterr().out
@@ -248,7 +248,8 @@ def test_figures_stay_legible_with_multi_label_data_and_long_run_names(tmp_path,
     )
     _, third = folder_run(tmp_path, "third")
     api.compare([many.run, multi.run, third.run], tmp_path / "cmp.html")
-    api.explain(third.run, [tmp_path / "d" / "class_0" / "img_000.png"], "class_1", tmp_path / "x")
+    api.explain(third.run, [tmp_path / "d" / "class_0" / "img_000.png"],
+                api.ExplainSettings(target_class="class_1", out=str(tmp_path / "x")))  # fmt: skip
     assert (many.run / "report" / "confusion.png").is_file() and not _legible_figures
 
 

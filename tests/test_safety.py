@@ -492,7 +492,7 @@ def test_predict_names_folders_and_fifos_for_what_they_are(tmp_path, capsys):
     os.mkfifo(tmp_path / "pipe.png")
     (tmp_path / "dir").mkdir()
     res = api.predict(run, [tmp_path / "dir", tmp_path / "pipe.png", tmp_path / "missing.png"])
-    assert [r["error"] for r in res] == [
+    assert [r.error for r in res] == [
         "a folder, not an image file",
         "not a regular file (a FIFO, socket or device)",
         "file not found",

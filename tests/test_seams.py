@@ -162,7 +162,7 @@ def test_predictor_gives_the_same_probabilities_from_a_path_bytes_a_pil_image_an
     assert all(o["top"] == out[0]["top"] for o in out[:4]) and out[4]["error"] == "file not found"
     # one image alone and in a batch of five: the same classes, probabilities equal to float32
     # rounding (oneDNN picks its convolution kernel by batch size)
-    for alone in (p.predict([f])[0]["top"], api.predict(res.run, [f])[0]["top"]):
+    for alone in (p.predict([f])[0]["top"], [c.model_dump(by_alias=True) for c in api.predict(res.run, [f])[0].top]):
         assert [c["class"] for c in alone] == [c["class"] for c in out[0]["top"]]
         assert np.allclose([c["prob"] for c in alone], [c["prob"] for c in out[0]["top"]], rtol=0, atol=1e-6)
 

@@ -63,6 +63,8 @@ EXPORTS: dict[str, str] = {
             "CvSettings",
             "SweepSettings",
             "EvaluateSettings",
+            "ExplainSettings",
+            "ExplainSettings",
             "PredictSettings",
             "ExportSettings",
             "ServeSettings",

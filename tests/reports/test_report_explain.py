@@ -38,9 +38,9 @@ def test_gradcam_heat_concentrates_on_the_deciding_square(corner_run, tmp_path):
     shares = []
     for c in range(4):
         img = sorted((root / f"class_{c}").glob("*.png"))[0]
-        out = api.explain(res.run, [img], out=tmp_path / f"e{c}")[0]
-        heat = out["heat"]
-        assert out["predicted"] == f"class_{c}" and heat.shape == (32, 32)
+        out = api.explain(res.run, [img], api.ExplainSettings(out=str(tmp_path / f"e{c}")))[0]
+        heat = out.heat
+        assert out.predicted == f"class_{c}" and heat.shape == (32, 32)
         r, col = quadrant[c]
         quads = {
             q: heat[a * 16 : (a + 1) * 16, b * 16 : (b + 1) * 16].sum() / heat.sum() for q, (a, b) in quadrant.items()
@@ -49,7 +49,7 @@ def test_gradcam_heat_concentrates_on_the_deciding_square(corner_run, tmp_path):
         peak = np.unravel_index(np.argmax(heat), heat.shape)
         assert (peak[0] // 16, peak[1] // 16) == (r, col)  # and holds the hottest pixel
         shares.append(quads[c])
-        assert all(Path(f).stat().st_size > 0 for f in out["files"])
+        assert all(Path(f).stat().st_size > 0 for f in out.files)
     assert min(shares) > 0.4, shares  # a uniform map would put 0.25 in the square
 
 

@@ -210,13 +210,13 @@ def test_predict_top_k_and_unreadable_image(tmp_path, folder_dataset, capsys):
     img = next((folder_dataset / "class_1").glob("*.png"))
     bad = tmp_path / "bad.png"
     bad.write_text("nope")
-    results = api.predict(run, [img, bad], top_k=2)
-    every = api.predict(run, [img], top_k=100)[0]["top"]  # all classes: a probability distribution
+    results = api.predict(run, [img, bad], api.PredictSettings(top_k=2))
+    every = api.predict(run, [img], api.PredictSettings(top_k=100))[0].top  # all classes: a probability distribution
     assert len(every) == len(json.loads((run / "dataset.json").read_text())["classes"])
-    assert abs(sum(t["prob"] for t in every) - 1) < 1e-5
-    assert len(results[0]["top"]) == 2 and results[0]["top"] == every[:2]  # the two most probable of them
-    assert results[0]["top"][0]["prob"] >= results[0]["top"][1]["prob"]
-    assert results[1]["error"].startswith("not an image")
+    assert abs(sum(t.prob for t in every) - 1) < 1e-5
+    assert len(results[0].top) == 2 and results[0].top == every[:2]  # the two most probable of them
+    assert results[0].top[0].prob >= results[0].top[1].prob
+    assert results[1].error.startswith("not an image")
     assert main(["predict", str(run), str(img), "--top-k", "1", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed[0]["top"][0]["class"] in {"class_0", "class_1", "class_2"}

@@ -240,10 +240,10 @@ def test_predict_with_onnx_needs_no_torch_and_equals_the_run(fmnist_run, fmnist_
     assert len(rows) == 41 and rows[str(test_images / "notes.png")]["error"].startswith("not an image")
     good = sorted(p for p in rows if not rows[p]["error"])
     assert any("/more/" in p for p in good)  # found recursively
-    ref = {r["path"]: r for r in api.predict(fmnist_run, good, top_k=3, device="cpu")}
+    ref = {r.path: r for r in api.predict(fmnist_run, good, api.PredictSettings(top_k=3, device="cpu"))}
     for p in good:
-        assert rows[p]["label"] == ref[p]["top"][0]["class"]
-        assert abs(float(rows[p]["prob"]) - ref[p]["top"][0]["prob"]) <= 1e-4
+        assert rows[p]["label"] == ref[p].top[0].name
+        assert abs(float(rows[p]["prob"]) - ref[p].top[0].prob) <= 1e-4
 
     # globs and JSON lines, also without torch
     jl = tmp_path / "preds.jsonl"
@@ -264,7 +264,7 @@ def test_predict_with_onnx_needs_no_torch_and_equals_the_run(fmnist_run, fmnist_
     )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in jl.read_text().splitlines()]
-    assert len(lines) == 14 and all(x["top"][0]["class"] == ref[x["path"]]["top"][0]["class"] for x in lines)
+    assert len(lines) == 14 and all(x["top"][0]["class"] == ref[x["path"]].top[0].name for x in lines)
 
 
 def test_predict_output_errors(fmnist_onnx, test_images, tmp_path, capsys):
@@ -332,7 +332,8 @@ def test_service_answers_8_concurrent_clients(run_server, test_images, fmnist_ru
     import httpx
 
     files = sorted(test_images.glob("t*.png"))[:8]
-    expected = {f.name: r["top"][0]["class"] for f, r in zip(files, api.predict(fmnist_run, files, device="cpu"))}
+    cpu = api.PredictSettings(device="cpu")
+    expected = {f.name: r.top[0].name for f, r in zip(files, api.predict(fmnist_run, files, cpu))}
     failures: list[str] = []
 
     def client(path: Path) -> None:
@@ -451,7 +452,7 @@ def test_the_page_classifies_an_uploaded_image_and_draws_its_heat_map(run_server
     from playwright.sync_api import sync_playwright
 
     image = sorted(test_images.glob("t*.png"))[1]
-    expected = api.predict(fmnist_run, [image], device="cpu")[0]["top"][0]["class"]
+    expected = api.predict(fmnist_run, [image], api.PredictSettings(device="cpu"))[0].top[0].name
     errors, requests = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(

@@ -1,7 +1,8 @@
 """What the commands that read a finished run return, typed: an evaluation (a checkpoint's figures
-on one split, metrics.json's content), seed 002's keep-head baselines, and the table of several
-datasets. A figure is keyed by its name in the metric catalogue (``core/metrics.py``): adding a
-metric adds a row there, not a field here. Pure data."""
+on one split, metrics.json's content), seed 002's keep-head baselines, the table of several
+datasets, predictions, explanations and the Grad-CAM sanity checks. A figure is keyed by its name in
+the metric catalogue (``core/metrics.py``): adding a metric adds a row there, not a field here. Pure
+data."""
 
 from __future__ import annotations
 
@@ -12,7 +13,20 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from cnnlab.core.metrics import catalogue
 
-__all__ = ["TopK", "Baseline", "Baselines", "DatasetRow", "DatasetTable", "Evaluation", "EvaluationResult"]
+__all__ = [
+    "Baseline",
+    "Baselines",
+    "ClassScore",
+    "DatasetRow",
+    "DatasetTable",
+    "Evaluation",
+    "EvaluationResult",
+    "Explained",
+    "Explanation",
+    "Prediction",
+    "SanityReport",
+    "TopK",
+]
 
 # the fields of an evaluation that are not figures (metrics.json keys that say where and which)
 PLACE = ("split", "num_samples", "data", "checkpoint", "best_epoch", "weights")
@@ -115,3 +129,59 @@ class DatasetTable(BaseModel):
 
 
 EvaluationResult = Evaluation | Baselines | DatasetTable
+
+
+class ClassScore(BaseModel):
+    """One class and its probability."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = Field(alias="class")
+    prob: float
+
+
+class Prediction(BaseModel):
+    """One image's top classes (multi-label runs: ``labels``, those over the tuned thresholds), or why
+    it could not be read (``error``)."""
+
+    path: str
+    top: list[ClassScore] = Field(default_factory=list)
+    labels: list[str] | None = None
+    error: str | None = None
+
+
+class Explanation(BaseModel):
+    """One image explained: the predicted class and its probability, the Grad-CAM heat map of that
+    class (H × W, 0..1) and the files written; or why it could not be read (``error``)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: str
+    predicted: str | None = None
+    prob: float | None = None
+    heat: Any = None  # a NumPy array (H × W)
+    files: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class SanityReport(BaseModel):
+    """The Grad-CAM checks of a run on its test images (sanity.json): model randomisation, deletion
+    against a random map and the heat on the border, overall and per class, and the files written."""
+
+    split: str
+    method: dict[str, str]
+    deletion_steps: list[float]
+    mean_curves: dict[str, list[float]]
+    overall: dict[str, float]
+    per_class: dict[str, dict[str, float]]
+    looks_at_border: list[str]
+    border_area: float
+    images: list[dict[str, JsonValue]]
+    files: list[str] = Field(default_factory=list)
+
+
+class Explained(BaseModel):
+    """`cnnlab explain`: the sanity checks (when asked for) and each image's explanation."""
+
+    sanity: SanityReport | None = None
+    images: list[Explanation] = Field(default_factory=list)

@@ -17,6 +17,7 @@ __all__ = [
     "BoardSettings",
     "CvSettings",
     "EvaluateSettings",
+    "ExplainSettings",
     "ExportSettings",
     "PredictSettings",
     "ServeSettings",
@@ -477,3 +478,29 @@ class BoardSettings(BindSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "warning", description="the server's log level"
     )
+
+
+class ExplainSettings(Settings):
+    """`cnnlab explain RUN [IMAGE…]`: which class besides the predicted one, where the files go, and
+    with ``sanity`` the checks of the run's Grad-CAM on its test images."""
+
+    sanity: bool = Field(False, description="check that the run's heat maps can be trusted")
+    sanity_images: int = Field(
+        64, ge=1, description="--sanity: test images checked", json_schema_extra={"flag": "--images", "metavar": "N"}
+    )
+    target_class: str | None = Field(
+        None, description="also show Grad-CAM for this class", json_schema_extra={"flag": "--class", "metavar": "NAME"}
+    )
+    out: str | None = Field(
+        None,
+        description="where the PNGs (and --sanity's sanity.json) go (default RUN/explain)",
+        json_schema_extra={"metavar": "DIR"},
+    )
+    max_pixels: int | None = Field(
+        None, ge=1, description="pixel budget per image (default: the run's)", json_schema_extra={"metavar": "N"}
+    )
+    device: str = Field(
+        _schema(TrainConfig, "device"), description="auto, cpu, cuda, cuda:N, mps", json_schema_extra={"metavar": "DEV"}
+    )
+    seed: int = Field(0, ge=0, description="--sanity: seed of the re-initialised weights and the random maps",
+                      json_schema_extra={"metavar": "S"})  # fmt: skip

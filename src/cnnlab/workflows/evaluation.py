@@ -13,8 +13,17 @@ import torch
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.metrics import headline
-from cnnlab.core.results import Baseline, Baselines, DatasetRow, DatasetTable, Evaluation, EvaluationResult
-from cnnlab.core.settings import EvaluateSettings
+from cnnlab.core.results import (
+    Baseline,
+    Baselines,
+    DatasetRow,
+    DatasetTable,
+    Evaluation,
+    EvaluationResult,
+    Explanation,
+    Prediction,
+)
+from cnnlab.core.settings import EvaluateSettings, ExplainSettings, PredictSettings
 from cnnlab.data.pipeline import PreparedData
 from cnnlab.evaluate.metrics import (
     compute_metrics,
@@ -275,37 +284,33 @@ def _evaluate_other(
 
 
 def predict(
-    run_path: str | Path,
-    images: Sequence[str | Path],
-    top_k: int = 3,
-    device: str = "auto",
-    max_pixels: int | None = None,
-) -> list[dict[str, Any]]:
-    """Top-k classes and probabilities for image files, with the run's preprocessing.
+    run_path: str | Path, images: Sequence[str | Path], settings: PredictSettings | None = None
+) -> list[Prediction]:
+    """Top-k classes and probabilities for image files, with the run's preprocessing
+    (``settings``: ``top_k``, ``device``, ``max_pixels``, ``tta``).
 
     Returns:
-        One dict per image: ``{"path", "top": [{"class", "prob"}...]}`` (multi-label runs add
-        ``labels``, those over the thresholds tuned on validation) or ``{"path", "error"}``.
+        One prediction per image (multi-label runs add ``labels``, those over the thresholds tuned on
+        validation), or the reason it could not be read.
     """
-    return Predictor.from_run(run_path, device, max_pixels=max_pixels).predict(list(images), top_k=top_k)
+    st = settings or PredictSettings()
+    predictor = Predictor.from_run(run_path, st.device, max_pixels=st.max_pixels)
+    predictor.tta = st.tta
+    return [Prediction.model_validate(r) for r in predictor.predict(list(images), top_k=st.top_k)]
 
 
 def explain(
-    run_path: str | Path,
-    images: Sequence[str | Path],
-    target_class: str | None = None,
-    out: str | Path | None = None,
-    device: str = "auto",
-    max_pixels: int | None = None,
-) -> list[dict[str, Any]]:
-    """Grad-CAM for the predicted (and a chosen) class, the first layer's filters and the
-    feature maps of each conv stage, as PNGs in ``out`` (default RUN/explain).
+    run_path: str | Path, images: Sequence[str | Path], settings: ExplainSettings | None = None
+) -> list[Explanation]:
+    """Grad-CAM for the predicted (and ``settings.target_class``) class, the first layer's filters
+    and the feature maps of each conv stage, as PNGs in ``settings.out`` (default RUN/explain).
 
     Returns:
         Per image: path, predicted class and probability, the Grad-CAM heat map of the
         predicted class (H×W, 0..1) and the files written.
     """
-
+    st = settings or ExplainSettings()
+    target_class, out, device, max_pixels = st.target_class, st.out, st.device, st.max_pixels
     run = RunFolder(run_path).require()
     predictor = Predictor.from_run(run, device, max_pixels=max_pixels)
     classes = predictor.classes
@@ -319,9 +324,10 @@ def explain(
     last_conv(predictor.model)  # a clear error for dense nets before any work
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
-        return _explain_into(Path(out), Path(out), predictor, images, chosen)
+        return [Explanation(**r) for r in _explain_into(Path(out), Path(out), predictor, images, chosen)]
     with run.artifacts("explain", merge=True) as scratch:  # into the run folder through its writer
-        return _explain_into(scratch, run.path / "explain", predictor, images, chosen)
+        found = _explain_into(scratch, run.path / "explain", predictor, images, chosen)
+    return [Explanation(**r) for r in found]
 
 
 def _explain_into(

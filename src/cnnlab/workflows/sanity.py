@@ -5,6 +5,7 @@ the heat on the image's border; per class, into RUN/explain/sanity.json and sani
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import torch
 
 from cnnlab.core.atomic import atomic_write_json
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.results import Explained, SanityReport
+from cnnlab.core.settings import ExplainSettings
 from cnnlab.evaluate import plots
 from cnnlab.inference.explain import (
     BORDER,
@@ -37,11 +40,10 @@ BORDER_AREA = 1 - (1 - 2 * BORDER) ** 2  # the ring's share of the area: a unifo
 
 
 def explain_sanity(
-    run_path: str | Path, images: int = 64, device: str = "auto", seed: int = 0, progress: bool = True,
-    out: str | Path | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """Check the run's Grad-CAM on up to ``images`` of its test images (validation when it has no
-    test split):
+    run_path: str | Path, settings: ExplainSettings | None = None, progress: bool = True
+) -> SanityReport:
+    """Check the run's Grad-CAM on up to ``settings.sanity_images`` of its test images (validation when
+    it has no test split):
 
     - **model randomisation**: the Spearman correlation of each map with the map of the same
       architecture with re-initialised weights, beside the trained model's own stability (its map
@@ -53,8 +55,10 @@ def explain_sanity(
     - **border**: the heat's share in the outer ring (15 % of each side); at or above the ring's
       51 % of the area, the model looks at the edges or background rather than a centred object.
 
-    sanity.json and sanity.png go to ``out`` (a folder), else to RUN/explain, which the report shows.
+    sanity.json and sanity.png go to ``settings.out`` (a folder), else to RUN/explain, which the report shows.
     """
+    st = settings or ExplainSettings()
+    images, device, seed, out = st.sanity_images, st.device, st.seed, st.out
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise CnnlabError(f"--out {str(out)!r} is a file: --sanity writes sanity.json and sanity.png into a folder")
     run = RunFolder(run_path).require()
@@ -97,7 +101,7 @@ def explain_sanity(
             )
     result = _summary(rows, split, curves)
     result["files"] = _save(run, out, result, curves, rows)
-    return result
+    return SanityReport.model_validate(result)
 
 
 def _save(run: RunFolder, out: str | Path | None, result: dict[str, Any], curves: dict[str, list[np.ndarray]],
@@ -159,20 +163,13 @@ def _summary(rows: list[dict[str, Any]], split: str, curves: dict[str, list[np.n
 
 
 def explain_run(
-    run_path: str | Path,
-    images: list[str],
-    target_class: str | None = None,
-    out: str | Path | None = None,
-    device: str = "auto",
-    max_pixels: int | None = None,
-    sanity: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """`cnnlab explain`: with ``sanity`` > 0 the checks of :func:`explain_sanity` on that many test
-    images (``"sanity"``), and for any ``images`` their Grad-CAM, filters and feature maps
-    (``"images"``, as :func:`cnnlab.workflows.evaluation.explain` returns them)."""
-    if not sanity and not images:
+    run_path: str | Path, images: Sequence[str], settings: ExplainSettings | None = None, progress: bool = True
+) -> Explained:
+    """`cnnlab explain`: with ``settings.sanity`` the checks of :func:`explain_sanity` on the run's test
+    images, and for any ``images`` their Grad-CAM, filters and feature maps
+    (:func:`cnnlab.workflows.evaluation.explain`)."""
+    st = settings or ExplainSettings()
+    if not st.sanity and not images:
         raise CnnlabError("explain needs IMAGE files, or --sanity to check the run's heat maps on its test images")
-    checks = explain_sanity(run_path, sanity, device, progress=progress, out=out) if sanity else None
-    shown = explain(run_path, images, target_class, out, device, max_pixels) if images else []
-    return {"sanity": checks, "images": shown}
+    checks = explain_sanity(run_path, st, progress) if st.sanity else None
+    return Explained(sanity=checks, images=explain(run_path, images, st) if images else [])

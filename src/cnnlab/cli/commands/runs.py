@@ -11,10 +11,10 @@ from cnnlab import api
 from cnnlab.cli import argtypes
 from cnnlab.cli.flags import add_settings_flags, schema_default, settings_of
 from cnnlab.cli.render import format_metrics_table, progress_wanted
-from cnnlab.core.settings import EvaluateSettings
+from cnnlab.core.settings import EvaluateSettings, ExplainSettings
 
 if TYPE_CHECKING:  # the result types, for the type checker only (the CLI imports no workflow at start)
-    from cnnlab.core.results import Baseline, DatasetTable
+    from cnnlab.core.results import Baseline, DatasetTable, SanityReport
     from cnnlab.workflows.comparison import RunsComparison, SeedGroupsComparison
 
 
@@ -53,21 +53,8 @@ def register(sub: Any) -> None:
     )
     x.add_argument("run", metavar="RUN")
     x.add_argument("images", nargs="*", metavar="IMAGE")
-    x.add_argument("--sanity", action="store_true", help="check that the run's heat maps can be trusted")
-    x.add_argument(
-        "--images",
-        dest="sanity_images",
-        type=argtypes.positive_int,
-        default=64,
-        metavar="N",
-        help="--sanity: test images checked (default 64)",
-    )
-    x.add_argument("--class", dest="target_class", metavar="NAME", help="also show Grad-CAM for this class")
-    x.add_argument("--out", metavar="DIR", help="where the PNGs (and --sanity's sanity.json) go (default RUN/explain)")
-    x.add_argument(
-        "--max-pixels", type=argtypes.positive_int, metavar="N", help="pixel budget per image (default: the run's)"
-    )
-    x.add_argument("--device", default=schema_default("train.device"), type=argtypes.device, metavar="DEV")
+    add_settings_flags(x, ExplainSettings, {"device": argtypes.device, "sanity_images": argtypes.positive_int,
+                                            "max_pixels": argtypes.positive_int})  # fmt: skip
     x.set_defaults(handler=cmd_explain)
 
     c = sub.add_parser(
@@ -142,33 +129,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    res = api.explain_run(
-        args.run,
-        args.images,
-        args.target_class,
-        args.out,
-        args.device,
-        args.max_pixels,
-        sanity=args.sanity_images if args.sanity else 0,
-        progress=progress_wanted(args),
-    )
-    if res["sanity"]:
-        _print_sanity(res["sanity"])
-    results = res["images"]
-    for r in results:
-        if "error" in r:
-            print(f"{r['path']}: error: {r['error']}")
+    res = api.explain_run(args.run, args.images, settings_of(args, ExplainSettings), progress_wanted(args))
+    if res.sanity:
+        _print_sanity(res.sanity)
+    for r in res.images:
+        if r.error is not None:
+            print(f"{r.path}: error: {r.error}")
         else:
-            print(f"{r['path']}: {r['predicted']} ({r['prob']:.3f}); wrote {', '.join(r['files'][:2])}")
-    explained = [r for r in results if "files" in r]
+            print(f"{r.path}: {r.predicted} ({r.prob:.3f}); wrote {', '.join(r.files[:2])}")
+    explained = [r for r in res.images if r.files]
     if explained:
-        print(f"first-layer filters: {explained[0]['files'][2]}")
-    return 0 if all("error" not in r for r in results) else 1
+        print(f"first-layer filters: {explained[0].files[2]}")
+    return 0 if all(r.error is None for r in res.images) else 1
 
 
-def _print_sanity(res: dict[str, Any]) -> None:
-    o = res["overall"]
-    print(f"Grad-CAM sanity on {o['images']} {res['split']} images:")
+def _print_sanity(res: SanityReport) -> None:
+    o = res.overall
+    print(f"Grad-CAM sanity on {o['images']:.0f} {res.split} images:")
     print(
         f"  randomisation: map similarity {o['similarity_randomised']:.3f} with re-initialised weights vs "
         f"{o['similarity_trained']:.3f} for the trained model on a noisy copy; lower on "
@@ -178,17 +155,17 @@ def _print_sanity(res: dict[str, Any]) -> None:
         f"  deletion: area {o['deletion_area']:.3f} removing the hottest pixels first vs "
         f"{o['deletion_area_random']:.3f} for a random map; faster on {o['deletion_faster']:.0%} of the images"
     )
-    print(f"  heat on the border: {o['border_share']:.0%} (the ring is {res['border_area']:.0%} of the area)")
-    w = max([len(c) for c in res["per_class"]] + [5])
+    print(f"  heat on the border: {o['border_share']:.0%} (the ring is {res.border_area:.0%} of the area)")
+    w = max([len(c) for c in res.per_class] + [5])
     print(f"  {'class':<{w}}  images  rand.sim  trained.sim  deletion  random  border")
-    for c, b in res["per_class"].items():
+    for c, b in res.per_class.items():
         print(
             f"  {c:<{w}}  {b['images']:>6}  {b['similarity_randomised']:>8.3f}  {b['similarity_trained']:>11.3f}  "
             f"{b['deletion_area']:>8.3f}  {b['deletion_area_random']:>6.3f}  {b['border_share']:>6.0%}"
         )
-    if res["looks_at_border"]:
-        print(f"  LOOKS AT THE BORDER: {', '.join(res['looks_at_border'])} (as much heat on the edges as a flat map)")
-    print(f"wrote {', '.join(res['files'])}")
+    if res.looks_at_border:
+        print(f"  LOOKS AT THE BORDER: {', '.join(res.looks_at_border)} (as much heat on the edges as a flat map)")
+    print(f"wrote {', '.join(res.files)}")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

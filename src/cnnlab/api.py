@@ -46,13 +46,14 @@ if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
     from cnnlab.workflows.deploy.export import export_run
     from cnnlab.workflows.deploy.serve import serve
     from cnnlab.workflows.evaluation import compare, evaluate, evaluate_datasets, explain, predict, report
+    from cnnlab.workflows.lrfind import lr_find
     from cnnlab.workflows.resolve import build_config
     from cnnlab.workflows.sanity import explain_run, explain_sanity
     from cnnlab.workflows.seeded import TrainPlan, train
     from cnnlab.workflows.study import run_study
     from cnnlab.workflows.sweep import run_sweep
     from cnnlab.workflows.sweep.report import rebuild
-    from cnnlab.workflows.training import TrainResult, lr_find
+    from cnnlab.workflows.training import TrainResult
 
 # public name → the module that defines it
 EXPORTS: dict[str, str] = {
@@ -67,13 +68,16 @@ EXPORTS: dict[str, str] = {
             "ExplainSettings",
             "PredictSettings",
             "ExportSettings",
+            "LrFindSettings",
+            "LrFindSettings",
             "ServeSettings",
             "BoardSettings",
         ],
         "cnnlab.core.settings",
     ),
     **dict.fromkeys(["explain_sanity", "explain_run"], "cnnlab.workflows.sanity"),
-    **dict.fromkeys(["lr_find", "TrainResult"], "cnnlab.workflows.training"),
+    **dict.fromkeys(["TrainResult"], "cnnlab.workflows.training"),
+    **dict.fromkeys(["lr_find"], "cnnlab.workflows.lrfind"),
     **dict.fromkeys(["train", "TrainPlan"], "cnnlab.workflows.seeded"),
     **dict.fromkeys(
         ["evaluate", "evaluate_datasets", "predict", "explain", "report", "compare"], "cnnlab.workflows.evaluation"

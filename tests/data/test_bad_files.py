@@ -82,7 +82,7 @@ import json, sys
 from cnnlab.workflows.resolve import build_config
 from cnnlab.data.inspect import inspect_dataset
 cfg = build_config(None, {"data.source": sys.argv[1]}).data
-print(json.dumps(inspect_dataset(cfg, out=sys.argv[2], progress=False)))
+print(json.dumps(inspect_dataset(cfg, out=sys.argv[2], progress=False).document()))
 """
 
 TRAIN = """
@@ -155,7 +155,7 @@ def test_inspect_in_process_and_training_with_cmyk_16bit_palette(tmp_path):
             Image.fromarray(arr).convert("CMYK").save(root / f"k{c}" / f"cmyk{i}.jpg")
             Image.fromarray(arr[:, :, 0].astype(np.uint16) * 257).save(root / f"k{c}" / f"deep{i}.png")
     rep = inspect_dataset(build_config(None, {"data.source": str(root)}).data, progress=False)
-    assert rep["unreadable"] == [] and rep["num_readable"] == 24
+    assert rep.unreadable == [] and rep.num_readable == 24
     res = api.train(
         build_config(
             None, {"data.source": str(root), "model.name": "mlp", "train.epochs": 1, "run.out": str(tmp_path / "r")}

@@ -306,10 +306,10 @@ def test_inspect_finds_a_file_duplicated_across_train_and_test(tmp_path):
     (root / "test" / "class_1" / "copy.png").write_bytes((root / "train" / "class_1" / "img_002.png").read_bytes())
     (root / "train" / "class_0" / "twin.png").write_bytes((root / "train" / "class_0" / "img_000.png").read_bytes())
     rep = inspect_dataset(build_config(None, {"data.source": str(root)}).data, progress=False)
-    assert len(rep["leaks_across_splits"]) == 1
-    paths = {(f["path"], f["split"]) for f in rep["leaks_across_splits"][0]["files"]}
+    assert len(rep.leaks_across_splits) == 1
+    paths = {(f["path"], f["split"]) for f in rep.leaks_across_splits[0]["files"]}
     assert paths == {("train/class_1/img_002.png", "train"), ("test/class_1/copy.png", "test")}
-    assert len(rep["duplicates_within_split"]) == 1
+    assert len(rep.duplicates_within_split) == 1
 
 
 def test_cli_data_inspect_json_and_pictures(tmp_path, capsys):

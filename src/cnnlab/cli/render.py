@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.core.metrics import catalogue
 from cnnlab.core.state import SeedsState
+
+if TYPE_CHECKING:  # the CLI imports no data code at start
+    from cnnlab.data.inspect import DataReport
 
 __all__ = ["format_metrics_table", "format_report", "progress_wanted"]
 
@@ -38,57 +41,57 @@ def format_metrics_table(m: dict[str, Any], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def format_report(r: dict[str, Any]) -> str:
+def format_report(r: DataReport) -> str:
     """The human-readable summary printed by `cnnlab data inspect`."""
     lines = [
-        f"{r['source']}: {r['num_readable']} readable of {r['num_files']} files, {len(r['classes'])} classes"
-        f"{' (multi-label)' if r['multilabel'] else ''}, {'pre-split' if r['presplit'] else 'split by seed'}"
+        f"{r.source}: {r.num_readable} readable of {r.num_files} files, {len(r.classes)} classes"
+        f"{' (multi-label)' if r.multilabel else ''}, {'pre-split' if r.presplit else 'split by seed'}"
     ]
-    splits = list(r["split_counts"])
-    w = max(len(c) for c in r["classes"] + ["class"])
+    splits = list(r.split_counts)
+    w = max(len(c) for c in r.classes + ["class"])
     lines.append(f"{'class':<{w}}  " + "  ".join(f"{s:>6}" for s in splits) + "   total")
-    for c in r["classes"]:
+    for c in r.classes:
         lines.append(
-            f"{c:<{w}}  " + "  ".join(f"{r['split_counts'][s][c]:>6}" for s in splits) + f"  {r['class_counts'][c]:>6}"
+            f"{c:<{w}}  " + "  ".join(f"{r.split_counts[s][c]:>6}" for s in splits) + f"  {r.class_counts[c]:>6}"
         )
-    lines.append(f"imbalance ratio (largest/smallest class): {r['imbalance_ratio']}")
-    lines.append("sizes: " + ", ".join(f"{k} ×{v}" for k, v in r["sizes"].items()))
+    lines.append(f"imbalance ratio (largest/smallest class): {r.imbalance_ratio}")
+    lines.append("sizes: " + ", ".join(f"{k} ×{v}" for k, v in r.sizes.items()))
     lines.append(
         "modes: "
-        + ", ".join(f"{k} ×{v}" for k, v in r["modes"].items())
-        + ("; formats: " + ", ".join(f"{k} ×{v}" for k, v in r["formats"].items()) if r["formats"] else "")
+        + ", ".join(f"{k} ×{v}" for k, v in r.modes.items())
+        + ("; formats: " + ", ".join(f"{k} ×{v}" for k, v in r.formats.items()) if r.formats else "")
     )
-    if r["extension_mismatch"]:
-        lines.append(f"extension does not match content: {', '.join(r['extension_mismatch'])}")
-    big = [u for u in r["unreadable"] if u["reason"].startswith("too many pixels")]
-    bad = [u for u in r["unreadable"] if u not in big]
+    if r.extension_mismatch:
+        lines.append(f"extension does not match content: {', '.join(r.extension_mismatch)}")
+    big = [u for u in r.unreadable if u["reason"].startswith("too many pixels")]
+    bad = [u for u in r.unreadable if u not in big]
     if big:
         lines.append(f"over the pixel budget, skipped ({len(big)}; raise --max-pixels to use them):")
         lines += [f"  {u['path']}: {u['reason']}" for u in big]
     if bad:
         lines.append(f"unreadable files ({len(bad)}):")
         lines += [f"  {u['path']}: {u['reason']}" for u in bad]
-    if r["leaks_across_splits"]:
-        lines.append(f"LEAKAGE: {len(r['leaks_across_splits'])} identical images in more than one split:")
-        for e in r["leaks_across_splits"]:
+    if r.leaks_across_splits:
+        lines.append(f"LEAKAGE: {len(r.leaks_across_splits)} identical images in more than one split:")
+        for e in r.leaks_across_splits:
             lines.append("  " + "  ==  ".join(f"{f.get('path', f.get('index'))} [{f['split']}]" for f in e["files"]))
-    if r["duplicates_within_split"]:
-        lines.append(f"duplicates within a split: {len(r['duplicates_within_split'])} groups")
-    if not r["leaks_across_splits"] and not r["duplicates_within_split"]:
+    if r.duplicates_within_split:
+        lines.append(f"duplicates within a split: {len(r.duplicates_within_split)} groups")
+    if not r.leaks_across_splits and not r.duplicates_within_split:
         lines.append("no duplicate images, within or across splits")
     lines += _near_lines(r)
-    for p in r.get("pictures", []):
+    for p in r.pictures:
         lines.append(f"wrote {p}")
     return "\n".join(lines)
 
 
-def _near_lines(r: dict[str, Any], most: int = 20) -> list[str]:
+def _near_lines(r: DataReport, most: int = 20) -> list[str]:
     """The inspect report's near-duplicate part (absent when it was not searched)."""
-    if "near_leaks_across_splits" not in r:
+    rule = r.near_duplicate_rule
+    if r.near_leaks_across_splits is None or r.near_duplicates_within_split is None or rule is None:
         return ["near duplicates: not searched (--near-duplicates on to search)"]
-    rule = r["near_duplicate_rule"]
     how = f"pHash within {rule['hash_distance']} bits, pixel correlation ≥ {rule['similarity']}"
-    leaks, within = r["near_leaks_across_splits"], r["near_duplicates_within_split"]
+    leaks, within = r.near_leaks_across_splits, r.near_duplicates_within_split
     lines = []
     if leaks:
         lines.append(f"NEAR-DUPLICATE LEAKAGE: {len(leaks)} pairs of near copies in different splits ({how}):")
@@ -103,7 +106,7 @@ def _near_lines(r: dict[str, Any], most: int = 20) -> list[str]:
     if within:
         lines.append(f"near duplicates within a split: {len(within)} pairs")
     if not leaks and not within:
-        lines.append(f"no near duplicates ({how}; searched {r['near_duplicates_searched']})")
+        lines.append(f"no near duplicates ({how}; searched {r.near_duplicates_searched})")
     return lines
 
 

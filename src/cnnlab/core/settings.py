@@ -19,6 +19,7 @@ __all__ = [
     "EvaluateSettings",
     "ExplainSettings",
     "ExportSettings",
+    "LrFindSettings",
     "PredictSettings",
     "ServeSettings",
     "Settings",
@@ -504,3 +505,20 @@ class ExplainSettings(Settings):
     )
     seed: int = Field(0, ge=0, description="--sanity: seed of the re-initialised weights and the random maps",
                       json_schema_extra={"metavar": "S"})  # fmt: skip
+
+
+class LrFindSettings(Settings):
+    """`cnnlab lr-find`: the range of learning rates, the batches tried and where the files go."""
+
+    out: str = Field(
+        "lr_find", description="folder for lr_find.csv and lr_find.png", json_schema_extra={"metavar": "DIR"}
+    )
+    start_lr: float = Field(1e-7, gt=0, description="the first learning rate", json_schema_extra={"metavar": "LR"})
+    end_lr: float = Field(10.0, gt=0, description="the last learning rate", json_schema_extra={"metavar": "LR"})
+    steps: int = Field(100, ge=1, description="batches to try", json_schema_extra={"metavar": "N"})
+
+    @model_validator(mode="after")
+    def _rising(self) -> LrFindSettings:
+        if self.start_lr >= self.end_lr:
+            raise ValueError(f"--start-lr {self.start_lr:g} must be below --end-lr {self.end_lr:g}")
+        return self

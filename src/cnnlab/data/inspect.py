@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from pydantic import BaseModel
 
 from cnnlab.core.schema import DataConfig
 from cnnlab.data.cache import decode_one
@@ -77,6 +78,43 @@ def _grid(rows: list[tuple[str, list[np.ndarray]]], path: Path, cell: int = PREV
     canvas.save(path)
 
 
+class DataReport(BaseModel):
+    """What `cnnlab data inspect` found: the files and classes, the split, the sizes, modes and formats,
+    unreadable files with their reasons, exact duplicates within and across splits, near duplicates when
+    searched (the near_* fields; None when not), and the pictures written."""
+
+    source: str
+    classes: list[str]
+    multilabel: bool
+    num_files: int
+    num_readable: int
+    ignored_non_image_files: int | None = None
+    presplit: bool
+    class_counts: dict[str, int]
+    split_counts: dict[str, dict[str, int]]
+    split_sizes: dict[str, int]
+    imbalance_ratio: float | None
+    sizes: dict[str, int]
+    median_shorter_side: int | None
+    modes: dict[str, int]
+    formats: dict[str, int]
+    extension_mismatch: list[str]
+    unreadable: list[dict[str, Any]]
+    unreadable_by_reason: dict[str, int]
+    duplicates_within_split: list[dict[str, Any]]
+    leaks_across_splits: list[dict[str, Any]]
+    groups: int | None = None
+    near_duplicate_rule: dict[str, float] | None = None
+    near_duplicates_searched: str | None = None
+    near_duplicates_within_split: list[dict[str, Any]] | None = None
+    near_leaks_across_splits: list[dict[str, Any]] | None = None
+    pictures: list[str] = []
+
+    def document(self) -> dict[str, Any]:
+        """As JSON (inspect.json, `data inspect --json`): the near-duplicate part only when searched."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
 def inspect_dataset(
     cfg: DataConfig,
     seed: int = 0,
@@ -85,7 +123,7 @@ def inspect_dataset(
     per_class: int = 8,
     progress: bool = True,
     near_duplicates: str = "auto",
-) -> dict[str, Any]:
+) -> DataReport:
     """Everything worth knowing about a dataset before training on it.
 
     Args:
@@ -206,7 +244,7 @@ def inspect_dataset(
         _augment_preview([torch.from_numpy(probes[i]["preview"]) for i in keep[:4]], preview_augment, out)
         pictures = [out / "samples.png", out / "augment.png"] + ([out / "near_duplicates.png"] if shown else [])
         report["pictures"] = [str(p) for p in pictures]
-    return report
+    return DataReport.model_validate(report)
 
 
 def _duplicate_groups(
@@ -289,7 +327,7 @@ def _inspect_builtin(
     per_class: int,
     near: bool,
     rule: NearDuplicateRule,
-) -> dict[str, Any]:
+) -> DataReport:
     spec = DATASETS.get(cfg.source)
     src = spec.loader(data_dir=cfg.data_dir, download=cfg.download)
     splits = make_splits(src.labels, src.given_splits, cfg.split, cfg.val_size, seed)
@@ -358,7 +396,7 @@ def _inspect_builtin(
         _augment_preview([torch.from_numpy(small[i]) for i in range(4)], preview_augment, out)
         pictures = [out / "samples.png", out / "augment.png"] + ([out / "near_duplicates.png"] if shown else [])
         report["pictures"] = [str(p) for p in pictures]
-    return report
+    return DataReport.model_validate(report)
 
 
 def _median_side(sizes: Any) -> int | None:

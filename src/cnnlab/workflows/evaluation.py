@@ -51,23 +51,11 @@ from cnnlab.workflows.scoring import evaluate_keep_head, other_data, split_indic
 log = logging.getLogger(__name__)
 
 
-def report(
-    run_path: str | Path,
-    data: PreparedData | None = None,
-    device: str = "auto",
-    progress: bool = True,
-    run: RunFolder | None = None,
-    predictor: Predictor | None = None,
-) -> Path:
+def report(run_path: str | Path, device: str = "auto", progress: bool = True) -> Path:
     """Write ``report.html`` for a finished run: curves, metrics, per-class figures, errors,
-    Grad-CAM, data, model, timing and config in one self-contained file.
-
-    ``run``: the run folder when the caller already holds its lock (training); otherwise the
-    lock is taken here, so a report is never written while another process trains the run.
-    ``predictor``: the run's best checkpoint, already loaded (training passes the one it evaluated with).
-    """
-    if run is not None:
-        return _report(run, data, device, progress, predictor)
+    Grad-CAM, data, model, timing and config in one self-contained file. The run's lock is taken, so
+    a report is never written while another process trains the run (training itself writes its
+    report with :func:`write_run_report`, holding the lock)."""
     run = RunFolder(run_path).require()
     state = run.state()
     if state.status != "completed":
@@ -77,14 +65,15 @@ def report(
         )
     run.lock("write its report")
     try:
-        return _report(run, data, device, progress)
+        return write_run_report(run, None, device, progress)
     finally:
         run.unlock()
 
 
-def _report(
+def write_run_report(
     run: RunFolder, data: PreparedData | None, device: str, progress: bool, predictor: Predictor | None = None
 ) -> Path:
+    """report.html for ``run``, whose lock the caller holds (``data``, ``predictor``: already loaded)."""
 
     cfg = run.read_config()
     dev = resolve_device(device)

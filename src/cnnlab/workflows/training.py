@@ -18,13 +18,12 @@ from typing import Any
 import torch
 
 from cnnlab import __version__
-from cnnlab.core.atomic import atomic_write_text
 from cnnlab.core.errors import CnnlabError, DiskError
 from cnnlab.core.monitor import monitorable
 from cnnlab.core.schema import Config, build_config
 from cnnlab.core.state import SeedsState
 from cnnlab.data.pipeline import PreparedData, prepare_data
-from cnnlab.evaluate.plots import plot_confusion, plot_lr_find
+from cnnlab.evaluate.plots import plot_confusion
 from cnnlab.inference.predictor import Predictor
 from cnnlab.models import get_spec
 from cnnlab.models.ops import resolve_device
@@ -35,11 +34,10 @@ from cnnlab.train import distributed
 from cnnlab.train.batchsize import auto_batch_size
 from cnnlab.train.build import build_model, check_model_fits, resolve_fine_tune, resolve_periods, resolve_recipe
 from cnnlab.train.callbacks import Callback, Checkpoint, EarlyStopping, HistoryCSV, Progress, StepLog, TimeBudget
-from cnnlab.train.engines import ENGINES, Engine, TorchEngine
-from cnnlab.train.lr_find import range_test
+from cnnlab.train.engines import ENGINES, Engine
 from cnnlab.train.trackers import Finished, check_trackers, finish_trackers, tracker_callbacks
 from cnnlab.train.trainer import autocast_dtype
-from cnnlab.workflows.evaluation import evaluate_checkpoint, report
+from cnnlab.workflows.evaluation import evaluate_checkpoint, write_run_report
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +431,7 @@ def finish_run(o: OpenRun, progress: bool) -> TrainResult:
         try:
             log.info(
                 "report: %s",
-                report(run.path, data=o.data, device=str(o.device), progress=progress, run=run, predictor=predictor),
+                write_run_report(run, o.data, str(o.device), progress, predictor),
             )
         except CnnlabError as e:  # the trained run stands; the report can be made again
             log.warning("the report could not be written (%s); retry with: cnnlab report %s", e, run.path)
@@ -497,29 +495,3 @@ def _log_summary(data: PreparedData, engine: Engine, cfg: Config, device: torch.
         engine.name,
         device,
     )
-
-
-def lr_find(
-    cfg: Config, out: str | Path, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100, progress: bool = True
-) -> dict[str, Any]:
-    """LR range test for the configured data and model; writes lr_find.csv and lr_find.png into ``out``.
-
-    Returns:
-        ``lrs``, ``losses``, ``suggestion`` and the written ``files``.
-    """
-
-    device = resolve_device(cfg.train.device)
-    data = prepare_data(cfg.data, get_spec(cfg.model.name), cfg.data.split_seed, progress=progress)
-    check_model_fits(cfg, len(data.classes), data.channels, data.input_size)
-    engine = TorchEngine(cfg, data, device)  # the same build step as training
-    engine.prepare(None)
-    result = range_test(engine.trainer, engine.train_batches, start_lr, end_lr, steps)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        out / "lr_find.csv",
-        "lr,loss\n" + "".join(f"{lr:.6g},{loss:.6g}\n" for lr, loss in zip(result["lrs"], result["losses"])),
-    )
-    plot_lr_find(result["lrs"], result["losses"], result["suggestion"], out / "lr_find.png")
-    result["files"] = [str(out / "lr_find.csv"), str(out / "lr_find.png")]
-    return result

@@ -155,7 +155,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         progress=progress_wanted(args),
         near_duplicates=args.near_duplicates,
     )
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    print(json.dumps(report.document(), indent=2) if args.json else format_report(report))
     return 0
 
 

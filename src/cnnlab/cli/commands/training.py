@@ -12,7 +12,7 @@ from cnnlab.cli import argtypes
 from cnnlab.cli.flags import add_config_flags, add_settings_flags, config_overrides, given_config_keys, settings_of
 from cnnlab.cli.render import format_metrics_table, format_seed_spread, progress_wanted
 from cnnlab.core.errors import CnnlabError
-from cnnlab.core.settings import CvSettings
+from cnnlab.core.settings import CvSettings, LrFindSettings
 from cnnlab.core.yamlio import load_yaml
 
 
@@ -49,12 +49,8 @@ def register(sub: Any) -> None:
         "suggest the LR where the loss falls fastest; writes lr_find.csv/.png.",
     )
     add_config_flags(lf, without={"run.out", "train.steps", "train.eval_every"})  # its own --steps
-    lf.add_argument("--out", metavar="DIR", default="lr_find", help="folder for lr_find.csv and lr_find.png")
-    lf.add_argument("--start-lr", type=argtypes.positive_float, default=1e-7, metavar="LR")
-    lf.add_argument("--end-lr", type=argtypes.positive_float, default=10.0, metavar="LR")
-    lf.add_argument(
-        "--steps", type=argtypes.positive_int, default=100, metavar="N", help="batches to try (default 100)"
-    )
+    add_settings_flags(lf, LrFindSettings, {"start_lr": argtypes.positive_float, "end_lr": argtypes.positive_float,
+                                            "steps": argtypes.positive_int})  # fmt: skip
     lf.add_argument("-q", "--quiet", action="store_true")
     lf.set_defaults(handler=cmd_lr_find)
 
@@ -111,16 +107,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    if args.start_lr >= args.end_lr:
-        raise CnnlabError(f"--start-lr {args.start_lr:g} must be below --end-lr {args.end_lr:g}")
-    res = api.lr_find(_config(args), args.out, args.start_lr, args.end_lr, args.steps, progress=progress_wanted(args))
-    tried = f"{len(res['lrs'])} steps from {res['lrs'][0]:.1e} to {res['lrs'][-1]:.1e}" if res["lrs"] else "no steps"
+    res = api.lr_find(_config(args), settings_of(args, LrFindSettings), progress_wanted(args))
+    tried = f"{len(res.lrs)} steps from {res.lrs[0]:.1e} to {res.lrs[-1]:.1e}" if res.lrs else "no steps"
     print(f"LR range test: {tried}")
-    if res["suggestion"]:
-        print(f"suggested learning rate: {res['suggestion']:.2e} (steepest loss descent)")
+    if res.suggestion:
+        print(f"suggested learning rate: {res.suggestion:.2e} (steepest loss descent)")
     else:
         print("no suggestion: the loss did not change enough; widen --start-lr/--end-lr or add --steps")
-    for f in res["files"]:
+    for f in res.files:
         print(f"wrote {f}")
     return 0
 

@@ -205,7 +205,7 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
         raise CnnlabError(f"DATA {data!r}: {problem}")
     log.info("study: inspecting %s", data)
     report = inspect_dataset(dc, seed=seed, progress=progress)
-    multilabel = bool(report["multilabel"])
+    multilabel = report.multilabel
     if multilabel and seeds > 1:
         raise CnnlabError(
             f"{data}: multi-label data with --seeds: not supported yet (the seeded test pairs single-label "
@@ -221,13 +221,13 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
     if min(sizes.get("train", 0), sizes.get("val", 0), sizes.get("test", 0)) == 0:
         raise CnnlabError(f"{data}: the split has {sizes}; a study needs images in train, val and test")
     size, channels, k = prepared.input_size, prepared.channels, len(prepared.classes)
-    ratio = report["imbalance_ratio"] or 1.0
+    ratio = report.imbalance_ratio or 1.0
     pool = np.concatenate([prepared.splits["train"], prepared.splits["val"]])
     y = prepared.labels.numpy()[pool]
     smallest = int((y.sum(0) if multilabel else np.bincount(y, minlength=len(prepared.classes))).min())
     pairs = pairs or default_models(size)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "inspect.json", report)
+    atomic_write_json(out / "inspect.json", report.document())
     state = StudyState(
         settings=settings.model_copy(update={"out": str(out)}),
         started=now(),
@@ -236,7 +236,7 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
         input_size=size,
         channels=channels,
         classes=prepared.classes,
-        presplit=report["presplit"],
+        presplit=report.presplit,
         smallest_pool_class=smallest,
         imbalance_ratio=ratio,
         class_weights=ratio >= IMBALANCE_FOR_WEIGHTS and not multilabel,  # weights are for one label each

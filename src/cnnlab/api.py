@@ -18,16 +18,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
-    from cnnlab.core.settings import (
+    from cnnlab.core.run_settings import (
         BoardSettings,
-        CvSettings,
         EvaluateSettings,
         ExportSettings,
         PredictSettings,
         ServeSettings,
-        StudySettings,
-        SweepSettings,
     )
+    from cnnlab.core.settings import CvSettings, StudySettings, SweepSettings
     from cnnlab.data.cache_admin import clean_cache, list_cache, manage_cache
     from cnnlab.data.inspect import inspect_dataset
     from cnnlab.data.pipeline import prepare_data
@@ -58,22 +56,10 @@ if TYPE_CHECKING:  # the same names, for readers, IDEs and the type checker
 # public name → the module that defines it
 EXPORTS: dict[str, str] = {
     **dict.fromkeys(["build_config"], "cnnlab.workflows.resolve"),
+    **dict.fromkeys(["StudySettings", "CvSettings", "SweepSettings", "LrFindSettings"], "cnnlab.core.settings"),
     **dict.fromkeys(
-        [
-            "StudySettings",
-            "CvSettings",
-            "SweepSettings",
-            "EvaluateSettings",
-            "ExplainSettings",
-            "ExplainSettings",
-            "PredictSettings",
-            "ExportSettings",
-            "LrFindSettings",
-            "LrFindSettings",
-            "ServeSettings",
-            "BoardSettings",
-        ],
-        "cnnlab.core.settings",
+        ["EvaluateSettings", "ExplainSettings", "PredictSettings", "ExportSettings", "ServeSettings", "BoardSettings"],
+        "cnnlab.core.run_settings",
     ),
     **dict.fromkeys(["explain_sanity", "explain_run"], "cnnlab.workflows.sanity"),
     **dict.fromkeys(["TrainResult"], "cnnlab.workflows.training"),

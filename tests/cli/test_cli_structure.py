@@ -126,17 +126,29 @@ def _subparser(command: str):
     return sub.choices[command]
 
 
-@pytest.mark.parametrize("command", ["study", "cv", "sweep"])
+SETTINGS_OF = {  # command → its settings model (cnnlab.core.settings)
+    "study": "StudySettings", "cv": "CvSettings", "sweep": "SweepSettings", "evaluate": "EvaluateSettings",
+    "predict": "PredictSettings", "export": "ExportSettings", "serve": "ServeSettings", "board": "BoardSettings",
+    "explain": "ExplainSettings", "lr-find": "LrFindSettings",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", list(SETTINGS_OF))
 def test_a_workflows_flags_are_generated_from_its_settings_and_restate_no_default(command):
     """Each setting of a workflow is written once, as a field of its settings model: the parser has one
     flag per field, every flag defaults to "not given" (so the field's default applies), and the
     "(default …)" a help shows is the field's own."""
     from cnnlab.cli.flags import SETTINGS_DEST
-    from cnnlab.core.settings import CvSettings, StudySettings, SweepSettings
+    from cnnlab.core import settings as models
+    from cnnlab.core.settings import StudySettings
 
-    settings = {"study": StudySettings, "cv": CvSettings, "sweep": SweepSettings}[command]
-    actions = {a.dest: a for a in _subparser(command)._actions if a.dest.startswith(SETTINGS_DEST)}
+    settings = getattr(models, SETTINGS_OF[command])
+    parser = _subparser(command)
+    actions = {a.dest: a for a in parser._actions if a.dest.startswith(SETTINGS_DEST)}
     assert set(actions) == {SETTINGS_DEST + name for name in settings.model_fields}
+    flags = {s for a in actions.values() for s in a.option_strings}
+    others = [a for a in parser._actions if not a.dest.startswith(SETTINGS_DEST)]
+    assert not [s for a in others for s in a.option_strings if s in flags]  # no setting has a second flag
     for name, info in settings.model_fields.items():
         action = actions[SETTINGS_DEST + name]
         assert action.default is None, f"--{name} restates a default: {action.default!r}"
@@ -157,13 +169,30 @@ def test_the_study_workflow_restates_no_setting_default():
         assert restated not in run, restated
 
 
-def test_every_public_workflow_entry_that_has_settings_takes_at_most_4_parameters():
-    from cnnlab.workflows.cv import cross_validate
-    from cnnlab.workflows.study import run_study
-    from cnnlab.workflows.sweep import run_sweep
+def test_every_public_workflow_entry_takes_at_most_4_parameters():
+    entries = [name for name, module in api.EXPORTS.items() if module.startswith("cnnlab.workflows")]
+    functions = [getattr(api, name) for name in entries if inspect.isfunction(getattr(api, name))]
+    assert len(functions) >= 20
+    wide = {f.__name__: len(inspect.signature(f).parameters) for f in functions}
+    assert {k: n for k, n in wide.items() if n > 4} == {}
 
-    for entry in (run_study, cross_validate, run_sweep):
-        assert len(inspect.signature(entry).parameters) <= 4, entry.__name__
+
+def test_every_api_function_returns_a_typed_value():
+    """Issue 44: no api function returns a bare dict, a list of dicts or Any; its result is a model or
+    dataclass whose fields say what it holds (None for the servers, which run until stopped)."""
+    untyped = {}
+    for name in api.EXPORTS:
+        value = getattr(api, name)
+        if not inspect.isfunction(value):
+            continue
+        returned = str(inspect.signature(value).return_annotation)
+        if (
+            returned == str(inspect.Signature.empty)
+            or "Any" in returned
+            or returned.startswith(("dict[str, A", "list[dict"))
+        ):
+            untyped[name] = returned
+    assert untyped == {}
 
 
 def test_settings_refuse_a_boolean_count_an_empty_text_and_an_unknown_name_in_one_line():

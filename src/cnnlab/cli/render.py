@@ -11,7 +11,7 @@ from cnnlab.core.metrics import catalogue
 from cnnlab.core.state import SeedsState
 
 if TYPE_CHECKING:  # the CLI imports no data code at start
-    from cnnlab.data.inspect import DataReport
+    from cnnlab.core.results import DataReport
 
 __all__ = ["format_metrics_table", "format_report", "progress_wanted"]
 

@@ -1,8 +1,8 @@
-"""What the commands that read a finished run return, typed: an evaluation (a checkpoint's figures
-on one split, metrics.json's content), seed 002's keep-head baselines, the table of several
-datasets, predictions, explanations and the Grad-CAM sanity checks. A figure is keyed by its name in
-the metric catalogue (``core/metrics.py``): adding a metric adds a row there, not a field here. Pure
-data."""
+"""What the commands that read a finished run or its data return, typed: an evaluation (a
+checkpoint's figures on one split, metrics.json's content), seed 002's keep-head baselines, the table
+of several datasets, predictions, explanations, the Grad-CAM sanity checks, a data inspection and a
+shard index. A figure is keyed by its name in the metric catalogue (``core/metrics.py``): adding a
+metric adds a row there, not a field here. Pure data."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from cnnlab.core.metrics import catalogue
 
 __all__ = [
+    "DataReport",
+    "ShardFile",
+    "ShardIndex",
+    "ShardSplit",
     "Baseline",
     "Baselines",
     "ClassScore",
@@ -185,3 +189,68 @@ class Explained(BaseModel):
 
     sanity: SanityReport | None = None
     images: list[Explanation] = Field(default_factory=list)
+
+
+class DataReport(BaseModel):
+    """What `cnnlab data inspect` found: the files and classes, the split, the sizes, modes and formats,
+    unreadable files with their reasons, exact duplicates within and across splits, near duplicates when
+    searched (the near_* fields; None when not), and the pictures written."""
+
+    source: str
+    classes: list[str]
+    multilabel: bool
+    num_files: int
+    num_readable: int
+    ignored_non_image_files: int | None = None
+    presplit: bool
+    class_counts: dict[str, int]
+    split_counts: dict[str, dict[str, int]]
+    split_sizes: dict[str, int]
+    imbalance_ratio: float | None
+    sizes: dict[str, int]
+    median_shorter_side: int | None
+    modes: dict[str, int]
+    formats: dict[str, int]
+    extension_mismatch: list[str]
+    unreadable: list[dict[str, Any]]
+    unreadable_by_reason: dict[str, int]
+    duplicates_within_split: list[dict[str, Any]]
+    leaks_across_splits: list[dict[str, Any]]
+    groups: int | None = None
+    near_duplicate_rule: dict[str, float] | None = None
+    near_duplicates_searched: str | None = None
+    near_duplicates_within_split: list[dict[str, Any]] | None = None
+    near_leaks_across_splits: list[dict[str, Any]] | None = None
+    pictures: list[str] = []
+
+    def document(self) -> dict[str, Any]:
+        """As JSON (inspect.json, `data inspect --json`): the near-duplicate part only when searched."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class ShardFile(BaseModel):
+    file: str
+    count: int
+
+
+class ShardSplit(BaseModel):
+    count: int
+    shards: list[ShardFile]
+
+
+class ShardIndex(BaseModel):
+    """index.json of a shard folder, as written: the data's classes, size and normalisation, and per
+    split its shard files and their sample counts."""
+
+    format: str = "cnnlab-shards/1"  # data/shards.py's FORMAT
+    source: str
+    description: str = ""
+    classes: list[str]
+    input_size: int
+    channels: int
+    normalize: str
+    mean: list[float] | None
+    std: list[float] | None
+    fingerprint: str
+    splits: dict[str, ShardSplit]
+    seconds: float

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from pydantic import BaseModel
 
+from cnnlab.core.results import DataReport
 from cnnlab.core.schema import DataConfig
 from cnnlab.data.cache import decode_one
 from cnnlab.data.files import FileList
@@ -76,43 +76,6 @@ def _grid(rows: list[tuple[str, list[np.ndarray]]], path: Path, cell: int = PREV
             canvas.paste(tile, (label_w + c * (cell + 4), y))
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
-
-
-class DataReport(BaseModel):
-    """What `cnnlab data inspect` found: the files and classes, the split, the sizes, modes and formats,
-    unreadable files with their reasons, exact duplicates within and across splits, near duplicates when
-    searched (the near_* fields; None when not), and the pictures written."""
-
-    source: str
-    classes: list[str]
-    multilabel: bool
-    num_files: int
-    num_readable: int
-    ignored_non_image_files: int | None = None
-    presplit: bool
-    class_counts: dict[str, int]
-    split_counts: dict[str, dict[str, int]]
-    split_sizes: dict[str, int]
-    imbalance_ratio: float | None
-    sizes: dict[str, int]
-    median_shorter_side: int | None
-    modes: dict[str, int]
-    formats: dict[str, int]
-    extension_mismatch: list[str]
-    unreadable: list[dict[str, Any]]
-    unreadable_by_reason: dict[str, int]
-    duplicates_within_split: list[dict[str, Any]]
-    leaks_across_splits: list[dict[str, Any]]
-    groups: int | None = None
-    near_duplicate_rule: dict[str, float] | None = None
-    near_duplicates_searched: str | None = None
-    near_duplicates_within_split: list[dict[str, Any]] | None = None
-    near_leaks_across_splits: list[dict[str, Any]] | None = None
-    pictures: list[str] = []
-
-    def document(self) -> dict[str, Any]:
-        """As JSON (inspect.json, `data inspect --json`): the near-duplicate part only when searched."""
-        return self.model_dump(mode="json", exclude_none=True)
 
 
 def inspect_dataset(

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.results import ShardFile, ShardIndex, ShardSplit
 from cnnlab.data.images import open_image
 
 log = logging.getLogger(__name__)
@@ -62,34 +62,6 @@ def _png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
-
-
-class ShardFile(BaseModel):
-    file: str
-    count: int
-
-
-class ShardSplit(BaseModel):
-    count: int
-    shards: list[ShardFile]
-
-
-class ShardIndex(BaseModel):
-    """index.json of a shard folder, as written: the data's classes, size and normalisation, and per
-    split its shard files and their sample counts."""
-
-    format: str = FORMAT
-    source: str
-    description: str = ""
-    classes: list[str]
-    input_size: int
-    channels: int
-    normalize: str
-    mean: list[float] | None
-    std: list[float] | None
-    fingerprint: str
-    splits: dict[str, ShardSplit]
-    seconds: float
 
 
 def write_shards(

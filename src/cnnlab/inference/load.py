@@ -12,10 +12,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.inference.exported import ExportedModel, is_exported_file
+
+if TYPE_CHECKING:  # for the type checker only: loading an .onnx file imports no PyTorch
+    from cnnlab.inference.predictor import Predictor
 
 __all__ = ["BACKENDS", "load_model"]
 
@@ -24,7 +27,7 @@ BACKENDS = {"run": "cnnlab.inference.predictor"}  # kind of model → the module
 
 def load_model(
     spec: str, device: str = "auto", max_pixels: int | None = None, trust_torchscript: bool = False, tta: str = "none"
-) -> Any:
+) -> Predictor | ExportedModel:
     """An exported model file (.onnx needs no PyTorch; a TorchScript file only with
     ``trust_torchscript`` or when this machine's cnnlab exported it) or a run folder's Predictor
     (with ``tta``, test-time augmentation)."""
@@ -37,5 +40,5 @@ def load_model(
         return model
     if Path(spec).is_file():
         raise CnnlabError(f"{spec}: not a run folder or a model file cnnlab can load (.onnx, .ts)")
-    predictor = importlib.import_module(BACKENDS["run"]).Predictor
+    predictor: type[Predictor] = importlib.import_module(BACKENDS["run"]).Predictor
     return predictor.from_run(spec, device, max_pixels=max_pixels, tta=tta)

@@ -20,8 +20,7 @@ from cnnlab.reports.run import agreement_section
 
 
 class StudyFolder(Protocol):
-    """What the page needs of a study (``cnnlab.workflows.study.state.Study`` is one): its folder, its
-    state (study.json) and its candidates."""
+    """What the page needs of a study (a ``cnnlab.workflows.study.state.Study``): folder, state, candidates."""
 
     @property
     def out(self) -> Path: ...

@@ -15,7 +15,7 @@ from cnnlab.train.engines import ENGINES
 __all__ = [
     "AugmentationRow",
     "Catalog",
-    "DatasetRow",
+    "DatasetInfo",
     "EngineRow",
     "ModelRow",
     "catalog",
@@ -41,7 +41,7 @@ class AugmentationRow(BaseModel):
     options: dict[str, Any]  # option → default
 
 
-class DatasetRow(BaseModel):
+class DatasetInfo(BaseModel):
     name: str
     description: str
     size: int
@@ -59,7 +59,7 @@ class Catalog(BaseModel):
 
     what: str
     models: list[ModelRow] = []
-    datasets: list[DatasetRow] = []
+    datasets: list[DatasetInfo] = []
     augmentations: list[AugmentationRow] = []
     engines: list[EngineRow] = []
 
@@ -86,10 +86,10 @@ def list_augmentations() -> list[AugmentationRow]:
     return [AugmentationRow(name=n, options=preset_options(n)) for n in PRESETS.names()]
 
 
-def list_datasets() -> list[DatasetRow]:
+def list_datasets() -> list[DatasetInfo]:
     """Built-in datasets: name, description, image size, classes."""
     return [
-        DatasetRow(
+        DatasetInfo(
             name=d.name,
             description=d.description,
             size=d.native_size,

@@ -23,7 +23,7 @@ from cnnlab.core.results import (
     Explanation,
     Prediction,
 )
-from cnnlab.core.settings import EvaluateSettings, ExplainSettings, PredictSettings
+from cnnlab.core.run_settings import EvaluateSettings, ExplainSettings, PredictSettings
 from cnnlab.data.pipeline import PreparedData
 from cnnlab.evaluate.metrics import (
     compute_metrics,

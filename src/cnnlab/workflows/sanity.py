@@ -15,7 +15,7 @@ import torch
 from cnnlab.core.atomic import atomic_write_json
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.results import Explained, SanityReport
-from cnnlab.core.settings import ExplainSettings
+from cnnlab.core.run_settings import ExplainSettings
 from cnnlab.evaluate import plots
 from cnnlab.inference.explain import (
     BORDER,
@@ -55,8 +55,7 @@ def explain_sanity(
     - **border**: the heat's share in the outer ring (15 % of each side); at or above the ring's
       51 % of the area, the model looks at the edges or background rather than a centred object.
 
-    sanity.json and sanity.png go to ``settings.out`` (a folder), else to RUN/explain, which the report shows.
-    """
+    sanity.json and sanity.png go to ``settings.out`` (a folder), else to RUN/explain (the report shows them)."""
     st = settings or ExplainSettings()
     images, device, seed, out = st.sanity_images, st.device, st.seed, st.out
     if out is not None and Path(out).exists() and not Path(out).is_dir():

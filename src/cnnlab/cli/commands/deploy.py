@@ -12,7 +12,7 @@ from cnnlab import api
 from cnnlab.cli import argtypes
 from cnnlab.cli.flags import add_settings_flags, settings_of
 from cnnlab.cli.render import progress_wanted
-from cnnlab.core.settings import BindSettings, BoardSettings, ExportSettings, PredictSettings, ServeSettings
+from cnnlab.core.run_settings import BindSettings, BoardSettings, ExportSettings, PredictSettings, ServeSettings
 
 
 def register(sub: Any) -> None:

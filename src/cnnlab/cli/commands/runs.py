@@ -11,7 +11,7 @@ from cnnlab import api
 from cnnlab.cli import argtypes
 from cnnlab.cli.flags import add_settings_flags, schema_default, settings_of
 from cnnlab.cli.render import format_metrics_table, progress_wanted
-from cnnlab.core.settings import EvaluateSettings, ExplainSettings
+from cnnlab.core.run_settings import EvaluateSettings, ExplainSettings
 
 if TYPE_CHECKING:  # the result types, for the type checker only (the CLI imports no workflow at start)
     from cnnlab.core.results import Baseline, DatasetTable, SanityReport

@@ -160,8 +160,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_shard(args: argparse.Namespace) -> int:
-    cfg = api.build_config(None, {**config_overrides(args), "data.source": args.path})
-    index = api.shard_dataset(cfg, args.out, args.shard_size, args.seed, progress=progress_wanted(args))
+    cfg = api.build_config(None, {**config_overrides(args), "data.source": args.path, "data.split_seed": args.seed})
+    index = api.shard_dataset(cfg, args.out, args.shard_size, progress_wanted(args))
     for name, part in index.splits.items():
         print(f"{name:<5} {part.count:>8} images in {len(part.shards)} shard(s)")
     print(

@@ -24,7 +24,7 @@ from urllib.parse import unquote_to_bytes
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.hosts import allowed_hosts, check_bind, host_name
-from cnnlab.core.settings import BoardSettings
+from cnnlab.core.run_settings import BoardSettings
 from cnnlab.reports.assets import static_page
 from cnnlab.runs.paired import paired_runs
 from cnnlab.runs.store import RunFolder

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from pydantic import BaseModel
 
 from cnnlab.core.errors import CnnlabError
-from cnnlab.core.settings import PredictSettings
+from cnnlab.core.run_settings import PredictSettings
 from cnnlab.data.images import IMAGE_EXTENSIONS
 from cnnlab.inference.load import load_model
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from cnnlab import __version__
 from cnnlab.core.errors import CnnlabError, DiskError
-from cnnlab.core.settings import ExportSettings
+from cnnlab.core.run_settings import ExportSettings
 from cnnlab.inference.exported import META_KEY, META_VERSION, ExportedModel, record_own_export
 from cnnlab.inference.predictor import Predictor
 from cnnlab.inference.preprocess import Preprocess

@@ -19,7 +19,7 @@ import numpy as np
 from cnnlab import __version__
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.hosts import LOCAL_NAMES, allowed_hosts, check_bind, host_name, is_loopback  # noqa: F401
-from cnnlab.core.settings import ServeSettings
+from cnnlab.core.run_settings import ServeSettings
 from cnnlab.data.images import DecodeMemory, FormatRefused, TooManyPixels, describe_error
 from cnnlab.inference.explain import explain_image, overlay
 from cnnlab.inference.exported import ExportedModel

@@ -91,7 +91,7 @@ ALLOWED = {
     "data/sources.py": "decompressed IDX files in the cache",
     "evaluate/plots.py": "a figure at the path it is given (scratch folders of RunFolder.artifacts)",
     "reports/run.py": "compare.html at --out (report.html goes through RunFolder.write_text)",
-    "workflows/training.py": "lr-find's own --out folder",
+    "workflows/lrfind.py": "lr-find's own --out folder",
     "train/engines/torch_engine.py": "checkpoint bytes in memory",
     "train/build.py": "the persistent feature cache under ~/.cache/cnnlab",
     "workflows/cv/folds.py": "cv.json and cv.html in a CV folder (its fold runs are written by RunFolder)",

@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import tarfile
 import traceback
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -134,6 +136,8 @@ RUN_TAMPERING: dict[str, Callable[[Path, dict[str, Path]], Path]] = {
         lambda run, t: np.savez(t, probs=np.array([object()], dtype=object), labels=np.zeros(1), indices=np.zeros(1)),
     ),
     "predictions.npz garbage": _tamper("predictions.npz", b"PK\x03\x04garbage"),
+    "predictions.npz all NaN": _tamper("predictions.npz", lambda run, t: _nan_predictions(t)),
+    "predictions.npz zip bomb": _tamper("predictions.npz", lambda run, t: _bomb_predictions(t)),
     "dataset.json a list": _tamper("dataset.json", "[]"),
 }
 # the run files each command reads and must not trust (it rewrites or never opens the others:
@@ -342,6 +346,81 @@ def _write(path: Path, text: str | bytes) -> Path:
     return path
 
 
+def _nan_predictions(target: Path) -> None:
+    with np.load(target) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["probs"] = np.full_like(arrays["probs"], np.nan)
+    np.savez(target, **arrays)
+
+
+def _bomb_predictions(target: Path) -> None:
+    """Probabilities whose header claims 30,000 × 25,000 float32 (3 GB once decompressed; the bytes
+    behind the header are left short, as nothing may read past the header to refuse it)."""
+    with np.load(target) as f:
+        labels, indices = f["labels"], f["indices"]
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, arr in (("labels", labels), ("indices", indices)):
+            with z.open(f"{name}.npy", "w") as out:
+                np.lib.format.write_array(out, arr)
+        with z.open("probs.npy", "w") as out:
+            header = {"descr": "<f4", "fortran_order": False, "shape": (30_000, 25_000)}
+            np.lib.format.write_array_header_1_0(out, header)
+            out.write(bytes(1 << 20))
+
+
+def _fifo(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def _seed_group(tmp: Path, change: Callable[[dict[str, Any]], Any]) -> None:
+    """A seed group's seeds.json, as cnnlab writes it, then changed (the runs need not exist to refuse it)."""
+    from cnnlab.workflows.resolve import build_config
+
+    cfg = build_config(None, {"data.source": "digits", "model.name": "mlp", "train.epochs": 1})
+    state = {"format": "cnnlab-seeds", "version": 1, "status": "running", "seeds": [0, 1, 2],
+             "config": cfg.model_dump(mode="json"), "given": {"data": {"source": "digits"}}}  # fmt: skip
+    change(state)
+    _write(tmp / "g" / "seeds.json", json.dumps(state))
+
+
+def _issue_45_cases() -> Iterator[Case]:
+    """Issue 45: files that are not regular files, over-long CSV fields, hostile seeds.json, a
+    catastrophic --group-by."""
+    yield _folder_case("train --data: a FIFO labels.csv", lambda t: ["train", "--data", str(t / "l.csv"), "--out", str(t / "r")],
+                       lambda t: _fifo(t / "l.csv"))  # fmt: skip
+    yield _folder_case("train --config: a FIFO", lambda t: ["train", "--config", str(t / "c.yaml"), "--out", str(t / "r")],
+                       lambda t: _fifo(t / "c.yaml"))  # fmt: skip
+    excl = ["train", "--data", "digits", "--model", "mlp", "--epochs", "1"]
+    yield _folder_case("train --exclude: a FIFO", lambda t: [*excl, "--exclude", str(t / "x.csv"), "--out", str(t / "r")],
+                       lambda t: _fifo(t / "x.csv"))  # fmt: skip
+    yield _folder_case("train --exclude: a 200 KB field", lambda t: [*excl, "--exclude", str(t / "x.csv"), "--out", str(t / "r")],
+                       lambda t: _write(t / "x.csv", "index\n" + "1" * 200_000 + "\n"))  # fmt: skip
+    yield _folder_case("train --exclude: no path or index column", lambda t: [*excl, "--exclude", str(t / "x.csv"), "--out", str(t / "r")],
+                       lambda t: _write(t / "x.csv", "foo,bar\n1,2\n"))  # fmt: skip
+    yield _folder_case("train --data: a label CSV with a 200 KB field", lambda t: ["train", "--data", str(t / "l.csv"), "--out", str(t / "r")],
+                       lambda t: _write(t / "l.csv", "path,label\n" + "a" * 200_000 + ",x\n"))  # fmt: skip
+    yield _folder_case("train --data: a label CSV not UTF-8", lambda t: ["train", "--data", str(t / "l.csv"), "--out", str(t / "r")],
+                       lambda t: _write(t / "l.csv", b"path,label\n\xff\xfe,x\n"))  # fmt: skip
+    for name, change in {
+        "100,000 seeds": lambda s: s.update(seeds=list(range(100_000))),
+        "a negative seed": lambda s: s.update(seeds=[-1, 0]),
+        "a seed twice": lambda s: s.update(seeds=[1, 1]),
+        "seeds a string": lambda s: s.update(seeds="0,1"),
+        "a true seed": lambda s: s.update(seeds=[True, 2]),
+        "an invalid config": lambda s: s["config"]["train"].update(epochs=-3),
+        "a newer version": lambda s: s.update(version=99),
+    }.items():  # fmt: skip
+        yield _folder_case(f"train --resume seed group: {name}", lambda t: ["train", "--resume", str(t / "g")],
+                           lambda t, change=change: _seed_group(t, change))  # fmt: skip
+    yield _folder_case(
+        "study --group-by '(a+)+$' on long names",
+        lambda t: ["study", str(t / "d"), "--group-by", "(a+)+$", "--budget", "10s", "--out", str(t / "s")],
+        lambda t: [_write(t / "d" / c / ("a" * 60 + f"{i}!.png"), b"not a png") for c in "xy" for i in range(3)],
+    )
+
+
 def _input_cases() -> Iterator[Case]:
     """Bad commands and files given to study, cv, sweep and train: one line each."""
     yield _folder_case("study: missing data", lambda t: ["study", "/nonexistent", "--out", str(t / "s")])
@@ -410,6 +489,7 @@ def _other_cases() -> list[Case]:
     out += list(_upload_cases())
     out += [_shard_case(n, d) for n, d in SHARD_DAMAGE.items()]
     out += list(_input_cases())
+    out += list(_issue_45_cases())
     return out
 
 

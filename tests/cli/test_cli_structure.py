@@ -139,10 +139,9 @@ def test_a_workflows_flags_are_generated_from_its_settings_and_restate_no_defaul
     flag per field, every flag defaults to "not given" (so the field's default applies), and the
     "(default …)" a help shows is the field's own."""
     from cnnlab.cli.flags import SETTINGS_DEST
-    from cnnlab.core import settings as models
     from cnnlab.core.settings import StudySettings
 
-    settings = getattr(models, SETTINGS_OF[command])
+    settings = getattr(api, SETTINGS_OF[command])
     parser = _subparser(command)
     actions = {a.dest: a for a in parser._actions if a.dest.startswith(SETTINGS_DEST)}
     assert set(actions) == {SETTINGS_DEST + name for name in settings.model_fields}

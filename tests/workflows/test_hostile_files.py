@@ -87,7 +87,7 @@ def test_torchscript_loads_only_when_exported_here_or_trusted(run, tmp_path, mon
     assert "runs code when it is loaded" in err and "--trust-torchscript" in err
     assert main(["predict", str(ts), str(image), "--trust-torchscript"]) == 0
     with pytest.raises(CnnlabError, match="runs code"):
-        api.serve(str(ts), port=1)  # refused before it binds anything
+        api.serve(str(ts), api.ServeSettings(port=1))  # refused before it binds anything
 
 
 def test_a_kill_during_export_or_report_leaves_nothing_the_next_command_trips_on(run, tmp_path, capsys):

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.textfiles import read_text_file
 
 __all__ = ["MAX_YAML_BYTES", "load_yaml", "parse_set", "read_yaml_file", "safe_yaml"]
 
@@ -87,19 +88,7 @@ def parse_set(items: list[str], flag: str = "--set") -> dict[str, Any]:
 def read_yaml_file(path: str | Path, what: str = "config file") -> Any:
     """The YAML document in ``path`` as plain data (see :func:`safe_yaml`), with one-line errors."""
     p = Path(path)
-    try:
-        if not p.is_file():
-            raise CnnlabError(f"{what} {str(p)!r} not found")
-        if p.stat().st_size > MAX_YAML_BYTES:
-            raise CnnlabError(f"{what} {str(p)!r} is {p.stat().st_size:,} bytes; at most {MAX_YAML_BYTES:,} allowed")
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise CnnlabError(f"{what} {str(p)!r} is not UTF-8 text") from None
-    except OSError as e:
-        raise CnnlabError(f"{what} {str(p)!r} cannot be read: {e.strerror or e}") from None
-    if "\x00" in text:
-        raise CnnlabError(f"{what} {str(p)!r} is not text (it holds NUL bytes)")
-    return safe_yaml(text, f"{what} {str(p)!r}")
+    return safe_yaml(read_text_file(p, what, MAX_YAML_BYTES), f"{what} {str(p)!r}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.textfiles import read_text_file
 from cnnlab.data.images import IMAGE_EXTENSIONS
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -145,16 +146,16 @@ def read_label_csv(
         CnnlabError: naming the file and line of a malformed row.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CnnlabError(f"label file {str(path)!r} cannot be read: {e}") from None
+    text = read_text_file(path, "label file")
     delim = delimiter or _sniff_delimiter(path, text[:4096])
-    rows = [
-        (n, r)
-        for n, r in enumerate(csv.reader(text.splitlines(), delimiter=delim), start=1)
-        if r and any(c.strip() for c in r)
-    ]
+    try:
+        rows = [
+            (n, r)
+            for n, r in enumerate(csv.reader(text.splitlines(), delimiter=delim), start=1)
+            if r and any(c.strip() for c in r)
+        ]
+    except csv.Error as e:  # a field over the csv module's limit (128 KB), a stray quote
+        raise CnnlabError(f"label file {str(path)!r} is not a CSV file cnnlab can read ({e})") from None
     if not rows:
         raise CnnlabError(f"label file {str(path)!r} is empty")
     head = [c.strip().lower() for c in rows[0][1]]

@@ -10,7 +10,6 @@ import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.schema import DataConfig
+from cnnlab.core.textfiles import read_text_file
 from cnnlab.data import shards
 from cnnlab.data.cache import content_digest
 from cnnlab.data.files import shown_path
@@ -369,10 +369,11 @@ def load_source(
 def excluded_images(path: str, paths: list[str] | None, n: int) -> np.ndarray:
     """The dataset indices a ``data.exclude`` CSV names, by its ``path`` column (file sources) or
     its ``index`` column (any source): a label audit's CSV, or rows kept from it."""
+    text = read_text_file(path, "data.exclude")
     try:
-        rows = list(csv.DictReader(Path(path).read_text(encoding="utf-8-sig").splitlines()))
-    except (OSError, UnicodeDecodeError) as e:
-        raise CnnlabError(f"data.exclude {path!r} cannot be read: {e}") from None
+        rows = list(csv.DictReader(text.splitlines()))
+    except csv.Error as e:
+        raise CnnlabError(f"data.exclude {path!r} is not a CSV file cnnlab can read ({e})") from None
     cols = set(rows[0]) if rows else set()
     if "path" in cols and paths is not None:
         where = {shown_path(p): i for i, p in enumerate(paths)}  # as a label audit writes them
@@ -380,7 +381,7 @@ def excluded_images(path: str, paths: list[str] | None, n: int) -> np.ndarray:
     elif "index" in cols:
         try:
             found = [int(r["index"]) if 0 <= int(r["index"]) < n else None for r in rows]
-        except ValueError:
+        except (ValueError, TypeError):  # a word, or a row shorter than its header
             raise CnnlabError(f"data.exclude {path!r}: the index column must hold whole numbers") from None
     else:
         raise CnnlabError(

@@ -18,6 +18,7 @@ import numpy as np
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.registry import Registry
+from cnnlab.core.textfiles import not_regular
 from cnnlab.data.cache import cache_dir, decode_images
 from cnnlab.data.files import FileList, read_label_csv, scan_folder
 from cnnlab.data.split import given_splits
@@ -515,6 +516,8 @@ def list_files(
         return read_label_csv(source, image_root, delimiter, label_sep)
     if Path(source).is_dir():
         return scan_folder(source)
+    if Path(source).exists() and not_regular(source):
+        raise CnnlabError(f"data.source {source!r} {not_regular(source)}")
     raise CnnlabError(
         f"data.source {source!r}: not a built-in dataset, a folder of class folders, "
         f"or a label file ({', '.join(CSV_SUFFIXES)})"

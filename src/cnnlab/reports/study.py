@@ -5,18 +5,20 @@ figures are embedded, no external assets."""
 from __future__ import annotations
 
 import json
-import zipfile
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from cnnlab.core.atomic import atomic_write_text
+from cnnlab.core.errors import CnnlabError
 from cnnlab.core.study import StudyState, StudySummary
 from cnnlab.evaluate.plots import plot_confusion, save_figure
 from cnnlab.reports.kit import Markup, Section, img_tag, join, page, pre, table
 from cnnlab.reports.run import agreement_section
+from cnnlab.runs.predictions import load_thumbnails
+
+log = logging.getLogger(__name__)
 
 
 class StudyFolder(Protocol):
@@ -542,14 +544,13 @@ def _agreement_study_section(study: StudyFolder) -> Section | None:
     if not g:
         return None
     saved = study.out / "agreement.npz"
-    images = labels = None
+    images: dict[int, Any] | None = None
+    labels: dict[int, int] | None = None
     if saved.is_file():
-        try:  # no pickles (np.load's default); a damaged file costs the thumbnails, not the page
-            with np.load(saved) as z:
-                images = dict(zip(z["index"].tolist(), z["images"]))
-                labels = dict(zip(z["index"].tolist(), z["labels"].tolist()))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            images = labels = None
+        try:  # checked like predictions.npz; a damaged file costs the thumbnails, not the page
+            images, labels = load_thumbnails(saved, len(study.state.classes))
+        except CnnlabError as e:
+            log.warning("the study page shows no thumbnails: %s", e)
     section = agreement_section(g, images, study.state.classes, labels)
     counts = Markup("<p>Counts over all {} images; thumbnails of the first ones.</p>").format(g["images"])
     return Section(

@@ -12,7 +12,7 @@ import numpy as np
 from cnnlab.core.errors import CnnlabError
 from cnnlab.runs.tables import damaged
 
-__all__ = ["MAX_PREDICTION_BYTES", "check_predictions", "load_predictions", "npz_shapes"]
+__all__ = ["MAX_PREDICTION_BYTES", "check_predictions", "load_predictions", "load_thumbnails", "npz_shapes"]
 
 MAX_PREDICTION_BYTES = 512 << 20  # decompressed: 50,000 images × 1,000 classes in float32 is 200 MB
 
@@ -85,3 +85,34 @@ def check_predictions(path: Path, arrays: dict[str, Any], classes: int | None) -
         raise damaged(path, f"its labels are not classes 0 to {k - 1}")
     if not np.issubdtype(indices.dtype, np.integer) or (len(indices) and indices.min() < 0):
         raise damaged(path, "its image indices are not whole numbers from 0")
+
+
+MAX_THUMBNAIL_BYTES = 64 << 20  # agreement.npz: the thumbnails of a few hundred images
+
+
+def load_thumbnails(path: Path, classes: int) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+    """A study's agreement.npz (image index → thumbnail, → label), checked as predictions.npz is: sizes
+    from the headers first (at most ``MAX_THUMBNAIL_BYTES``), then ``index`` (N,) ≥ 0, ``images``
+    (N, …) of uint8 pixels, ``labels`` (N,) in [0, ``classes``).
+
+    Raises:
+        CnnlabError: a damaged or hostile file, in one line (its page then shows no thumbnails).
+    """
+    try:
+        shapes = npz_shapes(path)
+        if sum(n for _, n in shapes.values()) > MAX_THUMBNAIL_BYTES:
+            raise damaged(path, f"its arrays hold over {MAX_THUMBNAIL_BYTES >> 20} MB")
+        with np.load(path, allow_pickle=False) as f:
+            index, images, labels = f["index"], f["images"], f["labels"]
+    except CnnlabError:
+        raise
+    except Exception as e:  # not a zip, a missing array, pickled objects, truncated
+        raise CnnlabError(f"{path} cannot be read ({type(e).__name__})") from None
+    n = len(index) if index.ndim == 1 else -1
+    if n < 0 or images.shape[:1] != (n,) or labels.shape != (n,) or images.dtype != np.uint8:
+        raise damaged(path, "its index, images and labels do not match (N,), (N, …) uint8 and (N,)")
+    if images.ndim not in (3, 4) or not np.issubdtype(index.dtype, np.integer) or (index < 0).any():
+        raise damaged(path, "its images are not (N, H, W[, C]) pixels, or an index is not a whole number ≥ 0")
+    if not np.issubdtype(labels.dtype, np.integer) or ((labels < 0) | (labels >= classes)).any():
+        raise damaged(path, f"a label is not a class (0 to {classes - 1})")
+    return dict(zip(index.tolist(), images)), dict(zip(index.tolist(), labels.tolist()))

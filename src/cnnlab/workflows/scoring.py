@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.textfiles import read_text_file
 from cnnlab.data.pipeline import PreparedData, prepare_data
 from cnnlab.data.sources import DATASETS, list_files
 from cnnlab.evaluate.metrics import mapped_topk
@@ -117,12 +118,10 @@ def read_label_map(path: str | Path | None, source: list[str], classes: list[str
             )
         return target
     p = Path(path)
-    if not p.is_file():
-        raise CnnlabError(f"--label-map {str(p)!r}: no such file")
     try:
-        rows = list(csv.reader(p.read_text(encoding="utf-8").splitlines()))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise CnnlabError(f"--label-map {str(p)!r} is not a UTF-8 CSV file ({e})") from None
+        rows = list(csv.reader(read_text_file(p, "--label-map", 16 << 20).splitlines()))
+    except csv.Error as e:
+        raise CnnlabError(f"--label-map {str(p)!r} is not a CSV file cnnlab can read ({e})") from None
     first = True
     for line, row in enumerate(rows, 1):
         if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):

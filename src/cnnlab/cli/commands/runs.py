@@ -14,7 +14,7 @@ from cnnlab.cli.render import format_metrics_table, progress_wanted
 from cnnlab.core.run_settings import EvaluateSettings, ExplainSettings
 
 if TYPE_CHECKING:  # the result types, for the type checker only (the CLI imports no workflow at start)
-    from cnnlab.core.results import Baseline, DatasetTable, SanityReport
+    from cnnlab.core.results import Baseline, DatasetTable, EvaluationResult, SanityReport
     from cnnlab.workflows.comparison import RunsComparison, SeedGroupsComparison
 
 
@@ -78,7 +78,7 @@ def register(sub: Any) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     res = api.evaluate(args.run, settings_of(args, EvaluateSettings), progress_wanted(args))
     if args.json:
-        print(json.dumps(res.document() if res.kind == "evaluation" else res.model_dump(mode="json"), indent=2))
+        print(json.dumps(_document(res), indent=2))
     elif res.kind == "baselines":
         for one in res.baselines:
             _print_baseline(one)
@@ -96,6 +96,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     if isinstance(t.get(k), float) and isinstance(doc.get(k), float)]  # fmt: skip
             print(f"with TTA ({t['views']}): " + ", ".join(both))
     return 0
+
+
+def _document(res: EvaluationResult) -> dict[str, Any]:
+    """`evaluate --json`: metrics.json's form; one baseline alone, several as ``{"baselines": […]}``."""
+    if res.kind == "evaluation":
+        return res.document()
+    if res.kind == "baselines":
+        rows = [b.model_dump(mode="json") for b in res.baselines]
+        return rows[0] if len(rows) == 1 else {"baselines": rows}
+    return res.model_dump(mode="json", exclude={"kind"}, exclude_none=True)
 
 
 def _print_baseline(res: Baseline) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,13 +12,15 @@ from typing import Any
 import numpy as np
 
 from cnnlab.core.errors import CnnlabError
-from cnnlab.core.textfiles import read_text_file
+from cnnlab.core.textfiles import not_regular, read_text_file
 from cnnlab.data.images import IMAGE_EXTENSIONS
 
 SPLIT_NAMES = ("train", "val", "test")
 PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path", "img", "image_id", "id")
 LABEL_COLUMNS = ("label", "labels", "class", "classes", "category", "target", "tags", "tag")
 GROUP_COLUMNS = ("group", "group_id", "subject", "patient", "scene")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -208,3 +211,56 @@ def read_label_csv(
     return FileList(
         root, files, arr, classes, [None] * len(files), skipped, groups=groups if group_col is not None else None
     )
+
+
+CSV_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
+
+
+def is_label_file(source: str) -> bool:
+    p = Path(source)
+    return p.is_file() and p.suffix.lower() in CSV_SUFFIXES
+
+
+def list_files(
+    source: str, image_root: str | None = None, delimiter: str | None = None, label_sep: str = " "
+) -> FileList:
+    """The FileList of a folder tree or a CSV/TSV label file."""
+    if is_label_file(source):
+        return read_label_csv(source, image_root, delimiter, label_sep)
+    if Path(source).is_dir():
+        return scan_folder(source)
+    if Path(source).exists() and not_regular(source):
+        raise CnnlabError(f"data.source {source!r} {not_regular(source)}")
+    raise CnnlabError(
+        f"data.source {source!r}: not a built-in dataset, a folder of class folders, "
+        f"or a label file ({', '.join(CSV_SUFFIXES)})"
+    )
+
+
+def excluded_images(path: str, paths: list[str] | None, n: int) -> np.ndarray:
+    """The dataset indices a ``data.exclude`` CSV names, by its ``path`` column (file sources) or
+    its ``index`` column (any source): a label audit's CSV, or rows kept from it."""
+    text = read_text_file(path, "data.exclude")
+    try:
+        rows = list(csv.DictReader(text.splitlines()))
+    except csv.Error as e:
+        raise CnnlabError(f"data.exclude {path!r} is not a CSV file cnnlab can read ({e})") from None
+    cols = set(rows[0]) if rows else set()
+    if "path" in cols and paths is not None:
+        where = {shown_path(p): i for i, p in enumerate(paths)}  # as a label audit writes them
+        found = [where.get(r["path"]) for r in rows]
+    elif "index" in cols:
+        try:
+            found = [int(r["index"]) if 0 <= int(r["index"]) < n else None for r in rows]
+        except (ValueError, TypeError):  # a word, or a row shorter than its header
+            raise CnnlabError(f"data.exclude {path!r}: the index column must hold whole numbers") from None
+    else:
+        raise CnnlabError(
+            f"data.exclude {path!r}: needs a header with a 'path' column (image files) or an 'index' column "
+            "(dataset positions), as cnnlab cv --audit-labels writes"
+        )
+    missing = sum(i is None for i in found)
+    if missing:
+        log.warning("data.exclude %s: %d of %d rows name no image of this data; ignored", path, missing, len(rows))
+    log.info("data.exclude: %d images left out of training and validation", len(rows) - missing)
+    return np.asarray([i for i in found if i is not None], np.int64)

@@ -17,10 +17,10 @@ from PIL import Image, ImageDraw
 from cnnlab.core.results import DataReport
 from cnnlab.core.schema import DataConfig
 from cnnlab.data.cache import decode_one
-from cnnlab.data.files import FileList
+from cnnlab.data.files import FileList, list_files
 from cnnlab.data.images import open_image
 from cnnlab.data.leakage import NearDuplicateRule, fingerprints, near_duplicate_pairs
-from cnnlab.data.sources import DATASETS, list_files
+from cnnlab.data.sources import DATASETS
 from cnnlab.data.split import given_splits, image_groups, imbalance_ratio, make_splits
 from cnnlab.data.transforms import build_transform
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import logging
@@ -18,14 +17,13 @@ import torch.nn.functional as F
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.schema import DataConfig
-from cnnlab.core.textfiles import read_text_file
 from cnnlab.data import shards
 from cnnlab.data.cache import content_digest
-from cnnlab.data.files import shown_path
+from cnnlab.data.files import excluded_images, list_files, shown_path
 from cnnlab.data.images import open_image
 from cnnlab.data.leakage import NearDuplicateRule, training_leaks
 from cnnlab.data.shards import is_shard_source
-from cnnlab.data.sources import DATASETS, SourceImages, list_files, load_files
+from cnnlab.data.sources import DATASETS, SourceImages, load_files
 from cnnlab.data.split import image_groups, imbalance_ratio, make_splits
 
 log = logging.getLogger(__name__)
@@ -364,35 +362,6 @@ def load_source(
         progress=progress,
         resample=resample,
     )
-
-
-def excluded_images(path: str, paths: list[str] | None, n: int) -> np.ndarray:
-    """The dataset indices a ``data.exclude`` CSV names, by its ``path`` column (file sources) or
-    its ``index`` column (any source): a label audit's CSV, or rows kept from it."""
-    text = read_text_file(path, "data.exclude")
-    try:
-        rows = list(csv.DictReader(text.splitlines()))
-    except csv.Error as e:
-        raise CnnlabError(f"data.exclude {path!r} is not a CSV file cnnlab can read ({e})") from None
-    cols = set(rows[0]) if rows else set()
-    if "path" in cols and paths is not None:
-        where = {shown_path(p): i for i, p in enumerate(paths)}  # as a label audit writes them
-        found = [where.get(r["path"]) for r in rows]
-    elif "index" in cols:
-        try:
-            found = [int(r["index"]) if 0 <= int(r["index"]) < n else None for r in rows]
-        except (ValueError, TypeError):  # a word, or a row shorter than its header
-            raise CnnlabError(f"data.exclude {path!r}: the index column must hold whole numbers") from None
-    else:
-        raise CnnlabError(
-            f"data.exclude {path!r}: needs a header with a 'path' column (image files) or an 'index' column "
-            "(dataset positions), as cnnlab cv --audit-labels writes"
-        )
-    missing = sum(i is None for i in found)
-    if missing:
-        log.warning("data.exclude %s: %d of %d rows name no image of this data; ignored", path, missing, len(rows))
-    log.info("data.exclude: %d images left out of training and validation", len(rows) - missing)
-    return np.asarray([i for i in found if i is not None], np.int64)
 
 
 def _subsample_train(train: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:

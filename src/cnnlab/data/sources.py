@@ -18,15 +18,13 @@ import numpy as np
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.registry import Registry
-from cnnlab.core.textfiles import not_regular
 from cnnlab.data.cache import cache_dir, decode_images
-from cnnlab.data.files import FileList, read_label_csv, scan_folder
+from cnnlab.data.files import FileList
 from cnnlab.data.split import given_splits
 
 log = logging.getLogger(__name__)
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-CSV_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
 
 
 @dataclass
@@ -501,27 +499,6 @@ DATASETS.add(
 
 
 # ------------------------------------------------------------------ files
-
-
-def is_label_file(source: str) -> bool:
-    p = Path(source)
-    return p.is_file() and p.suffix.lower() in CSV_SUFFIXES
-
-
-def list_files(
-    source: str, image_root: str | None = None, delimiter: str | None = None, label_sep: str = " "
-) -> FileList:
-    """The FileList of a folder tree or a CSV/TSV label file."""
-    if is_label_file(source):
-        return read_label_csv(source, image_root, delimiter, label_sep)
-    if Path(source).is_dir():
-        return scan_folder(source)
-    if Path(source).exists() and not_regular(source):
-        raise CnnlabError(f"data.source {source!r} {not_regular(source)}")
-    raise CnnlabError(
-        f"data.source {source!r}: not a built-in dataset, a folder of class folders, "
-        f"or a label file ({', '.join(CSV_SUFFIXES)})"
-    )
 
 
 _SKIPS_SAID: set[tuple[str, int, tuple[str, ...]]] = set()  # skipped-file summaries already logged

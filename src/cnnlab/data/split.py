@@ -73,6 +73,8 @@ def image_groups(paths: Sequence[str] | None, given: Sequence[str] | None, patte
         return None
     if paths is None:
         raise CnnlabError("data.group_by groups image files by their paths; this source has no files")
+    if not paths:  # nothing readable: the caller says so; there is nothing to group
+        return np.zeros(0, dtype=object)
     rx = user_pattern(pattern)  # RE2: linear in the path's length, whatever the pattern
     out = []
     for p in paths:

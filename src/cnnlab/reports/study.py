@@ -544,10 +544,9 @@ def _agreement_study_section(study: StudyFolder) -> Section | None:
     if not g:
         return None
     saved = study.out / "agreement.npz"
-    images: dict[int, Any] | None = None
-    labels: dict[int, int] | None = None
+    images, labels = None, None  # a damaged agreement.npz costs the thumbnails, not the page
     if saved.is_file():
-        try:  # checked like predictions.npz; a damaged file costs the thumbnails, not the page
+        try:  # checked like predictions.npz
             images, labels = load_thumbnails(saved, len(study.state.classes))
         except CnnlabError as e:
             log.warning("the study page shows no thumbnails: %s", e)

@@ -15,8 +15,9 @@ import torch
 
 from cnnlab.core.errors import CnnlabError
 from cnnlab.core.textfiles import read_text_file
+from cnnlab.data.files import list_files
 from cnnlab.data.pipeline import PreparedData, prepare_data
-from cnnlab.data.sources import DATASETS, list_files
+from cnnlab.data.sources import DATASETS
 from cnnlab.evaluate.metrics import mapped_topk
 from cnnlab.evaluate.stats import accuracy_interval
 from cnnlab.inference.predictor import Predictor

@@ -205,11 +205,15 @@ def test_pruning_reports_to_the_trial_and_stops_when_it_says_so():
 
     trial = Trial()
     cb = Pruning(trial, "val_acc")
-    cb.on_epoch_end(LoopState(), 1, {"val_acc": 0.5})
-    cb.on_epoch_end(LoopState(), 2, {"val_acc": math.nan})  # not finite: not reported
+    cb.on_epoch_end(LoopState(epochs=5), 1, {"val_acc": 0.5})
+    cb.on_epoch_end(LoopState(epochs=5), 2, {"val_acc": math.nan})  # not finite: not reported
     with pytest.raises(StopTraining, match="pruned by the sweep after epoch 3"):
-        cb.on_epoch_end(LoopState(), 3, {"val_acc": 0.6})
+        cb.on_epoch_end(LoopState(epochs=5), 3, {"val_acc": 0.6})
     assert trial.reports == [(0.5, 1), (0.6, 3)] and cb.pruned
+    # issue 46: a trial that reached its last epoch trained in full; it completes, never "pruned"
+    last = Pruning(trial, "val_acc")
+    last.on_epoch_end(LoopState(epochs=4), 4, {"val_acc": 0.7})
+    assert trial.reports[-1] == (0.7, 4) and trial.should_prune() and not last.pruned
 
 
 def finished(tmp_path):

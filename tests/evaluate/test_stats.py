@@ -103,7 +103,7 @@ def test_holm_matches_a_worked_example_and_never_lowers_a_p_value():
 
 def test_the_winner_sentence_says_tied_unless_the_paired_test_says_otherwise():
     from cnnlab.core.study import StudySummary
-    from cnnlab.reports.study import winner_sentence
+    from cnnlab.reports.study_text import winner_sentence
 
     rows = [{"name": "cnn"}, {"name": "mlp"}, {"name": "vgg"}]
     tied = StudySummary(

@@ -87,6 +87,13 @@ class Candidate:
             return 0.0
         return self.search_extra(trials, epochs, n_train, n_val) + self.feature_cost(n_train, n_val)
 
+    def ran_as(self, best_epoch: float | None) -> str:
+        """What its chosen checkpoint is: its mode, but "frozen" for a fine-tune candidate whose best
+        epoch came before its backbone was unfrozen (a frozen backbone's head)."""
+        if self.mode != "fine-tune" or not best_epoch:
+            return self.mode
+        return "frozen" if best_epoch <= self.overrides()["model.fine_tune"][0] else self.mode
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -137,6 +144,7 @@ class StudyState(GroupState):
     settings: StudySettings
     status: str = "planning"
     spent_seconds: float = 0.0
+    probe_seconds: float = 0.0  # what the candidates' probes took (at most a tenth of the budget, and one probe)
     # the data, as inspected
     sizes: dict[str, int] = Field(default_factory=dict)
     input_size: int | None = None

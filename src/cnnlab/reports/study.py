@@ -16,6 +16,7 @@ from cnnlab.core.study import StudyState, StudySummary
 from cnnlab.evaluate.plots import plot_confusion, save_figure
 from cnnlab.reports.kit import Markup, Section, img_tag, join, page, pre, table
 from cnnlab.reports.run import agreement_section
+from cnnlab.reports.study_text import search_text, seed_spreads, winner_sentence
 from cnnlab.runs.predictions import load_thumbnails
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,7 @@ def _plan_section(study: StudyFolder) -> Section:
     prow = [
         [
             c.name,
-            c.mode,
+            c.mode if ran.get(c.name, {}).get("ran_as", c.mode) == c.mode else f"{c.mode}, ran frozen (best epoch)",
             f"{ran.get(c.name, {}).get('input_size') or c.input_size or s.input_size} px",
             c.batch_size or s.settings.batch_size,
             epochs(c),
@@ -251,16 +252,6 @@ def _plan_section(study: StudyFolder) -> Section:
         )
         + plan_note,
     )
-
-
-def search_text(search: dict[str, Any] | None) -> str:
-    """A candidate's search in a few words: default → tuned validation accuracy, or why none."""
-    if not search:
-        return "-"
-    if "trials" not in search:
-        return search.get("note", "-")
-    default, tuned = (("-" if v is None else f"{v:.4f}") for v in (search["default_val"], search["tuned_val"]))
-    return f"{default} → {tuned} ({search['trials']} trials × {search['epochs']} ep)"
 
 
 def _ranking_section(study: StudyFolder) -> Section:
@@ -325,10 +316,6 @@ def _per_class_section(study: StudyFolder) -> Section:
     return Section("per-class", f"Per-class F1 ({what})", table(["class"] + [x["name"] for x in rows], pc))
 
 
-def _sds(sds: list[float | None] | None) -> str:
-    return ", ".join("-" if v is None else f"{v:.4f}" for v in sds) if sds else "-"
-
-
 def _paired_section(study: StudyFolder) -> Section:
     """The page's paired section."""
     s, summ, rows, cv_mode = _view(study)
@@ -345,7 +332,7 @@ def _paired_section(study: StudyFolder) -> Section:
                     p["other"],
                     p["difference"],
                     f"[{p['ci95'][0]:.4f}, {p['ci95'][1]:.4f}]",
-                    *([_sds(p.get("seed_sd"))] if seeded else []),
+                    *([seed_spreads(p.get("seed_sd"))] if seeded else []),
                     f"{p['p']:.2g}",
                     f"{p['p_holm']:.2g}" if "p_holm" in p else "-",
                     p["test"],
@@ -588,63 +575,3 @@ def write_study_report(study: StudyFolder) -> Path:
     path = study.out / "report.html"
     atomic_write_text(path, text)
     return path
-
-
-def winner_sentence(summ: StudySummary) -> str:
-    """Who ranks first, said only as strongly as the paired test against the runner-up allows (its
-    Holm-adjusted p-value within the family of winner-against-each tests)."""
-    rows, paired = summ.rows, summ.paired
-    if not rows:
-        return "no candidate finished"
-    first = rows[0]["name"]
-    runner = next((p for p in paired if p["other"] == rows[1]["name"]), None) if len(rows) > 1 else None
-    if runner is None:
-        return f"{first} ranks first"
-    p = runner.get("p_holm", runner["p"])
-    if p >= 0.05:
-        return f"{first} is tied with {runner['other']} (paired test, Holm-adjusted p = {p:.2g}); it ranks first"
-    return f"{first} ranks first, ahead of {runner['other']} (paired test, Holm-adjusted p = {p:.2g})"
-
-
-def format_summary(state: StudyState) -> Sequence[str]:
-    """The lines `cnnlab study` prints at the end."""
-    summ = state.summary or StudySummary()
-    rows = summ.rows
-    multilabel = bool(summ.multilabel)
-    second = "mAP" if multilabel else "macro-F1"  # the second test figure; multi-label accuracy is subset accuracy
-    lines = [
-        winner_sentence(summ) + ".",
-        f"{'#':>2}  {'candidate':<30} {'params':>10}  {'select':>7}  {'accuracy':>8}  {second:>8}  "
-        f"{'run s':>7}  {'ms/img':>7}",
-    ]
-    searched = any(r.get("search") and "trials" in r["search"] for r in rows)
-    seeded = any(r["accuracy"].get("sd") is not None for r in rows)
-    if seeded:
-        lines[1] += f"  {'acc sd':>7}"
-    for i, r in enumerate(rows):
-        lines.append(
-            f"{i + 1:>2}  {r['name']:<30} {r['parameters'] or 0:>10,}  {r['selection']['value'] or 0:7.4f}  "
-            f"{r['accuracy']['value']:8.4f}  {r['map' if multilabel else 'macro_f1']['value']:8.4f}  "
-            f"{r['run_seconds']:7.1f}  "
-            f"{r['ms_per_image'] or 0:7.2f}" + (f"  {r['accuracy'].get('sd') or 0:7.4f}" if seeded else "")
-        )
-    if searched:
-        lines.append(f"    search (validation {'mAP' if multilabel else 'accuracy'}, default → tuned):")
-        lines += [f"      {r['name']}: {search_text(r.get('search'))}" for r in rows]
-    for p in summ.paired:
-        if p.get("seed_sd"):
-            lines.append(
-                f"    gap {p['best']} − {p['other']}: {p['difference']:+.4f} (sd over seeds {_sds(p['seed_sd'])}; "
-                f"Holm-adjusted p = {p.get('p_holm', p['p']):.2g})"
-            )
-    curves = summ.curves or {}
-    for name, f in curves.get("fits", {}).items():
-        lines.append(
-            f"    curve {name}: error ∝ n^{f['b']:.2f}; twice the training images predicted to give "
-            f"{f['at_double']:.4f} (fit at the full split {f['at_max']:.4f})"
-        )
-    lines += [f"    {c['sentence']}" for c in curves.get("crossings", [])]
-    for c in state.candidates:
-        if c.status in ("dropped", "failed"):
-            lines.append(f"    {c.name}: {c.status} ({c.why})")
-    return lines

@@ -84,7 +84,8 @@ PRETRAINED_SIZES = (192, 160, 128, 96, 64)  # what a pretrained net falls back t
 def shrink_to_fit(c: Candidate, seconds: float, sizes: dict[str, int]) -> bool:
     """A pretrained candidate at the largest of its size and ``PRETRAINED_SIZES`` whose full
     recipe, predicted from its probe (a net's cost grows with the pixels), takes at most
-    ``seconds``; 64 px at the least. Returns whether its size changed (then probe it again)."""
+    ``seconds``; 64 px at the least. Its probe's figures are scaled to that size (it is probed once).
+    Returns whether its size changed."""
     if not c.input_size:
         return False
     side = c.input_size
@@ -96,7 +97,8 @@ def shrink_to_fit(c: Candidate, seconds: float, sizes: dict[str, int]) -> bool:
 
     options = [side] + [s for s in PRETRAINED_SIZES if s < side]
     pick = next((s for s in options if cost(s) <= seconds), options[-1])
-    c.input_size = pick
+    scale = (pick / side) ** 2
+    c.input_size, c.train_s, c.eval_s = pick, c.train_s * scale, c.eval_s * scale
     return pick != side
 
 

@@ -64,6 +64,7 @@ def collect(study: Study, ranked: list[Candidate]) -> StudySummary:
             "name": c.name,
             "model": c.model,
             "mode": c.mode,
+            "ran_as": c.ran_as(best.get("epoch")),  # a fine-tune whose best epoch was before its unfreeze: frozen
             "input_size": first.read_config().data.input_size or c.input_size or s.input_size,  # as trained
             "epochs": c.epochs,
             "full_epochs": c.full_epochs,

@@ -23,7 +23,8 @@ from cnnlab.core.study import Candidate, StudyState, StudySummary
 from cnnlab.data.inspect import inspect_dataset
 from cnnlab.data.pipeline import prepare_data
 from cnnlab.models.factory import get_spec
-from cnnlab.reports.study import format_summary, write_study_report
+from cnnlab.reports.study import write_study_report
+from cnnlab.reports.study_text import format_summary
 from cnnlab.runs.ledger import use_sentence
 from cnnlab.runs.store import RunFolder, now
 from cnnlab.train.callbacks import TimeBudget
@@ -60,6 +61,7 @@ from cnnlab.workflows.training import announce_board, train, train_or_resume
 log = logging.getLogger(__name__)
 
 STUDY_BUDGET = "the study's time budget"
+PROBE_SHARE = 0.1  # the probes' part of the budget at most: the candidates not probed by then are left out
 
 
 def run_study(settings: StudySettings, progress: bool = True, started: float | None = None) -> StudyResult:
@@ -247,13 +249,18 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
     study.cands = make_candidates(pairs, size, sizes["train"], batch_size)
     # a pretrained net's full recipe may take at most its share of the trainings' time at its size
     share = probe_share(budget_s, len(study.cands), tune)
-    for c in study.cands:
+    probes_start = time.time()
+    probes_end = probes_start + PROBE_SHARE * budget_s  # the probes' own bound, cheap candidates first
+    for c in sorted(study.cands, key=lambda c: (bool(get_spec(c.model).pretrained), c.mode != "scratch")):
+        if time.time() >= probes_end:
+            c.status, c.why = "dropped", f"not probed: the probes' {PROBE_SHARE:.0%} of the budget ran out"
+            log.warning("study: %s left out: %s", c.name, c.why)
+            continue
         try:
-            probe(c, channels, size, k, batch_size)
+            probe(c, channels, size, k, batch_size, seconds=min(1.5, max(0.1, (probes_end - time.time()) / 4)))
             if get_spec(c.model).pretrained and shrink_to_fit(c, share - (time.time() - t0), sizes):
                 log.info("study: %s at its native size costs more than its share: %d px instead", c.name,
                          c.input_size)  # fmt: skip
-                probe(c, channels, size, k, batch_size)  # timed again at the size it will train at
         except Exception as e:  # a model that cannot even be built here is left out, with the reason
             c.status, c.why = "failed", f"could not be built: {e}"
             log.warning("study: %s left out: %s", c.name, c.why)
@@ -264,6 +271,7 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
             c.train_s * 1e3,
             c.eval_s * 1e3,
         )
+    study.state.probe_seconds = round(time.time() - probes_start, 1)
     # cheap strong baselines first (a frozen backbone on cached features takes seconds), so that a
     # study cut short by its budget has them; the expensive ones use what is left
     study.cands.sort(
@@ -284,7 +292,8 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
             continue
         rest = [r for r in study.cands[i + 1 :] if r.status == "planned"]
         deadline = end - deadline_reserve(s, c, rest)
-        if time.time() >= deadline - 1 and c.status == "planned":
+        # out of time: dropped, unless no candidate has a result yet (the first trains its epoch regardless)
+        if time.time() >= deadline - 1 and c.status == "planned" and any(x.status == "done" for x in study.cands):
             c.status, c.why = "dropped", "the budget ran out before it started"
             study.save()
             continue

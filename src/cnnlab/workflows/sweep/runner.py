@@ -136,9 +136,7 @@ class Pruning(Callback):
         if value is None or not math.isfinite(value):
             return
         self.trial.report(float(value), epoch)
-        # a trial that reached its last epoch trained in full: it completes (and may be the best),
-        # whatever the pruner would say of a trial it could still stop
-        if epoch < loop.epochs and self.trial.should_prune():
+        if epoch < loop.epochs and self.trial.should_prune():  # one at its last epoch completes
             self.pruned = True
             raise StopTraining(f"pruned by the sweep after epoch {epoch}")
 

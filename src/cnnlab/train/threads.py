@@ -11,9 +11,11 @@ reruns under any load need a fixed N.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -126,3 +128,26 @@ class ThreadPolicy(Callback):
             self._pending = None
         else:
             self._pending = want
+
+
+@contextlib.contextmanager
+def free_core_threads(window: float = 0.3) -> Iterator[int]:
+    """Within the block, torch runs on as many threads as the cores other processes leave free (what
+    ``ThreadPolicy("auto")`` gives training), judged over ``window`` seconds: a timing taken inside
+    (a study's probe, its latency column) then measures what training and prediction get beside a busy
+    core, not a thread fighting it. Yields the thread count."""
+    start, mine = machine_busy_seconds(), own_busy_seconds()
+    t0 = time.monotonic()
+    time.sleep(window)
+    before = torch.get_num_threads()
+    if start is None:
+        threads = before
+    else:
+        busy, own = machine_busy_seconds() or start, own_busy_seconds()
+        others = max(0.0, (busy - start) - (own - mine)) / max(time.monotonic() - t0, 1e-6)
+        threads = ThreadPolicy("auto").wanted(others)
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)

@@ -18,6 +18,7 @@ from cnnlab.inference.predictor import Predictor
 from cnnlab.reports.run import read_csv, top_confused
 from cnnlab.runs.data import load_run_data
 from cnnlab.runs.store import RunFolder
+from cnnlab.train.threads import free_core_threads
 from cnnlab.workflows.cv import CvResult, paired_comparison, read_cv
 from cnnlab.workflows.cv.audit import audit_labels, out_of_fold
 from cnnlab.workflows.cv.folds import cv_group
@@ -378,20 +379,18 @@ def overfit_note(best: dict[str, float], history: list[dict[str, float]]) -> str
 
 def latency_ms(run: RunFolder, device: str, repeats: int = 15) -> float | None:
     """Median milliseconds to predict one image (batch 1, decoded, on the study's device)."""
-
     try:
         p = Predictor.from_run(run, "cpu" if device == "auto" else device, warn=False)
     except Exception:  # a run without a checkpoint has no latency to show
         return None
     pre = p.preprocess
     x = np.random.default_rng(0).integers(0, 256, (1, pre.channels, pre.input_size, pre.input_size), dtype=np.uint8)
-    for _ in range(3):
-        p.probs_of_arrays(x)
     times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        p.probs_of_arrays(x)
-        times.append(time.perf_counter() - t)
+    with free_core_threads():  # the threads training and the probe had: a busy core is not fought over
+        for i in range(3 + repeats):  # three to warm up, then the timed ones
+            t = time.perf_counter()
+            p.probs_of_arrays(x)
+            times += [time.perf_counter() - t] if i >= 3 else []
     return round(float(np.median(times)) * 1e3, 3)
 
 
@@ -453,7 +452,6 @@ def commands(study: Study, c: Candidate) -> dict[str, str]:
 
 def best_row(run: RunFolder) -> dict[str, float]:
     """The history row of the run's best epoch (numbers)."""
-
     rows = read_csv(run.path / "history.csv")
     best = run.read_json(run.metrics_json).get("best_epoch") if run.metrics_json.is_file() else None
     row = next((r for r in rows if r["epoch"] == str(best)), rows[-1] if rows else {})

@@ -421,6 +421,59 @@ def _issue_45_cases() -> Iterator[Case]:
     )
 
 
+def _board(prepare: Callable[[Path, dict[str, Path]], Any], route: str, status: int) -> Callable[..., list[str]]:
+    """A board root holding a copy of the base run (runs/r) and what ``prepare`` plants, then one GET."""
+
+    def build(tmp: Path, bases: dict[str, Path]) -> list[str]:
+        root = tmp / "root"
+        shutil.copytree(bases["run"], root / "runs" / "r")
+        prepare(root, bases)
+        return ["__board__", str(root), route, str(status)]
+
+    return build
+
+
+def _linked(root: Path, bases: dict[str, Path]) -> None:
+    shutil.copytree(root / "runs" / "r", root / "runs" / "linked")
+    (root / "runs" / "linked" / "config.yaml").unlink()
+    (root / "runs" / "linked" / "config.yaml").symlink_to(bases["canary"] / "secret.pt")
+
+
+def _nothing(root: Path, bases: dict[str, Path]) -> None:
+    return None
+
+
+def _deep_study(root: Path, bases: dict[str, Path]) -> None:
+    _write(root / "s" / "study.json", "[" * 100_000 + "]" * 100_000)
+
+
+def _huge_cv(root: Path, bases: dict[str, Path]) -> None:
+    _write(root / "c" / "cv.json", b'{"format": "cnnlab-cv", "pad": "' + b"x" * (65 << 20) + b'"}')
+
+
+def _long_history(root: Path, bases: dict[str, Path]) -> None:
+    rows = "".join(f"{i},0.5,0.5,0.5,0.5\n" for i in range(1, 1_000_001))
+    _write(root / "runs" / "r" / "history.csv", "epoch,train_loss,train_acc,val_loss,val_acc\n" + rows)
+
+
+def _board_cases() -> Iterator[Case]:
+    """Issue 45: the board's routes against links out of its root, NUL and over-long paths, state
+    files nested deep or over their cap, a history of millions of rows, tokens no header can carry."""
+    for name, prepare, route, status in (
+        ("a run whose config.yaml links outside: /api/run", _linked, "/api/run?path=runs/linked", 403),
+        ("a run whose config.yaml links outside: /api/compare", _linked, "/api/compare?path=runs/linked&path=runs/r", 403),
+        ("a file linked outside: /file/", _linked, "/file/runs/linked/config.yaml", 403),
+        ("NUL in a file path", _nothing, "/file/runs/r/config.yaml%00.png", 400),
+        ("a 5,000-character path", _nothing, "/api/run?path=" + "b" * 5000, 400),
+        ("study.json nested 100,000 deep", _deep_study, "/api/group?path=s", 422),
+        ("cv.json over 64 MB", _huge_cv, "/api/group?path=c", 422),
+        ("a history.csv of a million epochs (its tail is read)", _long_history, "/api/run?path=runs/r", 200),
+    ):  # fmt: skip
+        yield Case(f"board: {name}", _board(prepare, route, status), refuse=status >= 400)
+    for token in ("x\ny", "semi;colon", "é-non-ascii"):
+        yield _folder_case(f"board --token {token!r}", lambda t, token=token: ["board", str(t), "--token", token])
+
+
 def _input_cases() -> Iterator[Case]:
     """Bad commands and files given to study, cv, sweep and train: one line each."""
     yield _folder_case("study: missing data", lambda t: ["study", "/nonexistent", "--out", str(t / "s")])
@@ -490,6 +543,7 @@ def _other_cases() -> list[Case]:
     out += [_shard_case(n, d) for n, d in SHARD_DAMAGE.items()]
     out += list(_input_cases())
     out += list(_issue_45_cases())
+    out += list(_board_cases())
     return out
 
 
@@ -532,6 +586,8 @@ def run_case(case: Case, tmp: Path, bases: dict[str, Path], client: Any = None) 
         return Outcome(case.name, "unbuildable", f"{type(e).__name__}: {e}")
     if argv[0] == "__upload__":
         return _upload_outcome(case, argv, client)
+    if argv[0] == "__board__":
+        return _board_outcome(case, argv)
     err, out = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
@@ -587,6 +643,25 @@ def _upload_outcome(case: Case, argv: list[str], client: Any) -> Outcome:
         verdict = "silent" if got == 200 else "unclear"
         return Outcome(case.name, verdict, f"HTTP {got}, wanted {want}: {r.text[:200]}")
     return Outcome(case.name, "clean", f"HTTP {got}")
+
+
+def _board_outcome(case: Case, argv: list[str]) -> Outcome:
+    from fastapi.testclient import TestClient
+
+    from cnnlab.workflows.board.app import create_board
+
+    _, root, route, status = argv
+    try:
+        with TestClient(create_board(root), base_url="http://localhost") as client:
+            r = client.get(route)
+    except Exception as e:  # noqa: BLE001
+        return Outcome(case.name, "traceback", f"{type(e).__name__}: {e}"[:300])
+    if CANARY in r.text:
+        return Outcome(case.name, "escape", f"HTTP {r.status_code} served the canary")
+    if r.status_code != int(status) or "Traceback" in r.text:
+        verdict = "silent" if r.status_code == 200 else "unclear"
+        return Outcome(case.name, verdict, f"HTTP {r.status_code}, wanted {status}: {r.text[:200]}")
+    return Outcome(case.name, "clean", f"HTTP {r.status_code}")
 
 
 def run_all(

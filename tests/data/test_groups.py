@@ -109,7 +109,7 @@ def test_a_study_keeps_a_csv_groups_whole_and_passes_its_data_options_to_every_c
     argv = ["study", str(grouped_csv), "--models", "mlp", "--budget", "30s", "--no-tune", "--on-leak", "off"]
     assert main([*argv, "--out", str(out), "-q"]) == 0
     state = json.loads((out / "study.json").read_text())
-    assert state["data_options"] == {"on_leak": "off"}
+    assert state["settings"]["on_leak"] == "off" and state["settings"]["group_by"] is None  # the options given
     groups = image_groups(None, read_label_csv(grouped_csv).groups, None)
     # the budget may choose folds on this small set: then every fold's run keeps the groups too
     runs = [out / "runs" / "mlp"] if state["folds"] == 1 else sorted((out / "cv" / "mlp").glob("r*-fold*"))

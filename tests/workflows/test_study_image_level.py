@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cnnlab.cli import main
+from cnnlab.core.state import CvFold
 from cnnlab.evaluate.stats import agreement
 from cnnlab.workflows.cv.audit import out_of_fold
 from cnnlab.workflows.cv.folds import cv_group
@@ -37,7 +38,7 @@ def test_a_cross_validated_study_shows_leaks_doubted_labels_and_where_its_best_t
     by_hand = []
     for row in summ["rows"][:2]:
         cv = json.loads((out / row["run"] / "cv.json").read_text())
-        idx, y, p = out_of_fold(cv_group(out / row["run"]), cv["runs"])
+        idx, y, p = out_of_fold(cv_group(out / row["run"]), [CvFold(**r) for r in cv["runs"]])
         order = np.argsort(idx)
         by_hand.append((idx[order], y[order], p[order]))
     expected = agreement(by_hand[0][1], by_hand[0][2], by_hand[1][2])
@@ -52,5 +53,5 @@ def test_a_cross_validated_study_shows_leaks_doubted_labels_and_where_its_best_t
     from cnnlab.reports.study import write_study_report
     from cnnlab.workflows.study.state import Study
 
-    write_study_report(Study(out, state))
+    write_study_report(Study.open(out))
     assert "image by image (out-of-fold images)" in (out / "report.html").read_text()

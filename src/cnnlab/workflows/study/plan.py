@@ -133,10 +133,12 @@ def make_candidates(pairs: Sequence[tuple[str, str]], size: int, n_train: int, b
     return out
 
 
-def probe(c: Candidate, channels: int, size: int, num_classes: int, batch_size: int, seconds: float = 1.5) -> None:
+def probe(c: Candidate, channels: int, size: int, num_classes: int, batch_size: int, seconds: float = 1.5,
+          deadline: float = math.inf) -> None:  # fmt: skip
     """Time a few real training steps (and inference batches) of the candidate's model on random
     inputs of the size and batch it will train with; sets ``train_s`` and ``eval_s`` (seconds per
-    image)."""
+    image). Past ``deadline`` (a ``time.time()``) it times no more steps: a net too slow for the time
+    left keeps the figure of its first step, an over-estimate that plans it short rather than long."""
     import torch
 
     s = c.input_size or size
@@ -151,7 +153,11 @@ def probe(c: Candidate, channels: int, size: int, num_classes: int, batch_size: 
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def timed(step: Any) -> float:
+        first = time.perf_counter()
         step()  # warm-up: allocation, kernels chosen
+        first = time.perf_counter() - first
+        if time.time() + 4 * first > deadline:
+            return first / bs
         step()
         times: list[float] = []
         start = time.perf_counter()

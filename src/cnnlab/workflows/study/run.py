@@ -257,7 +257,7 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
             log.warning("study: %s left out: %s", c.name, c.why)
             continue
         try:
-            probe(c, channels, size, k, batch_size, seconds=min(1.5, max(0.1, (probes_end - time.time()) / 4)))
+            probe(c, channels, size, k, batch_size, min(1.5, max(0.1, (probes_end - time.time()) / 4)), probes_end)
             if get_spec(c.model).pretrained and shrink_to_fit(c, share - (time.time() - t0), sizes):
                 log.info("study: %s at its native size costs more than its share: %d px instead", c.name,
                          c.input_size)  # fmt: skip

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.core.settings import parse_budget
-from cnnlab.core.study import Candidate, StudySummary
+from cnnlab.core.settings import StudySettings, parse_budget
+from cnnlab.core.study import Candidate, StudyState, StudySummary
 from cnnlab.evaluate.stats import holm
 from cnnlab.reports.study_text import winner_sentence
 from cnnlab.runs.store import RunFolder
@@ -519,3 +519,25 @@ def test_a_fine_tune_candidate_whose_best_epoch_precedes_the_unfreeze_ran_frozen
     assert c.ran_as(3.0) == "frozen" and c.ran_as(4.0) == "frozen"
     assert c.ran_as(5.0) == "fine-tune" and c.ran_as(None) == "fine-tune"
     assert Candidate(name="m", model="mlp").ran_as(1.0) == "scratch"
+
+
+def test_a_tie_sends_the_next_commands_to_the_clearly_cheaper_candidate():
+    """Issue 46: when the winner's lead is no evidence (Holm-adjusted paired p ≥ 0.05), the next
+    commands retrain the tied candidate that costs least, if it is at least 1.5× cheaper; a clear
+    lead, or a tied one that is no cheaper, keeps the winner."""
+    from cnnlab.core.study import cheaper_tie
+    from cnnlab.reports.study_text import format_summary, next_subject
+
+    rows = [{"name": "lite-ft", "run_seconds": 300.0}, {"name": "lite-frozen", "run_seconds": 4.0},
+            {"name": "mlp", "run_seconds": 2.0}]  # fmt: skip
+    paired = [{"other": "lite-frozen", "p": 0.4, "p_holm": 0.8}, {"other": "mlp", "p": 1e-5, "p_holm": 2e-5}]
+    tie = cheaper_tie(rows, paired)
+    assert tie == {"candidate": "lite-frozen", "instead_of": "lite-ft", "p_holm": 0.8, "times_cheaper": 75.0}
+    assert cheaper_tie(rows, [{**paired[0], "p_holm": 0.01}, paired[1]]) is None  # a clear lead: the winner
+    assert cheaper_tie([{**rows[0], "run_seconds": 5.0}, *rows[1:]], paired) is None  # not 1.5× cheaper
+    summ = StudySummary(rows=[], paired=[], cheaper_tie=tie)
+    assert next_subject(summ).startswith("lite-frozen, tied with the winner lite-ft (Holm-adjusted p = 0.8)")
+    assert (
+        "lite-frozen is tied with it and 75.0× cheaper to train: the next commands use it"
+        in format_summary(StudyState(settings=StudySettings(data="d"), summary=summ))[0]
+    )

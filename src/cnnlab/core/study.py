@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from cnnlab.core.settings import StudySettings
 from cnnlab.core.state import GroupState
 
-__all__ = ["Candidate", "StudyState", "StudySummary", "Timing"]
+__all__ = ["Candidate", "StudyState", "StudySummary", "Timing", "cheaper_tie"]
 
 RUN_OVERHEAD_S = 1.5  # opening a run, evaluating the test split, checkpoints: measured 1-2 s for digits on 2 cores
 
@@ -118,7 +118,8 @@ class StudySummary(BaseModel):
     paired: list[dict[str, Any]] = Field(default_factory=list)
     winner: str | None = None
     winner_test: dict[str, Any] | None = None
-    commands: dict[str, str] | None = None
+    commands: dict[str, str] | None = None  # for the winner, or for the cheaper candidate tied with it
+    cheaper_tie: dict[str, Any] | None = None  # that candidate: its name, the winner's, the p-value, how much cheaper
     confusions: list[Any] | None = None
     agreement: dict[str, Any] | None = None
     label_audit: dict[str, Any] | None = None
@@ -189,3 +190,17 @@ class StudyState(GroupState):
     def monitor(self) -> str:
         """The validation figure candidates are tuned, checkpointed and ranked by."""
         return "val_mean_average_precision" if self.multilabel else "val_acc"
+
+
+def cheaper_tie(rows: list[dict[str, Any]], paired: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The candidate the next commands should use when the winner's lead is not evidence: of those
+    tied with it (Holm-adjusted paired p ≥ 0.05), the one whose run took least, if it is at least
+    1.5× cheaper than the winner's (None otherwise: the winner it is)."""
+    w = rows[0]
+    tied = {p["other"]: p for p in paired if p.get("p_holm", p["p"]) >= 0.05}
+    cheap = min((r for r in rows[1:] if r["name"] in tied), key=lambda r: r["run_seconds"] or 0, default=None)
+    if cheap is None or not cheap["run_seconds"] or w["run_seconds"] < 1.5 * cheap["run_seconds"]:
+        return None
+    p = tied[cheap["name"]]
+    return {"candidate": cheap["name"], "instead_of": w["name"], "p_holm": p.get("p_holm", p["p"]),
+            "times_cheaper": round(w["run_seconds"] / cheap["run_seconds"], 1)}  # fmt: skip

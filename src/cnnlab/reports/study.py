@@ -16,7 +16,7 @@ from cnnlab.core.study import StudyState, StudySummary
 from cnnlab.evaluate.plots import plot_confusion, save_figure
 from cnnlab.reports.kit import Markup, Section, img_tag, join, page, pre, table
 from cnnlab.reports.run import agreement_section
-from cnnlab.reports.study_text import search_text, seed_spreads, winner_sentence
+from cnnlab.reports.study_text import next_subject, search_text, seed_spreads, winner_sentence
 from cnnlab.runs.predictions import load_thumbnails
 
 log = logging.getLogger(__name__)
@@ -460,7 +460,7 @@ def _next_section(study: StudyFolder) -> Section | None:
     if cmds:
         body = join(
             [
-                Markup("<p>Re-train the winner with its recipe on all the data:</p>"),
+                Markup("<p>Re-train {} with its recipe on all the data:</p>").format(next_subject(summ)),
                 pre(cmds["retrain"]),
                 Markup("<p>then export it (with a parity check) and serve it:</p>"),
                 pre(f"{cmds['export']}\n{cmds['serve']}"),

@@ -9,7 +9,7 @@ from typing import Any
 
 from cnnlab.core.study import StudyState, StudySummary
 
-__all__ = ["format_summary", "search_text", "seed_spreads", "winner_sentence"]
+__all__ = ["format_summary", "next_subject", "search_text", "seed_spreads", "winner_sentence"]
 
 
 def search_text(search: dict[str, Any] | None) -> str:
@@ -48,8 +48,16 @@ def format_summary(state: StudyState) -> Sequence[str]:
     rows = summ.rows
     multilabel = bool(summ.multilabel)
     second = "mAP" if multilabel else "macro-F1"  # the second test figure; multi-label accuracy is subset accuracy
+    tie = summ.cheaper_tie
     lines = [
-        winner_sentence(summ) + ".",
+        winner_sentence(summ)
+        + (
+            f"; {tie['candidate']} is tied with it and {tie['times_cheaper']}× cheaper to train: the next commands "
+            "use it"
+            if tie
+            else ""
+        )
+        + ".",  # fmt: skip
         f"{'#':>2}  {'candidate':<30} {'params':>10}  {'select':>7}  {'accuracy':>8}  {second:>8}  "
         f"{'run s':>7}  {'ms/img':>7}",
     ]
@@ -86,3 +94,12 @@ def format_summary(state: StudyState) -> Sequence[str]:
         if c.status in ("dropped", "failed"):
             lines.append(f"    {c.name}: {c.status} ({c.why})")
     return lines
+
+
+def next_subject(summ: StudySummary) -> str:
+    """Whom the next commands retrain: the winner, or the cheaper candidate tied with it."""
+    tie = summ.cheaper_tie
+    if not tie:
+        return "the winner"
+    return (f"{tie['candidate']}, tied with the winner {tie['instead_of']} (Holm-adjusted p = {tie['p_holm']:.2g}) "
+            f"and {tie['times_cheaper']}× cheaper to train,")  # fmt: skip

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnlab.core.atomic import atomic_write_bytes
-from cnnlab.core.study import StudySummary
+from cnnlab.core.study import StudySummary, cheaper_tie
 from cnnlab.evaluate.bootstrap import DRAWS, accuracy_f1_intervals, mean_interval
 from cnnlab.evaluate.stats import agreement, holm, map_interval, paired_accuracy, paired_map_test, seeded_paired_test
 from cnnlab.inference.predictor import Predictor
@@ -257,7 +257,9 @@ def _winner(study: Study, ranked: list[Candidate], rows: list[dict[str, Any]], s
         }
         if "map" in w:
             summary["winner_test"]["mean_average_precision"] = w["map"]["value"]
-    summary["commands"] = commands(study, next(c for c in ranked if c.name == w["name"]))
+    summary["cheaper_tie"] = chosen = cheaper_tie(rows, summary["paired"]) if not cv_mode else None
+    name = chosen["candidate"] if chosen else w["name"]  # the next commands retrain it
+    summary["commands"] = commands(study, next(c for c in ranked if c.name == name))
 
 
 def _paired_rows(

@@ -59,7 +59,7 @@ LONG_FILES = {
     "train/engines/torch_engine.py": 432,
     "workflows/deploy/serve.py": 466,
     "workflows/evaluation.py": 402,
-    "workflows/study/results.py": 460,
+    "workflows/study/results.py": 429,
     "workflows/study/run.py": 502,
     "workflows/sweep/report.py": 465,
     "workflows/sweep/runner.py": 462,

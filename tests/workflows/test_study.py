@@ -541,3 +541,25 @@ def test_a_tie_sends_the_next_commands_to_the_clearly_cheaper_candidate():
         "lite-frozen is tied with it and 75.0× cheaper to train: the next commands use it"
         in format_summary(StudyState(settings=StudySettings(data="d"), summary=summ))[0]
     )
+
+
+@pytest.mark.long
+def test_a_small_folder_is_cross_validated_over_every_image_by_default(tmp_path, capsys):
+    """Issue 46: 304 images in 8 classes would leave a held-out test split of ~30 images, intervals
+    25-36 points wide; the study cross-validates all of them instead, says why, and every figure and
+    paired test is over the 304 out-of-fold images (no winner's run on a split, no test split)."""
+    from tests.conftest import make_folder_dataset
+
+    root = make_folder_dataset(tmp_path / "d", classes=8, per_class=38, seed=3)
+    out = tmp_path / "s"
+    argv = ["study", str(root), "--models", "mlp,cnn-small", "--no-tune", "--budget", "75s", "--out", str(out)]
+    assert main([*argv, "-q"]) == 0
+    state = json.loads((out / "study.json").read_text())
+    summ = state["summary"]
+    assert state["small_data"] and state["folds"] > 1 and state["sizes"]["test"] == 0
+    assert any("too few to tell candidates apart" in n for n in state["notes"])
+    (pair,) = summ["paired"]
+    assert pair["on"] == "304 out-of-fold images" and pair["test"].startswith("McNemar exact")
+    assert all(r["accuracy"]["of"] == "out-of-fold" and r["accuracy"]["ci95"] for r in summ["rows"])
+    assert summ["winner_test"]["images"] == 304 and not (out / "winner").exists()
+    assert "cross-validation over all 304 images" in (out / "report.html").read_text()

@@ -158,6 +158,10 @@ class StudyState(GroupState):
     multilabel: bool = False
     # the plan and its progress
     folds: int = 1  # chosen: 1 (one split) or K
+    # too few images for a held-out test split worth its name: every candidate is cross-validated over
+    # all of them, every figure out-of-fold; ``split_sizes``: the usual split it replaced
+    small_data: bool = False
+    split_sizes: dict[str, int] = Field(default_factory=dict)
     fractions: list[float] = Field(default_factory=list)  # the learning curves' shares (--fractions)
     notes: list[str] = Field(default_factory=list)
     winner_reserve: float = 0.0  # seconds kept for the CV winner's run on the split

@@ -16,7 +16,7 @@ from cnnlab.core.study import StudyState, StudySummary
 from cnnlab.evaluate.plots import plot_confusion, save_figure
 from cnnlab.reports.kit import Markup, Section, img_tag, join, page, pre, table
 from cnnlab.reports.run import agreement_section
-from cnnlab.reports.study_text import next_subject, search_text, seed_spreads, winner_sentence
+from cnnlab.reports.study_text import how_judged, next_subject, search_text, seed_spreads, winner_sentence
 from cnnlab.runs.predictions import load_thumbnails
 
 log = logging.getLogger(__name__)
@@ -148,13 +148,7 @@ def _summary_section(study: StudyFolder) -> Section:
     """The page's summary section."""
     s, summ, rows, cv_mode = _view(study)
     lines = [_winner_line(summ, rows[0])] if rows else []
-    how = (
-        f"{s.folds}-fold cross-validation on train+val (the test split in no fold); the winner was then trained "
-        "once on the train/val split and tested once."
-        if cv_mode
-        else "One train/val/test split; each candidate's test split was evaluated once, after training, and is not "
-        "used to rank."
-    )
+    how = how_judged(s)
     lines.append(Markup("<p>Budget {:.0f} s; the study took {:.0f} s. {}</p>").format(
         s.budget_seconds, s.spent_seconds, how))  # fmt: skip
     lines.append(Markup(

@@ -9,7 +9,7 @@ from typing import Any
 
 from cnnlab.core.study import StudyState, StudySummary
 
-__all__ = ["format_summary", "next_subject", "search_text", "seed_spreads", "winner_sentence"]
+__all__ = ["format_summary", "how_judged", "next_subject", "search_text", "seed_spreads", "winner_sentence"]
 
 
 def search_text(search: dict[str, Any] | None) -> str:
@@ -103,3 +103,17 @@ def next_subject(summ: StudySummary) -> str:
         return "the winner"
     return (f"{tie['candidate']}, tied with the winner {tie['instead_of']} (Holm-adjusted p = {tie['p_holm']:.2g}) "
             f"and {tie['times_cheaper']}× cheaper to train,")  # fmt: skip
+
+
+def how_judged(s: StudyState) -> str:
+    """How the study's figures were made: one split, folds beside a held-out test split, or (small
+    data) folds over every image."""
+    if s.small_data:
+        return (f"{s.folds}-fold cross-validation over all {sum(s.split_sizes.values())} images (a held-out test "
+                f"split would have held {s.split_sizes.get('test')}): every figure, interval and paired test is "
+                "out-of-fold, over every image.")  # fmt: skip
+    if s.folds > 1:
+        return (f"{s.folds}-fold cross-validation on train+val (the test split in no fold); the winner was then "
+                "trained once on the train/val split and tested once.")  # fmt: skip
+    return ("One train/val/test split; each candidate's test split was evaluated once, after training, and is not "
+            "used to rank.")  # fmt: skip

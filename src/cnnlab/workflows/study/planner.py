@@ -105,18 +105,27 @@ def _plan_trainings(s: StudyState, avail: float) -> None:
             continue
         trial = [Candidate(**c.to_dict()) for c in live]
         winner = max(_cost(s, c, c.full_epochs, 1) for c in trial)
+        winner = 0.0 if s.small_data else winner  # small data: no winner's run on a split
         if (
             plan_epochs(trial, avail - winner, s.sizes, runs=k * n_seeds, fold_sizes=run_sizes(s.sizes, k))
             and all(c.status == "planned" for c in trial)
-            and (asked or all(c.epochs == c.full_epochs for c in trial))
+            and (asked or s.small_data or all(c.epochs == c.full_epochs for c in trial))
         ):
             for c, t in zip(live, trial):
                 c.epochs = t.epochs
             s.folds, s.winner_reserve = k, winner
+            if s.small_data:
+                sz = s.split_sizes
+                s.notes.append(f"{sum(sz.values())} images: a held-out test split would hold {sz.get('test')}, too "
+                               "few to tell candidates apart, so every candidate is cross-validated over all of them "
+                               "and every figure is out-of-fold")  # fmt: skip
             log.info("study: %d-fold cross-validation of %d candidates fits the budget", k, len(live))
             return
     if asked:
         s.notes.append(f"--folds {asked} did not fit the budget: one train/val/test split instead")
+    if s.small_data:  # the folds did not fit: the usual split after all, its test split as small as it is
+        s.notes.append("cross-validation did not fit the budget: one train/val/test split instead")
+        s.small_data, s.sizes = False, s.split_sizes or s.sizes
     if not plan_epochs(s.candidates, avail, s.sizes, runs=n_seeds * _curve_runs(s)):
         # too little left (a loaded machine, a short budget): the cheapest candidate still trains, at
         # its fewest epochs, and the budget's guard stops it; the dearer ones were dropped

@@ -4,7 +4,6 @@ best, over-fitting flags, the winner's remaining confusions and the commands to 
 from __future__ import annotations
 
 import io
-import shlex
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ from cnnlab.workflows.cv.audit import audit_labels, out_of_fold
 from cnnlab.workflows.cv.folds import cv_group
 from cnnlab.workflows.seeds import correct_matrix, seed_runs, spread
 from cnnlab.workflows.study.curves import crossings, fit
+from cnnlab.workflows.study.next import commands
 
 if TYPE_CHECKING:
     from cnnlab.core.study import Candidate, StudyState
@@ -122,8 +122,7 @@ def collect(study: Study, ranked: list[Candidate]) -> StudySummary:
             preds[c.name] = (p["indices"], p["labels"], p["probs"].argmax(1))
             row["selection"] = {"metric": "validation accuracy", "value": best.get("val_acc"), "ci95": None}
         rows.append(row)
-    if not cv_mode and seeds == 1 and rows and not s.multilabel:
-        _test_intervals(rows, preds, len(s.classes), s.settings.seed)
+    _image_intervals(s, rows, preds, cvs)
     paired = _paired_rows(s, rows, cvs, preds, corrects) if not s.multilabel else _paired_map(s, rows, scores)
     for pair, adjusted in zip(paired, holm([pair["p"] for pair in paired])):
         pair["p_holm"] = adjusted  # one winner against every other candidate: a family of tests
@@ -248,16 +247,16 @@ def _winner(study: Study, ranked: list[Candidate], rows: list[dict[str, Any]], s
             "images": wm["num_samples"],
             "run": "winner",
         }
-    elif not cv_mode:
+    elif not cv_mode or s.small_data:  # small data: its out-of-fold figures over every image
         summary["winner_test"] = {
             "accuracy": w["accuracy"]["value"],
             "macro_f1": w["macro_f1"]["value"],
-            "images": s.sizes["test"],
+            "images": sum(s.split_sizes.values()) if s.small_data else s.sizes["test"],
             "run": w["run"],
         }
         if "map" in w:
             summary["winner_test"]["mean_average_precision"] = w["map"]["value"]
-    summary["cheaper_tie"] = chosen = cheaper_tie(rows, summary["paired"]) if not cv_mode else None
+    summary["cheaper_tie"] = chosen = cheaper_tie(rows, summary["paired"]) if s.folds == 1 or s.small_data else None
     name = chosen["candidate"] if chosen else w["name"]  # the next commands retrain it
     summary["commands"] = commands(study, next(c for c in ranked if c.name == name))
 
@@ -278,7 +277,10 @@ def _paired_rows(
         return paired
     top = rows[0]["name"]
     for r in rows[1:]:
-        if cv_mode:
+        if s.small_data:
+            t = _paired_test(preds[top], preds[r["name"]], s.settings.seed)
+            paired.append({"best": top, "other": r["name"], **t, "on": t["on"].replace("test", "out-of-fold")})
+        elif cv_mode:
             pc = paired_comparison(cvs[r["name"]], cvs[top], "accuracy")
             ct = pc.corrected_t
             paired.append(
@@ -396,12 +398,25 @@ def latency_ms(run: RunFolder, device: str, repeats: int = 15) -> float | None:
     return round(float(np.median(times)) * 1e3, 3)
 
 
-def _test_intervals(rows: list[dict[str, Any]], preds: dict[str, Any], k: int, seed: int) -> None:
-    """Test accuracy and macro-F1 with 95 % percentile bootstrap intervals over the test images."""
+def _image_intervals(
+    s: StudyState, rows: list[dict[str, Any]], preds: dict[str, Any], cvs: dict[str, CvResult]
+) -> None:
+    """Image-level intervals of one split's single-label candidates over their test images; with small
+    data over every image, out-of-fold (whose predictions also go to ``preds`` for the paired tests)."""
+    if s.small_data:
+        for name, cv in cvs.items():
+            idx, y, p = out_of_fold(cv_group(cv.out), cv.state.runs)
+            preds[name] = (idx, y, p.argmax(1))
+    if (s.folds == 1 or s.small_data) and s.settings.seeds == 1 and rows and not s.multilabel:
+        _test_intervals(rows, preds, len(s.classes), s.settings.seed, "out-of-fold" if s.small_data else "test")
+
+
+def _test_intervals(rows: list[dict[str, Any]], preds: dict[str, Any], k: int, seed: int, of: str = "test") -> None:
+    """Accuracy and macro-F1 with 95 % percentile bootstrap intervals over the test (or out-of-fold) images."""
     for r in rows:
         _, y, p = preds[r["name"]]
         for key, figure in accuracy_f1_intervals(y, p, k, seed, DRAWS).items():
-            r[key] = {**figure, "of": "test"}
+            r[key] = {**figure, "of": of}
 
 
 def _paired_test(best: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...], seed: int) -> dict[str, Any]:
@@ -418,37 +433,6 @@ def _paired_test(best: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...], se
         "ci95": t["ci95"],
         "p": t["p"],
         "test": f"McNemar exact (best only right {mc['only_a_right']}, other only right {mc['only_b_right']})",
-    }
-
-
-def commands(study: Study, c: Candidate) -> dict[str, str]:
-    """Re-train the winner with its recipe on all the data (no test split left), export and serve it."""
-    s = study.state
-    final = f"runs/{c.name}-final"
-    args = ["cnnlab", "train", "--data", str(s.settings.data)]
-    if s.settings.data_dir:
-        args += ["--data-dir", s.settings.data_dir]
-    o = c.overrides()
-    args += ["--model", c.model, "--epochs", str(o["train.epochs"]), "--seed", str(s.settings.seed)]
-    if "data.input_size" in o:
-        args += ["--input-size", str(o["data.input_size"])]
-    if "optim.lr" in o:  # what its search found
-        args += ["--lr", f"{o['optim.lr']:.6g}", "--weight-decay", f"{o.get('optim.weight_decay', 0.0):g}"]
-    if c.mode == "frozen":
-        args += ["--freeze", "backbone"]
-    elif c.mode == "fine-tune":
-        args += ["--fine-tune", ",".join(map(str, o["model.fine_tune"]))]
-    if s.class_weights:
-        args += ["--class-weights", "auto"]
-    if not s.presplit:  # no test split of its own: give the test part to training as well
-        args += ["--split", "0.9,0.1,0"]
-    args += ["--out", final]
-    run = study.folder(c) if s.folds == 1 else study.out / "winner"
-    return {
-        "retrain": shlex.join(args),
-        "export": f"cnnlab export {shlex.quote(final)}",
-        "serve": f"cnnlab serve {shlex.quote(final + '/export/model.onnx')}",
-        "export_study_run": f"cnnlab export {shlex.quote(str(run))}",
     }
 
 

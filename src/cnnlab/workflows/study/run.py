@@ -61,6 +61,7 @@ from cnnlab.workflows.training import announce_board, train, train_or_resume
 log = logging.getLogger(__name__)
 
 STUDY_BUDGET = "the study's time budget"
+SMALL_TEST = 100  # a test split of fewer images gives intervals too wide to rank by: cross-validate all
 PROBE_SHARE = 0.1  # the probes' part of the budget at most: the candidates not probed by then are left out
 
 
@@ -227,6 +228,10 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
     pool = np.concatenate([prepared.splits["train"], prepared.splits["val"]])
     y = prepared.labels.numpy()[pool]
     smallest = int((y.sum(0) if multilabel else np.bincount(y, minlength=len(prepared.classes))).min())
+    small = not (report.presplit or multilabel or shares or folds) and seeds == 1 and sizes["test"] < SMALL_TEST
+    if small:  # every image in the folds: the out-of-fold figures are the test figures
+        y = prepared.labels.numpy()
+        smallest = int(np.bincount(y, minlength=len(prepared.classes)).min())
     pairs = pairs or default_models(size)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "inspect.json", report.document())
@@ -244,7 +249,11 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
         class_weights=ratio >= IMBALANCE_FOR_WEIGHTS and not multilabel,  # weights are for one label each
         multilabel=multilabel,
         notes=["multi-label data: ranked by validation mAP, one train/val/test split"] if multilabel else [],
+        small_data=small,
+        split_sizes=sizes,
     )
+    if small:
+        state.sizes = {"train": sizes["train"] + sizes["test"], "val": sizes["val"], "test": 0}
     study = Study(out, state)
     study.cands = make_candidates(pairs, size, sizes["train"], batch_size)
     # a pretrained net's full recipe may take at most its share of the trainings' time at its size
@@ -334,7 +343,7 @@ def _train_all(study: Study, progress: bool, session: float, spent_before: float
         record_timing(s, c, time.time() - started, searched, speed_then)
         replan_rest(s, study.cands[i + 1 :], end - time.time())
         study.save(spent_seconds=round(spent_before + time.time() - session, 1))
-    if s.folds > 1:
+    if s.folds > 1 and not s.small_data:  # small data: the out-of-fold figures are the test figures
         _train_winner(study, progress)
     if s.fractions:
         _train_fractions(study, progress, end)

@@ -69,7 +69,7 @@ class Study:
 
     def base_overrides(self) -> dict[str, Any]:
         st = self.state.settings
-        o = {
+        o: dict[str, Any] = {
             "data.source": st.data,
             "train.seed": st.seed,
             "train.batch_size": st.batch_size,
@@ -83,6 +83,8 @@ class Study:
             o[f"data.{key}"] = value
         if self.state.class_weights:
             o["train.class_weights"] = "auto"
+        if self.state.small_data:  # no test split: the folds hold every image
+            o["data.split"] = [0.9, 0.1, 0.0]
         return o
 
     def config(self, c: Candidate, out: Path, extra: dict[str, Any] | None = None) -> Config:

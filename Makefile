@@ -79,7 +79,8 @@ test: $(STAMP) data browser postgres lint
 # the kill-and-resume tests, the whole attack corpus and the larger studies (~5 min on 2 cores):
 # out of the default suite to keep it under 10 minutes; CI runs them after it
 test-long: $(STAMP) data browser postgres
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "long and not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "long and not slow and not alone"
+	$(BIN)/python -m pytest -q -m "long and alone and not slow"
 
 test-slow: $(STAMP) data browser postgres
 	$(BIN)/python -m pytest -q -m slow

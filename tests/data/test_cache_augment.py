@@ -371,3 +371,14 @@ def test_pca_lighting_follows_seed_004s_formula_with_the_eigenvalues_themselves(
         expected = np.zeros(3)
         expected[channel_of] = np.abs(alpha * variances) * 255
         assert np.allclose(np.abs(shift), expected, atol=0.51), (shift, expected)  # rounded to whole levels
+
+
+def test_inspect_warns_when_the_test_split_is_too_small_to_rank_by(tmp_path, capsys):
+    """Issue 46: a held-out test split of 32 images is said to be small before anything trains."""
+    from cnnlab.cli import main
+
+    root = make_folder_dataset(tmp_path / "d", classes=8, per_class=38)
+    assert main(["data", "inspect", str(root), "--out", str(tmp_path / "o"), "--near-duplicates", "off"]) == 0
+    assert "SMALL TEST SPLIT: 32 images; a 95 % accuracy interval over it spans up to ±17 points" in (
+        capsys.readouterr().out
+    )

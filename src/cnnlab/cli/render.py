@@ -55,11 +55,7 @@ def format_report(r: DataReport) -> str:
             f"{c:<{w}}  " + "  ".join(f"{r.split_counts[s][c]:>6}" for s in splits) + f"  {r.class_counts[c]:>6}"
         )
     lines.append(f"imbalance ratio (largest/smallest class): {r.imbalance_ratio}")
-    test = r.split_sizes.get("test", 0)
-    if test < 100 and not r.multilabel:  # SMALL_TEST of cnnlab.workflows.study.run
-        half = 98 / max(test, 1) ** 0.5  # a 95 % interval's half-width at 50 % accuracy, in points (normal approx.)
-        lines.append(f"SMALL TEST SPLIT: {test} images; a 95 % accuracy interval over it spans up to ±{half:.0f} "
-                     "points (cnnlab study cross-validates such data over every image instead)")  # fmt: skip
+    lines += _small_test(r)
     lines.append("sizes: " + ", ".join(f"{k} ×{v}" for k, v in r.sizes.items()))
     lines.append(
         "modes: "
@@ -88,6 +84,16 @@ def format_report(r: DataReport) -> str:
     for p in r.pictures:
         lines.append(f"wrote {p}")
     return "\n".join(lines)
+
+
+def _small_test(r: DataReport) -> list[str]:
+    """A warning when the test split is under 100 images (``SMALL_TEST`` of cnnlab.workflows.study.run)."""
+    test = r.split_sizes.get("test", 0)
+    if test >= 100 or r.multilabel:
+        return []
+    half = 98 / max(test, 1) ** 0.5  # a 95 % interval's half-width at 50 % accuracy, in points (normal approx.)
+    return [f"SMALL TEST SPLIT: {test} images; a 95 % accuracy interval over it spans up to ±{half:.0f} points "
+            "(cnnlab study cross-validates such data over every image instead)"]  # fmt: skip
 
 
 def _near_lines(r: DataReport, most: int = 20) -> list[str]:

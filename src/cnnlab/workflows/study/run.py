@@ -21,7 +21,7 @@ from cnnlab.core.schema import DataConfig, nest_config
 from cnnlab.core.settings import CvSettings, StudySettings, SweepSettings
 from cnnlab.core.study import Candidate, StudyState, StudySummary
 from cnnlab.data.inspect import inspect_dataset
-from cnnlab.data.pipeline import prepare_data
+from cnnlab.data.pipeline import PreparedData, prepare_data
 from cnnlab.models.factory import get_spec
 from cnnlab.reports.study import write_study_report
 from cnnlab.reports.study_text import format_summary
@@ -220,18 +220,9 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
             "pairs the test images); leave --folds out"
         )
     prepared = prepare_data(dc, get_spec("cnn"), dc.split_seed, progress=progress)
-    sizes = {k: int(len(v)) for k, v in prepared.splits.items()}
-    if min(sizes.get("train", 0), sizes.get("val", 0), sizes.get("test", 0)) == 0:
-        raise CnnlabError(f"{data}: the split has {sizes}; a study needs images in train, val and test")
+    sizes, smallest, small = _split_facts(prepared, report.presplit or bool(shares or folds) or seeds > 1)
     size, channels, k = prepared.input_size, prepared.channels, len(prepared.classes)
     ratio = report.imbalance_ratio or 1.0
-    pool = np.concatenate([prepared.splits["train"], prepared.splits["val"]])
-    y = prepared.labels.numpy()[pool]
-    smallest = int((y.sum(0) if multilabel else np.bincount(y, minlength=len(prepared.classes))).min())
-    small = not (report.presplit or multilabel or shares or folds) and seeds == 1 and sizes["test"] < SMALL_TEST
-    if small:  # every image in the folds: the out-of-fold figures are the test figures
-        y = prepared.labels.numpy()
-        smallest = int(np.bincount(y, minlength=len(prepared.classes)).min())
     pairs = pairs or default_models(size)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "inspect.json", report.document())
@@ -289,6 +280,26 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
     choose_plan(study.state, budget_s - (time.time() - t0))
     study.save(status="running", spent_seconds=round(time.time() - t0, 1))
     return study
+
+
+def _split_facts(prepared: PreparedData, fixed: bool) -> tuple[dict[str, int], int, bool]:
+    """The split's sizes, the smallest class outside the test split (or, small data, at all), and
+    whether the data is small: a test split under ``SMALL_TEST`` images, which the study then
+    cross-validates over every image (not when the split is ``fixed``: pre-split, curves, folds or
+    seeds asked for; never multi-label).
+
+    Raises:
+        CnnlabError: a split without images in train, val or test."""
+    sizes = {k: int(len(v)) for k, v in prepared.splits.items()}
+    if min(sizes.get("train", 0), sizes.get("val", 0), sizes.get("test", 0)) == 0:
+        raise CnnlabError(f"{prepared.source}: the split has {sizes}; a study needs images in train, val and test")
+    small = not (fixed or prepared.multilabel) and sizes["test"] < SMALL_TEST
+    pool = (
+        np.arange(len(prepared.labels)) if small else np.concatenate([prepared.splits["train"], prepared.splits["val"]])
+    )
+    y = prepared.labels.numpy()[pool]
+    smallest = int((y.sum(0) if prepared.multilabel else np.bincount(y, minlength=len(prepared.classes))).min())
+    return sizes, smallest, small
 
 
 def _train_all(study: Study, progress: bool, session: float, spent_before: float) -> None:

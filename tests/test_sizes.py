@@ -60,7 +60,7 @@ LONG_FILES = {
     "workflows/deploy/serve.py": 466,
     "workflows/evaluation.py": 402,
     "workflows/study/results.py": 444,
-    "workflows/study/run.py": 522,
+    "workflows/study/run.py": 475,
     "workflows/sweep/report.py": 465,
     "workflows/sweep/runner.py": 462,
     "workflows/sweep/spec.py": 503,

@@ -87,7 +87,7 @@ def format_report(r: DataReport) -> str:
 
 
 def _small_test(r: DataReport) -> list[str]:
-    """A warning when the test split is under 100 images (``SMALL_TEST`` of cnnlab.workflows.study.run)."""
+    """A warning when the test split is under 100 images (``SMALL_TEST`` of cnnlab.workflows.study.probes)."""
     test = r.split_sizes.get("test", 0)
     if test >= 100 or r.multilabel:
         return []

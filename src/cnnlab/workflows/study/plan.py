@@ -17,7 +17,6 @@ from cnnlab.models.build import build_model
 from cnnlab.models.factory import MODELS, get_spec
 from cnnlab.models.ops import uses_conv
 from cnnlab.train.build import DEFAULT_EPOCHS, DEFAULT_PEAK_LR, DEFAULT_STEPS
-from cnnlab.train.threads import free_core_threads
 from cnnlab.workflows.resolve import build_config
 
 log = logging.getLogger(__name__)
@@ -176,11 +175,10 @@ def probe(c: Candidate, channels: int, size: int, num_classes: int, batch_size: 
         with torch.inference_mode():
             model(x)
 
-    with free_core_threads():  # the threads training will have beside what else runs
-        model.eval()
-        c.eval_s = timed(eval_step)
-        model.train()
-        c.train_s = timed(train_step) if c.mode != "frozen" else 0.0
+    model.eval()
+    c.eval_s = timed(eval_step)
+    model.train()
+    c.train_s = timed(train_step) if c.mode != "frozen" else 0.0
 
 
 # Equal effort: this share of the training budget goes to searches, the same seconds for every

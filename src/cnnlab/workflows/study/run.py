@@ -21,7 +21,7 @@ from cnnlab.core.schema import DataConfig, nest_config
 from cnnlab.core.settings import CvSettings, StudySettings, SweepSettings
 from cnnlab.core.study import Candidate, StudyState, StudySummary
 from cnnlab.data.inspect import inspect_dataset
-from cnnlab.data.pipeline import PreparedData, prepare_data
+from cnnlab.data.pipeline import prepare_data
 from cnnlab.models.factory import get_spec
 from cnnlab.reports.study import write_study_report
 from cnnlab.reports.study_text import format_summary
@@ -40,9 +40,7 @@ from cnnlab.workflows.study.plan import (
     default_models,
     make_candidates,
     parse_models,
-    probe,
     search_space,
-    shrink_to_fit,
 )
 from cnnlab.workflows.study.planner import (
     choose_plan,
@@ -53,6 +51,7 @@ from cnnlab.workflows.study.planner import (
     replan_rest,
     reserve,
 )
+from cnnlab.workflows.study.probes import probe_all, split_facts
 from cnnlab.workflows.study.results import best_row, collect
 from cnnlab.workflows.study.state import Study, StudyResult, study_group
 from cnnlab.workflows.sweep.runner import run_sweep
@@ -61,8 +60,6 @@ from cnnlab.workflows.training import announce_board, train, train_or_resume
 log = logging.getLogger(__name__)
 
 STUDY_BUDGET = "the study's time budget"
-SMALL_TEST = 100  # a test split of fewer images gives intervals too wide to rank by: cross-validate all
-PROBE_SHARE = 0.1  # the probes' part of the budget at most: the candidates not probed by then are left out
 
 
 def run_study(settings: StudySettings, progress: bool = True, started: float | None = None) -> StudyResult:
@@ -220,7 +217,7 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
             "pairs the test images); leave --folds out"
         )
     prepared = prepare_data(dc, get_spec("cnn"), dc.split_seed, progress=progress)
-    sizes, smallest, small = _split_facts(prepared, report.presplit or bool(shares or folds) or seeds > 1)
+    sizes, smallest, small = split_facts(prepared, report.presplit or bool(shares or folds) or seeds > 1)
     size, channels, k = prepared.input_size, prepared.channels, len(prepared.classes)
     ratio = report.imbalance_ratio or 1.0
     pairs = pairs or default_models(size)
@@ -247,31 +244,7 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
         state.sizes = {"train": sizes["train"] + sizes["test"], "val": sizes["val"], "test": 0}
     study = Study(out, state)
     study.cands = make_candidates(pairs, size, sizes["train"], batch_size)
-    # a pretrained net's full recipe may take at most its share of the trainings' time at its size
-    share = probe_share(budget_s, len(study.cands), tune)
-    probes_start = time.time()
-    probes_end = probes_start + PROBE_SHARE * budget_s  # the probes' own bound, cheap candidates first
-    for c in sorted(study.cands, key=lambda c: (bool(get_spec(c.model).pretrained), c.mode != "scratch")):
-        if time.time() >= probes_end:
-            c.status, c.why = "dropped", f"not probed: the probes' {PROBE_SHARE:.0%} of the budget ran out"
-            log.warning("study: %s left out: %s", c.name, c.why)
-            continue
-        try:
-            probe(c, channels, size, k, batch_size, min(1.5, max(0.1, (probes_end - time.time()) / 4)), probes_end)
-            if get_spec(c.model).pretrained and shrink_to_fit(c, share - (time.time() - t0), sizes):
-                log.info("study: %s at its native size costs more than its share: %d px instead", c.name,
-                         c.input_size)  # fmt: skip
-        except Exception as e:  # a model that cannot even be built here is left out, with the reason
-            c.status, c.why = "failed", f"could not be built: {e}"
-            log.warning("study: %s left out: %s", c.name, c.why)
-            continue
-        log.info(
-            "study: probe %-28s %.2f ms/image training, %.2f ms/image inference",
-            c.name,
-            c.train_s * 1e3,
-            c.eval_s * 1e3,
-        )
-    study.state.probe_seconds = round(time.time() - probes_start, 1)
+    probe_all(study, (channels, size, k, batch_size), probe_share(budget_s, len(study.cands), tune), t0)
     # cheap strong baselines first (a frozen backbone on cached features takes seconds), so that a
     # study cut short by its budget has them; the expensive ones use what is left
     study.cands.sort(
@@ -280,26 +253,6 @@ def _start(settings: StudySettings, out: Path, shares: list[float], progress: bo
     choose_plan(study.state, budget_s - (time.time() - t0))
     study.save(status="running", spent_seconds=round(time.time() - t0, 1))
     return study
-
-
-def _split_facts(prepared: PreparedData, fixed: bool) -> tuple[dict[str, int], int, bool]:
-    """The split's sizes, the smallest class outside the test split (or, small data, at all), and
-    whether the data is small: a test split under ``SMALL_TEST`` images, which the study then
-    cross-validates over every image (not when the split is ``fixed``: pre-split, curves, folds or
-    seeds asked for; never multi-label).
-
-    Raises:
-        CnnlabError: a split without images in train, val or test."""
-    sizes = {k: int(len(v)) for k, v in prepared.splits.items()}
-    if min(sizes.get("train", 0), sizes.get("val", 0), sizes.get("test", 0)) == 0:
-        raise CnnlabError(f"{prepared.source}: the split has {sizes}; a study needs images in train, val and test")
-    small = not (fixed or prepared.multilabel) and sizes["test"] < SMALL_TEST
-    pool = (
-        np.arange(len(prepared.labels)) if small else np.concatenate([prepared.splits["train"], prepared.splits["val"]])
-    )
-    y = prepared.labels.numpy()[pool]
-    smallest = int((y.sum(0) if prepared.multilabel else np.bincount(y, minlength=len(prepared.classes))).min())
-    return sizes, smallest, small
 
 
 def _train_all(study: Study, progress: bool, session: float, spent_before: float) -> None:

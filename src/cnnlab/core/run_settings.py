@@ -23,6 +23,26 @@ __all__ = [
 ]
 
 
+# fields several commands share, written once
+
+
+def _device(default: str, what: str | None = None) -> Any:
+    return Field(
+        default, description=what or f"for a run folder (default {default})", json_schema_extra={"metavar": "DEV"}
+    )
+
+
+def _tta(more: str = "") -> Any:
+    return Field("none", description="test-time augmentation for a run folder: logits averaged over the image, its "
+                 "mirror image and, with crops, four shifted crops" + more)  # fmt: skip
+
+
+def _trust_torchscript() -> Any:
+    return Field(
+        False, description="load a TorchScript file not exported by cnnlab on this machine (it runs code when loaded)"
+    )
+
+
 class EvaluateSettings(Settings):
     """`cnnlab evaluate RUN`: on which data and split, with which extras (the checkpoint is the run's best)."""
 
@@ -57,22 +77,14 @@ class EvaluateSettings(Settings):
         "dataset under the run's split settings (default: all its images)",
     )
     batch_size: int = Field(256, ge=1, description="evaluation batch size", json_schema_extra={"metavar": "N"})
-    tta: TtaView = Field(
-        "none",
-        description="test-time augmentation for a run folder: logits averaged over the image, its mirror image "
-        "and, with crops, four shifted crops; the figures are printed beside the plain ones",
-    )
+    tta: TtaView = _tta("; the figures are printed beside the plain ones")
     max_pixels: int | None = Field(
         None,
         ge=1,
         description="pixel budget per image of --data (default: the run's)",
         json_schema_extra={"metavar": "N"},
     )
-    device: str = Field(
-        config_default(TrainConfig, "device"),
-        description="auto, cpu, cuda, cuda:N, mps",
-        json_schema_extra={"metavar": "DEV"},
-    )
+    device: str = _device(config_default(TrainConfig, "device"), "auto, cpu, cuda, cuda:N, mps")
 
     @model_validator(mode="after")
     def _consistent(self) -> EvaluateSettings:
@@ -85,10 +97,6 @@ class EvaluateSettings(Settings):
         if self.retrieval and not self.data:
             raise ValueError("--retrieval needs datasets: add --data A [--data B ...]")
         return self
-
-
-def _device(default: str) -> Any:
-    return Field(default, description=f"for a run folder (default {default})", json_schema_extra={"metavar": "DEV"})
 
 
 class PredictSettings(Settings):
@@ -106,14 +114,8 @@ class PredictSettings(Settings):
         json_schema_extra={"metavar": "N"},
     )
     device: str = _device(config_default(TrainConfig, "device"))
-    trust_torchscript: bool = Field(
-        False, description="load a TorchScript file not exported by cnnlab on this machine (it runs code when loaded)"
-    )
-    tta: TtaView = Field(
-        "none",
-        description="test-time augmentation for a run folder: logits averaged over the image, its mirror image "
-        "and, with crops, four shifted crops",
-    )
+    trust_torchscript: bool = _trust_torchscript()
+    tta: TtaView = _tta()
     collect: bool = Field(False, description="print results as one JSON list", json_schema_extra={"flag": "--json"})
 
 
@@ -199,14 +201,8 @@ class ServeSettings(BindSettings):
         "another host get 403, which keeps web pages elsewhere from reaching a local service",
         json_schema_extra={"metavar": "NAME", "action": "append"},
     )
-    trust_torchscript: bool = Field(
-        False, description="load a TorchScript file not exported by cnnlab on this machine (it runs code when loaded)"
-    )
-    tta: TtaView = Field(
-        "none",
-        description="test-time augmentation for a run folder: logits averaged over the image, its mirror image "
-        "and, with crops, four shifted crops",
-    )
+    trust_torchscript: bool = _trust_torchscript()
+    tta: TtaView = _tta()
 
 
 class BoardSettings(BindSettings):
@@ -245,10 +241,6 @@ class ExplainSettings(Settings):
     max_pixels: int | None = Field(
         None, ge=1, description="pixel budget per image (default: the run's)", json_schema_extra={"metavar": "N"}
     )
-    device: str = Field(
-        config_default(TrainConfig, "device"),
-        description="auto, cpu, cuda, cuda:N, mps",
-        json_schema_extra={"metavar": "DEV"},
-    )
+    device: str = _device(config_default(TrainConfig, "device"), "auto, cpu, cuda, cuda:N, mps")
     seed: int = Field(0, ge=0, description="--sanity: seed of the re-initialised weights and the random maps",
                       json_schema_extra={"metavar": "S"})  # fmt: skip

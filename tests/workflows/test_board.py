@@ -229,6 +229,8 @@ def test_ticking_two_runs_overlays_them_and_brushing_an_axis_filters_the_trials(
         page.goto(base + "/#/group/sweeps%2Ftiny")
         page.wait_for_selector("#parcoords .main-svg")
         assert page.inner_text("#trial-count").startswith("6 of 6")
+        page.wait_for_selector("#pace .main-svg")  # issue 46: best so far against wall time
+        assert page.locator("#pace .scatterlayer .trace .point").count() >= 1  # a point per finished trial
         box = page.locator("#parcoords .axis-brush").first.bounding_box()
         assert box is not None
         x = box["x"] + box["width"] / 2

@@ -331,7 +331,6 @@ def _tell_failed(study: Any, trial: Any, error: str, started: float) -> tuple[An
 
 def best_value(run: Any, objective: str) -> float | None:
     """The best per-epoch value of ``objective`` in a run's history."""
-
     vals = [h.get(objective) for h in run.history()]
     vals = [float(v) for v in vals if v not in (None, "") and math.isfinite(float(v))]
     if not vals:
@@ -421,11 +420,12 @@ class ProgressLine:
             f"{head}: {o.get('complete', 0)} complete, {o.get('pruned', 0)} pruned, {o.get('failed', 0)} failed, "
             f"{c.running} running"
         )
-        if best:
-            b = pick(best, key=lambda t: t.value)
-            text += f" · best {spec.objective} {b.value:.4f} (trial {b.number})"
-        elapsed = time.time() - self.sweep.started
         starts = [t.datetime_start.timestamp() for t in trials if t.datetime_start]
+        if best:  # and when it was reached: the best so far against wall time
+            b = pick(best, key=lambda t: t.value)
+            at = f", at {(b.datetime_complete.timestamp() - min(starts)) / 60:.1f} min" if starts else ""
+            text += f" · best {spec.objective} {b.value:.4f} (trial {b.number}{at})"
+        elapsed = time.time() - self.sweep.started
         ends = [t for t in trials if t.datetime_complete]
         if ends and starts and time.time() - min(starts) > 60:  # from the trials' own clocks: a resumed sweep too
             text += f" · {len(ends) / (time.time() - min(starts)) * 3600:.0f} trials/h"

@@ -283,8 +283,7 @@ def predict(
         validation), or the reason it could not be read.
     """
     st = settings or PredictSettings()
-    predictor = Predictor.from_run(run_path, st.device, max_pixels=st.max_pixels)
-    predictor.tta = st.tta
+    predictor = Predictor.from_run(run_path, st.device, max_pixels=st.max_pixels, tta=st.tta)
     return [Prediction.model_validate(r) for r in predictor.predict(list(images), top_k=st.top_k)]
 
 

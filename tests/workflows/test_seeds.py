@@ -182,6 +182,23 @@ def test_a_tampered_seeds_json_is_refused_in_one_line(finished_group, tmp_path, 
     assert not (out / "seed-2").exists() and not (out / "seed-True").exists()  # nothing started
 
 
+def test_a_damaged_seed_group_is_replaced_with_overwrite(finished_group, tmp_path, capsys):
+    """--overwrite replaces a group whose seeds.json is damaged (its seed folders are known by name),
+    and still refuses a folder that holds what no seed group writes."""
+    import shutil
+
+    out = tmp_path / "g"
+    shutil.copytree(finished_group[0], out)
+    (out / "seeds.json").write_text(json.dumps({**finished_group[1], "seeds": "0,1"}))
+    flags = ["--data", "digits", "--model", "mlp", "--hidden", "16", "--epochs", "1", "-q", "--no-report"]
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", *flags, "--seeds", "2", "--overwrite", "--out", str(out)]) == 2
+    assert "refuses to delete" in capsys.readouterr().err and (out / "notes.txt").is_file()
+    (out / "notes.txt").unlink()
+    assert main(["train", *flags, "--seeds", "2", "--overwrite", "--out", str(out)]) == 0
+    assert json.loads((out / "seeds.json").read_text())["seeds"] == [0, 1]
+
+
 def test_a_group_saved_before_cnnlab_kept_the_given_config_resumes_with_its_first_seeds_recipe(
     finished_group, tmp_path
 ):

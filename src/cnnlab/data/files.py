@@ -229,8 +229,9 @@ def list_files(
         return read_label_csv(source, image_root, delimiter, label_sep)
     if Path(source).is_dir():
         return scan_folder(source)
-    if Path(source).exists() and not_regular(source):
-        raise CnnlabError(f"data.source {source!r} {not_regular(source)}")
+    problem = not_regular(source) if Path(source).exists() else None
+    if problem:
+        raise CnnlabError(f"data.source {source!r} {problem}")
     raise CnnlabError(
         f"data.source {source!r}: not a built-in dataset, a folder of class folders, "
         f"or a label file ({', '.join(CSV_SUFFIXES)})"

@@ -49,18 +49,28 @@ def read_sweep_summary(path: Path) -> SweepSummary | None:
     if not file.is_file():
         return None
     try:
+        return SweepSummary.model_validate(_json_file(file))
+    except ValidationError as e:
+        raise _refused(file, e, "write the sweep's report again: cnnlab sweep-report DIR") from None
+
+
+def _json_file(file: Path) -> Any:
+    """A state file's JSON, within the size cap; one line when it is over it, too deep or not JSON."""
+    try:
         if file.stat().st_size > MAX_STATE_BYTES:
             raise CnnlabError(f"{file} is damaged: over {MAX_STATE_BYTES >> 20} MB")
-        return SweepSummary.model_validate_json(file.read_bytes())
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise CnnlabError(
-            f"{file} is damaged: {'.'.join(map(str, err['loc'])) or 'its contents'}: {err['msg']}"
-        ) from None
+        return json.loads(file.read_text())
     except RecursionError:
         raise CnnlabError(f"{file} is damaged: nested too deep") from None
-    except OSError as e:
-        raise CnnlabError(f"{file} cannot be read ({e.strerror})") from None
+    except (ValueError, OSError) as e:
+        raise CnnlabError(f"{file} cannot be read ({' '.join(str(e).split())})") from None
+
+
+def _refused(file: Path, e: ValidationError, then: str) -> CnnlabError:
+    """The one line for a state file its model refuses: the field and why, and what to do."""
+    err = e.errors()[0]
+    where = ".".join(map(str, err["loc"])) or "its contents"
+    return CnnlabError(f"{file} is damaged: {where}: {str(err['msg']).removeprefix('Value error, ')}; {then}")
 
 
 class RunGroup:
@@ -108,12 +118,7 @@ class RunGroup:
         try:
             return model.model_validate(state)
         except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(map(str, err["loc"])) or "its contents"
-            raise CnnlabError(
-                f"{self.state_path} is damaged: {where}: {str(err['msg']).removeprefix('Value error, ')}; start "
-                f"it again in another folder ({self.start_hint})"
-            ) from None
+            raise _refused(self.state_path, e, f"start it again in another folder ({self.start_hint})") from None
 
     def _read(self, newest: int) -> dict[str, Any]:
         """The saved state as JSON (a state model's ``load`` reads it; ``newest``: the newest
@@ -124,14 +129,7 @@ class RunGroup:
                 f"{str(self.path)!r} is not a {self.kind} folder (no {self.state_path.name}); start one with "
                 f"{self.start_hint}"
             )
-        try:
-            if self.state_path.stat().st_size > MAX_STATE_BYTES:
-                raise CnnlabError(f"{self.state_path} is damaged: over {MAX_STATE_BYTES >> 20} MB")
-            state = json.loads(self.state_path.read_text())
-        except RecursionError:
-            raise CnnlabError(f"{self.state_path} is damaged: nested too deep") from None
-        except (ValueError, OSError) as e:
-            raise CnnlabError(f"{self.state_path} cannot be read ({' '.join(str(e).split())})") from None
+        state = _json_file(self.state_path)
         if not isinstance(state, dict) or state.get("format") != self.format:
             raise CnnlabError(f"{self.state_path} is not a cnnlab {self.kind} file")
         version = state.get("version", 1)

@@ -24,7 +24,7 @@ from cnnlab.workflows.cv.folds import FoldComparison
 from cnnlab.workflows.evaluation import compare
 from cnnlab.workflows.seeds import SeedGroup, correct_matrix, read_seeds, seed_runs
 
-__all__ = ["Comparison", "CvComparison", "RunsComparison", "SeedGroupsComparison", "compare_results"]
+__all__ = ["Comparison", "RunsComparison", "SeedGroupsComparison", "compare_results"]
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,7 @@ class SeedGroupsComparison(BaseModel):
     unpaired: str | None = None
 
 
-class CvComparison(FoldComparison):
-    """Two cross-validations on the same folds (:class:`FoldComparison`)."""
-
-    kind: Literal["cv"] = "cv"
-
-
-Comparison = RunsComparison | SeedGroupsComparison | CvComparison
+Comparison = RunsComparison | SeedGroupsComparison | FoldComparison
 
 
 def compare_results(
@@ -78,7 +72,7 @@ def compare_results(
         ca, cb = cvs if len(cvs) == 2 else (None, None)
         if ca is None or cb is None:
             raise CnnlabError("compare takes run folders, or exactly two cross-validation folders (from cnnlab cv)")
-        return CvComparison(**paired_comparison(ca, cb, metric).model_dump())
+        return paired_comparison(ca, cb, metric)
     paired = paired_runs(paths)  # a damaged run is refused before the page is written
     extra = [_agreement_page(paths[0], paired["agreement"])] if paired.get("agreement") else []
     return RunsComparison(page=str(compare(paths, out, extra)), **paired)

@@ -16,7 +16,7 @@ from cnnlab.core.schema import Config
 from cnnlab.core.state import SeedsState
 from cnnlab.runs.group import RunGroup
 from cnnlab.runs.ledger import use_sentence
-from cnnlab.runs.store import now
+from cnnlab.runs.store import RunFolder, now
 from cnnlab.train import distributed
 from cnnlab.train.callbacks import Callback
 from cnnlab.workflows.seeds import (
@@ -117,7 +117,10 @@ def _clear(group: RunGroup, overwrite: bool) -> None:
     """A new group's folder: empty, or (with ``overwrite``) a seed group replaced as a whole, and only
     when it holds nothing a seed group does not write and no process holds a seed."""
     if overwrite and group.has_state():
-        runs = seed_runs(group.path, read_group(group).seeds)
+        try:
+            runs = seed_runs(group.path, read_group(group).seeds)
+        except CnnlabError:  # a damaged seeds.json, being replaced: the seed folders it holds
+            runs = [RunFolder(p) for p in sorted(group.path.glob("seed-*")) if p.is_dir()]
         foreign = sorted(
             {p.name for p in group.path.iterdir()} - {"seeds.json", "seeds.html"} - {r.path.name for r in runs}
         )

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
@@ -271,6 +271,7 @@ class FoldComparison(BaseModel):
     mean with a 95 % bootstrap interval and Wilcoxon's test, the corrected resampled t-test, McNemar's
     test on the pooled out-of-fold predictions (one repeat, one seed), and each CV's seed spread."""
 
+    kind: Literal["cv"] = "cv"  # among compare's results (cnnlab.workflows.comparison.Comparison)
     metric: str
     a: str
     b: str

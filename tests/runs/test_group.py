@@ -113,3 +113,13 @@ def test_a_version_1_study_loads_into_the_typed_state_and_is_written_back_as_ver
     g.state_path.write_text(json.dumps(again))
     with pytest.raises(CnnlabError, match="has format version 3; this cnnlab reads up to 2: upgrade cnnlab"):
         g.load(StudyState)
+
+
+@pytest.mark.parametrize("field,value", [("spent_seconds", "NaN"), ("speed", "0"), ("winner_reserve", "-5"),
+                                         ("probe_seconds", "Infinity"), ("imbalance_ratio", "0.5")])  # fmt: skip
+def test_a_study_whose_times_a_resume_computes_deadlines_from_are_not_finite_is_refused(tmp_path, field, value):
+    g = RunGroup(tmp_path / "s", "study", "study.json", "cnnlab study DATA")
+    (tmp_path / "s").mkdir()
+    g.state_path.write_text(json.dumps(V1_STUDY)[:-1] + f', "{field}": {value}}}')
+    with pytest.raises(CnnlabError, match=f"study.json is damaged: {field}: "):
+        g.load(StudyState)

@@ -6,7 +6,7 @@ cnnlab wrote (format version 1, the settings as flat keys) load. Pure data and a
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -137,6 +137,10 @@ class Timing(BaseModel):
     expected: float | None = None  # the probe's figure times the speed measured before it
 
 
+# a duration a resumed study computes deadlines from: a finite number of seconds, never NaN
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class StudyState(GroupState):
     """study.json: the study's settings, the data it found, its plan and progress, its summary."""
 
@@ -144,8 +148,8 @@ class StudyState(GroupState):
 
     settings: StudySettings
     status: str = "planning"
-    spent_seconds: float = 0.0
-    probe_seconds: float = 0.0  # what the candidates' probes took (at most a tenth of the budget, and one probe)
+    spent_seconds: Seconds = 0.0
+    probe_seconds: Seconds = 0.0  # what the candidates' probes took (at most a tenth of the budget, and one probe)
     # the data, as inspected
     sizes: dict[str, int] = Field(default_factory=dict)
     input_size: int | None = None
@@ -153,7 +157,7 @@ class StudyState(GroupState):
     classes: list[str] = Field(default_factory=list)
     presplit: bool = False
     smallest_pool_class: int = 0
-    imbalance_ratio: float = 1.0
+    imbalance_ratio: float = Field(1.0, ge=1.0, allow_inf_nan=False)
     class_weights: bool = False
     multilabel: bool = False
     # the plan and its progress
@@ -164,8 +168,8 @@ class StudyState(GroupState):
     split_sizes: dict[str, int] = Field(default_factory=dict)
     fractions: list[float] = Field(default_factory=list)  # the learning curves' shares (--fractions)
     notes: list[str] = Field(default_factory=list)
-    winner_reserve: float = 0.0  # seconds kept for the CV winner's run on the split
-    speed: float = 1.0  # measured seconds / predicted seconds, so far
+    winner_reserve: Seconds = 0.0  # seconds kept for the CV winner's run on the split
+    speed: float = Field(1.0, gt=0, allow_inf_nan=False)  # measured seconds / predicted seconds, so far
     timing: dict[str, Timing] = Field(default_factory=dict)
     winner: str | None = None  # the CV winner whose run is in winner/
     candidates: list[Candidate] = Field(default_factory=list)
